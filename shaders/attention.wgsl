@@ -1,0 +1,73 @@
+// Causal GQA attention over the KV cache. One workgroup per (query head, token of the batch);
+// token t sits at position pos0 + t and sees positions 0..=pos0 + t.
+#include "common"
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;      // [n_tok, QD]
+@group(0) @binding(2) var<storage, read> KC: array<vec4<f32>>;     // [ctx, KVD]
+@group(0) @binding(3) var<storage, read> VC: array<f32>;           // [ctx, KVD]
+@group(0) @binding(4) var<storage, read_write> S: array<f32>;      // scratch [n_tok * H, CTX]
+@group(0) @binding(5) var<storage, read_write> O: array<f32>;      // [n_tok, QD]
+
+const WG: u32 = {{WG}}u;
+const HD: u32 = {{HD}}u;
+const QD: u32 = {{QD}}u;
+const KVD: u32 = {{KVD}}u;
+const GROUP: u32 = {{GROUP}}u;  // query heads per KV head
+const CTX: u32 = {{CTX}}u;
+
+var<workgroup> red: array<f32, WG>;
+var<private> q: array<vec4<f32>, HD / 4u>;
+
+fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            if (is_max) { red[lid] = max(red[lid], red[lid + s]); } else { red[lid] += red[lid + s]; }
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x;
+    let t = wid.y;
+    let last = step.pos0 + t;
+    let kvh = h / GROUP;
+    let srow = (t * (QD / HD) + h) * CTX;
+    let scale = inverseSqrt(f32(HD));
+    for (var i = 0u; i < HD / 4u; i++) { q[i] = Q[(t * QD + h * HD) / 4u + i]; }
+
+    var mx = -3.0e38;
+    for (var p = lid; p <= last; p += WG) {
+        let kb = (p * KVD + kvh * HD) / 4u;
+        var s = 0.0;
+        for (var i = 0u; i < HD / 4u; i++) { s += dot(q[i], KC[kb + i]); }
+        s *= scale;
+        S[srow + p] = s;
+        mx = max(mx, s);
+    }
+    mx = reduce(mx, lid, true);
+    var sum = 0.0;
+    for (var p = lid; p <= last; p += WG) {
+        let e = exp(S[srow + p] - mx);
+        S[srow + p] = e;
+        sum += e;
+    }
+    sum = reduce(sum, lid, false);
+    storageBarrier();
+    workgroupBarrier();
+    let inv = 1.0 / sum;
+    for (var d = lid; d < HD; d += WG) {
+        var acc = 0.0;
+        for (var p = 0u; p <= last; p++) {
+            acc += S[srow + p] * VC[p * KVD + kvh * HD + d];
+        }
+        O[t * QD + h * HD + d] = acc * inv;
+    }
+}

@@ -1,0 +1,113 @@
+//! Arguments and helpers shared by the subcommands.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use tide_gpu::decoder::DecoderOptions;
+use tide_gpu::gpu::GpuOptions;
+use tide_gpu::{Backend, Engine, Model};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Model: a .gguf file, or a Hugging Face directory (config.json + *.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to run: the GPU if one opens (auto), the GPU only, or the CPU reference.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
+    /// KV-cache length in tokens (default: the model's, at most 2048).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Ignore shader-f16 even if the adapter supports it.
+    #[arg(long)]
+    pub no_f16: bool,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Model> {
+        let t = Instant::now();
+        eprint!("loading {} ... ", self.model.display());
+        let m = tide_gpu::model::load(&self.model)?;
+        let c = &m.config;
+        eprintln!(
+            "{} layers, width {}, vocab {} ({:.2}s)",
+            c.n_layers,
+            c.dim,
+            c.vocab,
+            t.elapsed().as_secs_f64()
+        );
+        Ok(m)
+    }
+
+    pub fn ctx_len(&self, m: &Model) -> Result<usize> {
+        let n = self.ctx.unwrap_or(m.config.ctx_len.min(2048));
+        if n == 0 || n > 1 << 20 {
+            anyhow::bail!("--ctx must be in 1..=1048576, got {n}");
+        }
+        Ok(n)
+    }
+
+    pub fn engine(&self, m: &Model) -> Result<Engine> {
+        let t = Instant::now();
+        let backend = match self.backend {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Gpu => Backend::Gpu,
+            BackendArg::Cpu => Backend::Cpu,
+        };
+        let opts = DecoderOptions {
+            ctx_len: self.ctx_len(m)?,
+            ..Default::default()
+        };
+        let e = Engine::new(
+            m,
+            backend,
+            opts,
+            &GpuOptions {
+                no_f16: self.no_f16,
+            },
+        )
+        .context("starting the backend")?;
+        eprintln!(
+            "backend: {} (ready in {:.2}s)",
+            e.describe(),
+            t.elapsed().as_secs_f64()
+        );
+        Ok(e)
+    }
+}
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prepend BOS when the model asks for one.
+    #[arg(long)]
+    pub bos: bool,
+    pub text: String,
+}
+
+pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let m = tide_gpu::model::load(&a.model)?;
+    let ids = m.tokenizer.encode(&a.text, a.bos)?;
+    println!("{}", serde_json::to_string(&ids)?);
+    Ok(())
+}
+
+pub fn devices() -> Result<()> {
+    let list = tide_gpu::gpu::adapters_summary();
+    if list.is_empty() {
+        println!("no GPU adapters found (install a Vulkan/Metal/DX12 driver; lavapipe: mesa-vulkan-drivers)");
+    }
+    for a in list {
+        println!("{}", serde_json::to_string_pretty(&a)?);
+    }
+    Ok(())
+}

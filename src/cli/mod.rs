@@ -1,0 +1,50 @@
+//! `tide` subcommands. Each returns a Result; errors print one clear line and exit non-zero.
+mod bench;
+mod chat;
+mod common;
+mod generate;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tide",
+    version,
+    about = "Run TIDE and LLaMA-family language models on any GPU (wgpu)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate text after a prompt, streaming it to stdout.
+    Generate(generate::GenerateArgs),
+    /// Print the token ids of a text as JSON.
+    Tokenize(common::TokenizeArgs),
+    /// Interactive chat using the model's chat template.
+    Chat(chat::ChatArgs),
+    /// List GPU adapters with backend, limits and features.
+    Devices,
+    /// Measure prefill and decode speed.
+    Bench(bench::BenchArgs),
+}
+
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Generate(a) => generate::run(a),
+        Cmd::Tokenize(a) => common::tokenize(a),
+        Cmd::Chat(a) => chat::run(a),
+        Cmd::Devices => common::devices(),
+        Cmd::Bench(a) => bench::run(a),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,745 @@
+use std::collections::HashMap;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::{gpu_words, Binding, Defines, GpuContext, GpuTensor, Kernel};
+use crate::model::{Config, Model, RopeLayout, Weight};
+
+/// Tokens per invocation in the batched (prefill) matmuls, rows per invocation everywhere.
+const PREFILL_T: u32 = 4;
+const ROWS_PER_INV: u32 = 4;
+const WG: u32 = 64;
+/// Most candidates the GPU top-k returns.
+pub const MAX_TOP_K: usize = 64;
+const MAX_PEN: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct DecoderOptions {
+    /// KV-cache length (positions).
+    pub ctx_len: usize,
+    /// Most tokens per prefill batch.
+    pub max_batch: usize,
+}
+
+impl Default for DecoderOptions {
+    fn default() -> Self {
+        DecoderOptions {
+            ctx_len: 2048,
+            max_batch: 128,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
+struct Step {
+    pos0: u32,
+    n_tok: u32,
+    n_pen: u32,
+    penalty: f32,
+}
+
+/// How many workgroups along y a dispatch needs for a batch of n tokens.
+#[derive(Clone, Copy)]
+enum YMode {
+    /// ceil(n / tokens-per-invocation) with the variant's T.
+    TokenTiles,
+    /// one per token
+    PerToken,
+    /// one
+    One,
+}
+
+/// One dispatch of the schedule: kernel variants for decode (T=1) and prefill (T>1).
+struct Op {
+    decode: usize,
+    prefill: usize,
+    bind: wgpu::BindGroup,
+    x: u32,
+    y: YMode,
+}
+
+#[derive(Clone)]
+struct Buffers {
+    step: wgpu::Buffer,
+    ids: wgpu::Buffer,
+    h: wgpu::Buffer,
+    q: wgpu::Buffer,
+    att: wgpu::Buffer,
+    act: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    pen: wgpu::Buffer,
+    sv: wgpu::Buffer,
+    si: wgpu::Buffer,
+    out: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+pub struct GpuDecoder {
+    pub ctx: GpuContext,
+    pub config: Config,
+    pub opts: DecoderOptions,
+    kernels: Vec<Kernel>,
+    kernel_index: HashMap<(String, String, Defines), usize>,
+    layouts: HashMap<Vec<(u32, u8)>, wgpu::BindGroupLayout>,
+    ops: Vec<Op>,
+    buf: Buffers,
+    /// top-k kernels by K, with their bind groups (penalty op is shared).
+    topk: HashMap<usize, (usize, wgpu::BindGroup)>,
+    penalize: Option<(usize, wgpu::BindGroup)>,
+    _keep: Vec<wgpu::Buffer>,
+    _weights: Vec<GpuTensor>,
+    pub weight_bytes: usize,
+    pending: Option<wgpu::CommandEncoder>,
+    cur: Step,
+    pub pos: usize,
+}
+
+fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(16) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC
+            | extra,
+        mapped_at_creation: false,
+    })
+}
+
+fn f32_buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+}
+
+/// Upload row-concatenated parts; if their types differ, as f32.
+fn upload_fused(ctx: &GpuContext, name: &str, parts: &[&Weight]) -> Result<GpuTensor> {
+    if parts.iter().all(|p| p.dtype() == parts[0].dtype()) {
+        return GpuTensor::upload(ctx, name, parts);
+    }
+    let owned: Vec<Weight> = parts.iter().map(|p| p.to_f32_weight()).collect();
+    let refs: Vec<&Weight> = owned.iter().collect();
+    GpuTensor::upload(ctx, name, &refs)
+}
+
+fn single<'a>(t: &'a GpuTensor) -> Result<&'a wgpu::Buffer> {
+    if t.chunks.len() != 1 {
+        return Err(Error::Gpu(format!(
+            "{}: {} bytes exceed one storage binding on this adapter; only the embedding and LM head may be split",
+            t.name,
+            t.bytes()
+        )));
+    }
+    Ok(&t.chunks[0].buffer)
+}
+
+impl GpuDecoder {
+    pub fn new(ctx: GpuContext, model: &Model, opts: DecoderOptions) -> Result<GpuDecoder> {
+        let c = model.config.clone();
+        if opts.ctx_len == 0 || opts.max_batch == 0 {
+            return Err(Error::Input(
+                "context length and batch size must be positive".into(),
+            ));
+        }
+        let h_ = c.n_heads;
+        // The scores scratch is [batch * H, ctx]; shrink the batch until it fits one binding.
+        let max_bind = ctx.limits.max_storage_buffer_binding_size as usize;
+        let mut max_batch = opts.max_batch;
+        while max_batch > 1 && max_batch * h_ * opts.ctx_len * 4 > max_bind {
+            max_batch /= 2;
+        }
+        if h_ * opts.ctx_len * 4 > max_bind || opts.ctx_len * c.kv_dim() * 4 > max_bind {
+            return Err(Error::Gpu(format!(
+                "context {} is too long for this adapter's {} MiB storage bindings; use a shorter --ctx",
+                opts.ctx_len,
+                max_bind >> 20
+            )));
+        }
+        let opts = DecoderOptions { max_batch, ..opts };
+        let (d, qd, f) = (c.dim, c.q_dim(), c.ffn_dim);
+        let mb = max_batch;
+        let u = wgpu::BufferUsages::empty();
+        let buf = Buffers {
+            step: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step"),
+                size: 16,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            ids: storage(&ctx, "ids", mb * 4, u),
+            h: storage(&ctx, "h", mb * d * 4, u),
+            q: storage(&ctx, "q", mb * qd * 4, u),
+            att: storage(&ctx, "att", mb * qd * 4, u),
+            act: storage(&ctx, "act", mb * f * 4, u),
+            scores: storage(&ctx, "scores", mb * h_ * opts.ctx_len * 4, u),
+            logits: storage(&ctx, "logits", c.vocab * 4, u),
+            pen: storage(&ctx, "pen", MAX_PEN * 4, u),
+            sv: storage(&ctx, "topk-v", 256 * MAX_TOP_K * 4, u),
+            si: storage(&ctx, "topk-i", 256 * MAX_TOP_K * 4, u),
+            out: storage(&ctx, "topk-out", MAX_TOP_K * 8, u),
+            readback: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: (c.vocab * 4).max(MAX_TOP_K * 8) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
+        let mut dec = GpuDecoder {
+            ctx,
+            config: c.clone(),
+            opts: opts.clone(),
+            kernels: Vec::new(),
+            kernel_index: HashMap::new(),
+            layouts: HashMap::new(),
+            ops: Vec::new(),
+            buf,
+            topk: HashMap::new(),
+            penalize: None,
+            _keep: Vec::new(),
+            _weights: Vec::new(),
+            weight_bytes: 0,
+            pending: None,
+            cur: Step::default(),
+            pos: 0,
+        };
+        dec.build_schedule(model)?;
+        Ok(dec)
+    }
+}
+
+fn binding_code(b: Binding) -> u8 {
+    match b {
+        Binding::Uniform => 0,
+        Binding::Read => 1,
+        Binding::ReadWrite => 2,
+    }
+}
+
+impl GpuDecoder {
+    /// Compile (or reuse) a kernel variant; returns its index.
+    fn kernel(
+        &mut self,
+        name: &str,
+        entry: &str,
+        defs: Defines,
+        bindings: &[(u32, Binding)],
+    ) -> Result<usize> {
+        let key = (name.to_string(), entry.to_string(), defs.clone());
+        if let Some(&i) = self.kernel_index.get(&key) {
+            return Ok(i);
+        }
+        let lkey: Vec<(u32, u8)> = bindings
+            .iter()
+            .map(|&(b, k)| (b, binding_code(k)))
+            .collect();
+        let layout = self
+            .layouts
+            .entry(lkey)
+            .or_insert_with(|| Kernel::layout_for(&self.ctx.device, bindings))
+            .clone();
+        let k = Kernel::build(&self.ctx.device, name, entry, &defs, &layout, bindings)?;
+        self.kernels.push(k);
+        self.kernel_index.insert(key, self.kernels.len() - 1);
+        Ok(self.kernels.len() - 1)
+    }
+
+    /// Add a matmul op: decode (T=1) and prefill (T=PREFILL_T) variants over the same bindings.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_op(
+        &mut self,
+        w: &GpuTensor,
+        chunk: usize,
+        epi: &str,
+        norm: bool,
+        extra: &Defines,
+        buffers: &[wgpu::BindingResource<'_>],
+        groups: usize,
+    ) -> Result<()> {
+        let c = &self.config;
+        let ch = &w.chunks[chunk];
+        let mut bindings = vec![
+            (0, Binding::Uniform),
+            (1, Binding::Read),
+            (2, Binding::Read),
+        ];
+        if norm {
+            bindings.push((3, Binding::Read));
+        }
+        bindings.push((4, Binding::ReadWrite));
+        if epi == "EPI_QKV" {
+            bindings.extend([
+                (5, Binding::ReadWrite),
+                (6, Binding::ReadWrite),
+                (7, Binding::Read),
+            ]);
+        }
+        let mut base = extra
+            .clone()
+            .flag(epi, true)
+            .flag("NORM", norm)
+            .flag("ROPE_HALF", c.rope_layout == RopeLayout::RotateHalf)
+            .set("QUANT", gpu_words(w.dtype).1)
+            .set("WG", WG)
+            .set("R", ROWS_PER_INV)
+            .set("COLS", w.cols)
+            .set("ROWS", ch.rows)
+            .set("EPS", format!("{:e}", c.eps));
+        if epi == "EPI_STORE" {
+            base = base.flag("LAST_ONLY", true).set("ROW0", ch.row0);
+        }
+        let decode = self.kernel("matmul", "main", base.clone().set("T", 1), &bindings)?;
+        let prefill = if epi == "EPI_STORE" {
+            decode
+        } else {
+            self.kernel("matmul", "main", base.set("T", PREFILL_T), &bindings)?
+        };
+        let bind = self.kernels[decode].bind(&self.ctx.device, buffers);
+        let y = if epi == "EPI_STORE" {
+            YMode::One
+        } else {
+            YMode::TokenTiles
+        };
+        self.ops.push(Op {
+            decode,
+            prefill,
+            bind,
+            x: groups.div_ceil(WG as usize) as u32,
+            y,
+        });
+        Ok(())
+    }
+
+    fn build_schedule(&mut self, model: &Model) -> Result<()> {
+        let c = self.config.clone();
+        let buf = self.buf.clone();
+        let ctx_len = self.opts.ctx_len;
+        let (d, qd, kvd, f) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let r = ROWS_PER_INV as usize;
+
+        // Shared tables.
+        let rope = f32_buffer(&self.ctx, "rope", &c.rope_table(ctx_len));
+        let embd = GpuTensor::upload(&self.ctx, "token_embd", &[&model.token_embd])?;
+        // Embedding lookup, one op per chunk of the table.
+        for (i, ch) in embd.chunks.iter().enumerate() {
+            let defs = Defines::new()
+                .set("QUANT", gpu_words(embd.dtype).1)
+                .set("COLS", d)
+                .set("ROW0", ch.row0)
+                .set("ROWS", ch.rows);
+            let b = [
+                (0, Binding::Uniform),
+                (1, Binding::Read),
+                (2, Binding::Read),
+                (3, Binding::ReadWrite),
+            ];
+            let k = self.kernel("embed", "main", defs, &b)?;
+            let bind = self.kernels[k].bind(
+                &self.ctx.device,
+                &[res(&buf.step), res(&ch.buffer), res(&buf.ids), res(&buf.h)],
+            );
+            let _ = i;
+            self.ops.push(Op {
+                decode: k,
+                prefill: k,
+                bind,
+                x: (d / 32).div_ceil(64) as u32,
+                y: YMode::PerToken,
+            });
+        }
+        let mut weight_bytes = embd.bytes();
+        let mut keep = vec![rope.clone()];
+        let mut weights = Vec::new();
+        for (li, l) in model.layers.iter().enumerate() {
+            let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
+            let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
+            let kc = storage(
+                &self.ctx,
+                "k-cache",
+                ctx_len * kvd * 4,
+                wgpu::BufferUsages::empty(),
+            );
+            let vc = storage(
+                &self.ctx,
+                "v-cache",
+                ctx_len * kvd * 4,
+                wgpu::BufferUsages::empty(),
+            );
+            let qkv = upload_fused(&self.ctx, &format!("blk.{li}.qkv"), &[&l.wq, &l.wk, &l.wv])?;
+            let wo = GpuTensor::upload(&self.ctx, &format!("blk.{li}.attn_output"), &[&l.wo])?;
+            let gu = upload_fused(
+                &self.ctx,
+                &format!("blk.{li}.ffn_gate_up"),
+                &[&l.w_gate, &l.w_up],
+            )?;
+            let down = GpuTensor::upload(&self.ctx, &format!("blk.{li}.ffn_down"), &[&l.w_down])?;
+            let qkv_defs = Defines::new()
+                .set("QD", qd)
+                .set("KVD", kvd)
+                .set("HD", c.head_dim);
+            self.matmul_op(
+                &qkv,
+                0,
+                "EPI_QKV",
+                true,
+                &qkv_defs,
+                &[
+                    res(&buf.step),
+                    res(single(&qkv)?),
+                    res(&buf.h),
+                    res(&attn_norm),
+                    res(&buf.q),
+                    res(&kc),
+                    res(&vc),
+                    res(&rope),
+                ],
+                (qd + 2 * kvd) / 4,
+            )?;
+            // Attention.
+            let adefs = Defines::new()
+                .set("WG", WG)
+                .set("HD", c.head_dim)
+                .set("QD", qd)
+                .set("KVD", kvd)
+                .set("GROUP", c.n_heads / c.n_kv_heads)
+                .set("CTX", ctx_len);
+            let ab = [
+                (0, Binding::Uniform),
+                (1, Binding::Read),
+                (2, Binding::Read),
+                (3, Binding::Read),
+                (4, Binding::ReadWrite),
+                (5, Binding::ReadWrite),
+            ];
+            let ak = self.kernel("attention", "main", adefs, &ab)?;
+            let abind = self.kernels[ak].bind(
+                &self.ctx.device,
+                &[
+                    res(&buf.step),
+                    res(&buf.q),
+                    res(&kc),
+                    res(&vc),
+                    res(&buf.scores),
+                    res(&buf.att),
+                ],
+            );
+            self.ops.push(Op {
+                decode: ak,
+                prefill: ak,
+                bind: abind,
+                x: c.n_heads as u32,
+                y: YMode::PerToken,
+            });
+            self.matmul_op(
+                &wo,
+                0,
+                "EPI_RESIDUAL",
+                false,
+                &Defines::new(),
+                &[
+                    res(&buf.step),
+                    res(single(&wo)?),
+                    res(&buf.att),
+                    res(&buf.h),
+                ],
+                d.div_ceil(r),
+            )?;
+            self.matmul_op(
+                &gu,
+                0,
+                "EPI_SWIGLU",
+                true,
+                &Defines::new().set("FFN", f),
+                &[
+                    res(&buf.step),
+                    res(single(&gu)?),
+                    res(&buf.h),
+                    res(&ffn_norm),
+                    res(&buf.act),
+                ],
+                f.div_ceil(r / 2),
+            )?;
+            self.matmul_op(
+                &down,
+                0,
+                "EPI_RESIDUAL",
+                false,
+                &Defines::new(),
+                &[
+                    res(&buf.step),
+                    res(single(&down)?),
+                    res(&buf.act),
+                    res(&buf.h),
+                ],
+                d.div_ceil(r),
+            )?;
+            weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
+            keep.extend([attn_norm, ffn_norm, kc, vc]);
+            weights.extend([qkv, wo, gu, down]);
+        }
+        // Final norm + LM head on the last token of the batch.
+        let out_norm = f32_buffer(&self.ctx, "output_norm", &model.output_norm.to_f32());
+        let head_t = match &model.lm_head {
+            Some(w) => Some(GpuTensor::upload(&self.ctx, "output", &[w])?),
+            None => None,
+        };
+        let head = head_t.as_ref().unwrap_or(&embd);
+        if let Some(h) = &head_t {
+            weight_bytes += h.bytes();
+        }
+        for i in 0..head.chunks.len() {
+            let rows = head.chunks[i].rows;
+            self.matmul_op(
+                head,
+                i,
+                "EPI_STORE",
+                true,
+                &Defines::new(),
+                &[
+                    res(&buf.step),
+                    res(&head.chunks[i].buffer),
+                    res(&buf.h),
+                    res(&out_norm),
+                    res(&buf.logits),
+                ],
+                rows.div_ceil(r),
+            )?;
+        }
+        // Sampling kernels: repetition penalty.
+        let pb = [
+            (0, Binding::Uniform),
+            (1, Binding::ReadWrite),
+            (2, Binding::Read),
+        ];
+        let pk = self.kernel(
+            "sample",
+            "penalize",
+            Defines::new().set("K", 1).set("VOCAB", c.vocab),
+            &pb,
+        )?;
+        let pbind = self.kernels[pk].bind(
+            &self.ctx.device,
+            &[res(&buf.step), res(&buf.logits), res(&buf.pen)],
+        );
+        self.penalize = Some((pk, pbind));
+        keep.push(out_norm);
+        weights.extend(head_t);
+        weights.push(embd);
+        self.weight_bytes = weight_bytes;
+        self._keep = keep;
+        self._weights = weights;
+        Ok(())
+    }
+}
+
+impl GpuDecoder {
+    pub fn reset(&mut self) {
+        self.pending = None;
+        self.pos = 0;
+    }
+
+    fn flush(&mut self) {
+        if let Some(enc) = self.pending.take() {
+            self.ctx.queue.submit([enc.finish()]);
+        }
+    }
+
+    /// Run `tokens` at the current position. Work is encoded, not submitted: the next call
+    /// (another feed, `logits`, `top_k`) submits it together with its own commands.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::Input("no tokens to process".into()));
+        }
+        if self.pos + tokens.len() > self.opts.ctx_len {
+            return Err(Error::Input(format!(
+                "context full: {} + {} tokens exceed the context of {}",
+                self.pos,
+                tokens.len(),
+                self.opts.ctx_len
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab) {
+            return Err(Error::Input(format!(
+                "token id {bad} is out of range (vocab {})",
+                self.config.vocab
+            )));
+        }
+        for chunk in tokens.chunks(self.opts.max_batch) {
+            self.flush();
+            let n = chunk.len() as u32;
+            self.cur = Step {
+                pos0: self.pos as u32,
+                n_tok: n,
+                n_pen: 0,
+                penalty: 1.0,
+            };
+            self.ctx
+                .queue
+                .write_buffer(&self.buf.step, 0, bytemuck::bytes_of(&self.cur));
+            self.ctx
+                .queue
+                .write_buffer(&self.buf.ids, 0, bytemuck::cast_slice(chunk));
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                let prefill = n > 1;
+                for op in &self.ops {
+                    let k = if prefill { op.prefill } else { op.decode };
+                    let t = if prefill { PREFILL_T } else { 1 };
+                    let y = match op.y {
+                        YMode::TokenTiles => n.div_ceil(t),
+                        YMode::PerToken => n,
+                        YMode::One => 1,
+                    };
+                    pass.set_pipeline(&self.kernels[k].pipeline);
+                    pass.set_bind_group(0, &op.bind, &[]);
+                    pass.dispatch_workgroups(op.x, y, 1);
+                }
+            }
+            self.pending = Some(enc);
+            self.pos += chunk.len();
+        }
+        Ok(())
+    }
+
+    fn read_back(&mut self, enc: wgpu::CommandEncoder, bytes: usize) -> Result<Vec<u8>> {
+        let scope = self
+            .ctx
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self
+            .ctx
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        self.ctx.queue.submit([enc.finish()]);
+        let slice = self.buf.readback.slice(..bytes as u64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx.wait()?;
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::Gpu(format!("out of memory: {e}")));
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("{e}")));
+        }
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback never completed".into()))?
+            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        let v = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?
+            .to_vec();
+        self.buf.readback.unmap();
+        Ok(v)
+    }
+
+    fn take_encoder(&mut self) -> Result<wgpu::CommandEncoder> {
+        self.pending
+            .take()
+            .ok_or_else(|| Error::Input("no logits yet: feed tokens first".into()))
+    }
+
+    /// The full logits of the last token fed (tests, full-distribution sampling).
+    pub fn logits(&mut self) -> Result<Vec<f32>> {
+        let mut enc = self.take_encoder()?;
+        let n = self.config.vocab * 4;
+        enc.copy_buffer_to_buffer(&self.buf.logits, 0, &self.buf.readback, 0, n as u64);
+        let bytes = self.read_back(enc, n)?;
+        // Keep the logits addressable for a following top_k on the same step.
+        self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// The k best (id, logit) of the last token fed, best first, after the repetition penalty
+    /// over `recent` (distinct ids). k = 1 is greedy. One submission, k * 8 bytes read back.
+    pub fn top_k(&mut self, k: usize, penalty: f32, recent: &[u32]) -> Result<Vec<(u32, f32)>> {
+        if k == 0 || k > MAX_TOP_K {
+            return Err(Error::Input(format!(
+                "top-k on the GPU takes 1..={MAX_TOP_K} candidates, got {k}"
+            )));
+        }
+        let mut enc = self.take_encoder()?;
+        let kernel = match self.topk.get(&k) {
+            Some(&(i, _)) => i,
+            None => {
+                let b = [
+                    (0, Binding::Uniform),
+                    (1, Binding::ReadWrite),
+                    (2, Binding::Read),
+                    (3, Binding::ReadWrite),
+                    (4, Binding::ReadWrite),
+                    (5, Binding::ReadWrite),
+                ];
+                let defs = Defines::new().set("K", k).set("VOCAB", self.config.vocab);
+                let i = self.kernel("sample", "topk", defs, &b)?;
+
+                let bind = self.kernels[i].bind(
+                    &self.ctx.device,
+                    &[
+                        res(&self.buf.step),
+                        res(&self.buf.logits),
+                        res(&self.buf.pen),
+                        res(&self.buf.sv),
+                        res(&self.buf.si),
+                        res(&self.buf.out),
+                    ],
+                );
+                self.topk.insert(k, (i, bind));
+                i
+            }
+        };
+        let n_pen = if penalty != 1.0 {
+            recent.len().min(MAX_PEN)
+        } else {
+            0
+        };
+        self.cur.n_pen = n_pen as u32;
+        self.cur.penalty = penalty;
+        self.ctx
+            .queue
+            .write_buffer(&self.buf.step, 0, bytemuck::bytes_of(&self.cur));
+        if n_pen > 0 {
+            let ids = &recent[recent.len() - n_pen..];
+            self.ctx
+                .queue
+                .write_buffer(&self.buf.pen, 0, bytemuck::cast_slice(ids));
+        }
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            if n_pen > 0 {
+                let (pk, pb) = self.penalize.as_ref().unwrap();
+                pass.set_pipeline(&self.kernels[*pk].pipeline);
+                pass.set_bind_group(0, pb, &[]);
+                pass.dispatch_workgroups((n_pen as u32).div_ceil(64), 1, 1);
+            }
+            let (_, bind) = &self.topk[&k];
+            pass.set_pipeline(&self.kernels[kernel].pipeline);
+            pass.set_bind_group(0, bind, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        enc.copy_buffer_to_buffer(&self.buf.out, 0, &self.buf.readback, 0, (k * 8) as u64);
+        let bytes = self.read_back(enc, k * 8)?;
+        let w: &[u32] = bytemuck::cast_slice(&bytes);
+        let out: Vec<(u32, f32)> = (0..k).map(|j| (w[j], f32::from_bits(w[k + j]))).collect();
+        if out[0].0 as usize >= self.config.vocab {
+            return Err(Error::Gpu(
+                "the model produced no finite logit (NaN or -inf everywhere)".into(),
+            ));
+        }
+        Ok(out
+            .into_iter()
+            .filter(|(i, _)| (*i as usize) < self.config.vocab)
+            .collect())
+    }
+}
+
+fn res(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    b.as_entire_binding()
+}

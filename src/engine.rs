@@ -1,0 +1,115 @@
+//! One interface over the two backends: the wgpu decoder and the CPU reference.
+use std::sync::Arc;
+
+use crate::cpu::{CpuModel, CpuSession};
+use crate::decoder::{DecoderOptions, GpuDecoder};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuOptions};
+use crate::model::Model;
+use crate::sample::{apply_repeat_penalty, recent_distinct, top_k_of, Sampler};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// GPU if an adapter opens, else the CPU (with a note on stderr).
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+pub enum Engine {
+    Gpu(Box<GpuDecoder>),
+    Cpu(CpuSession),
+}
+
+impl Engine {
+    pub fn new(
+        model: &Model,
+        backend: Backend,
+        opts: DecoderOptions,
+        gpu: &GpuOptions,
+    ) -> Result<Engine> {
+        let cpu = |opts: &DecoderOptions| {
+            Engine::Cpu(Arc::new(CpuModel::new(model)).session(opts.ctx_len))
+        };
+        match backend {
+            Backend::Cpu => Ok(cpu(&opts)),
+            Backend::Gpu => {
+                let ctx = pollster::block_on(GpuContext::new(gpu))?;
+                Ok(Engine::Gpu(Box::new(GpuDecoder::new(ctx, model, opts)?)))
+            }
+            Backend::Auto => match pollster::block_on(GpuContext::new(gpu)) {
+                Ok(ctx) => Ok(Engine::Gpu(Box::new(GpuDecoder::new(ctx, model, opts)?))),
+                Err(e) => {
+                    eprintln!("note: {e}; falling back to the CPU reference backend");
+                    Ok(cpu(&opts))
+                }
+            },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Gpu(g) => g.ctx.describe(),
+            Engine::Cpu(_) => "cpu (reference)".into(),
+        }
+    }
+
+    pub fn reset(&mut self) {
+        match self {
+            Engine::Gpu(g) => g.reset(),
+            Engine::Cpu(c) => c.reset(),
+        }
+    }
+
+    pub fn pos(&self) -> usize {
+        match self {
+            Engine::Gpu(g) => g.pos,
+            Engine::Cpu(c) => c.pos,
+        }
+    }
+
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        match self {
+            Engine::Gpu(g) => g.feed(tokens),
+            Engine::Cpu(c) => c.feed(tokens).map(|_| ()),
+        }
+    }
+
+    /// Logits after the last token fed.
+    pub fn logits(&mut self) -> Result<Vec<f32>> {
+        match self {
+            Engine::Gpu(g) => g.logits(),
+            Engine::Cpu(c) => {
+                if c.pos == 0 {
+                    return Err(Error::Input("no logits yet: feed tokens first".into()));
+                }
+                Ok(c.logits.clone())
+            }
+        }
+    }
+
+    /// Choose the next token; `history` is every token so far (for the repetition penalty).
+    pub fn next_token(&mut self, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
+        let pen = sampler.cfg.repeat_penalty;
+        let recent = if pen != 1.0 {
+            recent_distinct(history, sampler.cfg.repeat_last_n)
+        } else {
+            vec![]
+        };
+        let need = sampler.candidates_needed();
+        let cands = match (self, need) {
+            (Engine::Gpu(g), Some(k)) if k <= crate::decoder::MAX_TOP_K => {
+                g.top_k(k, pen, &recent)?
+            }
+            (e, need) => {
+                let mut l = e.logits()?;
+                apply_repeat_penalty(&mut l, &recent, pen);
+                top_k_of(&l, need.unwrap_or(l.len()))
+            }
+        };
+        if cands.is_empty() {
+            return Err(Error::Gpu("the model produced no finite logit".into()));
+        }
+        Ok(sampler.pick(&cands))
+    }
+}

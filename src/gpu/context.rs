@@ -1,0 +1,113 @@
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Ignore shader-f16 even when the adapter has it (exercise the portable path).
+    pub no_f16: bool,
+}
+
+/// The device and what it can do, queried once at start-up.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub f16: bool,
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+impl GpuContext {
+    pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
+        let inst = instance();
+        let adapter = inst
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); use --backend cpu, or install a Vulkan driver (e.g. mesa-vulkan-drivers)")))?;
+        Self::from_adapter(adapter, opts).await
+    }
+
+    pub async fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<GpuContext> {
+        let info = adapter.get_info();
+        let alimits = adapter.limits();
+        let f16 = adapter.features().contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
+        let mut features = wgpu::Features::empty();
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        // Take the adapter's own limits: large bindings and buffers matter to model weights.
+        let limits = alimits;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tide"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("{}: could not open the device: {e}", info.name)))?;
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            f16,
+        })
+    }
+
+    /// One line: adapter, backend, the limits and features that matter to us.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}) max_binding={} MiB max_buffer={} MiB f16={}",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.limits.max_storage_buffer_binding_size >> 20,
+            self.limits.max_buffer_size >> 20,
+            self.f16
+        )
+    }
+
+    /// Wait for the queue and surface any validation / out-of-memory error as a Result.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))
+    }
+}
+
+/// Every adapter wgpu can see, with its limits and features (for `tide devices`).
+pub fn adapters_summary() -> Vec<serde_json::Value> {
+    let inst = instance();
+    let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            let l = a.limits();
+            let f = a.features();
+            serde_json::json!({
+                "name": i.name,
+                "backend": format!("{:?}", i.backend),
+                "device_type": format!("{:?}", i.device_type),
+                "driver": format!("{} {}", i.driver, i.driver_info),
+                "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+                "max_buffer_size": l.max_buffer_size,
+                "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+                "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+                "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+                "shader_f16": f.contains(wgpu::Features::SHADER_F16),
+                "subgroup": f.contains(wgpu::Features::SUBGROUP),
+                "timestamp_query": f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,9 @@
+//! wgpu plumbing: device context, shader preprocessing and pipelines, weight upload.
+//! Knows tensors and buffers, not the model's schedule (that is decoder/).
+mod context;
+mod shader;
+mod upload;
+
+pub use context::{adapters_summary, GpuContext, GpuOptions};
+pub use shader::{Binding, Defines, Kernel};
+pub use upload::{gpu_words, GpuTensor};

@@ -1,0 +1,240 @@
+//! WGSL sources (embedded), a small preprocessor (#include, #if/#else/#endif, {{KEY}}), and
+//! compiled kernels: a pipeline plus the explicit bind-group layout its variants share.
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+const SOURCES: &[(&str, &str)] = &[
+    ("common", include_str!("../../shaders/common.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("embed", include_str!("../../shaders/embed.wgsl")),
+    ("sample", include_str!("../../shaders/sample.wgsl")),
+    ("bandwidth", include_str!("../../shaders/bandwidth.wgsl")),
+    ("quant_f32", include_str!("../../shaders/quant_f32.wgsl")),
+    ("quant_f16", include_str!("../../shaders/quant_f16.wgsl")),
+    ("quant_bf16", include_str!("../../shaders/quant_bf16.wgsl")),
+    ("quant_q8_0", include_str!("../../shaders/quant_q8_0.wgsl")),
+    ("quant_q4_0", include_str!("../../shaders/quant_q4_0.wgsl")),
+    ("quant_q4_1", include_str!("../../shaders/quant_q4_1.wgsl")),
+];
+
+/// Flags (for #if) and values (for {{KEY}}); a flag is a key whose value is "1".
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Defines(pub BTreeMap<String, String>);
+
+impl Defines {
+    pub fn new() -> Defines {
+        Defines::default()
+    }
+    pub fn set(mut self, k: &str, v: impl ToString) -> Defines {
+        self.0.insert(k.to_string(), v.to_string());
+        self
+    }
+    pub fn flag(self, k: &str, on: bool) -> Defines {
+        if on {
+            self.set(k, 1)
+        } else {
+            self
+        }
+    }
+}
+
+fn source(name: &str) -> Result<&'static str> {
+    SOURCES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| Error::Gpu(format!("no shader named '{name}'")))
+}
+
+/// Expand one shader: substitutions first (so includes can be chosen by a define), then
+/// conditionals and includes, recursively.
+pub fn preprocess(name: &str, defs: &Defines) -> Result<String> {
+    let mut out = String::new();
+    expand(name, defs, &mut out, 0)?;
+    Ok(out)
+}
+
+fn substitute(line: &str, defs: &Defines, name: &str) -> Result<String> {
+    let mut s = String::new();
+    let mut rest = line;
+    while let Some(a) = rest.find("{{") {
+        let b = rest[a..]
+            .find("}}")
+            .ok_or_else(|| Error::Gpu(format!("{name}: unclosed {{{{")))?
+            + a;
+        let key = &rest[a + 2..b];
+        let v = defs
+            .0
+            .get(key)
+            .ok_or_else(|| Error::Gpu(format!("{name}: no value for {{{{{key}}}}}")))?;
+        s.push_str(&rest[..a]);
+        s.push_str(v);
+        rest = &rest[b + 2..];
+    }
+    s.push_str(rest);
+    Ok(s)
+}
+
+fn expand(name: &str, defs: &Defines, out: &mut String, depth: u32) -> Result<()> {
+    if depth > 8 {
+        return Err(Error::Gpu(format!("{name}: includes nested too deep")));
+    }
+    // Stack of (this branch active, some branch taken) for #if nesting.
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    for raw in source(name)?.lines() {
+        let t = raw.trim();
+        let active = stack.iter().all(|&(a, _)| a);
+        if let Some(k) = t.strip_prefix("#if ") {
+            let on = defs.0.get(k.trim()).is_some_and(|v| v == "1");
+            stack.push((on, on));
+            continue;
+        }
+        if t == "#else" {
+            let top = stack
+                .last_mut()
+                .ok_or_else(|| Error::Gpu(format!("{name}: #else without #if")))?;
+            *top = (!top.1, true);
+            continue;
+        }
+        if t == "#endif" {
+            stack
+                .pop()
+                .ok_or_else(|| Error::Gpu(format!("{name}: #endif without #if")))?;
+            continue;
+        }
+        if !active {
+            continue;
+        }
+        let line = substitute(raw, defs, name)?;
+        if let Some(inc) = line.trim().strip_prefix("#include ") {
+            expand(inc.trim().trim_matches('"'), defs, out, depth + 1)?;
+            continue;
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if !stack.is_empty() {
+        return Err(Error::Gpu(format!("{name}: unclosed #if")));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Binding {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// A compiled entry point and the layout of its bindings (0..n in order).
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub bindings: Vec<(u32, Binding)>,
+}
+
+impl Kernel {
+    pub fn layout_for(device: &wgpu::Device, bindings: &[(u32, Binding)]) -> wgpu::BindGroupLayout {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|&(b, kind)| wgpu::BindGroupLayoutEntry {
+                binding: b,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match kind {
+                    Binding::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: matches!(kind, Binding::Read),
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: None,
+            entries: &entries,
+        })
+    }
+
+    /// Compile `entry` of shader `name` with `defs`, on an existing layout (variants share it).
+    pub fn build(
+        device: &wgpu::Device,
+        name: &str,
+        entry: &str,
+        defs: &Defines,
+        layout: &wgpu::BindGroupLayout,
+        bindings: &[(u32, Binding)],
+    ) -> Result<Kernel> {
+        let src = preprocess(name, defs)?;
+        // Validate with naga first so a bad shader is an error, not a device panic.
+        let module = naga::front::wgsl::parse_str(&src).map_err(|e| {
+            Error::Gpu(format!(
+                "shader {name} ({defs:?}): {}",
+                e.emit_to_string(&src)
+            ))
+        })?;
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .map_err(|e| {
+            Error::Gpu(format!(
+                "shader {name} ({defs:?}): {}",
+                e.emit_to_string(&src)
+            ))
+        })?;
+        let sm = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: None,
+            bind_group_layouts: &[Some(layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pl),
+            module: &sm,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Ok(Kernel {
+            pipeline,
+            layout: layout.clone(),
+            bindings: bindings.to_vec(),
+        })
+    }
+
+    pub fn bind(
+        &self,
+        device: &wgpu::Device,
+        buffers: &[wgpu::BindingResource<'_>],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = self
+            .bindings
+            .iter()
+            .zip(buffers)
+            .map(|(&(b, _), r)| wgpu::BindGroupEntry {
+                binding: b,
+                resource: r.clone(),
+            })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+}

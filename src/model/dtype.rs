@@ -1,0 +1,117 @@
+//! Tensor element types as stored in model files, and their CPU dequantisation.
+//! Block layouts follow GGUF (llama.cpp's ggml-common.h): 32 elements per quant block.
+use half::{bf16, f16};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    /// f16 scale + 32 x i8; value = d * q
+    Q8_0,
+    /// f16 scale + 16 bytes of nibbles; value = d * (q - 8)
+    Q4_0,
+    /// f16 scale, f16 min + 16 bytes of nibbles; value = d * q + m
+    Q4_1,
+}
+
+pub const QK: usize = 32;
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::Q8_0 => "Q8_0",
+            DType::Q4_0 => "Q4_0",
+            DType::Q4_1 => "Q4_1",
+        }
+    }
+
+    /// Elements per storage block (1 for plain floats).
+    pub fn block_elems(self) -> usize {
+        match self {
+            DType::F32 | DType::F16 | DType::BF16 => 1,
+            _ => QK,
+        }
+    }
+
+    pub fn block_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::Q8_0 => 34,
+            DType::Q4_0 => 18,
+            DType::Q4_1 => 20,
+        }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        self.block_elems() > 1
+    }
+
+    /// Bytes of a row of `n` elements, or None when `n` is not a whole number of blocks.
+    pub fn row_bytes(self, n: usize) -> Option<usize> {
+        if n % self.block_elems() != 0 {
+            return None;
+        }
+        (n / self.block_elems()).checked_mul(self.block_bytes())
+    }
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantise a whole number of blocks of `dtype` from `src` into `dst` (dst.len() elements).
+pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) {
+    let n = dst.len();
+    debug_assert_eq!(Some(src.len()), dtype.row_bytes(n));
+    match dtype {
+        DType::F32 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::F16 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DType::Q8_0 => {
+            for (out, blk) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(34)) {
+                let d = f16_at(blk, 0);
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = d * (blk[2 + j] as i8) as f32;
+                }
+            }
+        }
+        DType::Q4_0 => {
+            for (out, blk) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(18)) {
+                let d = f16_at(blk, 0);
+                for j in 0..16 {
+                    let q = blk[2 + j];
+                    out[j] = d * ((q & 0x0f) as i32 - 8) as f32;
+                    out[j + 16] = d * ((q >> 4) as i32 - 8) as f32;
+                }
+            }
+        }
+        DType::Q4_1 => {
+            for (out, blk) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(20)) {
+                let d = f16_at(blk, 0);
+                let m = f16_at(blk, 2);
+                for j in 0..16 {
+                    let q = blk[4 + j];
+                    out[j] = d * (q & 0x0f) as f32 + m;
+                    out[j + 16] = d * (q >> 4) as f32 + m;
+                }
+            }
+        }
+    }
+}

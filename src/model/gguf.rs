@@ -1,0 +1,341 @@
+//! GGUF v2/v3 reader (llama.cpp's model format). Every count, length and offset read from the
+//! header is checked against the bytes actually present before anything is allocated.
+use std::collections::HashMap;
+
+use super::blob::Blob;
+use super::dtype::DType;
+use super::tensor::TensorInfo;
+use crate::error::{format_err, Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    Str(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v as u64),
+            Value::U16(v) => Some(v as u64),
+            Value::U32(v) => Some(v as u64),
+            Value::U64(v) => Some(v),
+            Value::I8(v) if v >= 0 => Some(v as u64),
+            Value::I16(v) if v >= 0 => Some(v as u64),
+            Value::I32(v) if v >= 0 => Some(v as u64),
+            Value::I64(v) if v >= 0 => Some(v as u64),
+            _ => None,
+        }
+    }
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v as f64),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+pub struct GgufFile {
+    pub name: String,
+    pub version: u32,
+    pub metadata: HashMap<String, Value>,
+    pub tensors: Vec<TensorInfo>,
+    pub blob: Blob,
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+    file: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len());
+        match end {
+            Some(end) => {
+                let s = &self.b[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(format_err(
+                self.file,
+                format!(
+                    "truncated: {what} needs {n} bytes at offset {} but the file has {}",
+                    self.pos,
+                    self.b.len()
+                ),
+            )),
+        }
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1, "u8")?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2, "u16")?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4, "u32")?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8, "u64")?.try_into().unwrap()))
+    }
+    /// A count that must fit in the rest of the file at `min_bytes` per item.
+    fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
+        let n = self.u64()?;
+        let left = (self.b.len() - self.pos) as u64;
+        if n.saturating_mul(min_bytes as u64) > left {
+            return Err(format_err(
+                self.file,
+                format!("header claims {n} {what}, more than the {left} bytes left in the file can hold"),
+            ));
+        }
+        Ok(n as usize)
+    }
+    fn string(&mut self, what: &str) -> Result<String> {
+        let n = self.count(what, 1)?;
+        let s = self.take(n, what)?;
+        String::from_utf8(s.to_vec())
+            .map_err(|_| format_err(self.file, format!("{what} is not valid UTF-8")))
+    }
+    fn value(&mut self, ty: u32, key: &str, depth: u32) -> Result<Value> {
+        Ok(match ty {
+            0 => Value::U8(self.u8()?),
+            1 => Value::I8(self.u8()? as i8),
+            2 => Value::U16(self.u16()?),
+            3 => Value::I16(self.u16()? as i16),
+            4 => Value::U32(self.u32()?),
+            5 => Value::I32(self.u32()? as i32),
+            6 => Value::F32(f32::from_bits(self.u32()?)),
+            7 => Value::Bool(self.u8()? != 0),
+            8 => Value::Str(self.string(key)?),
+            9 => {
+                if depth > 2 {
+                    return Err(format_err(
+                        self.file,
+                        format!("metadata '{key}': arrays nested too deep"),
+                    ));
+                }
+                let ety = self.u32()?;
+                let min = match ety {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4 | 5 | 6 => 4,
+                    _ => 8,
+                };
+                let n = self.count(key, min)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.value(ety, key, depth + 1)?);
+                }
+                Value::Array(v)
+            }
+            10 => Value::U64(self.u64()?),
+            11 => Value::I64(self.u64()? as i64),
+            12 => Value::F64(f64::from_bits(self.u64()?)),
+            t => {
+                return Err(format_err(
+                    self.file,
+                    format!("metadata '{key}' has unknown value type {t}"),
+                ))
+            }
+        })
+    }
+}
+
+fn ggml_type(code: u32) -> std::result::Result<DType, String> {
+    Ok(match code {
+        0 => DType::F32,
+        1 => DType::F16,
+        2 => DType::Q4_0,
+        3 => DType::Q4_1,
+        8 => DType::Q8_0,
+        30 => DType::BF16,
+        c => {
+            let name = match c {
+                6 => "Q5_0",
+                7 => "Q5_1",
+                9 => "Q8_1",
+                10 => "Q2_K",
+                11 => "Q3_K",
+                12 => "Q4_K",
+                13 => "Q5_K",
+                14 => "Q6_K",
+                15 => "Q8_K",
+                16..=23 | 29 => "IQ*",
+                24 => "I8",
+                25 => "I16",
+                26 => "I32",
+                27 => "I64",
+                28 => "F64",
+                _ => "unknown",
+            };
+            return Err(format!("{name} (ggml type {c})"));
+        }
+    })
+}
+
+impl GgufFile {
+    pub fn parse(name: &str, blob: Blob) -> Result<GgufFile> {
+        let bytes = blob.bytes();
+        let mut r = Reader {
+            b: bytes,
+            pos: 0,
+            file: name,
+        };
+        let magic = r.take(4, "magic")?;
+        if magic != b"GGUF" {
+            return Err(format_err(
+                name,
+                format!(
+                    "not a GGUF file (magic {:?}, expected \"GGUF\")",
+                    String::from_utf8_lossy(magic)
+                ),
+            ));
+        }
+        let version = r.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(format_err(
+                name,
+                format!("unsupported GGUF version {version} (2 and 3 are supported)"),
+            ));
+        }
+        // A tensor info takes at least 8 (name len) + 4 + 4 + 8 bytes; a KV at least 8 + 4 + 1.
+        let n_tensors = r.count("tensors", 24)?;
+        let n_kv = r.count("metadata entries", 13)?;
+        let mut metadata = HashMap::with_capacity(n_kv);
+        for _ in 0..n_kv {
+            let key = r.string("metadata key")?;
+            let ty = r.u32()?;
+            let v = r.value(ty, &key, 0)?;
+            metadata.insert(key, v);
+        }
+        let mut raw = Vec::with_capacity(n_tensors);
+        for _ in 0..n_tensors {
+            let tname = r.string("tensor name")?;
+            let nd = r.u32()?;
+            if nd == 0 || nd > 4 {
+                return Err(format_err(
+                    name,
+                    format!("tensor '{tname}' has {nd} dimensions (1..4 supported)"),
+                ));
+            }
+            let mut dims = Vec::with_capacity(nd as usize);
+            for _ in 0..nd {
+                dims.push(r.u64()?);
+            }
+            let ty = r.u32()?;
+            let offset = r.u64()?;
+            raw.push((tname, dims, ty, offset));
+        }
+        let align = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() && a <= 1 << 16 => a as usize,
+                _ => {
+                    return Err(format_err(
+                        name,
+                        format!("general.alignment {v:?} is not a power of two"),
+                    ))
+                }
+            },
+        };
+        let data_start = r.pos.div_ceil(align) * align;
+        if data_start > bytes.len() {
+            return Err(format_err(
+                name,
+                "truncated: no tensor data after the header",
+            ));
+        }
+        let data_len = (bytes.len() - data_start) as u64;
+        let mut tensors = Vec::with_capacity(raw.len());
+        for (tname, dims, ty, offset) in raw {
+            let dtype = ggml_type(ty).map_err(|t| Error::UnsupportedType {
+                file: name.to_string(),
+                tensor: tname.clone(),
+                ty: t,
+            })?;
+            // GGUF lists dims fastest-first; we store [outer.., row length].
+            let mut shape: Vec<usize> = Vec::with_capacity(dims.len());
+            let mut elems: u64 = 1;
+            for &d in dims.iter().rev() {
+                elems = elems
+                    .checked_mul(d)
+                    .filter(|&e| e <= data_len.saturating_mul(8))
+                    .ok_or_else(|| {
+                        format_err(
+                            name,
+                            format!(
+                                "tensor '{tname}' claims dimensions {dims:?}, larger than the file"
+                            ),
+                        )
+                    })?;
+                shape.push(d as usize);
+            }
+            let row = *shape.last().unwrap();
+            let rows = (elems / row.max(1) as u64) as usize;
+            let nbytes = dtype
+                .row_bytes(row)
+                .and_then(|rb| rb.checked_mul(rows))
+                .ok_or_else(|| format_err(name, format!("tensor '{tname}': row length {row} is not a multiple of the {} block size {}", dtype.name(), dtype.block_elems())))?;
+            if offset % align as u64 != 0 {
+                return Err(format_err(
+                    name,
+                    format!("tensor '{tname}' offset {offset} is not aligned to {align}"),
+                ));
+            }
+            let end = offset.checked_add(nbytes as u64).filter(|&e| e <= data_len);
+            let Some(end) = end else {
+                return Err(format_err(name, format!("truncated: tensor '{tname}' needs bytes {offset}..{} of the data section, which has {data_len}", offset as u128 + nbytes as u128)));
+            };
+            tensors.push(TensorInfo {
+                name: tname,
+                dtype,
+                shape,
+                start: data_start + offset as usize,
+                end: data_start + end as usize,
+            });
+        }
+        Ok(GgufFile {
+            name: name.to_string(),
+            version,
+            metadata,
+            tensors,
+            blob,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+}

@@ -1,0 +1,119 @@
+//! Opening model files from disk: a .gguf file, or a Hugging Face directory.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::blob::Blob;
+use super::gguf::GgufFile;
+use super::llama::Model;
+use super::safetensors::{config_from_json, index_file, model_from_tensors};
+use super::tokenizer::TokenizerInfo;
+use crate::error::{format_err, Error, Result};
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Load a model: a `.gguf` file, a `.safetensors` file with config.json beside it, or a directory
+/// holding config.json and safetensors weights.
+pub fn load(path: &Path) -> Result<Model> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if meta.is_dir() {
+        return load_hf_dir(path, None);
+    }
+    let name = path.display().to_string();
+    let blob = Blob::map(path)?;
+    let head = &blob.bytes()[..blob.bytes().len().min(4)];
+    if head == b"GGUF" {
+        return Model::from_gguf(GgufFile::parse(&name, blob)?);
+    }
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return load_hf_dir(dir, Some(path.to_path_buf()));
+    }
+    if path.extension().is_some_and(|e| e == "gguf") || blob.bytes().len() < 8 {
+        return Err(format_err(&name, "not a GGUF file (bad magic)"));
+    }
+    Err(format_err(
+        &name,
+        "unrecognised model file (expected .gguf, .safetensors or a model directory)",
+    ))
+}
+
+fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
+    let cfg_path = dir.join("config.json");
+    let cfg_text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+    let cfg_name = cfg_path.display().to_string();
+    let cfg: serde_json::Value = serde_json::from_str(&cfg_text)
+        .map_err(|e| format_err(&cfg_name, format!("invalid JSON: {e}")))?;
+    let config = config_from_json(&cfg_name, &cfg)?;
+    let files: Vec<PathBuf> = match file {
+        Some(f) => vec![f],
+        None => {
+            let single = dir.join("model.safetensors");
+            let index = dir.join("model.safetensors.index.json");
+            if single.exists() {
+                vec![single]
+            } else if index.exists() {
+                let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+                let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    format_err(&index.display().to_string(), format!("invalid JSON: {e}"))
+                })?;
+                let mut names: Vec<String> = j
+                    .get("weight_map")
+                    .and_then(|m| m.as_object())
+                    .ok_or_else(|| format_err(&index.display().to_string(), "missing weight_map"))?
+                    .values()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect();
+                names.sort();
+                names.dedup();
+                names.iter().map(|n| dir.join(n)).collect()
+            } else {
+                return Err(format_err(
+                    &dir.display().to_string(),
+                    "no model.safetensors or model.safetensors.index.json",
+                ));
+            }
+        }
+    };
+    let mut tensors = HashMap::new();
+    for f in &files {
+        index_file(&f.display().to_string(), &Blob::map(f)?, &mut tensors)?;
+    }
+    let mut tok = TokenizerInfo::none();
+    let tj = dir.join("tokenizer.json");
+    if tj.exists() {
+        let bytes = std::fs::read(&tj).map_err(io_err(&tj))?;
+        tok.tokenizer = Some(TokenizerInfo::from_json(&tj.display().to_string(), &bytes)?);
+    }
+    let id = |k: &str| cfg.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+    tok.bos = id("bos_token_id");
+    tok.eos = match cfg.get("eos_token_id") {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64().map(|x| x as u32))
+            .collect(),
+        _ => id("eos_token_id").into_iter().collect(),
+    };
+    let tc = dir.join("tokenizer_config.json");
+    if let Ok(text) = std::fs::read_to_string(&tc) {
+        if let Ok(j) = serde_json::from_str::<serde_json::Value>(&text) {
+            tok.add_bos = j
+                .get("add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            tok.chat_template = j
+                .get("chat_template")
+                .and_then(|v| v.as_str())
+                .map(String::from);
+        }
+    }
+    let tied = cfg
+        .get("tie_word_embeddings")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    model_from_tensors(&dir.display().to_string(), config, tensors, tied, tok)
+}

@@ -1,0 +1,19 @@
+//! Model files and what they hold: hyper-parameters, weight views, tokenizer. No device code here.
+pub mod blob;
+pub mod config;
+pub mod dtype;
+pub mod gguf;
+mod llama;
+#[cfg(not(target_arch = "wasm32"))]
+mod loader;
+pub mod safetensors;
+pub mod tensor;
+pub mod tokenizer;
+
+pub use blob::Blob;
+pub use config::{Config, RopeLayout};
+pub use dtype::DType;
+pub use llama::{Layer, Model, Weight};
+#[cfg(not(target_arch = "wasm32"))]
+pub use loader::load;
+pub use tensor::TensorInfo;

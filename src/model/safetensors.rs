@@ -1,0 +1,149 @@
+//! Hugging Face LLaMA checkpoints: config.json + one or more .safetensors files (+ tokenizer.json).
+use std::collections::HashMap;
+
+use super::blob::Blob;
+use super::config::{Config, RopeLayout};
+use super::dtype::DType;
+use super::llama::{Layer, Model, Weight};
+use super::tensor::TensorInfo;
+use super::tokenizer::TokenizerInfo;
+use crate::error::{format_err, Error, Result};
+
+/// Index the tensors of one .safetensors file (header checked by the `safetensors` crate).
+pub fn index_file(name: &str, blob: &Blob, out: &mut HashMap<String, Weight>) -> Result<()> {
+    let bytes = blob.bytes();
+    let (header_len, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| format_err(name, format!("not a valid safetensors file: {e}")))?;
+    let data_start = 8 + header_len;
+    for (tname, t) in meta.tensors() {
+        let dtype = match t.dtype {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(Error::UnsupportedType {
+                    file: name.to_string(),
+                    tensor: tname,
+                    ty: format!("{other:?}"),
+                })
+            }
+        };
+        let (s, e) = t.data_offsets;
+        let info = TensorInfo {
+            name: tname.clone(),
+            dtype,
+            shape: t.shape.clone(),
+            start: data_start + s,
+            end: data_start + e,
+        };
+        out.insert(
+            tname,
+            Weight {
+                info,
+                blob: blob.clone(),
+            },
+        );
+    }
+    Ok(())
+}
+
+fn cfg_usize(cfg: &serde_json::Value, key: &str, file: &str) -> Result<usize> {
+    cfg.get(key)
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize)
+        .ok_or_else(|| format_err(file, format!("missing or non-integer '{key}'")))
+}
+
+/// Read a LLaMA config.json into our Config (rotate-half RoPE, as Hugging Face computes it).
+pub fn config_from_json(file: &str, cfg: &serde_json::Value) -> Result<Config> {
+    if let Some(mt) = cfg.get("model_type").and_then(|v| v.as_str()) {
+        if !matches!(mt, "llama" | "mistral" | "smollm" | "tide") {
+            return Err(format_err(
+                file,
+                format!("model_type '{mt}' is not a LLaMA-family model"),
+            ));
+        }
+    }
+    let dim = cfg_usize(cfg, "hidden_size", file)?;
+    let n_heads = cfg_usize(cfg, "num_attention_heads", file)?;
+    let n_kv_heads = cfg_usize(cfg, "num_key_value_heads", file).unwrap_or(n_heads);
+    let head_dim = match cfg.get("head_dim").and_then(|v| v.as_u64()) {
+        Some(h) => h as usize,
+        None => dim.checked_div(n_heads).unwrap_or(0),
+    };
+    let c = Config {
+        vocab: cfg_usize(cfg, "vocab_size", file)?,
+        dim,
+        n_layers: cfg_usize(cfg, "num_hidden_layers", file)?,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        ffn_dim: cfg_usize(cfg, "intermediate_size", file)?,
+        rope_theta: cfg
+            .get("rope_theta")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(10000.0) as f32,
+        eps: cfg
+            .get("rms_norm_eps")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1e-5) as f32,
+        ctx_len: cfg_usize(cfg, "max_position_embeddings", file).unwrap_or(2048),
+        rope_layout: RopeLayout::RotateHalf,
+    };
+    c.validate(file)?;
+    Ok(c)
+}
+
+/// Bind HF tensor names to a model.
+pub fn model_from_tensors(
+    source: &str,
+    config: Config,
+    mut tensors: HashMap<String, Weight>,
+    tied: bool,
+    tokenizer: TokenizerInfo,
+) -> Result<Model> {
+    let mut need = |name: &str| -> Result<Weight> {
+        tensors.remove(name).ok_or_else(|| Error::MissingTensor {
+            file: source.to_string(),
+            tensor: name.to_string(),
+        })
+    };
+    let token_embd = need("model.embed_tokens.weight")?;
+    let output_norm = need("model.norm.weight")?;
+    let mut layers = Vec::with_capacity(config.n_layers);
+    for i in 0..config.n_layers {
+        let p = format!("model.layers.{i}");
+        layers.push(Layer {
+            attn_norm: need(&format!("{p}.input_layernorm.weight"))?,
+            wq: need(&format!("{p}.self_attn.q_proj.weight"))?,
+            wk: need(&format!("{p}.self_attn.k_proj.weight"))?,
+            wv: need(&format!("{p}.self_attn.v_proj.weight"))?,
+            wo: need(&format!("{p}.self_attn.o_proj.weight"))?,
+            ffn_norm: need(&format!("{p}.post_attention_layernorm.weight"))?,
+            w_gate: need(&format!("{p}.mlp.gate_proj.weight"))?,
+            w_up: need(&format!("{p}.mlp.up_proj.weight"))?,
+            w_down: need(&format!("{p}.mlp.down_proj.weight"))?,
+        });
+    }
+    let lm_head = match tensors.remove("lm_head.weight") {
+        Some(w) => Some(w),
+        None if tied => None,
+        None => {
+            return Err(Error::MissingTensor {
+                file: source.to_string(),
+                tensor: "lm_head.weight".into(),
+            })
+        }
+    };
+    let m = Model {
+        source: source.to_string(),
+        config,
+        token_embd,
+        output_norm,
+        lm_head,
+        layers,
+        tokenizer,
+    };
+    m.validate()?;
+    Ok(m)
+}
