@@ -17,18 +17,23 @@ const GROUP: u32 = {{GROUP}}u;  // query heads per KV head
 const CTX: u32 = {{CTX}}u;
 
 var<workgroup> red: array<f32, WG>;
-var<private> q: array<vec4<f32>, HD / 4u>;
 
-fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+// One barrier per reduction: every invocation reads all partials (cheaper than a tree on CPU
+// Vulkan drivers, where each barrier switches every invocation's context).
+fn reduce_max(v: f32, lid: u32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            if (is_max) { red[lid] = max(red[lid], red[lid + s]); } else { red[lid] += red[lid + s]; }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
+    var r = red[0];
+    for (var i = 1u; i < WG; i++) { r = max(r, red[i]); }
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(v: f32, lid: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    var r = 0.0;
+    for (var i = 0u; i < WG; i++) { r += red[i]; }
     workgroupBarrier();
     return r;
 }
@@ -41,25 +46,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kvh = h / GROUP;
     let srow = (t * (QD / HD) + h) * CTX;
     let scale = inverseSqrt(f32(HD));
-    for (var i = 0u; i < HD / 4u; i++) { q[i] = Q[(t * QD + h * HD) / 4u + i]; }
+    let qb = (t * QD + h * HD) / 4u;
 
     var mx = -3.0e38;
     for (var p = lid; p <= last; p += WG) {
         let kb = (p * KVD + kvh * HD) / 4u;
         var s = 0.0;
-        for (var i = 0u; i < HD / 4u; i++) { s += dot(q[i], KC[kb + i]); }
+        for (var i = 0u; i < HD / 4u; i++) { s += dot(Q[qb + i], KC[kb + i]); }
         s *= scale;
         S[srow + p] = s;
         mx = max(mx, s);
     }
-    mx = reduce(mx, lid, true);
+    mx = reduce_max(mx, lid);
     var sum = 0.0;
     for (var p = lid; p <= last; p += WG) {
         let e = exp(S[srow + p] - mx);
         S[srow + p] = e;
         sum += e;
     }
-    sum = reduce(sum, lid, false);
+    sum = reduce_sum(sum, lid);
     storageBarrier();
     workgroupBarrier();
     let inv = 1.0 / sum;

@@ -21,8 +21,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (b >= NB || t >= step.n_tok) { return; }
     let id = IDS[t];
     if (id < ROW0 || id >= ROW0 + ROWS) { return; }
-    var blk = load_block((id - ROW0) * NB * WPB + b * WPB);
-    for (var i = 0u; i < 8u; i++) {
-        H[(t * COLS + b * 32u) / 4u + i] = blk.d * blk.q[i] + vec4<f32>(blk.m);
-    }
+    let k = load_block((id - ROW0) * NB * WPB + b * WPB);
+    let o = (t * COLS + b * 32u) / 4u;
+    let m = vec4<f32>(k.m);
+    H[o] = k.d * k.q0 + m; H[o + 1u] = k.d * k.q1 + m; H[o + 2u] = k.d * k.q2 + m; H[o + 3u] = k.d * k.q3 + m;
+    H[o + 4u] = k.d * k.q4 + m; H[o + 5u] = k.d * k.q5 + m; H[o + 6u] = k.d * k.q6 + m; H[o + 7u] = k.d * k.q7 + m;
 }

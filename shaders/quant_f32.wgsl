@@ -1,13 +1,7 @@
 // f32 weights, one per word; 32 words per block.
 const WPB: u32 = 32u;
-struct Blk { q: array<vec4<f32>, 8>, d: f32, m: f32 }
+struct Blk { q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>, q4: vec4<f32>, q5: vec4<f32>, q6: vec4<f32>, q7: vec4<f32>, d: f32, m: f32 }
+fn f4(wb: u32) -> vec4<f32> { return bitcast<vec4<f32>>(vec4<u32>(W[wb], W[wb + 1u], W[wb + 2u], W[wb + 3u])); }
 fn load_block(wb: u32) -> Blk {
-    var b: Blk;
-    b.d = 1.0;
-    b.m = 0.0;
-    for (var i = 0u; i < 8u; i++) {
-        let o = wb + 4u * i;
-        b.q[i] = vec4<f32>(bitcast<f32>(W[o]), bitcast<f32>(W[o + 1u]), bitcast<f32>(W[o + 2u]), bitcast<f32>(W[o + 3u]));
-    }
-    return b;
+    return Blk(f4(wb), f4(wb + 4u), f4(wb + 8u), f4(wb + 12u), f4(wb + 16u), f4(wb + 20u), f4(wb + 24u), f4(wb + 28u), 1.0, 0.0);
 }

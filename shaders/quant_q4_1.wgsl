@@ -1,16 +1,11 @@
 // Q4_1 block on the GPU: 5 words = [d | m << 16 (two f16)], 16 bytes of nibbles.
 // Byte j holds element j (low nibble) and element j + 16 (high nibble); value = d * q + m.
 const WPB: u32 = 5u;
-struct Blk { q: array<vec4<f32>, 8>, d: f32, m: f32 }
+struct Blk { q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>, q4: vec4<f32>, q5: vec4<f32>, q6: vec4<f32>, q7: vec4<f32>, d: f32, m: f32 }
+fn nib_lo(w: u32) -> vec4<f32> { return vec4<f32>(vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(15u)); }
+fn nib_hi(w: u32) -> vec4<f32> { return vec4<f32>(vec4<u32>(w >> 4u, w >> 12u, w >> 20u, w >> 28u) & vec4<u32>(15u)); }
 fn load_block(wb: u32) -> Blk {
-    var b: Blk;
     let dm = unpack2x16float(W[wb]);
-    b.d = dm.x;
-    b.m = dm.y;
-    for (var i = 0u; i < 4u; i++) {
-        let w = W[wb + 1u + i];
-        b.q[i] = vec4<f32>(vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(15u));
-        b.q[i + 4u] = vec4<f32>(vec4<u32>(w >> 4u, w >> 12u, w >> 20u, w >> 28u) & vec4<u32>(15u));
-    }
-    return b;
+    let w0 = W[wb + 1u]; let w1 = W[wb + 2u]; let w2 = W[wb + 3u]; let w3 = W[wb + 4u];
+    return Blk(nib_lo(w0), nib_lo(w1), nib_lo(w2), nib_lo(w3), nib_hi(w0), nib_hi(w1), nib_hi(w2), nib_hi(w3), dm.x, dm.y);
 }

@@ -21,6 +21,9 @@ pub struct BenchArgs {
     pub reps: usize,
     #[arg(long)]
     pub json: bool,
+    /// Time each kernel alone (GPU only; slower, for finding hot spots).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -39,6 +42,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     let mut e = a.model.engine(&m)?;
+    if a.profile {
+        if let Engine::Gpu(g) = &mut e {
+            g.profile = Some(Default::default());
+        }
+    }
     // Deterministic pseudo-random prompt over the vocabulary.
     let v = m.config.vocab as u64;
     let prompt: Vec<u32> = (0..a.prompt_len as u64)
@@ -67,6 +75,25 @@ pub fn run(a: BenchArgs) -> Result<()> {
         tgs.push(tg);
     }
     let (pp, tg) = (median(pps), median(tgs));
+    let (bw, dispatch_us) = match &e {
+        Engine::Gpu(g) => (
+            Some(tide_gpu::gpu::probe::copy_bandwidth(&g.ctx, 64 << 20, 3)?),
+            Some(tide_gpu::gpu::probe::dispatch_cost_us(&g.ctx, 200)?),
+        ),
+        Engine::Cpu(_) => (None, None),
+    };
+    if let Engine::Gpu(g) = &e {
+        for sz in [1u64 << 10, 1 << 20, 8 << 20, 32 << 20] {
+            eprintln!(
+                "size {sz}: {} us",
+                tide_gpu::gpu::probe::dispatch_cost_sized_us(&g.ctx, 20, sz)?
+            );
+        }
+    }
+    let _ = match &e {
+        Engine::Gpu(_) => (Some(0.0), Some(0.0)),
+        Engine::Cpu(_) => (None, None),
+    };
     let weight_bytes = match &e {
         Engine::Gpu(g) => g.weight_bytes,
         Engine::Cpu(_) => 0,
@@ -80,7 +107,28 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "decode_tokens_per_s": tg,
         "weight_bytes_per_token": weight_bytes,
         "decode_weight_gb_per_s": weight_bytes as f64 * tg / 1e9,
+        "copy_bandwidth_gb_per_s": bw,
+        "roofline_fraction": bw.map(|b| weight_bytes as f64 * tg / 1e9 / b),
+        "dispatch_us": dispatch_us,
     });
+    if let Engine::Gpu(g) = &e {
+        if let Some(p) = &g.profile {
+            let mut rows: Vec<_> = p.iter().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            eprintln!(
+                "{:>10} {:>8} {:>10}  kernel",
+                "total ms", "calls", "us/call"
+            );
+            for (k, (n, t)) in rows {
+                eprintln!(
+                    "{:>10.1} {:>8} {:>10.1}  {k}",
+                    t * 1e3,
+                    n,
+                    t * 1e6 / *n as f64
+                );
+            }
+        }
+    }
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {

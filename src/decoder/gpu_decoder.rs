@@ -56,7 +56,8 @@ struct Op {
     decode: usize,
     prefill: usize,
     bind: wgpu::BindGroup,
-    x: u32,
+    /// workgroups along x for the decode and the prefill variant
+    x: (u32, u32),
     y: YMode,
 }
 
@@ -94,6 +95,8 @@ pub struct GpuDecoder {
     pub weight_bytes: usize,
     pending: Option<wgpu::CommandEncoder>,
     cur: Step,
+    /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
+    pub profile: Option<HashMap<String, (u32, f64)>>,
     pub pos: usize,
 }
 
@@ -206,6 +209,7 @@ impl GpuDecoder {
             weight_bytes: 0,
             pending: None,
             cur: Step::default(),
+            profile: None,
             pos: 0,
         };
         dec.build_schedule(model)?;
@@ -293,7 +297,16 @@ impl GpuDecoder {
         if epi == "EPI_STORE" {
             base = base.flag("LAST_ONLY", true).set("ROW0", ch.row0);
         }
-        let decode = self.kernel("matmul", "main", base.clone().set("T", 1), &bindings)?;
+        // Decode: column-split matvec; prefill: row-per-lane matmul reusing each block for T tokens.
+        let nb = w.cols / 32;
+        let lpr = nb.min(WG as usize);
+        let gpw = (3072 / lpr).clamp(1, 16);
+        let mv = base
+            .clone()
+            .set("LPR", lpr)
+            .set("GPW", gpw)
+            .flag("X_RESIDENT", nb <= WG as usize);
+        let decode = self.kernel("matvec", "main", mv, &bindings)?;
         let prefill = if epi == "EPI_STORE" {
             decode
         } else {
@@ -305,11 +318,17 @@ impl GpuDecoder {
         } else {
             YMode::TokenTiles
         };
+        let xd = groups.div_ceil(gpw) as u32;
+        let xp = if epi == "EPI_STORE" {
+            xd
+        } else {
+            groups.div_ceil(WG as usize) as u32
+        };
         self.ops.push(Op {
             decode,
             prefill,
             bind,
-            x: groups.div_ceil(WG as usize) as u32,
+            x: (xd, xp),
             y,
         });
         Ok(())
@@ -348,7 +367,7 @@ impl GpuDecoder {
                 decode: k,
                 prefill: k,
                 bind,
-                x: (d / 32).div_ceil(64) as u32,
+                x: ((d / 32).div_ceil(64) as u32, (d / 32).div_ceil(64) as u32),
                 y: YMode::PerToken,
             });
         }
@@ -432,7 +451,7 @@ impl GpuDecoder {
                 decode: ak,
                 prefill: ak,
                 bind: abind,
-                x: c.n_heads as u32,
+                x: (c.n_heads as u32, c.n_heads as u32),
                 y: YMode::PerToken,
             });
             self.matmul_op(
@@ -584,6 +603,12 @@ impl GpuDecoder {
             self.ctx
                 .queue
                 .write_buffer(&self.buf.ids, 0, bytemuck::cast_slice(chunk));
+            if self.profile.is_some() {
+                self.profile_chunk(n)?;
+                self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+                self.pos += chunk.len();
+                continue;
+            }
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -598,11 +623,88 @@ impl GpuDecoder {
                     };
                     pass.set_pipeline(&self.kernels[k].pipeline);
                     pass.set_bind_group(0, &op.bind, &[]);
-                    pass.dispatch_workgroups(op.x, y, 1);
+                    pass.dispatch_workgroups(if prefill { op.x.1 } else { op.x.0 }, y, 1);
                 }
             }
             self.pending = Some(enc);
             self.pos += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Run the ops of one batch, each in its own pass between GPU timestamps (adapter time,
+    /// not wall time: submission latency is left out). For `tide bench --profile`.
+    fn profile_chunk(&mut self, n: u32) -> Result<()> {
+        if !self.ctx.timestamps {
+            return Err(Error::Gpu(
+                "this adapter has no timestamp queries; --profile needs them".into(),
+            ));
+        }
+        let dev = &self.ctx.device;
+        let count = (self.ops.len() * 2) as u32;
+        let qs = dev.create_query_set(&wgpu::QuerySetDescriptor {
+            label: None,
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let size = count as u64 * 8;
+        let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let prefill = n > 1;
+        let mut enc = dev.create_command_encoder(&Default::default());
+        for (i, op) in self.ops.iter().enumerate() {
+            let k = if prefill { op.prefill } else { op.decode };
+            let y = match op.y {
+                YMode::TokenTiles => n.div_ceil(if prefill { PREFILL_T } else { 1 }),
+                YMode::PerToken => n,
+                YMode::One => 1,
+            };
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &qs,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            pass.set_pipeline(&self.kernels[k].pipeline);
+            pass.set_bind_group(0, &op.bind, &[]);
+            pass.dispatch_workgroups(if prefill { op.x.1 } else { op.x.0 }, y, 1);
+        }
+        enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, size);
+        self.ctx.queue.submit([enc.finish()]);
+        let slice = read.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        self.ctx.wait()?;
+        let ticks: Vec<u64> = bytemuck::cast_slice(
+            &slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("timestamp readback failed: {e}")))?,
+        )
+        .to_vec();
+        let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        for (i, op) in self.ops.iter().enumerate() {
+            let k = if prefill { op.prefill } else { op.decode };
+            let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
+            let e = self
+                .profile
+                .as_mut()
+                .unwrap()
+                .entry(self.kernels[k].label.clone())
+                .or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += dt;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub f16: bool,
+    pub timestamps: bool,
 }
 
 fn instance() -> wgpu::Instance {
@@ -42,6 +43,11 @@ impl GpuContext {
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
+        // Per-kernel GPU timing for `tide bench --profile`, where the adapter offers it.
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         // Take the adapter's own limits: large bindings and buffers matter to model weights.
         let limits = alimits;
         let (device, queue) = adapter
@@ -59,6 +65,7 @@ impl GpuContext {
             info,
             limits,
             f16,
+            timestamps,
         })
     }
 

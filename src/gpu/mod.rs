@@ -1,6 +1,7 @@
 //! wgpu plumbing: device context, shader preprocessing and pipelines, weight upload.
 //! Knows tensors and buffers, not the model's schedule (that is decoder/).
 mod context;
+pub mod probe;
 mod shader;
 mod upload;
 

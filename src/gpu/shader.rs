@@ -7,6 +7,11 @@ use crate::error::{Error, Result};
 const SOURCES: &[(&str, &str)] = &[
     ("common", include_str!("../../shaders/common.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "matmul_epilogue",
+        include_str!("../../shaders/matmul_epilogue.wgsl"),
+    ),
+    ("matvec", include_str!("../../shaders/matvec.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("sample", include_str!("../../shaders/sample.wgsl")),
@@ -40,11 +45,19 @@ impl Defines {
     }
 }
 
-fn source(name: &str) -> Result<&'static str> {
+fn source(name: &str) -> Result<std::borrow::Cow<'static, str>> {
+    // Development aid: read shaders from a folder instead of the embedded copies.
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Ok(dir) = std::env::var("TIDE_SHADER_DIR") {
+        let p = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
+        return std::fs::read_to_string(&p)
+            .map(Into::into)
+            .map_err(|e| Error::Gpu(format!("{}: {e}", p.display())));
+    }
     SOURCES
         .iter()
         .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s)
+        .map(|(_, s)| (*s).into())
         .ok_or_else(|| Error::Gpu(format!("no shader named '{name}'")))
 }
 
@@ -130,6 +143,8 @@ pub enum Binding {
 
 /// A compiled entry point and the layout of its bindings (0..n in order).
 pub struct Kernel {
+    /// "shader:entry [defines that tell variants apart]", for profiles and messages.
+    pub label: String,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub bindings: Vec<(u32, Binding)>,
@@ -210,7 +225,20 @@ impl Kernel {
             compilation_options: Default::default(),
             cache: None,
         });
+        let tag: Vec<String> = defs
+            .0
+            .iter()
+            .filter(|(k, v)| *v == "1" || *k == "QUANT" || *k == "T")
+            .map(|(k, v)| {
+                if v == "1" {
+                    k.clone()
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
         Ok(Kernel {
+            label: format!("{name}:{entry} [{}]", tag.join(" ")),
             pipeline,
             layout: layout.clone(),
             bindings: bindings.to_vec(),

@@ -1,0 +1,92 @@
+// Row mapping and epilogues shared by matmul.wgsl (prefill) and matvec.wgsl (decode).
+// An invocation finishing a group gets the 4 rows of the group and their 4 results.
+
+// Physical row of W for slot r (0..4) of group g.
+fn row_of(g: u32, r: u32) -> u32 {
+#if EPI_QKV
+    // Groups of 4 rows hold two RoPE pairs: adjacent layout (0,1),(2,3); rotate-half (0,2),(1,3).
+    let row = g * 4u;
+    if (row >= {{QD}}u + {{KVD}}u) { return row + r; }
+    let head = row / {{HD}}u;
+    let j = (row % {{HD}}u) / 4u;
+#if ROPE_HALF
+    return head * {{HD}}u + 2u * j + (r & 1u) + (r >> 1u) * ({{HD}}u / 2u);
+#else
+    return head * {{HD}}u + 4u * j + r;
+#endif
+#else
+#if EPI_SWIGLU
+    // 2 gate rows and the same 2 up rows (up follows gate in W).
+    return g * 2u + (r & 1u) + (r >> 1u) * {{FFN}}u;
+#else
+    return g * 4u + r;
+#endif
+#endif
+}
+
+#if EPI_STORE
+// Plain store into Y[ROW0 + row] (logits of one token; ROW0 = first row of this chunk).
+fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) {
+        if (rows[r] < ROWS) { Y[{{ROW0}}u + rows[r]] = v[r]; }
+    }
+}
+#endif
+#if EPI_RESIDUAL
+// Y is the residual stream [n_tok, ROWS]: h += W x.
+fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) {
+        if (rows[r] < ROWS) { Y[tok * ROWS + rows[r]] += v[r]; }
+    }
+}
+#endif
+#if EPI_SWIGLU
+// Y[tok, j] = silu(gate_j) * up_j for the two j of this group.
+fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
+    let a = v.xy;
+    let o = a / (1.0 + exp(-a)) * v.zw;
+    if (rows.x < {{FFN}}u) { Y[tok * {{FFN}}u + rows.x] = o.x; }
+    if (rows.y < {{FFN}}u) { Y[tok * {{FFN}}u + rows.y] = o.y; }
+}
+#endif
+#if EPI_QKV
+// q -> Y[tok, QD]; k, v -> KV cache at position pos0 + tok. RoPE applied to q and k.
+fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
+    let pos = step.pos0 + tok;
+    var o = v;
+    if (rows.x < {{QD}}u + {{KVD}}u) {
+#if ROPE_HALF
+        // slots (0,2) and (1,3) are pairs i0, i0 + 1
+        let i0 = rows.x % {{HD}}u;
+        let a = v.xy;
+        let b = v.zw;
+#else
+        // slots (0,1) and (2,3) are pairs i0, i0 + 1
+        let i0 = (rows.x % {{HD}}u) / 2u;
+        let a = v.xz;
+        let b = v.yw;
+#endif
+        let c0 = ROPE[pos * ({{HD}}u / 2u) + i0];
+        let c1 = ROPE[pos * ({{HD}}u / 2u) + i0 + 1u];
+        let cs = vec2<f32>(c0.x, c1.x);
+        let sn = vec2<f32>(c0.y, c1.y);
+        let ra = a * cs - b * sn;
+        let rb = a * sn + b * cs;
+#if ROPE_HALF
+        o = vec4<f32>(ra, rb);
+#else
+        o = vec4<f32>(ra.x, rb.x, ra.y, rb.y);
+#endif
+    }
+    for (var r = 0u; r < 4u; r++) {
+        let row = rows[r];
+        if (row < {{QD}}u) {
+            Y[tok * {{QD}}u + row] = o[r];
+        } else if (row < {{QD}}u + {{KVD}}u) {
+            KC[pos * {{KVD}}u + row - {{QD}}u] = o[r];
+        } else if (row < ROWS) {
+            VC[pos * {{KVD}}u + row - {{QD}}u - {{KVD}}u] = o[r];
+        }
+    }
+}
+#endif
