@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use super::ops::{attention, matvec, rmsnorm, rope, silu};
 use crate::error::{Error, Result};
 use crate::model::{Config, Model};
 
@@ -22,36 +23,6 @@ pub struct CpuModel {
     lm_head: Option<Vec<f32>>,
     out_norm: Vec<f32>,
     layers: Vec<CpuLayer>,
-}
-
-fn rmsnorm(out: &mut [f32], x: &[f32], g: &[f32], eps: f32) {
-    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let inv = 1.0 / (ss + eps).sqrt();
-    for ((o, &v), &w) in out.iter_mut().zip(x).zip(g) {
-        *o = v * inv * w;
-    }
-}
-
-/// out[r] = sum_c w[r, c] * x[c]; rows split over threads when the matrix is large.
-fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
-    let cols = x.len();
-    let rows_fn = |out: &mut [f32], w: &[f32]| {
-        for (o, row) in out.iter_mut().zip(w.chunks_exact(cols)) {
-            *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
-        }
-    };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if threads < 2 || out.len() * cols < 1 << 20 {
-        return rows_fn(out, w);
-    }
-    let per = out.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        for (o, wc) in out.chunks_mut(per).zip(w.chunks(per * cols)) {
-            s.spawn(move || rows_fn(o, wc));
-        }
-    });
 }
 
 impl CpuModel {
@@ -110,21 +81,6 @@ impl CpuSession {
         self.pos = 0;
     }
 
-    fn rope(&self, x: &mut [f32], pos: usize) {
-        let c = &self.m.config;
-        let half = c.head_dim / 2;
-        for head in x.chunks_exact_mut(c.head_dim) {
-            for i in 0..half {
-                let (a, b) = c.rope_pair(i);
-                let cs = self.rope[(pos * half + i) * 2];
-                let sn = self.rope[(pos * half + i) * 2 + 1];
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cs - x1 * sn;
-                head[b] = x0 * sn + x1 * cs;
-            }
-        }
-    }
-
     /// Run `tokens` through the model at the current position; logits are those of the last one.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         let c = self.m.config.clone();
@@ -166,32 +122,21 @@ impl CpuSession {
                 matvec(kc, &l.wk, &a);
                 matvec(&mut self.v[li][pos * kvd..(pos + 1) * kvd], &l.wv, &a);
                 let mut kr = self.k[li][pos * kvd..(pos + 1) * kvd].to_vec();
-                self.rope(&mut q, pos);
-                self.rope(&mut kr, pos);
+                rope(&c, &self.rope, &mut q, pos);
+                rope(&c, &self.rope, &mut kr, pos);
                 self.k[li][pos * kvd..(pos + 1) * kvd].copy_from_slice(&kr);
-                let scale = 1.0 / (hd as f32).sqrt();
                 for head in 0..c.n_heads {
                     let kvh = head / group;
-                    let qh = &q[head * hd..(head + 1) * hd];
-                    let s = &mut scores[..=pos];
-                    for (p, sp) in s.iter_mut().enumerate() {
-                        let kp = &self.k[li][p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                        *sp = qh.iter().zip(kp).map(|(x, y)| x * y).sum::<f32>() * scale;
-                    }
-                    let mx = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    for sp in s.iter_mut() {
-                        *sp = (*sp - mx).exp();
-                        sum += *sp;
-                    }
-                    let o = &mut att[head * hd..(head + 1) * hd];
-                    o.fill(0.0);
-                    for (p, &sp) in s.iter().enumerate() {
-                        let vp = &self.v[li][p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                        for (ov, &vv) in o.iter_mut().zip(vp) {
-                            *ov += sp / sum * vv;
-                        }
-                    }
+                    attention(
+                        &q[head * hd..(head + 1) * hd],
+                        &self.k[li],
+                        &self.v[li],
+                        kvd,
+                        kvh * hd,
+                        pos + 1,
+                        &mut scores,
+                        &mut att[head * hd..(head + 1) * hd],
+                    );
                 }
                 matvec(&mut tmp, &l.wo, &att);
                 for (x, t) in h.iter_mut().zip(&tmp) {
@@ -201,7 +146,7 @@ impl CpuSession {
                 matvec(&mut g, &l.w_gate, &a);
                 matvec(&mut u, &l.w_up, &a);
                 for (gv, uv) in g.iter_mut().zip(&u) {
-                    *gv = *gv / (1.0 + (-*gv).exp()) * uv;
+                    *gv = silu(*gv) * uv;
                 }
                 matvec(&mut tmp, &l.w_down, &g);
                 for (x, t) in h.iter_mut().zip(&tmp) {

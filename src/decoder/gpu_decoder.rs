@@ -2,14 +2,11 @@ use std::collections::HashMap;
 
 use wgpu::util::DeviceExt;
 
+use super::specs::{self, Epilogue, Matmul, Spec};
 use crate::error::{Error, Result};
-use crate::gpu::{gpu_words, Binding, Defines, GpuContext, GpuTensor, Kernel};
+use crate::gpu::{Binding, Defines, GpuContext, GpuTensor, Kernel};
 use crate::model::{Config, Model, RopeLayout, Weight};
 
-/// Tokens per invocation in the batched (prefill) matmuls, rows per invocation everywhere.
-const PREFILL_T: u32 = 4;
-const ROWS_PER_INV: u32 = 4;
-const WG: u32 = 64;
 /// Most candidates the GPU top-k returns.
 pub const MAX_TOP_K: usize = 64;
 const MAX_PEN: usize = 256;
@@ -40,25 +37,39 @@ struct Step {
     penalty: f32,
 }
 
-/// How many workgroups along y a dispatch needs for a batch of n tokens.
+/// A kernel variant ready to dispatch: pipeline index and workgroup counts.
 #[derive(Clone, Copy)]
-enum YMode {
-    /// ceil(n / tokens-per-invocation) with the variant's T.
-    TokenTiles,
-    /// one per token
-    PerToken,
-    /// one
-    One,
+struct Variant {
+    kernel: usize,
+    x: u32,
+    tokens_per_y: u32,
 }
 
-/// One dispatch of the schedule: kernel variants for decode (T=1) and prefill (T>1).
+impl Variant {
+    fn y(&self, n_tok: u32) -> u32 {
+        if self.tokens_per_y == 0 {
+            1
+        } else {
+            n_tok.div_ceil(self.tokens_per_y)
+        }
+    }
+}
+
+/// One dispatch of the schedule: its variants for one token (decode) and for a batch.
 struct Op {
-    decode: usize,
-    prefill: usize,
+    decode: Variant,
+    prefill: Variant,
     bind: wgpu::BindGroup,
-    /// workgroups along x for the decode and the prefill variant
-    x: (u32, u32),
-    y: YMode,
+}
+
+impl Op {
+    fn variant(&self, n_tok: u32) -> Variant {
+        if n_tok > 1 {
+            self.prefill
+        } else {
+            self.decode
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -253,127 +264,57 @@ impl GpuDecoder {
         Ok(self.kernels.len() - 1)
     }
 
-    /// Add a matmul op: decode (T=1) and prefill (T=PREFILL_T) variants over the same bindings.
-    #[allow(clippy::too_many_arguments)]
-    fn matmul_op(
+    fn variant(&mut self, spec: &Spec) -> Result<Variant> {
+        let kernel = self.kernel(spec.shader, spec.entry, spec.defs.clone(), &spec.bindings)?;
+        Ok(Variant {
+            kernel,
+            x: spec.x,
+            tokens_per_y: spec.tokens_per_y,
+        })
+    }
+
+    /// Add an op whose decode and prefill variants share one binding layout.
+    fn push_op(
         &mut self,
-        w: &GpuTensor,
-        chunk: usize,
-        epi: &str,
-        norm: bool,
-        extra: &Defines,
+        decode: &Spec,
+        prefill: &Spec,
         buffers: &[wgpu::BindingResource<'_>],
-        groups: usize,
     ) -> Result<()> {
-        let c = &self.config;
-        let ch = &w.chunks[chunk];
-        let mut bindings = vec![
-            (0, Binding::Uniform),
-            (1, Binding::Read),
-            (2, Binding::Read),
-        ];
-        if norm {
-            bindings.push((3, Binding::Read));
-        }
-        bindings.push((4, Binding::ReadWrite));
-        if epi == "EPI_QKV" {
-            bindings.extend([
-                (5, Binding::ReadWrite),
-                (6, Binding::ReadWrite),
-                (7, Binding::Read),
-            ]);
-        }
-        let mut base = extra
-            .clone()
-            .flag(epi, true)
-            .flag("NORM", norm)
-            .flag("ROPE_HALF", c.rope_layout == RopeLayout::RotateHalf)
-            .set("QUANT", gpu_words(w.dtype).1)
-            .set("WG", WG)
-            .set("R", ROWS_PER_INV)
-            .set("COLS", w.cols)
-            .set("ROWS", ch.rows)
-            .set("EPS", format!("{:e}", c.eps));
-        if epi == "EPI_STORE" {
-            base = base.flag("LAST_ONLY", true).set("ROW0", ch.row0);
-        }
-        // Decode: column-split matvec; prefill: row-per-lane matmul reusing each block for T tokens.
-        let nb = w.cols / 32;
-        let lpr = nb.min(WG as usize);
-        let gpw = (3072 / lpr).clamp(1, 16);
-        let mv = base
-            .clone()
-            .set("LPR", lpr)
-            .set("GPW", gpw)
-            .flag("X_RESIDENT", nb <= WG as usize);
-        let decode = self.kernel("matvec", "main", mv, &bindings)?;
-        let prefill = if epi == "EPI_STORE" {
-            decode
-        } else {
-            self.kernel("matmul", "main", base.set("T", PREFILL_T), &bindings)?
-        };
-        let bind = self.kernels[decode].bind(&self.ctx.device, buffers);
-        let y = if epi == "EPI_STORE" {
-            YMode::One
-        } else {
-            YMode::TokenTiles
-        };
-        let xd = groups.div_ceil(gpw) as u32;
-        let xp = if epi == "EPI_STORE" {
-            xd
-        } else {
-            groups.div_ceil(WG as usize) as u32
-        };
+        let decode = self.variant(decode)?;
+        let prefill = self.variant(prefill)?;
+        let bind = self.kernels[decode.kernel].bind(&self.ctx.device, buffers);
         self.ops.push(Op {
             decode,
             prefill,
             bind,
-            x: (xd, xp),
-            y,
         });
         Ok(())
+    }
+
+    fn push_matmul(&mut self, m: Matmul, buffers: &[wgpu::BindingResource<'_>]) -> Result<()> {
+        self.push_op(&m.decode(), &m.prefill(), buffers)
     }
 
     fn build_schedule(&mut self, model: &Model) -> Result<()> {
         let c = self.config.clone();
         let buf = self.buf.clone();
         let ctx_len = self.opts.ctx_len;
-        let (d, qd, kvd, f) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
-        let r = ROWS_PER_INV as usize;
-
-        // Shared tables.
+        let (qd, kvd, f) = (c.q_dim(), c.kv_dim(), c.ffn_dim);
         let rope = f32_buffer(&self.ctx, "rope", &c.rope_table(ctx_len));
         let embd = GpuTensor::upload(&self.ctx, "token_embd", &[&model.token_embd])?;
         // Embedding lookup, one op per chunk of the table.
-        for (i, ch) in embd.chunks.iter().enumerate() {
-            let defs = Defines::new()
-                .set("QUANT", gpu_words(embd.dtype).1)
-                .set("COLS", d)
-                .set("ROW0", ch.row0)
-                .set("ROWS", ch.rows);
-            let b = [
-                (0, Binding::Uniform),
-                (1, Binding::Read),
-                (2, Binding::Read),
-                (3, Binding::ReadWrite),
-            ];
-            let k = self.kernel("embed", "main", defs, &b)?;
-            let bind = self.kernels[k].bind(
-                &self.ctx.device,
+        for ch in &embd.chunks {
+            let s = specs::embed(embd.dtype, c.dim, ch.row0, ch.rows);
+            self.push_op(
+                &s,
+                &s,
                 &[res(&buf.step), res(&ch.buffer), res(&buf.ids), res(&buf.h)],
-            );
-            let _ = i;
-            self.ops.push(Op {
-                decode: k,
-                prefill: k,
-                bind,
-                x: ((d / 32).div_ceil(64) as u32, (d / 32).div_ceil(64) as u32),
-                y: YMode::PerToken,
-            });
+            )?;
         }
         let mut weight_bytes = embd.bytes();
         let mut keep = vec![rope.clone()];
         let mut weights = Vec::new();
+        let eps = Some(c.eps);
         for (li, l) in model.layers.iter().enumerate() {
             let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
             let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
@@ -397,16 +338,22 @@ impl GpuDecoder {
                 &[&l.w_gate, &l.w_up],
             )?;
             let down = GpuTensor::upload(&self.ctx, &format!("blk.{li}.ffn_down"), &[&l.w_down])?;
-            let qkv_defs = Defines::new()
-                .set("QD", qd)
-                .set("KVD", kvd)
-                .set("HD", c.head_dim);
-            self.matmul_op(
-                &qkv,
-                0,
-                "EPI_QKV",
-                true,
-                &qkv_defs,
+            let mm = |w: &GpuTensor, epi, norm| Matmul {
+                epi,
+                norm,
+                dtype: w.dtype,
+                cols: w.cols,
+                rows: w.rows,
+                row0: 0,
+            };
+            let qkv_epi = Epilogue::Qkv {
+                qd,
+                kvd,
+                head_dim: c.head_dim,
+                rope_half: c.rope_layout == RopeLayout::RotateHalf,
+            };
+            self.push_matmul(
+                mm(&qkv, qkv_epi, eps),
                 &[
                     res(&buf.step),
                     res(single(&qkv)?),
@@ -417,27 +364,11 @@ impl GpuDecoder {
                     res(&vc),
                     res(&rope),
                 ],
-                (qd + 2 * kvd) / 4,
             )?;
-            // Attention.
-            let adefs = Defines::new()
-                .set("WG", WG)
-                .set("HD", c.head_dim)
-                .set("QD", qd)
-                .set("KVD", kvd)
-                .set("GROUP", c.n_heads / c.n_kv_heads)
-                .set("CTX", ctx_len);
-            let ab = [
-                (0, Binding::Uniform),
-                (1, Binding::Read),
-                (2, Binding::Read),
-                (3, Binding::Read),
-                (4, Binding::ReadWrite),
-                (5, Binding::ReadWrite),
-            ];
-            let ak = self.kernel("attention", "main", adefs, &ab)?;
-            let abind = self.kernels[ak].bind(
-                &self.ctx.device,
+            let at = specs::attention(c.head_dim, c.n_heads, c.n_kv_heads, ctx_len);
+            self.push_op(
+                &at,
+                &at,
                 &[
                     res(&buf.step),
                     res(&buf.q),
@@ -446,34 +377,18 @@ impl GpuDecoder {
                     res(&buf.scores),
                     res(&buf.att),
                 ],
-            );
-            self.ops.push(Op {
-                decode: ak,
-                prefill: ak,
-                bind: abind,
-                x: (c.n_heads as u32, c.n_heads as u32),
-                y: YMode::PerToken,
-            });
-            self.matmul_op(
-                &wo,
-                0,
-                "EPI_RESIDUAL",
-                false,
-                &Defines::new(),
+            )?;
+            self.push_matmul(
+                mm(&wo, Epilogue::Residual, None),
                 &[
                     res(&buf.step),
                     res(single(&wo)?),
                     res(&buf.att),
                     res(&buf.h),
                 ],
-                d.div_ceil(r),
             )?;
-            self.matmul_op(
-                &gu,
-                0,
-                "EPI_SWIGLU",
-                true,
-                &Defines::new().set("FFN", f),
+            self.push_matmul(
+                mm(&gu, Epilogue::SwiGlu { ffn: f }, eps),
                 &[
                     res(&buf.step),
                     res(single(&gu)?),
@@ -481,27 +396,21 @@ impl GpuDecoder {
                     res(&ffn_norm),
                     res(&buf.act),
                 ],
-                f.div_ceil(r / 2),
             )?;
-            self.matmul_op(
-                &down,
-                0,
-                "EPI_RESIDUAL",
-                false,
-                &Defines::new(),
+            self.push_matmul(
+                mm(&down, Epilogue::Residual, None),
                 &[
                     res(&buf.step),
                     res(single(&down)?),
                     res(&buf.act),
                     res(&buf.h),
                 ],
-                d.div_ceil(r),
             )?;
             weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
             keep.extend([attn_norm, ffn_norm, kc, vc]);
             weights.extend([qkv, wo, gu, down]);
         }
-        // Final norm + LM head on the last token of the batch.
+        // Final norm + LM head on the last token of the batch, one op per chunk.
         let out_norm = f32_buffer(&self.ctx, "output_norm", &model.output_norm.to_f32());
         let head_t = match &model.lm_head {
             Some(w) => Some(GpuTensor::upload(&self.ctx, "output", &[w])?),
@@ -511,41 +420,33 @@ impl GpuDecoder {
         if let Some(h) = &head_t {
             weight_bytes += h.bytes();
         }
-        for i in 0..head.chunks.len() {
-            let rows = head.chunks[i].rows;
-            self.matmul_op(
-                head,
-                i,
-                "EPI_STORE",
-                true,
-                &Defines::new(),
+        for ch in &head.chunks {
+            let m = Matmul {
+                epi: Epilogue::Store,
+                norm: eps,
+                dtype: head.dtype,
+                cols: head.cols,
+                rows: ch.rows,
+                row0: ch.row0,
+            };
+            self.push_matmul(
+                m,
                 &[
                     res(&buf.step),
-                    res(&head.chunks[i].buffer),
+                    res(&ch.buffer),
                     res(&buf.h),
                     res(&out_norm),
                     res(&buf.logits),
                 ],
-                rows.div_ceil(r),
             )?;
         }
-        // Sampling kernels: repetition penalty.
-        let pb = [
-            (0, Binding::Uniform),
-            (1, Binding::ReadWrite),
-            (2, Binding::Read),
-        ];
-        let pk = self.kernel(
-            "sample",
-            "penalize",
-            Defines::new().set("K", 1).set("VOCAB", c.vocab),
-            &pb,
-        )?;
-        let pbind = self.kernels[pk].bind(
+        let ps = specs::penalize(c.vocab, MAX_PEN);
+        let pk = self.variant(&ps)?;
+        let pbind = self.kernels[pk.kernel].bind(
             &self.ctx.device,
             &[res(&buf.step), res(&buf.logits), res(&buf.pen)],
         );
-        self.penalize = Some((pk, pbind));
+        self.penalize = Some((pk.kernel, pbind));
         keep.push(out_norm);
         weights.extend(head_t);
         weights.push(embd);
@@ -612,18 +513,11 @@ impl GpuDecoder {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                let prefill = n > 1;
                 for op in &self.ops {
-                    let k = if prefill { op.prefill } else { op.decode };
-                    let t = if prefill { PREFILL_T } else { 1 };
-                    let y = match op.y {
-                        YMode::TokenTiles => n.div_ceil(t),
-                        YMode::PerToken => n,
-                        YMode::One => 1,
-                    };
-                    pass.set_pipeline(&self.kernels[k].pipeline);
+                    let v = op.variant(n);
+                    pass.set_pipeline(&self.kernels[v.kernel].pipeline);
                     pass.set_bind_group(0, &op.bind, &[]);
-                    pass.dispatch_workgroups(if prefill { op.x.1 } else { op.x.0 }, y, 1);
+                    pass.dispatch_workgroups(v.x, v.y(n), 1);
                 }
             }
             self.pending = Some(enc);
@@ -660,15 +554,9 @@ impl GpuDecoder {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let prefill = n > 1;
         let mut enc = dev.create_command_encoder(&Default::default());
         for (i, op) in self.ops.iter().enumerate() {
-            let k = if prefill { op.prefill } else { op.decode };
-            let y = match op.y {
-                YMode::TokenTiles => n.div_ceil(if prefill { PREFILL_T } else { 1 }),
-                YMode::PerToken => n,
-                YMode::One => 1,
-            };
+            let v = op.variant(n);
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -677,9 +565,9 @@ impl GpuDecoder {
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 }),
             });
-            pass.set_pipeline(&self.kernels[k].pipeline);
+            pass.set_pipeline(&self.kernels[v.kernel].pipeline);
             pass.set_bind_group(0, &op.bind, &[]);
-            pass.dispatch_workgroups(if prefill { op.x.1 } else { op.x.0 }, y, 1);
+            pass.dispatch_workgroups(v.x, v.y(n), 1);
         }
         enc.resolve_query_set(&qs, 0..count, &resolve, 0);
         enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, size);
@@ -695,7 +583,7 @@ impl GpuDecoder {
         .to_vec();
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
         for (i, op) in self.ops.iter().enumerate() {
-            let k = if prefill { op.prefill } else { op.decode };
+            let k = op.variant(n).kernel;
             let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
             let e = self
                 .profile
@@ -771,18 +659,8 @@ impl GpuDecoder {
         let kernel = match self.topk.get(&k) {
             Some(&(i, _)) => i,
             None => {
-                let b = [
-                    (0, Binding::Uniform),
-                    (1, Binding::ReadWrite),
-                    (2, Binding::Read),
-                    (3, Binding::ReadWrite),
-                    (4, Binding::ReadWrite),
-                    (5, Binding::ReadWrite),
-                ];
-                let defs = Defines::new().set("K", k).set("VOCAB", self.config.vocab);
-                let i = self.kernel("sample", "topk", defs, &b)?;
-
-                let bind = self.kernels[i].bind(
+                let v = self.variant(&specs::top_k(k, self.config.vocab))?;
+                let bind = self.kernels[v.kernel].bind(
                     &self.ctx.device,
                     &[
                         res(&self.buf.step),
@@ -793,8 +671,8 @@ impl GpuDecoder {
                         res(&self.buf.out),
                     ],
                 );
-                self.topk.insert(k, (i, bind));
-                i
+                self.topk.insert(k, (v.kernel, bind));
+                v.kernel
             }
         };
         let n_pen = if penalty != 1.0 {

@@ -3,4 +3,5 @@
 //! a decode step writes 16 bytes of parameters and 4 bytes of token id, submits once and reads
 //! back the sampled token (or the K best logits for stochastic sampling).
 mod gpu_decoder;
+pub mod specs;
 pub use gpu_decoder::{DecoderOptions, GpuDecoder, MAX_TOP_K};

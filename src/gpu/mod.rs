@@ -1,9 +1,11 @@
 //! wgpu plumbing: device context, shader preprocessing and pipelines, weight upload.
 //! Knows tensors and buffers, not the model's schedule (that is decoder/).
 mod context;
+pub mod harness;
 pub mod probe;
 mod shader;
 mod upload;
+pub use upload::repack;
 
 pub use context::{adapters_summary, GpuContext, GpuOptions};
 pub use shader::{Binding, Defines, Kernel};

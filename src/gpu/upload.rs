@@ -20,7 +20,7 @@ pub fn gpu_words(dtype: DType) -> (usize, &'static str) {
 }
 
 /// Repack `n` elements' worth of file bytes into GPU words.
-fn repack(dtype: DType, src: &[u8], out: &mut Vec<u32>) {
+pub fn repack(dtype: DType, src: &[u8], out: &mut Vec<u32>) {
     let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 | DType::Q4_1 => {

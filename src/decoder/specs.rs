@@ -1,0 +1,237 @@
+//! Kernels described as data: which shader, which defines, which bindings, how many
+//! workgroups. The decoder builds its schedule from these, and the kernel tests run the very
+//! same specs one at a time against the CPU reference.
+use crate::gpu::{gpu_words, Binding, Defines};
+use crate::model::DType;
+
+pub const WG: u32 = 64;
+/// Tokens per invocation in the batched (prefill) matmul.
+pub const PREFILL_T: u32 = 4;
+
+/// What a matmul does with its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    /// logits[ROW0 + row] = y, for the last token of the batch only
+    Store,
+    /// h[t, row] += y
+    Residual,
+    /// q | k | v rows, RoPE on q and k, k and v appended to the KV cache
+    Qkv {
+        qd: usize,
+        kvd: usize,
+        head_dim: usize,
+        rope_half: bool,
+    },
+    /// gate rows then up rows; out = silu(gate) * up
+    SwiGlu { ffn: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct Matmul {
+    pub epi: Epilogue,
+    /// Fused RMSNorm of the input with this eps.
+    pub norm: Option<f32>,
+    pub dtype: DType,
+    pub cols: usize,
+    /// Rows bound (this chunk), and the first row's index in the whole tensor (Store only).
+    pub rows: usize,
+    pub row0: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub defs: Defines,
+    pub bindings: Vec<(u32, Binding)>,
+    /// Workgroups along x.
+    pub x: u32,
+    /// Tokens covered by one workgroup along y (0: one workgroup in y whatever the batch).
+    pub tokens_per_y: u32,
+}
+
+impl Spec {
+    pub fn y_groups(&self, n_tok: u32) -> u32 {
+        if self.tokens_per_y == 0 {
+            1
+        } else {
+            n_tok.div_ceil(self.tokens_per_y)
+        }
+    }
+}
+
+impl Matmul {
+    /// Output groups of 4 rows (SwiGLU: 2 gate + 2 up rows make one group).
+    pub fn groups(&self) -> usize {
+        match self.epi {
+            Epilogue::SwiGlu { ffn } => ffn.div_ceil(2),
+            Epilogue::Qkv { .. } => self.rows / 4,
+            _ => self.rows.div_ceil(4),
+        }
+    }
+
+    pub fn bindings(&self) -> Vec<(u32, Binding)> {
+        let mut b = vec![
+            (0, Binding::Uniform),
+            (1, Binding::Read),
+            (2, Binding::Read),
+        ];
+        if self.norm.is_some() {
+            b.push((3, Binding::Read));
+        }
+        b.push((4, Binding::ReadWrite));
+        if matches!(self.epi, Epilogue::Qkv { .. }) {
+            b.extend([
+                (5, Binding::ReadWrite),
+                (6, Binding::ReadWrite),
+                (7, Binding::Read),
+            ]);
+        }
+        b
+    }
+
+    fn base(&self) -> Defines {
+        let mut d = Defines::new()
+            .set("QUANT", gpu_words(self.dtype).1)
+            .set("WG", WG)
+            .set("COLS", self.cols)
+            .set("ROWS", self.rows)
+            .set("EPS", format!("{:e}", self.norm.unwrap_or(0.0)))
+            .flag("NORM", self.norm.is_some());
+        d = match self.epi {
+            Epilogue::Store => d
+                .flag("EPI_STORE", true)
+                .flag("LAST_ONLY", true)
+                .set("ROW0", self.row0),
+            Epilogue::Residual => d.flag("EPI_RESIDUAL", true),
+            Epilogue::Qkv {
+                qd,
+                kvd,
+                head_dim,
+                rope_half,
+            } => d
+                .flag("EPI_QKV", true)
+                .flag("ROPE_HALF", rope_half)
+                .set("QD", qd)
+                .set("KVD", kvd)
+                .set("HD", head_dim),
+            Epilogue::SwiGlu { ffn } => d.flag("EPI_SWIGLU", true).set("FFN", ffn),
+        };
+        d
+    }
+
+    /// One token: lanes split the columns (matvec.wgsl). Also used for Store at any batch size.
+    pub fn decode(&self) -> Spec {
+        let nb = self.cols / 32;
+        let lpr = nb.min(WG as usize);
+        // 4-row groups per workgroup, keeping the partial sums within 12 KiB of workgroup memory.
+        let gpw = (768 / lpr).clamp(1, 16);
+        Spec {
+            shader: "matvec",
+            entry: "main",
+            defs: self
+                .base()
+                .set("LPR", lpr)
+                .set("GPW", gpw)
+                .flag("X_RESIDENT", nb <= WG as usize),
+            bindings: self.bindings(),
+            x: self.groups().div_ceil(gpw) as u32,
+            tokens_per_y: 0,
+        }
+    }
+
+    /// A batch of tokens: one invocation per 4-row group, each weight block reused for
+    /// PREFILL_T tokens (matmul.wgsl).
+    pub fn prefill(&self) -> Spec {
+        if self.epi == Epilogue::Store {
+            return self.decode();
+        }
+        Spec {
+            shader: "matmul",
+            entry: "main",
+            defs: self.base().set("T", PREFILL_T),
+            bindings: self.bindings(),
+            x: self.groups().div_ceil(WG as usize) as u32,
+            tokens_per_y: PREFILL_T,
+        }
+    }
+}
+
+/// Causal GQA attention; one workgroup per (head, token).
+pub fn attention(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx: usize) -> Spec {
+    Spec {
+        shader: "attention",
+        entry: "main",
+        defs: Defines::new()
+            .set("WG", WG)
+            .set("HD", head_dim)
+            .set("QD", n_heads * head_dim)
+            .set("KVD", n_kv_heads * head_dim)
+            .set("GROUP", n_heads / n_kv_heads)
+            .set("CTX", ctx),
+        bindings: vec![
+            (0, Binding::Uniform),
+            (1, Binding::Read),
+            (2, Binding::Read),
+            (3, Binding::Read),
+            (4, Binding::ReadWrite),
+            (5, Binding::ReadWrite),
+        ],
+        x: n_heads as u32,
+        tokens_per_y: 1,
+    }
+}
+
+/// Embedding rows for ids in [row0, row0 + rows) of a table chunk.
+pub fn embed(dtype: DType, cols: usize, row0: usize, rows: usize) -> Spec {
+    Spec {
+        shader: "embed",
+        entry: "main",
+        defs: Defines::new()
+            .set("QUANT", gpu_words(dtype).1)
+            .set("COLS", cols)
+            .set("ROW0", row0)
+            .set("ROWS", rows),
+        bindings: vec![
+            (0, Binding::Uniform),
+            (1, Binding::Read),
+            (2, Binding::Read),
+            (3, Binding::ReadWrite),
+        ],
+        x: (cols / 32).div_ceil(64) as u32,
+        tokens_per_y: 1,
+    }
+}
+
+pub fn top_k(k: usize, vocab: usize) -> Spec {
+    Spec {
+        shader: "sample",
+        entry: "topk",
+        defs: Defines::new().set("K", k).set("VOCAB", vocab),
+        bindings: vec![
+            (0, Binding::Uniform),
+            (1, Binding::ReadWrite),
+            (2, Binding::Read),
+            (3, Binding::ReadWrite),
+            (4, Binding::ReadWrite),
+            (5, Binding::ReadWrite),
+        ],
+        x: 1,
+        tokens_per_y: 0,
+    }
+}
+
+pub fn penalize(vocab: usize, n_pen: usize) -> Spec {
+    Spec {
+        shader: "sample",
+        entry: "penalize",
+        defs: Defines::new().set("K", 1).set("VOCAB", vocab),
+        bindings: vec![
+            (0, Binding::Uniform),
+            (1, Binding::ReadWrite),
+            (2, Binding::Read),
+        ],
+        x: (n_pen as u32).div_ceil(64).max(1),
+        tokens_per_y: 0,
+    }
+}

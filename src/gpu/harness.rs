@@ -1,0 +1,102 @@
+//! Run one kernel on host data and read every writable binding back: the kernel tests' way to
+//! check a single WGSL entry point against the CPU reference.
+use wgpu::util::DeviceExt;
+
+use super::context::GpuContext;
+use super::shader::{Binding, Defines, Kernel};
+use crate::error::{Error, Result};
+
+/// Contents of one binding, in binding order.
+pub enum Data {
+    F32(Vec<f32>),
+    U32(Vec<u32>),
+    /// Raw bytes (uniforms).
+    Bytes(Vec<u8>),
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::F32(v) => bytemuck::cast_slice(v),
+            Data::U32(v) => bytemuck::cast_slice(v),
+            Data::Bytes(v) => v,
+        }
+    }
+}
+
+/// Dispatch `shader:entry` once with `groups` workgroups; returns the final contents of each
+/// ReadWrite binding (in binding order) as f32 words.
+pub fn run(
+    ctx: &GpuContext,
+    shader: &str,
+    entry: &str,
+    defs: &Defines,
+    bindings: &[(u32, Binding)],
+    data: &[Data],
+    groups: (u32, u32, u32),
+) -> Result<Vec<Vec<u32>>> {
+    if bindings.len() != data.len() {
+        return Err(Error::Input(format!(
+            "{} bindings but {} buffers",
+            bindings.len(),
+            data.len()
+        )));
+    }
+    let layout = Kernel::layout_for(&ctx.device, bindings);
+    let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings)?;
+    let bufs: Vec<wgpu::Buffer> = bindings
+        .iter()
+        .zip(data)
+        .map(|(&(_, kind), d)| {
+            let mut bytes = d.bytes().to_vec();
+            bytes.resize(bytes.len().max(16).div_ceil(4) * 4, 0);
+            let usage = match kind {
+                Binding::Uniform => wgpu::BufferUsages::UNIFORM,
+                _ => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            };
+            ctx.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: None,
+                    contents: &bytes,
+                    usage,
+                })
+        })
+        .collect();
+    let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.as_entire_binding()).collect();
+    let bind = k.bind(&ctx.device, &res);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut p = enc.begin_compute_pass(&Default::default());
+        p.set_pipeline(&k.pipeline);
+        p.set_bind_group(0, &bind, &[]);
+        p.dispatch_workgroups(groups.0, groups.1, groups.2);
+    }
+    let mut reads = Vec::new();
+    for (b, &(_, kind)) in bufs.iter().zip(bindings) {
+        if matches!(kind, Binding::ReadWrite) {
+            let r = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: b.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.copy_buffer_to_buffer(b, 0, &r, 0, b.size());
+            reads.push(r);
+        }
+    }
+    ctx.queue.submit([enc.finish()]);
+    for r in &reads {
+        r.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+    }
+    ctx.wait()?;
+    reads
+        .iter()
+        .map(|r| {
+            let v = r
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("readback: {e}")))?;
+            Ok(bytemuck::cast_slice(&v).to_vec())
+        })
+        .collect()
+}

@@ -1,0 +1,491 @@
+//! Every WGSL kernel against the CPU reference (cpu::ops, model::dtype::dequantize), on
+//! whatever adapter is present (lavapipe in CI), including sizes that are not multiples of the
+//! workgroup. Tolerances are stated per test: f32 sums in a different order differ by ~1e-6
+//! relative; we allow 1e-4 * (1 + |sum of |terms||) style bounds as absolute figures below.
+mod common;
+
+use common::{assert_close, gpu, step, Rng};
+use half::{bf16, f16};
+use tide_gpu::cpu::ops;
+use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
+use tide_gpu::gpu::harness::{run, Data};
+use tide_gpu::gpu::{repack, GpuContext};
+use tide_gpu::model::dtype::{dequantize, DType};
+use tide_gpu::model::{Config, RopeLayout};
+
+const ALL: [DType; 6] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+];
+
+/// Random file-format bytes for a [rows, cols] tensor of `dtype` (quant blocks get random
+/// nibbles/bytes and small random f16 scales), and the same tensor dequantised by the CPU.
+fn random_weight(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let n = rows * cols;
+    let mut bytes = Vec::new();
+    match dtype {
+        DType::F32 => rng
+            .vec(n, 0.5)
+            .iter()
+            .for_each(|v| bytes.extend(v.to_le_bytes())),
+        DType::F16 => rng
+            .vec(n, 0.5)
+            .iter()
+            .for_each(|v| bytes.extend(f16::from_f32(*v).to_le_bytes())),
+        DType::BF16 => rng
+            .vec(n, 0.5)
+            .iter()
+            .for_each(|v| bytes.extend(bf16::from_f32(*v).to_le_bytes())),
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
+            for _ in 0..n / 32 {
+                bytes.extend(f16::from_f32(rng.f32() * 0.05).to_le_bytes());
+                if dtype == DType::Q4_1 {
+                    bytes.extend(f16::from_f32(rng.f32() * 0.2).to_le_bytes());
+                }
+                let q = if dtype == DType::Q8_0 { 32 } else { 16 };
+                bytes.extend(rng.bytes(q));
+            }
+        }
+    }
+    let mut deq = vec![0.0; n];
+    dequantize(dtype, &bytes, &mut deq);
+    (bytes, deq)
+}
+
+fn words(dtype: DType, bytes: &[u8]) -> Vec<u32> {
+    let mut w = Vec::new();
+    repack(dtype, bytes, &mut w);
+    w
+}
+
+fn as_f32(v: &[u32]) -> Vec<f32> {
+    v.iter().map(|&x| f32::from_bits(x)).collect()
+}
+
+fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<f32>> {
+    let out = run(
+        ctx,
+        s.shader,
+        s.entry,
+        &s.defs,
+        &s.bindings,
+        &data,
+        (s.x, s.y_groups(n_tok), 1),
+    )
+    .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader));
+    out.iter().map(|v| as_f32(v)).collect()
+}
+
+/// CPU: y[t] = W x[t] (x optionally RMS-normalised with gamma).
+fn cpu_matmul(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    gamma: Option<&[f32]>,
+    eps: f32,
+) -> Vec<Vec<f32>> {
+    x.chunks(cols)
+        .map(|xt| {
+            let mut a = xt.to_vec();
+            if let Some(g) = gamma {
+                ops::rmsnorm(&mut a, xt, g, eps);
+            }
+            let mut y = vec![0.0; rows];
+            ops::matvec(&mut y, w, &a);
+            y
+        })
+        .collect()
+}
+
+/// Residual epilogue (h += W x), every dtype, decode (1 token) and prefill (odd batch).
+#[test]
+fn matmul_residual_all_types() {
+    let ctx = gpu();
+    let mut rng = Rng(1);
+    for dtype in ALL {
+        for &(rows, cols, n_tok) in &[
+            (37usize, 96usize, 1u32),
+            (37, 96, 7),
+            (130, 544, 1),
+            (130, 544, 5),
+        ] {
+            let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
+            let x = rng.vec(n_tok as usize * cols, 1.0);
+            let h0 = rng.vec(n_tok as usize * rows, 1.0);
+            let m = Matmul {
+                epi: Epilogue::Residual,
+                norm: None,
+                dtype,
+                cols,
+                rows,
+                row0: 0,
+            };
+            let s = if n_tok == 1 { m.decode() } else { m.prefill() };
+            let out = dispatch(
+                &ctx,
+                &s,
+                vec![
+                    Data::Bytes(step(0, n_tok, 0, 1.0)),
+                    Data::U32(words(dtype, &wb)),
+                    Data::F32(x.clone()),
+                    Data::F32(h0.clone()),
+                ],
+                n_tok,
+            );
+            let want: Vec<f32> = cpu_matmul(&wf, rows, cols, &x, None, 0.0)
+                .concat()
+                .iter()
+                .zip(&h0)
+                .map(|(y, h)| y + h)
+                .collect();
+            // |y| stays below ~10 here; f32 sums over <= 544 terms agree to ~1e-5.
+            assert_close(
+                &format!("residual {dtype:?} {rows}x{cols} T={n_tok}"),
+                &out[0][..want.len()],
+                &want,
+                2e-4,
+            );
+        }
+    }
+}
+
+/// Store epilogue with fused RMSNorm (the LM head): last token only, into a chunk at ROW0.
+#[test]
+fn matmul_store_norm_last_token() {
+    let ctx = gpu();
+    let mut rng = Rng(2);
+    for dtype in ALL {
+        let (rows, cols, row0, n_tok) = (75usize, 160usize, 5usize, 3u32);
+        let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
+        let x = rng.vec(n_tok as usize * cols, 2.0);
+        let g = rng.vec(cols, 1.0);
+        let m = Matmul {
+            epi: Epilogue::Store,
+            norm: Some(1e-5),
+            dtype,
+            cols,
+            rows,
+            row0,
+        };
+        let s = m.prefill();
+        let out = dispatch(
+            &ctx,
+            &s,
+            vec![
+                Data::Bytes(step(0, n_tok, 0, 1.0)),
+                Data::U32(words(dtype, &wb)),
+                Data::F32(x.clone()),
+                Data::F32(g.clone()),
+                Data::F32(vec![0.0; row0 + rows]),
+            ],
+            n_tok,
+        );
+        let want = cpu_matmul(&wf, rows, cols, &x, Some(&g), 1e-5)
+            .pop()
+            .unwrap();
+        assert_close(
+            &format!("store {dtype:?}"),
+            &out[0][row0..row0 + rows],
+            &want,
+            2e-4,
+        );
+        assert!(
+            out[0][..row0].iter().all(|&v| v == 0.0),
+            "store wrote below ROW0"
+        );
+    }
+}
+
+/// SwiGLU epilogue with fused RMSNorm: act = silu(gate x) * (up x); odd FFN width.
+#[test]
+fn matmul_swiglu() {
+    let ctx = gpu();
+    let mut rng = Rng(3);
+    for dtype in [DType::Q4_1, DType::F16, DType::Q8_0] {
+        for n_tok in [1u32, 6] {
+            let (ffn, cols) = (45usize, 128usize);
+            let (wb, wf) = random_weight(&mut rng, dtype, 2 * ffn, cols);
+            let x = rng.vec(n_tok as usize * cols, 1.0);
+            let g = rng.vec(cols, 1.0);
+            let m = Matmul {
+                epi: Epilogue::SwiGlu { ffn },
+                norm: Some(1e-5),
+                dtype,
+                cols,
+                rows: 2 * ffn,
+                row0: 0,
+            };
+            let s = if n_tok == 1 { m.decode() } else { m.prefill() };
+            let out = dispatch(
+                &ctx,
+                &s,
+                vec![
+                    Data::Bytes(step(0, n_tok, 0, 1.0)),
+                    Data::U32(words(dtype, &wb)),
+                    Data::F32(x.clone()),
+                    Data::F32(g.clone()),
+                    Data::F32(vec![0.0; n_tok as usize * ffn]),
+                ],
+                n_tok,
+            );
+            let want: Vec<f32> = cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)
+                .iter()
+                .flat_map(|y| {
+                    (0..ffn)
+                        .map(move |j| ops::silu(y[j]) * y[ffn + j])
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            assert_close(&format!("swiglu {dtype:?} T={n_tok}"), &out[0], &want, 2e-4);
+        }
+    }
+}
+
+/// QKV epilogue: q out, k and v appended at pos0 + t, RoPE in both pair layouts.
+#[test]
+fn matmul_qkv_rope_both_layouts() {
+    let ctx = gpu();
+    let mut rng = Rng(4);
+    for layout in [RopeLayout::Adjacent, RopeLayout::RotateHalf] {
+        for (n_tok, pos0) in [(1u32, 9u32), (5, 3)] {
+            let c = Config {
+                vocab: 10,
+                dim: 96,
+                n_layers: 1,
+                n_heads: 3,
+                n_kv_heads: 1,
+                head_dim: 16,
+                ffn_dim: 32,
+                rope_theta: 10000.0,
+                eps: 1e-5,
+                ctx_len: 32,
+                rope_layout: layout,
+            };
+            let (qd, kvd, ctx_len) = (c.q_dim(), c.kv_dim(), 16usize);
+            let rows = qd + 2 * kvd;
+            let dtype = DType::Q4_1;
+            let (wb, wf) = random_weight(&mut rng, dtype, rows, c.dim);
+            let x = rng.vec(n_tok as usize * c.dim, 1.0);
+            let g = rng.vec(c.dim, 1.0);
+            let table = c.rope_table(ctx_len);
+            let m = Matmul {
+                epi: Epilogue::Qkv {
+                    qd,
+                    kvd,
+                    head_dim: c.head_dim,
+                    rope_half: layout == RopeLayout::RotateHalf,
+                },
+                norm: Some(c.eps),
+                dtype,
+                cols: c.dim,
+                rows,
+                row0: 0,
+            };
+            let s = if n_tok == 1 { m.decode() } else { m.prefill() };
+            let out = dispatch(
+                &ctx,
+                &s,
+                vec![
+                    Data::Bytes(step(pos0, n_tok, 0, 1.0)),
+                    Data::U32(words(dtype, &wb)),
+                    Data::F32(x.clone()),
+                    Data::F32(g.clone()),
+                    Data::F32(vec![0.0; n_tok as usize * qd]),
+                    Data::F32(vec![0.0; ctx_len * kvd]),
+                    Data::F32(vec![0.0; ctx_len * kvd]),
+                    Data::F32(table.clone()),
+                ],
+                n_tok,
+            );
+            let ys = cpu_matmul(&wf, rows, c.dim, &x, Some(&g), c.eps);
+            for (t, y) in ys.iter().enumerate() {
+                let pos = pos0 as usize + t;
+                let mut q = y[..qd].to_vec();
+                let mut k = y[qd..qd + kvd].to_vec();
+                ops::rope(&c, &table, &mut q, pos);
+                ops::rope(&c, &table, &mut k, pos);
+                let what = format!("qkv {layout:?} T={n_tok} t={t}");
+                assert_close(
+                    &format!("{what} q"),
+                    &out[0][t * qd..(t + 1) * qd],
+                    &q,
+                    2e-4,
+                );
+                assert_close(
+                    &format!("{what} k"),
+                    &out[1][pos * kvd..(pos + 1) * kvd],
+                    &k,
+                    2e-4,
+                );
+                assert_close(
+                    &format!("{what} v"),
+                    &out[2][pos * kvd..(pos + 1) * kvd],
+                    &y[qd + kvd..],
+                    2e-4,
+                );
+            }
+        }
+    }
+}
+
+/// Causal GQA attention over a filled cache, decode and a batch, at odd lengths.
+#[test]
+fn attention_gqa_causal() {
+    let ctx = gpu();
+    let mut rng = Rng(5);
+    let (hd, nh, nkv, ctx_len) = (16usize, 6usize, 2usize, 80usize);
+    let (qd, kvd) = (nh * hd, nkv * hd);
+    for (n_tok, pos0) in [(1u32, 0u32), (1, 70), (7, 33)] {
+        let q = rng.vec(n_tok as usize * qd, 1.0);
+        let k = rng.vec(ctx_len * kvd, 1.0);
+        let v = rng.vec(ctx_len * kvd, 1.0);
+        let s = specs::attention(hd, nh, nkv, ctx_len);
+        let out = dispatch(
+            &ctx,
+            &s,
+            vec![
+                Data::Bytes(step(pos0, n_tok, 0, 1.0)),
+                Data::F32(q.clone()),
+                Data::F32(k.clone()),
+                Data::F32(v.clone()),
+                Data::F32(vec![0.0; n_tok as usize * nh * ctx_len]),
+                Data::F32(vec![0.0; n_tok as usize * qd]),
+            ],
+            n_tok,
+        );
+        let mut want = vec![0.0; n_tok as usize * qd];
+        let mut scratch = vec![0.0; ctx_len];
+        for t in 0..n_tok as usize {
+            for h in 0..nh {
+                let o = t * qd + h * hd;
+                ops::attention(
+                    &q[o..o + hd],
+                    &k,
+                    &v,
+                    kvd,
+                    (h / (nh / nkv)) * hd,
+                    pos0 as usize + t + 1,
+                    &mut scratch,
+                    &mut want[o..o + hd],
+                );
+            }
+        }
+        assert_close(
+            &format!("attention T={n_tok} pos0={pos0}"),
+            &out[1],
+            &want,
+            1e-4,
+        );
+    }
+}
+
+/// Embedding lookup from every storage type, with a chunk offset (ids outside are skipped).
+#[test]
+fn embed_rows() {
+    let ctx = gpu();
+    let mut rng = Rng(6);
+    for dtype in ALL {
+        let (rows, cols, row0) = (29usize, 96usize, 100usize);
+        let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
+        let ids: Vec<u32> = vec![100, 128, 113, 99, 129];
+        let s = specs::embed(dtype, cols, row0, rows);
+        let out = dispatch(
+            &ctx,
+            &s,
+            vec![
+                Data::Bytes(step(0, ids.len() as u32, 0, 1.0)),
+                Data::U32(words(dtype, &wb)),
+                Data::U32(ids.clone()),
+                Data::F32(vec![-7.0; ids.len() * cols]),
+            ],
+            ids.len() as u32,
+        );
+        for (t, &id) in ids.iter().enumerate() {
+            let got = &out[0][t * cols..(t + 1) * cols];
+            if (row0..row0 + rows).contains(&(id as usize)) {
+                let r = id as usize - row0;
+                assert_close(
+                    &format!("embed {dtype:?} id {id}"),
+                    got,
+                    &wf[r * cols..(r + 1) * cols],
+                    1e-6,
+                );
+            } else {
+                assert!(
+                    got.iter().all(|&v| v == -7.0),
+                    "embed {dtype:?}: wrote a row for id {id} outside the chunk"
+                );
+            }
+        }
+    }
+}
+
+/// Top-k on the GPU equals a CPU sort (value desc, id asc on ties), with the penalty applied.
+#[test]
+fn top_k_and_penalty() {
+    let ctx = gpu();
+    let mut rng = Rng(7);
+    let vocab = 5003;
+    let mut logits = rng.vec(vocab, 10.0);
+    logits[17] = 50.0;
+    logits[4000] = 50.0; // tie with 17: lower id first
+    logits[99] = f32::NAN; // never chosen
+    for k in [1usize, 7, 40, 64] {
+        let s = specs::top_k(k, vocab);
+        let out = run(
+            &ctx,
+            s.shader,
+            s.entry,
+            &s.defs,
+            &s.bindings,
+            &[
+                Data::Bytes(step(0, 1, 0, 1.0)),
+                Data::F32(logits.clone()),
+                Data::U32(vec![0]),
+                Data::F32(vec![0.0; 256 * k]),
+                Data::U32(vec![0; 256 * k]),
+                Data::U32(vec![0; 2 * k]),
+            ],
+            (1, 1, 1),
+        )
+        .unwrap();
+        let got: Vec<(u32, f32)> = (0..k)
+            .map(|j| (out[3][j], f32::from_bits(out[3][k + j])))
+            .collect();
+        let want = tide_gpu::sample::top_k_of(&logits, k);
+        assert_eq!(got, want, "top-{k}");
+    }
+    // Penalty: positive logits divided, negative multiplied, other ids untouched.
+    let pen_ids = vec![17u32, 5, 250, 4999];
+    let s = specs::penalize(vocab, pen_ids.len());
+    let out = run(
+        &ctx,
+        s.shader,
+        s.entry,
+        &s.defs,
+        &s.bindings,
+        &[
+            Data::Bytes(step(0, 1, pen_ids.len() as u32, 1.3)),
+            Data::F32(logits.clone()),
+            Data::U32(pen_ids.clone()),
+        ],
+        (s.x, 1, 1),
+    )
+    .unwrap();
+    let mut want = logits.clone();
+    tide_gpu::sample::apply_repeat_penalty(&mut want, &pen_ids, 1.3);
+    let got = as_f32(&out[0]);
+    for i in 0..vocab {
+        assert!(
+            got[i] == want[i] || (got[i].is_nan() && want[i].is_nan()),
+            "penalty at {i}: {} vs {}",
+            got[i],
+            want[i]
+        );
+    }
+}
