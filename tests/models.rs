@@ -1,0 +1,191 @@
+//! Whole-model checks: golden logits from an independent numpy reference (tiny LLaMA in
+//! Hugging Face layout, f32/f16/bf16 safetensors), GPU vs CPU on SmolLM2 for prefill and 64
+//! decode steps, and the GGUF path vs the same model converted to safetensors.
+mod common;
+
+use std::path::Path;
+
+use common::{assert_close, gpu, repo, smollm2};
+use tide_gpu::cpu::CpuModel;
+use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
+use tide_gpu::model::{self, RopeLayout};
+
+fn golden() -> serde_json::Value {
+    let p = repo().join("tests/fixtures/tiny_llama/golden.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+/// CPU reference and GPU, token by token and as one batch, against numpy golden logits.
+#[test]
+fn tiny_llama_matches_numpy_reference() {
+    let g = golden();
+    let ids: Vec<u32> = g["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    for (variant, dir) in [("f32", ""), ("f16", "model_f16"), ("bf16", "model_bf16")] {
+        let path = repo().join("tests/fixtures/tiny_llama").join(dir);
+        let m = model::load(&path).unwrap();
+        assert_eq!(m.config.rope_layout, RopeLayout::RotateHalf);
+        let want = rows(&g["logits"][variant]);
+        // CPU, one token at a time: every position.
+        let cpu = std::sync::Arc::new(CpuModel::new(&m));
+        let mut s = cpu.session(64);
+        for (t, &id) in ids.iter().enumerate() {
+            let got = s.feed(&[id]).unwrap().to_vec();
+            assert_close(&format!("cpu {variant} pos {t}"), &got, &want[t], 1e-4);
+        }
+        // GPU decode, every position; then the whole sequence as one prefill batch.
+        let mut d = GpuDecoder::new(
+            gpu(),
+            &m,
+            DecoderOptions {
+                ctx_len: 64,
+                max_batch: 16,
+            },
+        )
+        .unwrap();
+        for (t, &id) in ids.iter().enumerate() {
+            d.feed(&[id]).unwrap();
+            let got = d.logits().unwrap();
+            assert_close(&format!("gpu {variant} pos {t}"), &got, &want[t], 1e-3);
+        }
+        d.reset();
+        d.feed(&ids).unwrap();
+        let got = d.logits().unwrap();
+        assert_close(
+            &format!("gpu prefill {variant}"),
+            &got,
+            want.last().unwrap(),
+            1e-3,
+        );
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// SmolLM2 Q4_1: GPU logits vs the f32 CPU reference after a prefill and over 64 decode steps
+/// (greedy on the CPU's choice so both see the same tokens).
+#[test]
+fn smollm2_gpu_matches_cpu_reference() {
+    let m = model::load(&smollm2()).unwrap();
+    let prompt = m
+        .tokenizer
+        .encode(
+            "The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein",
+            true,
+        )
+        .unwrap();
+    let cpu = std::sync::Arc::new(CpuModel::new(&m));
+    let mut s = cpu.session(256);
+    let mut d = GpuDecoder::new(
+        gpu(),
+        &m,
+        DecoderOptions {
+            ctx_len: 256,
+            max_batch: 128,
+        },
+    )
+    .unwrap();
+    let want = s.feed(&prompt).unwrap().to_vec();
+    d.feed(&prompt).unwrap();
+    let got = d.logits().unwrap();
+    let pre = max_diff(&got, &want);
+    println!(
+        "prefill ({} tokens): max |gpu - cpu| logit = {pre:.2e}",
+        prompt.len()
+    );
+    assert!(pre < 1e-2, "prefill logits differ by {pre}");
+    let mut worst = 0.0f32;
+    let mut tok = tide_gpu::sample::top_k_of(&want, 1)[0].0;
+    for step in 0..64 {
+        let want = s.feed(&[tok]).unwrap().to_vec();
+        d.feed(&[tok]).unwrap();
+        let got = d.logits().unwrap();
+        let diff = max_diff(&got, &want);
+        worst = worst.max(diff);
+        assert!(diff < 1e-2, "decode step {step}: logits differ by {diff}");
+        // The GPU's own greedy choice (top-k kernel) must be the CPU's unless it is a near-tie.
+        let g1 = d.top_k(1, 1.0, &[]).unwrap()[0];
+        let c2 = tide_gpu::sample::top_k_of(&want, 2);
+        if g1.0 != c2[0].0 {
+            assert!(
+                (c2[0].1 - c2[1].1).abs() < 1e-2,
+                "step {step}: GPU argmax {} vs CPU {}",
+                g1.0,
+                c2[0].0
+            );
+        }
+        tok = c2[0].0;
+    }
+    println!("64 decode steps: max |gpu - cpu| logit = {worst:.2e}");
+}
+
+/// The GGUF model and the same weights converted to Hugging Face safetensors (rotate-half
+/// RoPE, un-permuted Q/K rows, by scripts/gguf_to_safetensors.py) give the same logits.
+#[test]
+fn smollm2_safetensors_matches_gguf() {
+    let hf = smollm2().parent().unwrap().join("hf-f32");
+    assert!(
+        Path::new(&hf).join("model.safetensors").exists(),
+        "{} is missing: run scripts/test.sh (it converts the GGUF with scripts/gguf_to_safetensors.py)",
+        hf.display()
+    );
+    let a = model::load(&smollm2()).unwrap();
+    let b = model::load(&hf).unwrap();
+    assert_eq!(b.config.rope_layout, RopeLayout::RotateHalf);
+    let text = "Safetensors and GGUF should agree: 3 + 4 = 7.";
+    let ia = a.tokenizer.encode(text, true).unwrap();
+    let ib = b.tokenizer.encode(text, true).unwrap();
+    assert_eq!(ia, ib, "tokenizer.json and the GGUF vocabulary disagree");
+    let la = std::sync::Arc::new(CpuModel::new(&a))
+        .session(64)
+        .feed(&ia)
+        .unwrap()
+        .to_vec();
+    let lb = std::sync::Arc::new(CpuModel::new(&b))
+        .session(64)
+        .feed(&ib)
+        .unwrap()
+        .to_vec();
+    let cpu_diff = max_diff(&la, &lb);
+    println!("cpu gguf vs safetensors: {cpu_diff:.2e}");
+    assert!(cpu_diff < 1e-3, "CPU logits differ by {cpu_diff}");
+    let mut d = GpuDecoder::new(
+        gpu(),
+        &b,
+        DecoderOptions {
+            ctx_len: 64,
+            max_batch: 64,
+        },
+    )
+    .unwrap();
+    d.feed(&ib).unwrap();
+    let gpu_diff = max_diff(&d.logits().unwrap(), &la);
+    println!("gpu safetensors vs cpu gguf: {gpu_diff:.2e}");
+    assert!(
+        gpu_diff < 1e-2,
+        "GPU safetensors logits differ by {gpu_diff}"
+    );
+}
