@@ -117,7 +117,7 @@ impl<'a> Reader<'a> {
         if n.saturating_mul(min_bytes as u64) > left {
             return Err(format_err(
                 self.file,
-                format!("header claims {n} {what}, more than the {left} bytes left in the file can hold"),
+                format!("truncated or corrupt header: it claims {n} {what}, more than the {left} bytes left in the file can hold"),
             ));
         }
         Ok(n as usize)
