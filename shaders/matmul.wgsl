@@ -1,9 +1,8 @@
-// Quantised matrix x activations: Y[t, row] = sum_c W[row, c] * x[t, c]. Weights are dequantised
-// in registers one block of 32 at a time and each block is reused for T tokens (T = 1 when
-// decoding, 4 in prefill). An invocation owns 4 weight rows; which rows, and what is done with
-// the results, is the epilogue's business (plain store, residual add, QKV + RoPE + KV-cache
-// append, SwiGLU). Optional prologue NORM: x = RMSNorm(h) * gamma, fused (no extra pass).
-// No private arrays with run-time indices: CPU Vulkan drivers spill those to memory.
+// Batched (prefill) matrix product Y[t, row] = sum_c W[row, c] * x[t, c]. Lanes are tokens:
+// every lane of a workgroup reads the same weight block at the same time (one uniform load,
+// dequantised once per SIMD group) and dots it with its own token's x block, which stays in
+// registers for all 4 * GR rows of the workgroup. Optional prologue NORM: each lane computes
+// its token's RMS and multiplies by gamma on the fly. Epilogues are shared with matvec.wgsl.
 #include "common"
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -21,26 +20,14 @@
 
 #include "{{QUANT}}"
 
-const WG: u32 = {{WG}}u;
-const T: u32 = {{T}}u;          // tokens per invocation (1 or 4: one vec4 lane each)
-const COLS: u32 = {{COLS}}u;    // row length (multiple of 32)
+const WG: u32 = {{WG}}u;        // tokens per workgroup
+const GR: u32 = {{GR}}u;        // 4-row groups per workgroup
+const COLS: u32 = {{COLS}}u;
 const NB: u32 = COLS / 32u;
-const ROWS: u32 = {{ROWS}}u;    // rows of W bound here
+const ROWS: u32 = {{ROWS}}u;
 const EPS: f32 = {{EPS}};
 
-var<workgroup> partial: array<vec4<f32>, WG>;
-var<workgroup> inv_rms: vec4<f32>;
-
 #include "matmul_epilogue"
-
-// Which token row of X slot t of token tile y reads.
-fn tok_of(y: u32, t: u32) -> u32 {
-#if LAST_ONLY
-    return step.n_tok - 1u;
-#else
-    return y * T + t;
-#endif
-}
 
 fn xin(i: u32, gi: u32) -> vec4<f32> {
 #if NORM
@@ -50,73 +37,50 @@ fn xin(i: u32, gi: u32) -> vec4<f32> {
 #endif
 }
 
-// Block b of one row against the x block of each of the ntok tokens: lane t of the result.
-fn row_block(row: u32, b: u32, y: u32, ntok: u32) -> vec4<f32> {
-    var out = vec4<f32>(0.0);
-    if (row >= ROWS) { return out; }
-    let k = load_block(row * (NB * WPB) + b * WPB);
-    let gb = b * 8u;
-    for (var t = 0u; t < ntok; t++) {
-        let xb = tok_of(y, t) * (COLS / 4u) + gb;
-        let x0 = xin(xb, gb); let x1 = xin(xb + 1u, gb + 1u);
-        let x2 = xin(xb + 2u, gb + 2u); let x3 = xin(xb + 3u, gb + 3u);
-        let x4 = xin(xb + 4u, gb + 4u); let x5 = xin(xb + 5u, gb + 5u);
-        let x6 = xin(xb + 6u, gb + 6u); let x7 = xin(xb + 7u, gb + 7u);
-        let q = dot(k.q0, x0) + dot(k.q1, x1) + dot(k.q2, x2) + dot(k.q3, x3)
-              + dot(k.q4, x4) + dot(k.q5, x5) + dot(k.q6, x6) + dot(k.q7, x7);
-        let s = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
-        out[t] = k.d * q + k.m * (s.x + s.y + s.z + s.w);
-    }
-    return out;
+fn bdot(k: Blk, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, xs: f32) -> f32 {
+    let q = dot(k.q0, x0) + dot(k.q1, x1) + dot(k.q2, x2) + dot(k.q3, x3)
+          + dot(k.q4, x4) + dot(k.q5, x5) + dot(k.q6, x6) + dot(k.q7, x7);
+    return k.d * q + k.m * xs;
 }
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let g = wid.x * WG + lid;
-#if LAST_ONLY
-    let ntok = 1u;
-#else
-    let ntok = min(T, step.n_tok - wid.y * T);
-#endif
-
-    var inv = vec4<f32>(1.0);
+    let tok = wid.y * WG + lid;
+    if (tok >= step.n_tok) { return; }
+    let xrow = tok * (COLS / 4u);
+    var inv = 1.0;
 #if NORM
-    var ss = vec4<f32>(0.0);
-    for (var t = 0u; t < ntok; t++) {
-        let base = tok_of(wid.y, t) * (COLS / 4u);
-        var s = 0.0;
-        for (var c = lid; c < COLS / 4u; c += WG) {
-            let v = X[base + c];
-            s += dot(v, v);
-        }
-        ss[t] = s;
+    var ss = 0.0;
+    for (var c = 0u; c < COLS / 4u; c++) {
+        let v = X[xrow + c];
+        ss += dot(v, v);
     }
-    partial[lid] = ss;
-    workgroupBarrier();
-    if (lid == 0u) {
-        var tot = vec4<f32>(0.0);
-        for (var i = 0u; i < WG; i++) { tot += partial[i]; }
-        inv_rms = inverseSqrt(tot / f32(COLS) + EPS);
-    }
-    workgroupBarrier();
-    inv = inv_rms;
+    inv = inverseSqrt(ss / f32(COLS) + EPS);
 #endif
-
-    let rows = vec4<u32>(row_of(g, 0u), row_of(g, 1u), row_of(g, 2u), row_of(g, 3u));
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    if (rows.x < ROWS) {
-        for (var b = 0u; b < NB; b++) {
-            a0 += row_block(rows.x, b, wid.y, ntok);
-            a1 += row_block(rows.y, b, wid.y, ntok);
-            a2 += row_block(rows.z, b, wid.y, ntok);
-            a3 += row_block(rows.w, b, wid.y, ntok);
-        }
+    let g0 = wid.x * GR;
+#for J in 0..{{GR}}
+    let r{{J}} = vec4<u32>(row_of(g0 + {{J}}u, 0u), row_of(g0 + {{J}}u, 1u), row_of(g0 + {{J}}u, 2u), row_of(g0 + {{J}}u, 3u));
+    let w{{J}} = min(r{{J}}, vec4<u32>(ROWS - 1u)) * (NB * WPB);
+    var a{{J}} = vec4<f32>(0.0);
+#endfor
+    for (var b = 0u; b < NB; b++) {
+        let gb = b * 8u;
+        let x0 = xin(xrow + gb, gb); let x1 = xin(xrow + gb + 1u, gb + 1u);
+        let x2 = xin(xrow + gb + 2u, gb + 2u); let x3 = xin(xrow + gb + 3u, gb + 3u);
+        let x4 = xin(xrow + gb + 4u, gb + 4u); let x5 = xin(xrow + gb + 5u, gb + 5u);
+        let x6 = xin(xrow + gb + 6u, gb + 6u); let x7 = xin(xrow + gb + 7u, gb + 7u);
+        let s4 = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
+        let xs = s4.x + s4.y + s4.z + s4.w;
+        let o = b * WPB;
+#for J in 0..{{GR}}
+        a{{J}} += vec4<f32>(
+            bdot(load_block(w{{J}}.x + o), x0, x1, x2, x3, x4, x5, x6, x7, xs),
+            bdot(load_block(w{{J}}.y + o), x0, x1, x2, x3, x4, x5, x6, x7, xs),
+            bdot(load_block(w{{J}}.z + o), x0, x1, x2, x3, x4, x5, x6, x7, xs),
+            bdot(load_block(w{{J}}.w + o), x0, x1, x2, x3, x4, x5, x6, x7, xs));
+#endfor
     }
-    for (var t = 0u; t < ntok; t++) {
-        epilogue(tok_of(wid.y, t), rows, vec4<f32>(a0[t], a1[t], a2[t], a3[t]) * inv[t]);
-    }
+#for J in 0..{{GR}}
+    if (r{{J}}.x < ROWS) { epilogue(tok, r{{J}}, a{{J}} * inv); }
+#endfor
 }
-

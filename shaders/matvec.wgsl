@@ -1,9 +1,9 @@
 // Decode matrix-vector product (one token): y = W x, weights dequantised in registers.
-// Lanes split the columns: lane `lane` of a row set owns 32-element block(s) `lane`, so its
-// slice of x is loaded once and stays in registers while it walks the rows; partial dots meet
-// in workgroup memory and one lane per 4-row group sums them and runs the epilogue (shared with
-// the prefill matmul). On CPU Vulkan drivers this matters: every storage load is a per-lane
-// gather, so x must not be reloaded per row.
+// Lanes split the columns: lane `lane` of a row set owns blocks lane, lane + LPR, ... (BPL of
+// them), loads that slice of x once and keeps it in registers while it walks the rows; partial
+// dots meet in workgroup memory, and one lane per 4-row group sums them and runs the epilogue
+// (shared with the prefill matmul). Many rows per workgroup keep the per-workgroup start-up
+// (x slice, norm, barrier) small against the weight traffic.
 #include "common"
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -26,7 +26,7 @@ const COLS: u32 = {{COLS}}u;
 const NB: u32 = COLS / 32u;
 const ROWS: u32 = {{ROWS}}u;
 const EPS: f32 = {{EPS}};
-const LPR: u32 = {{LPR}}u;      // lanes per row set: min(NB, WG)
+const LPR: u32 = {{LPR}}u;      // lanes per row set
 const SUBS: u32 = WG / LPR;     // row sets working side by side
 const GPW: u32 = {{GPW}}u;      // 4-row groups per workgroup
 const SLOTS: u32 = GPW * 4u;
@@ -42,6 +42,12 @@ fn xin(i: u32, gi: u32) -> vec4<f32> {
 #else
     return X[i];
 #endif
+}
+
+fn bdot(k: Blk, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, xs: f32) -> f32 {
+    let q = dot(k.q0, x0) + dot(k.q1, x1) + dot(k.q2, x2) + dot(k.q3, x3)
+          + dot(k.q4, x4) + dot(k.q5, x5) + dot(k.q6, x6) + dot(k.q7, x7);
+    return k.d * q + k.m * xs;
 }
 
 @compute @workgroup_size({{WG}})
@@ -61,57 +67,47 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     ssq[lid] = ss;
 
     if (sub < SUBS) {
-#if X_RESIDENT
-        // NB <= WG: this lane's single block of x, loaded once.
-        let b = lane;
-        let gb = b * 8u;
-        let x0 = xin(xrow + gb, gb); let x1 = xin(xrow + gb + 1u, gb + 1u);
-        let x2 = xin(xrow + gb + 2u, gb + 2u); let x3 = xin(xrow + gb + 3u, gb + 3u);
-        let x4 = xin(xrow + gb + 4u, gb + 4u); let x5 = xin(xrow + gb + 5u, gb + 5u);
-        let x6 = xin(xrow + gb + 6u, gb + 6u); let x7 = xin(xrow + gb + 7u, gb + 7u);
-        let s4 = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
-        let xs = s4.x + s4.y + s4.z + s4.w;
-#endif
+#for K in 0..{{BPL}}
+        let b{{K}} = lane + {{K}}u * LPR;
+        let g{{K}} = min(b{{K}}, NB - 1u) * 8u;
+        let x{{K}}_0 = xin(xrow + g{{K}}, g{{K}});
+        let x{{K}}_1 = xin(xrow + g{{K}} + 1u, g{{K}} + 1u);
+        let x{{K}}_2 = xin(xrow + g{{K}} + 2u, g{{K}} + 2u);
+        let x{{K}}_3 = xin(xrow + g{{K}} + 3u, g{{K}} + 3u);
+        let x{{K}}_4 = xin(xrow + g{{K}} + 4u, g{{K}} + 4u);
+        let x{{K}}_5 = xin(xrow + g{{K}} + 5u, g{{K}} + 5u);
+        let x{{K}}_6 = xin(xrow + g{{K}} + 6u, g{{K}} + 6u);
+        let x{{K}}_7 = xin(xrow + g{{K}} + 7u, g{{K}} + 7u);
+        let s{{K}} = (x{{K}}_0 + x{{K}}_1) + (x{{K}}_2 + x{{K}}_3) + (x{{K}}_4 + x{{K}}_5) + (x{{K}}_6 + x{{K}}_7);
+        let xs{{K}} = s{{K}}.x + s{{K}}.y + s{{K}}.z + s{{K}}.w;
+#endfor
         for (var slot = sub; slot < SLOTS; slot += SUBS) {
             let row = row_of(wid.x * GPW + slot / 4u, slot % 4u);
             var acc = 0.0;
             if (row < ROWS) {
-#if X_RESIDENT
-                let k = load_block(row * (NB * WPB) + b * WPB);
-                let q = dot(k.q0, x0) + dot(k.q1, x1) + dot(k.q2, x2) + dot(k.q3, x3)
-                      + dot(k.q4, x4) + dot(k.q5, x5) + dot(k.q6, x6) + dot(k.q7, x7);
-                acc = k.d * q + k.m * xs;
-#else
-                for (var b = lane; b < NB; b += LPR) {
-                    let gb = b * 8u;
-                    let x0 = xin(xrow + gb, gb); let x1 = xin(xrow + gb + 1u, gb + 1u);
-                    let x2 = xin(xrow + gb + 2u, gb + 2u); let x3 = xin(xrow + gb + 3u, gb + 3u);
-                    let x4 = xin(xrow + gb + 4u, gb + 4u); let x5 = xin(xrow + gb + 5u, gb + 5u);
-                    let x6 = xin(xrow + gb + 6u, gb + 6u); let x7 = xin(xrow + gb + 7u, gb + 7u);
-                    let s4 = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
-                    let k = load_block(row * (NB * WPB) + b * WPB);
-                    let q = dot(k.q0, x0) + dot(k.q1, x1) + dot(k.q2, x2) + dot(k.q3, x3)
-                          + dot(k.q4, x4) + dot(k.q5, x5) + dot(k.q6, x6) + dot(k.q7, x7);
-                    acc += k.d * q + k.m * (s4.x + s4.y + s4.z + s4.w);
+                let rb = row * (NB * WPB);
+#for K in 0..{{BPL}}
+                if (b{{K}} < NB) {
+                    acc += bdot(load_block(rb + b{{K}} * WPB), x{{K}}_0, x{{K}}_1, x{{K}}_2, x{{K}}_3, x{{K}}_4, x{{K}}_5, x{{K}}_6, x{{K}}_7, xs{{K}});
                 }
-#endif
+#endfor
             }
             part[slot * LPR + lane] = acc;
         }
     }
     workgroupBarrier();
-    if (lid < GPW) {
-        var inv = 1.0;
+    var inv = 1.0;
 #if NORM
-        var tot = 0.0;
-        for (var i = 0u; i < WG; i++) { tot += ssq[i]; }
-        inv = inverseSqrt(tot / f32(COLS) + EPS);
+    var tot = 0.0;
+    for (var i = 0u; i < WG; i++) { tot += ssq[i]; }
+    inv = inverseSqrt(tot / f32(COLS) + EPS);
 #endif
-        let g = wid.x * GPW + lid;
+    for (var gl = lid; gl < GPW; gl += WG) {
+        let g = wid.x * GPW + gl;
         var v = vec4<f32>(0.0);
         for (var r = 0u; r < 4u; r++) {
             var s = 0.0;
-            for (var l = 0u; l < LPR; l++) { s += part[(lid * 4u + r) * LPR + l]; }
+            for (var l = 0u; l < LPR; l++) { s += part[(gl * 4u + r) * LPR + l]; }
             v[r] = s;
         }
         let rows = vec4<u32>(row_of(g, 0u), row_of(g, 1u), row_of(g, 2u), row_of(g, 3u));

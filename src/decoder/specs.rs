@@ -5,8 +5,8 @@ use crate::gpu::{gpu_words, Binding, Defines};
 use crate::model::DType;
 
 pub const WG: u32 = 64;
-/// Tokens per invocation in the batched (prefill) matmul.
-pub const PREFILL_T: u32 = 4;
+/// 4-row groups per workgroup in the batched (prefill) matmul.
+pub const PREFILL_GR: usize = 8;
 
 /// What a matmul does with its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,27 +121,40 @@ impl Matmul {
     }
 
     /// One token: lanes split the columns (matvec.wgsl). Also used for Store at any batch size.
-    pub fn decode(&self) -> Spec {
+    /// `big` = few, fat workgroups (CPU-backed adapters pay per workgroup; GPUs want many).
+    pub fn decode_tuned(&self, big: bool) -> Spec {
         let nb = self.cols / 32;
-        let lpr = nb.min(WG as usize);
-        // 4-row groups per workgroup, keeping the partial sums within 12 KiB of workgroup memory.
-        let gpw = (768 / lpr).clamp(1, 16);
+        // Blocks per lane: ~3 on CPU-backed adapters, 1 (one block per lane) on GPUs.
+        let bpl = if big {
+            3.min(nb)
+        } else {
+            nb.div_ceil(WG as usize)
+        };
+        let lpr = nb.div_ceil(bpl).min(WG as usize);
+        let bpl = nb.div_ceil(lpr);
+        // Partial sums are SLOTS x LPR floats: keep them within 12 KiB of workgroup memory.
+        let max_gpw = (768 / lpr).max(1);
+        let gpw = if big {
+            max_gpw.min(128)
+        } else {
+            max_gpw.min(16)
+        };
         Spec {
             shader: "matvec",
             entry: "main",
-            defs: self
-                .base()
-                .set("LPR", lpr)
-                .set("GPW", gpw)
-                .flag("X_RESIDENT", nb <= WG as usize),
+            defs: self.base().set("LPR", lpr).set("GPW", gpw).set("BPL", bpl),
             bindings: self.bindings(),
             x: self.groups().div_ceil(gpw) as u32,
             tokens_per_y: 0,
         }
     }
 
-    /// A batch of tokens: one invocation per 4-row group, each weight block reused for
-    /// PREFILL_T tokens (matmul.wgsl).
+    pub fn decode(&self) -> Spec {
+        self.decode_tuned(true)
+    }
+
+    /// A batch of tokens (matmul.wgsl): lanes are tokens, so each weight block is one load
+    /// shared by the whole workgroup; a workgroup covers PREFILL_GR 4-row groups.
     pub fn prefill(&self) -> Spec {
         if self.epi == Epilogue::Store {
             return self.decode();
@@ -149,10 +162,10 @@ impl Matmul {
         Spec {
             shader: "matmul",
             entry: "main",
-            defs: self.base().set("T", PREFILL_T),
+            defs: self.base().set("GR", PREFILL_GR),
             bindings: self.bindings(),
-            x: self.groups().div_ceil(WG as usize) as u32,
-            tokens_per_y: PREFILL_T,
+            x: self.groups().div_ceil(PREFILL_GR) as u32,
+            tokens_per_y: WG,
         }
     }
 }

@@ -109,7 +109,10 @@ impl GpuContext {
 
     /// The first error the device raised since the last check, if any.
     pub fn take_error(&self) -> Result<()> {
-        let mut v = self.errors.lock().map_err(|_| Error::Gpu("error log poisoned".into()))?;
+        let mut v = self
+            .errors
+            .lock()
+            .map_err(|_| Error::Gpu("error log poisoned".into()))?;
         let first = v.drain(..).next();
         match first {
             Some(e) => Err(Error::Gpu(e)),

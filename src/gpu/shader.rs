@@ -94,9 +94,26 @@ fn expand(name: &str, defs: &Defines, out: &mut String, depth: u32) -> Result<()
     if depth > 8 {
         return Err(Error::Gpu(format!("{name}: includes nested too deep")));
     }
+    let src = source(name)?;
+    let lines: Vec<&str> = src.lines().collect();
+    expand_lines(name, &lines, defs, out, depth)
+}
+
+/// `#for K in 0..N` ... `#endfor` repeats its body N times with {{K}} = 0..N-1 (N may be a
+/// {{KEY}}); the generated code then has no loops with run-time indices into private arrays.
+fn expand_lines(
+    name: &str,
+    lines: &[&str],
+    defs: &Defines,
+    out: &mut String,
+    depth: u32,
+) -> Result<()> {
     // Stack of (this branch active, some branch taken) for #if nesting.
     let mut stack: Vec<(bool, bool)> = Vec::new();
-    for raw in source(name)?.lines() {
+    let mut i = 0;
+    while i < lines.len() {
+        let raw = lines[i];
+        i += 1;
         let t = raw.trim();
         let active = stack.iter().all(|&(a, _)| a);
         if let Some(k) = t.strip_prefix("#if ") {
@@ -115,6 +132,44 @@ fn expand(name: &str, defs: &Defines, out: &mut String, depth: u32) -> Result<()
             stack
                 .pop()
                 .ok_or_else(|| Error::Gpu(format!("{name}: #endif without #if")))?;
+            continue;
+        }
+        if let Some(spec) = t.strip_prefix("#for ") {
+            let start = i;
+            let mut nest = 1;
+            while i < lines.len() {
+                let l = lines[i].trim();
+                if l.starts_with("#for ") {
+                    nest += 1;
+                } else if l == "#endfor" {
+                    nest -= 1;
+                    if nest == 0 {
+                        break;
+                    }
+                }
+                i += 1;
+            }
+            if i >= lines.len() {
+                return Err(Error::Gpu(format!("{name}: #for without #endfor")));
+            }
+            let body = &lines[start..i];
+            i += 1;
+            if !active {
+                continue;
+            }
+            let spec = substitute(spec, defs, name)?;
+            let (var, range) = spec
+                .split_once(" in ")
+                .ok_or_else(|| Error::Gpu(format!("{name}: bad #for '{spec}'")))?;
+            let n: usize = range
+                .trim()
+                .strip_prefix("0..")
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(|| Error::Gpu(format!("{name}: bad #for range '{range}'")))?;
+            for k in 0..n {
+                let d = defs.clone().set(var.trim(), k);
+                expand_lines(name, body, &d, out, depth)?;
+            }
             continue;
         }
         if !active {
@@ -222,7 +277,12 @@ impl Kernel {
             layout: Some(&pl),
             module: &sm,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            // Every kernel writes its workgroup memory before reading it; skipping the zero fill
+            // saves a pass over it at every workgroup start.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: false,
+                ..Default::default()
+            },
             cache: None,
         });
         let tag: Vec<String> = defs
