@@ -220,7 +220,11 @@ fn matmul_swiglu() {
                 rows: 2 * ffn,
                 row0: 0,
             };
-            let s = if n_tok == 1 { m.decode() } else { m.prefill() };
+            let s = if n_tok == 1 {
+                m.decode_tuned(dtype != DType::F16)
+            } else {
+                m.prefill()
+            };
             let out = dispatch(
                 &ctx,
                 &s,
@@ -286,7 +290,11 @@ fn matmul_qkv_rope_both_layouts() {
                 rows,
                 row0: 0,
             };
-            let s = if n_tok == 1 { m.decode() } else { m.prefill() };
+            let s = if n_tok == 1 {
+                m.decode_tuned(layout == RopeLayout::Adjacent)
+            } else {
+                m.prefill()
+            };
             let out = dispatch(
                 &ctx,
                 &s,

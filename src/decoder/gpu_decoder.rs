@@ -292,7 +292,23 @@ impl GpuDecoder {
     }
 
     fn push_matmul(&mut self, m: Matmul, buffers: &[wgpu::BindingResource<'_>]) -> Result<()> {
-        self.push_op(&m.decode(), &m.prefill(), buffers)
+        let big = self.few_big_workgroups();
+        let prefill = if m.epi == Epilogue::Store {
+            m.decode_tuned(big)
+        } else {
+            m.prefill()
+        };
+        self.push_op(&m.decode_tuned(big), &prefill, buffers)
+    }
+
+    /// CPU-backed adapters (lavapipe, SwiftShader) pay per workgroup; GPUs want many.
+    /// TIDE_WORKGROUPS=big|many overrides.
+    fn few_big_workgroups(&self) -> bool {
+        match std::env::var("TIDE_WORKGROUPS").as_deref() {
+            Ok("big") => true,
+            Ok("many") => false,
+            _ => self.ctx.info.device_type == wgpu::DeviceType::Cpu,
+        }
     }
 
     fn build_schedule(&mut self, model: &Model) -> Result<()> {

@@ -149,16 +149,15 @@ impl Matmul {
         }
     }
 
+    /// The tuning for CPU-backed adapters.
     pub fn decode(&self) -> Spec {
         self.decode_tuned(true)
     }
 
     /// A batch of tokens (matmul.wgsl): lanes are tokens, so each weight block is one load
     /// shared by the whole workgroup; a workgroup covers PREFILL_GR 4-row groups.
+    /// (Store, the LM head, needs only the last token: the decoder uses `decode` for it.)
     pub fn prefill(&self) -> Spec {
-        if self.epi == Epilogue::Store {
-            return self.decode();
-        }
         Spec {
             shader: "matmul",
             entry: "main",

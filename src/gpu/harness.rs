@@ -24,6 +24,64 @@ impl Data {
     }
 }
 
+/// Seconds per dispatch of `shader:entry`: buffers made once, `reps` dispatches recorded in
+/// one pass and submitted together (best of 3), so submission latency is amortised away.
+#[allow(clippy::too_many_arguments)]
+pub fn time(
+    ctx: &GpuContext,
+    shader: &str,
+    entry: &str,
+    defs: &Defines,
+    bindings: &[(u32, Binding)],
+    data: &[Data],
+    groups: (u32, u32, u32),
+    reps: usize,
+) -> Result<f64> {
+    let layout = Kernel::layout_for(&ctx.device, bindings);
+    let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings)?;
+    let bufs = buffers(ctx, bindings, data);
+    let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.as_entire_binding()).collect();
+    let bind = k.bind(&ctx.device, &res);
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut p = enc.begin_compute_pass(&Default::default());
+            p.set_pipeline(&k.pipeline);
+            p.set_bind_group(0, &bind, &[]);
+            for _ in 0..reps {
+                p.dispatch_workgroups(groups.0, groups.1, groups.2);
+            }
+        }
+        let t = std::time::Instant::now();
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait()?;
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    Ok(best)
+}
+
+fn buffers(ctx: &GpuContext, bindings: &[(u32, Binding)], data: &[Data]) -> Vec<wgpu::Buffer> {
+    bindings
+        .iter()
+        .zip(data)
+        .map(|(&(_, kind), d)| {
+            let mut bytes = d.bytes().to_vec();
+            bytes.resize(bytes.len().max(16).div_ceil(4) * 4, 0);
+            let usage = match kind {
+                Binding::Uniform => wgpu::BufferUsages::UNIFORM,
+                _ => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            };
+            ctx.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: None,
+                    contents: &bytes,
+                    usage,
+                })
+        })
+        .collect()
+}
+
 /// Dispatch `shader:entry` once with `groups` workgroups; returns the final contents of each
 /// ReadWrite binding (in binding order) as f32 words.
 pub fn run(
@@ -44,24 +102,7 @@ pub fn run(
     }
     let layout = Kernel::layout_for(&ctx.device, bindings);
     let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings)?;
-    let bufs: Vec<wgpu::Buffer> = bindings
-        .iter()
-        .zip(data)
-        .map(|(&(_, kind), d)| {
-            let mut bytes = d.bytes().to_vec();
-            bytes.resize(bytes.len().max(16).div_ceil(4) * 4, 0);
-            let usage = match kind {
-                Binding::Uniform => wgpu::BufferUsages::UNIFORM,
-                _ => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            };
-            ctx.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: None,
-                    contents: &bytes,
-                    usage,
-                })
-        })
-        .collect();
+    let bufs = buffers(ctx, bindings, data);
     let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.as_entire_binding()).collect();
     let bind = k.bind(&ctx.device, &res);
     let mut enc = ctx.device.create_command_encoder(&Default::default());

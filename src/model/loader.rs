@@ -17,8 +17,12 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 /// Load a model: a `.gguf` file, a `.safetensors` file with config.json beside it, or a directory
-/// holding config.json and safetensors weights.
+/// holding config.json and safetensors weights; `synthetic:NAME` gives random weights in a
+/// known model's shapes (benchmarks).
 pub fn load(path: &Path) -> Result<Model> {
+    if let Some(name) = path.to_str().and_then(|p| p.strip_prefix("synthetic:")) {
+        return super::synthetic::synthetic(name);
+    }
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     if meta.is_dir() {
         return load_hf_dir(path, None);

