@@ -1,0 +1,217 @@
+//! The `tide` command line as a user runs it: outputs, JSON fields, streaming text.
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::smollm2;
+
+fn tide(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tide"));
+    c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = c.spawn().unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8(o.stdout).expect("stdout is valid UTF-8"),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(!err.contains("panicked"), "tide {args:?} panicked: {err}");
+    (o.status.success(), out, err)
+}
+
+#[test]
+fn generate_json_and_streamed_text_agree() {
+    let m = smollm2().display().to_string();
+    let prompt = "The capital of France is";
+    let (ok, out, err) = tide(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--max-tokens",
+            "12",
+            "--json",
+            prompt,
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        v["prompt_tokens"],
+        serde_json::json!([504, 3575, 282, 4649, 314])
+    );
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 12);
+    for k in [
+        "text",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "adapter",
+    ] {
+        assert!(!v[k].is_null(), "--json lacks {k}");
+    }
+    // llama.cpp's greedy continuation starts " Paris." (tests/fixtures/llamacpp_smollm2.json).
+    assert!(
+        v["text"].as_str().unwrap().starts_with(" Paris."),
+        "{}",
+        v["text"]
+    );
+    // Without --json the same text streams to stdout after the prompt.
+    let (ok, out, err) = tide(
+        &["generate", "--model", &m, "--max-tokens", "12", prompt],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim_end_matches('\n'),
+        format!("{prompt}{}", v["text"].as_str().unwrap())
+    );
+    assert!(err.contains("tok/s decode"), "{err}");
+}
+
+#[test]
+fn sampling_is_seeded_and_top_k_one_is_greedy() {
+    let m = smollm2().display().to_string();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["generate", "--model", &m, "--max-tokens", "10", "--json"];
+        a.extend_from_slice(extra);
+        a.push("Once upon a time");
+        let (ok, out, err) = tide(&a, None);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["tokens"].clone()
+    };
+    let a = run(&[
+        "--temperature",
+        "1.0",
+        "--seed",
+        "7",
+        "--repeat-penalty",
+        "1.2",
+    ]);
+    let b = run(&[
+        "--temperature",
+        "1.0",
+        "--seed",
+        "7",
+        "--repeat-penalty",
+        "1.2",
+    ]);
+    assert_eq!(a, b, "same seed, same tokens");
+    let greedy = run(&[]);
+    let k1 = run(&["--temperature", "0.8", "--top-k", "1"]);
+    assert_eq!(greedy, k1, "top-k 1 must equal greedy");
+    // top-k 0 (full distribution, read back from the GPU) also runs.
+    let full = run(&[
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "0",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(full.as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn tokenize_and_devices() {
+    let m = smollm2().display().to_string();
+    let (ok, out, _) = tide(
+        &["tokenize", "--model", &m, "<|im_start|>user\nHi 123"],
+        None,
+    );
+    assert!(ok);
+    let ids: Vec<u32> = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(ids[0], 1, "<|im_start|> is one special token");
+    assert_eq!(
+        &ids[ids.len() - 3..],
+        &[33, 34, 35],
+        "digits split one by one"
+    );
+    let (ok, out, err) = tide(&["devices"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("max_storage_buffer_binding_size"), "{out}");
+}
+
+#[test]
+fn bench_json_on_a_synthetic_model() {
+    let (ok, out, err) = tide(
+        &[
+            "bench",
+            "--model",
+            "synthetic:smollm2-135m",
+            "--prompt-len",
+            "8",
+            "--gen",
+            "4",
+            "--reps",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for k in [
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "copy_bandwidth_gb_per_s",
+        "roofline_fraction",
+        "weight_bytes_per_token",
+    ] {
+        assert!(
+            v[k].as_f64().is_some_and(|x| x > 0.0),
+            "bench --json {k} = {}",
+            v[k]
+        );
+    }
+}
+
+#[test]
+fn chat_reads_turns_from_stdin() {
+    let m = smollm2().display().to_string();
+    let (ok, out, err) = tide(
+        &["chat", "--model", &m, "--max-tokens", "8"],
+        Some("What is 2+2?\n\n"),
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("> "), "{out}");
+    assert!(
+        out.trim_start_matches("> ").trim().len() > 1,
+        "no reply: {out:?}"
+    );
+}
+
+/// Streaming decode: pieces are whole characters even when a token ends inside one, and they
+/// add up to the full decode.
+#[test]
+fn streamed_pieces_are_whole_characters() {
+    let model = tide_gpu::model::load(&smollm2()).unwrap();
+    let text = "Emoji 🎉🇫🇷 and 東京は日本の首都です, ü ñ.";
+    let ids = model.tokenizer.encode(text, false).unwrap();
+    let tok = model.tokenizer.tokenizer.as_ref().unwrap();
+    let mut s = tok.decode_stream(false);
+    let mut joined = String::new();
+    let mut pieces = 0;
+    for &id in &ids {
+        if let Some(p) = s.step(id).unwrap() {
+            assert!(!p.contains('\u{FFFD}'), "piece {p:?} splits a character");
+            joined.push_str(&p);
+            pieces += 1;
+        }
+    }
+    assert!(
+        pieces < ids.len(),
+        "some tokens end inside a character, so fewer pieces than ids"
+    );
+    assert_eq!(joined, text);
+}
