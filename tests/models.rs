@@ -189,3 +189,54 @@ fn smollm2_safetensors_matches_gguf() {
         "GPU safetensors logits differ by {gpu_diff}"
     );
 }
+
+/// Tensors larger than a storage binding are split by rows (embedding lookup and LM head run
+/// per chunk): with bindings capped at 8 MiB the 31 MiB embedding takes 4 chunks, and the
+/// logits still equal the CPU reference's.
+#[test]
+fn smollm2_split_bindings_match_cpu() {
+    let m = model::load(&smollm2()).unwrap();
+    let ctx = common::gpu_with(&tide_gpu::gpu::GpuOptions {
+        max_binding: Some(8 << 20),
+        ..Default::default()
+    });
+    let mut d = GpuDecoder::new(
+        ctx,
+        &m,
+        DecoderOptions {
+            ctx_len: 128,
+            max_batch: 64,
+        },
+    )
+    .unwrap();
+    assert_eq!(d.split_tensors, vec![("token_embd".to_string(), 4)]);
+    let prompt = m
+        .tokenizer
+        .encode("Split tensors must not change a single logit.", true)
+        .unwrap();
+    let want = std::sync::Arc::new(CpuModel::new(&m))
+        .session(128)
+        .feed(&prompt)
+        .unwrap()
+        .to_vec();
+    d.feed(&prompt).unwrap();
+    let diff = max_diff(&d.logits().unwrap(), &want);
+    assert!(diff < 1e-2, "split-binding logits differ by {diff}");
+    // A context whose KV cache cannot fit one binding is refused with a clear message.
+    let ctx = common::gpu_with(&tide_gpu::gpu::GpuOptions {
+        max_binding: Some(1 << 20),
+        ..Default::default()
+    });
+    let e = GpuDecoder::new(
+        ctx,
+        &m,
+        DecoderOptions {
+            ctx_len: 4096,
+            max_batch: 64,
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("context 4096 is too long"), "{e}");
+}

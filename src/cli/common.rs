@@ -72,6 +72,7 @@ impl ModelArgs {
             opts,
             &GpuOptions {
                 no_f16: self.no_f16,
+                ..Default::default()
             },
         )
         .context("starting the backend")?;

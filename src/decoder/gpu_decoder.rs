@@ -104,6 +104,8 @@ pub struct GpuDecoder {
     _keep: Vec<wgpu::Buffer>,
     _weights: Vec<GpuTensor>,
     pub weight_bytes: usize,
+    /// Tensors larger than one storage binding, uploaded as this many row chunks.
+    pub split_tensors: Vec<(String, usize)>,
     pending: Option<wgpu::CommandEncoder>,
     cur: Step,
     /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
@@ -218,6 +220,7 @@ impl GpuDecoder {
             _keep: Vec::new(),
             _weights: Vec::new(),
             weight_bytes: 0,
+            split_tensors: Vec::new(),
             pending: None,
             cur: Step::default(),
             profile: None,
@@ -466,6 +469,11 @@ impl GpuDecoder {
         keep.push(out_norm);
         weights.extend(head_t);
         weights.push(embd);
+        self.split_tensors = weights
+            .iter()
+            .filter(|w| w.chunks.len() > 1)
+            .map(|w| (w.name.clone(), w.chunks.len()))
+            .collect();
         self.weight_bytes = weight_bytes;
         self._keep = keep;
         self._weights = weights;

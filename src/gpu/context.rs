@@ -4,6 +4,9 @@ use crate::error::{Error, Result};
 pub struct GpuOptions {
     /// Ignore shader-f16 even when the adapter has it (exercise the portable path).
     pub no_f16: bool,
+    /// Pretend storage bindings hold at most this many bytes (tests the splitting of large
+    /// tensors on an adapter whose real limit is larger).
+    pub max_binding: Option<u64>,
 }
 
 /// The device and what it can do, queried once at start-up.
@@ -53,6 +56,10 @@ impl GpuContext {
         }
         // Take the adapter's own limits: large bindings and buffers matter to model weights.
         let limits = alimits;
+        let mut used = limits.clone();
+        if let Some(m) = opts.max_binding {
+            used.max_storage_buffer_binding_size = used.max_storage_buffer_binding_size.min(m);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tide"),
@@ -80,7 +87,7 @@ impl GpuContext {
             device,
             queue,
             info,
-            limits,
+            limits: used,
             f16,
             timestamps,
         })

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The speed comparison of docs/benchmarks.md, in one run on one machine: tide on the GPU adapter
+# wgpu finds (lavapipe without a GPU) and llama.cpp on the CPU, same GGUF, pp128 / tg128.
+# Writes bench-results.json (one JSON object per line) and prints it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model="$(scripts/fetch-smollm2.sh)"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR"
+cargo build --release -q
+out=bench-results.json
+: > "$out"
+./target/release/tide bench --model "$model" --prompt-len 128 --gen 128 --reps 3 --json >> "$out"
+./target/release/tide bench --model "$model" --backend cpu --prompt-len 128 --gen 128 --reps 1 --json >> "$out"
+python3 -c "import llama_cpp" 2>/dev/null || python3 -m pip install -q llama-cpp-python
+python3 scripts/bench_llamacpp.py "$model" --prompt-len 128 --gen 128 --threads 2 --reps 3 >> "$out"
+cargo bench -q --bench kernels >> "$out"
+cat "$out"
