@@ -70,7 +70,12 @@ fn main() {
             _ => &[("decode", 1), ("prefill", 128)],
         };
         for &(mode, n_tok) in modes {
-            let s = if n_tok == 1 { m.decode() } else { m.prefill() };
+            // The LM head only ever runs on the last token (the decode kernel, whatever the batch).
+            let s = if n_tok == 1 || epi == Epilogue::Store {
+                m.decode()
+            } else {
+                m.prefill()
+            };
             let mut data = vec![
                 Data::Bytes(
                     [0u32, n_tok, 0, 0]

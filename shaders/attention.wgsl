@@ -1,13 +1,17 @@
-// Causal GQA attention over the KV cache. One workgroup per (query head, token of the batch);
-// token t sits at position pos0 + t and sees positions 0..=pos0 + t.
+// Causal GQA attention over the KV cache; token t of the batch sits at position pos0 + t and
+// sees positions 0..=pos0 + t.
+// - main (decode): one workgroup per (query head, token); lanes split the positions.
+// - prefill: lanes are tokens, one workgroup per (query head, tile of WG tokens); every lane
+//   walks the positions together (K/V loads are the same address for all lanes) with an
+//   online softmax, so no scores scratch and no barriers.
 #include "common"
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;      // [n_tok, QD]
 @group(0) @binding(2) var<storage, read> KC: array<vec4<f32>>;     // [ctx, KVD]
-@group(0) @binding(3) var<storage, read> VC: array<f32>;           // [ctx, KVD]
+@group(0) @binding(3) var<storage, read> VC: array<vec4<f32>>;     // [ctx, KVD]
 @group(0) @binding(4) var<storage, read_write> S: array<f32>;      // scratch [n_tok * H, CTX]
-@group(0) @binding(5) var<storage, read_write> O: array<f32>;      // [n_tok, QD]
+@group(0) @binding(5) var<storage, read_write> O: array<vec4<f32>>; // [n_tok, QD]
 
 const WG: u32 = {{WG}}u;
 const HD: u32 = {{HD}}u;
@@ -71,8 +75,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var d = lid; d < HD; d += WG) {
         var acc = 0.0;
         for (var p = 0u; p <= last; p++) {
-            acc += S[srow + p] * VC[p * KVD + kvh * HD + d];
+            let i = p * KVD + kvh * HD + d;
+            acc += S[srow + p] * VC[i / 4u][i % 4u];
         }
-        O[t * QD + h * HD + d] = acc * inv;
+        let o = t * QD + h * HD + d;
+        O[o / 4u][o % 4u] = acc * inv;
     }
+}
+
+@compute @workgroup_size({{WG}})
+fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x;
+    let t = wid.y * WG + lid;
+    if (t >= step.n_tok) { return; }
+    let last = step.pos0 + t;
+    // The last position any lane of this tile needs: the same loop bound for every lane.
+    let pmax = step.pos0 + min(step.n_tok, (wid.y + 1u) * WG) - 1u;
+    let kvh = h / GROUP;
+    let scale = inverseSqrt(f32(HD));
+    let qb = (t * QD + h * HD) / 4u;
+#for K in 0..{{HD4}}
+    let q{{K}} = Q[qb + {{K}}u] * scale;
+    var o{{K}} = vec4<f32>(0.0);
+#endfor
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var p = 0u; p <= pmax; p++) {
+        let kb = (p * KVD + kvh * HD) / 4u;
+        var s = 0.0;
+#for K in 0..{{HD4}}
+        s += dot(q{{K}}, KC[kb + {{K}}u]);
+#endfor
+        if (p <= last) {
+            let mn = max(m, s);
+            let c = exp(m - mn);
+            let e = exp(s - mn);
+            l = l * c + e;
+#for K in 0..{{HD4}}
+            o{{K}} = o{{K}} * c + e * VC[kb + {{K}}u];
+#endfor
+            m = mn;
+        }
+    }
+    let inv = 1.0 / l;
+    let ob = (t * QD + h * HD) / 4u;
+#for K in 0..{{HD4}}
+    O[ob + {{K}}u] = o{{K}} * inv;
+#endfor
 }

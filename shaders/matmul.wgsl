@@ -1,8 +1,9 @@
-// Batched (prefill) matrix product Y[t, row] = sum_c W[row, c] * x[t, c]. Lanes are tokens:
-// every lane of a workgroup reads the same weight block at the same time (one uniform load,
-// dequantised once per SIMD group) and dots it with its own token's x block, which stays in
-// registers for all 4 * GR rows of the workgroup. Optional prologue NORM: each lane computes
-// its token's RMS and multiplies by gamma on the fly. Epilogues are shared with matvec.wgsl.
+// Batched (prefill) matrix product Y[t, row] = sum_c W[row, c] * x[t, c]. Each lane holds a
+// register tile of TPL tokens x 4*GR rows: a weight block, once loaded and dequantised, serves
+// TPL tokens, and each token's x block serves 4*GR rows, so loads per multiply-add are a
+// fraction of a matrix-vector product's (on CPU-backed adapters loads are what costs).
+// Optional prologue NORM: each lane computes its tokens' RMS and applies gamma on the fly.
+// Epilogues are shared with matvec.wgsl.
 #include "common"
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -20,7 +21,8 @@
 
 #include "{{QUANT}}"
 
-const WG: u32 = {{WG}}u;        // tokens per workgroup
+const WG: u32 = {{WG}}u;        // lanes per workgroup
+const TPL: u32 = {{TPL}}u;      // tokens per lane
 const GR: u32 = {{GR}}u;        // 4-row groups per workgroup
 const COLS: u32 = {{COLS}}u;
 const NB: u32 = COLS / 32u;
@@ -43,44 +45,66 @@ fn bdot(k: Blk, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: 
     return k.d * q + k.m * xs;
 }
 
-@compute @workgroup_size({{WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let tok = wid.y * WG + lid;
-    if (tok >= step.n_tok) { return; }
-    let xrow = tok * (COLS / 4u);
-    var inv = 1.0;
+fn inv_rms(xr: u32) -> f32 {
 #if NORM
     var ss = 0.0;
     for (var c = 0u; c < COLS / 4u; c++) {
-        let v = X[xrow + c];
+        let v = X[xr + c];
         ss += dot(v, v);
     }
-    inv = inverseSqrt(ss / f32(COLS) + EPS);
+    return inverseSqrt(ss / f32(COLS) + EPS);
+#else
+    return 1.0;
 #endif
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t0 = (wid.y * WG + lid) * TPL;
+    if (t0 >= step.n_tok) { return; }
+#for T in 0..{{TPL}}
+    // Past the batch end a slot repeats the last token; its results are not stored.
+    let xr{{T}} = min(t0 + {{T}}u, step.n_tok - 1u) * (COLS / 4u);
+    let inv{{T}} = inv_rms(xr{{T}});
+#endfor
     let g0 = wid.x * GR;
 #for J in 0..{{GR}}
     let r{{J}} = vec4<u32>(row_of(g0 + {{J}}u, 0u), row_of(g0 + {{J}}u, 1u), row_of(g0 + {{J}}u, 2u), row_of(g0 + {{J}}u, 3u));
     let w{{J}} = min(r{{J}}, vec4<u32>(ROWS - 1u)) * (NB * WPB);
-    var a{{J}} = vec4<f32>(0.0);
+#for T in 0..{{TPL}}
+    var a{{J}}_{{T}} = vec4<f32>(0.0);
+#endfor
 #endfor
     for (var b = 0u; b < NB; b++) {
         let gb = b * 8u;
-        let x0 = xin(xrow + gb, gb); let x1 = xin(xrow + gb + 1u, gb + 1u);
-        let x2 = xin(xrow + gb + 2u, gb + 2u); let x3 = xin(xrow + gb + 3u, gb + 3u);
-        let x4 = xin(xrow + gb + 4u, gb + 4u); let x5 = xin(xrow + gb + 5u, gb + 5u);
-        let x6 = xin(xrow + gb + 6u, gb + 6u); let x7 = xin(xrow + gb + 7u, gb + 7u);
-        let s4 = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
-        let xs = s4.x + s4.y + s4.z + s4.w;
+#for T in 0..{{TPL}}
+        let x{{T}}_0 = xin(xr{{T}} + gb, gb); let x{{T}}_1 = xin(xr{{T}} + gb + 1u, gb + 1u);
+        let x{{T}}_2 = xin(xr{{T}} + gb + 2u, gb + 2u); let x{{T}}_3 = xin(xr{{T}} + gb + 3u, gb + 3u);
+        let x{{T}}_4 = xin(xr{{T}} + gb + 4u, gb + 4u); let x{{T}}_5 = xin(xr{{T}} + gb + 5u, gb + 5u);
+        let x{{T}}_6 = xin(xr{{T}} + gb + 6u, gb + 6u); let x{{T}}_7 = xin(xr{{T}} + gb + 7u, gb + 7u);
+        let s{{T}} = (x{{T}}_0 + x{{T}}_1) + (x{{T}}_2 + x{{T}}_3) + (x{{T}}_4 + x{{T}}_5) + (x{{T}}_6 + x{{T}}_7);
+        let xs{{T}} = s{{T}}.x + s{{T}}.y + s{{T}}.z + s{{T}}.w;
+#endfor
         let o = b * WPB;
 #for J in 0..{{GR}}
-        a{{J}} += vec4<f32>(
-            bdot(load_block(w{{J}}.x + o), x0, x1, x2, x3, x4, x5, x6, x7, xs),
-            bdot(load_block(w{{J}}.y + o), x0, x1, x2, x3, x4, x5, x6, x7, xs),
-            bdot(load_block(w{{J}}.z + o), x0, x1, x2, x3, x4, x5, x6, x7, xs),
-            bdot(load_block(w{{J}}.w + o), x0, x1, x2, x3, x4, x5, x6, x7, xs));
+        {
+            let kx = load_block(w{{J}}.x + o);
+            let ky = load_block(w{{J}}.y + o);
+            let kz = load_block(w{{J}}.z + o);
+            let kw = load_block(w{{J}}.w + o);
+#for T in 0..{{TPL}}
+            a{{J}}_{{T}} += vec4<f32>(
+                bdot(kx, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}),
+                bdot(ky, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}),
+                bdot(kz, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}),
+                bdot(kw, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}));
+#endfor
+        }
 #endfor
     }
 #for J in 0..{{GR}}
-    if (r{{J}}.x < ROWS) { epilogue(tok, r{{J}}, a{{J}} * inv); }
+#for T in 0..{{TPL}}
+    if (t0 + {{T}}u < step.n_tok && r{{J}}.x < ROWS) { epilogue(t0 + {{T}}u, r{{J}}, a{{J}}_{{T}} * inv{{T}}); }
+#endfor
 #endfor
 }

@@ -347,12 +347,17 @@ fn attention_gqa_causal() {
     let ctx = gpu();
     let mut rng = Rng(5);
     let (hd, nh, nkv, ctx_len) = (16usize, 6usize, 2usize, 80usize);
+    // (70 tokens from position 3: two tiles of 64 lanes, the second partly empty.)
     let (qd, kvd) = (nh * hd, nkv * hd);
-    for (n_tok, pos0) in [(1u32, 0u32), (1, 70), (7, 33)] {
+    for (n_tok, pos0) in [(1u32, 0u32), (1, 70), (7, 33), (70, 3)] {
         let q = rng.vec(n_tok as usize * qd, 1.0);
         let k = rng.vec(ctx_len * kvd, 1.0);
         let v = rng.vec(ctx_len * kvd, 1.0);
-        let s = specs::attention(hd, nh, nkv, ctx_len);
+        let s = if n_tok == 1 {
+            specs::attention(hd, nh, nkv, ctx_len)
+        } else {
+            specs::attention_prefill(hd, nh, nkv, ctx_len)
+        };
         let out = dispatch(
             &ctx,
             &s,

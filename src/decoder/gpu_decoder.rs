@@ -385,9 +385,10 @@ impl GpuDecoder {
                 ],
             )?;
             let at = specs::attention(c.head_dim, c.n_heads, c.n_kv_heads, ctx_len);
+            let atp = specs::attention_prefill(c.head_dim, c.n_heads, c.n_kv_heads, ctx_len);
             self.push_op(
                 &at,
-                &at,
+                &atp,
                 &[
                     res(&buf.step),
                     res(&buf.q),

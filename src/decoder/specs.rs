@@ -5,8 +5,10 @@ use crate::gpu::{gpu_words, Binding, Defines};
 use crate::model::DType;
 
 pub const WG: u32 = 64;
-/// 4-row groups per workgroup in the batched (prefill) matmul.
-pub const PREFILL_GR: usize = 8;
+/// Prefill matmul register tile: 4-row groups per workgroup, tokens per lane, lanes.
+pub const PREFILL_GR: usize = 16;
+pub const PREFILL_TPL: u32 = 4;
+pub const PREFILL_WG: u32 = 32;
 
 /// What a matmul does with its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,28 +156,38 @@ impl Matmul {
         self.decode_tuned(true)
     }
 
-    /// A batch of tokens (matmul.wgsl): lanes are tokens, so each weight block is one load
-    /// shared by the whole workgroup; a workgroup covers PREFILL_GR 4-row groups.
+    /// A batch of tokens (matmul.wgsl): each lane a tile of PREFILL_TPL tokens x
+    /// 4 * PREFILL_GR rows.
     /// (Store, the LM head, needs only the last token: the decoder uses `decode` for it.)
     pub fn prefill(&self) -> Spec {
+        // TIDE_PREFILL_TILE=GR,TPL,WG overrides the tile (for tuning on a new adapter).
+        let (gr, tpl, wg) = std::env::var("TIDE_PREFILL_TILE")
+            .ok()
+            .and_then(|v| {
+                let n: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+                (n.len() == 3 && n.iter().all(|&x| x > 0)).then(|| (n[0] as usize, n[1], n[2]))
+            })
+            .unwrap_or((PREFILL_GR, PREFILL_TPL, PREFILL_WG));
         Spec {
             shader: "matmul",
             entry: "main",
-            defs: self.base().set("GR", PREFILL_GR),
+            defs: self.base().set("GR", gr).set("TPL", tpl).set("WG", wg),
             bindings: self.bindings(),
-            x: self.groups().div_ceil(PREFILL_GR) as u32,
-            tokens_per_y: WG,
+            x: self.groups().div_ceil(gr) as u32,
+            tokens_per_y: wg * tpl,
         }
     }
 }
 
-/// Causal GQA attention; one workgroup per (head, token).
+/// Causal GQA attention for one token per head: one workgroup per (head, token), lanes split
+/// the positions.
 pub fn attention(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx: usize) -> Spec {
     Spec {
         shader: "attention",
         entry: "main",
         defs: Defines::new()
             .set("WG", WG)
+            .set("HD4", head_dim / 4)
             .set("HD", head_dim)
             .set("QD", n_heads * head_dim)
             .set("KVD", n_kv_heads * head_dim)
@@ -192,6 +204,15 @@ pub fn attention(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx: usize)
         x: n_heads as u32,
         tokens_per_y: 1,
     }
+}
+
+/// Causal GQA attention for a batch: lanes are tokens, online softmax, one workgroup per
+/// (head, tile of WG tokens). Same bindings as `attention`.
+pub fn attention_prefill(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx: usize) -> Spec {
+    let mut s = attention(head_dim, n_heads, n_kv_heads, ctx);
+    s.entry = "prefill";
+    s.tokens_per_y = WG;
+    s
 }
 
 /// Embedding rows for ids in [row0, row0 + rows) of a table chunk.
