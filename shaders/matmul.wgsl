@@ -6,18 +6,7 @@
 // Epilogues are shared with matvec.wgsl.
 #include "common"
 
-@group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
-#if NORM
-@group(0) @binding(3) var<storage, read> G: array<vec4<f32>>;
-#endif
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-#if EPI_QKV
-@group(0) @binding(5) var<storage, read_write> KC: array<f32>;
-@group(0) @binding(6) var<storage, read_write> VC: array<f32>;
-@group(0) @binding(7) var<storage, read> ROPE: array<vec2<f32>>;
-#endif
+#include "matmul_bindings"
 
 #include "{{QUANT}}"
 
@@ -30,20 +19,6 @@ const ROWS: u32 = {{ROWS}}u;
 const EPS: f32 = {{EPS}};
 
 #include "matmul_epilogue"
-
-fn xin(i: u32, gi: u32) -> vec4<f32> {
-#if NORM
-    return X[i] * G[gi];
-#else
-    return X[i];
-#endif
-}
-
-fn bdot(k: Blk, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, xs: f32) -> f32 {
-    let q = dot(k.q0, x0) + dot(k.q1, x1) + dot(k.q2, x2) + dot(k.q3, x3)
-          + dot(k.q4, x4) + dot(k.q5, x5) + dot(k.q6, x6) + dot(k.q7, x7);
-    return k.d * q + k.m * xs;
-}
 
 fn inv_rms(xr: u32) -> f32 {
 #if NORM

@@ -1,5 +1,21 @@
-// Row mapping and epilogues shared by matmul.wgsl (prefill) and matvec.wgsl (decode).
+// Input loading, block dot, row mapping and epilogues shared by matmul.wgsl (prefill) and matvec.wgsl (decode).
 // An invocation finishing a group gets the 4 rows of the group and their 4 results.
+
+// x of the matmul input, RMS-normalisation's gamma applied when NORM (1/rms comes later).
+fn xin(i: u32, gi: u32) -> vec4<f32> {
+#if NORM
+    return X[i] * G[gi];
+#else
+    return X[i];
+#endif
+}
+
+// One dequantised block of 32 weights against 32 x values whose sum is xs: d * q.x + m * sum(x).
+fn bdot(k: Blk, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, xs: f32) -> f32 {
+    let q = dot(k.q0, x0) + dot(k.q1, x1) + dot(k.q2, x2) + dot(k.q3, x3)
+          + dot(k.q4, x4) + dot(k.q5, x5) + dot(k.q6, x6) + dot(k.q7, x7);
+    return k.d * q + k.m * xs;
+}
 
 // Physical row of W for slot r (0..4) of group g.
 fn row_of(g: u32, r: u32) -> u32 {

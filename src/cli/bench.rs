@@ -82,18 +82,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ),
         Engine::Cpu(_) => (None, None),
     };
-    if let Engine::Gpu(g) = &e {
-        for sz in [1u64 << 10, 1 << 20, 8 << 20, 32 << 20] {
-            eprintln!(
-                "size {sz}: {} us",
-                tide_gpu::gpu::probe::dispatch_cost_sized_us(&g.ctx, 20, sz)?
-            );
-        }
-    }
-    let _ = match &e {
-        Engine::Gpu(_) => (Some(0.0), Some(0.0)),
-        Engine::Cpu(_) => (None, None),
-    };
     let weight_bytes = match &e {
         Engine::Gpu(g) => g.weight_bytes,
         Engine::Cpu(_) => 0,

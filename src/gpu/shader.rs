@@ -11,6 +11,10 @@ const SOURCES: &[(&str, &str)] = &[
         "matmul_epilogue",
         include_str!("../../shaders/matmul_epilogue.wgsl"),
     ),
+    (
+        "matmul_bindings",
+        include_str!("../../shaders/matmul_bindings.wgsl"),
+    ),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),

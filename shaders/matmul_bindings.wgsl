@@ -1,0 +1,13 @@
+// Bindings shared by the matmul family (matmul.wgsl for batches, matvec.wgsl for one token).
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+@group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
+#if NORM
+@group(0) @binding(3) var<storage, read> G: array<vec4<f32>>;
+#endif
+@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+#if EPI_QKV
+@group(0) @binding(5) var<storage, read_write> KC: array<f32>;
+@group(0) @binding(6) var<storage, read_write> VC: array<f32>;
+@group(0) @binding(7) var<storage, read> ROPE: array<vec2<f32>>;
+#endif
