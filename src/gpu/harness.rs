@@ -37,11 +37,7 @@ pub fn time(
     groups: (u32, u32, u32),
     reps: usize,
 ) -> Result<f64> {
-    let layout = Kernel::layout_for(&ctx.device, bindings);
-    let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings)?;
-    let bufs = buffers(ctx, bindings, data);
-    let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.as_entire_binding()).collect();
-    let bind = k.bind(&ctx.device, &res);
+    let (k, _bufs, bind) = prepare(ctx, shader, entry, defs, bindings, data)?;
     let mut best = f64::MAX;
     for _ in 0..3 {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -59,6 +55,30 @@ pub fn time(
         best = best.min(t.elapsed().as_secs_f64() / reps as f64);
     }
     Ok(best)
+}
+
+/// The kernel, one buffer per binding filled from `data`, and the bind group over them.
+fn prepare(
+    ctx: &GpuContext,
+    shader: &str,
+    entry: &str,
+    defs: &Defines,
+    bindings: &[(u32, Binding)],
+    data: &[Data],
+) -> Result<(Kernel, Vec<wgpu::Buffer>, wgpu::BindGroup)> {
+    if bindings.len() != data.len() {
+        return Err(Error::Input(format!(
+            "{} bindings but {} buffers",
+            bindings.len(),
+            data.len()
+        )));
+    }
+    let layout = Kernel::layout_for(&ctx.device, bindings);
+    let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings)?;
+    let bufs = buffers(ctx, bindings, data);
+    let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.as_entire_binding()).collect();
+    let bind = k.bind(&ctx.device, &res);
+    Ok((k, bufs, bind))
 }
 
 fn buffers(ctx: &GpuContext, bindings: &[(u32, Binding)], data: &[Data]) -> Vec<wgpu::Buffer> {
@@ -83,7 +103,7 @@ fn buffers(ctx: &GpuContext, bindings: &[(u32, Binding)], data: &[Data]) -> Vec<
 }
 
 /// Dispatch `shader:entry` once with `groups` workgroups; returns the final contents of each
-/// ReadWrite binding (in binding order) as f32 words.
+/// ReadWrite binding (in binding order) as raw 32-bit words.
 pub fn run(
     ctx: &GpuContext,
     shader: &str,
@@ -93,18 +113,7 @@ pub fn run(
     data: &[Data],
     groups: (u32, u32, u32),
 ) -> Result<Vec<Vec<u32>>> {
-    if bindings.len() != data.len() {
-        return Err(Error::Input(format!(
-            "{} bindings but {} buffers",
-            bindings.len(),
-            data.len()
-        )));
-    }
-    let layout = Kernel::layout_for(&ctx.device, bindings);
-    let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings)?;
-    let bufs = buffers(ctx, bindings, data);
-    let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.as_entire_binding()).collect();
-    let bind = k.bind(&ctx.device, &res);
+    let (k, bufs, bind) = prepare(ctx, shader, entry, defs, bindings, data)?;
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut p = enc.begin_compute_pass(&Default::default());
