@@ -47,11 +47,7 @@ struct Variant {
 
 impl Variant {
     fn y(&self, n_tok: u32) -> u32 {
-        if self.tokens_per_y == 0 {
-            1
-        } else {
-            n_tok.div_ceil(self.tokens_per_y)
-        }
+        specs::y_groups(self.tokens_per_y, n_tok)
     }
 }
 
@@ -539,16 +535,21 @@ impl GpuDecoder {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 for op in &self.ops {
-                    let v = op.variant(n);
-                    pass.set_pipeline(&self.kernels[v.kernel].pipeline);
-                    pass.set_bind_group(0, &op.bind, &[]);
-                    pass.dispatch_workgroups(v.x, v.y(n), 1);
+                    self.encode_op(&mut pass, op, n);
                 }
             }
             self.pending = Some(enc);
             self.pos += chunk.len();
         }
         Ok(())
+    }
+
+    /// Record one op of the schedule for a batch of n tokens.
+    fn encode_op(&self, pass: &mut wgpu::ComputePass<'_>, op: &Op, n: u32) {
+        let v = op.variant(n);
+        pass.set_pipeline(&self.kernels[v.kernel].pipeline);
+        pass.set_bind_group(0, &op.bind, &[]);
+        pass.dispatch_workgroups(v.x, v.y(n), 1);
     }
 
     /// Run the ops of one batch, each in its own pass between GPU timestamps (adapter time,
@@ -581,7 +582,6 @@ impl GpuDecoder {
         });
         let mut enc = dev.create_command_encoder(&Default::default());
         for (i, op) in self.ops.iter().enumerate() {
-            let v = op.variant(n);
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -590,9 +590,7 @@ impl GpuDecoder {
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 }),
             });
-            pass.set_pipeline(&self.kernels[v.kernel].pipeline);
-            pass.set_bind_group(0, &op.bind, &[]);
-            pass.dispatch_workgroups(v.x, v.y(n), 1);
+            self.encode_op(&mut pass, op, n);
         }
         enc.resolve_query_set(&qs, 0..count, &resolve, 0);
         enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, size);

@@ -55,11 +55,16 @@ pub struct Spec {
 
 impl Spec {
     pub fn y_groups(&self, n_tok: u32) -> u32 {
-        if self.tokens_per_y == 0 {
-            1
-        } else {
-            n_tok.div_ceil(self.tokens_per_y)
-        }
+        y_groups(self.tokens_per_y, n_tok)
+    }
+}
+
+/// Workgroups along y for n tokens when one covers `tokens_per_y` (0: always one).
+pub fn y_groups(tokens_per_y: u32, n_tok: u32) -> u32 {
+    if tokens_per_y == 0 {
+        1
+    } else {
+        n_tok.div_ceil(tokens_per_y)
     }
 }
 
