@@ -11,3 +11,7 @@
 @group(0) @binding(6) var<storage, read_write> VC: array<f32>;
 @group(0) @binding(7) var<storage, read> ROPE: array<vec2<f32>>;
 #endif
+#if MEMORY
+@group(0) @binding(5) var<storage, read> MEM: array<f32>;     // [n_tok, MEMK, ROWS]
+@group(0) @binding(6) var<storage, read> ALPHA: array<f32>;   // [n_tok, MEMK + 1]
+#endif

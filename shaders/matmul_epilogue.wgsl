@@ -48,11 +48,35 @@ fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
     }
 }
 #endif
-#if EPI_RESIDUAL
-// Y is the residual stream [n_tok, ROWS]: h += W x.
+#if EPI_STORE_ALL
+// Every token's logits: Y[tok, ROW0 + row] of a [n_tok, YSTRIDE] array (perplexity).
 fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
     for (var r = 0u; r < 4u; r++) {
-        if (rows[r] < ROWS) { Y[tok * ROWS + rows[r]] += v[r]; }
+        if (rows[r] < ROWS) { Y[tok * {{YSTRIDE}}u + {{ROW0}}u + rows[r]] = v[r]; }
+    }
+}
+#endif
+#if EPI_RESIDUAL
+#if MEMORY
+// TIDE injection beside the FFN: sum_k alpha_k M_k[row] (NULL, slot MEMK, adds nothing).
+fn memory_term(tok: u32, row: u32) -> f32 {
+    var s = 0.0;
+    for (var k = 0u; k < {{MEMK}}u; k++) {
+        s += ALPHA[tok * ({{MEMK}}u + 1u) + k] * MEM[(tok * {{MEMK}}u + k) * ROWS + row];
+    }
+    return s;
+}
+#endif
+// Y is the residual stream [n_tok, ROWS]: h += W x (+ the memory term after the FFN).
+fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) {
+        if (rows[r] < ROWS) {
+#if MEMORY
+            Y[tok * ROWS + rows[r]] += v[r] + memory_term(tok, rows[r]);
+#else
+            Y[tok * ROWS + rows[r]] += v[r];
+#endif
+        }
     }
 }
 #endif

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod gpu;
+pub mod memory;
 pub mod model;
 pub mod sample;
 

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use super::ops::{attention, matvec, rmsnorm, rope, silu};
 use crate::error::{Error, Result};
+use crate::memory::{block_rows, TideMemory};
 use crate::model::{Config, Model};
 
 struct CpuLayer {
@@ -23,6 +24,8 @@ pub struct CpuModel {
     lm_head: Option<Vec<f32>>,
     out_norm: Vec<f32>,
     layers: Vec<CpuLayer>,
+    /// Tables stay in their stored form; rows are decoded when a token needs them.
+    memory: Option<TideMemory>,
 }
 
 impl CpuModel {
@@ -48,6 +51,7 @@ impl CpuModel {
             lm_head: m.lm_head.as_ref().map(|w| w.to_f32()),
             out_norm: m.output_norm.to_f32(),
             layers,
+            memory: m.memory.clone(),
         }
     }
 
@@ -61,6 +65,10 @@ impl CpuModel {
             v: vec![vec![0.0; ctx * c.kv_dim()]; c.n_layers],
             pos: 0,
             logits: vec![0.0; c.vocab],
+            keep_all: false,
+            all_logits: Vec::new(),
+            router: Vec::new(),
+            post_attn: None,
         }
     }
 }
@@ -74,11 +82,22 @@ pub struct CpuSession {
     v: Vec<Vec<f32>>,
     pub pos: usize,
     pub logits: Vec<f32>,
+    /// Keep every position's logits in `all_logits` (perplexity), not only the last.
+    pub keep_all: bool,
+    pub all_logits: Vec<f32>,
+    /// Router weights of every token fed since the last `clear_router`: [token][layer][K+1]
+    /// (a layer without memory reads NULL = 1).
+    pub router: Vec<f32>,
+    /// When Some, every layer's normalised post-attention state n = RMSNorm_ffn(h~) (the FFN's
+    /// and the router's input) is appended: [token][layer][dim].
+    pub post_attn: Option<Vec<f32>>,
 }
 
 impl CpuSession {
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.all_logits.clear();
+        self.router.clear();
     }
 
     /// Run `tokens` through the model at the current position; logits are those of the last one.
@@ -112,6 +131,9 @@ impl CpuSession {
         let mut g = vec![0f32; c.ffn_dim];
         let mut u = vec![0f32; c.ffn_dim];
         let mut scores = vec![0f32; self.ctx];
+        let k = m.memory.as_ref().map_or(0, |mm| mm.k);
+        let mut mem = vec![0f32; k * d];
+        let mut alpha = vec![0f32; k + 1];
         for &tok in tokens {
             let pos = self.pos;
             h.copy_from_slice(&m.embd[tok as usize * d..(tok as usize + 1) * d]);
@@ -143,6 +165,9 @@ impl CpuSession {
                     *x += t;
                 }
                 rmsnorm(&mut a, &h, &l.ffn_norm, c.eps);
+                if let Some(p) = &mut self.post_attn {
+                    p.extend_from_slice(&a);
+                }
                 matvec(&mut g, &l.w_gate, &a);
                 matvec(&mut u, &l.w_up, &a);
                 for (gv, uv) in g.iter_mut().zip(&u) {
@@ -152,12 +177,49 @@ impl CpuSession {
                 for (x, t) in h.iter_mut().zip(&tmp) {
                     *x += t;
                 }
+                if let Some(mm) = &m.memory {
+                    alpha.fill(0.0);
+                    alpha[k] = 1.0;
+                    if let Some(wr) = &mm.routers[li] {
+                        // The oracle computes the token's block rows in every layer, as the
+                        // formula reads; the GPU computes them once per token.
+                        block_rows(mm, tok, &mut mem);
+                        matvec(&mut alpha, wr, &a);
+                        softmax(&mut alpha);
+                        for (kk, row) in mem.chunks_exact(d).enumerate() {
+                            for (x, r) in h.iter_mut().zip(row) {
+                                *x += alpha[kk] * r;
+                            }
+                        }
+                    }
+                    self.router.extend_from_slice(&alpha);
+                }
             }
             self.pos += 1;
+            if self.keep_all {
+                rmsnorm(&mut a, &h, &m.out_norm, c.eps);
+                let head = m.lm_head.as_deref().unwrap_or(&m.embd);
+                matvec(&mut self.logits, head, &a);
+                self.all_logits.extend_from_slice(&self.logits);
+            }
         }
-        rmsnorm(&mut a, &h, &m.out_norm, c.eps);
-        let head = m.lm_head.as_deref().unwrap_or(&m.embd);
-        matvec(&mut self.logits, head, &a);
+        if !self.keep_all {
+            rmsnorm(&mut a, &h, &m.out_norm, c.eps);
+            let head = m.lm_head.as_deref().unwrap_or(&m.embd);
+            matvec(&mut self.logits, head, &a);
+        }
         Ok(&self.logits)
+    }
+}
+
+fn softmax(x: &mut [f32]) {
+    let mx = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - mx).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
     }
 }

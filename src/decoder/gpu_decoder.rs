@@ -4,7 +4,8 @@ use wgpu::util::DeviceExt;
 
 use super::specs::{self, Epilogue, Matmul, Spec};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Defines, GpuContext, GpuTensor, Kernel};
+use crate::gpu::{repack, Binding, Defines, GpuContext, GpuTensor, Kernel};
+use crate::memory::{gather_raw_rows, TideMemory};
 use crate::model::{Config, Model, RopeLayout, Weight};
 
 /// Most candidates the GPU top-k returns.
@@ -85,6 +86,26 @@ struct Buffers {
     readback: wgpu::Buffer,
 }
 
+/// TIDE memory on the GPU side: the tables stay with the host (memory-mapped file); each step
+/// streams the K stored rows of its tokens into `raw`, one gather op turns them into `rows`
+/// ([n_tok, K, d], read by every layer), and each layer's router writes its weights to its own
+/// `alpha` buffer (a named hook: `router_weights` reads it).
+struct GpuMemory {
+    host: TideMemory,
+    raw: wgpu::Buffer,
+    rows: wgpu::Buffer,
+    alpha: Vec<Option<wgpu::Buffer>>,
+    staging: Vec<u8>,
+    words: Vec<u32>,
+}
+
+/// LM head over every token of a batch (perplexity): ops and their output.
+struct AllLogits {
+    ops: Vec<Op>,
+    logits: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
 pub struct GpuDecoder {
     pub ctx: GpuContext,
     pub config: Config,
@@ -104,6 +125,10 @@ pub struct GpuDecoder {
     pub split_tensors: Vec<(String, usize)>,
     pending: Option<wgpu::CommandEncoder>,
     cur: Step,
+    memory: Option<GpuMemory>,
+    all_logits: Option<AllLogits>,
+    /// The final norm and LM head, kept for building `all_logits` on demand.
+    head: Option<(usize, wgpu::Buffer)>,
     /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
     pub profile: Option<HashMap<String, (u32, f64)>>,
     pub pos: usize,
@@ -197,7 +222,9 @@ impl GpuDecoder {
             out: storage(&ctx, "topk-out", MAX_TOP_K * 8, u),
             readback: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
-                size: (c.vocab * 4).max(MAX_TOP_K * 8) as u64,
+                size: (c.vocab * 4)
+                    .max(MAX_TOP_K * 8)
+                    .max(c.n_layers * mb * (crate::memory::MAX_K + 1) * 4) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
@@ -219,6 +246,9 @@ impl GpuDecoder {
             split_tensors: Vec::new(),
             pending: None,
             cur: Step::default(),
+            memory: None,
+            all_logits: None,
+            head: None,
             profile: None,
             pos: 0,
         };
@@ -326,6 +356,9 @@ impl GpuDecoder {
                 &[res(&buf.step), res(&ch.buffer), res(&buf.ids), res(&buf.h)],
             )?;
         }
+        if let Some(m) = &model.memory {
+            self.setup_memory(m)?;
+        }
         let mut weight_bytes = embd.bytes();
         let mut keep = vec![rope.clone()];
         let mut weights = Vec::new();
@@ -413,15 +446,33 @@ impl GpuDecoder {
                     res(&buf.act),
                 ],
             )?;
-            self.push_matmul(
-                mm(&down, Epilogue::Residual, None),
-                &[
-                    res(&buf.step),
-                    res(single(&down)?),
-                    res(&buf.act),
-                    res(&buf.h),
-                ],
-            )?;
+            let routed = self.push_router(li, &ffn_norm)?;
+            match (&self.memory, routed) {
+                (Some(mem), true) => {
+                    let (rows, alpha) = (mem.rows.clone(), mem.alpha[li].clone().unwrap());
+                    let k = mem.host.k;
+                    self.push_matmul(
+                        mm(&down, Epilogue::ResidualMemory { k }, None),
+                        &[
+                            res(&buf.step),
+                            res(single(&down)?),
+                            res(&buf.act),
+                            res(&buf.h),
+                            res(&rows),
+                            res(&alpha),
+                        ],
+                    )?;
+                }
+                _ => self.push_matmul(
+                    mm(&down, Epilogue::Residual, None),
+                    &[
+                        res(&buf.step),
+                        res(single(&down)?),
+                        res(&buf.act),
+                        res(&buf.h),
+                    ],
+                )?,
+            }
             weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
             keep.extend([attn_norm, ffn_norm, kc, vc]);
             weights.extend([qkv, wo, gu, down]);
@@ -463,9 +514,15 @@ impl GpuDecoder {
             &[res(&buf.step), res(&buf.logits), res(&buf.pen)],
         );
         self.penalize = Some((pk.kernel, pbind));
-        keep.push(out_norm);
+        let head_index = weights.len();
+        let has_head = head_t.is_some();
         weights.extend(head_t);
         weights.push(embd);
+        self.head = Some((
+            if has_head { head_index } else { weights.len() - 1 },
+            out_norm.clone(),
+        ));
+        keep.push(out_norm);
         self.split_tensors = weights
             .iter()
             .filter(|w| w.chunks.len() > 1)
@@ -479,6 +536,199 @@ impl GpuDecoder {
 }
 
 impl GpuDecoder {
+    /// Buffers and the gather op of TIDE memory (the op runs right after the embedding).
+    fn setup_memory(&mut self, m: &TideMemory) -> Result<()> {
+        let c = &self.config;
+        let (d, k, mb) = (c.dim, m.k, self.opts.max_batch);
+        let dtype = m.tables[0].dtype();
+        let row_words = d / 32 * crate::gpu::gpu_words(dtype).0;
+        let u = wgpu::BufferUsages::empty();
+        let raw = storage(&self.ctx, "memory-raw-rows", mb * k * row_words * 4, u);
+        let rows = storage(&self.ctx, "memory-rows", mb * k * d * 4, u);
+        let gammas: Vec<f32> = m.gammas.iter().flatten().copied().collect();
+        let gamma = f32_buffer(&self.ctx, "memory-gamma", &gammas);
+        let alpha = m
+            .routers
+            .iter()
+            .map(|r| {
+                r.as_ref()
+                    .map(|_| storage(&self.ctx, "router-alpha", mb * (k + 1) * 4, u))
+            })
+            .collect();
+        let s = specs::memory_rows(dtype, d, k, m.eps, m.normalized);
+        let step = self.buf.step.clone();
+        self.push_op(&s, &s, &[res(&step), res(&raw), res(&gamma), res(&rows)])?;
+        self._keep.push(gamma);
+        self.memory = Some(GpuMemory {
+            host: m.clone(),
+            raw,
+            rows,
+            alpha,
+            staging: Vec::new(),
+            words: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Layer `li`'s router op, when the layer has memory; true if pushed.
+    fn push_router(&mut self, li: usize, ffn_norm: &wgpu::Buffer) -> Result<bool> {
+        let Some(mem) = &self.memory else {
+            return Ok(false);
+        };
+        let (Some(wr), Some(alpha)) = (&mem.host.routers[li], &mem.alpha[li]) else {
+            return Ok(false);
+        };
+        let wr = f32_buffer(&self.ctx, "router", wr);
+        let alpha = alpha.clone();
+        let s = specs::router(self.config.dim, mem.host.k, self.config.eps);
+        let (h, step) = (self.buf.h.clone(), self.buf.step.clone());
+        self.push_op(
+            &s,
+            &s,
+            &[res(&step), res(&wr), res(&h), res(ffn_norm), res(&alpha)],
+        )?;
+        self._keep.push(wr);
+        Ok(true)
+    }
+
+    /// Stream the stored memory rows of `tokens` to the GPU for this step.
+    fn upload_memory_rows(&mut self, tokens: &[u32]) {
+        if let Some(m) = &mut self.memory {
+            gather_raw_rows(&m.host, tokens, &mut m.staging);
+            m.words.clear();
+            repack(m.host.tables[0].dtype(), &m.staging, &mut m.words);
+            self.ctx
+                .queue
+                .write_buffer(&m.raw, 0, bytemuck::cast_slice(&m.words));
+        }
+    }
+
+    /// Memory blocks of the model (0 for a plain backbone).
+    pub fn memory_k(&self) -> usize {
+        self.memory.as_ref().map_or(0, |m| m.host.k)
+    }
+
+    /// Router weights of the last batch fed, read from the per-layer hooks:
+    /// [token][layer][K+1] (slot K = NULL; a layer without memory reads NULL = 1).
+    pub fn router_weights(&mut self) -> Result<Vec<f32>> {
+        let Some(mem) = &self.memory else {
+            return Ok(Vec::new());
+        };
+        let (n, k1, layers) = (self.cur.n_tok as usize, mem.host.k + 1, mem.alpha.len());
+        let per = n * k1 * 4;
+        let mut enc = match self.pending.take() {
+            Some(e) => e,
+            None => self.ctx.device.create_command_encoder(&Default::default()),
+        };
+        for (l, a) in mem.alpha.iter().enumerate() {
+            if let Some(a) = a {
+                enc.copy_buffer_to_buffer(a, 0, &self.buf.readback, (l * per) as u64, per as u64);
+            }
+        }
+        let present: Vec<bool> = mem.alpha.iter().map(|a| a.is_some()).collect();
+        let bytes = self.read_back(enc, layers * per)?;
+        self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+        let v: &[f32] = bytemuck::cast_slice(&bytes);
+        let mut out = vec![0f32; n * layers * k1];
+        for t in 0..n {
+            for l in 0..layers {
+                let o = &mut out[(t * layers + l) * k1..(t * layers + l + 1) * k1];
+                if present[l] {
+                    o.copy_from_slice(&v[l * n * k1 + t * k1..l * n * k1 + (t + 1) * k1]);
+                } else {
+                    o[k1 - 1] = 1.0;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run `tokens` and return every position's logits, [n, vocab] (perplexity).
+    pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if self.all_logits.is_none() {
+            self.build_all_logits()?;
+        }
+        let v = self.config.vocab;
+        let mut out = Vec::with_capacity(tokens.len() * v);
+        for chunk in tokens.chunks(self.opts.max_batch) {
+            self.feed(chunk)?;
+            let mut enc = self.take_encoder()?;
+            let n = chunk.len();
+            let al = self.all_logits.as_ref().unwrap();
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for op in &al.ops {
+                    self.encode_op(&mut pass, op, n as u32);
+                }
+            }
+            let bytes = n * v * 4;
+            enc.copy_buffer_to_buffer(&al.logits, 0, &al.readback, 0, bytes as u64);
+            self.ctx.queue.submit([enc.finish()]);
+            let slice = al.readback.slice(..bytes as u64);
+            slice.map_async(wgpu::MapMode::Read, |_| {});
+            self.ctx.wait()?;
+            out.extend_from_slice(bytemuck::cast_slice(
+                &slice
+                    .get_mapped_range()
+                    .map_err(|e| Error::Gpu(format!("logits readback failed: {e}")))?,
+            ));
+            al.readback.unmap();
+            self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+        }
+        Ok(out)
+    }
+
+    fn build_all_logits(&mut self) -> Result<()> {
+        let (hi, out_norm) = self.head.clone().expect("schedule built");
+        let (v, mb) = (self.config.vocab, self.opts.max_batch);
+        let bytes = mb * v * 4;
+        let max_bind = self.ctx.limits.max_storage_buffer_binding_size as usize;
+        if bytes > max_bind {
+            return Err(Error::Gpu(format!(
+                "all-position logits of {mb} tokens x {v} need {bytes} bytes, over one binding"
+            )));
+        }
+        let logits = storage(&self.ctx, "logits-all", bytes, wgpu::BufferUsages::empty());
+        let readback = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("logits-all-readback"),
+            size: bytes as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let chunks: Vec<(wgpu::Buffer, usize, usize, crate::model::DType, usize)> = {
+            let head = &self._weights[hi];
+            head.chunks
+                .iter()
+                .map(|ch| (ch.buffer.clone(), ch.row0, ch.rows, head.dtype, head.cols))
+                .collect()
+        };
+        let n_ops = self.ops.len();
+        for (buffer, row0, rows, dtype, cols) in chunks {
+            let m = Matmul {
+                epi: Epilogue::StoreAll { stride: v },
+                norm: Some(self.config.eps),
+                dtype,
+                cols,
+                rows,
+                row0,
+            };
+            let p = m.prefill();
+            let (step, h) = (self.buf.step.clone(), self.buf.h.clone());
+            self.push_op(
+                &p,
+                &p,
+                &[res(&step), res(&buffer), res(&h), res(&out_norm), res(&logits)],
+            )?;
+        }
+        let ops = self.ops.split_off(n_ops);
+        self.all_logits = Some(AllLogits {
+            ops,
+            logits,
+            readback,
+        });
+        Ok(())
+    }
+
     pub fn reset(&mut self) {
         self.pending = None;
         self.pos = 0;
@@ -525,6 +775,7 @@ impl GpuDecoder {
             self.ctx
                 .queue
                 .write_buffer(&self.buf.ids, 0, bytemuck::cast_slice(chunk));
+            self.upload_memory_rows(chunk);
             if self.profile.is_some() {
                 self.profile_chunk(n)?;
                 self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));

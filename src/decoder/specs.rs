@@ -16,8 +16,13 @@ pub const PREFILL_WG: u32 = 32;
 pub enum Epilogue {
     /// logits[ROW0 + row] = y, for the last token of the batch only
     Store,
+    /// logits[t, ROW0 + row] = y for every token of the batch (rows of `stride`)
+    StoreAll { stride: usize },
     /// h[t, row] += y
     Residual,
+    /// h[t, row] += y + sum_k alpha[t, k] mem[t, k, row]: the FFN down projection of a TIDE
+    /// layer, with its memory injection fused in
+    ResidualMemory { k: usize },
     /// q | k | v rows, RoPE on q and k, k and v appended to the KV cache
     Qkv {
         qd: usize,
@@ -88,6 +93,9 @@ impl Matmul {
             b.push((3, Binding::Read));
         }
         b.push((4, Binding::ReadWrite));
+        if matches!(self.epi, Epilogue::ResidualMemory { .. }) {
+            b.extend([(5, Binding::Read), (6, Binding::Read)]);
+        }
         if matches!(self.epi, Epilogue::Qkv { .. }) {
             b.extend([
                 (5, Binding::ReadWrite),
@@ -111,7 +119,15 @@ impl Matmul {
                 .flag("EPI_STORE", true)
                 .flag("LAST_ONLY", true)
                 .set("ROW0", self.row0),
+            Epilogue::StoreAll { stride } => d
+                .flag("EPI_STORE_ALL", true)
+                .set("ROW0", self.row0)
+                .set("YSTRIDE", stride),
             Epilogue::Residual => d.flag("EPI_RESIDUAL", true),
+            Epilogue::ResidualMemory { k } => d
+                .flag("EPI_RESIDUAL", true)
+                .flag("MEMORY", true)
+                .set("MEMK", k),
             Epilogue::Qkv {
                 qd,
                 kvd,
@@ -272,5 +288,50 @@ pub fn penalize(vocab: usize, n_pen: usize) -> Spec {
         ],
         x: (n_pen as u32).div_ceil(64).max(1),
         tokens_per_y: 0,
+    }
+}
+
+/// TIDE memory rows of a batch: decode the streamed rows, RMSNorm, gamma. One workgroup per
+/// (block, token).
+pub fn memory_rows(dtype: DType, cols: usize, k: usize, eps: f32, normalized: bool) -> Spec {
+    Spec {
+        shader: "memory",
+        entry: "main",
+        defs: Defines::new()
+            .set("QUANT", gpu_words(dtype).1)
+            .set("COLS", cols)
+            .set("K", k)
+            .set("EPS", format!("{eps:e}"))
+            .flag("NORMALIZED", normalized),
+        bindings: vec![
+            (0, Binding::Uniform),
+            (1, Binding::Read),
+            (2, Binding::Read),
+            (3, Binding::ReadWrite),
+        ],
+        x: k as u32,
+        tokens_per_y: 1,
+    }
+}
+
+/// A layer's router: softmax over K blocks + NULL of W_r RMSNorm_ffn(h~). One workgroup per token.
+pub fn router(cols: usize, k: usize, eps: f32) -> Spec {
+    Spec {
+        shader: "router",
+        entry: "main",
+        defs: Defines::new()
+            .set("COLS", cols)
+            .set("KP1", k + 1)
+            .set("RED", 64 * (k + 2))
+            .set("EPS", format!("{eps:e}")),
+        bindings: vec![
+            (0, Binding::Uniform),
+            (1, Binding::Read),
+            (2, Binding::Read),
+            (3, Binding::Read),
+            (4, Binding::ReadWrite),
+        ],
+        x: 1,
+        tokens_per_y: 1,
     }
 }

@@ -19,6 +19,8 @@ const SOURCES: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("sample", include_str!("../../shaders/sample.wgsl")),
+    ("memory", include_str!("../../shaders/memory.wgsl")),
+    ("router", include_str!("../../shaders/router.wgsl")),
     ("bandwidth", include_str!("../../shaders/bandwidth.wgsl")),
     ("quant_f32", include_str!("../../shaders/quant_f32.wgsl")),
     ("quant_f16", include_str!("../../shaders/quant_f16.wgsl")),

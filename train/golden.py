@@ -1,0 +1,110 @@
+"""Golden fixtures for the Rust tests, from the PyTorch model (an independent implementation).
+
+  python train/golden.py tiny            -> tests/fixtures/tiny_tide/
+  python train/golden.py model DIR OUT   -> OUT (golden.json for a committed model)
+
+`tiny` builds a small random TIDE model (K=3, random gammas and routers so every term matters),
+exports it with 4-bit rows inline (model.safetensors, f32 backbone) plus two separate memory
+files (memory_q8_0.safetensors raw rows + gamma; memory_f16_normalized.safetensors pre-normalised
+rows), then reloads each export (decoding the rows with numpy) and records, in float64, the
+logits at every position and the router weights [token][layer][K+1] for fixed id sequences.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export import export, memory_tensors  # noqa: E402
+from load import load  # noqa: E402
+from model import ModelConfig, TideLM  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@torch.no_grad()
+def run(model, seqs):
+    model = model.double()
+    out = []
+    for ids in seqs:
+        logits, alpha = model(torch.tensor([ids]), return_alpha=True)
+        out.append({
+            "ids": ids,
+            "logits": logits[0].tolist(),
+            "router": alpha[0].tolist() if alpha is not None else None,
+        })
+    return out
+
+
+def tiny():
+    out = os.path.join(REPO, "tests/fixtures/tiny_tide")
+    torch.manual_seed(7)
+    cfg = ModelConfig(vocab=96, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, ctx=64,
+                      rope_theta=10000.0, eps=1e-5, k=3)
+    model = TideLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15)
+        for blk in model.layers:
+            blk.router.weight.normal_(0, 0.3)
+            blk.input_layernorm.weight.uniform_(0.5, 1.5)
+            blk.post_attention_layernorm.weight.uniform_(0.5, 1.5)
+        model.memory.tables.normal_(0, 0.5)
+        model.memory.gamma.uniform_(0.2, 1.5)
+    counts = np.arange(cfg.vocab, dtype=np.int64)[::-1] * 3
+    export(model, None, counts, out, rows="q4_1", backbone_dtype=np.float32)
+    sd = model.state_dict()
+    tables = sd["memory.tables"].numpy()
+    gammas = sd["memory.gamma"].numpy()
+    routers = np.stack([sd[f"layers.{i}.router.weight"].numpy() for i in range(cfg.n_layers)])
+    for name, rows, norm in [("memory_q8_0.safetensors", "q8_0", False),
+                             ("memory_f16_normalized.safetensors", "f16", True)]:
+        t, meta = memory_tensors(tables, gammas, routers, cfg.eps, rows=rows, normalized=norm)
+        save_file(t, os.path.join(out, name), metadata=meta)
+    seqs = [[5, 17, 3, 88, 42, 42, 9, 0, 61, 95, 30, 12], [1]]
+    golden = {"config": cfg.to_dict(), "seqs": {}}
+    for variant in ["model.safetensors", "memory_q8_0.safetensors",
+                    "memory_f16_normalized.safetensors"]:
+        mem = None if variant == "model.safetensors" else os.path.join(out, variant)
+        m, _ = load(out, memory_file=mem)
+        golden["seqs"][variant] = run(m, seqs)
+    # The backbone alone (memory removed), for the "K=0 equals the plain backbone" check.
+    m, _ = load(out)
+    m.memory = None
+    for blk in m.layers:
+        blk.router = None
+    golden["seqs"]["backbone"] = run(m, seqs)
+    json.dump(golden, open(os.path.join(out, "golden.json"), "w"))
+    print("wrote", out)
+
+
+def committed(model_dir, out_path):
+    m, _ = load(model_dir)
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    texts = ["In the beginning God created", "def main():\n    return 0", "To be, or not to be"]
+    seqs = [tok.encode(t).ids for t in texts]
+    res = run(m, seqs)
+    # Keep the fixture small: the 32 largest logits per position, and the router weights.
+    for r, t in zip(res, texts):
+        r["text"] = t
+        top = []
+        for row in r.pop("logits"):
+            row = np.asarray(row)
+            idx = np.argsort(-row)[:32]
+            top.append({"ids": idx.tolist(), "logits": row[idx].tolist()})
+        r["top"] = top
+    json.dump({"model": os.path.basename(model_dir.rstrip("/")), "seqs": res},
+              open(out_path, "w"))
+    print("wrote", out_path)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "tiny":
+        tiny()
+    else:
+        committed(sys.argv[2], sys.argv[3])

@@ -1,0 +1,57 @@
+"""Load a model directory written by export.py (or any file in docs/format.md's layout) back into
+a TideLM, decoding the stored memory rows with numpy. Used for golden fixtures: the reference
+then computes from exactly the values the runtime reads."""
+import json
+import os
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from export import dequantize_q4_1, dequantize_q8_0
+from model import ModelConfig, TideLM
+
+
+def read(path):
+    with safe_open(path, "np") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
+
+
+def load(model_dir, memory_file=None):
+    hf = json.load(open(os.path.join(model_dir, "config.json")))
+    tensors, meta = read(os.path.join(model_dir, "model.safetensors"))
+    mem_path = memory_file or os.path.join(model_dir, "memory.safetensors")
+    if os.path.exists(mem_path):
+        t2, m2 = read(mem_path)
+        tensors.update(t2)
+        meta.update(m2)
+    k = int(meta.get("tide.k", 0))
+    cfg = ModelConfig(vocab=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+                      n_heads=hf["num_attention_heads"], n_kv_heads=hf["num_key_value_heads"],
+                      ffn_dim=hf["intermediate_size"], ctx=hf["max_position_embeddings"],
+                      rope_theta=hf["rope_theta"], eps=hf["rms_norm_eps"], k=k)
+    model = TideLM(cfg)
+    sd = {}
+    for name, v in tensors.items():
+        if name.startswith("model."):
+            sd[name[len("model."):]] = torch.from_numpy(v.astype(np.float32))
+    if k:
+        rows = meta.get("tide.rows", "f32")
+        tabs = []
+        for i in range(k):
+            r = tensors[f"tide.memory.{i}.rows"]
+            if rows == "q4_1":
+                r = dequantize_q4_1(r, cfg.dim)
+            elif rows == "q8_0":
+                r = dequantize_q8_0(r, cfg.dim)
+            tabs.append(r.astype(np.float32))
+        sd["memory.tables"] = torch.from_numpy(np.stack(tabs))
+        normalized = meta.get("tide.normalized", "false") == "true"
+        model.memory.normalized = normalized
+        sd["memory.gamma"] = torch.from_numpy(np.stack([
+            tensors.get(f"tide.memory.{i}.gamma", np.ones(cfg.dim, np.float32)) for i in range(k)]))
+        for li in range(cfg.n_layers):
+            sd[f"layers.{li}.router.weight"] = torch.from_numpy(tensors[f"tide.router.{li}.weight"])
+    model.load_state_dict(sd, strict=True)
+    counts = tensors.get("tide.token_counts")
+    return model.eval(), counts
