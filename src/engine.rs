@@ -88,6 +88,56 @@ impl Engine {
         }
     }
 
+    /// Memory blocks of the loaded model (0: plain backbone).
+    pub fn memory_k(&self) -> usize {
+        match self {
+            Engine::Gpu(g) => g.memory_k(),
+            Engine::Cpu(c) => c.memory_k(),
+        }
+    }
+
+    /// Run `tokens` from the current position and return every position's logits [n, vocab]
+    /// and router weights [n][layer][K+1] (empty for K = 0).
+    pub fn feed_all(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        match self {
+            Engine::Gpu(g) => {
+                let mut logits = Vec::new();
+                let mut router = Vec::new();
+                for chunk in tokens.chunks(g.opts.max_batch) {
+                    logits.extend(g.feed_all(chunk)?);
+                    router.extend(g.router_weights()?);
+                }
+                Ok((logits, router))
+            }
+            Engine::Cpu(c) => {
+                c.keep_all = true;
+                c.all_logits.clear();
+                c.router.clear();
+                let r = c.feed(tokens).map(|_| ());
+                c.keep_all = false;
+                r?;
+                Ok((
+                    std::mem::take(&mut c.all_logits),
+                    std::mem::take(&mut c.router),
+                ))
+            }
+        }
+    }
+
+    /// Switch one layer's memory injection off or on (layer-wise ablation).
+    pub fn set_layer_memory(&mut self, layer: usize, on: bool) -> Result<()> {
+        match self {
+            Engine::Gpu(g) => g.set_layer_memory(layer, on),
+            Engine::Cpu(c) => {
+                if c.memory_k() == 0 || layer >= c.memory_off.len() {
+                    return Err(Error::Input(format!("layer {layer} has no memory injection")));
+                }
+                c.memory_off[layer] = !on;
+                Ok(())
+            }
+        }
+    }
+
     /// Choose the next token; `history` is every token so far (for the repetition penalty).
     pub fn next_token(&mut self, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
         let pen = sampler.cfg.repeat_penalty;

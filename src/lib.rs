@@ -6,6 +6,7 @@
 pub mod cpu;
 pub mod decoder;
 pub mod engine;
+pub mod eval;
 pub mod error;
 pub mod generate;
 pub mod gpu;

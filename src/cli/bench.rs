@@ -87,7 +87,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Engine::Cpu(_) => 0,
     };
     let out = serde_json::json!({
-        "model": a.model.model.display().to_string(),
+        "model": a.model.name(),
         "adapter": e.describe(),
         "prompt_len": a.prompt_len,
         "gen": a.gen,

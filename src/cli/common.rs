@@ -18,8 +18,12 @@ pub enum BackendArg {
 #[derive(Args, Clone)]
 pub struct ModelArgs {
     /// Model: a .gguf file, or a Hugging Face directory (config.json + *.safetensors).
+    /// Default: the embedded TIDE model (models/tide-k4).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    /// A separate TIDE memory file (.safetensors with tide.* tensors) to add to the model.
+    #[arg(long)]
+    pub memory: Option<PathBuf>,
     /// Where to run: the GPU if one opens (auto), the GPU only, or the CPU reference.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
@@ -32,13 +36,28 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model's name for messages and JSON output.
+    pub fn name(&self) -> String {
+        match &self.model {
+            Some(p) => p.display().to_string(),
+            None => tide_gpu::model::embedded::DEFAULT_MODEL.to_string(),
+        }
+    }
+
     pub fn load(&self) -> Result<Model> {
         let t = Instant::now();
-        eprint!("loading {} ... ", self.model.display());
-        let m = tide_gpu::model::load(&self.model)?;
+        eprint!("loading {} ... ", self.name());
+        let mut m = match &self.model {
+            Some(p) => tide_gpu::model::load(p)?,
+            None => tide_gpu::model::embedded::default_model()?,
+        };
+        if let Some(mem) = &self.memory {
+            tide_gpu::model::attach_memory(&mut m, mem)?;
+        }
         let c = &m.config;
+        let k = m.memory.as_ref().map_or(0, |m| m.k);
         eprintln!(
-            "{} layers, width {}, vocab {} ({:.2}s)",
+            "{} layers, width {}, vocab {}, memory blocks K = {k} ({:.2}s)",
             c.n_layers,
             c.dim,
             c.vocab,

@@ -2,7 +2,9 @@
 mod bench;
 mod chat;
 mod common;
+mod eval;
 mod generate;
+mod inspect;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +31,12 @@ enum Cmd {
     Devices,
     /// Measure prefill and decode speed.
     Bench(bench::BenchArgs),
+    /// Router weights of every token at every layer (JSON, terminal or SVG heatmap).
+    Inspect(inspect::InspectArgs),
+    /// Perplexity over a text file, and cross-entropy by token-frequency decile.
+    Eval(eval::EvalArgs),
+    /// Perplexity with each layer's memory injection removed in turn.
+    Ablate(eval::AblateArgs),
 }
 
 pub fn run() -> i32 {
@@ -39,6 +47,9 @@ pub fn run() -> i32 {
         Cmd::Chat(a) => chat::run(a),
         Cmd::Devices => common::devices(),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Inspect(a) => inspect::run(a),
+        Cmd::Eval(a) => eval::run(a),
+        Cmd::Ablate(a) => eval::ablate(a),
     };
     match r {
         Ok(()) => 0,

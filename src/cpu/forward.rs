@@ -69,6 +69,7 @@ impl CpuModel {
             all_logits: Vec::new(),
             router: Vec::new(),
             post_attn: None,
+            memory_off: vec![false; c.n_layers],
         }
     }
 }
@@ -91,9 +92,16 @@ pub struct CpuSession {
     /// When Some, every layer's normalised post-attention state n = RMSNorm_ffn(h~) (the FFN's
     /// and the router's input) is appended: [token][layer][dim].
     pub post_attn: Option<Vec<f32>>,
+    /// Layers whose memory injection is switched off (ablation).
+    pub memory_off: Vec<bool>,
 }
 
 impl CpuSession {
+    /// Memory blocks of the model (0 for a plain backbone).
+    pub fn memory_k(&self) -> usize {
+        self.m.memory.as_ref().map_or(0, |m| m.k)
+    }
+
     pub fn reset(&mut self) {
         self.pos = 0;
         self.all_logits.clear();
@@ -180,7 +188,7 @@ impl CpuSession {
                 if let Some(mm) = &m.memory {
                     alpha.fill(0.0);
                     alpha[k] = 1.0;
-                    if let Some(wr) = &mm.routers[li] {
+                    if let (Some(wr), false) = (&mm.routers[li], self.memory_off[li]) {
                         // The oracle computes the token's block rows in every layer, as the
                         // formula reads; the GPU computes them once per token.
                         block_rows(mm, tok, &mut mem);

@@ -57,6 +57,8 @@ struct Op {
     decode: Variant,
     prefill: Variant,
     bind: wgpu::BindGroup,
+    /// Left out of the step (a router whose layer's memory is switched off).
+    skip: bool,
 }
 
 impl Op {
@@ -95,6 +97,8 @@ struct GpuMemory {
     raw: wgpu::Buffer,
     rows: wgpu::Buffer,
     alpha: Vec<Option<wgpu::Buffer>>,
+    /// Per layer: index of its router op in the schedule.
+    router_op: Vec<Option<usize>>,
     staging: Vec<u8>,
     words: Vec<u32>,
 }
@@ -316,6 +320,7 @@ impl GpuDecoder {
             decode,
             prefill,
             bind,
+            skip: false,
         });
         Ok(())
     }
@@ -564,6 +569,7 @@ impl GpuDecoder {
             raw,
             rows,
             alpha,
+            router_op: vec![None; self.config.n_layers],
             staging: Vec::new(),
             words: Vec::new(),
         });
@@ -588,6 +594,8 @@ impl GpuDecoder {
             &[res(&step), res(&wr), res(&h), res(ffn_norm), res(&alpha)],
         )?;
         self._keep.push(wr);
+        let i = self.ops.len() - 1;
+        self.memory.as_mut().unwrap().router_op[li] = Some(i);
         Ok(true)
     }
 
@@ -601,6 +609,27 @@ impl GpuDecoder {
                 .queue
                 .write_buffer(&m.raw, 0, bytemuck::cast_slice(&m.words));
         }
+    }
+
+    /// Switch layer `l`'s memory injection off or on (ablation): its router is skipped and its
+    /// weights held at zero, so the fused term adds exactly nothing.
+    pub fn set_layer_memory(&mut self, l: usize, on: bool) -> Result<()> {
+        self.flush();
+        let Some(mem) = &self.memory else {
+            return Err(Error::Input("the model has no memory to switch".into()));
+        };
+        let (Some(op), Some(alpha)) = (
+            mem.router_op.get(l).copied().flatten(),
+            mem.alpha.get(l).cloned().flatten(),
+        ) else {
+            return Err(Error::Input(format!("layer {l} has no memory injection")));
+        };
+        if !on {
+            let zeros = vec![0u8; alpha.size() as usize];
+            self.ctx.queue.write_buffer(&alpha, 0, &zeros);
+        }
+        self.ops[op].skip = !on;
+        Ok(())
     }
 
     /// Memory blocks of the model (0 for a plain backbone).
@@ -797,6 +826,9 @@ impl GpuDecoder {
 
     /// Record one op of the schedule for a batch of n tokens.
     fn encode_op(&self, pass: &mut wgpu::ComputePass<'_>, op: &Op, n: u32) {
+        if op.skip {
+            return;
+        }
         let v = op.variant(n);
         pass.set_pipeline(&self.kernels[v.kernel].pipeline);
         pass.set_bind_group(0, &op.bind, &[]);

@@ -11,6 +11,11 @@ impl Blob {
         Blob(Arc::new(v))
     }
 
+    /// Bytes compiled into the binary (the embedded default model).
+    pub fn from_static(b: &'static [u8]) -> Blob {
+        Blob(Arc::new(b))
+    }
+
     /// Memory-map a file read-only; nothing is copied.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn map(path: &std::path::Path) -> Result<Blob> {

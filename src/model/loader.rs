@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use super::blob::Blob;
 use super::gguf::GgufFile;
 use super::llama::Model;
-use super::safetensors::{config_from_json, index_file, model_from_tensors, TensorSet};
-use super::tokenizer::TokenizerInfo;
+use super::safetensors::{index_file, model_from_parts, TensorSet};
 use crate::error::{format_err, Error, Result};
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -71,7 +70,6 @@ fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
     let cfg_name = cfg_path.display().to_string();
     let cfg: serde_json::Value = serde_json::from_str(&cfg_text)
         .map_err(|e| format_err(&cfg_name, format!("invalid JSON: {e}")))?;
-    let config = config_from_json(&cfg_name, &cfg)?;
     let files: Vec<PathBuf> = match file {
         Some(f) => vec![f],
         None => {
@@ -111,37 +109,20 @@ fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
     if mem.exists() && !files.contains(&mem) {
         index_file(&mem.display().to_string(), &Blob::map(&mem)?, &mut tensors)?;
     }
-    let mut tok = TokenizerInfo::none();
     let tj = dir.join("tokenizer.json");
-    if tj.exists() {
-        let bytes = std::fs::read(&tj).map_err(io_err(&tj))?;
-        tok.tokenizer = Some(TokenizerInfo::from_json(&tj.display().to_string(), &bytes)?);
-    }
-    let id = |k: &str| cfg.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
-    tok.bos = id("bos_token_id");
-    tok.eos = match cfg.get("eos_token_id") {
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_u64().map(|x| x as u32))
-            .collect(),
-        _ => id("eos_token_id").into_iter().collect(),
+    let tok_bytes = if tj.exists() {
+        Some(std::fs::read(&tj).map_err(io_err(&tj))?)
+    } else {
+        None
     };
-    let tc = dir.join("tokenizer_config.json");
-    if let Ok(text) = std::fs::read_to_string(&tc) {
-        if let Ok(j) = serde_json::from_str::<serde_json::Value>(&text) {
-            tok.add_bos = j
-                .get("add_bos_token")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false);
-            tok.chat_template = j
-                .get("chat_template")
-                .and_then(|v| v.as_str())
-                .map(String::from);
-        }
-    }
-    let tied = cfg
-        .get("tie_word_embeddings")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
-    model_from_tensors(&dir.display().to_string(), config, tensors, tied, tok)
+    let tj_name = tj.display().to_string();
+    let tc = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok();
+    model_from_parts(
+        &dir.display().to_string(),
+        &cfg_name,
+        &cfg,
+        tensors,
+        tok_bytes.as_deref().map(|b| (tj_name.as_str(), b)),
+        tc.as_deref(),
+    )
 }

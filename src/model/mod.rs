@@ -2,6 +2,7 @@
 pub mod blob;
 pub mod config;
 pub mod dtype;
+pub mod embedded;
 pub mod gguf;
 mod llama;
 #[cfg(not(target_arch = "wasm32"))]

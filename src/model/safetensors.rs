@@ -231,3 +231,44 @@ pub fn model_from_tensors(
     m.validate()?;
     Ok(m)
 }
+
+/// A Hugging Face model from its parts (files of a directory, or bytes compiled in): config.json,
+/// the indexed tensors, tokenizer.json and tokenizer_config.json.
+pub fn model_from_parts(
+    source: &str,
+    cfg_name: &str,
+    cfg: &serde_json::Value,
+    set: TensorSet,
+    tokenizer_json: Option<(&str, &[u8])>,
+    tokenizer_config: Option<&str>,
+) -> Result<Model> {
+    let config = config_from_json(cfg_name, cfg)?;
+    let mut tok = TokenizerInfo::none();
+    if let Some((name, bytes)) = tokenizer_json {
+        tok.tokenizer = Some(TokenizerInfo::from_json(name, bytes)?);
+    }
+    let id = |k: &str| cfg.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+    tok.bos = id("bos_token_id");
+    tok.eos = match cfg.get("eos_token_id") {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64().map(|x| x as u32))
+            .collect(),
+        _ => id("eos_token_id").into_iter().collect(),
+    };
+    if let Some(Ok(j)) = tokenizer_config.map(serde_json::from_str::<serde_json::Value>) {
+        tok.add_bos = j
+            .get("add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        tok.chat_template = j
+            .get("chat_template")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+    }
+    let tied = cfg
+        .get("tie_word_embeddings")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    model_from_tensors(source, config, set, tied, tok)
+}

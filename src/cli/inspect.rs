@@ -1,0 +1,150 @@
+//! `tide inspect`: the router weights of every token at every layer, read from the decoder's
+//! per-layer hooks: JSON, a terminal heatmap, or an SVG heatmap.
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::common::ModelArgs;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print one JSON object: tokens, pieces, k, weights[token][layer][slot] (slot K = NULL).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the heatmap (memory share 1 - NULL per token and layer) as an SVG picture.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    pub text: String,
+}
+
+/// Cell shade for a memory share in [0, 1] (plain terminals and pipes).
+fn shade(x: f32) -> char {
+    [' ', '░', '▒', '▓', '█'][((x.clamp(0.0, 1.0) * 4.0).round()) as usize]
+}
+
+/// Printable form of a token piece (whitespace made visible).
+fn show(p: &str) -> String {
+    p.replace('\n', "\\n").replace('\t', "\\t").replace(' ', "·")
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let m = a.model.load()?;
+    let k = m.memory.as_ref().map_or(0, |m| m.k);
+    if k == 0 {
+        bail!(
+            "{}: the model has no TIDE memory (K = 0): there are no router weights to inspect",
+            a.model.name()
+        );
+    }
+    let ids = m.tokenizer.encode(&a.text, true)?;
+    if ids.is_empty() {
+        bail!("the text is empty: nothing to inspect");
+    }
+    let mut margs = a.model.clone();
+    margs.ctx = Some(ids.len().max(a.model.ctx.unwrap_or(0)));
+    let mut engine = margs.engine(&m)?;
+    let (_, w) = engine.feed_all(&ids)?;
+    let layers = m.config.n_layers;
+    let pieces: Vec<String> = ids
+        .iter()
+        .map(|&i| m.tokenizer.decode(&[i]).unwrap_or_default())
+        .collect();
+    let weights: Vec<Vec<Vec<f32>>> = w
+        .chunks_exact(layers * (k + 1))
+        .map(|t| t.chunks_exact(k + 1).map(|s| s.to_vec()).collect())
+        .collect();
+    if let Some(path) = &a.svg {
+        std::fs::write(path, svg(&pieces, &weights, k))
+            .with_context(|| format!("writing --svg {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if a.json {
+        let j = serde_json::json!({
+            "model": a.model.name(), "tokens": ids, "pieces": pieces, "k": k,
+            "layers": layers, "weights": weights,
+        });
+        println!("{}", serde_json::to_string(&j)?);
+        return Ok(());
+    }
+    let color = std::io::stdout().is_terminal();
+    println!(
+        "router weights, K = {k} blocks + NULL; a cell is one layer, darker = more memory (1 - NULL)"
+    );
+    println!("{:>4} {:<16} layers 0..{}  NULL   top block", "#", "token", layers - 1);
+    for (t, (p, tw)) in pieces.iter().zip(&weights).enumerate() {
+        let mut row = String::new();
+        for s in tw {
+            let mem = 1.0 - s[k];
+            if color {
+                let c = (255.0 * (1.0 - mem)) as u8;
+                let _ = write!(row, "\x1b[48;2;{c};{c};255m \x1b[0m");
+            } else {
+                row.push(shade(mem));
+            }
+        }
+        let null = tw.iter().map(|s| s[k]).sum::<f32>() / layers as f32;
+        // The block with the most weight summed over layers.
+        let top = (0..k)
+            .max_by(|&x, &y| {
+                let sx: f32 = tw.iter().map(|s| s[x]).sum();
+                let sy: f32 = tw.iter().map(|s| s[y]).sum();
+                sx.total_cmp(&sy)
+            })
+            .unwrap_or(0);
+        let name: String = show(p).chars().take(16).collect();
+        println!("{t:>4} {name:<16} {row}  {null:.2}   {top}");
+    }
+    Ok(())
+}
+
+/// Heatmap of memory share (1 - NULL): tokens down, layers across, one column per block too.
+fn svg(pieces: &[String], w: &[Vec<Vec<f32>>], k: usize) -> String {
+    let layers = w.first().map_or(0, |t| t.len());
+    let (cell, left, top) = (18.0, 150.0, 40.0);
+    let width = left + cell * layers as f64 + 20.0;
+    let height = top + cell * pieces.len() as f64 + 20.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"monospace\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"4\" y=\"14\">memory share (1 - NULL weight), K = {k}; columns = layers</text>\n"
+    );
+    for l in 0..layers {
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{l}</text>",
+            left + cell * (l as f64 + 0.5),
+            top - 6.0
+        );
+    }
+    for (t, (p, tw)) in pieces.iter().zip(w).enumerate() {
+        let y = top + cell * t as f64;
+        let label: String = show(p)
+            .chars()
+            .take(18)
+            .collect::<String>()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label}</text>",
+            left - 6.0,
+            y + cell * 0.7
+        );
+        for (l, slot) in tw.iter().enumerate() {
+            let mem = (1.0 - slot[k]).clamp(0.0, 1.0);
+            let c = (255.0 * (1.0 - mem)) as u8;
+            let _ = writeln!(
+                s,
+                "<rect x=\"{}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" fill=\"rgb({c},{c},255)\"><title>layer {l}: NULL {:.3}</title></rect>",
+                left + cell * l as f64,
+                slot[k]
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
