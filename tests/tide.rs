@@ -202,3 +202,120 @@ fn huge_null_logit_reproduces_the_backbone() {
         .unwrap();
     assert_eq!(gt, gb, "GPU: huge NULL logit gives the backbone's logits exactly");
 }
+
+// ---- bad memory files: each refused with the tensor named ----
+
+struct StFile {
+    tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+    meta: std::collections::HashMap<String, String>,
+}
+
+fn read_st(path: &std::path::Path) -> StFile {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    StFile {
+        tensors,
+        meta: meta.metadata().clone().unwrap_or_default(),
+    }
+}
+
+fn write_st(f: &StFile, name: &str) -> PathBuf {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = f
+        .tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, Some(f.meta.clone())).unwrap();
+    let p = std::env::temp_dir().join(format!("tide-bad-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn attach_err(f: &StFile, name: &str) -> String {
+    let p = write_st(f, name);
+    let mut m = variant("backbone");
+    let e = attach_memory(&mut m, &p).expect_err("a bad memory file must be refused");
+    let _ = std::fs::remove_file(&p);
+    e.to_string()
+}
+
+fn tensor<'a>(
+    f: &'a mut StFile,
+    name: &str,
+) -> &'a mut (String, safetensors::Dtype, Vec<usize>, Vec<u8>) {
+    f.tensors.iter_mut().find(|t| t.0 == name).unwrap()
+}
+
+#[test]
+fn bad_memory_files_are_refused_with_the_tensor_named() {
+    let good = || read_st(&dir().join("memory_q8_0.safetensors"));
+    // The unmodified file attaches.
+    let p = write_st(&good(), "good");
+    attach_memory(&mut variant("backbone"), &p).unwrap();
+    let _ = std::fs::remove_file(&p);
+
+    // Memory made for a model with another vocabulary.
+    let mut f = good();
+    f.meta.insert("tide.vocab".into(), "100".into());
+    let e = attach_err(&f, "vocab-meta");
+    assert!(e.contains("tide.vocab is 100") && e.contains("96"), "{e}");
+    let mut f = good();
+    f.meta.remove("tide.vocab");
+    let t = tensor(&mut f, "tide.memory.0.rows");
+    t.2[0] = 100;
+    t.3.resize(100 * t.2[1], 0);
+    let e = attach_err(&f, "vocab-shape");
+    assert!(e.contains("tide.memory.0.rows") && e.contains("100"), "{e}");
+
+    // Wrong width d in a router.
+    let mut f = good();
+    let t = tensor(&mut f, "tide.router.0.weight");
+    t.2 = vec![4, 32];
+    t.3.truncate(4 * 32 * 4);
+    let e = attach_err(&f, "width");
+    assert!(e.contains("tide.router.0.weight") && e.contains("[4, 64]"), "{e}");
+
+    // A router for another K (3 slots where K + 1 = 4).
+    let mut f = good();
+    let t = tensor(&mut f, "tide.router.1.weight");
+    t.2 = vec![3, 64];
+    t.3.truncate(3 * 64 * 4);
+    let e = attach_err(&f, "k");
+    assert!(e.contains("tide.router.1.weight") && e.contains("[4, 64]"), "{e}");
+    // ... or a K that disagrees with the tables present.
+    let mut f = good();
+    f.meta.insert("tide.k".into(), "2".into());
+    let e = attach_err(&f, "k-meta");
+    assert!(e.contains("block 2") && e.contains("tide.k = 2"), "{e}");
+
+    // NaN in a table (the f16 scale of row 5, block 0, of table 1).
+    let mut f = good();
+    let t = tensor(&mut f, "tide.memory.1.rows");
+    let rb = t.2[1];
+    t.3[5 * rb] = 0x00;
+    t.3[5 * rb + 1] = 0x7e;
+    let e = attach_err(&f, "nan");
+    assert!(e.contains("tide.memory.1.rows") && e.contains("row 5"), "{e}");
+
+    // A truncated file.
+    let p = write_st(&good(), "trunc");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
+    let e = attach_memory(&mut variant("backbone"), &p)
+        .expect_err("truncated")
+        .to_string();
+    let _ = std::fs::remove_file(&p);
+    assert!(e.contains("truncated") && e.contains("tide."), "{e}");
+}

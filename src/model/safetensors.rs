@@ -37,8 +37,12 @@ pub struct TensorSet {
 /// range against the file's size).
 pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
     let bytes = blob.bytes();
-    let (header_len, meta) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| format_err(name, format!("not a valid safetensors file: {e}")))?;
+    let (header_len, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+        truncated_tensor(bytes).map_or_else(
+            || format_err(name, format!("not a valid safetensors file: {e}")),
+            |msg| format_err(name, msg),
+        )
+    })?;
     let data_start = 8 + header_len;
     if let Some(m) = meta.metadata() {
         out.meta.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -89,6 +93,21 @@ pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// For a file the safetensors crate refused: the first tensor whose data runs past the end.
+fn truncated_tensor(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let have = bytes.len() - 8 - n;
+    header.as_object()?.iter().find_map(|(tname, t)| {
+        let end = t.get("data_offsets")?.get(1)?.as_u64()? as usize;
+        (end > have).then(|| {
+            format!(
+                "truncated: tensor '{tname}' needs {end} data bytes but the file holds {have}"
+            )
+        })
+    })
 }
 
 /// Training-corpus token counts (tide.token_counts, integer [vocab]), when present.
