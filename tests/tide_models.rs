@@ -1,0 +1,214 @@
+//! The committed models (models/tide-k0, models/tide-k4) against golden outputs of the PyTorch
+//! model they were trained as (train/golden.py), through the library and the `tide` command:
+//! logits, router weights, `tide eval` (perplexity, cross-entropy and NULL weight by frequency
+//! decile), `tide ablate` and `tide inspect`.
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{gpu, repo};
+use tide_gpu::cpu::CpuModel;
+use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
+use tide_gpu::model::{load, Model};
+
+const MODELS: [&str; 2] = ["tide-k0", "tide-k4"];
+
+fn model_dir(name: &str) -> PathBuf {
+    repo().join("models").join(name)
+}
+
+fn golden(name: &str) -> serde_json::Value {
+    let p = repo().join(format!("tests/fixtures/{name}_golden.json"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Logits at the golden's top-32 ids of every position, and the router weights.
+fn check(name: &str, backend: &str, m: &Model, case: &serde_json::Value, logits: &[f32], router: &[f32]) {
+    let v = m.config.vocab;
+    let mut worst = 0f64;
+    for (t, top) in case["top"].as_array().unwrap().iter().enumerate() {
+        for (id, want) in ids(&top["ids"]).iter().zip(top["logits"].as_array().unwrap()) {
+            let got = logits[t * v + *id as usize] as f64;
+            worst = worst.max((got - f(want)).abs() / f(want).abs().max(1.0));
+        }
+    }
+    assert!(worst < 2e-3, "{name} {backend}: logits differ from PyTorch by {worst}");
+    if !case["router"].is_null() {
+        let want: Vec<f64> = case["router"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t.as_array().unwrap().iter())
+            .flat_map(|l| l.as_array().unwrap().iter().map(f))
+            .collect();
+        assert_eq!(want.len(), router.len(), "{name} {backend}: router length");
+        let d = want
+            .iter()
+            .zip(router)
+            .map(|(a, b)| (a - *b as f64).abs())
+            .fold(0.0, f64::max);
+        assert!(d < 1e-4, "{name} {backend}: router weights differ by {d}");
+    }
+}
+
+#[test]
+fn committed_models_match_pytorch_on_cpu_and_gpu() {
+    for name in MODELS {
+        let m = load(&model_dir(name)).unwrap();
+        let g = golden(name);
+        let cm = Arc::new(CpuModel::new(&m));
+        let mut dec = GpuDecoder::new(
+            gpu(),
+            &m,
+            DecoderOptions {
+                ctx_len: 64,
+                max_batch: 64,
+            },
+        )
+        .unwrap();
+        for case in g["seqs"].as_array().unwrap() {
+            let seq = ids(&case["ids"]);
+            // The tokenizer gives the same ids as the Python `tokenizers` run.
+            let text = case["text"].as_str().unwrap();
+            assert_eq!(m.tokenizer.encode(text, true).unwrap(), seq, "{name}: ids of {text:?}");
+            let mut s = cm.session(64);
+            s.keep_all = true;
+            s.feed(&seq).unwrap();
+            check(name, "cpu", &m, case, &s.all_logits, &s.router);
+            dec.reset();
+            let l = dec.feed_all(&seq).unwrap();
+            let r = dec.router_weights().unwrap();
+            check(name, "gpu", &m, case, &l, &r);
+        }
+    }
+}
+
+#[test]
+fn embedded_default_is_models_tide_k4() {
+    let e = tide_gpu::model::embedded::default_model().unwrap();
+    let d = load(&model_dir("tide-k4")).unwrap();
+    assert_eq!(e.memory.as_ref().map(|m| m.k), Some(4));
+    let seq = e.tokenizer.encode("To be, or not to be", true).unwrap();
+    let run = |m: &Model| {
+        let mut s = Arc::new(CpuModel::new(m)).session(32);
+        s.feed(&seq).unwrap().to_vec()
+    };
+    assert_eq!(run(&e), run(&d), "the binary's model is the committed one");
+}
+
+fn tide(args: &[&str]) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_tide"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("panicked"), "tide {args:?}: {err}");
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn close(what: &str, got: f64, want: f64, rel: f64) {
+    assert!(
+        (got - want).abs() <= rel * want.abs().max(1.0),
+        "{what}: tide {got} vs PyTorch {want}"
+    );
+}
+
+#[test]
+fn eval_matches_pytorch_evaluation() {
+    for name in MODELS {
+        let g = &golden(name)["eval"];
+        let dir = model_dir(name).display().to_string();
+        let data = repo().join(g["data"].as_str().unwrap()).display().to_string();
+        let j = tide(&["eval", "--model", &dir, "--data", &data, "--json"]);
+        assert_eq!(j["tokens"], g["tokens"], "{name}: predicted positions");
+        close(&format!("{name} ppl"), f(&j["ppl"]), f(&g["ppl"]), 1e-3);
+        let (a, b) = (&j["ce_by_decile"], &g["ce_by_decile"]);
+        assert_eq!(a.as_array().unwrap().len(), 10);
+        assert_eq!(j["count_by_decile"], g["count_by_decile"], "{name}: decile membership");
+        for d in 0..10 {
+            close(&format!("{name} ce decile {d}"), f(&a[d]), f(&b[d]), 2e-3);
+        }
+        if name == "tide-k4" {
+            for d in 0..10 {
+                close(
+                    &format!("{name} NULL decile {d}"),
+                    f(&j["null_by_decile"][d]),
+                    f(&g["null_by_decile"][d]),
+                    1e-3,
+                );
+            }
+        } else {
+            assert!(j["null_by_decile"].is_null());
+        }
+    }
+}
+
+#[test]
+fn ablate_matches_pytorch_layer_by_layer() {
+    let g = &golden("tide-k4")["eval"];
+    let dir = model_dir("tide-k4").display().to_string();
+    let data = repo().join(g["data"].as_str().unwrap()).display().to_string();
+    let n = g["ablate_tokens"].to_string();
+    let j = tide(&["ablate", "--model", &dir, "--data", &data, "--max-tokens", &n, "--json"]);
+    close("ppl", f(&j["ppl"]), f(&g["ablate_ppl_all"]), 1e-3);
+    let layers = j["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), g["ablate_ppl"].as_array().unwrap().len());
+    for (l, row) in layers.iter().enumerate() {
+        close(&format!("layer {l}"), f(&row["ppl"]), f(&g["ablate_ppl"][l]), 1e-3);
+    }
+}
+
+#[test]
+fn inspect_json_on_gpu_equals_the_cpu_reference() {
+    let text = "In the beginning was the Word";
+    let gpu_j = tide(&["inspect", "--json", text]);
+    let cpu_j = tide(&["inspect", "--json", "--backend", "cpu", text]);
+    assert_eq!(gpu_j["k"], 4);
+    assert_eq!(gpu_j["tokens"], cpu_j["tokens"]);
+    let toks = gpu_j["tokens"].as_array().unwrap().len();
+    let pieces: Vec<String> = gpu_j["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pieces.concat(), text, "pieces spell the text");
+    let w = gpu_j["weights"].as_array().unwrap();
+    assert_eq!(w.len(), toks);
+    for (t, tw) in w.iter().enumerate() {
+        let layers = tw.as_array().unwrap();
+        assert_eq!(layers.len(), 6);
+        for (l, slots) in layers.iter().enumerate() {
+            let s = slots.as_array().unwrap();
+            assert_eq!(s.len(), 5, "K + 1 slots");
+            let sum: f64 = s.iter().map(f).sum();
+            assert!((sum - 1.0).abs() < 1e-5, "softmax sums to 1 at {t},{l}");
+            for (k, x) in s.iter().enumerate() {
+                let c = f(&cpu_j["weights"][t][l][k]);
+                assert!((f(x) - c).abs() < 1e-4, "GPU vs CPU at {t},{l},{k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn generate_runs_the_embedded_model_without_model_argument() {
+    let j = tide(&["generate", "--max-tokens", "8", "--json", "In the beginning"]);
+    let n = j["tokens"].as_array().map_or(0, |a| a.len());
+    assert!((1..=8).contains(&n), "{j}");
+    assert!(j["text"].as_str().is_some_and(|t| !t.trim().is_empty()), "{j}");
+}

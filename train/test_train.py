@@ -1,0 +1,120 @@
+"""Tests of the training pipeline (CPU, about a minute): quantisers against their formulas, the
+export -> load round trip, and a short training run, plain and under torchrun (DDP, 2 ranks),
+that must lower the loss and export a model directory the runtime's loader layout expects.
+
+  python3 train/test_train.py
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from export import (dequantize_q4_1, dequantize_q8_0, export, quantize_q4_1,  # noqa: E402
+                    quantize_q8_0)
+from load import load  # noqa: E402
+from model import ModelConfig, TideLM  # noqa: E402
+
+
+def test_quantisers():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 96)).astype(np.float32) * 3
+    q = quantize_q4_1(x)
+    assert q.shape == (7, 96 // 32 * 20) and q.dtype == np.uint8
+    y = dequantize_q4_1(q, 96)
+    g = x.reshape(7, 3, 32)
+    step = (g.max(-1) - g.min(-1)) / 15  # one quantisation step per group
+    err = np.abs(y - x).reshape(7, 3, 32).max(-1)
+    assert np.all(err <= step * 0.5 + 1e-2 * step + 1e-3), (err / step).max()
+    q8 = quantize_q8_0(x)
+    assert q8.shape == (7, 96 // 32 * 34)
+    y8 = dequantize_q8_0(q8, 96)
+    assert np.abs(y8 - x).max() <= np.abs(x).max() / 127 * 0.51 + 1e-3
+    # A constant group is exact (d = 0).
+    c = np.full((1, 32), 0.25, np.float32)
+    assert np.array_equal(dequantize_q4_1(quantize_q4_1(c), 32), c)
+
+
+def test_export_round_trip():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab=64, dim=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64, ctx=16, k=2)
+    m = TideLM(cfg)
+    with torch.no_grad():
+        for blk in m.layers:
+            blk.router.weight.normal_(0, 0.5)
+    ids = torch.tensor([[1, 5, 9, 63, 0, 7]])
+    want = m(ids)
+    with tempfile.TemporaryDirectory() as d:
+        export(m, None, np.ones(64, np.int64), d, rows="f32", backbone_dtype=np.float32)
+        got = load(d)[0](ids)
+        assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+        export(m, None, None, d, rows="q4_1", backbone_dtype=np.float32)
+        got4 = load(d)[0](ids)
+        diff = (got4 - want).abs().max().item()
+        assert 0 < diff < 0.5, diff  # 4-bit rows move logits a little, not a lot
+
+
+def make_corpus(d):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    text = ("the cat sat on the mat. the dog sat on the log. " * 40).split(". ")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(text, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(os.path.join(d, "tokenizer.json"))
+    ids = np.asarray([i for s in text for i in tok.encode(s + ". ").ids] * 20, dtype=np.uint16)
+    ids.tofile(os.path.join(d, "train.bin"))
+    ids[:2000].tofile(os.path.join(d, "heldout.bin"))
+    np.save(os.path.join(d, "counts.npy"), np.bincount(ids, minlength=tok.get_vocab_size()))
+    return tok.get_vocab_size()
+
+
+def run_training(d, vocab, k, launcher):
+    conf = {"model": {"vocab": vocab, "dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
+                      "ffn_dim": 64, "ctx": 32, "rope_theta": 10000.0, "eps": 1e-5, "k": k},
+            "train": {"tokens": 16 * 32 * 40, "batch": 8, "seq": 32, "lr": 0.01, "min_lr_frac": 0.1,
+                      "warmup_steps": 5, "weight_decay": 0.1, "betas": [0.9, 0.95], "z_loss": 1e-6,
+                      "grad_clip": 1.0, "seed": 1, "eval_every": 0}}
+    cfg_path = os.path.join(d, f"k{k}.json")
+    json.dump(conf, open(cfg_path, "w"))
+    out = os.path.join(d, f"out-k{k}-{launcher[0]}")
+    cmd = launcher + [os.path.join(HERE, "train.py"), "--config", cfg_path, "--out", out,
+                      "--corpus", d, "--threads", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    metrics = json.load(open(os.path.join(out, "train_metrics.json")))
+    log = metrics["log"]
+    assert log[-1]["loss"] < log[0]["loss"] - 1.0, log
+    for f in ["config.json", "model.safetensors", "tokenizer.json"]:
+        assert os.path.exists(os.path.join(out, f)), f
+    model, counts = load(out)
+    assert model.cfg.k == k and counts is not None
+    if k:
+        assert metrics["null_by_decile"] is not None
+    return metrics
+
+
+def test_training():
+    with tempfile.TemporaryDirectory() as d:
+        vocab = make_corpus(d)
+        run_training(d, vocab, 0, [sys.executable])
+        run_training(d, vocab, 2, [sys.executable])
+        # The same script under torchrun: 2 CPU ranks over gloo.
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                    "--master_port=29533"]
+        m = run_training(d, vocab, 2, torchrun)
+        assert m["train_tokens"] == 16 * 32 * 40
+
+
+if __name__ == "__main__":
+    for name, fn in list(globals().items()):
+        if name.startswith("test_") and callable(fn):
+            fn()
+            print("ok", name, flush=True)
