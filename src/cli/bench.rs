@@ -24,6 +24,10 @@ pub struct BenchArgs {
     /// Time each kernel alone (GPU only; slower, for finding hot spots).
     #[arg(long)]
     pub profile: bool,
+    /// Decode cost of TIDE memory: add random 4-bit memory with each of these K (e.g. 8,24) to
+    /// the model's backbone and time decode against K = 0, alternating rounds in one process.
+    #[arg(long, value_delimiter = ',')]
+    pub memory_overhead: Vec<usize>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -32,6 +36,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if !a.memory_overhead.is_empty() {
+        return memory_overhead(&a);
+    }
     let m = a.model.load()?;
     let ctx = a.model.ctx_len(&m)?;
     if a.prompt_len == 0 || a.gen == 0 || a.prompt_len + a.gen > ctx {
@@ -121,6 +128,70 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+/// Decode tokens/s of the backbone alone and with K random memory blocks for each K, measured
+/// in alternating rounds so drift on a noisy machine hits every variant alike.
+fn memory_overhead(a: &BenchArgs) -> Result<()> {
+    let base = a.model.load()?;
+    let mut ks = vec![0];
+    ks.extend(a.memory_overhead.iter().copied().filter(|&k| k > 0));
+    let ctx = a.model.ctx_len(&base)?.min(a.gen + 8);
+    let mut engines = Vec::new();
+    for &k in &ks {
+        let mut m = base.clone();
+        m.memory = tide_gpu::model::synthetic::random_memory(&m.config, k)?;
+        let mut margs = a.model.clone();
+        margs.ctx = Some(ctx);
+        engines.push(margs.engine(&m)?);
+    }
+    let mut sampler = Sampler::new(SamplerConfig::default());
+    let mut decode = |e: &mut Engine| -> Result<f64> {
+        e.reset();
+        e.feed(&[1])?;
+        let mut tok = e.next_token(&mut sampler, &[])?;
+        let t = Instant::now();
+        for _ in 0..a.gen {
+            e.feed(&[tok])?;
+            tok = e.next_token(&mut sampler, &[])?;
+        }
+        Ok(a.gen as f64 / t.elapsed().as_secs_f64())
+    };
+    for e in engines.iter_mut() {
+        decode(e)?; // warm-up
+    }
+    let mut rates = vec![Vec::new(); ks.len()];
+    for round in 0..a.reps.max(1) {
+        for (i, e) in engines.iter_mut().enumerate() {
+            rates[i].push(decode(e)?);
+        }
+        eprintln!("round {}/{} done", round + 1, a.reps.max(1));
+    }
+    let med: Vec<f64> = rates.into_iter().map(median).collect();
+    let rows: Vec<serde_json::Value> = ks
+        .iter()
+        .zip(&med)
+        .map(|(&k, &r)| {
+            serde_json::json!({"k": k, "decode_tokens_per_s": r, "overhead": med[0] / r - 1.0})
+        })
+        .collect();
+    let out = serde_json::json!({
+        "model": a.model.name(), "adapter": engines[0].describe(), "gen": a.gen,
+        "rounds": a.reps.max(1), "memory_overhead": rows,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        for r in &rows {
+            println!(
+                "K = {:>2}: {:>7.2} tok/s decode, {:+.1}% time per token vs K = 0",
+                r["k"],
+                r["decode_tokens_per_s"].as_f64().unwrap_or(0.0),
+                r["overhead"].as_f64().unwrap_or(0.0) * 100.0
+            );
+        }
     }
     Ok(())
 }

@@ -159,17 +159,6 @@ pub fn synthetic(name: &str) -> Result<Model> {
             ),
         ]);
     }
-    let mut mem_idx = Vec::new();
-    for i in 0..k {
-        mem_idx.push((
-            format!("tide.memory.{i}"),
-            b.tensor(&format!("tide.memory.{i}.rows"), DType::Q4_1, c.vocab, c.dim, 1.0, false),
-            b.tensor(&format!("tide.memory.{i}.gamma"), DType::F32, 1, c.dim, 0.0, true),
-        ));
-    }
-    let routers: Vec<usize> = (0..if k > 0 { c.n_layers } else { 0 })
-        .map(|l| b.tensor(&format!("tide.router.{l}.weight"), DType::F32, k + 1, c.dim, s, false))
-        .collect();
     let infos = std::mem::take(&mut b.infos);
     let blob = Blob::from_vec(b.bytes);
     let w = |i: usize| Weight {
@@ -190,13 +179,7 @@ pub fn synthetic(name: &str) -> Result<Model> {
             w_down: w(t[8]),
         })
         .collect();
-    let mut set = super::safetensors::TensorSet::default();
-    for &i in mem_idx.iter().flat_map(|(_, r, g)| [r, g]).chain(&routers) {
-        set.weights.insert(infos[i].name.clone(), w(i));
-    }
-    set.meta.insert("tide.k".into(), k.to_string());
-    set.meta.insert("tide.rows".into(), "q4_1".into());
-    let memory = crate::memory::TideMemory::from_set(&format!("synthetic:{name}"), &set, &config)?;
+    let memory = random_memory(&config, k)?;
     let m = Model {
         memory,
         token_counts: None,
@@ -210,4 +193,39 @@ pub fn synthetic(name: &str) -> Result<Model> {
     };
     m.validate()?;
     Ok(m)
+}
+
+/// K random 4-bit tables with unit gammas and random routers for a backbone of config `c`
+/// (benchmarks of the memory's cost; K = 0 gives None).
+pub fn random_memory(c: &Config, k: usize) -> Result<Option<crate::memory::TideMemory>> {
+    if k == 0 {
+        return Ok(None);
+    }
+    let mut b = Builder {
+        bytes: Vec::new(),
+        infos: Vec::new(),
+        state: 7 + k as u64,
+    };
+    for i in 0..k {
+        b.tensor(&format!("tide.memory.{i}.rows"), DType::Q4_1, c.vocab, c.dim, 1.0, false);
+        b.tensor(&format!("tide.memory.{i}.gamma"), DType::F32, 1, c.dim, 0.0, true);
+    }
+    let s = 1.0 / (c.dim as f32).sqrt();
+    for l in 0..c.n_layers {
+        b.tensor(&format!("tide.router.{l}.weight"), DType::F32, k + 1, c.dim, s, false);
+    }
+    let blob = Blob::from_vec(std::mem::take(&mut b.bytes));
+    let mut set = super::safetensors::TensorSet::default();
+    for info in b.infos {
+        set.weights.insert(
+            info.name.clone(),
+            Weight {
+                info,
+                blob: blob.clone(),
+            },
+        );
+    }
+    set.meta.insert("tide.k".into(), k.to_string());
+    set.meta.insert("tide.rows".into(), "q4_1".into());
+    crate::memory::TideMemory::from_set(&format!("synthetic memory K={k}"), &set, c)
 }

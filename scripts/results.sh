@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Regenerate the figures of docs/results.md from the committed models (docs/results/*.json and
+# the SVG plots). Needs the held-out split: train/corpus.py + train/tokenize_corpus.py write it
+# to .cache/corpus (train/run_all.sh does both). Takes ~15 minutes on lavapipe.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CORPUS=${CORPUS:-.cache/corpus}
+OUT=docs/results
+mkdir -p "$OUT"
+[ -f "$CORPUS/heldout.txt" ] || python3 train/corpus.py --out "$CORPUS"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+cargo build --release -q
+tide=target/release/tide
+for k in 0 4; do
+    echo "[results] eval tide-k$k on the held-out split" >&2
+    $tide eval --model models/tide-k$k --data "$CORPUS/heldout.txt" --json > "$OUT/eval_k$k.json"
+done
+echo "[results] layer-wise ablation of tide-k4 (first ${ABLATE_TOKENS:=50000} held-out tokens)" >&2
+$tide ablate --model models/tide-k4 --data "$CORPUS/heldout.txt" --max-tokens "$ABLATE_TOKENS" \
+    --json > "$OUT/ablate_k4.json"
+echo "[results] decode cost of memory on SmolLM2's shape (K = 0, 8, 24), alternating rounds" >&2
+$tide bench --model synthetic:smollm2-135m --memory-overhead 8,24 --gen 32 --reps 5 --json \
+    > "$OUT/overhead_smollm2.json"
+echo "[results] decode cost of the committed model's memory (K = 0 vs its K = 4 backbone)" >&2
+$tide bench --model models/tide-k0 --memory-overhead 4 --gen 128 --reps 5 --json \
+    > "$OUT/overhead_tiny.json"
+python3 scripts/results_plots.py "$OUT"
