@@ -127,6 +127,64 @@ fn main() {
             );
         }
     }
+    // TIDE per token (decode): the down projection with the memory term fused, the router,
+    // and the once-per-token row gather, for K = 8 and 24 (compare with ffn_down above).
+    for k in [8usize, 24] {
+        let (rows, cols) = (576usize, 1536usize);
+        let words = rows * cols / 32 * 5;
+        let w: Vec<u32> = (0..words as u32)
+            .map(|i| (i.wrapping_mul(2654435761) & 0x0fff_0fff) | 0x1000_1000)
+            .collect();
+        let step = || Data::Bytes([0u32, 1, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect());
+        let m = Matmul {
+            epi: Epilogue::ResidualMemory { k },
+            norm: None,
+            dtype: DType::Q4_1,
+            cols,
+            rows,
+            row0: 0,
+        };
+        let s = m.decode();
+        let data = vec![
+            step(),
+            Data::U32(w),
+            Data::F32(vec![0.01; cols]),
+            Data::F32(vec![0.0; rows]),
+            Data::F32(vec![0.1; k * rows]),
+            Data::F32(vec![1.0 / (k + 1) as f32; k + 1]),
+        ];
+        let mut timed: Vec<(String, tide_gpu::decoder::specs::Spec, Vec<Data>)> =
+            vec![(format!("ffn_down+memory K={k}"), s, data)];
+        let r = tide_gpu::decoder::specs::router(576, k, 1e-5);
+        timed.push((
+            format!("router K={k}"),
+            r,
+            vec![
+                step(),
+                Data::F32(vec![0.01; (k + 1) * 576]),
+                Data::F32(vec![0.5; 576]),
+                Data::F32(vec![1.0; 576]),
+                Data::F32(vec![0.0; k + 1]),
+            ],
+        ));
+        let g = tide_gpu::decoder::specs::memory_rows(DType::Q4_1, 576, k, 1e-5, false);
+        timed.push((
+            format!("memory rows K={k}"),
+            g,
+            vec![
+                step(),
+                Data::U32(vec![0x3c00_3c00; k * 576 / 32 * 5]),
+                Data::F32(vec![1.0; k * 576]),
+                Data::F32(vec![0.0; k * 576]),
+            ],
+        ));
+        for (name, s, data) in timed {
+            let t = time(&ctx, s.shader, s.entry, &s.defs, &s.bindings, &data, (s.x, s.y_groups(1), 1), 20)
+                .expect("kernel failed");
+            eprintln!("{name:>22} decode: {:8.3} ms", t * 1e3);
+            rows_out.push(serde_json::json!({"kernel": name, "mode": "decode", "tokens": 1, "ms": t * 1e3}));
+        }
+    }
     println!(
         "{}",
         serde_json::json!({ "adapter": ctx.describe(), "kernels": rows_out })

@@ -38,11 +38,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 #else
     red[li] = ss;
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) { red[li] += red[li + s]; }
-        workgroupBarrier();
-    }
-    let r = inverseSqrt(red[0] / f32(COLS) + {{EPS}});
+    // Every lane sums the 64 partials itself: one barrier (CPU-backed adapters pay per barrier).
+    var tot = 0.0;
+    for (var l = 0u; l < 64u; l++) { tot += red[l]; }
+    let r = inverseSqrt(tot / f32(COLS) + {{EPS}});
     // Each lane rescales the blocks it wrote itself: no barrier needed on MEM.
     for (var b = li; b < NB; b += 64u) {
         let o = (row * COLS + b * 32u) / 4u;

@@ -12,38 +12,46 @@
 
 const COLS: u32 = {{COLS}}u;
 const KP1: u32 = {{KP1}}u;
-// Rows 0..KP1 hold the dot products, row KP1 the sum of squares.
+// Partial sums: rows 0..KP1 the dot products, row KP1 the sum of squares, 64 lanes each.
 var<workgroup> red: array<f32, {{RED}}>;
+var<workgroup> tot: array<f32, {{KP2}}>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let t = wg.y;
     if (t >= step.n_tok) { return; }
-    var acc: array<f32, {{KP1}}>;
+    // Accumulators are named registers (unrolled over the slots), not a private array:
+    // CPU-backed adapters spill dynamically indexed arrays to memory.
+#for J in 0..{{KP1}}
+    var acc{{J}} = 0.0;
+#endfor
     var ss = 0.0;
     for (var i = li; i < COLS; i += 64u) {
         let x = X[t * COLS + i];
         ss += x * x;
         let xg = x * G[i];
-        for (var j = 0u; j < KP1; j++) {
-            acc[j] += WR[j * COLS + i] * xg;
-        }
+#for J in 0..{{KP1}}
+        acc{{J}} += WR[{{J}}u * COLS + i] * xg;
+#endfor
     }
-    for (var j = 0u; j < KP1; j++) { red[j * 64u + li] = acc[j]; }
+#for J in 0..{{KP1}}
+    red[{{J}}u * 64u + li] = acc{{J}};
+#endfor
     red[KP1 * 64u + li] = ss;
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            for (var j = 0u; j <= KP1; j++) { red[j * 64u + li] += red[j * 64u + li + s]; }
-        }
-        workgroupBarrier();
+    // Lane j sums slot j's 64 partials: one barrier instead of a tree of them.
+    if (li <= KP1) {
+        var s = 0.0;
+        for (var l = 0u; l < 64u; l++) { s += red[li * 64u + l]; }
+        tot[li] = s;
     }
+    workgroupBarrier();
     if (li == 0u) {
-        let r = inverseSqrt(red[KP1 * 64u] / f32(COLS) + {{EPS}});
+        let r = inverseSqrt(tot[KP1] / f32(COLS) + {{EPS}});
         var mx = -3.4e38;
-        for (var j = 0u; j < KP1; j++) { mx = max(mx, red[j * 64u] * r); }
+        for (var j = 0u; j < KP1; j++) { mx = max(mx, tot[j] * r); }
         var sum = 0.0;
-        for (var j = 0u; j < KP1; j++) { sum += exp(red[j * 64u] * r - mx); }
-        for (var j = 0u; j < KP1; j++) { A[t * KP1 + j] = exp(red[j * 64u] * r - mx) / sum; }
+        for (var j = 0u; j < KP1; j++) { sum += exp(tot[j] * r - mx); }
+        for (var j = 0u; j < KP1; j++) { A[t * KP1 + j] = exp(tot[j] * r - mx) / sum; }
     }
 }

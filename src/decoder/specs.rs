@@ -323,6 +323,7 @@ pub fn router(cols: usize, k: usize, eps: f32) -> Spec {
             .set("COLS", cols)
             .set("KP1", k + 1)
             .set("RED", 64 * (k + 2))
+            .set("KP2", k + 2)
             .set("EPS", format!("{eps:e}")),
         bindings: vec![
             (0, Binding::Uniform),

@@ -6,7 +6,7 @@ use crate::error::{format_err, Error, Result};
 use crate::model::safetensors::TensorSet;
 use crate::model::{Config, DType, TensorInfo, Weight};
 
-/// Most memory blocks a model may have (the paper goes to 24; the router kernel reduces K+1 sums in 8.4 KiB of workgroup memory).
+/// Most memory blocks a model may have (the paper goes to 24; the router kernel keeps K+2 partial sums per lane in 8.7 KiB of workgroup memory).
 pub const MAX_K: usize = 32;
 
 #[derive(Debug, Clone)]
