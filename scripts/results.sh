@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate the figures of docs/results.md from the committed models (docs/results/*.json and
 # the SVG plots). Needs the held-out split: train/corpus.py + train/tokenize_corpus.py write it
-# to .cache/corpus (train/run_all.sh does both). Takes ~15 minutes on lavapipe.
+# to .cache/corpus (train/run_all.sh does both). Takes ~20 minutes on lavapipe, which is why the
+# runtime evaluates an evenly spaced sample of held-out windows (PyTorch's full-split figures are
+# in models/*/train_metrics.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${CORPUS:-.cache/corpus}
@@ -13,10 +15,11 @@ cargo build --release -q
 tide=target/release/tide
 for k in 0 4; do
     echo "[results] eval tide-k$k on the held-out split" >&2
-    $tide eval --model models/tide-k$k --data "$CORPUS/heldout.txt" --json > "$OUT/eval_k$k.json"
+    $tide eval --model models/tide-k$k --data "$CORPUS/heldout.txt" --windows "${EVAL_WINDOWS:-120}" \
+        --json > "$OUT/eval_k$k.json"
 done
-echo "[results] layer-wise ablation of tide-k4 (first ${ABLATE_TOKENS:=50000} held-out tokens)" >&2
-$tide ablate --model models/tide-k4 --data "$CORPUS/heldout.txt" --max-tokens "$ABLATE_TOKENS" \
+echo "[results] layer-wise ablation of tide-k4 (${ABLATE_WINDOWS:=40} held-out windows)" >&2
+$tide ablate --model models/tide-k4 --data "$CORPUS/heldout.txt" --windows "$ABLATE_WINDOWS" \
     --json > "$OUT/ablate_k4.json"
 echo "[results] decode cost of memory on SmolLM2's shape (K = 0, 8, 24), alternating rounds" >&2
 $tide bench --model synthetic:smollm2-135m --memory-overhead 8,24 --gen 32 --reps 5 --json \

@@ -43,11 +43,14 @@ pub struct EvalResult {
 }
 
 /// Evaluate `ids` in consecutive windows of `window` tokens (the last one shorter), each an
-/// independent sequence from position 0. `progress(done, total)` is called after each window.
+/// independent sequence from position 0; with `max_windows`, only that many of them, evenly
+/// spaced over the data. `progress(done, total)` is called after each window.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     engine: &mut Engine,
     ids: &[u32],
     window: usize,
+    max_windows: Option<usize>,
     counts: Option<&[u64]>,
     n_layers: usize,
     mut progress: impl FnMut(usize, usize),
@@ -68,7 +71,10 @@ pub fn evaluate(
     let mut null_n = [0usize; DECILES];
     let mut layer_null = vec![0f64; n_layers];
     let (mut total, mut n) = (0f64, 0usize);
-    let starts: Vec<usize> = (0..ids.len() - 1).step_by(window).collect();
+    let mut starts: Vec<usize> = (0..ids.len() - 1).step_by(window).collect();
+    if let Some(n) = max_windows.filter(|&n| n > 0 && n < starts.len()) {
+        starts = (0..n).map(|i| starts[i * starts.len() / n]).collect();
+    }
     for (wi, &s) in starts.iter().enumerate() {
         let w = &ids[s..(s + window + 1).min(ids.len())];
         if w.len() < 2 {

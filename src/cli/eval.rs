@@ -27,6 +27,10 @@ pub struct EvalArgs {
     /// Evaluate only the first N tokens of the data.
     #[arg(long)]
     pub max_tokens: Option<usize>,
+    /// Evaluate only N windows, evenly spaced over the data (a faster, still representative
+    /// sample of a long file).
+    #[arg(long)]
+    pub windows: Option<usize>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -38,6 +42,7 @@ struct Prepared {
     ids: Vec<u32>,
     counts: Option<Vec<u64>>,
     window: usize,
+    max_windows: Option<usize>,
 }
 
 fn prepare(a: &EvalArgs) -> Result<Prepared> {
@@ -68,6 +73,7 @@ fn prepare(a: &EvalArgs) -> Result<Prepared> {
         ids,
         counts,
         window,
+        max_windows: a.windows,
     })
 }
 
@@ -110,12 +116,14 @@ fn bar(label: &str, total: usize) -> ProgressBar {
 }
 
 fn run_eval(p: &mut Prepared, label: &str) -> Result<EvalResult> {
-    let total = (p.ids.len() - 1).div_ceil(p.window);
+    let all = (p.ids.len() - 1).div_ceil(p.window);
+    let total = p.max_windows.map_or(all, |n| n.min(all));
     let pb = bar(label, total);
     let r = evaluate(
         &mut p.engine,
         &p.ids,
         p.window,
+        p.max_windows,
         p.counts.as_deref(),
         p.model.config.n_layers,
         |done, _| pb.set_position(done as u64),
@@ -143,6 +151,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         j["data"] = a.data.display().to_string().into();
         j["k"] = p.engine.memory_k().into();
         j["window"] = p.window.into();
+        j["windows"] = p.max_windows.into();
         println!("{}", serde_json::to_string(&j)?);
         return Ok(());
     }
