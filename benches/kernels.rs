@@ -135,7 +135,14 @@ fn main() {
         let w: Vec<u32> = (0..words as u32)
             .map(|i| (i.wrapping_mul(2654435761) & 0x0fff_0fff) | 0x1000_1000)
             .collect();
-        let step = || Data::Bytes([0u32, 1, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect());
+        let step = || {
+            Data::Bytes(
+                [0u32, 1, 0, 0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            )
+        };
         let m = Matmul {
             epi: Epilogue::ResidualMemory { k },
             norm: None,
@@ -179,10 +186,21 @@ fn main() {
             ],
         ));
         for (name, s, data) in timed {
-            let t = time(&ctx, s.shader, s.entry, &s.defs, &s.bindings, &data, (s.x, s.y_groups(1), 1), 20)
-                .expect("kernel failed");
+            let t = time(
+                &ctx,
+                s.shader,
+                s.entry,
+                &s.defs,
+                &s.bindings,
+                &data,
+                (s.x, s.y_groups(1), 1),
+                20,
+            )
+            .expect("kernel failed");
             eprintln!("{name:>22} decode: {:8.3} ms", t * 1e3);
-            rows_out.push(serde_json::json!({"kernel": name, "mode": "decode", "tokens": 1, "ms": t * 1e3}));
+            rows_out.push(
+                serde_json::json!({"kernel": name, "mode": "decode", "tokens": 1, "ms": t * 1e3}),
+            );
         }
     }
     println!(

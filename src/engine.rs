@@ -130,7 +130,9 @@ impl Engine {
             Engine::Gpu(g) => g.set_layer_memory(layer, on),
             Engine::Cpu(c) => {
                 if c.memory_k() == 0 || layer >= c.memory_off.len() {
-                    return Err(Error::Input(format!("layer {layer} has no memory injection")));
+                    return Err(Error::Input(format!(
+                        "layer {layer} has no memory injection"
+                    )));
                 }
                 c.memory_off[layer] = !on;
                 Ok(())

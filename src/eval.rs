@@ -61,7 +61,9 @@ pub fn evaluate(
         ));
     }
     if window < 2 {
-        return Err(Error::Input("the evaluation window must be at least 2 tokens".into()));
+        return Err(Error::Input(
+            "the evaluation window must be at least 2 tokens".into(),
+        ));
     }
     let dec = counts.map(deciles);
     let k1 = engine.memory_k() + 1;

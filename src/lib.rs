@@ -6,8 +6,8 @@
 pub mod cpu;
 pub mod decoder;
 pub mod engine;
-pub mod eval;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod gpu;
 pub mod memory;

@@ -3,21 +3,13 @@
 //! attention off): token ids of 79 strings, and 32-token greedy continuations of 10 prompts.
 mod common;
 
-use common::{gpu, repo, smollm2};
+use common::{gpu, json_ids as ids, repo, smollm2};
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
 use tide_gpu::model;
 
 fn fixture() -> serde_json::Value {
     let p = repo().join("tests/fixtures/llamacpp_smollm2.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{assert_close, gpu, repo};
+use common::{assert_close, gpu, json_ids as ids, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
 use tide_gpu::model::{attach_memory, load, Model};
@@ -24,14 +24,6 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
         serde_json::Value::Array(a) => a.iter().flat_map(floats).collect(),
         x => vec![x.as_f64().unwrap() as f32],
     }
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 /// The fixture with its inline 4-bit memory, or with a separate memory file attached.
@@ -69,9 +61,19 @@ fn cpu_reference_matches_pytorch_in_every_table_form() {
         for case in g["seqs"][v].as_array().unwrap() {
             let seq = ids(&case["ids"]);
             let (logits, router) = cpu_run(&m, &seq);
-            assert_close(&format!("{v} logits"), &logits, &floats(&case["logits"]), 1e-4);
+            assert_close(
+                &format!("{v} logits"),
+                &logits,
+                &floats(&case["logits"]),
+                1e-4,
+            );
             if v != "backbone" {
-                assert_close(&format!("{v} router"), &router, &floats(&case["router"]), 1e-5);
+                assert_close(
+                    &format!("{v} router"),
+                    &router,
+                    &floats(&case["router"]),
+                    1e-5,
+                );
             } else {
                 assert!(router.is_empty());
             }
@@ -101,7 +103,12 @@ fn gpu_matches_pytorch_batched_and_token_by_token() {
             assert_close(&format!("{v} GPU batch logits"), &logits, &want, 2e-4);
             if v != "backbone" {
                 let r = dec.router_weights().unwrap();
-                assert_close(&format!("{v} GPU router"), &r, &floats(&case["router"]), 2e-5);
+                assert_close(
+                    &format!("{v} GPU router"),
+                    &r,
+                    &floats(&case["router"]),
+                    2e-5,
+                );
             }
             // Decode path (matvec kernels), one token per step.
             dec.reset();
@@ -174,7 +181,10 @@ fn huge_null_logit_reproduces_the_backbone() {
                 row.iter().zip(&u).map(|(a, b)| a * b).sum::<f32>()
             })
             .fold(f32::INFINITY, f32::min);
-        assert!(min_dot > 0.0, "precondition: u . n > 0 for every token (layer {l})");
+        assert!(
+            min_dot > 0.0,
+            "precondition: u . n > 0 for every token (layer {l})"
+        );
         let scale = 200.0 / min_dot;
         let mut w = vec![0f32; (k + 1) * d];
         for (i, x) in u.iter().enumerate() {
@@ -186,8 +196,14 @@ fn huge_null_logit_reproduces_the_backbone() {
     plain.memory = None;
     let (tide, router) = cpu_run(&m, &seq);
     let (base, _) = cpu_run(&plain, &seq);
-    assert!(router.chunks(k + 1).all(|a| a[k] == 1.0), "NULL weight is 1");
-    assert_eq!(tide, base, "CPU: huge NULL logit gives the backbone's logits exactly");
+    assert!(
+        router.chunks(k + 1).all(|a| a[k] == 1.0),
+        "NULL weight is 1"
+    );
+    assert_eq!(
+        tide, base,
+        "CPU: huge NULL logit gives the backbone's logits exactly"
+    );
     let opts = DecoderOptions {
         ctx_len: 64,
         max_batch: 16,
@@ -200,7 +216,10 @@ fn huge_null_logit_reproduces_the_backbone() {
         .unwrap()
         .feed_all(&seq)
         .unwrap();
-    assert_eq!(gt, gb, "GPU: huge NULL logit gives the backbone's logits exactly");
+    assert_eq!(
+        gt, gb,
+        "GPU: huge NULL logit gives the backbone's logits exactly"
+    );
 }
 
 // ---- bad memory files: each refused with the tensor named ----
@@ -285,7 +304,10 @@ fn bad_memory_files_are_refused_with_the_tensor_named() {
     t.2 = vec![4, 32];
     t.3.truncate(4 * 32 * 4);
     let e = attach_err(&f, "width");
-    assert!(e.contains("tide.router.0.weight") && e.contains("[4, 64]"), "{e}");
+    assert!(
+        e.contains("tide.router.0.weight") && e.contains("[4, 64]"),
+        "{e}"
+    );
 
     // A router for another K (3 slots where K + 1 = 4).
     let mut f = good();
@@ -293,7 +315,10 @@ fn bad_memory_files_are_refused_with_the_tensor_named() {
     t.2 = vec![3, 64];
     t.3.truncate(3 * 64 * 4);
     let e = attach_err(&f, "k");
-    assert!(e.contains("tide.router.1.weight") && e.contains("[4, 64]"), "{e}");
+    assert!(
+        e.contains("tide.router.1.weight") && e.contains("[4, 64]"),
+        "{e}"
+    );
     // ... or a K that disagrees with the tables present.
     let mut f = good();
     f.meta.insert("tide.k".into(), "2".into());
@@ -307,7 +332,10 @@ fn bad_memory_files_are_refused_with_the_tensor_named() {
     t.3[5 * rb] = 0x00;
     t.3[5 * rb + 1] = 0x7e;
     let e = attach_err(&f, "nan");
-    assert!(e.contains("tide.memory.1.rows") && e.contains("row 5"), "{e}");
+    assert!(
+        e.contains("tide.memory.1.rows") && e.contains("row 5"),
+        "{e}"
+    );
 
     // A truncated file.
     let p = write_st(&good(), "trunc");
@@ -318,4 +346,116 @@ fn bad_memory_files_are_refused_with_the_tensor_named() {
         .to_string();
     let _ = std::fs::remove_file(&p);
     assert!(e.contains("truncated") && e.contains("tide."), "{e}");
+}
+
+#[path = "common/gguf_writer.rs"]
+mod gguf_writer;
+
+/// Memory inside a GGUF file (native Q4_1 rows, tide.* keys) reads the same as the same bytes
+/// in a separate safetensors memory file, and runs the same on the GPU.
+#[test]
+fn gguf_memory_equals_the_safetensors_form() {
+    use gguf_writer::{tiny_llama, Kv, TensorSpec};
+    let (d, v, k) = (32usize, 40usize, 2usize);
+    let mut rng = common::Rng(11);
+    let rows: Vec<Vec<u8>> = (0..k)
+        .map(|_| {
+            (0..v * d / 32)
+                .flat_map(|_| {
+                    let mut b = vec![0x00, 0x2c, 0x00, 0xac]; // d = 0.0625, m = -0.0625 (f16)
+                    b.extend(rng.bytes(16));
+                    b
+                })
+                .collect()
+        })
+        .collect();
+    let f32s = |x: Vec<f32>| -> Vec<u8> { x.iter().flat_map(|f| f.to_le_bytes()).collect() };
+    let gammas: Vec<Vec<u8>> = (0..k)
+        .map(|_| f32s(rng.vec(d, 0.5).iter().map(|x| x + 1.0).collect()))
+        .collect();
+    let router = f32s(rng.vec((k + 1) * d, 0.5));
+    let mut g = tiny_llama();
+    let plain = g.bytes();
+    for i in 0..k {
+        g.tensors.push(TensorSpec {
+            name: format!("tide.memory.{i}.rows"),
+            dims: vec![d as u64, v as u64],
+            ty: 3, // GGML Q4_1
+            data: rows[i].clone(),
+        });
+        g.tensors.push(TensorSpec {
+            name: format!("tide.memory.{i}.gamma"),
+            dims: vec![d as u64],
+            ty: 0,
+            data: gammas[i].clone(),
+        });
+    }
+    g.tensors.push(TensorSpec {
+        name: "tide.router.0.weight".into(),
+        dims: vec![d as u64, (k + 1) as u64],
+        ty: 0,
+        data: router.clone(),
+    });
+    g.kvs.push(("tide.k".into(), Kv::U32(k as u32)));
+    g.kvs.push(("tide.rows".into(), Kv::Str("q4_1".into())));
+    let tmp = std::env::temp_dir().join(format!("tide-gguf-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (with_mem, without) = (tmp.join("with.gguf"), tmp.join("plain.gguf"));
+    std::fs::write(&with_mem, g.bytes()).unwrap();
+    std::fs::write(&without, plain).unwrap();
+
+    let mut st = StFile {
+        tensors: Vec::new(),
+        meta: [("tide.k", "2"), ("tide.rows", "q4_1")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+    };
+    for i in 0..k {
+        st.tensors.push((
+            format!("tide.memory.{i}.rows"),
+            safetensors::Dtype::U8,
+            vec![v, d / 32 * 20],
+            rows[i].clone(),
+        ));
+        st.tensors.push((
+            format!("tide.memory.{i}.gamma"),
+            safetensors::Dtype::F32,
+            vec![d],
+            gammas[i].clone(),
+        ));
+    }
+    st.tensors.push((
+        "tide.router.0.weight".into(),
+        safetensors::Dtype::F32,
+        vec![k + 1, d],
+        router,
+    ));
+    let st_path = write_st(&st, "gguf-twin.safetensors");
+
+    let a = load(&with_mem).unwrap();
+    assert_eq!(a.memory.as_ref().map(|m| m.k), Some(k));
+    let mut b = load(&without).unwrap();
+    let base = b.clone();
+    attach_memory(&mut b, &st_path).unwrap();
+    let seq = [3u32, 17, 39, 0, 8, 8, 21];
+    let (la, ra) = cpu_run(&a, &seq);
+    let (lb, rb) = cpu_run(&b, &seq);
+    assert_eq!(la, lb, "GGUF and safetensors memory give the same logits");
+    assert_eq!(ra, rb);
+    assert_ne!(la, cpu_run(&base, &seq).0, "the memory changes the output");
+    let got = GpuDecoder::new(
+        gpu(),
+        &a,
+        DecoderOptions {
+            ctx_len: 16,
+            max_batch: 8,
+        },
+    )
+    .unwrap()
+    .feed_all(&seq)
+    .unwrap();
+    assert_close("GGUF memory on the GPU", &got, &la, 2e-4);
+    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_file(&st_path);
 }

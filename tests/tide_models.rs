@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{gpu, repo};
+use common::{gpu, json_ids as ids, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
 use tide_gpu::model::{load, Model};
@@ -28,25 +28,30 @@ fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap()
 }
 
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// Logits at the golden's top-32 ids of every position, and the router weights.
-fn check(name: &str, backend: &str, m: &Model, case: &serde_json::Value, logits: &[f32], router: &[f32]) {
+fn check(
+    name: &str,
+    backend: &str,
+    m: &Model,
+    case: &serde_json::Value,
+    logits: &[f32],
+    router: &[f32],
+) {
     let v = m.config.vocab;
     let mut worst = 0f64;
     for (t, top) in case["top"].as_array().unwrap().iter().enumerate() {
-        for (id, want) in ids(&top["ids"]).iter().zip(top["logits"].as_array().unwrap()) {
+        for (id, want) in ids(&top["ids"])
+            .iter()
+            .zip(top["logits"].as_array().unwrap())
+        {
             let got = logits[t * v + *id as usize] as f64;
             worst = worst.max((got - f(want)).abs() / f(want).abs().max(1.0));
         }
     }
-    assert!(worst < 2e-3, "{name} {backend}: logits differ from PyTorch by {worst}");
+    assert!(
+        worst < 2e-3,
+        "{name} {backend}: logits differ from PyTorch by {worst}"
+    );
     if !case["router"].is_null() {
         let want: Vec<f64> = case["router"]
             .as_array()
@@ -84,7 +89,11 @@ fn committed_models_match_pytorch_on_cpu_and_gpu() {
             let seq = ids(&case["ids"]);
             // The tokenizer gives the same ids as the Python `tokenizers` run.
             let text = case["text"].as_str().unwrap();
-            assert_eq!(m.tokenizer.encode(text, true).unwrap(), seq, "{name}: ids of {text:?}");
+            assert_eq!(
+                m.tokenizer.encode(text, true).unwrap(),
+                seq,
+                "{name}: ids of {text:?}"
+            );
             let mut s = cm.session(64);
             s.keep_all = true;
             s.feed(&seq).unwrap();
@@ -116,7 +125,10 @@ fn tide(args: &[&str]) -> serde_json::Value {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && !err.contains("panicked"), "tide {args:?}: {err}");
+    assert!(
+        o.status.success() && !err.contains("panicked"),
+        "tide {args:?}: {err}"
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -132,13 +144,19 @@ fn eval_matches_pytorch_evaluation() {
     for name in MODELS {
         let g = &golden(name)["eval"];
         let dir = model_dir(name).display().to_string();
-        let data = repo().join(g["data"].as_str().unwrap()).display().to_string();
+        let data = repo()
+            .join(g["data"].as_str().unwrap())
+            .display()
+            .to_string();
         let j = tide(&["eval", "--model", &dir, "--data", &data, "--json"]);
         assert_eq!(j["tokens"], g["tokens"], "{name}: predicted positions");
         close(&format!("{name} ppl"), f(&j["ppl"]), f(&g["ppl"]), 1e-3);
         let (a, b) = (&j["ce_by_decile"], &g["ce_by_decile"]);
         assert_eq!(a.as_array().unwrap().len(), 10);
-        assert_eq!(j["count_by_decile"], g["count_by_decile"], "{name}: decile membership");
+        assert_eq!(
+            j["count_by_decile"], g["count_by_decile"],
+            "{name}: decile membership"
+        );
         for d in 0..10 {
             close(&format!("{name} ce decile {d}"), f(&a[d]), f(&b[d]), 2e-3);
         }
@@ -161,14 +179,31 @@ fn eval_matches_pytorch_evaluation() {
 fn ablate_matches_pytorch_layer_by_layer() {
     let g = &golden("tide-k4")["eval"];
     let dir = model_dir("tide-k4").display().to_string();
-    let data = repo().join(g["data"].as_str().unwrap()).display().to_string();
+    let data = repo()
+        .join(g["data"].as_str().unwrap())
+        .display()
+        .to_string();
     let n = g["ablate_tokens"].to_string();
-    let j = tide(&["ablate", "--model", &dir, "--data", &data, "--max-tokens", &n, "--json"]);
+    let j = tide(&[
+        "ablate",
+        "--model",
+        &dir,
+        "--data",
+        &data,
+        "--max-tokens",
+        &n,
+        "--json",
+    ]);
     close("ppl", f(&j["ppl"]), f(&g["ablate_ppl_all"]), 1e-3);
     let layers = j["layers"].as_array().unwrap();
     assert_eq!(layers.len(), g["ablate_ppl"].as_array().unwrap().len());
     for (l, row) in layers.iter().enumerate() {
-        close(&format!("layer {l}"), f(&row["ppl"]), f(&g["ablate_ppl"][l]), 1e-3);
+        close(
+            &format!("layer {l}"),
+            f(&row["ppl"]),
+            f(&g["ablate_ppl"][l]),
+            1e-3,
+        );
     }
 }
 
@@ -207,8 +242,17 @@ fn inspect_json_on_gpu_equals_the_cpu_reference() {
 
 #[test]
 fn generate_runs_the_embedded_model_without_model_argument() {
-    let j = tide(&["generate", "--max-tokens", "8", "--json", "In the beginning"]);
+    let j = tide(&[
+        "generate",
+        "--max-tokens",
+        "8",
+        "--json",
+        "In the beginning",
+    ]);
     let n = j["tokens"].as_array().map_or(0, |a| a.len());
     assert!((1..=8).contains(&n), "{j}");
-    assert!(j["text"].as_str().is_some_and(|t| !t.trim().is_empty()), "{j}");
+    assert!(
+        j["text"].as_str().is_some_and(|t| !t.trim().is_empty()),
+        "{j}"
+    );
 }

@@ -54,7 +54,10 @@ fn prepare(a: &EvalArgs) -> Result<Prepared> {
         ids.truncate(n);
     }
     if ids.len() < 2 {
-        bail!("--data {}: fewer than 2 tokens to evaluate", a.data.display());
+        bail!(
+            "--data {}: fewer than 2 tokens to evaluate",
+            a.data.display()
+        );
     }
     let counts = match &a.counts {
         Some(p) => Some(read_counts(p, model.config.vocab)?),
@@ -89,7 +92,11 @@ fn read_counts(p: &PathBuf, vocab: usize) -> Result<Vec<u64>> {
             .enumerate()
             .map(|(i, l)| {
                 l.trim().parse::<u64>().with_context(|| {
-                    format!("--counts {}: line {} is not a count: '{l}'", p.display(), i + 1)
+                    format!(
+                        "--counts {}: line {} is not a count: '{l}'",
+                        p.display(),
+                        i + 1
+                    )
                 })
             })
             .collect::<Result<_>>()?
@@ -164,7 +171,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     );
     match (&r.ce_by_decile, &r.count_by_decile) {
         (Some(ce), Some(n)) => {
-            let max = ce.iter().cloned().filter(|x| x.is_finite()).fold(0.0, f64::max);
+            let max = ce
+                .iter()
+                .cloned()
+                .filter(|x| x.is_finite())
+                .fold(0.0, f64::max);
             println!("\ncross-entropy by token-frequency decile (targets; 1 = rarest):");
             for d in 0..DECILES {
                 let null = r
@@ -240,7 +251,10 @@ pub fn ablate(a: AblateArgs) -> Result<()> {
         full.ppl
     );
     println!("  memory removed at   perplexity   change");
-    let max = rows.iter().map(|r| r.ppl / full.ppl - 1.0).fold(0.0, f64::max);
+    let max = rows
+        .iter()
+        .map(|r| r.ppl / full.ppl - 1.0)
+        .fold(0.0, f64::max);
     for (l, r) in rows.iter().enumerate() {
         let ch = r.ppl / full.ppl - 1.0;
         println!(

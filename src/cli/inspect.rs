@@ -29,7 +29,9 @@ fn shade(x: f32) -> char {
 
 /// Printable form of a token piece (whitespace made visible).
 fn show(p: &str) -> String {
-    p.replace('\n', "\\n").replace('\t', "\\t").replace(' ', "·")
+    p.replace('\n', "\\n")
+        .replace('\t', "\\t")
+        .replace(' ', "·")
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
@@ -75,7 +77,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
     println!(
         "router weights, K = {k} blocks + NULL; a cell is one layer, darker = more memory (1 - NULL)"
     );
-    println!("{:>4} {:<16} layers 0..{}  NULL   top block", "#", "token", layers - 1);
+    println!(
+        "{:>4} {:<16} layers 0..{}  NULL   top block",
+        "#",
+        "token",
+        layers - 1
+    );
     for (t, (p, tw)) in pieces.iter().zip(&weights).enumerate() {
         let mut row = String::new();
         for s in tw {

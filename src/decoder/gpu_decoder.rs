@@ -228,7 +228,8 @@ impl GpuDecoder {
                 label: Some("readback"),
                 size: (c.vocab * 4)
                     .max(MAX_TOP_K * 8)
-                    .max(c.n_layers * mb * (crate::memory::MAX_K + 1) * 4) as u64,
+                    .max(c.n_layers * mb * (crate::memory::MAX_K + 1) * 4)
+                    as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
@@ -524,7 +525,11 @@ impl GpuDecoder {
         weights.extend(head_t);
         weights.push(embd);
         self.head = Some((
-            if has_head { head_index } else { weights.len() - 1 },
+            if has_head {
+                head_index
+            } else {
+                weights.len() - 1
+            },
             out_norm.clone(),
         ));
         keep.push(out_norm);
@@ -746,7 +751,13 @@ impl GpuDecoder {
             self.push_op(
                 &p,
                 &p,
-                &[res(&step), res(&buffer), res(&h), res(&out_norm), res(&logits)],
+                &[
+                    res(&step),
+                    res(&buffer),
+                    res(&h),
+                    res(&out_norm),
+                    res(&logits),
+                ],
             )?;
         }
         let ops = self.ops.split_off(n_ops);

@@ -142,7 +142,9 @@ impl TideMemory {
             other => {
                 return Err(format_err(
                     file,
-                    format!("metadata tide.rows = '{other}' is not one of f32, f16, bf16, q8_0, q4_1"),
+                    format!(
+                        "metadata tide.rows = '{other}' is not one of f32, f16, bf16, q8_0, q4_1"
+                    ),
                 ))
             }
         };
@@ -245,7 +247,14 @@ impl TideMemory {
 }
 
 /// One stored table: float [V, d], or bytes [V, row_bytes] of a block-quantised type.
-fn table(file: &str, set: &TensorSet, name: &str, dtype: DType, v: usize, d: usize) -> Result<Weight> {
+fn table(
+    file: &str,
+    set: &TensorSet,
+    name: &str,
+    dtype: DType,
+    v: usize,
+    d: usize,
+) -> Result<Weight> {
     let rb = dtype.row_bytes(d).ok_or_else(|| {
         format_err(
             file,
@@ -264,7 +273,10 @@ fn table(file: &str, set: &TensorSet, name: &str, dtype: DType, v: usize, d: usi
         if w.dtype() != dtype && dtype.block_elems() > 1 {
             return Err(format_err(
                 file,
-                format!("tensor '{name}' is {:?} but tide.rows says {dtype:?}", w.dtype()),
+                format!(
+                    "tensor '{name}' is {:?} but tide.rows says {dtype:?}",
+                    w.dtype()
+                ),
             ));
         }
         return Ok(w.clone());

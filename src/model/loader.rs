@@ -25,7 +25,10 @@ pub fn attach_memory(model: &mut Model, path: &Path) -> Result<()> {
     index_file(&name, &Blob::map(path)?, &mut set)?;
     let mem = crate::memory::TideMemory::from_set(&name, &set, &model.config)?;
     if mem.is_none() {
-        return Err(format_err(&name, "holds no TIDE memory (no tide.k metadata)"));
+        return Err(format_err(
+            &name,
+            "holds no TIDE memory (no tide.k metadata)",
+        ));
     }
     model.memory = mem;
     if let Some(c) = super::safetensors::token_counts(&name, &set, model.config.vocab)? {

@@ -45,7 +45,8 @@ pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
     })?;
     let data_start = 8 + header_len;
     if let Some(m) = meta.metadata() {
-        out.meta.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.meta
+            .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     for (tname, t) in meta.tensors() {
         let (s, e) = t.data_offsets;
@@ -98,14 +99,13 @@ pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
 /// For a file the safetensors crate refused: the first tensor whose data runs past the end.
 fn truncated_tensor(bytes: &[u8]) -> Option<String> {
     let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let header: serde_json::Value =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
     let have = bytes.len() - 8 - n;
     header.as_object()?.iter().find_map(|(tname, t)| {
         let end = t.get("data_offsets")?.get(1)?.as_u64()? as usize;
         (end > have).then(|| {
-            format!(
-                "truncated: tensor '{tname}' needs {end} data bytes but the file holds {have}"
-            )
+            format!("truncated: tensor '{tname}' needs {end} data bytes but the file holds {have}")
         })
     })
 }

@@ -124,8 +124,8 @@ pub fn synthetic(name: &str) -> Result<Model> {
         ),
         other => {
             return Err(Error::Input(format!(
-                "unknown synthetic model '{other}' (known: smollm2-135m, with -kN for N memory blocks)"
-            )))
+            "unknown synthetic model '{other}' (known: smollm2-135m, with -kN for N memory blocks)"
+        )))
         }
     };
     let c = config.clone();
@@ -207,12 +207,33 @@ pub fn random_memory(c: &Config, k: usize) -> Result<Option<crate::memory::TideM
         state: 7 + k as u64,
     };
     for i in 0..k {
-        b.tensor(&format!("tide.memory.{i}.rows"), DType::Q4_1, c.vocab, c.dim, 1.0, false);
-        b.tensor(&format!("tide.memory.{i}.gamma"), DType::F32, 1, c.dim, 0.0, true);
+        b.tensor(
+            &format!("tide.memory.{i}.rows"),
+            DType::Q4_1,
+            c.vocab,
+            c.dim,
+            1.0,
+            false,
+        );
+        b.tensor(
+            &format!("tide.memory.{i}.gamma"),
+            DType::F32,
+            1,
+            c.dim,
+            0.0,
+            true,
+        );
     }
     let s = 1.0 / (c.dim as f32).sqrt();
     for l in 0..c.n_layers {
-        b.tensor(&format!("tide.router.{l}.weight"), DType::F32, k + 1, c.dim, s, false);
+        b.tensor(
+            &format!("tide.router.{l}.weight"),
+            DType::F32,
+            k + 1,
+            c.dim,
+            s,
+            false,
+        );
     }
     let blob = Blob::from_vec(std::mem::take(&mut b.bytes));
     let mut set = super::safetensors::TensorSet::default();
