@@ -101,21 +101,18 @@ pub fn evaluate(
                 let dt = d[target] as usize;
                 ce_sum[dt] += ce;
                 ce_n[dt] += 1;
-                if k1 > 1 {
-                    let a = &router[t * n_layers * k1..(t + 1) * n_layers * k1];
-                    let mut mean = 0.0;
-                    for (l, slot) in a.chunks_exact(k1).enumerate() {
-                        mean += slot[k1 - 1] as f64;
-                        layer_null[l] += slot[k1 - 1] as f64;
-                    }
+            }
+            if k1 > 1 {
+                let a = &router[t * n_layers * k1..(t + 1) * n_layers * k1];
+                let mut mean = 0.0;
+                for (l, slot) in a.chunks_exact(k1).enumerate() {
+                    mean += slot[k1 - 1] as f64;
+                    layer_null[l] += slot[k1 - 1] as f64;
+                }
+                if let Some(d) = &dec {
                     let di = d[w[t] as usize] as usize;
                     null_sum[di] += mean / n_layers as f64;
                     null_n[di] += 1;
-                }
-            } else if k1 > 1 {
-                let a = &router[t * n_layers * k1..(t + 1) * n_layers * k1];
-                for (l, slot) in a.chunks_exact(k1).enumerate() {
-                    layer_null[l] += slot[k1 - 1] as f64;
                 }
             }
         }

@@ -86,7 +86,7 @@ pub struct CpuSession {
     /// Keep every position's logits in `all_logits` (perplexity), not only the last.
     pub keep_all: bool,
     pub all_logits: Vec<f32>,
-    /// Router weights of every token fed since the last `clear_router`: [token][layer][K+1]
+    /// Router weights of every token fed since `reset`: [token][layer][K+1]
     /// (a layer without memory reads NULL = 1).
     pub router: Vec<f32>,
     /// When Some, every layer's normalised post-attention state n = RMSNorm_ffn(h~) (the FFN's
@@ -142,7 +142,7 @@ impl CpuSession {
         let k = m.memory.as_ref().map_or(0, |mm| mm.k);
         let mut mem = vec![0f32; k * d];
         let mut alpha = vec![0f32; k + 1];
-        for &tok in tokens {
+        for (i, &tok) in tokens.iter().enumerate() {
             let pos = self.pos;
             h.copy_from_slice(&m.embd[tok as usize * d..(tok as usize + 1) * d]);
             for (li, l) in m.layers.iter().enumerate() {
@@ -204,17 +204,15 @@ impl CpuSession {
                 }
             }
             self.pos += 1;
-            if self.keep_all {
+            // The LM head: for the last token only, or for every token with keep_all.
+            if self.keep_all || i + 1 == tokens.len() {
                 rmsnorm(&mut a, &h, &m.out_norm, c.eps);
                 let head = m.lm_head.as_deref().unwrap_or(&m.embd);
                 matvec(&mut self.logits, head, &a);
-                self.all_logits.extend_from_slice(&self.logits);
+                if self.keep_all {
+                    self.all_logits.extend_from_slice(&self.logits);
+                }
             }
-        }
-        if !self.keep_all {
-            rmsnorm(&mut a, &h, &m.out_norm, c.eps);
-            let head = m.lm_head.as_deref().unwrap_or(&m.embd);
-            matvec(&mut self.logits, head, &a);
         }
         Ok(&self.logits)
     }

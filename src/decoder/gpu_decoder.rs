@@ -203,6 +203,8 @@ impl GpuDecoder {
             )));
         }
         let opts = DecoderOptions { max_batch, ..opts };
+        // The readback also carries every layer's router weights of a batch.
+        let mem_k = model.memory.as_ref().map_or(0, |m| m.k);
         let (d, qd, f) = (c.dim, c.q_dim(), c.ffn_dim);
         let mb = max_batch;
         let u = wgpu::BufferUsages::empty();
@@ -228,8 +230,7 @@ impl GpuDecoder {
                 label: Some("readback"),
                 size: (c.vocab * 4)
                     .max(MAX_TOP_K * 8)
-                    .max(c.n_layers * mb * (crate::memory::MAX_K + 1) * 4)
-                    as u64,
+                    .max(c.n_layers * mb * (mem_k + 1) * 4) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
