@@ -137,6 +137,9 @@ def main():
         print(json.dumps({k: metrics[k] for k in ("ppl", "ce_by_decile", "null_by_decile")}),
               flush=True)
     if ddp:
+        # Rank 0 evaluates and exports alone; the others wait here so that no rank tears the
+        # gloo group down while a peer still holds it (that aborted rank 1 now and then).
+        dist.barrier()
         dist.destroy_process_group()
 
 
