@@ -24,7 +24,9 @@ def deciles(counts):
 @torch.no_grad()
 def evaluate(model, held, counts, seq, layers_off=()):
     model.eval()
+    device = next(model.parameters()).device
     dec = deciles(counts)
+    null_layer = None
     ce_sum = np.zeros(10)
     ce_n = np.zeros(10)
     null_sum = np.zeros(10)
@@ -34,16 +36,19 @@ def evaluate(model, held, counts, seq, layers_off=()):
         window = held[s:s + seq + 1].astype(np.int64)
         if window.size < 2:
             break
-        x = torch.from_numpy(window[None, :-1])
+        x = torch.from_numpy(window[None, :-1]).to(device)
         y = window[1:]
         logits, alpha = model(x, layers_off=layers_off, return_alpha=True)
-        ce = F.cross_entropy(logits[0].float(), torch.from_numpy(y), reduction="none").numpy()
+        ce = F.cross_entropy(logits[0].float(), torch.from_numpy(y).to(device),
+                             reduction="none").cpu().numpy()
         total += ce.sum()
         n += ce.size
         np.add.at(ce_sum, dec[y], ce)
         np.add.at(ce_n, dec[y], 1)
         if alpha is not None:
-            null = alpha[0, :, :, -1].mean(dim=1).numpy()  # mean over layers
+            per_layer = alpha[0, :, :, -1].double().cpu()  # [T, L]
+            null_layer = per_layer.sum(0) + (0 if null_layer is None else null_layer)
+            null = per_layer.mean(dim=1).numpy()  # mean over layers
             np.add.at(null_sum, dec[window[:-1]], null)
             np.add.at(null_n, dec[window[:-1]], 1)
     model.train()
@@ -54,5 +59,6 @@ def evaluate(model, held, counts, seq, layers_off=()):
         "ce_by_decile": (ce_sum / np.maximum(ce_n, 1)).tolist(),
         "count_by_decile": ce_n.astype(int).tolist(),
         "null_by_decile": (null_sum / np.maximum(null_n, 1)).tolist() if null_n.sum() else None,
+        "null_by_layer": (null_layer / n).tolist() if null_layer is not None else None,
     }
     return out

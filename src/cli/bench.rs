@@ -84,7 +84,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let (pp, tg) = (median(pps), median(tgs));
     let (bw, dispatch_us) = match &e {
         Engine::Gpu(g) => (
-            Some(tide_gpu::gpu::probe::copy_bandwidth(&g.ctx, 64 << 20, 3)?),
+            Some(tide_gpu::gpu::probe::copy_bandwidth(
+                &g.ctx,
+                // Well past any last-level cache (50 MB on an H100), within one binding.
+                (g.ctx.limits.max_storage_buffer_binding_size as usize).min(256 << 20),
+                // A real GPU copies 256 MiB in well under a millisecond: enough repetitions in one
+                // submission to hide its latency. A CPU adapter needs few.
+                if g.ctx.info.device_type == wgpu::DeviceType::Cpu { 3 } else { 50 },
+            )?),
             Some(tide_gpu::gpu::probe::dispatch_cost_us(&g.ctx, 200)?),
         ),
         Engine::Cpu(_) => (None, None),
