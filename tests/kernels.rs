@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use tide_gpu::cpu::ops;
 use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
 use tide_gpu::gpu::harness::{run, Data};
-use tide_gpu::gpu::{repack, GpuContext};
+use tide_gpu::gpu::{repack, Binding, GpuContext};
 use tide_gpu::model::dtype::{dequantize, DType};
 use tide_gpu::model::{Config, RopeLayout};
 
@@ -67,16 +67,36 @@ fn as_f32(v: &[u32]) -> Vec<f32> {
 }
 
 fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<f32>> {
-    let out = run(
-        ctx,
-        s.shader,
-        s.entry,
-        &s.defs,
-        &s.bindings,
-        &data,
-        (s.x, s.y_groups(n_tok), 1),
-    )
-    .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader));
+    let go = |s: &Spec| {
+        run(
+            ctx,
+            s.shader,
+            s.entry,
+            &s.defs,
+            &s.bindings,
+            &data,
+            (s.x, s.y_groups(n_tok), 1),
+        )
+        .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader))
+    };
+    let out = go(s);
+    // Kernels that read weights run a second time with them in a texture (the layout CPU
+    // adapters use): same words, same arithmetic, so the results must be bit-identical.
+    if ["matmul", "matvec", "embed"].contains(&s.shader) {
+        let t = s.clone().weights_in_texture();
+        assert_eq!(t.bindings[1], (1, Binding::Texture));
+        let out_t = go(&t);
+        for (i, (a, b)) in out.iter().zip(&out_t).enumerate() {
+            let diff = a.iter().zip(b).position(|(x, y)| x != y);
+            assert!(
+                diff.is_none(),
+                "{} {:?}: output {i} differs with weights in a texture at word {:?}",
+                s.shader,
+                s.defs,
+                diff
+            );
+        }
+    }
     out.iter().map(|v| as_f32(v)).collect()
 }
 

@@ -196,32 +196,39 @@ fn smollm2_safetensors_matches_gguf() {
 #[test]
 fn smollm2_split_bindings_match_cpu() {
     let m = model::load(&smollm2()).unwrap();
-    let ctx = common::gpu_with(&tide_gpu::gpu::GpuOptions {
-        max_binding: Some(8 << 20),
-        ..Default::default()
-    });
-    let mut d = GpuDecoder::new(
-        ctx,
-        &m,
-        DecoderOptions {
-            ctx_len: 128,
-            max_batch: 64,
-        },
-    )
-    .unwrap();
-    assert_eq!(d.split_tensors, vec![("token_embd".to_string(), 4)]);
-    let prompt = m
-        .tokenizer
-        .encode("Split tensors must not change a single logit.", true)
+    // Weights in storage buffers and in textures (the default on CPU adapters) alike.
+    for tex in [false, true] {
+        let ctx = common::gpu_with(&tide_gpu::gpu::GpuOptions {
+            max_binding: Some(8 << 20),
+            weight_textures: Some(tex),
+            ..Default::default()
+        });
+        let mut d = GpuDecoder::new(
+            ctx,
+            &m,
+            DecoderOptions {
+                ctx_len: 128,
+                max_batch: 64,
+            },
+        )
         .unwrap();
-    let want = std::sync::Arc::new(CpuModel::new(&m))
-        .session(128)
-        .feed(&prompt)
-        .unwrap()
-        .to_vec();
-    d.feed(&prompt).unwrap();
-    let diff = max_diff(&d.logits().unwrap(), &want);
-    assert!(diff < 1e-2, "split-binding logits differ by {diff}");
+        assert_eq!(d.split_tensors, vec![("token_embd".to_string(), 4)]);
+        let prompt = m
+            .tokenizer
+            .encode("Split tensors must not change a single logit.", true)
+            .unwrap();
+        let want = std::sync::Arc::new(CpuModel::new(&m))
+            .session(128)
+            .feed(&prompt)
+            .unwrap()
+            .to_vec();
+        d.feed(&prompt).unwrap();
+        let diff = max_diff(&d.logits().unwrap(), &want);
+        assert!(
+            diff < 1e-2,
+            "split-binding logits differ by {diff} (weights in textures: {tex})"
+        );
+    }
     // A context whose KV cache cannot fit one binding is refused with a clear message.
     let ctx = common::gpu_with(&tide_gpu::gpu::GpuOptions {
         max_binding: Some(1 << 20),

@@ -90,7 +90,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 (g.ctx.limits.max_storage_buffer_binding_size as usize).min(256 << 20),
                 // A real GPU copies 256 MiB in well under a millisecond: enough repetitions in one
                 // submission to hide its latency. A CPU adapter needs few.
-                if g.ctx.info.device_type == wgpu::DeviceType::Cpu { 3 } else { 50 },
+                if g.ctx.info.device_type == wgpu::DeviceType::Cpu {
+                    3
+                } else {
+                    50
+                },
             )?),
             Some(tide_gpu::gpu::probe::dispatch_cost_us(&g.ctx, 200)?),
         ),

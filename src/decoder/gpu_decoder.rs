@@ -4,7 +4,7 @@ use wgpu::util::DeviceExt;
 
 use super::specs::{self, Epilogue, Matmul, Spec};
 use crate::error::{Error, Result};
-use crate::gpu::{repack, Binding, Defines, GpuContext, GpuTensor, Kernel};
+use crate::gpu::{repack, Binding, Defines, GpuContext, GpuTensor, Kernel, Storage};
 use crate::memory::{gather_raw_rows, TideMemory};
 use crate::model::{Config, Model, RopeLayout, Weight};
 
@@ -169,7 +169,7 @@ fn upload_fused(ctx: &GpuContext, name: &str, parts: &[&Weight]) -> Result<GpuTe
     GpuTensor::upload(ctx, name, &refs)
 }
 
-fn single<'a>(t: &'a GpuTensor) -> Result<&'a wgpu::Buffer> {
+fn single(t: &GpuTensor) -> Result<wgpu::BindingResource<'_>> {
     if t.chunks.len() != 1 {
         return Err(Error::Gpu(format!(
             "{}: {} bytes exceed one storage binding on this adapter; only the embedding and LM head may be split",
@@ -177,7 +177,7 @@ fn single<'a>(t: &'a GpuTensor) -> Result<&'a wgpu::Buffer> {
             t.bytes()
         )));
     }
-    Ok(&t.chunks[0].buffer)
+    Ok(t.chunks[0].storage.resource())
 }
 
 impl GpuDecoder {
@@ -268,6 +268,7 @@ fn binding_code(b: Binding) -> u8 {
         Binding::Uniform => 0,
         Binding::Read => 1,
         Binding::ReadWrite => 2,
+        Binding::Texture => 3,
     }
 }
 
@@ -327,14 +328,29 @@ impl GpuDecoder {
         Ok(())
     }
 
-    fn push_matmul(&mut self, m: Matmul, buffers: &[wgpu::BindingResource<'_>]) -> Result<()> {
+    /// A matmul op; `tex`: its weights are in a texture.
+    fn push_matmul(
+        &mut self,
+        m: Matmul,
+        tex: bool,
+        buffers: &[wgpu::BindingResource<'_>],
+    ) -> Result<()> {
         let big = self.few_big_workgroups();
         let prefill = if m.epi == Epilogue::Store {
             m.decode_tuned(big)
         } else {
             m.prefill()
         };
-        self.push_op(&m.decode_tuned(big), &prefill, buffers)
+        let decode = m.decode_tuned(big);
+        if tex {
+            self.push_op(
+                &decode.weights_in_texture(),
+                &prefill.weights_in_texture(),
+                buffers,
+            )
+        } else {
+            self.push_op(&decode, &prefill, buffers)
+        }
     }
 
     /// CPU-backed adapters (lavapipe, SwiftShader) pay per workgroup; GPUs want many.
@@ -356,11 +372,19 @@ impl GpuDecoder {
         let embd = GpuTensor::upload(&self.ctx, "token_embd", &[&model.token_embd])?;
         // Embedding lookup, one op per chunk of the table.
         for ch in &embd.chunks {
-            let s = specs::embed(embd.dtype, c.dim, ch.row0, ch.rows);
+            let mut s = specs::embed(embd.dtype, c.dim, ch.row0, ch.rows);
+            if embd.in_texture() {
+                s = s.weights_in_texture();
+            }
             self.push_op(
                 &s,
                 &s,
-                &[res(&buf.step), res(&ch.buffer), res(&buf.ids), res(&buf.h)],
+                &[
+                    res(&buf.step),
+                    ch.storage.resource(),
+                    res(&buf.ids),
+                    res(&buf.h),
+                ],
             )?;
         }
         if let Some(m) = &model.memory {
@@ -409,9 +433,10 @@ impl GpuDecoder {
             };
             self.push_matmul(
                 mm(&qkv, qkv_epi, eps),
+                qkv.in_texture(),
                 &[
                     res(&buf.step),
-                    res(single(&qkv)?),
+                    single(&qkv)?,
                     res(&buf.h),
                     res(&attn_norm),
                     res(&buf.q),
@@ -436,18 +461,15 @@ impl GpuDecoder {
             )?;
             self.push_matmul(
                 mm(&wo, Epilogue::Residual, None),
-                &[
-                    res(&buf.step),
-                    res(single(&wo)?),
-                    res(&buf.att),
-                    res(&buf.h),
-                ],
+                wo.in_texture(),
+                &[res(&buf.step), single(&wo)?, res(&buf.att), res(&buf.h)],
             )?;
             self.push_matmul(
                 mm(&gu, Epilogue::SwiGlu { ffn: f }, eps),
+                gu.in_texture(),
                 &[
                     res(&buf.step),
-                    res(single(&gu)?),
+                    single(&gu)?,
                     res(&buf.h),
                     res(&ffn_norm),
                     res(&buf.act),
@@ -460,9 +482,10 @@ impl GpuDecoder {
                     let k = mem.host.k;
                     self.push_matmul(
                         mm(&down, Epilogue::ResidualMemory { k }, None),
+                        down.in_texture(),
                         &[
                             res(&buf.step),
-                            res(single(&down)?),
+                            single(&down)?,
                             res(&buf.act),
                             res(&buf.h),
                             res(&rows),
@@ -472,12 +495,8 @@ impl GpuDecoder {
                 }
                 _ => self.push_matmul(
                     mm(&down, Epilogue::Residual, None),
-                    &[
-                        res(&buf.step),
-                        res(single(&down)?),
-                        res(&buf.act),
-                        res(&buf.h),
-                    ],
+                    down.in_texture(),
+                    &[res(&buf.step), single(&down)?, res(&buf.act), res(&buf.h)],
                 )?,
             }
             weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
@@ -505,9 +524,10 @@ impl GpuDecoder {
             };
             self.push_matmul(
                 m,
+                head.in_texture(),
                 &[
                     res(&buf.step),
-                    res(&ch.buffer),
+                    ch.storage.resource(),
                     res(&buf.h),
                     res(&out_norm),
                     res(&buf.logits),
@@ -730,11 +750,11 @@ impl GpuDecoder {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let chunks: Vec<(wgpu::Buffer, usize, usize, crate::model::DType, usize)> = {
+        let chunks: Vec<(Storage, usize, usize, crate::model::DType, usize)> = {
             let head = &self._weights[hi];
             head.chunks
                 .iter()
-                .map(|ch| (ch.buffer.clone(), ch.row0, ch.rows, head.dtype, head.cols))
+                .map(|ch| (ch.storage.clone(), ch.row0, ch.rows, head.dtype, head.cols))
                 .collect()
         };
         let n_ops = self.ops.len();
@@ -747,14 +767,17 @@ impl GpuDecoder {
                 rows,
                 row0,
             };
-            let p = m.prefill();
+            let mut p = m.prefill();
+            if matches!(buffer, Storage::Texture(_)) {
+                p = p.weights_in_texture();
+            }
             let (step, h) = (self.buf.step.clone(), self.buf.h.clone());
             self.push_op(
                 &p,
                 &p,
                 &[
                     res(&step),
-                    res(&buffer),
+                    buffer.resource(),
                     res(&h),
                     res(&out_norm),
                     res(&logits),

@@ -59,6 +59,21 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The same kernel reading its weights (binding 1: matmuls and the embedding lookup) from
+    /// an rgba32uint texture laid out by `gpu::weight_texture`.
+    pub fn weights_in_texture(mut self) -> Spec {
+        for b in &mut self.bindings {
+            if b.0 == 1 {
+                b.1 = Binding::Texture;
+            }
+        }
+        self.defs = self
+            .defs
+            .flag("TEX", true)
+            .set("TEXW", crate::gpu::TEX_WIDTH);
+        self
+    }
+
     pub fn y_groups(&self, n_tok: u32) -> u32 {
         y_groups(self.tokens_per_y, n_tok)
     }

@@ -7,6 +7,10 @@ pub struct GpuOptions {
     /// Pretend storage bindings hold at most this many bytes (tests the splitting of large
     /// tensors on an adapter whose real limit is larger).
     pub max_binding: Option<u64>,
+    /// Weights in textures (true) or storage buffers (false); None: textures on CPU adapters,
+    /// where they are much faster to read, buffers elsewhere. TIDE_WEIGHTS=texture|buffer
+    /// overrides None.
+    pub weight_textures: Option<bool>,
 }
 
 /// The device and what it can do, queried once at start-up.
@@ -17,6 +21,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub f16: bool,
     pub timestamps: bool,
+    /// Weight tensors go into textures rather than storage buffers (see `GpuOptions`).
+    pub weight_textures: bool,
     /// Errors the device raised outside an error scope (validation, out of memory, loss);
     /// reported by the next `wait` instead of wgpu's default panic.
     errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -60,6 +66,15 @@ impl GpuContext {
         if let Some(m) = opts.max_binding {
             used.max_storage_buffer_binding_size = used.max_storage_buffer_binding_size.min(m);
         }
+        let weight_textures = match (
+            opts.weight_textures,
+            std::env::var("TIDE_WEIGHTS").as_deref(),
+        ) {
+            (Some(v), _) => v,
+            (None, Ok("texture")) => true,
+            (None, Ok("buffer")) => false,
+            _ => info.device_type == wgpu::DeviceType::Cpu,
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tide"),
@@ -90,19 +105,25 @@ impl GpuContext {
             limits: used,
             f16,
             timestamps,
+            weight_textures,
         })
     }
 
     /// One line: adapter, backend, the limits and features that matter to us.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}, {:?}) max_binding={} MiB max_buffer={} MiB f16={}",
+            "{} ({:?}, {:?}) max_binding={} MiB max_buffer={} MiB f16={} weights_in={}",
             self.info.name,
             self.info.backend,
             self.info.device_type,
             self.limits.max_storage_buffer_binding_size >> 20,
             self.limits.max_buffer_size >> 20,
-            self.f16
+            self.f16,
+            if self.weight_textures {
+                "textures"
+            } else {
+                "buffers"
+            }
         )
     }
 

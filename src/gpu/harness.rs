@@ -4,9 +4,11 @@ use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
 use super::shader::{Binding, Defines, Kernel};
+use super::upload::{weight_texture, Storage};
 use crate::error::{Error, Result};
 
-/// Contents of one binding, in binding order.
+/// Contents of one binding, in binding order (a Texture binding takes U32 words).
+#[derive(Clone)]
 pub enum Data {
     F32(Vec<f32>),
     U32(Vec<u32>),
@@ -65,7 +67,7 @@ fn prepare(
     defs: &Defines,
     bindings: &[(u32, Binding)],
     data: &[Data],
-) -> Result<(Kernel, Vec<wgpu::Buffer>, wgpu::BindGroup)> {
+) -> Result<(Kernel, Vec<Storage>, wgpu::BindGroup)> {
     if bindings.len() != data.len() {
         return Err(Error::Input(format!(
             "{} bindings but {} buffers",
@@ -75,29 +77,34 @@ fn prepare(
     }
     let layout = Kernel::layout_for(&ctx.device, bindings);
     let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings)?;
-    let bufs = buffers(ctx, bindings, data);
-    let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.as_entire_binding()).collect();
+    let bufs = buffers(ctx, bindings, data)?;
+    let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.resource()).collect();
     let bind = k.bind(&ctx.device, &res);
     Ok((k, bufs, bind))
 }
 
-fn buffers(ctx: &GpuContext, bindings: &[(u32, Binding)], data: &[Data]) -> Vec<wgpu::Buffer> {
+fn buffers(ctx: &GpuContext, bindings: &[(u32, Binding)], data: &[Data]) -> Result<Vec<Storage>> {
     bindings
         .iter()
         .zip(data)
         .map(|(&(_, kind), d)| {
+            if kind == Binding::Texture {
+                let words: &[u32] = bytemuck::cast_slice(d.bytes());
+                return Ok(Storage::Texture(weight_texture(ctx, "weights", words)?));
+            }
             let mut bytes = d.bytes().to_vec();
             bytes.resize(bytes.len().max(16).div_ceil(4) * 4, 0);
             let usage = match kind {
                 Binding::Uniform => wgpu::BufferUsages::UNIFORM,
                 _ => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             };
-            ctx.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            Ok(Storage::Buffer(ctx.device.create_buffer_init(
+                &wgpu::util::BufferInitDescriptor {
                     label: None,
                     contents: &bytes,
                     usage,
-                })
+                },
+            )))
         })
         .collect()
 }
@@ -123,7 +130,7 @@ pub fn run(
     }
     let mut reads = Vec::new();
     for (b, &(_, kind)) in bufs.iter().zip(bindings) {
-        if matches!(kind, Binding::ReadWrite) {
+        if let (Binding::ReadWrite, Storage::Buffer(b)) = (kind, b) {
             let r = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size: b.size(),

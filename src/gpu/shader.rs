@@ -28,6 +28,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("quant_q8_0", include_str!("../../shaders/quant_q8_0.wgsl")),
     ("quant_q4_0", include_str!("../../shaders/quant_q4_0.wgsl")),
     ("quant_q4_1", include_str!("../../shaders/quant_q4_1.wgsl")),
+    ("quant_tex", include_str!("../../shaders/quant_tex.wgsl")),
 ];
 
 /// Flags (for #if) and values (for {{KEY}}); a flag is a key whose value is "1".
@@ -195,11 +196,13 @@ fn expand_lines(
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binding {
     Uniform,
     Read,
     ReadWrite,
+    /// Weights in an rgba32uint texture (see `weight_texture`).
+    Texture,
 }
 
 /// A compiled entry point and the layout of its bindings (0..n in order).
@@ -223,6 +226,11 @@ impl Kernel {
                         ty: wgpu::BufferBindingType::Uniform,
                         has_dynamic_offset: false,
                         min_binding_size: None,
+                    },
+                    Binding::Texture => wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Uint,
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
                     },
                     Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Storage {

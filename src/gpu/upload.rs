@@ -1,6 +1,8 @@
 //! Weights on the GPU: kept in their file's quantisation, repacked to 4-byte-aligned blocks
 //! (Q8_0's 34-byte and Q4_0's 18-byte blocks are padded to 36 / 20), split by rows into chunks
-//! that each fit one storage binding.
+//! that each fit one storage binding. On CPU adapters the same words go into rgba32uint
+//! textures instead (`GpuContext::weight_textures`): lavapipe fetches a 16-byte texel per lane
+//! in one gather but loads storage buffers lane by lane, a word at a time (~7x slower).
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
@@ -41,8 +43,67 @@ pub fn repack(dtype: DType, src: &[u8], out: &mut Vec<u32>) {
     }
 }
 
+/// Texels per texture row of a weight texture (the shaders' TEXW). 4096 fits every adapter
+/// (WebGPU guarantees 8192), so only the number of rows can run out.
+pub const TEX_WIDTH: usize = 4096;
+
+/// Where a chunk's words live.
+#[derive(Clone)]
+pub enum Storage {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::TextureView),
+}
+
+impl Storage {
+    pub fn resource(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Storage::Buffer(b) => b.as_entire_binding(),
+            Storage::Texture(v) => wgpu::BindingResource::TextureView(v),
+        }
+    }
+}
+
+/// Most words one weight texture holds on this adapter (two texels stay spare: a block that
+/// straddles texels reads up to two past its first).
+pub fn texture_capacity_words(ctx: &GpuContext) -> usize {
+    (TEX_WIDTH * ctx.limits.max_texture_dimension_2d as usize * 4).saturating_sub(8)
+}
+
+/// `words` as an rgba32uint texture TEX_WIDTH texels wide, zero-padded to whole rows.
+pub fn weight_texture(ctx: &GpuContext, label: &str, words: &[u32]) -> Result<wgpu::TextureView> {
+    if words.len() > texture_capacity_words(ctx) {
+        return Err(Error::Gpu(format!(
+            "{label}: {} bytes exceed one weight texture on this adapter",
+            words.len() * 4
+        )));
+    }
+    let rows = (words.len() + 8).div_ceil(TEX_WIDTH * 4);
+    let mut data = words.to_vec();
+    data.resize(rows * TEX_WIDTH * 4, 0);
+    let tex = ctx.device.create_texture_with_data(
+        &ctx.queue,
+        &wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width: TEX_WIDTH as u32,
+                height: rows as u32,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        },
+        wgpu::util::TextureDataOrder::LayerMajor,
+        bytemuck::cast_slice(&data),
+    );
+    Ok(tex.create_view(&Default::default()))
+}
+
 pub struct Chunk {
-    pub buffer: wgpu::Buffer,
+    pub storage: Storage,
     pub row0: usize,
     pub rows: usize,
 }
@@ -75,10 +136,15 @@ impl GpuTensor {
         let (wpb, _) = gpu_words(dtype);
         let row_words = cols / 32 * wpb;
         let row_bytes = row_words * 4;
-        let max_bind = ctx
+        // Textures are split like buffers (so `GpuOptions::max_binding` tests both), and
+        // also at the texture's own capacity.
+        let mut max_bind = ctx
             .limits
             .max_storage_buffer_binding_size
             .min(ctx.limits.max_buffer_size) as usize;
+        if ctx.weight_textures {
+            max_bind = max_bind.min(texture_capacity_words(ctx) * 4);
+        }
         let rows_per_chunk = (max_bind / row_bytes).min(rows);
         if rows_per_chunk == 0 {
             return Err(Error::Gpu(format!(
@@ -103,15 +169,20 @@ impl GpuTensor {
                 }
                 base += p.rows();
             }
-            let buffer = ctx
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(name),
-                    contents: bytemuck::cast_slice(&words),
-                    usage: wgpu::BufferUsages::STORAGE,
-                });
+            let storage = if ctx.weight_textures {
+                Storage::Texture(weight_texture(ctx, name, &words)?)
+            } else {
+                Storage::Buffer(
+                    ctx.device
+                        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some(name),
+                            contents: bytemuck::cast_slice(&words),
+                            usage: wgpu::BufferUsages::STORAGE,
+                        }),
+                )
+            };
             chunks.push(Chunk {
-                buffer,
+                storage,
                 row0,
                 rows: n,
             });
@@ -124,6 +195,13 @@ impl GpuTensor {
             cols,
             chunks,
         })
+    }
+
+    /// Whether the kernels reading this tensor must take it as a texture.
+    pub fn in_texture(&self) -> bool {
+        self.chunks
+            .first()
+            .is_some_and(|c| matches!(c.storage, Storage::Texture(_)))
     }
 
     pub fn bytes(&self) -> usize {

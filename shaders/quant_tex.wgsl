@@ -1,0 +1,15 @@
+// Weights in an rgba32uint texture (binding W): word i is component i % 4 of texel i / 4, and
+// TEXW texels make one texture row. CPU adapters (lavapipe) fetch a texel per lane as one
+// gather, where a storage-buffer load walks the lanes one 32-bit word at a time: ~7x the rate.
+const TEXW: u32 = {{TEXW}}u;
+fn texel(t: u32) -> vec4<u32> { return textureLoad(W, vec2<u32>(t % TEXW, t / TEXW), 0); }
+// Words o..o+3 of the eight words a ++ b (o < 4): blocks of 5 or 9 words straddle texels.
+fn pick4(a: vec4<u32>, b: vec4<u32>, o: u32) -> vec4<u32> {
+    let r1 = vec4<u32>(a.yzw, b.x);
+    let r2 = vec4<u32>(a.zw, b.xy);
+    let r3 = vec4<u32>(a.w, b.xyz);
+    return select(select(select(a, r1, o == 1u), r2, o == 2u), r3, o == 3u);
+}
+fn pick1(a: vec4<u32>, o: u32) -> u32 {
+    return select(select(select(a.x, a.y, o == 1u), a.z, o == 2u), a.w, o == 3u);
+}
