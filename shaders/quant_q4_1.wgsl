@@ -11,11 +11,8 @@ fn q4_1(dmw: u32, w0: u32, w1: u32, w2: u32, w3: u32) -> Blk {
 #if TEX
 #include "quant_tex"
 fn load_block(wb: u32) -> Blk {
-    let o = wb % 4u;
-    let a = texel(wb / 4u);
-    let b = texel(wb / 4u + 1u);
-    let w = pick4(a, b, o);
-    return q4_1(w.x, w.y, w.z, w.w, pick1(b, o));
+    let v = words5(wb);
+    return q4_1(v.w.x, v.w.y, v.w.z, v.w.w, v.e);
 }
 #else
 fn load_block(wb: u32) -> Blk {

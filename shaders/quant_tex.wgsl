@@ -13,3 +13,10 @@ fn pick4(a: vec4<u32>, b: vec4<u32>, o: u32) -> vec4<u32> {
 fn pick1(a: vec4<u32>, o: u32) -> u32 {
     return select(select(select(a.x, a.y, o == 1u), a.z, o == 2u), a.w, o == 3u);
 }
+// Words wb..wb+4: the 5-word blocks of Q4_0 and Q4_1 (two fetches).
+struct Words5 { w: vec4<u32>, e: u32 }
+fn words5(wb: u32) -> Words5 {
+    let o = wb % 4u;
+    let b = texel(wb / 4u + 1u);
+    return Words5(pick4(texel(wb / 4u), b, o), pick1(b, o));
+}
