@@ -3,11 +3,7 @@
 #include "common"
 
 @group(0) @binding(0) var<uniform> step: Step;
-#if TEX
-@group(0) @binding(1) var W: texture_2d<u32>;
-#else
-@group(0) @binding(1) var<storage, read> W: array<u32>;
-#endif
+#include "weights"
 @group(0) @binding(2) var<storage, read> IDS: array<u32>;
 @group(0) @binding(3) var<storage, read_write> H: array<vec4<f32>>;   // [n_tok, COLS]
 

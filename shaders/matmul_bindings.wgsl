@@ -1,10 +1,6 @@
 // Bindings shared by the matmul family (matmul.wgsl for batches, matvec.wgsl for one token).
 @group(0) @binding(0) var<uniform> step: Step;
-#if TEX
-@group(0) @binding(1) var W: texture_2d<u32>;
-#else
-@group(0) @binding(1) var<storage, read> W: array<u32>;
-#endif
+#include "weights"
 @group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
 #if NORM
 @group(0) @binding(3) var<storage, read> G: array<vec4<f32>>;

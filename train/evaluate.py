@@ -26,7 +26,7 @@ def evaluate(model, held, counts, seq, layers_off=()):
     model.eval()
     device = next(model.parameters()).device
     dec = deciles(counts)
-    null_layer = None
+    null_layer = 0.0  # sum over positions of the NULL weight, per layer
     ce_sum = np.zeros(10)
     ce_n = np.zeros(10)
     null_sum = np.zeros(10)
@@ -47,7 +47,7 @@ def evaluate(model, held, counts, seq, layers_off=()):
         np.add.at(ce_n, dec[y], 1)
         if alpha is not None:
             per_layer = alpha[0, :, :, -1].double().cpu()  # [T, L]
-            null_layer = per_layer.sum(0) + (0 if null_layer is None else null_layer)
+            null_layer = null_layer + per_layer.sum(0)
             null = per_layer.mean(dim=1).numpy()  # mean over layers
             np.add.at(null_sum, dec[window[:-1]], null)
             np.add.at(null_n, dec[window[:-1]], 1)
@@ -59,6 +59,6 @@ def evaluate(model, held, counts, seq, layers_off=()):
         "ce_by_decile": (ce_sum / np.maximum(ce_n, 1)).tolist(),
         "count_by_decile": ce_n.astype(int).tolist(),
         "null_by_decile": (null_sum / np.maximum(null_n, 1)).tolist() if null_n.sum() else None,
-        "null_by_layer": (null_layer / n).tolist() if null_layer is not None else None,
+        "null_by_layer": (null_layer / n).tolist() if null_n.sum() else None,
     }
     return out

@@ -17,12 +17,12 @@ Initialisation (a documented choice, models.md §2): E_k ~ N(0, 0.02), W_r = 0 (
 and gamma_k = --gamma-init (0.05) rather than 1: a pretrained residual stream is small at the
 bottom (SmolLM2's embedding rows have RMS ~0.14), and unit-RMS memory rows would start by drowning
 it. The metrics record the held-out CE at initialisation so the choice can be judged.
-Training runs in bf16 autocast on a GPU (f32 master weights; AdamW, no weight decay on tables);
+Training runs in bf16 autocast on a GPU (f32 master weights; AdamW without weight decay, train.py's
+warmup + cosine schedule and batch sampler);
 evaluation runs in f32.
 """
 import argparse
 import json
-import math
 import os
 import time
 
@@ -33,6 +33,7 @@ from safetensors.numpy import save_file
 
 import evaluate
 import export
+import train
 from load import load
 from model import TideLM
 
@@ -115,12 +116,12 @@ def main():
     print(f"backbone alone: held-out ppl {base['ppl']:.3f} (CE {base['ce']:.4f}); with untrained "
           f"memory on the first {args.ablate_tokens} tokens: CE {at_init['ce']:.4f}", flush=True)
 
-    opt = torch.optim.AdamW([{"params": list(model.memory.parameters()), "weight_decay": 0.0},
-                             {"params": [b.router.weight for b in model.layers],
-                              "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    # train.py's schedule (linear warmup, cosine down to 10%) and batch sampler.
+    opt = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    schedule = {"lr": args.lr, "warmup_steps": args.warmup, "min_lr_frac": 0.1}
     per_step = args.batch * args.seq
     steps = max(1, args.tokens // per_step)
-    rng = np.random.default_rng(args.seed)
+    batches = train.batches(train_ids, args.batch, args.seq, np.random.default_rng(args.seed))
     print(f"training {n_train/1e6:.1f}M of {n_all/1e6:.1f}M parameters (K={args.k}): {steps} steps "
           f"x {per_step} tokens on {device}", flush=True)
     log, checks = [], []
@@ -128,16 +129,13 @@ def main():
     t0 = time.time()
     model.train()
     for step in range(steps):
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (
-            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        lr = train.lr_at(step, steps, schedule)
         for g in opt.param_groups:
             g["lr"] = lr
-        starts = rng.integers(0, train_ids.size - args.seq - 1, size=args.batch)
-        xy = torch.from_numpy(np.stack([train_ids[s:s + args.seq + 1] for s in starts])
-                              .astype(np.int64)).to(device)
+        x, y = (t.to(device) for t in next(batches))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(xy[:, :-1]).float()
-        ce = F.cross_entropy(logits.view(-1, cfg.vocab), xy[:, 1:].reshape(-1))
+            logits = model(x).float()
+        ce = F.cross_entropy(logits.view(-1, cfg.vocab), y.reshape(-1))
         loss = ce + args.z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

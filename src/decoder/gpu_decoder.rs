@@ -328,28 +328,24 @@ impl GpuDecoder {
         Ok(())
     }
 
-    /// A matmul op; `tex`: its weights are in a texture.
-    fn push_matmul(
-        &mut self,
-        m: Matmul,
-        tex: bool,
-        buffers: &[wgpu::BindingResource<'_>],
-    ) -> Result<()> {
+    fn push_matmul(&mut self, m: Matmul, buffers: &[wgpu::BindingResource<'_>]) -> Result<()> {
         let big = self.few_big_workgroups();
         let prefill = if m.epi == Epilogue::Store {
             m.decode_tuned(big)
         } else {
             m.prefill()
         };
-        let decode = m.decode_tuned(big);
-        if tex {
-            self.push_op(
-                &decode.weights_in_texture(),
-                &prefill.weights_in_texture(),
-                buffers,
-            )
+        let decode = self.weight_reader(m.decode_tuned(big));
+        self.push_op(&decode, &self.weight_reader(prefill), buffers)
+    }
+
+    /// A kernel that reads weight tensors, as this context stores them: every GpuTensor is
+    /// uploaded to textures when `ctx.weight_textures` says so, to buffers otherwise.
+    fn weight_reader(&self, s: Spec) -> Spec {
+        if self.ctx.weight_textures {
+            s.weights_in_texture()
         } else {
-            self.push_op(&decode, &prefill, buffers)
+            s
         }
     }
 
@@ -372,10 +368,7 @@ impl GpuDecoder {
         let embd = GpuTensor::upload(&self.ctx, "token_embd", &[&model.token_embd])?;
         // Embedding lookup, one op per chunk of the table.
         for ch in &embd.chunks {
-            let mut s = specs::embed(embd.dtype, c.dim, ch.row0, ch.rows);
-            if embd.in_texture() {
-                s = s.weights_in_texture();
-            }
+            let s = self.weight_reader(specs::embed(embd.dtype, c.dim, ch.row0, ch.rows));
             self.push_op(
                 &s,
                 &s,
@@ -433,7 +426,6 @@ impl GpuDecoder {
             };
             self.push_matmul(
                 mm(&qkv, qkv_epi, eps),
-                qkv.in_texture(),
                 &[
                     res(&buf.step),
                     single(&qkv)?,
@@ -461,12 +453,10 @@ impl GpuDecoder {
             )?;
             self.push_matmul(
                 mm(&wo, Epilogue::Residual, None),
-                wo.in_texture(),
                 &[res(&buf.step), single(&wo)?, res(&buf.att), res(&buf.h)],
             )?;
             self.push_matmul(
                 mm(&gu, Epilogue::SwiGlu { ffn: f }, eps),
-                gu.in_texture(),
                 &[
                     res(&buf.step),
                     single(&gu)?,
@@ -482,7 +472,6 @@ impl GpuDecoder {
                     let k = mem.host.k;
                     self.push_matmul(
                         mm(&down, Epilogue::ResidualMemory { k }, None),
-                        down.in_texture(),
                         &[
                             res(&buf.step),
                             single(&down)?,
@@ -495,7 +484,6 @@ impl GpuDecoder {
                 }
                 _ => self.push_matmul(
                     mm(&down, Epilogue::Residual, None),
-                    down.in_texture(),
                     &[res(&buf.step), single(&down)?, res(&buf.act), res(&buf.h)],
                 )?,
             }
@@ -524,7 +512,6 @@ impl GpuDecoder {
             };
             self.push_matmul(
                 m,
-                head.in_texture(),
                 &[
                     res(&buf.step),
                     ch.storage.resource(),
@@ -767,10 +754,7 @@ impl GpuDecoder {
                 rows,
                 row0,
             };
-            let mut p = m.prefill();
-            if matches!(buffer, Storage::Texture(_)) {
-                p = p.weights_in_texture();
-            }
+            let p = self.weight_reader(m.prefill());
             let (step, h) = (self.buf.step.clone(), self.buf.h.clone());
             self.push_op(
                 &p,

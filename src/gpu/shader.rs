@@ -29,6 +29,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("quant_q4_0", include_str!("../../shaders/quant_q4_0.wgsl")),
     ("quant_q4_1", include_str!("../../shaders/quant_q4_1.wgsl")),
     ("quant_tex", include_str!("../../shaders/quant_tex.wgsl")),
+    ("weights", include_str!("../../shaders/weights.wgsl")),
 ];
 
 /// Flags (for #if) and values (for {{KEY}}); a flag is a key whose value is "1".

@@ -197,13 +197,6 @@ impl GpuTensor {
         })
     }
 
-    /// Whether the kernels reading this tensor must take it as a texture.
-    pub fn in_texture(&self) -> bool {
-        self.chunks
-            .first()
-            .is_some_and(|c| matches!(c.storage, Storage::Texture(_)))
-    }
-
     pub fn bytes(&self) -> usize {
         self.rows * self.cols / 32 * gpu_words(self.dtype).0 * 4
     }
