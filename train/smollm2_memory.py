@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--max-train-seconds", type=float, default=0,
                     help="stop training early after this long (0: no limit); the log says so")
     args = ap.parse_args()
+    if args.k < 1 or args.seq < 1 or args.batch < 1 or args.warmup < 1:
+        ap.error("--k, --seq, --batch and --warmup must each be at least 1")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
