@@ -1,9 +1,17 @@
 // Bindings shared by the matmul family (matmul.wgsl for batches, matvec.wgsl for one token).
 @group(0) @binding(0) var<uniform> step: Step;
 #include "weights"
+#if XUBO
+// One token's x, and gamma, as uniforms (matvec_rows on CPU adapters).
+@group(0) @binding(2) var<uniform> X: array<vec4<f32>, {{COLS}} / 4>;
+#if NORM
+@group(0) @binding(3) var<uniform> G: array<vec4<f32>, {{COLS}} / 4>;
+#endif
+#else
 @group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
 #if NORM
 @group(0) @binding(3) var<storage, read> G: array<vec4<f32>>;
+#endif
 #endif
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 #if EPI_QKV

@@ -82,7 +82,7 @@ fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<
     let out = go(s);
     // Kernels that read weights run a second time with them in a texture (the layout CPU
     // adapters use): same words, same arithmetic, so the results must be bit-identical.
-    if ["matmul", "matvec", "embed"].contains(&s.shader) {
+    if ["matmul", "matvec", "matvec_rows", "embed"].contains(&s.shader) {
         let t = s.clone().weights_in_texture();
         assert_eq!(t.bindings[1], (1, Binding::Texture));
         let out_t = go(&t);
@@ -98,6 +98,16 @@ fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<
         }
     }
     out.iter().map(|v| as_f32(v)).collect()
+}
+
+/// The kernels that run a batch of `n_tok`: the prefill matmul, or for one token both decode
+/// kernels (`decode`, the GPU one, and matvec_rows, the CPU-adapter one).
+fn token_specs(m: &Matmul, n_tok: u32, decode: Spec) -> Vec<Spec> {
+    if n_tok == 1 {
+        vec![decode, m.decode_rows()]
+    } else {
+        vec![m.prefill()]
+    }
 }
 
 /// CPU: y[t] = W x[t] (x optionally RMS-normalised with gamma).
@@ -145,31 +155,32 @@ fn matmul_residual_all_types() {
                 rows,
                 row0: 0,
             };
-            let s = if n_tok == 1 { m.decode() } else { m.prefill() };
-            let out = dispatch(
-                &ctx,
-                &s,
-                vec![
-                    Data::Bytes(step(0, n_tok, 0, 1.0)),
-                    Data::U32(words(dtype, &wb)),
-                    Data::F32(x.clone()),
-                    Data::F32(h0.clone()),
-                ],
-                n_tok,
-            );
             let want: Vec<f32> = cpu_matmul(&wf, rows, cols, &x, None, 0.0)
                 .concat()
                 .iter()
                 .zip(&h0)
                 .map(|(y, h)| y + h)
                 .collect();
-            // |y| stays below ~10 here; f32 sums over <= 544 terms agree to ~1e-5.
-            assert_close(
-                &format!("residual {dtype:?} {rows}x{cols} T={n_tok}"),
-                &out[0][..want.len()],
-                &want,
-                2e-4,
-            );
+            for s in token_specs(&m, n_tok, m.decode()) {
+                let out = dispatch(
+                    &ctx,
+                    &s,
+                    vec![
+                        Data::Bytes(step(0, n_tok, 0, 1.0)),
+                        Data::U32(words(dtype, &wb)),
+                        Data::F32(x.clone()),
+                        Data::F32(h0.clone()),
+                    ],
+                    n_tok,
+                );
+                // |y| stays below ~10 here; f32 sums over <= 544 terms agree to ~1e-5.
+                assert_close(
+                    &format!("residual {} {dtype:?} {rows}x{cols} T={n_tok}", s.shader),
+                    &out[0][..want.len()],
+                    &want,
+                    2e-4,
+                );
+            }
         }
     }
 }
@@ -218,6 +229,30 @@ fn matmul_store_norm_last_token() {
             out[0][..row0].iter().all(|&v| v == 0.0),
             "store wrote below ROW0"
         );
+        // The one-token kernel of CPU adapters, fed the last token alone.
+        let last = x[(n_tok as usize - 1) * cols..].to_vec();
+        let out = dispatch(
+            &ctx,
+            &m.decode_rows(),
+            vec![
+                Data::Bytes(step(0, 1, 0, 1.0)),
+                Data::U32(words(dtype, &wb)),
+                Data::F32(last),
+                Data::F32(g.clone()),
+                Data::F32(vec![0.0; row0 + rows]),
+            ],
+            1,
+        );
+        assert_close(
+            &format!("store matvec_rows {dtype:?}"),
+            &out[0][row0..row0 + rows],
+            &want,
+            2e-4,
+        );
+        assert!(
+            out[0][..row0].iter().all(|&v| v == 0.0),
+            "matvec_rows store wrote below ROW0"
+        );
     }
 }
 
@@ -240,32 +275,34 @@ fn matmul_swiglu() {
                 rows: 2 * ffn,
                 row0: 0,
             };
-            let s = if n_tok == 1 {
-                m.decode_tuned(dtype != DType::F16)
-            } else {
-                m.prefill()
-            };
-            let out = dispatch(
-                &ctx,
-                &s,
-                vec![
-                    Data::Bytes(step(0, n_tok, 0, 1.0)),
-                    Data::U32(words(dtype, &wb)),
-                    Data::F32(x.clone()),
-                    Data::F32(g.clone()),
-                    Data::F32(vec![0.0; n_tok as usize * ffn]),
-                ],
-                n_tok,
-            );
-            let want: Vec<f32> = cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)
-                .iter()
-                .flat_map(|y| {
-                    (0..ffn)
-                        .map(move |j| ops::silu(y[j]) * y[ffn + j])
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            assert_close(&format!("swiglu {dtype:?} T={n_tok}"), &out[0], &want, 2e-4);
+            for s in token_specs(&m, n_tok, m.decode_tuned(dtype != DType::F16)) {
+                let out = dispatch(
+                    &ctx,
+                    &s,
+                    vec![
+                        Data::Bytes(step(0, n_tok, 0, 1.0)),
+                        Data::U32(words(dtype, &wb)),
+                        Data::F32(x.clone()),
+                        Data::F32(g.clone()),
+                        Data::F32(vec![0.0; n_tok as usize * ffn]),
+                    ],
+                    n_tok,
+                );
+                let want: Vec<f32> = cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)
+                    .iter()
+                    .flat_map(|y| {
+                        (0..ffn)
+                            .map(move |j| ops::silu(y[j]) * y[ffn + j])
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                assert_close(
+                    &format!("swiglu {} {dtype:?} T={n_tok}", s.shader),
+                    &out[0],
+                    &want,
+                    2e-4,
+                );
+            }
         }
     }
 }
@@ -310,52 +347,49 @@ fn matmul_qkv_rope_both_layouts() {
                 rows,
                 row0: 0,
             };
-            let s = if n_tok == 1 {
-                m.decode_tuned(layout == RopeLayout::Adjacent)
-            } else {
-                m.prefill()
-            };
-            let out = dispatch(
-                &ctx,
-                &s,
-                vec![
-                    Data::Bytes(step(pos0, n_tok, 0, 1.0)),
-                    Data::U32(words(dtype, &wb)),
-                    Data::F32(x.clone()),
-                    Data::F32(g.clone()),
-                    Data::F32(vec![0.0; n_tok as usize * qd]),
-                    Data::F32(vec![0.0; ctx_len * kvd]),
-                    Data::F32(vec![0.0; ctx_len * kvd]),
-                    Data::F32(table.clone()),
-                ],
-                n_tok,
-            );
-            let ys = cpu_matmul(&wf, rows, c.dim, &x, Some(&g), c.eps);
-            for (t, y) in ys.iter().enumerate() {
-                let pos = pos0 as usize + t;
-                let mut q = y[..qd].to_vec();
-                let mut k = y[qd..qd + kvd].to_vec();
-                ops::rope(&c, &table, &mut q, pos);
-                ops::rope(&c, &table, &mut k, pos);
-                let what = format!("qkv {layout:?} T={n_tok} t={t}");
-                assert_close(
-                    &format!("{what} q"),
-                    &out[0][t * qd..(t + 1) * qd],
-                    &q,
-                    2e-4,
+            for s in token_specs(&m, n_tok, m.decode_tuned(layout == RopeLayout::Adjacent)) {
+                let out = dispatch(
+                    &ctx,
+                    &s,
+                    vec![
+                        Data::Bytes(step(pos0, n_tok, 0, 1.0)),
+                        Data::U32(words(dtype, &wb)),
+                        Data::F32(x.clone()),
+                        Data::F32(g.clone()),
+                        Data::F32(vec![0.0; n_tok as usize * qd]),
+                        Data::F32(vec![0.0; ctx_len * kvd]),
+                        Data::F32(vec![0.0; ctx_len * kvd]),
+                        Data::F32(table.clone()),
+                    ],
+                    n_tok,
                 );
-                assert_close(
-                    &format!("{what} k"),
-                    &out[1][pos * kvd..(pos + 1) * kvd],
-                    &k,
-                    2e-4,
-                );
-                assert_close(
-                    &format!("{what} v"),
-                    &out[2][pos * kvd..(pos + 1) * kvd],
-                    &y[qd + kvd..],
-                    2e-4,
-                );
+                let ys = cpu_matmul(&wf, rows, c.dim, &x, Some(&g), c.eps);
+                for (t, y) in ys.iter().enumerate() {
+                    let pos = pos0 as usize + t;
+                    let mut q = y[..qd].to_vec();
+                    let mut k = y[qd..qd + kvd].to_vec();
+                    ops::rope(&c, &table, &mut q, pos);
+                    ops::rope(&c, &table, &mut k, pos);
+                    let what = format!("qkv {} {layout:?} T={n_tok} t={t}", s.shader);
+                    assert_close(
+                        &format!("{what} q"),
+                        &out[0][t * qd..(t + 1) * qd],
+                        &q,
+                        2e-4,
+                    );
+                    assert_close(
+                        &format!("{what} k"),
+                        &out[1][pos * kvd..(pos + 1) * kvd],
+                        &k,
+                        2e-4,
+                    );
+                    assert_close(
+                        &format!("{what} v"),
+                        &out[2][pos * kvd..(pos + 1) * kvd],
+                        &y[qd + kvd..],
+                        2e-4,
+                    );
+                }
             }
         }
     }

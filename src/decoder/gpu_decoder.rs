@@ -57,6 +57,8 @@ struct Op {
     decode: Variant,
     prefill: Variant,
     bind: wgpu::BindGroup,
+    /// The batch variant's own bind group, where its binding layout differs from decode's.
+    bind_prefill: Option<wgpu::BindGroup>,
     /// Left out of the step (a router whose layer's memory is switched off).
     skip: bool,
 }
@@ -67,6 +69,13 @@ impl Op {
             self.prefill
         } else {
             self.decode
+        }
+    }
+
+    fn bind_group(&self, n_tok: u32) -> &wgpu::BindGroup {
+        match &self.bind_prefill {
+            Some(b) if n_tok > 1 => b,
+            _ => &self.bind,
         }
     }
 }
@@ -155,7 +164,8 @@ fn f32_buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::cast_slice(data),
-            usage: wgpu::BufferUsages::STORAGE,
+            // Norm gammas are also read as uniforms (matvec_rows).
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
         })
 }
 
@@ -208,6 +218,8 @@ impl GpuDecoder {
         let (d, qd, f) = (c.dim, c.q_dim(), c.ffn_dim);
         let mb = max_batch;
         let u = wgpu::BufferUsages::empty();
+        // h, att and act also feed matvec_rows as uniforms.
+        let x = wgpu::BufferUsages::UNIFORM;
         let buf = Buffers {
             step: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("step"),
@@ -216,10 +228,10 @@ impl GpuDecoder {
                 mapped_at_creation: false,
             }),
             ids: storage(&ctx, "ids", mb * 4, u),
-            h: storage(&ctx, "h", mb * d * 4, u),
+            h: storage(&ctx, "h", mb * d * 4, x),
             q: storage(&ctx, "q", mb * qd * 4, u),
-            att: storage(&ctx, "att", mb * qd * 4, u),
-            act: storage(&ctx, "act", mb * f * 4, u),
+            att: storage(&ctx, "att", mb * qd * 4, x),
+            act: storage(&ctx, "act", mb * f * 4, x),
             scores: storage(&ctx, "scores", mb * h_ * opts.ctx_len * 4, u),
             logits: storage(&ctx, "logits", c.vocab * 4, u),
             pen: storage(&ctx, "pen", MAX_PEN * 4, u),
@@ -323,6 +335,7 @@ impl GpuDecoder {
             decode,
             prefill,
             bind,
+            bind_prefill: None,
             skip: false,
         });
         Ok(())
@@ -330,13 +343,44 @@ impl GpuDecoder {
 
     fn push_matmul(&mut self, m: Matmul, buffers: &[wgpu::BindingResource<'_>]) -> Result<()> {
         let big = self.few_big_workgroups();
-        let prefill = if m.epi == Epilogue::Store {
+        let prefill = self.weight_reader(if m.epi == Epilogue::Store {
             m.decode_tuned(big)
         } else {
             m.prefill()
-        };
-        let decode = self.weight_reader(m.decode_tuned(big));
-        self.push_op(&decode, &self.weight_reader(prefill), buffers)
+        });
+        let x_bytes = (m.cols * 4) as u64;
+        if !(big && x_bytes <= self.ctx.limits.max_uniform_buffer_binding_size as u64) {
+            let decode = self.weight_reader(m.decode_tuned(big));
+            return self.push_op(&decode, &prefill, buffers);
+        }
+        // CPU adapters: one token through matvec_rows, x and gamma bound as uniforms of one
+        // row (the token of a decode step is row 0); batches keep the storage bindings.
+        let decode = self.variant(&self.weight_reader(m.decode_rows()))?;
+        let prefill = self.variant(&prefill)?;
+        let sized: Vec<wgpu::BindingResource<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                wgpu::BindingResource::Buffer(b) if i == 2 || (i == 3 && m.norm.is_some()) => {
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b.buffer,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(x_bytes),
+                    })
+                }
+                r => r.clone(),
+            })
+            .collect();
+        let bind = self.kernels[decode.kernel].bind(&self.ctx.device, &sized);
+        let bind_prefill = Some(self.kernels[prefill.kernel].bind(&self.ctx.device, buffers));
+        self.ops.push(Op {
+            decode,
+            prefill,
+            bind,
+            bind_prefill,
+            skip: false,
+        });
+        Ok(())
     }
 
     /// A kernel that reads weight tensors, as this context stores them: every GpuTensor is
@@ -850,7 +894,7 @@ impl GpuDecoder {
         }
         let v = op.variant(n);
         pass.set_pipeline(&self.kernels[v.kernel].pipeline);
-        pass.set_bind_group(0, &op.bind, &[]);
+        pass.set_bind_group(0, op.bind_group(n), &[]);
         pass.dispatch_workgroups(v.x, v.y(n), 1);
     }
 

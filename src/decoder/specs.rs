@@ -188,6 +188,40 @@ impl Matmul {
         }
     }
 
+    /// One token on a CPU-backed adapter (matvec_rows.wgsl): each lane computes whole 4-row
+    /// groups from x and gamma held in uniform buffers (bindings 2 and 3 become uniforms of
+    /// `cols` floats). Needs `cols * 4` within the adapter's uniform binding size.
+    pub fn decode_rows(&self) -> Spec {
+        let groups = self.groups();
+        // 8 lanes (one SIMD row of a CPU driver) per workgroup; of 4..=16 workgroups, the
+        // count that leaves the fewest idle lane slots, then the fewest (each loads x).
+        let lanes_per_wg = 8usize;
+        let nwg = (4..=16usize)
+            .min_by_key(|&n| (groups.div_ceil(lanes_per_wg * n) * lanes_per_wg * n, n))
+            .unwrap_or(4)
+            .min(groups.div_ceil(lanes_per_wg).max(1));
+        let mut bindings = self.bindings();
+        for b in &mut bindings {
+            if b.0 == 2 || b.0 == 3 {
+                b.1 = Binding::Uniform;
+            }
+        }
+        Spec {
+            shader: "matvec_rows",
+            entry: "main",
+            defs: self
+                .base()
+                .set("WG", lanes_per_wg)
+                .set("NB", self.cols / 32)
+                .set("GROUPS", groups)
+                .set("LANES", nwg * lanes_per_wg)
+                .flag("XUBO", true),
+            bindings,
+            x: nwg as u32,
+            tokens_per_y: 0,
+        }
+    }
+
     /// The tuning for CPU-backed adapters.
     pub fn decode(&self) -> Spec {
         self.decode_tuned(true)

@@ -16,6 +16,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_bindings.wgsl"),
     ),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
+    (
+        "matvec_rows",
+        include_str!("../../shaders/matvec_rows.wgsl"),
+    ),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("sample", include_str!("../../shaders/sample.wgsl")),

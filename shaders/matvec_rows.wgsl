@@ -1,0 +1,67 @@
+// Decode matrix-vector product for CPU-backed adapters (lavapipe): every lane owns whole 4-row
+// groups, so there are no partial sums, no workgroup memory and no barriers. Each of those
+// costs a per-lane loop on a CPU Vulkan driver, which made them dearer than the weights.
+// x (and the norm's gamma) come from uniform buffers at constant offsets: the driver loads
+// such a value once and broadcasts it, where a storage load would walk the lanes.
+#include "common"
+
+#include "matmul_bindings"
+
+#include "{{QUANT}}"
+
+const COLS: u32 = {{COLS}}u;
+const NB: u32 = COLS / 32u;
+const ROWS: u32 = {{ROWS}}u;
+const EPS: f32 = {{EPS}};
+const GROUPS: u32 = {{GROUPS}}u;
+const LANES: u32 = {{LANES}}u;  // lanes in the whole dispatch
+
+// x (times gamma) by block of 32, and each block's sum; constant indices only, so these stay
+// in registers (or the stack), never in per-lane scratch memory.
+var<private> xp: array<vec4<f32>, {{NB}} * 8>;
+var<private> xsp: array<f32, {{NB}}>;
+
+#include "matmul_epilogue"
+
+fn row_dot(row: u32) -> f32 {
+    var acc = 0.0;
+    if (row < ROWS) {
+        let rb = row * (NB * WPB);
+#for B in 0..{{NB}}
+        acc += bdot(load_block(rb + {{B}}u * WPB), xp[{{B}} * 8], xp[{{B}} * 8 + 1], xp[{{B}} * 8 + 2], xp[{{B}} * 8 + 3], xp[{{B}} * 8 + 4], xp[{{B}} * 8 + 5], xp[{{B}} * 8 + 6], xp[{{B}} * 8 + 7], xsp[{{B}}]);
+#endfor
+    }
+    return acc;
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var ss = vec4<f32>(0.0);
+#for B in 0..{{NB}}
+    var s{{B}} = vec4<f32>(0.0);
+#for J in 0..8
+    let r{{B}}_{{J}} = X[{{B}} * 8 + {{J}}];
+    ss += r{{B}}_{{J}} * r{{B}}_{{J}};
+#if NORM
+    xp[{{B}} * 8 + {{J}}] = r{{B}}_{{J}} * G[{{B}} * 8 + {{J}}];
+#else
+    xp[{{B}} * 8 + {{J}}] = r{{B}}_{{J}};
+#endif
+    s{{B}} += xp[{{B}} * 8 + {{J}}];
+#endfor
+    xsp[{{B}}] = s{{B}}.x + s{{B}}.y + s{{B}}.z + s{{B}}.w;
+#endfor
+    var inv = 1.0;
+#if NORM
+    inv = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(COLS) + EPS);
+#endif
+    // Lanes take groups round-robin; the host sizes the dispatch so that every lane gets the
+    // same number of groups where it can.
+    for (var g = gid.x; g < GROUPS; g += LANES) {
+        let rows = vec4<u32>(row_of(g, 0u), row_of(g, 1u), row_of(g, 2u), row_of(g, 3u));
+        // A loop, not four inlined copies: the driver's compile time grows with code size.
+        var v = vec4<f32>(0.0);
+        for (var r = 0u; r < 4u; r++) { v[r] = row_dot(rows[r]); }
+        if (rows.x < ROWS) { epilogue(0u, rows, v * inv); }
+    }
+}
