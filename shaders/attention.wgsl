@@ -8,8 +8,14 @@
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;      // [n_tok, QD]
+#if KVTEX
+// rgba32uint textures holding f32 bits, texel (j, p) = floats 4j..4j+3 of position p's row.
+@group(0) @binding(2) var KT: texture_2d<u32>;
+@group(0) @binding(3) var VT: texture_2d<u32>;
+#else
 @group(0) @binding(2) var<storage, read> KC: array<vec4<f32>>;     // [ctx, KVD]
 @group(0) @binding(3) var<storage, read> VC: array<vec4<f32>>;     // [ctx, KVD]
+#endif
 @group(0) @binding(4) var<storage, read_write> S: array<f32>;      // scratch [n_tok * H, CTX]
 @group(0) @binding(5) var<storage, read_write> O: array<vec4<f32>>; // [n_tok, QD]
 
@@ -20,6 +26,51 @@ const KVD: u32 = {{KVD}}u;
 const GROUP: u32 = {{GROUP}}u;  // query heads per KV head
 const CTX: u32 = {{CTX}}u;
 
+#if KVTEX
+// Decode on CPU adapters (lavapipe): a lane per query head walks every position with an
+// online softmax, K and V rows fetched from textures (one gather there, where a storage load
+// walks the lanes one word at a time). No scores scratch, no workgroup memory, no barriers.
+const NH: u32 = QD / HD;
+
+fn kv(t: texture_2d<u32>, j: u32, p: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(textureLoad(t, vec2<u32>(j, p), 0));
+}
+
+@compute @workgroup_size({{WG}})
+fn heads(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let h = min(gid.x, NH - 1u);  // spare lanes repeat the last head and store nothing
+    let last = step.pos0 + step.n_tok - 1u;
+    let j0 = (h / GROUP) * (HD / 4u);
+    let qb = ((step.n_tok - 1u) * QD + h * HD) / 4u;
+    let scale = inverseSqrt(f32(HD));
+#for K in 0..{{HD4}}
+    let q{{K}} = Q[qb + {{K}}u] * scale;
+    var o{{K}} = vec4<f32>(0.0);
+#endfor
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var p = 0u; p <= last; p++) {
+        var s = 0.0;
+#for K in 0..{{HD4}}
+        s += dot(q{{K}}, kv(KT, j0 + {{K}}u, p));
+#endfor
+        let mn = max(m, s);
+        let c = exp(m - mn);
+        let e = exp(s - mn);
+        l = l * c + e;
+#for K in 0..{{HD4}}
+        o{{K}} = o{{K}} * c + e * kv(VT, j0 + {{K}}u, p);
+#endfor
+        m = mn;
+    }
+    if (gid.x < NH) {
+        let inv = 1.0 / l;
+#for K in 0..{{HD4}}
+        O[qb + {{K}}u] = o{{K}} * inv;
+#endfor
+    }
+}
+#else
 var<workgroup> red: array<f32, WG>;
 
 // One barrier per reduction: every invocation reads all partials (cheaper than a tree on CPU
@@ -123,3 +174,4 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     O[ob + {{K}}u] = o{{K}} * inv;
 #endfor
 }
+#endif

@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use tide_gpu::cpu::ops;
 use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
 use tide_gpu::gpu::harness::{run, Data};
-use tide_gpu::gpu::{repack, Binding, GpuContext};
+use tide_gpu::gpu::{repack, Binding, GpuContext, TEX_WIDTH};
 use tide_gpu::model::dtype::{dequantize, DType};
 use tide_gpu::model::{Config, RopeLayout};
 
@@ -448,6 +448,38 @@ fn attention_gqa_causal() {
             &want,
             1e-4,
         );
+        if n_tok == 1 {
+            // The CPU-adapter decode kernel, K and V in textures: row p of the cache is
+            // texture row p (padded here to the harness's texture width).
+            let rows = |c: &[f32]| {
+                let mut w = vec![0u32; ctx_len * TEX_WIDTH * 4];
+                for (p, r) in c.chunks(kvd).enumerate() {
+                    for (i, x) in r.iter().enumerate() {
+                        w[p * TEX_WIDTH * 4 + i] = x.to_bits();
+                    }
+                }
+                Data::U32(w)
+            };
+            let out = dispatch(
+                &ctx,
+                &specs::attention_heads(hd, nh, nkv, ctx_len),
+                vec![
+                    Data::Bytes(step(pos0, n_tok, 0, 1.0)),
+                    Data::F32(q.clone()),
+                    rows(&k),
+                    rows(&v),
+                    Data::F32(vec![0.0; nh * ctx_len]),
+                    Data::F32(vec![0.0; qd]),
+                ],
+                1,
+            );
+            assert_close(
+                &format!("attention heads (textures) pos0={pos0}"),
+                &out[1],
+                &want,
+                1e-4,
+            );
+        }
     }
 }
 

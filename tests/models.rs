@@ -75,6 +75,28 @@ fn tiny_llama_matches_numpy_reference() {
             want.last().unwrap(),
             1e-3,
         );
+        // A batch, then one decode step over the cache the batch wrote (on CPU adapters,
+        // through the texture copies of its rows). A fresh decoder: no earlier step may have
+        // left the same rows behind.
+        let n = ids.len();
+        let mut d = GpuDecoder::new(
+            gpu(),
+            &m,
+            DecoderOptions {
+                ctx_len: 64,
+                max_batch: 16,
+            },
+        )
+        .unwrap();
+        d.feed(&ids[..n - 1]).unwrap();
+        d.feed(&ids[n - 1..]).unwrap();
+        let got = d.logits().unwrap();
+        assert_close(
+            &format!("gpu prefill then decode {variant}"),
+            &got,
+            want.last().unwrap(),
+            1e-3,
+        );
     }
 }
 

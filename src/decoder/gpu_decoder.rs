@@ -61,6 +61,57 @@ struct Op {
     bind_prefill: Option<wgpu::BindGroup>,
     /// Left out of the step (a router whose layer's memory is switched off).
     skip: bool,
+    /// K/V cache rows to mirror into textures before this op (attention on CPU adapters).
+    kv_mirror: Option<KvMirror>,
+}
+
+/// A layer's K and V cache buffers and their texture copies ([ctx rows, kv_dim / 4 texels]),
+/// which the CPU-adapter decode attention reads. The buffers stay the source of truth; the
+/// rows a batch appended are copied over before its attention runs.
+struct KvMirror {
+    kc: wgpu::Buffer,
+    vc: wgpu::Buffer,
+    kt: wgpu::Texture,
+    vt: wgpu::Texture,
+    kvd: usize,
+}
+
+impl KvMirror {
+    fn copy(&self, enc: &mut wgpu::CommandEncoder, pos0: u32, n: u32) {
+        let row = (self.kvd * 4) as u32;
+        // Rows go in one copy where the row pitch meets the copy alignment, else one by one.
+        let (per, count) = if n == 1 || row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT == 0 {
+            (n, 1)
+        } else {
+            (1, n)
+        };
+        for (buf, tex) in [(&self.kc, &self.kt), (&self.vc, &self.vt)] {
+            for i in 0..count {
+                let p = pos0 + i * per;
+                enc.copy_buffer_to_texture(
+                    wgpu::TexelCopyBufferInfo {
+                        buffer: buf,
+                        layout: wgpu::TexelCopyBufferLayout {
+                            offset: p as u64 * row as u64,
+                            bytes_per_row: (per > 1).then_some(row),
+                            rows_per_image: None,
+                        },
+                    },
+                    wgpu::TexelCopyTextureInfo {
+                        texture: tex,
+                        mip_level: 0,
+                        origin: wgpu::Origin3d { x: 0, y: p, z: 0 },
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    wgpu::Extent3d {
+                        width: row / 16,
+                        height: per,
+                        depth_or_array_layers: 1,
+                    },
+                );
+            }
+        }
+    }
 }
 
 impl Op {
@@ -337,6 +388,7 @@ impl GpuDecoder {
             bind,
             bind_prefill: None,
             skip: false,
+            kv_mirror: None,
         });
         Ok(())
     }
@@ -379,6 +431,74 @@ impl GpuDecoder {
             bind,
             bind_prefill,
             skip: false,
+            kv_mirror: None,
+        });
+        Ok(())
+    }
+
+    /// Attention over one layer's K/V cache. On CPU adapters decode reads the cache through
+    /// texture mirrors (see KvMirror) where the adapter's texture size allows.
+    fn push_attention(&mut self, kc: &wgpu::Buffer, vc: &wgpu::Buffer) -> Result<()> {
+        let c = &self.config;
+        let (hd, nh, nkv, ctx_len) = (c.head_dim, c.n_heads, c.n_kv_heads, self.opts.ctx_len);
+        let kvd = c.kv_dim();
+        let buf = self.buf.clone();
+        let at = specs::attention(hd, nh, nkv, ctx_len);
+        let atp = specs::attention_prefill(hd, nh, nkv, ctx_len);
+        let buffers = [
+            res(&buf.step),
+            res(&buf.q),
+            res(kc),
+            res(vc),
+            res(&buf.scores),
+            res(&buf.att),
+        ];
+        let max_tex = self.ctx.limits.max_texture_dimension_2d as usize;
+        if !(self.few_big_workgroups() && kvd % 4 == 0 && ctx_len <= max_tex && kvd / 4 <= max_tex)
+        {
+            return self.push_op(&at, &atp, &buffers);
+        }
+        let texture = |label| {
+            self.ctx.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some(label),
+                size: wgpu::Extent3d {
+                    width: (kvd / 4) as u32,
+                    height: ctx_len as u32,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Uint,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            })
+        };
+        let (kt, vt) = (texture("k-cache-tex"), texture("v-cache-tex"));
+        let (kv_view, vv_view) = (
+            kt.create_view(&Default::default()),
+            vt.create_view(&Default::default()),
+        );
+        let decode = self.variant(&specs::attention_heads(hd, nh, nkv, ctx_len))?;
+        let prefill = self.variant(&atp)?;
+        let mut tex_buffers = buffers.clone();
+        tex_buffers[2] = wgpu::BindingResource::TextureView(&kv_view);
+        tex_buffers[3] = wgpu::BindingResource::TextureView(&vv_view);
+        let bind = self.kernels[decode.kernel].bind(&self.ctx.device, &tex_buffers);
+        let bind_prefill = Some(self.kernels[prefill.kernel].bind(&self.ctx.device, &buffers));
+        self.ops.push(Op {
+            decode,
+            prefill,
+            bind,
+            bind_prefill,
+            skip: false,
+            kv_mirror: Some(KvMirror {
+                kc: kc.clone(),
+                vc: vc.clone(),
+                kt,
+                vt,
+                kvd,
+            }),
         });
         Ok(())
     }
@@ -481,20 +601,7 @@ impl GpuDecoder {
                     res(&rope),
                 ],
             )?;
-            let at = specs::attention(c.head_dim, c.n_heads, c.n_kv_heads, ctx_len);
-            let atp = specs::attention_prefill(c.head_dim, c.n_heads, c.n_kv_heads, ctx_len);
-            self.push_op(
-                &at,
-                &atp,
-                &[
-                    res(&buf.step),
-                    res(&buf.q),
-                    res(&kc),
-                    res(&vc),
-                    res(&buf.scores),
-                    res(&buf.att),
-                ],
-            )?;
+            self.push_attention(&kc, &vc)?;
             self.push_matmul(
                 mm(&wo, Epilogue::Residual, None),
                 &[res(&buf.step), single(&wo)?, res(&buf.att), res(&buf.h)],
@@ -875,11 +982,22 @@ impl GpuDecoder {
                 continue;
             }
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            {
+            // One compute pass, broken only where K/V rows are copied to their textures.
+            let mut rest = &self.ops[..];
+            while !rest.is_empty() {
+                if let Some(m) = &rest[0].kv_mirror {
+                    m.copy(&mut enc, self.cur.pos0, n);
+                }
+                let end = 1 + rest[1..]
+                    .iter()
+                    .position(|o| o.kv_mirror.is_some())
+                    .unwrap_or(rest.len() - 1);
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                for op in &self.ops {
+                for op in &rest[..end] {
                     self.encode_op(&mut pass, op, n);
                 }
+                drop(pass);
+                rest = &rest[end..];
             }
             self.pending = Some(enc);
             self.pos += chunk.len();
@@ -928,6 +1046,9 @@ impl GpuDecoder {
         });
         let mut enc = dev.create_command_encoder(&Default::default());
         for (i, op) in self.ops.iter().enumerate() {
+            if let Some(m) = &op.kv_mirror {
+                m.copy(&mut enc, self.cur.pos0, n);
+            }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {

@@ -286,6 +286,21 @@ pub fn attention_prefill(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx
     s
 }
 
+/// Causal GQA attention for the last token of a batch on CPU adapters (entry `heads`): a lane
+/// per query head, K and V cache rows read from rgba32uint textures [ctx rows, kv_dim / 4
+/// texels] (bindings 2 and 3). Other bindings as `attention`.
+pub fn attention_heads(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx: usize) -> Spec {
+    let mut s = attention(head_dim, n_heads, n_kv_heads, ctx);
+    let lanes = 8u32;
+    s.entry = "heads";
+    s.defs = s.defs.set("WG", lanes).flag("KVTEX", true);
+    s.bindings[2].1 = Binding::Texture;
+    s.bindings[3].1 = Binding::Texture;
+    s.x = (n_heads as u32).div_ceil(lanes);
+    s.tokens_per_y = 0;
+    s
+}
+
 /// Embedding rows for ids in [row0, row0 + rows) of a table chunk.
 pub fn embed(dtype: DType, cols: usize, row0: usize, rows: usize) -> Spec {
     Spec {
