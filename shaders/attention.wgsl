@@ -1,6 +1,8 @@
 // Causal GQA attention over the KV cache; token t of the batch sits at position pos0 + t and
 // sees positions 0..=pos0 + t.
-// - main (decode): one workgroup per (query head, token); lanes split the positions.
+// - main (decode, K/V in buffers): one workgroup per (query head, token); lanes split the
+//   positions.
+// - heads (decode, K/V in textures: CPU adapters): a lane per query head.
 // - prefill: lanes are tokens, one workgroup per (query head, tile of WG tokens); every lane
 //   walks the positions together (K/V loads are the same address for all lanes) with an
 //   online softmax, so no scores scratch and no barriers.
@@ -10,11 +12,16 @@
 @group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;      // [n_tok, QD]
 #if KVTEX
 // rgba32uint textures holding f32 bits, texel (j, p) = floats 4j..4j+3 of position p's row.
+// (CPU adapters: a texel fetch is one gather, where a storage load walks the lanes.)
 @group(0) @binding(2) var KT: texture_2d<u32>;
 @group(0) @binding(3) var VT: texture_2d<u32>;
+fn kload(p: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(textureLoad(KT, vec2<u32>(j, p), 0)); }
+fn vload(p: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(textureLoad(VT, vec2<u32>(j, p), 0)); }
 #else
 @group(0) @binding(2) var<storage, read> KC: array<vec4<f32>>;     // [ctx, KVD]
 @group(0) @binding(3) var<storage, read> VC: array<vec4<f32>>;     // [ctx, KVD]
+fn kload(p: u32, j: u32) -> vec4<f32> { return KC[p * (KVD / 4u) + j]; }
+fn vload(p: u32, j: u32) -> vec4<f32> { return VC[p * (KVD / 4u) + j]; }
 #endif
 @group(0) @binding(4) var<storage, read_write> S: array<f32>;      // scratch [n_tok * H, CTX]
 @group(0) @binding(5) var<storage, read_write> O: array<vec4<f32>>; // [n_tok, QD]
@@ -26,15 +33,10 @@ const KVD: u32 = {{KVD}}u;
 const GROUP: u32 = {{GROUP}}u;  // query heads per KV head
 const CTX: u32 = {{CTX}}u;
 
-#if KVTEX
-// Decode on CPU adapters (lavapipe): a lane per query head walks every position with an
-// online softmax, K and V rows fetched from textures (one gather there, where a storage load
-// walks the lanes one word at a time). No scores scratch, no workgroup memory, no barriers.
 const NH: u32 = QD / HD;
 
-fn kv(t: texture_2d<u32>, j: u32, p: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(textureLoad(t, vec2<u32>(j, p), 0));
-}
+// Decode on CPU adapters (lavapipe, K and V in textures): a lane per query head walks every
+// position with an online softmax. No scores scratch, no workgroup memory, no barriers.
 
 @compute @workgroup_size({{WG}})
 fn heads(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -52,14 +54,14 @@ fn heads(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var p = 0u; p <= last; p++) {
         var s = 0.0;
 #for K in 0..{{HD4}}
-        s += dot(q{{K}}, kv(KT, j0 + {{K}}u, p));
+        s += dot(q{{K}}, kload(p, j0 + {{K}}u));
 #endfor
         let mn = max(m, s);
         let c = exp(m - mn);
         let e = exp(s - mn);
         l = l * c + e;
 #for K in 0..{{HD4}}
-        o{{K}} = o{{K}} * c + e * kv(VT, j0 + {{K}}u, p);
+        o{{K}} = o{{K}} * c + e * vload(p, j0 + {{K}}u);
 #endfor
         m = mn;
     }
@@ -70,6 +72,8 @@ fn heads(@builtin(global_invocation_id) gid: vec3<u32>) {
 #endfor
     }
 }
+
+#if KVTEX
 #else
 var<workgroup> red: array<f32, WG>;
 
@@ -134,6 +138,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 }
 
+#endif
+
 @compute @workgroup_size({{WG}})
 fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
@@ -151,11 +157,11 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #endfor
     var m = -3.0e38;
     var l = 0.0;
+    let j0 = kvh * (HD / 4u);
     for (var p = 0u; p <= pmax; p++) {
-        let kb = (p * KVD + kvh * HD) / 4u;
         var s = 0.0;
 #for K in 0..{{HD4}}
-        s += dot(q{{K}}, KC[kb + {{K}}u]);
+        s += dot(q{{K}}, kload(p, j0 + {{K}}u));
 #endfor
         if (p <= last) {
             let mn = max(m, s);
@@ -163,7 +169,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             let e = exp(s - mn);
             l = l * c + e;
 #for K in 0..{{HD4}}
-            o{{K}} = o{{K}} * c + e * VC[kb + {{K}}u];
+            o{{K}} = o{{K}} * c + e * vload(p, j0 + {{K}}u);
 #endfor
             m = mn;
         }
@@ -174,4 +180,3 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     O[ob + {{K}}u] = o{{K}} * inv;
 #endfor
 }
-#endif

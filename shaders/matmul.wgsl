@@ -24,7 +24,7 @@ fn inv_rms(xr: u32) -> f32 {
 #if NORM
     var ss = 0.0;
     for (var c = 0u; c < COLS / 4u; c++) {
-        let v = X[xr + c];
+        let v = xraw(xr + c);
         ss += dot(v, v);
     }
     return inverseSqrt(ss / f32(COLS) + EPS);

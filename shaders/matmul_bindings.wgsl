@@ -1,6 +1,15 @@
 // Bindings shared by the matmul family (matmul.wgsl for batches, matvec.wgsl for one token).
 @group(0) @binding(0) var<uniform> step: Step;
 #include "weights"
+#if XTEX
+// A batch's x rows in an rgba32uint texture (f32 bits; texel (c, t) = x[t, 4c..4c+3]) and
+// gamma as a uniform: the prefill matmul on CPU adapters, where per-lane storage loads walk
+// the lanes one word at a time.
+@group(0) @binding(2) var XT: texture_2d<u32>;
+#if NORM
+@group(0) @binding(3) var<uniform> G: array<vec4<f32>, {{COLS}} / 4>;
+#endif
+#else
 #if XUBO
 // One token's x, and gamma, as uniforms (matvec_rows on CPU adapters).
 @group(0) @binding(2) var<uniform> X: array<vec4<f32>, {{COLS}} / 4>;
@@ -11,6 +20,7 @@
 @group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
 #if NORM
 @group(0) @binding(3) var<storage, read> G: array<vec4<f32>>;
+#endif
 #endif
 #endif
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;

@@ -1,12 +1,21 @@
 // Input loading, block dot, row mapping and epilogues shared by matmul.wgsl (prefill) and matvec.wgsl (decode).
 // An invocation finishing a group gets the 4 rows of the group and their 4 results.
 
+// Word 4i..4i+3 of the matmul input x ([n_tok, COLS] row-major).
+fn xraw(i: u32) -> vec4<f32> {
+#if XTEX
+    return bitcast<vec4<f32>>(textureLoad(XT, vec2<u32>(i % (COLS / 4u), i / (COLS / 4u)), 0));
+#else
+    return X[i];
+#endif
+}
+
 // x of the matmul input, RMS-normalisation's gamma applied when NORM (1/rms comes later).
 fn xin(i: u32, gi: u32) -> vec4<f32> {
 #if NORM
-    return X[i] * G[gi];
+    return xraw(i) * G[gi];
 #else
-    return X[i];
+    return xraw(i);
 #endif
 }
 

@@ -35,7 +35,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var ss = 0.0;
 #if NORM
     for (var c = lid; c < COLS / 4u; c += WG) {
-        let v = X[xrow + c];
+        let v = xraw(xrow + c);
         ss += dot(v, v);
     }
 #endif

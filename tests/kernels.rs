@@ -106,8 +106,23 @@ fn token_specs(m: &Matmul, n_tok: u32, decode: Spec) -> Vec<Spec> {
     if n_tok == 1 {
         vec![decode, m.decode_rows()]
     } else {
-        vec![m.prefill()]
+        vec![m.prefill(), m.prefill().x_in_texture()]
     }
+}
+
+/// x [n_tok, cols] as `s` reads it: a buffer, or texture rows (row t = token t, padded here to
+/// the harness's texture width).
+fn x_data(s: &Spec, x: &[f32], cols: usize) -> Data {
+    if !s.texture_at(2) {
+        return Data::F32(x.to_vec());
+    }
+    let mut w = vec![0u32; x.len() / cols * TEX_WIDTH * 4];
+    for (t, r) in x.chunks(cols).enumerate() {
+        for (i, v) in r.iter().enumerate() {
+            w[t * TEX_WIDTH * 4 + i] = v.to_bits();
+        }
+    }
+    Data::U32(w)
 }
 
 /// CPU: y[t] = W x[t] (x optionally RMS-normalised with gamma).
@@ -168,7 +183,7 @@ fn matmul_residual_all_types() {
                     vec![
                         Data::Bytes(step(0, n_tok, 0, 1.0)),
                         Data::U32(words(dtype, &wb)),
-                        Data::F32(x.clone()),
+                        x_data(&s, &x, cols),
                         Data::F32(h0.clone()),
                     ],
                     n_tok,
@@ -282,7 +297,7 @@ fn matmul_swiglu() {
                     vec![
                         Data::Bytes(step(0, n_tok, 0, 1.0)),
                         Data::U32(words(dtype, &wb)),
-                        Data::F32(x.clone()),
+                        x_data(&s, &x, cols),
                         Data::F32(g.clone()),
                         Data::F32(vec![0.0; n_tok as usize * ffn]),
                     ],
@@ -354,7 +369,7 @@ fn matmul_qkv_rope_both_layouts() {
                     vec![
                         Data::Bytes(step(pos0, n_tok, 0, 1.0)),
                         Data::U32(words(dtype, &wb)),
-                        Data::F32(x.clone()),
+                        x_data(&s, &x, c.dim),
                         Data::F32(g.clone()),
                         Data::F32(vec![0.0; n_tok as usize * qd]),
                         Data::F32(vec![0.0; ctx_len * kvd]),
@@ -448,9 +463,9 @@ fn attention_gqa_causal() {
             &want,
             1e-4,
         );
-        if n_tok == 1 {
-            // The CPU-adapter decode kernel, K and V in textures: row p of the cache is
-            // texture row p (padded here to the harness's texture width).
+        {
+            // The CPU-adapter kernels, K and V in textures: row p of the cache is texture
+            // row p (padded here to the harness's texture width).
             let rows = |c: &[f32]| {
                 let mut w = vec![0u32; ctx_len * TEX_WIDTH * 4];
                 for (p, r) in c.chunks(kvd).enumerate() {
@@ -460,21 +475,26 @@ fn attention_gqa_causal() {
                 }
                 Data::U32(w)
             };
+            let s = if n_tok == 1 {
+                specs::attention_heads(hd, nh, nkv, ctx_len)
+            } else {
+                specs::kv_in_textures(specs::attention_prefill(hd, nh, nkv, ctx_len))
+            };
             let out = dispatch(
                 &ctx,
-                &specs::attention_heads(hd, nh, nkv, ctx_len),
+                &s,
                 vec![
                     Data::Bytes(step(pos0, n_tok, 0, 1.0)),
                     Data::F32(q.clone()),
                     rows(&k),
                     rows(&v),
-                    Data::F32(vec![0.0; nh * ctx_len]),
-                    Data::F32(vec![0.0; qd]),
+                    Data::F32(vec![0.0; n_tok as usize * nh * ctx_len]),
+                    Data::F32(vec![0.0; n_tok as usize * qd]),
                 ],
-                1,
+                n_tok,
             );
             assert_close(
-                &format!("attention heads (textures) pos0={pos0}"),
+                &format!("attention {} (K/V textures) T={n_tok} pos0={pos0}", s.entry),
                 &out[1],
                 &want,
                 1e-4,

@@ -61,57 +61,84 @@ struct Op {
     bind_prefill: Option<wgpu::BindGroup>,
     /// Left out of the step (a router whose layer's memory is switched off).
     skip: bool,
-    /// K/V cache rows to mirror into textures before this op (attention on CPU adapters).
-    kv_mirror: Option<KvMirror>,
+    /// Buffer rows copied into textures before this op (CPU adapters: see RowCopy).
+    copies: Vec<RowCopy>,
 }
 
-/// A layer's K and V cache buffers and their texture copies ([ctx rows, kv_dim / 4 texels]),
-/// which the CPU-adapter decode attention reads. The buffers stay the source of truth; the
-/// rows a batch appended are copied over before its attention runs.
-struct KvMirror {
-    kc: wgpu::Buffer,
-    vc: wgpu::Buffer,
-    kt: wgpu::Texture,
-    vt: wgpu::Texture,
-    kvd: usize,
+/// Rows of a buffer mirrored into an rgba32uint texture (row r of the texture = row r of the
+/// buffer) right before the op that reads them: the K/V cache rows a batch appended, or a
+/// batch's activations. CPU adapters fetch texels as one gather, where storage loads walk the
+/// lanes; the buffers stay the source of truth.
+struct RowCopy {
+    buf: wgpu::Buffer,
+    tex: wgpu::Texture,
+    row_bytes: u32,
+    /// Rows pos0.. (the cache) rather than 0.. (the batch).
+    at_pos: bool,
+    /// Only batches read the texture (one token goes through uniforms).
+    batch_only: bool,
 }
 
-impl KvMirror {
-    fn copy(&self, enc: &mut wgpu::CommandEncoder, pos0: u32, n: u32) {
-        let row = (self.kvd * 4) as u32;
+impl RowCopy {
+    fn wanted(&self, n: u32) -> bool {
+        n > 1 || !self.batch_only
+    }
+
+    fn encode(&self, enc: &mut wgpu::CommandEncoder, pos0: u32, n: u32) {
+        if !self.wanted(n) {
+            return;
+        }
+        let row = self.row_bytes;
+        let first = if self.at_pos { pos0 } else { 0 };
         // Rows go in one copy where the row pitch meets the copy alignment, else one by one.
         let (per, count) = if n == 1 || row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT == 0 {
             (n, 1)
         } else {
             (1, n)
         };
-        for (buf, tex) in [(&self.kc, &self.kt), (&self.vc, &self.vt)] {
-            for i in 0..count {
-                let p = pos0 + i * per;
-                enc.copy_buffer_to_texture(
-                    wgpu::TexelCopyBufferInfo {
-                        buffer: buf,
-                        layout: wgpu::TexelCopyBufferLayout {
-                            offset: p as u64 * row as u64,
-                            bytes_per_row: (per > 1).then_some(row),
-                            rows_per_image: None,
-                        },
+        for i in 0..count {
+            let p = first + i * per;
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &self.buf,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: p as u64 * row as u64,
+                        bytes_per_row: (per > 1).then_some(row),
+                        rows_per_image: None,
                     },
-                    wgpu::TexelCopyTextureInfo {
-                        texture: tex,
-                        mip_level: 0,
-                        origin: wgpu::Origin3d { x: 0, y: p, z: 0 },
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    wgpu::Extent3d {
-                        width: row / 16,
-                        height: per,
-                        depth_or_array_layers: 1,
-                    },
-                );
-            }
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &self.tex,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: p, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width: row / 16,
+                    height: per,
+                    depth_or_array_layers: 1,
+                },
+            );
         }
     }
+}
+
+/// An rgba32uint texture of `rows` rows of `cols` f32 (cols / 4 texels), filled by copies.
+fn row_texture(ctx: &GpuContext, label: &str, cols: usize, rows: usize) -> wgpu::Texture {
+    ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width: (cols / 4) as u32,
+            height: rows as u32,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Uint,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    })
 }
 
 impl Op {
@@ -388,15 +415,25 @@ impl GpuDecoder {
             bind,
             bind_prefill: None,
             skip: false,
-            kv_mirror: None,
+            copies: Vec::new(),
         });
         Ok(())
     }
 
-    fn push_matmul(&mut self, m: Matmul, buffers: &[wgpu::BindingResource<'_>]) -> Result<()> {
+    /// A matmul op. `x_tex`: a texture of max_batch rows that can mirror the x buffer
+    /// (binding 2) for batches on CPU adapters.
+    fn push_matmul(
+        &mut self,
+        m: Matmul,
+        buffers: &[wgpu::BindingResource<'_>],
+        x_tex: Option<&wgpu::Texture>,
+    ) -> Result<()> {
         let big = self.few_big_workgroups();
+        let x_tex = x_tex.filter(|_| big && m.epi != Epilogue::Store);
         let prefill = self.weight_reader(if m.epi == Epilogue::Store {
             m.decode_tuned(big)
+        } else if x_tex.is_some() {
+            m.prefill().x_in_texture()
         } else {
             m.prefill()
         });
@@ -424,20 +461,37 @@ impl GpuDecoder {
             })
             .collect();
         let bind = self.kernels[decode.kernel].bind(&self.ctx.device, &sized);
-        let bind_prefill = Some(self.kernels[prefill.kernel].bind(&self.ctx.device, buffers));
+        let mut copies = Vec::new();
+        let bind_prefill = match (x_tex, &buffers[2]) {
+            (Some(tex), wgpu::BindingResource::Buffer(x)) => {
+                // Batches: x rows from the texture (copied in first), gamma as a uniform.
+                let view = tex.create_view(&Default::default());
+                let mut b = sized.clone();
+                b[2] = wgpu::BindingResource::TextureView(&view);
+                copies.push(RowCopy {
+                    buf: x.buffer.clone(),
+                    tex: tex.clone(),
+                    row_bytes: x_bytes as u32,
+                    at_pos: false,
+                    batch_only: true,
+                });
+                self.kernels[prefill.kernel].bind(&self.ctx.device, &b)
+            }
+            _ => self.kernels[prefill.kernel].bind(&self.ctx.device, buffers),
+        };
         self.ops.push(Op {
             decode,
             prefill,
             bind,
-            bind_prefill,
+            bind_prefill: Some(bind_prefill),
             skip: false,
-            kv_mirror: None,
+            copies,
         });
         Ok(())
     }
 
     /// Attention over one layer's K/V cache. On CPU adapters decode reads the cache through
-    /// texture mirrors (see KvMirror) where the adapter's texture size allows.
+    /// texture mirrors (see RowCopy) where the adapter's texture size allows.
     fn push_attention(&mut self, kc: &wgpu::Buffer, vc: &wgpu::Buffer) -> Result<()> {
         let c = &self.config;
         let (hd, nh, nkv, ctx_len) = (c.head_dim, c.n_heads, c.n_kv_heads, self.opts.ctx_len);
@@ -458,47 +512,35 @@ impl GpuDecoder {
         {
             return self.push_op(&at, &atp, &buffers);
         }
-        let texture = |label| {
-            self.ctx.device.create_texture(&wgpu::TextureDescriptor {
-                label: Some(label),
-                size: wgpu::Extent3d {
-                    width: (kvd / 4) as u32,
-                    height: ctx_len as u32,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba32Uint,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            })
-        };
-        let (kt, vt) = (texture("k-cache-tex"), texture("v-cache-tex"));
+        let kt = row_texture(&self.ctx, "k-cache-tex", kvd, ctx_len);
+        let vt = row_texture(&self.ctx, "v-cache-tex", kvd, ctx_len);
         let (kv_view, vv_view) = (
             kt.create_view(&Default::default()),
             vt.create_view(&Default::default()),
         );
         let decode = self.variant(&specs::attention_heads(hd, nh, nkv, ctx_len))?;
-        let prefill = self.variant(&atp)?;
+        let prefill = self.variant(&specs::kv_in_textures(atp))?;
         let mut tex_buffers = buffers.clone();
         tex_buffers[2] = wgpu::BindingResource::TextureView(&kv_view);
         tex_buffers[3] = wgpu::BindingResource::TextureView(&vv_view);
         let bind = self.kernels[decode.kernel].bind(&self.ctx.device, &tex_buffers);
-        let bind_prefill = Some(self.kernels[prefill.kernel].bind(&self.ctx.device, &buffers));
+        let bind_prefill = None;
         self.ops.push(Op {
             decode,
             prefill,
             bind,
             bind_prefill,
             skip: false,
-            kv_mirror: Some(KvMirror {
-                kc: kc.clone(),
-                vc: vc.clone(),
-                kt,
-                vt,
-                kvd,
-            }),
+            copies: [(kc, kt), (vc, vt)]
+                .into_iter()
+                .map(|(b, t)| RowCopy {
+                    buf: b.clone(),
+                    tex: t,
+                    row_bytes: (kvd * 4) as u32,
+                    at_pos: true,
+                    batch_only: false,
+                })
+                .collect(),
         });
         Ok(())
     }
@@ -551,6 +593,17 @@ impl GpuDecoder {
         let mut keep = vec![rope.clone()];
         let mut weights = Vec::new();
         let eps = Some(c.eps);
+        // Texture mirrors of the batch activations that feed matmuls (CPU adapters).
+        let (max_tex, mb) = (
+            self.ctx.limits.max_texture_dimension_2d as usize,
+            self.opts.max_batch,
+        );
+        let big = self.few_big_workgroups();
+        let xt = |label: &str, cols: usize| {
+            (big && cols / 4 <= max_tex && mb <= max_tex)
+                .then(|| row_texture(&self.ctx, label, cols, mb))
+        };
+        let (h_tex, att_tex, act_tex) = (xt("h-tex", c.dim), xt("att-tex", qd), xt("act-tex", f));
         for (li, l) in model.layers.iter().enumerate() {
             let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
             let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
@@ -600,11 +653,13 @@ impl GpuDecoder {
                     res(&vc),
                     res(&rope),
                 ],
+                h_tex.as_ref(),
             )?;
             self.push_attention(&kc, &vc)?;
             self.push_matmul(
                 mm(&wo, Epilogue::Residual, None),
                 &[res(&buf.step), single(&wo)?, res(&buf.att), res(&buf.h)],
+                att_tex.as_ref(),
             )?;
             self.push_matmul(
                 mm(&gu, Epilogue::SwiGlu { ffn: f }, eps),
@@ -615,6 +670,7 @@ impl GpuDecoder {
                     res(&ffn_norm),
                     res(&buf.act),
                 ],
+                h_tex.as_ref(),
             )?;
             let routed = self.push_router(li, &ffn_norm)?;
             match (&self.memory, routed) {
@@ -631,11 +687,13 @@ impl GpuDecoder {
                             res(&rows),
                             res(&alpha),
                         ],
+                        act_tex.as_ref(),
                     )?;
                 }
                 _ => self.push_matmul(
                     mm(&down, Epilogue::Residual, None),
                     &[res(&buf.step), single(&down)?, res(&buf.act), res(&buf.h)],
+                    act_tex.as_ref(),
                 )?,
             }
             weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
@@ -670,6 +728,7 @@ impl GpuDecoder {
                     res(&out_norm),
                     res(&buf.logits),
                 ],
+                None,
             )?;
         }
         let ps = specs::penalize(c.vocab, MAX_PEN);
@@ -982,15 +1041,15 @@ impl GpuDecoder {
                 continue;
             }
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            // One compute pass, broken only where K/V rows are copied to their textures.
+            // One compute pass, broken only where rows are copied to textures (RowCopy).
             let mut rest = &self.ops[..];
             while !rest.is_empty() {
-                if let Some(m) = &rest[0].kv_mirror {
-                    m.copy(&mut enc, self.cur.pos0, n);
+                for c in &rest[0].copies {
+                    c.encode(&mut enc, self.cur.pos0, n);
                 }
                 let end = 1 + rest[1..]
                     .iter()
-                    .position(|o| o.kv_mirror.is_some())
+                    .position(|o| o.copies.iter().any(|c| c.wanted(n)))
                     .unwrap_or(rest.len() - 1);
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 for op in &rest[..end] {
@@ -1046,8 +1105,8 @@ impl GpuDecoder {
         });
         let mut enc = dev.create_command_encoder(&Default::default());
         for (i, op) in self.ops.iter().enumerate() {
-            if let Some(m) = &op.kv_mirror {
-                m.copy(&mut enc, self.cur.pos0, n);
+            for c in &op.copies {
+                c.encode(&mut enc, self.cur.pos0, n);
             }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,

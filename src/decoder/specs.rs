@@ -74,6 +74,25 @@ impl Spec {
         self
     }
 
+    /// The prefill matmul with its x rows in an rgba32uint texture [n_tok rows, cols / 4
+    /// texels] (binding 2) and gamma as a uniform (binding 3): CPU adapters.
+    pub fn x_in_texture(mut self) -> Spec {
+        for b in &mut self.bindings {
+            match b.0 {
+                2 => b.1 = Binding::Texture,
+                3 => b.1 = Binding::Uniform,
+                _ => {}
+            }
+        }
+        self.defs = self.defs.flag("XTEX", true);
+        self
+    }
+
+    /// Whether binding `i` is a texture.
+    pub fn texture_at(&self, i: u32) -> bool {
+        self.bindings.contains(&(i, Binding::Texture))
+    }
+
     pub fn y_groups(&self, n_tok: u32) -> u32 {
         y_groups(self.tokens_per_y, n_tok)
     }
@@ -290,14 +309,20 @@ pub fn attention_prefill(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx
 /// per query head, K and V cache rows read from rgba32uint textures [ctx rows, kv_dim / 4
 /// texels] (bindings 2 and 3). Other bindings as `attention`.
 pub fn attention_heads(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx: usize) -> Spec {
-    let mut s = attention(head_dim, n_heads, n_kv_heads, ctx);
+    let mut s = kv_in_textures(attention(head_dim, n_heads, n_kv_heads, ctx));
     let lanes = 8u32;
     s.entry = "heads";
-    s.defs = s.defs.set("WG", lanes).flag("KVTEX", true);
-    s.bindings[2].1 = Binding::Texture;
-    s.bindings[3].1 = Binding::Texture;
+    s.defs = s.defs.set("WG", lanes);
     s.x = (n_heads as u32).div_ceil(lanes);
     s.tokens_per_y = 0;
+    s
+}
+
+/// An attention spec reading the K/V cache from textures laid out as for `attention_heads`.
+pub fn kv_in_textures(mut s: Spec) -> Spec {
+    s.defs = s.defs.flag("KVTEX", true);
+    s.bindings[2].1 = Binding::Texture;
+    s.bindings[3].1 = Binding::Texture;
     s
 }
 
