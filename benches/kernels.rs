@@ -71,10 +71,22 @@ fn main() {
         };
         for &(mode, n_tok) in modes {
             // The LM head only ever runs on the last token (the decode kernel, whatever the batch).
-            let s = if n_tok == 1 || epi == Epilogue::Store {
+            // The kernels the decoder picks on this adapter: on CPU adapters matvec_rows for
+            // one token and x rows in a texture for batches; weights as ctx stores them.
+            let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
+            let s = if n_tok == 1 && cpu {
+                m.decode_rows()
+            } else if n_tok == 1 || epi == Epilogue::Store {
                 m.decode()
+            } else if cpu {
+                m.prefill().x_in_texture()
             } else {
                 m.prefill()
+            };
+            let s = if ctx.weight_textures {
+                s.weights_in_texture()
+            } else {
+                s
             };
             let mut data = vec![
                 Data::Bytes(
@@ -84,7 +96,12 @@ fn main() {
                         .collect(),
                 ),
                 Data::U32(w.clone()),
-                Data::F32(vec![0.01; n_tok as usize * cols]),
+                if s.texture_at(2) {
+                    // texture rows of the harness's width, every word 0.01
+                    Data::F32(vec![0.01; n_tok as usize * tide_gpu::gpu::TEX_WIDTH * 4])
+                } else {
+                    Data::F32(vec![0.01; n_tok as usize * cols])
+                },
             ];
             if norm {
                 data.push(Data::F32(vec![1.0; cols]));
@@ -151,7 +168,16 @@ fn main() {
             rows,
             row0: 0,
         };
-        let s = m.decode();
+        let s = if ctx.info.device_type == wgpu::DeviceType::Cpu {
+            m.decode_rows()
+        } else {
+            m.decode()
+        };
+        let s = if ctx.weight_textures {
+            s.weights_in_texture()
+        } else {
+            s
+        };
         let data = vec![
             step(),
             Data::U32(w),
