@@ -30,6 +30,13 @@
 @group(0) @binding(7) var<storage, read> ROPE: array<vec2<f32>>;
 #endif
 #if MEMORY
+#if MEMTEX
+// One token (CPU adapters): its MEMK memory rows as texture rows (f32 bits, texel (q, k) =
+// M_k[4q..4q+3]) and the router weights as a uniform.
+@group(0) @binding(5) var MT: texture_2d<u32>;
+@group(0) @binding(6) var<uniform> ALPHA: array<vec4<f32>, ({{MEMK}} + 4) / 4>;
+#else
 @group(0) @binding(5) var<storage, read> MEM: array<f32>;     // [n_tok, MEMK, ROWS]
 @group(0) @binding(6) var<storage, read> ALPHA: array<f32>;   // [n_tok, MEMK + 1]
+#endif
 #endif

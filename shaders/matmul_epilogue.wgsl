@@ -66,6 +66,16 @@ fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
 }
 #endif
 #if EPI_RESIDUAL
+#if MEMTEX
+// The same for rows 4q..4q+3 at once (one texel per block): the texture variant.
+fn memory_terms(q: u32) -> vec4<f32> {
+    var s = vec4<f32>(0.0);
+#for K in 0..{{MEMK}}
+    s += ALPHA[{{K}} / 4][{{K}} % 4] * bitcast<vec4<f32>>(textureLoad(MT, vec2<u32>(q, {{K}}u), 0));
+#endfor
+    return s;
+}
+#else
 #if MEMORY
 // TIDE injection beside the FFN: sum_k alpha_k M_k[row] (NULL, slot MEMK, adds nothing).
 fn memory_term(tok: u32, row: u32) -> f32 {
@@ -76,14 +86,22 @@ fn memory_term(tok: u32, row: u32) -> f32 {
     return s;
 }
 #endif
+#endif
 // Y is the residual stream [n_tok, ROWS]: h += W x (+ the memory term after the FFN).
 fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
+#if MEMTEX
+    let mt = memory_terms(rows.x / 4u);
+#endif
     for (var r = 0u; r < 4u; r++) {
         if (rows[r] < ROWS) {
+#if MEMTEX
+            Y[tok * ROWS + rows[r]] += v[r] + mt[r];
+#else
 #if MEMORY
             Y[tok * ROWS + rows[r]] += v[r] + memory_term(tok, rows[r]);
 #else
             Y[tok * ROWS + rows[r]] += v[r];
+#endif
 #endif
         }
     }

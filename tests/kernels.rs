@@ -200,6 +200,84 @@ fn matmul_residual_all_types() {
     }
 }
 
+/// TIDE's fused FFN-down epilogue: h += W x + sum_k alpha_k M_k[row], for a batch, for one
+/// token, and for one token with the memory rows in a texture and alpha as a uniform.
+#[test]
+fn matmul_residual_memory() {
+    let ctx = gpu();
+    let mut rng = Rng(11);
+    let (rows, cols, k) = (44usize, 96usize, 5usize);
+    let dtype = DType::Q4_1;
+    for n_tok in [1u32, 3] {
+        let n = n_tok as usize;
+        let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
+        let x = rng.vec(n * cols, 1.0);
+        let h0 = rng.vec(n * rows, 1.0);
+        let mem = rng.vec(n * k * rows, 1.0);
+        let alpha: Vec<f32> = rng.vec(n * (k + 1), 1.0).iter().map(|a| a.abs()).collect();
+        let m = Matmul {
+            epi: Epilogue::ResidualMemory { k },
+            norm: None,
+            dtype,
+            cols,
+            rows,
+            row0: 0,
+        };
+        let ys = cpu_matmul(&wf, rows, cols, &x, None, 0.0);
+        let want: Vec<f32> = (0..n * rows)
+            .map(|i| {
+                let (t, r) = (i / rows, i % rows);
+                let mt: f32 = (0..k)
+                    .map(|j| alpha[t * (k + 1) + j] * mem[(t * k + j) * rows + r])
+                    .sum();
+                h0[i] + ys[t][r] + mt
+            })
+            .collect();
+        let mut specs = token_specs(&m, n_tok, m.decode());
+        if n_tok == 1 {
+            specs.push(m.decode_rows().memory_in_texture());
+        }
+        for s in specs {
+            let (mem_data, alpha_data) = if s.texture_at(5) {
+                // texture row j = block j (padded to the harness's width); alpha padded to vec4s
+                let mut w = vec![0u32; k * TEX_WIDTH * 4];
+                for (j, r) in mem.chunks(rows).enumerate() {
+                    for (i, v) in r.iter().enumerate() {
+                        w[j * TEX_WIDTH * 4 + i] = v.to_bits();
+                    }
+                }
+                let mut a = alpha.clone();
+                a.resize((k + 4) / 4 * 4, 0.0);
+                (Data::U32(w), Data::F32(a))
+            } else {
+                (Data::F32(mem.clone()), Data::F32(alpha.clone()))
+            };
+            let out = dispatch(
+                &ctx,
+                &s,
+                vec![
+                    Data::Bytes(step(0, n_tok, 0, 1.0)),
+                    Data::U32(words(dtype, &wb)),
+                    x_data(&s, &x, cols),
+                    Data::F32(h0.clone()),
+                    mem_data,
+                    alpha_data,
+                ],
+                n_tok,
+            );
+            assert_close(
+                &format!(
+                    "residual+memory {} {:?} T={n_tok}",
+                    s.shader, s.bindings[5].1
+                ),
+                &out[0],
+                &want,
+                2e-4,
+            );
+        }
+    }
+}
+
 /// Store epilogue with fused RMSNorm (the LM head): last token only, into a chunk at ROW0.
 #[test]
 fn matmul_store_norm_last_token() {

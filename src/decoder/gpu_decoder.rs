@@ -75,19 +75,34 @@ struct RowCopy {
     row_bytes: u32,
     /// Rows pos0.. (the cache) rather than 0.. (the batch).
     at_pos: bool,
-    /// Only batches read the texture (one token goes through uniforms).
-    batch_only: bool,
+    /// Which steps need the copy: batches only (one token goes through uniforms), single
+    /// tokens only, or every step.
+    when: CopyWhen,
+    /// A fixed row count (the K memory rows of one token) instead of the batch's n.
+    fixed_rows: Option<u32>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum CopyWhen {
+    Always,
+    Batch,
+    Token,
 }
 
 impl RowCopy {
     fn wanted(&self, n: u32) -> bool {
-        n > 1 || !self.batch_only
+        match self.when {
+            CopyWhen::Always => true,
+            CopyWhen::Batch => n > 1,
+            CopyWhen::Token => n == 1,
+        }
     }
 
     fn encode(&self, enc: &mut wgpu::CommandEncoder, pos0: u32, n: u32) {
         if !self.wanted(n) {
             return;
         }
+        let n = self.fixed_rows.unwrap_or(n);
         let row = self.row_bytes;
         let first = if self.at_pos { pos0 } else { 0 };
         // Rows go in one copy where the row pitch meets the copy alignment, else one by one.
@@ -183,6 +198,10 @@ struct GpuMemory {
     host: TideMemory,
     raw: wgpu::Buffer,
     rows: wgpu::Buffer,
+    /// `rows` of one token as a texture (CPU adapters), copied in before the first layer
+    /// that reads it (`rows_tex_copied` once that op exists).
+    rows_tex: Option<wgpu::Texture>,
+    rows_tex_copied: bool,
     alpha: Vec<Option<wgpu::Buffer>>,
     /// Per layer: index of its router op in the schedule.
     router_op: Vec<Option<usize>>,
@@ -444,9 +463,20 @@ impl GpuDecoder {
         }
         // CPU adapters: one token through matvec_rows, x and gamma bound as uniforms of one
         // row (the token of a decode step is row 0); batches keep the storage bindings.
-        let decode = self.variant(&self.weight_reader(m.decode_rows()))?;
+        // TIDE's memory term: the token's rows from a texture, alpha as a uniform.
+        let mem_tex = match (m.epi, &self.memory) {
+            (Epilogue::ResidualMemory { k }, Some(mem)) if m.rows % 4 == 0 => {
+                mem.rows_tex.clone().map(|t| (k, t, mem.rows.clone()))
+            }
+            _ => None,
+        };
+        let mut rows_spec = m.decode_rows();
+        if mem_tex.is_some() {
+            rows_spec = rows_spec.memory_in_texture();
+        }
+        let decode = self.variant(&self.weight_reader(rows_spec))?;
         let prefill = self.variant(&prefill)?;
-        let sized: Vec<wgpu::BindingResource<'_>> = buffers
+        let mut sized: Vec<wgpu::BindingResource<'_>> = buffers
             .iter()
             .enumerate()
             .map(|(i, r)| match r {
@@ -460,20 +490,52 @@ impl GpuDecoder {
                 r => r.clone(),
             })
             .collect();
-        let bind = self.kernels[decode.kernel].bind(&self.ctx.device, &sized);
+        // Batches bind x and gamma as sized here but memory and alpha as storage.
+        let sized_batch = sized.clone();
         let mut copies = Vec::new();
+        let mem_view = mem_tex
+            .as_ref()
+            .map(|(_, t, _)| t.create_view(&Default::default()));
+        if let (Some((k, tex, rows)), Some(view)) = (&mem_tex, &mem_view) {
+            let alpha_bytes = ((k + 4) / 4 * 16) as u64;
+            // `buffers` is in binding order: find the slots of bindings 5 and 6.
+            let slot = |b: u32| m.bindings().iter().position(|x| x.0 == b).unwrap();
+            let (ms, al) = (slot(5), slot(6));
+            sized[ms] = wgpu::BindingResource::TextureView(view);
+            if let wgpu::BindingResource::Buffer(a) = &buffers[al] {
+                sized[al] = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: a.buffer,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(alpha_bytes),
+                });
+            }
+            let mem = self.memory.as_mut().unwrap();
+            if !mem.rows_tex_copied {
+                mem.rows_tex_copied = true;
+                copies.push(RowCopy {
+                    buf: rows.clone(),
+                    tex: tex.clone(),
+                    row_bytes: (m.rows * 4) as u32,
+                    at_pos: false,
+                    when: CopyWhen::Token,
+                    fixed_rows: Some(*k as u32),
+                });
+            }
+        }
+        let bind = self.kernels[decode.kernel].bind(&self.ctx.device, &sized);
         let bind_prefill = match (x_tex, &buffers[2]) {
             (Some(tex), wgpu::BindingResource::Buffer(x)) => {
                 // Batches: x rows from the texture (copied in first), gamma as a uniform.
                 let view = tex.create_view(&Default::default());
-                let mut b = sized.clone();
+                let mut b = sized_batch;
                 b[2] = wgpu::BindingResource::TextureView(&view);
                 copies.push(RowCopy {
                     buf: x.buffer.clone(),
                     tex: tex.clone(),
                     row_bytes: x_bytes as u32,
                     at_pos: false,
-                    batch_only: true,
+                    when: CopyWhen::Batch,
+                    fixed_rows: None,
                 });
                 self.kernels[prefill.kernel].bind(&self.ctx.device, &b)
             }
@@ -538,7 +600,8 @@ impl GpuDecoder {
                     tex: t,
                     row_bytes: (kvd * 4) as u32,
                     at_pos: true,
-                    batch_only: false,
+                    when: CopyWhen::Always,
+                    fixed_rows: None,
                 })
                 .collect(),
         });
@@ -779,18 +842,33 @@ impl GpuDecoder {
             .routers
             .iter()
             .map(|r| {
-                r.as_ref()
-                    .map(|_| storage(&self.ctx, "router-alpha", mb * (k + 1) * 4, u))
+                // Also read as a uniform of whole vec4s (the decode epilogue on CPU adapters).
+                r.as_ref().map(|_| {
+                    let floats = (mb * (k + 1)).max((k + 4) / 4 * 4);
+                    storage(
+                        &self.ctx,
+                        "router-alpha",
+                        floats * 4,
+                        wgpu::BufferUsages::UNIFORM,
+                    )
+                })
             })
             .collect();
         let s = specs::memory_rows(dtype, d, k, m.eps, m.normalized);
         let step = self.buf.step.clone();
         self.push_op(&s, &s, &[res(&step), res(&raw), res(&gamma), res(&rows)])?;
         self._keep.push(gamma);
+        // CPU adapters: the token's rows also go to a texture for the decode epilogue.
+        let max_tex = self.ctx.limits.max_texture_dimension_2d as usize;
+        let rows_tex =
+            (self.few_big_workgroups() && d % 4 == 0 && d / 4 <= max_tex && k <= max_tex)
+                .then(|| row_texture(&self.ctx, "memory-rows-tex", d, k));
         self.memory = Some(GpuMemory {
             host: m.clone(),
             raw,
             rows,
+            rows_tex,
+            rows_tex_copied: false,
             alpha,
             router_op: vec![None; self.config.n_layers],
             staging: Vec::new(),

@@ -88,6 +88,21 @@ impl Spec {
         self
     }
 
+    /// A ResidualMemory matvec (one token) with the token's K memory rows in an rgba32uint
+    /// texture [K rows, rows / 4 texels] (binding 5) and alpha as a uniform of
+    /// 4 * ceil((K + 1) / 4) floats (binding 6): CPU adapters. Needs rows % 4 == 0.
+    pub fn memory_in_texture(mut self) -> Spec {
+        for b in &mut self.bindings {
+            match b.0 {
+                5 => b.1 = Binding::Texture,
+                6 => b.1 = Binding::Uniform,
+                _ => {}
+            }
+        }
+        self.defs = self.defs.flag("MEMTEX", true);
+        self
+    }
+
     /// Whether binding `i` is a texture.
     pub fn texture_at(&self, i: u32) -> bool {
         self.bindings.contains(&(i, Binding::Texture))
