@@ -273,6 +273,14 @@ impl Matmul {
                 (n.len() == 3 && n.iter().all(|&x| x > 0)).then(|| (n[0] as usize, n[1], n[2]))
             })
             .unwrap_or((PREFILL_GR, PREFILL_TPL, PREFILL_WG));
+        // The fused memory term repeats a K-long loop in each of the tile's GR x TPL
+        // epilogues; at the full tile, K >= 8 took lavapipe's LLVM minutes to compile (its
+        // coroutine pass), so TIDE's down projection uses a smaller tile.
+        let gr = match self.epi {
+            Epilogue::ResidualMemory { k } if k > 8 => 1,
+            Epilogue::ResidualMemory { .. } => gr.min(2),
+            _ => gr,
+        };
         Spec {
             shader: "matmul",
             entry: "main",
