@@ -110,19 +110,25 @@ fn token_specs(m: &Matmul, n_tok: u32, decode: Spec) -> Vec<Spec> {
     }
 }
 
-/// x [n_tok, cols] as `s` reads it: a buffer, or texture rows (row t = token t, padded here to
-/// the harness's texture width).
-fn x_data(s: &Spec, x: &[f32], cols: usize) -> Data {
-    if !s.texture_at(2) {
-        return Data::F32(x.to_vec());
-    }
-    let mut w = vec![0u32; x.len() / cols * TEX_WIDTH * 4];
-    for (t, r) in x.chunks(cols).enumerate() {
-        for (i, v) in r.iter().enumerate() {
-            w[t * TEX_WIDTH * 4 + i] = v.to_bits();
+/// Rows of `width` floats as the rows of an rgba32uint texture (f32 bits), each padded to the
+/// harness's texture width: how the row textures of CPU adapters (x, K/V, memory) look.
+fn texture_rows(v: &[f32], width: usize) -> Data {
+    let mut w = vec![0u32; v.len() / width * TEX_WIDTH * 4];
+    for (r, row) in v.chunks(width).enumerate() {
+        for (i, x) in row.iter().enumerate() {
+            w[r * TEX_WIDTH * 4 + i] = x.to_bits();
         }
     }
     Data::U32(w)
+}
+
+/// x [n_tok, cols] as `s` reads it: a buffer, or texture rows (row t = token t).
+fn x_data(s: &Spec, x: &[f32], cols: usize) -> Data {
+    if s.texture_at(2) {
+        texture_rows(x, cols)
+    } else {
+        Data::F32(x.to_vec())
+    }
 }
 
 /// CPU: y[t] = W x[t] (x optionally RMS-normalised with gamma).
@@ -239,16 +245,10 @@ fn matmul_residual_memory() {
         }
         for s in specs {
             let (mem_data, alpha_data) = if s.texture_at(5) {
-                // texture row j = block j (padded to the harness's width); alpha padded to vec4s
-                let mut w = vec![0u32; k * TEX_WIDTH * 4];
-                for (j, r) in mem.chunks(rows).enumerate() {
-                    for (i, v) in r.iter().enumerate() {
-                        w[j * TEX_WIDTH * 4 + i] = v.to_bits();
-                    }
-                }
+                // texture row j = block j; alpha padded to whole vec4s
                 let mut a = alpha.clone();
                 a.resize((k + 4) / 4 * 4, 0.0);
-                (Data::U32(w), Data::F32(a))
+                (texture_rows(&mem, rows), Data::F32(a))
             } else {
                 (Data::F32(mem.clone()), Data::F32(alpha.clone()))
             };
@@ -543,16 +543,8 @@ fn attention_gqa_causal() {
         );
         {
             // The CPU-adapter kernels, K and V in textures: row p of the cache is texture
-            // row p (padded here to the harness's texture width).
-            let rows = |c: &[f32]| {
-                let mut w = vec![0u32; ctx_len * TEX_WIDTH * 4];
-                for (p, r) in c.chunks(kvd).enumerate() {
-                    for (i, x) in r.iter().enumerate() {
-                        w[p * TEX_WIDTH * 4 + i] = x.to_bits();
-                    }
-                }
-                Data::U32(w)
-            };
+            // row p.
+            let rows = |c: &[f32]| texture_rows(c, kvd);
             let s = if n_tok == 1 {
                 specs::attention_heads(hd, nh, nkv, ctx_len)
             } else {
