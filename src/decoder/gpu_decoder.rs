@@ -448,7 +448,10 @@ impl GpuDecoder {
         x_tex: Option<&wgpu::Texture>,
     ) -> Result<()> {
         let big = self.few_big_workgroups();
-        let x_tex = x_tex.filter(|_| big && m.epi != Epilogue::Store);
+        // Both CPU-adapter variants bind a row of x (decode) or gamma (batches) as a uniform.
+        let x_bytes = (m.cols * 4) as u64;
+        let cpu_kernels = big && x_bytes <= self.ctx.limits.max_uniform_buffer_binding_size as u64;
+        let x_tex = x_tex.filter(|_| cpu_kernels && m.epi != Epilogue::Store);
         let prefill = self.weight_reader(if m.epi == Epilogue::Store {
             m.decode_tuned(big)
         } else if x_tex.is_some() {
@@ -456,8 +459,7 @@ impl GpuDecoder {
         } else {
             m.prefill()
         });
-        let x_bytes = (m.cols * 4) as u64;
-        if !(big && x_bytes <= self.ctx.limits.max_uniform_buffer_binding_size as u64) {
+        if !cpu_kernels {
             let decode = self.weight_reader(m.decode_tuned(big));
             return self.push_op(&decode, &prefill, buffers);
         }
