@@ -83,11 +83,7 @@ fn main() {
             } else {
                 m.prefill()
             };
-            let s = if ctx.weight_textures {
-                s.weights_in_texture()
-            } else {
-                s
-            };
+            let s = s.weights_in_texture_if(ctx.weight_textures);
             let mut data = vec![
                 Data::Bytes(
                     [0u32, n_tok, 0, 0]
@@ -173,11 +169,7 @@ fn main() {
         } else {
             m.decode()
         };
-        let s = if ctx.weight_textures {
-            s.weights_in_texture()
-        } else {
-            s
-        };
+        let s = s.weights_in_texture_if(ctx.weight_textures);
         let data = vec![
             step(),
             Data::U32(w),

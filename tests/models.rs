@@ -51,16 +51,19 @@ fn tiny_llama_matches_numpy_reference() {
             let got = s.feed(&[id]).unwrap().to_vec();
             assert_close(&format!("cpu {variant} pos {t}"), &got, &want[t], 1e-4);
         }
+        let decoder = || {
+            GpuDecoder::new(
+                gpu(),
+                &m,
+                DecoderOptions {
+                    ctx_len: 64,
+                    max_batch: 16,
+                },
+            )
+            .unwrap()
+        };
         // GPU decode, every position; then the whole sequence as one prefill batch.
-        let mut d = GpuDecoder::new(
-            gpu(),
-            &m,
-            DecoderOptions {
-                ctx_len: 64,
-                max_batch: 16,
-            },
-        )
-        .unwrap();
+        let mut d = decoder();
         for (t, &id) in ids.iter().enumerate() {
             d.feed(&[id]).unwrap();
             let got = d.logits().unwrap();
@@ -79,15 +82,7 @@ fn tiny_llama_matches_numpy_reference() {
         // through the texture copies of its rows). A fresh decoder: no earlier step may have
         // left the same rows behind.
         let n = ids.len();
-        let mut d = GpuDecoder::new(
-            gpu(),
-            &m,
-            DecoderOptions {
-                ctx_len: 64,
-                max_batch: 16,
-            },
-        )
-        .unwrap();
+        let mut d = decoder();
         d.feed(&ids[..n - 1]).unwrap();
         d.feed(&ids[n - 1..]).unwrap();
         let got = d.logits().unwrap();

@@ -138,24 +138,6 @@ impl RowCopy {
     }
 }
 
-/// An rgba32uint texture of `rows` rows of `cols` f32 (cols / 4 texels), filled by copies.
-fn row_texture(ctx: &GpuContext, label: &str, cols: usize, rows: usize) -> wgpu::Texture {
-    ctx.device.create_texture(&wgpu::TextureDescriptor {
-        label: Some(label),
-        size: wgpu::Extent3d {
-            width: (cols / 4) as u32,
-            height: rows as u32,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Uint,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    })
-}
-
 impl Op {
     fn variant(&self, n_tok: u32) -> Variant {
         if n_tok > 1 {
@@ -571,13 +553,12 @@ impl GpuDecoder {
             res(&buf.scores),
             res(&buf.att),
         ];
-        let max_tex = self.ctx.limits.max_texture_dimension_2d as usize;
-        if !(self.few_big_workgroups() && kvd % 4 == 0 && ctx_len <= max_tex && kvd / 4 <= max_tex)
-        {
+        let (Some(kt), Some(vt)) = (
+            self.row_texture("k-cache-tex", kvd, ctx_len),
+            self.row_texture("v-cache-tex", kvd, ctx_len),
+        ) else {
             return self.push_op(&at, &atp, &buffers);
-        }
-        let kt = row_texture(&self.ctx, "k-cache-tex", kvd, ctx_len);
-        let vt = row_texture(&self.ctx, "v-cache-tex", kvd, ctx_len);
+        };
         let (kv_view, vv_view) = (
             kt.create_view(&Default::default()),
             vt.create_view(&Default::default()),
@@ -613,10 +594,15 @@ impl GpuDecoder {
     /// A kernel that reads weight tensors, as this context stores them: every GpuTensor is
     /// uploaded to textures when `ctx.weight_textures` says so, to buffers otherwise.
     fn weight_reader(&self, s: Spec) -> Spec {
-        if self.ctx.weight_textures {
-            s.weights_in_texture()
+        s.weights_in_texture_if(self.ctx.weight_textures)
+    }
+
+    /// A row-mirror texture (see RowCopy), on CPU adapters where it fits.
+    fn row_texture(&self, label: &str, cols: usize, rows: usize) -> Option<wgpu::Texture> {
+        if self.few_big_workgroups() {
+            crate::gpu::row_texture(&self.ctx, label, cols, rows)
         } else {
-            s
+            None
         }
     }
 
@@ -659,16 +645,12 @@ impl GpuDecoder {
         let mut weights = Vec::new();
         let eps = Some(c.eps);
         // Texture mirrors of the batch activations that feed matmuls (CPU adapters).
-        let (max_tex, mb) = (
-            self.ctx.limits.max_texture_dimension_2d as usize,
-            self.opts.max_batch,
+        let mb = self.opts.max_batch;
+        let (h_tex, att_tex, act_tex) = (
+            self.row_texture("h-tex", c.dim, mb),
+            self.row_texture("att-tex", qd, mb),
+            self.row_texture("act-tex", f, mb),
         );
-        let big = self.few_big_workgroups();
-        let xt = |label: &str, cols: usize| {
-            (big && cols / 4 <= max_tex && mb <= max_tex)
-                .then(|| row_texture(&self.ctx, label, cols, mb))
-        };
-        let (h_tex, att_tex, act_tex) = (xt("h-tex", c.dim), xt("att-tex", qd), xt("act-tex", f));
         for (li, l) in model.layers.iter().enumerate() {
             let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
             let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
@@ -861,10 +843,7 @@ impl GpuDecoder {
         self.push_op(&s, &s, &[res(&step), res(&raw), res(&gamma), res(&rows)])?;
         self._keep.push(gamma);
         // CPU adapters: the token's rows also go to a texture for the decode epilogue.
-        let max_tex = self.ctx.limits.max_texture_dimension_2d as usize;
-        let rows_tex =
-            (self.few_big_workgroups() && d % 4 == 0 && d / 4 <= max_tex && k <= max_tex)
-                .then(|| row_texture(&self.ctx, "memory-rows-tex", d, k));
+        let rows_tex = self.row_texture("memory-rows-tex", d, k);
         self.memory = Some(GpuMemory {
             host: m.clone(),
             raw,

@@ -61,6 +61,15 @@ pub struct Spec {
 impl Spec {
     /// The same kernel reading its weights (binding 1: matmuls and the embedding lookup) from
     /// an rgba32uint texture laid out by `gpu::weight_texture`.
+    /// `weights_in_texture` when `on` (the layout a context chose), else unchanged.
+    pub fn weights_in_texture_if(self, on: bool) -> Spec {
+        if on {
+            self.weights_in_texture()
+        } else {
+            self
+        }
+    }
+
     pub fn weights_in_texture(mut self) -> Spec {
         for b in &mut self.bindings {
             if b.0 == 1 {

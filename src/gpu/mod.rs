@@ -9,4 +9,4 @@ pub use upload::repack;
 
 pub use context::{adapters_summary, GpuContext, GpuOptions};
 pub use shader::{Binding, Defines, Kernel};
-pub use upload::{gpu_words, weight_texture, GpuTensor, Storage, TEX_WIDTH};
+pub use upload::{gpu_words, row_texture, weight_texture, GpuTensor, Storage, TEX_WIDTH};

@@ -82,24 +82,54 @@ pub fn weight_texture(ctx: &GpuContext, label: &str, words: &[u32]) -> Result<wg
     data.resize(rows * TEX_WIDTH * 4, 0);
     let tex = ctx.device.create_texture_with_data(
         &ctx.queue,
-        &wgpu::TextureDescriptor {
-            label: Some(label),
-            size: wgpu::Extent3d {
-                width: TEX_WIDTH as u32,
-                height: rows as u32,
-                depth_or_array_layers: 1,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Uint,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING,
-            view_formats: &[],
-        },
+        &u32x4_texture(label, TEX_WIDTH, rows, wgpu::TextureUsages::TEXTURE_BINDING),
         wgpu::util::TextureDataOrder::LayerMajor,
         bytemuck::cast_slice(&data),
     );
     Ok(tex.create_view(&Default::default()))
+}
+
+/// A 2D rgba32uint texture of `width` texels by `rows` (the layout of every texture here).
+fn u32x4_texture(
+    label: &str,
+    width: usize,
+    rows: usize,
+    usage: wgpu::TextureUsages,
+) -> wgpu::TextureDescriptor<'_> {
+    wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width: width as u32,
+            height: rows as u32,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Uint,
+        usage,
+        view_formats: &[],
+    }
+}
+
+/// A texture of `rows` rows of `cols` f32 (cols / 4 texels each) that copies fill: the row
+/// mirrors of buffers (K/V cache, activations, memory rows) on CPU adapters. None where it
+/// does not fit the adapter's texture size or cols is not a whole number of texels.
+pub fn row_texture(
+    ctx: &GpuContext,
+    label: &str,
+    cols: usize,
+    rows: usize,
+) -> Option<wgpu::Texture> {
+    let max = ctx.limits.max_texture_dimension_2d as usize;
+    (cols % 4 == 0 && cols / 4 <= max && rows <= max).then(|| {
+        ctx.device.create_texture(&u32x4_texture(
+            label,
+            cols / 4,
+            rows,
+            wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        ))
+    })
 }
 
 pub struct Chunk {
