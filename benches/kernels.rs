@@ -140,70 +140,105 @@ fn main() {
             );
         }
     }
-    // TIDE per token (decode): the down projection with the memory term fused, the router,
-    // and the once-per-token row gather, for K = 8 and 24 (compare with ffn_down above).
-    for k in [8usize, 24] {
-        let (rows, cols) = (576usize, 1536usize);
-        let words = rows * cols / 32 * 5;
-        let w: Vec<u32> = (0..words as u32)
+    // TIDE per token (decode), as the decoder runs it on this adapter, for K = 8 and 24:
+    // CPU adapters fuse the router into gate/up and its softmax into the down projection's
+    // memory epilogue; GPUs run the router kernel and the storage form of the memory term.
+    // Compare with ffn_gate_up and ffn_down above.
+    let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
+    let random_words = |n: usize| -> Vec<u32> {
+        (0..n as u32)
             .map(|i| (i.wrapping_mul(2654435761) & 0x0fff_0fff) | 0x1000_1000)
-            .collect();
-        let step = || {
-            Data::Bytes(
-                [0u32, 1, 0, 0]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            )
-        };
-        let m = Matmul {
-            epi: Epilogue::ResidualMemory { k },
-            norm: None,
+            .collect()
+    };
+    let step = || {
+        Data::Bytes(
+            [0u32, 1, 0, 0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        )
+    };
+    // Rows of f32 as the decoder's row textures hold them (harness width).
+    let tex_rows = |rows: usize, v: f32| Data::F32(vec![v; rows * tide_gpu::gpu::TEX_WIDTH * 4]);
+    for k in [8usize, 24] {
+        let (d, ffn) = (576usize, 1536usize);
+        let mm = |epi, norm, rows, cols| Matmul {
+            epi,
+            norm,
             dtype: DType::Q4_1,
             cols,
             rows,
             row0: 0,
         };
-        let s = if ctx.info.device_type == wgpu::DeviceType::Cpu {
-            m.decode_rows()
-        } else {
-            m.decode()
-        };
-        let s = s.weights_in_texture_if(ctx.weight_textures);
-        let data = vec![
+        let mut timed: Vec<(String, tide_gpu::decoder::specs::Spec, Vec<Data>)> = Vec::new();
+        let down = mm(Epilogue::ResidualMemory { k }, None, d, ffn);
+        let mut down_data = vec![
             step(),
-            Data::U32(w),
-            Data::F32(vec![0.01; cols]),
-            Data::F32(vec![0.0; rows]),
-            Data::F32(vec![0.1; k * rows]),
-            Data::F32(vec![1.0 / (k + 1) as f32; k + 1]),
+            Data::U32(random_words(d * ffn / 32 * 5)),
+            Data::F32(vec![0.01; ffn]),
+            Data::F32(vec![0.0; d]),
         ];
-        let mut timed: Vec<(String, tide_gpu::decoder::specs::Spec, Vec<Data>)> =
-            vec![(format!("ffn_down+memory K={k}"), s, data)];
-        let r = tide_gpu::decoder::specs::router(576, k, 1e-5);
-        timed.push((
-            format!("router K={k}"),
-            r,
-            vec![
-                step(),
-                Data::F32(vec![0.01; (k + 1) * 576]),
-                Data::F32(vec![0.5; 576]),
-                Data::F32(vec![1.0; 576]),
+        if cpu {
+            let gu = mm(Epilogue::SwiGlu { ffn }, Some(1e-5), 2 * ffn, d);
+            timed.push((
+                format!("ffn_gate_up+router K={k}"),
+                gu.decode_rows().with_router(k),
+                vec![
+                    step(),
+                    Data::U32(random_words(2 * ffn * d / 32 * 5)),
+                    Data::F32(vec![0.01; d]),
+                    Data::F32(vec![1.0; d]),
+                    Data::F32(vec![0.0; ffn]),
+                    tex_rows(k + 1, 0.01),
+                    Data::F32(vec![0.0; k + 1]),
+                ],
+            ));
+            down_data.extend([
+                tex_rows(k, 0.1),
                 Data::F32(vec![0.0; k + 1]),
-            ],
-        ));
-        let g = tide_gpu::decoder::specs::memory_rows(DType::Q4_1, 576, k, 1e-5, false);
+                Data::F32(vec![0.0; (k + 2).div_ceil(4) * 4]),
+            ]);
+            timed.push((
+                format!("ffn_down+memory K={k}"),
+                down.decode_rows().memory_in_texture(),
+                down_data,
+            ));
+        } else {
+            down_data.extend([
+                Data::F32(vec![0.1; k * d]),
+                Data::F32(vec![1.0 / (k + 1) as f32; k + 1]),
+            ]);
+            timed.push((format!("ffn_down+memory K={k}"), down.decode(), down_data));
+            timed.push((
+                format!("router K={k}"),
+                tide_gpu::decoder::specs::router(d, k, 1e-5),
+                vec![
+                    step(),
+                    Data::F32(vec![0.01; (k + 1) * d]),
+                    Data::F32(vec![0.5; d]),
+                    Data::F32(vec![1.0; d]),
+                    Data::F32(vec![0.0; k + 1]),
+                ],
+            ));
+        }
+        let rows_spec = if cpu {
+            tide_gpu::decoder::specs::memory_rows_by_lane(DType::Q4_1, d, k, 1e-5, false)
+        } else {
+            tide_gpu::decoder::specs::memory_rows(DType::Q4_1, d, k, 1e-5, false)
+        };
         timed.push((
             format!("memory rows K={k}"),
-            g,
+            rows_spec,
             vec![
                 step(),
-                Data::U32(vec![0x3c00_3c00; k * 576 / 32 * 5]),
-                Data::F32(vec![1.0; k * 576]),
-                Data::F32(vec![0.0; k * 576]),
+                Data::U32(vec![0x3c00_3c00; k * d / 32 * 5]),
+                Data::F32(vec![1.0; k * d]),
+                Data::F32(vec![0.0; k * d]),
             ],
         ));
         for (name, s, data) in timed {
+            let tex = ctx.weight_textures && s.shader != "memory";
+            let s = s.weights_in_texture_if(tex);
             let t = time(
                 &ctx,
                 s.shader,
@@ -215,7 +250,7 @@ fn main() {
                 20,
             )
             .expect("kernel failed");
-            eprintln!("{name:>22} decode: {:8.3} ms", t * 1e3);
+            eprintln!("{name:>24} decode: {:8.3} ms", t * 1e3);
             rows_out.push(
                 serde_json::json!({"kernel": name, "mode": "decode", "tokens": 1, "ms": t * 1e3}),
             );

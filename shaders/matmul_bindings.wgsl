@@ -32,9 +32,12 @@
 #if MEMORY
 #if MEMTEX
 // One token (CPU adapters): its MEMK memory rows as texture rows (f32 bits, texel (q, k) =
-// M_k[4q..4q+3]) and the router weights as a uniform.
+// M_k[4q..4q+3]), and the layer's router logits as a uniform (the router itself is fused into
+// the gate/up matvec, matvec_rows.wgsl); slot MEMK + 1 is the layer's memory switch (1 or 0,
+// set by the host). The softmax is taken here and written out to ALPHA.
 @group(0) @binding(5) var MT: texture_2d<u32>;
-@group(0) @binding(6) var<uniform> ALPHA: array<vec4<f32>, ({{MEMK}} + 4) / 4>;
+@group(0) @binding(6) var<storage, read_write> ALPHA: array<f32>;   // [MEMK + 1]
+@group(0) @binding(7) var<uniform> LOGITS: array<vec4<f32>, ({{MEMK}} + 5) / 4>;
 #else
 @group(0) @binding(5) var<storage, read> MEM: array<f32>;     // [n_tok, MEMK, ROWS]
 @group(0) @binding(6) var<storage, read> ALPHA: array<f32>;   // [n_tok, MEMK + 1]

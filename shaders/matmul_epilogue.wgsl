@@ -67,11 +67,41 @@ fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
 #endif
 #if EPI_RESIDUAL
 #if MEMTEX
+// The router weights of the K blocks (constant indices only: registers, not scratch).
+var<private> al: array<f32, {{MEMK}}>;
+
+// alpha = softmax over the K blocks and NULL of the layer's router logits, times the layer's
+// memory switch. Every lane takes it (the logits are uniform: one broadcast load each);
+// lane 0 also writes the weights out for `router_weights`.
+fn router_softmax(lane: u32) {
+    let lnull = LOGITS[{{MEMK}} / 4][{{MEMK}} % 4];
+    var mx = lnull;
+#for K in 0..{{MEMK}}
+    mx = max(mx, LOGITS[{{K}} / 4][{{K}} % 4]);
+#endfor
+    let en = exp(lnull - mx);
+    var sum = en;
+#for K in 0..{{MEMK}}
+    al[{{K}}] = exp(LOGITS[{{K}} / 4][{{K}} % 4] - mx);
+    sum += al[{{K}}];
+#endfor
+    let s = LOGITS[({{MEMK}} + 1) / 4][({{MEMK}} + 1) % 4] / sum;
+#for K in 0..{{MEMK}}
+    al[{{K}}] *= s;
+#endfor
+    if (lane == 0u) {
+#for K in 0..{{MEMK}}
+        ALPHA[{{K}}] = al[{{K}}];
+#endfor
+        ALPHA[{{MEMK}}] = en * s;
+    }
+}
+
 // The same for rows 4q..4q+3 at once (one texel per block): the texture variant.
 fn memory_terms(q: u32) -> vec4<f32> {
     var s = vec4<f32>(0.0);
 #for K in 0..{{MEMK}}
-    s += ALPHA[{{K}} / 4][{{K}} % 4] * bitcast<vec4<f32>>(textureLoad(MT, vec2<u32>(q, {{K}}u), 0));
+    s += al[{{K}}] * bitcast<vec4<f32>>(textureLoad(MT, vec2<u32>(q, {{K}}u), 0));
 #endfor
     return s;
 }

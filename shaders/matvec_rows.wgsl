@@ -23,6 +23,25 @@ var<private> xsp: array<f32, {{NB}}>;
 
 #include "matmul_epilogue"
 
+#if ROUTER
+// TIDE: the layer's router rides along with the gate/up matvec, whose normalised input x is the
+// router's too. W_r [RK1 rows, COLS / 4 texels] as f32 bits; the logits go out without the
+// softmax (the down projection's epilogue takes it).
+@group(0) @binding(5) var WR: texture_2d<u32>;
+@group(0) @binding(6) var<storage, read_write> RL: array<f32>;
+const RK1: u32 = {{RK1}}u;
+
+fn router_dot(j: u32) -> f32 {
+    var acc = vec4<f32>(0.0);
+#for B in 0..{{NB}}
+#for J in 0..8
+    acc += bitcast<vec4<f32>>(textureLoad(WR, vec2<u32>({{B}}u * 8u + {{J}}u, j), 0)) * xp[{{B}} * 8 + {{J}}];
+#endfor
+#endfor
+    return acc.x + acc.y + acc.z + acc.w;
+}
+#endif
+
 fn row_dot(row: u32) -> f32 {
     var acc = 0.0;
     if (row < ROWS) {
@@ -55,6 +74,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #if NORM
     inv = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(COLS) + EPS);
 #endif
+#if MEMTEX
+    router_softmax(gid.x);
+#endif
     // Lanes take groups round-robin; the host sizes the dispatch so that every lane gets the
     // same number of groups where it can.
     for (var g = gid.x; g < GROUPS; g += LANES) {
@@ -64,4 +86,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var r = 0u; r < 4u; r++) { v[r] = row_dot(rows[r]); }
         if (rows.x < ROWS) { epilogue(0u, rows, v * inv); }
     }
+#if ROUTER
+    // Router rows go to the highest lanes first: they hold the fewest FFN groups.
+    for (var j = LANES - 1u - gid.x; j < RK1; j += LANES) { RL[j] = router_dot(j) * inv; }
+#endif
 }

@@ -14,6 +14,51 @@
 const COLS: u32 = {{COLS}}u;
 const NB: u32 = COLS / 32u;
 const K: u32 = {{K}}u;
+
+// The 32 values of a stored block.
+fn decoded(q: Blk) -> array<vec4<f32>, 8> {
+    let m = vec4<f32>(q.m);
+    return array<vec4<f32>, 8>(q.d * q.q0 + m, q.d * q.q1 + m, q.d * q.q2 + m, q.d * q.q3 + m,
+                               q.d * q.q4 + m, q.d * q.q5 + m, q.d * q.q6 + m, q.d * q.q7 + m);
+}
+
+#if ROW_LANES
+// CPU-backed adapters: a lane owns a whole row and decodes it twice, once for its RMS and once
+// to write it, so there is no workgroup memory and no barrier (per-lane loops on such drivers).
+@compute @workgroup_size(8)
+fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x;
+    let t = gid.y;
+    if (k >= K || t >= step.n_tok) { return; }
+    let row = t * K + k;
+#if NORMALIZED
+    let r = 1.0;
+#else
+    var ss = vec4<f32>(0.0);
+    for (var b = 0u; b < NB; b++) {
+        let v = decoded(load_block((row * NB + b) * WPB));
+#for J in 0..8
+        ss += v[{{J}}] * v[{{J}}];
+#endfor
+    }
+    let r = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(COLS) + {{EPS}});
+#endif
+    for (var b = 0u; b < NB; b++) {
+        let v = decoded(load_block((row * NB + b) * WPB));
+        let o = (row * COLS + b * 32u) / 4u;
+#if NORMALIZED
+#for J in 0..8
+        MEM[o + {{J}}u] = v[{{J}}];
+#endfor
+#else
+        let g = (k * COLS + b * 32u) / 4u;
+#for J in 0..8
+        MEM[o + {{J}}u] = v[{{J}}] * r * GAMMA[g + {{J}}u];
+#endfor
+#endif
+    }
+}
+#else
 var<workgroup> red: array<f32, 64>;
 
 @compute @workgroup_size(64)
@@ -24,11 +69,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let row = t * K + k;
     var ss = 0.0;
     for (var b = li; b < NB; b += 64u) {
-        let q = load_block((row * NB + b) * WPB);
         let o = (row * COLS + b * 32u) / 4u;
-        let m = vec4<f32>(q.m);
-        let v = array<vec4<f32>, 8>(q.d * q.q0 + m, q.d * q.q1 + m, q.d * q.q2 + m, q.d * q.q3 + m,
-                                    q.d * q.q4 + m, q.d * q.q5 + m, q.d * q.q6 + m, q.d * q.q7 + m);
+        let v = decoded(load_block((row * NB + b) * WPB));
         for (var j = 0u; j < 8u; j++) {
             MEM[o + j] = v[j];
             ss += dot(v[j], v[j]);
@@ -52,3 +94,4 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 #endif
 }
+#endif

@@ -220,7 +220,9 @@ fn matmul_residual_memory() {
         let x = rng.vec(n * cols, 1.0);
         let h0 = rng.vec(n * rows, 1.0);
         let mem = rng.vec(n * k * rows, 1.0);
-        let alpha: Vec<f32> = rng.vec(n * (k + 1), 1.0).iter().map(|a| a.abs()).collect();
+        // Router logits per token, and their softmax (the router's weights) by the formula.
+        let logits = rng.vec(n * (k + 1), 3.0);
+        let alpha: Vec<f32> = logits.chunks(k + 1).flat_map(softmax).collect();
         let m = Matmul {
             epi: Epilogue::ResidualMemory { k },
             norm: None,
@@ -230,28 +232,18 @@ fn matmul_residual_memory() {
             row0: 0,
         };
         let ys = cpu_matmul(&wf, rows, cols, &x, None, 0.0);
-        let want: Vec<f32> = (0..n * rows)
-            .map(|i| {
-                let (t, r) = (i / rows, i % rows);
-                let mt: f32 = (0..k)
-                    .map(|j| alpha[t * (k + 1) + j] * mem[(t * k + j) * rows + r])
-                    .sum();
-                h0[i] + ys[t][r] + mt
-            })
-            .collect();
-        let mut specs = token_specs(&m, n_tok, m.decode());
-        if n_tok == 1 {
-            specs.push(m.decode_rows().memory_in_texture());
-        }
-        for s in specs {
-            let (mem_data, alpha_data) = if s.texture_at(5) {
-                // texture row j = block j; alpha padded to whole vec4s
-                let mut a = alpha.clone();
-                a.resize((k + 4) / 4 * 4, 0.0);
-                (texture_rows(&mem, rows), Data::F32(a))
-            } else {
-                (Data::F32(mem.clone()), Data::F32(alpha.clone()))
-            };
+        let want = |switch: f32| -> Vec<f32> {
+            (0..n * rows)
+                .map(|i| {
+                    let (t, r) = (i / rows, i % rows);
+                    let mt: f32 = (0..k)
+                        .map(|j| alpha[t * (k + 1) + j] * mem[(t * k + j) * rows + r])
+                        .sum();
+                    h0[i] + ys[t][r] + switch * mt
+                })
+                .collect()
+        };
+        for s in token_specs(&m, n_tok, m.decode()) {
             let out = dispatch(
                 &ctx,
                 &s,
@@ -260,20 +252,183 @@ fn matmul_residual_memory() {
                     Data::U32(words(dtype, &wb)),
                     x_data(&s, &x, cols),
                     Data::F32(h0.clone()),
-                    mem_data,
-                    alpha_data,
+                    Data::F32(mem.clone()),
+                    Data::F32(alpha.clone()),
                 ],
                 n_tok,
             );
-            assert_close(
-                &format!(
-                    "residual+memory {} {:?} T={n_tok}",
-                    s.shader, s.bindings[5].1
-                ),
-                &out[0],
-                &want,
-                2e-4,
+            let name = format!("residual+memory {} T={n_tok}", s.shader);
+            assert_close(&name, &out[0], &want(1.0), 2e-4);
+        }
+        if n_tok > 1 {
+            continue;
+        }
+        // CPU adapters, one token: memory rows from a texture, the router's softmax taken from
+        // its logits here (slot K + 1 switches the layer on or off), alpha written out.
+        let s = m.decode_rows().memory_in_texture();
+        for switch in [1.0f32, 0.0] {
+            let mut l = logits.clone();
+            l.push(switch);
+            l.resize((k + 2).div_ceil(4) * 4, 0.0);
+            let out = dispatch(
+                &ctx,
+                &s,
+                vec![
+                    Data::Bytes(step(0, 1, 0, 1.0)),
+                    Data::U32(words(dtype, &wb)),
+                    Data::F32(x.clone()),
+                    Data::F32(h0.clone()),
+                    texture_rows(&mem, rows),
+                    Data::F32(vec![-1.0; k + 1]),
+                    Data::F32(l),
+                ],
+                1,
             );
+            let name = format!("residual+memory, textures, switch {switch}");
+            assert_close(&name, &out[0], &want(switch), 2e-4);
+            let a: Vec<f32> = alpha.iter().map(|a| a * switch).collect();
+            assert_close(&format!("{name}: alpha"), &out[1], &a, 1e-6);
+        }
+    }
+}
+
+/// softmax of a slice (f64 sums).
+fn softmax(l: &[f32]) -> Vec<f32> {
+    let mx = l.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = l.iter().map(|&v| (v as f64 - mx).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| (v / sum) as f32).collect()
+}
+
+/// TIDE router logits riding in the SwiGLU matvec of CPU adapters: W_r RMSNorm(x) (gamma
+/// applied) for K + 1 rows, next to an unchanged SwiGLU output. Several K, so that router rows
+/// land on one lane each or wrap around the lanes.
+#[test]
+fn matvec_swiglu_with_router() {
+    let ctx = gpu();
+    let mut rng = Rng(13);
+    let (ffn, cols) = (45usize, 128usize);
+    for (dtype, k) in [(DType::Q4_1, 4usize), (DType::Q8_0, 40)] {
+        let (wb, wf) = random_weight(&mut rng, dtype, 2 * ffn, cols);
+        let x = rng.vec(cols, 1.0);
+        let g = rng.vec(cols, 1.0);
+        let wr = rng.vec((k + 1) * cols, 0.5);
+        let m = Matmul {
+            epi: Epilogue::SwiGlu { ffn },
+            norm: Some(1e-5),
+            dtype,
+            cols,
+            rows: 2 * ffn,
+            row0: 0,
+        };
+        let s = m.decode_rows().with_router(k);
+        let out = dispatch(
+            &ctx,
+            &s,
+            vec![
+                Data::Bytes(step(0, 1, 0, 1.0)),
+                Data::U32(words(dtype, &wb)),
+                Data::F32(x.clone()),
+                Data::F32(g.clone()),
+                Data::F32(vec![0.0; ffn]),
+                texture_rows(&wr, cols),
+                Data::F32(vec![0.0; k + 1]),
+            ],
+            1,
+        );
+        let y = &cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)[0];
+        let want: Vec<f32> = (0..ffn).map(|j| ops::silu(y[j]) * y[ffn + j]).collect();
+        assert_close(
+            &format!("swiglu+router {dtype:?} K={k}"),
+            &out[0],
+            &want,
+            2e-4,
+        );
+        let logits = cpu_matmul(&wr, k + 1, cols, &x, Some(&g), 1e-5).remove(0);
+        assert_close(&format!("router logits K={k}"), &out[1], &logits, 1e-4);
+    }
+}
+
+/// The router kernel of batches (and of GPUs for one token): softmax over K blocks and NULL of
+/// W_r RMSNorm(h) per token.
+#[test]
+fn router_softmax_per_token() {
+    let ctx = gpu();
+    let mut rng = Rng(14);
+    let (cols, k, n_tok) = (96usize, 6usize, 3u32);
+    let h = rng.vec(n_tok as usize * cols, 1.0);
+    let g = rng.vec(cols, 1.0);
+    let wr = rng.vec((k + 1) * cols, 0.5);
+    let s = specs::router(cols, k, 1e-5);
+    let out = dispatch(
+        &ctx,
+        &s,
+        vec![
+            Data::Bytes(step(0, n_tok, 0, 1.0)),
+            Data::F32(wr.clone()),
+            Data::F32(h.clone()),
+            Data::F32(g.clone()),
+            Data::F32(vec![0.0; n_tok as usize * (k + 1)]),
+        ],
+        n_tok,
+    );
+    let want: Vec<f32> = cpu_matmul(&wr, k + 1, cols, &h, Some(&g), 1e-5)
+        .iter()
+        .flat_map(|l| softmax(l))
+        .collect();
+    assert_close("router", &out[0], &want, 1e-5);
+}
+
+/// TIDE memory rows of a batch, both kernels (GPUs: a workgroup per row; CPU adapters: a lane
+/// per row), every table form: decoded, RMS-normalised and scaled by the block's gamma, or
+/// just decoded when the tables are stored normalised.
+#[test]
+fn memory_rows_both_kernels() {
+    let ctx = gpu();
+    let mut rng = Rng(15);
+    let (cols, k, n_tok, eps) = (96usize, 5usize, 3u32, 1e-5f32);
+    let n = n_tok as usize * k;
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::F16] {
+        for normalized in [false, true] {
+            let (wb, wf) = random_weight(&mut rng, dtype, n, cols);
+            let gamma = rng.vec(k * cols, 1.0);
+            let want: Vec<f32> = wf
+                .chunks(cols)
+                .enumerate()
+                .flat_map(|(row, v)| {
+                    let ms = v.iter().map(|x| (x * x) as f64).sum::<f64>() / cols as f64;
+                    let r = 1.0 / (ms + eps as f64).sqrt();
+                    let g = &gamma[(row % k) * cols..(row % k + 1) * cols];
+                    v.iter()
+                        .zip(g)
+                        .map(|(x, g)| {
+                            if normalized {
+                                *x
+                            } else {
+                                (*x as f64 * r) as f32 * g
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for s in [
+                specs::memory_rows(dtype, cols, k, eps, normalized),
+                specs::memory_rows_by_lane(dtype, cols, k, eps, normalized),
+            ] {
+                let out = dispatch(
+                    &ctx,
+                    &s,
+                    vec![
+                        Data::Bytes(step(0, n_tok, 0, 1.0)),
+                        Data::U32(words(dtype, &wb)),
+                        Data::F32(gamma.clone()),
+                        Data::F32(vec![0.0; n * cols]),
+                    ],
+                    n_tok,
+                );
+                let name = format!("memory rows {} {dtype:?} normalized={normalized}", s.entry);
+                assert_close(&name, &out[0], &want, 1e-5);
+            }
         }
     }
 }

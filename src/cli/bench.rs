@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub profile: bool,
     /// Decode cost of TIDE memory: add random 4-bit memory with each of these K (e.g. 8,24) to
-    /// the model's backbone and time decode against K = 0, alternating rounds in one process.
+    /// the model's backbone and time decode against K = 0, taking turns token by token in one process.
     #[arg(long, value_delimiter = ',')]
     pub memory_overhead: Vec<usize>,
 }
@@ -33,6 +33,18 @@ pub struct BenchArgs {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Variant i's cost over variant 0's, paired round by round (runs seconds apart see the same
+/// machine): the median ratio - 1, and the lowest and highest.
+fn paired_overhead(rates: &[Vec<f64>], i: usize) -> (f64, f64, f64) {
+    let mut r: Vec<f64> = rates[i]
+        .iter()
+        .zip(&rates[0])
+        .map(|(ri, r0)| r0 / ri - 1.0)
+        .collect();
+    r.sort_by(|a, b| a.total_cmp(b));
+    (median(r.clone()), r[0], r[r.len() - 1])
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -143,8 +155,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Decode tokens/s of the backbone alone and with K random memory blocks for each K, measured
-/// in alternating rounds so drift on a noisy machine hits every variant alike.
+/// Decode tokens/s of the backbone alone and with K random memory blocks for each K, all in one
+/// process, the variants taking turns token by token.
 fn memory_overhead(a: &BenchArgs) -> Result<()> {
     let base = a.model.load()?;
     let mut ks = vec![0];
@@ -159,33 +171,48 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
         engines.push(margs.engine(&m)?);
     }
     let mut sampler = Sampler::new(SamplerConfig::default());
-    let mut decode = |e: &mut Engine| -> Result<f64> {
-        e.reset();
-        e.feed(&[1])?;
-        let mut tok = e.next_token(&mut sampler, &[])?;
-        let t = Instant::now();
-        for _ in 0..a.gen {
-            e.feed(&[tok])?;
-            tok = e.next_token(&mut sampler, &[])?;
-        }
-        Ok(a.gen as f64 / t.elapsed().as_secs_f64())
-    };
-    for e in engines.iter_mut() {
-        decode(e)?; // warm-up
-    }
-    let mut rates = vec![Vec::new(); ks.len()];
-    for round in 0..a.reps.max(1) {
+    let (n, rounds) = (engines.len(), a.reps.max(1));
+    // Token by token in turn (who goes first rotates): every variant decodes its next token
+    // within a fraction of a second of the others, so the bursts of a shared machine hit all
+    // of them alike. Round 0 warms up and is not counted.
+    let mut secs = vec![vec![0f64; rounds]; n];
+    let mut tok = vec![0u32; n];
+    for round in 0..=rounds {
         for (i, e) in engines.iter_mut().enumerate() {
-            rates[i].push(decode(e)?);
+            e.reset();
+            e.feed(&[1])?;
+            tok[i] = e.next_token(&mut sampler, &[])?;
         }
-        eprintln!("round {}/{} done", round + 1, a.reps.max(1));
+        for step in 0..a.gen {
+            for j in 0..n {
+                let i = (j + step) % n;
+                let t = Instant::now();
+                engines[i].feed(&[tok[i]])?;
+                tok[i] = engines[i].next_token(&mut sampler, &[])?;
+                if round > 0 {
+                    secs[i][round - 1] += t.elapsed().as_secs_f64();
+                }
+            }
+        }
+        if round > 0 {
+            eprintln!("round {round}/{rounds} done");
+        }
     }
-    let med: Vec<f64> = rates.into_iter().map(median).collect();
+    let rates: Vec<Vec<f64>> = secs
+        .iter()
+        .map(|r| r.iter().map(|s| a.gen as f64 / s).collect())
+        .collect();
+    let total: Vec<f64> = secs.iter().map(|r| r.iter().sum()).collect();
     let rows: Vec<serde_json::Value> = ks
         .iter()
-        .zip(&med)
-        .map(|(&k, &r)| {
-            serde_json::json!({"k": k, "decode_tokens_per_s": r, "overhead": med[0] / r - 1.0})
+        .enumerate()
+        .map(|(i, &k)| {
+            let (o, lo, hi) = paired_overhead(&rates, i);
+            serde_json::json!({
+                "k": k, "decode_tokens_per_s": (rounds * a.gen) as f64 / total[i],
+                "overhead": total[i] / total[0] - 1.0,
+                "round_overhead_median": o, "round_overhead_min": lo, "round_overhead_max": hi,
+            })
         })
         .collect();
     let out = serde_json::json!({
@@ -196,11 +223,16 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         for r in &rows {
+            let pct = |key: &str| r[key].as_f64().unwrap_or(0.0) * 100.0;
             println!(
-                "K = {:>2}: {:>7.2} tok/s decode, {:+.1}% time per token vs K = 0",
+                "K = {:>2}: {:>7.2} tok/s decode, {:+.1}% time per token vs K = 0 \
+                 (rounds: median {:+.1}%, {:+.1}% .. {:+.1}%)",
                 r["k"],
                 r["decode_tokens_per_s"].as_f64().unwrap_or(0.0),
-                r["overhead"].as_f64().unwrap_or(0.0) * 100.0
+                pct("overhead"),
+                pct("round_overhead_median"),
+                pct("round_overhead_min"),
+                pct("round_overhead_max"),
             );
         }
     }

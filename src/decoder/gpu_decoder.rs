@@ -61,6 +61,8 @@ struct Op {
     bind_prefill: Option<wgpu::BindGroup>,
     /// Left out of the step (a router whose layer's memory is switched off).
     skip: bool,
+    /// Left out of single-token steps (a router fused into the decode matvecs).
+    batch_only: bool,
     /// Buffer rows copied into textures before this op (CPU adapters: see RowCopy).
     copies: Vec<RowCopy>,
 }
@@ -187,8 +189,23 @@ struct GpuMemory {
     alpha: Vec<Option<wgpu::Buffer>>,
     /// Per layer: index of its router op in the schedule.
     router_op: Vec<Option<usize>>,
+    /// CPU adapters: single tokens take the router inside the gate/up matvec and its softmax
+    /// in the down projection's memory epilogue (Spec::with_router, memory_in_texture).
+    fused: bool,
+    /// Per layer, when fused: the router logits (+ the layer's memory switch), W_r's texture.
+    logits: Vec<Option<wgpu::Buffer>>,
+    router_tex: Vec<Option<wgpu::Texture>>,
     staging: Vec<u8>,
     words: Vec<u32>,
+}
+
+/// A layer's memory injection as the down projection binds it.
+struct Routed {
+    k: usize,
+    rows: wgpu::Buffer,
+    alpha: wgpu::Buffer,
+    /// Fused (GpuMemory::fused): W_r's texture view and the logits buffer.
+    fused: Option<(wgpu::TextureView, wgpu::Buffer)>,
 }
 
 /// LM head over every token of a batch (perplexity): ops and their output.
@@ -416,23 +433,33 @@ impl GpuDecoder {
             bind,
             bind_prefill: None,
             skip: false,
+            batch_only: false,
             copies: Vec::new(),
         });
         Ok(())
     }
 
     /// A matmul op. `x_tex`: a texture of max_batch rows that can mirror the x buffer
-    /// (binding 2) for batches on CPU adapters.
+    /// (binding 2) for batches on CPU adapters. `fused`: the layer's TIDE router rides in this
+    /// op's decode kernel (gate/up: `buffers` end with W_r's texture and the logits buffer;
+    /// down: with the logits buffer), see GpuMemory::fused.
     fn push_matmul(
         &mut self,
         m: Matmul,
         buffers: &[wgpu::BindingResource<'_>],
         x_tex: Option<&wgpu::Texture>,
+        fused: bool,
     ) -> Result<()> {
         let big = self.few_big_workgroups();
         // Both CPU-adapter variants bind a row of x (decode) or gamma (batches) as a uniform.
         let x_bytes = (m.cols * 4) as u64;
         let cpu_kernels = big && x_bytes <= self.ctx.limits.max_uniform_buffer_binding_size as u64;
+        if fused && !cpu_kernels {
+            return Err(Error::Gpu(format!(
+                "internal: the fused TIDE router needs the CPU-adapter kernels ({:?})",
+                m.epi
+            )));
+        }
         let x_tex = x_tex.filter(|_| cpu_kernels && m.epi != Epilogue::Store);
         let prefill = self.weight_reader(if m.epi == Epilogue::Store {
             m.decode_tuned(big)
@@ -447,16 +474,29 @@ impl GpuDecoder {
         }
         // CPU adapters: one token through matvec_rows, x and gamma bound as uniforms of one
         // row (the token of a decode step is row 0); batches keep the storage bindings.
-        // TIDE's memory term: the token's rows from a texture, alpha as a uniform.
+        // TIDE, fused: gate/up also computes the router logits; down takes their softmax and
+        // reads the token's memory rows from a texture.
         let mem_tex = match (m.epi, &self.memory) {
-            (Epilogue::ResidualMemory { k }, Some(mem)) if m.rows % 4 == 0 => {
-                mem.rows_tex.clone().map(|t| (k, t, mem.rows.clone()))
+            (Epilogue::ResidualMemory { .. }, Some(mem)) if fused => {
+                mem.rows_tex.clone().map(|t| (t, mem.rows.clone()))
             }
             _ => None,
         };
         let mut rows_spec = m.decode_rows();
-        if mem_tex.is_some() {
-            rows_spec = rows_spec.memory_in_texture();
+        match (m.epi, &self.memory) {
+            (Epilogue::SwiGlu { .. }, Some(mem)) if fused => {
+                rows_spec = rows_spec.with_router(mem.host.k)
+            }
+            (Epilogue::ResidualMemory { .. }, _) if mem_tex.is_some() => {
+                rows_spec = rows_spec.memory_in_texture()
+            }
+            _ if fused => {
+                return Err(Error::Gpu(format!(
+                    "internal: nothing to fuse the TIDE router into ({:?})",
+                    m.epi
+                )))
+            }
+            _ => {}
         }
         let decode = self.variant(&self.weight_reader(rows_spec))?;
         let prefill = self.variant(&prefill)?;
@@ -479,20 +519,11 @@ impl GpuDecoder {
         let mut copies = Vec::new();
         let mem_view = mem_tex
             .as_ref()
-            .map(|(_, t, _)| t.create_view(&Default::default()));
-        if let (Some((k, tex, rows)), Some(view)) = (&mem_tex, &mem_view) {
-            let alpha_bytes = ((k + 4) / 4 * 16) as u64;
-            // `buffers` is in binding order: find the slots of bindings 5 and 6.
-            let slot = |b: u32| m.bindings().iter().position(|x| x.0 == b).unwrap();
-            let (ms, al) = (slot(5), slot(6));
-            sized[ms] = wgpu::BindingResource::TextureView(view);
-            if let wgpu::BindingResource::Buffer(a) = &buffers[al] {
-                sized[al] = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: a.buffer,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(alpha_bytes),
-                });
-            }
+            .map(|(t, _)| t.create_view(&Default::default()));
+        if let (Some((tex, rows)), Some(view)) = (&mem_tex, &mem_view) {
+            // `buffers` is in binding order: the memory rows (binding 5) become the texture.
+            let slot = m.bindings().iter().position(|x| x.0 == 5).unwrap();
+            sized[slot] = wgpu::BindingResource::TextureView(view);
             let mem = self.memory.as_mut().unwrap();
             if !mem.rows_tex_copied {
                 mem.rows_tex_copied = true;
@@ -502,7 +533,7 @@ impl GpuDecoder {
                     row_bytes: (m.rows * 4) as u32,
                     at_pos: false,
                     when: CopyWhen::Token,
-                    fixed_rows: Some(*k as u32),
+                    fixed_rows: Some(mem.host.k as u32),
                 });
             }
         }
@@ -531,6 +562,7 @@ impl GpuDecoder {
             bind,
             bind_prefill: Some(bind_prefill),
             skip: false,
+            batch_only: false,
             copies,
         });
         Ok(())
@@ -576,6 +608,7 @@ impl GpuDecoder {
             bind,
             bind_prefill,
             skip: false,
+            batch_only: false,
             copies: [(kc, kt), (vc, vt)]
                 .into_iter()
                 .map(|(b, t)| RowCopy {
@@ -701,46 +734,59 @@ impl GpuDecoder {
                     res(&rope),
                 ],
                 h_tex.as_ref(),
+                false,
             )?;
             self.push_attention(&kc, &vc)?;
             self.push_matmul(
                 mm(&wo, Epilogue::Residual, None),
                 &[res(&buf.step), single(&wo)?, res(&buf.att), res(&buf.h)],
                 att_tex.as_ref(),
+                false,
             )?;
+            // The router reads h~ like gate/up: it can run first, or ride inside gate/up.
+            let routed = self.push_router(li, &ffn_norm)?;
+            let fused = routed.as_ref().and_then(|r| r.fused.as_ref());
+            let mut gu_buffers = vec![
+                res(&buf.step),
+                single(&gu)?,
+                res(&buf.h),
+                res(&ffn_norm),
+                res(&buf.act),
+            ];
+            if let Some((wr, logits)) = fused {
+                gu_buffers.extend([wgpu::BindingResource::TextureView(wr), res(logits)]);
+            }
             self.push_matmul(
                 mm(&gu, Epilogue::SwiGlu { ffn: f }, eps),
-                &[
-                    res(&buf.step),
-                    single(&gu)?,
-                    res(&buf.h),
-                    res(&ffn_norm),
-                    res(&buf.act),
-                ],
+                &gu_buffers,
                 h_tex.as_ref(),
+                fused.is_some(),
             )?;
-            let routed = self.push_router(li, &ffn_norm)?;
-            match (&self.memory, routed) {
-                (Some(mem), true) => {
-                    let (rows, alpha) = (mem.rows.clone(), mem.alpha[li].clone().unwrap());
-                    let k = mem.host.k;
+            match &routed {
+                Some(r) => {
+                    let mut b = vec![
+                        res(&buf.step),
+                        single(&down)?,
+                        res(&buf.act),
+                        res(&buf.h),
+                        res(&r.rows),
+                        res(&r.alpha),
+                    ];
+                    if let Some((_, logits)) = fused {
+                        b.push(res(logits));
+                    }
                     self.push_matmul(
-                        mm(&down, Epilogue::ResidualMemory { k }, None),
-                        &[
-                            res(&buf.step),
-                            single(&down)?,
-                            res(&buf.act),
-                            res(&buf.h),
-                            res(&rows),
-                            res(&alpha),
-                        ],
+                        mm(&down, Epilogue::ResidualMemory { k: r.k }, None),
+                        &b,
                         act_tex.as_ref(),
+                        fused.is_some(),
                     )?;
                 }
-                _ => self.push_matmul(
+                None => self.push_matmul(
                     mm(&down, Epilogue::Residual, None),
                     &[res(&buf.step), single(&down)?, res(&buf.act), res(&buf.h)],
                     act_tex.as_ref(),
+                    false,
                 )?,
             }
             weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
@@ -776,6 +822,7 @@ impl GpuDecoder {
                     res(&buf.logits),
                 ],
                 None,
+                false,
             )?;
         }
         let ps = specs::penalize(c.vocab, MAX_PEN);
@@ -813,7 +860,7 @@ impl GpuDecoder {
 impl GpuDecoder {
     /// Buffers and the gather op of TIDE memory (the op runs right after the embedding).
     fn setup_memory(&mut self, m: &TideMemory) -> Result<()> {
-        let c = &self.config;
+        let c = self.config.clone();
         let (d, k, mb) = (c.dim, m.k, self.opts.max_batch);
         let dtype = m.tables[0].dtype();
         let row_words = d / 32 * crate::gpu::gpu_words(dtype).0;
@@ -826,24 +873,34 @@ impl GpuDecoder {
             .routers
             .iter()
             .map(|r| {
-                // Also read as a uniform of whole vec4s (the decode epilogue on CPU adapters).
                 r.as_ref().map(|_| {
-                    let floats = (mb * (k + 1)).max((k + 4) / 4 * 4);
                     storage(
                         &self.ctx,
                         "router-alpha",
-                        floats * 4,
-                        wgpu::BufferUsages::UNIFORM,
+                        mb * (k + 1) * 4,
+                        wgpu::BufferUsages::empty(),
                     )
                 })
             })
             .collect();
-        let s = specs::memory_rows(dtype, d, k, m.eps, m.normalized);
+        let s = if self.few_big_workgroups() {
+            specs::memory_rows_by_lane(dtype, d, k, m.eps, m.normalized)
+        } else {
+            specs::memory_rows(dtype, d, k, m.eps, m.normalized)
+        };
         let step = self.buf.step.clone();
         self.push_op(&s, &s, &[res(&step), res(&raw), res(&gamma), res(&rows)])?;
         self._keep.push(gamma);
         // CPU adapters: the token's rows also go to a texture for the decode epilogue.
         let rows_tex = self.row_texture("memory-rows-tex", d, k);
+        // The fused router needs the CPU-adapter matvecs of gate/up and down (x a uniform), the
+        // rows texture, and the logits as a uniform.
+        let ubo = self.ctx.limits.max_uniform_buffer_binding_size as usize;
+        let fused = rows_tex.is_some()
+            && d % 4 == 0
+            && 4 * d.max(c.ffn_dim).max(k + 2) <= ubo
+            && std::env::var("TIDE_ROUTER").as_deref() != Ok("separate");
+        let n_layers = c.n_layers;
         self.memory = Some(GpuMemory {
             host: m.clone(),
             raw,
@@ -851,24 +908,60 @@ impl GpuDecoder {
             rows_tex,
             rows_tex_copied: false,
             alpha,
-            router_op: vec![None; self.config.n_layers],
+            router_op: vec![None; n_layers],
+            fused,
+            logits: vec![None; n_layers],
+            router_tex: vec![None; n_layers],
             staging: Vec::new(),
             words: Vec::new(),
         });
         Ok(())
     }
 
-    /// Layer `li`'s router op, when the layer has memory; true if pushed.
-    fn push_router(&mut self, li: usize, ffn_norm: &wgpu::Buffer) -> Result<bool> {
+    /// Layer `li`'s router op, when the layer has memory. Where the router is fused (CPU
+    /// adapters), the op runs for batches only and single tokens get W_r's texture and the
+    /// logits buffer for the gate/up and down matvecs.
+    fn push_router(&mut self, li: usize, ffn_norm: &wgpu::Buffer) -> Result<Option<Routed>> {
         let Some(mem) = &self.memory else {
-            return Ok(false);
+            return Ok(None);
         };
-        let (Some(wr), Some(alpha)) = (&mem.host.routers[li], &mem.alpha[li]) else {
-            return Ok(false);
+        let (Some(wr_host), Some(alpha)) = (&mem.host.routers[li], &mem.alpha[li]) else {
+            return Ok(None);
         };
-        let wr = f32_buffer(&self.ctx, "router", wr);
+        let (d, k) = (self.config.dim, mem.host.k);
+        let wr_tex = if mem.fused {
+            let t = crate::gpu::matrix_texture(&self.ctx, "router-tex", d, wr_host);
+            Some(t.ok_or_else(|| {
+                Error::Gpu(format!("blk.{li} router: W_r does not fit a texture"))
+            })?)
+        } else {
+            None
+        };
+        let fused = wr_tex.as_ref().map(|t| {
+            // logits of the K blocks and NULL, then the layer's memory switch (on).
+            let mut init = vec![0f32; (k + 2).div_ceil(4) * 4];
+            init[k + 1] = 1.0;
+            let logits = self
+                .ctx
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("router-logits"),
+                    contents: bytemuck::cast_slice(&init),
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::UNIFORM
+                        | wgpu::BufferUsages::COPY_DST,
+                });
+            (t.create_view(&Default::default()), logits)
+        });
+        let routed = Routed {
+            k,
+            rows: mem.rows.clone(),
+            alpha: alpha.clone(),
+            fused,
+        };
+        let wr = f32_buffer(&self.ctx, "router", wr_host);
         let alpha = alpha.clone();
-        let s = specs::router(self.config.dim, mem.host.k, self.config.eps);
+        let s = specs::router(d, k, self.config.eps);
         let (h, step) = (self.buf.h.clone(), self.buf.step.clone());
         self.push_op(
             &s,
@@ -877,8 +970,12 @@ impl GpuDecoder {
         )?;
         self._keep.push(wr);
         let i = self.ops.len() - 1;
-        self.memory.as_mut().unwrap().router_op[li] = Some(i);
-        Ok(true)
+        self.ops[i].batch_only = routed.fused.is_some();
+        let mem = self.memory.as_mut().unwrap();
+        mem.router_op[li] = Some(i);
+        mem.logits[li] = routed.fused.as_ref().map(|f| f.1.clone());
+        mem.router_tex[li] = wr_tex;
+        Ok(Some(routed))
     }
 
     /// Stream the stored memory rows of `tokens` to the GPU for this step.
@@ -909,6 +1006,14 @@ impl GpuDecoder {
         if !on {
             let zeros = vec![0u8; alpha.size() as usize];
             self.ctx.queue.write_buffer(&alpha, 0, &zeros);
+        }
+        // Fused single tokens: the switch slot after the logits scales the softmax.
+        if let Some(logits) = mem.logits.get(l).cloned().flatten() {
+            let k = mem.host.k;
+            let switch = if on { 1f32 } else { 0.0 };
+            self.ctx
+                .queue
+                .write_buffer(&logits, (k as u64 + 1) * 4, bytemuck::bytes_of(&switch));
         }
         self.ops[op].skip = !on;
         Ok(())
@@ -1125,7 +1230,7 @@ impl GpuDecoder {
 
     /// Record one op of the schedule for a batch of n tokens.
     fn encode_op(&self, pass: &mut wgpu::ComputePass<'_>, op: &Op, n: u32) {
-        if op.skip {
+        if op.skip || (op.batch_only && n == 1) {
             return;
         }
         let v = op.variant(n);

@@ -98,17 +98,31 @@ impl Spec {
     }
 
     /// A ResidualMemory matvec (one token) with the token's K memory rows in an rgba32uint
-    /// texture [K rows, rows / 4 texels] (binding 5) and alpha as a uniform of
-    /// 4 * ceil((K + 1) / 4) floats (binding 6): CPU adapters. Needs rows % 4 == 0.
+    /// texture [K rows, rows / 4 texels] (binding 5), the layer's router logits as a uniform
+    /// of 4 * ceil((K + 2) / 4) floats (binding 7; float K + 1 switches the layer's memory on
+    /// (1) or off (0)), and the router weights, softmax taken here, written to binding 6:
+    /// CPU adapters, with the router fused into the gate/up matvec (`with_router`).
+    /// Needs rows % 4 == 0.
     pub fn memory_in_texture(mut self) -> Spec {
         for b in &mut self.bindings {
             match b.0 {
                 5 => b.1 = Binding::Texture,
-                6 => b.1 = Binding::Uniform,
+                6 => b.1 = Binding::ReadWrite,
                 _ => {}
             }
         }
+        self.bindings.push((7, Binding::Uniform));
         self.defs = self.defs.flag("MEMTEX", true);
+        self
+    }
+
+    /// The SwiGLU matvec_rows (one token) also computing the layer's K + 1 TIDE router logits
+    /// W_r RMSNorm_ffn(h~) from the same normalised input: W_r as an rgba32uint texture
+    /// [K + 1 rows, cols / 4 texels] of f32 bits (binding 5), the logits out to binding 6.
+    pub fn with_router(mut self, k: usize) -> Spec {
+        self.bindings
+            .extend([(5, Binding::Texture), (6, Binding::ReadWrite)]);
+        self.defs = self.defs.flag("ROUTER", true).set("RK1", k + 1);
         self
     }
 
@@ -433,6 +447,22 @@ pub fn memory_rows(dtype: DType, cols: usize, k: usize, eps: f32, normalized: bo
         x: k as u32,
         tokens_per_y: 1,
     }
+}
+
+/// The same, for CPU-backed adapters: one lane per (block, token) row, 8-lane workgroups, no
+/// workgroup memory or barrier (entry `rows`).
+pub fn memory_rows_by_lane(
+    dtype: DType,
+    cols: usize,
+    k: usize,
+    eps: f32,
+    normalized: bool,
+) -> Spec {
+    let mut s = memory_rows(dtype, cols, k, eps, normalized);
+    s.entry = "rows";
+    s.defs = s.defs.flag("ROW_LANES", true);
+    s.x = k.div_ceil(8) as u32;
+    s
 }
 
 /// A layer's router: softmax over K blocks + NULL of W_r RMSNorm_ffn(h~). One workgroup per token.

@@ -41,7 +41,7 @@ pub fn time(
 ) -> Result<f64> {
     let (k, _bufs, bind) = prepare(ctx, shader, entry, defs, bindings, data)?;
     let mut best = f64::MAX;
-    for _ in 0..3 {
+    for _ in 0..9 {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut p = enc.begin_compute_pass(&Default::default());

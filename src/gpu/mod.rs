@@ -9,4 +9,6 @@ pub use upload::repack;
 
 pub use context::{adapters_summary, GpuContext, GpuOptions};
 pub use shader::{Binding, Defines, Kernel};
-pub use upload::{gpu_words, row_texture, weight_texture, GpuTensor, Storage, TEX_WIDTH};
+pub use upload::{
+    gpu_words, matrix_texture, row_texture, weight_texture, GpuTensor, Storage, TEX_WIDTH,
+};

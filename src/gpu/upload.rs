@@ -121,8 +121,7 @@ pub fn row_texture(
     cols: usize,
     rows: usize,
 ) -> Option<wgpu::Texture> {
-    let max = ctx.limits.max_texture_dimension_2d as usize;
-    (cols % 4 == 0 && cols / 4 <= max && rows <= max).then(|| {
+    rows_fit(ctx, cols, rows).then(|| {
         ctx.device.create_texture(&u32x4_texture(
             label,
             cols / 4,
@@ -130,6 +129,31 @@ pub fn row_texture(
             wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
         ))
     })
+}
+
+/// A constant matrix [data.len() / cols, cols] of f32 in the same layout as `row_texture`
+/// (a TIDE router's W_r on CPU adapters). None where it does not fit.
+pub fn matrix_texture(
+    ctx: &GpuContext,
+    label: &str,
+    cols: usize,
+    data: &[f32],
+) -> Option<wgpu::Texture> {
+    let rows = data.len() / cols.max(1);
+    (rows_fit(ctx, cols, rows) && rows * cols == data.len()).then(|| {
+        ctx.device.create_texture_with_data(
+            &ctx.queue,
+            &u32x4_texture(label, cols / 4, rows, wgpu::TextureUsages::TEXTURE_BINDING),
+            wgpu::util::TextureDataOrder::LayerMajor,
+            bytemuck::cast_slice(data),
+        )
+    })
+}
+
+/// Whether rows of `cols` f32 make whole texels and `rows` of them fit one texture.
+fn rows_fit(ctx: &GpuContext, cols: usize, rows: usize) -> bool {
+    let max = ctx.limits.max_texture_dimension_2d as usize;
+    cols % 4 == 0 && cols > 0 && cols / 4 <= max && rows > 0 && rows <= max
 }
 
 pub struct Chunk {
