@@ -44,6 +44,15 @@ const VARIANTS: [&str; 4] = [
     "backbone",
 ];
 
+/// A GPU decoder for the fixture's short sequences.
+fn decoder(m: &Model, max_batch: usize) -> GpuDecoder {
+    let opts = DecoderOptions {
+        ctx_len: 64,
+        max_batch,
+    };
+    GpuDecoder::new(gpu(), m, opts).unwrap()
+}
+
 /// (all-position logits, router weights [t][l][K+1]) from the CPU reference.
 fn cpu_run(m: &Model, seq: &[u32]) -> (Vec<f32>, Vec<f32>) {
     let cm = Arc::new(CpuModel::new(m));
@@ -86,15 +95,7 @@ fn gpu_matches_pytorch_batched_and_token_by_token() {
     let g = golden();
     for v in VARIANTS {
         let m = variant(v);
-        let mut dec = GpuDecoder::new(
-            gpu(),
-            &m,
-            DecoderOptions {
-                ctx_len: 64,
-                max_batch: 16,
-            },
-        )
-        .unwrap();
+        let mut dec = decoder(&m, 16);
         for case in g["seqs"][v].as_array().unwrap() {
             let seq = ids(&case["ids"]);
             let want = floats(&case["logits"]);
@@ -152,15 +153,7 @@ fn memory_once_per_token_equals_per_layer() {
         .map(|_| (rng.next_u64() % m.config.vocab as u64) as u32)
         .collect();
     let (want, want_r) = cpu_run(&m, &seq);
-    let mut dec = GpuDecoder::new(
-        gpu(),
-        &m,
-        DecoderOptions {
-            ctx_len: 64,
-            max_batch: 64,
-        },
-    )
-    .unwrap();
+    let mut dec = decoder(&m, 64);
     let got = dec.feed_all(&seq).unwrap();
     assert_close("logits", &got, &want, 2e-4);
     assert_close("router", &dec.router_weights().unwrap(), &want_r, 2e-5);
@@ -484,15 +477,7 @@ fn switching_a_layer_off_matches_the_cpu_reference() {
     let seq = ids(&golden()["seqs"]["model.safetensors"][0]["ids"]);
     let (vocab, n_layers) = (m.config.vocab, m.config.n_layers);
     let cm = Arc::new(CpuModel::new(&m));
-    let mut dec = GpuDecoder::new(
-        gpu(),
-        &m,
-        DecoderOptions {
-            ctx_len: 64,
-            max_batch: 16,
-        },
-    )
-    .unwrap();
+    let mut dec = decoder(&m, 16);
     let (full, _) = cpu_run(&m, &seq);
     // Each layer off alone, then every layer back on.
     for (l, on) in [

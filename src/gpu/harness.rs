@@ -27,7 +27,7 @@ impl Data {
 }
 
 /// Seconds per dispatch of `shader:entry`: buffers made once, `reps` dispatches recorded in
-/// one pass and submitted together (best of 3), so submission latency is amortised away.
+/// one pass and submitted together (best of 9: this VM is noisy), so submission latency is amortised away.
 #[allow(clippy::too_many_arguments)]
 pub fn time(
     ctx: &GpuContext,
