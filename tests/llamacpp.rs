@@ -53,6 +53,7 @@ fn greedy_matches_llama_cpp() {
         DecoderOptions {
             ctx_len: 256,
             max_batch: 128,
+            ..Default::default()
         },
     )
     .unwrap();

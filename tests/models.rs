@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{assert_close, gpu, repo, smollm2};
 use tide_gpu::cpu::CpuModel;
-use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
+use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::model::{self, RopeLayout};
 
 fn golden() -> serde_json::Value {
@@ -51,47 +51,39 @@ fn tiny_llama_matches_numpy_reference() {
             let got = s.feed(&[id]).unwrap().to_vec();
             assert_close(&format!("cpu {variant} pos {t}"), &got, &want[t], 1e-4);
         }
-        let decoder = || {
-            GpuDecoder::new(
-                gpu(),
-                &m,
-                DecoderOptions {
+        // Both kernel families, whatever the adapter: the CPU-adapter set and the GPU set.
+        for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
+            let decoder = || {
+                let opts = DecoderOptions {
                     ctx_len: 64,
                     max_batch: 16,
-                },
-            )
-            .unwrap()
-        };
-        // GPU decode, every position; then the whole sequence as one prefill batch.
-        let mut d = decoder();
-        for (t, &id) in ids.iter().enumerate() {
-            d.feed(&[id]).unwrap();
+                    kernels: ks,
+                };
+                GpuDecoder::new(gpu(), &m, opts).unwrap()
+            };
+            let tag = format!("gpu ({ks:?} kernels) {variant}");
+            // GPU decode, every position; then the whole sequence as one prefill batch.
+            let mut d = decoder();
+            for (t, &id) in ids.iter().enumerate() {
+                d.feed(&[id]).unwrap();
+                let got = d.logits().unwrap();
+                assert_close(&format!("{tag} pos {t}"), &got, &want[t], 1e-3);
+            }
+            d.reset();
+            d.feed(&ids).unwrap();
             let got = d.logits().unwrap();
-            assert_close(&format!("gpu {variant} pos {t}"), &got, &want[t], 1e-3);
+            let last = want.last().unwrap();
+            assert_close(&format!("{tag} prefill"), &got, last, 1e-3);
+            // A batch, then one decode step over the cache the batch wrote (on CPU adapters,
+            // through the texture copies of its rows). A fresh decoder: no earlier step may
+            // have left the same rows behind.
+            let n = ids.len();
+            let mut d = decoder();
+            d.feed(&ids[..n - 1]).unwrap();
+            d.feed(&ids[n - 1..]).unwrap();
+            let got = d.logits().unwrap();
+            assert_close(&format!("{tag} prefill then decode"), &got, last, 1e-3);
         }
-        d.reset();
-        d.feed(&ids).unwrap();
-        let got = d.logits().unwrap();
-        assert_close(
-            &format!("gpu prefill {variant}"),
-            &got,
-            want.last().unwrap(),
-            1e-3,
-        );
-        // A batch, then one decode step over the cache the batch wrote (on CPU adapters,
-        // through the texture copies of its rows). A fresh decoder: no earlier step may have
-        // left the same rows behind.
-        let n = ids.len();
-        let mut d = decoder();
-        d.feed(&ids[..n - 1]).unwrap();
-        d.feed(&ids[n - 1..]).unwrap();
-        let got = d.logits().unwrap();
-        assert_close(
-            &format!("gpu prefill then decode {variant}"),
-            &got,
-            want.last().unwrap(),
-            1e-3,
-        );
     }
 }
 
@@ -122,6 +114,7 @@ fn smollm2_gpu_matches_cpu_reference() {
         DecoderOptions {
             ctx_len: 256,
             max_batch: 128,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -195,6 +188,7 @@ fn smollm2_safetensors_matches_gguf() {
         DecoderOptions {
             ctx_len: 64,
             max_batch: 64,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -226,6 +220,7 @@ fn smollm2_split_bindings_match_cpu() {
             DecoderOptions {
                 ctx_len: 128,
                 max_batch: 64,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -257,6 +252,7 @@ fn smollm2_split_bindings_match_cpu() {
         DecoderOptions {
             ctx_len: 4096,
             max_batch: 64,
+            ..Default::default()
         },
     )
     .err()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::{assert_close, gpu, json_ids as ids, repo};
 use tide_gpu::cpu::CpuModel;
-use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
+use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::model::{attach_memory, load, Model};
 
 fn dir() -> PathBuf {
@@ -44,11 +44,16 @@ const VARIANTS: [&str; 4] = [
     "backbone",
 ];
 
+/// Both kernel families run on any adapter: the CPU-adapter set (lavapipe's default: the
+/// router fused into the decode matvecs) and the GPU set (router kernel, storage reads).
+const KERNEL_SETS: [KernelSet; 2] = [KernelSet::CpuAdapter, KernelSet::Gpu];
+
 /// A GPU decoder for the fixture's short sequences.
-fn decoder(m: &Model, max_batch: usize) -> GpuDecoder {
+fn decoder(m: &Model, max_batch: usize, kernels: KernelSet) -> GpuDecoder {
     let opts = DecoderOptions {
         ctx_len: 64,
         max_batch,
+        kernels,
     };
     GpuDecoder::new(gpu(), m, opts).unwrap()
 }
@@ -93,19 +98,23 @@ fn cpu_reference_matches_pytorch_in_every_table_form() {
 #[test]
 fn gpu_matches_pytorch_batched_and_token_by_token() {
     let g = golden();
-    for v in VARIANTS {
+    for (v, ks) in VARIANTS
+        .iter()
+        .flat_map(|v| KERNEL_SETS.iter().map(move |k| (*v, *k)))
+    {
         let m = variant(v);
-        let mut dec = decoder(&m, 16);
+        let mut dec = decoder(&m, 16, ks);
+        let tag = format!("{v} ({ks:?} kernels)");
         for case in g["seqs"][v].as_array().unwrap() {
             let seq = ids(&case["ids"]);
             let want = floats(&case["logits"]);
             dec.reset();
             let logits = dec.feed_all(&seq).unwrap();
-            assert_close(&format!("{v} GPU batch logits"), &logits, &want, 2e-4);
+            assert_close(&format!("{tag} GPU batch logits"), &logits, &want, 2e-4);
             if v != "backbone" {
                 let r = dec.router_weights().unwrap();
                 assert_close(
-                    &format!("{v} GPU router"),
+                    &format!("{tag} GPU router"),
                     &r,
                     &floats(&case["router"]),
                     2e-5,
@@ -125,14 +134,14 @@ fn gpu_matches_pytorch_batched_and_token_by_token() {
                 dec.feed(&[tok]).unwrap();
                 let l = dec.logits().unwrap();
                 assert_close(
-                    &format!("{v} GPU decode logits at {t}"),
+                    &format!("{tag} GPU decode logits at {t}"),
                     &l,
                     &want[t * vocab..(t + 1) * vocab],
                     2e-4,
                 );
                 if v != "backbone" {
                     assert_close(
-                        &format!("{v} GPU decode router at {t}"),
+                        &format!("{tag} GPU decode router at {t}"),
                         &dec.router_weights().unwrap(),
                         &router[t * per_tok..(t + 1) * per_tok],
                         2e-5,
@@ -153,7 +162,7 @@ fn memory_once_per_token_equals_per_layer() {
         .map(|_| (rng.next_u64() % m.config.vocab as u64) as u32)
         .collect();
     let (want, want_r) = cpu_run(&m, &seq);
-    let mut dec = decoder(&m, 64);
+    let mut dec = decoder(&m, 64, KernelSet::Auto);
     let got = dec.feed_all(&seq).unwrap();
     assert_close("logits", &got, &want, 2e-4);
     assert_close("router", &dec.router_weights().unwrap(), &want_r, 2e-5);
@@ -215,6 +224,7 @@ fn huge_null_logit_reproduces_the_backbone() {
     let opts = DecoderOptions {
         ctx_len: 64,
         max_batch: 16,
+        ..Default::default()
     };
     let gt = GpuDecoder::new(gpu(), &m, opts.clone())
         .unwrap()
@@ -458,6 +468,7 @@ fn gguf_memory_equals_the_safetensors_form() {
         DecoderOptions {
             ctx_len: 16,
             max_batch: 8,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -477,47 +488,54 @@ fn switching_a_layer_off_matches_the_cpu_reference() {
     let seq = ids(&golden()["seqs"]["model.safetensors"][0]["ids"]);
     let (vocab, n_layers) = (m.config.vocab, m.config.n_layers);
     let cm = Arc::new(CpuModel::new(&m));
-    let mut dec = decoder(&m, 16);
     let (full, _) = cpu_run(&m, &seq);
-    // Each layer off alone, then every layer back on.
-    for (l, on) in [
-        (0, false),
-        (0, true),
-        (n_layers - 1, false),
-        (n_layers - 1, true),
-    ] {
-        dec.set_layer_memory(l, on).unwrap();
-        let mut s = cm.session(64);
-        s.keep_all = true;
-        s.memory_off[l] = !on;
-        s.feed(&seq).unwrap();
-        let want = if on {
-            full.clone()
-        } else {
-            s.all_logits.clone()
-        };
-        assert!(
-            on || (0..want.len()).any(|i| (want[i] - full[i]).abs() > 1e-3),
-            "layer {l}'s memory changes nothing: the test could not fail"
-        );
-        dec.reset();
-        let batch = dec.feed_all(&seq).unwrap();
-        assert_close(&format!("layer {l} on={on} batch"), &batch, &want, 2e-4);
-        dec.reset();
-        for (t, &tok) in seq.iter().enumerate() {
-            dec.feed(&[tok]).unwrap();
+    for ks in KERNEL_SETS {
+        let mut dec = decoder(&m, 16, ks);
+        // Each layer off alone, then every layer back on.
+        for (l, on) in [
+            (0, false),
+            (0, true),
+            (n_layers - 1, false),
+            (n_layers - 1, true),
+        ] {
+            dec.set_layer_memory(l, on).unwrap();
+            let mut s = cm.session(64);
+            s.keep_all = true;
+            s.memory_off[l] = !on;
+            s.feed(&seq).unwrap();
+            let want = if on {
+                full.clone()
+            } else {
+                s.all_logits.clone()
+            };
+            assert!(
+                on || (0..want.len()).any(|i| (want[i] - full[i]).abs() > 1e-3),
+                "layer {l}'s memory changes nothing: the test could not fail"
+            );
+            dec.reset();
+            let batch = dec.feed_all(&seq).unwrap();
             assert_close(
-                &format!("layer {l} on={on} decode at {t}"),
-                &dec.logits().unwrap(),
-                &want[t * vocab..(t + 1) * vocab],
+                &format!("{ks:?}: layer {l} on={on} batch"),
+                &batch,
+                &want,
                 2e-4,
             );
-        }
-        if !on {
-            // The switched-off layer reports no weights at all (NULL included).
-            let r = dec.router_weights().unwrap();
-            let k1 = m.memory.as_ref().unwrap().k + 1;
-            assert!(r[l * k1..(l + 1) * k1].iter().all(|&a| a == 0.0));
+            dec.reset();
+            for (t, &tok) in seq.iter().enumerate() {
+                dec.feed(&[tok]).unwrap();
+                assert_close(
+                    &format!("{ks:?}: layer {l} on={on} decode at {t}"),
+                    &dec.logits().unwrap(),
+                    &want[t * vocab..(t + 1) * vocab],
+                    2e-4,
+                );
+            }
+            if !on {
+                // The switched-off layer reports no weights at all (NULL included).
+                let r = dec.router_weights().unwrap();
+                let k1 = m.memory.as_ref().unwrap().k + 1;
+                assert!(r[l * k1..(l + 1) * k1].iter().all(|&a| a == 0.0));
+            }
         }
     }
 }

@@ -82,6 +82,7 @@ fn committed_models_match_pytorch_on_cpu_and_gpu() {
             DecoderOptions {
                 ctx_len: 64,
                 max_batch: 64,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -18,6 +18,20 @@ pub struct DecoderOptions {
     pub ctx_len: usize,
     /// Most tokens per prefill batch.
     pub max_batch: usize,
+    /// Which kernel family runs (TIDE_WORKGROUPS=big|many overrides it).
+    pub kernels: KernelSet,
+}
+
+/// The two kernel families: GPUs want many small workgroups; CPU-backed adapters (lavapipe,
+/// SwiftShader) pay per workgroup, per barrier and per storage load, and get kernels where
+/// lanes own whole rows and read through textures and uniforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelSet {
+    /// By the adapter's type.
+    #[default]
+    Auto,
+    Gpu,
+    CpuAdapter,
 }
 
 impl Default for DecoderOptions {
@@ -25,6 +39,7 @@ impl Default for DecoderOptions {
         DecoderOptions {
             ctx_len: 2048,
             max_batch: 128,
+            kernels: KernelSet::Auto,
         }
     }
 }
@@ -642,10 +657,15 @@ impl GpuDecoder {
     /// CPU-backed adapters (lavapipe, SwiftShader) pay per workgroup; GPUs want many.
     /// TIDE_WORKGROUPS=big|many overrides.
     fn few_big_workgroups(&self) -> bool {
-        match std::env::var("TIDE_WORKGROUPS").as_deref() {
-            Ok("big") => true,
-            Ok("many") => false,
-            _ => self.ctx.info.device_type == wgpu::DeviceType::Cpu,
+        match (
+            std::env::var("TIDE_WORKGROUPS").as_deref(),
+            self.opts.kernels,
+        ) {
+            (Ok("big"), _) => true,
+            (Ok("many"), _) => false,
+            (_, KernelSet::CpuAdapter) => true,
+            (_, KernelSet::Gpu) => false,
+            (_, KernelSet::Auto) => self.ctx.info.device_type == wgpu::DeviceType::Cpu,
         }
     }
 

@@ -4,4 +4,4 @@
 //! back the sampled token (or the K best logits for stochastic sampling).
 mod gpu_decoder;
 pub mod specs;
-pub use gpu_decoder::{DecoderOptions, GpuDecoder, MAX_TOP_K};
+pub use gpu_decoder::{DecoderOptions, GpuDecoder, KernelSet, MAX_TOP_K};
