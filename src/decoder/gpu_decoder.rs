@@ -156,6 +156,11 @@ impl RowCopy {
 }
 
 impl Op {
+    /// Whether a step of n_tok tokens dispatches this op.
+    fn runs(&self, n_tok: u32) -> bool {
+        !(self.skip || (self.batch_only && n_tok == 1))
+    }
+
     fn variant(&self, n_tok: u32) -> Variant {
         if n_tok > 1 {
             self.prefill
@@ -1250,7 +1255,7 @@ impl GpuDecoder {
 
     /// Record one op of the schedule for a batch of n tokens.
     fn encode_op(&self, pass: &mut wgpu::ComputePass<'_>, op: &Op, n: u32) {
-        if op.skip || (op.batch_only && n == 1) {
+        if !op.runs(n) {
             return;
         }
         let v = op.variant(n);
@@ -1315,7 +1320,7 @@ impl GpuDecoder {
         )
         .to_vec();
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        for (i, op) in self.ops.iter().enumerate() {
+        for (i, op) in self.ops.iter().enumerate().filter(|(_, op)| op.runs(n)) {
             let k = op.variant(n).kernel;
             let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
             let e = self

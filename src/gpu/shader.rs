@@ -26,6 +26,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("memory", include_str!("../../shaders/memory.wgsl")),
     ("router", include_str!("../../shaders/router.wgsl")),
     ("bandwidth", include_str!("../../shaders/bandwidth.wgsl")),
+    (
+        "access_costs",
+        include_str!("../../shaders/access_costs.wgsl"),
+    ),
     ("quant_f32", include_str!("../../shaders/quant_f32.wgsl")),
     ("quant_f16", include_str!("../../shaders/quant_f16.wgsl")),
     ("quant_bf16", include_str!("../../shaders/quant_bf16.wgsl")),
