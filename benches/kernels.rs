@@ -77,7 +77,7 @@ fn main() {
             let s = if n_tok == 1 && cpu {
                 m.decode_rows()
             } else if n_tok == 1 || epi == Epilogue::Store {
-                m.decode()
+                m.decode_tuned(cpu)
             } else if cpu {
                 m.prefill().x_in_texture()
             } else {
@@ -208,7 +208,11 @@ fn main() {
                 Data::F32(vec![0.1; k * d]),
                 Data::F32(vec![1.0 / (k + 1) as f32; k + 1]),
             ]);
-            timed.push((format!("ffn_down+memory K={k}"), down.decode(), down_data));
+            timed.push((
+                format!("ffn_down+memory K={k}"),
+                down.decode_tuned(false),
+                down_data,
+            ));
             timed.push((
                 format!("router K={k}"),
                 tide_gpu::decoder::specs::router(d, k, 1e-5),
@@ -237,7 +241,9 @@ fn main() {
             ],
         ));
         for (name, s, data) in timed {
-            let tex = ctx.weight_textures && s.shader != "memory";
+            // Weights (binding 1) of the matrix kernels only: the router and the row
+            // gather read theirs from storage.
+            let tex = ctx.weight_textures && s.shader.starts_with("mat");
             let s = s.weights_in_texture_if(tex);
             let t = time(
                 &ctx,

@@ -158,6 +158,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// Decode tokens/s of the backbone alone and with K random memory blocks for each K, all in one
 /// process, the variants taking turns token by token.
 fn memory_overhead(a: &BenchArgs) -> Result<()> {
+    if a.gen == 0 {
+        anyhow::bail!("--gen must be positive");
+    }
     let base = a.model.load()?;
     let mut ks = vec![0];
     ks.extend(a.memory_overhead.iter().copied().filter(|&k| k > 0));

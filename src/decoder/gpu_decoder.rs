@@ -196,8 +196,9 @@ struct Buffers {
 
 /// TIDE memory on the GPU side: the tables stay with the host (memory-mapped file); each step
 /// streams the K stored rows of its tokens into `raw`, one gather op turns them into `rows`
-/// ([n_tok, K, d], read by every layer), and each layer's router writes its weights to its own
-/// `alpha` buffer (a named hook: `router_weights` reads it).
+/// ([n_tok, K, d], read by every layer), and each layer's router weights land in its own
+/// `alpha` buffer (a named hook: `router_weights` reads it), written by the router op, or in a
+/// fused single-token step (CPU adapters) by the down projection that takes their softmax.
 struct GpuMemory {
     host: TideMemory,
     raw: wgpu::Buffer,
@@ -916,15 +917,21 @@ impl GpuDecoder {
         let step = self.buf.step.clone();
         self.push_op(&s, &s, &[res(&step), res(&raw), res(&gamma), res(&rows)])?;
         self._keep.push(gamma);
-        // CPU adapters: the token's rows also go to a texture for the decode epilogue.
-        let rows_tex = self.row_texture("memory-rows-tex", d, k);
-        // The fused router needs the CPU-adapter matvecs of gate/up and down (x a uniform), the
-        // rows texture, and the logits as a uniform.
+        // The fused router (CPU adapters) needs the CPU-adapter matvecs of gate/up and down (x
+        // a uniform), the logits as a uniform, W_r as a texture and the token's rows in a
+        // texture for the decode epilogue.
         let ubo = self.ctx.limits.max_uniform_buffer_binding_size as usize;
-        let fused = rows_tex.is_some()
-            && d % 4 == 0
+        let max_tex = self.ctx.limits.max_texture_dimension_2d as usize;
+        let fusable = d % 4 == 0
             && 4 * d.max(c.ffn_dim).max(k + 2) <= ubo
+            && k + 1 <= max_tex
             && std::env::var("TIDE_ROUTER").as_deref() != Ok("separate");
+        let rows_tex = if fusable {
+            self.row_texture("memory-rows-tex", d, k)
+        } else {
+            None
+        };
+        let fused = rows_tex.is_some();
         let n_layers = c.n_layers;
         self.memory = Some(GpuMemory {
             host: m.clone(),
@@ -1042,6 +1049,13 @@ impl GpuDecoder {
         }
         self.ops[op].skip = !on;
         Ok(())
+    }
+
+    /// Whether single tokens take the TIDE router inside the decode matvecs (see
+    /// GpuMemory::fused); for tests.
+    #[doc(hidden)]
+    pub fn router_fused(&self) -> bool {
+        self.memory.as_ref().is_some_and(|m| m.fused)
     }
 
     /// Memory blocks of the model (0 for a plain backbone).
