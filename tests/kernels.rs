@@ -207,7 +207,8 @@ fn matmul_residual_all_types() {
 }
 
 /// TIDE's fused FFN-down epilogue: h += W x + sum_k alpha_k M_k[row], for a batch, for one
-/// token, and for one token with the memory rows in a texture and alpha as a uniform.
+/// token, and for one token with the memory rows in a texture and the router's logits as a
+/// uniform (softmax taken in the epilogue, alpha written out).
 #[test]
 fn matmul_residual_memory() {
     let ctx = gpu();

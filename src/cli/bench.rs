@@ -25,7 +25,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub profile: bool,
     /// Decode cost of TIDE memory: add random 4-bit memory with each of these K (e.g. 8,24) to
-    /// the model's backbone and time decode against K = 0, taking turns token by token in one process.
+    /// the model's backbone and time decode against K = 0, the variants taking turns token by
+    /// token in one process.
     #[arg(long, value_delimiter = ',')]
     pub memory_overhead: Vec<usize>,
 }
@@ -35,8 +36,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Variant i's cost over variant 0's, paired round by round (runs seconds apart see the same
-/// machine): the median ratio - 1, and the lowest and highest.
+/// Variant i's cost over variant 0's, paired round by round (a round's variants took turns on
+/// the same machine): the median ratio - 1, and the lowest and highest.
 fn paired_overhead(rates: &[Vec<f64>], i: usize) -> (f64, f64, f64) {
     let mut r: Vec<f64> = rates[i]
         .iter()

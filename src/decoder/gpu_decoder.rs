@@ -213,9 +213,8 @@ struct GpuMemory {
     /// CPU adapters: single tokens take the router inside the gate/up matvec and its softmax
     /// in the down projection's memory epilogue (Spec::with_router, memory_in_texture).
     fused: bool,
-    /// Per layer, when fused: the router logits (+ the layer's memory switch), W_r's texture.
+    /// Per layer, when fused: the router logits (+ the layer's memory switch).
     logits: Vec<Option<wgpu::Buffer>>,
-    router_tex: Vec<Option<wgpu::Texture>>,
     staging: Vec<u8>,
     words: Vec<u32>,
 }
@@ -474,7 +473,7 @@ impl GpuDecoder {
         let big = self.few_big_workgroups();
         // Both CPU-adapter variants bind a row of x (decode) or gamma (batches) as a uniform.
         let x_bytes = (m.cols * 4) as u64;
-        let cpu_kernels = big && x_bytes <= self.ctx.limits.max_uniform_buffer_binding_size as u64;
+        let cpu_kernels = big && x_bytes <= self.ctx.limits.max_uniform_buffer_binding_size;
         if fused && !cpu_kernels {
             return Err(Error::Gpu(format!(
                 "internal: the fused TIDE router needs the CPU-adapter kernels ({:?})",
@@ -496,28 +495,25 @@ impl GpuDecoder {
         // CPU adapters: one token through matvec_rows, x and gamma bound as uniforms of one
         // row (the token of a decode step is row 0); batches keep the storage bindings.
         // TIDE, fused: gate/up also computes the router logits; down takes their softmax and
-        // reads the token's memory rows from a texture.
-        let mem_tex = match (m.epi, &self.memory) {
-            (Epilogue::ResidualMemory { .. }, Some(mem)) if fused => {
-                mem.rows_tex.clone().map(|t| (t, mem.rows.clone()))
-            }
-            _ => None,
-        };
+        // reads the token's memory rows from a texture (which `fused` guarantees).
         let mut rows_spec = m.decode_rows();
-        match (m.epi, &self.memory) {
-            (Epilogue::SwiGlu { .. }, Some(mem)) if fused => {
-                rows_spec = rows_spec.with_router(mem.host.k)
+        let mut mem_tex = None;
+        if fused {
+            match (m.epi, &self.memory) {
+                (Epilogue::SwiGlu { .. }, Some(mem)) => {
+                    rows_spec = rows_spec.with_router(mem.host.k)
+                }
+                (Epilogue::ResidualMemory { .. }, Some(mem)) if mem.rows_tex.is_some() => {
+                    rows_spec = rows_spec.memory_in_texture();
+                    mem_tex = mem.rows_tex.clone().map(|t| (t, mem.rows.clone()));
+                }
+                _ => {
+                    return Err(Error::Gpu(format!(
+                        "internal: nothing to fuse the TIDE router into ({:?})",
+                        m.epi
+                    )))
+                }
             }
-            (Epilogue::ResidualMemory { .. }, _) if mem_tex.is_some() => {
-                rows_spec = rows_spec.memory_in_texture()
-            }
-            _ if fused => {
-                return Err(Error::Gpu(format!(
-                    "internal: nothing to fuse the TIDE router into ({:?})",
-                    m.epi
-                )))
-            }
-            _ => {}
         }
         let decode = self.variant(&self.weight_reader(rows_spec))?;
         let prefill = self.variant(&prefill)?;
@@ -622,12 +618,11 @@ impl GpuDecoder {
         tex_buffers[2] = wgpu::BindingResource::TextureView(&kv_view);
         tex_buffers[3] = wgpu::BindingResource::TextureView(&vv_view);
         let bind = self.kernels[decode.kernel].bind(&self.ctx.device, &tex_buffers);
-        let bind_prefill = None;
         self.ops.push(Op {
             decode,
             prefill,
             bind,
-            bind_prefill,
+            bind_prefill: None,
             skip: false,
             batch_only: false,
             copies: [(kc, kt), (vc, vt)]
@@ -924,7 +919,7 @@ impl GpuDecoder {
         let max_tex = self.ctx.limits.max_texture_dimension_2d as usize;
         let fusable = d % 4 == 0
             && 4 * d.max(c.ffn_dim).max(k + 2) <= ubo
-            && k + 1 <= max_tex
+            && k < max_tex
             && std::env::var("TIDE_ROUTER").as_deref() != Ok("separate");
         let rows_tex = if fusable {
             self.row_texture("memory-rows-tex", d, k)
@@ -943,7 +938,6 @@ impl GpuDecoder {
             router_op: vec![None; n_layers],
             fused,
             logits: vec![None; n_layers],
-            router_tex: vec![None; n_layers],
             staging: Vec::new(),
             words: Vec::new(),
         });
@@ -961,6 +955,7 @@ impl GpuDecoder {
             return Ok(None);
         };
         let (d, k) = (self.config.dim, mem.host.k);
+        // W_r's texture stays alive through its view (bind groups hold the view).
         let wr_tex = if mem.fused {
             let t = crate::gpu::matrix_texture(&self.ctx, "router-tex", d, wr_host);
             Some(t.ok_or_else(|| {
@@ -969,7 +964,7 @@ impl GpuDecoder {
         } else {
             None
         };
-        let fused = wr_tex.as_ref().map(|t| {
+        let fused = wr_tex.map(|t| {
             // logits of the K blocks and NULL, then the layer's memory switch (on).
             let mut init = vec![0f32; (k + 2).div_ceil(4) * 4];
             init[k + 1] = 1.0;
@@ -1006,7 +1001,6 @@ impl GpuDecoder {
         let mem = self.memory.as_mut().unwrap();
         mem.router_op[li] = Some(i);
         mem.logits[li] = routed.fused.as_ref().map(|f| f.1.clone());
-        mem.router_tex[li] = wr_tex;
         Ok(Some(routed))
     }
 

@@ -71,11 +71,7 @@ impl Spec {
     }
 
     pub fn weights_in_texture(mut self) -> Spec {
-        for b in &mut self.bindings {
-            if b.0 == 1 {
-                b.1 = Binding::Texture;
-            }
-        }
+        retype(&mut self.bindings, &[(1, Binding::Texture)]);
         self.defs = self
             .defs
             .flag("TEX", true)
@@ -86,13 +82,10 @@ impl Spec {
     /// The prefill matmul with its x rows in an rgba32uint texture [n_tok rows, cols / 4
     /// texels] (binding 2) and gamma as a uniform (binding 3): CPU adapters.
     pub fn x_in_texture(mut self) -> Spec {
-        for b in &mut self.bindings {
-            match b.0 {
-                2 => b.1 = Binding::Texture,
-                3 => b.1 = Binding::Uniform,
-                _ => {}
-            }
-        }
+        retype(
+            &mut self.bindings,
+            &[(2, Binding::Texture), (3, Binding::Uniform)],
+        );
         self.defs = self.defs.flag("XTEX", true);
         self
     }
@@ -104,13 +97,10 @@ impl Spec {
     /// CPU adapters, with the router fused into the gate/up matvec (`with_router`).
     /// Needs rows % 4 == 0.
     pub fn memory_in_texture(mut self) -> Spec {
-        for b in &mut self.bindings {
-            match b.0 {
-                5 => b.1 = Binding::Texture,
-                6 => b.1 = Binding::ReadWrite,
-                _ => {}
-            }
-        }
+        retype(
+            &mut self.bindings,
+            &[(5, Binding::Texture), (6, Binding::ReadWrite)],
+        );
         self.bindings.push((7, Binding::Uniform));
         self.defs = self.defs.flag("MEMTEX", true);
         self
@@ -133,6 +123,15 @@ impl Spec {
 
     pub fn y_groups(&self, n_tok: u32) -> u32 {
         y_groups(self.tokens_per_y, n_tok)
+    }
+}
+
+/// Give the bindings numbered in `changes` their new kind (a binding not present stays absent).
+fn retype(bindings: &mut [(u32, Binding)], changes: &[(u32, Binding)]) {
+    for b in bindings.iter_mut() {
+        if let Some(&(_, kind)) = changes.iter().find(|c| c.0 == b.0) {
+            b.1 = kind;
+        }
     }
 }
 
@@ -258,11 +257,10 @@ impl Matmul {
             .unwrap_or(4)
             .min(groups.div_ceil(lanes_per_wg).max(1));
         let mut bindings = self.bindings();
-        for b in &mut bindings {
-            if b.0 == 2 || b.0 == 3 {
-                b.1 = Binding::Uniform;
-            }
-        }
+        retype(
+            &mut bindings,
+            &[(2, Binding::Uniform), (3, Binding::Uniform)],
+        );
         Spec {
             shader: "matvec_rows",
             entry: "main",
@@ -367,8 +365,10 @@ pub fn attention_heads(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx: 
 /// An attention spec reading the K/V cache from textures laid out as for `attention_heads`.
 pub fn kv_in_textures(mut s: Spec) -> Spec {
     s.defs = s.defs.flag("KVTEX", true);
-    s.bindings[2].1 = Binding::Texture;
-    s.bindings[3].1 = Binding::Texture;
+    retype(
+        &mut s.bindings,
+        &[(2, Binding::Texture), (3, Binding::Texture)],
+    );
     s
 }
 
