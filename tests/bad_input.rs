@@ -188,6 +188,45 @@ fn cli_bad_arguments_and_prompts() {
     let bad = tmp("not-a-model.gguf", b"hello world, definitely not gguf");
     let (ok, _, err) = tide(&["generate", "--model", bad.to_str().unwrap(), "hi"], &[]);
     assert!(!ok && err.contains("not a GGUF file"), "{err}");
+    // Absurd memory sizes and lengths for the TIDE overhead bench: refused before anything is
+    // built (K = 100000 random blocks would be ~1.6 TB).
+    let (ok, _, err) = tide(
+        &[
+            "bench",
+            "--model",
+            "synthetic:smollm2-135m",
+            "--memory-overhead",
+            "100000",
+        ],
+        &[],
+    );
+    assert!(
+        !ok && err.contains("K = 100000") && err.contains("maximum"),
+        "{err}"
+    );
+    let (ok, _, err) = tide(
+        &[
+            "generate",
+            "--model",
+            "synthetic:smollm2-135m-k100000",
+            "hi",
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("K = 100000"), "{err}");
+    let (ok, _, err) = tide(
+        &[
+            "bench",
+            "--model",
+            "synthetic:smollm2-135m",
+            "--memory-overhead",
+            "8",
+            "--gen",
+            "0",
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("--gen"), "{err}");
 }
 
 #[test]

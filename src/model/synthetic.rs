@@ -201,6 +201,13 @@ pub fn random_memory(c: &Config, k: usize) -> Result<Option<crate::memory::TideM
     if k == 0 {
         return Ok(None);
     }
+    // The same bound as memory read from a file, checked before ~16 MB per block is built.
+    if k > crate::memory::MAX_K {
+        return Err(Error::Input(format!(
+            "K = {k} memory blocks exceeds the supported maximum {}",
+            crate::memory::MAX_K
+        )));
+    }
     let mut b = Builder {
         bytes: Vec::new(),
         infos: Vec::new(),
