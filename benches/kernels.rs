@@ -1,13 +1,19 @@
 //! Kernel throughput on SmolLM2-135M shapes (random Q4_1 / Q8_0 data): the decode matvec and
 //! the prefill matmul of each projection, as GB/s of weights read. Prints one JSON object.
 //! Run: cargo bench --bench kernels
+//! Env: TIDE_BENCH_MODE=decode|prefill, TIDE_BENCH_KERNELS=qkv,ffn_gate_up,tide (a subset),
+//! TIDE_AB_SHADER_DIR=DIR (A/B: committed shaders against edited copies in DIR, taking turns).
 use tide_gpu::decoder::specs::{Epilogue, Matmul};
-use tide_gpu::gpu::harness::{time, Data};
+use tide_gpu::gpu::harness::{time, time_ab, Data};
 use tide_gpu::gpu::{gpu_words, GpuContext, GpuOptions};
 use tide_gpu::model::DType;
 
 fn main() {
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("no GPU adapter");
+    // A/B mode: TIDE_AB_SHADER_DIR=<folder of edited shaders> times each kernel built from
+    // the committed shaders (A) and from that folder (B), taking turns, and prints B/A.
+    let ab_dir = std::env::var("TIDE_AB_SHADER_DIR").ok();
+    let only = std::env::var("TIDE_BENCH_KERNELS").ok();
     let shapes: [(&str, DType, usize, usize, Epilogue, bool); 5] = [
         (
             "qkv",
@@ -50,6 +56,13 @@ fn main() {
     ];
     let mut rows_out = Vec::new();
     for (name, dtype, rows, cols, epi, norm) in shapes {
+        // TIDE_BENCH_KERNELS=qkv,ffn_down: only these projections.
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|k| k == name))
+        {
+            continue;
+        }
         let (wpb, _) = gpu_words(dtype);
         let words = rows * cols / 32 * wpb;
         // Small positive scales so results stay finite.
@@ -83,7 +96,9 @@ fn main() {
             } else {
                 m.prefill()
             };
-            let s = s.weights_in_texture_if(ctx.weight_textures);
+            let s = s
+                .weights_in_texture_if(ctx.weight_textures)
+                .subgroup_weights(ctx.subgroup_size);
             let mut data = vec![
                 Data::Bytes(
                     [0u32, n_tok, 0, 0]
@@ -114,6 +129,31 @@ fn main() {
                 data.push(Data::F32(vec![0.5; 256 * 64]));
             }
             let reps = if n_tok == 1 { 20 } else { 3 };
+            if let Some(dir) = &ab_dir {
+                let (a, b) = time_ab(
+                    &ctx,
+                    s.shader,
+                    s.entry,
+                    &s.defs,
+                    &s.bindings,
+                    &data,
+                    (s.x, s.y_groups(n_tok), 1),
+                    reps,
+                    dir,
+                    15,
+                )
+                .expect("kernel failed");
+                eprintln!(
+                    "{name:>12} {mode:>8}: A {:8.3} ms  B {:8.3} ms  B/A {:5.3}",
+                    a * 1e3,
+                    b * 1e3,
+                    b / a
+                );
+                rows_out.push(serde_json::json!({
+                    "kernel": name, "mode": mode, "ms_a": a * 1e3, "ms_b": b * 1e3, "b_over_a": b / a,
+                }));
+                continue;
+            }
             let t = time(
                 &ctx,
                 s.shader,
@@ -160,7 +200,11 @@ fn main() {
     };
     // Rows of f32 as the decoder's row textures hold them (harness width).
     let tex_rows = |rows: usize, v: f32| Data::F32(vec![v; rows * tide_gpu::gpu::TEX_WIDTH * 4]);
-    for k in [8usize, 24] {
+    let tide_ks: &[usize] = match &only {
+        Some(o) if !o.split(',').any(|k| k == "tide") => &[],
+        _ => &[8, 24],
+    };
+    for &k in tide_ks {
         let (d, ffn) = (576usize, 1536usize);
         let mm = |epi, norm, rows, cols| Matmul {
             epi,

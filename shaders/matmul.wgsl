@@ -4,6 +4,12 @@
 // fraction of a matrix-vector product's (on CPU-backed adapters loads are what costs).
 // Optional prologue NORM: each lane computes its tokens' RMS and applies gamma on the fly.
 // Epilogues are shared with matvec.wgsl.
+// SGW (CPU adapters with subgroups of 8, Q4_0 / Q4_1 weights in a texture): every lane of a
+// workgroup needs the same weight blocks, and a texel fetch costs as much as ~32
+// multiply-adds on lavapipe, whatever the address. So each of a subgroup's 8 lanes fetches
+// one of the 8 texels that hold a group's 4 blocks, and subgroupBroadcast hands them round:
+// one fetch per lane and group instead of eight.
+// (naga 30 takes subgroup builtins without `enable subgroups;`, and rejects the directive.)
 #include "common"
 
 #include "matmul_bindings"
@@ -34,9 +40,17 @@ fn inv_rms(xr: u32) -> f32 {
 }
 
 @compute @workgroup_size({{WG}})
+#if SGW
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_invocation_id) sl: u32) {
+    let t0 = (wid.y * WG + lid) * TPL;
+    // A lane past the batch still fetches for the others of its subgroup.
+    if (subgroupAll(t0 >= step.n_tok)) { return; }
+#else
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t0 = (wid.y * WG + lid) * TPL;
     if (t0 >= step.n_tok) { return; }
+#endif
 #for T in 0..{{TPL}}
     // Past the batch end a slot repeats the last token; its results are not stored.
     let xr{{T}} = min(t0 + {{T}}u, step.n_tok - 1u) * (COLS / 4u);
@@ -46,6 +60,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #for J in 0..{{GR}}
     let r{{J}} = vec4<u32>(row_of(g0 + {{J}}u, 0u), row_of(g0 + {{J}}u, 1u), row_of(g0 + {{J}}u, 2u), row_of(g0 + {{J}}u, 3u));
     let w{{J}} = min(r{{J}}, vec4<u32>(ROWS - 1u)) * (NB * WPB);
+#if SGW
+    // This lane fetches texel sl / 4 of row slot sl % 4's block.
+    let mw{{J}} = w{{J}}[sl % 4u];
+#endif
 #for T in 0..{{TPL}}
     var a{{J}}_{{T}} = vec4<f32>(0.0);
 #endfor
@@ -63,10 +81,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let o = b * WPB;
 #for J in 0..{{GR}}
         {
+#if SGW
+            let tq = texel((mw{{J}} + o) / 4u + sl / 4u);
+            let kx = block5(words5_of(subgroupBroadcast(tq, 0u), subgroupBroadcast(tq, 4u), w{{J}}.x + o));
+            let ky = block5(words5_of(subgroupBroadcast(tq, 1u), subgroupBroadcast(tq, 5u), w{{J}}.y + o));
+            let kz = block5(words5_of(subgroupBroadcast(tq, 2u), subgroupBroadcast(tq, 6u), w{{J}}.z + o));
+            let kw = block5(words5_of(subgroupBroadcast(tq, 3u), subgroupBroadcast(tq, 7u), w{{J}}.w + o));
+#else
             let kx = load_block(w{{J}}.x + o);
             let ky = load_block(w{{J}}.y + o);
             let kz = load_block(w{{J}}.z + o);
             let kw = load_block(w{{J}}.w + o);
+#endif
 #for T in 0..{{TPL}}
             a{{J}}_{{T}} += vec4<f32>(
                 bdot(kx, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}),

@@ -9,9 +9,11 @@ fn q4_0(dw: u32, w0: u32, w1: u32, w2: u32, w3: u32) -> Blk {
 }
 #if TEX
 #include "quant_tex"
-fn load_block(wb: u32) -> Blk {
-    let v = words5(wb);
+fn block5(v: Words5) -> Blk {
     return q4_0(v.w.x, v.w.y, v.w.z, v.w.w, v.e);
+}
+fn load_block(wb: u32) -> Blk {
+    return block5(words5(wb));
 }
 #else
 fn load_block(wb: u32) -> Blk {

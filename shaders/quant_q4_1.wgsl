@@ -10,9 +10,11 @@ fn q4_1(dmw: u32, w0: u32, w1: u32, w2: u32, w3: u32) -> Blk {
 }
 #if TEX
 #include "quant_tex"
-fn load_block(wb: u32) -> Blk {
-    let v = words5(wb);
+fn block5(v: Words5) -> Blk {
     return q4_1(v.w.x, v.w.y, v.w.z, v.w.w, v.e);
+}
+fn load_block(wb: u32) -> Blk {
+    return block5(words5(wb));
 }
 #else
 fn load_block(wb: u32) -> Blk {

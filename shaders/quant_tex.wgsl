@@ -16,7 +16,11 @@ fn pick1(a: vec4<u32>, o: u32) -> u32 {
 // Words wb..wb+4: the 5-word blocks of Q4_0 and Q4_1 (two fetches).
 struct Words5 { w: vec4<u32>, e: u32 }
 fn words5(wb: u32) -> Words5 {
+    return words5_of(texel(wb / 4u), texel(wb / 4u + 1u), wb);
+}
+// The same from its two texels a = texel(wb / 4), b = texel(wb / 4 + 1), fetched elsewhere
+// (matmul.wgsl's SGW: a subgroup's lanes fetch them for each other).
+fn words5_of(a: vec4<u32>, b: vec4<u32>, wb: u32) -> Words5 {
     let o = wb % 4u;
-    let b = texel(wb / 4u + 1u);
-    return Words5(pick4(texel(wb / 4u), b, o), pick1(b, o));
+    return Words5(pick4(a, b, o), pick1(b, o));
 }

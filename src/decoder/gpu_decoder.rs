@@ -644,6 +644,7 @@ impl GpuDecoder {
     /// uploaded to textures when `ctx.weight_textures` says so, to buffers otherwise.
     fn weight_reader(&self, s: Spec) -> Spec {
         s.weights_in_texture_if(self.ctx.weight_textures)
+            .subgroup_weights(self.ctx.subgroup_size)
     }
 
     /// A row-mirror texture (see RowCopy), on CPU adapters where it fits.

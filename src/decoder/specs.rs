@@ -70,6 +70,31 @@ impl Spec {
         }
     }
 
+    /// The prefill matmul with a subgroup's lanes sharing their weight fetches (matmul.wgsl's
+    /// SGW), where it applies: subgroups of exactly 8 lanes, Q4_0 / Q4_1 weights in a texture,
+    /// workgroups of whole subgroups. Otherwise the spec is returned unchanged.
+    pub fn subgroup_weights(mut self, subgroup_size: Option<u32>) -> Spec {
+        let q4 = matches!(
+            self.defs.0.get("QUANT").map(String::as_str),
+            Some("quant_q4_0" | "quant_q4_1")
+        );
+        let wg_whole = self
+            .defs
+            .0
+            .get("WG")
+            .and_then(|w| w.parse::<u32>().ok())
+            .is_some_and(|w| w % 8 == 0);
+        if self.shader == "matmul"
+            && subgroup_size == Some(8)
+            && q4
+            && self.texture_at(1)
+            && wg_whole
+        {
+            self.defs = self.defs.flag("SGW", true);
+        }
+        self
+    }
+
     pub fn weights_in_texture(mut self) -> Spec {
         retype(&mut self.bindings, &[(1, Binding::Texture)]);
         self.defs = self

@@ -11,6 +11,9 @@ pub struct GpuOptions {
     /// where they are much faster to read, buffers elsewhere. TIDE_WEIGHTS=texture|buffer
     /// overrides None.
     pub weight_textures: Option<bool>,
+    /// Do not use subgroup operations even when the adapter has them (tests the kernels
+    /// that do without; TIDE_SUBGROUPS=off does the same).
+    pub no_subgroups: bool,
 }
 
 /// The device and what it can do, queried once at start-up.
@@ -23,6 +26,8 @@ pub struct GpuContext {
     pub timestamps: bool,
     /// Weight tensors go into textures rather than storage buffers (see `GpuOptions`).
     pub weight_textures: bool,
+    /// The adapter's subgroup size, if it has subgroup operations at one fixed size (enabled).
+    pub subgroup_size: Option<u32>,
     /// Errors the device raised outside an error scope (validation, out of memory, loss);
     /// reported by the next `wait` instead of wgpu's default panic.
     errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -59,6 +64,16 @@ impl GpuContext {
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // Subgroup operations, where the adapter has them at one fixed size: the CPU-adapter
+        // prefill matmul shares weight fetches across a subgroup of 8 (`Spec::subgroup_weights`).
+        let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size
+            && !opts.no_subgroups
+            && std::env::var("TIDE_SUBGROUPS").as_deref() != Ok("off"))
+        .then_some(info.subgroup_min_size);
+        if subgroup_size.is_some() {
+            features |= wgpu::Features::SUBGROUP;
         }
         // Take the adapter's own limits: large bindings and buffers matter to model weights.
         let limits = alimits;
@@ -106,13 +121,14 @@ impl GpuContext {
             f16,
             timestamps,
             weight_textures,
+            subgroup_size,
         })
     }
 
     /// One line: adapter, backend, the limits and features that matter to us.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}, {:?}) max_binding={} MiB max_buffer={} MiB f16={} weights_in={}",
+            "{} ({:?}, {:?}) max_binding={} MiB max_buffer={} MiB f16={} weights_in={} subgroup={}",
             self.info.name,
             self.info.backend,
             self.info.device_type,
@@ -123,7 +139,9 @@ impl GpuContext {
                 "textures"
             } else {
                 "buffers"
-            }
+            },
+            self.subgroup_size
+                .map_or_else(|| "off".to_string(), |n| n.to_string())
         )
     }
 
@@ -171,6 +189,7 @@ pub fn adapters_summary() -> Vec<serde_json::Value> {
                 "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
                 "shader_f16": f.contains(wgpu::Features::SHADER_F16),
                 "subgroup": f.contains(wgpu::Features::SUBGROUP),
+                "subgroup_size": [i.subgroup_min_size, i.subgroup_max_size],
                 "timestamp_query": f.contains(wgpu::Features::TIMESTAMP_QUERY),
             })
         })

@@ -42,21 +42,61 @@ pub fn time(
     let (k, _bufs, bind) = prepare(ctx, shader, entry, defs, bindings, data)?;
     let mut best = f64::MAX;
     for _ in 0..9 {
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut p = enc.begin_compute_pass(&Default::default());
-            p.set_pipeline(&k.pipeline);
-            p.set_bind_group(0, &bind, &[]);
-            for _ in 0..reps {
-                p.dispatch_workgroups(groups.0, groups.1, groups.2);
-            }
-        }
-        let t = std::time::Instant::now();
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait()?;
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        best = best.min(time_once(ctx, &k, &bind, groups, reps)?);
     }
     Ok(best)
+}
+
+/// Like [`time`] for two builds of one kernel: from the current shaders (A) and from the
+/// shader folder `dir_b` (B, edited copies). The two take turns, round by round, so a slow
+/// spell of this noisy VM hits both alike. Returns (best A, best B) over `rounds` rounds.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::too_many_arguments)]
+pub fn time_ab(
+    ctx: &GpuContext,
+    shader: &str,
+    entry: &str,
+    defs: &Defines,
+    bindings: &[(u32, Binding)],
+    data: &[Data],
+    groups: (u32, u32, u32),
+    reps: usize,
+    dir_b: &str,
+    rounds: usize,
+) -> Result<(f64, f64)> {
+    let (ka, _bufs_a, bind_a) = prepare(ctx, shader, entry, defs, bindings, data)?;
+    let (kb, _bufs_b, bind_b) = super::shader::with_shader_dir(dir_b, || {
+        prepare(ctx, shader, entry, defs, bindings, data)
+    })?;
+    let (mut a, mut b) = (f64::MAX, f64::MAX);
+    for _ in 0..rounds {
+        a = a.min(time_once(ctx, &ka, &bind_a, groups, reps)?);
+        b = b.min(time_once(ctx, &kb, &bind_b, groups, reps)?);
+    }
+    Ok((a, b))
+}
+
+/// Seconds per dispatch over one submission of `reps` dispatches.
+fn time_once(
+    ctx: &GpuContext,
+    k: &Kernel,
+    bind: &wgpu::BindGroup,
+    groups: (u32, u32, u32),
+    reps: usize,
+) -> Result<f64> {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut p = enc.begin_compute_pass(&Default::default());
+        p.set_pipeline(&k.pipeline);
+        p.set_bind_group(0, bind, &[]);
+        for _ in 0..reps {
+            p.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+    }
+    let t = std::time::Instant::now();
+    ctx.queue.submit([enc.finish()]);
+    ctx.wait()?;
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
 
 /// The kernel, one buffer per binding filled from `data`, and the bind group over them.

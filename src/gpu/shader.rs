@@ -61,10 +61,29 @@ impl Defines {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    static SHADER_DIR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with shaders read from `dir` on this thread (a development aid, like
+/// TIDE_SHADER_DIR, which it overrides): the kernel bench's A/B mode builds one variant of a
+/// kernel from the embedded shaders and one from edited copies, in the same process.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn with_shader_dir<T>(dir: &str, f: impl FnOnce() -> T) -> T {
+    let old = SHADER_DIR.with(|d| d.replace(Some(dir.to_string())));
+    let out = f();
+    SHADER_DIR.with(|d| *d.borrow_mut() = old);
+    out
+}
+
 fn source(name: &str) -> Result<std::borrow::Cow<'static, str>> {
     // Development aid: read shaders from a folder instead of the embedded copies.
     #[cfg(not(target_arch = "wasm32"))]
-    if let Ok(dir) = std::env::var("TIDE_SHADER_DIR") {
+    if let Some(dir) = SHADER_DIR
+        .with(|d| d.borrow().clone())
+        .or_else(|| std::env::var("TIDE_SHADER_DIR").ok())
+    {
         let p = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
         return std::fs::read_to_string(&p)
             .map(Into::into)
