@@ -93,12 +93,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let kz = load_block(w{{J}}.z + o);
             let kw = load_block(w{{J}}.w + o);
 #endif
+            // Row by row, the block's 8 chunks outside and the tokens inside: each chunk of
+            // the row's weights serves TPL tokens while it sits in registers (on lavapipe,
+            // 1.3x faster than one whole block dot per token: fewer operand reloads).
+            let kk = array<Blk, 4>(kx, ky, kz, kw);
+#for C in 0..4
+            {
 #for T in 0..{{TPL}}
-            a{{J}}_{{T}} += vec4<f32>(
-                bdot(kx, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}),
-                bdot(ky, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}),
-                bdot(kz, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}),
-                bdot(kw, x{{T}}_0, x{{T}}_1, x{{T}}_2, x{{T}}_3, x{{T}}_4, x{{T}}_5, x{{T}}_6, x{{T}}_7, xs{{T}}));
+                var p{{T}} = 0.0;
+#endfor
+#for I in 0..8
+#for T in 0..{{TPL}}
+                p{{T}} += dot(kk[{{C}}].q{{I}}, x{{T}}_{{I}});
+#endfor
+#endfor
+#for T in 0..{{TPL}}
+                a{{J}}_{{T}}[{{C}}] += kk[{{C}}].d * p{{T}} + kk[{{C}}].m * xs{{T}};
+#endfor
+            }
 #endfor
         }
 #endfor
