@@ -2,9 +2,10 @@
 //! the prefill matmul of each projection, as GB/s of weights read. Prints one JSON object.
 //! Run: cargo bench --bench kernels
 //! Env: TIDE_BENCH_MODE=decode|prefill, TIDE_BENCH_KERNELS=qkv,ffn_gate_up,tide (a subset),
-//! TIDE_AB_SHADER_DIR=DIR (A/B: committed shaders against edited copies in DIR, taking turns).
+//! TIDE_AB_SHADER_DIR=DIR (A/B: committed shaders against edited copies in DIR, taking turns),
+//! TIDE_AB_TILE=GR,TPL,WG (A/B: the default prefill tile against this one).
 use tide_gpu::decoder::specs::{Epilogue, Matmul};
-use tide_gpu::gpu::harness::{time, time_ab, Data};
+use tide_gpu::gpu::harness::{time, time_ab, Data, Variant};
 use tide_gpu::gpu::{gpu_words, GpuContext, GpuOptions};
 use tide_gpu::model::DType;
 
@@ -12,7 +13,9 @@ fn main() {
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("no GPU adapter");
     // A/B mode: TIDE_AB_SHADER_DIR=<folder of edited shaders> times each kernel built from
     // the committed shaders (A) and from that folder (B), taking turns, and prints B/A.
+    // TIDE_AB_TILE=GR,TPL,WG: the same for the prefill matmul's tile (B) against the default.
     let ab_dir = std::env::var("TIDE_AB_SHADER_DIR").ok();
+    let ab_tile = std::env::var("TIDE_AB_TILE").ok();
     let only = std::env::var("TIDE_BENCH_KERNELS").ok();
     let shapes: [(&str, DType, usize, usize, Epilogue, bool); 5] = [
         (
@@ -87,18 +90,31 @@ fn main() {
             // The kernels the decoder picks on this adapter: on CPU adapters matvec_rows for
             // one token and x rows in a texture for batches; weights as ctx stores them.
             let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
-            let s = if n_tok == 1 && cpu {
-                m.decode_rows()
-            } else if n_tok == 1 || epi == Epilogue::Store {
-                m.decode_tuned(cpu)
-            } else if cpu {
-                m.prefill().x_in_texture()
-            } else {
-                m.prefill()
+            let pick = || {
+                let s = if n_tok == 1 && cpu {
+                    m.decode_rows()
+                } else if n_tok == 1 || epi == Epilogue::Store {
+                    m.decode_tuned(cpu)
+                } else if cpu {
+                    m.prefill().x_in_texture()
+                } else {
+                    m.prefill()
+                };
+                s.weights_in_texture_if(ctx.weight_textures)
+                    .with_subgroups(ctx.subgroup_size)
             };
-            let s = s
-                .weights_in_texture_if(ctx.weight_textures)
-                .subgroup_weights(ctx.subgroup_size);
+            let s = pick();
+            // The B side of an A/B: another prefill tile (read by `prefill` from the
+            // environment), or the same spec built from edited shaders.
+            let s_b = match &ab_tile {
+                Some(t) if n_tok > 1 => {
+                    std::env::set_var("TIDE_PREFILL_TILE", t);
+                    let s_b = pick();
+                    std::env::remove_var("TIDE_PREFILL_TILE");
+                    Some(s_b)
+                }
+                _ => ab_dir.as_ref().map(|_| s.clone()),
+            };
             let mut data = vec![
                 Data::Bytes(
                     [0u32, n_tok, 0, 0]
@@ -129,18 +145,27 @@ fn main() {
                 data.push(Data::F32(vec![0.5; 256 * 64]));
             }
             let reps = if n_tok == 1 { 20 } else { 3 };
-            if let Some(dir) = &ab_dir {
+            if let Some(s_b) = &s_b {
                 let (a, b) = time_ab(
                     &ctx,
                     s.shader,
                     s.entry,
-                    &s.defs,
                     &s.bindings,
                     &data,
-                    (s.x, s.y_groups(n_tok), 1),
                     reps,
-                    dir,
                     15,
+                    [
+                        Variant {
+                            defs: &s.defs,
+                            groups: (s.x, s.y_groups(n_tok), 1),
+                            shader_dir: None,
+                        },
+                        Variant {
+                            defs: &s_b.defs,
+                            groups: (s_b.x, s_b.y_groups(n_tok), 1),
+                            shader_dir: ab_dir.as_deref(),
+                        },
+                    ],
                 )
                 .expect("kernel failed");
                 eprintln!(

@@ -140,24 +140,80 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 #endif
 
+// SGKV (CPU adapters with subgroups of 8, K/V in textures, HD a multiple of 32): every lane
+// of the tile reads the same K and V rows, so a subgroup's 8 lanes fetch 1/8 of each row
+// apiece and subgroupBroadcast hands the chunks round (one fetch in eight). Chunk S * 8 + L
+// lives in lane L's kf<S> / vf<S>; q and o are named by the same (S, L).
 @compute @workgroup_size({{WG}})
+#if SGKV
+fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+           @builtin(subgroup_invocation_id) sl: u32) {
+    let h = wid.x;
+    let t0 = wid.y * WG + lid;
+    // A lane past the batch still fetches for the others of its subgroup, as its last token.
+    if (subgroupAll(t0 >= step.n_tok)) { return; }
+    let t = min(t0, step.n_tok - 1u);
+#else
 fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
     let t = wid.y * WG + lid;
     if (t >= step.n_tok) { return; }
+#endif
     let last = step.pos0 + t;
     // The last position any lane of this tile needs: the same loop bound for every lane.
     let pmax = step.pos0 + min(step.n_tok, (wid.y + 1u) * WG) - 1u;
     let kvh = h / GROUP;
     let scale = inverseSqrt(f32(HD));
     let qb = (t * QD + h * HD) / 4u;
+    var m = -3.0e38;
+    var l = 0.0;
+    let j0 = kvh * (HD / 4u);
+#if SGKV
+#for S in 0..{{HD8}}
+#for L in 0..8
+    let q{{S}}_{{L}} = Q[qb + {{S}}u * 8u + {{L}}u] * scale;
+    var o{{S}}_{{L}} = vec4<f32>(0.0);
+#endfor
+#endfor
+    for (var p = 0u; p <= pmax; p++) {
+#for S in 0..{{HD8}}
+        let kf{{S}} = kload(p, j0 + {{S}}u * 8u + sl);
+        let vf{{S}} = vload(p, j0 + {{S}}u * 8u + sl);
+#endfor
+        var s = 0.0;
+#for S in 0..{{HD8}}
+#for L in 0..8
+        s += dot(q{{S}}_{{L}}, subgroupBroadcast(kf{{S}}, {{L}}u));
+#endfor
+#endfor
+        // No branch on p <= last: the broadcasts need every lane, so positions a lane
+        // must not see get weight 0 instead.
+        let see = p <= last;
+        let mn = select(m, max(m, s), see);
+        let c = exp(m - mn);
+        let e = select(0.0, exp(s - mn), see);
+        l = l * c + e;
+#for S in 0..{{HD8}}
+#for L in 0..8
+        o{{S}}_{{L}} = o{{S}}_{{L}} * c + e * subgroupBroadcast(vf{{S}}, {{L}}u);
+#endfor
+#endfor
+        m = mn;
+    }
+    let inv = 1.0 / l;
+    let ob = (t * QD + h * HD) / 4u;
+    if (t0 < step.n_tok) {
+#for S in 0..{{HD8}}
+#for L in 0..8
+        O[ob + {{S}}u * 8u + {{L}}u] = o{{S}}_{{L}} * inv;
+#endfor
+#endfor
+    }
+#else
 #for K in 0..{{HD4}}
     let q{{K}} = Q[qb + {{K}}u] * scale;
     var o{{K}} = vec4<f32>(0.0);
 #endfor
-    var m = -3.0e38;
-    var l = 0.0;
-    let j0 = kvh * (HD / 4u);
     for (var p = 0u; p <= pmax; p++) {
         var s = 0.0;
 #for K in 0..{{HD4}}
@@ -179,4 +235,5 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #for K in 0..{{HD4}}
     O[ob + {{K}}u] = o{{K}} * inv;
 #endfor
+#endif
 }

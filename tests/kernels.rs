@@ -89,7 +89,7 @@ fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<
         // The prefill matmul once more with a subgroup's lanes fetching weights for each
         // other (SGW), where the adapter has subgroups of 8 (lavapipe does) and the weights
         // are Q4: the same words reach the same arithmetic, so again bit-identical.
-        let sg = t.clone().subgroup_weights(ctx.subgroup_size);
+        let sg = t.clone().with_subgroups(ctx.subgroup_size);
         let q4 = matches!(
             s.defs.0.get("QUANT").map(String::as_str),
             Some("quant_q4_0" | "quant_q4_1")
@@ -670,10 +670,19 @@ fn matmul_qkv_rope_both_layouts() {
 fn attention_gqa_causal() {
     let ctx = gpu();
     let mut rng = Rng(5);
-    let (hd, nh, nkv, ctx_len) = (16usize, 6usize, 2usize, 80usize);
-    // (70 tokens from position 3: two tiles of 64 lanes, the second partly empty.)
-    let (qd, kvd) = (nh * hd, nkv * hd);
-    for (n_tok, pos0) in [(1u32, 0u32), (1, 70), (7, 33), (70, 3)] {
+    // head_dim 64 (SmolLM2's) is the one the subgroup variant of prefill takes.
+    for (hd, n_tok, pos0) in [
+        (16usize, 1u32, 0u32),
+        (16, 1, 70),
+        (16, 7, 33),
+        // 70 tokens from position 3: two tiles of 64 lanes, the second partly empty.
+        (16, 70, 3),
+        (64, 1, 70),
+        (64, 7, 33),
+        (64, 70, 3),
+    ] {
+        let (nh, nkv, ctx_len) = (6usize, 2usize, 80usize);
+        let (qd, kvd) = (nh * hd, nkv * hd);
         let q = rng.vec(n_tok as usize * qd, 1.0);
         let k = rng.vec(ctx_len * kvd, 1.0);
         let v = rng.vec(ctx_len * kvd, 1.0);
@@ -713,7 +722,7 @@ fn attention_gqa_causal() {
             }
         }
         assert_close(
-            &format!("attention T={n_tok} pos0={pos0}"),
+            &format!("attention hd={hd} T={n_tok} pos0={pos0}"),
             &out[1],
             &want,
             1e-4,
@@ -722,30 +731,51 @@ fn attention_gqa_causal() {
             // The CPU-adapter kernels, K and V in textures: row p of the cache is texture
             // row p.
             let rows = |c: &[f32]| texture_rows(c, kvd);
-            let s = if n_tok == 1 {
+            let mut variants = vec![if n_tok == 1 {
                 specs::attention_heads(hd, nh, nkv, ctx_len)
             } else {
                 specs::kv_in_textures(specs::attention_prefill(hd, nh, nkv, ctx_len))
-            };
-            let out = dispatch(
-                &ctx,
-                &s,
-                vec![
-                    Data::Bytes(step(pos0, n_tok, 0, 1.0)),
-                    Data::F32(q.clone()),
-                    rows(&k),
-                    rows(&v),
-                    Data::F32(vec![0.0; n_tok as usize * nh * ctx_len]),
-                    Data::F32(vec![0.0; n_tok as usize * qd]),
-                ],
-                n_tok,
-            );
-            assert_close(
-                &format!("attention {} (K/V textures) T={n_tok} pos0={pos0}", s.entry),
-                &out[1],
-                &want,
-                1e-4,
-            );
+            }];
+            // Prefill with a subgroup's lanes fetching K/V chunks for each other, on
+            // adapters with subgroups of 8 (lavapipe): head_dim 64 must take it.
+            let sg = variants[0].clone().with_subgroups(ctx.subgroup_size);
+            if n_tok > 1 && hd == 64 && ctx.subgroup_size == Some(8) {
+                assert!(
+                    sg.defs.0.contains_key("SGKV"),
+                    "SGKV not chosen: {:?}",
+                    sg.defs
+                );
+                variants.push(sg);
+            }
+            for s in variants {
+                let out = dispatch(
+                    &ctx,
+                    &s,
+                    vec![
+                        Data::Bytes(step(pos0, n_tok, 0, 1.0)),
+                        Data::F32(q.clone()),
+                        rows(&k),
+                        rows(&v),
+                        Data::F32(vec![0.0; n_tok as usize * nh * ctx_len]),
+                        Data::F32(vec![0.0; n_tok as usize * qd]),
+                    ],
+                    n_tok,
+                );
+                assert_close(
+                    &format!(
+                        "attention {} (K/V textures{}) hd={hd} T={n_tok} pos0={pos0}",
+                        s.entry,
+                        if s.defs.0.contains_key("SGKV") {
+                            ", subgroups"
+                        } else {
+                            ""
+                        }
+                    ),
+                    &out[1],
+                    &want,
+                    1e-4,
+                );
+            }
         }
     }
 }

@@ -613,7 +613,8 @@ impl GpuDecoder {
             vt.create_view(&Default::default()),
         );
         let decode = self.variant(&specs::attention_heads(hd, nh, nkv, ctx_len))?;
-        let prefill = self.variant(&specs::kv_in_textures(atp))?;
+        let prefill =
+            self.variant(&specs::kv_in_textures(atp).with_subgroups(self.ctx.subgroup_size))?;
         let mut tex_buffers = buffers.clone();
         tex_buffers[2] = wgpu::BindingResource::TextureView(&kv_view);
         tex_buffers[3] = wgpu::BindingResource::TextureView(&vv_view);
@@ -644,7 +645,7 @@ impl GpuDecoder {
     /// uploaded to textures when `ctx.weight_textures` says so, to buffers otherwise.
     fn weight_reader(&self, s: Spec) -> Spec {
         s.weights_in_texture_if(self.ctx.weight_textures)
-            .subgroup_weights(self.ctx.subgroup_size)
+            .with_subgroups(self.ctx.subgroup_size)
     }
 
     /// A row-mirror texture (see RowCopy), on CPU adapters where it fits.

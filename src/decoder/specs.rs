@@ -70,27 +70,32 @@ impl Spec {
         }
     }
 
-    /// The prefill matmul with a subgroup's lanes sharing their weight fetches (matmul.wgsl's
-    /// SGW), where it applies: subgroups of exactly 8 lanes, Q4_0 / Q4_1 weights in a texture,
-    /// workgroups of whole subgroups. Otherwise the spec is returned unchanged.
-    pub fn subgroup_weights(mut self, subgroup_size: Option<u32>) -> Spec {
-        let q4 = matches!(
-            self.defs.0.get("QUANT").map(String::as_str),
-            Some("quant_q4_0" | "quant_q4_1")
-        );
-        let wg_whole = self
-            .defs
-            .0
-            .get("WG")
-            .and_then(|w| w.parse::<u32>().ok())
-            .is_some_and(|w| w % 8 == 0);
-        if self.shader == "matmul"
-            && subgroup_size == Some(8)
-            && q4
-            && self.texture_at(1)
-            && wg_whole
-        {
-            self.defs = self.defs.flag("SGW", true);
+    /// Kernels whose lanes all read the same rows, with a subgroup's lanes fetching those
+    /// rows for each other (subgroupBroadcast), where that applies: subgroups of exactly 8
+    /// lanes, workgroups of whole subgroups, and
+    /// - the prefill matmul (matmul.wgsl's SGW) with Q4_0 / Q4_1 weights in a texture;
+    /// - prefill attention (attention.wgsl's SGKV) with K/V in textures, head_dim % 32 == 0.
+    ///
+    /// Any other spec is returned unchanged.
+    pub fn with_subgroups(mut self, subgroup_size: Option<u32>) -> Spec {
+        let get = |k: &str| self.defs.0.get(k).map(String::as_str);
+        let num = |k: &str| get(k).and_then(|v| v.parse::<u32>().ok());
+        if subgroup_size != Some(8) || num("WG").is_none_or(|w| w % 8 != 0) {
+            return self;
+        }
+        match (self.shader, self.entry) {
+            ("matmul", _)
+                if self.texture_at(1)
+                    && matches!(get("QUANT"), Some("quant_q4_0" | "quant_q4_1")) =>
+            {
+                self.defs = self.defs.flag("SGW", true);
+            }
+            ("attention", "prefill") if self.texture_at(2) => {
+                if let Some(hd4) = num("HD4").filter(|h| h % 8 == 0) {
+                    self.defs = self.defs.flag("SGKV", true).set("HD8", hd4 / 8);
+                }
+            }
+            _ => {}
         }
         self
     }

@@ -66,7 +66,7 @@ impl GpuContext {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
         // Subgroup operations, where the adapter has them at one fixed size: the CPU-adapter
-        // prefill matmul shares weight fetches across a subgroup of 8 (`Spec::subgroup_weights`).
+        // prefill matmul and attention share fetches across a subgroup of 8 (`Spec::with_subgroups`).
         let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == info.subgroup_max_size
             && !opts.no_subgroups

@@ -47,31 +47,42 @@ pub fn time(
     Ok(best)
 }
 
-/// Like [`time`] for two builds of one kernel: from the current shaders (A) and from the
-/// shader folder `dir_b` (B, edited copies). The two take turns, round by round, so a slow
-/// spell of this noisy VM hits both alike. Returns (best A, best B) over `rounds` rounds.
+/// One side of an A/B timing: its defines and workgroups, and optionally a folder of edited
+/// shaders to build it from.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct Variant<'a> {
+    pub defs: &'a Defines,
+    pub groups: (u32, u32, u32),
+    pub shader_dir: Option<&'a str>,
+}
+
+/// Like [`time`] for two variants of one kernel (other shader files, or other defines such
+/// as a tile) on the same data. The two take turns, round by round, so a slow spell of this
+/// noisy VM hits both alike. Returns (best A, best B) over `rounds` rounds.
 #[cfg(not(target_arch = "wasm32"))]
 #[allow(clippy::too_many_arguments)]
 pub fn time_ab(
     ctx: &GpuContext,
     shader: &str,
     entry: &str,
-    defs: &Defines,
     bindings: &[(u32, Binding)],
     data: &[Data],
-    groups: (u32, u32, u32),
     reps: usize,
-    dir_b: &str,
     rounds: usize,
+    variants: [Variant; 2],
 ) -> Result<(f64, f64)> {
-    let (ka, _bufs_a, bind_a) = prepare(ctx, shader, entry, defs, bindings, data)?;
-    let (kb, _bufs_b, bind_b) = super::shader::with_shader_dir(dir_b, || {
-        prepare(ctx, shader, entry, defs, bindings, data)
-    })?;
+    let build = |v: &Variant| match v.shader_dir {
+        Some(dir) => super::shader::with_shader_dir(dir, || {
+            prepare(ctx, shader, entry, v.defs, bindings, data)
+        }),
+        None => prepare(ctx, shader, entry, v.defs, bindings, data),
+    };
+    let (ka, _bufs_a, bind_a) = build(&variants[0])?;
+    let (kb, _bufs_b, bind_b) = build(&variants[1])?;
     let (mut a, mut b) = (f64::MAX, f64::MAX);
     for _ in 0..rounds {
-        a = a.min(time_once(ctx, &ka, &bind_a, groups, reps)?);
-        b = b.min(time_once(ctx, &kb, &bind_b, groups, reps)?);
+        a = a.min(time_once(ctx, &ka, &bind_a, variants[0].groups, reps)?);
+        b = b.min(time_once(ctx, &kb, &bind_b, variants[1].groups, reps)?);
     }
     Ok((a, b))
 }
