@@ -26,19 +26,6 @@ const EPS: f32 = {{EPS}};
 
 #include "matmul_epilogue"
 
-fn inv_rms(xr: u32) -> f32 {
-#if NORM
-    var ss = 0.0;
-    for (var c = 0u; c < COLS / 4u; c++) {
-        let v = xraw(xr + c);
-        ss += dot(v, v);
-    }
-    return inverseSqrt(ss / f32(COLS) + EPS);
-#else
-    return 1.0;
-#endif
-}
-
 @compute @workgroup_size({{WG}})
 #if SGW
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
@@ -54,7 +41,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #for T in 0..{{TPL}}
     // Past the batch end a slot repeats the last token; its results are not stored.
     let xr{{T}} = min(t0 + {{T}}u, step.n_tok - 1u) * (COLS / 4u);
-    let inv{{T}} = inv_rms(xr{{T}});
+    // NORM: the sum of squares for 1/rms builds up from the x chunks the blocks load anyway
+    // (a separate pass over x cost as many fetches as the products' own x loads).
+    var ss{{T}} = 0.0;
 #endfor
     let g0 = wid.x * GR;
 #for J in 0..{{GR}}
@@ -71,10 +60,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var b = 0u; b < NB; b++) {
         let gb = b * 8u;
 #for T in 0..{{TPL}}
-        let x{{T}}_0 = xin(xr{{T}} + gb, gb); let x{{T}}_1 = xin(xr{{T}} + gb + 1u, gb + 1u);
-        let x{{T}}_2 = xin(xr{{T}} + gb + 2u, gb + 2u); let x{{T}}_3 = xin(xr{{T}} + gb + 3u, gb + 3u);
-        let x{{T}}_4 = xin(xr{{T}} + gb + 4u, gb + 4u); let x{{T}}_5 = xin(xr{{T}} + gb + 5u, gb + 5u);
-        let x{{T}}_6 = xin(xr{{T}} + gb + 6u, gb + 6u); let x{{T}}_7 = xin(xr{{T}} + gb + 7u, gb + 7u);
+#for I in 0..8
+        let u{{T}}_{{I}} = xraw(xr{{T}} + gb + {{I}}u);
+#endfor
+#if NORM
+        ss{{T}} += (dot(u{{T}}_0, u{{T}}_0) + dot(u{{T}}_1, u{{T}}_1)) + (dot(u{{T}}_2, u{{T}}_2) + dot(u{{T}}_3, u{{T}}_3))
+                 + (dot(u{{T}}_4, u{{T}}_4) + dot(u{{T}}_5, u{{T}}_5)) + (dot(u{{T}}_6, u{{T}}_6) + dot(u{{T}}_7, u{{T}}_7));
+#for I in 0..8
+        let x{{T}}_{{I}} = u{{T}}_{{I}} * G[gb + {{I}}u];
+#endfor
+#else
+#for I in 0..8
+        let x{{T}}_{{I}} = u{{T}}_{{I}};
+#endfor
+#endif
         let s{{T}} = (x{{T}}_0 + x{{T}}_1) + (x{{T}}_2 + x{{T}}_3) + (x{{T}}_4 + x{{T}}_5) + (x{{T}}_6 + x{{T}}_7);
         let xs{{T}} = s{{T}}.x + s{{T}}.y + s{{T}}.z + s{{T}}.w;
 #endfor
@@ -115,6 +114,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
 #endfor
     }
+#for T in 0..{{TPL}}
+#if NORM
+    let inv{{T}} = inverseSqrt(ss{{T}} / f32(COLS) + EPS);
+#else
+    let inv{{T}} = 1.0;
+#endif
+#endfor
 #for J in 0..{{GR}}
 #for T in 0..{{TPL}}
     if (t0 + {{T}}u < step.n_tok && r{{J}}.x < ROWS) { epilogue(t0 + {{T}}u, r{{J}}, a{{J}}_{{T}} * inv{{T}}); }
