@@ -94,6 +94,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         pps.push(pp);
         tgs.push(tg);
     }
+    // Per-token speed ratio of prefill to decode within each repetition (the two run back
+    // to back, so a slow spell of the machine moves both): steadier than the medians' ratio.
+    let mut ratios: Vec<f64> = pps.iter().zip(&tgs).map(|(p, t)| p / t).collect();
+    ratios.sort_by(f64::total_cmp);
+    let (ratio_lo, ratio_hi) = (ratios[0], ratios[ratios.len() - 1]);
+    let ratio = median(ratios);
     let (pp, tg) = (median(pps), median(tgs));
     let (bw, dispatch_us) = match &e {
         Engine::Gpu(g) => (
@@ -124,6 +130,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "gen": a.gen,
         "prefill_tokens_per_s": pp,
         "decode_tokens_per_s": tg,
+        "prefill_over_decode": ratio,
+        "prefill_over_decode_min": ratio_lo,
+        "prefill_over_decode_max": ratio_hi,
         "weight_bytes_per_token": weight_bytes,
         "decode_weight_gb_per_s": weight_bytes as f64 * tg / 1e9,
         "copy_bandwidth_gb_per_s": bw,
