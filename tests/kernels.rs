@@ -686,24 +686,6 @@ fn attention_gqa_causal() {
         let q = rng.vec(n_tok as usize * qd, 1.0);
         let k = rng.vec(ctx_len * kvd, 1.0);
         let v = rng.vec(ctx_len * kvd, 1.0);
-        let s = if n_tok == 1 {
-            specs::attention(hd, nh, nkv, ctx_len)
-        } else {
-            specs::attention_prefill(hd, nh, nkv, ctx_len)
-        };
-        let out = dispatch(
-            &ctx,
-            &s,
-            vec![
-                Data::Bytes(step(pos0, n_tok, 0, 1.0)),
-                Data::F32(q.clone()),
-                Data::F32(k.clone()),
-                Data::F32(v.clone()),
-                Data::F32(vec![0.0; n_tok as usize * nh * ctx_len]),
-                Data::F32(vec![0.0; n_tok as usize * qd]),
-            ],
-            n_tok,
-        );
         let mut want = vec![0.0; n_tok as usize * qd];
         let mut scratch = vec![0.0; ctx_len];
         for t in 0..n_tok as usize {
@@ -721,61 +703,68 @@ fn attention_gqa_causal() {
                 );
             }
         }
-        assert_close(
-            &format!("attention hd={hd} T={n_tok} pos0={pos0}"),
-            &out[1],
-            &want,
-            1e-4,
-        );
-        {
-            // The CPU-adapter kernels, K and V in textures: row p of the cache is texture
-            // row p.
-            let rows = |c: &[f32]| texture_rows(c, kvd);
-            let mut variants = vec![if n_tok == 1 {
-                specs::attention_heads(hd, nh, nkv, ctx_len)
-            } else {
-                specs::kv_in_textures(specs::attention_prefill(hd, nh, nkv, ctx_len))
-            }];
-            // Prefill with a subgroup's lanes fetching K/V chunks for each other, on
-            // adapters with subgroups of 8 (lavapipe): head_dim 64 must take it.
-            let sg = variants[0].clone().with_subgroups(ctx.subgroup_size);
-            if n_tok > 1 && hd == 64 && ctx.subgroup_size == Some(8) {
-                assert!(
-                    sg.defs.0.contains_key("SGKV"),
-                    "SGKV not chosen: {:?}",
-                    sg.defs
-                );
-                variants.push(sg);
-            }
-            for s in variants {
-                let out = dispatch(
-                    &ctx,
-                    &s,
-                    vec![
-                        Data::Bytes(step(pos0, n_tok, 0, 1.0)),
-                        Data::F32(q.clone()),
-                        rows(&k),
-                        rows(&v),
-                        Data::F32(vec![0.0; n_tok as usize * nh * ctx_len]),
-                        Data::F32(vec![0.0; n_tok as usize * qd]),
-                    ],
-                    n_tok,
-                );
-                assert_close(
-                    &format!(
-                        "attention {} (K/V textures{}) hd={hd} T={n_tok} pos0={pos0}",
-                        s.entry,
-                        if s.defs.0.contains_key("SGKV") {
-                            ", subgroups"
-                        } else {
-                            ""
-                        }
-                    ),
-                    &out[1],
-                    &want,
-                    1e-4,
-                );
-            }
+        // The GPU kernel (K/V in buffers), the CPU-adapter one (K/V in textures: row p of the
+        // cache is texture row p) and, on adapters with subgroups of 8 (lavapipe), prefill
+        // with a subgroup's lanes fetching K/V chunks for each other: head_dim 64 must take it.
+        let (gpu_spec, cpu_spec) = if n_tok == 1 {
+            (
+                specs::attention(hd, nh, nkv, ctx_len),
+                specs::attention_heads(hd, nh, nkv, ctx_len),
+            )
+        } else {
+            let p = specs::attention_prefill(hd, nh, nkv, ctx_len);
+            (p.clone(), specs::kv_in_textures(p))
+        };
+        let sg = cpu_spec.clone().with_subgroups(ctx.subgroup_size);
+        let mut variants = vec![gpu_spec, cpu_spec];
+        if n_tok > 1 && hd == 64 && ctx.subgroup_size == Some(8) {
+            assert!(
+                sg.defs.0.contains_key("SGKV"),
+                "SGKV not chosen: {:?}",
+                sg.defs
+            );
+            variants.push(sg);
+        }
+        for s in variants {
+            let kv = |c: &[f32]| {
+                if s.texture_at(2) {
+                    texture_rows(c, kvd)
+                } else {
+                    Data::F32(c.to_vec())
+                }
+            };
+            let out = dispatch(
+                &ctx,
+                &s,
+                vec![
+                    Data::Bytes(step(pos0, n_tok, 0, 1.0)),
+                    Data::F32(q.clone()),
+                    kv(&k),
+                    kv(&v),
+                    Data::F32(vec![0.0; n_tok as usize * nh * ctx_len]),
+                    Data::F32(vec![0.0; n_tok as usize * qd]),
+                ],
+                n_tok,
+            );
+            assert_close(
+                &format!(
+                    "attention {} (K/V in {}{}) hd={hd} T={n_tok} pos0={pos0}",
+                    s.entry,
+                    if s.texture_at(2) {
+                        "textures"
+                    } else {
+                        "buffers"
+                    },
+                    if s.defs.0.contains_key("SGKV") {
+                        ", subgroups"
+                    } else {
+                        ""
+                    }
+                ),
+                &out[1],
+                &want,
+                1e-4,
+            );
         }
     }
 }
