@@ -18,7 +18,7 @@ pub enum Backend {
 
 pub enum Engine {
     Gpu(Box<GpuDecoder>),
-    Cpu(CpuSession),
+    Cpu(Box<CpuSession>),
 }
 
 impl Engine {
@@ -29,7 +29,9 @@ impl Engine {
         gpu: &GpuOptions,
     ) -> Result<Engine> {
         let cpu = |opts: &DecoderOptions| {
-            Engine::Cpu(Arc::new(CpuModel::new(model)).session(opts.ctx_len))
+            Engine::Cpu(Box::new(
+                Arc::new(CpuModel::new(model)).session(opts.ctx_len),
+            ))
         };
         match backend {
             Backend::Cpu => Ok(cpu(&opts)),

@@ -68,7 +68,10 @@ impl Config {
                 self.head_dim
             ));
         }
-        if !(self.eps > 0.0 && self.eps < 1.0) || !(self.rope_theta > 0.0) {
+        // Written so that NaN fails too.
+        let eps_ok = self.eps > 0.0 && self.eps < 1.0;
+        let theta_ok = self.rope_theta > 0.0;
+        if !(eps_ok && theta_ok) {
             return bad(format!(
                 "bad eps {} or rope theta {}",
                 self.eps, self.rope_theta
