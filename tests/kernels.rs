@@ -183,7 +183,8 @@ fn matmul_residual_all_types() {
             (37, 96, 7),
             (130, 544, 1),
             (130, 544, 5),
-            // more tokens than a workgroup's 128: two workgroups along y, the second part full
+            // more tokens than a workgroup's 128: a second workgroup along y with 5 tokens
+            // (one subgroup partly filled, the others returning early)
             (130, 544, 133),
         ] {
             let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
@@ -662,6 +663,32 @@ fn matmul_qkv_rope_both_layouts() {
                 }
             }
         }
+    }
+}
+
+/// The subgroup variants of the prefill kernels (SGW, SGKV) are tested only where the adapter
+/// has subgroups of 8. Lavapipe on an AVX2 machine (CI's adapter) does: make sure the tests
+/// never skip them silently there.
+#[test]
+fn lavapipe_takes_the_subgroup_variants() {
+    let ctx = gpu();
+    let lavapipe_avx2 = ctx.info.name.contains("llvmpipe")
+        && ctx.info.backend == wgpu::Backend::Vulkan
+        && std::env::var("TIDE_SUBGROUPS").as_deref() != Ok("off");
+    #[cfg(target_arch = "x86_64")]
+    let lavapipe_avx2 = lavapipe_avx2 && std::arch::is_x86_feature_detected!("avx2");
+    if lavapipe_avx2 {
+        assert_eq!(
+            ctx.subgroup_size,
+            Some(8),
+            "lavapipe on AVX2 should offer subgroups of 8: {}",
+            ctx.describe()
+        );
+    } else {
+        eprintln!(
+            "not lavapipe on AVX2 ({}): nothing to check",
+            ctx.describe()
+        );
     }
 }
 

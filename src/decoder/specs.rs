@@ -76,7 +76,11 @@ impl Spec {
     /// - the prefill matmul (matmul.wgsl's SGW) with Q4_0 / Q4_1 weights in a texture;
     /// - prefill attention (attention.wgsl's SGKV) with K/V in textures, head_dim % 32 == 0.
     ///
-    /// Any other spec is returned unchanged.
+    /// Any other spec is returned unchanged. The kernels broadcast from every lane of a
+    /// subgroup, so they need full subgroups: llvmpipe runs a subgroup as one SIMD row of a
+    /// workgroup of whole subgroups, which always is full; wgpu does not ask Vulkan to promise
+    /// it elsewhere, which is one more reason these variants are for CPU adapters (weights in
+    /// textures is their layout).
     pub fn with_subgroups(mut self, subgroup_size: Option<u32>) -> Spec {
         let get = |k: &str| self.defs.0.get(k).map(String::as_str);
         let num = |k: &str| get(k).and_then(|v| v.parse::<u32>().ok());

@@ -65,10 +65,12 @@ impl GpuContext {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
-        // Subgroup operations, where the adapter has them at one fixed size: the CPU-adapter
-        // prefill matmul and attention share fetches across a subgroup of 8 (`Spec::with_subgroups`).
+        // Subgroup operations, where the adapter has them at the one size the kernels use, 8
+        // (lavapipe on AVX2: a subgroup is one SIMD row): the CPU-adapter prefill matmul and
+        // attention share fetches across a subgroup (`Spec::with_subgroups`).
         let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
-            && info.subgroup_min_size == info.subgroup_max_size
+            && info.subgroup_min_size == 8
+            && info.subgroup_max_size == 8
             && !opts.no_subgroups
             && std::env::var("TIDE_SUBGROUPS").as_deref() != Ok("off"))
         .then_some(info.subgroup_min_size);

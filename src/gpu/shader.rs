@@ -71,10 +71,16 @@ thread_local! {
 /// kernel from the embedded shaders and one from edited copies, in the same process.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn with_shader_dir<T>(dir: &str, f: impl FnOnce() -> T) -> T {
-    let old = SHADER_DIR.with(|d| d.replace(Some(dir.to_string())));
-    let out = f();
-    SHADER_DIR.with(|d| *d.borrow_mut() = old);
-    out
+    // Restores the previous folder when dropped, also if `f` panics.
+    struct Restore(Option<String>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let old = self.0.take();
+            SHADER_DIR.with(|d| *d.borrow_mut() = old);
+        }
+    }
+    let _restore = Restore(SHADER_DIR.with(|d| d.replace(Some(dir.to_string()))));
+    f()
 }
 
 fn source(name: &str) -> Result<std::borrow::Cow<'static, str>> {
