@@ -2,7 +2,8 @@
 // register tile of TPL tokens x 4*GR rows: a weight block, once loaded and dequantised, serves
 // TPL tokens, and each token's x block serves 4*GR rows, so loads per multiply-add are a
 // fraction of a matrix-vector product's (on CPU-backed adapters loads are what costs).
-// Optional prologue NORM: each lane computes its tokens' RMS and applies gamma on the fly.
+// Optional NORM: gamma is applied to x as it is loaded, and each lane sums its tokens' squares
+// from the same loads; 1/rms scales the results before the epilogue.
 // Epilogues are shared with matvec.wgsl.
 // SGW (CPU adapters with subgroups of 8, Q4_0 / Q4_1 weights in a texture): every lane of a
 // workgroup needs the same weight blocks, and a texel fetch costs as much as ~32

@@ -1,4 +1,6 @@
-// Input loading, block dot, row mapping and epilogues shared by matmul.wgsl (prefill) and matvec.wgsl (decode).
+// Input loading, row mapping and epilogues shared by matmul.wgsl (prefill) and matvec.wgsl /
+// matvec_rows.wgsl (decode); xin and bdot serve the decode kernels (the prefill matmul
+// orders its products differently and needs raw x for its RMS).
 // An invocation finishing a group gets the 4 rows of the group and their 4 results.
 
 // Word 4i..4i+3 of the matmul input x ([n_tok, COLS] row-major).

@@ -11,9 +11,6 @@ pub struct GpuOptions {
     /// where they are much faster to read, buffers elsewhere. TIDE_WEIGHTS=texture|buffer
     /// overrides None.
     pub weight_textures: Option<bool>,
-    /// Do not use subgroup operations even when the adapter has them (tests the kernels
-    /// that do without; TIDE_SUBGROUPS=off does the same).
-    pub no_subgroups: bool,
 }
 
 /// The device and what it can do, queried once at start-up.
@@ -26,7 +23,7 @@ pub struct GpuContext {
     pub timestamps: bool,
     /// Weight tensors go into textures rather than storage buffers (see `GpuOptions`).
     pub weight_textures: bool,
-    /// The adapter's subgroup size, if it has subgroup operations at one fixed size (enabled).
+    /// Some(8) when the adapter has subgroup operations at that one fixed size (enabled).
     pub subgroup_size: Option<u32>,
     /// Errors the device raised outside an error scope (validation, out of memory, loss);
     /// reported by the next `wait` instead of wgpu's default panic.
@@ -67,13 +64,13 @@ impl GpuContext {
         }
         // Subgroup operations, where the adapter has them at the one size the kernels use, 8
         // (lavapipe on AVX2: a subgroup is one SIMD row): the CPU-adapter prefill matmul and
-        // attention share fetches across a subgroup (`Spec::with_subgroups`).
+        // attention share fetches across a subgroup (`Spec::with_subgroups`). TIDE_SUBGROUPS=off
+        // keeps them off.
         let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == 8
             && info.subgroup_max_size == 8
-            && !opts.no_subgroups
             && std::env::var("TIDE_SUBGROUPS").as_deref() != Ok("off"))
-        .then_some(info.subgroup_min_size);
+        .then_some(8);
         if subgroup_size.is_some() {
             features |= wgpu::Features::SUBGROUP;
         }
