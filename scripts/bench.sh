@@ -16,7 +16,7 @@ TIDE_SUBGROUPS=off ./target/release/tide bench --model "$model" --prompt-len 128
 # The same with weights in storage buffers (CPU adapters default to textures; docs/benchmarks.md).
 TIDE_WEIGHTS=buffer ./target/release/tide bench --model "$model" --prompt-len 128 --gen 128 --reps 3 --json >> "$out"
 ./target/release/tide bench --model "$model" --backend cpu --prompt-len 128 --gen 128 --reps 1 --json >> "$out"
-python3 -c "import llama_cpp" 2>/dev/null || python3 -m pip install -q llama-cpp-python
-python3 scripts/bench_llamacpp.py "$model" --prompt-len 128 --gen 128 --threads 2 --reps 3 >> "$out"
+py="$(scripts/venv.sh scripts/requirements-llamacpp.txt)"
+"$py" scripts/bench_llamacpp.py "$model" --prompt-len 128 --gen 128 --threads 2 --reps 3 >> "$out"
 cargo bench -q --bench kernels >> "$out"
 cat "$out"

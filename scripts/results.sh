@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 CORPUS=${CORPUS:-.cache/corpus}
 OUT=docs/results
 mkdir -p "$OUT"
-[ -f "$CORPUS/heldout.txt" ] || python3 train/corpus.py --out "$CORPUS"
+py="$(scripts/venv.sh scripts/requirements.txt)"
+[ -f "$CORPUS/heldout.txt" ] || "$py" train/corpus.py --out "$CORPUS"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 cargo build --release -q
 tide=target/release/tide
@@ -27,4 +28,4 @@ $tide bench --model synthetic:smollm2-135m --memory-overhead 8,24 --gen 32 --rep
 echo "[results] decode cost of the committed model's memory (K = 0 vs its K = 4 backbone)" >&2
 $tide bench --model models/tide-k0 --memory-overhead 4 --gen 128 --reps 5 --json \
     > "$OUT/overhead_tiny.json"
-python3 scripts/results_plots.py "$OUT"
+"$py" scripts/results_plots.py "$OUT"

@@ -5,6 +5,7 @@
 #  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU),
 #  4. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
 #     skips them). The Rust tests never need PyTorch: their fixtures are committed.
+# Python runs in .cache/venv with pinned packages (scripts/venv.sh), never the system's.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +14,9 @@ model="$(scripts/fetch-smollm2.sh)"
 hf="$(dirname "$model")/hf-f32"
 if [[ ! -s "$hf/model.safetensors" ]]; then
     echo "[test] converting $model to safetensors in $hf" >&2
-    python3 -m pip install -q --disable-pip-version-check numpy gguf tokenizers >&2
+    py="$(scripts/venv.sh scripts/requirements.txt)"
     rm -rf "$hf.tmp"
-    python3 scripts/gguf_to_safetensors.py "$model" "$hf.tmp" --dtype f32
+    "$py" scripts/gguf_to_safetensors.py "$model" "$hf.tmp" --dtype f32
     rm -rf "$hf" && mv "$hf.tmp" "$hf"
 fi
 
@@ -29,7 +30,6 @@ export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 cargo test --release "$@"
 
 if [[ "${TIDE_SKIP_TRAIN_TESTS:-0}" != 1 && $# -eq 0 ]]; then
-    python3 -c "import torch, safetensors, tokenizers, numpy" 2>/dev/null ||
-        python3 -m pip install -q --disable-pip-version-check torch numpy safetensors tokenizers >&2
-    python3 train/test_train.py
+    py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"
+    "$py" train/test_train.py
 fi

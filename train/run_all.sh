@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${CORPUS:-.cache/corpus}
-[ -f "$CORPUS/train.txt" ] || python3 train/corpus.py --out "$CORPUS"
-[ -f "$CORPUS/train.bin" ] || python3 train/tokenize_corpus.py --corpus "$CORPUS"
+py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"
+[ -f "$CORPUS/train.txt" ] || "$py" train/corpus.py --out "$CORPUS"
+[ -f "$CORPUS/train.bin" ] || "$py" train/tokenize_corpus.py --corpus "$CORPUS"
 for k in 0 4; do
-  python3 train/train.py --config train/configs/k$k.json --out models/tide-k$k --corpus "$CORPUS"
+  "$py" train/train.py --config train/configs/k$k.json --out models/tide-k$k --corpus "$CORPUS"
 done
