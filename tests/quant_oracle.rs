@@ -1,0 +1,168 @@
+//! Q4_0 against an independent oracle: blocks quantised and dequantised by gguf-py (llama.cpp's
+//! Python package), tests/fixtures/q4_0/ made by scripts/make_q4_0_fixture.py. The runtime's
+//! CPU decoder must give gguf-py's floats exactly, and the GPU matmuls reading gguf-py's
+//! blocks must give the product with gguf-py's floats. (The runtime has no Q4_0 quantiser, so
+//! there are no bytes of ours to compare with gguf-py's.)
+mod common;
+
+use common::{assert_close, gpu, repo, step, Rng};
+use tide_gpu::cpu::ops;
+use tide_gpu::decoder::specs::{Epilogue, Matmul, Spec};
+use tide_gpu::gpu::harness::{run, Data};
+use tide_gpu::gpu::{repack, TEX_WIDTH};
+use tide_gpu::model::dtype::{dequantize, DType};
+
+struct Fixture {
+    rows: usize,
+    cols: usize,
+    input: Vec<f32>,
+    q4_0: Vec<u8>,
+    dequant: Vec<f32>,
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn fixture() -> Fixture {
+    let dir = repo().join("tests/fixtures/q4_0");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let meta: serde_json::Value = serde_json::from_slice(&read("meta.json")).unwrap();
+    let rows = meta["rows"].as_u64().unwrap() as usize;
+    let cols = meta["cols"].as_u64().unwrap() as usize;
+    let fx = Fixture {
+        rows,
+        cols,
+        input: f32s(&read("input.f32")),
+        q4_0: read("q4_0.bin"),
+        dequant: f32s(&read("dequant.f32")),
+    };
+    assert_eq!(fx.input.len(), rows * cols);
+    assert_eq!(fx.dequant.len(), rows * cols);
+    assert_eq!(Some(fx.q4_0.len()), DType::Q4_0.row_bytes(rows * cols));
+    fx
+}
+
+/// The CPU decoder (model::dtype::dequantize, the oracle of every GPU kernel test) gives
+/// gguf-py's floats bit for bit: scale times a small integer is exact in f32.
+#[test]
+fn cpu_dequant_equals_gguf_py() {
+    let fx = fixture();
+    let mut got = vec![f32::NAN; fx.rows * fx.cols];
+    dequantize(DType::Q4_0, &fx.q4_0, &mut got);
+    for (i, (g, w)) in got.iter().zip(&fx.dequant).enumerate() {
+        assert!(
+            g == w,
+            "Q4_0 element {i} (row {}, block {}): ours {g}, gguf-py {w}",
+            i / fx.cols,
+            i % fx.cols / 32
+        );
+    }
+    // The fixture is what it says: each float within one scale step of its input (Q4_0
+    // clips the top code, so the end opposite the block's largest |x| can be a full step off).
+    for (b, (x, y)) in fx.input.chunks(32).zip(fx.dequant.chunks(32)).enumerate() {
+        let blk = &fx.q4_0[b * 18..b * 18 + 2];
+        let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
+        for (a, c) in x.iter().zip(y) {
+            assert!((a - c).abs() <= d * 1.0001 + 1e-12, "block {b}: {a} -> {c}");
+        }
+    }
+}
+
+/// Rows of `width` floats as rgba32uint texture rows (f32 bits), each padded to TEX_WIDTH.
+fn texture_rows(v: &[f32], width: usize) -> Data {
+    let mut w = vec![0u32; v.len() / width * TEX_WIDTH * 4];
+    for (r, row) in v.chunks(width).enumerate() {
+        for (i, x) in row.iter().enumerate() {
+            w[r * TEX_WIDTH * 4 + i] = x.to_bits();
+        }
+    }
+    Data::U32(w)
+}
+
+/// Every matmul kernel that reads Q4_0 weights (decode: both matvec tunings and matvec_rows;
+/// prefill: matmul with x in a buffer or a texture; each with weights in a buffer and in a
+/// texture, and with subgroup fetch sharing where the adapter has it), run on gguf-py's blocks:
+/// h + W x must equal the same with gguf-py's dequantised W.
+#[test]
+fn gpu_matmuls_on_gguf_py_blocks() {
+    let fx = fixture();
+    let ctx = gpu();
+    let mut rng = Rng(7);
+    let mut words = Vec::new();
+    repack(DType::Q4_0, &fx.q4_0, &mut words);
+    let m = Matmul {
+        epi: Epilogue::Residual,
+        norm: None,
+        dtype: DType::Q4_0,
+        cols: fx.cols,
+        rows: fx.rows,
+        row0: 0,
+    };
+    let (mut checked, mut worst) = (0, 0.0f32);
+    for n_tok in [1u32, 5] {
+        let x = rng.vec(n_tok as usize * fx.cols, 1.0);
+        let h0 = rng.vec(n_tok as usize * fx.rows, 1.0);
+        let mut want = Vec::new();
+        for (xt, ht) in x.chunks(fx.cols).zip(h0.chunks(fx.rows)) {
+            let mut y = vec![0.0; fx.rows];
+            ops::matvec(&mut y, &fx.dequant, xt);
+            want.extend(y.iter().zip(ht).map(|(y, h)| y + h));
+        }
+        let base: Vec<Spec> = if n_tok == 1 {
+            vec![m.decode_tuned(true), m.decode_tuned(false), m.decode_rows()]
+        } else {
+            vec![m.prefill(), m.prefill().x_in_texture()]
+        };
+        let mut specs = Vec::new();
+        for s in base {
+            let t = s.clone().weights_in_texture();
+            specs.push(s);
+            let sg = t.clone().with_subgroups(ctx.subgroup_size);
+            if sg.defs.0.contains_key("SGW") {
+                specs.push(sg);
+            }
+            specs.push(t);
+        }
+        for s in &specs {
+            let xd = if s.texture_at(2) {
+                texture_rows(&x, fx.cols)
+            } else {
+                Data::F32(x.clone())
+            };
+            let data = vec![
+                Data::Bytes(step(0, n_tok, 0, 1.0)),
+                Data::U32(words.clone()),
+                xd,
+                Data::F32(h0.clone()),
+            ];
+            let out = run(
+                &ctx,
+                s.shader,
+                s.entry,
+                &s.defs,
+                &s.bindings,
+                &data,
+                (s.x, s.y_groups(n_tok), 1),
+            )
+            .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader));
+            let got: Vec<f32> = out[0][..want.len()]
+                .iter()
+                .map(|&w| f32::from_bits(w))
+                .collect();
+            // |y| reaches ~1e4 (row 1 holds +-1000): relative to max(1, |y|), f32 sums of 96
+            // terms in another order agree to ~1e-6.
+            worst = worst.max(assert_close(
+                &format!("Q4_0 (gguf-py) {} {:?} T={n_tok}", s.shader, s.defs),
+                &got,
+                &want,
+                2e-5,
+            ));
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} kernel variants, largest relative difference {worst:e}");
+    assert!(checked >= 10, "{checked} kernel variants run");
+}
