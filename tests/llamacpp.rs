@@ -41,8 +41,12 @@ fn tokenizer_matches_llama_cpp() {
     }
 }
 
-/// Greedy tokens equal llama.cpp's; where they part, llama.cpp itself must have been near a
-/// tie between its token and ours (its own logits differ from an f32 forward by up to ~1).
+/// Greedy choices equal llama.cpp's at every one of the fixture's 32 steps of every prompt.
+/// Each step is fed llama.cpp's own greedy token, so one near-tie does not end the comparison:
+/// every prompt is compared over all its steps. Where our argmax differs, llama.cpp itself must
+/// have been near a tie (its logit of our token within 0.5 of its top); our logits of
+/// llama.cpp's top-10 must be within 1.5 of its own (its Q4_1 dot products quantise the
+/// activations to 8 bits; ours are f32).
 #[test]
 fn greedy_matches_llama_cpp() {
     let f = fixture();
@@ -57,59 +61,71 @@ fn greedy_matches_llama_cpp() {
         },
     )
     .unwrap();
-    let mut matched = 0;
-    let mut total = 0;
+    let (mut equal_all, mut total, mut worst_logit) = (0, 0, 0.0f32);
     for p in f["prompts"].as_array().unwrap() {
         let text = p["text"].as_str().unwrap();
         let prompt = ids(&p["prompt_ids"]);
         let want = ids(&p["greedy"]);
         let steps = p["steps"].as_array().unwrap();
+        assert!(
+            want.len() >= 32 && steps.len() > want.len(),
+            "{text:?}: fixture too short"
+        );
         d.reset();
         d.feed(&prompt).unwrap();
-        // First step: our logits of llama.cpp's top-10 tokens are within ~1.5 of its own.
-        let logits = d.logits().unwrap();
-        for e in steps[0]["top"].as_array().unwrap() {
-            let (id, l) = (
-                e[0].as_u64().unwrap() as usize,
-                e[1].as_f64().unwrap() as f32,
-            );
-            assert!(
-                (logits[id] - l).abs() < 1.5,
-                "{text:?}: logit of {id}: ours {} vs llama.cpp {l}",
-                logits[id]
-            );
-        }
+        let (mut equal, mut first_diff) = (0, None);
         for (i, &w) in want.iter().enumerate() {
-            let ours = d.top_k(1, 1.0, &[]).unwrap()[0].0;
-            total += 1;
-            if ours == w {
-                matched += 1;
-                d.feed(&[ours]).unwrap();
-                continue;
-            }
             let top: Vec<(u32, f32)> = steps[i]["top"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
                 .collect();
-            let theirs = top[0].1;
-            let margin = top
-                .iter()
-                .find(|(id, _)| *id == ours)
-                .map(|(_, l)| theirs - l);
-            match margin {
-                Some(mg) if mg < 0.5 => {
-                    println!("{text:?}: diverges at step {i} (llama.cpp margin {mg:.3}); rest not compared");
-                    break;
-                }
-                _ => panic!("{text:?}: step {i}: ours {ours}, llama.cpp {w}, llama.cpp margin {margin:?} is not a near-tie"),
+            assert_eq!(top[0].0, w, "{text:?}: fixture step {i}");
+            let logits = d.logits().unwrap();
+            for &(id, l) in &top {
+                let diff = (logits[id as usize] - l).abs();
+                worst_logit = worst_logit.max(diff);
+                assert!(
+                    diff < 1.5,
+                    "{text:?}: step {i}: logit of {id}: ours {} vs llama.cpp {l}",
+                    logits[id as usize]
+                );
             }
+            let ours = d.top_k(1, 1.0, &[]).unwrap()[0].0;
+            if ours == w {
+                equal += 1;
+            } else {
+                let margin = top.iter().find(|t| t.0 == ours).map(|t| top[0].1 - t.1);
+                assert!(
+                    margin.is_some_and(|mg| mg < 0.5),
+                    "{text:?}: step {i}: ours {ours}, llama.cpp {w}, llama.cpp margin {margin:?} is not a near-tie"
+                );
+                first_diff.get_or_insert(i);
+            }
+            d.feed(&[w]).unwrap();
         }
+        println!(
+            "{text:?}: {equal}/{} greedy choices equal; free-running greedy equal for {} tokens",
+            want.len(),
+            first_diff.unwrap_or(want.len())
+        );
+        // Near-ties are few: each prompt must agree on 7/8 of its steps (lavapipe: >= 29/32).
+        assert!(
+            equal * 8 >= want.len() * 7,
+            "{text:?}: only {equal} of {} greedy choices equal llama.cpp's",
+            want.len()
+        );
+        equal_all += equal;
+        total += want.len();
     }
-    println!("greedy tokens equal to llama.cpp before any near-tie divergence: {matched}/{total}");
+    println!(
+        "greedy choices equal to llama.cpp's: {equal_all}/{total}; max |logit diff| on its top-10 {worst_logit:.3}"
+    );
+    // lavapipe: 315/320.
+    assert!(total >= 320, "{total} steps compared");
     assert!(
-        matched * 10 >= total * 7,
-        "only {matched} of {total} greedy tokens agree"
+        equal_all * 20 >= total * 19,
+        "only {equal_all} of {total} greedy choices equal llama.cpp's"
     );
 }

@@ -94,6 +94,10 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// How far SmolLM2's GPU logits may be from the f32 CPU reference's (sums in another order):
+/// on lavapipe they differ by up to 1.0e-4.
+const GPU_CPU_LOGITS: f32 = 1e-3;
+
 /// SmolLM2 Q4_1: GPU logits vs the f32 CPU reference after a prefill and over 64 decode steps
 /// (greedy on the CPU's choice so both see the same tokens).
 #[test]
@@ -126,7 +130,7 @@ fn smollm2_gpu_matches_cpu_reference() {
         "prefill ({} tokens): max |gpu - cpu| logit = {pre:.2e}",
         prompt.len()
     );
-    assert!(pre < 1e-2, "prefill logits differ by {pre}");
+    assert!(pre < GPU_CPU_LOGITS, "prefill logits differ by {pre}");
     let mut worst = 0.0f32;
     let mut tok = tide_gpu::sample::top_k_of(&want, 1)[0].0;
     for step in 0..64 {
@@ -135,13 +139,17 @@ fn smollm2_gpu_matches_cpu_reference() {
         let got = d.logits().unwrap();
         let diff = max_diff(&got, &want);
         worst = worst.max(diff);
-        assert!(diff < 1e-2, "decode step {step}: logits differ by {diff}");
-        // The GPU's own greedy choice (top-k kernel) must be the CPU's unless it is a near-tie.
+        assert!(
+            diff < GPU_CPU_LOGITS,
+            "decode step {step}: logits differ by {diff}"
+        );
+        // The GPU's own greedy choice (top-k kernel) must be the CPU's unless it is a near-tie
+        // (with every logit within the tolerance, a gap under twice it).
         let g1 = d.top_k(1, 1.0, &[]).unwrap()[0];
         let c2 = tide_gpu::sample::top_k_of(&want, 2);
         if g1.0 != c2[0].0 {
             assert!(
-                (c2[0].1 - c2[1].1).abs() < 1e-2,
+                (c2[0].1 - c2[1].1).abs() < 2.0 * GPU_CPU_LOGITS,
                 "step {step}: GPU argmax {} vs CPU {}",
                 g1.0,
                 c2[0].0
@@ -181,7 +189,8 @@ fn smollm2_safetensors_matches_gguf() {
         .to_vec();
     let cpu_diff = max_diff(&la, &lb);
     println!("cpu gguf vs safetensors: {cpu_diff:.2e}");
-    assert!(cpu_diff < 1e-3, "CPU logits differ by {cpu_diff}");
+    // The same f32 weights; Q/K rows permuted, so some sums run in another order (2.9e-5).
+    assert!(cpu_diff < 2e-4, "CPU logits differ by {cpu_diff}");
     let mut d = GpuDecoder::new(
         gpu(),
         &b,
@@ -196,7 +205,7 @@ fn smollm2_safetensors_matches_gguf() {
     let gpu_diff = max_diff(&d.logits().unwrap(), &la);
     println!("gpu safetensors vs cpu gguf: {gpu_diff:.2e}");
     assert!(
-        gpu_diff < 1e-2,
+        gpu_diff < GPU_CPU_LOGITS,
         "GPU safetensors logits differ by {gpu_diff}"
     );
 }
@@ -236,8 +245,9 @@ fn smollm2_split_bindings_match_cpu() {
             .to_vec();
         d.feed(&prompt).unwrap();
         let diff = max_diff(&d.logits().unwrap(), &want);
+        println!("split bindings, weights in textures {tex}: max |gpu - cpu| logit = {diff:.2e}");
         assert!(
-            diff < 1e-2,
+            diff < GPU_CPU_LOGITS,
             "split-binding logits differ by {diff} (weights in textures: {tex})"
         );
     }
