@@ -1,35 +1,68 @@
 //! Token choice from logits or from the GPU's top-k candidates: greedy, temperature, top-k,
 //! top-p, repetition penalty; seeded so a run can be repeated exactly.
+//!
+//! Order: repeat penalty (llama.cpp's rule), top-k, softmax(l / T), then the nucleus cut on
+//! those temperature-scaled probabilities (Hugging Face's order; llama.cpp's default chain cuts
+//! top-p at T = 1 and applies the temperature last, and adds min-p 0.05, which this lacks).
 use rand::{Rng, SeedableRng};
 
-#[derive(Debug, Clone)]
+/// What `tide generate` and `tide chat` sample with unless told otherwise: llama.cpp's
+/// defaults (temperature 0.8, top-k 40, top-p 0.95, no repeat penalty over the last 64), with a
+/// fixed seed so that a run repeats exactly.
+pub const DEFAULT_TEMPERATURE: f32 = 0.8;
+pub const DEFAULT_TOP_K: usize = 40;
+pub const DEFAULT_TOP_P: f32 = 0.95;
+pub const DEFAULT_REPEAT_PENALTY: f32 = 1.0;
+pub const DEFAULT_REPEAT_LAST_N: usize = 64;
+pub const DEFAULT_SEED: u64 = 0;
+
+/// An f32 as the shortest decimal that reads back as it (0.8, not 0.800000011920929, which
+/// is what widening to f64 inside serde_json::Value would print).
+fn short_f32<S: serde::Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(x.to_string().parse().unwrap_or(*x as f64))
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SamplerConfig {
     /// 0 = greedy.
+    #[serde(serialize_with = "short_f32")]
     pub temperature: f32,
     /// 0 = no top-k cut.
     pub top_k: usize,
     /// 1 = no nucleus cut.
+    #[serde(serialize_with = "short_f32")]
     pub top_p: f32,
     /// 1 = none; llama.cpp's rule over the last `repeat_last_n` tokens.
+    #[serde(serialize_with = "short_f32")]
     pub repeat_penalty: f32,
     pub repeat_last_n: usize,
     pub seed: u64,
 }
 
+/// Greedy (temperature 0; the other fields at the CLI's defaults): what benchmarks and library
+/// callers get. The CLI samples by default ([`SamplerConfig::sampling`]).
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig {
             temperature: 0.0,
-            top_k: 40,
-            top_p: 0.95,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            seed: 0,
+            ..SamplerConfig::sampling()
         }
     }
 }
 
 impl SamplerConfig {
+    /// The CLI's defaults (the DEFAULT_* constants).
+    pub fn sampling() -> SamplerConfig {
+        SamplerConfig {
+            temperature: DEFAULT_TEMPERATURE,
+            top_k: DEFAULT_TOP_K,
+            top_p: DEFAULT_TOP_P,
+            repeat_penalty: DEFAULT_REPEAT_PENALTY,
+            repeat_last_n: DEFAULT_REPEAT_LAST_N,
+            seed: DEFAULT_SEED,
+        }
+    }
+
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Input(m));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
@@ -48,6 +81,24 @@ impl SamplerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// One line for messages, e.g. "temperature 0.8, top-k 40, top-p 0.95, seed 0".
+    pub fn describe(&self) -> String {
+        if self.greedy() {
+            return "greedy (temperature 0)".into();
+        }
+        let mut s = format!(
+            "temperature {}, top-k {}, top-p {}",
+            self.temperature, self.top_k, self.top_p
+        );
+        if self.repeat_penalty != 1.0 {
+            s += &format!(
+                ", repeat penalty {} over the last {}",
+                self.repeat_penalty, self.repeat_last_n
+            );
+        }
+        s + &format!(", seed {}", self.seed)
     }
 
     pub fn greedy(&self) -> bool {
@@ -100,7 +151,9 @@ impl Sampler {
         Sampler { cfg, rng }
     }
 
-    /// How many candidates the sampler needs (None = the whole distribution).
+    /// How many candidates the sampler needs (None = the whole distribution). The GPU selects
+    /// up to 64 (decoder::MAX_TOP_K) on the device; None or more than that makes the engine
+    /// read every logit back each token (vocab * 4 bytes), which --top-k's help states.
     pub fn candidates_needed(&self) -> Option<usize> {
         if self.cfg.greedy() {
             Some(1)
@@ -111,20 +164,27 @@ impl Sampler {
         }
     }
 
-    /// Choose among candidates sorted best first (already penalised and cut to top-k).
-    pub fn pick(&mut self, cands: &[(u32, f32)]) -> u32 {
-        if self.cfg.greedy() || cands.len() == 1 {
-            return cands[0].0;
+    /// The probability of each candidate (sorted best first, already penalised and cut to
+    /// top-k): softmax(l / T), zero past the nucleus (the shortest prefix whose mass reaches
+    /// top-p), renormalised. Greedy gives all the mass to the first.
+    pub fn probabilities(&self, cands: &[(u32, f32)]) -> Vec<f64> {
+        let mut p = vec![0.0; cands.len()];
+        if cands.is_empty() {
+            return p;
         }
-        let t = self.cfg.temperature;
-        let m = cands[0].1;
-        let mut p: Vec<f64> = cands
-            .iter()
-            .map(|&(_, l)| (((l - m) / t) as f64).exp())
-            .collect();
+        // An infinite best logit leaves nothing to weigh (inf - inf is NaN): take it.
+        if self.cfg.greedy() || cands.len() == 1 || !cands[0].1.is_finite() {
+            p[0] = 1.0;
+            return p;
+        }
+        // In f64, from the best logit down, so that exp cannot overflow.
+        let t = self.cfg.temperature as f64;
+        let m = cands[0].1 as f64;
+        for (x, &(_, l)) in p.iter_mut().zip(cands) {
+            *x = ((l as f64 - m) / t).exp();
+        }
         let sum: f64 = p.iter().sum();
         p.iter_mut().for_each(|x| *x /= sum);
-        // Nucleus: the smallest prefix whose mass reaches top_p.
         let mut keep = p.len();
         let mut acc = 0.0;
         for (i, &x) in p.iter().enumerate() {
@@ -134,14 +194,32 @@ impl Sampler {
                 break;
             }
         }
-        let total: f64 = p[..keep].iter().sum();
-        let mut r = self.rng.random::<f64>() * total;
-        for (i, &x) in p[..keep].iter().enumerate() {
+        let kept: f64 = p[..keep].iter().sum();
+        for (i, x) in p.iter_mut().enumerate() {
+            *x = if i < keep { *x / kept } else { 0.0 };
+        }
+        p
+    }
+
+    /// Choose among candidates sorted best first (already penalised and cut to top-k).
+    pub fn pick(&mut self, cands: &[(u32, f32)]) -> u32 {
+        if self.cfg.greedy() || cands.len() == 1 {
+            return cands[0].0;
+        }
+        let p = self.probabilities(cands);
+        let mut r = self.rng.random::<f64>();
+        let mut last = 0;
+        for (i, &x) in p.iter().enumerate() {
+            if x == 0.0 {
+                continue;
+            }
+            last = i;
             r -= x;
-            if r <= 0.0 {
+            if r < 0.0 {
                 return cands[i].0;
             }
         }
-        cands[keep - 1].0
+        // Rounding left r a hair above 0: the last kept candidate.
+        cands[last].0
     }
 }
