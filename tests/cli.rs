@@ -38,6 +38,8 @@ fn generate_json_and_streamed_text_agree() {
             &m,
             "--max-tokens",
             "12",
+            "--temperature",
+            "0",
             "--json",
             prompt,
         ],
@@ -66,7 +68,16 @@ fn generate_json_and_streamed_text_agree() {
     );
     // Without --json the same text streams to stdout after the prompt.
     let (ok, out, err) = tide(
-        &["generate", "--model", &m, "--max-tokens", "12", prompt],
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+            prompt,
+        ],
         None,
     );
     assert!(ok, "{err}");
@@ -105,7 +116,7 @@ fn sampling_is_seeded_and_top_k_one_is_greedy() {
         "1.2",
     ]);
     assert_eq!(a, b, "same seed, same tokens");
-    let greedy = run(&[]);
+    let greedy = run(&["--temperature", "0"]);
     let k1 = run(&["--temperature", "0.8", "--top-k", "1"]);
     assert_eq!(greedy, k1, "top-k 1 must equal greedy");
     // top-k 0 (full distribution, read back from the GPU) also runs.
@@ -120,6 +131,48 @@ fn sampling_is_seeded_and_top_k_one_is_greedy() {
         "3",
     ]);
     assert_eq!(full.as_array().unwrap().len(), 10);
+}
+
+/// The README's first command (the embedded model, no sampling flags) samples with llama.cpp's
+/// settings and a fixed seed: the same text twice, not greedy's, the settings in --json.
+/// Greedy on this prompt repeats itself, which is why sampling is the default.
+#[test]
+fn generate_samples_by_default_and_repeats_itself() {
+    let prompt = "In the beginning God created";
+    let run = |extra: &[&str]| {
+        let mut a = vec!["generate", "--max-tokens", "32", "--json"];
+        a.extend_from_slice(extra);
+        a.push(prompt);
+        let (ok, out, err) = tide(&a, None);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let a = run(&[]);
+    let b = run(&[]);
+    assert_eq!(a["tokens"], b["tokens"], "the default seed is fixed");
+    assert_eq!(
+        a["sampler"],
+        serde_json::json!({
+            "temperature": 0.8, "top_k": 40, "top_p": 0.95,
+            "repeat_penalty": 1.0, "repeat_last_n": 64, "seed": 0
+        })
+    );
+    let greedy = run(&["--temperature", "0"]);
+    assert_eq!(greedy["sampler"]["temperature"], 0.0);
+    assert_ne!(a["tokens"], greedy["tokens"], "the default is not greedy");
+    // The same defaults written out give the same tokens; another seed other tokens.
+    let explicit = run(&[
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "0",
+    ]);
+    assert_eq!(a["tokens"], explicit["tokens"]);
+    assert_ne!(a["tokens"], run(&["--seed", "1"])["tokens"]);
 }
 
 #[test]
@@ -189,6 +242,30 @@ fn chat_reads_turns_from_stdin() {
         out.trim_start_matches("> ").trim().len() > 1,
         "no reply: {out:?}"
     );
+    // chat samples with generate's defaults (fixed seed: the same reply again) and says so.
+    assert!(
+        err.contains("sampling: temperature 0.8, top-k 40, top-p 0.95, seed 0"),
+        "{err}"
+    );
+    let (ok, again, err) = tide(
+        &["chat", "--model", &m, "--max-tokens", "8"],
+        Some("What is 2+2?\n\n"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, again);
+    let (ok, _, err) = tide(
+        &[
+            "chat",
+            "--model",
+            &m,
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+        ],
+        Some("What is 2+2?\n\n"),
+    );
+    assert!(ok && err.contains("sampling: greedy"), "{err}");
 }
 
 /// Streaming decode: pieces are whole characters even when a token ends inside one, and they

@@ -52,7 +52,10 @@ pub fn run(a: ChatArgs) -> Result<()> {
     }
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
-    eprintln!("(type a message; an empty line or end of input quits)");
+    eprintln!(
+        "(type a message; an empty line or end of input quits; sampling: {})",
+        sampler.cfg.describe()
+    );
     loop {
         print!("> ");
         out.flush().ok();

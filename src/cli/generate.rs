@@ -3,23 +3,33 @@ use std::io::Write;
 use anyhow::Result;
 use clap::Args;
 use tide_gpu::generate::generate;
+use tide_gpu::sample::{
+    DEFAULT_REPEAT_PENALTY, DEFAULT_SEED, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P,
+};
 use tide_gpu::{Sampler, SamplerConfig};
 
 use super::common::ModelArgs;
 
+// Sampling defaults to llama.cpp's settings with a fixed seed, so a run repeats exactly.
 #[derive(Args, Clone)]
 pub struct SamplingArgs {
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    /// Softmax temperature; 0 = greedy (always the most likely token).
+    #[arg(long, default_value_t = DEFAULT_TEMPERATURE)]
     pub temperature: f32,
-    /// Keep the K most likely tokens (0 = all).
-    #[arg(long, default_value_t = 40)]
+    /// Keep the K most likely tokens (0 = all). 1..=64 are selected on the GPU; 0 or more
+    /// than 64 read every logit back to the host each token (vocab x 4 bytes, slower).
+    #[arg(long, default_value_t = DEFAULT_TOP_K)]
     pub top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
+    /// Nucleus: keep the most likely tokens whose probabilities (after the temperature) reach
+    /// P; 1 = no cut.
+    #[arg(long, default_value_t = DEFAULT_TOP_P)]
     pub top_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    /// llama.cpp's rule over the last 64 tokens: a positive logit is divided by R, a negative
+    /// one multiplied; 1 = off.
+    #[arg(long, default_value_t = DEFAULT_REPEAT_PENALTY)]
     pub repeat_penalty: f32,
-    #[arg(long, default_value_t = 0)]
+    /// Random seed (fixed by default: the same command gives the same text).
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
 }
 
@@ -31,7 +41,7 @@ impl SamplingArgs {
             top_p: self.top_p,
             repeat_penalty: self.repeat_penalty,
             seed: self.seed,
-            ..Default::default()
+            ..SamplerConfig::sampling()
         };
         cfg.validate()?;
         Ok(Sampler::new(cfg))
@@ -85,6 +95,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if json {
         let mut v = serde_json::to_value(&g)?;
         v["adapter"] = serde_json::Value::String(adapter);
+        v["sampler"] = serde_json::to_value(&sampler.cfg)?;
         println!("{}", serde_json::to_string(&v)?);
     } else {
         println!();
