@@ -546,3 +546,152 @@ fn switching_a_layer_off_matches_the_cpu_reference() {
         }
     }
 }
+
+// ---- tables of mixed types, bad tide.eps, tide.k = 0 beside tide.* tensors ----
+
+/// A tiny GGUF backbone with K = 2 float memory tables of GGML types `tys` (0 = F32,
+/// 1 = F16), gammas and a router, plus the given tide.* keys.
+fn gguf_with_float_memory(tys: [u32; 2], kvs: Vec<(&str, gguf_writer::Kv)>) -> PathBuf {
+    use gguf_writer::{tiny_llama, TensorSpec};
+    let (d, v, k) = (32usize, 40usize, 2usize);
+    let mut rng = common::Rng(5);
+    let f32s = |x: Vec<f32>| -> Vec<u8> { x.iter().flat_map(|f| f.to_le_bytes()).collect() };
+    let mut g = tiny_llama();
+    for (i, ty) in tys.into_iter().enumerate() {
+        let vals = rng.vec(v * d, 1.0);
+        let data = match ty {
+            0 => f32s(vals),
+            1 => vals
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            _ => unreachable!("float tables only"),
+        };
+        g.tensors.push(TensorSpec {
+            name: format!("tide.memory.{i}.rows"),
+            dims: vec![d as u64, v as u64],
+            ty,
+            data,
+        });
+        g.tensors.push(TensorSpec {
+            name: format!("tide.memory.{i}.gamma"),
+            dims: vec![d as u64],
+            ty: 0,
+            data: f32s(vec![1.0; d]),
+        });
+    }
+    g.tensors.push(TensorSpec {
+        name: "tide.router.0.weight".into(),
+        dims: vec![d as u64, (k + 1) as u64],
+        ty: 0,
+        data: f32s(rng.vec((k + 1) * d, 0.5)),
+    });
+    g.kvs
+        .extend(kvs.into_iter().map(|(key, val)| (key.to_string(), val)));
+    // A name of its own per call: tests may run in parallel threads.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!(
+        "tide-gguf-float-mem-{}-{n}.gguf",
+        std::process::id()
+    ));
+    std::fs::write(&p, g.bytes()).unwrap();
+    p
+}
+
+fn load_err(p: &std::path::Path) -> String {
+    let e = load(p).expect_err("a bad file must be refused").to_string();
+    let _ = std::fs::remove_file(p);
+    e
+}
+
+/// The GPU gathers and decodes every table with table 0's type and row size: a file whose
+/// tables differ in float type (allowed per table before) is refused on load, naming the
+/// tensor, for a safetensors memory file and for a GGUF.
+#[test]
+fn memory_tables_of_mixed_types_are_refused() {
+    use gguf_writer::Kv;
+    // The f16 memory file with table 0 re-encoded as f32 (same values), tide.rows = f32.
+    let mut f = read_st(&dir().join("memory_f16_normalized.safetensors"));
+    f.meta.insert("tide.rows".into(), "f32".into());
+    let t = tensor(&mut f, "tide.memory.0.rows");
+    t.1 = safetensors::Dtype::F32;
+    t.3 =
+        t.3.chunks_exact(2)
+            .flat_map(|c| {
+                half::f16::from_le_bytes([c[0], c[1]])
+                    .to_f32()
+                    .to_le_bytes()
+            })
+            .collect();
+    let e = attach_err(&f, "mixed.safetensors");
+    assert!(
+        e.contains("tide-bad-")
+            && e.contains("tide.memory.1.rows")
+            && e.contains("F16")
+            && e.contains("tide.memory.0.rows is F32")
+            && e.contains("share one type"),
+        "{e}"
+    );
+
+    let kvs = || vec![("tide.k", Kv::U32(2)), ("tide.rows", Kv::Str("f32".into()))];
+    // The same layout in one type loads (the check is not what refuses the GGUF below).
+    let p = gguf_with_float_memory([1, 1], kvs());
+    assert_eq!(load(&p).unwrap().memory.map(|m| m.k), Some(2));
+    let _ = std::fs::remove_file(&p);
+    let p = gguf_with_float_memory([0, 1], kvs());
+    let e = load_err(&p);
+    assert!(
+        e.contains(".gguf")
+            && e.contains("tensor 'tide.memory.1.rows' is F16 but tide.memory.0.rows is F32"),
+        "{e}"
+    );
+}
+
+/// tide.eps must be a finite number > 0 (RMSNorm divides by sqrt(mean + eps)), and tide.k = 0
+/// beside tide.* tensors would drop them silently: both refused, naming the key and the file,
+/// in a safetensors memory file and in GGUF metadata.
+#[test]
+fn bad_tide_metadata_is_refused() {
+    use gguf_writer::Kv;
+    let good = || read_st(&dir().join("memory_f16_normalized.safetensors"));
+    for eps in ["NaN", "-1e-5", "0", "inf"] {
+        let mut f = good();
+        f.meta.insert("tide.eps".into(), eps.into());
+        let e = attach_err(&f, "eps.safetensors");
+        assert!(
+            e.contains("tide-bad-")
+                && e.contains(&format!("tide.eps = '{eps}'"))
+                && e.contains("finite number > 0"),
+            "{e}"
+        );
+    }
+    let mut f = good();
+    f.meta.insert("tide.k".into(), "0".into());
+    let e = attach_err(&f, "k0.safetensors");
+    assert!(
+        e.contains("tide-bad-") && e.contains("tide.k = 0") && e.contains("tide.memory.*"),
+        "{e}"
+    );
+
+    let base = || vec![("tide.rows", Kv::Str("f16".into()))];
+    // The untouched GGUF loads with an ordinary eps.
+    let mut kvs = base();
+    kvs.extend([("tide.k", Kv::U32(2)), ("tide.eps", Kv::F32(1e-6))]);
+    let p = gguf_with_float_memory([1, 1], kvs);
+    assert_eq!(load(&p).unwrap().memory.map(|m| m.eps), Some(1e-6));
+    let _ = std::fs::remove_file(&p);
+    for eps in [f32::NAN, -1e-5] {
+        let mut kvs = base();
+        kvs.extend([("tide.k", Kv::U32(2)), ("tide.eps", Kv::F32(eps))]);
+        let e = load_err(&gguf_with_float_memory([1, 1], kvs));
+        assert!(
+            e.contains(".gguf") && e.contains("tide.eps") && e.contains("finite number > 0"),
+            "{e}"
+        );
+    }
+    let mut kvs = base();
+    kvs.push(("tide.k", Kv::U32(0)));
+    let e = load_err(&gguf_with_float_memory([1, 1], kvs));
+    assert!(e.contains(".gguf") && e.contains("tide.k = 0"), "{e}");
+}

@@ -20,7 +20,8 @@ pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) {
     }
 }
 
-/// Stored rows of `tokens`, token-major then block: [n, K, row_bytes] bytes.
+/// Stored rows of `tokens`, token-major then block: [n, K, row_bytes] bytes. One row size
+/// serves every table: the loader refuses tables of different types.
 pub fn gather_raw_rows(m: &TideMemory, tokens: &[u32], out: &mut Vec<u8>) {
     let rb = m.row_bytes();
     out.clear();

@@ -109,6 +109,15 @@ impl TideMemory {
             })?,
         };
         if k == 0 {
+            // K = 0 means a plain backbone: tables or routers beside it would be dropped
+            // silently, so they are refused.
+            if has_tensors {
+                return Err(format_err(
+                    file,
+                    "metadata tide.k = 0 but the file holds tide.memory.* or tide.router.* \
+                     tensors: set tide.k to the number of memory blocks or remove them",
+                ));
+            }
             return Ok(None);
         }
         if k > MAX_K {
@@ -159,9 +168,20 @@ impl TideMemory {
             }
         };
         let eps = match meta_get(&set.meta, "tide.eps") {
-            Some(s) => s.trim().parse::<f32>().map_err(|_| {
-                format_err(file, format!("metadata tide.eps = '{s}' is not a number"))
-            })?,
+            Some(s) => {
+                let e = s.trim().parse::<f32>().map_err(|_| {
+                    format_err(file, format!("metadata tide.eps = '{s}' is not a number"))
+                })?;
+                // RMSNorm divides by sqrt(mean(x^2) + eps): NaN, 0 or negative gives NaN or
+                // infinity for a zero row.
+                if !(e.is_finite() && e > 0.0) {
+                    return Err(format_err(
+                        file,
+                        format!("metadata tide.eps = '{s}' must be a finite number > 0"),
+                    ));
+                }
+                e
+            }
             None => c.eps,
         };
         let (v, d) = (c.vocab, c.dim);
@@ -175,6 +195,20 @@ impl TideMemory {
                     file,
                     format!("tensor '{name}' holds a NaN or infinite value in row {row}"),
                 ));
+            }
+            // The GPU gathers every table's rows with table 0's row size and decodes them
+            // with table 0's type, so a mix of float types would read the wrong bytes.
+            if let Some(t0) = tables.first().map(|t: &Weight| t.dtype()) {
+                if w.dtype() != t0 {
+                    return Err(format_err(
+                        file,
+                        format!(
+                            "tensor '{name}' is {:?} but tide.memory.0.rows is {t0:?}: all \
+                             memory tables must share one type",
+                            w.dtype()
+                        ),
+                    ));
+                }
             }
             tables.push(w);
             let gname = format!("tide.memory.{i}.gamma");

@@ -27,7 +27,7 @@ pub fn attach_memory(model: &mut Model, path: &Path) -> Result<()> {
     if mem.is_none() {
         return Err(format_err(
             &name,
-            "holds no TIDE memory (no tide.k metadata)",
+            "holds no TIDE memory (tide.k metadata absent or 0)",
         ));
     }
     model.memory = mem;
