@@ -4,16 +4,16 @@
 //! figures behind the CPU-adapter kernels' design (docs/benchmarks.md). Prints one JSON object.
 //! Run: cargo bench --bench access_costs
 use tide_gpu::gpu::harness::{time, Data};
-use tide_gpu::gpu::{Binding, Defines, GpuContext, GpuOptions, TEX_WIDTH};
+use tide_gpu::gpu::{slot, Binding, Defines, GpuContext, GpuOptions, TEX_WIDTH};
 
 fn main() {
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("no GPU adapter");
     let (n, groups) = (4096u32, 64u32);
     let bindings = [
-        (0, Binding::Texture),
-        (1, Binding::Read),
-        (2, Binding::Uniform),
-        (3, Binding::ReadWrite),
+        slot(0, "T", Binding::Texture),
+        slot(1, "S", Binding::Read),
+        slot(2, "U", Binding::Uniform),
+        slot(3, "O", Binding::ReadWrite),
     ];
     let data = [
         Data::U32(vec![1; TEX_WIDTH * 4 * 8]),

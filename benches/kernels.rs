@@ -8,6 +8,7 @@ use tide_gpu::decoder::specs::{Epilogue, Matmul};
 use tide_gpu::gpu::harness::{time, time_ab, Data, Variant};
 use tide_gpu::gpu::{gpu_words, GpuContext, GpuOptions};
 use tide_gpu::model::DType;
+use tide_gpu::options::PrefillTile;
 
 fn main() {
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("no GPU adapter");
@@ -15,7 +16,9 @@ fn main() {
     // the committed shaders (A) and from that folder (B), taking turns, and prints B/A.
     // TIDE_AB_TILE=GR,TPL,WG: the same for the prefill matmul's tile (B) against the default.
     let ab_dir = std::env::var("TIDE_AB_SHADER_DIR").ok();
-    let ab_tile = std::env::var("TIDE_AB_TILE").ok();
+    let ab_tile: Option<PrefillTile> = std::env::var("TIDE_AB_TILE")
+        .ok()
+        .map(|t| t.parse().expect("TIDE_AB_TILE"));
     let only = std::env::var("TIDE_BENCH_KERNELS").ok();
     let shapes: [(&str, DType, usize, usize, Epilogue, bool); 5] = [
         (
@@ -90,29 +93,24 @@ fn main() {
             // The kernels the decoder picks on this adapter: on CPU adapters matvec_rows for
             // one token and x rows in a texture for batches; weights as ctx stores them.
             let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
-            let pick = || {
+            let pick = |tile: PrefillTile| {
                 let s = if n_tok == 1 && cpu {
                     m.decode_rows()
                 } else if n_tok == 1 || epi == Epilogue::Store {
                     m.decode_tuned(cpu)
                 } else if cpu {
-                    m.prefill().x_in_texture()
+                    m.prefill_tiled(tile).x_in_texture()
                 } else {
-                    m.prefill()
+                    m.prefill_tiled(tile)
                 };
                 s.weights_in_texture_if(ctx.weight_textures)
                     .with_subgroups(ctx.subgroup_size)
             };
-            let s = pick();
-            // The B side of an A/B: another prefill tile (read by `prefill` from the
-            // environment), or the same spec built from edited shaders.
-            let s_b = match &ab_tile {
-                Some(t) if n_tok > 1 => {
-                    std::env::set_var("TIDE_PREFILL_TILE", t);
-                    let s_b = pick();
-                    std::env::remove_var("TIDE_PREFILL_TILE");
-                    Some(s_b)
-                }
+            let s = pick(PrefillTile::default());
+            // The B side of an A/B: another prefill tile, or the same spec built from edited
+            // shaders.
+            let s_b = match ab_tile {
+                Some(t) if n_tok > 1 => Some(pick(t)),
                 _ => ab_dir.as_ref().map(|_| s.clone()),
             };
             let mut data = vec![

@@ -13,10 +13,10 @@
 #if KVTEX
 // rgba32uint textures holding f32 bits, texel (j, p) = floats 4j..4j+3 of position p's row.
 // (CPU adapters: a texel fetch is one gather, where a storage load walks the lanes.)
-@group(0) @binding(2) var KT: texture_2d<u32>;
-@group(0) @binding(3) var VT: texture_2d<u32>;
-fn kload(p: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(textureLoad(KT, vec2<u32>(j, p), 0)); }
-fn vload(p: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(textureLoad(VT, vec2<u32>(j, p), 0)); }
+@group(0) @binding(2) var KC: texture_2d<u32>;
+@group(0) @binding(3) var VC: texture_2d<u32>;
+fn kload(p: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(textureLoad(KC, vec2<u32>(j, p), 0)); }
+fn vload(p: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(textureLoad(VC, vec2<u32>(j, p), 0)); }
 #else
 @group(0) @binding(2) var<storage, read> KC: array<vec4<f32>>;     // [ctx, KVD]
 @group(0) @binding(3) var<storage, read> VC: array<vec4<f32>>;     // [ctx, KVD]

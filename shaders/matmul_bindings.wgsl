@@ -5,7 +5,7 @@
 // A batch's x rows in an rgba32uint texture (f32 bits; texel (c, t) = x[t, 4c..4c+3]) and
 // gamma as a uniform: the prefill matmul on CPU adapters, where per-lane storage loads walk
 // the lanes one word at a time.
-@group(0) @binding(2) var XT: texture_2d<u32>;
+@group(0) @binding(2) var X: texture_2d<u32>;
 #if NORM
 @group(0) @binding(3) var<uniform> G: array<vec4<f32>, {{COLS}} / 4>;
 #endif
@@ -35,7 +35,7 @@
 // M_k[4q..4q+3]), and the layer's router logits as a uniform (the router itself is fused into
 // the gate/up matvec, matvec_rows.wgsl); slot MEMK + 1 is the layer's memory switch (1 or 0,
 // set by the host). The softmax is taken here and written out to ALPHA.
-@group(0) @binding(5) var MT: texture_2d<u32>;
+@group(0) @binding(5) var MEM: texture_2d<u32>;
 @group(0) @binding(6) var<storage, read_write> ALPHA: array<f32>;   // [MEMK + 1]
 @group(0) @binding(7) var<uniform> LOGITS: array<vec4<f32>, ({{MEMK}} + 5) / 4>;
 #else

@@ -6,7 +6,7 @@
 // Word 4i..4i+3 of the matmul input x ([n_tok, COLS] row-major).
 fn xraw(i: u32) -> vec4<f32> {
 #if XTEX
-    return bitcast<vec4<f32>>(textureLoad(XT, vec2<u32>(i % (COLS / 4u), i / (COLS / 4u)), 0));
+    return bitcast<vec4<f32>>(textureLoad(X, vec2<u32>(i % (COLS / 4u), i / (COLS / 4u)), 0));
 #else
     return X[i];
 #endif
@@ -103,7 +103,7 @@ fn router_softmax(lane: u32) {
 fn memory_terms(q: u32) -> vec4<f32> {
     var s = vec4<f32>(0.0);
 #for K in 0..{{MEMK}}
-    s += al[{{K}}] * bitcast<vec4<f32>>(textureLoad(MT, vec2<u32>(q, {{K}}u), 0));
+    s += al[{{K}}] * bitcast<vec4<f32>>(textureLoad(MEM, vec2<u32>(q, {{K}}u), 0));
 #endfor
     return s;
 }

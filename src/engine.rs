@@ -2,10 +2,11 @@
 use std::sync::Arc;
 
 use crate::cpu::{CpuModel, CpuSession};
-use crate::decoder::{DecoderOptions, GpuDecoder};
+use crate::decoder::GpuDecoder;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::model::Model;
+use crate::options::Options;
 use crate::sample::{apply_repeat_penalty, recent_distinct, top_k_of, Sampler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,31 +23,54 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// Open `backend` for `model`. With `Backend::Auto` a GPU adapter is tried first and the
+    /// CPU reference taken when none opens (or only software OpenGL is there); the second
+    /// value then says why, for the front end to show.
+    pub async fn open(
+        model: &Model,
+        backend: Backend,
+        opts: &Options,
+    ) -> Result<(Engine, Option<String>)> {
+        let cpu = || {
+            Engine::Cpu(Box::new(
+                Arc::new(CpuModel::new(model)).session(opts.decoder.ctx_len),
+            ))
+        };
+        let gpu = |ctx| -> Result<Engine> {
+            Ok(Engine::Gpu(Box::new(GpuDecoder::new(
+                ctx,
+                model,
+                opts.decoder.clone(),
+            )?)))
+        };
+        match backend {
+            Backend::Cpu => Ok((cpu(), None)),
+            Backend::Gpu => {
+                // Asked for by name: any adapter will do, software OpenGL included.
+                let g = GpuOptions {
+                    allow_software_gl: true,
+                    ..opts.gpu.clone()
+                };
+                Ok((gpu(GpuContext::new(&g).await?)?, None))
+            }
+            Backend::Auto => match GpuContext::new(&opts.gpu).await {
+                Ok(ctx) => Ok((gpu(ctx)?, None)),
+                Err(e) => Ok((
+                    cpu(),
+                    Some(format!("{e}; running the CPU reference instead")),
+                )),
+            },
+        }
+    }
+
+    /// `open`, blocking (native front ends).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(
         model: &Model,
         backend: Backend,
-        opts: DecoderOptions,
-        gpu: &GpuOptions,
-    ) -> Result<Engine> {
-        let cpu = |opts: &DecoderOptions| {
-            Engine::Cpu(Box::new(
-                Arc::new(CpuModel::new(model)).session(opts.ctx_len),
-            ))
-        };
-        match backend {
-            Backend::Cpu => Ok(cpu(&opts)),
-            Backend::Gpu => {
-                let ctx = pollster::block_on(GpuContext::new(gpu))?;
-                Ok(Engine::Gpu(Box::new(GpuDecoder::new(ctx, model, opts)?)))
-            }
-            Backend::Auto => match pollster::block_on(GpuContext::new(gpu)) {
-                Ok(ctx) => Ok(Engine::Gpu(Box::new(GpuDecoder::new(ctx, model, opts)?))),
-                Err(e) => {
-                    eprintln!("note: {e}; falling back to the CPU reference backend");
-                    Ok(cpu(&opts))
-                }
-            },
-        }
+        opts: &Options,
+    ) -> Result<(Engine, Option<String>)> {
+        pollster::block_on(Self::open(model, backend, opts))
     }
 
     pub fn describe(&self) -> String {
@@ -78,9 +102,9 @@ impl Engine {
     }
 
     /// Logits after the last token fed.
-    pub fn logits(&mut self) -> Result<Vec<f32>> {
+    pub async fn logits_async(&mut self) -> Result<Vec<f32>> {
         match self {
-            Engine::Gpu(g) => g.logits(),
+            Engine::Gpu(g) => g.logits_async().await,
             Engine::Cpu(c) => {
                 if c.pos == 0 {
                     return Err(Error::Input("no logits yet: feed tokens first".into()));
@@ -100,14 +124,14 @@ impl Engine {
 
     /// Run `tokens` from the current position and return every position's logits [n, vocab]
     /// and router weights [n][layer][K+1] (empty for K = 0).
-    pub fn feed_all(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub async fn feed_all_async(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
         match self {
             Engine::Gpu(g) => {
                 let mut logits = Vec::new();
                 let mut router = Vec::new();
                 for chunk in tokens.chunks(g.opts.max_batch) {
-                    logits.extend(g.feed_all(chunk)?);
-                    router.extend(g.router_weights()?);
+                    logits.extend(g.feed_all_async(chunk).await?);
+                    router.extend(g.router_weights_async().await?);
                 }
                 Ok((logits, router))
             }
@@ -143,7 +167,11 @@ impl Engine {
     }
 
     /// Choose the next token; `history` is every token so far (for the repetition penalty).
-    pub fn next_token(&mut self, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
+    pub async fn next_token_async(
+        &mut self,
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<u32> {
         let pen = sampler.cfg.repeat_penalty;
         let recent = if pen != 1.0 {
             recent_distinct(history, sampler.cfg.repeat_last_n)
@@ -153,10 +181,10 @@ impl Engine {
         let need = sampler.candidates_needed();
         let cands = match (self, need) {
             (Engine::Gpu(g), Some(k)) if k <= crate::decoder::MAX_TOP_K => {
-                g.top_k(k, pen, &recent)?
+                g.top_k_async(k, pen, &recent).await?
             }
             (e, need) => {
-                let mut l = e.logits()?;
+                let mut l = e.logits_async().await?;
                 apply_repeat_penalty(&mut l, &recent, pen);
                 top_k_of(&l, need.unwrap_or(l.len()))
             }
@@ -165,5 +193,24 @@ impl Engine {
             return Err(Error::Gpu("the model produced no finite logit".into()));
         }
         Ok(sampler.pick(&cands))
+    }
+}
+
+/// Blocking forms for native front ends: the async core under pollster.
+#[cfg(not(target_arch = "wasm32"))]
+impl Engine {
+    /// See `logits_async`.
+    pub fn logits(&mut self) -> Result<Vec<f32>> {
+        pollster::block_on(self.logits_async())
+    }
+
+    /// See `feed_all_async`.
+    pub fn feed_all(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        pollster::block_on(self.feed_all_async(tokens))
+    }
+
+    /// See `next_token_async`.
+    pub fn next_token(&mut self, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
+        pollster::block_on(self.next_token_async(sampler, history))
     }
 }

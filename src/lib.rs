@@ -12,10 +12,12 @@ pub mod generate;
 pub mod gpu;
 pub mod memory;
 pub mod model;
+pub mod options;
 pub mod sample;
 
 pub use engine::{Backend, Engine};
 pub use error::{Error, Result};
 pub use model::Model;
+pub use options::Options;
 pub use sample::{Sampler, SamplerConfig};
 pub use tokenizers::Tokenizer;

@@ -84,7 +84,10 @@ fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<
     // adapters use): same words, same arithmetic, so the results must be bit-identical.
     if ["matmul", "matvec", "matvec_rows", "embed"].contains(&s.shader) {
         let t = s.clone().weights_in_texture();
-        assert_eq!(t.bindings[1], (1, Binding::Texture));
+        assert_eq!(
+            (t.bindings[1].index, t.bindings[1].kind),
+            (1, Binding::Texture)
+        );
         let mut variants = vec![("weights in a texture", t.clone())];
         // The prefill matmul once more with a subgroup's lanes fetching weights for each
         // other (SGW), where the adapter has subgroups of 8 (lavapipe does) and the weights
@@ -672,9 +675,9 @@ fn matmul_qkv_rope_both_layouts() {
 #[test]
 fn lavapipe_takes_the_subgroup_variants() {
     let ctx = gpu();
-    let lavapipe_avx2 = ctx.info.name.contains("llvmpipe")
-        && ctx.info.backend == wgpu::Backend::Vulkan
-        && std::env::var("TIDE_SUBGROUPS").as_deref() != Ok("off");
+    // The library reads no environment: TIDE_SUBGROUPS cannot turn them off here.
+    let lavapipe_avx2 =
+        ctx.info.name.contains("llvmpipe") && ctx.info.backend == wgpu::Backend::Vulkan;
     #[cfg(target_arch = "x86_64")]
     let lavapipe_avx2 = lavapipe_avx2 && std::arch::is_x86_feature_detected!("avx2");
     if lavapipe_avx2 {
@@ -900,4 +903,89 @@ fn top_k_and_penalty() {
             want[i]
         );
     }
+}
+
+/// Bindings are named: a spec whose binding names or kinds disagree with the variables the
+/// expanded WGSL declares, or that leaves out one its entry point uses, is refused when the
+/// kernel is built, with both sides named; and a bind group is refused when a named resource
+/// is missing or unknown.
+#[test]
+fn binding_names_are_checked_against_the_shader() {
+    use tide_gpu::gpu::{slot, Kernel};
+    let s = specs::router(64, 4, 1e-5);
+    let build = |b: &[tide_gpu::gpu::Slot]| Kernel::source(s.shader, s.entry, &s.defs, b, None);
+    build(&s.bindings).expect("the router's own spec matches its shader");
+    // A wrong name.
+    let mut b = s.bindings.clone();
+    b[2] = slot(2, "H", Binding::Read);
+    let e = build(&b).unwrap_err().to_string();
+    assert!(
+        e.contains("declared as X") && e.contains("spec says H"),
+        "{e}"
+    );
+    // A wrong kind.
+    let mut b = s.bindings.clone();
+    b[4] = slot(4, "A", Binding::Read);
+    let e = build(&b).unwrap_err().to_string();
+    assert!(e.contains("ReadWrite") && e.contains("A (Read)"), "{e}");
+    // One left out, one too many.
+    let e = build(&s.bindings[..4]).unwrap_err().to_string();
+    assert!(
+        e.contains("uses A at binding 4") && e.contains("does not bind it"),
+        "{e}"
+    );
+    let mut b = s.bindings.clone();
+    b.push(slot(5, "EXTRA", Binding::Read));
+    let e = build(&b).unwrap_err().to_string();
+    assert!(e.contains("declares nothing there"), "{e}");
+    // Every spec the decoder uses on lavapipe passes the check for every dtype.
+    for dtype in ALL {
+        let m = Matmul {
+            epi: Epilogue::ResidualMemory { k: 4 },
+            norm: None,
+            dtype,
+            cols: 64,
+            rows: 64,
+            row0: 0,
+        };
+        for s in [
+            m.decode_rows().memory_in_texture(),
+            m.prefill().x_in_texture().weights_in_texture(),
+            m.decode(),
+        ] {
+            Kernel::source(s.shader, s.entry, &s.defs, &s.bindings, None)
+                .unwrap_or_else(|e| panic!("{dtype:?} {}:{}: {e}", s.shader, s.entry));
+        }
+    }
+    // Binding by name: a missing or unknown name is an error, not a wrong bind group.
+    let ctx = gpu();
+    let layout = Kernel::layout_for(&ctx.device, &s.bindings);
+    let k = Kernel::build(
+        &ctx.device,
+        s.shader,
+        s.entry,
+        &s.defs,
+        &layout,
+        &s.bindings,
+        None,
+    )
+    .unwrap();
+    let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4096,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
+        mapped_at_creation: false,
+    });
+    let all: Vec<(&str, wgpu::BindingResource)> = s
+        .bindings
+        .iter()
+        .map(|b| (b.name, buf.as_entire_binding()))
+        .collect();
+    assert!(k.bind(&ctx.device, &all).is_ok());
+    let e = k.bind(&ctx.device, &all[..4]).unwrap_err().to_string();
+    assert!(e.contains("no resource for binding A"), "{e}");
+    let mut extra = all.clone();
+    extra.push(("Z", buf.as_entire_binding()));
+    let e = k.bind(&ctx.device, &extra).unwrap_err().to_string();
+    assert!(e.contains("no binding named Z"), "{e}");
 }

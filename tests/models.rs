@@ -58,6 +58,7 @@ fn tiny_llama_matches_numpy_reference() {
                     ctx_len: 64,
                     max_batch: 16,
                     kernels: ks,
+                    ..Default::default()
                 };
                 GpuDecoder::new(gpu(), &m, opts).unwrap()
             };

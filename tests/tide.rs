@@ -54,6 +54,7 @@ fn decoder(m: &Model, max_batch: usize, kernels: KernelSet) -> GpuDecoder {
         ctx_len: 64,
         max_batch,
         kernels,
+        ..Default::default()
     };
     GpuDecoder::new(gpu(), m, opts).unwrap()
 }
@@ -491,13 +492,8 @@ fn switching_a_layer_off_matches_the_cpu_reference() {
     let (full, _) = cpu_run(&m, &seq);
     for ks in KERNEL_SETS {
         let mut dec = decoder(&m, 16, ks);
-        // The CPU-adapter set fuses the router into the decode matvecs, the GPU set does not
-        // (unless the environment overrides the choice).
-        if std::env::var_os("TIDE_ROUTER").is_none()
-            && std::env::var_os("TIDE_WORKGROUPS").is_none()
-        {
-            assert_eq!(dec.router_fused(), ks == KernelSet::CpuAdapter, "{ks:?}");
-        }
+        // The CPU-adapter set fuses the router into the decode matvecs, the GPU set does not.
+        assert_eq!(dec.router_fused(), ks == KernelSet::CpuAdapter, "{ks:?}");
         // Each layer off alone, then every layer back on.
         for (l, on) in [
             (0, false),

@@ -31,6 +31,20 @@ pub struct BenchArgs {
     pub memory_overhead: Vec<usize>,
 }
 
+/// This process's peak resident memory so far, in MB (Linux: VmHWM; None elsewhere).
+pub fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0 / 1e6)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -138,6 +152,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "copy_bandwidth_gb_per_s": bw,
         "roofline_fraction": bw.map(|b| weight_bytes as f64 * tg / 1e9 / b),
         "dispatch_us": dispatch_us,
+        "peak_rss_mb": peak_rss_mb(),
     });
     if let Engine::Gpu(g) = &e {
         if let Some(p) = &g.profile {

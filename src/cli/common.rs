@@ -4,9 +4,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use tide_gpu::decoder::DecoderOptions;
-use tide_gpu::gpu::GpuOptions;
-use tide_gpu::{Backend, Engine, Model};
+use tide_gpu::{Backend, Engine, Model, Options};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum BackendArg {
@@ -74,27 +72,30 @@ impl ModelArgs {
         Ok(n)
     }
 
-    pub fn engine(&self, m: &Model) -> Result<Engine> {
-        let t = Instant::now();
-        let backend = match self.backend {
+    /// The library's options: these arguments, then the TIDE_* switches (cli/env.rs).
+    pub fn options(&self, m: &Model) -> Result<Options> {
+        let mut o = Options::default();
+        o.decoder.ctx_len = self.ctx_len(m)?;
+        o.gpu.no_f16 = self.no_f16;
+        super::env::apply(&mut o)?;
+        Ok(o)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.backend {
             BackendArg::Auto => Backend::Auto,
             BackendArg::Gpu => Backend::Gpu,
             BackendArg::Cpu => Backend::Cpu,
-        };
-        let opts = DecoderOptions {
-            ctx_len: self.ctx_len(m)?,
-            ..Default::default()
-        };
-        let e = Engine::new(
-            m,
-            backend,
-            opts,
-            &GpuOptions {
-                no_f16: self.no_f16,
-                ..Default::default()
-            },
-        )
-        .context("starting the backend")?;
+        }
+    }
+
+    pub fn engine(&self, m: &Model) -> Result<Engine> {
+        let t = Instant::now();
+        let (e, why) =
+            Engine::new(m, self.backend(), &self.options(m)?).context("starting the backend")?;
+        if let Some(why) = why {
+            eprintln!("note: {why}");
+        }
         eprintln!(
             "backend: {} (ready in {:.2}s)",
             e.describe(),
@@ -122,7 +123,9 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 }
 
 pub fn devices() -> Result<()> {
-    let list = tide_gpu::gpu::adapters_summary();
+    let mut o = Options::default();
+    super::env::apply(&mut o)?;
+    let list = tide_gpu::gpu::adapters_summary(o.gpu.backends);
     if list.is_empty() {
         println!("no GPU adapters found (install a Vulkan/Metal/DX12 driver; lavapipe: mesa-vulkan-drivers)");
     }

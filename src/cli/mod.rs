@@ -2,9 +2,11 @@
 mod bench;
 mod chat;
 mod common;
+mod env;
 mod eval;
 mod generate;
 mod inspect;
+mod kernels;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +39,8 @@ enum Cmd {
     Eval(eval::EvalArgs),
     /// Perplexity with each layer's memory injection removed in turn.
     Ablate(eval::AblateArgs),
+    /// The WGSL kernel variants the decoder builds for a model on this adapter.
+    Kernels(kernels::KernelsArgs),
 }
 
 pub fn run() -> i32 {
@@ -50,6 +54,7 @@ pub fn run() -> i32 {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Ablate(a) => eval::ablate(a),
+        Cmd::Kernels(a) => kernels::run(a),
     };
     match r {
         Ok(()) => 0,

@@ -2,6 +2,340 @@
 //! submission. Everything is allocated and every pipeline and bind group built at load time;
 //! a decode step writes 16 bytes of parameters and 4 bytes of token id, submits once and reads
 //! back the sampled token (or the K best logits for stochastic sampling).
-mod gpu_decoder;
+//!
+//! Where things are:
+//! - this file: the decoder's state, its buffers and the pipeline cache;
+//! - plan.rs: ops (a kernel variant per step kind + bind groups), the encode loop, submission;
+//! - graph.rs: the per-layer graph of kernels, built once from the model;
+//! - cpu_adapter.rs: what CPU-backed adapters get instead (texture mirrors, uniform rebinding);
+//! - tide.rs: TIDE memory: rows streamed in, the gather op, the router, the memory switch;
+//! - readout.rs: readback (async), top-k, full and all-position logits, profiling;
+//! - specs.rs: the kernels as data, shared with the kernel tests.
+mod cpu_adapter;
+mod graph;
+mod plan;
+mod readout;
 pub mod specs;
-pub use gpu_decoder::{DecoderOptions, GpuDecoder, KernelSet, MAX_TOP_K};
+mod tide;
+
+use std::collections::HashMap;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::{label, layout_key, Binding, Defines, GpuContext, GpuTensor, Kernel, Slot};
+use crate::model::{Config, Model};
+pub use crate::options::{DecoderOptions, KernelSet, PrefillTile, RouterPlacement};
+use plan::{Op, Step, Variant};
+pub use readout::MAX_TOP_K;
+use readout::{AllLogits, MAX_PEN};
+use specs::Spec;
+use tide::GpuMemory;
+
+/// The activations and step buffers every op reads or writes.
+#[derive(Clone)]
+struct Buffers {
+    step: wgpu::Buffer,
+    ids: wgpu::Buffer,
+    h: wgpu::Buffer,
+    q: wgpu::Buffer,
+    att: wgpu::Buffer,
+    act: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    pen: wgpu::Buffer,
+    sv: wgpu::Buffer,
+    si: wgpu::Buffer,
+    out: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+/// A kernel variant's identity: shader, entry point, defines.
+type KernelKey = (String, String, Defines);
+
+/// A kernel variant of the schedule. Its pipeline is compiled after the whole plan is known,
+/// all variants at once on every core (`compile_pending`); binding needs only the layout.
+struct KernelSlot {
+    key: KernelKey,
+    label: String,
+    layout: wgpu::BindGroupLayout,
+    bindings: Vec<Slot>,
+    pipeline: Option<wgpu::ComputePipeline>,
+}
+
+pub struct GpuDecoder {
+    pub ctx: GpuContext,
+    pub config: Config,
+    pub opts: DecoderOptions,
+    kernels: Vec<KernelSlot>,
+    kernel_index: HashMap<KernelKey, usize>,
+    layouts: HashMap<Vec<(u32, Binding)>, wgpu::BindGroupLayout>,
+    ops: Vec<Op>,
+    buf: Buffers,
+    /// top-k kernels by K, with their bind groups (penalty op is shared).
+    topk: HashMap<usize, (usize, wgpu::BindGroup)>,
+    penalize: Option<(usize, wgpu::BindGroup)>,
+    _keep: Vec<wgpu::Buffer>,
+    _weights: Vec<GpuTensor>,
+    pub weight_bytes: usize,
+    /// Tensors larger than one storage binding, uploaded as this many row chunks.
+    pub split_tensors: Vec<(String, usize)>,
+    pending: Option<wgpu::CommandEncoder>,
+    cur: Step,
+    memory: Option<GpuMemory>,
+    all_logits: Option<AllLogits>,
+    /// The final norm and LM head, kept for building `all_logits` on demand.
+    head: Option<(usize, wgpu::Buffer)>,
+    /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
+    pub profile: Option<HashMap<String, (u32, f64)>>,
+    pub pos: usize,
+}
+
+fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(16) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC
+            | extra,
+        mapped_at_creation: false,
+    })
+}
+
+fn f32_buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            // Norm gammas are also read as uniforms (matvec_rows).
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
+        })
+}
+
+fn res(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    b.as_entire_binding()
+}
+
+impl GpuDecoder {
+    pub fn new(ctx: GpuContext, model: &Model, opts: DecoderOptions) -> Result<GpuDecoder> {
+        let c = model.config.clone();
+        if opts.ctx_len == 0 || opts.max_batch == 0 {
+            return Err(Error::Input(
+                "context length and batch size must be positive".into(),
+            ));
+        }
+        let h_ = c.n_heads;
+        // The scores scratch is [batch * H, ctx]; shrink the batch until it fits one binding.
+        let max_bind = ctx.limits.max_storage_buffer_binding_size as usize;
+        let mut max_batch = opts.max_batch;
+        while max_batch > 1 && max_batch * h_ * opts.ctx_len * 4 > max_bind {
+            max_batch /= 2;
+        }
+        if h_ * opts.ctx_len * 4 > max_bind || opts.ctx_len * c.kv_dim() * 4 > max_bind {
+            return Err(Error::Gpu(format!(
+                "context {} is too long for this adapter's {} MiB storage bindings; use a shorter --ctx",
+                opts.ctx_len,
+                max_bind >> 20
+            )));
+        }
+        let opts = DecoderOptions { max_batch, ..opts };
+        // The readback also carries every layer's router weights of a batch.
+        let mem_k = model.memory.as_ref().map_or(0, |m| m.k);
+        let (d, qd, f) = (c.dim, c.q_dim(), c.ffn_dim);
+        let mb = max_batch;
+        let u = wgpu::BufferUsages::empty();
+        // h, att and act also feed matvec_rows as uniforms.
+        let x = wgpu::BufferUsages::UNIFORM;
+        let buf = Buffers {
+            step: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step"),
+                size: 16,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            ids: storage(&ctx, "ids", mb * 4, u),
+            h: storage(&ctx, "h", mb * d * 4, x),
+            q: storage(&ctx, "q", mb * qd * 4, u),
+            att: storage(&ctx, "att", mb * qd * 4, x),
+            act: storage(&ctx, "act", mb * f * 4, x),
+            scores: storage(&ctx, "scores", mb * h_ * opts.ctx_len * 4, u),
+            logits: storage(&ctx, "logits", c.vocab * 4, u),
+            pen: storage(&ctx, "pen", MAX_PEN * 4, u),
+            sv: storage(&ctx, "topk-v", 256 * MAX_TOP_K * 4, u),
+            si: storage(&ctx, "topk-i", 256 * MAX_TOP_K * 4, u),
+            out: storage(&ctx, "topk-out", MAX_TOP_K * 8, u),
+            readback: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: (c.vocab * 4)
+                    .max(MAX_TOP_K * 8)
+                    .max(c.n_layers * mb * (mem_k + 1) * 4) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
+        let mut dec = GpuDecoder {
+            ctx,
+            config: c.clone(),
+            opts: opts.clone(),
+            kernels: Vec::new(),
+            kernel_index: HashMap::new(),
+            layouts: HashMap::new(),
+            ops: Vec::new(),
+            buf,
+            topk: HashMap::new(),
+            penalize: None,
+            _keep: Vec::new(),
+            _weights: Vec::new(),
+            weight_bytes: 0,
+            split_tensors: Vec::new(),
+            pending: None,
+            cur: Step::default(),
+            memory: None,
+            all_logits: None,
+            head: None,
+            profile: None,
+            pos: 0,
+        };
+        dec.build_schedule(model)?;
+        dec.compile_pending()?;
+        Ok(dec)
+    }
+
+    /// Register (or reuse) a kernel variant; returns its index. Its pipeline is compiled by
+    /// the next `compile_pending`.
+    fn kernel(&mut self, spec: &Spec) -> Result<usize> {
+        let key = (
+            spec.shader.to_string(),
+            spec.entry.to_string(),
+            spec.defs.clone(),
+        );
+        if let Some(&i) = self.kernel_index.get(&key) {
+            return Ok(i);
+        }
+        let layout = self
+            .layouts
+            .entry(layout_key(&spec.bindings))
+            .or_insert_with(|| Kernel::layout_for(&self.ctx.device, &spec.bindings))
+            .clone();
+        self.kernels.push(KernelSlot {
+            label: label(spec.shader, spec.entry, &spec.defs),
+            key: key.clone(),
+            layout,
+            bindings: spec.bindings.clone(),
+            pipeline: None,
+        });
+        self.kernel_index.insert(key, self.kernels.len() - 1);
+        Ok(self.kernels.len() - 1)
+    }
+
+    /// Compile every registered kernel that has no pipeline yet: natively on as many threads
+    /// as there are cores (on lavapipe the compile is most of a cold start), in the browser
+    /// one after the other.
+    fn compile_pending(&mut self) -> Result<()> {
+        let todo: Vec<usize> = (0..self.kernels.len())
+            .filter(|&i| self.kernels[i].pipeline.is_none())
+            .collect();
+        let (dev, dir) = (&self.ctx.device, self.ctx.shader_dir.as_deref());
+        let compile = |i: usize| {
+            let k = &self.kernels[i];
+            let (shader, entry, defs) = &k.key;
+            Kernel::compile(dev, shader, entry, defs, &k.layout, &k.bindings, dir)
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let built: Vec<Result<wgpu::ComputePipeline>> = {
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(todo.len());
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let done: Vec<std::sync::Mutex<Option<Result<wgpu::ComputePipeline>>>> =
+                todo.iter().map(|_| Default::default()).collect();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| loop {
+                        let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = todo.get(j) else { break };
+                        let r = compile(i);
+                        if let Ok(mut slot) = done[j].lock() {
+                            *slot = Some(r);
+                        }
+                    });
+                }
+            });
+            done.into_iter()
+                .map(|m| {
+                    m.into_inner()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| Err(Error::Gpu("a kernel compile thread failed".into())))
+                })
+                .collect()
+        };
+        #[cfg(target_arch = "wasm32")]
+        let built: Vec<Result<wgpu::ComputePipeline>> = todo.iter().map(|&i| compile(i)).collect();
+        for (i, p) in todo.into_iter().zip(built) {
+            self.kernels[i].pipeline = Some(p?);
+        }
+        Ok(())
+    }
+
+    /// Kernel `k`'s pipeline (every kernel is compiled before a step can run).
+    fn pipeline(&self, k: usize) -> &wgpu::ComputePipeline {
+        self.kernels[k]
+            .pipeline
+            .as_ref()
+            .expect("kernels are compiled before the first step")
+    }
+
+    fn variant(&mut self, spec: &Spec) -> Result<Variant> {
+        Ok(Variant {
+            kernel: self.kernel(spec)?,
+            x: spec.x,
+            tokens_per_y: spec.tokens_per_y,
+        })
+    }
+
+    /// Every kernel variant this decoder built, as the WGSL that runs: (file name made from
+    /// its key, label, source). For `tide kernels --dump`.
+    pub fn kernel_sources(&self) -> Result<Vec<(String, String, String)>> {
+        self.kernels
+            .iter()
+            .map(|k| {
+                let (shader, entry, defs) = &k.key;
+                let src = Kernel::source(
+                    shader,
+                    entry,
+                    defs,
+                    &k.bindings,
+                    self.ctx.shader_dir.as_deref(),
+                )?;
+                Ok((kernel_file_name(shader, entry, defs), k.label.clone(), src))
+            })
+            .collect()
+    }
+}
+
+/// "shader.entry.KEY=V,FLAG,...": a file name from a kernel's key (a long one is cut and
+/// given a hash of the whole, so names stay unique and within file-system limits).
+fn kernel_file_name(shader: &str, entry: &str, defs: &Defines) -> String {
+    let parts: Vec<String> = defs
+        .0
+        .iter()
+        .map(|(k, v)| {
+            if v == "1" {
+                k.clone()
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
+    let name = format!("{shader}.{entry}.{}", parts.join(",")).replace(['/', '\\', ' ', ':'], "_");
+    if name.len() <= 180 {
+        return format!("{name}.wgsl");
+    }
+    // FNV-1a: stable across runs and builds, unlike std's hasher.
+    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    format!("{}.{h:016x}.wgsl", &name[..160])
+}

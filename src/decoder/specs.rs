@@ -1,15 +1,11 @@
 //! Kernels described as data: which shader, which defines, which bindings, how many
 //! workgroups. The decoder builds its schedule from these, and the kernel tests run the very
 //! same specs one at a time against the CPU reference.
-use crate::gpu::{gpu_words, Binding, Defines};
+use crate::gpu::{gpu_words, slot, Binding, Defines, Slot};
 use crate::model::DType;
+use crate::options::PrefillTile;
 
 pub const WG: u32 = 64;
-/// Prefill matmul register tile: 4-row groups per workgroup, tokens per lane, lanes.
-/// (16 groups ran 20% faster on lavapipe but took ~13 s per pipeline to compile there.)
-pub const PREFILL_GR: usize = 8;
-pub const PREFILL_TPL: u32 = 4;
-pub const PREFILL_WG: u32 = 32;
 
 /// What a matmul does with its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +47,8 @@ pub struct Spec {
     pub shader: &'static str,
     pub entry: &'static str,
     pub defs: Defines,
-    pub bindings: Vec<(u32, Binding)>,
+    /// Each binding named after the shader's variable (checked when the pipeline is built).
+    pub bindings: Vec<Slot>,
     /// Workgroups along x.
     pub x: u32,
     /// Tokens covered by one workgroup along y (0: one workgroup in y whatever the batch).
@@ -135,7 +132,7 @@ impl Spec {
             &mut self.bindings,
             &[(5, Binding::Texture), (6, Binding::ReadWrite)],
         );
-        self.bindings.push((7, Binding::Uniform));
+        self.bindings.push(slot(7, "LOGITS", Binding::Uniform));
         self.defs = self.defs.flag("MEMTEX", true);
         self
     }
@@ -144,15 +141,19 @@ impl Spec {
     /// W_r RMSNorm_ffn(h~) from the same normalised input: W_r as an rgba32uint texture
     /// [K + 1 rows, cols / 4 texels] of f32 bits (binding 5), the logits out to binding 6.
     pub fn with_router(mut self, k: usize) -> Spec {
-        self.bindings
-            .extend([(5, Binding::Texture), (6, Binding::ReadWrite)]);
+        self.bindings.extend([
+            slot(5, "WR", Binding::Texture),
+            slot(6, "RL", Binding::ReadWrite),
+        ]);
         self.defs = self.defs.flag("ROUTER", true).set("RK1", k + 1);
         self
     }
 
     /// Whether binding `i` is a texture.
     pub fn texture_at(&self, i: u32) -> bool {
-        self.bindings.contains(&(i, Binding::Texture))
+        self.bindings
+            .iter()
+            .any(|s| s.index == i && s.kind == Binding::Texture)
     }
 
     pub fn y_groups(&self, n_tok: u32) -> u32 {
@@ -161,10 +162,10 @@ impl Spec {
 }
 
 /// Give the bindings numbered in `changes` their new kind (a binding not present stays absent).
-fn retype(bindings: &mut [(u32, Binding)], changes: &[(u32, Binding)]) {
+fn retype(bindings: &mut [Slot], changes: &[(u32, Binding)]) {
     for b in bindings.iter_mut() {
-        if let Some(&(_, kind)) = changes.iter().find(|c| c.0 == b.0) {
-            b.1 = kind;
+        if let Some(&(_, kind)) = changes.iter().find(|c| c.0 == b.index) {
+            b.kind = kind;
         }
     }
 }
@@ -188,24 +189,28 @@ impl Matmul {
         }
     }
 
-    pub fn bindings(&self) -> Vec<(u32, Binding)> {
+    /// step, weights W, input X, [norm gamma G], output Y, then the epilogue's own.
+    pub fn bindings(&self) -> Vec<Slot> {
         let mut b = vec![
-            (0, Binding::Uniform),
-            (1, Binding::Read),
-            (2, Binding::Read),
+            slot(0, "step", Binding::Uniform),
+            slot(1, "W", Binding::Read),
+            slot(2, "X", Binding::Read),
         ];
         if self.norm.is_some() {
-            b.push((3, Binding::Read));
+            b.push(slot(3, "G", Binding::Read));
         }
-        b.push((4, Binding::ReadWrite));
+        b.push(slot(4, "Y", Binding::ReadWrite));
         if matches!(self.epi, Epilogue::ResidualMemory { .. }) {
-            b.extend([(5, Binding::Read), (6, Binding::Read)]);
+            b.extend([
+                slot(5, "MEM", Binding::Read),
+                slot(6, "ALPHA", Binding::Read),
+            ]);
         }
         if matches!(self.epi, Epilogue::Qkv { .. }) {
             b.extend([
-                (5, Binding::ReadWrite),
-                (6, Binding::ReadWrite),
-                (7, Binding::Read),
+                slot(5, "KC", Binding::ReadWrite),
+                slot(6, "VC", Binding::ReadWrite),
+                slot(7, "ROPE", Binding::Read),
             ]);
         }
         b
@@ -316,18 +321,16 @@ impl Matmul {
         self.decode_tuned(true)
     }
 
-    /// A batch of tokens (matmul.wgsl): each lane a tile of PREFILL_TPL tokens x
-    /// 4 * PREFILL_GR rows.
-    /// (Store, the LM head, needs only the last token: the decoder uses `decode` for it.)
+    /// A batch of tokens (matmul.wgsl) with the default tile: see `prefill_tiled`.
     pub fn prefill(&self) -> Spec {
-        // TIDE_PREFILL_TILE=GR,TPL,WG overrides the tile (for tuning on a new adapter).
-        let (gr, tpl, wg) = std::env::var("TIDE_PREFILL_TILE")
-            .ok()
-            .and_then(|v| {
-                let n: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-                (n.len() == 3 && n.iter().all(|&x| x > 0)).then(|| (n[0] as usize, n[1], n[2]))
-            })
-            .unwrap_or((PREFILL_GR, PREFILL_TPL, PREFILL_WG));
+        self.prefill_tiled(PrefillTile::default())
+    }
+
+    /// A batch of tokens (matmul.wgsl): each lane a tile of `tile.tokens_per_lane` tokens x
+    /// 4 * `tile.groups` rows, `tile.lanes` lanes per workgroup.
+    /// (Store, the LM head, needs only the last token: the decoder uses `decode` for it.)
+    pub fn prefill_tiled(&self, tile: PrefillTile) -> Spec {
+        let (gr, tpl, wg) = (tile.groups, tile.tokens_per_lane, tile.lanes);
         // The fused memory term repeats a K-long loop in each of the tile's GR x TPL
         // epilogues; at the full tile, K >= 8 took lavapipe's LLVM minutes to compile (its
         // coroutine pass), so TIDE's down projection uses a smaller tile.
@@ -362,12 +365,12 @@ pub fn attention(head_dim: usize, n_heads: usize, n_kv_heads: usize, ctx: usize)
             .set("GROUP", n_heads / n_kv_heads)
             .set("CTX", ctx),
         bindings: vec![
-            (0, Binding::Uniform),
-            (1, Binding::Read),
-            (2, Binding::Read),
-            (3, Binding::Read),
-            (4, Binding::ReadWrite),
-            (5, Binding::ReadWrite),
+            slot(0, "step", Binding::Uniform),
+            slot(1, "Q", Binding::Read),
+            slot(2, "KC", Binding::Read),
+            slot(3, "VC", Binding::Read),
+            slot(4, "S", Binding::ReadWrite),
+            slot(5, "O", Binding::ReadWrite),
         ],
         x: n_heads as u32,
         tokens_per_y: 1,
@@ -417,10 +420,10 @@ pub fn embed(dtype: DType, cols: usize, row0: usize, rows: usize) -> Spec {
             .set("ROW0", row0)
             .set("ROWS", rows),
         bindings: vec![
-            (0, Binding::Uniform),
-            (1, Binding::Read),
-            (2, Binding::Read),
-            (3, Binding::ReadWrite),
+            slot(0, "step", Binding::Uniform),
+            slot(1, "W", Binding::Read),
+            slot(2, "IDS", Binding::Read),
+            slot(3, "H", Binding::ReadWrite),
         ],
         x: (cols / 32).div_ceil(64) as u32,
         tokens_per_y: 1,
@@ -433,12 +436,12 @@ pub fn top_k(k: usize, vocab: usize) -> Spec {
         entry: "topk",
         defs: Defines::new().set("K", k).set("VOCAB", vocab),
         bindings: vec![
-            (0, Binding::Uniform),
-            (1, Binding::ReadWrite),
-            (2, Binding::Read),
-            (3, Binding::ReadWrite),
-            (4, Binding::ReadWrite),
-            (5, Binding::ReadWrite),
+            slot(0, "step", Binding::Uniform),
+            slot(1, "L", Binding::ReadWrite),
+            slot(2, "PEN", Binding::Read),
+            slot(3, "SV", Binding::ReadWrite),
+            slot(4, "SI", Binding::ReadWrite),
+            slot(5, "OUT", Binding::ReadWrite),
         ],
         x: 1,
         tokens_per_y: 0,
@@ -451,9 +454,9 @@ pub fn penalize(vocab: usize, n_pen: usize) -> Spec {
         entry: "penalize",
         defs: Defines::new().set("K", 1).set("VOCAB", vocab),
         bindings: vec![
-            (0, Binding::Uniform),
-            (1, Binding::ReadWrite),
-            (2, Binding::Read),
+            slot(0, "step", Binding::Uniform),
+            slot(1, "L", Binding::ReadWrite),
+            slot(2, "PEN", Binding::Read),
         ],
         x: (n_pen as u32).div_ceil(64).max(1),
         tokens_per_y: 0,
@@ -473,10 +476,10 @@ pub fn memory_rows(dtype: DType, cols: usize, k: usize, eps: f32, normalized: bo
             .set("EPS", format!("{eps:e}"))
             .flag("NORMALIZED", normalized),
         bindings: vec![
-            (0, Binding::Uniform),
-            (1, Binding::Read),
-            (2, Binding::Read),
-            (3, Binding::ReadWrite),
+            slot(0, "step", Binding::Uniform),
+            slot(1, "W", Binding::Read),
+            slot(2, "GAMMA", Binding::Read),
+            slot(3, "MEM", Binding::ReadWrite),
         ],
         x: k as u32,
         tokens_per_y: 1,
@@ -511,11 +514,11 @@ pub fn router(cols: usize, k: usize, eps: f32) -> Spec {
             .set("KP2", k + 2)
             .set("EPS", format!("{eps:e}")),
         bindings: vec![
-            (0, Binding::Uniform),
-            (1, Binding::Read),
-            (2, Binding::Read),
-            (3, Binding::Read),
-            (4, Binding::ReadWrite),
+            slot(0, "step", Binding::Uniform),
+            slot(1, "WR", Binding::Read),
+            slot(2, "X", Binding::Read),
+            slot(3, "G", Binding::Read),
+            slot(4, "A", Binding::ReadWrite),
         ],
         x: 1,
         tokens_per_y: 1,

@@ -1,17 +1,7 @@
-use crate::error::{Error, Result};
+use std::path::PathBuf;
 
-#[derive(Debug, Clone, Default)]
-pub struct GpuOptions {
-    /// Ignore shader-f16 even when the adapter has it (exercise the portable path).
-    pub no_f16: bool,
-    /// Pretend storage bindings hold at most this many bytes (tests the splitting of large
-    /// tensors on an adapter whose real limit is larger).
-    pub max_binding: Option<u64>,
-    /// Weights in textures (true) or storage buffers (false); None: textures on CPU adapters,
-    /// where they are much faster to read, buffers elsewhere. TIDE_WEIGHTS=texture|buffer
-    /// overrides None.
-    pub weight_textures: Option<bool>,
-}
+use crate::error::{Error, Result};
+use crate::options::GpuOptions;
 
 /// The device and what it can do, queried once at start-up.
 pub struct GpuContext {
@@ -25,18 +15,76 @@ pub struct GpuContext {
     pub weight_textures: bool,
     /// Some(8) when the adapter has subgroup operations at that one fixed size (enabled).
     pub subgroup_size: Option<u32>,
+    /// Shaders are read from this folder instead of the embedded copies (GpuOptions).
+    pub shader_dir: Option<PathBuf>,
     /// Errors the device raised outside an error scope (validation, out of memory, loss);
     /// reported by the next `wait` instead of wgpu's default panic.
     errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    if let Some(b) = backends {
+        desc.backends = b;
+    }
+    wgpu::Instance::new(desc)
+}
+
+/// How much we would rather run on an adapter: a hardware GPU, then a CPU adapter behind
+/// Vulkan/Metal/DX12 (lavapipe: a few times slower than a GPU, well ahead of the CPU
+/// reference), then a software OpenGL renderer (llvmpipe through GL compiles every shader
+/// cold and decoded ~40x slower than the CPU reference here). None: not for compute.
+pub fn adapter_rank(
+    backend: wgpu::Backend,
+    device_type: wgpu::DeviceType,
+    name: &str,
+) -> Option<u8> {
+    let software = device_type == wgpu::DeviceType::Cpu || {
+        let n = name.to_lowercase();
+        ["llvmpipe", "softpipe", "swiftshader", "software"]
+            .iter()
+            .any(|s| n.contains(s))
+    };
+    match (backend, software) {
+        (wgpu::Backend::Noop, _) => None,
+        (wgpu::Backend::Gl, true) => Some(0),
+        (_, true) => Some(1),
+        (wgpu::Backend::Gl, false) => Some(2),
+        (_, false) => Some(3),
+    }
+}
+
+fn rank_of(info: &wgpu::AdapterInfo) -> Option<u8> {
+    adapter_rank(info.backend, info.device_type, &info.name)
 }
 
 impl GpuContext {
+    /// Open the best adapter (see `adapter_rank`); natively every adapter is looked at, in
+    /// the browser the one WebGPU offers.
     pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
-        let inst = instance();
+        let inst = instance(opts.backends);
+        let hint = "use --backend cpu, or install a Vulkan driver (e.g. mesa-vulkan-drivers, which has lavapipe)";
+        #[cfg(not(target_arch = "wasm32"))]
+        let adapter = {
+            let mut all = inst.enumerate_adapters(wgpu::Backends::all()).await;
+            all.retain(|a| rank_of(&a.get_info()).is_some());
+            // Highest rank first; among equals, the order wgpu listed them.
+            all.sort_by_key(|a| std::cmp::Reverse(rank_of(&a.get_info())));
+            let best = all
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Gpu(format!("no GPU adapter found; {hint}")))?;
+            let info = best.get_info();
+            // Software OpenGL only when asked for (GpuOptions::allow_software_gl).
+            if rank_of(&info) == Some(0) && !opts.allow_software_gl {
+                return Err(Error::Gpu(format!(
+                    "the only adapter is {} on software OpenGL, far slower than the CPU reference (shaders compile cold, ~5 tok/s); {hint}",
+                    info.name
+                )));
+            }
+            best
+        };
+        #[cfg(target_arch = "wasm32")]
         let adapter = inst
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
@@ -45,7 +93,7 @@ impl GpuContext {
                 apply_limit_buckets: false,
             })
             .await
-            .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); use --backend cpu, or install a Vulkan driver (e.g. mesa-vulkan-drivers)")))?;
+            .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); {hint}")))?;
         Self::from_adapter(adapter, opts).await
     }
 
@@ -64,13 +112,13 @@ impl GpuContext {
         }
         // Subgroup operations, where the adapter has them at the one size the kernels use, 8
         // (lavapipe on AVX2: a subgroup is one SIMD row): the CPU-adapter prefill matmul and
-        // attention share fetches across a subgroup (`Spec::with_subgroups`). TIDE_SUBGROUPS=off
-        // keeps them off.
+        // attention share fetches across a subgroup (`Spec::with_subgroups`), unless the
+        // options turn them off.
         let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == 8
             && info.subgroup_max_size == 8
-            && std::env::var("TIDE_SUBGROUPS").as_deref() != Ok("off"))
-        .then_some(8);
+            && opts.subgroups)
+            .then_some(8);
         if subgroup_size.is_some() {
             features |= wgpu::Features::SUBGROUP;
         }
@@ -80,15 +128,9 @@ impl GpuContext {
         if let Some(m) = opts.max_binding {
             used.max_storage_buffer_binding_size = used.max_storage_buffer_binding_size.min(m);
         }
-        let weight_textures = match (
-            opts.weight_textures,
-            std::env::var("TIDE_WEIGHTS").as_deref(),
-        ) {
-            (Some(v), _) => v,
-            (None, Ok("texture")) => true,
-            (None, Ok("buffer")) => false,
-            _ => info.device_type == wgpu::DeviceType::Cpu,
-        };
+        let weight_textures = opts
+            .weight_textures
+            .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tide"),
@@ -121,6 +163,7 @@ impl GpuContext {
             timestamps,
             weight_textures,
             subgroup_size,
+            shader_dir: opts.shader_dir.clone(),
         })
     }
 
@@ -152,6 +195,15 @@ impl GpuContext {
         self.take_error()
     }
 
+    /// Let the device make progress so map_async callbacks run: natively wait for the queue;
+    /// in the browser the event loop does it, so this only reports errors and never blocks.
+    pub fn drive(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.wait();
+        #[cfg(target_arch = "wasm32")]
+        return self.take_error();
+    }
+
     /// The first error the device raised since the last check, if any.
     pub fn take_error(&self) -> Result<()> {
         let mut v = self
@@ -167,8 +219,8 @@ impl GpuContext {
 }
 
 /// Every adapter wgpu can see, with its limits and features (for `tide devices`).
-pub fn adapters_summary() -> Vec<serde_json::Value> {
-    let inst = instance();
+pub fn adapters_summary(backends: Option<wgpu::Backends>) -> Vec<serde_json::Value> {
+    let inst = instance(backends);
     let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
     adapters
         .iter()

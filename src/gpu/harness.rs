@@ -3,7 +3,8 @@
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
-use super::shader::{Binding, Defines, Kernel};
+use super::kernel::{Binding, Kernel, Slot};
+use super::shader::Defines;
 use super::upload::{weight_texture, Storage};
 use crate::error::{Error, Result};
 
@@ -34,12 +35,12 @@ pub fn time(
     shader: &str,
     entry: &str,
     defs: &Defines,
-    bindings: &[(u32, Binding)],
+    bindings: &[Slot],
     data: &[Data],
     groups: (u32, u32, u32),
     reps: usize,
 ) -> Result<f64> {
-    let (k, _bufs, bind) = prepare(ctx, shader, entry, defs, bindings, data)?;
+    let (k, _bufs, bind) = prepare(ctx, shader, entry, defs, bindings, data, None)?;
     let mut best = f64::MAX;
     for _ in 0..9 {
         best = best.min(time_once(ctx, &k, &bind, groups, reps)?);
@@ -65,17 +66,15 @@ pub fn time_ab(
     ctx: &GpuContext,
     shader: &str,
     entry: &str,
-    bindings: &[(u32, Binding)],
+    bindings: &[Slot],
     data: &[Data],
     reps: usize,
     rounds: usize,
     variants: [Variant; 2],
 ) -> Result<(f64, f64)> {
-    let build = |v: &Variant| match v.shader_dir {
-        Some(dir) => super::shader::with_shader_dir(dir, || {
-            prepare(ctx, shader, entry, v.defs, bindings, data)
-        }),
-        None => prepare(ctx, shader, entry, v.defs, bindings, data),
+    let build = |v: &Variant| {
+        let dir = v.shader_dir.map(std::path::Path::new);
+        prepare(ctx, shader, entry, v.defs, bindings, data, dir)
     };
     let (ka, _bufs_a, bind_a) = build(&variants[0])?;
     let (kb, _bufs_b, bind_b) = build(&variants[1])?;
@@ -116,8 +115,9 @@ fn prepare(
     shader: &str,
     entry: &str,
     defs: &Defines,
-    bindings: &[(u32, Binding)],
+    bindings: &[Slot],
     data: &[Data],
+    dir: Option<&std::path::Path>,
 ) -> Result<(Kernel, Vec<Storage>, wgpu::BindGroup)> {
     if bindings.len() != data.len() {
         return Err(Error::Input(format!(
@@ -127,18 +127,23 @@ fn prepare(
         )));
     }
     let layout = Kernel::layout_for(&ctx.device, bindings);
-    let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings)?;
+    let dir = dir.or(ctx.shader_dir.as_deref());
+    let k = Kernel::build(&ctx.device, shader, entry, defs, &layout, bindings, dir)?;
     let bufs = buffers(ctx, bindings, data)?;
-    let res: Vec<wgpu::BindingResource> = bufs.iter().map(|b| b.resource()).collect();
-    let bind = k.bind(&ctx.device, &res);
+    let named: Vec<(&str, wgpu::BindingResource)> = bindings
+        .iter()
+        .zip(&bufs)
+        .map(|(s, b)| (s.name, b.resource()))
+        .collect();
+    let bind = k.bind(&ctx.device, &named)?;
     Ok((k, bufs, bind))
 }
 
-fn buffers(ctx: &GpuContext, bindings: &[(u32, Binding)], data: &[Data]) -> Result<Vec<Storage>> {
+fn buffers(ctx: &GpuContext, bindings: &[Slot], data: &[Data]) -> Result<Vec<Storage>> {
     bindings
         .iter()
         .zip(data)
-        .map(|(&(_, kind), d)| {
+        .map(|(&Slot { kind, .. }, d)| {
             if kind == Binding::Texture {
                 let words: &[u32] = bytemuck::cast_slice(d.bytes());
                 return Ok(Storage::Texture(weight_texture(ctx, "weights", words)?));
@@ -167,11 +172,11 @@ pub fn run(
     shader: &str,
     entry: &str,
     defs: &Defines,
-    bindings: &[(u32, Binding)],
+    bindings: &[Slot],
     data: &[Data],
     groups: (u32, u32, u32),
 ) -> Result<Vec<Vec<u32>>> {
-    let (k, bufs, bind) = prepare(ctx, shader, entry, defs, bindings, data)?;
+    let (k, bufs, bind) = prepare(ctx, shader, entry, defs, bindings, data, None)?;
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut p = enc.begin_compute_pass(&Default::default());
@@ -180,7 +185,7 @@ pub fn run(
         p.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
     let mut reads = Vec::new();
-    for (b, &(_, kind)) in bufs.iter().zip(bindings) {
+    for (b, &Slot { kind, .. }) in bufs.iter().zip(bindings) {
         if let (Binding::ReadWrite, Storage::Buffer(b)) = (kind, b) {
             let r = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,

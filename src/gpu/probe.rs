@@ -2,10 +2,14 @@
 //! of a dispatch, both timed with the kernel harness.
 use super::context::GpuContext;
 use super::harness::{time, Data};
-use super::shader::{Binding, Defines};
+use super::kernel::{slot, Binding, Slot};
+use super::shader::Defines;
 use crate::error::Result;
 
-const BINDINGS: [(u32, Binding); 2] = [(0, Binding::Read), (1, Binding::ReadWrite)];
+const BINDINGS: [Slot; 2] = [
+    slot(0, "A", Binding::Read),
+    slot(1, "B", Binding::ReadWrite),
+];
 
 /// Read+write bandwidth of a storage-to-storage copy kernel over `bytes`, in GB/s
 /// (bytes read + bytes written, per second), best of the harness's repeats.

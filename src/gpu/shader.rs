@@ -1,6 +1,8 @@
-//! WGSL sources (embedded), a small preprocessor (#include, #if/#else/#endif, {{KEY}}), and
-//! compiled kernels: a pipeline plus the explicit bind-group layout its variants share.
+//! WGSL sources (embedded, or read from a folder) and a small preprocessor (#include,
+//! #if/#else/#endif, #for, {{KEY}}) that expands one variant of a shader. kernel.rs compiles it.
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
@@ -61,36 +63,11 @@ impl Defines {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-thread_local! {
-    static SHADER_DIR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Run `f` with shaders read from `dir` on this thread (a development aid, like
-/// TIDE_SHADER_DIR, which it overrides): the kernel bench's A/B mode builds one variant of a
-/// kernel from the embedded shaders and one from edited copies, in the same process.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn with_shader_dir<T>(dir: &str, f: impl FnOnce() -> T) -> T {
-    // Restores the previous folder when dropped, also if `f` panics.
-    struct Restore(Option<String>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let old = self.0.take();
-            SHADER_DIR.with(|d| *d.borrow_mut() = old);
-        }
-    }
-    let _restore = Restore(SHADER_DIR.with(|d| d.replace(Some(dir.to_string()))));
-    f()
-}
-
-fn source(name: &str) -> Result<std::borrow::Cow<'static, str>> {
-    // Development aid: read shaders from a folder instead of the embedded copies.
-    #[cfg(not(target_arch = "wasm32"))]
-    if let Some(dir) = SHADER_DIR
-        .with(|d| d.borrow().clone())
-        .or_else(|| std::env::var("TIDE_SHADER_DIR").ok())
-    {
-        let p = std::path::Path::new(&dir).join(format!("{name}.wgsl"));
+/// A shader's text: from `dir` when given (a development aid: edit shaders without rebuilding),
+/// else the copy compiled into the binary.
+fn source(name: &str, dir: Option<&Path>) -> Result<Cow<'static, str>> {
+    if let Some(dir) = dir {
+        let p = dir.join(format!("{name}.wgsl"));
         return std::fs::read_to_string(&p)
             .map(Into::into)
             .map_err(|e| Error::Gpu(format!("{}: {e}", p.display())));
@@ -104,9 +81,9 @@ fn source(name: &str) -> Result<std::borrow::Cow<'static, str>> {
 
 /// Expand one shader: substitutions first (so includes can be chosen by a define), then
 /// conditionals and includes, recursively.
-pub fn preprocess(name: &str, defs: &Defines) -> Result<String> {
+pub fn preprocess(name: &str, defs: &Defines, dir: Option<&Path>) -> Result<String> {
     let mut out = String::new();
-    expand(name, defs, &mut out, 0)?;
+    expand(name, defs, dir, &mut out, 0)?;
     Ok(out)
 }
 
@@ -131,13 +108,19 @@ fn substitute(line: &str, defs: &Defines, name: &str) -> Result<String> {
     Ok(s)
 }
 
-fn expand(name: &str, defs: &Defines, out: &mut String, depth: u32) -> Result<()> {
+fn expand(
+    name: &str,
+    defs: &Defines,
+    dir: Option<&Path>,
+    out: &mut String,
+    depth: u32,
+) -> Result<()> {
     if depth > 8 {
         return Err(Error::Gpu(format!("{name}: includes nested too deep")));
     }
-    let src = source(name)?;
+    let src = source(name, dir)?;
     let lines: Vec<&str> = src.lines().collect();
-    expand_lines(name, &lines, defs, out, depth)
+    expand_lines(name, &lines, defs, dir, out, depth)
 }
 
 /// `#for K in 0..N` ... `#endfor` repeats its body N times with {{K}} = 0..N-1 (N may be a
@@ -146,6 +129,7 @@ fn expand_lines(
     name: &str,
     lines: &[&str],
     defs: &Defines,
+    dir: Option<&Path>,
     out: &mut String,
     depth: u32,
 ) -> Result<()> {
@@ -209,7 +193,7 @@ fn expand_lines(
                 .ok_or_else(|| Error::Gpu(format!("{name}: bad #for range '{range}'")))?;
             for k in 0..n {
                 let d = defs.clone().set(var.trim(), k);
-                expand_lines(name, body, &d, out, depth)?;
+                expand_lines(name, body, &d, dir, out, depth)?;
             }
             continue;
         }
@@ -218,7 +202,7 @@ fn expand_lines(
         }
         let line = substitute(raw, defs, name)?;
         if let Some(inc) = line.trim().strip_prefix("#include ") {
-            expand(inc.trim().trim_matches('"'), defs, out, depth + 1)?;
+            expand(inc.trim().trim_matches('"'), defs, dir, out, depth + 1)?;
             continue;
         }
         out.push_str(&line);
@@ -228,149 +212,4 @@ fn expand_lines(
         return Err(Error::Gpu(format!("{name}: unclosed #if")));
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binding {
-    Uniform,
-    Read,
-    ReadWrite,
-    /// Weights in an rgba32uint texture (see `weight_texture`).
-    Texture,
-}
-
-/// A compiled entry point and the layout of its bindings (0..n in order).
-pub struct Kernel {
-    /// "shader:entry [defines that tell variants apart]", for profiles and messages.
-    pub label: String,
-    pub pipeline: wgpu::ComputePipeline,
-    pub layout: wgpu::BindGroupLayout,
-    pub bindings: Vec<(u32, Binding)>,
-}
-
-impl Kernel {
-    pub fn layout_for(device: &wgpu::Device, bindings: &[(u32, Binding)]) -> wgpu::BindGroupLayout {
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
-            .iter()
-            .map(|&(b, kind)| wgpu::BindGroupLayoutEntry {
-                binding: b,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: match kind {
-                    Binding::Uniform => wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    Binding::Texture => wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Uint,
-                        view_dimension: wgpu::TextureViewDimension::D2,
-                        multisampled: false,
-                    },
-                    Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage {
-                            read_only: matches!(kind, Binding::Read),
-                        },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                },
-                count: None,
-            })
-            .collect();
-        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: None,
-            entries: &entries,
-        })
-    }
-
-    /// Compile `entry` of shader `name` with `defs`, on an existing layout (variants share it).
-    pub fn build(
-        device: &wgpu::Device,
-        name: &str,
-        entry: &str,
-        defs: &Defines,
-        layout: &wgpu::BindGroupLayout,
-        bindings: &[(u32, Binding)],
-    ) -> Result<Kernel> {
-        let src = preprocess(name, defs)?;
-        // Validate with naga first so a bad shader is an error, not a device panic.
-        let module = naga::front::wgsl::parse_str(&src).map_err(|e| {
-            Error::Gpu(format!(
-                "shader {name} ({defs:?}): {}",
-                e.emit_to_string(&src)
-            ))
-        })?;
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .map_err(|e| {
-            Error::Gpu(format!(
-                "shader {name} ({defs:?}): {}",
-                e.emit_to_string(&src)
-            ))
-        })?;
-        let sm = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        });
-        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: None,
-            bind_group_layouts: &[Some(layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(name),
-            layout: Some(&pl),
-            module: &sm,
-            entry_point: Some(entry),
-            // Every kernel writes its workgroup memory before reading it; skipping the zero fill
-            // saves a pass over it at every workgroup start.
-            compilation_options: wgpu::PipelineCompilationOptions {
-                zero_initialize_workgroup_memory: false,
-                ..Default::default()
-            },
-            cache: None,
-        });
-        let tag: Vec<String> = defs
-            .0
-            .iter()
-            .filter(|(k, v)| *v == "1" || *k == "QUANT" || *k == "T")
-            .map(|(k, v)| {
-                if v == "1" {
-                    k.clone()
-                } else {
-                    format!("{k}={v}")
-                }
-            })
-            .collect();
-        Ok(Kernel {
-            label: format!("{name}:{entry} [{}]", tag.join(" ")),
-            pipeline,
-            layout: layout.clone(),
-            bindings: bindings.to_vec(),
-        })
-    }
-
-    pub fn bind(
-        &self,
-        device: &wgpu::Device,
-        buffers: &[wgpu::BindingResource<'_>],
-    ) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = self
-            .bindings
-            .iter()
-            .zip(buffers)
-            .map(|(&(b, _), r)| wgpu::BindGroupEntry {
-                binding: b,
-                resource: r.clone(),
-            })
-            .collect();
-        device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &self.layout,
-            entries: &entries,
-        })
-    }
 }

@@ -1,8 +1,8 @@
-//! TIDE memory: K token-indexed tables (stored f32/f16/8-bit/4-bit, raw + gamma or
-//! pre-normalised), per-layer routers, and the host-side row work shared by both backends.
-//! docs/format.md describes the tensors and metadata.
+//! The row store: where a TIDE memory row comes from and how it is laid out for the kernels.
+//! Today the tables are memory-mapped (or embedded) and a step's rows are copied out of them
+//! (rows.rs); the tables themselves, their metadata and checks are model/tide.rs's.
+//! docs/architecture.md follows one row from disk to the kernel.
 mod rows;
-mod tables;
 
+pub use crate::model::tide::{TideMemory, MAX_K};
 pub use rows::{block_rows, gather_raw_rows};
-pub use tables::{TideMemory, MAX_K};

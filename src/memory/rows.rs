@@ -1,7 +1,7 @@
 //! A token's memory rows: M_k(v) = RMSNorm(E_k[v]) * gamma_k on the host (the CPU reference),
 //! and the raw stored rows the GPU gather kernel decodes (streamed per step, so the tables stay
 //! in host memory or the memory-mapped file).
-use super::TideMemory;
+use crate::model::TideMemory;
 
 /// The K block outputs of token `v`, [K * dim], f32.
 pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) {

@@ -2,7 +2,8 @@
 //! memory blocks trained by train/; models/README.md says on what and how).
 use super::blob::Blob;
 use super::llama::Model;
-use super::safetensors::{index_file, model_from_parts, TensorSet};
+use super::safetensors::{index_file, model_from_parts};
+use super::tensor::TensorSet;
 use crate::error::{format_err, Result};
 
 pub const DEFAULT_MODEL: &str = "embedded:tide-k4";

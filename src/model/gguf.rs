@@ -1,10 +1,14 @@
-//! GGUF v2/v3 reader (llama.cpp's model format). Every count, length and offset read from the
-//! header is checked against the bytes actually present before anything is allocated.
+//! GGUF v2/v3 (llama.cpp's model format): the reader, where every count, length and offset read
+//! from the header is checked against the bytes actually present before anything is allocated,
+//! and the binding of a parsed file's tensors and metadata to a Model (TIDE tensors included).
 use std::collections::HashMap;
 
 use super::blob::Blob;
+use super::config::Config;
 use super::dtype::DType;
-use super::tensor::TensorInfo;
+use super::llama::{Layer, Model};
+use super::tensor::{TensorInfo, TensorSet, Weight};
+use super::tokenizer::TokenizerInfo;
 use crate::error::{format_err, Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -338,4 +342,133 @@ impl GgufFile {
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
     }
+}
+
+impl Model {
+    /// Bind a parsed GGUF file (architecture "llama") to a model.
+    pub fn from_gguf(g: GgufFile) -> Result<Model> {
+        let file = g.name.clone();
+        let fmt = |m: String| crate::error::format_err(&file, m);
+        let arch = g
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| fmt("missing general.architecture".into()))?
+            .to_string();
+        if arch != "llama" {
+            return Err(fmt(format!(
+                "architecture '{arch}' is not supported (only 'llama')"
+            )));
+        }
+        let u = |k: &str| -> Result<usize> {
+            g.get(&format!("{arch}.{k}"))
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| fmt(format!("missing or non-integer metadata {arch}.{k}")))
+        };
+        let f = |k: &str, default: f64| -> f64 {
+            g.get(&format!("{arch}.{k}"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(default)
+        };
+        let find = |name: &str| -> Option<Weight> {
+            g.tensors.iter().find(|t| t.name == name).map(|t| Weight {
+                info: t.clone(),
+                blob: g.blob.clone(),
+            })
+        };
+        let need = |name: &str| -> Result<Weight> {
+            find(name).ok_or_else(|| Error::MissingTensor {
+                file: file.clone(),
+                tensor: name.to_string(),
+            })
+        };
+        let dim = u("embedding_length")?;
+        let n_heads = u("attention.head_count")?;
+        let n_kv_heads = u("attention.head_count_kv").unwrap_or(n_heads);
+        let token_embd = need("token_embd.weight")?;
+        let vocab = g
+            .get(&format!("{arch}.vocab_size"))
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .unwrap_or(token_embd.rows());
+        let head_dim = match g
+            .get(&format!("{arch}.attention.key_length"))
+            .and_then(|v| v.as_u64())
+        {
+            Some(v) => v as usize,
+            None if n_heads > 0 => dim / n_heads,
+            None => 0,
+        };
+        let config = Config {
+            vocab,
+            dim,
+            n_layers: u("block_count")?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            ffn_dim: u("feed_forward_length")?,
+            rope_theta: f("rope.freq_base", 10000.0) as f32,
+            eps: f("attention.layer_norm_rms_epsilon", 1e-5) as f32,
+            ctx_len: u("context_length").unwrap_or(2048),
+            rope_layout: super::config::RopeLayout::Adjacent,
+        };
+        config.validate(&file)?;
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let t = |s: &str| need(&format!("blk.{i}.{s}.weight"));
+            layers.push(Layer {
+                attn_norm: t("attn_norm")?,
+                wq: t("attn_q")?,
+                wk: t("attn_k")?,
+                wv: t("attn_v")?,
+                wo: t("attn_output")?,
+                ffn_norm: t("ffn_norm")?,
+                w_gate: t("ffn_gate")?,
+                w_up: t("ffn_up")?,
+                w_down: t("ffn_down")?,
+            });
+        }
+        let tokenizer = TokenizerInfo::from_gguf(&g)?;
+        let set = tide_set_of_gguf(&g);
+        let memory = super::tide::TideMemory::from_set(&file, &set, &config)?;
+        let model = Model {
+            source: file.clone(),
+            config,
+            output_norm: need("output_norm.weight")?,
+            lm_head: find("output.weight"),
+            token_embd,
+            layers,
+            tokenizer,
+            memory,
+            token_counts: None,
+        };
+        model.validate()?;
+        Ok(model)
+    }
+}
+
+/// TIDE tensors and `tide.*` metadata of a GGUF file (memory rows in native GGUF types).
+fn tide_set_of_gguf(g: &GgufFile) -> TensorSet {
+    let mut set = TensorSet::default();
+    for t in g.tensors.iter().filter(|t| t.name.starts_with("tide.")) {
+        set.weights.insert(
+            t.name.clone(),
+            Weight {
+                info: t.clone(),
+                blob: g.blob.clone(),
+            },
+        );
+    }
+    for (k, v) in g.metadata.iter().filter(|(k, _)| k.starts_with("tide.")) {
+        let s = v
+            .as_str()
+            .map(String::from)
+            .or_else(|| v.as_u64().map(|x| x.to_string()))
+            .or_else(|| v.as_f64().map(|x| x.to_string()))
+            .or_else(|| v.as_bool().map(|x| x.to_string()));
+        if let Some(s) = s {
+            set.meta.insert(k.clone(), s);
+        }
+    }
+    set
 }

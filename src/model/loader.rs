@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use super::blob::Blob;
 use super::gguf::GgufFile;
 use super::llama::Model;
-use super::safetensors::{index_file, model_from_parts, TensorSet};
+use super::safetensors::{index_file, model_from_parts};
+use super::tensor::TensorSet;
 use crate::error::{format_err, Error, Result};
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -23,7 +24,7 @@ pub fn attach_memory(model: &mut Model, path: &Path) -> Result<()> {
     let name = path.display().to_string();
     let mut set = TensorSet::default();
     index_file(&name, &Blob::map(path)?, &mut set)?;
-    let mem = crate::memory::TideMemory::from_set(&name, &set, &model.config)?;
+    let mem = super::tide::TideMemory::from_set(&name, &set, &model.config)?;
     if mem.is_none() {
         return Err(format_err(
             &name,

@@ -10,12 +10,14 @@ mod loader;
 pub mod safetensors;
 pub mod synthetic;
 pub mod tensor;
+pub mod tide;
 pub mod tokenizer;
 
 pub use blob::Blob;
 pub use config::{Config, RopeLayout};
 pub use dtype::DType;
-pub use llama::{Layer, Model, Weight};
+pub use llama::{Layer, Model};
 #[cfg(not(target_arch = "wasm32"))]
 pub use loader::{attach_memory, load, MEMORY_FILE};
-pub use tensor::TensorInfo;
+pub use tensor::{RawTensor, TensorInfo, TensorSet, Weight};
+pub use tide::{TideMemory, MAX_K};

@@ -1,37 +1,11 @@
 //! Hugging Face LLaMA checkpoints: config.json + one or more .safetensors files (+ tokenizer.json).
-use std::collections::HashMap;
-
 use super::blob::Blob;
 use super::config::{Config, RopeLayout};
 use super::dtype::DType;
-use super::llama::{Layer, Model, Weight};
-use super::tensor::TensorInfo;
+use super::llama::{Layer, Model};
+use super::tensor::{RawTensor, TensorInfo, TensorSet, Weight};
 use super::tokenizer::TokenizerInfo;
 use crate::error::{format_err, Error, Result};
-
-/// A tensor of a type the weight path does not read (bytes of quantised memory rows, counts).
-#[derive(Debug, Clone)]
-pub struct RawTensor {
-    pub dtype: String,
-    pub shape: Vec<usize>,
-    pub start: usize,
-    pub end: usize,
-    pub blob: Blob,
-}
-
-impl RawTensor {
-    pub fn bytes(&self) -> &[u8] {
-        &self.blob.bytes()[self.start..self.end]
-    }
-}
-
-/// The tensors and header metadata of one or more .safetensors files.
-#[derive(Debug, Default)]
-pub struct TensorSet {
-    pub weights: HashMap<String, Weight>,
-    pub raw: HashMap<String, RawTensor>,
-    pub meta: HashMap<String, String>,
-}
 
 /// Index the tensors of one .safetensors file (header checked by the `safetensors` crate, data
 /// range against the file's size).
@@ -200,7 +174,7 @@ pub fn model_from_tensors(
     tied: bool,
     tokenizer: TokenizerInfo,
 ) -> Result<Model> {
-    let memory = crate::memory::TideMemory::from_set(source, &set, &config)?;
+    let memory = super::tide::TideMemory::from_set(source, &set, &config)?;
     let token_counts = token_counts(source, &set, config.vocab)?;
     let mut tensors = set.weights;
     let mut need = |name: &str| -> Result<Weight> {

@@ -5,8 +5,9 @@ use half::f16;
 use super::blob::Blob;
 use super::config::{Config, RopeLayout};
 use super::dtype::DType;
-use super::llama::{Layer, Model, Weight};
+use super::llama::{Layer, Model};
 use super::tensor::TensorInfo;
+use super::tensor::Weight;
 use super::tokenizer::TokenizerInfo;
 use crate::error::{Error, Result};
 
@@ -197,15 +198,15 @@ pub fn synthetic(name: &str) -> Result<Model> {
 
 /// K random 4-bit tables with unit gammas and random routers for a backbone of config `c`
 /// (benchmarks of the memory's cost; K = 0 gives None).
-pub fn random_memory(c: &Config, k: usize) -> Result<Option<crate::memory::TideMemory>> {
+pub fn random_memory(c: &Config, k: usize) -> Result<Option<super::tide::TideMemory>> {
     if k == 0 {
         return Ok(None);
     }
     // The same bound as memory read from a file, checked before ~16 MB per block is built.
-    if k > crate::memory::MAX_K {
+    if k > super::tide::MAX_K {
         return Err(Error::Input(format!(
             "K = {k} memory blocks exceeds the supported maximum {}",
-            crate::memory::MAX_K
+            super::tide::MAX_K
         )));
     }
     let mut b = Builder {
@@ -243,7 +244,7 @@ pub fn random_memory(c: &Config, k: usize) -> Result<Option<crate::memory::TideM
         );
     }
     let blob = Blob::from_vec(std::mem::take(&mut b.bytes));
-    let mut set = super::safetensors::TensorSet::default();
+    let mut set = super::tensor::TensorSet::default();
     for info in b.infos {
         set.weights.insert(
             info.name.clone(),
@@ -255,5 +256,5 @@ pub fn random_memory(c: &Config, k: usize) -> Result<Option<crate::memory::TideM
     }
     set.meta.insert("tide.k".into(), k.to_string());
     set.meta.insert("tide.rows".into(), "q4_1".into());
-    crate::memory::TideMemory::from_set(&format!("synthetic memory K={k}"), &set, c)
+    super::tide::TideMemory::from_set(&format!("synthetic memory K={k}"), &set, c)
 }

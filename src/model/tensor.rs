@@ -1,4 +1,9 @@
-//! Where a tensor's bytes lie inside a model file, and what they hold.
+//! Tensors as the loaders hand them on: where a tensor's bytes lie inside a model file and what
+//! they hold (TensorInfo), a typed view over them (Weight), raw views of other tensors, and the
+//! set of a file's tensors with its metadata (TensorSet).
+use std::collections::HashMap;
+
+use super::blob::Blob;
 use super::dtype::DType;
 
 #[derive(Debug, Clone)]
@@ -21,4 +26,79 @@ impl TensorInfo {
             .iter()
             .product()
     }
+}
+
+/// A tensor view: metadata plus the blob that holds its bytes.
+#[derive(Debug, Clone)]
+pub struct Weight {
+    pub info: TensorInfo,
+    pub blob: Blob,
+}
+
+impl Weight {
+    pub fn bytes(&self) -> &[u8] {
+        &self.blob.bytes()[self.info.start..self.info.end]
+    }
+    pub fn dtype(&self) -> DType {
+        self.info.dtype
+    }
+    pub fn rows(&self) -> usize {
+        self.info.rows()
+    }
+    pub fn cols(&self) -> usize {
+        self.info.row_len()
+    }
+    /// Row `r` dequantised to f32.
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let rb = self.dtype().row_bytes(self.cols()).unwrap();
+        super::dtype::dequantize(self.dtype(), &self.bytes()[r * rb..(r + 1) * rb], out);
+    }
+    /// The whole tensor dequantised to f32, row-major.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut v = vec![0f32; self.rows() * self.cols()];
+        super::dtype::dequantize(self.dtype(), self.bytes(), &mut v);
+        v
+    }
+}
+
+impl Weight {
+    /// The same tensor re-encoded as f32 (for fusing parts stored in different types).
+    pub fn to_f32_weight(&self) -> Weight {
+        let data: Vec<u8> = self.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect();
+        let n = data.len();
+        Weight {
+            info: TensorInfo {
+                name: self.info.name.clone(),
+                dtype: DType::F32,
+                shape: self.info.shape.clone(),
+                start: 0,
+                end: n,
+            },
+            blob: Blob::from_vec(data),
+        }
+    }
+}
+
+/// A tensor of a type the weight path does not read (bytes of quantised memory rows, counts).
+#[derive(Debug, Clone)]
+pub struct RawTensor {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub start: usize,
+    pub end: usize,
+    pub blob: Blob,
+}
+
+impl RawTensor {
+    pub fn bytes(&self) -> &[u8] {
+        &self.blob.bytes()[self.start..self.end]
+    }
+}
+
+/// The tensors and header metadata of one or more .safetensors files.
+#[derive(Debug, Default)]
+pub struct TensorSet {
+    pub weights: HashMap<String, Weight>,
+    pub raw: HashMap<String, RawTensor>,
+    pub meta: HashMap<String, String>,
 }

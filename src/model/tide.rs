@@ -1,10 +1,10 @@
-//! Binding TIDE tensors (tide.memory.{k}.rows/.gamma, tide.router.{l}.weight) to a model,
-//! with every shape, type and value checked against the backbone.
+//! TIDE metadata and tensors (tide.memory.{k}.rows/.gamma, tide.router.{l}.weight) bound to a
+//! model, with every shape, type and value checked against the backbone.
 use std::collections::HashMap;
 
+use super::TensorSet;
+use super::{Config, DType, TensorInfo, Weight};
 use crate::error::{format_err, Error, Result};
-use crate::model::safetensors::TensorSet;
-use crate::model::{Config, DType, TensorInfo, Weight};
 
 /// Most memory blocks a model may have (the paper goes to 24; the router kernel keeps K+2 partial sums per lane in 8.7 KiB of workgroup memory).
 pub const MAX_K: usize = 32;

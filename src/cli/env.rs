@@ -1,0 +1,57 @@
+//! The one place that reads environment variables: developer switches, mapped onto the
+//! library's `Options` (src/options.rs documents each field). A bad value is an error that
+//! names the variable, not a silent default.
+use anyhow::{bail, Context, Result};
+use tide_gpu::options::{KernelSet, Options, RouterPlacement};
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Fill the switches of `o` from TIDE_WORKGROUPS, TIDE_ROUTER, TIDE_PREFILL_TILE,
+/// TIDE_WEIGHTS, TIDE_SUBGROUPS, TIDE_SHADER_DIR and wgpu's WGPU_BACKEND.
+pub fn apply(o: &mut Options) -> Result<()> {
+    if let Some(v) = var("TIDE_WORKGROUPS") {
+        o.decoder.kernels = match v.as_str() {
+            "big" => KernelSet::CpuAdapter,
+            "many" => KernelSet::Gpu,
+            _ => bail!("TIDE_WORKGROUPS={v}: want big (CPU-adapter kernels) or many (GPU kernels)"),
+        };
+    }
+    if let Some(v) = var("TIDE_ROUTER") {
+        o.decoder.router = match v.as_str() {
+            "separate" => RouterPlacement::Separate,
+            "auto" => RouterPlacement::Auto,
+            _ => bail!("TIDE_ROUTER={v}: want separate or auto"),
+        };
+    }
+    if let Some(v) = var("TIDE_PREFILL_TILE") {
+        o.decoder.prefill_tile = v
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("TIDE_PREFILL_TILE")?;
+    }
+    if let Some(v) = var("TIDE_WEIGHTS") {
+        o.gpu.weight_textures = Some(match v.as_str() {
+            "texture" => true,
+            "buffer" => false,
+            _ => bail!("TIDE_WEIGHTS={v}: want texture or buffer"),
+        });
+    }
+    if let Some(v) = var("TIDE_SUBGROUPS") {
+        o.gpu.subgroups = match v.as_str() {
+            "off" => false,
+            "on" => true,
+            _ => bail!("TIDE_SUBGROUPS={v}: want on or off"),
+        };
+    }
+    if let Some(v) = var("TIDE_SHADER_DIR") {
+        let p = std::path::PathBuf::from(&v);
+        if !p.is_dir() {
+            bail!("TIDE_SHADER_DIR={v}: not a folder");
+        }
+        o.gpu.shader_dir = Some(p);
+    }
+    o.gpu.backends = wgpu::Backends::from_env();
+    Ok(())
+}

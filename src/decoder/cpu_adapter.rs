@@ -1,0 +1,278 @@
+//! What CPU-backed adapters (lavapipe, SwiftShader) get instead of the GPU kernels: they pay
+//! per workgroup, per barrier and per storage load, and fetch a texel as one gather where
+//! storage loads walk the lanes. So one token goes through matvec_rows with x and gamma bound
+//! as uniforms of one row, batches read x rows from texture mirrors of the activations, and
+//! attention reads texture mirrors of the K/V cache (RowCopy keeps the mirrors current).
+use super::plan::{rebind, Named, Op};
+use super::specs::{self, Epilogue, Matmul, Spec};
+use super::tide::FUSED_ONLY;
+use super::{GpuDecoder, KernelSet};
+use crate::error::{Error, Result};
+
+/// Rows of a buffer mirrored into an rgba32uint texture (row r of the texture = row r of the
+/// buffer) right before the op that reads them: the K/V cache rows a batch appended, or a
+/// batch's activations. The buffers stay the source of truth.
+pub(super) struct RowCopy {
+    pub buf: wgpu::Buffer,
+    pub tex: wgpu::Texture,
+    pub row_bytes: u32,
+    /// Rows pos0.. (the cache) rather than 0.. (the batch).
+    pub at_pos: bool,
+    /// Which steps need the copy.
+    pub when: CopyWhen,
+    /// A fixed row count (the K memory rows of one token) instead of the batch's n.
+    pub fixed_rows: Option<u32>,
+}
+
+/// Batches only (one token goes through uniforms), single tokens only, or every step.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum CopyWhen {
+    Always,
+    Batch,
+    Token,
+}
+
+impl RowCopy {
+    pub fn wanted(&self, n: u32) -> bool {
+        match self.when {
+            CopyWhen::Always => true,
+            CopyWhen::Batch => n > 1,
+            CopyWhen::Token => n == 1,
+        }
+    }
+
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, pos0: u32, n: u32) {
+        if !self.wanted(n) {
+            return;
+        }
+        let n = self.fixed_rows.unwrap_or(n);
+        let row = self.row_bytes;
+        let first = if self.at_pos { pos0 } else { 0 };
+        // Rows go in one copy where the row pitch meets the copy alignment, else one by one.
+        let (per, count) = if n == 1 || row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT == 0 {
+            (n, 1)
+        } else {
+            (1, n)
+        };
+        for i in 0..count {
+            let p = first + i * per;
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &self.buf,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: p as u64 * row as u64,
+                        bytes_per_row: (per > 1).then_some(row),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &self.tex,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: p, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width: row / 16,
+                    height: per,
+                    depth_or_array_layers: 1,
+                },
+            );
+        }
+    }
+}
+
+/// A buffer binding cut to its first `bytes` (a uniform of one row).
+fn first_bytes<'a>(r: &wgpu::BindingResource<'a>, bytes: u64) -> wgpu::BindingResource<'a> {
+    match r {
+        wgpu::BindingResource::Buffer(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: b.buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(bytes),
+        }),
+        r => r.clone(),
+    }
+}
+
+/// The bindings without those only the fused single-token kernels have.
+fn unfused<'a>(v: &Named<'a>) -> Named<'a> {
+    v.iter()
+        .filter(|(n, _)| !FUSED_ONLY.contains(n))
+        .cloned()
+        .collect()
+}
+
+impl GpuDecoder {
+    /// CPU-backed adapters pay per workgroup; GPUs want many (DecoderOptions::kernels).
+    pub(super) fn few_big_workgroups(&self) -> bool {
+        match self.opts.kernels {
+            KernelSet::CpuAdapter => true,
+            KernelSet::Gpu => false,
+            KernelSet::Auto => self.ctx.info.device_type == wgpu::DeviceType::Cpu,
+        }
+    }
+
+    /// A row-mirror texture (see RowCopy), on CPU adapters where it fits.
+    pub(super) fn row_texture(
+        &self,
+        label: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Option<wgpu::Texture> {
+        if self.few_big_workgroups() {
+            crate::gpu::row_texture(&self.ctx, label, cols, rows)
+        } else {
+            None
+        }
+    }
+
+    /// The matmul op on a CPU adapter: one token through matvec_rows (x and gamma bound as
+    /// uniforms of one row; the token of a decode step is row 0), batches through `prefill`
+    /// (x from `x_tex` when given). TIDE, fused: gate/up also computes the router logits;
+    /// down takes their softmax and reads the token's memory rows from a texture.
+    pub(super) fn push_matmul_cpu_adapter(
+        &mut self,
+        m: Matmul,
+        named: Named<'_>,
+        prefill: Spec,
+        x_tex: Option<&wgpu::Texture>,
+        fused: bool,
+    ) -> Result<()> {
+        let x_bytes = (m.cols * 4) as u64;
+        let mut rows_spec = m.decode_rows();
+        let mut mem_tex = None;
+        if fused {
+            match (m.epi, &self.memory) {
+                (Epilogue::SwiGlu { .. }, Some(mem)) => {
+                    rows_spec = rows_spec.with_router(mem.host.k)
+                }
+                (Epilogue::ResidualMemory { .. }, Some(mem)) if mem.rows_tex.is_some() => {
+                    rows_spec = rows_spec.memory_in_texture();
+                    mem_tex = mem.rows_tex.clone().map(|t| (t, mem.rows.clone()));
+                }
+                _ => {
+                    return Err(Error::Gpu(format!(
+                        "internal: nothing to fuse the TIDE router into ({:?})",
+                        m.epi
+                    )))
+                }
+            }
+        }
+        let decode = self.variant(&self.weight_reader(rows_spec))?;
+        let prefill = self.variant(&prefill)?;
+        // x and gamma as one row; batches keep memory and alpha as storage and leave out
+        // what only the fused single-token kernels bind.
+        let mut sized = named.clone();
+        for (n, r) in sized.iter_mut() {
+            if *n == "X" || *n == "G" {
+                *r = first_bytes(r, x_bytes);
+            }
+        }
+        let mut copies = Vec::new();
+        let mem_view = mem_tex
+            .as_ref()
+            .map(|(t, _)| t.create_view(&Default::default()));
+        let mut dec_named = sized.clone();
+        if let (Some((tex, rows)), Some(view)) = (&mem_tex, &mem_view) {
+            rebind(
+                &mut dec_named,
+                "MEM",
+                wgpu::BindingResource::TextureView(view),
+            )?;
+            let mem = self.memory.as_mut().unwrap();
+            if !mem.rows_tex_copied {
+                mem.rows_tex_copied = true;
+                copies.push(RowCopy {
+                    buf: rows.clone(),
+                    tex: tex.clone(),
+                    row_bytes: (m.rows * 4) as u32,
+                    at_pos: false,
+                    when: CopyWhen::Token,
+                    fixed_rows: Some(mem.host.k as u32),
+                });
+            }
+        }
+        let bind = self.bind(decode.kernel, &dec_named)?;
+        let x_view = x_tex.map(|t| t.create_view(&Default::default()));
+        let bind_prefill = match (x_tex, &x_view) {
+            (Some(tex), Some(view)) => {
+                // Batches: x rows from the texture (copied in first), gamma as a uniform.
+                let Some((_, wgpu::BindingResource::Buffer(x))) =
+                    named.iter().find(|(n, _)| *n == "X")
+                else {
+                    return Err(Error::Gpu("internal: matmul x is not a buffer".into()));
+                };
+                copies.push(RowCopy {
+                    buf: x.buffer.clone(),
+                    tex: tex.clone(),
+                    row_bytes: x_bytes as u32,
+                    at_pos: false,
+                    when: CopyWhen::Batch,
+                    fixed_rows: None,
+                });
+                let mut b = unfused(&sized);
+                rebind(&mut b, "X", wgpu::BindingResource::TextureView(view))?;
+                self.bind(prefill.kernel, &b)?
+            }
+            _ => self.bind(prefill.kernel, &unfused(&named))?,
+        };
+        let mut op = Op::new(decode, prefill, bind);
+        op.bind_prefill = Some(bind_prefill);
+        op.copies = copies;
+        self.ops.push(op);
+        Ok(())
+    }
+
+    /// Attention on a CPU adapter, when the K/V cache fits texture mirrors: one token through
+    /// a lane per query head, batches through the prefill kernel reading the mirrors (with
+    /// subgroups sharing K/V fetches where they apply). False: the caller pushes the plain op.
+    pub(super) fn push_attention_cpu_adapter(
+        &mut self,
+        kc: &wgpu::Buffer,
+        vc: &wgpu::Buffer,
+        named: &Named<'_>,
+    ) -> Result<bool> {
+        let c = &self.config;
+        let (hd, nh, nkv, ctx_len) = (c.head_dim, c.n_heads, c.n_kv_heads, self.opts.ctx_len);
+        let kvd = c.kv_dim();
+        let (Some(kt), Some(vt)) = (
+            self.row_texture("k-cache-tex", kvd, ctx_len),
+            self.row_texture("v-cache-tex", kvd, ctx_len),
+        ) else {
+            return Ok(false);
+        };
+        let (kv_view, vv_view) = (
+            kt.create_view(&Default::default()),
+            vt.create_view(&Default::default()),
+        );
+        let decode = self.variant(&specs::attention_heads(hd, nh, nkv, ctx_len))?;
+        let atp = specs::attention_prefill(hd, nh, nkv, ctx_len);
+        let prefill =
+            self.variant(&specs::kv_in_textures(atp).with_subgroups(self.ctx.subgroup_size))?;
+        let mut tex_named = named.clone();
+        rebind(
+            &mut tex_named,
+            "KC",
+            wgpu::BindingResource::TextureView(&kv_view),
+        )?;
+        rebind(
+            &mut tex_named,
+            "VC",
+            wgpu::BindingResource::TextureView(&vv_view),
+        )?;
+        let bind = self.bind(decode.kernel, &tex_named)?;
+        let mut op = Op::new(decode, prefill, bind);
+        op.copies = [(kc, kt), (vc, vt)]
+            .into_iter()
+            .map(|(b, t)| RowCopy {
+                buf: b.clone(),
+                tex: t,
+                row_bytes: (kvd * 4) as u32,
+                at_pos: true,
+                when: CopyWhen::Always,
+                fixed_rows: None,
+            })
+            .collect();
+        self.ops.push(op);
+        Ok(true)
+    }
+}

@@ -1,0 +1,296 @@
+//! The per-layer graph, built once from the model: embedding, then per layer the fused
+//! QKV, RoPE and cache append, attention, output projection with residual, (TIDE router,)
+//! gate/up with SwiGLU, and the down projection with residual (and memory term); the final
+//! norm and LM head last. Weights are uploaded here. Which kernel family and bindings each op gets on CPU
+//! adapters is cpu_adapter.rs's business; TIDE's extra ops are tide.rs's.
+use super::plan::Named;
+use super::specs::{self, Epilogue, Matmul, Spec};
+use super::{f32_buffer, res, storage, GpuDecoder};
+use crate::error::{Error, Result};
+use crate::gpu::GpuTensor;
+use crate::model::{Model, RopeLayout, Weight};
+
+/// Upload row-concatenated parts; if their types differ, as f32.
+fn upload_fused(ctx: &crate::gpu::GpuContext, name: &str, parts: &[&Weight]) -> Result<GpuTensor> {
+    if parts.iter().all(|p| p.dtype() == parts[0].dtype()) {
+        return GpuTensor::upload(ctx, name, parts);
+    }
+    let owned: Vec<Weight> = parts.iter().map(|p| p.to_f32_weight()).collect();
+    let refs: Vec<&Weight> = owned.iter().collect();
+    GpuTensor::upload(ctx, name, &refs)
+}
+
+/// The one binding of a tensor that must not be split across bindings.
+fn single(t: &GpuTensor) -> Result<wgpu::BindingResource<'_>> {
+    if t.chunks.len() != 1 {
+        return Err(Error::Gpu(format!(
+            "{}: {} bytes exceed one storage binding on this adapter; only the embedding and LM head may be split",
+            t.name,
+            t.bytes()
+        )));
+    }
+    Ok(t.chunks[0].storage.resource())
+}
+
+impl GpuDecoder {
+    /// A kernel that reads weight tensors, as this context stores them: every GpuTensor is
+    /// uploaded to textures when `ctx.weight_textures` says so, to buffers otherwise.
+    pub(super) fn weight_reader(&self, s: Spec) -> Spec {
+        s.weights_in_texture_if(self.ctx.weight_textures)
+            .with_subgroups(self.ctx.subgroup_size)
+    }
+
+    /// A matmul op. `x_tex`: a texture of max_batch rows that can mirror the x buffer for
+    /// batches on CPU adapters. `fused`: the layer's TIDE router rides in this op's decode
+    /// kernel (gate/up: `named` has W_r's texture WR and the logits RL; down: the logits
+    /// LOGITS), see tide::GpuMemory::fused.
+    pub(super) fn push_matmul(
+        &mut self,
+        m: Matmul,
+        named: Named<'_>,
+        x_tex: Option<&wgpu::Texture>,
+        fused: bool,
+    ) -> Result<()> {
+        let big = self.few_big_workgroups();
+        // Both CPU-adapter variants bind a row of x (decode) or gamma (batches) as a uniform.
+        let cpu_kernels =
+            big && (m.cols * 4) as u64 <= self.ctx.limits.max_uniform_buffer_binding_size;
+        if fused && !cpu_kernels {
+            return Err(Error::Gpu(format!(
+                "internal: the fused TIDE router needs the CPU-adapter kernels ({:?})",
+                m.epi
+            )));
+        }
+        let x_tex = x_tex.filter(|_| cpu_kernels && m.epi != Epilogue::Store);
+        let tile = self.opts.prefill_tile;
+        let prefill = self.weight_reader(if m.epi == Epilogue::Store {
+            m.decode_tuned(big)
+        } else if x_tex.is_some() {
+            m.prefill_tiled(tile).x_in_texture()
+        } else {
+            m.prefill_tiled(tile)
+        });
+        if cpu_kernels {
+            return self.push_matmul_cpu_adapter(m, named, prefill, x_tex, fused);
+        }
+        let decode = self.weight_reader(m.decode_tuned(big));
+        self.push_op(&decode, &prefill, &named)
+    }
+
+    /// Attention over one layer's K/V cache: on CPU adapters through texture mirrors of the
+    /// cache where the adapter's texture size allows (cpu_adapter.rs).
+    fn push_attention(&mut self, kc: &wgpu::Buffer, vc: &wgpu::Buffer) -> Result<()> {
+        let c = &self.config;
+        let (hd, nh, nkv, ctx_len) = (c.head_dim, c.n_heads, c.n_kv_heads, self.opts.ctx_len);
+        let at = specs::attention(hd, nh, nkv, ctx_len);
+        let atp = specs::attention_prefill(hd, nh, nkv, ctx_len);
+        let buf = self.buf.clone();
+        let named: Named = vec![
+            ("step", res(&buf.step)),
+            ("Q", res(&buf.q)),
+            ("KC", res(kc)),
+            ("VC", res(vc)),
+            ("S", res(&buf.scores)),
+            ("O", res(&buf.att)),
+        ];
+        if self.push_attention_cpu_adapter(kc, vc, &named)? {
+            return Ok(());
+        }
+        self.push_op(&at, &atp, &named)
+    }
+
+    pub(super) fn build_schedule(&mut self, model: &Model) -> Result<()> {
+        let c = self.config.clone();
+        let buf = self.buf.clone();
+        let ctx_len = self.opts.ctx_len;
+        let (qd, kvd, f) = (c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let rope = f32_buffer(&self.ctx, "rope", &c.rope_table(ctx_len));
+        let embd = GpuTensor::upload(&self.ctx, "token_embd", &[&model.token_embd])?;
+        // Embedding lookup, one op per chunk of the table.
+        for ch in &embd.chunks {
+            let s = self.weight_reader(specs::embed(embd.dtype, c.dim, ch.row0, ch.rows));
+            self.push_op(
+                &s,
+                &s,
+                &vec![
+                    ("step", res(&buf.step)),
+                    ("W", ch.storage.resource()),
+                    ("IDS", res(&buf.ids)),
+                    ("H", res(&buf.h)),
+                ],
+            )?;
+        }
+        if let Some(m) = &model.memory {
+            self.setup_memory(m)?;
+        }
+        let mut weight_bytes = embd.bytes();
+        let mut keep = vec![rope.clone()];
+        let mut weights = Vec::new();
+        let eps = Some(c.eps);
+        // Texture mirrors of the batch activations that feed matmuls (CPU adapters).
+        let mb = self.opts.max_batch;
+        let (h_tex, att_tex, act_tex) = (
+            self.row_texture("h-tex", c.dim, mb),
+            self.row_texture("att-tex", qd, mb),
+            self.row_texture("act-tex", f, mb),
+        );
+        for (li, l) in model.layers.iter().enumerate() {
+            let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
+            let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
+            let none = wgpu::BufferUsages::empty();
+            let kc = storage(&self.ctx, "k-cache", ctx_len * kvd * 4, none);
+            let vc = storage(&self.ctx, "v-cache", ctx_len * kvd * 4, none);
+            let qkv = upload_fused(&self.ctx, &format!("blk.{li}.qkv"), &[&l.wq, &l.wk, &l.wv])?;
+            let wo = GpuTensor::upload(&self.ctx, &format!("blk.{li}.attn_output"), &[&l.wo])?;
+            let gu = upload_fused(
+                &self.ctx,
+                &format!("blk.{li}.ffn_gate_up"),
+                &[&l.w_gate, &l.w_up],
+            )?;
+            let down = GpuTensor::upload(&self.ctx, &format!("blk.{li}.ffn_down"), &[&l.w_down])?;
+            let mm = |w: &GpuTensor, epi, norm| Matmul {
+                epi,
+                norm,
+                dtype: w.dtype,
+                cols: w.cols,
+                rows: w.rows,
+                row0: 0,
+            };
+            let qkv_epi = Epilogue::Qkv {
+                qd,
+                kvd,
+                head_dim: c.head_dim,
+                rope_half: c.rope_layout == RopeLayout::RotateHalf,
+            };
+            self.push_matmul(
+                mm(&qkv, qkv_epi, eps),
+                vec![
+                    ("step", res(&buf.step)),
+                    ("W", single(&qkv)?),
+                    ("X", res(&buf.h)),
+                    ("G", res(&attn_norm)),
+                    ("Y", res(&buf.q)),
+                    ("KC", res(&kc)),
+                    ("VC", res(&vc)),
+                    ("ROPE", res(&rope)),
+                ],
+                h_tex.as_ref(),
+                false,
+            )?;
+            self.push_attention(&kc, &vc)?;
+            self.push_matmul(
+                mm(&wo, Epilogue::Residual, None),
+                vec![
+                    ("step", res(&buf.step)),
+                    ("W", single(&wo)?),
+                    ("X", res(&buf.att)),
+                    ("Y", res(&buf.h)),
+                ],
+                att_tex.as_ref(),
+                false,
+            )?;
+            // The router reads h~ like gate/up: it can run first, or ride inside gate/up.
+            let routed = self.push_router(li, &ffn_norm)?;
+            let fused = routed.as_ref().and_then(|r| r.fused.as_ref());
+            let mut gu_named: Named = vec![
+                ("step", res(&buf.step)),
+                ("W", single(&gu)?),
+                ("X", res(&buf.h)),
+                ("G", res(&ffn_norm)),
+                ("Y", res(&buf.act)),
+            ];
+            if let Some((wr, logits)) = fused {
+                gu_named.extend([
+                    ("WR", wgpu::BindingResource::TextureView(wr)),
+                    ("RL", res(logits)),
+                ]);
+            }
+            self.push_matmul(
+                mm(&gu, Epilogue::SwiGlu { ffn: f }, eps),
+                gu_named,
+                h_tex.as_ref(),
+                fused.is_some(),
+            )?;
+            let mut down_named: Named = vec![
+                ("step", res(&buf.step)),
+                ("W", single(&down)?),
+                ("X", res(&buf.act)),
+                ("Y", res(&buf.h)),
+            ];
+            let epi = match &routed {
+                Some(r) => {
+                    down_named.extend([("MEM", res(&r.rows)), ("ALPHA", res(&r.alpha))]);
+                    if let Some((_, logits)) = fused {
+                        down_named.push(("LOGITS", res(logits)));
+                    }
+                    Epilogue::ResidualMemory { k: r.k }
+                }
+                None => Epilogue::Residual,
+            };
+            self.push_matmul(
+                mm(&down, epi, None),
+                down_named,
+                act_tex.as_ref(),
+                fused.is_some(),
+            )?;
+            weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
+            keep.extend([attn_norm, ffn_norm, kc, vc]);
+            weights.extend([qkv, wo, gu, down]);
+        }
+        // Final norm + LM head on the last token of the batch, one op per chunk.
+        let out_norm = f32_buffer(&self.ctx, "output_norm", &model.output_norm.to_f32());
+        let head_t = match &model.lm_head {
+            Some(w) => Some(GpuTensor::upload(&self.ctx, "output", &[w])?),
+            None => None,
+        };
+        let head = head_t.as_ref().unwrap_or(&embd);
+        if let Some(h) = &head_t {
+            weight_bytes += h.bytes();
+        }
+        for ch in &head.chunks {
+            let m = Matmul {
+                epi: Epilogue::Store,
+                norm: eps,
+                dtype: head.dtype,
+                cols: head.cols,
+                rows: ch.rows,
+                row0: ch.row0,
+            };
+            self.push_matmul(
+                m,
+                vec![
+                    ("step", res(&buf.step)),
+                    ("W", ch.storage.resource()),
+                    ("X", res(&buf.h)),
+                    ("G", res(&out_norm)),
+                    ("Y", res(&buf.logits)),
+                ],
+                None,
+                false,
+            )?;
+        }
+        self.build_sampling()?;
+        let head_index = weights.len();
+        let has_head = head_t.is_some();
+        weights.extend(head_t);
+        weights.push(embd);
+        self.head = Some((
+            if has_head {
+                head_index
+            } else {
+                weights.len() - 1
+            },
+            out_norm.clone(),
+        ));
+        keep.push(out_norm);
+        self.split_tensors = weights
+            .iter()
+            .filter(|w| w.chunks.len() > 1)
+            .map(|w| (w.name.clone(), w.chunks.len()))
+            .collect();
+        self.weight_bytes = weight_bytes;
+        self._keep = keep;
+        self._weights = weights;
+        Ok(())
+    }
+}

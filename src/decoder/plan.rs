@@ -1,0 +1,219 @@
+//! The plan: ops (a kernel variant for one token and one for a batch, with their bind
+//! groups), how a step of n tokens encodes them into one command encoder, and the one
+//! submission. Resources are bound by name (`Named`), checked against each kernel's slots.
+use super::cpu_adapter::RowCopy;
+use super::specs::{self, Spec};
+use super::GpuDecoder;
+use crate::error::{Error, Result};
+
+/// The uniform every kernel reads at binding 0.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
+pub(super) struct Step {
+    pub pos0: u32,
+    pub n_tok: u32,
+    pub n_pen: u32,
+    pub penalty: f32,
+}
+
+/// A kernel variant ready to dispatch: pipeline index and workgroup counts.
+#[derive(Clone, Copy)]
+pub(super) struct Variant {
+    pub kernel: usize,
+    pub x: u32,
+    pub tokens_per_y: u32,
+}
+
+impl Variant {
+    fn y(&self, n_tok: u32) -> u32 {
+        specs::y_groups(self.tokens_per_y, n_tok)
+    }
+}
+
+/// Resources by binding name (the names of the kernel's spec and shader).
+pub(super) type Named<'a> = Vec<(&'static str, wgpu::BindingResource<'a>)>;
+
+/// Replace the resource bound as `name` (it must be there).
+pub(super) fn rebind<'a>(
+    named: &mut Named<'a>,
+    name: &str,
+    r: wgpu::BindingResource<'a>,
+) -> Result<()> {
+    let e = named
+        .iter_mut()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| Error::Gpu(format!("internal: no binding {name} to replace")))?;
+    e.1 = r;
+    Ok(())
+}
+
+/// One dispatch of the schedule: its variants for one token (decode) and for a batch.
+pub(super) struct Op {
+    pub decode: Variant,
+    pub prefill: Variant,
+    pub bind: wgpu::BindGroup,
+    /// The batch variant's own bind group, where its binding layout differs from decode's.
+    pub bind_prefill: Option<wgpu::BindGroup>,
+    /// Left out of the step (a router whose layer's memory is switched off).
+    pub skip: bool,
+    /// Left out of single-token steps (a router fused into the decode matvecs).
+    pub batch_only: bool,
+    /// Buffer rows copied into textures before this op (CPU adapters: see RowCopy).
+    pub copies: Vec<RowCopy>,
+}
+
+impl Op {
+    pub fn new(decode: Variant, prefill: Variant, bind: wgpu::BindGroup) -> Op {
+        Op {
+            decode,
+            prefill,
+            bind,
+            bind_prefill: None,
+            skip: false,
+            batch_only: false,
+            copies: Vec::new(),
+        }
+    }
+
+    /// Whether a step of n_tok tokens dispatches this op.
+    pub fn runs(&self, n_tok: u32) -> bool {
+        !(self.skip || (self.batch_only && n_tok == 1))
+    }
+
+    pub fn variant(&self, n_tok: u32) -> Variant {
+        if n_tok > 1 {
+            self.prefill
+        } else {
+            self.decode
+        }
+    }
+
+    fn bind_group(&self, n_tok: u32) -> &wgpu::BindGroup {
+        match &self.bind_prefill {
+            Some(b) if n_tok > 1 => b,
+            _ => &self.bind,
+        }
+    }
+}
+
+impl GpuDecoder {
+    /// A bind group for kernel `k` from named resources.
+    pub(super) fn bind(&self, k: usize, named: &Named<'_>) -> Result<wgpu::BindGroup> {
+        let s = &self.kernels[k];
+        crate::gpu::bind_named(&self.ctx.device, &s.label, &s.layout, &s.bindings, named)
+    }
+
+    /// Add an op whose decode and prefill variants share one binding layout.
+    pub(super) fn push_op(
+        &mut self,
+        decode: &Spec,
+        prefill: &Spec,
+        named: &Named<'_>,
+    ) -> Result<()> {
+        let decode = self.variant(decode)?;
+        let prefill = self.variant(prefill)?;
+        let bind = self.bind(decode.kernel, named)?;
+        self.ops.push(Op::new(decode, prefill, bind));
+        Ok(())
+    }
+
+    pub fn reset(&mut self) {
+        self.pending = None;
+        self.pos = 0;
+    }
+
+    pub(super) fn flush(&mut self) {
+        if let Some(enc) = self.pending.take() {
+            self.ctx.queue.submit([enc.finish()]);
+        }
+    }
+
+    pub(super) fn take_encoder(&mut self) -> Result<wgpu::CommandEncoder> {
+        self.pending
+            .take()
+            .ok_or_else(|| Error::Input("no logits yet: feed tokens first".into()))
+    }
+
+    /// Run `tokens` at the current position. Work is encoded, not submitted: the next call
+    /// (another feed, `logits`, `top_k`) submits it together with its own commands.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::Input("no tokens to process".into()));
+        }
+        if self.pos + tokens.len() > self.opts.ctx_len {
+            return Err(Error::Input(format!(
+                "context full: {} + {} tokens exceed the context of {}",
+                self.pos,
+                tokens.len(),
+                self.opts.ctx_len
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab) {
+            return Err(Error::Input(format!(
+                "token id {bad} is out of range (vocab {})",
+                self.config.vocab
+            )));
+        }
+        for chunk in tokens.chunks(self.opts.max_batch) {
+            self.flush();
+            let n = chunk.len() as u32;
+            self.cur = Step {
+                pos0: self.pos as u32,
+                n_tok: n,
+                n_pen: 0,
+                penalty: 1.0,
+            };
+            self.ctx
+                .queue
+                .write_buffer(&self.buf.step, 0, bytemuck::bytes_of(&self.cur));
+            self.ctx
+                .queue
+                .write_buffer(&self.buf.ids, 0, bytemuck::cast_slice(chunk));
+            self.upload_memory_rows(chunk);
+            #[cfg(not(target_arch = "wasm32"))]
+            if self.profile.is_some() {
+                self.profile_chunk(n)?;
+                self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+                self.pos += chunk.len();
+                continue;
+            }
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            self.encode_ops(&mut enc, &self.ops, n);
+            self.pending = Some(enc);
+            self.pos += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Encode `ops` for a step of n tokens: one compute pass, broken only where rows are
+    /// copied to textures (RowCopy).
+    pub(super) fn encode_ops(&self, enc: &mut wgpu::CommandEncoder, ops: &[Op], n: u32) {
+        let mut rest = ops;
+        while !rest.is_empty() {
+            for c in &rest[0].copies {
+                c.encode(enc, self.cur.pos0, n);
+            }
+            let end = 1 + rest[1..]
+                .iter()
+                .position(|o| o.copies.iter().any(|c| c.wanted(n)))
+                .unwrap_or(rest.len() - 1);
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for op in &rest[..end] {
+                self.encode_op(&mut pass, op, n);
+            }
+            drop(pass);
+            rest = &rest[end..];
+        }
+    }
+
+    /// Record one op of the schedule for a batch of n tokens.
+    pub(super) fn encode_op(&self, pass: &mut wgpu::ComputePass<'_>, op: &Op, n: u32) {
+        if !op.runs(n) {
+            return;
+        }
+        let v = op.variant(n);
+        pass.set_pipeline(self.pipeline(v.kernel));
+        pass.set_bind_group(0, op.bind_group(n), &[]);
+        pass.dispatch_workgroups(v.x, v.y(n), 1);
+    }
+}

@@ -1,0 +1,335 @@
+//! Getting results out: the readback (async: it awaits map_async, so the browser never blocks;
+//! native callers use the blocking wrappers), greedy / top-k selection with the repetition
+//! penalty on the GPU, the full logits, every position's logits (perplexity), and per-kernel
+//! profiling.
+use super::plan::{Named, Op};
+use super::specs::{self, Epilogue, Matmul};
+use super::{res, storage, GpuDecoder};
+use crate::error::{Error, Result};
+use crate::gpu::Storage;
+
+/// Most candidates the GPU top-k returns.
+pub const MAX_TOP_K: usize = 64;
+/// Most recent ids the GPU repetition penalty takes.
+pub(super) const MAX_PEN: usize = 256;
+
+/// LM head over every token of a batch (perplexity): ops and their output.
+pub(super) struct AllLogits {
+    ops: Vec<Op>,
+    logits: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+impl GpuDecoder {
+    /// The repetition-penalty op (top-k ops are built on first use, per K).
+    pub(super) fn build_sampling(&mut self) -> Result<()> {
+        let ps = specs::penalize(self.config.vocab, MAX_PEN);
+        let pk = self.variant(&ps)?;
+        let buf = self.buf.clone();
+        let pbind = self.bind(
+            pk.kernel,
+            &vec![
+                ("step", res(&buf.step)),
+                ("L", res(&buf.logits)),
+                ("PEN", res(&buf.pen)),
+            ],
+        )?;
+        self.penalize = Some((pk.kernel, pbind));
+        Ok(())
+    }
+
+    /// Submit `enc`, then read the first `bytes` of `buf` (a MAP_READ buffer `enc` copied
+    /// into). Errors raised meanwhile (validation, out of memory) come back as errors.
+    async fn read_buffer(
+        &self,
+        enc: wgpu::CommandEncoder,
+        buf: &wgpu::Buffer,
+        bytes: usize,
+    ) -> Result<Vec<u8>> {
+        let dev = &self.ctx.device;
+        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        self.ctx.queue.submit([enc.finish()]);
+        let slice = buf.slice(..bytes as u64);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx.drive()?;
+        if let Some(e) = oom.pop().await {
+            return Err(Error::Gpu(format!("out of memory: {e}")));
+        }
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(format!("{e}")));
+        }
+        rx.await
+            .map_err(|_| Error::Gpu("readback never completed".into()))?
+            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        let v = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?
+            .to_vec();
+        buf.unmap();
+        Ok(v)
+    }
+
+    /// `read_buffer` on the shared readback buffer.
+    pub(super) async fn read_back(
+        &self,
+        enc: wgpu::CommandEncoder,
+        bytes: usize,
+    ) -> Result<Vec<u8>> {
+        self.read_buffer(enc, &self.buf.readback, bytes).await
+    }
+
+    /// The full logits of the last token fed (tests, full-distribution sampling).
+    pub async fn logits_async(&mut self) -> Result<Vec<f32>> {
+        let mut enc = self.take_encoder()?;
+        let n = self.config.vocab * 4;
+        enc.copy_buffer_to_buffer(&self.buf.logits, 0, &self.buf.readback, 0, n as u64);
+        let bytes = self.read_back(enc, n).await?;
+        // Keep the logits addressable for a following top_k on the same step.
+        self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// The k best (id, logit) of the last token fed, best first, after the repetition penalty
+    /// over `recent` (distinct ids). k = 1 is greedy. One submission, k * 8 bytes read back.
+    pub async fn top_k_async(
+        &mut self,
+        k: usize,
+        penalty: f32,
+        recent: &[u32],
+    ) -> Result<Vec<(u32, f32)>> {
+        if k == 0 || k > MAX_TOP_K {
+            return Err(Error::Input(format!(
+                "top-k on the GPU takes 1..={MAX_TOP_K} candidates, got {k}"
+            )));
+        }
+        let mut enc = self.take_encoder()?;
+        if !self.topk.contains_key(&k) {
+            let v = self.variant(&specs::top_k(k, self.config.vocab))?;
+            let buf = self.buf.clone();
+            let bind = self.bind(
+                v.kernel,
+                &vec![
+                    ("step", res(&buf.step)),
+                    ("L", res(&buf.logits)),
+                    ("PEN", res(&buf.pen)),
+                    ("SV", res(&buf.sv)),
+                    ("SI", res(&buf.si)),
+                    ("OUT", res(&buf.out)),
+                ],
+            )?;
+            self.topk.insert(k, (v.kernel, bind));
+            self.compile_pending()?;
+        }
+        let n_pen = if penalty != 1.0 {
+            recent.len().min(MAX_PEN)
+        } else {
+            0
+        };
+        self.cur.n_pen = n_pen as u32;
+        self.cur.penalty = penalty;
+        self.ctx
+            .queue
+            .write_buffer(&self.buf.step, 0, bytemuck::bytes_of(&self.cur));
+        if n_pen > 0 {
+            let ids = &recent[recent.len() - n_pen..];
+            self.ctx
+                .queue
+                .write_buffer(&self.buf.pen, 0, bytemuck::cast_slice(ids));
+        }
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            if n_pen > 0 {
+                let (pk, pb) = self.penalize.as_ref().unwrap();
+                pass.set_pipeline(self.pipeline(*pk));
+                pass.set_bind_group(0, pb, &[]);
+                pass.dispatch_workgroups((n_pen as u32).div_ceil(64), 1, 1);
+            }
+            let (kernel, bind) = &self.topk[&k];
+            pass.set_pipeline(self.pipeline(*kernel));
+            pass.set_bind_group(0, bind, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        enc.copy_buffer_to_buffer(&self.buf.out, 0, &self.buf.readback, 0, (k * 8) as u64);
+        let bytes = self.read_back(enc, k * 8).await?;
+        let w: &[u32] = bytemuck::cast_slice(&bytes);
+        let out: Vec<(u32, f32)> = (0..k).map(|j| (w[j], f32::from_bits(w[k + j]))).collect();
+        if out[0].0 as usize >= self.config.vocab {
+            return Err(Error::Gpu(
+                "the model produced no finite logit (NaN or -inf everywhere)".into(),
+            ));
+        }
+        Ok(out
+            .into_iter()
+            .filter(|(i, _)| (*i as usize) < self.config.vocab)
+            .collect())
+    }
+
+    /// Run `tokens` and return every position's logits, [n, vocab] (perplexity).
+    pub async fn feed_all_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if self.all_logits.is_none() {
+            self.build_all_logits()?;
+        }
+        let v = self.config.vocab;
+        let mut out = Vec::with_capacity(tokens.len() * v);
+        for chunk in tokens.chunks(self.opts.max_batch) {
+            self.feed(chunk)?;
+            let mut enc = self.take_encoder()?;
+            let n = chunk.len();
+            let al = self.all_logits.as_ref().unwrap();
+            self.encode_ops(&mut enc, &al.ops, n as u32);
+            let bytes = n * v * 4;
+            enc.copy_buffer_to_buffer(&al.logits, 0, &al.readback, 0, bytes as u64);
+            let got = self.read_buffer(enc, &al.readback, bytes).await?;
+            out.extend_from_slice(bytemuck::cast_slice(&got));
+            self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+        }
+        Ok(out)
+    }
+
+    fn build_all_logits(&mut self) -> Result<()> {
+        let (hi, out_norm) = self.head.clone().expect("schedule built");
+        let (v, mb) = (self.config.vocab, self.opts.max_batch);
+        let bytes = mb * v * 4;
+        let max_bind = self.ctx.limits.max_storage_buffer_binding_size as usize;
+        if bytes > max_bind {
+            return Err(Error::Gpu(format!(
+                "all-position logits of {mb} tokens x {v} need {bytes} bytes, over one binding"
+            )));
+        }
+        let logits = storage(&self.ctx, "logits-all", bytes, wgpu::BufferUsages::empty());
+        let readback = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("logits-all-readback"),
+            size: bytes as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let chunks: Vec<(Storage, usize, usize, crate::model::DType, usize)> = {
+            let head = &self._weights[hi];
+            head.chunks
+                .iter()
+                .map(|ch| (ch.storage.clone(), ch.row0, ch.rows, head.dtype, head.cols))
+                .collect()
+        };
+        let n_ops = self.ops.len();
+        for (buffer, row0, rows, dtype, cols) in chunks {
+            let m = Matmul {
+                epi: Epilogue::StoreAll { stride: v },
+                norm: Some(self.config.eps),
+                dtype,
+                cols,
+                rows,
+                row0,
+            };
+            let p = self.weight_reader(m.prefill_tiled(self.opts.prefill_tile));
+            let (step, h) = (self.buf.step.clone(), self.buf.h.clone());
+            let named: Named = vec![
+                ("step", res(&step)),
+                ("W", buffer.resource()),
+                ("X", res(&h)),
+                ("G", res(&out_norm)),
+                ("Y", res(&logits)),
+            ];
+            self.push_op(&p, &p, &named)?;
+        }
+        let ops = self.ops.split_off(n_ops);
+        self.compile_pending()?;
+        self.all_logits = Some(AllLogits {
+            ops,
+            logits,
+            readback,
+        });
+        Ok(())
+    }
+
+    /// Run the ops of one batch, each in its own pass between GPU timestamps (adapter time,
+    /// not wall time: submission latency is left out). For `tide bench --profile`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn profile_chunk(&mut self, n: u32) -> Result<()> {
+        if !self.ctx.timestamps {
+            return Err(Error::Gpu(
+                "this adapter has no timestamp queries; --profile needs them".into(),
+            ));
+        }
+        let dev = &self.ctx.device;
+        let count = (self.ops.len() * 2) as u32;
+        let qs = dev.create_query_set(&wgpu::QuerySetDescriptor {
+            label: None,
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let size = count as u64 * 8;
+        let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = dev.create_command_encoder(&Default::default());
+        for (i, op) in self.ops.iter().enumerate() {
+            for c in &op.copies {
+                c.encode(&mut enc, self.cur.pos0, n);
+            }
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &qs,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            self.encode_op(&mut pass, op, n);
+        }
+        enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, size);
+        let bytes = pollster::block_on(self.read_buffer(enc, &read, size as usize))?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        for (i, op) in self.ops.iter().enumerate().filter(|(_, op)| op.runs(n)) {
+            let k = op.variant(n).kernel;
+            let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
+            let e = self
+                .profile
+                .as_mut()
+                .unwrap()
+                .entry(self.kernels[k].label.clone())
+                .or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += dt;
+        }
+        Ok(())
+    }
+}
+
+/// Blocking forms of the readouts, for native callers (the engine's edge and tests).
+#[cfg(not(target_arch = "wasm32"))]
+impl GpuDecoder {
+    /// See `logits_async`.
+    pub fn logits(&mut self) -> Result<Vec<f32>> {
+        pollster::block_on(self.logits_async())
+    }
+
+    /// See `top_k_async`.
+    pub fn top_k(&mut self, k: usize, penalty: f32, recent: &[u32]) -> Result<Vec<(u32, f32)>> {
+        pollster::block_on(self.top_k_async(k, penalty, recent))
+    }
+
+    /// See `feed_all_async`.
+    pub fn feed_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        pollster::block_on(self.feed_all_async(tokens))
+    }
+
+    /// See `router_weights_async`.
+    pub fn router_weights(&mut self) -> Result<Vec<f32>> {
+        pollster::block_on(self.router_weights_async())
+    }
+}

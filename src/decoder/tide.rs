@@ -1,0 +1,273 @@
+//! TIDE on the GPU: the path of a memory row after the host has it (src/memory/ says where
+//! rows come from), the gather op, each layer's router, and the memory switch used by
+//! ablation. The memory term itself is the down projection's epilogue (graph.rs).
+//!
+//! One step: the host copies the stored rows of the step's tokens into `raw`
+//! (`upload_memory_rows`); the gather op (first after the embedding) decodes and
+//! RMS-normalises them into `rows` ([n_tok, K, d], read by every layer); each layer's router
+//! writes its weights to its own `alpha` buffer (a named hook `router_weights` reads).
+use wgpu::util::DeviceExt;
+
+use super::plan::Named;
+use super::specs;
+use super::{f32_buffer, res, storage, GpuDecoder, RouterPlacement};
+use crate::error::{Error, Result};
+use crate::memory::{gather_raw_rows, TideMemory};
+
+/// Bindings only the fused single-token kernels have (W_r's texture and the logits out of
+/// gate/up, the logits into down): batches bind without them.
+pub(super) const FUSED_ONLY: [&str; 3] = ["WR", "RL", "LOGITS"];
+
+pub(super) struct GpuMemory {
+    pub host: TideMemory,
+    raw: wgpu::Buffer,
+    pub rows: wgpu::Buffer,
+    /// `rows` of one token as a texture (CPU adapters), copied in before the first layer
+    /// that reads it (`rows_tex_copied` once that op exists).
+    pub rows_tex: Option<wgpu::Texture>,
+    pub rows_tex_copied: bool,
+    alpha: Vec<Option<wgpu::Buffer>>,
+    /// Per layer: index of its router op in the schedule.
+    router_op: Vec<Option<usize>>,
+    /// CPU adapters: single tokens take the router inside the gate/up matvec and its softmax
+    /// in the down projection's memory epilogue (Spec::with_router, memory_in_texture).
+    fused: bool,
+    /// Per layer, when fused: the router logits (+ the layer's memory switch).
+    logits: Vec<Option<wgpu::Buffer>>,
+    staging: Vec<u8>,
+    words: Vec<u32>,
+}
+
+/// A layer's memory injection as the down projection binds it.
+pub(super) struct Routed {
+    pub k: usize,
+    pub rows: wgpu::Buffer,
+    pub alpha: wgpu::Buffer,
+    /// Fused (GpuMemory::fused): W_r's texture view and the logits buffer.
+    pub fused: Option<(wgpu::TextureView, wgpu::Buffer)>,
+}
+
+impl GpuDecoder {
+    /// Buffers and the gather op of TIDE memory (the op runs right after the embedding).
+    pub(super) fn setup_memory(&mut self, m: &TideMemory) -> Result<()> {
+        let c = self.config.clone();
+        let (d, k, mb) = (c.dim, m.k, self.opts.max_batch);
+        let dtype = m.tables[0].dtype();
+        let row_words = d / 32 * crate::gpu::gpu_words(dtype).0;
+        let u = wgpu::BufferUsages::empty();
+        let raw = storage(&self.ctx, "memory-raw-rows", mb * k * row_words * 4, u);
+        let rows = storage(&self.ctx, "memory-rows", mb * k * d * 4, u);
+        let gammas: Vec<f32> = m.gammas.iter().flatten().copied().collect();
+        let gamma = f32_buffer(&self.ctx, "memory-gamma", &gammas);
+        let alpha = m
+            .routers
+            .iter()
+            .map(|r| {
+                r.as_ref()
+                    .map(|_| storage(&self.ctx, "router-alpha", mb * (k + 1) * 4, u))
+            })
+            .collect();
+        let s = if self.few_big_workgroups() {
+            specs::memory_rows_by_lane(dtype, d, k, m.eps, m.normalized)
+        } else {
+            specs::memory_rows(dtype, d, k, m.eps, m.normalized)
+        };
+        let step = self.buf.step.clone();
+        self.push_op(
+            &s,
+            &s,
+            &vec![
+                ("step", res(&step)),
+                ("W", res(&raw)),
+                ("GAMMA", res(&gamma)),
+                ("MEM", res(&rows)),
+            ],
+        )?;
+        self._keep.push(gamma);
+        // The fused router (CPU adapters) needs the CPU-adapter matvecs of gate/up and down (x
+        // a uniform), the logits as a uniform, W_r as a texture and the token's rows in a
+        // texture for the decode epilogue.
+        let ubo = self.ctx.limits.max_uniform_buffer_binding_size as usize;
+        let max_tex = self.ctx.limits.max_texture_dimension_2d as usize;
+        let fusable = d % 4 == 0
+            && 4 * d.max(c.ffn_dim).max(k + 2) <= ubo
+            && k < max_tex
+            && self.opts.router == RouterPlacement::Auto;
+        let rows_tex = if fusable {
+            self.row_texture("memory-rows-tex", d, k)
+        } else {
+            None
+        };
+        let fused = rows_tex.is_some();
+        let n_layers = c.n_layers;
+        self.memory = Some(GpuMemory {
+            host: m.clone(),
+            raw,
+            rows,
+            rows_tex,
+            rows_tex_copied: false,
+            alpha,
+            router_op: vec![None; n_layers],
+            fused,
+            logits: vec![None; n_layers],
+            staging: Vec::new(),
+            words: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Layer `li`'s router op, when the layer has memory. Where the router is fused (CPU
+    /// adapters), the op runs for batches only and single tokens get W_r's texture and the
+    /// logits buffer for the gate/up and down matvecs.
+    pub(super) fn push_router(
+        &mut self,
+        li: usize,
+        ffn_norm: &wgpu::Buffer,
+    ) -> Result<Option<Routed>> {
+        let Some(mem) = &self.memory else {
+            return Ok(None);
+        };
+        let (Some(wr_host), Some(alpha)) = (&mem.host.routers[li], &mem.alpha[li]) else {
+            return Ok(None);
+        };
+        let (d, k) = (self.config.dim, mem.host.k);
+        // W_r's texture stays alive through its view (bind groups hold the view).
+        let wr_tex = if mem.fused {
+            let t = crate::gpu::matrix_texture(&self.ctx, "router-tex", d, wr_host);
+            Some(t.ok_or_else(|| {
+                Error::Gpu(format!("blk.{li} router: W_r does not fit a texture"))
+            })?)
+        } else {
+            None
+        };
+        let fused = wr_tex.map(|t| {
+            // logits of the K blocks and NULL, then the layer's memory switch (on).
+            let mut init = vec![0f32; (k + 2).div_ceil(4) * 4];
+            init[k + 1] = 1.0;
+            let logits = self
+                .ctx
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("router-logits"),
+                    contents: bytemuck::cast_slice(&init),
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::UNIFORM
+                        | wgpu::BufferUsages::COPY_DST,
+                });
+            (t.create_view(&Default::default()), logits)
+        });
+        let routed = Routed {
+            k,
+            rows: mem.rows.clone(),
+            alpha: alpha.clone(),
+            fused,
+        };
+        let wr = f32_buffer(&self.ctx, "router", wr_host);
+        let alpha = alpha.clone();
+        let s = specs::router(d, k, self.config.eps);
+        let (h, step) = (self.buf.h.clone(), self.buf.step.clone());
+        let named: Named = vec![
+            ("step", res(&step)),
+            ("WR", res(&wr)),
+            ("X", res(&h)),
+            ("G", res(ffn_norm)),
+            ("A", res(&alpha)),
+        ];
+        self.push_op(&s, &s, &named)?;
+        self._keep.push(wr);
+        let i = self.ops.len() - 1;
+        self.ops[i].batch_only = routed.fused.is_some();
+        let mem = self.memory.as_mut().unwrap();
+        mem.router_op[li] = Some(i);
+        mem.logits[li] = routed.fused.as_ref().map(|f| f.1.clone());
+        Ok(Some(routed))
+    }
+
+    /// Stream the stored memory rows of `tokens` to the GPU for this step.
+    pub(super) fn upload_memory_rows(&mut self, tokens: &[u32]) {
+        if let Some(m) = &mut self.memory {
+            gather_raw_rows(&m.host, tokens, &mut m.staging);
+            m.words.clear();
+            crate::gpu::repack(m.host.tables[0].dtype(), &m.staging, &mut m.words);
+            self.ctx
+                .queue
+                .write_buffer(&m.raw, 0, bytemuck::cast_slice(&m.words));
+        }
+    }
+
+    /// Switch layer `l`'s memory injection off or on (ablation): its router is skipped and its
+    /// weights held at zero, so the fused term adds exactly nothing.
+    pub fn set_layer_memory(&mut self, l: usize, on: bool) -> Result<()> {
+        self.flush();
+        let Some(mem) = &self.memory else {
+            return Err(Error::Input("the model has no memory to switch".into()));
+        };
+        let (Some(op), Some(alpha)) = (
+            mem.router_op.get(l).copied().flatten(),
+            mem.alpha.get(l).cloned().flatten(),
+        ) else {
+            return Err(Error::Input(format!("layer {l} has no memory injection")));
+        };
+        if !on {
+            let zeros = vec![0u8; alpha.size() as usize];
+            self.ctx.queue.write_buffer(&alpha, 0, &zeros);
+        }
+        // Fused single tokens: the switch slot after the logits scales the softmax.
+        if let Some(logits) = mem.logits.get(l).cloned().flatten() {
+            let k = mem.host.k;
+            let switch = if on { 1f32 } else { 0.0 };
+            self.ctx
+                .queue
+                .write_buffer(&logits, (k as u64 + 1) * 4, bytemuck::bytes_of(&switch));
+        }
+        self.ops[op].skip = !on;
+        Ok(())
+    }
+
+    /// Whether single tokens take the TIDE router inside the decode matvecs (see
+    /// GpuMemory::fused); for tests.
+    #[doc(hidden)]
+    pub fn router_fused(&self) -> bool {
+        self.memory.as_ref().is_some_and(|m| m.fused)
+    }
+
+    /// Memory blocks of the model (0 for a plain backbone).
+    pub fn memory_k(&self) -> usize {
+        self.memory.as_ref().map_or(0, |m| m.host.k)
+    }
+
+    /// Router weights of the last batch fed, read from the per-layer hooks:
+    /// [token][layer][K+1] (slot K = NULL; a layer without memory reads NULL = 1).
+    pub async fn router_weights_async(&mut self) -> Result<Vec<f32>> {
+        let Some(mem) = &self.memory else {
+            return Ok(Vec::new());
+        };
+        let (n, k1, layers) = (self.cur.n_tok as usize, mem.host.k + 1, mem.alpha.len());
+        let per = n * k1 * 4;
+        let mut enc = match self.pending.take() {
+            Some(e) => e,
+            None => self.ctx.device.create_command_encoder(&Default::default()),
+        };
+        for (l, a) in mem.alpha.iter().enumerate() {
+            if let Some(a) = a {
+                enc.copy_buffer_to_buffer(a, 0, &self.buf.readback, (l * per) as u64, per as u64);
+            }
+        }
+        let present: Vec<bool> = mem.alpha.iter().map(|a| a.is_some()).collect();
+        let bytes = self.read_back(enc, layers * per).await?;
+        self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+        let v: &[f32] = bytemuck::cast_slice(&bytes);
+        let mut out = vec![0f32; n * layers * k1];
+        for t in 0..n {
+            for l in 0..layers {
+                let o = &mut out[(t * layers + l) * k1..(t * layers + l + 1) * k1];
+                if present[l] {
+                    o.copy_from_slice(&v[l * n * k1 + t * k1..l * n * k1 + (t + 1) * k1]);
+                } else {
+                    o[k1 - 1] = 1.0;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
