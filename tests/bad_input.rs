@@ -267,7 +267,7 @@ fn no_gpu_adapter() {
         &env,
     );
     assert!(ok, "{err}");
-    assert!(err.contains("falling back to the CPU"), "{err}");
+    assert!(err.contains("running the CPU reference instead"), "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["tokens"].as_array().unwrap().len(), 2);
     assert_eq!(v["adapter"], "cpu (reference)");
