@@ -152,3 +152,17 @@ fn kernels_dump_writes_the_wgsl_that_runs() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `tide kernels --compile-times` times every variant's first and second dispatch.
+#[test]
+fn kernels_compile_times_lists_every_step_kind() {
+    let o = tide(&["kernels", "--backend", "gpu", "--compile-times"], &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // One token and a batch of 8, the decode and the prefill kernels.
+    assert!(out
+        .lines()
+        .any(|l| l.contains("matvec_rows:main") || l.contains("matvec:main")));
+    assert!(out.lines().any(|l| l.contains("matmul:main")), "{out}");
+    assert!(out.contains("first dispatches cost"), "{out}");
+}

@@ -16,6 +16,11 @@ pub struct KernelsArgs {
     /// label) beside them. DIR must be empty or not exist yet.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// Time each variant's first dispatch (compile + run) and a second one, for one token and
+    /// for a batch; run with an empty driver shader cache (Mesa: MESA_SHADER_CACHE_DIR=<new
+    /// folder>) to see what a cold start compiles.
+    #[arg(long, conflicts_with = "dump")]
+    pub compile_times: bool,
 }
 
 pub fn run(a: KernelsArgs) -> Result<()> {
@@ -23,6 +28,20 @@ pub fn run(a: KernelsArgs) -> Result<()> {
     let Engine::Gpu(dec) = a.model.engine(&m)? else {
         bail!("no GPU adapter opened: the kernels are the GPU backend's (try --backend gpu)");
     };
+    if a.compile_times {
+        let mut rows = dec.first_dispatch_times()?;
+        let total: f64 = rows.iter().map(|r| r.2 - r.3).sum();
+        rows.sort_by(|x, y| (y.2 - y.3).total_cmp(&(x.2 - x.3)));
+        println!(
+            "{:>9} {:>9} {:>6}  kernel",
+            "first ms", "again ms", "tokens"
+        );
+        for (label, n, first, again) in rows {
+            println!("{:>9.1} {:>9.1} {n:>6}  {label}", first * 1e3, again * 1e3);
+        }
+        println!("first dispatches cost {total:.2} s more than the second ones");
+        return Ok(());
+    }
     let sources = dec.kernel_sources()?;
     let Some(dir) = a.dump else {
         for (file, label, src) in &sources {

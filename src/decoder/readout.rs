@@ -333,3 +333,54 @@ impl GpuDecoder {
         pollster::block_on(self.router_weights_async())
     }
 }
+
+/// How long each kernel takes to get ready on this adapter: its first dispatch (which on
+/// lavapipe includes the LLVM compile that pipeline creation leaves for later) and a second
+/// one, each submitted alone and waited for. The dispatches run on the decoder's own buffers,
+/// so the decoder's state is garbage afterwards: for `tide kernels --compile-times` only.
+#[cfg(not(target_arch = "wasm32"))]
+impl GpuDecoder {
+    pub fn first_dispatch_times(mut self) -> Result<Vec<(String, u32, f64, f64)>> {
+        self.build_all_logits()?;
+        let n_batch = self.opts.max_batch.min(8) as u32;
+        self.cur = super::plan::Step {
+            pos0: 0,
+            n_tok: n_batch,
+            n_pen: 0,
+            penalty: 1.0,
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let ops: Vec<&Op> = self
+            .ops
+            .iter()
+            .chain(self.all_logits.as_ref().map_or(&[][..], |a| &a.ops[..]))
+            .collect();
+        for n in [1u32, n_batch] {
+            let step = super::plan::Step {
+                n_tok: n,
+                ..self.cur
+            };
+            self.ctx
+                .queue
+                .write_buffer(&self.buf.step, 0, bytemuck::bytes_of(&step));
+            for op in &ops {
+                let k = op.variant(n).kernel;
+                if !op.runs(n) || !seen.insert(k) {
+                    continue;
+                }
+                let mut times = [0f64; 2];
+                for t in &mut times {
+                    let start = std::time::Instant::now();
+                    let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                    self.encode_ops(&mut enc, std::slice::from_ref(*op), n);
+                    self.ctx.queue.submit([enc.finish()]);
+                    self.ctx.wait()?;
+                    *t = start.elapsed().as_secs_f64();
+                }
+                out.push((self.kernels[k].label.clone(), n, times[0], times[1]));
+            }
+        }
+        Ok(out)
+    }
+}
