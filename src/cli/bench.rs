@@ -115,6 +115,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let (ratio_lo, ratio_hi) = (ratios[0], ratios[ratios.len() - 1]);
     let ratio = median(ratios);
     let (pp, tg) = (median(pps), median(tgs));
+    // Before the bandwidth probe, whose 256 MiB buffers would be counted otherwise.
+    let peak_rss = peak_rss_mb();
     let (bw, dispatch_us) = match &e {
         Engine::Gpu(g) => (
             Some(tide_gpu::gpu::probe::copy_bandwidth(
@@ -152,7 +154,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "copy_bandwidth_gb_per_s": bw,
         "roofline_fraction": bw.map(|b| weight_bytes as f64 * tg / 1e9 / b),
         "dispatch_us": dispatch_us,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
     });
     if let Engine::Gpu(g) = &e {
         if let Some(p) = &g.profile {
