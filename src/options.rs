@@ -29,6 +29,10 @@ pub struct GpuOptions {
     pub shader_dir: Option<PathBuf>,
     /// Which wgpu backends to look at (None: all that this build has). WGPU_BACKEND in the CLI.
     pub backends: Option<wgpu::Backends>,
+    /// wgpu's instance flags (validation, debug labels, non-compliant adapters) and per-backend
+    /// options; None: wgpu's defaults. The CLI takes wgpu's own WGPU_* variables for both.
+    pub instance_flags: Option<wgpu::InstanceFlags>,
+    pub backend_options: Option<wgpu::BackendOptions>,
     /// Open a software OpenGL adapter (llvmpipe through GL) when it is the only one. Off, such
     /// a machine is refused, so `--backend auto` takes the far faster CPU reference.
     pub allow_software_gl: bool,
@@ -43,6 +47,8 @@ impl Default for GpuOptions {
             subgroups: true,
             shader_dir: None,
             backends: None,
+            instance_flags: None,
+            backend_options: None,
             allow_software_gl: false,
         }
     }

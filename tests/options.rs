@@ -66,6 +66,11 @@ fn adapters_rank_software_gl_last() {
     .unwrap();
     let swiftshader = adapter_rank(Backend::Vulkan, DeviceType::Cpu, "SwiftShader Device").unwrap();
     assert!(gpu_vk > igpu_gl && igpu_gl > lavapipe && lavapipe > gl_sw);
+    // A discrete GPU before an integrated one (as wgpu's HighPerformance request orders them),
+    // whatever the API; the native API before GL for the same kind.
+    let dgpu_gl = adapter_rank(Backend::Gl, DeviceType::DiscreteGpu, "Radeon").unwrap();
+    let igpu_vk = adapter_rank(Backend::Vulkan, DeviceType::IntegratedGpu, "Intel").unwrap();
+    assert!(dgpu_gl > igpu_vk && igpu_vk > igpu_gl && gpu_vk > dgpu_gl);
     assert_eq!(swiftshader, lavapipe);
     assert_eq!(adapter_rank(Backend::Noop, DeviceType::Other, "noop"), None);
 }

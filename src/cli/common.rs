@@ -125,7 +125,7 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 pub fn devices() -> Result<()> {
     let mut o = Options::default();
     super::env::apply(&mut o)?;
-    let list = tide_gpu::gpu::adapters_summary(o.gpu.backends);
+    let list = tide_gpu::gpu::adapters_summary(&o.gpu);
     if list.is_empty() {
         println!("no GPU adapters found (install a Vulkan/Metal/DX12 driver; lavapipe: mesa-vulkan-drivers)");
     }

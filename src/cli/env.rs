@@ -9,7 +9,7 @@ fn var(name: &str) -> Option<String> {
 }
 
 /// Fill the switches of `o` from TIDE_WORKGROUPS, TIDE_ROUTER, TIDE_PREFILL_TILE,
-/// TIDE_WEIGHTS, TIDE_SUBGROUPS, TIDE_SHADER_DIR and wgpu's WGPU_BACKEND.
+/// TIDE_WEIGHTS, TIDE_SUBGROUPS, TIDE_SHADER_DIR and wgpu's own WGPU_* variables.
 pub fn apply(o: &mut Options) -> Result<()> {
     if let Some(v) = var("TIDE_WORKGROUPS") {
         o.decoder.kernels = match v.as_str() {
@@ -52,6 +52,9 @@ pub fn apply(o: &mut Options) -> Result<()> {
         }
         o.gpu.shader_dir = Some(p);
     }
+    // wgpu's own variables (WGPU_BACKEND, WGPU_VALIDATION, WGPU_DX12_COMPILER, ...).
     o.gpu.backends = wgpu::Backends::from_env();
+    o.gpu.instance_flags = Some(wgpu::InstanceFlags::default().with_env());
+    o.gpu.backend_options = Some(wgpu::BackendOptions::default().with_env());
     Ok(())
 }

@@ -12,8 +12,9 @@ use super::common::ModelArgs;
 pub struct KernelsArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Write each variant to DIR/<shader>.<entry>.<defines>.wgsl, with index.json (file,
-    /// label) beside them. DIR must be empty or not exist yet.
+    /// Write each variant built at load to DIR/<shader>.<entry>.<defines>.wgsl, with
+    /// index.json (file, label) beside them (top-k kernels are built per K on first use and
+    /// not listed). DIR must be empty or not exist yet.
     #[arg(long)]
     pub dump: Option<PathBuf>,
     /// Time each variant's first dispatch (compile + run) and a second one, for one token and

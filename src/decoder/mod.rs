@@ -1,7 +1,8 @@
 //! The per-token / per-prompt schedule on the GPU: which kernels run, in what order, in one
-//! submission. Everything is allocated and every pipeline and bind group built at load time;
-//! a decode step writes 16 bytes of parameters and 4 bytes of token id, submits once and reads
-//! back the sampled token (or the K best logits for stochastic sampling).
+//! submission. Everything is allocated and every pipeline and bind group built at load time
+//! (but the top-k kernel of each K and the all-position LM head, built on first use); a step
+//! writes 16 bytes of parameters and 4 bytes of token id, submits once and reads back the
+//! sampled token (or the K best logits for stochastic sampling).
 //!
 //! Where things are:
 //! - this file: the decoder's state, its buffers and the pipeline cache;
@@ -276,7 +277,8 @@ impl GpuDecoder {
         for (i, p) in todo.into_iter().zip(built) {
             self.kernels[i].pipeline = Some(p?);
         }
-        Ok(())
+        // Errors wgpu raised while creating them (outside any error scope) surface here.
+        self.ctx.take_error()
     }
 
     /// Kernel `k`'s pipeline (every kernel is compiled before a step can run).

@@ -55,22 +55,36 @@ impl GpuDecoder {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.ctx.drive()?;
-        if let Some(e) = oom.pop().await {
+        let drove = self.ctx.drive();
+        let oom = oom.pop().await;
+        let invalid = scope.pop().await;
+        let mapped = match drove {
+            // The map cannot complete if the device stopped making progress.
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        // Read and unmap on every path where the map went through, so the buffer stays usable.
+        let data = match &mapped {
+            Some(Ok(())) => {
+                let v = slice.get_mapped_range().map(|r| r.to_vec());
+                buf.unmap();
+                Some(v)
+            }
+            _ => None,
+        };
+        drove?;
+        if let Some(e) = oom {
             return Err(Error::Gpu(format!("out of memory: {e}")));
         }
-        if let Some(e) = scope.pop().await {
+        if let Some(e) = invalid {
             return Err(Error::Gpu(format!("{e}")));
         }
-        rx.await
-            .map_err(|_| Error::Gpu("readback never completed".into()))?
-            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
-        let v = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?
-            .to_vec();
-        buf.unmap();
-        Ok(v)
+        match (mapped, data) {
+            (Some(Ok(())), Some(Ok(v))) => Ok(v),
+            (Some(Ok(())), Some(Err(e))) => Err(Error::Gpu(format!("readback failed: {e}"))),
+            (Some(Err(e)), _) => Err(Error::Gpu(format!("readback failed: {e}"))),
+            _ => Err(Error::Gpu("readback never completed".into())),
+        }
     }
 
     /// `read_buffer` on the shared readback buffer.
@@ -121,8 +135,9 @@ impl GpuDecoder {
                     ("OUT", res(&buf.out)),
                 ],
             )?;
-            self.topk.insert(k, (v.kernel, bind));
+            // Compiled before it is recorded, so a failed compile is retried, not dispatched.
             self.compile_pending()?;
+            self.topk.insert(k, (v.kernel, bind));
         }
         let n_pen = if penalty != 1.0 {
             recent.len().min(MAX_PEN)
@@ -215,6 +230,27 @@ impl GpuDecoder {
                 .collect()
         };
         let n_ops = self.ops.len();
+        let pushed = self.push_all_logits_ops(chunks, &out_norm, &logits);
+        // On failure, no half-built op may stay in the step's schedule.
+        let ops = self.ops.split_off(n_ops);
+        pushed?;
+        self.compile_pending()?;
+        self.all_logits = Some(AllLogits {
+            ops,
+            logits,
+            readback,
+        });
+        Ok(())
+    }
+
+    /// The all-position LM head ops, one per chunk of the head, appended to `self.ops`.
+    fn push_all_logits_ops(
+        &mut self,
+        chunks: Vec<(Storage, usize, usize, crate::model::DType, usize)>,
+        out_norm: &wgpu::Buffer,
+        logits: &wgpu::Buffer,
+    ) -> Result<()> {
+        let v = self.config.vocab;
         for (buffer, row0, rows, dtype, cols) in chunks {
             let m = Matmul {
                 epi: Epilogue::StoreAll { stride: v },
@@ -230,18 +266,11 @@ impl GpuDecoder {
                 ("step", res(&step)),
                 ("W", buffer.resource()),
                 ("X", res(&h)),
-                ("G", res(&out_norm)),
-                ("Y", res(&logits)),
+                ("G", res(out_norm)),
+                ("Y", res(logits)),
             ];
             self.push_op(&p, &p, &named)?;
         }
-        let ops = self.ops.split_off(n_ops);
-        self.compile_pending()?;
-        self.all_logits = Some(AllLogits {
-            ops,
-            logits,
-            readback,
-        });
         Ok(())
     }
 

@@ -22,10 +22,16 @@ pub struct GpuContext {
     errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+fn instance(opts: &GpuOptions) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    if let Some(b) = backends {
+    if let Some(b) = opts.backends {
         desc.backends = b;
+    }
+    if let Some(f) = opts.instance_flags {
+        desc.flags = f;
+    }
+    if let Some(b) = &opts.backend_options {
+        desc.backend_options = b.clone();
     }
     wgpu::Instance::new(desc)
 }
@@ -45,12 +51,19 @@ pub fn adapter_rank(
             .iter()
             .any(|s| n.contains(s))
     };
+    // Among hardware adapters, as wgpu's HighPerformance request orders them: discrete,
+    // integrated, then the rest; GL after the native APIs of the same kind.
+    let kind = match device_type {
+        wgpu::DeviceType::DiscreteGpu => 3,
+        wgpu::DeviceType::IntegratedGpu => 2,
+        _ => 1,
+    };
     match (backend, software) {
         (wgpu::Backend::Noop, _) => None,
         (wgpu::Backend::Gl, true) => Some(0),
         (_, true) => Some(1),
-        (wgpu::Backend::Gl, false) => Some(2),
-        (_, false) => Some(3),
+        (wgpu::Backend::Gl, false) => Some(2 * kind),
+        (_, false) => Some(2 * kind + 1),
     }
 }
 
@@ -62,28 +75,36 @@ impl GpuContext {
     /// Open the best adapter (see `adapter_rank`); natively every adapter is looked at, in
     /// the browser the one WebGPU offers.
     pub async fn new(opts: &GpuOptions) -> Result<GpuContext> {
-        let inst = instance(opts.backends);
+        let inst = instance(opts);
         let hint = "use --backend cpu, or install a Vulkan driver (e.g. mesa-vulkan-drivers, which has lavapipe)";
         #[cfg(not(target_arch = "wasm32"))]
-        let adapter = {
+        {
             let mut all = inst.enumerate_adapters(wgpu::Backends::all()).await;
             all.retain(|a| rank_of(&a.get_info()).is_some());
             // Highest rank first; among equals, the order wgpu listed them.
             all.sort_by_key(|a| std::cmp::Reverse(rank_of(&a.get_info())));
-            let best = all
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::Gpu(format!("no GPU adapter found; {hint}")))?;
-            let info = best.get_info();
-            // Software OpenGL only when asked for (GpuOptions::allow_software_gl).
-            if rank_of(&info) == Some(0) && !opts.allow_software_gl {
-                return Err(Error::Gpu(format!(
-                    "the only adapter is {} on software OpenGL, far slower than the CPU reference (shaders compile cold, ~5 tok/s); {hint}",
-                    info.name
-                )));
+            if all.is_empty() {
+                return Err(Error::Gpu(format!("no GPU adapter found; {hint}")));
             }
-            best
-        };
+            // The best adapter that opens; software OpenGL only when asked for.
+            let mut last = None;
+            for adapter in all {
+                let info = adapter.get_info();
+                if rank_of(&info) == Some(0) && !opts.allow_software_gl {
+                    // Keep the error of a better adapter that failed to open, if any.
+                    last.get_or_insert(Error::Gpu(format!(
+                        "the only adapter is {} on software OpenGL, far slower than the CPU reference (shaders compile cold, ~5 tok/s); {hint}",
+                        info.name
+                    )));
+                    continue;
+                }
+                match Self::from_adapter(adapter, opts).await {
+                    Ok(ctx) => return Ok(ctx),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| Error::Gpu(format!("no GPU adapter opened; {hint}"))))
+        }
         #[cfg(target_arch = "wasm32")]
         let adapter = inst
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -94,7 +115,8 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); {hint}")))?;
-        Self::from_adapter(adapter, opts).await
+        #[cfg(target_arch = "wasm32")]
+        return Self::from_adapter(adapter, opts).await;
     }
 
     pub async fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<GpuContext> {
@@ -219,8 +241,8 @@ impl GpuContext {
 }
 
 /// Every adapter wgpu can see, with its limits and features (for `tide devices`).
-pub fn adapters_summary(backends: Option<wgpu::Backends>) -> Vec<serde_json::Value> {
-    let inst = instance(backends);
+pub fn adapters_summary(opts: &GpuOptions) -> Vec<serde_json::Value> {
+    let inst = instance(opts);
     let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
     adapters
         .iter()
