@@ -320,17 +320,7 @@ impl GpuDecoder {
 /// "shader.entry.KEY=V,FLAG,...": a file name from a kernel's key (a long one is cut and
 /// given a hash of the whole, so names stay unique and within file-system limits).
 fn kernel_file_name(shader: &str, entry: &str, defs: &Defines) -> String {
-    let parts: Vec<String> = defs
-        .0
-        .iter()
-        .map(|(k, v)| {
-            if v == "1" {
-                k.clone()
-            } else {
-                format!("{k}={v}")
-            }
-        })
-        .collect();
+    let parts = defs.tags(|_, _| true);
     let name = format!("{shader}.{entry}.{}", parts.join(",")).replace(['/', '\\', ' ', ':'], "_");
     if name.len() <= 180 {
         return format!("{name}.wgsl");

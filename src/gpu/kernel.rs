@@ -296,17 +296,6 @@ pub fn bind_named(
 
 /// "shader:entry [flags and the values that tell variants apart]".
 pub fn label(name: &str, entry: &str, defs: &Defines) -> String {
-    let tag: Vec<String> = defs
-        .0
-        .iter()
-        .filter(|(k, v)| *v == "1" || *k == "QUANT" || *k == "T")
-        .map(|(k, v)| {
-            if v == "1" {
-                k.clone()
-            } else {
-                format!("{k}={v}")
-            }
-        })
-        .collect();
+    let tag = defs.tags(|k, v| v == "1" || k == "QUANT" || k == "T");
     format!("{name}:{entry} [{}]", tag.join(" "))
 }

@@ -61,6 +61,22 @@ impl Defines {
             self
         }
     }
+
+    /// The defines `keep` accepts, in key order, as `FLAG` for flags and `KEY=value` otherwise
+    /// (kernel labels and file names).
+    pub fn tags(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, v)| keep(k, v))
+            .map(|(k, v)| {
+                if v == "1" {
+                    k.clone()
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect()
+    }
 }
 
 /// A shader's text: from `dir` when given (a development aid: edit shaders without rebuilding),
