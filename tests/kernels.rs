@@ -4,12 +4,12 @@
 //! relative; we allow 1e-4 * (1 + |sum of |terms||) style bounds as absolute figures below.
 mod common;
 
-use common::{assert_close, gpu, step, Rng};
+use common::{assert_close, gpu, run_spec, step, texture_rows, x_data, Rng};
 use half::{bf16, f16};
 use tide_gpu::cpu::ops;
 use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
 use tide_gpu::gpu::harness::{run, Data};
-use tide_gpu::gpu::{repack, Binding, GpuContext, TEX_WIDTH};
+use tide_gpu::gpu::{repack, Binding, GpuContext};
 use tide_gpu::model::dtype::{dequantize, DType};
 use tide_gpu::model::{Config, RopeLayout};
 
@@ -67,18 +67,7 @@ fn as_f32(v: &[u32]) -> Vec<f32> {
 }
 
 fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<f32>> {
-    let go = |s: &Spec| {
-        run(
-            ctx,
-            s.shader,
-            s.entry,
-            &s.defs,
-            &s.bindings,
-            &data,
-            (s.x, s.y_groups(n_tok), 1),
-        )
-        .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader))
-    };
+    let go = |s: &Spec| run_spec(ctx, s, &data, n_tok);
     let out = go(s);
     // Kernels that read weights run a second time with them in a texture (the layout CPU
     // adapters use): same words, same arithmetic, so the results must be bit-identical.
@@ -129,27 +118,6 @@ fn token_specs(m: &Matmul, n_tok: u32, decode: Spec) -> Vec<Spec> {
         vec![decode, m.decode_rows()]
     } else {
         vec![m.prefill(), m.prefill().x_in_texture()]
-    }
-}
-
-/// Rows of `width` floats as the rows of an rgba32uint texture (f32 bits), each padded to the
-/// harness's texture width: how the row textures of CPU adapters (x, K/V, memory) look.
-fn texture_rows(v: &[f32], width: usize) -> Data {
-    let mut w = vec![0u32; v.len() / width * TEX_WIDTH * 4];
-    for (r, row) in v.chunks(width).enumerate() {
-        for (i, x) in row.iter().enumerate() {
-            w[r * TEX_WIDTH * 4 + i] = x.to_bits();
-        }
-    }
-    Data::U32(w)
-}
-
-/// x [n_tok, cols] as `s` reads it: a buffer, or texture rows (row t = token t).
-fn x_data(s: &Spec, x: &[f32], cols: usize) -> Data {
-    if s.texture_at(2) {
-        texture_rows(x, cols)
-    } else {
-        Data::F32(x.to_vec())
     }
 }
 

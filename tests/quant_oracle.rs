@@ -5,11 +5,11 @@
 //! there are no bytes of ours to compare with gguf-py's.)
 mod common;
 
-use common::{assert_close, gpu, repo, step, Rng};
+use common::{assert_close, gpu, repo, run_spec, step, x_data, Rng};
 use tide_gpu::cpu::ops;
 use tide_gpu::decoder::specs::{Epilogue, Matmul, Spec};
-use tide_gpu::gpu::harness::{run, Data};
-use tide_gpu::gpu::{repack, TEX_WIDTH};
+use tide_gpu::gpu::harness::Data;
+use tide_gpu::gpu::repack;
 use tide_gpu::model::dtype::{dequantize, DType};
 
 struct Fixture {
@@ -71,17 +71,6 @@ fn cpu_dequant_equals_gguf_py() {
     }
 }
 
-/// Rows of `width` floats as rgba32uint texture rows (f32 bits), each padded to TEX_WIDTH.
-fn texture_rows(v: &[f32], width: usize) -> Data {
-    let mut w = vec![0u32; v.len() / width * TEX_WIDTH * 4];
-    for (r, row) in v.chunks(width).enumerate() {
-        for (i, x) in row.iter().enumerate() {
-            w[r * TEX_WIDTH * 4 + i] = x.to_bits();
-        }
-    }
-    Data::U32(w)
-}
-
 /// Every matmul kernel that reads Q4_0 weights (decode: both matvec tunings and matvec_rows;
 /// prefill: matmul with x in a buffer or a texture; each with weights in a buffer and in a
 /// texture, and with subgroup fetch sharing where the adapter has it), run on gguf-py's blocks:
@@ -127,27 +116,13 @@ fn gpu_matmuls_on_gguf_py_blocks() {
             specs.push(t);
         }
         for s in &specs {
-            let xd = if s.texture_at(2) {
-                texture_rows(&x, fx.cols)
-            } else {
-                Data::F32(x.clone())
-            };
             let data = vec![
                 Data::Bytes(step(0, n_tok, 0, 1.0)),
                 Data::U32(words.clone()),
-                xd,
+                x_data(s, &x, fx.cols),
                 Data::F32(h0.clone()),
             ];
-            let out = run(
-                &ctx,
-                s.shader,
-                s.entry,
-                &s.defs,
-                &s.bindings,
-                &data,
-                (s.x, s.y_groups(n_tok), 1),
-            )
-            .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader));
+            let out = run_spec(&ctx, s, &data, n_tok);
             let got: Vec<f32> = out[0][..want.len()]
                 .iter()
                 .map(|&w| f32::from_bits(w))

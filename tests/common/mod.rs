@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 use std::path::PathBuf;
 
-use tide_gpu::gpu::{GpuContext, GpuOptions};
+use tide_gpu::decoder::specs::Spec;
+use tide_gpu::gpu::harness::{run, Data};
+use tide_gpu::gpu::{GpuContext, GpuOptions, TEX_WIDTH};
 
 pub fn gpu() -> GpuContext {
     gpu_with(&GpuOptions::default())
@@ -93,4 +95,40 @@ pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
+}
+
+/// Dispatch spec `s` once for a step of `n_tok` tokens over `data` (one entry per binding);
+/// the final words of each ReadWrite binding.
+pub fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Vec<u32>> {
+    run(
+        ctx,
+        s.shader,
+        s.entry,
+        &s.defs,
+        &s.bindings,
+        data,
+        (s.x, s.y_groups(n_tok), 1),
+    )
+    .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader))
+}
+
+/// Rows of `width` floats as the rows of an rgba32uint texture (f32 bits), each padded to the
+/// harness's texture width: how the row textures of CPU adapters (x, K/V, memory) look.
+pub fn texture_rows(v: &[f32], width: usize) -> Data {
+    let mut w = vec![0u32; v.len() / width * TEX_WIDTH * 4];
+    for (r, row) in v.chunks(width).enumerate() {
+        for (i, x) in row.iter().enumerate() {
+            w[r * TEX_WIDTH * 4 + i] = x.to_bits();
+        }
+    }
+    Data::U32(w)
+}
+
+/// x [n_tok, cols] as `s` reads it: a buffer, or texture rows (row t = token t).
+pub fn x_data(s: &Spec, x: &[f32], cols: usize) -> Data {
+    if s.texture_at(2) {
+        texture_rows(x, cols)
+    } else {
+        Data::F32(x.to_vec())
+    }
 }
