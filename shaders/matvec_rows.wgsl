@@ -3,6 +3,9 @@
 // costs a per-lane loop on a CPU Vulkan driver, which made them dearer than the weights.
 // x (and the norm's gamma) come from uniform buffers at constant offsets: the driver loads
 // such a value once and broadcasts it, where a storage load would walk the lanes.
+// Two forms: x held in registers and every block unrolled (fastest per row when a lane owns
+// many groups), or LOOP, a loop over blocks that reloads x per block (as fast when a lane owns
+// few groups; llvmpipe's compile time grows with the unrolled code, 10 s for one of SmolLM2's).
 #include "common"
 
 #include "matmul_bindings"
@@ -16,10 +19,21 @@ const EPS: f32 = {{EPS}};
 const GROUPS: u32 = {{GROUPS}}u;
 const LANES: u32 = {{LANES}}u;  // lanes in the whole dispatch
 
+#if LOOP
+// x chunk i (times gamma): uniform loads at a lane-uniform index.
+fn xq(i: u32) -> vec4<f32> {
+#if NORM
+    return X[i] * G[i];
+#else
+    return X[i];
+#endif
+}
+#else
 // x (times gamma) by block of 32, and each block's sum; constant indices only, so these stay
 // in registers (or the stack), never in per-lane scratch memory.
 var<private> xp: array<vec4<f32>, {{NB}} * 8>;
 var<private> xsp: array<f32, {{NB}}>;
+#endif
 
 #include "matmul_epilogue"
 
@@ -33,15 +47,22 @@ const RK1: u32 = {{RK1}}u;
 
 fn router_dot(j: u32) -> f32 {
     var acc = vec4<f32>(0.0);
+#if LOOP
+    for (var i = 0u; i < NB * 8u; i++) {
+        acc += bitcast<vec4<f32>>(textureLoad(WR, vec2<u32>(i, j), 0)) * xq(i);
+    }
+#else
 #for B in 0..{{NB}}
 #for J in 0..8
     acc += bitcast<vec4<f32>>(textureLoad(WR, vec2<u32>({{B}}u * 8u + {{J}}u, j), 0)) * xp[{{B}} * 8 + {{J}}];
 #endfor
 #endfor
+#endif
     return acc.x + acc.y + acc.z + acc.w;
 }
 #endif
 
+#if !LOOP
 fn row_dot(row: u32) -> f32 {
     var acc = 0.0;
     if (row < ROWS) {
@@ -52,10 +73,14 @@ fn row_dot(row: u32) -> f32 {
     }
     return acc;
 }
+#endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var ss = vec4<f32>(0.0);
+#if LOOP
+    for (var i = 0u; i < NB * 8u; i++) { let r = X[i]; ss += r * r; }
+#else
 #for B in 0..{{NB}}
     var s{{B}} = vec4<f32>(0.0);
 #for J in 0..8
@@ -70,6 +95,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #endfor
     xsp[{{B}}] = s{{B}}.x + s{{B}}.y + s{{B}}.z + s{{B}}.w;
 #endfor
+#endif
     var inv = 1.0;
 #if NORM
     inv = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(COLS) + EPS);
@@ -83,7 +109,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let rows = vec4<u32>(row_of(g, 0u), row_of(g, 1u), row_of(g, 2u), row_of(g, 3u));
         // A loop, not four inlined copies: the driver's compile time grows with code size.
         var v = vec4<f32>(0.0);
+#if LOOP
+        // Rows past the end read the last row; their results are not stored.
+        let rb = min(rows, vec4<u32>(ROWS - 1u)) * (NB * WPB);
+        for (var b = 0u; b < NB; b++) {
+            let x0 = xq(b * 8u); let x1 = xq(b * 8u + 1u); let x2 = xq(b * 8u + 2u); let x3 = xq(b * 8u + 3u);
+            let x4 = xq(b * 8u + 4u); let x5 = xq(b * 8u + 5u); let x6 = xq(b * 8u + 6u); let x7 = xq(b * 8u + 7u);
+            let s4 = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
+            let xs = s4.x + s4.y + s4.z + s4.w;
+            for (var r = 0u; r < 4u; r++) {
+                v[r] += bdot(load_block(rb[r] + b * WPB), x0, x1, x2, x3, x4, x5, x6, x7, xs);
+            }
+        }
+#else
         for (var r = 0u; r < 4u; r++) { v[r] = row_dot(rows[r]); }
+#endif
         if (rows.x < ROWS) { epilogue(0u, rows, v * inv); }
     }
 #if ROUTER

@@ -67,6 +67,11 @@ pub struct DecoderOptions {
     pub router: RouterPlacement,
     /// The prefill matmul's register tile (TIDE_PREFILL_TILE=GR,TPL,WG).
     pub prefill_tile: PrefillTile,
+    /// Prompts of at most this many tokens run token by token through the decode kernels
+    /// (TIDE_TOKEN_BY_TOKEN=N). Drivers that compile a pipeline at its first dispatch, as
+    /// lavapipe does, then never compile the prefill kernels for a short prompt: ~17 s of a
+    /// cold start on the default model, for a few ms per token once warm. 0: always prefill.
+    pub token_by_token_upto: usize,
 }
 
 impl Default for DecoderOptions {
@@ -77,6 +82,7 @@ impl Default for DecoderOptions {
             kernels: KernelSet::Auto,
             router: RouterPlacement::Auto,
             prefill_tile: PrefillTile::default(),
+            token_by_token_upto: 8,
         }
     }
 }

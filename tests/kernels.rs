@@ -115,7 +115,11 @@ fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<
 /// kernels (`decode`, the GPU one, and matvec_rows, the CPU-adapter one).
 fn token_specs(m: &Matmul, n_tok: u32, decode: Spec) -> Vec<Spec> {
     if n_tok == 1 {
-        vec![decode, m.decode_rows()]
+        vec![
+            decode,
+            m.decode_rows().block_loop(false),
+            m.decode_rows().block_loop(true),
+        ]
     } else {
         vec![m.prefill(), m.prefill().x_in_texture()]
     }
@@ -259,8 +263,8 @@ fn matmul_residual_memory() {
         }
         // CPU adapters, one token: memory rows from a texture, the router's softmax taken from
         // its logits here (slot K + 1 switches the layer on or off), alpha written out.
-        let s = m.decode_rows().memory_in_texture();
-        for switch in [1.0f32, 0.0] {
+        for (lp, switch) in [(false, 1.0f32), (false, 0.0), (true, 1.0), (true, 0.0)] {
+            let s = m.decode_rows().memory_in_texture().block_loop(lp);
             let mut l = logits.clone();
             l.push(switch);
             l.resize((k + 2).div_ceil(4) * 4, 0.0);
@@ -278,7 +282,7 @@ fn matmul_residual_memory() {
                 ],
                 1,
             );
-            let name = format!("residual+memory, textures, switch {switch}");
+            let name = format!("residual+memory, textures, loop {lp}, switch {switch}");
             assert_close(&name, &out[0], &want(switch), 2e-4);
             let a: Vec<f32> = alpha.iter().map(|a| a * switch).collect();
             assert_close(&format!("{name}: alpha"), &out[1], &a, 1e-5);
@@ -315,31 +319,38 @@ fn matvec_swiglu_with_router() {
             rows: 2 * ffn,
             row0: 0,
         };
-        let s = m.decode_rows().with_router(k);
-        let out = dispatch(
-            &ctx,
-            &s,
-            vec![
-                Data::Bytes(step(0, 1, 0, 1.0)),
-                Data::U32(words(dtype, &wb)),
-                Data::F32(x.clone()),
-                Data::F32(g.clone()),
-                Data::F32(vec![0.0; ffn]),
-                texture_rows(&wr, cols),
-                Data::F32(vec![0.0; k + 1]),
-            ],
-            1,
-        );
-        let y = &cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)[0];
-        let want: Vec<f32> = (0..ffn).map(|j| ops::silu(y[j]) * y[ffn + j]).collect();
-        assert_close(
-            &format!("swiglu+router {dtype:?} K={k}"),
-            &out[0],
-            &want,
-            2e-4,
-        );
-        let logits = cpu_matmul(&wr, k + 1, cols, &x, Some(&g), 1e-5).remove(0);
-        assert_close(&format!("router logits K={k}"), &out[1], &logits, 1e-4);
+        for lp in [false, true] {
+            let s = m.decode_rows().with_router(k).block_loop(lp);
+            let out = dispatch(
+                &ctx,
+                &s,
+                vec![
+                    Data::Bytes(step(0, 1, 0, 1.0)),
+                    Data::U32(words(dtype, &wb)),
+                    Data::F32(x.clone()),
+                    Data::F32(g.clone()),
+                    Data::F32(vec![0.0; ffn]),
+                    texture_rows(&wr, cols),
+                    Data::F32(vec![0.0; k + 1]),
+                ],
+                1,
+            );
+            let y = &cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)[0];
+            let want: Vec<f32> = (0..ffn).map(|j| ops::silu(y[j]) * y[ffn + j]).collect();
+            assert_close(
+                &format!("swiglu+router {dtype:?} K={k} loop {lp}"),
+                &out[0],
+                &want,
+                2e-4,
+            );
+            let logits = cpu_matmul(&wr, k + 1, cols, &x, Some(&g), 1e-5).remove(0);
+            assert_close(
+                &format!("router logits K={k} loop {lp}"),
+                &out[1],
+                &logits,
+                1e-4,
+            );
+        }
     }
 }
 

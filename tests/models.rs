@@ -58,6 +58,8 @@ fn tiny_llama_matches_numpy_reference() {
                     ctx_len: 64,
                     max_batch: 16,
                     kernels: ks,
+                    // The prefill kernels, however short the batch.
+                    token_by_token_upto: 0,
                     ..Default::default()
                 };
                 GpuDecoder::new(gpu(), &m, opts).unwrap()
@@ -85,6 +87,35 @@ fn tiny_llama_matches_numpy_reference() {
             let got = d.logits().unwrap();
             assert_close(&format!("{tag} prefill then decode"), &got, last, 1e-3);
         }
+    }
+}
+
+/// A short prompt runs token by token through the decode kernels (so a driver that compiles at
+/// first dispatch never compiles the prefill kernels for it); a longer one is one batch. Both
+/// give the numpy golden logits.
+#[test]
+fn short_prompts_run_token_by_token() {
+    let g = golden();
+    let ids: Vec<u32> = g["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let want = rows(&g["logits"]["f32"]);
+    let m = model::load(&repo().join("tests/fixtures/tiny_llama")).unwrap();
+    let opts = DecoderOptions {
+        ctx_len: 64,
+        token_by_token_upto: 8,
+        ..Default::default()
+    };
+    assert!(ids.len() > 8, "the fixture needs more than 8 tokens");
+    for (n, steps) in [(8, (8, 0)), (ids.len(), (0, 1))] {
+        let mut d = GpuDecoder::new(gpu(), &m, opts.clone()).unwrap();
+        d.feed(&ids[..n]).unwrap();
+        let got = d.logits().unwrap();
+        assert_eq!(d.steps, steps, "{n} tokens: (single steps, batches)");
+        assert_close(&format!("{n} tokens"), &got, &want[n - 1], 1e-3);
     }
 }
 
@@ -119,6 +150,8 @@ fn smollm2_gpu_matches_cpu_reference() {
         DecoderOptions {
             ctx_len: 256,
             max_batch: 128,
+            // The prefill kernels, however short the batch.
+            token_by_token_upto: 0,
             ..Default::default()
         },
     )
@@ -198,6 +231,8 @@ fn smollm2_safetensors_matches_gguf() {
         DecoderOptions {
             ctx_len: 64,
             max_batch: 64,
+            // The prefill kernels, however short the batch.
+            token_by_token_upto: 0,
             ..Default::default()
         },
     )
@@ -230,6 +265,8 @@ fn smollm2_split_bindings_match_cpu() {
             DecoderOptions {
                 ctx_len: 128,
                 max_batch: 64,
+                // The prefill kernels, however short the batch.
+                token_by_token_upto: 0,
                 ..Default::default()
             },
         )
@@ -263,6 +300,8 @@ fn smollm2_split_bindings_match_cpu() {
         DecoderOptions {
             ctx_len: 4096,
             max_batch: 64,
+            // The prefill kernels, however short the batch.
+            token_by_token_upto: 0,
             ..Default::default()
         },
     )

@@ -54,6 +54,8 @@ fn decoder(m: &Model, max_batch: usize, kernels: KernelSet) -> GpuDecoder {
         ctx_len: 64,
         max_batch,
         kernels,
+        // The prefill kernels, however short the batch.
+        token_by_token_upto: 0,
         ..Default::default()
     };
     GpuDecoder::new(gpu(), m, opts).unwrap()
@@ -225,6 +227,8 @@ fn huge_null_logit_reproduces_the_backbone() {
     let opts = DecoderOptions {
         ctx_len: 64,
         max_batch: 16,
+        // The prefill kernels, however short the batch.
+        token_by_token_upto: 0,
         ..Default::default()
     };
     let gt = GpuDecoder::new(gpu(), &m, opts.clone())
@@ -469,6 +473,8 @@ fn gguf_memory_equals_the_safetensors_form() {
         DecoderOptions {
             ctx_len: 16,
             max_batch: 8,
+            // The prefill kernels, however short the batch.
+            token_by_token_upto: 0,
             ..Default::default()
         },
     )

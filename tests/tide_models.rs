@@ -82,6 +82,8 @@ fn committed_models_match_pytorch_on_cpu_and_gpu() {
             DecoderOptions {
                 ctx_len: 64,
                 max_batch: 64,
+                // The prefill kernels, however short the batch.
+                token_by_token_upto: 0,
                 ..Default::default()
             },
         )

@@ -9,7 +9,7 @@ fn var(name: &str) -> Option<String> {
 }
 
 /// Fill the switches of `o` from TIDE_WORKGROUPS, TIDE_ROUTER, TIDE_PREFILL_TILE,
-/// TIDE_WEIGHTS, TIDE_SUBGROUPS, TIDE_SHADER_DIR and wgpu's own WGPU_* variables.
+/// TIDE_TOKEN_BY_TOKEN, TIDE_WEIGHTS, TIDE_SUBGROUPS, TIDE_SHADER_DIR and wgpu's own WGPU_* variables.
 pub fn apply(o: &mut Options) -> Result<()> {
     if let Some(v) = var("TIDE_WORKGROUPS") {
         o.decoder.kernels = match v.as_str() {
@@ -30,6 +30,11 @@ pub fn apply(o: &mut Options) -> Result<()> {
             .parse()
             .map_err(anyhow::Error::msg)
             .context("TIDE_PREFILL_TILE")?;
+    }
+    if let Some(v) = var("TIDE_TOKEN_BY_TOKEN") {
+        o.decoder.token_by_token_upto = v.parse().map_err(|_| {
+            anyhow::anyhow!("TIDE_TOKEN_BY_TOKEN={v}: want a number of tokens (0: always prefill)")
+        })?;
     }
     if let Some(v) = var("TIDE_WEIGHTS") {
         o.gpu.weight_textures = Some(match v.as_str() {

@@ -90,6 +90,8 @@ pub struct GpuDecoder {
     /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
     pub profile: Option<HashMap<String, (u32, f64)>>,
     pub pos: usize,
+    /// Steps run so far: (single tokens, batches).
+    pub steps: (usize, usize),
 }
 
 fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -197,6 +199,7 @@ impl GpuDecoder {
             head: None,
             profile: None,
             pos: 0,
+            steps: (0, 0),
         };
         dec.build_schedule(model)?;
         dec.compile_pending()?;

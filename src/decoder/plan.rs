@@ -154,9 +154,19 @@ impl GpuDecoder {
                 self.config.vocab
             )));
         }
-        for chunk in tokens.chunks(self.opts.max_batch) {
+        let batch = if tokens.len() <= self.opts.token_by_token_upto {
+            1
+        } else {
+            self.opts.max_batch
+        };
+        for chunk in tokens.chunks(batch) {
             self.flush();
             let n = chunk.len() as u32;
+            if n == 1 {
+                self.steps.0 += 1;
+            } else {
+                self.steps.1 += 1;
+            }
             self.cur = Step {
                 pos0: self.pos as u32,
                 n_tok: n,

@@ -149,6 +149,14 @@ impl Spec {
         self
     }
 
+    /// matvec_rows in its loop form (on) or with every block unrolled (off), whatever
+    /// `decode_rows` chose: the kernel tests run both.
+    pub fn block_loop(mut self, on: bool) -> Spec {
+        self.defs.0.remove("LOOP");
+        self.defs = self.defs.flag("LOOP", on);
+        self
+    }
+
     /// Whether binding `i` is a texture.
     pub fn texture_at(&self, i: u32) -> bool {
         self.bindings
@@ -309,7 +317,11 @@ impl Matmul {
                 .set("NB", self.cols / 32)
                 .set("GROUPS", groups)
                 .set("LANES", nwg * lanes_per_wg)
-                .flag("XUBO", true),
+                .flag("XUBO", true)
+                // At most 4 groups per lane: the loop form is as fast there (x reloaded per
+                // block costs about what holding it in registers saves) and compiles in a
+                // fraction of the time (docs/benchmarks.md, start-up).
+                .flag("LOOP", groups <= 4 * nwg * lanes_per_wg),
             bindings,
             x: nwg as u32,
             tokens_per_y: 0,

@@ -158,7 +158,12 @@ fn expand_lines(
         let t = raw.trim();
         let active = stack.iter().all(|&(a, _)| a);
         if let Some(k) = t.strip_prefix("#if ") {
-            let on = defs.0.get(k.trim()).is_some_and(|v| v == "1");
+            // `#if KEY` or `#if !KEY`.
+            let k = k.trim();
+            let (neg, key) = k
+                .strip_prefix('!')
+                .map_or((false, k), |key| (true, key.trim()));
+            let on = defs.0.get(key).is_some_and(|v| v == "1") != neg;
             stack.push((on, on));
             continue;
         }
@@ -228,4 +233,24 @@ fn expand_lines(
         return Err(Error::Gpu(format!("{name}: unclosed #if")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_and_if_not() {
+        let lines = [
+            "#if A", "a", "#else", "not a", "#endif", "#if !A", "b", "#endif",
+        ];
+        let run = |on: bool| {
+            let mut out = String::new();
+            let defs = Defines::new().flag("A", on);
+            expand_lines("t", &lines, &defs, None, &mut out, 0).unwrap();
+            out.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        assert_eq!(run(true), "a");
+        assert_eq!(run(false), "not a b");
+    }
 }
