@@ -242,6 +242,13 @@ impl GpuTensor {
             });
             row0 += n;
         }
+        for p in parts {
+            p.release();
+        }
+        // wgpu holds each written texture's staging copy until a submission completes: flush
+        // now, so that staging never holds more than one tensor.
+        ctx.queue.submit([]);
+        ctx.drive()?;
         Ok(GpuTensor {
             name: name.to_string(),
             dtype,

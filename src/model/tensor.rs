@@ -39,6 +39,10 @@ impl Weight {
     pub fn bytes(&self) -> &[u8] {
         &self.blob.bytes()[self.info.start..self.info.end]
     }
+    /// Drop this tensor's file pages from memory (see `Blob::release`).
+    pub fn release(&self) {
+        self.blob.release(self.info.start..self.info.end);
+    }
     pub fn dtype(&self) -> DType {
         self.info.dtype
     }
