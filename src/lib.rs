@@ -7,7 +7,10 @@ pub mod cpu;
 pub mod decoder;
 pub mod engine;
 pub mod error;
+// The blocking text loops of the native front end; the browser's async ones are still to come.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
 pub mod gpu;
 pub mod memory;

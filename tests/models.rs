@@ -29,16 +29,21 @@ fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// CPU reference and GPU, token by token and as one batch, against numpy golden logits.
-#[test]
-fn tiny_llama_matches_numpy_reference() {
-    let g = golden();
-    let ids: Vec<u32> = g["ids"]
+/// The token ids of the golden sequence.
+fn golden_ids(g: &serde_json::Value) -> Vec<u32> {
+    g["ids"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+        .collect()
+}
+
+/// CPU reference and GPU, token by token and as one batch, against numpy golden logits.
+#[test]
+fn tiny_llama_matches_numpy_reference() {
+    let g = golden();
+    let ids = golden_ids(&g);
     for (variant, dir) in [("f32", ""), ("f16", "model_f16"), ("bf16", "model_bf16")] {
         let path = repo().join("tests/fixtures/tiny_llama").join(dir);
         let m = model::load(&path).unwrap();
@@ -96,12 +101,7 @@ fn tiny_llama_matches_numpy_reference() {
 #[test]
 fn short_prompts_run_token_by_token() {
     let g = golden();
-    let ids: Vec<u32> = g["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let ids = golden_ids(&g);
     let want = rows(&g["logits"]["f32"]);
     let m = model::load(&repo().join("tests/fixtures/tiny_llama")).unwrap();
     let opts = DecoderOptions {

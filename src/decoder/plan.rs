@@ -137,6 +137,16 @@ impl GpuDecoder {
     /// Run `tokens` at the current position. Work is encoded, not submitted: the next call
     /// (another feed, `logits`, `top_k`) submits it together with its own commands.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        let batch = if tokens.len() <= self.opts.token_by_token_upto {
+            1
+        } else {
+            self.opts.max_batch
+        };
+        self.feed_in(tokens, batch)
+    }
+
+    /// `feed` in steps of at most `batch` tokens (all-position readouts need one batch).
+    pub(super) fn feed_in(&mut self, tokens: &[u32], batch: usize) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::Input("no tokens to process".into()));
         }
@@ -154,11 +164,6 @@ impl GpuDecoder {
                 self.config.vocab
             )));
         }
-        let batch = if tokens.len() <= self.opts.token_by_token_upto {
-            1
-        } else {
-            self.opts.max_batch
-        };
         for chunk in tokens.chunks(batch) {
             self.flush();
             let n = chunk.len() as u32;

@@ -191,7 +191,7 @@ impl GpuDecoder {
         let v = self.config.vocab;
         let mut out = Vec::with_capacity(tokens.len() * v);
         for chunk in tokens.chunks(self.opts.max_batch) {
-            self.feed(chunk)?;
+            self.feed_in(chunk, self.opts.max_batch)?;
             let mut enc = self.take_encoder()?;
             let n = chunk.len();
             let al = self.all_logits.as_ref().unwrap();

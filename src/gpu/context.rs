@@ -67,6 +67,7 @@ pub fn adapter_rank(
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn rank_of(info: &wgpu::AdapterInfo) -> Option<u8> {
     adapter_rank(info.backend, info.device_type, &info.name)
 }

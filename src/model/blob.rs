@@ -1,6 +1,7 @@
 //! The bytes behind a model file: a memory map natively, an owned buffer elsewhere.
 use std::sync::Arc;
 
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::{Error, Result};
 
 #[derive(Clone)]
