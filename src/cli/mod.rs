@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod inspect;
 mod kernels;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,8 @@ enum Cmd {
     Ablate(eval::AblateArgs),
     /// The WGSL kernel variants the decoder builds for a model on this adapter.
     Kernels(kernels::KernelsArgs),
+    /// Serve the web pages and model files (HTTP Range) on 127.0.0.1.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run() -> i32 {
@@ -55,6 +58,7 @@ pub fn run() -> i32 {
         Cmd::Eval(a) => eval::run(a),
         Cmd::Ablate(a) => eval::ablate(a),
         Cmd::Kernels(a) => kernels::run(a),
+        Cmd::Serve(a) => serve::run(a),
     };
     match r {
         Ok(()) => 0,

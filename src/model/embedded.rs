@@ -12,6 +12,15 @@ static CONFIG: &str = include_str!("../../models/tide-k4/config.json");
 static WEIGHTS: &[u8] = include_bytes!("../../models/tide-k4/model.safetensors");
 static TOKENIZER: &[u8] = include_bytes!("../../models/tide-k4/tokenizer.json");
 
+/// The embedded model's files as they are in models/tide-k4 (`tide serve` offers them).
+pub fn default_model_files() -> [(&'static str, &'static [u8]); 3] {
+    [
+        ("config.json", CONFIG.as_bytes()),
+        ("model.safetensors", WEIGHTS),
+        ("tokenizer.json", TOKENIZER),
+    ]
+}
+
 /// Load the embedded default model (nothing is read from disk).
 pub fn default_model() -> Result<Model> {
     let cfg: serde_json::Value = serde_json::from_str(CONFIG)

@@ -1,0 +1,224 @@
+//! `tide serve`: the web pages, the wasm and JS beside them, and model files (with HTTP Range, so
+//! the browser can stream rows), listed at /models.json. The OpenAI-compatible API is to come
+//! (issue 15): routes under /v1 are left free for it.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use axum_extra::headers::Range;
+use axum_extra::TypedHeader;
+use axum_range::{KnownSize, Ranged};
+use clap::Args;
+use serde::Serialize;
+use tower_http::services::ServeDir;
+
+use tide_gpu::model::embedded::default_model_files;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A model to offer: a .gguf file or a model directory (config.json + safetensors, or a TIDE
+    /// model folder). Repeat for several. Default: the embedded default model (tide-k4).
+    #[arg(long)]
+    model: Vec<PathBuf>,
+    /// Port to listen on (0: any free port; the URL printed says which).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to bind. Only loopback by default; another address exposes the server (and the
+    /// model files) to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// The folder of pages, wasm and JS served at / (scripts/build-web.sh fills it).
+    #[arg(long, default_value = "web")]
+    web: PathBuf,
+}
+
+/// Where one served file's bytes are.
+#[derive(Clone)]
+enum Source {
+    Disk(PathBuf),
+    Embedded(&'static [u8]),
+}
+
+#[derive(Serialize)]
+struct FileEntry {
+    url: String,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct ModelEntry {
+    name: String,
+    files: Vec<FileEntry>,
+}
+
+struct Catalog {
+    list: Vec<ModelEntry>,
+    /// (model name, file name) -> bytes.
+    files: BTreeMap<(String, String), (Source, u64)>,
+}
+
+/// File names the browser may ask for: plain names, nothing that could leave the folder.
+fn plain_name(n: &str) -> bool {
+    !n.is_empty()
+        && !n.starts_with('.')
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+fn catalog(models: &[PathBuf]) -> Result<Catalog> {
+    let mut cat = Catalog {
+        list: Vec::new(),
+        files: BTreeMap::new(),
+    };
+    let mut add = |name: String, files: Vec<(String, Source, u64)>| -> Result<()> {
+        if cat.list.iter().any(|m| m.name == name) {
+            bail!("two models are named '{name}': rename one of the files or folders");
+        }
+        let mut entries = Vec::new();
+        for (f, src, bytes) in files {
+            entries.push(FileEntry {
+                url: format!("/models/{name}/{f}"),
+                bytes,
+            });
+            cat.files.insert((name.clone(), f), (src, bytes));
+        }
+        cat.list.push(ModelEntry {
+            name,
+            files: entries,
+        });
+        Ok(())
+    };
+    if models.is_empty() {
+        let files = default_model_files()
+            .into_iter()
+            .map(|(n, b)| (n.to_string(), Source::Embedded(b), b.len() as u64))
+            .collect();
+        add("tide-k4".into(), files)?;
+    }
+    for m in models {
+        let meta = std::fs::metadata(m).with_context(|| format!("--model {}", m.display()))?;
+        let name = m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.strip_suffix(".gguf").unwrap_or(n).to_string())
+            .filter(|n| plain_name(n))
+            .with_context(|| {
+                format!(
+                    "--model {}: the name must be letters, digits, '.', '_' or '-'",
+                    m.display()
+                )
+            })?;
+        let mut files = Vec::new();
+        if meta.is_file() {
+            let f = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            files.push((f.to_string(), Source::Disk(m.clone()), meta.len()));
+        } else {
+            // A model folder: its plain files, not its subfolders.
+            let mut dir: Vec<_> = std::fs::read_dir(m)
+                .with_context(|| format!("--model {}", m.display()))?
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("--model {}", m.display()))?;
+            dir.sort_by_key(|e| e.file_name());
+            for e in dir {
+                let md = e.metadata()?;
+                let f = e.file_name().to_string_lossy().to_string();
+                if md.is_file() && plain_name(&f) {
+                    files.push((f, Source::Disk(e.path()), md.len()));
+                }
+            }
+            if files.is_empty() {
+                bail!("--model {}: the folder has no files to serve", m.display());
+            }
+        }
+        add(name, files)?;
+    }
+    Ok(cat)
+}
+
+async fn models_json(State(cat): State<Arc<Catalog>>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(&cat.list).unwrap_or_default())
+}
+
+async fn model_file(
+    State(cat): State<Arc<Catalog>>,
+    UrlPath((name, file)): UrlPath<(String, String)>,
+    range: Option<TypedHeader<Range>>,
+) -> Response {
+    let Some((src, size)) = cat.files.get(&(name.clone(), file.clone())) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no file '{file}' in model '{name}'\n"),
+        )
+            .into_response();
+    };
+    // One range at most; one past the end gets 416 with the size (axum-range).
+    let range = range.map(|TypedHeader(r)| r);
+    let mut resp = match src {
+        Source::Disk(p) => match tokio::fs::File::open(p).await {
+            Ok(f) => Ranged::new(range, KnownSize::sized(f, *size)).into_response(),
+            Err(e) => {
+                eprintln!("serve: {}: {e}", p.display());
+                return (StatusCode::INTERNAL_SERVER_ERROR, "model file unreadable\n")
+                    .into_response();
+            }
+        },
+        Source::Embedded(b) => {
+            Ranged::new(range, KnownSize::sized(std::io::Cursor::new(*b), *size)).into_response()
+        }
+    };
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
+/// The app: /models.json, /models/{name}/{file}, and the web folder at /.
+fn app(cat: Catalog, web: &Path) -> Router {
+    Router::new()
+        .route("/models.json", get(models_json))
+        .route("/models/{name}/{file}", get(model_file))
+        .fallback_service(ServeDir::new(web).append_index_html_on_directories(true))
+        // No route takes a body yet; the API to come sets its own limit.
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(Arc::new(cat))
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let cat = catalog(&a.model)?;
+    if !a.web.is_dir() {
+        eprintln!(
+            "serve: no folder {} (pages); serving the models only",
+            a.web.display()
+        );
+    }
+    let names: Vec<&str> = cat.list.iter().map(|m| m.name.as_str()).collect();
+    let names = names.join(", ");
+    let rt = tokio::runtime::Runtime::new().context("starting the server's runtime")?;
+    rt.block_on(async move {
+        let addr = SocketAddr::new(a.host, a.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        if !a.host.is_loopback() {
+            eprintln!("serve: listening on {local}, reachable from the network (--host)");
+        }
+        eprintln!("serve: models {names}");
+        // The URL on stdout, alone on its line (scripts and tests read it).
+        println!("http://{local}/");
+        axum::serve(listener, app(cat, &a.web))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving")
+    })
+}
