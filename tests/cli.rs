@@ -292,3 +292,82 @@ fn streamed_pieces_are_whole_characters() {
     );
     assert_eq!(joined, text);
 }
+
+/// `tide inspect --svg`: the colour scale spans the data (legend = lowest and highest memory
+/// share of the run's own JSON), the darkest cell is the highest share and the lightest the
+/// lowest, the title fits the picture, and hovering a cell names every slot.
+#[test]
+fn inspect_svg_scale_spans_the_data() {
+    let svg_path = std::env::temp_dir().join(format!("tide-inspect-{}.svg", std::process::id()));
+    let text = "In the beginning was the Word, and the Word was with God";
+    let (ok, out, err) = tide(
+        &[
+            "inspect",
+            "--json",
+            "--svg",
+            svg_path.to_str().unwrap(),
+            text,
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let k = j["k"].as_u64().unwrap() as usize;
+    let shares: Vec<f64> = j["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t.as_array().unwrap().iter())
+        .map(|s| 1.0 - s[k].as_f64().unwrap())
+        .collect();
+    let lo = shares.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = shares.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    assert!(hi - lo > 0.01, "the text should give varied shares");
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let _ = std::fs::remove_file(&svg_path);
+    let legend = |class: &str| -> f64 {
+        let at = svg.find(&format!("class=\"{class}\"")).unwrap();
+        let rest = &svg[at..];
+        let a = rest.find('>').unwrap() + 1;
+        let b = rest.find('<').unwrap();
+        rest[a..b].parse().unwrap()
+    };
+    assert!(
+        (legend("legend-min") - lo).abs() < 1e-3,
+        "legend min vs {lo}"
+    );
+    assert!(
+        (legend("legend-max") - hi).abs() < 1e-3,
+        "legend max vs {hi}"
+    );
+    // Cells in token-major order, as in the JSON.
+    let fills: Vec<&str> = svg
+        .split("<rect x=")
+        .filter(|r| r.contains("<title>token"))
+        .map(|r| {
+            let a = r.find("fill=\"").unwrap() + 6;
+            &r[a..a + r[a..].find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(fills.len(), shares.len());
+    let at = |v: f64| shares.iter().position(|&s| s == v).unwrap();
+    assert_eq!(fills[at(hi)], "rgb(0,0,255)", "highest share, darkest");
+    assert_eq!(fills[at(lo)], "rgb(255,255,255)", "lowest share, lightest");
+    assert!(
+        svg.contains("block 0 ") && svg.contains(", NULL "),
+        "tooltips name every slot"
+    );
+    let width: f64 = svg
+        .split("width=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let title = svg.split("<text x=\"4\" y=\"14\">").nth(1).unwrap();
+    let title_len = title[..title.find('<').unwrap()].chars().count() as f64;
+    assert!(
+        width >= 6.6 * title_len,
+        "title of {title_len} characters cut at {width} px"
+    );
+}
