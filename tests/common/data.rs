@@ -1,0 +1,136 @@
+//! Test data that native and browser kernel tests share: random weights in every format with
+//! their CPU dequantisation, the CPU matmul, seeded numbers and the comparison with a tolerance.
+#![allow(dead_code)]
+use half::{bf16, f16};
+use tide_gpu::cpu::ops;
+use tide_gpu::gpu::repack;
+use tide_gpu::model::dtype::{dequantize, DType};
+
+pub const ALL: [DType; 6] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+];
+
+/// splitmix64: deterministic data without a dependency.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    /// uniform in [-1, 1)
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Largest |gpu - cpu| / max(1, |cpu|) (absolute for small values, relative for large ones)
+/// and where it occurs; panics with context above `tol`.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs() / w.abs().max(1.0);
+        assert!(!g.is_nan(), "{what}: NaN at {i}");
+        if d > worst.0 {
+            worst = (d, i);
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "{what}: max |gpu - cpu| / max(1, |cpu|) = {} at {} (gpu {}, cpu {}), tolerance {tol}",
+        worst.0,
+        worst.1,
+        got[worst.1],
+        want[worst.1]
+    );
+    worst.0
+}
+
+pub fn step(pos0: u32, n_tok: u32, n_pen: u32, penalty: f32) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend(pos0.to_le_bytes());
+    v.extend(n_tok.to_le_bytes());
+    v.extend(n_pen.to_le_bytes());
+    v.extend(penalty.to_le_bytes());
+    v
+}
+
+/// Random file-format bytes for a [rows, cols] tensor of `dtype` (quant blocks get random
+/// nibbles/bytes and small random f16 scales), and the same tensor dequantised by the CPU.
+pub fn random_weight(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let n = rows * cols;
+    let mut bytes = Vec::new();
+    match dtype {
+        DType::F32 => rng
+            .vec(n, 0.5)
+            .iter()
+            .for_each(|v| bytes.extend(v.to_le_bytes())),
+        DType::F16 => rng
+            .vec(n, 0.5)
+            .iter()
+            .for_each(|v| bytes.extend(f16::from_f32(*v).to_le_bytes())),
+        DType::BF16 => rng
+            .vec(n, 0.5)
+            .iter()
+            .for_each(|v| bytes.extend(bf16::from_f32(*v).to_le_bytes())),
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
+            for _ in 0..n / 32 {
+                bytes.extend(f16::from_f32(rng.f32() * 0.05).to_le_bytes());
+                if dtype == DType::Q4_1 {
+                    bytes.extend(f16::from_f32(rng.f32() * 0.2).to_le_bytes());
+                }
+                let q = if dtype == DType::Q8_0 { 32 } else { 16 };
+                bytes.extend(rng.bytes(q));
+            }
+        }
+    }
+    let mut deq = vec![0.0; n];
+    dequantize(dtype, &bytes, &mut deq);
+    (bytes, deq)
+}
+
+pub fn words(dtype: DType, bytes: &[u8]) -> Vec<u32> {
+    let mut w = Vec::new();
+    repack(dtype, bytes, &mut w);
+    w
+}
+
+pub fn as_f32(v: &[u32]) -> Vec<f32> {
+    v.iter().map(|&x| f32::from_bits(x)).collect()
+}
+
+/// CPU: y[t] = W x[t] (x optionally RMS-normalised with gamma).
+pub fn cpu_matmul(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    gamma: Option<&[f32]>,
+    eps: f32,
+) -> Vec<Vec<f32>> {
+    x.chunks(cols)
+        .map(|xt| {
+            let mut a = xt.to_vec();
+            if let Some(g) = gamma {
+                ops::rmsnorm(&mut a, xt, g, eps);
+            }
+            let mut y = vec![0.0; rows];
+            ops::matvec(&mut y, w, &a);
+            y
+        })
+        .collect()
+}

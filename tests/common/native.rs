@@ -1,0 +1,57 @@
+//! Native-only helpers: a blocking GPU context, files of the repo, one blocking dispatch.
+use std::path::PathBuf;
+
+use tide_gpu::decoder::specs::Spec;
+use tide_gpu::gpu::harness::{run, Data};
+use tide_gpu::gpu::{GpuContext, GpuOptions};
+
+pub fn gpu() -> GpuContext {
+    gpu_with(&GpuOptions::default())
+}
+
+pub fn gpu_with(opts: &GpuOptions) -> GpuContext {
+    pollster::block_on(GpuContext::new(opts))
+        .expect("no GPU adapter: install mesa-vulkan-drivers (lavapipe) to run the GPU tests")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The SmolLM2 GGUF fetched by scripts/fetch-smollm2.sh (CI runs it before the tests).
+pub fn smollm2() -> PathBuf {
+    let cache = std::env::var("TIDE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or(repo().join(".cache"));
+    let p = cache.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-smollm2.sh first",
+        p.display()
+    );
+    p
+}
+
+/// A JSON array of token ids.
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Dispatch spec `s` once for a step of `n_tok` tokens over `data` (one entry per binding);
+/// the final words of each ReadWrite binding.
+pub fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Vec<u32>> {
+    run(
+        ctx,
+        s.shader,
+        s.entry,
+        &s.defs,
+        &s.bindings,
+        data,
+        (s.x, s.y_groups(n_tok), 1),
+    )
+    .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader))
+}

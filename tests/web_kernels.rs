@@ -1,0 +1,190 @@
+//! The WGSL kernels in a real browser: headless Chromium's WebGPU adapter (SwiftShader here: no
+//! shader-f16, no subgroups), each kernel against the CPU reference with the tolerances of
+//! tests/kernels.rs. The shapes are smaller (SwiftShader is 3-4x slower than lavapipe).
+//! Run by scripts/test-web.sh (wasm-bindgen-test-runner + chromedriver).
+#![cfg(target_arch = "wasm32")]
+mod common;
+
+use common::data::{as_f32, cpu_matmul, random_weight, words, ALL};
+use common::{assert_close, step, x_data, Rng};
+use tide_gpu::cpu::ops;
+use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
+use tide_gpu::gpu::harness::{run_async, Data};
+use tide_gpu::gpu::{GpuContext, GpuOptions};
+use tide_gpu::model::dtype::DType;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+async fn gpu() -> GpuContext {
+    GpuContext::new(&GpuOptions::default())
+        .await
+        .expect("no WebGPU adapter: Chromium needs --enable-unsafe-webgpu (webdriver.json)")
+}
+
+/// Dispatch `s` for a step of `n_tok` tokens; the final floats of each ReadWrite binding.
+async fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Vec<f32>> {
+    let out = run_async(
+        ctx,
+        s.shader,
+        s.entry,
+        &s.defs,
+        &s.bindings,
+        data,
+        (s.x, s.y_groups(n_tok), 1),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} {:?}: {e}", s.shader, s.defs));
+    out.iter().map(|v| as_f32(v)).collect()
+}
+
+/// Every variant a browser decoder could pick for `m`: the GPU decode matvec, the CPU-adapter
+/// matvec_rows in both forms (one token), or the prefill matmul (a batch); weights in a buffer
+/// and in a texture.
+fn variants(m: &Matmul, n_tok: u32) -> Vec<Spec> {
+    let base = if n_tok == 1 {
+        vec![
+            m.decode_tuned(false),
+            m.decode_rows().block_loop(false),
+            m.decode_rows().block_loop(true),
+        ]
+    } else {
+        vec![m.prefill(), m.prefill().x_in_texture()]
+    };
+    base.into_iter()
+        .flat_map(|s| [s.clone(), s.weights_in_texture()])
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn adapter_is_the_browsers_webgpu() {
+    let ctx = gpu().await;
+    assert_eq!(ctx.info.backend, wgpu::Backend::BrowserWebGpu);
+    web_sys::console::log_1(&format!("adapter: {} f16={}", ctx.info.name, ctx.f16).into());
+}
+
+/// Residual epilogue (h += W x): every weight type, one token and a batch.
+#[wasm_bindgen_test]
+async fn matmul_residual_all_types() {
+    let ctx = gpu().await;
+    let mut rng = Rng(1);
+    for dtype in ALL {
+        // Each variant compiles for ~2 s on SwiftShader: one shape, one token and a batch.
+        for &(rows, cols, n_tok) in &[(37usize, 96usize, 1u32), (37, 96, 7)] {
+            let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
+            let x = rng.vec(n_tok as usize * cols, 1.0);
+            let h0 = rng.vec(n_tok as usize * rows, 1.0);
+            let m = Matmul {
+                epi: Epilogue::Residual,
+                norm: None,
+                dtype,
+                cols,
+                rows,
+                row0: 0,
+            };
+            let want: Vec<f32> = cpu_matmul(&wf, rows, cols, &x, None, 0.0)
+                .concat()
+                .iter()
+                .zip(&h0)
+                .map(|(y, h)| y + h)
+                .collect();
+            for s in variants(&m, n_tok) {
+                let data = [
+                    Data::Bytes(step(0, n_tok, 0, 1.0)),
+                    Data::U32(words(dtype, &wb)),
+                    x_data(&s, &x, cols),
+                    Data::F32(h0.clone()),
+                ];
+                let out = run_spec(&ctx, &s, &data, n_tok).await;
+                assert_close(
+                    &format!(
+                        "residual {} {:?} {dtype:?} {rows}x{cols} T={n_tok}",
+                        s.shader, s.defs
+                    ),
+                    &out[0][..want.len()],
+                    &want,
+                    2e-4,
+                );
+            }
+        }
+    }
+}
+
+/// RMSNorm prologue + gate/up + SwiGLU epilogue.
+#[wasm_bindgen_test]
+async fn matmul_swiglu() {
+    let ctx = gpu().await;
+    let mut rng = Rng(3);
+    for dtype in [DType::Q4_1, DType::F16] {
+        for n_tok in [1u32, 6] {
+            let (ffn, cols) = (45usize, 128usize);
+            let (wb, wf) = random_weight(&mut rng, dtype, 2 * ffn, cols);
+            let x = rng.vec(n_tok as usize * cols, 1.0);
+            let g = rng.vec(cols, 1.0);
+            let m = Matmul {
+                epi: Epilogue::SwiGlu { ffn },
+                norm: Some(1e-5),
+                dtype,
+                cols,
+                rows: 2 * ffn,
+                row0: 0,
+            };
+            let want: Vec<f32> = cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)
+                .iter()
+                .flat_map(|y| (0..ffn).map(move |j| ops::silu(y[j]) * y[ffn + j]))
+                .collect();
+            for s in variants(&m, n_tok) {
+                let data = [
+                    Data::Bytes(step(0, n_tok, 0, 1.0)),
+                    Data::U32(words(dtype, &wb)),
+                    x_data(&s, &x, cols),
+                    Data::F32(g.clone()),
+                    Data::F32(vec![0.0; n_tok as usize * ffn]),
+                ];
+                let out = run_spec(&ctx, &s, &data, n_tok).await;
+                assert_close(
+                    &format!("swiglu {} {:?} {dtype:?} T={n_tok}", s.shader, s.defs),
+                    &out[0],
+                    &want,
+                    2e-4,
+                );
+            }
+        }
+    }
+}
+
+/// Embedding rows straight from quantised blocks, ids outside the chunk left alone.
+#[wasm_bindgen_test]
+async fn embed_rows() {
+    let ctx = gpu().await;
+    let mut rng = Rng(6);
+    for dtype in ALL {
+        let (rows, cols, row0) = (29usize, 96usize, 100usize);
+        let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
+        let ids: Vec<u32> = vec![100, 128, 113, 99, 129];
+        let spec = specs::embed(dtype, cols, row0, rows);
+        for s in [spec.clone(), spec.weights_in_texture()] {
+            let data = [
+                Data::Bytes(step(0, ids.len() as u32, 0, 1.0)),
+                Data::U32(words(dtype, &wb)),
+                Data::U32(ids.clone()),
+                Data::F32(vec![-7.0; ids.len() * cols]),
+            ];
+            let out = run_spec(&ctx, &s, &data, ids.len() as u32).await;
+            for (t, &id) in ids.iter().enumerate() {
+                let got = &out[0][t * cols..(t + 1) * cols];
+                if (row0..row0 + rows).contains(&(id as usize)) {
+                    let r = id as usize - row0;
+                    assert_close(
+                        &format!("embed {dtype:?} id {id}"),
+                        got,
+                        &wf[r * cols..(r + 1) * cols],
+                        1e-6,
+                    );
+                } else {
+                    assert!(got.iter().all(|&v| v == -7.0), "embed {dtype:?}: id {id}");
+                }
+            }
+        }
+    }
+}
