@@ -4,7 +4,7 @@
 //! relative; we allow 1e-4 * (1 + |sum of |terms||) style bounds as absolute figures below.
 mod common;
 
-use common::data::{as_f32, cpu_matmul, random_weight, words, ALL};
+use common::data::{as_f32, cpu_matmul, random_weight, words, MatmulCase, ALL};
 use common::{assert_close, gpu, run_spec, step, texture_rows, x_data, Rng};
 
 use tide_gpu::cpu::ops;
@@ -88,40 +88,15 @@ fn matmul_residual_all_types() {
             // (one subgroup partly filled, the others returning early)
             (130, 544, 133),
         ] {
-            let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
-            let x = rng.vec(n_tok as usize * cols, 1.0);
-            let h0 = rng.vec(n_tok as usize * rows, 1.0);
-            let m = Matmul {
-                epi: Epilogue::Residual,
-                norm: None,
-                dtype,
-                cols,
-                rows,
-                row0: 0,
-            };
-            let want: Vec<f32> = cpu_matmul(&wf, rows, cols, &x, None, 0.0)
-                .concat()
-                .iter()
-                .zip(&h0)
-                .map(|(y, h)| y + h)
-                .collect();
-            for s in token_specs(&m, n_tok, m.decode()) {
-                let out = dispatch(
-                    &ctx,
-                    &s,
-                    vec![
-                        Data::Bytes(step(0, n_tok, 0, 1.0)),
-                        Data::U32(words(dtype, &wb)),
-                        x_data(&s, &x, cols),
-                        Data::F32(h0.clone()),
-                    ],
-                    n_tok,
-                );
+            let c = MatmulCase::residual(&mut rng, dtype, rows, cols, n_tok);
+            let (m, want) = (&c.m, &c.want);
+            for s in token_specs(m, n_tok, m.decode()) {
+                let out = dispatch(&ctx, &s, c.data(&s), n_tok);
                 // |y| stays below ~10 here; f32 sums over <= 544 terms agree to ~1e-5.
                 assert_close(
                     &format!("residual {} {dtype:?} {rows}x{cols} T={n_tok}", s.shader),
                     &out[0][..want.len()],
-                    &want,
+                    want,
                     2e-4,
                 );
             }
@@ -442,43 +417,14 @@ fn matmul_swiglu() {
     let mut rng = Rng(3);
     for dtype in [DType::Q4_1, DType::F16, DType::Q8_0] {
         for n_tok in [1u32, 6] {
-            let (ffn, cols) = (45usize, 128usize);
-            let (wb, wf) = random_weight(&mut rng, dtype, 2 * ffn, cols);
-            let x = rng.vec(n_tok as usize * cols, 1.0);
-            let g = rng.vec(cols, 1.0);
-            let m = Matmul {
-                epi: Epilogue::SwiGlu { ffn },
-                norm: Some(1e-5),
-                dtype,
-                cols,
-                rows: 2 * ffn,
-                row0: 0,
-            };
-            for s in token_specs(&m, n_tok, m.decode_tuned(dtype != DType::F16)) {
-                let out = dispatch(
-                    &ctx,
-                    &s,
-                    vec![
-                        Data::Bytes(step(0, n_tok, 0, 1.0)),
-                        Data::U32(words(dtype, &wb)),
-                        x_data(&s, &x, cols),
-                        Data::F32(g.clone()),
-                        Data::F32(vec![0.0; n_tok as usize * ffn]),
-                    ],
-                    n_tok,
-                );
-                let want: Vec<f32> = cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)
-                    .iter()
-                    .flat_map(|y| {
-                        (0..ffn)
-                            .map(move |j| ops::silu(y[j]) * y[ffn + j])
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
+            let c = MatmulCase::swiglu(&mut rng, dtype, 45, 128, n_tok);
+            let m = &c.m;
+            for s in token_specs(m, n_tok, m.decode_tuned(dtype != DType::F16)) {
+                let out = dispatch(&ctx, &s, c.data(&s), n_tok);
                 assert_close(
                     &format!("swiglu {} {dtype:?} T={n_tok}", s.shader),
                     &out[0],
-                    &want,
+                    &c.want,
                     2e-4,
                 );
             }

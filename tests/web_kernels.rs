@@ -5,10 +5,9 @@
 #![cfg(target_arch = "wasm32")]
 mod common;
 
-use common::data::{as_f32, cpu_matmul, random_weight, words, ALL};
-use common::{assert_close, step, x_data, Rng};
-use tide_gpu::cpu::ops;
-use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
+use common::data::{as_f32, random_weight, words, MatmulCase, ALL};
+use common::{assert_close, step, Rng};
+use tide_gpu::decoder::specs::{self, Matmul, Spec};
 use tide_gpu::gpu::harness::{run_async, Data};
 use tide_gpu::gpu::{GpuContext, GpuOptions};
 use tide_gpu::model::dtype::DType;
@@ -71,38 +70,16 @@ async fn matmul_residual_all_types() {
     for dtype in ALL {
         // Each variant compiles for ~2 s on SwiftShader: one shape, one token and a batch.
         for &(rows, cols, n_tok) in &[(37usize, 96usize, 1u32), (37, 96, 7)] {
-            let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
-            let x = rng.vec(n_tok as usize * cols, 1.0);
-            let h0 = rng.vec(n_tok as usize * rows, 1.0);
-            let m = Matmul {
-                epi: Epilogue::Residual,
-                norm: None,
-                dtype,
-                cols,
-                rows,
-                row0: 0,
-            };
-            let want: Vec<f32> = cpu_matmul(&wf, rows, cols, &x, None, 0.0)
-                .concat()
-                .iter()
-                .zip(&h0)
-                .map(|(y, h)| y + h)
-                .collect();
-            for s in variants(&m, n_tok) {
-                let data = [
-                    Data::Bytes(step(0, n_tok, 0, 1.0)),
-                    Data::U32(words(dtype, &wb)),
-                    x_data(&s, &x, cols),
-                    Data::F32(h0.clone()),
-                ];
-                let out = run_spec(&ctx, &s, &data, n_tok).await;
+            let c = MatmulCase::residual(&mut rng, dtype, rows, cols, n_tok);
+            for s in variants(&c.m, n_tok) {
+                let out = run_spec(&ctx, &s, &c.data(&s), n_tok).await;
                 assert_close(
                     &format!(
                         "residual {} {:?} {dtype:?} {rows}x{cols} T={n_tok}",
                         s.shader, s.defs
                     ),
-                    &out[0][..want.len()],
-                    &want,
+                    &out[0][..c.want.len()],
+                    &c.want,
                     2e-4,
                 );
             }
@@ -117,35 +94,13 @@ async fn matmul_swiglu() {
     let mut rng = Rng(3);
     for dtype in [DType::Q4_1, DType::F16] {
         for n_tok in [1u32, 6] {
-            let (ffn, cols) = (45usize, 128usize);
-            let (wb, wf) = random_weight(&mut rng, dtype, 2 * ffn, cols);
-            let x = rng.vec(n_tok as usize * cols, 1.0);
-            let g = rng.vec(cols, 1.0);
-            let m = Matmul {
-                epi: Epilogue::SwiGlu { ffn },
-                norm: Some(1e-5),
-                dtype,
-                cols,
-                rows: 2 * ffn,
-                row0: 0,
-            };
-            let want: Vec<f32> = cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)
-                .iter()
-                .flat_map(|y| (0..ffn).map(move |j| ops::silu(y[j]) * y[ffn + j]))
-                .collect();
-            for s in variants(&m, n_tok) {
-                let data = [
-                    Data::Bytes(step(0, n_tok, 0, 1.0)),
-                    Data::U32(words(dtype, &wb)),
-                    x_data(&s, &x, cols),
-                    Data::F32(g.clone()),
-                    Data::F32(vec![0.0; n_tok as usize * ffn]),
-                ];
-                let out = run_spec(&ctx, &s, &data, n_tok).await;
+            let c = MatmulCase::swiglu(&mut rng, dtype, 45, 128, n_tok);
+            for s in variants(&c.m, n_tok) {
+                let out = run_spec(&ctx, &s, &c.data(&s), n_tok).await;
                 assert_close(
                     &format!("swiglu {} {:?} {dtype:?} T={n_tok}", s.shader, s.defs),
                     &out[0],
-                    &want,
+                    &c.want,
                     2e-4,
                 );
             }

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 use half::{bf16, f16};
 use tide_gpu::cpu::ops;
+use tide_gpu::decoder::specs::{Epilogue, Matmul, Spec};
+use tide_gpu::gpu::harness::Data;
 use tide_gpu::gpu::repack;
 use tide_gpu::model::dtype::{dequantize, DType};
 
@@ -133,4 +135,85 @@ pub fn cpu_matmul(
             y
         })
         .collect()
+}
+
+/// One matmul test: the op, its weights and inputs, and the CPU reference's answer.
+pub struct MatmulCase {
+    pub m: Matmul,
+    pub n_tok: u32,
+    wb: Vec<u8>,
+    x: Vec<f32>,
+    /// The bindings after x: h0 (residual), or gamma and the output (SwiGLU).
+    tail: Vec<Data>,
+    pub want: Vec<f32>,
+}
+
+impl MatmulCase {
+    /// h += W x for `n_tok` tokens of random data.
+    pub fn residual(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n_tok: u32) -> Self {
+        let (wb, wf) = random_weight(rng, dtype, rows, cols);
+        let x = rng.vec(n_tok as usize * cols, 1.0);
+        let h0 = rng.vec(n_tok as usize * rows, 1.0);
+        let want = cpu_matmul(&wf, rows, cols, &x, None, 0.0)
+            .concat()
+            .iter()
+            .zip(&h0)
+            .map(|(y, h)| y + h)
+            .collect();
+        let m = Matmul {
+            epi: Epilogue::Residual,
+            norm: None,
+            dtype,
+            cols,
+            rows,
+            row0: 0,
+        };
+        MatmulCase {
+            m,
+            n_tok,
+            wb,
+            x,
+            tail: vec![Data::F32(h0)],
+            want,
+        }
+    }
+
+    /// RMSNorm(x) * gamma, then gate and up (2 * ffn rows) and SwiGLU.
+    pub fn swiglu(rng: &mut Rng, dtype: DType, ffn: usize, cols: usize, n_tok: u32) -> Self {
+        let (wb, wf) = random_weight(rng, dtype, 2 * ffn, cols);
+        let x = rng.vec(n_tok as usize * cols, 1.0);
+        let g = rng.vec(cols, 1.0);
+        let want = cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)
+            .iter()
+            .flat_map(|y| (0..ffn).map(move |j| ops::silu(y[j]) * y[ffn + j]))
+            .collect();
+        let m = Matmul {
+            epi: Epilogue::SwiGlu { ffn },
+            norm: Some(1e-5),
+            dtype,
+            cols,
+            rows: 2 * ffn,
+            row0: 0,
+        };
+        let out = Data::F32(vec![0.0; n_tok as usize * ffn]);
+        MatmulCase {
+            m,
+            n_tok,
+            wb,
+            x,
+            tail: vec![Data::F32(g), out],
+            want,
+        }
+    }
+
+    /// Every binding's data as spec `s` reads it.
+    pub fn data(&self, s: &Spec) -> Vec<Data> {
+        let mut d = vec![
+            Data::Bytes(step(0, self.n_tok, 0, 1.0)),
+            Data::U32(words(self.m.dtype, &self.wb)),
+            super::x_data(s, &self.x, self.m.cols),
+        ];
+        d.extend(self.tail.iter().cloned());
+        d
+    }
 }
