@@ -92,6 +92,7 @@ fn the_cli_refuses_bad_switches_by_name() {
         ("TIDE_ROUTER", "inline"),
         ("TIDE_SUBGROUPS", "maybe"),
         ("TIDE_PREFILL_TILE", "8,4"),
+        ("TIDE_TOKEN_BY_TOKEN", "some"),
         ("TIDE_SHADER_DIR", "/nonexistent/shaders"),
     ] {
         let o = tide(
