@@ -4,7 +4,7 @@
 //! relative; we allow 1e-4 * (1 + |sum of |terms||) style bounds as absolute figures below.
 mod common;
 
-use common::data::{as_f32, cpu_matmul, random_weight, words, MatmulCase, ALL};
+use common::data::{as_f32, cpu_matmul, random_weight, words, EmbedCase, MatmulCase, ALL};
 use common::{assert_close, gpu, run_spec, step, texture_rows, x_data, Rng};
 
 use tide_gpu::cpu::ops;
@@ -656,38 +656,10 @@ fn embed_rows() {
     let ctx = gpu();
     let mut rng = Rng(6);
     for dtype in ALL {
-        let (rows, cols, row0) = (29usize, 96usize, 100usize);
-        let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
-        let ids: Vec<u32> = vec![100, 128, 113, 99, 129];
-        let s = specs::embed(dtype, cols, row0, rows);
-        let out = dispatch(
-            &ctx,
-            &s,
-            vec![
-                Data::Bytes(step(0, ids.len() as u32, 0, 1.0)),
-                Data::U32(words(dtype, &wb)),
-                Data::U32(ids.clone()),
-                Data::F32(vec![-7.0; ids.len() * cols]),
-            ],
-            ids.len() as u32,
-        );
-        for (t, &id) in ids.iter().enumerate() {
-            let got = &out[0][t * cols..(t + 1) * cols];
-            if (row0..row0 + rows).contains(&(id as usize)) {
-                let r = id as usize - row0;
-                assert_close(
-                    &format!("embed {dtype:?} id {id}"),
-                    got,
-                    &wf[r * cols..(r + 1) * cols],
-                    1e-6,
-                );
-            } else {
-                assert!(
-                    got.iter().all(|&v| v == -7.0),
-                    "embed {dtype:?}: wrote a row for id {id} outside the chunk"
-                );
-            }
-        }
+        let c = EmbedCase::new(&mut rng, dtype);
+        let s = specs::embed(dtype, c.cols, c.row0, c.rows);
+        let out = dispatch(&ctx, &s, c.data(), c.ids.len() as u32);
+        c.check(&out[0]);
     }
 }
 

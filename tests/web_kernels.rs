@@ -5,8 +5,8 @@
 #![cfg(target_arch = "wasm32")]
 mod common;
 
-use common::data::{as_f32, random_weight, words, MatmulCase, ALL};
-use common::{assert_close, step, Rng};
+use common::data::{as_f32, EmbedCase, MatmulCase, ALL};
+use common::{assert_close, Rng};
 use tide_gpu::decoder::specs::{self, Matmul, Spec};
 use tide_gpu::gpu::harness::{run_async, Data};
 use tide_gpu::gpu::{GpuContext, GpuOptions};
@@ -114,32 +114,11 @@ async fn embed_rows() {
     let ctx = gpu().await;
     let mut rng = Rng(6);
     for dtype in ALL {
-        let (rows, cols, row0) = (29usize, 96usize, 100usize);
-        let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
-        let ids: Vec<u32> = vec![100, 128, 113, 99, 129];
-        let spec = specs::embed(dtype, cols, row0, rows);
+        let c = EmbedCase::new(&mut rng, dtype);
+        let spec = specs::embed(dtype, c.cols, c.row0, c.rows);
         for s in [spec.clone(), spec.weights_in_texture()] {
-            let data = [
-                Data::Bytes(step(0, ids.len() as u32, 0, 1.0)),
-                Data::U32(words(dtype, &wb)),
-                Data::U32(ids.clone()),
-                Data::F32(vec![-7.0; ids.len() * cols]),
-            ];
-            let out = run_spec(&ctx, &s, &data, ids.len() as u32).await;
-            for (t, &id) in ids.iter().enumerate() {
-                let got = &out[0][t * cols..(t + 1) * cols];
-                if (row0..row0 + rows).contains(&(id as usize)) {
-                    let r = id as usize - row0;
-                    assert_close(
-                        &format!("embed {dtype:?} id {id}"),
-                        got,
-                        &wf[r * cols..(r + 1) * cols],
-                        1e-6,
-                    );
-                } else {
-                    assert!(got.iter().all(|&v| v == -7.0), "embed {dtype:?}: id {id}");
-                }
-            }
+            let out = run_spec(&ctx, &s, &c.data(), c.ids.len() as u32).await;
+            c.check(&out[0]);
         }
     }
 }

@@ -217,3 +217,62 @@ impl MatmulCase {
         d
     }
 }
+
+/// The embedding lookup's test: rows [row0, row0 + rows) of a table in `dtype`, ids inside and
+/// outside that chunk; rows for ids outside it must stay as they were (-7).
+pub struct EmbedCase {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub row0: usize,
+    pub ids: Vec<u32>,
+    wb: Vec<u8>,
+    wf: Vec<f32>,
+}
+
+impl EmbedCase {
+    pub fn new(rng: &mut Rng, dtype: DType) -> Self {
+        let (rows, cols, row0) = (29usize, 96usize, 100usize);
+        let (wb, wf) = random_weight(rng, dtype, rows, cols);
+        EmbedCase {
+            dtype,
+            rows,
+            cols,
+            row0,
+            ids: vec![100, 128, 113, 99, 129],
+            wb,
+            wf,
+        }
+    }
+
+    pub fn data(&self) -> Vec<Data> {
+        vec![
+            Data::Bytes(step(0, self.ids.len() as u32, 0, 1.0)),
+            Data::U32(words(self.dtype, &self.wb)),
+            Data::U32(self.ids.clone()),
+            Data::F32(vec![-7.0; self.ids.len() * self.cols]),
+        ]
+    }
+
+    /// The lookup's output against the CPU's dequantised rows (exact but for f32 rounding).
+    pub fn check(&self, out: &[f32]) {
+        let (cols, dtype) = (self.cols, self.dtype);
+        for (t, &id) in self.ids.iter().enumerate() {
+            let got = &out[t * cols..(t + 1) * cols];
+            if (self.row0..self.row0 + self.rows).contains(&(id as usize)) {
+                let r = id as usize - self.row0;
+                assert_close(
+                    &format!("embed {dtype:?} id {id}"),
+                    got,
+                    &self.wf[r * cols..(r + 1) * cols],
+                    1e-6,
+                );
+            } else {
+                assert!(
+                    got.iter().all(|&v| v == -7.0),
+                    "embed {dtype:?}: wrote a row for id {id} outside the chunk"
+                );
+            }
+        }
+    }
+}
