@@ -7,15 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    rustup target add wasm32-unknown-unknown
-fi
-ver="$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')"
-have="$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}' || true)"
-if [[ "$have" != "$ver" ]]; then
-    echo "[test-web] installing wasm-bindgen-cli $ver (the runner must equal the crate)" >&2
-    cargo install -q wasm-bindgen-cli --version "$ver"
-fi
+source scripts/web-tools.sh
 chrome="${CHROMIUM:-$(command -v chromium || true)}"
 driver="$(command -v chromedriver || true)"
 if [[ -z "$chrome" || -z "$driver" ]]; then

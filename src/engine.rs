@@ -114,6 +114,14 @@ impl Engine {
         }
     }
 
+    /// Decoder layers of the loaded model.
+    pub fn layers(&self) -> usize {
+        match self {
+            Engine::Gpu(g) => g.config.n_layers,
+            Engine::Cpu(c) => c.n_layers(),
+        }
+    }
+
     /// Memory blocks of the loaded model (0: plain backbone).
     pub fn memory_k(&self) -> usize {
         match self {

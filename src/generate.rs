@@ -1,5 +1,6 @@
 //! The generation loop: prefill the prompt, then sample token by token, streaming text.
-use std::time::Instant;
+//! One stepper (`Run`) serves the blocking native loop and the browser's async one.
+use web_time::Instant;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -13,12 +14,146 @@ pub struct Generation {
     pub text: String,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
-    /// "eos", "max_tokens" or "context_full".
+    /// Seconds from the start to the first token chosen (prefill included).
+    pub time_to_first_token_s: f64,
+    /// "eos", "max_tokens", "context_full" or "cancelled".
     pub stop: String,
+}
+
+/// One generation in progress. `start` feeds the prompt; each `step` chooses one token and
+/// returns its text (whole UTF-8 characters only, so it may be empty), or None once stopped.
+pub struct Run {
+    prompt: Vec<u32>,
+    history: Vec<u32>,
+    tokens: Vec<u32>,
+    text: String,
+    max_tokens: usize,
+    ctx_len: usize,
+    stop: Option<&'static str>,
+    t0: Instant,
+    t_first: Option<Instant>,
+    t_end: Option<Instant>,
+}
+
+impl Run {
+    /// Check the prompt against the context, reset the engine and submit the prompt.
+    pub fn start(
+        engine: &mut Engine,
+        prompt: &[u32],
+        max_tokens: usize,
+        ctx_len: usize,
+    ) -> Result<Run> {
+        if prompt.is_empty() {
+            return Err(Error::Input("the prompt is empty (no tokens)".into()));
+        }
+        if prompt.len() >= ctx_len {
+            return Err(Error::Input(format!(
+                "the prompt has {} tokens but the context holds {ctx_len}; shorten it or raise the context length",
+                prompt.len()
+            )));
+        }
+        engine.reset();
+        let t0 = Instant::now();
+        engine.feed(prompt)?;
+        Ok(Run {
+            prompt: prompt.to_vec(),
+            history: prompt.to_vec(),
+            tokens: Vec::new(),
+            text: String::new(),
+            max_tokens,
+            ctx_len,
+            stop: (max_tokens == 0).then_some("max_tokens"),
+            t0,
+            t_first: None,
+            t_end: None,
+        })
+    }
+
+    pub fn done(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    fn finish(&mut self, why: &'static str) {
+        self.stop.get_or_insert(why);
+        self.t_end.get_or_insert_with(Instant::now);
+    }
+
+    /// Stop here (the caller gave up): `finish` then reports "cancelled".
+    pub fn cancel(&mut self) {
+        self.finish("cancelled");
+    }
+
+    /// Choose the next token, feed it, and return its new text.
+    pub async fn step(
+        &mut self,
+        engine: &mut Engine,
+        tok: &TokenizerInfo,
+        sampler: &mut Sampler,
+    ) -> Result<Option<String>> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        let next = engine.next_token_async(sampler, &self.history).await?;
+        self.t_first.get_or_insert_with(Instant::now);
+        if tok.eos.contains(&next) {
+            self.finish("eos");
+            return Ok(None);
+        }
+        self.tokens.push(next);
+        self.history.push(next);
+        let piece = self.new_text(tok)?;
+        if self.tokens.len() >= self.max_tokens {
+            self.finish("max_tokens");
+        } else if engine.pos() >= self.ctx_len {
+            self.finish("context_full");
+        } else {
+            engine.feed(&[next])?;
+        }
+        Ok(Some(piece))
+    }
+
+    /// The text the last token added: the decoded tokens so far minus what was already given,
+    /// held back while it ends inside a UTF-8 character (a byte token split it).
+    fn new_text(&mut self, tok: &TokenizerInfo) -> Result<String> {
+        if tok.tokenizer.is_none() {
+            return Ok(String::new());
+        }
+        let full = tok.decode(&self.tokens)?;
+        if full.ends_with('\u{FFFD}') || !full.starts_with(&self.text) {
+            return Ok(String::new());
+        }
+        let piece = full[self.text.len()..].to_string();
+        self.text = full;
+        Ok(piece)
+    }
+
+    /// The record of the run (call once it is done, or to report one cut short).
+    pub fn result(&mut self) -> Generation {
+        self.finish("cancelled");
+        let t_end = self.t_end.unwrap_or_else(Instant::now);
+        let t_first = self.t_first.unwrap_or(t_end);
+        let prefill_s = (t_first - self.t0).as_secs_f64();
+        let decode_s = (t_end - t_first).as_secs_f64();
+        let decoded = self.tokens.len().saturating_sub(1);
+        Generation {
+            prompt_tokens: self.prompt.clone(),
+            tokens: self.tokens.clone(),
+            text: self.text.clone(),
+            prefill_tokens_per_s: self.prompt.len() as f64 / prefill_s.max(1e-9),
+            decode_tokens_per_s: if decoded > 0 {
+                decoded as f64 / decode_s.max(1e-9)
+            } else {
+                0.0
+            },
+            time_to_first_token_s: prefill_s,
+            stop: self.stop.unwrap_or("cancelled").into(),
+        }
+    }
 }
 
 /// Generate up to `max_tokens` after `prompt`, calling `on_text` with each new piece of text
 /// (always whole UTF-8 characters). Stops at an end-of-sequence token (not emitted).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn generate(
     engine: &mut Engine,
     tok: &TokenizerInfo,
@@ -28,65 +163,31 @@ pub fn generate(
     ctx_len: usize,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
-    if prompt.is_empty() {
-        return Err(Error::Input("the prompt is empty (no tokens)".into()));
+    let mut run = Run::start(engine, prompt, max_tokens, ctx_len)?;
+    while let Some(piece) = pollster::block_on(run.step(engine, tok, sampler))? {
+        if !piece.is_empty() {
+            on_text(&piece);
+        }
     }
-    if prompt.len() >= ctx_len {
-        return Err(Error::Input(format!(
-            "the prompt has {} tokens but the context holds {ctx_len}; shorten it or raise --ctx",
-            prompt.len()
-        )));
-    }
-    engine.reset();
-    let mut history = prompt.to_vec();
-    let mut tokens = Vec::new();
-    let mut stream = tok.tokenizer.as_ref().map(|t| t.decode_stream(false));
-    let mut text = String::new();
-    let mut stop = "max_tokens";
-    let t0 = Instant::now();
-    engine.feed(prompt)?;
-    let mut t_first = None;
-    while tokens.len() < max_tokens {
-        let next = engine.next_token(sampler, &history)?;
-        if t_first.is_none() {
-            t_first = Some(Instant::now());
-        }
-        if tok.eos.contains(&next) {
-            stop = "eos";
-            break;
-        }
-        tokens.push(next);
-        history.push(next);
-        if let Some(s) = stream.as_mut() {
-            if let Some(piece) = s.step(next).map_err(|e| Error::Tokenizer(e.to_string()))? {
-                on_text(&piece);
-                text.push_str(&piece);
-            }
-        }
-        if tokens.len() == max_tokens {
-            break;
-        }
-        if engine.pos() >= ctx_len {
-            stop = "context_full";
-            break;
-        }
-        engine.feed(&[next])?;
-    }
-    let t_end = Instant::now();
-    let t_first = t_first.unwrap_or(t_end);
-    let prefill_s = (t_first - t0).as_secs_f64();
-    let decode_s = (t_end - t_first).as_secs_f64();
-    let decoded = tokens.len().saturating_sub(1);
-    Ok(Generation {
-        prompt_tokens: prompt.to_vec(),
-        tokens,
-        text,
-        prefill_tokens_per_s: prompt.len() as f64 / prefill_s.max(1e-9),
-        decode_tokens_per_s: if decoded > 0 {
-            decoded as f64 / decode_s.max(1e-9)
+    Ok(run.result())
+}
+
+/// A conversation in the model's chat template. ChatML (<|im_start|>role ...<|im_end|>) is what
+/// SmolLM2 and most small models use; others get a plain "role: text" transcript.
+pub fn render_chat(template: Option<&str>, msgs: &[(String, String)]) -> String {
+    let chatml = template.is_none_or(|t| t.contains("<|im_start|>"));
+    let mut s = String::new();
+    for (role, text) in msgs {
+        if chatml {
+            s.push_str(&format!("<|im_start|>{role}\n{text}<|im_end|>\n"));
         } else {
-            0.0
-        },
-        stop: stop.into(),
-    })
+            s.push_str(&format!("{role}: {text}\n"));
+        }
+    }
+    s.push_str(if chatml {
+        "<|im_start|>assistant\n"
+    } else {
+        "assistant:"
+    });
+    s
 }

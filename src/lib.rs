@@ -7,16 +7,18 @@ pub mod cpu;
 pub mod decoder;
 pub mod engine;
 pub mod error;
-// The blocking text loops of the native front end; the browser's async ones are still to come.
+// The blocking evaluation loops of the native front end.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
 pub mod gpu;
+pub mod inspect;
 pub mod memory;
 pub mod model;
 pub mod options;
 pub mod sample;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use engine::{Backend, Engine};
 pub use error::{Error, Result};

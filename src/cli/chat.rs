@@ -2,7 +2,7 @@ use std::io::{BufRead, Write};
 
 use anyhow::Result;
 use clap::Args;
-use tide_gpu::generate::generate;
+use tide_gpu::generate::{generate, render_chat};
 
 use super::common::ModelArgs;
 use super::generate::SamplingArgs;
@@ -18,26 +18,6 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
-}
-
-/// Render the conversation in the model's template. ChatML (<|im_start|>role ...<|im_end|>) is
-/// what SmolLM2 and most small models use; others get a plain "role: text" transcript.
-fn render(template: Option<&str>, msgs: &[(String, String)]) -> String {
-    let chatml = template.is_none_or(|t| t.contains("<|im_start|>"));
-    let mut s = String::new();
-    for (role, text) in msgs {
-        if chatml {
-            s.push_str(&format!("<|im_start|>{role}\n{text}<|im_end|>\n"));
-        } else {
-            s.push_str(&format!("{role}: {text}\n"));
-        }
-    }
-    s.push_str(if chatml {
-        "<|im_start|>assistant\n"
-    } else {
-        "assistant:"
-    });
-    s
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
@@ -64,7 +44,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             break;
         }
         msgs.push(("user".into(), line.trim_end().to_string()));
-        let ids = m.tokenizer.encode(&render(template, &msgs), true)?;
+        let ids = m.tokenizer.encode(&render_chat(template, &msgs), true)?;
         let g = generate(
             &mut engine,
             &m.tokenizer,

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
+use tide_gpu::inspect::{inspect, tokens_to_inspect};
 
 use super::common::ModelArgs;
 
@@ -37,44 +38,30 @@ fn show(p: &str) -> String {
 pub fn run(a: InspectArgs) -> Result<()> {
     let m = a.model.load()?;
     let k = m.memory.as_ref().map_or(0, |m| m.k);
-    if k == 0 {
-        bail!(
-            "{}: the model has no TIDE memory (K = 0): there are no router weights to inspect",
-            a.model.name()
-        );
-    }
-    let ids = m.tokenizer.encode(&a.text, true)?;
-    if ids.is_empty() {
-        bail!("the text is empty: nothing to inspect");
-    }
+    let ids = tokens_to_inspect(&m.tokenizer, k, &a.model.name(), &a.text)?;
     let mut margs = a.model.clone();
-    margs.ctx = Some(ids.len().max(a.model.ctx.unwrap_or(0)));
+    let ctx = ids.len().max(a.model.ctx.unwrap_or(0));
+    margs.ctx = Some(ctx);
     let mut engine = margs.engine(&m)?;
-    let (_, w) = engine.feed_all(&ids)?;
-    let layers = m.config.n_layers;
-    let pieces: Vec<String> = ids
-        .iter()
-        .map(|&i| m.tokenizer.decode(&[i]).unwrap_or_default())
-        .collect();
-    let weights: Vec<Vec<Vec<f32>>> = w
-        .chunks_exact(layers * (k + 1))
-        .map(|t| t.chunks_exact(k + 1).map(|s| s.to_vec()).collect())
-        .collect();
+    let ins = pollster::block_on(inspect(
+        &mut engine,
+        &m.tokenizer,
+        &a.model.name(),
+        &ids,
+        ctx,
+    ))?;
+    let (k, layers, pieces, weights) = (ins.k, ins.layers, &ins.pieces, &ins.weights);
     if let Some(path) = &a.svg {
-        std::fs::write(path, svg(&pieces, &weights, k))
+        std::fs::write(path, svg(pieces, weights, k))
             .with_context(|| format!("writing --svg {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if a.json {
-        let j = serde_json::json!({
-            "model": a.model.name(), "tokens": ids, "pieces": pieces, "k": k,
-            "layers": layers, "weights": weights,
-        });
-        println!("{}", serde_json::to_string(&j)?);
+        println!("{}", serde_json::to_string(&ins)?);
         return Ok(());
     }
     let color = std::io::stdout().is_terminal();
-    let range = share_range(&weights, k);
+    let range = share_range(weights, k);
     println!(
         "router weights, K = {k} blocks + NULL; a cell is one layer, darker = more memory (1 - NULL), \
          from {:.4} (lightest) to {:.4} (darkest)",
@@ -86,7 +73,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         "token",
         layers - 1
     );
-    for (t, (p, tw)) in pieces.iter().zip(&weights).enumerate() {
+    for (t, (p, tw)) in pieces.iter().zip(weights).enumerate() {
         let mut row = String::new();
         for s in tw {
             let d = level(1.0 - s[k], range);

@@ -102,6 +102,10 @@ impl CpuSession {
         self.m.memory.as_ref().map_or(0, |m| m.k)
     }
 
+    pub fn n_layers(&self) -> usize {
+        self.m.config.n_layers
+    }
+
     pub fn reset(&mut self) {
         self.pos = 0;
         self.all_logits.clear();

@@ -145,8 +145,18 @@ impl GpuContext {
         if subgroup_size.is_some() {
             features |= wgpu::Features::SUBGROUP;
         }
-        // Take the adapter's own limits: large bindings and buffers matter to model weights.
+        // Natively take the adapter's own limits: large bindings and buffers matter to model
+        // weights. In the browser ask for WebGPU's defaults (8 storage buffers per stage, which
+        // every kernel stays within) and only the binding and buffer sizes the adapter allows,
+        // so a page behaves the same on every browser and adapter.
+        #[cfg(not(target_arch = "wasm32"))]
         let limits = alimits;
+        #[cfg(target_arch = "wasm32")]
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: alimits.max_storage_buffer_binding_size,
+            max_buffer_size: alimits.max_buffer_size,
+            ..wgpu::Limits::default()
+        };
         let mut used = limits.clone();
         if let Some(m) = opts.max_binding {
             used.max_storage_buffer_binding_size = used.max_storage_buffer_binding_size.min(m);

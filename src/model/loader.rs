@@ -2,9 +2,10 @@
 use std::path::{Path, PathBuf};
 
 use super::blob::Blob;
+use super::files::{ModelFiles, MEMORY_FILE};
 use super::gguf::GgufFile;
 use super::llama::Model;
-use super::safetensors::{index_file, model_from_parts};
+use super::safetensors::index_file;
 use super::tensor::TensorSet;
 use crate::error::{format_err, Error, Result};
 
@@ -14,9 +15,6 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
         source,
     }
 }
-
-/// A model directory's separate memory file, read when present.
-pub const MEMORY_FILE: &str = "memory.safetensors";
 
 /// Attach (or replace) the TIDE memory of `model` from a separate memory file: a .safetensors
 /// file with tide.* tensors and metadata (docs/format.md).
@@ -69,11 +67,8 @@ pub fn load(path: &Path) -> Result<Model> {
 }
 
 fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
-    let cfg_path = dir.join("config.json");
-    let cfg_text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-    let cfg_name = cfg_path.display().to_string();
-    let cfg: serde_json::Value = serde_json::from_str(&cfg_text)
-        .map_err(|e| format_err(&cfg_name, format!("invalid JSON: {e}")))?;
+    let read = |p: &Path| std::fs::read(p).map_err(io_err(p));
+    let config = read(&dir.join("config.json"))?;
     let files: Vec<PathBuf> = match file {
         Some(f) => vec![f],
         None => {
@@ -82,8 +77,8 @@ fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
             if single.exists() {
                 vec![single]
             } else if index.exists() {
-                let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
-                let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                let text = read(&index)?;
+                let j: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
                     format_err(&index.display().to_string(), format!("invalid JSON: {e}"))
                 })?;
                 let mut names: Vec<String> = j
@@ -104,29 +99,31 @@ fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
             }
         }
     };
-    let mut tensors = TensorSet::default();
+    let mut parts = ModelFiles {
+        source: dir.display().to_string(),
+        files: Vec::new(),
+    };
+    parts
+        .files
+        .push(("config.json".into(), Blob::from_vec(config)));
     for f in &files {
-        index_file(&f.display().to_string(), &Blob::map(f)?, &mut tensors)?;
+        parts.files.push((file_name(f), Blob::map(f)?));
     }
     // A separate memory file beside the backbone (memory added to an existing model).
     let mem = dir.join(MEMORY_FILE);
     if mem.exists() && !files.contains(&mem) {
-        index_file(&mem.display().to_string(), &Blob::map(&mem)?, &mut tensors)?;
+        parts.files.push((MEMORY_FILE.into(), Blob::map(&mem)?));
     }
-    let tj = dir.join("tokenizer.json");
-    let tok_bytes = if tj.exists() {
-        Some(std::fs::read(&tj).map_err(io_err(&tj))?)
-    } else {
-        None
-    };
-    let tj_name = tj.display().to_string();
-    let tc = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok();
-    model_from_parts(
-        &dir.display().to_string(),
-        &cfg_name,
-        &cfg,
-        tensors,
-        tok_bytes.as_deref().map(|b| (tj_name.as_str(), b)),
-        tc.as_deref(),
-    )
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        let p = dir.join(name);
+        if p.exists() {
+            parts.files.push((name.into(), Blob::from_vec(read(&p)?)));
+        }
+    }
+    parts.load()
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }

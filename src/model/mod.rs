@@ -2,7 +2,10 @@
 pub mod blob;
 pub mod config;
 pub mod dtype;
+// Not in the wasm module: the page fetches the same files from `tide serve` (and caches them).
+#[cfg(not(target_arch = "wasm32"))]
 pub mod embedded;
+pub mod files;
 pub mod gguf;
 mod llama;
 #[cfg(not(target_arch = "wasm32"))]
@@ -16,8 +19,9 @@ pub mod tokenizer;
 pub use blob::Blob;
 pub use config::{Config, RopeLayout};
 pub use dtype::DType;
+pub use files::{ModelFiles, MEMORY_FILE};
 pub use llama::{Layer, Model};
 #[cfg(not(target_arch = "wasm32"))]
-pub use loader::{attach_memory, load, MEMORY_FILE};
+pub use loader::{attach_memory, load};
 pub use tensor::{RawTensor, TensorInfo, TensorSet, Weight};
 pub use tide::{TideMemory, MAX_K};

@@ -1,0 +1,278 @@
+//! The browser's entry points (wasm-bindgen), called by web/worker.js: open a model from the
+//! files the worker fetched, generate token by token, read router weights. Everything below is
+//! the same library code the native CLI runs; this file only converts at the JS boundary.
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Array, Promise, Uint8Array};
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::engine::{Backend, Engine};
+use crate::error::{Error, Result};
+use crate::generate::{render_chat, Run};
+use crate::inspect::{inspect, tokens_to_inspect};
+use crate::model::tokenizer::TokenizerInfo;
+use crate::model::{Blob, ModelFiles};
+use crate::options::Options;
+use crate::sample::{Sampler, SamplerConfig};
+
+/// Panics go to the console (the worker reports the failed call) rather than vanishing.
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|p| {
+        web_sys::console::error_1(&p.to_string().into())
+    }));
+}
+
+fn js_err(e: Error) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// What a session keeps of the model once the engine holds the weights: the GPU engine has
+/// them in device memory, so the wasm heap drops its copy.
+struct Inner {
+    name: String,
+    tok: TokenizerInfo,
+    engine: Engine,
+    ctx_len: usize,
+    k: usize,
+    token_counts: Option<Vec<u64>>,
+    info: Value,
+    run: Option<(Run, Sampler)>,
+}
+
+/// One loaded model and its engine. Calls are serialised by the worker; one that arrives while
+/// another is still running is refused rather than interleaved.
+#[wasm_bindgen]
+pub struct Session {
+    inner: Rc<RefCell<Inner>>,
+}
+
+fn busy() -> JsValue {
+    JsError::new("the model is busy with another call").into()
+}
+
+/// Open a model. `files` is an array of [name, Uint8Array] pairs: one GGUF file, or a model
+/// folder's files (config.json, *.safetensors, tokenizer.json, ...). `backend` is "auto" (WebGPU, else the CPU reference), "gpu" or "cpu".
+#[wasm_bindgen(js_name = openSession)]
+pub async fn open_session(
+    source: String,
+    files: Array,
+    backend: String,
+    ctx_len: usize,
+) -> std::result::Result<Session, JsValue> {
+    open(source, files, &backend, ctx_len).await.map_err(js_err)
+}
+
+async fn open(source: String, files: Array, backend: &str, ctx_len: usize) -> Result<Session> {
+    let backend = match backend {
+        "auto" => Backend::Auto,
+        "gpu" => Backend::Gpu,
+        "cpu" => Backend::Cpu,
+        b => {
+            return Err(Error::Input(format!(
+                "backend {b:?}: expected auto, gpu or cpu"
+            )))
+        }
+    };
+    if files.length() == 0 {
+        return Err(Error::Input(format!("{source}: no model files given")));
+    }
+    let model = {
+        let mut parts = ModelFiles {
+            source: source.clone(),
+            files: Vec::new(),
+        };
+        for pair in files.iter() {
+            let pair = Array::from(&pair);
+            let name = pair.get(0).as_string().unwrap_or_default();
+            // One copy into the wasm heap; the caller drops its ArrayBuffer after this call.
+            let bytes = Uint8Array::new(&pair.get(1)).to_vec();
+            parts.files.push((name, Blob::from_vec(bytes)));
+        }
+        parts.load()?
+    };
+    let mut opts = Options::default();
+    let max_ctx = model.config.ctx_len;
+    opts.decoder.ctx_len = if ctx_len == 0 {
+        max_ctx.min(2048)
+    } else {
+        ctx_len.min(max_ctx)
+    };
+    let (engine, note) = Engine::open(&model, backend, &opts).await?;
+    let k = model.memory.as_ref().map_or(0, |m| m.k);
+    let info = json!({
+        "model": source,
+        "backend": match engine { Engine::Gpu(_) => "webgpu", Engine::Cpu(_) => "cpu" },
+        "adapter": engine.describe(),
+        "gpu": match &engine {
+            Engine::Gpu(g) => json!({
+                "name": g.ctx.info.name,
+                "f16": g.ctx.f16,
+                "subgroups": g.ctx.subgroup_size.is_some(),
+                "weights_in": if g.ctx.weight_textures { "textures" } else { "buffers" },
+                "max_storage_buffer_binding_size": g.ctx.limits.max_storage_buffer_binding_size,
+                "max_buffer_size": g.ctx.limits.max_buffer_size,
+                "max_storage_buffers_per_shader_stage": g.ctx.limits.max_storage_buffers_per_shader_stage,
+            }),
+            Engine::Cpu(_) => Value::Null,
+        },
+        "note": note,
+        "k": k,
+        "layers": model.config.n_layers,
+        "vocab": model.config.vocab,
+        "ctx_len": opts.decoder.ctx_len,
+        "chat_template": model.tokenizer.chat_template.is_some(),
+        "token_counts": model.token_counts.is_some(),
+    });
+    let inner = Inner {
+        name: source,
+        tok: model.tokenizer.clone(),
+        ctx_len: opts.decoder.ctx_len,
+        k,
+        token_counts: model.token_counts.clone(),
+        engine,
+        info,
+        run: None,
+    };
+    Ok(Session {
+        inner: Rc::new(RefCell::new(inner)),
+    })
+}
+
+fn sampler_from(o: &Value) -> Result<Sampler> {
+    let d = SamplerConfig::sampling();
+    let f = |k: &str, d: f32| o.get(k).and_then(Value::as_f64).map_or(d, |x| x as f32);
+    let u = |k: &str, d: u64| o.get(k).and_then(Value::as_u64).unwrap_or(d);
+    let cfg = SamplerConfig {
+        temperature: f("temperature", d.temperature),
+        top_k: u("topK", d.top_k as u64) as usize,
+        top_p: f("topP", d.top_p),
+        repeat_penalty: f("repeatPenalty", d.repeat_penalty),
+        seed: u("seed", d.seed),
+        ..d
+    };
+    cfg.validate()?;
+    Ok(Sampler::new(cfg))
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// JSON: model, backend, adapter, gpu {f16, limits...}, note (why the CPU), k, layers, ...
+    pub fn info(&self) -> std::result::Result<String, JsValue> {
+        let i = self.inner.try_borrow().map_err(|_| busy())?;
+        Ok(i.info.to_string())
+    }
+
+    /// Start generating after `prompt` with `options` (JSON: maxTokens, temperature, topK,
+    /// topP, repeatPenalty, seed). Returns the prompt's token count.
+    pub fn start(&self, prompt: &str, options: &str) -> std::result::Result<usize, JsValue> {
+        let mut i = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        let o: Value = serde_json::from_str(options)
+            .map_err(|e| js_err(Error::Input(format!("generate options: {e}"))))?;
+        let sampler = sampler_from(&o).map_err(js_err)?;
+        let max_tokens = o.get("maxTokens").and_then(Value::as_u64).unwrap_or(128) as usize;
+        let ids = i.tok.encode(prompt, true).map_err(js_err)?;
+        let ctx = i.ctx_len;
+        let run = Run::start(&mut i.engine, &ids, max_tokens, ctx).map_err(js_err)?;
+        i.run = Some((run, sampler));
+        Ok(ids.len())
+    }
+
+    /// One token: resolves to its text ("" while a character is incomplete), or undefined
+    /// once the generation has stopped.
+    // The borrow is held across the await on purpose: a second call meanwhile gets "busy".
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn step(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let mut g = inner.try_borrow_mut().map_err(|_| busy())?;
+            let i = &mut *g;
+            let Some((run, sampler)) = i.run.as_mut() else {
+                return Err(js_err(Error::Input("no generation started".into())));
+            };
+            match run.step(&mut i.engine, &i.tok, sampler).await {
+                Ok(Some(piece)) => Ok(JsValue::from_str(&piece)),
+                Ok(None) => Ok(JsValue::UNDEFINED),
+                Err(e) => {
+                    run.cancel();
+                    Err(js_err(e))
+                }
+            }
+        })
+    }
+
+    /// Stop the generation in progress (its result then says "cancelled").
+    pub fn cancel(&self) -> std::result::Result<(), JsValue> {
+        let mut i = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        if let Some((run, _)) = i.run.as_mut() {
+            run.cancel();
+        }
+        Ok(())
+    }
+
+    /// The finished generation as JSON, the object `tide generate --json` prints.
+    pub fn result(&self) -> std::result::Result<String, JsValue> {
+        let mut i = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        let adapter = i.engine.describe();
+        let Some((run, sampler)) = i.run.as_mut() else {
+            return Err(js_err(Error::Input("no generation started".into())));
+        };
+        let mut v =
+            serde_json::to_value(run.result()).map_err(|e| js_err(Error::Gpu(e.to_string())))?;
+        v["adapter"] = Value::String(adapter);
+        v["sampler"] = serde_json::to_value(&sampler.cfg).unwrap_or(Value::Null);
+        Ok(v.to_string())
+    }
+
+    /// The prompt for a conversation (JSON list of {role, content}) in the model's template.
+    #[wasm_bindgen(js_name = chatPrompt)]
+    pub fn chat_prompt(&self, messages: &str) -> std::result::Result<String, JsValue> {
+        let i = self.inner.try_borrow().map_err(|_| busy())?;
+        let v: Value = serde_json::from_str(messages)
+            .map_err(|e| js_err(Error::Input(format!("messages: {e}"))))?;
+        let mut msgs = Vec::new();
+        for (n, m) in v.as_array().into_iter().flatten().enumerate() {
+            let field = |k: &str| {
+                m.get(k)
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .ok_or_else(|| js_err(Error::Input(format!("messages[{n}]: no string {k:?}"))))
+            };
+            msgs.push((field("role")?, field("content")?));
+        }
+        if msgs.is_empty() {
+            return Err(js_err(Error::Input(
+                "messages: expected a non-empty list".into(),
+            )));
+        }
+        Ok(render_chat(i.tok.chat_template.as_deref(), &msgs))
+    }
+
+    /// Router weights of `text`: the object `tide inspect --json` prints, as JSON.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn inspect(&self, text: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let mut g = inner.try_borrow_mut().map_err(|_| busy())?;
+            let i = &mut *g;
+            i.run = None;
+            let ids = tokens_to_inspect(&i.tok, i.k, &i.name, &text).map_err(js_err)?;
+            let r = inspect(&mut i.engine, &i.tok, &i.name, &ids, i.ctx_len)
+                .await
+                .map_err(js_err)?;
+            let mut v = serde_json::to_value(&r).map_err(|e| js_err(Error::Gpu(e.to_string())))?;
+            // How often each token was seen in training (the page's frequency deciles).
+            if let Some(c) = &i.token_counts {
+                v["token_counts"] = json!(r
+                    .tokens
+                    .iter()
+                    .map(|&t| c.get(t as usize).copied().unwrap_or(0))
+                    .collect::<Vec<_>>());
+            }
+            Ok(JsValue::from_str(&v.to_string()))
+        })
+    }
+}

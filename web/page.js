@@ -1,0 +1,101 @@
+// What both pages share: pick the model (?model=URL, else the first that `tide serve` lists),
+// load it with a progress bar, show the adapter and any notice or error, and set window.tide:
+// the tide.js API bound to the loaded model, with window.tide.ready a promise of its info.
+import { load, listModels } from './tide.js';
+
+export const $ = (sel) => document.querySelector(sel);
+
+export function showError(msg) {
+  const box = $('#error');
+  box.textContent = msg;
+  box.hidden = false;
+}
+
+export function clearError() {
+  $('#error').hidden = true;
+}
+
+function describe(info) {
+  const g = info.gpu;
+  if (!g) return `CPU reference (wasm) · ${info.layers} layers · K = ${info.k}`;
+  const mib = (b) => `${Math.round(b / 1048576)} MiB`;
+  return `${g.name} · WebGPU · f16 ${g.f16 ? 'on' : 'off'} · subgroups ${g.subgroups ? 'on' : 'off'} · ` +
+    `weights in ${g.weights_in} · binding ${mib(g.max_storage_buffer_binding_size)}, ` +
+    `buffer ${mib(g.max_buffer_size)}, ${g.max_storage_buffers_per_shader_stage} storage buffers/stage · ` +
+    `${info.layers} layers · K = ${info.k}`;
+}
+
+function fmtBytes(b) {
+  return b >= 1048576 ? `${(b / 1048576).toFixed(1)} MB` : `${Math.round(b / 1024)} kB`;
+}
+
+/** Fill the model picker, load the chosen model, and bind window.tide. */
+export function boot() {
+  const params = new URLSearchParams(location.search);
+  let resolveReady, rejectReady;
+  const ready = new Promise((r, j) => { resolveReady = r; rejectReady = j; });
+  ready.catch(() => {}); // the page shows the error; scripts still see the rejection
+  const tide = { ready, model: null, info: null, error: null };
+  window.tide = tide;
+  const bar = $('#progress');
+  const status = $('#status');
+  const picker = $('#model');
+
+  if (!('gpu' in navigator)) {
+    $('#notice').textContent = 'This browser has no WebGPU: the model runs on the CPU reference compiled to wasm, much slower than on a GPU.';
+    $('#notice').hidden = false;
+  }
+
+  (async () => {
+    let models = [];
+    try {
+      models = await listModels();
+    } catch (e) {
+      console.warn(`models.json: ${e.message}`);
+    }
+    const wanted = params.get('model') || models[0]?.name;
+    for (const m of models) picker.add(new Option(`${m.name} (${fmtBytes(m.files.reduce((s, f) => s + f.bytes, 0))})`, m.name));
+    if (wanted && !models.some((m) => m.name === wanted)) picker.add(new Option(wanted, wanted));
+    picker.value = wanted ?? '';
+    picker.onchange = () => {
+      const u = new URL(location.href);
+      u.searchParams.set('model', picker.value);
+      location.href = u.href;
+    };
+    if (!wanted) throw new Error('no model: this page is served without models (start it with `tide serve`), or give ?model=URL');
+    status.textContent = `loading ${wanted} ...`;
+    bar.hidden = false;
+    const model = await load(wanted, {
+      backend: params.get('backend') || undefined,
+      onProgress: ({ phase, loaded, total }) => {
+        bar.max = total || 1;
+        bar.value = loaded;
+        const what = { download: 'downloading', cache: 'reading from the browser cache', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
+        status.textContent = `${wanted}: ${what} ${total ? `${fmtBytes(loaded)} / ${fmtBytes(total)}` : ''}`;
+      },
+    });
+    bar.hidden = true;
+    const info = model.info;
+    status.textContent = `${wanted} · ${describe(info)} · loaded in ${info.load.seconds.toFixed(1)} s` +
+      (info.load.downloaded_bytes ? ` (${fmtBytes(info.load.downloaded_bytes)} downloaded)` : ' (from the browser cache)');
+    if (info.note) {
+      $('#notice').textContent = info.note;
+      $('#notice').hidden = false;
+    }
+    Object.assign(tide, {
+      model, info,
+      generate: (p, o) => model.generate(p, o),
+      complete: (p, o) => model.complete(p, o),
+      inspect: (t) => model.inspect(t),
+      chat: model.chat,
+    });
+    resolveReady(info);
+  })().catch((e) => {
+    bar.hidden = true;
+    status.textContent = 'no model loaded';
+    tide.error = e.message;
+    showError(e.message);
+    rejectReady(e);
+  });
+  return tide;
+}

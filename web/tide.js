@@ -1,0 +1,204 @@
+// tide.js: run tide-gpu models in the browser. The model lives in a dedicated Worker
+// (worker.js) that runs the WGSL kernels on WebGPU, or the CPU reference compiled to wasm where
+// WebGPU is missing. web/README.md documents this API.
+
+/** The models a `tide serve` offers: [{name, files: [{url, bytes}]}]. */
+export async function listModels(base = '/') {
+  const res = await fetch(new URL('models.json', new URL(base, location.href)));
+  if (!res.ok) throw new Error(`models.json: HTTP ${res.status}`);
+  return res.json();
+}
+
+// Which files make a model, from what the caller gave: a name that models.json lists, a .gguf
+// URL, or a model folder's URL (config.json, model.safetensors, tokenizer.json, and the
+// optional memory.safetensors and tokenizer_config.json).
+async function resolveFiles(model) {
+  let listed = [];
+  try {
+    listed = await listModels();
+  } catch {
+    // not served by `tide serve`: URLs still work
+  }
+  const entry = listed.find((m) => m.name === model || `/models/${m.name}/` === model || `/models/${m.name}` === model);
+  if (entry) {
+    return { name: entry.name, files: entry.files.map((f) => ({ ...f, name: f.url.split('/').pop() })) };
+  }
+  const url = new URL(model, location.href);
+  if (url.pathname.endsWith('.gguf')) {
+    return { name: model, files: [{ url: url.href, name: url.pathname.split('/').pop(), bytes: 0 }] };
+  }
+  const dir = url.href.endsWith('/') ? url.href : url.href + '/';
+  const file = (name, optional = false) => ({ url: dir + name, name, bytes: 0, optional });
+  return {
+    name: model,
+    files: [file('config.json'), file('model.safetensors'), file('tokenizer.json'),
+      file('tokenizer_config.json', true), file('memory.safetensors', true)],
+  };
+}
+
+class Worker_ {
+  constructor() {
+    this.w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    this.next = 1;
+    this.calls = new Map();
+    this.w.onmessage = (ev) => {
+      const m = ev.data;
+      const c = this.calls.get(m.id);
+      if (!c) return;
+      if (m.event) {
+        c.onEvent?.(m);
+        return;
+      }
+      this.calls.delete(m.id);
+      if (m.ok) c.resolve(m.value);
+      else c.reject(new Error(m.error));
+    };
+    // A worker that dies (wasm trap, out of memory) fails every call still waiting.
+    this.w.onerror = (ev) => {
+      ev.preventDefault?.();
+      const err = new Error(`the model worker failed: ${ev.message || 'unknown error'}`);
+      for (const c of this.calls.values()) c.reject(err);
+      this.calls.clear();
+      this.dead = err;
+    };
+  }
+
+  call(op, args = {}, onEvent) {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.next++;
+    const p = new Promise((resolve, reject) => this.calls.set(id, { resolve, reject, onEvent }));
+    this.w.postMessage({ id, op, ...args });
+    return { id, done: p };
+  }
+
+  cancel(target) {
+    this.w.postMessage({ op: 'cancel', target });
+  }
+
+  terminate() {
+    this.w.terminate();
+  }
+}
+
+/** A model loaded in its worker. */
+export class TideModel {
+  constructor(worker, info) {
+    this.worker = worker;
+    /** model, backend ("webgpu" | "cpu"), adapter, gpu {f16, limits}, note, k, layers, load {...} */
+    this.info = info;
+    this.chat = { completions: { create: (req) => this.#chatCreate(req) } };
+  }
+
+  /**
+   * Generate after `prompt`: an async iterator of text pieces. Options: maxTokens, temperature,
+   * topK, topP, repeatPenalty, seed, signal (an AbortSignal that stops it). After the loop,
+   * `iterator.result` holds what `complete` returns.
+   */
+  generate(prompt, options = {}) {
+    const { signal, ...opts } = options;
+    const pieces = [];
+    let wake = null;
+    let finished = false;
+    let failure = null;
+    const { id, done } = this.worker.call('generate', { prompt, options: opts }, (m) => {
+      if (m.event === 'piece') {
+        pieces.push(m.text);
+        wake?.();
+      }
+    });
+    const iter = {
+      result: null,
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+      async next() {
+        for (;;) {
+          if (pieces.length) return { value: pieces.shift(), done: false };
+          if (failure) throw failure;
+          if (finished) return { value: undefined, done: true };
+          await new Promise((r) => (wake = r));
+        }
+      },
+      async return() {
+        this.worker?.cancel(id);
+        return { value: undefined, done: true };
+      },
+    };
+    iter.worker = this.worker;
+    done.then((r) => { iter.result = r; finished = true; wake?.(); },
+      (e) => { failure = e; finished = true; wake?.(); });
+    if (signal) {
+      if (signal.aborted) this.worker.cancel(id);
+      else signal.addEventListener('abort', () => this.worker.cancel(id), { once: true });
+    }
+    iter.done = done;
+    return iter;
+  }
+
+  /** The whole generation: the object `tide generate --json` prints. */
+  async complete(prompt, options = {}) {
+    const it = this.generate(prompt, options);
+    for await (const _ of it); // eslint-disable-line no-unused-vars
+    return it.done;
+  }
+
+  /** Router weights of `text`: the object `tide inspect --json` prints. */
+  inspect(text) {
+    return this.worker.call('inspect', { text }).done;
+  }
+
+  async #chatCreate(req) {
+    const { messages, stream = false, max_tokens, temperature, top_p, seed, signal } = req;
+    const prompt = await this.worker.call('chatPrompt', { messages }).done;
+    const opts = { maxTokens: max_tokens ?? 256, signal };
+    if (temperature !== undefined) opts.temperature = temperature;
+    if (top_p !== undefined) opts.topP = top_p;
+    if (seed !== undefined) opts.seed = seed;
+    const id = `chatcmpl-${Date.now().toString(36)}`;
+    const created = Math.floor(Date.now() / 1000);
+    const model = this.info.model;
+    const finish = (r) => (r.stop === 'max_tokens' || r.stop === 'context_full' ? 'length' : 'stop');
+    if (!stream) {
+      const r = await this.complete(prompt, opts);
+      return {
+        id, object: 'chat.completion', created, model,
+        choices: [{ index: 0, message: { role: 'assistant', content: r.text }, finish_reason: finish(r) }],
+        usage: { prompt_tokens: r.prompt_tokens.length, completion_tokens: r.tokens.length,
+          total_tokens: r.prompt_tokens.length + r.tokens.length },
+      };
+    }
+    const it = this.generate(prompt, opts);
+    return (async function* () {
+      const chunk = (delta, finish_reason = null) => ({
+        id, object: 'chat.completion.chunk', created, model,
+        choices: [{ index: 0, delta, finish_reason }],
+      });
+      yield chunk({ role: 'assistant', content: '' });
+      for await (const piece of it) yield chunk({ content: piece });
+      yield chunk({}, finish(await it.done));
+    })();
+  }
+
+  /** Stop the worker and free the model. */
+  close() {
+    this.worker.terminate();
+  }
+}
+
+/**
+ * Load a model: a name listed by `tide serve` (models.json), a .gguf URL or a model folder URL.
+ * Options: onProgress({phase, loaded, total, file}) with phase "download" | "cache" | "open" |
+ * "ready"; backend "auto" | "gpu" | "cpu"; ctxLen (0: the model's, at most 2048).
+ */
+export async function load(model, { onProgress, backend, ctxLen } = {}) {
+  const { name, files } = await resolveFiles(model);
+  const worker = new Worker_();
+  try {
+    const info = await worker.call('load', { model: name, files, backend, ctxLen },
+      (m) => m.event === 'progress' && onProgress?.({ phase: m.phase, loaded: m.loaded, total: m.total, file: m.file })).done;
+    return new TideModel(worker, info);
+  } catch (e) {
+    worker.terminate();
+    throw e;
+  }
+}
