@@ -5,7 +5,9 @@
 #  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU),
 #  4. the browser tests (scripts/test-web.sh: the kernels compiled to wasm32, in headless
 #     Chromium's WebGPU; needs chromium and chromium-driver),
-#  5. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
+#  5. the pages (scripts/test-pages.sh: web/ served by `tide serve`, driven by Playwright in
+#     headless Chromium, checked against the native CLI; needs node and npm),
+#  6. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
 #     skips them). The Rust tests never need PyTorch: their fixtures are committed.
 # Python runs in .cache/venv with pinned packages (scripts/venv.sh), never the system's.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
@@ -34,6 +36,7 @@ cargo test --release "$@"
 # The kernels in the browser: the library compiled to wasm32, run in headless Chromium's WebGPU.
 if [[ $# -eq 0 ]]; then
     bash scripts/test-web.sh
+    bash scripts/test-pages.sh
 fi
 
 if [[ "${TIDE_SKIP_TRAIN_TESTS:-0}" != 1 && $# -eq 0 ]]; then

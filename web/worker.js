@@ -145,6 +145,12 @@ const ops = {
     session = await openSession(model, pairs, chosen, ctxLen || 0);
     pairs.length = 0; // the wasm heap has the bytes now; drop the JS copies
     const info = JSON.parse(session.info());
+    // wgpu leaves the adapter's name empty on the web; the browser's adapter info has it.
+    if (info.gpu && !info.gpu.name && hasGpu) {
+      const a = (await self.navigator.gpu.requestAdapter())?.info;
+      info.gpu.name = [a?.vendor, a?.architecture, a?.description].filter(Boolean).join(' ') || 'WebGPU adapter';
+      info.adapter = info.gpu.name + info.adapter;
+    }
     if (!hasGpu) info.note = 'WebGPU is not available in this browser: running the CPU reference compiled to wasm (much slower).';
     info.load = {
       seconds: (performance.now() - t0) / 1000,

@@ -1,0 +1,204 @@
+// The pages in web/ in real headless Chromium (Debian's, through playwright-core), against
+// `tide serve`: the browser's greedy tokens and router weights must equal what the native
+// `tide` prints for the same model; errors must show on the page; without WebGPU the page must
+// still generate (CPU reference in wasm); a reload must not download the model again.
+// scripts/test-pages.sh builds what this needs and sets: TIDE_BIN, SMOLLM2 (a GGUF path),
+// CHROMIUM, SHOTS (a folder for screenshots).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const { TIDE_BIN, SMOLLM2, CHROMIUM, SHOTS } = process.env;
+const PROMPTS = ['The history of the city', 'Once upon a time', 'The capital of France is'];
+const TOKENS = 32;
+const FLAGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run', '--disable-quic'];
+
+let server;
+let base;
+let browser;
+let tmp;
+
+function native(args) {
+  const out = execFileSync(TIDE_BIN, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+  return JSON.parse(out);
+}
+
+async function launch(webgpu) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tide-pw-'));
+  return chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1100, height: 900 },
+    args: webgpu ? ['--enable-unsafe-webgpu', ...FLAGS] : FLAGS,
+  });
+}
+
+async function open(ctx, url) {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
+  page.on('console', (m) => m.type() === 'error' && console.log(`[console] ${m.text()}`));
+  await page.goto(base + url);
+  return page;
+}
+
+// Resolves to the model's info, or to {error} when the page failed to load one.
+const ready = (page) => page.evaluate(() => window.tide.ready.then((i) => i, (e) => ({ error: e.message })));
+
+async function shot(page, name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, name), fullPage: true });
+}
+
+before(async () => {
+  assert.ok(TIDE_BIN && SMOLLM2 && CHROMIUM && SHOTS, 'run through scripts/test-pages.sh');
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tide-pages-'));
+  // A GGUF cut off in its tensor data: the download is whole, the file is not.
+  const trunc = path.join(tmp, 'truncated.gguf');
+  const fd = fs.openSync(SMOLLM2, 'r');
+  const head = Buffer.alloc(4 << 20);
+  fs.readSync(fd, head, 0, head.length, 0);
+  fs.closeSync(fd);
+  fs.writeFileSync(trunc, head);
+  const repo = path.resolve(import.meta.dirname, '../..');
+  server = spawn(TIDE_BIN, ['serve', '--port', '0', '--web', path.join(repo, 'web'),
+    '--model', path.join(repo, 'models/tide-k4'), '--model', SMOLLM2, '--model', trunc],
+  { stdio: ['ignore', 'pipe', 'inherit'] });
+  base = await new Promise((resolve, reject) => {
+    server.stdout.on('data', (d) => {
+      const m = String(d).match(/http:\/\/\S+\//);
+      if (m) resolve(m[0]);
+    });
+    server.on('exit', (c) => reject(new Error(`tide serve exited with ${c}`)));
+  });
+  browser = await launch(true);
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('default model: 32 greedy tokens equal native for 3 prompts; a reload downloads nothing', async () => {
+  const gets = [];
+  browser.on('request', (r) => r.url().includes('/models/') && r.method() === 'GET' && gets.push(r.url()));
+  const page = await open(browser, '?model=tide-k4');
+  const info = await ready(page);
+  assert.equal(info.error, undefined, info.error);
+  assert.equal(info.backend, 'webgpu');
+  assert.ok(gets.length >= 3, `the first load fetched the model files: ${gets}`);
+  for (const prompt of PROMPTS) {
+    const want = native(['generate', '--temperature', '0', '--json', '--max-tokens', String(TOKENS), prompt]);
+    const got = await page.evaluate(([p, n]) => window.tide.complete(p, { maxTokens: n, temperature: 0 }), [prompt, TOKENS]);
+    assert.deepEqual(got.prompt_tokens, want.prompt_tokens, prompt);
+    assert.deepEqual(got.tokens, want.tokens, `greedy tokens after "${prompt}"`);
+    assert.equal(got.text, want.text);
+  }
+  // The demo's own controls: type, generate, see the text stream in.
+  await page.fill('#prompt', PROMPTS[0]);
+  await page.fill('#temperature', '0');
+  await page.fill('#maxTokens', '12');
+  await page.click('#go');
+  await page.waitForFunction(() => document.querySelector('#stats').textContent.includes('stop:'), null, { timeout: 120000 });
+  assert.ok((await page.textContent('#output')).startsWith(PROMPTS[0] + ', and the'));
+  await shot(page, 'demo.png');
+
+  gets.length = 0;
+  await page.reload();
+  const again = await ready(page);
+  assert.equal(again.error, undefined, again.error);
+  assert.deepEqual(gets, [], 'a reload must read the model from the browser cache');
+  assert.equal(again.load.downloaded_bytes, 0);
+  await page.close();
+});
+
+test('inspection page: router weights equal native tide inspect --json within 1e-3', async () => {
+  const text = 'The zebra and the aardvark met a quokka by the river in Ljubljana.';
+  const want = native(['inspect', '--json', text]);
+  const page = await open(browser, 'inspect.html?model=tide-k4');
+  await page.waitForFunction(() => window.tide.lastInspection || window.tide.error, null, { timeout: 300000 });
+  const got = await page.evaluate(() => window.tide.lastInspection);
+  assert.ok(got, 'the page inspected its text');
+  assert.deepEqual(got.tokens, want.tokens);
+  assert.deepEqual(got.pieces, want.pieces);
+  assert.equal(got.k, want.k);
+  let worst = 0;
+  want.weights.forEach((t, i) => t.forEach((s, l) => s.forEach((w, j) => {
+    worst = Math.max(worst, Math.abs(w - got.weights[i][l][j]));
+  })));
+  assert.ok(worst <= 1e-3, `largest router weight difference ${worst}`);
+  const lo = Number(await page.textContent('.legend-min'));
+  const hi = Number(await page.textContent('.legend-max'));
+  assert.ok(hi - lo > 0.01 && hi <= 1, `the colour scale spans the data: ${lo}..${hi}`);
+  await page.mouse.move(300, 330);
+  await shot(page, 'inspect.png');
+  await page.close();
+});
+
+test('SmolLM2 GGUF: 32 greedy tokens equal native for 3 prompts', async () => {
+  const name = path.basename(SMOLLM2, '.gguf');
+  const page = await open(browser, `?model=${name}`);
+  const info = await ready(page);
+  assert.equal(info.error, undefined, info.error);
+  for (const prompt of PROMPTS) {
+    const want = native(['generate', '--model', SMOLLM2, '--temperature', '0', '--json', '--max-tokens', String(TOKENS), prompt]);
+    const got = await page.evaluate(([p, n]) => window.tide.complete(p, { maxTokens: n, temperature: 0 }), [prompt, TOKENS]);
+    assert.deepEqual(got.tokens, want.tokens, `greedy tokens after "${prompt}"`);
+  }
+  const chat = await page.evaluate(() => window.tide.chat.completions.create({
+    messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 8, temperature: 0 }));
+  assert.equal(chat.object, 'chat.completion');
+  assert.ok(chat.choices[0].message.content.length > 0 && chat.usage.completion_tokens > 0, JSON.stringify(chat));
+  await page.close();
+});
+
+test('errors show on the page, which survives: bad URL, truncated model, over-long prompt', async () => {
+  const bad = await open(browser, '?model=/models/nothing-here/model.gguf');
+  const r = await ready(bad);
+  assert.match(r.error, /nothing-here.*404/);
+  assert.ok(await bad.isVisible('#error'));
+  assert.match(await bad.textContent('#error'), /404/);
+  assert.ok(await bad.isVisible('#model'), 'the page is not blank: the picker is there');
+  await shot(bad, 'error-bad-url.png');
+  await bad.close();
+
+  const trunc = await open(browser, '?model=truncated');
+  const t = await ready(trunc);
+  assert.match(t.error, /truncated/i);
+  assert.ok(await trunc.isVisible('#error'));
+  await trunc.close();
+
+  const page = await open(browser, '?model=tide-k4');
+  assert.equal((await ready(page)).error, undefined);
+  await page.fill('#prompt', 'the city and the river '.repeat(80));
+  await page.click('#go');
+  await page.waitForSelector('#error:not([hidden])');
+  assert.match(await page.textContent('#error'), /context holds/);
+  // Still usable: a short prompt generates.
+  const ok = await page.evaluate(() => window.tide.complete('Once upon a time', { maxTokens: 4, temperature: 0 }));
+  assert.equal(ok.tokens.length, 4);
+  await page.close();
+});
+
+test('without WebGPU the page runs the CPU reference in wasm, says so, and generates the same tokens', async () => {
+  const want = native(['generate', '--temperature', '0', '--json', '--max-tokens', '8', PROMPTS[1]]);
+  const ctx = await launch(false);
+  try {
+    const page = await open(ctx, '?model=tide-k4');
+    const info = await ready(page);
+    assert.equal(info.error, undefined, info.error);
+    assert.equal(info.backend, 'cpu');
+    assert.ok(await page.isVisible('#notice'));
+    assert.match(await page.textContent('#notice'), /CPU reference/);
+    const got = await page.evaluate((p) => window.tide.complete(p, { maxTokens: 8, temperature: 0 }), PROMPTS[1]);
+    assert.deepEqual(got.tokens, want.tokens);
+    await shot(page, 'demo-no-webgpu.png');
+  } finally {
+    await ctx.close();
+  }
+});
