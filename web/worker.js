@@ -151,7 +151,13 @@ const ops = {
       info.gpu.name = [a?.vendor, a?.architecture, a?.description].filter(Boolean).join(' ') || 'WebGPU adapter';
       info.adapter = info.gpu.name + info.adapter;
     }
-    if (!hasGpu) info.note = 'WebGPU is not available in this browser: running the CPU reference compiled to wasm (much slower).';
+    if (info.backend === 'cpu' && chosen !== 'cpu') {
+      // The native hint (Vulkan drivers, --backend) means nothing here: say it for the page.
+      console.warn(`tide: ${info.note}`);
+      info.note = 'This browser offers no WebGPU adapter: the model runs on the CPU reference compiled to wasm, much slower than on a GPU.';
+    } else if (!hasGpu) {
+      info.note = 'This browser has no WebGPU: the model runs on the CPU reference compiled to wasm, much slower than on a GPU.';
+    }
     info.load = {
       seconds: (performance.now() - t0) / 1000,
       fetch_seconds: (tFetched - t0) / 1000,

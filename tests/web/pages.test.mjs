@@ -99,6 +99,16 @@ test('default model: 32 greedy tokens equal native for 3 prompts; a reload downl
     assert.deepEqual(got.tokens, want.tokens, `greedy tokens after "${prompt}"`);
     assert.equal(got.text, want.text);
   }
+  // An AbortSignal stops a generation after its first piece.
+  const cut = await page.evaluate(async () => {
+    const ac = new AbortController();
+    const it = window.tide.generate('Once upon a time', { maxTokens: 200, temperature: 0, signal: ac.signal });
+    let pieces = 0;
+    for await (const _ of it) { pieces++; ac.abort(); }
+    return { pieces, result: await it.done };
+  });
+  assert.equal(cut.result.stop, 'cancelled');
+  assert.ok(cut.result.tokens.length < 10, `stopped early: ${cut.result.tokens.length} tokens`);
   // The demo's own controls: type, generate, see the text stream in.
   await page.fill('#prompt', PROMPTS[0]);
   await page.fill('#temperature', '0');
