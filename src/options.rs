@@ -36,6 +36,10 @@ pub struct GpuOptions {
     /// Open a software OpenGL adapter (llvmpipe through GL) when it is the only one. Off, such
     /// a machine is refused, so `--backend auto` takes the far faster CPU reference.
     pub allow_software_gl: bool,
+    /// The largest buffer the model needs, in bytes. In the browser the device asks for
+    /// WebGPU's default limits raised to this (capped at the adapter's) rather than for all the
+    /// adapter has; natively it is unused. None: the adapter's sizes.
+    pub needed_buffer: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -50,6 +54,7 @@ impl Default for GpuOptions {
             instance_flags: None,
             backend_options: None,
             allow_software_gl: false,
+            needed_buffer: None,
         }
     }
 }

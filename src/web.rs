@@ -101,6 +101,20 @@ async fn open(source: String, files: Array, backend: &str, ctx_len: usize) -> Re
     } else {
         ctx_len.min(max_ctx)
     };
+    let c = &model.config;
+    // The largest buffer: a weight tensor, the logits of a full prefill batch, or the KV cache
+    // of all layers (were it one buffer).
+    let biggest = model
+        .layers
+        .iter()
+        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+        .chain([&model.token_embd, model.lm_head()])
+        .map(|w| w.bytes().len() as u64)
+        .max()
+        .unwrap_or(0)
+        .max((model.config.vocab * opts.decoder.max_batch * 4) as u64)
+        .max((c.n_layers * opts.decoder.ctx_len * c.kv_dim() * 4) as u64);
+    opts.gpu.needed_buffer = Some(biggest);
     let (engine, note) = Engine::open(&model, backend, &opts).await?;
     let k = model.memory.as_ref().map_or(0, |m| m.k);
     let info = json!({

@@ -8,6 +8,13 @@ export const $ = (sel) => document.querySelector(sel);
 export function showError(msg) {
   const box = $('#error');
   box.textContent = msg;
+  // A lost device, a GPU out of memory or a dead worker leave the model unusable: offer a
+  // fresh start (the files come from the browser's cache, so it is quick).
+  if (/device lost|out of memory|worker failed|unreachable/i.test(msg)) {
+    const b = Object.assign(document.createElement('button'), { textContent: 'Reload the model' });
+    b.onclick = () => location.reload();
+    box.append(' ', b);
+  }
   box.hidden = false;
 }
 

@@ -147,15 +147,22 @@ impl GpuContext {
         }
         // Natively take the adapter's own limits: large bindings and buffers matter to model
         // weights. In the browser ask for WebGPU's defaults (8 storage buffers per stage, which
-        // every kernel stays within) and only the binding and buffer sizes the adapter allows,
-        // so a page behaves the same on every browser and adapter.
+        // every kernel stays within), with the binding and buffer sizes raised to what the
+        // model needs (`needed_buffer`) as far as the adapter allows, so a page asks for no
+        // more than it uses and behaves the same on every browser and adapter.
         #[cfg(not(target_arch = "wasm32"))]
         let limits = alimits;
         #[cfg(target_arch = "wasm32")]
-        let limits = wgpu::Limits {
-            max_storage_buffer_binding_size: alimits.max_storage_buffer_binding_size,
-            max_buffer_size: alimits.max_buffer_size,
-            ..wgpu::Limits::default()
+        let limits = {
+            let d = wgpu::Limits::default();
+            let need = opts.needed_buffer.unwrap_or(u64::MAX);
+            wgpu::Limits {
+                max_storage_buffer_binding_size: alimits
+                    .max_storage_buffer_binding_size
+                    .min(need.max(d.max_storage_buffer_binding_size)),
+                max_buffer_size: alimits.max_buffer_size.min(need.max(d.max_buffer_size)),
+                ..d
+            }
         };
         let mut used = limits.clone();
         if let Some(m) = opts.max_binding {
