@@ -241,6 +241,20 @@ impl Session {
         Ok(v.to_string())
     }
 
+    /// Destroy the GPU device, as a driver reset or a lost GPU would (tests and diagnostics:
+    /// the next call reports the loss, and the page offers to reload the model).
+    #[wasm_bindgen(js_name = loseDevice)]
+    pub fn lose_device(&self) -> std::result::Result<bool, JsValue> {
+        let i = self.inner.try_borrow().map_err(|_| busy())?;
+        match &i.engine {
+            Engine::Gpu(g) => {
+                g.ctx.device.destroy();
+                Ok(true)
+            }
+            Engine::Cpu(_) => Ok(false),
+        }
+    }
+
     /// The prompt for a conversation (JSON list of {role, content}) in the model's template.
     #[wasm_bindgen(js_name = chatPrompt)]
     pub fn chat_prompt(&self, messages: &str) -> std::result::Result<String, JsValue> {

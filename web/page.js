@@ -75,8 +75,12 @@ export function boot() {
     const model = await load(wanted, {
       backend: params.get('backend') || undefined,
       onProgress: ({ phase, loaded, total }) => {
-        bar.max = total || 1;
-        bar.value = loaded;
+        // Downloads have a size; building the kernels does not (an indeterminate bar).
+        if (phase === 'open') bar.removeAttribute('value');
+        else {
+          bar.max = total || 1;
+          bar.value = loaded;
+        }
         const what = { download: 'downloading', cache: 'reading from the browser cache', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
         status.textContent = `${wanted}: ${what} ${total ? `${fmtBytes(loaded)} / ${fmtBytes(total)}` : ''}`;
       },

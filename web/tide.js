@@ -179,6 +179,11 @@ export class TideModel {
     })();
   }
 
+  /** Testing aid: destroy the GPU device as a lost GPU would; later calls fail with the loss. */
+  loseDevice() {
+    return this.worker.call('loseDevice').done;
+  }
+
   /** Stop the worker and free the model. */
   close() {
     this.worker.terminate();

@@ -188,6 +188,12 @@ const ops = {
     return session.chatPrompt(JSON.stringify(messages));
   },
 
+  // Testing aid: destroy the GPU device (see Session.loseDevice).
+  async loseDevice() {
+    if (!session) throw new Error('no model loaded');
+    return session.loseDevice();
+  },
+
   async inspect({ text }) {
     if (!session) throw new Error('no model loaded');
     return JSON.parse(await session.inspect(text));

@@ -202,6 +202,12 @@ impl GpuDecoder {
             steps: (0, 0),
         };
         dec.build_schedule(model)?;
+        // In the browser a pipeline is compiled when it is created (SwiftShader: seconds
+        // each), so only the one-token kernels are built now; a batch's are built before the
+        // first batch (`compile_for`). Natively all are built at once on every core.
+        #[cfg(target_arch = "wasm32")]
+        dec.compile_for(1)?;
+        #[cfg(not(target_arch = "wasm32"))]
         dec.compile_pending()?;
         Ok(dec)
     }
@@ -235,11 +241,32 @@ impl GpuDecoder {
 
     /// Compile every registered kernel that has no pipeline yet: natively on as many threads
     /// as there are cores (on lavapipe the compile is most of a cold start), in the browser
-    /// one after the other.
+    /// one after the other (`compile`).
     fn compile_pending(&mut self) -> Result<()> {
         let todo: Vec<usize> = (0..self.kernels.len())
             .filter(|&i| self.kernels[i].pipeline.is_none())
             .collect();
+        self.compile(todo)
+    }
+
+    /// Compile the kernels that a step of `n` tokens dispatches and that have no pipeline yet.
+    pub(super) fn compile_for(&mut self, n: u32) -> Result<()> {
+        let mut todo: Vec<usize> = self
+            .ops
+            .iter()
+            .filter(|o| o.runs(n))
+            .map(|o| o.variant(n).kernel)
+            .filter(|&k| self.kernels[k].pipeline.is_none())
+            .collect();
+        todo.sort_unstable();
+        todo.dedup();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        self.compile(todo)
+    }
+
+    fn compile(&mut self, todo: Vec<usize>) -> Result<()> {
         let (dev, dir) = (&self.ctx.device, self.ctx.shader_dir.as_deref());
         let compile = |i: usize| {
             let k = &self.kernels[i];
@@ -284,7 +311,7 @@ impl GpuDecoder {
         self.ctx.take_error()
     }
 
-    /// Kernel `k`'s pipeline (every kernel is compiled before a step can run).
+    /// Kernel `k`'s pipeline (a step's kernels are compiled before it is encoded).
     fn pipeline(&self, k: usize) -> &wgpu::ComputePipeline {
         self.kernels[k]
             .pipeline

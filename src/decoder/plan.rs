@@ -167,6 +167,7 @@ impl GpuDecoder {
         for chunk in tokens.chunks(batch) {
             self.flush();
             let n = chunk.len() as u32;
+            self.compile_for(n)?;
             if n == 1 {
                 self.steps.0 += 1;
             } else {

@@ -145,6 +145,13 @@ test('inspection page: router weights equal native tide inspect --json within 1e
   const lo = Number(await page.textContent('.legend-min'));
   const hi = Number(await page.textContent('.legend-max'));
   assert.ok(hi - lo > 0.01 && hi <= 1, `the colour scale spans the data: ${lo}..${hi}`);
+  // The exports: JSON in `tide inspect --json`'s shape, and a PNG.
+  const [json] = await Promise.all([page.waitForEvent('download'), page.click('#json')]);
+  const exported = JSON.parse(fs.readFileSync(await json.path(), 'utf8'));
+  assert.deepEqual(Object.keys(exported).sort(), Object.keys(want).sort());
+  assert.deepEqual(exported.weights, got.weights);
+  const [png] = await Promise.all([page.waitForEvent('download'), page.click('#png')]);
+  assert.deepEqual([...fs.readFileSync(await png.path()).subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
   await page.mouse.move(300, 330);
   await shot(page, 'inspect.png');
   await page.close();
@@ -192,6 +199,18 @@ test('errors show on the page, which survives: bad URL, truncated model, over-lo
   // Still usable: a short prompt generates.
   const ok = await page.evaluate(() => window.tide.complete('Once upon a time', { maxTokens: 4, temperature: 0 }));
   assert.equal(ok.tokens.length, 4);
+
+  // A lost GPU device: the next generation reports it, the page offers a reload, and the
+  // reloaded page generates again.
+  assert.equal(await page.evaluate(() => window.tide.model.loseDevice()), true);
+  await page.fill('#prompt', 'Once upon a time');
+  await page.click('#go');
+  await page.waitForFunction(() => /device lost/i.test(document.querySelector('#error').textContent), null, { timeout: 60000 });
+  await shot(page, 'error-device-lost.png');
+  await Promise.all([page.waitForNavigation(), page.click('#error button')]);
+  assert.equal((await ready(page)).error, undefined);
+  const again = await page.evaluate(() => window.tide.complete('Once upon a time', { maxTokens: 4, temperature: 0 }));
+  assert.deepEqual(again.tokens, ok.tokens);
   await page.close();
 });
 
