@@ -4,15 +4,18 @@
 //! relative; we allow 1e-4 * (1 + |sum of |terms||) style bounds as absolute figures below.
 mod common;
 
-use common::data::{as_f32, cpu_matmul, random_weight, words, EmbedCase, MatmulCase, ALL};
+use common::data::{
+    as_f32, cpu_matmul, random_weight, softmax, words, AttentionCase, EmbedCase, MatmulCase,
+    MemoryRowsCase, QkvCase, RouterCase, SampleCase, ALL,
+};
 use common::{assert_close, gpu, run_spec, step, texture_rows, x_data, Rng};
 
 use tide_gpu::cpu::ops;
 use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
-use tide_gpu::gpu::harness::{run, Data};
+use tide_gpu::gpu::harness::Data;
 use tide_gpu::gpu::{Binding, GpuContext};
 use tide_gpu::model::dtype::DType;
-use tide_gpu::model::{Config, RopeLayout};
+use tide_gpu::model::RopeLayout;
 
 fn dispatch(ctx: &GpuContext, s: &Spec, data: Vec<Data>, n_tok: u32) -> Vec<Vec<f32>> {
     let go = |s: &Spec| run_spec(ctx, s, &data, n_tok);
@@ -191,14 +194,6 @@ fn matmul_residual_memory() {
     }
 }
 
-/// softmax of a slice (f64 sums).
-fn softmax(l: &[f32]) -> Vec<f32> {
-    let mx = l.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
-    let e: Vec<f64> = l.iter().map(|&v| (v as f64 - mx).exp()).collect();
-    let sum: f64 = e.iter().sum();
-    e.iter().map(|v| (v / sum) as f32).collect()
-}
-
 /// TIDE router logits riding in the SwiGLU matvec of CPU adapters: W_r RMSNorm(x) (gamma
 /// applied) for K + 1 rows, next to an unchanged SwiGLU output. Several K, so that router rows
 /// land on one lane each or wrap around the lanes.
@@ -261,28 +256,9 @@ fn matvec_swiglu_with_router() {
 fn router_softmax_per_token() {
     let ctx = gpu();
     let mut rng = Rng(14);
-    let (cols, k, n_tok) = (96usize, 6usize, 3u32);
-    let h = rng.vec(n_tok as usize * cols, 1.0);
-    let g = rng.vec(cols, 1.0);
-    let wr = rng.vec((k + 1) * cols, 0.5);
-    let s = specs::router(cols, k, 1e-5);
-    let out = dispatch(
-        &ctx,
-        &s,
-        vec![
-            Data::Bytes(step(0, n_tok, 0, 1.0)),
-            Data::F32(wr.clone()),
-            Data::F32(h.clone()),
-            Data::F32(g.clone()),
-            Data::F32(vec![0.0; n_tok as usize * (k + 1)]),
-        ],
-        n_tok,
-    );
-    let want: Vec<f32> = cpu_matmul(&wr, k + 1, cols, &h, Some(&g), 1e-5)
-        .iter()
-        .flat_map(|l| softmax(l))
-        .collect();
-    assert_close("router", &out[0], &want, 1e-5);
+    let c = RouterCase::new(&mut rng, 96, 6, 3);
+    let out = dispatch(&ctx, &c.spec(), c.data(), c.n_tok);
+    c.check(&out[0]);
 }
 
 /// TIDE memory rows of a batch, both kernels (GPUs: a workgroup per row; CPU adapters: a lane
@@ -292,48 +268,12 @@ fn router_softmax_per_token() {
 fn memory_rows_both_kernels() {
     let ctx = gpu();
     let mut rng = Rng(15);
-    let (cols, k, n_tok, eps) = (96usize, 5usize, 3u32, 1e-5f32);
-    let n = n_tok as usize * k;
     for dtype in [DType::Q4_1, DType::Q8_0, DType::F16] {
         for normalized in [false, true] {
-            let (wb, wf) = random_weight(&mut rng, dtype, n, cols);
-            let gamma = rng.vec(k * cols, 1.0);
-            let want: Vec<f32> = wf
-                .chunks(cols)
-                .enumerate()
-                .flat_map(|(row, v)| {
-                    let ms = v.iter().map(|x| (x * x) as f64).sum::<f64>() / cols as f64;
-                    let r = 1.0 / (ms + eps as f64).sqrt();
-                    let g = &gamma[(row % k) * cols..(row % k + 1) * cols];
-                    v.iter()
-                        .zip(g)
-                        .map(|(x, g)| {
-                            if normalized {
-                                *x
-                            } else {
-                                (*x as f64 * r) as f32 * g
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            for s in [
-                specs::memory_rows(dtype, cols, k, eps, normalized),
-                specs::memory_rows_by_lane(dtype, cols, k, eps, normalized),
-            ] {
-                let out = dispatch(
-                    &ctx,
-                    &s,
-                    vec![
-                        Data::Bytes(step(0, n_tok, 0, 1.0)),
-                        Data::U32(words(dtype, &wb)),
-                        Data::F32(gamma.clone()),
-                        Data::F32(vec![0.0; n * cols]),
-                    ],
-                    n_tok,
-                );
-                let name = format!("memory rows {} {dtype:?} normalized={normalized}", s.entry);
-                assert_close(&name, &out[0], &want, 1e-5);
+            let c = MemoryRowsCase::new(&mut rng, dtype, normalized);
+            for s in c.specs() {
+                let out = dispatch(&ctx, &s, c.data(), c.n_tok);
+                c.check(&s, &out[0]);
             }
         }
     }
@@ -439,82 +379,11 @@ fn matmul_qkv_rope_both_layouts() {
     let mut rng = Rng(4);
     for layout in [RopeLayout::Adjacent, RopeLayout::RotateHalf] {
         for (n_tok, pos0) in [(1u32, 9u32), (5, 3)] {
-            let c = Config {
-                vocab: 10,
-                dim: 96,
-                n_layers: 1,
-                n_heads: 3,
-                n_kv_heads: 1,
-                head_dim: 16,
-                ffn_dim: 32,
-                rope_theta: 10000.0,
-                eps: 1e-5,
-                ctx_len: 32,
-                rope_layout: layout,
-            };
-            let (qd, kvd, ctx_len) = (c.q_dim(), c.kv_dim(), 16usize);
-            let rows = qd + 2 * kvd;
-            let dtype = DType::Q4_1;
-            let (wb, wf) = random_weight(&mut rng, dtype, rows, c.dim);
-            let x = rng.vec(n_tok as usize * c.dim, 1.0);
-            let g = rng.vec(c.dim, 1.0);
-            let table = c.rope_table(ctx_len);
-            let m = Matmul {
-                epi: Epilogue::Qkv {
-                    qd,
-                    kvd,
-                    head_dim: c.head_dim,
-                    rope_half: layout == RopeLayout::RotateHalf,
-                },
-                norm: Some(c.eps),
-                dtype,
-                cols: c.dim,
-                rows,
-                row0: 0,
-            };
-            for s in token_specs(&m, n_tok, m.decode_tuned(layout == RopeLayout::Adjacent)) {
-                let out = dispatch(
-                    &ctx,
-                    &s,
-                    vec![
-                        Data::Bytes(step(pos0, n_tok, 0, 1.0)),
-                        Data::U32(words(dtype, &wb)),
-                        x_data(&s, &x, c.dim),
-                        Data::F32(g.clone()),
-                        Data::F32(vec![0.0; n_tok as usize * qd]),
-                        Data::F32(vec![0.0; ctx_len * kvd]),
-                        Data::F32(vec![0.0; ctx_len * kvd]),
-                        Data::F32(table.clone()),
-                    ],
-                    n_tok,
-                );
-                let ys = cpu_matmul(&wf, rows, c.dim, &x, Some(&g), c.eps);
-                for (t, y) in ys.iter().enumerate() {
-                    let pos = pos0 as usize + t;
-                    let mut q = y[..qd].to_vec();
-                    let mut k = y[qd..qd + kvd].to_vec();
-                    ops::rope(&c, &table, &mut q, pos);
-                    ops::rope(&c, &table, &mut k, pos);
-                    let what = format!("qkv {} {layout:?} T={n_tok} t={t}", s.shader);
-                    assert_close(
-                        &format!("{what} q"),
-                        &out[0][t * qd..(t + 1) * qd],
-                        &q,
-                        2e-4,
-                    );
-                    assert_close(
-                        &format!("{what} k"),
-                        &out[1][pos * kvd..(pos + 1) * kvd],
-                        &k,
-                        2e-4,
-                    );
-                    assert_close(
-                        &format!("{what} v"),
-                        &out[2][pos * kvd..(pos + 1) * kvd],
-                        &y[qd + kvd..],
-                        2e-4,
-                    );
-                }
+            let c = QkvCase::new(&mut rng, layout, n_tok, pos0);
+            let m = &c.m;
+            for s in token_specs(m, n_tok, m.decode_tuned(layout == RopeLayout::Adjacent)) {
+                let out = dispatch(&ctx, &s, c.data(&s), n_tok);
+                c.check(&s, &out);
             }
         }
     }
@@ -562,40 +431,11 @@ fn attention_gqa_causal() {
         (64, 7, 33),
         (64, 70, 3),
     ] {
-        let (nh, nkv, ctx_len) = (6usize, 2usize, 80usize);
-        let (qd, kvd) = (nh * hd, nkv * hd);
-        let q = rng.vec(n_tok as usize * qd, 1.0);
-        let k = rng.vec(ctx_len * kvd, 1.0);
-        let v = rng.vec(ctx_len * kvd, 1.0);
-        let mut want = vec![0.0; n_tok as usize * qd];
-        let mut scratch = vec![0.0; ctx_len];
-        for t in 0..n_tok as usize {
-            for h in 0..nh {
-                let o = t * qd + h * hd;
-                ops::attention(
-                    &q[o..o + hd],
-                    &k,
-                    &v,
-                    kvd,
-                    (h / (nh / nkv)) * hd,
-                    pos0 as usize + t + 1,
-                    &mut scratch,
-                    &mut want[o..o + hd],
-                );
-            }
-        }
-        // The GPU kernel (K/V in buffers), the CPU-adapter one (K/V in textures: row p of the
-        // cache is texture row p) and, on adapters with subgroups of 8 (lavapipe), prefill
-        // with a subgroup's lanes fetching K/V chunks for each other: head_dim 64 must take it.
-        let (gpu_spec, cpu_spec) = if n_tok == 1 {
-            (
-                specs::attention(hd, nh, nkv, ctx_len),
-                specs::attention_heads(hd, nh, nkv, ctx_len),
-            )
-        } else {
-            let p = specs::attention_prefill(hd, nh, nkv, ctx_len);
-            (p.clone(), specs::kv_in_textures(p))
-        };
+        let c = AttentionCase::new(&mut rng, hd, n_tok, pos0);
+        // The GPU kernel, the CPU-adapter one and, on adapters with subgroups of 8 (lavapipe),
+        // prefill with a subgroup's lanes fetching K/V chunks for each other: head_dim 64 must
+        // take it.
+        let [gpu_spec, cpu_spec] = c.specs();
         let sg = cpu_spec.clone().with_subgroups(ctx.subgroup_size);
         let mut variants = vec![gpu_spec, cpu_spec];
         if n_tok > 1 && hd == 64 && ctx.subgroup_size == Some(8) {
@@ -607,45 +447,8 @@ fn attention_gqa_causal() {
             variants.push(sg);
         }
         for s in variants {
-            let kv = |c: &[f32]| {
-                if s.texture_at(2) {
-                    texture_rows(c, kvd)
-                } else {
-                    Data::F32(c.to_vec())
-                }
-            };
-            let out = dispatch(
-                &ctx,
-                &s,
-                vec![
-                    Data::Bytes(step(pos0, n_tok, 0, 1.0)),
-                    Data::F32(q.clone()),
-                    kv(&k),
-                    kv(&v),
-                    Data::F32(vec![0.0; n_tok as usize * nh * ctx_len]),
-                    Data::F32(vec![0.0; n_tok as usize * qd]),
-                ],
-                n_tok,
-            );
-            assert_close(
-                &format!(
-                    "attention {} (K/V in {}{}) hd={hd} T={n_tok} pos0={pos0}",
-                    s.entry,
-                    if s.texture_at(2) {
-                        "textures"
-                    } else {
-                        "buffers"
-                    },
-                    if s.defs.0.contains_key("SGKV") {
-                        ", subgroups"
-                    } else {
-                        ""
-                    }
-                ),
-                &out[1],
-                &want,
-                1e-4,
-            );
+            let out = dispatch(&ctx, &s, c.data(&s), n_tok);
+            c.check(&s, &out);
         }
     }
 }
@@ -668,64 +471,14 @@ fn embed_rows() {
 fn top_k_and_penalty() {
     let ctx = gpu();
     let mut rng = Rng(7);
-    let vocab = 5003;
-    let mut logits = rng.vec(vocab, 10.0);
-    logits[17] = 50.0;
-    logits[4000] = 50.0; // tie with 17: lower id first
-    logits[99] = f32::NAN; // never chosen
+    let c = SampleCase::new(&mut rng);
     for k in [1usize, 7, 40, 64] {
-        let s = specs::top_k(k, vocab);
-        let out = run(
-            &ctx,
-            s.shader,
-            s.entry,
-            &s.defs,
-            &s.bindings,
-            &[
-                Data::Bytes(step(0, 1, 0, 1.0)),
-                Data::F32(logits.clone()),
-                Data::U32(vec![0]),
-                Data::F32(vec![0.0; 256 * k]),
-                Data::U32(vec![0; 256 * k]),
-                Data::U32(vec![0; 2 * k]),
-            ],
-            (1, 1, 1),
-        )
-        .unwrap();
-        let got: Vec<(u32, f32)> = (0..k)
-            .map(|j| (out[3][j], f32::from_bits(out[3][k + j])))
-            .collect();
-        let want = tide_gpu::sample::top_k_of(&logits, k);
-        assert_eq!(got, want, "top-{k}");
+        let out = run_spec(&ctx, &c.top_k_spec(k), &c.top_k_data(k), 1);
+        c.check_top_k(k, &out[3]);
     }
     // Penalty: positive logits divided, negative multiplied, other ids untouched.
-    let pen_ids = vec![17u32, 5, 250, 4999];
-    let s = specs::penalize(vocab, pen_ids.len());
-    let out = run(
-        &ctx,
-        s.shader,
-        s.entry,
-        &s.defs,
-        &s.bindings,
-        &[
-            Data::Bytes(step(0, 1, pen_ids.len() as u32, 1.3)),
-            Data::F32(logits.clone()),
-            Data::U32(pen_ids.clone()),
-        ],
-        (s.x, 1, 1),
-    )
-    .unwrap();
-    let mut want = logits.clone();
-    tide_gpu::sample::apply_repeat_penalty(&mut want, &pen_ids, 1.3);
-    let got = as_f32(&out[0]);
-    for i in 0..vocab {
-        assert!(
-            got[i] == want[i] || (got[i].is_nan() && want[i].is_nan()),
-            "penalty at {i}: {} vs {}",
-            got[i],
-            want[i]
-        );
-    }
+    let out = run_spec(&ctx, &c.penalty_spec(), &c.penalty_data(), 1);
+    c.check_penalty(&as_f32(&out[0]));
 }
 
 /// Bindings are named: a spec whose binding names or kinds disagree with the variables the

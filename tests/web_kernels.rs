@@ -1,16 +1,21 @@
 //! The WGSL kernels in a real browser: headless Chromium's WebGPU adapter (SwiftShader here: no
 //! shader-f16, no subgroups), each kernel against the CPU reference with the tolerances of
-//! tests/kernels.rs. The shapes are smaller (SwiftShader is 3-4x slower than lavapipe).
+//! tests/kernels.rs. The shapes are smaller (SwiftShader is 3-4x slower than lavapipe) and the
+//! variants fewer (each pipeline takes ~2 s to compile there).
 //! Run by scripts/test-web.sh (wasm-bindgen-test-runner + chromedriver).
 #![cfg(target_arch = "wasm32")]
 mod common;
 
-use common::data::{as_f32, EmbedCase, MatmulCase, ALL};
+use common::data::{
+    as_f32, AttentionCase, EmbedCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase, SampleCase,
+    ALL,
+};
 use common::{assert_close, Rng};
 use tide_gpu::decoder::specs::{self, Matmul, Spec};
 use tide_gpu::gpu::harness::{run_async, Data};
 use tide_gpu::gpu::{GpuContext, GpuOptions};
 use tide_gpu::model::dtype::DType;
+use tide_gpu::model::RopeLayout;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -21,9 +26,9 @@ async fn gpu() -> GpuContext {
         .expect("no WebGPU adapter: Chromium needs --enable-unsafe-webgpu (webdriver.json)")
 }
 
-/// Dispatch `s` for a step of `n_tok` tokens; the final floats of each ReadWrite binding.
-async fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Vec<f32>> {
-    let out = run_async(
+/// Dispatch `s` for a step of `n_tok` tokens; the final words of each ReadWrite binding.
+async fn run_words(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Vec<u32>> {
+    run_async(
         ctx,
         s.shader,
         s.entry,
@@ -33,7 +38,12 @@ async fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<
         (s.x, s.y_groups(n_tok), 1),
     )
     .await
-    .unwrap_or_else(|e| panic!("{} {:?}: {e}", s.shader, s.defs));
+    .unwrap_or_else(|e| panic!("{} {:?}: {e}", s.shader, s.defs))
+}
+
+/// `run_words`, as floats.
+async fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Vec<f32>> {
+    let out = run_words(ctx, s, data, n_tok).await;
     out.iter().map(|v| as_f32(v)).collect()
 }
 
@@ -121,4 +131,92 @@ async fn embed_rows() {
             c.check(&out[0]);
         }
     }
+}
+
+/// QKV epilogue with fused RMSNorm, RoPE in both pair layouts, one token (pos0 9) and a batch
+/// of 5 (pos0 3). The epilogue is one piece of WGSL that every matmul kernel includes, so each
+/// layout goes through half the kernels: adjacent pairs through the GPU matvec and the prefill
+/// matmul (buffers), rotate-half through matvec_rows and the prefill matmul with x and weights
+/// in textures (CPU adapters).
+#[wasm_bindgen_test]
+async fn matmul_qkv_rope_both_layouts() {
+    let ctx = gpu().await;
+    let mut rng = Rng(4);
+    for layout in [RopeLayout::Adjacent, RopeLayout::RotateHalf] {
+        let gpu_form = layout == RopeLayout::Adjacent;
+        for (n_tok, pos0) in [(1u32, 9u32), (5, 3)] {
+            let c = QkvCase::new(&mut rng, layout, n_tok, pos0);
+            let m = &c.m;
+            let s = match (n_tok, gpu_form) {
+                (1, true) => m.decode_tuned(false),
+                (1, false) => m.decode_rows().weights_in_texture(),
+                (_, true) => m.prefill(),
+                (_, false) => m.prefill().x_in_texture().weights_in_texture(),
+            };
+            let out = run_spec(&ctx, &s, &c.data(&s), n_tok).await;
+            c.check(&s, &out);
+        }
+    }
+}
+
+/// Causal GQA attention (6 query heads over 2 KV heads of 16, and of 64 as SmolLM2's): one
+/// token at position 70 and a batch of 70 from position 3 (two tiles of 64, the second partly
+/// empty), K/V in buffers (GPU kernels) and in textures (CPU-adapter kernels).
+#[wasm_bindgen_test]
+async fn attention_gqa_causal() {
+    let ctx = gpu().await;
+    let mut rng = Rng(5);
+    for hd in [16usize, 64] {
+        for (n_tok, pos0) in [(1u32, 70u32), (70, 3)] {
+            let c = AttentionCase::new(&mut rng, hd, n_tok, pos0);
+            for s in c.specs() {
+                let out = run_spec(&ctx, &s, &c.data(&s), n_tok).await;
+                c.check(&s, &out);
+            }
+        }
+    }
+}
+
+/// TIDE router: softmax over K blocks and NULL of W_r RMSNorm(h), per token of a batch.
+#[wasm_bindgen_test]
+async fn router_softmax_per_token() {
+    let ctx = gpu().await;
+    let mut rng = Rng(14);
+    let c = RouterCase::new(&mut rng, 96, 6, 3);
+    let out = run_spec(&ctx, &c.spec(), &c.data(), c.n_tok).await;
+    c.check(&out[0]);
+}
+
+/// TIDE memory rows, both kernels: Q4_1 and Q8_0 tables normalised here, f16 tables stored
+/// normalised.
+#[wasm_bindgen_test]
+async fn memory_rows_both_kernels() {
+    let ctx = gpu().await;
+    let mut rng = Rng(15);
+    for (dtype, normalized) in [
+        (DType::Q4_1, false),
+        (DType::Q8_0, false),
+        (DType::F16, true),
+    ] {
+        let c = MemoryRowsCase::new(&mut rng, dtype, normalized);
+        for s in c.specs() {
+            let out = run_spec(&ctx, &s, &c.data(), c.n_tok).await;
+            c.check(&s, &out[0]);
+        }
+    }
+}
+
+/// Top-k (greedy k = 1, k = 40 and 64) equals a CPU sort, ties and NaN included; the repetition
+/// penalty equals the CPU's.
+#[wasm_bindgen_test]
+async fn top_k_and_penalty() {
+    let ctx = gpu().await;
+    let mut rng = Rng(7);
+    let c = SampleCase::new(&mut rng);
+    for k in [1usize, 40, 64] {
+        let out = run_words(&ctx, &c.top_k_spec(k), &c.top_k_data(k), 1).await;
+        c.check_top_k(k, &out[3]);
+    }
+    let out = run_spec(&ctx, &c.penalty_spec(), &c.penalty_data(), 1).await;
+    c.check_penalty(&out[0]);
 }

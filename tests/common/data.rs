@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 use half::{bf16, f16};
 use tide_gpu::cpu::ops;
-use tide_gpu::decoder::specs::{Epilogue, Matmul, Spec};
+use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
 use tide_gpu::gpu::harness::Data;
 use tide_gpu::gpu::repack;
 use tide_gpu::model::dtype::{dequantize, DType};
+use tide_gpu::model::{Config, RopeLayout};
+use tide_gpu::sample;
 
 pub const ALL: [DType; 6] = [
     DType::F32,
@@ -273,6 +275,453 @@ impl EmbedCase {
                     "embed {dtype:?}: wrote a row for id {id} outside the chunk"
                 );
             }
+        }
+    }
+}
+
+/// softmax of a slice (f64 sums).
+pub fn softmax(l: &[f32]) -> Vec<f32> {
+    let mx = l.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = l.iter().map(|&v| (v as f64 - mx).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| (v / sum) as f32).collect()
+}
+
+/// The QKV matmul's test: q out, k and v appended to the cache at pos0 + t, RoPE on q and k in
+/// `layout`; Q4_1 weights, 3 query heads and 1 KV head of 16, a cache of 16 positions.
+pub struct QkvCase {
+    pub c: Config,
+    pub m: Matmul,
+    pub n_tok: u32,
+    pub pos0: u32,
+    pub ctx_len: usize,
+    wb: Vec<u8>,
+    x: Vec<f32>,
+    g: Vec<f32>,
+    table: Vec<f32>,
+    /// Per token: q and k roped, v.
+    want: Vec<[Vec<f32>; 3]>,
+}
+
+impl QkvCase {
+    pub fn new(rng: &mut Rng, layout: RopeLayout, n_tok: u32, pos0: u32) -> Self {
+        let c = Config {
+            vocab: 10,
+            dim: 96,
+            n_layers: 1,
+            n_heads: 3,
+            n_kv_heads: 1,
+            head_dim: 16,
+            ffn_dim: 32,
+            rope_theta: 10000.0,
+            eps: 1e-5,
+            ctx_len: 32,
+            rope_layout: layout,
+        };
+        let (qd, kvd, ctx_len) = (c.q_dim(), c.kv_dim(), 16usize);
+        let rows = qd + 2 * kvd;
+        let dtype = DType::Q4_1;
+        let (wb, wf) = random_weight(rng, dtype, rows, c.dim);
+        let x = rng.vec(n_tok as usize * c.dim, 1.0);
+        let g = rng.vec(c.dim, 1.0);
+        let table = c.rope_table(ctx_len);
+        let m = Matmul {
+            epi: Epilogue::Qkv {
+                qd,
+                kvd,
+                head_dim: c.head_dim,
+                rope_half: layout == RopeLayout::RotateHalf,
+            },
+            norm: Some(c.eps),
+            dtype,
+            cols: c.dim,
+            rows,
+            row0: 0,
+        };
+        let want = cpu_matmul(&wf, rows, c.dim, &x, Some(&g), c.eps)
+            .iter()
+            .enumerate()
+            .map(|(t, y)| {
+                let pos = pos0 as usize + t;
+                let mut q = y[..qd].to_vec();
+                let mut k = y[qd..qd + kvd].to_vec();
+                ops::rope(&c, &table, &mut q, pos);
+                ops::rope(&c, &table, &mut k, pos);
+                [q, k, y[qd + kvd..].to_vec()]
+            })
+            .collect();
+        QkvCase {
+            c,
+            m,
+            n_tok,
+            pos0,
+            ctx_len,
+            wb,
+            x,
+            g,
+            table,
+            want,
+        }
+    }
+
+    pub fn data(&self, s: &Spec) -> Vec<Data> {
+        let (qd, kvd) = (self.c.q_dim(), self.c.kv_dim());
+        vec![
+            Data::Bytes(step(self.pos0, self.n_tok, 0, 1.0)),
+            Data::U32(words(self.m.dtype, &self.wb)),
+            super::x_data(s, &self.x, self.c.dim),
+            Data::F32(self.g.clone()),
+            Data::F32(vec![0.0; self.n_tok as usize * qd]),
+            Data::F32(vec![0.0; self.ctx_len * kvd]),
+            Data::F32(vec![0.0; self.ctx_len * kvd]),
+            Data::F32(self.table.clone()),
+        ]
+    }
+
+    /// q, and k and v at their cache positions, of every token (tolerance 2e-4).
+    pub fn check(&self, s: &Spec, out: &[Vec<f32>]) {
+        let (qd, kvd) = (self.c.q_dim(), self.c.kv_dim());
+        let layout = self.c.rope_layout;
+        for (t, [q, k, v]) in self.want.iter().enumerate() {
+            let pos = self.pos0 as usize + t;
+            let what = format!("qkv {} {layout:?} T={} t={t}", s.shader, self.n_tok);
+            assert_close(&format!("{what} q"), &out[0][t * qd..(t + 1) * qd], q, 2e-4);
+            assert_close(
+                &format!("{what} k"),
+                &out[1][pos * kvd..(pos + 1) * kvd],
+                k,
+                2e-4,
+            );
+            assert_close(
+                &format!("{what} v"),
+                &out[2][pos * kvd..(pos + 1) * kvd],
+                v,
+                2e-4,
+            );
+        }
+    }
+}
+
+/// Causal GQA attention's test: 6 query heads over 2 KV heads of `hd`, a cache of 80 positions
+/// filled with random K/V, `n_tok` queries from `pos0`.
+pub struct AttentionCase {
+    pub hd: usize,
+    pub nh: usize,
+    pub nkv: usize,
+    pub ctx_len: usize,
+    pub n_tok: u32,
+    pub pos0: u32,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    want: Vec<f32>,
+}
+
+impl AttentionCase {
+    pub fn new(rng: &mut Rng, hd: usize, n_tok: u32, pos0: u32) -> Self {
+        let (nh, nkv, ctx_len) = (6usize, 2usize, 80usize);
+        let (qd, kvd) = (nh * hd, nkv * hd);
+        let q = rng.vec(n_tok as usize * qd, 1.0);
+        let k = rng.vec(ctx_len * kvd, 1.0);
+        let v = rng.vec(ctx_len * kvd, 1.0);
+        let mut want = vec![0.0; n_tok as usize * qd];
+        let mut scratch = vec![0.0; ctx_len];
+        for t in 0..n_tok as usize {
+            for h in 0..nh {
+                let o = t * qd + h * hd;
+                ops::attention(
+                    &q[o..o + hd],
+                    &k,
+                    &v,
+                    kvd,
+                    (h / (nh / nkv)) * hd,
+                    pos0 as usize + t + 1,
+                    &mut scratch,
+                    &mut want[o..o + hd],
+                );
+            }
+        }
+        AttentionCase {
+            hd,
+            nh,
+            nkv,
+            ctx_len,
+            n_tok,
+            pos0,
+            q,
+            k,
+            v,
+            want,
+        }
+    }
+
+    /// The GPU kernel (K/V in buffers) and the CPU-adapter one (K/V in textures: row p of the
+    /// cache is texture row p): for one token `attention` and `attention_heads`, for a batch
+    /// the prefill kernel in both forms.
+    pub fn specs(&self) -> [Spec; 2] {
+        let (hd, nh, nkv, ctx_len) = (self.hd, self.nh, self.nkv, self.ctx_len);
+        if self.n_tok == 1 {
+            [
+                specs::attention(hd, nh, nkv, ctx_len),
+                specs::attention_heads(hd, nh, nkv, ctx_len),
+            ]
+        } else {
+            let p = specs::attention_prefill(hd, nh, nkv, ctx_len);
+            [p.clone(), specs::kv_in_textures(p)]
+        }
+    }
+
+    pub fn data(&self, s: &Spec) -> Vec<Data> {
+        let kvd = self.nkv * self.hd;
+        let kv = |c: &[f32]| {
+            if s.texture_at(2) {
+                super::texture_rows(c, kvd)
+            } else {
+                Data::F32(c.to_vec())
+            }
+        };
+        let n = self.n_tok as usize;
+        vec![
+            Data::Bytes(step(self.pos0, self.n_tok, 0, 1.0)),
+            Data::F32(self.q.clone()),
+            kv(&self.k),
+            kv(&self.v),
+            Data::F32(vec![0.0; n * self.nh * self.ctx_len]),
+            Data::F32(vec![0.0; n * self.nh * self.hd]),
+        ]
+    }
+
+    /// The output O (binding 5, the second ReadWrite) against the CPU's (tolerance 1e-4).
+    pub fn check(&self, s: &Spec, out: &[Vec<f32>]) {
+        assert_close(
+            &format!(
+                "attention {} (K/V in {}{}) hd={} T={} pos0={}",
+                s.entry,
+                if s.texture_at(2) {
+                    "textures"
+                } else {
+                    "buffers"
+                },
+                if s.defs.0.contains_key("SGKV") {
+                    ", subgroups"
+                } else {
+                    ""
+                },
+                self.hd,
+                self.n_tok,
+                self.pos0
+            ),
+            &out[1],
+            &self.want,
+            1e-4,
+        );
+    }
+}
+
+/// The router kernel's test: softmax over K blocks and NULL of W_r RMSNorm(h) per token.
+pub struct RouterCase {
+    pub cols: usize,
+    pub k: usize,
+    pub n_tok: u32,
+    h: Vec<f32>,
+    g: Vec<f32>,
+    wr: Vec<f32>,
+    want: Vec<f32>,
+}
+
+impl RouterCase {
+    pub fn new(rng: &mut Rng, cols: usize, k: usize, n_tok: u32) -> Self {
+        let h = rng.vec(n_tok as usize * cols, 1.0);
+        let g = rng.vec(cols, 1.0);
+        let wr = rng.vec((k + 1) * cols, 0.5);
+        let want = cpu_matmul(&wr, k + 1, cols, &h, Some(&g), 1e-5)
+            .iter()
+            .flat_map(|l| softmax(l))
+            .collect();
+        RouterCase {
+            cols,
+            k,
+            n_tok,
+            h,
+            g,
+            wr,
+            want,
+        }
+    }
+
+    pub fn spec(&self) -> Spec {
+        specs::router(self.cols, self.k, 1e-5)
+    }
+
+    pub fn data(&self) -> Vec<Data> {
+        vec![
+            Data::Bytes(step(0, self.n_tok, 0, 1.0)),
+            Data::F32(self.wr.clone()),
+            Data::F32(self.h.clone()),
+            Data::F32(self.g.clone()),
+            Data::F32(vec![0.0; self.n_tok as usize * (self.k + 1)]),
+        ]
+    }
+
+    /// The router weights against the CPU's softmax (tolerance 1e-5).
+    pub fn check(&self, out: &[f32]) {
+        assert_close("router", out, &self.want, 1e-5);
+    }
+}
+
+/// TIDE memory rows' test: 3 tokens x K = 5 rows of 96 in `dtype`, decoded, RMS-normalised and
+/// scaled by the block's gamma, or just decoded when the tables are stored `normalized`.
+pub struct MemoryRowsCase {
+    pub dtype: DType,
+    pub normalized: bool,
+    pub cols: usize,
+    pub k: usize,
+    pub n_tok: u32,
+    pub eps: f32,
+    wb: Vec<u8>,
+    gamma: Vec<f32>,
+    want: Vec<f32>,
+}
+
+impl MemoryRowsCase {
+    pub fn new(rng: &mut Rng, dtype: DType, normalized: bool) -> Self {
+        let (cols, k, n_tok, eps) = (96usize, 5usize, 3u32, 1e-5f32);
+        let n = n_tok as usize * k;
+        let (wb, wf) = random_weight(rng, dtype, n, cols);
+        let gamma = rng.vec(k * cols, 1.0);
+        let want: Vec<f32> = wf
+            .chunks(cols)
+            .enumerate()
+            .flat_map(|(row, v)| {
+                let ms = v.iter().map(|x| (x * x) as f64).sum::<f64>() / cols as f64;
+                let r = 1.0 / (ms + eps as f64).sqrt();
+                let g = &gamma[(row % k) * cols..(row % k + 1) * cols];
+                v.iter()
+                    .zip(g)
+                    .map(|(x, g)| {
+                        if normalized {
+                            *x
+                        } else {
+                            (*x as f64 * r) as f32 * g
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        MemoryRowsCase {
+            dtype,
+            normalized,
+            cols,
+            k,
+            n_tok,
+            eps,
+            wb,
+            gamma,
+            want,
+        }
+    }
+
+    /// Both kernels: a workgroup per row (GPUs), a lane per row (CPU adapters).
+    pub fn specs(&self) -> [Spec; 2] {
+        let (d, c, k, e, n) = (self.dtype, self.cols, self.k, self.eps, self.normalized);
+        [
+            specs::memory_rows(d, c, k, e, n),
+            specs::memory_rows_by_lane(d, c, k, e, n),
+        ]
+    }
+
+    pub fn data(&self) -> Vec<Data> {
+        vec![
+            Data::Bytes(step(0, self.n_tok, 0, 1.0)),
+            Data::U32(words(self.dtype, &self.wb)),
+            Data::F32(self.gamma.clone()),
+            Data::F32(vec![0.0; self.n_tok as usize * self.k * self.cols]),
+        ]
+    }
+
+    /// The rows against the CPU's (tolerance 1e-5).
+    pub fn check(&self, s: &Spec, out: &[f32]) {
+        let name = format!(
+            "memory rows {} {:?} normalized={}",
+            s.entry, self.dtype, self.normalized
+        );
+        assert_close(&name, out, &self.want, 1e-5);
+    }
+}
+
+/// Top-k and repetition penalty over random logits of a 5003-token vocabulary, with a tie at
+/// the top (ids 17 and 4000: the lower id first) and a NaN (id 99, never chosen).
+pub struct SampleCase {
+    pub vocab: usize,
+    logits: Vec<f32>,
+    pub pen_ids: Vec<u32>,
+    pub penalty: f32,
+}
+
+impl SampleCase {
+    pub fn new(rng: &mut Rng) -> Self {
+        let vocab = 5003;
+        let mut logits = rng.vec(vocab, 10.0);
+        logits[17] = 50.0;
+        logits[4000] = 50.0; // tie with 17: lower id first
+        logits[99] = f32::NAN; // never chosen
+        SampleCase {
+            vocab,
+            logits,
+            pen_ids: vec![17, 5, 250, 4999],
+            penalty: 1.3,
+        }
+    }
+
+    pub fn top_k_spec(&self, k: usize) -> Spec {
+        specs::top_k(k, self.vocab)
+    }
+
+    pub fn top_k_data(&self, k: usize) -> Vec<Data> {
+        vec![
+            Data::Bytes(step(0, 1, 0, 1.0)),
+            Data::F32(self.logits.clone()),
+            Data::U32(vec![0]),
+            Data::F32(vec![0.0; 256 * k]),
+            Data::U32(vec![0; 256 * k]),
+            Data::U32(vec![0; 2 * k]),
+        ]
+    }
+
+    /// OUT (the fourth ReadWrite binding's words: k ids, then k values' bits) equals a CPU sort
+    /// (value desc, id asc on ties), exactly.
+    pub fn check_top_k(&self, k: usize, out: &[u32]) {
+        let got: Vec<(u32, f32)> = (0..k)
+            .map(|j| (out[j], f32::from_bits(out[k + j])))
+            .collect();
+        let want = sample::top_k_of(&self.logits, k);
+        assert_eq!(got, want, "top-{k}");
+    }
+
+    pub fn penalty_spec(&self) -> Spec {
+        specs::penalize(self.vocab, self.pen_ids.len())
+    }
+
+    pub fn penalty_data(&self) -> Vec<Data> {
+        vec![
+            Data::Bytes(step(0, 1, self.pen_ids.len() as u32, self.penalty)),
+            Data::F32(self.logits.clone()),
+            Data::U32(self.pen_ids.clone()),
+        ]
+    }
+
+    /// Penalised logits equal the CPU's exactly: positive ones divided, negative multiplied,
+    /// other ids untouched (NaN stays NaN).
+    pub fn check_penalty(&self, got: &[f32]) {
+        let mut want = self.logits.clone();
+        sample::apply_repeat_penalty(&mut want, &self.pen_ids, self.penalty);
+        for i in 0..self.vocab {
+            assert!(
+                got[i] == want[i] || (got[i].is_nan() && want[i].is_nan()),
+                "penalty at {i}: {} vs {}",
+                got[i],
+                want[i]
+            );
         }
     }
 }
