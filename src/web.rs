@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Array, Promise, Uint8Array};
+use js_sys::Promise;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -54,19 +54,95 @@ fn busy() -> JsValue {
     JsError::new("the model is busy with another call").into()
 }
 
-/// Open a model. `files` is an array of [name, Uint8Array] pairs: one GGUF file, or a model
-/// folder's files (config.json, *.safetensors, tokenizer.json, ...). `backend` is "auto" (WebGPU, else the CPU reference), "gpu" or "cpu".
+/// One model file, written into the wasm heap chunk by chunk as it downloads (or as it is read
+/// from the browser's cache), so that no JS copy of the whole file exists beside it.
+#[wasm_bindgen]
+pub struct FileBuffer {
+    name: String,
+    data: Vec<u8>,
+    filled: usize,
+}
+
+#[wasm_bindgen]
+impl FileBuffer {
+    /// Room for `len` bytes of the file `name`; refused with the file named when the wasm heap
+    /// cannot hold it.
+    #[wasm_bindgen(constructor)]
+    pub fn new(name: String, len: f64) -> std::result::Result<FileBuffer, JsValue> {
+        let n = len as usize;
+        if len.is_nan() || len < 0.0 || n as f64 != len {
+            return Err(js_err(Error::Input(format!("{name}: bad length {len}"))));
+        }
+        let mut data = Vec::new();
+        data.try_reserve_exact(n).map_err(|_| {
+            js_err(Error::Input(format!(
+                "{name}: {n} bytes do not fit in this page's memory (wasm32 holds at most 4 GiB)"
+            )))
+        })?;
+        data.resize(n, 0);
+        Ok(FileBuffer {
+            name,
+            data,
+            filled: 0,
+        })
+    }
+
+    /// Copy `chunk` in at byte `offset`; chunks must arrive in order, without gaps.
+    pub fn write(&mut self, offset: f64, chunk: &[u8]) -> std::result::Result<(), JsValue> {
+        let at = offset as usize;
+        let end = at + chunk.len();
+        if at != self.filled || end > self.data.len() {
+            return Err(js_err(Error::Input(format!(
+                "{}: bytes {at}..{end} do not follow the {} received of {}",
+                self.name,
+                self.filled,
+                self.data.len()
+            ))));
+        }
+        self.data[at..end].copy_from_slice(chunk);
+        self.filled = end;
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    pub fn filled(&self) -> f64 {
+        self.filled as f64
+    }
+}
+
+/// The files of one model, handed over one by one (each FileBuffer moves in).
+#[wasm_bindgen]
+#[derive(Default)]
+pub struct FileSet {
+    files: Vec<FileBuffer>,
+}
+
+#[wasm_bindgen]
+impl FileSet {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> FileSet {
+        FileSet::default()
+    }
+
+    pub fn add(&mut self, file: FileBuffer) {
+        self.files.push(file);
+    }
+}
+
+/// Open a model from its files: one GGUF file, or a model folder's files (config.json,
+/// *.safetensors, tokenizer.json, ...). `backend` is "auto" (WebGPU, else the CPU reference),
+/// "gpu" or "cpu"; `ctx_len` 0 takes the model's, at most 2048.
 #[wasm_bindgen(js_name = openSession)]
 pub async fn open_session(
     source: String,
-    files: Array,
+    files: FileSet,
     backend: String,
     ctx_len: usize,
 ) -> std::result::Result<Session, JsValue> {
     open(source, files, &backend, ctx_len).await.map_err(js_err)
 }
 
-async fn open(source: String, files: Array, backend: &str, ctx_len: usize) -> Result<Session> {
+async fn open(source: String, files: FileSet, backend: &str, ctx_len: usize) -> Result<Session> {
     let backend = match backend {
         "auto" => Backend::Auto,
         "gpu" => Backend::Gpu,
@@ -77,23 +153,27 @@ async fn open(source: String, files: Array, backend: &str, ctx_len: usize) -> Re
             )))
         }
     };
-    if files.length() == 0 {
+    if files.files.is_empty() {
         return Err(Error::Input(format!("{source}: no model files given")));
     }
-    let model = {
-        let mut parts = ModelFiles {
-            source: source.clone(),
-            files: Vec::new(),
-        };
-        for pair in files.iter() {
-            let pair = Array::from(&pair);
-            let name = pair.get(0).as_string().unwrap_or_default();
-            // One copy into the wasm heap; the caller drops its ArrayBuffer after this call.
-            let bytes = Uint8Array::new(&pair.get(1)).to_vec();
-            parts.files.push((name, Blob::from_vec(bytes)));
-        }
-        parts.load()?
+    let mut parts = ModelFiles {
+        source: source.clone(),
+        files: Vec::new(),
     };
+    for f in files.files {
+        if f.filled != f.data.len() {
+            return Err(Error::Input(format!(
+                "{}: only {} of {} bytes arrived",
+                f.name,
+                f.filled,
+                f.data.len()
+            )));
+        }
+        // Moved, not copied: the heap holds each file once.
+        parts.files.push((f.name, Blob::from_vec(f.data)));
+    }
+    // The GPU engine keeps the weights in device memory; the heap copy goes with `model`.
+    let model = parts.load()?;
     let mut opts = Options::default();
     let max_ctx = model.config.ctx_len;
     opts.decoder.ctx_len = if ctx_len == 0 {

@@ -12,6 +12,8 @@ export async function listModels(base = '/') {
 // Which files make a model, from what the caller gave: a name that models.json lists, a .gguf
 // URL, or a model folder's URL (config.json, model.safetensors, tokenizer.json, and the
 // optional memory.safetensors and tokenizer_config.json).
+const MODEL_FILE = /^(config\.json|tokenizer\.json|tokenizer_config\.json|.*\.safetensors|.*\.gguf)$/;
+
 async function resolveFiles(model) {
   let listed = [];
   try {
@@ -21,7 +23,10 @@ async function resolveFiles(model) {
   }
   const entry = listed.find((m) => m.name === model || `/models/${m.name}/` === model || `/models/${m.name}` === model);
   if (entry) {
-    return { name: entry.name, files: entry.files.map((f) => ({ ...f, name: f.url.split('/').pop() })) };
+    // Only what the loader reads: a folder may hold other files (training logs, READMEs).
+    const files = entry.files.map((f) => ({ ...f, name: f.url.split('/').pop() }))
+      .filter((f) => MODEL_FILE.test(f.name));
+    return { name: entry.name, files };
   }
   const url = new URL(model, location.href);
   if (url.pathname.endsWith('.gguf')) {

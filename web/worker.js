@@ -2,7 +2,7 @@
 // files, opens the wasm session (WebGPU, or the CPU reference without it) and runs generation
 // and inspection, so the page stays responsive. tide.js is its only caller; messages are
 // {id, op, ...} in and {id, ok, value | error} or {id, event, ...} out.
-import init, { openSession } from './pkg/tide_gpu.js';
+import init, { openSession, FileBuffer, FileSet } from './pkg/tide_gpu.js';
 
 const CACHE_DIR = 'tide-model-cache-v1';
 const RETRIES = 3;
@@ -30,65 +30,88 @@ async function cacheName(url, bytes, tag) {
 }
 
 // A cached file counts only if its marker (written after the whole file) names its size.
-async function readCached(dir, name, bytes) {
+// It is read in chunks straight into the wasm heap.
+async function readCached(dir, name, bytes, fileName, progress) {
   if (!dir) return null;
+  let buf = null;
   try {
     const mark = await (await (await dir.getFileHandle(name + '.ok')).getFile()).text();
     if (Number(mark) !== bytes) return null;
     const f = await (await dir.getFileHandle(name)).getFile();
     if (f.size !== bytes) return null;
-    return new Uint8Array(await f.arrayBuffer());
-  } catch {
+    buf = new FileBuffer(fileName, bytes);
+    const reader = f.stream().getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buf.write(buf.filled(), value);
+      progress('cache', buf.filled(), bytes);
+    }
+    if (buf.filled() === bytes) return buf;
+  } catch (e) {
+    console.warn(`tide: cached ${fileName} unreadable, downloading it again: ${e}`);
+  }
+  buf?.free();
+  return null;
+}
+
+// Where a download's bytes go besides the wasm heap: the cache file, written as they come;
+// its marker is written only once the whole file is there.
+async function cacheWriter(dir, name) {
+  if (!dir) return null;
+  try {
+    await dir.removeEntry(name + '.ok').catch(() => {});
+    return await (await dir.getFileHandle(name, { create: true })).createWritable();
+  } catch (e) {
+    console.warn(`tide: not caching ${name}: ${e}`);
     return null;
   }
 }
 
-async function writeCached(dir, name, data) {
-  if (!dir) return;
+async function finishCache(dir, name, w, bytes) {
   try {
-    await dir.removeEntry(name + '.ok').catch(() => {});
-    const w = await (await dir.getFileHandle(name, { create: true })).createWritable();
-    await w.write(data);
     await w.close();
     const m = await (await dir.getFileHandle(name + '.ok', { create: true })).createWritable();
-    await m.write(String(data.length));
+    await m.write(String(bytes));
     await m.close();
   } catch (e) {
     console.warn(`tide: could not cache ${name}: ${e}`); // quota: still works, uncached
   }
 }
 
-// Download `url` whole: a response shorter than its length is resumed with a Range request,
-// up to RETRIES times; a file that still comes up short is an error and is never cached.
-async function download(url, onBytes) {
-  let res = await fetch(url);
-  if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`.trim());
-  const total = Number(res.headers.get('content-length'));
-  if (!Number.isFinite(total) || total <= 0) {
-    const buf = new Uint8Array(await res.arrayBuffer());
-    onBytes(buf.length, buf.length);
-    return buf;
-  }
-  const out = new Uint8Array(total);
-  let got = 0;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const reader = res.body.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (got + value.length > total) throw new Error(`${url}: more bytes than its length ${total}`);
-        out.set(value, got);
-        got += value.length;
-        onBytes(got, total);
+// Download `url` (`total` bytes) into a FileBuffer, chunk by chunk: a response shorter than the
+// file is resumed with a Range request, up to RETRIES times; a file that still comes up short is
+// an error, and its cache file never gets a marker.
+async function download(url, fileName, total, sink, onBytes) {
+  const buf = new FileBuffer(fileName, total);
+  try {
+    let res = await fetch(url);
+    if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`.trim());
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const reader = res.body.getReader();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (buf.filled() + value.length > total) throw new Error(`more bytes than its length ${total}`);
+          buf.write(buf.filled(), value);
+          if (sink) await sink.write(value);
+          onBytes(buf.filled(), total);
+        }
+      } catch (e) {
+        if (attempt >= RETRIES) throw new Error(`${url}: download failed after ${buf.filled()} of ${total} bytes: ${e.message}`);
       }
-    } catch (e) {
-      if (attempt >= RETRIES) throw new Error(`${url}: download failed after ${got} of ${total} bytes: ${e.message}`);
+      if (buf.filled() === total) return buf;
+      if (attempt >= RETRIES) throw new Error(`${url}: truncated download: ${buf.filled()} of ${total} bytes after ${RETRIES} retries`);
+      res = await fetch(url, { headers: { Range: `bytes=${buf.filled()}-` } });
+      const range = res.headers.get('content-range') || '';
+      if (res.status !== 206 || !range.startsWith(`bytes ${buf.filled()}-`)) {
+        throw new Error(`${url}: could not resume the download (HTTP ${res.status} ${range})`);
+      }
     }
-    if (got === total) return out;
-    if (attempt >= RETRIES) throw new Error(`${url}: truncated download: ${got} of ${total} bytes after ${RETRIES} retries`);
-    res = await fetch(url, { headers: { Range: `bytes=${got}-` } });
-    if (res.status !== 206) throw new Error(`${url}: could not resume the download (HTTP ${res.status})`);
+  } catch (e) {
+    buf.free();
+    throw e;
   }
 }
 
@@ -96,19 +119,21 @@ async function fetchFile(dir, file, progress) {
   const head = await fetch(file.url, { method: 'HEAD' });
   if (!head.ok) throw new Error(`${file.url}: HTTP ${head.status} ${head.statusText}`.trim());
   const bytes = Number(head.headers.get('content-length'));
+  if (!Number.isFinite(bytes) || bytes <= 0) throw new Error(`${file.url}: the server gives no length`);
   const tag = head.headers.get('etag') || head.headers.get('last-modified') || '';
   const name = await cacheName(file.url, bytes, tag);
-  const hit = await readCached(dir, name, bytes);
-  if (hit) {
-    progress('cache', hit.length, hit.length);
-    return { data: hit, cached: true };
+  const hit = await readCached(dir, name, bytes, file.name, progress);
+  if (hit) return { buf: hit, cached: true };
+  const sink = await cacheWriter(dir, name);
+  let buf;
+  try {
+    buf = await download(file.url, file.name, bytes, sink, (loaded, total) => progress('download', loaded, total));
+  } catch (e) {
+    await sink?.abort().catch(() => {});
+    throw e;
   }
-  const data = await download(file.url, (loaded, total) => progress('download', loaded, total));
-  if (data.length !== bytes && bytes > 0) {
-    throw new Error(`${file.url}: got ${data.length} bytes, HEAD said ${bytes}`);
-  }
-  await writeCached(dir, name, data);
-  return { data, cached: false };
+  if (sink) await finishCache(dir, name, sink, bytes);
+  return { buf, cached: false };
 }
 
 // ---- operations -------------------------------------------------------------------------
@@ -120,21 +145,27 @@ const ops = {
     const dir = await cacheDir();
     const total = files.reduce((s, f) => s + (f.bytes || 0), 0);
     let before = 0;
-    const pairs = [];
+    const set = new FileSet();
     let downloaded = 0;
-    for (const f of files) {
-      const progress = (phase, loaded) =>
-        post({ id, event: 'progress', phase, file: f.name, loaded: before + loaded, total });
-      let r;
-      try {
-        r = await fetchFile(dir, f, progress);
-      } catch (e) {
-        if (f.optional) continue;
-        throw e;
+    try {
+      for (const f of files) {
+        const progress = (phase, loaded) =>
+          post({ id, event: 'progress', phase, file: f.name, loaded: before + loaded, total });
+        let r;
+        try {
+          r = await fetchFile(dir, f, progress);
+        } catch (e) {
+          if (f.optional) continue;
+          throw e;
+        }
+        const n = r.buf.filled();
+        if (!r.cached) downloaded += n;
+        set.add(r.buf); // moves the buffer into the set
+        before += n;
       }
-      if (!r.cached) downloaded += r.data.length;
-      pairs.push([f.name, r.data]);
-      before += r.data.length;
+    } catch (e) {
+      set.free();
+      throw e;
     }
     const tFetched = performance.now();
     post({ id, event: 'progress', phase: 'open', loaded: before, total });
@@ -142,8 +173,7 @@ const ops = {
     const chosen = backend || (hasGpu ? 'auto' : 'cpu');
     session?.free?.();
     session = null;
-    session = await openSession(model, pairs, chosen, ctxLen || 0);
-    pairs.length = 0; // the wasm heap has the bytes now; drop the JS copies
+    session = await openSession(model, set, chosen, ctxLen || 0); // consumes the set
     const info = JSON.parse(session.info());
     // wgpu leaves the adapter's name empty on the web; the browser's adapter info has it.
     if (info.gpu && !info.gpu.name && hasGpu) {

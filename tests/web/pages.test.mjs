@@ -212,6 +212,16 @@ test('errors show on the page, which survives: bad URL, truncated model, over-lo
   const again = await page.evaluate(() => window.tide.complete('Once upon a time', { maxTokens: 4, temperature: 0 }));
   assert.deepEqual(again.tokens, ok.tokens);
   await page.close();
+
+  // A model folder given by URL (not by its models.json name): config.json, weights and
+  // tokenizer by their usual names, the optional files skipped when absent.
+  const dir = await open(browser, `?model=${encodeURIComponent(base + 'models/tide-k4/')}`);
+  const d = await ready(dir);
+  assert.equal(d.error, undefined, d.error);
+  assert.equal(d.k, 4);
+  const same = await dir.evaluate(() => window.tide.complete('Once upon a time', { maxTokens: 4, temperature: 0 }));
+  assert.deepEqual(same.tokens, ok.tokens);
+  await dir.close();
 });
 
 test('without WebGPU the page runs the CPU reference in wasm, says so, and generates the same tokens', async () => {
