@@ -5,15 +5,9 @@
 # against the native one. Writes docs/bench-data/browser_vs_native.jsonl (or $1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-chrome="${CHROMIUM:-$(command -v chromium)}"
+source scripts/pages-setup.sh
 icd="${SWIFTSHADER_ICD:-$(dirname "$(readlink -f "$chrome")")/vk_swiftshader_icd.json}"
 [[ -f "$icd" ]] || icd="$(find /usr/lib -name vk_swiftshader_icd.json 2>/dev/null | head -1)"
 [[ -f "$icd" ]] || { echo "[bench-web] no vk_swiftshader_icd.json beside chromium" >&2; exit 1; }
-model="$(scripts/fetch-smollm2.sh)"
-cargo build --release --bin tide
-bash scripts/build-web.sh
-(cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 TIDE_BIN="$PWD/target/release/tide" SMOLLM2="$model" CHROMIUM="$chrome" SWIFTSHADER_ICD="$icd" \
     OUT="${1:-docs/bench-data/browser_vs_native.jsonl}" node tests/web/bench.mjs

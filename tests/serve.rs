@@ -188,6 +188,13 @@ fn ranges_and_head_of_model_files() {
     assert_eq!(header(&h, "content-length").unwrap(), n.to_string());
     assert_eq!(header(&h, "accept-ranges"), Some("bytes"));
     assert!(body.is_empty(), "HEAD has no body");
+    let tag = header(&h, "etag").expect("an ETag").to_string();
+    let (_, h2, _) = srv.request("HEAD", "/models/tiny_llama/config.json", "");
+    assert_ne!(
+        header(&h2, "etag"),
+        Some(tag.as_str()),
+        "files get their own ETags"
+    );
     let (st, _, body) = srv.request("GET", url, "");
     assert_eq!(st, 200);
     assert_eq!(body, data);

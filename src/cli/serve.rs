@@ -43,7 +43,8 @@ pub struct ServeArgs {
 #[derive(Clone)]
 enum Source {
     Disk(PathBuf),
-    Embedded(&'static [u8]),
+    /// The bytes and their ETag (a hash, computed once).
+    Embedded(&'static [u8], String),
 }
 
 #[derive(Serialize)]
@@ -98,7 +99,13 @@ fn catalog(models: &[PathBuf]) -> Result<Catalog> {
     if models.is_empty() {
         let files = default_model_files()
             .into_iter()
-            .map(|(n, b)| (n.to_string(), Source::Embedded(b), b.len() as u64))
+            .map(|(n, b)| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                b.hash(&mut h);
+                let tag = format!("\"{:x}-{:x}\"", b.len(), h.finish());
+                (n.to_string(), Source::Embedded(b, tag), b.len() as u64)
+            })
             .collect();
         add("tide-k4".into(), files)?;
     }
@@ -169,15 +176,34 @@ async fn model_file(
                     .into_response();
             }
         },
-        Source::Embedded(b) => {
+        Source::Embedded(b, _) => {
             Ranged::new(range, KnownSize::sized(std::io::Cursor::new(*b), *size)).into_response()
         }
     };
+    // A validator for the browser's cache key: a file that changes gets another ETag.
+    if let Some(tag) = etag(src, *size).await {
+        if let Ok(v) = HeaderValue::from_str(&tag) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+    }
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
     resp
+}
+
+/// A strong ETag: size and modification time for a file on disk (read at each request, so a
+/// replaced file is noticed), a hash of the bytes for the embedded model.
+async fn etag(src: &Source, size: u64) -> Option<String> {
+    match src {
+        Source::Disk(p) => {
+            let t = tokio::fs::metadata(p).await.ok()?.modified().ok()?;
+            let ns = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+            Some(format!("\"{size:x}-{ns:x}\""))
+        }
+        Source::Embedded(_, tag) => Some(tag.clone()),
+    }
 }
 
 /// The app: /models.json, /models/{name}/{file}, and the web folder at /.

@@ -241,3 +241,37 @@ test('without WebGPU the page runs the CPU reference in wasm, says so, and gener
     await ctx.close();
   }
 });
+
+test('a download cut short is resumed with a Range request and the model still matches native', async () => {
+  const want = native(['generate', '--temperature', '0', '--json', '--max-tokens', '8', PROMPTS[1]]);
+  const ctx = await launch(true); // a fresh profile: nothing cached
+  try {
+    const ranges = [];
+    let cut = false;
+    await ctx.route('**/models/tide-k4/model.safetensors', async (route) => {
+      const req = route.request();
+      const range = req.headers().range;
+      if (range) ranges.push(range);
+      if (req.method() === 'GET' && !range && !cut) {
+        // The first GET ends halfway: the body is shorter than the file.
+        cut = true;
+        const res = await route.fetch();
+        const body = await res.body();
+        await route.fulfill({ status: 200, headers: { 'content-type': 'application/octet-stream' }, body: body.subarray(0, body.length >> 1) });
+      } else {
+        await route.continue();
+      }
+    });
+    // The CPU reference: the download path is the same, and no kernels need compiling.
+    const page = await open(ctx, '?model=tide-k4&backend=cpu');
+    const info = await ready(page);
+    assert.equal(info.error, undefined, info.error);
+    assert.ok(cut, 'the first download was cut');
+    assert.equal(ranges.length, 1, `one resume request: ${ranges}`);
+    assert.match(ranges[0], /^bytes=\d+-$/);
+    const got = await page.evaluate((p) => window.tide.complete(p, { maxTokens: 8, temperature: 0 }), PROMPTS[1]);
+    assert.deepEqual(got.tokens, want.tokens);
+  } finally {
+    await ctx.close();
+  }
+});
