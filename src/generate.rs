@@ -69,10 +69,6 @@ impl Run {
         })
     }
 
-    pub fn done(&self) -> bool {
-        self.stop.is_some()
-    }
-
     fn finish(&mut self, why: &'static str) {
         self.stop.get_or_insert(why);
         self.t_end.get_or_insert_with(Instant::now);
