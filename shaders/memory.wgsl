@@ -2,12 +2,17 @@
 // (block k, token) decodes the token's stored row of block k (streamed in by the host for this
 // step, in the table's own quantisation), RMS-normalises it and scales it by the block's gamma.
 // MEM[t, k, :] = RMSNorm(E_k[x_t]) * gamma_k  (pre-normalised tables: just the decoded row).
+// SVD tables (entry `svd`): the stored row is A_k[x_t] and E_k[x_t] = A_k[x_t] B_k is rebuilt
+// here, before the norm, in the same dispatch.
 #include "common"
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> W: array<u32>;              // [n_tok, K, row words]
 @group(0) @binding(2) var<storage, read> GAMMA: array<vec4<f32>>;    // [K, COLS]
 @group(0) @binding(3) var<storage, read_write> MEM: array<vec4<f32>>; // [n_tok, K, COLS]
+#if SVD
+@group(0) @binding(4) var<storage, read> BASIS: array<vec4<f32>>;  // [K, AW, COLS]: B_k
+#endif
 
 #include "{{QUANT}}"
 
@@ -94,4 +99,50 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 #endif
 }
+#if SVD
+const AW: u32 = {{AW}}u;          // stored width of A_k: the rank rounded up to whole blocks
+const C4: u32 = COLS / 4u;
+var<workgroup> coef: array<vec4<f32>, {{AW4}}>;
+
+@compute @workgroup_size(64)
+fn svd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let k = wg.x;
+    let t = wg.y;
+    if (t >= step.n_tok) { return; }
+    let row = t * K + k;
+    // The coefficients A_k[x_t], decoded once into workgroup memory.
+    for (var b = li; b < AW / 32u; b += 64u) {
+        let v = decoded(load_block((row * (AW / 32u) + b) * WPB));
+        for (var j = 0u; j < 8u; j++) {
+            coef[b * 8u + j] = v[j];
+        }
+    }
+    workgroupBarrier();
+    // Each lane rebuilds four columns at a time: sum_i a_i B_k[i, c].
+    var ss = 0.0;
+    for (var c = li; c < C4; c += 64u) {
+        var acc = vec4<f32>(0.0);
+        var o = k * AW * C4 + c;
+        for (var i = 0u; i < AW / 4u; i++) {
+            let a = coef[i];
+            acc += a.x * BASIS[o] + a.y * BASIS[o + C4] + a.z * BASIS[o + 2u * C4]
+                + a.w * BASIS[o + 3u * C4];
+            o += 4u * C4;
+        }
+        MEM[row * C4 + c] = acc;
+        ss += dot(acc, acc);
+    }
+#if NORMALIZED
+#else
+    red[li] = ss;
+    workgroupBarrier();
+    var tot = 0.0;
+    for (var l = 0u; l < 64u; l++) { tot += red[l]; }
+    let r = inverseSqrt(tot / f32(COLS) + {{EPS}});
+    for (var c = li; c < C4; c += 64u) {
+        MEM[row * C4 + c] = MEM[row * C4 + c] * r * GAMMA[k * C4 + c];
+    }
+#endif
+}
+#endif
 #endif

@@ -6,6 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::st_file::{read_st, tensor, write_st, StFile};
 use common::{assert_close, gpu, json_ids as ids, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
@@ -247,57 +248,12 @@ fn huge_null_logit_reproduces_the_backbone() {
 
 // ---- bad memory files: each refused with the tensor named ----
 
-struct StFile {
-    tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
-    meta: std::collections::HashMap<String, String>,
-}
-
-fn read_st(path: &std::path::Path) -> StFile {
-    let bytes = std::fs::read(path).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    StFile {
-        tensors,
-        meta: meta.metadata().clone().unwrap_or_default(),
-    }
-}
-
-fn write_st(f: &StFile, name: &str) -> PathBuf {
-    let views: Vec<(String, safetensors::tensor::TensorView)> = f
-        .tensors
-        .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    let bytes = safetensors::serialize(views, Some(f.meta.clone())).unwrap();
-    let p = std::env::temp_dir().join(format!("tide-bad-{}-{name}", std::process::id()));
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
 fn attach_err(f: &StFile, name: &str) -> String {
     let p = write_st(f, name);
     let mut m = variant("backbone");
     let e = attach_memory(&mut m, &p).expect_err("a bad memory file must be refused");
     let _ = std::fs::remove_file(&p);
     e.to_string()
-}
-
-fn tensor<'a>(
-    f: &'a mut StFile,
-    name: &str,
-) -> &'a mut (String, safetensors::Dtype, Vec<usize>, Vec<u8>) {
-    f.tensors.iter_mut().find(|t| t.0 == name).unwrap()
 }
 
 #[test]

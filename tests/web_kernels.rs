@@ -188,7 +188,7 @@ async fn router_softmax_per_token() {
 }
 
 /// TIDE memory rows, both kernels: Q4_1 and Q8_0 tables normalised here, f16 tables stored
-/// normalised.
+/// normalised; each also as SVD tables (A_k 64 wide, rebuilt through B_k).
 #[wasm_bindgen_test]
 async fn memory_rows_both_kernels() {
     let ctx = gpu().await;
@@ -199,7 +199,11 @@ async fn memory_rows_both_kernels() {
         (DType::F16, true),
     ] {
         let c = MemoryRowsCase::new(&mut rng, dtype, normalized);
-        for s in c.specs() {
+        let svd = MemoryRowsCase::svd(&mut rng, dtype, normalized, 64);
+        for (c, s) in [&c, &svd]
+            .into_iter()
+            .flat_map(|c| c.specs().into_iter().map(move |s| (c, s)))
+        {
             let out = run_spec(&ctx, &s, &c.data(), c.n_tok).await;
             c.check(&s, &out[0]);
         }

@@ -2,6 +2,7 @@
 mod bench;
 mod chat;
 mod common;
+mod compress;
 mod env;
 mod eval;
 mod generate;
@@ -42,6 +43,8 @@ enum Cmd {
     Ablate(eval::AblateArgs),
     /// The WGSL kernel variants the decoder builds for a model on this adapter.
     Kernels(kernels::KernelsArgs),
+    /// Re-quantise (4/8/16-bit) and SVD-factor a model's memory tables into a new model.
+    Compress(compress::CompressArgs),
     /// Serve the web pages and model files (HTTP Range) on 127.0.0.1.
     Serve(serve::ServeArgs),
 }
@@ -59,6 +62,7 @@ pub fn run() -> i32 {
         Cmd::Ablate(a) => eval::ablate(a),
         Cmd::Kernels(a) => kernels::run(a),
         Cmd::Serve(a) => serve::run(a),
+        Cmd::Compress(a) => compress::run(a),
     };
     match r {
         Ok(()) => 0,

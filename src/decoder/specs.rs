@@ -514,6 +514,28 @@ pub fn memory_rows_by_lane(
     s
 }
 
+/// The same for SVD tables (`tide compress --svd-*`): the stored row is A_k[x_t], `width`
+/// values wide, and the kernel rebuilds A_k[x_t] B_k (B_k bound as BASIS, [K, width, cols]
+/// f32) before the norm. One workgroup per (block, token) on every adapter (entry `svd`).
+pub fn memory_rows_svd(
+    dtype: DType,
+    cols: usize,
+    width: usize,
+    k: usize,
+    eps: f32,
+    normalized: bool,
+) -> Spec {
+    let mut s = memory_rows(dtype, cols, k, eps, normalized);
+    s.entry = "svd";
+    s.defs = s
+        .defs
+        .flag("SVD", true)
+        .set("AW", width)
+        .set("AW4", width / 4);
+    s.bindings.push(slot(4, "BASIS", Binding::Read));
+    s
+}
+
 /// A layer's router: softmax over K blocks + NULL of W_r RMSNorm_ffn(h~). One workgroup per token.
 pub fn router(cols: usize, k: usize, eps: f32) -> Spec {
     Spec {

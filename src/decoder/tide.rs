@@ -53,7 +53,9 @@ impl GpuDecoder {
         let c = self.config.clone();
         let (d, k, mb) = (c.dim, m.k, self.opts.max_batch);
         let dtype = m.tables[0].dtype();
-        let row_words = d / 32 * crate::gpu::gpu_words(dtype).0;
+        // The stored row: E_k[v], d wide, or with SVD A_k[v], the factor's width.
+        let width = m.tables[0].cols();
+        let row_words = width / 32 * crate::gpu::gpu_words(dtype).0;
         let u = wgpu::BufferUsages::empty();
         let raw = storage(&self.ctx, "memory-raw-rows", mb * k * row_words * 4, u);
         let rows = storage(&self.ctx, "memory-rows", mb * k * d * 4, u);
@@ -67,23 +69,31 @@ impl GpuDecoder {
                     .map(|_| storage(&self.ctx, "router-alpha", mb * (k + 1) * 4, u))
             })
             .collect();
-        let s = if self.few_big_workgroups() {
+        let s = if let Some(svd) = &m.svd {
+            specs::memory_rows_svd(dtype, d, svd.width, k, m.eps, m.normalized)
+        } else if self.few_big_workgroups() {
             specs::memory_rows_by_lane(dtype, d, k, m.eps, m.normalized)
         } else {
             specs::memory_rows(dtype, d, k, m.eps, m.normalized)
         };
         let step = self.buf.step.clone();
-        self.push_op(
-            &s,
-            &s,
-            &vec![
-                ("step", res(&step)),
-                ("W", res(&raw)),
-                ("GAMMA", res(&gamma)),
-                ("MEM", res(&rows)),
-            ],
-        )?;
+        let mut named: Named = vec![
+            ("step", res(&step)),
+            ("W", res(&raw)),
+            ("GAMMA", res(&gamma)),
+            ("MEM", res(&rows)),
+        ];
+        // B_k of every block, resident: [K, width, d] f32.
+        let basis = m.svd.as_ref().map(|svd| {
+            let all: Vec<f32> = svd.basis.iter().flatten().copied().collect();
+            f32_buffer(&self.ctx, "memory-svd-basis", &all)
+        });
+        if let Some(b) = &basis {
+            named.push(("BASIS", res(b)));
+        }
+        self.push_op(&s, &s, &named)?;
         self._keep.push(gamma);
+        self._keep.extend(basis);
         // The fused router (CPU adapters) needs the CPU-adapter matvecs of gate/up and down (x
         // a uniform), the logits as a uniform, W_r as a texture and the token's rows in a
         // texture for the decode epilogue.

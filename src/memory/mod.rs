@@ -2,6 +2,8 @@
 //! Today the tables are memory-mapped (or embedded) and a step's rows are copied out of them
 //! (rows.rs); the tables themselves, their metadata and checks are model/tide.rs's.
 //! docs/architecture.md follows one row from disk to the kernel.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod compress;
 mod rows;
 
 pub use crate::model::tide::{TideMemory, MAX_K};

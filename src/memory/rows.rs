@@ -3,12 +3,26 @@
 //! in host memory or the memory-mapped file).
 use crate::model::TideMemory;
 
-/// The K block outputs of token `v`, [K * dim], f32.
+/// The K block outputs of token `v`, [K * dim], f32. With SVD tables the row is first rebuilt
+/// as A_k[v] B_k, in f32 as the kernel does.
 pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) {
     let d = m.gammas[0].len();
+    let mut a = Vec::new();
     for (k, (t, g)) in m.tables.iter().zip(&m.gammas).enumerate() {
         let o = &mut out[k * d..(k + 1) * d];
-        t.row_f32(v as usize, o);
+        match &m.svd {
+            None => t.row_f32(v as usize, o),
+            Some(s) => {
+                a.resize(s.width, 0.0);
+                t.row_f32(v as usize, &mut a);
+                o.fill(0.0);
+                for (ai, b) in a.iter().zip(s.basis[k].chunks_exact(d)) {
+                    for (x, bj) in o.iter_mut().zip(b) {
+                        *x += ai * bj;
+                    }
+                }
+            }
+        }
         if m.normalized {
             continue;
         }

@@ -115,3 +115,47 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) {
         }
     }
 }
+
+/// The element types `quantize` writes (what `tide compress --bits` offers, plus f32).
+pub const QUANTIZE_TYPES: [DType; 4] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_1];
+
+/// Quantise `src` (a whole number of blocks) into `dtype`'s layout, appended to `dst`; the
+/// inverse of `dequantize`. Q8_0: d = max|x| / 127, q = round(x / d). Q4_1: m = min, d =
+/// (max - min) / 15, q = round((x - m) / d) in 0..=15, with d and m rounded to f16 first (as
+/// train/export.py does). Returns false for a type it does not write (Q4_0, BF16).
+pub fn quantize(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> bool {
+    debug_assert_eq!(src.len() % dtype.block_elems(), 0);
+    match dtype {
+        DType::F32 => dst.extend(src.iter().flat_map(|v| v.to_le_bytes())),
+        DType::F16 => dst.extend(src.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes())),
+        DType::Q8_0 => {
+            for g in src.chunks_exact(QK) {
+                let amax = g.iter().fold(0f32, |a, x| a.max(x.abs()));
+                let d = f16::from_f32(amax / 127.0);
+                let df = d.to_f32();
+                let inv = if df > 0.0 { 1.0 / df } else { 0.0 };
+                dst.extend(d.to_le_bytes());
+                dst.extend(
+                    g.iter()
+                        .map(|x| (x * inv).round().clamp(-127.0, 127.0) as i8 as u8),
+                );
+            }
+        }
+        DType::Q4_1 => {
+            for g in src.chunks_exact(QK) {
+                let lo = g.iter().fold(f32::INFINITY, |a, x| a.min(*x));
+                let hi = g.iter().fold(f32::NEG_INFINITY, |a, x| a.max(*x));
+                let d = f16::from_f32((hi - lo) / 15.0);
+                let m = f16::from_f32(lo);
+                let (df, mf) = (d.to_f32(), m.to_f32());
+                let inv = if df > 0.0 { 1.0 / df } else { 0.0 };
+                let q = |x: f32| ((x - mf) * inv).round().clamp(0.0, 15.0) as u8;
+                dst.extend(d.to_le_bytes());
+                dst.extend(m.to_le_bytes());
+                dst.extend((0..16).map(|j| q(g[j]) | (q(g[j + 16]) << 4)));
+            }
+        }
+        DType::BF16 | DType::Q4_0 => return false,
+    }
+    true
+}

@@ -24,6 +24,26 @@ pub struct TideMemory {
     /// Per layer: router W_r [K+1, dim] as f32 (slot K = NULL); None = no memory term in that
     /// layer (what `tide ablate` removes).
     pub routers: Vec<Option<Vec<f32>>>,
+    /// Tables factorised by `tide compress --svd-*`: then `tables` hold A_k and a block's row
+    /// is A_k[v] B_k.
+    pub svd: Option<Svd>,
+}
+
+/// Per-block truncated SVD, E_k ~ A_k B_k: A_k [V, width] is the stored table (streamed like
+/// plain rows), B_k [width, dim] is small and stays resident.
+#[derive(Debug, Clone)]
+pub struct Svd {
+    /// The rank r kept; the stored width is r rounded up to the 32-value block, the extra
+    /// columns of A_k and rows of B_k being zero.
+    pub rank: usize,
+    pub width: usize,
+    /// The K bases B_k, each [width, dim] row-major, f32.
+    pub basis: Vec<Vec<f32>>,
+}
+
+/// Stored width of rank-`r` factors: whole 32-value blocks.
+pub fn svd_width(rank: usize) -> usize {
+    rank.div_ceil(32) * 32
 }
 
 fn meta_get<'a>(meta: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
@@ -185,11 +205,42 @@ impl TideMemory {
             None => c.eps,
         };
         let (v, d) = (c.vocab, c.dim);
+        let rank = match meta_get(&set.meta, "tide.svd_rank") {
+            None => None,
+            Some(s) => {
+                let r = s.trim().parse::<usize>().map_err(|_| {
+                    format_err(
+                        file,
+                        format!("metadata tide.svd_rank = '{s}' is not an integer"),
+                    )
+                })?;
+                if r == 0 || r > d {
+                    return Err(format_err(
+                        file,
+                        format!(
+                            "metadata tide.svd_rank = {r} must be in 1..={d} (the model width)"
+                        ),
+                    ));
+                }
+                Some(r)
+            }
+        };
+        if rank.is_none() {
+            if let Some(n) = set.weights.keys().find(|n| n.ends_with(".basis")) {
+                return Err(format_err(
+                    file,
+                    format!("holds '{n}' (an SVD basis) but no tide.svd_rank metadata"),
+                ));
+            }
+        }
+        // With SVD the stored table is A_k, rank r rounded up to whole blocks.
+        let width = rank.map_or(d, svd_width);
         let mut tables = Vec::with_capacity(k);
+        let mut basis = Vec::new();
         let mut gammas = Vec::with_capacity(k);
         for i in 0..k {
             let name = format!("tide.memory.{i}.rows");
-            let w = table(file, set, &name, dtype, v, d)?;
+            let w = table(file, set, &name, dtype, v, width)?;
             if let Some(row) = first_non_finite(&w) {
                 return Err(format_err(
                     file,
@@ -211,6 +262,14 @@ impl TideMemory {
                 }
             }
             tables.push(w);
+            if rank.is_some() {
+                basis.push(small_f32(
+                    set,
+                    file,
+                    &format!("tide.memory.{i}.basis"),
+                    &[width, d],
+                )?);
+            }
             let gname = format!("tide.memory.{i}.gamma");
             gammas.push(if normalized && !set.weights.contains_key(&gname) {
                 vec![1.0; d]
@@ -259,6 +318,7 @@ impl TideMemory {
             tables,
             gammas,
             routers,
+            svd: rank.map(|rank| Svd { rank, width, basis }),
         }))
     }
 

@@ -570,7 +570,8 @@ impl RouterCase {
 }
 
 /// TIDE memory rows' test: 3 tokens x K = 5 rows of 96 in `dtype`, decoded, RMS-normalised and
-/// scaled by the block's gamma, or just decoded when the tables are stored `normalized`.
+/// scaled by the block's gamma, or just decoded when the tables are stored `normalized`. The
+/// SVD form stores A_k rows of `width` values and rebuilds each row as A_k[v] B_k first.
 pub struct MemoryRowsCase {
     pub dtype: DType,
     pub normalized: bool,
@@ -578,6 +579,8 @@ pub struct MemoryRowsCase {
     pub k: usize,
     pub n_tok: u32,
     pub eps: f32,
+    /// SVD: the stored width and the K bases [K, width, cols].
+    svd: Option<(usize, Vec<f32>)>,
     wb: Vec<u8>,
     gamma: Vec<f32>,
     want: Vec<f32>,
@@ -585,24 +588,57 @@ pub struct MemoryRowsCase {
 
 impl MemoryRowsCase {
     pub fn new(rng: &mut Rng, dtype: DType, normalized: bool) -> Self {
+        Self::build(rng, dtype, normalized, None)
+    }
+
+    /// Stored A_k rows `width` wide (a multiple of 32) and bases whose last rows are zero, as
+    /// `tide compress` pads a rank to whole blocks.
+    pub fn svd(rng: &mut Rng, dtype: DType, normalized: bool, width: usize) -> Self {
+        Self::build(rng, dtype, normalized, Some(width))
+    }
+
+    fn build(rng: &mut Rng, dtype: DType, normalized: bool, width: Option<usize>) -> Self {
         let (cols, k, n_tok, eps) = (96usize, 5usize, 3u32, 1e-5f32);
         let n = n_tok as usize * k;
-        let (wb, wf) = random_weight(rng, dtype, n, cols);
+        let w = width.unwrap_or(cols);
+        let (wb, wf) = random_weight(rng, dtype, n, w);
         let gamma = rng.vec(k * cols, 1.0);
-        let want: Vec<f32> = wf
-            .chunks(cols)
+        let svd = width.map(|w| {
+            let mut b = rng.vec(k * w * cols, 0.3);
+            // The padding rows beyond the rank (here the last 7 of each block) are zero.
+            for blk in b.chunks_mut(w * cols) {
+                blk[(w - 7) * cols..].fill(0.0);
+            }
+            (w, b)
+        });
+        // The decoded rows, rebuilt through B_k in f64 for the SVD form.
+        let rows: Vec<Vec<f64>> = wf
+            .chunks(w)
+            .enumerate()
+            .map(|(row, a)| match &svd {
+                None => a.iter().map(|x| *x as f64).collect(),
+                Some((w, b)) => {
+                    let bk = &b[(row % k) * w * cols..(row % k + 1) * w * cols];
+                    (0..cols)
+                        .map(|j| (0..*w).map(|i| a[i] as f64 * bk[i * cols + j] as f64).sum())
+                        .collect()
+                }
+            })
+            .collect();
+        let want: Vec<f32> = rows
+            .iter()
             .enumerate()
             .flat_map(|(row, v)| {
-                let ms = v.iter().map(|x| (x * x) as f64).sum::<f64>() / cols as f64;
+                let ms = v.iter().map(|x| x * x).sum::<f64>() / cols as f64;
                 let r = 1.0 / (ms + eps as f64).sqrt();
                 let g = &gamma[(row % k) * cols..(row % k + 1) * cols];
                 v.iter()
                     .zip(g)
                     .map(|(x, g)| {
                         if normalized {
-                            *x
+                            *x as f32
                         } else {
-                            (*x as f64 * r) as f32 * g
+                            (x * r) as f32 * g
                         }
                     })
                     .collect::<Vec<_>>()
@@ -615,37 +651,48 @@ impl MemoryRowsCase {
             k,
             n_tok,
             eps,
+            svd,
             wb,
             gamma,
             want,
         }
     }
 
-    /// Both kernels: a workgroup per row (GPUs), a lane per row (CPU adapters).
-    pub fn specs(&self) -> [Spec; 2] {
+    /// Both kernels: a workgroup per row (GPUs), a lane per row (CPU adapters); the SVD form
+    /// has one kernel for every adapter.
+    pub fn specs(&self) -> Vec<Spec> {
         let (d, c, k, e, n) = (self.dtype, self.cols, self.k, self.eps, self.normalized);
-        [
-            specs::memory_rows(d, c, k, e, n),
-            specs::memory_rows_by_lane(d, c, k, e, n),
-        ]
+        match &self.svd {
+            Some((w, _)) => vec![specs::memory_rows_svd(d, c, *w, k, e, n)],
+            None => vec![
+                specs::memory_rows(d, c, k, e, n),
+                specs::memory_rows_by_lane(d, c, k, e, n),
+            ],
+        }
     }
 
     pub fn data(&self) -> Vec<Data> {
-        vec![
+        let mut v = vec![
             Data::Bytes(step(0, self.n_tok, 0, 1.0)),
             Data::U32(words(self.dtype, &self.wb)),
             Data::F32(self.gamma.clone()),
             Data::F32(vec![0.0; self.n_tok as usize * self.k * self.cols]),
-        ]
+        ];
+        if let Some((_, b)) = &self.svd {
+            v.push(Data::F32(b.clone()));
+        }
+        v
     }
 
-    /// The rows against the CPU's (tolerance 1e-5).
+    /// The rows against the CPU's (tolerance 1e-5; 1e-4 for the SVD form, whose rows are
+    /// sums of `width` products in f32).
     pub fn check(&self, s: &Spec, out: &[f32]) {
         let name = format!(
             "memory rows {} {:?} normalized={}",
             s.entry, self.dtype, self.normalized
         );
-        assert_close(&name, out, &self.want, 1e-5);
+        let tol = if self.svd.is_some() { 1e-4 } else { 1e-5 };
+        assert_close(&name, out, &self.want, tol);
     }
 }
 

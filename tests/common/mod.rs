@@ -7,6 +7,8 @@ pub use data::{assert_close, step, Rng};
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod st_file;
+#[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
 
 use tide_gpu::decoder::specs::Spec;

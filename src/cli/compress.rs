@@ -1,0 +1,276 @@
+//! `tide compress`: write a copy of a model whose memory tables are re-quantised and
+//! optionally SVD-factored (src/memory/compress.rs), with a report of the size and error.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tide_gpu::memory::compress::{
+    compress, progress_total, rows_name, write_memory_file, write_without_memory, CompressOptions,
+    Compressed, RankRule,
+};
+use tide_gpu::model::{DType, MEMORY_FILE};
+
+use super::common::ModelArgs;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Bits {
+    #[value(name = "4")]
+    Four,
+    #[value(name = "8")]
+    Eight,
+    #[value(name = "16")]
+    Sixteen,
+    #[value(name = "32")]
+    ThirtyTwo,
+}
+
+#[derive(Args)]
+pub struct CompressArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Bits per stored value: 4 (q4_1 groups of 32), 8 (q8_0), 16 (f16) or 32 (f32).
+    #[arg(long, value_enum, default_value = "4")]
+    pub bits: Bits,
+    /// Keep this many singular directions per block (1..=d).
+    #[arg(long, group = "svd")]
+    pub svd_rank: Option<usize>,
+    /// Keep this share of the rank per block, in (0, 1] (0.5: a 50% rank reduction).
+    #[arg(long, group = "svd")]
+    pub svd_ratio: Option<f64>,
+    /// Keep the fewest directions holding this share of each block's energy (sum of squared
+    /// singular values), in (0, 1].
+    #[arg(long, group = "svd")]
+    pub svd_energy: Option<f64>,
+    /// Output folder (must not exist or be empty): a model that --model accepts, its memory
+    /// in memory.safetensors, and compress_report.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Files by name in the output folder, with their bytes.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// The files of the backbone to carry over (None for a GGUF: only the memory is written).
+fn backbone_files(model: &Option<PathBuf>) -> Result<Option<Files>> {
+    const SMALL: [&str; 5] = [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "special_tokens_map.json",
+    ];
+    let Some(p) = model else {
+        let files = tide_gpu::model::embedded::default_model_files();
+        return Ok(Some(
+            files
+                .iter()
+                .map(|(n, b)| (n.to_string(), b.to_vec()))
+                .collect(),
+        ));
+    };
+    let (dir, weights) = if p.is_dir() {
+        (p.clone(), p.join("model.safetensors"))
+    } else if p.extension().is_some_and(|e| e == "safetensors") {
+        (
+            p.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            p.clone(),
+        )
+    } else {
+        return Ok(None); // a GGUF: only the memory file is written
+    };
+    if !weights.exists() {
+        bail!(
+            "{}: tide compress copies single-file models (model.safetensors); a sharded model's \
+             memory can be compressed from a separate --memory file",
+            dir.display()
+        );
+    }
+    let mut out = Vec::new();
+    for n in SMALL {
+        let f = dir.join(n);
+        if f.exists() {
+            out.push((
+                n.to_string(),
+                std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+            ));
+        }
+    }
+    let w = std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
+    out.push(("model.safetensors".into(), w));
+    Ok(Some(out))
+}
+
+/// config.json's informative "tide" summary, updated to the new memory.
+fn update_config(bytes: &[u8], k: usize, dtype: DType, rank: Option<usize>) -> Result<Vec<u8>> {
+    let mut j: serde_json::Value =
+        serde_json::from_slice(bytes).context("config.json is not valid JSON")?;
+    if let Some(t) = j.get_mut("tide").and_then(|t| t.as_object_mut()) {
+        t.insert("k".into(), k.into());
+        t.insert("rows".into(), rows_name(dtype).into());
+        t.insert("memory_file".into(), MEMORY_FILE.into());
+        match rank {
+            Some(r) => t.insert("svd_rank".into(), r.into()),
+            None => t.remove("svd_rank"),
+        };
+    }
+    Ok(serde_json::to_vec_pretty(&j)?)
+}
+
+fn mb(b: usize) -> f64 {
+    b as f64 / 1e6
+}
+
+fn report_json(a: &CompressArgs, name: &str, dtype: DType, c: &Compressed) -> serde_json::Value {
+    serde_json::json!({
+        "model": name,
+        "memory": a.model.memory.as_ref().map(|p| p.display().to_string()),
+        "rows": rows_name(dtype),
+        "svd_rank": c.rank,
+        "width": c.width,
+        "bytes_before": c.bytes_before,
+        "bytes_after": c.bytes_after,
+        "blocks": c.blocks,
+    })
+}
+
+pub fn run(a: CompressArgs) -> Result<()> {
+    let dtype = match a.bits {
+        Bits::Four => DType::Q4_1,
+        Bits::Eight => DType::Q8_0,
+        Bits::Sixteen => DType::F16,
+        Bits::ThirtyTwo => DType::F32,
+    };
+    let svd = match (a.svd_rank, a.svd_ratio, a.svd_energy) {
+        (Some(r), _, _) => Some(RankRule::Rank(r)),
+        (_, Some(f), _) => Some(RankRule::Ratio(f)),
+        (_, _, Some(e)) => Some(RankRule::Energy(e)),
+        _ => None,
+    };
+    // Refuse early what would fail after minutes of work, and never write over a folder.
+    if a.out.exists()
+        && (!a.out.is_dir()
+            || std::fs::read_dir(&a.out)
+                .with_context(|| format!("reading --out {}", a.out.display()))?
+                .next()
+                .is_some())
+    {
+        bail!(
+            "--out {} already exists and is not an empty folder: choose a new one",
+            a.out.display()
+        );
+    }
+    let m = a.model.load()?;
+    let Some(mem) = &m.memory else {
+        bail!(
+            "{} has no TIDE memory to compress (K = 0); add one with --memory FILE",
+            a.model.name()
+        );
+    };
+    let d = m.config.dim;
+    if let Some(RankRule::Rank(r)) = svd {
+        if r == 0 || r > d {
+            bail!("--svd-rank {r} must be in 1..={d} (the model width)");
+        }
+    }
+    let opts = CompressOptions { dtype, svd };
+    let pb = ProgressBar::new(progress_total(mem, &opts));
+    pb.set_style(
+        ProgressStyle::with_template("compressing [{bar:30}] {pos}/{len} rows, eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    let c = compress(mem, &opts, &mut |n| pb.inc(n))?;
+    pb.finish_and_clear();
+
+    // Everything goes to a sibling temporary folder first, renamed into place at the end.
+    let parent = a
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        a.out
+            .file_name()
+            .map_or("out".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let written = (|| -> Result<bool> {
+        let backbone = if a.model.memory.is_some() {
+            // The memory came from its own file: write only its replacement.
+            None
+        } else {
+            backbone_files(&a.model.model)?
+        };
+        let whole = backbone.is_some();
+        for (name, bytes) in backbone.unwrap_or_default() {
+            let p = tmp.join(&name);
+            if name == "model.safetensors" {
+                write_without_memory(&name, &bytes, &p)?;
+            } else if name == "config.json" {
+                std::fs::write(&p, update_config(&bytes, mem.k, dtype, c.rank)?)?;
+            } else {
+                std::fs::write(&p, &bytes)?;
+            }
+        }
+        write_memory_file(
+            mem,
+            &c,
+            dtype,
+            m.token_counts.as_deref(),
+            &tmp.join(MEMORY_FILE),
+        )?;
+        let report = report_json(&a, &a.model.name(), dtype, &c);
+        std::fs::write(
+            tmp.join("compress_report.json"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
+        Ok(whole)
+    })();
+    let whole = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context(format!("writing {}", a.out.display())));
+        }
+    };
+    if a.out.exists() {
+        std::fs::remove_dir(&a.out)?; // empty, checked above
+    }
+    std::fs::rename(&tmp, &a.out)
+        .with_context(|| format!("moving {} to {}", tmp.display(), a.out.display()))?;
+
+    println!(
+        "memory tables: {:.2} MB -> {:.2} MB ({:.2}x smaller), rows {}{}",
+        mb(c.bytes_before),
+        mb(c.bytes_after),
+        c.bytes_before as f64 / c.bytes_after.max(1) as f64,
+        rows_name(dtype),
+        c.rank.map_or(String::new(), |r| format!(
+            ", SVD rank {r} of {d} (stored width {})",
+            c.width
+        ))
+    );
+    println!("block  rank  SVD rel. error  total rel. error");
+    for b in &c.blocks {
+        println!(
+            "{:>5}  {:>4}  {:>14.5}  {:>16.5}",
+            b.block, b.rank, b.svd_rel_error, b.rel_error
+        );
+    }
+    if whole {
+        println!("wrote {} (use it with --model)", a.out.display());
+    } else {
+        println!(
+            "wrote {}: use it with --model {} --memory {}",
+            a.out.join(MEMORY_FILE).display(),
+            a.model.name(),
+            a.out.join(MEMORY_FILE).display()
+        );
+    }
+    Ok(())
+}

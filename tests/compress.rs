@@ -1,0 +1,291 @@
+//! `tide compress`: re-quantised and SVD-factored memory tables run the same on the GPU as on
+//! the CPU reference, SVD at full rank gives the tables back, and bad files or arguments are
+//! refused with the tensor or argument named. (scripts/check_compress.py checks the reported
+//! errors against numpy's own SVD and decoders.)
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::st_file::{read_st, tensor, write_st};
+use common::{assert_close, gpu, json_ids as ids, repo};
+use tide_gpu::cpu::CpuModel;
+use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
+use tide_gpu::memory::block_rows;
+use tide_gpu::memory::compress::{
+    compress, write_memory_file, CompressOptions, Compressed, RankRule,
+};
+use tide_gpu::model::{attach_memory, load, DType, Model};
+
+fn tiny() -> PathBuf {
+    repo().join("tests/fixtures/tiny_tide")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("tide-compress-{}-{name}", std::process::id()))
+}
+
+/// `m`'s memory compressed, written as a memory file and attached to a fresh copy of the
+/// model at `dir`, as `--memory` would.
+fn compressed(dir: &Path, m: &Model, dtype: DType, svd: Option<RankRule>) -> (Model, Compressed) {
+    let mem = m.memory.as_ref().unwrap();
+    let c = compress(mem, &CompressOptions { dtype, svd }, &mut |_| {}).unwrap();
+    let p = tmp(&format!("{dtype:?}-{svd:?}.safetensors").replace([' ', '(', ')'], ""));
+    write_memory_file(mem, &c, dtype, m.token_counts.as_deref(), &p).unwrap();
+    let mut out = load(dir).unwrap();
+    attach_memory(&mut out, &p).unwrap();
+    let _ = std::fs::remove_file(&p);
+    (out, c)
+}
+
+fn cpu_logits(m: &Model, seq: &[u32]) -> Vec<f32> {
+    let cm = Arc::new(CpuModel::new(m));
+    let mut s = cm.session(64);
+    s.keep_all = true;
+    s.feed(seq).unwrap();
+    s.all_logits.clone()
+}
+
+/// Every encoding and SVD form, raw and pre-normalised tables: the GPU's logits (both kernel
+/// families, batched and token by token) equal the CPU reference's on the same compressed
+/// tables, within 2e-4 (the tolerance of the uncompressed fixture's GPU test).
+#[test]
+fn compressed_tables_give_the_same_logits_on_gpu_and_cpu() {
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny().join("golden.json")).unwrap())
+            .unwrap();
+    let seq = ids(&golden["seqs"]["model.safetensors"][0]["ids"]);
+    let raw = load(&tiny()).unwrap();
+    let mut normalized = load(&tiny()).unwrap();
+    attach_memory(
+        &mut normalized,
+        &tiny().join("memory_f16_normalized.safetensors"),
+    )
+    .unwrap();
+    let cases: [(&Model, DType, Option<RankRule>); 7] = [
+        (&raw, DType::Q4_1, None),
+        (&raw, DType::Q8_0, None),
+        (&raw, DType::F16, None),
+        (&raw, DType::Q4_1, Some(RankRule::Rank(20))),
+        (&raw, DType::F16, Some(RankRule::Ratio(1.0))),
+        (&raw, DType::Q8_0, Some(RankRule::Energy(0.9))),
+        (&normalized, DType::Q4_1, Some(RankRule::Rank(40))),
+    ];
+    for (src, dtype, svd) in cases {
+        let (m, c) = compressed(&tiny(), src, dtype, svd);
+        let mem = m.memory.as_ref().unwrap();
+        assert_eq!(mem.svd.as_ref().map(|s| s.rank), c.rank);
+        assert_eq!(mem.normalized, src.memory.as_ref().unwrap().normalized);
+        let want = cpu_logits(&m, &seq);
+        let vocab = m.config.vocab;
+        for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
+            let tag = format!("{dtype:?} svd={svd:?} ({ks:?} kernels)");
+            let opts = DecoderOptions {
+                ctx_len: 64,
+                max_batch: 16,
+                kernels: ks,
+                token_by_token_upto: 0,
+                ..Default::default()
+            };
+            let mut dec = GpuDecoder::new(gpu(), &m, opts).unwrap();
+            let got = dec.feed_all(&seq).unwrap();
+            assert_close(&format!("{tag} batch"), &got, &want, 2e-4);
+            dec.reset();
+            for (t, &tok) in seq.iter().enumerate() {
+                dec.feed(&[tok]).unwrap();
+                let l = dec.logits().unwrap();
+                let w = &want[t * vocab..(t + 1) * vocab];
+                assert_close(&format!("{tag} decode at {t}"), &l, w, 2e-4);
+            }
+        }
+    }
+}
+
+/// The default model's tables (4 x 8192 x 192): SVD at full rank in f32 gives every row back
+/// (the rows the runtime computes, after the norm, within 1e-4), and at 8 bits it costs what
+/// 8-bit rows cost without SVD (the relative error within 0.5-2x of theirs, both ~5e-3).
+#[test]
+fn svd_at_full_rank_reproduces_the_tables() {
+    let dir = repo().join("models/tide-k4");
+    let m = load(&dir).unwrap();
+    let d = m.config.dim;
+    let (full, c) = compressed(&dir, &m, DType::F32, Some(RankRule::Rank(d)));
+    for b in &c.blocks {
+        assert_eq!(b.rank, d);
+        assert!(
+            b.rel_error < 1e-5,
+            "block {} error {}",
+            b.block,
+            b.rel_error
+        );
+        assert!(
+            b.svd_rel_error < 1e-5,
+            "block {}: {}",
+            b.block,
+            b.svd_rel_error
+        );
+    }
+    let (orig, back) = (m.memory.as_ref().unwrap(), full.memory.as_ref().unwrap());
+    let k = orig.k;
+    let (mut a, mut b) = (vec![0f32; k * d], vec![0f32; k * d]);
+    for v in (0..m.config.vocab as u32).step_by(37) {
+        block_rows(orig, v, &mut a);
+        block_rows(back, v, &mut b);
+        assert_close(&format!("row of token {v}"), &b, &a, 1e-4);
+    }
+    let (_, q8) = compressed(&dir, &m, DType::Q8_0, None);
+    let (_, svd8) = compressed(&dir, &m, DType::Q8_0, Some(RankRule::Rank(d)));
+    for (p, s) in q8.blocks.iter().zip(&svd8.blocks) {
+        assert!(p.rel_error > 1e-3 && p.rel_error < 1e-2, "{p:?}");
+        let r = s.rel_error / p.rel_error;
+        assert!(
+            (0.5..2.0).contains(&r),
+            "8-bit {p:?} against SVD + 8-bit {s:?}"
+        );
+    }
+    // A lower rank loses what the singular values say it loses, and never more.
+    let (_, half) = compressed(&dir, &m, DType::F32, Some(RankRule::Rank(d / 2)));
+    for b in &half.blocks {
+        assert!(
+            b.svd_rel_error > 0.0 && (b.rel_error - b.svd_rel_error).abs() < 1e-4,
+            "{b:?}"
+        );
+    }
+}
+
+fn attach_err(f: &common::st_file::StFile, name: &str) -> String {
+    let p = write_st(f, name);
+    let mut m = load(&tiny()).unwrap();
+    let e = attach_memory(&mut m, &p).expect_err("a bad SVD memory file must be refused");
+    let _ = std::fs::remove_file(&p);
+    e.to_string()
+}
+
+#[test]
+fn bad_svd_memory_files_are_refused() {
+    let m = load(&tiny()).unwrap();
+    let mem = m.memory.as_ref().unwrap();
+    let c = compress(
+        mem,
+        &CompressOptions {
+            dtype: DType::Q8_0,
+            svd: Some(RankRule::Rank(20)),
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let p = tmp("good-svd.safetensors");
+    write_memory_file(mem, &c, DType::Q8_0, None, &p).unwrap();
+    let good = || read_st(&p);
+    assert!(attach_memory(&mut load(&tiny()).unwrap(), &p).is_ok());
+    for (rank, what) in [("0", "1..=64"), ("65", "1..=64"), ("x", "not an integer")] {
+        let mut f = good();
+        f.meta.insert("tide.svd_rank".into(), rank.into());
+        let e = attach_err(&f, "rank");
+        assert!(e.contains("tide.svd_rank") && e.contains(what), "{e}");
+    }
+    // A rank whose width (64) disagrees with the stored A_k (32 wide).
+    let mut f = good();
+    f.meta.insert("tide.svd_rank".into(), "40".into());
+    let e = attach_err(&f, "width");
+    assert!(e.contains("tide.memory.0.rows"), "{e}");
+    // A basis of the wrong shape, or missing.
+    let mut f = good();
+    let t = tensor(&mut f, "tide.memory.1.basis");
+    t.2 = vec![64, 32];
+    let e = attach_err(&f, "basis-shape");
+    assert!(
+        e.contains("tide.memory.1.basis") && e.contains("[32, 64]"),
+        "{e}"
+    );
+    let mut f = good();
+    f.tensors.retain(|t| t.0 != "tide.memory.2.basis");
+    let e = attach_err(&f, "basis-missing");
+    assert!(e.contains("tide.memory.2.basis"), "{e}");
+    // A basis without the rank would be ignored silently: refused.
+    let mut f = good();
+    f.meta.remove("tide.svd_rank");
+    let e = attach_err(&f, "no-rank");
+    assert!(e.contains("basis") && e.contains("tide.svd_rank"), "{e}");
+    // NaN in a basis.
+    let mut f = good();
+    let t = tensor(&mut f, "tide.memory.0.basis");
+    t.3[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+    let e = attach_err(&f, "basis-nan");
+    assert!(
+        e.contains("tide.memory.0.basis") && e.contains("non-finite"),
+        "{e}"
+    );
+    let _ = std::fs::remove_file(&p);
+}
+
+fn tide(args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_tide"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!text.contains("panicked"), "tide {args:?} panicked: {text}");
+    (o.status.success(), text)
+}
+
+/// The command writes a model folder --model accepts (backbone without tide.* tensors, the
+/// memory beside it, a report), and refuses bad arguments before writing anything.
+#[test]
+fn compress_command_writes_a_model_and_refuses_bad_arguments() {
+    let model = tiny().display().to_string();
+    let out = tmp("cli-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = out.display().to_string();
+    let (ok, text) = tide(&[
+        "compress",
+        "--model",
+        &model,
+        "--bits",
+        "8",
+        "--svd-rank",
+        "40",
+        "--out",
+        &o,
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("SVD rank 40 of 64") && text.contains("total rel. error"),
+        "{text}"
+    );
+    let m = load(&out).unwrap();
+    let mem = m.memory.as_ref().unwrap();
+    assert_eq!((mem.k, mem.svd.as_ref().unwrap().rank), (3, 40));
+    assert_eq!(mem.tables[0].dtype(), DType::Q8_0);
+    let backbone = read_st(&out.join("model.safetensors"));
+    assert!(backbone.tensors.iter().all(|t| !t.0.starts_with("tide.")));
+    assert!(backbone.meta.keys().all(|k| !k.starts_with("tide.")));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("compress_report.json")).unwrap()).unwrap();
+    assert_eq!(report["blocks"].as_array().unwrap().len(), 3);
+
+    // An existing folder with files in it is never written over.
+    let (ok, text) = tide(&["compress", "--model", &model, "--out", &o]);
+    assert!(!ok && text.contains("already exists"), "{text}");
+    assert!(load(&out).unwrap().memory.unwrap().svd.is_some());
+    std::fs::remove_dir_all(&out).unwrap();
+
+    let bad: [(&[&str], &str); 4] = [
+        (&["--svd-rank", "65"], "--svd-rank 65 must be in 1..=64"),
+        (&["--svd-ratio", "1.5"], "--svd-ratio 1.5 must be in (0, 1]"),
+        (&["--svd-energy", "0"], "--svd-energy 0 must be in (0, 1]"),
+        (&["--bits", "3"], "'3'"),
+    ];
+    for (args, want) in bad {
+        let mut a = vec!["compress", "--model", &model, "--out", &o];
+        a.extend_from_slice(args);
+        let (ok, text) = tide(&a);
+        assert!(!ok && text.contains(want), "{args:?}: {text}");
+        assert!(!out.exists(), "{args:?} left {o} behind");
+    }
+    let k0 = repo().join("models/tide-k0").display().to_string();
+    let (ok, text) = tide(&["compress", "--model", &k0, "--out", &o]);
+    assert!(!ok && text.contains("no TIDE memory"), "{text}");
+}
