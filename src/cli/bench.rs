@@ -155,6 +155,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "roofline_fraction": bw.map(|b| weight_bytes as f64 * tg / 1e9 / b),
         "dispatch_us": dispatch_us,
         "peak_rss_mb": peak_rss,
+        "memory": super::common::memory_json(&m),
     });
     if let Engine::Gpu(g) = &e {
         if let Some(p) = &g.profile {

@@ -19,9 +19,18 @@ pub struct ModelArgs {
     /// Default: the embedded TIDE model (models/tide-k4).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// A separate TIDE memory file (.safetensors with tide.* tensors) to add to the model.
+    /// A separate TIDE memory file (.safetensors with tide.* tensors) to add to the model, or
+    /// its http:// URL (rows are then fetched with HTTP Range requests as steps need them).
     #[arg(long)]
     pub memory: Option<PathBuf>,
+    /// Byte budget of the memory row cache, in MB (default: 10% of the tables, at most 256;
+    /// 0 = no cache).
+    #[arg(long)]
+    pub memory_cache_mb: Option<f64>,
+    /// Start with an empty row cache instead of filling it with the most frequent tokens'
+    /// rows (tide.token_counts).
+    #[arg(long)]
+    pub no_memory_warm: bool,
     /// Where to run: the GPU if one opens (auto), the GPU only, or the CPU reference.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
@@ -50,7 +59,14 @@ impl ModelArgs {
             None => tide_gpu::model::embedded::default_model()?,
         };
         if let Some(mem) = &self.memory {
-            tide_gpu::model::attach_memory(&mut m, mem)?;
+            match mem.to_str().filter(|u| u.contains("://")) {
+                Some(url) => tide_gpu::memory::http::attach_memory_url(
+                    &mut m,
+                    url,
+                    &tide_gpu::memory::http::HttpOptions::default(),
+                )?,
+                None => tide_gpu::model::attach_memory(&mut m, mem)?,
+            }
         }
         let c = &m.config;
         let k = m.memory.as_ref().map_or(0, |m| m.k);
@@ -61,7 +77,39 @@ impl ModelArgs {
             c.vocab,
             t.elapsed().as_secs_f64()
         );
+        self.setup_row_cache(&m)?;
         Ok(m)
+    }
+
+    /// Size the memory row cache and fill it from the token counts (most frequent first).
+    fn setup_row_cache(&self, m: &Model) -> Result<()> {
+        let Some(mem) = &m.memory else {
+            return Ok(());
+        };
+        let store = &mem.rows;
+        let bytes = match self.memory_cache_mb {
+            Some(mb) if !(mb.is_finite() && mb >= 0.0) => {
+                anyhow::bail!("--memory-cache-mb must be a number >= 0, got {mb}")
+            }
+            Some(mb) => (mb * 1e6) as usize,
+            None => ((store.table_bytes() / 10) as usize).min(256_000_000),
+        };
+        store.set_cache_bytes(bytes);
+        if let (Some(counts), false) = (&m.token_counts, self.no_memory_warm) {
+            if store.cache_tokens() > 0 {
+                let t = Instant::now();
+                let order = tide_gpu::memory::store::by_frequency(counts);
+                let (n, fetched) = store.warm(&order, 8192, &mut |_| {})?;
+                eprintln!(
+                    "memory row cache: {:.1} MB, warmed with the {n} most frequent tokens \
+                     ({:.1} MB read in {:.2}s)",
+                    bytes as f64 / 1e6,
+                    fetched as f64 / 1e6,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn ctx_len(&self, m: &Model) -> Result<usize> {
@@ -103,6 +151,13 @@ impl ModelArgs {
         );
         Ok(e)
     }
+}
+
+/// The memory row store's counters as JSON (null for a model without memory).
+pub fn memory_json(m: &Model) -> serde_json::Value {
+    m.memory.as_ref().map_or(serde_json::Value::Null, |mem| {
+        serde_json::to_value(mem.rows.stats()).unwrap_or_default()
+    })
 }
 
 #[derive(Args)]

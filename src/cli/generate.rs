@@ -96,6 +96,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         let mut v = serde_json::to_value(&g)?;
         v["adapter"] = serde_json::Value::String(adapter);
         v["sampler"] = serde_json::to_value(&sampler.cfg)?;
+        v["memory"] = super::common::memory_json(&m);
         println!("{}", serde_json::to_string(&v)?);
     } else {
         println!();

@@ -195,7 +195,7 @@ impl CpuSession {
                     if let (Some(wr), false) = (&mm.routers[li], self.memory_off[li]) {
                         // The oracle computes the token's block rows in every layer, as the
                         // formula reads; the GPU computes them once per token.
-                        block_rows(mm, tok, &mut mem);
+                        block_rows(mm, tok, &mut mem)?;
                         matvec(&mut alpha, wr, &a);
                         softmax(&mut alpha);
                         for (kk, row) in mem.chunks_exact(d).enumerate() {

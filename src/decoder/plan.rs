@@ -185,7 +185,7 @@ impl GpuDecoder {
             self.ctx
                 .queue
                 .write_buffer(&self.buf.ids, 0, bytemuck::cast_slice(chunk));
-            self.upload_memory_rows(chunk);
+            self.upload_memory_rows(chunk)?;
             #[cfg(not(target_arch = "wasm32"))]
             if self.profile.is_some() {
                 self.profile_chunk(n)?;

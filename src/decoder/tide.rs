@@ -194,15 +194,16 @@ impl GpuDecoder {
     }
 
     /// Stream the stored memory rows of `tokens` to the GPU for this step.
-    pub(super) fn upload_memory_rows(&mut self, tokens: &[u32]) {
+    pub(super) fn upload_memory_rows(&mut self, tokens: &[u32]) -> Result<()> {
         if let Some(m) = &mut self.memory {
-            gather_raw_rows(&m.host, tokens, &mut m.staging);
+            gather_raw_rows(&m.host, tokens, &mut m.staging)?;
             m.words.clear();
             crate::gpu::repack(m.host.tables[0].dtype(), &m.staging, &mut m.words);
             self.ctx
                 .queue
                 .write_buffer(&m.raw, 0, bytemuck::cast_slice(&m.words));
         }
+        Ok(())
     }
 
     /// Switch layer `l`'s memory injection off or on (ablation): its router is skipped and its

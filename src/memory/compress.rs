@@ -164,6 +164,12 @@ pub fn compress(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Compressed> {
     let d = m.gammas[0].len();
+    if m.rows.source().local_tables().is_none() {
+        return Err(Error::Input(format!(
+            "{}: tide compress reads a local memory file, not a remote one",
+            m.rows.source().name()
+        )));
+    }
     if !crate::model::dtype::QUANTIZE_TYPES.contains(&opts.dtype) {
         return Err(Error::Input(format!(
             "cannot write memory rows as {:?}: use f32, f16, q8_0 or q4_1",

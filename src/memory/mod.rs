@@ -4,7 +4,10 @@
 //! docs/architecture.md follows one row from disk to the kernel.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod compress;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod http;
 mod rows;
+pub mod store;
 
 pub use crate::model::tide::{TideMemory, MAX_K};
 pub use rows::{block_rows, gather_raw_rows};

@@ -1,20 +1,26 @@
 //! A token's memory rows: M_k(v) = RMSNorm(E_k[v]) * gamma_k on the host (the CPU reference),
 //! and the raw stored rows the GPU gather kernel decodes (streamed per step, so the tables stay
-//! in host memory or the memory-mapped file).
+//! in host memory, the memory-mapped file or a remote one). Both read through the row store.
+use crate::error::Result;
+use crate::model::dtype::dequantize;
 use crate::model::TideMemory;
 
 /// The K block outputs of token `v`, [K * dim], f32. With SVD tables the row is first rebuilt
 /// as A_k[v] B_k, in f32 as the kernel does.
-pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) {
+pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) -> Result<()> {
     let d = m.gammas[0].len();
+    let dtype = m.tables[0].dtype();
+    let mut raw = Vec::new();
+    m.rows.gather(&[v], &mut raw)?;
+    let rb = raw.len() / m.k;
     let mut a = Vec::new();
-    for (k, (t, g)) in m.tables.iter().zip(&m.gammas).enumerate() {
+    for (k, (stored, g)) in raw.chunks_exact(rb).zip(&m.gammas).enumerate() {
         let o = &mut out[k * d..(k + 1) * d];
         match &m.svd {
-            None => t.row_f32(v as usize, o),
+            None => dequantize(dtype, stored, o),
             Some(s) => {
                 a.resize(s.width, 0.0);
-                t.row_f32(v as usize, &mut a);
+                dequantize(dtype, stored, &mut a);
                 o.fill(0.0);
                 for (ai, b) in a.iter().zip(s.basis[k].chunks_exact(d)) {
                     for (x, bj) in o.iter_mut().zip(b) {
@@ -32,17 +38,11 @@ pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) {
             *x *= r * gi;
         }
     }
+    Ok(())
 }
 
-/// Stored rows of `tokens`, token-major then block: [n, K, row_bytes] bytes. One row size
-/// serves every table: the loader refuses tables of different types.
-pub fn gather_raw_rows(m: &TideMemory, tokens: &[u32], out: &mut Vec<u8>) {
-    let rb = m.row_bytes();
-    out.clear();
-    for &t in tokens {
-        for table in &m.tables {
-            let s = t as usize * rb;
-            out.extend_from_slice(&table.bytes()[s..s + rb]);
-        }
-    }
+/// Stored rows of `tokens`, token-major then block: [n, K, row_bytes] bytes, through the row
+/// store's cache. One row size serves every table: the loader refuses tables of different types.
+pub fn gather_raw_rows(m: &TideMemory, tokens: &[u32], out: &mut Vec<u8>) -> Result<()> {
+    m.rows.gather(tokens, out)
 }

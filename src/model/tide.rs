@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::TensorSet;
 use super::{Config, DType, TensorInfo, Weight};
 use crate::error::{format_err, Error, Result};
+use crate::memory::store::{LocalTables, RowStore};
 
 /// Most memory blocks a model may have (the paper goes to 24; the router kernel keeps K+2 partial sums per lane in 8.7 KiB of workgroup memory).
 pub const MAX_K: usize = 32;
@@ -27,6 +28,9 @@ pub struct TideMemory {
     /// Tables factorised by `tide compress --svd-*`: then `tables` hold A_k and a block's row
     /// is A_k[v] B_k.
     pub svd: Option<Svd>,
+    /// Where rows are read from at run time (through a cache): the tables above, or a remote
+    /// file whose `tables` carry only their type and shape (memory/http.rs).
+    pub rows: RowStore,
 }
 
 /// Per-block truncated SVD, E_k ~ A_k B_k: A_k [V, width] is the stored table (streamed like
@@ -55,12 +59,11 @@ fn f16_bad(lo: u8, hi: u8) -> bool {
     (u16::from_le_bytes([lo, hi]) & 0x7c00) == 0x7c00
 }
 
-/// First non-finite value of a stored table, as (row, col-block) for messages.
-fn first_non_finite(w: &Weight) -> Option<usize> {
-    let b = w.bytes();
-    let rb = w.dtype().row_bytes(w.cols())?;
+/// First row of stored `bytes` (rows of `rb` bytes in `dtype`) holding a NaN or infinity; for
+/// block types only the f16 scale (and minimum) can be bad, the values being integers.
+pub fn first_bad_row(dtype: DType, b: &[u8], rb: usize) -> Option<usize> {
     let row_of = |byte: usize| byte / rb.max(1);
-    match w.dtype() {
+    match dtype {
         DType::F32 => b
             .chunks_exact(4)
             .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
@@ -73,16 +76,21 @@ fn first_non_finite(w: &Weight) -> Option<usize> {
             .chunks_exact(2)
             .position(|c| (u16::from_le_bytes([c[0], c[1]]) & 0x7f80) == 0x7f80)
             .map(|i| row_of(i * 2)),
-        // Quantised values are integers: only the f16 scale (and minimum) can be bad.
         DType::Q8_0 | DType::Q4_0 => b
-            .chunks_exact(w.dtype().block_bytes())
+            .chunks_exact(dtype.block_bytes())
             .position(|c| f16_bad(c[0], c[1]))
-            .map(|i| row_of(i * w.dtype().block_bytes())),
+            .map(|i| row_of(i * dtype.block_bytes())),
         DType::Q4_1 => b
             .chunks_exact(20)
             .position(|c| f16_bad(c[0], c[1]) || f16_bad(c[2], c[3]))
             .map(|i| row_of(i * 20)),
     }
+}
+
+/// First non-finite value of a stored table, as its row.
+fn first_non_finite(w: &Weight) -> Option<usize> {
+    let rb = w.dtype().row_bytes(w.cols())?;
+    first_bad_row(w.dtype(), w.bytes(), rb)
 }
 
 fn small_f32(set: &TensorSet, file: &str, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -310,7 +318,18 @@ impl TideMemory {
                 ),
             ));
         }
+        let row_bytes = dtype.row_bytes(width).unwrap_or(0);
+        let rows = RowStore::new(
+            std::sync::Arc::new(LocalTables {
+                tables: tables.clone(),
+                source: file.to_string(),
+            }),
+            k,
+            v,
+            row_bytes,
+        );
         Ok(Some(TideMemory {
+            rows,
             source: file.to_string(),
             k,
             normalized,

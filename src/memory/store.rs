@@ -1,0 +1,282 @@
+//! The row store: every memory row the runtime reads comes through here. A source says where
+//! the stored tables are (a memory-mapped or in-memory file: `LocalTables`; a remote file read
+//! with HTTP Range: memory/http.rs); an LRU cache with a byte budget sits in front of it, warmed
+//! from tide.token_counts; counters say how it went (`MemoryStats`, in `--json` output).
+//!
+//! The cache holds a token's K stored rows together (a step reads all K), as stored: quantised
+//! rows stay quantised.
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use crate::error::{Error, Result};
+use crate::model::Weight;
+
+/// What the row store did since the model was loaded (or the counters were reset). Rows are
+/// block rows: a token's step reads K of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryStats {
+    pub rows_requested: u64,
+    /// Rows served by the cache, or read again within the step that fetched them.
+    pub hits: u64,
+    /// Rows read from the source.
+    pub misses: u64,
+    /// Bytes the source transferred (for HTTP: response bodies, coalescing gaps included).
+    pub bytes_fetched: u64,
+    /// Bytes of rows held by the cache now.
+    pub resident_bytes: u64,
+}
+
+/// Where the stored tables are.
+pub trait RowSource: Send + Sync {
+    /// Stored rows `ids` (sorted, distinct) of table `k`, written one after the other into
+    /// `out` (ids.len() x row_bytes). Returns the bytes transferred to get them.
+    fn read_rows(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64>;
+    /// For messages: the file or URL.
+    fn name(&self) -> String;
+    /// Whether the bytes are local (mapped or in memory): `tide compress` reads them whole.
+    fn local_tables(&self) -> Option<&[Weight]> {
+        None
+    }
+}
+
+/// Tables in memory or memory-mapped (the native file path, the embedded model, the browser's
+/// downloaded files).
+pub struct LocalTables {
+    pub tables: Vec<Weight>,
+    pub source: String,
+}
+
+impl RowSource for LocalTables {
+    fn read_rows(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
+        let t = &self.tables[k];
+        let rb = out.len() / ids.len().max(1);
+        let bytes = t.bytes();
+        for (o, &v) in out.chunks_exact_mut(rb).zip(ids) {
+            let s = v as usize * rb;
+            let row = bytes.get(s..s + rb).ok_or_else(|| {
+                Error::Input(format!(
+                    "{}: token id {v} is beyond memory table {} ({} rows)",
+                    self.source,
+                    t.info.name,
+                    t.rows()
+                ))
+            })?;
+            o.copy_from_slice(row);
+        }
+        Ok(out.len() as u64)
+    }
+
+    fn name(&self) -> String {
+        self.source.clone()
+    }
+
+    fn local_tables(&self) -> Option<&[Weight]> {
+        Some(&self.tables)
+    }
+}
+
+struct State {
+    cache: Option<LruCache<u32, Box<[u8]>>>,
+    stats: MemoryStats,
+    scratch: Vec<u8>,
+}
+
+/// The row store of one model's memory: shared by its clones (the CPU reference and the GPU
+/// decoder of one model read through the same cache and counters).
+#[derive(Clone)]
+pub struct RowStore {
+    source: Arc<dyn RowSource>,
+    k: usize,
+    vocab: usize,
+    /// Bytes of one stored block row.
+    row_bytes: usize,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for RowStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RowStore({}, K = {})", self.source.name(), self.k)
+    }
+}
+
+impl RowStore {
+    pub fn new(source: Arc<dyn RowSource>, k: usize, vocab: usize, row_bytes: usize) -> Self {
+        RowStore {
+            source,
+            k,
+            vocab,
+            row_bytes,
+            state: Arc::new(Mutex::new(State {
+                cache: None,
+                stats: MemoryStats::default(),
+                scratch: Vec::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the cache half-updated in a way that matters: rows
+        // are inserted whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn source(&self) -> &dyn RowSource {
+        self.source.as_ref()
+    }
+
+    /// Bytes of one token's K stored rows (the unit the cache holds).
+    pub fn token_bytes(&self) -> usize {
+        self.k * self.row_bytes
+    }
+
+    /// Bytes of all the tables.
+    pub fn table_bytes(&self) -> u64 {
+        (self.token_bytes() * self.vocab) as u64
+    }
+
+    /// Give the cache a budget of `bytes` (0: no cache), dropping what it held.
+    pub fn set_cache_bytes(&self, bytes: usize) {
+        let n = bytes / self.token_bytes().max(1);
+        let mut s = self.lock();
+        s.cache = NonZeroUsize::new(n.min(self.vocab)).map(LruCache::new);
+        s.stats.resident_bytes = 0;
+    }
+
+    /// Tokens the cache can hold.
+    pub fn cache_tokens(&self) -> usize {
+        self.lock().cache.as_ref().map_or(0, |c| c.cap().get())
+    }
+
+    pub fn stats(&self) -> MemoryStats {
+        self.lock().stats
+    }
+
+    /// Zero the counters (the cache keeps what it holds).
+    pub fn reset_stats(&self) {
+        let mut s = self.lock();
+        let resident = s.stats.resident_bytes;
+        s.stats = MemoryStats {
+            resident_bytes: resident,
+            ..Default::default()
+        };
+    }
+
+    fn check_ids(&self, tokens: &[u32]) -> Result<()> {
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
+            return Err(Error::Input(format!(
+                "token id {t} is outside the memory tables' vocabulary of {}",
+                self.vocab
+            )));
+        }
+        Ok(())
+    }
+
+    /// Read the K rows of each of `ids` (sorted, distinct) from the source: [n, K, row_bytes].
+    fn fetch(&self, s: &mut State, ids: &[u32]) -> Result<Vec<u8>> {
+        let (rb, k) = (self.row_bytes, self.k);
+        let mut out = vec![0u8; ids.len() * k * rb];
+        s.scratch.resize(ids.len() * rb, 0);
+        for b in 0..k {
+            let got = self.source.read_rows(b, ids, &mut s.scratch)?;
+            s.stats.bytes_fetched += got;
+            for (i, row) in s.scratch.chunks_exact(rb).enumerate() {
+                out[(i * k + b) * rb..(i * k + b + 1) * rb].copy_from_slice(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored rows of `tokens`, token-major then block: [n, K, row_bytes], through the
+    /// cache. A source error (a failed or short HTTP response, a row beyond the file) is
+    /// returned, never a row of garbage.
+    pub fn gather(&self, tokens: &[u32], out: &mut Vec<u8>) -> Result<()> {
+        self.check_ids(tokens)?;
+        let tb = self.token_bytes();
+        let mut s = self.lock();
+        s.stats.rows_requested += (tokens.len() * self.k) as u64;
+        let mut missing: Vec<u32> = tokens
+            .iter()
+            .copied()
+            .filter(|t| s.cache.as_ref().is_none_or(|c| !c.contains(t)))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let fetched = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.fetch(&mut s, &missing)?
+        };
+        s.stats.misses += (missing.len() * self.k) as u64;
+        s.stats.hits = s.stats.rows_requested - s.stats.misses;
+        out.clear();
+        out.reserve(tokens.len() * tb);
+        for t in tokens {
+            if let Ok(i) = missing.binary_search(t) {
+                out.extend_from_slice(&fetched[i * tb..(i + 1) * tb]);
+            } else if let Some(row) = s.cache.as_mut().and_then(|c| c.get(t)) {
+                out.extend_from_slice(row);
+            }
+        }
+        // Keep what was fetched, most recently used last (the step's own tokens).
+        if s.cache.is_some() {
+            for (i, t) in missing.iter().enumerate() {
+                let row: Box<[u8]> = fetched[i * tb..(i + 1) * tb].into();
+                let c = s.cache.as_mut().unwrap();
+                let evicted = c.len() == c.cap().get();
+                c.put(*t, row);
+                if !evicted {
+                    s.stats.resident_bytes += tb as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fill the cache with the rows of `order` (most wanted first) until it is full, reading
+    /// `batch` tokens at a time (sorted, so a remote source coalesces them); `progress` gets
+    /// the tokens done. Returns how many were cached and the bytes read. The counters do not
+    /// count this.
+    pub fn warm(
+        &self,
+        order: &[u32],
+        batch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(usize, u64)> {
+        let n = self.cache_tokens().min(order.len());
+        self.check_ids(&order[..n])?;
+        let tb = self.token_bytes();
+        let mut s = self.lock();
+        let before = s.stats.bytes_fetched;
+        let mut done = 0;
+        // The least wanted first, so that the most wanted end up most recently used.
+        for chunk in order[..n].rchunks(batch.max(1)) {
+            let mut ids = chunk.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            let rows = self.fetch(&mut s, &ids)?;
+            for t in chunk.iter().rev() {
+                let i = ids.binary_search(t).unwrap();
+                let c = s.cache.as_mut().unwrap();
+                let grew = c.len() < c.cap().get() && !c.contains(t);
+                c.put(*t, rows[i * tb..(i + 1) * tb].into());
+                if grew {
+                    s.stats.resident_bytes += tb as u64;
+                }
+            }
+            done += chunk.len();
+            progress(done);
+        }
+        let fetched = s.stats.bytes_fetched - before;
+        s.stats.bytes_fetched = before;
+        Ok((n, fetched))
+    }
+}
+
+/// Token ids by descending count (ties by id): the order `warm` fills the cache in.
+pub fn by_frequency(counts: &[u64]) -> Vec<u32> {
+    let mut ids: Vec<u32> = (0..counts.len() as u32).collect();
+    ids.sort_by(|&a, &b| counts[b as usize].cmp(&counts[a as usize]).then(a.cmp(&b)));
+    ids
+}

@@ -1,0 +1,340 @@
+//! The memory row store: rows read from the memory-mapped file, over HTTP Range, through a
+//! cache small enough to evict at every step, warmed or not, plain or SVD tables, all give the
+//! CPU reference's logits; the counters add up; HTTP failures (404, 500, a short body, a wrong
+//! Content-Range, a server that ignores Range, a timeout, a truncated file) are clear errors
+//! that stop the step, and the run goes on once the server is well again.
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{assert_close, gpu, json_ids as ids, repo};
+use tide_gpu::cpu::CpuModel;
+use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
+use tide_gpu::memory::compress::{compress, write_memory_file, CompressOptions, RankRule};
+use tide_gpu::memory::http::{attach_memory_url, HttpOptions};
+use tide_gpu::memory::store::{by_frequency, MemoryStats};
+use tide_gpu::model::{attach_memory, load, DType, Model};
+
+/// How the test server answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Ok,
+    NotFound,
+    ServerError,
+    /// 206 with the right Content-Range but half the body (Content-Length says half).
+    Short,
+    /// 206 whose Content-Range starts one byte later than asked.
+    WrongRange,
+    /// 200 with the whole file.
+    IgnoreRange,
+    /// Reads the request and never answers.
+    Hang,
+}
+
+struct Server {
+    url: String,
+    mode: Arc<Mutex<Mode>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn set(&self, m: Mode) {
+        *self.mode.lock().unwrap() = m;
+    }
+}
+
+fn answer(mut s: TcpStream, file: &[u8], mode: Mode) {
+    let mut range = None;
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+            let (a, b) = v.trim().split_once('-').unwrap();
+            range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+        }
+    }
+    let head = |status: &str, extra: &str, len: usize| {
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n{extra}\r\n")
+    };
+    let (a, b) = range.unwrap_or((0, file.len() - 1));
+    let b = b.min(file.len() - 1);
+    let body = &file[a..=b];
+    let cr = |x: usize, y: usize| format!("Content-Range: bytes {x}-{y}/{}\r\n", file.len());
+    let out: Vec<u8> = match mode {
+        Mode::Hang => {
+            std::thread::sleep(Duration::from_secs(3));
+            return;
+        }
+        Mode::NotFound => head("404 Not Found", "", 0).into_bytes(),
+        Mode::ServerError => head("500 Internal Server Error", "", 0).into_bytes(),
+        Mode::IgnoreRange => [head("200 OK", "", file.len()).as_bytes(), file].concat(),
+        Mode::Ok => [
+            head("206 Partial Content", &cr(a, b), body.len()).as_bytes(),
+            body,
+        ]
+        .concat(),
+        Mode::WrongRange => [
+            head("206 Partial Content", &cr(a + 1, b + 1), body.len()).as_bytes(),
+            body,
+        ]
+        .concat(),
+        Mode::Short => {
+            let half = &body[..body.len() / 2];
+            [
+                head("206 Partial Content", &cr(a, b), half.len()).as_bytes(),
+                half,
+            ]
+            .concat()
+        }
+    };
+    let _ = s.write_all(&out);
+}
+
+/// Serve `file` on 127.0.0.1 (any free port) until the test process ends.
+fn serve(file: Vec<u8>) -> Server {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/memory.safetensors", l.local_addr().unwrap());
+    let mode = Arc::new(Mutex::new(Mode::Ok));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (m, n, file) = (mode.clone(), requests.clone(), Arc::new(file));
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            n.fetch_add(1, Ordering::SeqCst);
+            let (file, mode) = (file.clone(), *m.lock().unwrap());
+            std::thread::spawn(move || answer(s, &file, mode));
+        }
+    });
+    Server {
+        url,
+        mode,
+        requests,
+    }
+}
+
+fn tiny() -> PathBuf {
+    repo().join("tests/fixtures/tiny_tide")
+}
+
+/// The fixture's memory compressed (`dtype`, optional SVD) into a memory file's bytes.
+fn memory_file(dtype: DType, svd: Option<RankRule>, tag: &str) -> (PathBuf, Vec<u8>) {
+    let m = load(&tiny()).unwrap();
+    let mem = m.memory.as_ref().unwrap();
+    let c = compress(mem, &CompressOptions { dtype, svd }, &mut |_| {}).unwrap();
+    let p = std::env::temp_dir().join(format!(
+        "tide-rows-{}-{tag}.safetensors",
+        std::process::id()
+    ));
+    // Token counts make the warm-up order: descending ids, so the most frequent are the last.
+    let counts: Vec<u64> = (0..m.config.vocab as u64).collect();
+    write_memory_file(mem, &c, dtype, Some(&counts), &p).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    (p, bytes)
+}
+
+fn quick() -> HttpOptions {
+    HttpOptions {
+        timeout: Duration::from_millis(500),
+        ..Default::default()
+    }
+}
+
+fn decoder(m: &Model) -> GpuDecoder {
+    let opts = DecoderOptions {
+        ctx_len: 64,
+        max_batch: 16,
+        kernels: KernelSet::Gpu,
+        token_by_token_upto: 0,
+        ..Default::default()
+    };
+    GpuDecoder::new(gpu(), m, opts).unwrap()
+}
+
+fn seq() -> Vec<u32> {
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny().join("golden.json")).unwrap())
+            .unwrap();
+    // The fixture's sequence twice: the second pass re-reads the first's rows.
+    let s = ids(&g["seqs"]["model.safetensors"][0]["ids"]);
+    [s.clone(), s].concat()
+}
+
+/// The GPU's logits, the prompt as a batch and then token by token, against `want`.
+fn check_gpu(tag: &str, m: &Model, seq: &[u32], want: &[f32]) {
+    let mut dec = decoder(m);
+    let v = m.config.vocab;
+    let got = dec.feed_all(seq).unwrap();
+    assert_close(&format!("{tag}: batch"), &got, want, 2e-4);
+    dec.reset();
+    for (t, &tok) in seq.iter().enumerate() {
+        dec.feed(&[tok]).unwrap();
+        let l = dec.logits().unwrap();
+        assert_close(
+            &format!("{tag}: token {t}"),
+            &l,
+            &want[t * v..(t + 1) * v],
+            2e-4,
+        );
+    }
+}
+
+fn cpu_logits(m: &Model, seq: &[u32]) -> Vec<f32> {
+    let cm = Arc::new(CpuModel::new(m));
+    let mut s = cm.session(64);
+    s.keep_all = true;
+    s.feed(seq).unwrap();
+    s.all_logits.clone()
+}
+
+fn stats(m: &Model) -> MemoryStats {
+    m.memory.as_ref().unwrap().rows.stats()
+}
+
+#[test]
+fn every_row_path_gives_the_cpu_references_logits() {
+    let seq = seq();
+    for (dtype, svd) in [(DType::Q4_1, None), (DType::Q8_0, Some(RankRule::Rank(40)))] {
+        let tag = format!("{dtype:?} svd={svd:?}");
+        let (path, bytes) = memory_file(dtype, svd, &format!("{dtype:?}"));
+        let local = |cache_tokens: usize| {
+            let mut m = load(&tiny()).unwrap();
+            attach_memory(&mut m, &path).unwrap();
+            let store = &m.memory.as_ref().unwrap().rows;
+            store.set_cache_bytes(cache_tokens * store.token_bytes());
+            m
+        };
+        // The reference: the CPU on the mapped file, no cache.
+        let want = cpu_logits(&local(0), &seq);
+        let k = 3u64;
+        let (n, distinct) = (seq.len() as u64, {
+            let mut d = seq.clone();
+            d.sort();
+            d.dedup();
+            d.len() as u64
+        });
+
+        // The memory-mapped file, without a cache: every row is read from the file.
+        let m = local(0);
+        check_gpu(&format!("{tag} mmap"), &m, &seq, &want);
+        let s = stats(&m);
+        assert_eq!(s.rows_requested, 2 * n * k, "{s:?}"); // batch + token by token
+        assert_eq!(s.resident_bytes, 0);
+
+        // A cache of one token: evictions at nearly every step, same logits.
+        let m = local(1);
+        check_gpu(&format!("{tag} cache of 1"), &m, &seq, &want);
+        let s = stats(&m);
+        let tb = m.memory.as_ref().unwrap().rows.token_bytes() as u64;
+        assert_eq!(s.resident_bytes, tb, "{s:?}");
+        assert_eq!(s.hits + s.misses, s.rows_requested);
+        assert!(s.misses > distinct * k, "evictions force re-reads: {s:?}");
+
+        // A cache big enough for everything: after the batch, token by token only hits.
+        let m = local(96);
+        check_gpu(&format!("{tag} cache of all"), &m, &seq, &want);
+        let s = stats(&m);
+        assert_eq!(s.misses, distinct * k, "{s:?}");
+        assert_eq!(s.bytes_fetched, distinct * k * tb / k);
+
+        // Over HTTP Range, cold and through a warmed cache.
+        let srv = serve(bytes);
+        for cache_tokens in [0, 40] {
+            let mut m = load(&tiny()).unwrap();
+            attach_memory_url(&mut m, &srv.url, &quick()).unwrap();
+            let store = m.memory.as_ref().unwrap().rows.clone();
+            store.set_cache_bytes(cache_tokens * store.token_bytes());
+            let counts = m.token_counts.clone().unwrap();
+            let (warmed, read) = store.warm(&by_frequency(&counts), 16, &mut |_| {}).unwrap();
+            assert_eq!(warmed, cache_tokens);
+            assert_eq!(read, cache_tokens as u64 * store.token_bytes() as u64);
+            let before = srv.requests.load(Ordering::SeqCst);
+            check_gpu(
+                &format!("{tag} HTTP, cache {cache_tokens}"),
+                &m,
+                &seq,
+                &want,
+            );
+            let s = stats(&m);
+            assert_eq!(s.rows_requested, 2 * n * k, "{s:?}");
+            assert!(
+                s.bytes_fetched > 0 && s.bytes_fetched <= s.misses * tb / k * 9,
+                "{s:?}"
+            );
+            // Coalesced: the batch's rows of a table come in far fewer requests than rows.
+            let reqs = srv.requests.load(Ordering::SeqCst) - before;
+            assert!(reqs as u64 <= s.misses, "{reqs} requests for {s:?}");
+            // The CPU reference reads through the same store and agrees.
+            let cpu = cpu_logits(&m, &seq);
+            assert_close(&format!("{tag} HTTP CPU"), &cpu, &want, 1e-5);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[test]
+fn http_failures_are_clear_errors_that_stop_the_step() {
+    let (path, bytes) = memory_file(DType::Q4_1, None, "fail");
+    let _ = std::fs::remove_file(&path);
+    let srv = serve(bytes.clone());
+    let cases = [
+        (Mode::NotFound, "HTTP 404"),
+        (Mode::ServerError, "HTTP 500"),
+        (Mode::Short, "short body"),
+        (Mode::WrongRange, "wrong Content-Range"),
+        (Mode::IgnoreRange, "ignored the Range request"),
+        (Mode::Hang, "timeout"),
+    ];
+    // At attach time.
+    for (mode, want) in cases {
+        srv.set(mode);
+        let mut m = load(&tiny()).unwrap();
+        let e = attach_memory_url(&mut m, &srv.url, &quick())
+            .expect_err("a failing server must not attach")
+            .to_string();
+        assert!(e.contains(&srv.url) && e.contains(want), "{mode:?}: {e}");
+    }
+    // Mid-run: the step fails with the reason, then works again once the server does.
+    srv.set(Mode::Ok);
+    let mut m = load(&tiny()).unwrap();
+    attach_memory_url(&mut m, &srv.url, &quick()).unwrap();
+    let mut dec = decoder(&m);
+    let seq = seq();
+    dec.feed(&seq[..4]).unwrap();
+    let good = dec.logits().unwrap();
+    for (mode, want) in cases {
+        srv.set(mode);
+        let e = dec
+            .feed(&[seq[4]])
+            .expect_err("a step without its rows must fail");
+        let e = e.to_string();
+        assert!(
+            e.contains(&srv.url) && e.contains(want),
+            "{mode:?} mid-run: {e}"
+        );
+        let cm = Arc::new(CpuModel::new(&m));
+        let mut s = cm.session(64);
+        let e = s
+            .feed(&[seq[4]])
+            .expect_err("the CPU reference fails the same way");
+        assert!(e.to_string().contains(want), "{mode:?} CPU: {e}");
+    }
+    srv.set(Mode::Ok);
+    dec.reset();
+    dec.feed(&seq[..4]).unwrap();
+    assert_close("after recovery", &dec.logits().unwrap(), &good, 1e-6);
+
+    // A file cut short: its header promises more than the server has.
+    let cut = serve(bytes[..bytes.len() - 100].to_vec());
+    let mut m = load(&tiny()).unwrap();
+    let e = attach_memory_url(&mut m, &cut.url, &quick())
+        .expect_err("truncated")
+        .to_string();
+    assert!(e.contains("truncated") && e.contains("tide.memory."), "{e}");
+}
