@@ -77,6 +77,9 @@ pub struct DecoderOptions {
     /// lavapipe does, then never compile the prefill kernels for a short prompt: ~17 s of a
     /// cold start on the default model, for a few ms per token once warm. 0: always prefill.
     pub token_by_token_upto: usize,
+    /// Keep every TIDE memory table in one GPU buffer and copy a step's rows on the GPU,
+    /// instead of streaming them from the row store (for comparison, and small tables).
+    pub memory_resident: bool,
 }
 
 impl Default for DecoderOptions {
@@ -88,6 +91,7 @@ impl Default for DecoderOptions {
             router: RouterPlacement::Auto,
             prefill_tile: PrefillTile::default(),
             token_by_token_upto: 8,
+            memory_resident: false,
         }
     }
 }

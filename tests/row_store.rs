@@ -1,6 +1,6 @@
 //! The memory row store: rows read from the memory-mapped file, over HTTP Range, through a
-//! cache small enough to evict at every step, warmed or not, plain or SVD tables, all give the
-//! CPU reference's logits; the counters add up; HTTP failures (404, 500, a short body, a wrong
+//! cache small enough to evict at every step, warmed or not, or from tables resident on the
+//! GPU, plain or SVD, all give the CPU reference's logits; the counters add up; HTTP failures (404, 500, a short body, a wrong
 //! Content-Range, a server that ignores Range, a timeout, a truncated file) are clear errors
 //! that stop the step, and the run goes on once the server is well again.
 mod common;
@@ -147,11 +147,16 @@ fn quick() -> HttpOptions {
 }
 
 fn decoder(m: &Model) -> GpuDecoder {
+    decoder_with(m, false)
+}
+
+fn decoder_with(m: &Model, memory_resident: bool) -> GpuDecoder {
     let opts = DecoderOptions {
         ctx_len: 64,
         max_batch: 16,
         kernels: KernelSet::Gpu,
         token_by_token_upto: 0,
+        memory_resident,
         ..Default::default()
     };
     GpuDecoder::new(gpu(), m, opts).unwrap()
@@ -168,7 +173,11 @@ fn seq() -> Vec<u32> {
 
 /// The GPU's logits, the prompt as a batch and then token by token, against `want`.
 fn check_gpu(tag: &str, m: &Model, seq: &[u32], want: &[f32]) {
-    let mut dec = decoder(m);
+    check_gpu_with(tag, m, seq, want, false)
+}
+
+fn check_gpu_with(tag: &str, m: &Model, seq: &[u32], want: &[f32], resident: bool) {
+    let mut dec = decoder_with(m, resident);
     let v = m.config.vocab;
     let got = dec.feed_all(seq).unwrap();
     assert_close(&format!("{tag}: batch"), &got, want, 2e-4);
@@ -226,6 +235,18 @@ fn every_row_path_gives_the_cpu_references_logits() {
         let s = stats(&m);
         assert_eq!(s.rows_requested, 2 * n * k, "{s:?}"); // batch + token by token
         assert_eq!(s.resident_bytes, 0);
+
+        // Resident: the tables copied to the GPU whole, rows copied there per step.
+        let m = local(0);
+        check_gpu_with(&format!("{tag} resident"), &m, &seq, &want, true);
+        let s = stats(&m);
+        let tables = m.memory.as_ref().unwrap().rows.table_bytes();
+        assert_eq!((s.misses, s.bytes_fetched), (0, 0), "{s:?}");
+        assert_eq!(s.hits, 2 * n * k);
+        assert!(
+            s.resident_bytes >= tables,
+            "{s:?} for {tables} bytes of tables"
+        );
 
         // A cache of one token: evictions at nearly every step, same logits.
         let m = local(1);

@@ -31,6 +31,9 @@ pub struct ModelArgs {
     /// rows (tide.token_counts).
     #[arg(long)]
     pub no_memory_warm: bool,
+    /// Copy the whole memory tables to the GPU at start (no streaming, no row cache).
+    #[arg(long)]
+    pub memory_resident: bool,
     /// Where to run: the GPU if one opens (auto), the GPU only, or the CPU reference.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
@@ -92,6 +95,7 @@ impl ModelArgs {
                 anyhow::bail!("--memory-cache-mb must be a number >= 0, got {mb}")
             }
             Some(mb) => (mb * 1e6) as usize,
+            None if self.memory_resident => 0,
             None => ((store.table_bytes() / 10) as usize).min(256_000_000),
         };
         store.set_cache_bytes(bytes);
@@ -125,6 +129,7 @@ impl ModelArgs {
         let mut o = Options::default();
         o.decoder.ctx_len = self.ctx_len(m)?;
         o.gpu.no_f16 = self.no_f16;
+        o.decoder.memory_resident = self.memory_resident;
         super::env::apply(&mut o)?;
         Ok(o)
     }

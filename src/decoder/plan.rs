@@ -185,15 +185,16 @@ impl GpuDecoder {
             self.ctx
                 .queue
                 .write_buffer(&self.buf.ids, 0, bytemuck::cast_slice(chunk));
-            self.upload_memory_rows(chunk)?;
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            self.upload_memory_rows(chunk, &mut enc)?;
             #[cfg(not(target_arch = "wasm32"))]
             if self.profile.is_some() {
+                self.ctx.queue.submit([enc.finish()]);
                 self.profile_chunk(n)?;
                 self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
                 self.pos += chunk.len();
                 continue;
             }
-            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             self.encode_ops(&mut enc, &self.ops, n);
             self.pending = Some(enc);
             self.pos += chunk.len();

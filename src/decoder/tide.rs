@@ -36,6 +36,10 @@ pub(super) struct GpuMemory {
     logits: Vec<Option<wgpu::Buffer>>,
     staging: Vec<u8>,
     words: Vec<u32>,
+    /// DecoderOptions::memory_resident: all tables, [K, V, row words], copied from on the GPU.
+    resident: Option<wgpu::Buffer>,
+    /// Bytes of one stored row as the GPU holds it (repacked words).
+    row_gpu_bytes: u64,
 }
 
 /// A layer's memory injection as the down projection binds it.
@@ -110,6 +114,12 @@ impl GpuDecoder {
         };
         let fused = rows_tex.is_some();
         let n_layers = c.n_layers;
+        let row_gpu_bytes = (row_words * 4) as u64;
+        let resident = if self.opts.memory_resident {
+            Some(self.upload_resident_tables(m, row_gpu_bytes)?)
+        } else {
+            None
+        };
         self.memory = Some(GpuMemory {
             host: m.clone(),
             raw,
@@ -122,8 +132,54 @@ impl GpuDecoder {
             logits: vec![None; n_layers],
             staging: Vec::new(),
             words: Vec::new(),
+            resident,
+            row_gpu_bytes,
         });
         Ok(())
+    }
+
+    /// Every table in one buffer, [K, V, row words], read from the row store's source in
+    /// pieces (not through its cache, which a one-time copy would only churn).
+    fn upload_resident_tables(&self, m: &TideMemory, row_gpu: u64) -> Result<wgpu::Buffer> {
+        let v = self.config.vocab;
+        let size = m.k as u64 * v as u64 * row_gpu;
+        let max = self.ctx.limits.max_buffer_size;
+        if size > max {
+            return Err(Error::Gpu(format!(
+                "{}: resident memory tables need {} MB, more than the adapter's largest buffer \
+                 ({} MB): stream them instead",
+                m.source,
+                size >> 20,
+                max >> 20
+            )));
+        }
+        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("memory-resident-tables"),
+            size,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let rb = m.rows.token_bytes() / m.k;
+        let dtype = m.tables[0].dtype();
+        let (mut bytes, mut words) = (Vec::new(), Vec::new());
+        const PIECE: usize = 4096;
+        for k in 0..m.k {
+            for v0 in (0..v).step_by(PIECE) {
+                let ids: Vec<u32> = (v0 as u32..(v0 + PIECE).min(v) as u32).collect();
+                bytes.resize(ids.len() * rb, 0);
+                m.rows.source().read_rows(k, &ids, &mut bytes)?;
+                words.clear();
+                crate::gpu::repack(dtype, &bytes, &mut words);
+                let at = (k as u64 * v as u64 + v0 as u64) * row_gpu;
+                self.ctx
+                    .queue
+                    .write_buffer(&buf, at, bytemuck::cast_slice(&words));
+            }
+            // Let each table's upload go before the next is read.
+            self.ctx.queue.submit([]);
+        }
+        m.rows.set_resident(size);
+        Ok(buf)
     }
 
     /// Layer `li`'s router op, when the layer has memory. Where the router is fused (CPU
@@ -193,9 +249,25 @@ impl GpuDecoder {
         Ok(Some(routed))
     }
 
-    /// Stream the stored memory rows of `tokens` to the GPU for this step.
-    pub(super) fn upload_memory_rows(&mut self, tokens: &[u32]) -> Result<()> {
+    /// Stream the stored memory rows of `tokens` to the GPU for this step; with resident
+    /// tables, record their copies into `enc` instead.
+    pub(super) fn upload_memory_rows(
+        &mut self,
+        tokens: &[u32],
+        enc: &mut wgpu::CommandEncoder,
+    ) -> Result<()> {
         if let Some(m) = &mut self.memory {
+            if let Some(all) = &m.resident {
+                let (k, v, rb) = (m.host.k as u64, self.config.vocab as u64, m.row_gpu_bytes);
+                for (i, &t) in tokens.iter().enumerate() {
+                    for b in 0..k {
+                        let src = (b * v + t as u64) * rb;
+                        enc.copy_buffer_to_buffer(all, src, &m.raw, (i as u64 * k + b) * rb, rb);
+                    }
+                }
+                m.host.rows.count_resident(tokens.len());
+                return Ok(());
+            }
             gather_raw_rows(&m.host, tokens, &mut m.staging)?;
             m.words.clear();
             crate::gpu::repack(m.host.tables[0].dtype(), &m.staging, &mut m.words);

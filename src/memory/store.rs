@@ -153,6 +153,19 @@ impl RowStore {
         self.lock().stats
     }
 
+    /// The tables were copied whole to the GPU (DecoderOptions::memory_resident): `bytes`
+    /// are resident there.
+    pub fn set_resident(&self, bytes: u64) {
+        self.lock().stats.resident_bytes += bytes;
+    }
+
+    /// A step of `n` tokens read its rows from resident tables: all hits, nothing fetched.
+    pub fn count_resident(&self, n: usize) {
+        let mut s = self.lock();
+        s.stats.rows_requested += (n * self.k) as u64;
+        s.stats.hits += (n * self.k) as u64;
+    }
+
     /// Zero the counters (the cache keeps what it holds).
     pub fn reset_stats(&self) {
         let mut s = self.lock();
