@@ -359,3 +359,45 @@ fn http_failures_are_clear_errors_that_stop_the_step() {
         .to_string();
     assert!(e.contains("truncated") && e.contains("tide.memory."), "{e}");
 }
+
+fn tide_cli(args: &[&str]) -> (bool, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tide"))
+        .args(args)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(!err.contains("panicked"), "tide {args:?} panicked: {err}");
+    (o.status.success(), out, err)
+}
+
+/// `tide generate --json` reports the store's counters: one step per fed token, K rows each.
+#[test]
+fn generate_json_reports_the_row_counters() {
+    let (ok, out, err) = tide_cli(&[
+        "generate",
+        "--json",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "6",
+        "--memory-cache-mb",
+        "0.001",
+        "In the beginning",
+    ]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let m = &j["memory"];
+    let n = |k: &str| m[k].as_u64().unwrap();
+    let fed =
+        j["prompt_tokens"].as_array().unwrap().len() + j["tokens"].as_array().unwrap().len() - 1;
+    assert_eq!(n("rows_requested"), 4 * fed as u64, "{m}");
+    assert_eq!(n("hits") + n("misses"), n("rows_requested"), "{m}");
+    // A 1 KB budget holds two tokens of the default model (4 x 120 bytes each).
+    assert_eq!(n("resident_bytes"), 960, "{m}");
+    assert_eq!(n("bytes_fetched"), n("misses") * 120, "{m}");
+    let (ok, _, err) = tide_cli(&["generate", "--memory-cache-mb", "nan", "x"]);
+    assert!(!ok && err.contains("--memory-cache-mb"), "{err}");
+}

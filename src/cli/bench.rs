@@ -29,6 +29,19 @@ pub struct BenchArgs {
     /// token in one process.
     #[arg(long, value_delimiter = ',')]
     pub memory_overhead: Vec<usize>,
+    /// With TIDE memory: time decode of the backbone alone against the memory streamed without
+    /// a cache, through the (warmed) row cache and resident on the GPU, taking turns.
+    #[arg(long)]
+    pub memory_paths: bool,
+    /// With --memory-paths: also these (e.g. SVD) tables, streamed through the cache.
+    #[arg(long)]
+    pub svd_memory: Option<std::path::PathBuf>,
+    /// The row cache's hit rate over this text's tokens, per cache size (no model runs).
+    #[arg(long)]
+    pub cache_sweep: Option<std::path::PathBuf>,
+    /// Cache sizes for --cache-sweep, as shares of the tables.
+    #[arg(long, value_delimiter = ',', default_value = "0.01,0.02,0.05,0.1,0.2")]
+    pub cache_shares: Vec<f64>,
 }
 
 /// This process's peak resident memory so far, in MB (Linux: VmHWM; None elsewhere).
@@ -52,7 +65,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Variant i's cost over variant 0's, paired round by round (a round's variants took turns on
 /// the same machine): the median ratio - 1, and the lowest and highest.
-fn paired_overhead(rates: &[Vec<f64>], i: usize) -> (f64, f64, f64) {
+pub(super) fn paired_overhead(rates: &[Vec<f64>], i: usize) -> (f64, f64, f64) {
     let mut r: Vec<f64> = rates[i]
         .iter()
         .zip(&rates[0])
@@ -65,6 +78,12 @@ fn paired_overhead(rates: &[Vec<f64>], i: usize) -> (f64, f64, f64) {
 pub fn run(a: BenchArgs) -> Result<()> {
     if !a.memory_overhead.is_empty() {
         return memory_overhead(&a);
+    }
+    if a.memory_paths {
+        return super::bench_memory::memory_paths(&a);
+    }
+    if let Some(data) = &a.cache_sweep {
+        return super::bench_memory::cache_sweep(&a, data);
     }
     let m = a.model.load()?;
     let ctx = a.model.ctx_len(&m)?;
@@ -183,6 +202,39 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Seconds each engine spent decoding `gen` tokens in each of `rounds` rounds, the engines
+/// taking turns token by token (who goes first rotates): every variant decodes its next token
+/// within a fraction of a second of the others, so the bursts of a shared machine hit all of
+/// them alike. A first round warms up and is not counted.
+pub(super) fn race(engines: &mut [Engine], gen: usize, rounds: usize) -> Result<Vec<Vec<f64>>> {
+    let mut sampler = Sampler::new(SamplerConfig::default());
+    let n = engines.len();
+    let mut secs = vec![vec![0f64; rounds]; n];
+    let mut tok = vec![0u32; n];
+    for round in 0..=rounds {
+        for (i, e) in engines.iter_mut().enumerate() {
+            e.reset();
+            e.feed(&[1])?;
+            tok[i] = e.next_token(&mut sampler, &[])?;
+        }
+        for step in 0..gen {
+            for j in 0..n {
+                let i = (j + step) % n;
+                let t = Instant::now();
+                engines[i].feed(&[tok[i]])?;
+                tok[i] = engines[i].next_token(&mut sampler, &[])?;
+                if round > 0 {
+                    secs[i][round - 1] += t.elapsed().as_secs_f64();
+                }
+            }
+        }
+        if round > 0 {
+            eprintln!("round {round}/{rounds} done");
+        }
+    }
+    Ok(secs)
+}
+
 /// Decode tokens/s of the backbone alone and with K random memory blocks for each K, all in one
 /// process, the variants taking turns token by token.
 fn memory_overhead(a: &BenchArgs) -> Result<()> {
@@ -201,34 +253,8 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
         margs.ctx = Some(ctx);
         engines.push(margs.engine(&m)?);
     }
-    let mut sampler = Sampler::new(SamplerConfig::default());
-    let (n, rounds) = (engines.len(), a.reps.max(1));
-    // Token by token in turn (who goes first rotates): every variant decodes its next token
-    // within a fraction of a second of the others, so the bursts of a shared machine hit all
-    // of them alike. Round 0 warms up and is not counted.
-    let mut secs = vec![vec![0f64; rounds]; n];
-    let mut tok = vec![0u32; n];
-    for round in 0..=rounds {
-        for (i, e) in engines.iter_mut().enumerate() {
-            e.reset();
-            e.feed(&[1])?;
-            tok[i] = e.next_token(&mut sampler, &[])?;
-        }
-        for step in 0..a.gen {
-            for j in 0..n {
-                let i = (j + step) % n;
-                let t = Instant::now();
-                engines[i].feed(&[tok[i]])?;
-                tok[i] = engines[i].next_token(&mut sampler, &[])?;
-                if round > 0 {
-                    secs[i][round - 1] += t.elapsed().as_secs_f64();
-                }
-            }
-        }
-        if round > 0 {
-            eprintln!("round {round}/{rounds} done");
-        }
-    }
+    let rounds = a.reps.max(1);
+    let secs = race(&mut engines, a.gen, rounds)?;
     let rates: Vec<Vec<f64>> = secs
         .iter()
         .map(|r| r.iter().map(|s| a.gen as f64 / s).collect())

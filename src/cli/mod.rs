@@ -1,5 +1,6 @@
 //! `tide` subcommands. Each returns a Result; errors print one clear line and exit non-zero.
 mod bench;
+mod bench_memory;
 mod chat;
 mod common;
 mod compress;

@@ -240,6 +240,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
         eprintln!("serve: models {names}");
         // The URL on stdout, alone on its line (scripts and tests read it).
         println!("http://{local}/");
+        // No Nagle: a kept-alive connection's small responses (HTTP Range reads of memory
+        // rows) would otherwise wait for the client's delayed ACK.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app(cat, &a.web))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

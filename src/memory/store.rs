@@ -116,6 +116,12 @@ impl RowStore {
         }
     }
 
+    /// The same source with its own (empty, no) cache and counters: to run variants of one
+    /// model side by side.
+    pub fn detached(&self) -> RowStore {
+        RowStore::new(self.source.clone(), self.k, self.vocab, self.row_bytes)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the cache half-updated in a way that matters: rows
         // are inserted whole.

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Memory tables at scale (docs/benchmarks.md, "Memory tables at scale"): on SmolLM2-135M with
+# the synthetic K = 24 memory of scripts/make_synthetic_memory.py (SmolLM2's shape, ~425 MB of
+# Q4_1 rows, token counts from the training split), all in one sitting:
+#   1. the row cache's hit rate against its size on the held-out split, cold and warmed;
+#   2. decode speed: K = 0, streamed without a cache, through the warmed cache, resident on the
+#      GPU, and SVD tables at r = d/2, taking turns token by token in one process;
+#   3. the memory file over HTTP Range (tide serve on loopback) against the local file: time to
+#      first token, decode speed, bytes fetched per token, cold and warmed;
+#   4. peak resident memory with and without the K = 24 memory.
+# Raw data goes to docs/bench-data/memory_*.json(l). Needs .cache/corpus (train/corpus.py).
+# Usage: bash scripts/bench-memory.sh [STEP ...]   (default: 1 2 3 4)
+set -euo pipefail
+steps=" ${*:-1 2 3 4} "
+want() { [[ $steps == *" $1 "* ]]; }
+cd "$(dirname "$0")/.."
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+cargo build --release --quiet
+tide=target/release/tide
+py="$(scripts/venv.sh scripts/requirements.txt)"
+model="$(scripts/fetch-smollm2.sh)"
+corpus=.cache/corpus
+[[ -s $corpus/train.txt ]] || "$py" train/corpus.py --out "$corpus"
+mem=.cache/synthetic-k24
+[[ -s $mem/memory.safetensors ]] ||
+    "$py" scripts/make_synthetic_memory.py --out "$mem" --counts-from "$corpus/train.txt" \
+        --tokenizer "$(dirname "$model")/hf-f32/tokenizer.json"
+svd=.cache/synthetic-k24-svd50
+[[ -s $svd/memory.safetensors ]] ||
+    $tide compress --model "$model" --memory "$mem/memory.safetensors" --bits 4 --svd-ratio 0.5 \
+        --out "$svd"
+out=docs/bench-data
+mkdir -p "$out"
+
+if want 1; then
+echo "[bench-memory] 1. cache sweep" >&2
+$tide bench --model "$model" --memory "$mem/memory.safetensors" --cache-sweep "$corpus/heldout.txt" \
+    --cache-shares 0.005,0.01,0.02,0.05,0.1,0.2 --json > "$out/memory_cache_sweep.json"
+fi
+
+if want 2; then
+echo "[bench-memory] 2. decode by row path" >&2
+$tide bench --model "$model" --memory "$mem/memory.safetensors" --memory-paths \
+    --svd-memory "$svd/memory.safetensors" --gen 64 --reps 6 --json > "$out/memory_paths.json"
+fi
+
+if want 3; then
+echo "[bench-memory] 3. HTTP Range against the local file" >&2
+port=$((20000 + RANDOM % 20000))
+$tide serve --model "$mem" --port "$port" > /dev/null 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/models.json" > /dev/null && break; sleep 0.2; done
+url="http://127.0.0.1:$port/models/synthetic-k24/memory.safetensors"
+prompt="The King James Bible and the works of Shakespeare and Milton are"
+: > "$out/memory_http.jsonl"
+for round in 1 2; do
+    for src in file http; do
+        for warm in cold warmed; do
+            m="$mem/memory.safetensors"; [[ $src == http ]] && m="$url"
+            flag=(); [[ $warm == cold ]] && flag=(--no-memory-warm)
+            t0=$(date +%s.%N)
+            $tide generate --model "$model" --memory "$m" "${flag[@]}" --temperature 0 \
+                --max-tokens 64 --json "$prompt" 2> /dev/null |
+                python3 -c "import json,sys,time; j=json.load(sys.stdin); print(json.dumps({'round': $round, 'source': '$src', 'cache': '$warm', 'process_s': time.time() - $t0, 'time_to_first_token_s': j['time_to_first_token_s'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'tokens': len(j['prompt_tokens']) + len(j['tokens']), 'memory': j['memory']}))" \
+                >> "$out/memory_http.jsonl"
+        done
+    done
+done
+kill $server; trap - EXIT
+fi
+
+if want 4; then
+echo "[bench-memory] 4. peak resident memory" >&2
+: > "$out/memory_rss.jsonl"
+for m in none "$mem/memory.safetensors"; do
+    args=(); [[ $m != none ]] && args=(--memory "$m")
+    $tide bench --model "$model" "${args[@]}" --prompt-len 16 --gen 32 --reps 1 --json 2> /dev/null |
+        python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'memory_file': '$m', 'peak_rss_mb': j['peak_rss_mb'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'memory': j['memory']}))" \
+        >> "$out/memory_rss.jsonl"
+done
+fi
+echo "[bench-memory] done: $out/memory_*" >&2

@@ -1,0 +1,183 @@
+//! `tide bench` for TIDE memory tables: decode speed of the row paths side by side
+//! (`--memory-paths`), and the row cache's hit rate against its size (`--cache-sweep`).
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tide_gpu::memory::store::by_frequency;
+use tide_gpu::Model;
+
+use super::bench::{paired_overhead, race, BenchArgs};
+
+/// A copy of `m` whose memory has its own row store: `cache_bytes` of cache, warmed from the
+/// token counts when `warm`.
+fn variant(m: &Model, cache_bytes: usize, warm: bool) -> Result<Model> {
+    let mut v = m.clone();
+    if let Some(mem) = &mut v.memory {
+        mem.rows = mem.rows.detached();
+        mem.rows.set_cache_bytes(cache_bytes);
+        if let (true, Some(c)) = (warm, &m.token_counts) {
+            mem.rows.warm(&by_frequency(c), 8192, &mut |_| {})?;
+        }
+    }
+    Ok(v)
+}
+
+fn cache_bytes(a: &BenchArgs, m: &Model) -> usize {
+    let tables = m.memory.as_ref().map_or(0, |mem| mem.rows.table_bytes());
+    match a.model.memory_cache_mb {
+        Some(mb) => (mb * 1e6) as usize,
+        None => (tables / 10).min(256_000_000) as usize,
+    }
+}
+
+/// Decode tok/s of the backbone (K = 0) against the model's memory streamed without a cache,
+/// through the row cache (warmed), resident on the GPU, and `--svd-memory`'s tables streamed,
+/// in one process, taking turns token by token.
+pub fn memory_paths(a: &BenchArgs) -> Result<()> {
+    let base = a.model.load()?;
+    if base.memory.is_none() {
+        bail!("--memory-paths needs a model with TIDE memory (or --memory FILE)");
+    }
+    let cache = cache_bytes(a, &base);
+    let mut labels = vec!["backbone (K = 0)".to_string()];
+    let mut models = vec![{
+        let mut m = base.clone();
+        m.memory = None;
+        m
+    }];
+    labels.push("streamed, no cache".into());
+    models.push(variant(&base, 0, false)?);
+    labels.push(format!(
+        "streamed, {:.1} MB cache, warmed",
+        cache as f64 / 1e6
+    ));
+    models.push(variant(&base, cache, true)?);
+    labels.push("resident on the GPU".into());
+    models.push(variant(&base, 0, false)?);
+    if let Some(p) = &a.svd_memory {
+        let mut m = base.clone();
+        tide_gpu::model::attach_memory(&mut m, p)?;
+        labels.push(format!(
+            "SVD tables ({}), {:.1} MB cache, warmed",
+            p.display(),
+            cache as f64 / 1e6
+        ));
+        models.push(variant(&m, cache, true)?);
+    }
+    let ctx = a.model.ctx_len(&base)?.min(a.gen + 8);
+    let mut engines = Vec::new();
+    for (i, m) in models.iter().enumerate() {
+        let mut margs = a.model.clone();
+        margs.ctx = Some(ctx);
+        margs.memory_resident = i == 3;
+        engines.push(margs.engine(m)?);
+    }
+    for m in &models {
+        if let Some(mem) = &m.memory {
+            mem.rows.reset_stats();
+        }
+    }
+    let rounds = a.reps.max(1);
+    let secs = race(&mut engines, a.gen, rounds)?;
+    let rates: Vec<Vec<f64>> = secs
+        .iter()
+        .map(|r| r.iter().map(|s| a.gen as f64 / s).collect())
+        .collect();
+    let total: Vec<f64> = secs.iter().map(|r| r.iter().sum()).collect();
+    let rows: Vec<serde_json::Value> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (o, lo, hi) = paired_overhead(&rates, i);
+            serde_json::json!({
+                "variant": l,
+                "decode_tokens_per_s": (rounds * a.gen) as f64 / total[i],
+                "overhead_vs_backbone": total[i] / total[0] - 1.0,
+                "round_overhead_median": o, "round_overhead_min": lo, "round_overhead_max": hi,
+                "memory": super::common::memory_json(&models[i]),
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "model": a.model.name(), "adapter": engines[0].describe(), "gen": a.gen,
+        "rounds": rounds, "memory_paths": rows,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        for r in &rows {
+            println!(
+                "{:<60} {:>7.2} tok/s  {:+.1}% vs K = 0",
+                r["variant"].as_str().unwrap_or(""),
+                r["decode_tokens_per_s"].as_f64().unwrap_or(0.0),
+                r["overhead_vs_backbone"].as_f64().unwrap_or(0.0) * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The row cache over the tokens of a text, one token per step as decoding reads them: hit
+/// rate and bytes fetched per token for each cache size (a share of the tables), cold and
+/// warmed from the token counts. Only the row store runs (no model), so the figures are the
+/// cache's alone.
+pub fn cache_sweep(a: &BenchArgs, data: &Path) -> Result<()> {
+    let m = a.model.load()?;
+    let Some(mem) = &m.memory else {
+        bail!("--cache-sweep needs a model with TIDE memory (or --memory FILE)");
+    };
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+    let ids = m.tokenizer.encode(&text, false)?;
+    if ids.is_empty() {
+        bail!("{}: no tokens", data.display());
+    }
+    let tables = mem.rows.table_bytes();
+    let mut rows = Vec::new();
+    let mut out = Vec::new();
+    for &share in &a.cache_shares {
+        if !(0.0..=1.0).contains(&share) {
+            bail!("--cache-shares: {share} is not a share of the tables in 0..=1");
+        }
+        for warm in [false, true] {
+            if warm && m.token_counts.is_none() {
+                continue;
+            }
+            let v = variant(&m, (share * tables as f64) as usize, warm)?;
+            let store = &v.memory.as_ref().unwrap().rows;
+            let t = Instant::now();
+            for id in &ids {
+                store.gather(std::slice::from_ref(id), &mut out)?;
+            }
+            let s = store.stats();
+            let r = serde_json::json!({
+                "cache_share": share,
+                "cache_mb": share * tables as f64 / 1e6,
+                "warmed": warm,
+                "tokens": ids.len(),
+                "hit_rate": s.hits as f64 / s.rows_requested.max(1) as f64,
+                "bytes_fetched_per_token": s.bytes_fetched as f64 / ids.len() as f64,
+                "seconds": t.elapsed().as_secs_f64(),
+                "memory": s,
+            });
+            eprintln!(
+                "cache {:>5.1}% of the tables ({:>7.1} MB), {:<6}: hit rate {:>6.2}%, {:>8.0} bytes fetched per token",
+                share * 100.0,
+                share * tables as f64 / 1e6,
+                if warm { "warmed" } else { "cold" },
+                r["hit_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                r["bytes_fetched_per_token"].as_f64().unwrap_or(0.0)
+            );
+            rows.push(r);
+        }
+    }
+    let j = serde_json::json!({
+        "model": a.model.name(), "data": data.display().to_string(),
+        "table_bytes": tables, "cache_sweep": rows,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string(&j)?);
+    }
+    Ok(())
+}
