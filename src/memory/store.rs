@@ -65,6 +65,13 @@ impl RowSource for LocalTables {
             })?;
             o.copy_from_slice(row);
         }
+        // The rows now live in the caller's buffer (and the row cache): drop the file pages
+        // read, so a mapped table never stays resident beyond what the cache holds.
+        if let (Some(&a), Some(&b)) = (ids.first(), ids.last()) {
+            let start = t.info.start + a as usize * rb;
+            t.blob
+                .release_touched(start..t.info.start + (b as usize + 1) * rb);
+        }
         Ok(out.len() as u64)
     }
 
@@ -192,16 +199,17 @@ impl RowStore {
         Ok(())
     }
 
-    /// Read the K rows of each of `ids` (sorted, distinct) from the source: [n, K, row_bytes].
-    fn fetch(&self, s: &mut State, ids: &[u32]) -> Result<Vec<u8>> {
+    /// Read the K rows of each of `ids` (sorted, distinct) from the source, one buffer per
+    /// token ([K, row_bytes]: what the cache holds, so caching them copies nothing).
+    fn fetch(&self, s: &mut State, ids: &[u32]) -> Result<Vec<Box<[u8]>>> {
         let (rb, k) = (self.row_bytes, self.k);
-        let mut out = vec![0u8; ids.len() * k * rb];
+        let mut out: Vec<Box<[u8]>> = ids.iter().map(|_| vec![0u8; k * rb].into()).collect();
         s.scratch.resize(ids.len() * rb, 0);
         for b in 0..k {
             let got = self.source.read_rows(b, ids, &mut s.scratch)?;
             s.stats.bytes_fetched += got;
-            for (i, row) in s.scratch.chunks_exact(rb).enumerate() {
-                out[(i * k + b) * rb..(i * k + b + 1) * rb].copy_from_slice(row);
+            for (o, row) in out.iter_mut().zip(s.scratch.chunks_exact(rb)) {
+                o[b * rb..(b + 1) * rb].copy_from_slice(row);
             }
         }
         Ok(out)
@@ -233,15 +241,14 @@ impl RowStore {
         out.reserve(tokens.len() * tb);
         for t in tokens {
             if let Ok(i) = missing.binary_search(t) {
-                out.extend_from_slice(&fetched[i * tb..(i + 1) * tb]);
+                out.extend_from_slice(&fetched[i]);
             } else if let Some(row) = s.cache.as_mut().and_then(|c| c.get(t)) {
                 out.extend_from_slice(row);
             }
         }
         // Keep what was fetched, most recently used last (the step's own tokens).
         if s.cache.is_some() {
-            for (i, t) in missing.iter().enumerate() {
-                let row: Box<[u8]> = fetched[i * tb..(i + 1) * tb].into();
+            for (t, row) in missing.iter().zip(fetched) {
                 let c = s.cache.as_mut().unwrap();
                 let evicted = c.len() == c.cap().get();
                 c.put(*t, row);
@@ -274,12 +281,14 @@ impl RowStore {
             let mut ids = chunk.to_vec();
             ids.sort_unstable();
             ids.dedup();
-            let rows = self.fetch(&mut s, &ids)?;
+            let mut rows: Vec<Option<Box<[u8]>>> =
+                self.fetch(&mut s, &ids)?.into_iter().map(Some).collect();
             for t in chunk.iter().rev() {
                 let i = ids.binary_search(t).unwrap();
+                let Some(row) = rows[i].take() else { continue };
                 let c = s.cache.as_mut().unwrap();
                 let grew = c.len() < c.cap().get() && !c.contains(t);
-                c.put(*t, rows[i * tb..(i + 1) * tb].into());
+                c.put(*t, row);
                 if grew {
                     s.stats.resident_bytes += tb as u64;
                 }

@@ -54,10 +54,28 @@ impl Blob {
     /// been copied to the GPU: a file map's pages count as the process's memory until then.
     /// The bytes stay readable; a later read faults them in from the file again.
     pub fn release(&self, range: std::ops::Range<usize>) {
+        self.drop_pages(range, false)
+    }
+
+    /// `release`, but of every page `range` touches, whole or not: for bytes read once and
+    /// kept elsewhere (memory rows, which the row cache holds). A neighbour on a shared page
+    /// is read back from the file if it is wanted again.
+    pub fn release_touched(&self, range: std::ops::Range<usize>) {
+        self.drop_pages(range, true)
+    }
+
+    fn drop_pages(&self, range: std::ops::Range<usize>, outward: bool) {
         #[cfg(all(unix, not(target_arch = "wasm32")))]
         if let Some(map) = &self.map {
             const PAGE: usize = 4096;
-            let (a, b) = (range.start.div_ceil(PAGE) * PAGE, range.end / PAGE * PAGE);
+            let (a, b) = if outward {
+                (
+                    range.start / PAGE * PAGE,
+                    (range.end.div_ceil(PAGE) * PAGE).min(map.len()),
+                )
+            } else {
+                (range.start.div_ceil(PAGE) * PAGE, range.end / PAGE * PAGE)
+            };
             if a < b && b <= map.len() {
                 // SAFETY: a read-only shared file map; MADV_DONTNEED only drops clean pages,
                 // which the kernel reads back from the file on the next access.
@@ -67,7 +85,7 @@ impl Blob {
             }
         }
         #[cfg(not(all(unix, not(target_arch = "wasm32"))))]
-        let _ = range;
+        let _ = (range, outward);
     }
 }
 

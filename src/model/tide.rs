@@ -87,10 +87,22 @@ pub fn first_bad_row(dtype: DType, b: &[u8], rb: usize) -> Option<usize> {
     }
 }
 
-/// First non-finite value of a stored table, as its row.
+/// First row of a stored table holding a non-finite value. The scan goes in pieces of 8 MB,
+/// letting the OS drop each piece's file pages after it: a mapped table then costs memory only
+/// for the rows steps read (the point of streaming them), even at its peak.
 fn first_non_finite(w: &Weight) -> Option<usize> {
-    let rb = w.dtype().row_bytes(w.cols())?;
-    first_bad_row(w.dtype(), w.bytes(), rb)
+    let rb = w.dtype().row_bytes(w.cols())?.max(1);
+    let per = (8 << 20) / rb * rb;
+    let bytes = w.bytes();
+    for (i, piece) in bytes.chunks(per.max(rb)).enumerate() {
+        let bad = first_bad_row(w.dtype(), piece, rb).map(|r| r + i * per / rb);
+        let at = w.info.start + i * per;
+        w.blob.release(at..at + piece.len());
+        if bad.is_some() {
+            return bad;
+        }
+    }
+    None
 }
 
 fn small_f32(set: &TensorSet, file: &str, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
