@@ -32,11 +32,11 @@ else
 fi
 full=.cache/tide-k4-f32
 if [[ ! -s $full/model.safetensors ]]; then
-    (cd train && "../$py" - "$corpus" "$full" <<'EOF'
+    (cd train && "$py" - "$PWD/../$corpus" "$PWD/../$full" <<'EOF'
 import sys, os, torch, numpy as np
 import export
 from model import ModelConfig, TideLM
-corpus, out = "../" + sys.argv[1], "../" + sys.argv[2]
+corpus, out = sys.argv[1], sys.argv[2]
 ck = torch.load(os.path.join(corpus, "tide-k4-retrain.pt"), weights_only=False)
 m = TideLM(ModelConfig(**ck["config"]["model"]))
 m.load_state_dict(ck["state"])
@@ -62,7 +62,7 @@ import json, os, sys
 e = json.load(sys.stdin)
 rep = os.path.join('$dir', 'compress_report.json')
 r = json.load(open(rep)) if os.path.exists(rep) else None
-print(json.dumps({'variant': '$label', 'retrained_equals_committed': $same,
+print(json.dumps({'variant': '$label', 'retrained_equals_committed': '$same' == 'true',
                   'table_bytes': r['bytes_after'] if r else r, 'report': r, 'eval': e}))" >> "$out"
     echo "[quality] $label done" >&2
 }

@@ -81,6 +81,20 @@ def write_safetensors(path, tensors, dtype="f32", metadata=None):
 
 def read_safetensors(path):
     """Returns (dict name -> float32 numpy array, dict name -> stored dtype string, metadata)."""
+    raw, meta, dtypes = _read(path, _ST_DTYPES)
+    out = {}
+    for name, arr in raw.items():
+        if dtypes[name] == "BF16":
+            arr = bf16_bits_to_f32(arr).reshape(arr.shape)
+        out[name] = arr.astype(np.float32)
+    return out, dtypes, meta
+
+
+_RAW_DTYPES = dict(_ST_DTYPES, U8=np.dtype("u1"), I64=np.dtype("<i8"), U64=np.dtype("<u8"),
+                   I32=np.dtype("<i4"), U32=np.dtype("<u4"))
+
+
+def _read(path, types):
     with open(path, "rb") as f:
         raw = f.read()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -89,30 +103,13 @@ def read_safetensors(path):
     data = memoryview(raw)[8 + n :]
     out, dtypes = {}, {}
     for name, info in header.items():
-        st = info["dtype"]
         b, e = info["data_offsets"]
-        arr = np.frombuffer(data[b:e], dtype=_ST_DTYPES[st]).reshape(info["shape"])
-        if st == "BF16":
-            arr = bf16_bits_to_f32(arr).reshape(info["shape"])
-        out[name] = arr.astype(np.float32)
-        dtypes[name] = st
-    return out, dtypes, meta
-
-
-_RAW_DTYPES = dict(_ST_DTYPES, U8=np.dtype("u1"), I64=np.dtype("<i8"), U64=np.dtype("<u8"),
-                   I32=np.dtype("<i4"), U32=np.dtype("<u4"))
+        out[name] = np.frombuffer(data[b:e], dtype=types[info["dtype"]]).reshape(info["shape"])
+        dtypes[name] = info["dtype"]
+    return out, meta, dtypes
 
 
 def read_raw(path):
     """Returns (dict name -> numpy array in the stored type, BF16 as uint16 bits, metadata)."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {})
-    data = memoryview(raw)[8 + n :]
-    out = {}
-    for name, info in header.items():
-        b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype=_RAW_DTYPES[info["dtype"]]).reshape(info["shape"])
+    out, meta, _ = _read(path, _RAW_DTYPES)
     return out, meta

@@ -6,11 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use common::st_file::{read_st, tensor, write_st};
-use common::{assert_close, gpu, json_ids as ids, repo};
-use tide_gpu::cpu::CpuModel;
+use common::{assert_close, cpu_logits, gpu, json_ids as ids, repo};
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::memory::block_rows;
 use tide_gpu::memory::compress::{
@@ -37,14 +35,6 @@ fn compressed(dir: &Path, m: &Model, dtype: DType, svd: Option<RankRule>) -> (Mo
     attach_memory(&mut out, &p).unwrap();
     let _ = std::fs::remove_file(&p);
     (out, c)
-}
-
-fn cpu_logits(m: &Model, seq: &[u32]) -> Vec<f32> {
-    let cm = Arc::new(CpuModel::new(m));
-    let mut s = cm.session(64);
-    s.keep_all = true;
-    s.feed(seq).unwrap();
-    s.all_logits.clone()
 }
 
 /// Every encoding and SVD form, raw and pre-normalised tables: the GPU's logits (both kernel

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{assert_close, gpu, json_ids as ids, repo};
+use common::{assert_close, cpu_logits, gpu, json_ids as ids, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::memory::compress::{compress, write_memory_file, CompressOptions, RankRule};
@@ -192,14 +192,6 @@ fn check_gpu_with(tag: &str, m: &Model, seq: &[u32], want: &[f32], resident: boo
             2e-4,
         );
     }
-}
-
-fn cpu_logits(m: &Model, seq: &[u32]) -> Vec<f32> {
-    let cm = Arc::new(CpuModel::new(m));
-    let mut s = cm.session(64);
-    s.keep_all = true;
-    s.feed(seq).unwrap();
-    s.all_logits.clone()
 }
 
 fn stats(m: &Model) -> MemoryStats {

@@ -65,7 +65,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Variant i's cost over variant 0's, paired round by round (a round's variants took turns on
 /// the same machine): the median ratio - 1, and the lowest and highest.
-pub(super) fn paired_overhead(rates: &[Vec<f64>], i: usize) -> (f64, f64, f64) {
+fn paired_overhead(rates: &[Vec<f64>], i: usize) -> (f64, f64, f64) {
     let mut r: Vec<f64> = rates[i]
         .iter()
         .zip(&rates[0])
@@ -202,6 +202,39 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// One variant of a race against variant 0.
+pub(super) struct RaceStats {
+    /// Decode tokens/s over all counted rounds.
+    pub tokens_per_s: f64,
+    /// Time per token over variant 0's, minus 1, over all rounds.
+    pub overhead: f64,
+    /// The same per round: median, lowest, highest.
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// `race`'s seconds as speeds and overheads against variant 0.
+pub(super) fn race_stats(secs: &[Vec<f64>], gen: usize) -> Vec<RaceStats> {
+    let rates: Vec<Vec<f64>> = secs
+        .iter()
+        .map(|r| r.iter().map(|s| gen as f64 / s).collect())
+        .collect();
+    let total: Vec<f64> = secs.iter().map(|r| r.iter().sum()).collect();
+    (0..secs.len())
+        .map(|i| {
+            let (median, min, max) = paired_overhead(&rates, i);
+            RaceStats {
+                tokens_per_s: (secs[i].len() * gen) as f64 / total[i],
+                overhead: total[i] / total[0] - 1.0,
+                median,
+                min,
+                max,
+            }
+        })
+        .collect()
+}
+
 /// Seconds each engine spent decoding `gen` tokens in each of `rounds` rounds, the engines
 /// taking turns token by token (who goes first rotates): every variant decodes its next token
 /// within a fraction of a second of the others, so the bursts of a shared machine hit all of
@@ -255,20 +288,14 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
     }
     let rounds = a.reps.max(1);
     let secs = race(&mut engines, a.gen, rounds)?;
-    let rates: Vec<Vec<f64>> = secs
-        .iter()
-        .map(|r| r.iter().map(|s| a.gen as f64 / s).collect())
-        .collect();
-    let total: Vec<f64> = secs.iter().map(|r| r.iter().sum()).collect();
     let rows: Vec<serde_json::Value> = ks
         .iter()
-        .enumerate()
-        .map(|(i, &k)| {
-            let (o, lo, hi) = paired_overhead(&rates, i);
+        .zip(race_stats(&secs, a.gen))
+        .map(|(&k, r)| {
             serde_json::json!({
-                "k": k, "decode_tokens_per_s": (rounds * a.gen) as f64 / total[i],
-                "overhead": total[i] / total[0] - 1.0,
-                "round_overhead_median": o, "round_overhead_min": lo, "round_overhead_max": hi,
+                "k": k, "decode_tokens_per_s": r.tokens_per_s, "overhead": r.overhead,
+                "round_overhead_median": r.median, "round_overhead_min": r.min,
+                "round_overhead_max": r.max,
             })
         })
         .collect();

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use tide_gpu::memory::store::by_frequency;
 use tide_gpu::Model;
 
-use super::bench::{paired_overhead, race, BenchArgs};
+use super::bench::{race, race_stats, BenchArgs};
 
 /// A copy of `m` whose memory has its own row store: `cache_bytes` of cache, warmed from the
 /// token counts when `warm`.
@@ -80,22 +80,16 @@ pub fn memory_paths(a: &BenchArgs) -> Result<()> {
     }
     let rounds = a.reps.max(1);
     let secs = race(&mut engines, a.gen, rounds)?;
-    let rates: Vec<Vec<f64>> = secs
-        .iter()
-        .map(|r| r.iter().map(|s| a.gen as f64 / s).collect())
-        .collect();
-    let total: Vec<f64> = secs.iter().map(|r| r.iter().sum()).collect();
     let rows: Vec<serde_json::Value> = labels
         .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let (o, lo, hi) = paired_overhead(&rates, i);
+        .zip(race_stats(&secs, a.gen))
+        .zip(&models)
+        .map(|((l, r), m)| {
             serde_json::json!({
-                "variant": l,
-                "decode_tokens_per_s": (rounds * a.gen) as f64 / total[i],
-                "overhead_vs_backbone": total[i] / total[0] - 1.0,
-                "round_overhead_median": o, "round_overhead_min": lo, "round_overhead_max": hi,
-                "memory": super::common::memory_json(&models[i]),
+                "variant": l, "decode_tokens_per_s": r.tokens_per_s,
+                "overhead_vs_backbone": r.overhead, "round_overhead_median": r.median,
+                "round_overhead_min": r.min, "round_overhead_max": r.max,
+                "memory": super::common::memory_json(m),
             })
         })
         .collect();

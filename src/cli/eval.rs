@@ -159,6 +159,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         j["k"] = p.engine.memory_k().into();
         j["window"] = p.window.into();
         j["windows"] = p.max_windows.into();
+        j["memory"] = super::common::memory_json(&p.model);
         println!("{}", serde_json::to_string(&j)?);
         return Ok(());
     }

@@ -55,3 +55,12 @@ pub fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Ve
     )
     .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader))
 }
+
+/// All-position logits of `seq` from the CPU reference (context 64).
+pub fn cpu_logits(m: &tide_gpu::model::Model, seq: &[u32]) -> Vec<f32> {
+    let cm = std::sync::Arc::new(tide_gpu::cpu::CpuModel::new(m));
+    let mut s = cm.session(64);
+    s.keep_all = true;
+    s.feed(seq).unwrap();
+    s.all_logits.clone()
+}
