@@ -1,7 +1,8 @@
 //! The row store: where a TIDE memory row comes from and how it is laid out for the kernels.
-//! Today the tables are memory-mapped (or embedded) and a step's rows are copied out of them
-//! (rows.rs); the tables themselves, their metadata and checks are model/tide.rs's.
-//! docs/architecture.md follows one row from disk to the kernel.
+//! store.rs: the sources (mapped or in-memory tables; http.rs: a remote file read with HTTP
+//! Range), the LRU row cache and its counters; rows.rs: a token's rows for the CPU reference
+//! and the GPU upload; compress.rs: `tide compress`. The tables' metadata and checks are
+//! model/tide.rs's. docs/architecture.md follows one row from disk to the kernel.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod compress;
 #[cfg(not(target_arch = "wasm32"))]
