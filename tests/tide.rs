@@ -156,8 +156,9 @@ fn gpu_matches_pytorch_batched_and_token_by_token() {
     }
 }
 
-/// The GPU computes the K memory rows once per token and every layer reads them; the CPU
-/// reference recomputes them inside each layer. Both must agree on a long random sequence.
+/// The GPU computes the K memory rows once per token in one kernel and every layer reads them;
+/// the CPU reference decodes and normalises them on the host. Both must agree on a long random
+/// sequence.
 #[test]
 fn memory_once_per_token_equals_per_layer() {
     let m = variant("model.safetensors");

@@ -23,14 +23,6 @@ fn variant(m: &Model, cache_bytes: usize, warm: bool) -> Result<Model> {
     Ok(v)
 }
 
-fn cache_bytes(a: &BenchArgs, m: &Model) -> usize {
-    let tables = m.memory.as_ref().map_or(0, |mem| mem.rows.table_bytes());
-    match a.model.memory_cache_mb {
-        Some(mb) => (mb * 1e6) as usize,
-        None => (tables / 10).min(256_000_000) as usize,
-    }
-}
-
 /// Decode tok/s of the backbone (K = 0) against the model's memory streamed without a cache,
 /// through the row cache (warmed), resident on the GPU, and `--svd-memory`'s tables streamed,
 /// in one process, taking turns token by token.
@@ -39,7 +31,9 @@ pub fn memory_paths(a: &BenchArgs) -> Result<()> {
     if base.memory.is_none() {
         bail!("--memory-paths needs a model with TIDE memory (or --memory FILE)");
     }
-    let cache = cache_bytes(a, &base);
+    let cache = a
+        .model
+        .cache_bytes(base.memory.as_ref().map_or(0, |m| m.rows.table_bytes()))?;
     let mut labels = vec!["backbone (K = 0)".to_string()];
     let mut models = vec![{
         let mut m = base.clone();

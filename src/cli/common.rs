@@ -84,20 +84,26 @@ impl ModelArgs {
         Ok(m)
     }
 
+    /// The row cache's budget: --memory-cache-mb, else none for resident tables, else 10% of
+    /// the tables (at most 256 MB).
+    pub fn cache_bytes(&self, table_bytes: u64) -> Result<usize> {
+        Ok(match self.memory_cache_mb {
+            Some(mb) if !(mb.is_finite() && mb >= 0.0) => {
+                anyhow::bail!("--memory-cache-mb must be a number >= 0, got {mb}")
+            }
+            Some(mb) => (mb * 1e6) as usize,
+            None if self.memory_resident => 0,
+            None => ((table_bytes / 10) as usize).min(256_000_000),
+        })
+    }
+
     /// Size the memory row cache and fill it from the token counts (most frequent first).
     fn setup_row_cache(&self, m: &Model) -> Result<()> {
         let Some(mem) = &m.memory else {
             return Ok(());
         };
         let store = &mem.rows;
-        let bytes = match self.memory_cache_mb {
-            Some(mb) if !(mb.is_finite() && mb >= 0.0) => {
-                anyhow::bail!("--memory-cache-mb must be a number >= 0, got {mb}")
-            }
-            Some(mb) => (mb * 1e6) as usize,
-            None if self.memory_resident => 0,
-            None => ((store.table_bytes() / 10) as usize).min(256_000_000),
-        };
+        let bytes = self.cache_bytes(store.table_bytes())?;
         store.set_cache_bytes(bytes);
         if let (Some(counts), false) = (&m.token_counts, self.no_memory_warm) {
             if store.cache_tokens() > 0 {

@@ -148,6 +148,14 @@ impl CpuSession {
         let mut alpha = vec![0f32; k + 1];
         for (i, &tok) in tokens.iter().enumerate() {
             let pos = self.pos;
+            // The token's K block rows, read once (through the row store, as the GPU reads
+            // them: its counters then mean the same on both backends) for every layer.
+            if let Some(mm) = &m.memory {
+                let on = |li: usize| mm.routers[li].is_some() && !self.memory_off[li];
+                if (0..m.layers.len()).any(on) {
+                    block_rows(mm, tok, &mut mem)?;
+                }
+            }
             h.copy_from_slice(&m.embd[tok as usize * d..(tok as usize + 1) * d]);
             for (li, l) in m.layers.iter().enumerate() {
                 rmsnorm(&mut a, &h, &l.attn_norm, c.eps);
@@ -193,9 +201,6 @@ impl CpuSession {
                     alpha.fill(0.0);
                     alpha[k] = 1.0;
                     if let (Some(wr), false) = (&mm.routers[li], self.memory_off[li]) {
-                        // The oracle computes the token's block rows in every layer, as the
-                        // formula reads; the GPU computes them once per token.
-                        block_rows(mm, tok, &mut mem)?;
                         matvec(&mut alpha, wr, &a);
                         softmax(&mut alpha);
                         for (kk, row) in mem.chunks_exact(d).enumerate() {

@@ -69,12 +69,7 @@ fn source_row(m: &TideMemory, k: usize, v: usize, a: &mut Vec<f32>, out: &mut [f
         Some(s) => {
             a.resize(s.width, 0.0);
             t.row_f32(v, a);
-            out.fill(0.0);
-            for (ai, b) in a.iter().zip(s.basis[k].chunks_exact(out.len())) {
-                for (x, bj) in out.iter_mut().zip(b) {
-                    *x += ai * bj;
-                }
-            }
+            super::rebuild(a, &s.basis[k], out);
         }
     }
 }
@@ -237,14 +232,7 @@ pub fn compress(
                 crate::model::dtype::dequantize(opts.dtype, &bytes[start..], &mut dec);
                 match &basis {
                     None => rec.copy_from_slice(&dec),
-                    Some(b) => {
-                        rec.fill(0.0);
-                        for (ai, brow) in dec.iter().zip(b.chunks_exact(d)) {
-                            for (x, bj) in rec.iter_mut().zip(brow) {
-                                *x += ai * bj;
-                            }
-                        }
-                    }
+                    Some(b) => super::rebuild(&dec, b, &mut rec),
                 }
                 for (j, x) in rec.iter().enumerate() {
                     let s = e[(i, j)];

@@ -11,4 +11,4 @@ mod rows;
 pub mod store;
 
 pub use crate::model::tide::{TideMemory, MAX_K};
-pub use rows::{block_rows, gather_raw_rows};
+pub use rows::{block_rows, gather_raw_rows, rebuild};

@@ -21,12 +21,7 @@ pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) -> Result<()> {
             Some(s) => {
                 a.resize(s.width, 0.0);
                 dequantize(dtype, stored, &mut a);
-                o.fill(0.0);
-                for (ai, b) in a.iter().zip(s.basis[k].chunks_exact(d)) {
-                    for (x, bj) in o.iter_mut().zip(b) {
-                        *x += ai * bj;
-                    }
-                }
+                rebuild(&a, &s.basis[k], o);
             }
         }
         if m.normalized {
@@ -39,6 +34,17 @@ pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An SVD block's row from its coefficients: out = a B, with B [a.len(), out.len()] row-major,
+/// summed in f32 in the kernel's order.
+pub fn rebuild(a: &[f32], basis: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for (ai, b) in a.iter().zip(basis.chunks_exact(out.len())) {
+        for (x, bj) in out.iter_mut().zip(b) {
+            *x += ai * bj;
+        }
+    }
 }
 
 /// Stored rows of `tokens`, token-major then block: [n, K, row_bytes] bytes, through the row
