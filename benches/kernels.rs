@@ -31,6 +31,7 @@ fn main() {
                 kvd: 192,
                 head_dim: 64,
                 rope_half: false,
+                kv_tex: false,
             },
             true,
         ),

@@ -25,8 +25,15 @@
 #endif
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 #if EPI_QKV
+#if KV_TEX
+// CPU adapters: the cache itself is a pair of textures (texel (j, p) = floats 4j..4j+3 of
+// position p's row), which attention reads with one gather per texel; no buffer copy.
+@group(0) @binding(5) var KC: texture_storage_2d<rgba32uint, write>;
+@group(0) @binding(6) var VC: texture_storage_2d<rgba32uint, write>;
+#else
 @group(0) @binding(5) var<storage, read_write> KC: array<f32>;
 @group(0) @binding(6) var<storage, read_write> VC: array<f32>;
+#endif
 @group(0) @binding(7) var<storage, read> ROPE: array<vec2<f32>>;
 #endif
 #if MEMORY

@@ -177,6 +177,24 @@ fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
         o = vec4<f32>(ra.x, rb.x, ra.y, rb.y);
 #endif
     }
+#if KV_TEX
+    // A texel takes the group's 4 values at once, so q and k are stored in slot order: a
+    // permutation within each head (identity for adjacent pairs) that leaves every q.k as it
+    // is. v is unrotated and its 4 rows are consecutive.
+    var base = rows.x;
+    if (rows.x < {{QD}}u + {{KVD}}u) {
+#if ROPE_HALF
+        base = (rows.x / {{HD}}u) * {{HD}}u + 2u * (rows.x % {{HD}}u);
+#endif
+    }
+    if (base < {{QD}}u) {
+        for (var r = 0u; r < 4u; r++) { Y[tok * {{QD}}u + base + r] = o[r]; }
+    } else if (base < {{QD}}u + {{KVD}}u) {
+        textureStore(KC, vec2<u32>((base - {{QD}}u) / 4u, pos), bitcast<vec4<u32>>(o));
+    } else if (base < ROWS) {
+        textureStore(VC, vec2<u32>((base - {{QD}}u - {{KVD}}u) / 4u, pos), bitcast<vec4<u32>>(o));
+    }
+#else
     for (var r = 0u; r < 4u; r++) {
         let row = rows[r];
         if (row < {{QD}}u) {
@@ -187,5 +205,6 @@ fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
             VC[pos * {{KVD}}u + row - {{QD}}u - {{KVD}}u] = o[r];
         }
     }
+#endif
 }
 #endif

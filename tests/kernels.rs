@@ -378,19 +378,30 @@ fn matmul_swiglu() {
     }
 }
 
-/// QKV epilogue: q out, k and v appended at pos0 + t, RoPE in both pair layouts.
+/// QKV epilogue: q out, k and v appended at pos0 + t, RoPE in both pair layouts; the cache
+/// in buffers (every kernel form), and in storage textures (q and k in slot order) through
+/// the CPU adapters' forms: matvec_rows and the prefill matmul with x and weights in textures.
 #[test]
 fn matmul_qkv_rope_both_layouts() {
     let ctx = gpu();
     let mut rng = Rng(4);
     for layout in [RopeLayout::Adjacent, RopeLayout::RotateHalf] {
         for (n_tok, pos0) in [(1u32, 9u32), (5, 3)] {
-            let c = QkvCase::new(&mut rng, layout, n_tok, pos0);
+            let c = QkvCase::new(&mut rng, layout, n_tok, pos0, false);
             let m = &c.m;
             for s in token_specs(m, n_tok, m.decode_tuned(layout == RopeLayout::Adjacent)) {
                 let out = dispatch(&ctx, &s, c.data(&s), n_tok);
                 c.check(&s, &out);
             }
+            let c = QkvCase::new(&mut rng, layout, n_tok, pos0, true);
+            let m = &c.m;
+            let s = if n_tok == 1 {
+                m.decode_rows().weights_in_texture()
+            } else {
+                m.prefill().x_in_texture().weights_in_texture()
+            };
+            let out = dispatch(&ctx, &s, c.data(&s), n_tok);
+            c.check(&s, &out);
         }
     }
 }

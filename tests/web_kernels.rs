@@ -137,7 +137,7 @@ async fn embed_rows() {
 /// of 5 (pos0 3). The epilogue is one piece of WGSL that every matmul kernel includes, so each
 /// layout goes through half the kernels: adjacent pairs through the GPU matvec and the prefill
 /// matmul (buffers), rotate-half through matvec_rows and the prefill matmul with x and weights
-/// in textures (CPU adapters).
+/// in textures, the cache in storage textures (CPU adapters).
 #[wasm_bindgen_test]
 async fn matmul_qkv_rope_both_layouts() {
     let ctx = gpu().await;
@@ -145,7 +145,9 @@ async fn matmul_qkv_rope_both_layouts() {
     for layout in [RopeLayout::Adjacent, RopeLayout::RotateHalf] {
         let gpu_form = layout == RopeLayout::Adjacent;
         for (n_tok, pos0) in [(1u32, 9u32), (5, 3)] {
-            let c = QkvCase::new(&mut rng, layout, n_tok, pos0);
+            // The CPU adapters' forms write the cache into storage textures, as they do in
+            // the decoder.
+            let c = QkvCase::new(&mut rng, layout, n_tok, pos0, !gpu_form);
             let m = &c.m;
             let s = match (n_tok, gpu_form) {
                 (1, true) => m.decode_tuned(false),

@@ -1,8 +1,9 @@
 //! What CPU-backed adapters (lavapipe, SwiftShader) get instead of the GPU kernels: they pay
 //! per workgroup, per barrier and per storage load, and fetch a texel as one gather where
 //! storage loads walk the lanes. So one token goes through matvec_rows with x and gamma bound
-//! as uniforms of one row, batches read x rows from texture mirrors of the activations, and
-//! attention reads texture mirrors of the K/V cache (RowCopy keeps the mirrors current).
+//! as uniforms of one row, batches read x rows from texture mirrors of the activations
+//! (RowCopy keeps the mirrors current), and the K/V cache is a pair of textures that the QKV
+//! matmul writes and attention reads.
 use super::plan::{rebind, Named, Op};
 use super::specs::{self, Epilogue, Matmul, Spec};
 use super::tide::FUSED_ONLY;
@@ -16,18 +17,15 @@ pub(super) struct RowCopy {
     pub buf: wgpu::Buffer,
     pub tex: wgpu::Texture,
     pub row_bytes: u32,
-    /// Rows pos0.. (the cache) rather than 0.. (the batch).
-    pub at_pos: bool,
     /// Which steps need the copy.
     pub when: CopyWhen,
     /// A fixed row count (the K memory rows of one token) instead of the batch's n.
     pub fixed_rows: Option<u32>,
 }
 
-/// Batches only (one token goes through uniforms), single tokens only, or every step.
+/// Batches only (one token goes through uniforms), or single tokens only.
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum CopyWhen {
-    Always,
     Batch,
     Token,
 }
@@ -35,19 +33,17 @@ pub(super) enum CopyWhen {
 impl RowCopy {
     pub fn wanted(&self, n: u32) -> bool {
         match self.when {
-            CopyWhen::Always => true,
             CopyWhen::Batch => n > 1,
             CopyWhen::Token => n == 1,
         }
     }
 
-    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, pos0: u32, n: u32) {
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, n: u32) {
         if !self.wanted(n) {
             return;
         }
         let n = self.fixed_rows.unwrap_or(n);
         let row = self.row_bytes;
-        let first = if self.at_pos { pos0 } else { 0 };
         // Rows go in one copy where the row pitch meets the copy alignment, else one by one.
         let (per, count) = if n == 1 || row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT == 0 {
             (n, 1)
@@ -55,7 +51,7 @@ impl RowCopy {
             (1, n)
         };
         for i in 0..count {
-            let p = first + i * per;
+            let p = i * per;
             enc.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer: &self.buf,
@@ -119,7 +115,7 @@ impl GpuDecoder {
         rows: usize,
     ) -> Option<wgpu::Texture> {
         if self.few_big_workgroups() {
-            crate::gpu::row_texture(&self.ctx, label, cols, rows)
+            crate::gpu::row_texture(&self.ctx, label, cols, rows, false)
         } else {
             None
         }
@@ -185,7 +181,6 @@ impl GpuDecoder {
                     buf: rows.clone(),
                     tex: tex.clone(),
                     row_bytes: (m.rows * 4) as u32,
-                    at_pos: false,
                     when: CopyWhen::Token,
                     fixed_rows: Some(mem.host.k as u32),
                 });
@@ -205,7 +200,6 @@ impl GpuDecoder {
                     buf: x.buffer.clone(),
                     tex: tex.clone(),
                     row_bytes: x_bytes as u32,
-                    at_pos: false,
                     when: CopyWhen::Batch,
                     fixed_rows: None,
                 });
@@ -222,57 +216,62 @@ impl GpuDecoder {
         Ok(())
     }
 
-    /// Attention on a CPU adapter, when the K/V cache fits texture mirrors: one token through
-    /// a lane per query head, batches through the prefill kernel reading the mirrors (with
-    /// subgroups sharing K/V fetches where they apply). False: the caller pushes the plain op.
-    pub(super) fn push_attention_cpu_adapter(
-        &mut self,
-        kc: &wgpu::Buffer,
-        vc: &wgpu::Buffer,
-        named: &Named<'_>,
-    ) -> Result<bool> {
+    /// One layer's K/V cache: on CPU adapters, where the adapter's texture size allows, a
+    /// pair of textures (written by the QKV matmul, read by attention); else buffers.
+    pub(super) fn kv_cache(&self) -> KvCache {
+        let (kvd, ctx_len) = (self.config.kv_dim(), self.opts.ctx_len);
+        let tex = |label| {
+            self.few_big_workgroups()
+                .then(|| crate::gpu::row_texture(&self.ctx, label, kvd, ctx_len, true))
+                .flatten()
+        };
+        if let (Some(k), Some(v)) = (tex("k-cache"), tex("v-cache")) {
+            return KvCache::Textures(
+                k.create_view(&Default::default()),
+                v.create_view(&Default::default()),
+            );
+        }
+        let none = wgpu::BufferUsages::empty();
+        let buffer = |label| super::storage(&self.ctx, label, ctx_len * kvd * 4, none);
+        KvCache::Buffers(buffer("k-cache"), buffer("v-cache"))
+    }
+
+    /// Attention on a CPU adapter over the K/V textures: one token through a lane per query
+    /// head, batches through the prefill kernel (with subgroups sharing K/V fetches where
+    /// they apply).
+    pub(super) fn push_attention_textures(&mut self, named: &Named<'_>) -> Result<()> {
         let c = &self.config;
         let (hd, nh, nkv, ctx_len) = (c.head_dim, c.n_heads, c.n_kv_heads, self.opts.ctx_len);
-        let kvd = c.kv_dim();
-        let (Some(kt), Some(vt)) = (
-            self.row_texture("k-cache-tex", kvd, ctx_len),
-            self.row_texture("v-cache-tex", kvd, ctx_len),
-        ) else {
-            return Ok(false);
-        };
-        let (kv_view, vv_view) = (
-            kt.create_view(&Default::default()),
-            vt.create_view(&Default::default()),
-        );
         let decode = self.variant(&specs::attention_heads(hd, nh, nkv, ctx_len))?;
         let atp = specs::attention_prefill(hd, nh, nkv, ctx_len);
         let prefill =
             self.variant(&specs::kv_in_textures(atp).with_subgroups(self.ctx.subgroup_size))?;
-        let mut tex_named = named.clone();
-        rebind(
-            &mut tex_named,
-            "KC",
-            wgpu::BindingResource::TextureView(&kv_view),
-        )?;
-        rebind(
-            &mut tex_named,
-            "VC",
-            wgpu::BindingResource::TextureView(&vv_view),
-        )?;
-        let bind = self.bind(decode.kernel, &tex_named)?;
-        let mut op = Op::new(decode, prefill, bind);
-        op.copies = [(kc, kt), (vc, vt)]
-            .into_iter()
-            .map(|(b, t)| RowCopy {
-                buf: b.clone(),
-                tex: t,
-                row_bytes: (kvd * 4) as u32,
-                at_pos: true,
-                when: CopyWhen::Always,
-                fixed_rows: None,
-            })
-            .collect();
-        self.ops.push(op);
-        Ok(true)
+        let bind = self.bind(decode.kernel, named)?;
+        self.ops.push(Op::new(decode, prefill, bind));
+        Ok(())
+    }
+}
+
+/// One layer's K/V cache [ctx, kv_dim] f32.
+pub(super) enum KvCache {
+    Buffers(wgpu::Buffer, wgpu::Buffer),
+    /// CPU adapters: rgba32uint textures (texel (j, p) = floats 4j..4j+3 of position p),
+    /// q and k in slot order (specs::slot_order).
+    Textures(wgpu::TextureView, wgpu::TextureView),
+}
+
+impl KvCache {
+    pub fn in_textures(&self) -> bool {
+        matches!(self, KvCache::Textures(..))
+    }
+
+    pub fn bindings(&self) -> [wgpu::BindingResource<'_>; 2] {
+        match self {
+            KvCache::Buffers(k, v) => [k.as_entire_binding(), v.as_entire_binding()],
+            KvCache::Textures(k, v) => [
+                wgpu::BindingResource::TextureView(k),
+                wgpu::BindingResource::TextureView(v),
+            ],
+        }
     }
 }

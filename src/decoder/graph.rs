@@ -3,9 +3,10 @@
 //! gate/up with SwiGLU, and the down projection with residual (and memory term); the final
 //! norm and LM head last. Weights are uploaded here. Which kernel family and bindings each op gets on CPU
 //! adapters is cpu_adapter.rs's business; TIDE's extra ops are tide.rs's.
+use super::cpu_adapter::KvCache;
 use super::plan::Named;
 use super::specs::{self, Epilogue, Matmul, Spec};
-use super::{f32_buffer, res, storage, GpuDecoder};
+use super::{f32_buffer, res, GpuDecoder};
 use crate::error::{Error, Result};
 use crate::gpu::GpuTensor;
 use crate::model::{Model, RopeLayout, Weight};
@@ -77,25 +78,25 @@ impl GpuDecoder {
         self.push_op(&decode, &prefill, &named)
     }
 
-    /// Attention over one layer's K/V cache: on CPU adapters through texture mirrors of the
-    /// cache where the adapter's texture size allows (cpu_adapter.rs).
-    fn push_attention(&mut self, kc: &wgpu::Buffer, vc: &wgpu::Buffer) -> Result<()> {
+    /// Attention over one layer's K/V cache (textures on CPU adapters: cpu_adapter.rs).
+    fn push_attention(&mut self, kv: &KvCache) -> Result<()> {
         let c = &self.config;
         let (hd, nh, nkv, ctx_len) = (c.head_dim, c.n_heads, c.n_kv_heads, self.opts.ctx_len);
-        let at = specs::attention(hd, nh, nkv, ctx_len);
-        let atp = specs::attention_prefill(hd, nh, nkv, ctx_len);
         let buf = self.buf.clone();
+        let [kc, vc] = kv.bindings();
         let named: Named = vec![
             ("step", res(&buf.step)),
             ("Q", res(&buf.q)),
-            ("KC", res(kc)),
-            ("VC", res(vc)),
+            ("KC", kc),
+            ("VC", vc),
             ("S", res(&buf.scores)),
             ("O", res(&buf.att)),
         ];
-        if self.push_attention_cpu_adapter(kc, vc, &named)? {
-            return Ok(());
+        if kv.in_textures() {
+            return self.push_attention_textures(&named);
         }
+        let at = specs::attention(hd, nh, nkv, ctx_len);
+        let atp = specs::attention_prefill(hd, nh, nkv, ctx_len);
         self.push_op(&at, &atp, &named)
     }
 
@@ -137,9 +138,8 @@ impl GpuDecoder {
         for (li, l) in model.layers.iter().enumerate() {
             let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
             let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
-            let none = wgpu::BufferUsages::empty();
-            let kc = storage(&self.ctx, "k-cache", ctx_len * kvd * 4, none);
-            let vc = storage(&self.ctx, "v-cache", ctx_len * kvd * 4, none);
+            let kv = self.kv_cache();
+            let [kc, vc] = kv.bindings();
             let qkv = upload_fused(&self.ctx, &format!("blk.{li}.qkv"), &[&l.wq, &l.wk, &l.wv])?;
             let wo = GpuTensor::upload(&self.ctx, &format!("blk.{li}.attn_output"), &[&l.wo])?;
             let gu = upload_fused(
@@ -161,6 +161,7 @@ impl GpuDecoder {
                 kvd,
                 head_dim: c.head_dim,
                 rope_half: c.rope_layout == RopeLayout::RotateHalf,
+                kv_tex: kv.in_textures(),
             };
             self.push_matmul(
                 mm(&qkv, qkv_epi, eps),
@@ -170,14 +171,14 @@ impl GpuDecoder {
                     ("X", res(&buf.h)),
                     ("G", res(&attn_norm)),
                     ("Y", res(&buf.q)),
-                    ("KC", res(&kc)),
-                    ("VC", res(&vc)),
+                    ("KC", kc),
+                    ("VC", vc),
                     ("ROPE", res(&rope)),
                 ],
                 h_tex.as_ref(),
                 false,
             )?;
-            self.push_attention(&kc, &vc)?;
+            self.push_attention(&kv)?;
             self.push_matmul(
                 mm(&wo, Epilogue::Residual, None),
                 vec![
@@ -234,7 +235,10 @@ impl GpuDecoder {
                 fused.is_some(),
             )?;
             weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
-            keep.extend([attn_norm, ffn_norm, kc, vc]);
+            keep.extend([attn_norm, ffn_norm]);
+            if let KvCache::Buffers(kc, vc) = kv {
+                keep.extend([kc, vc]);
+            }
             weights.extend([qkv, wo, gu, down]);
         }
         // Final norm + LM head on the last token of the batch, one op per chunk.

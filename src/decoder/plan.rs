@@ -208,7 +208,7 @@ impl GpuDecoder {
         let mut rest = ops;
         while !rest.is_empty() {
             for c in &rest[0].copies {
-                c.encode(enc, self.cur.pos0, n);
+                c.encode(enc, n);
             }
             let end = 1 + rest[1..]
                 .iter()

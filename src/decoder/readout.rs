@@ -306,7 +306,7 @@ impl GpuDecoder {
         let mut enc = dev.create_command_encoder(&Default::default());
         for (i, op) in self.ops.iter().enumerate() {
             for c in &op.copies {
-                c.encode(&mut enc, self.cur.pos0, n);
+                c.encode(&mut enc, n);
             }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,

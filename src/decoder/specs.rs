@@ -25,6 +25,11 @@ pub enum Epilogue {
         kvd: usize,
         head_dim: usize,
         rope_half: bool,
+        /// k and v go straight into write-only rgba32uint textures [ctx rows, kvd / 4 texels]
+        /// (bindings 5 and 6) that attention reads: CPU adapters, so the cache is held once.
+        /// q and k then come out in slot order (`slot_order`), the same permutation within
+        /// every head, which leaves each q.k unchanged.
+        kv_tex: bool,
     },
     /// gate rows then up rows; out = silu(gate) * up
     SwiGlu { ffn: usize },
@@ -170,6 +175,23 @@ impl Spec {
 }
 
 /// Give the bindings numbered in `changes` their new kind (a binding not present stays absent).
+/// Where each of a head's `head_dim` values of q or k goes in the slot order of a QKV matmul
+/// with K/V in textures (`Epilogue::Qkv::kv_tex`): slot s holds logical dim `slot_order(..)[s]`.
+/// Adjacent pairs: the identity; rotate-half: group j's slots are dims 2j, 2j+1, 2j+hd/2,
+/// 2j+1+hd/2.
+pub fn slot_order(head_dim: usize, rope_half: bool) -> Vec<usize> {
+    (0..head_dim)
+        .map(|s| {
+            let (j, r) = (s / 4, s % 4);
+            if rope_half {
+                2 * j + (r & 1) + (r >> 1) * (head_dim / 2)
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
 fn retype(bindings: &mut [Slot], changes: &[(u32, Binding)]) {
     for b in bindings.iter_mut() {
         if let Some(&(_, kind)) = changes.iter().find(|c| c.0 == b.index) {
@@ -214,10 +236,15 @@ impl Matmul {
                 slot(6, "ALPHA", Binding::Read),
             ]);
         }
-        if matches!(self.epi, Epilogue::Qkv { .. }) {
+        if let Epilogue::Qkv { kv_tex, .. } = self.epi {
+            let kv = if kv_tex {
+                Binding::StorageTexture
+            } else {
+                Binding::ReadWrite
+            };
             b.extend([
-                slot(5, "KC", Binding::ReadWrite),
-                slot(6, "VC", Binding::ReadWrite),
+                slot(5, "KC", kv),
+                slot(6, "VC", kv),
                 slot(7, "ROPE", Binding::Read),
             ]);
         }
@@ -251,9 +278,11 @@ impl Matmul {
                 kvd,
                 head_dim,
                 rope_half,
+                kv_tex,
             } => d
                 .flag("EPI_QKV", true)
                 .flag("ROPE_HALF", rope_half)
+                .flag("KV_TEX", kv_tex)
                 .set("QD", qd)
                 .set("KVD", kvd)
                 .set("HD", head_dim),

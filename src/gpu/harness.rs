@@ -5,10 +5,11 @@ use wgpu::util::DeviceExt;
 use super::context::GpuContext;
 use super::kernel::{Binding, Kernel, Slot};
 use super::shader::Defines;
-use super::upload::{weight_texture, Storage};
+use super::upload::{weight_texture, Storage, TEX_WIDTH};
 use crate::error::{Error, Result};
 
-/// Contents of one binding, in binding order (a Texture binding takes U32 words).
+/// Contents of one binding, in binding order (a Texture binding takes U32 words; so does a
+/// StorageTexture binding, as whole rows of TEX_WIDTH texels).
 #[derive(Clone)]
 pub enum Data {
     F32(Vec<f32>),
@@ -118,7 +119,7 @@ fn prepare(
     bindings: &[Slot],
     data: &[Data],
     dir: Option<&std::path::Path>,
-) -> Result<(Kernel, Vec<Storage>, wgpu::BindGroup)> {
+) -> Result<(Kernel, Vec<Bound>, wgpu::BindGroup)> {
     if bindings.len() != data.len() {
         return Err(Error::Input(format!(
             "{} bindings but {} buffers",
@@ -139,14 +140,21 @@ fn prepare(
     Ok((k, bufs, bind))
 }
 
-fn buffers(ctx: &GpuContext, bindings: &[Slot], data: &[Data]) -> Result<Vec<Storage>> {
+fn buffers(ctx: &GpuContext, bindings: &[Slot], data: &[Data]) -> Result<Vec<Bound>> {
     bindings
         .iter()
         .zip(data)
         .map(|(&Slot { kind, .. }, d)| {
             if kind == Binding::Texture {
                 let words: &[u32] = bytemuck::cast_slice(d.bytes());
-                return Ok(Storage::Texture(weight_texture(ctx, "weights", words)?));
+                return Ok(Bound::Kept(Storage::Texture(weight_texture(
+                    ctx, "weights", words,
+                )?)));
+            }
+            if kind == Binding::StorageTexture {
+                let t = written_texture(ctx, d.bytes())?;
+                let v = t.create_view(&Default::default());
+                return Ok(Bound::Written(t, v));
             }
             let mut bytes = d.bytes().to_vec();
             bytes.resize(bytes.len().max(16).div_ceil(4) * 4, 0);
@@ -154,19 +162,19 @@ fn buffers(ctx: &GpuContext, bindings: &[Slot], data: &[Data]) -> Result<Vec<Sto
                 Binding::Uniform => wgpu::BufferUsages::UNIFORM,
                 _ => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             };
-            Ok(Storage::Buffer(ctx.device.create_buffer_init(
+            Ok(Bound::Kept(Storage::Buffer(ctx.device.create_buffer_init(
                 &wgpu::util::BufferInitDescriptor {
                     label: None,
                     contents: &bytes,
                     usage,
                 },
-            )))
+            ))))
         })
         .collect()
 }
 
 /// Dispatch `shader:entry` once with `groups` workgroups; returns the final contents of each
-/// ReadWrite binding (in binding order) as raw 32-bit words. Blocking: see `run_async`.
+/// ReadWrite or StorageTexture binding (in binding order) as raw 32-bit words. Blocking: see `run_async`.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run(
     ctx: &GpuContext,
@@ -200,16 +208,34 @@ pub async fn run_async(
     }
     let mut reads = Vec::new();
     for (b, &Slot { kind, .. }) in bufs.iter().zip(bindings) {
-        if let (Binding::ReadWrite, Storage::Buffer(b)) = (kind, b) {
-            let r = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: b.size(),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            enc.copy_buffer_to_buffer(b, 0, &r, 0, b.size());
-            reads.push(r);
+        let size = match (kind, b) {
+            (Binding::ReadWrite, Bound::Kept(Storage::Buffer(b))) => b.size(),
+            (Binding::StorageTexture, Bound::Written(t, _)) => texture_bytes(t),
+            _ => continue,
+        };
+        let r = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        match b {
+            Bound::Written(t, _) => enc.copy_texture_to_buffer(
+                t.as_image_copy(),
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &r,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(t.width() * 16),
+                        rows_per_image: None,
+                    },
+                },
+                t.size(),
+            ),
+            Bound::Kept(Storage::Buffer(b)) => enc.copy_buffer_to_buffer(b, 0, &r, 0, size),
+            Bound::Kept(Storage::Texture(_)) => {}
         }
+        reads.push(r);
     }
     ctx.queue.submit([enc.finish()]);
     let mut done = Vec::new();
@@ -233,4 +259,55 @@ pub async fn run_async(
         out.push(bytemuck::cast_slice(&v).to_vec());
     }
     Ok(out)
+}
+
+/// What one binding of a harness run holds: a buffer or texture it reads, or a storage
+/// texture it writes (kept whole, for the readback).
+enum Bound {
+    Kept(Storage),
+    Written(wgpu::Texture, wgpu::TextureView),
+}
+
+impl Bound {
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Bound::Kept(s) => s.resource(),
+            Bound::Written(_, v) => wgpu::BindingResource::TextureView(v),
+        }
+    }
+}
+
+/// A storage texture TEX_WIDTH texels wide holding `bytes` (whole rows), that the kernel
+/// writes and the harness reads back.
+fn written_texture(ctx: &GpuContext, bytes: &[u8]) -> Result<wgpu::Texture> {
+    let row = TEX_WIDTH * 16;
+    if bytes.is_empty() || bytes.len() % row != 0 {
+        return Err(Error::Input(format!(
+            "a storage texture takes whole rows of {row} bytes, not {}",
+            bytes.len()
+        )));
+    }
+    Ok(ctx.device.create_texture_with_data(
+        &ctx.queue,
+        &wgpu::TextureDescriptor {
+            label: Some("written"),
+            size: wgpu::Extent3d {
+                width: TEX_WIDTH as u32,
+                height: (bytes.len() / row) as u32,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_SRC,
+            view_formats: &[],
+        },
+        wgpu::util::TextureDataOrder::LayerMajor,
+        bytes,
+    ))
+}
+
+fn texture_bytes(t: &wgpu::Texture) -> u64 {
+    t.width() as u64 * 16 * t.height() as u64
 }

@@ -15,6 +15,8 @@ pub enum Binding {
     ReadWrite,
     /// An rgba32uint texture (weights, or rows mirrored from a buffer).
     Texture,
+    /// A write-only rgba32uint storage texture (the K/V cache on CPU adapters).
+    StorageTexture,
 }
 
 /// One binding of a kernel: its number, the shader's variable name, and its kind.
@@ -73,7 +75,13 @@ fn check_bindings(
                     Binding::Read
                 }
             }
-            naga::AddressSpace::Handle => Binding::Texture,
+            naga::AddressSpace::Handle => match module.types[v.ty].inner {
+                naga::TypeInner::Image {
+                    class: naga::ImageClass::Storage { .. },
+                    ..
+                } => Binding::StorageTexture,
+                _ => Binding::Texture,
+            },
             other => {
                 return Err(Error::Gpu(format!(
                     "{label}: binding {} is in address space {other:?}",
@@ -132,6 +140,11 @@ impl Kernel {
                         sample_type: wgpu::TextureSampleType::Uint,
                         view_dimension: wgpu::TextureViewDimension::D2,
                         multisampled: false,
+                    },
+                    Binding::StorageTexture => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::WriteOnly,
+                        format: wgpu::TextureFormat::Rgba32Uint,
+                        view_dimension: wgpu::TextureViewDimension::D2,
                     },
                     Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Storage {

@@ -112,22 +112,25 @@ fn u32x4_texture(
     }
 }
 
-/// A texture of `rows` rows of `cols` f32 (cols / 4 texels each) that copies fill: the row
-/// mirrors of buffers (K/V cache, activations, memory rows) on CPU adapters. None where it
-/// does not fit the adapter's texture size or cols is not a whole number of texels.
+/// A texture of `rows` rows of `cols` f32 (cols / 4 texels each): the row mirrors of buffers
+/// (activations, memory rows) that copies fill, or with `written` a storage texture that
+/// kernels write (the K/V cache) on CPU adapters. None where it does not fit the adapter's
+/// texture size or cols is not a whole number of texels.
 pub fn row_texture(
     ctx: &GpuContext,
     label: &str,
     cols: usize,
     rows: usize,
+    written: bool,
 ) -> Option<wgpu::Texture> {
+    let usage = if written {
+        wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING
+    } else {
+        wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST
+    };
     rows_fit(ctx, cols, rows).then(|| {
-        ctx.device.create_texture(&u32x4_texture(
-            label,
-            cols / 4,
-            rows,
-            wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        ))
+        ctx.device
+            .create_texture(&u32x4_texture(label, cols / 4, rows, usage))
     })
 }
 

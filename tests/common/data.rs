@@ -288,9 +288,11 @@ pub fn softmax(l: &[f32]) -> Vec<f32> {
 }
 
 /// The QKV matmul's test: q out, k and v appended to the cache at pos0 + t, RoPE on q and k in
-/// `layout`; Q4_1 weights, 3 query heads and 1 KV head of 16, a cache of 16 positions.
+/// `layout`; Q4_1 weights, 3 query heads and 1 KV head of 16, a cache of 16 positions in
+/// buffers or (`kv_tex`, CPU adapters) in storage textures, q and k then in slot order.
 pub struct QkvCase {
     pub c: Config,
+    pub kv_tex: bool,
     pub m: Matmul,
     pub n_tok: u32,
     pub pos0: u32,
@@ -304,7 +306,7 @@ pub struct QkvCase {
 }
 
 impl QkvCase {
-    pub fn new(rng: &mut Rng, layout: RopeLayout, n_tok: u32, pos0: u32) -> Self {
+    pub fn new(rng: &mut Rng, layout: RopeLayout, n_tok: u32, pos0: u32, kv_tex: bool) -> Self {
         let c = Config {
             vocab: 10,
             dim: 96,
@@ -331,6 +333,7 @@ impl QkvCase {
                 kvd,
                 head_dim: c.head_dim,
                 rope_half: layout == RopeLayout::RotateHalf,
+                kv_tex,
             },
             norm: Some(c.eps),
             dtype,
@@ -352,6 +355,7 @@ impl QkvCase {
             .collect();
         QkvCase {
             c,
+            kv_tex,
             m,
             n_tok,
             pos0,
@@ -365,39 +369,68 @@ impl QkvCase {
     }
 
     pub fn data(&self, s: &Spec) -> Vec<Data> {
-        let (qd, kvd) = (self.c.q_dim(), self.c.kv_dim());
+        let qd = self.c.q_dim();
         vec![
             Data::Bytes(step(self.pos0, self.n_tok, 0, 1.0)),
             Data::U32(words(self.m.dtype, &self.wb)),
             super::x_data(s, &self.x, self.c.dim),
             Data::F32(self.g.clone()),
             Data::F32(vec![0.0; self.n_tok as usize * qd]),
-            Data::F32(vec![0.0; self.ctx_len * kvd]),
-            Data::F32(vec![0.0; self.ctx_len * kvd]),
+            self.cache_data(),
+            self.cache_data(),
             Data::F32(self.table.clone()),
         ]
+    }
+
+    /// An empty K or V cache: a buffer, or texture rows.
+    fn cache_data(&self) -> Data {
+        let zeros = vec![0.0; self.ctx_len * self.c.kv_dim()];
+        if self.kv_tex {
+            super::texture_rows(&zeros, self.c.kv_dim())
+        } else {
+            Data::F32(zeros)
+        }
+    }
+
+    /// The expected q or k of one token as the kernel stores it: in slot order per head
+    /// when the cache is in textures.
+    fn stored(&self, v: &[f32]) -> Vec<f32> {
+        if !self.kv_tex {
+            return v.to_vec();
+        }
+        let hd = self.c.head_dim;
+        let order = specs::slot_order(hd, self.c.rope_layout == RopeLayout::RotateHalf);
+        v.chunks(hd)
+            .flat_map(|head| order.iter().map(|&i| head[i]).collect::<Vec<_>>())
+            .collect()
     }
 
     /// q, and k and v at their cache positions, of every token (tolerance 2e-4).
     pub fn check(&self, s: &Spec, out: &[Vec<f32>]) {
         let (qd, kvd) = (self.c.q_dim(), self.c.kv_dim());
         let layout = self.c.rope_layout;
+        // A cache row's stride: kvd floats, or a texture row.
+        let stride = if self.kv_tex {
+            tide_gpu::gpu::TEX_WIDTH * 4
+        } else {
+            kvd
+        };
         for (t, [q, k, v]) in self.want.iter().enumerate() {
             let pos = self.pos0 as usize + t;
-            let what = format!("qkv {} {layout:?} T={} t={t}", s.shader, self.n_tok);
-            assert_close(&format!("{what} q"), &out[0][t * qd..(t + 1) * qd], q, 2e-4);
+            let what = format!(
+                "qkv {} {layout:?} kv_tex={} T={} t={t}",
+                s.shader, self.kv_tex, self.n_tok
+            );
+            let (q, k) = (self.stored(q), self.stored(k));
             assert_close(
-                &format!("{what} k"),
-                &out[1][pos * kvd..(pos + 1) * kvd],
-                k,
+                &format!("{what} q"),
+                &out[0][t * qd..(t + 1) * qd],
+                &q,
                 2e-4,
             );
-            assert_close(
-                &format!("{what} v"),
-                &out[2][pos * kvd..(pos + 1) * kvd],
-                v,
-                2e-4,
-            );
+            let row = pos * stride..pos * stride + kvd;
+            assert_close(&format!("{what} k"), &out[1][row.clone()], &k, 2e-4);
+            assert_close(&format!("{what} v"), &out[2][row], v, 2e-4);
         }
     }
 }
