@@ -30,6 +30,8 @@ pub struct Run {
     max_tokens: usize,
     ctx_len: usize,
     stop: Option<&'static str>,
+    /// Chosen by `choose`, not yet fed.
+    chosen: Option<u32>,
     t0: Instant,
     t_first: Option<Instant>,
     t_end: Option<Instant>,
@@ -63,6 +65,7 @@ impl Run {
             max_tokens,
             ctx_len,
             stop: (max_tokens == 0).then_some("max_tokens"),
+            chosen: None,
             t0,
             t_first: None,
             t_end: None,
@@ -86,6 +89,19 @@ impl Run {
         tok: &TokenizerInfo,
         sampler: &mut Sampler,
     ) -> Result<Option<String>> {
+        let piece = self.choose(engine, tok, sampler).await?;
+        self.feed_chosen(engine)?;
+        Ok(piece)
+    }
+
+    /// `step`'s first half: choose the next token and return its new text; it is fed by
+    /// `feed_chosen` (the browser fetches its memory rows in between).
+    pub async fn choose(
+        &mut self,
+        engine: &mut Engine,
+        tok: &TokenizerInfo,
+        sampler: &mut Sampler,
+    ) -> Result<Option<String>> {
         if self.stop.is_some() {
             return Ok(None);
         }
@@ -103,9 +119,22 @@ impl Run {
         } else if engine.pos() >= self.ctx_len {
             self.finish("context_full");
         } else {
-            engine.feed(&[next])?;
+            self.chosen = Some(next);
         }
         Ok(Some(piece))
+    }
+
+    /// The token `choose` picked that is still to be fed.
+    pub fn chosen(&self) -> Option<u32> {
+        self.chosen
+    }
+
+    /// Feed the token `choose` picked, if the run goes on.
+    pub fn feed_chosen(&mut self, engine: &mut Engine) -> Result<()> {
+        match self.chosen.take() {
+            Some(t) => engine.feed(&[t]),
+            None => Ok(()),
+        }
     }
 
     /// The text the last token added: the decoded tokens so far minus what was already given,

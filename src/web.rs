@@ -13,6 +13,8 @@ use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
 use crate::generate::{render_chat, Run};
 use crate::inspect::{inspect, tokens_to_inspect};
+use crate::memory::fetch::{attach_memory_fetch, prefetch, FetchOptions};
+use crate::memory::store::RowStore;
 use crate::model::tokenizer::TokenizerInfo;
 use crate::model::{Blob, ModelFiles};
 use crate::options::Options;
@@ -41,6 +43,10 @@ struct Inner {
     token_counts: Option<Vec<u64>>,
     info: Value,
     run: Option<(Run, Sampler)>,
+    /// The memory's row store (shared with the engine's): its counters, and where rows
+    /// streamed from the server are fetched into before each step.
+    rows: Option<RowStore>,
+    fetch: FetchOptions,
 }
 
 /// One loaded model and its engine. Calls are serialised by the worker; one that arrives while
@@ -131,18 +137,35 @@ impl FileSet {
 
 /// Open a model from its files: one GGUF file, or a model folder's files (config.json,
 /// *.safetensors, tokenizer.json, ...). `backend` is "auto" (WebGPU, else the CPU reference),
-/// "gpu" or "cpu"; `ctx_len` 0 takes the model's, at most 2048.
+/// "gpu" or "cpu"; `ctx_len` 0 takes the model's, at most 2048. `memory_url`, when not empty,
+/// is a memory file left on the server: its rows are streamed with Range requests as steps
+/// need them, through a row cache of `memory_cache_mb` (0: the default).
 #[wasm_bindgen(js_name = openSession)]
 pub async fn open_session(
     source: String,
     files: FileSet,
     backend: String,
     ctx_len: usize,
+    memory_url: String,
+    memory_cache_mb: usize,
 ) -> std::result::Result<Session, JsValue> {
-    open(source, files, &backend, ctx_len).await.map_err(js_err)
+    let mut fetch = FetchOptions::default();
+    if memory_cache_mb > 0 {
+        fetch.cache_bytes = memory_cache_mb << 20;
+    }
+    open(source, files, &backend, ctx_len, &memory_url, fetch)
+        .await
+        .map_err(js_err)
 }
 
-async fn open(source: String, files: FileSet, backend: &str, ctx_len: usize) -> Result<Session> {
+async fn open(
+    source: String,
+    files: FileSet,
+    backend: &str,
+    ctx_len: usize,
+    memory_url: &str,
+    fetch: FetchOptions,
+) -> Result<Session> {
     let backend = match backend {
         "auto" => Backend::Auto,
         "gpu" => Backend::Gpu,
@@ -173,7 +196,11 @@ async fn open(source: String, files: FileSet, backend: &str, ctx_len: usize) -> 
         parts.files.push((f.name, Blob::from_vec(f.data)));
     }
     // The GPU engine keeps the weights in device memory; the heap copy goes with `model`.
-    let model = parts.load()?;
+    let mut model = parts.load()?;
+    if !memory_url.is_empty() {
+        attach_memory_fetch(&mut model, memory_url, &fetch).await?;
+    }
+    let rows = model.memory.as_ref().map(|m| m.rows.clone());
     let mut opts = Options::default();
     let max_ctx = model.config.ctx_len;
     opts.decoder.ctx_len = if ctx_len == 0 {
@@ -220,6 +247,8 @@ async fn open(source: String, files: FileSet, backend: &str, ctx_len: usize) -> 
         "ctx_len": opts.decoder.ctx_len,
         "chat_template": model.tokenizer.chat_template.is_some(),
         "token_counts": model.token_counts.is_some(),
+        "memory_streamed": (!memory_url.is_empty()).then_some(memory_url),
+        "memory_cache_tokens": rows.as_ref().map(|r| r.cache_tokens()),
     });
     let inner = Inner {
         name: source,
@@ -230,6 +259,8 @@ async fn open(source: String, files: FileSet, backend: &str, ctx_len: usize) -> 
         engine,
         info,
         run: None,
+        rows,
+        fetch,
     };
     Ok(Session {
         inner: Rc::new(RefCell::new(inner)),
@@ -261,18 +292,28 @@ impl Session {
     }
 
     /// Start generating after `prompt` with `options` (JSON: maxTokens, temperature, topK,
-    /// topP, repeatPenalty, seed). Returns the prompt's token count.
-    pub fn start(&self, prompt: &str, options: &str) -> std::result::Result<usize, JsValue> {
-        let mut i = self.inner.try_borrow_mut().map_err(|_| busy())?;
-        let o: Value = serde_json::from_str(options)
-            .map_err(|e| js_err(Error::Input(format!("generate options: {e}"))))?;
-        let sampler = sampler_from(&o).map_err(js_err)?;
-        let max_tokens = o.get("maxTokens").and_then(Value::as_u64).unwrap_or(128) as usize;
-        let ids = i.tok.encode(prompt, true).map_err(js_err)?;
-        let ctx = i.ctx_len;
-        let run = Run::start(&mut i.engine, &ids, max_tokens, ctx).map_err(js_err)?;
-        i.run = Some((run, sampler));
-        Ok(ids.len())
+    /// topP, repeatPenalty, seed). Resolves to the prompt's token count once the prompt is
+    /// submitted (its streamed memory rows fetched first).
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn start(&self, prompt: String, options: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let mut g = inner.try_borrow_mut().map_err(|_| busy())?;
+            let i = &mut *g;
+            let o: Value = serde_json::from_str(&options)
+                .map_err(|e| js_err(Error::Input(format!("generate options: {e}"))))?;
+            let sampler = sampler_from(&o).map_err(js_err)?;
+            let max_tokens = o.get("maxTokens").and_then(Value::as_u64).unwrap_or(128) as usize;
+            let ids = i.tok.encode(&prompt, true).map_err(js_err)?;
+            i.run = None;
+            if ids.len() < i.ctx_len {
+                i.prefetch(&ids).await.map_err(js_err)?;
+            }
+            let ctx = i.ctx_len;
+            let run = Run::start(&mut i.engine, &ids, max_tokens, ctx).map_err(js_err)?;
+            i.run = Some((run, sampler));
+            Ok(JsValue::from_f64(ids.len() as f64))
+        })
     }
 
     /// One token: resolves to its text ("" while a character is incomplete), or undefined
@@ -287,15 +328,36 @@ impl Session {
             let Some((run, sampler)) = i.run.as_mut() else {
                 return Err(js_err(Error::Input("no generation started".into())));
             };
-            match run.step(&mut i.engine, &i.tok, sampler).await {
-                Ok(Some(piece)) => Ok(JsValue::from_str(&piece)),
-                Ok(None) => Ok(JsValue::UNDEFINED),
-                Err(e) => {
-                    run.cancel();
+            let piece = run.choose(&mut i.engine, &i.tok, sampler).await;
+            let next = run.chosen();
+            let fed = async {
+                if let Some(t) = next {
+                    if let Some(rows) = &i.rows {
+                        prefetch(rows, &[t], &i.fetch).await?;
+                    }
+                }
+                run.feed_chosen(&mut i.engine)
+            };
+            match (piece, fed.await) {
+                (Ok(Some(piece)), Ok(())) => Ok(JsValue::from_str(&piece)),
+                (Ok(None), Ok(())) => Ok(JsValue::UNDEFINED),
+                (Err(e), _) | (_, Err(e)) => {
+                    if let Some((run, _)) = i.run.as_mut() {
+                        run.cancel();
+                    }
                     Err(js_err(e))
                 }
             }
         })
+    }
+
+    /// The memory row store's counters as JSON ({rows_requested, hits, misses,
+    /// bytes_fetched, resident_bytes, cache_tokens, streamed}), or null for a model without
+    /// memory.
+    #[wasm_bindgen(js_name = memoryStats)]
+    pub fn memory_stats(&self) -> std::result::Result<String, JsValue> {
+        let i = self.inner.try_borrow().map_err(|_| busy())?;
+        Ok(i.memory_json().to_string())
     }
 
     /// Stop the generation in progress (its result then says "cancelled").
@@ -309,14 +371,16 @@ impl Session {
 
     /// The finished generation as JSON, the object `tide generate --json` prints.
     pub fn result(&self) -> std::result::Result<String, JsValue> {
-        let mut i = self.inner.try_borrow_mut().map_err(|_| busy())?;
-        let adapter = i.engine.describe();
-        let Some((run, sampler)) = i.run.as_mut() else {
+        let mut g = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        let adapter = g.engine.describe();
+        let memory = g.memory_json();
+        let Some((run, sampler)) = g.run.as_mut() else {
             return Err(js_err(Error::Input("no generation started".into())));
         };
         let mut v =
             serde_json::to_value(run.result()).map_err(|e| js_err(Error::Gpu(e.to_string())))?;
         v["adapter"] = Value::String(adapter);
+        v["memory"] = memory;
         v["sampler"] = serde_json::to_value(&sampler.cfg).unwrap_or(Value::Null);
         Ok(v.to_string())
     }
@@ -368,6 +432,9 @@ impl Session {
             let i = &mut *g;
             i.run = None;
             let ids = tokens_to_inspect(&i.tok, i.k, &i.name, &text).map_err(js_err)?;
+            if ids.len() <= i.ctx_len {
+                i.prefetch(&ids).await.map_err(js_err)?;
+            }
             let r = inspect(&mut i.engine, &i.tok, &i.name, &ids, i.ctx_len)
                 .await
                 .map_err(js_err)?;
@@ -382,5 +449,27 @@ impl Session {
             }
             Ok(JsValue::from_str(&v.to_string()))
         })
+    }
+}
+
+impl Inner {
+    /// Fetch the streamed memory rows of `tokens` the cache lacks.
+    async fn prefetch(&self, tokens: &[u32]) -> Result<()> {
+        match &self.rows {
+            Some(rows) => prefetch(rows, tokens, &self.fetch).await,
+            None => Ok(()),
+        }
+    }
+
+    fn memory_json(&self) -> Value {
+        match &self.rows {
+            Some(r) => {
+                let mut v = serde_json::to_value(r.stats()).unwrap_or(Value::Null);
+                v["cache_tokens"] = json!(r.cache_tokens());
+                v["streamed"] = json!(r.source().remote().is_some());
+                v
+            }
+            None => Value::Null,
+        }
     }
 }

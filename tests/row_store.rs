@@ -2,7 +2,8 @@
 //! cache small enough to evict at every step, warmed or not, or from tables resident on the
 //! GPU, plain or SVD, all give the CPU reference's logits; the counters add up; HTTP failures (404, 500, a short body, a wrong
 //! Content-Range, a server that ignores Range, a timeout, a truncated file) are clear errors
-//! that stop the step, and the run goes on once the server is well again.
+//! that stop the step, and the run goes on once the server is well again; rows fetched ahead
+//! of a step (the browser's way) are counted once.
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -392,4 +393,61 @@ fn generate_json_reports_the_row_counters() {
     assert_eq!(n("bytes_fetched"), n("misses") * 120, "{m}");
     let (ok, _, err) = tide_cli(&["generate", "--memory-cache-mb", "nan", "x"]);
     assert!(!ok && err.contains("--memory-cache-mb"), "{err}");
+}
+
+/// The browser's path through the store (memory/fetch.rs): the rows a step needs are asked
+/// for (`missing`) and put in the cache (`insert`) before it runs; the step then reads them
+/// from the cache. The counters count each fetched row once, as a miss, and the step's rows
+/// are the source's. A cache too small for a step, or rows of the wrong size, are refused.
+#[test]
+fn rows_fetched_ahead_are_counted_once_and_read_by_the_step() {
+    let m = load(&tiny()).unwrap();
+    let store = &m.memory.as_ref().unwrap().rows;
+    let (k, tb) = (m.memory.as_ref().unwrap().k, store.token_bytes());
+    let read = |ids: &[u32]| -> Vec<Box<[u8]>> {
+        let rb = tb / k;
+        let mut rows: Vec<Box<[u8]>> = ids.iter().map(|_| vec![0u8; tb].into()).collect();
+        let mut buf = vec![0u8; ids.len() * rb];
+        for b in 0..k {
+            store.source().read_rows(b, ids, &mut buf).unwrap();
+            for (r, row) in rows.iter_mut().zip(buf.chunks_exact(rb)) {
+                r[b * rb..(b + 1) * rb].copy_from_slice(row);
+            }
+        }
+        rows
+    };
+    store.set_cache_bytes(2 * tb);
+    let e = store.insert(&[1, 2, 3], read(&[1, 2, 3]), 1).unwrap_err();
+    assert!(e.to_string().contains("holds 2 tokens"), "{e}");
+    store.set_cache_bytes(8 * tb);
+    let e = store
+        .insert(&[1], vec![vec![0u8; tb - 1].into()], 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("rows of"), "{e}");
+    store.reset_stats();
+
+    // A step of tokens 5, 3, 5: two are missing; fetched ahead, then read.
+    let step = [5u32, 3, 5];
+    let ids = store.missing(&step).unwrap();
+    assert_eq!(ids, vec![3, 5]);
+    store.insert(&ids, read(&ids), 777).unwrap();
+    assert!(store.missing(&step).unwrap().is_empty());
+    let mut got = Vec::new();
+    store.gather(&step, &mut got).unwrap();
+    let want: Vec<u8> = read(&step).iter().flat_map(|r| r.iter().copied()).collect();
+    assert_eq!(got, want, "the step reads the source's rows");
+    let s = store.stats();
+    assert_eq!(s.rows_requested, 3 * k as u64);
+    assert_eq!(
+        s.misses,
+        2 * k as u64,
+        "each fetched token's rows count once, as misses"
+    );
+    assert_eq!(s.hits, k as u64, "the repeated 5 is a hit");
+    assert_eq!(s.bytes_fetched, 777);
+    // The next step reads 3 again: now a hit.
+    store.gather(&[3], &mut got).unwrap();
+    let s = store.stats();
+    assert_eq!((s.hits, s.misses), (2 * k as u64, 2 * k as u64));
+    assert_eq!(s.hits + s.misses, s.rows_requested);
 }

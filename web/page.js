@@ -32,7 +32,7 @@ function describe(info) {
     `${info.layers} layers · K = ${info.k}`;
 }
 
-function fmtBytes(b) {
+export function fmtBytes(b) {
   return b >= 1048576 ? `${(b / 1048576).toFixed(1)} MB` : `${Math.round(b / 1024)} kB`;
 }
 
@@ -74,6 +74,8 @@ export function boot() {
     bar.hidden = false;
     const model = await load(wanted, {
       backend: params.get('backend') || undefined,
+      memory: params.get('memory') || undefined,
+      memoryCacheMb: Number(params.get('memoryCacheMb')) || undefined,
       onProgress: ({ phase, loaded, total }) => {
         // Downloads have a size; building the kernels does not (an indeterminate bar).
         if (phase === 'open') bar.removeAttribute('value');
@@ -81,14 +83,15 @@ export function boot() {
           bar.max = total || 1;
           bar.value = loaded;
         }
-        const what = { download: 'downloading', cache: 'reading from the browser cache', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
+        const what = { download: 'downloading', cache: 'reading from the browser cache', memory: 'reading the streamed memory file\'s header', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
         status.textContent = `${wanted}: ${what} ${total ? `${fmtBytes(loaded)} / ${fmtBytes(total)}` : ''}`;
       },
     });
     bar.hidden = true;
     const info = model.info;
     status.textContent = `${wanted} · ${describe(info)} · loaded in ${info.load.seconds.toFixed(1)} s` +
-      (info.load.downloaded_bytes ? ` (${fmtBytes(info.load.downloaded_bytes)} downloaded)` : ' (from the browser cache)');
+      (info.load.downloaded_bytes ? ` (${fmtBytes(info.load.downloaded_bytes)} downloaded)` : ' (from the browser cache)') +
+      (info.memory_streamed ? ` · memory rows streamed (cache of ${info.memory_cache_tokens} tokens)` : '');
     if (info.note) {
       $('#notice').textContent = info.note;
       $('#notice').hidden = false;
@@ -98,6 +101,7 @@ export function boot() {
       generate: (p, o) => model.generate(p, o),
       complete: (p, o) => model.complete(p, o),
       inspect: (t) => model.inspect(t),
+      memoryStats: () => model.memoryStats(),
       chat: model.chat,
     });
     resolveReady(info);

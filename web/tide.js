@@ -147,6 +147,14 @@ export class TideModel {
     return it.done;
   }
 
+  /**
+   * The memory rows' counters: {rows_requested, hits, misses, bytes_fetched, resident_bytes,
+   * cache_tokens, streamed}, or null for a model without memory.
+   */
+  memoryStats() {
+    return this.worker.call('memoryStats').done;
+  }
+
   /** Router weights of `text`: the object `tide inspect --json` prints. */
   inspect(text) {
     return this.worker.call('inspect', { text }).done;
@@ -198,13 +206,26 @@ export class TideModel {
 /**
  * Load a model: a name listed by `tide serve` (models.json), a .gguf URL or a model folder URL.
  * Options: onProgress({phase, loaded, total, file}) with phase "download" | "cache" | "open" |
- * "ready"; backend "auto" | "gpu" | "cpu"; ctxLen (0: the model's, at most 2048).
+ * "ready"; backend "auto" | "gpu" | "cpu"; ctxLen (0: the model's, at most 2048);
+ * memory "download" (the default: a folder's memory.safetensors is fetched whole, like the
+ * other files) or "stream" (it stays on the server and each step fetches the rows it reads
+ * with Range requests); memoryCacheMb, the streamed rows' cache (0: the default, 16 MB, raised
+ * to hold a whole context's tokens).
  */
-export async function load(model, { onProgress, backend, ctxLen } = {}) {
-  const { name, files } = await resolveFiles(model);
+export async function load(model, { onProgress, backend, ctxLen, memory, memoryCacheMb } = {}) {
+  let { name, files } = await resolveFiles(model);
+  let memoryUrl = '';
+  if (memory === 'stream') {
+    const m = files.find((f) => f.name === 'memory.safetensors');
+    if (!m) throw new Error(`${model}: no memory.safetensors to stream`);
+    memoryUrl = new URL(m.url, location.href).href;
+    files = files.filter((f) => f !== m);
+  } else if (memory !== undefined && memory !== 'download') {
+    throw new Error(`memory: expected "download" or "stream", not ${JSON.stringify(memory)}`);
+  }
   const worker = new Worker_();
   try {
-    const info = await worker.call('load', { model: name, files, backend, ctxLen },
+    const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb },
       (m) => m.event === 'progress' && onProgress?.({ phase: m.phase, loaded: m.loaded, total: m.total, file: m.file })).done;
     return new TideModel(worker, info);
   } catch (e) {

@@ -139,7 +139,7 @@ async function fetchFile(dir, file, progress) {
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
-  async load({ model, files, backend, ctxLen }, id) {
+  async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb }, id) {
     const t0 = performance.now();
     await init();
     const dir = await cacheDir();
@@ -173,7 +173,9 @@ const ops = {
     const chosen = backend || (hasGpu ? 'auto' : 'cpu');
     session?.free?.();
     session = null;
-    session = await openSession(model, set, chosen, ctxLen || 0); // consumes the set
+    if (memoryUrl) post({ id, event: 'progress', phase: 'memory', loaded: before, total });
+    // consumes the set
+    session = await openSession(model, set, chosen, ctxLen || 0, memoryUrl || '', memoryCacheMb || 0);
     const info = JSON.parse(session.info());
     // wgpu leaves the adapter's name empty on the web; the browser's adapter info has it.
     if (info.gpu && !info.gpu.name && hasGpu) {
@@ -200,7 +202,7 @@ const ops = {
 
   async generate({ prompt, options }, id) {
     if (!session) throw new Error('no model loaded');
-    session.start(prompt, JSON.stringify(options || {}));
+    await session.start(prompt, JSON.stringify(options || {}));
     for (;;) {
       if (cancelled.delete(id)) {
         session.cancel();
@@ -211,6 +213,11 @@ const ops = {
       if (piece) post({ id, event: 'piece', text: piece });
     }
     return JSON.parse(session.result());
+  },
+
+  async memoryStats() {
+    if (!session) throw new Error('no model loaded');
+    return JSON.parse(session.memoryStats());
   },
 
   async chatPrompt({ messages }) {

@@ -39,6 +39,12 @@ pub trait RowSource: Send + Sync {
     fn local_tables(&self) -> Option<&[Weight]> {
         None
     }
+    /// A source that cannot read while a step runs (the browser's fetch is asynchronous) says
+    /// where its rows are; the caller fetches the missing rows before each step (`missing`,
+    /// `insert`) and `read_rows` is never reached.
+    fn remote(&self) -> Option<&super::remote::RemoteTables> {
+        None
+    }
 }
 
 /// Tables in memory or memory-mapped (the native file path, the embedded model, the browser's
@@ -88,6 +94,9 @@ struct State {
     cache: Option<LruCache<u32, Box<[u8]>>>,
     stats: MemoryStats,
     scratch: Vec<u8>,
+    /// Tokens `insert` cached (counted as misses there) that no step has read yet: their
+    /// first read is not a hit.
+    fresh: std::collections::HashSet<u32>,
 }
 
 /// The row store of one model's memory: shared by its clones (the CPU reference and the GPU
@@ -119,6 +128,7 @@ impl RowStore {
                 cache: None,
                 stats: MemoryStats::default(),
                 scratch: Vec::new(),
+                fresh: Default::default(),
             })),
         }
     }
@@ -155,6 +165,7 @@ impl RowStore {
         let mut s = self.lock();
         s.cache = NonZeroUsize::new(n.min(self.vocab)).map(LruCache::new);
         s.stats.resident_bytes = 0;
+        s.fresh.clear();
     }
 
     /// Tokens the cache can hold.
@@ -183,6 +194,7 @@ impl RowStore {
     pub fn reset_stats(&self) {
         let mut s = self.lock();
         let resident = s.stats.resident_bytes;
+        s.fresh.clear();
         s.stats = MemoryStats {
             resident_bytes: resident,
             ..Default::default()
@@ -215,6 +227,55 @@ impl RowStore {
         Ok(out)
     }
 
+    /// The tokens among `tokens` whose rows the cache does not hold (sorted, distinct).
+    pub fn missing(&self, tokens: &[u32]) -> Result<Vec<u32>> {
+        self.check_ids(tokens)?;
+        let s = self.lock();
+        let mut ids: Vec<u32> = tokens
+            .iter()
+            .copied()
+            .filter(|t| s.cache.as_ref().is_none_or(|c| !c.contains(t)))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Rows the caller fetched for `ids` (one [K, row_bytes] buffer each, `bytes` transferred
+    /// to get them): counted as misses and kept in the cache, where the step then finds them.
+    pub fn insert(&self, ids: &[u32], rows: Vec<Box<[u8]>>, bytes: u64) -> Result<()> {
+        let tb = self.token_bytes();
+        if rows.len() != ids.len() || rows.iter().any(|r| r.len() != tb) {
+            return Err(Error::Input(format!(
+                "{}: {} rows of {tb} bytes expected for {} tokens",
+                self.source.name(),
+                rows.len(),
+                ids.len()
+            )));
+        }
+        let mut s = self.lock();
+        if s.cache.as_ref().is_none_or(|c| c.cap().get() < ids.len()) {
+            return Err(Error::Input(format!(
+                "{}: the row cache holds {} tokens, fewer than the {} a step needs",
+                self.source.name(),
+                s.cache.as_ref().map_or(0, |c| c.cap().get()),
+                ids.len()
+            )));
+        }
+        s.stats.misses += (ids.len() * self.k) as u64;
+        s.stats.bytes_fetched += bytes;
+        for (t, row) in ids.iter().zip(rows) {
+            let c = s.cache.as_mut().unwrap();
+            let grew = c.len() < c.cap().get() && !c.contains(t);
+            c.put(*t, row);
+            if grew {
+                s.stats.resident_bytes += tb as u64;
+            }
+            s.fresh.insert(*t);
+        }
+        Ok(())
+    }
+
     /// The stored rows of `tokens`, token-major then block: [n, K, row_bytes], through the
     /// cache. A source error (a failed or short HTTP response, a row beyond the file) is
     /// returned, never a row of garbage.
@@ -236,7 +297,22 @@ impl RowStore {
             self.fetch(&mut s, &missing)?
         };
         s.stats.misses += (missing.len() * self.k) as u64;
-        s.stats.hits = s.stats.rows_requested - s.stats.misses;
+        // Rows fetched ahead for this step (`insert`) were counted as misses then.
+        let mut fetched_ahead = 0;
+        if !s.fresh.is_empty() {
+            let mut seen: Vec<u32> = tokens
+                .iter()
+                .copied()
+                .filter(|t| s.fresh.contains(t) && missing.binary_search(t).is_err())
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            for t in &seen {
+                s.fresh.remove(t);
+            }
+            fetched_ahead = seen.len();
+        }
+        s.stats.hits += ((tokens.len() - missing.len() - fetched_ahead) * self.k) as u64;
         out.clear();
         out.reserve(tokens.len() * tb);
         for t in tokens {

@@ -22,6 +22,7 @@ let server;
 let base;
 let browser;
 let tmp;
+let stream;
 
 function native(args) {
   const out = execFileSync(TIDE_BIN, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -64,9 +65,14 @@ before(async () => {
   fs.readSync(fd, head, 0, head.length, 0);
   fs.closeSync(fd);
   fs.writeFileSync(trunc, head);
+  // The default model with its memory in a separate file (what `tide compress` writes), to
+  // stream that file's rows rather than download it.
+  stream = path.join(tmp, 'tide-k4-stream');
+  execFileSync(TIDE_BIN, ['compress', '--bits', '4', '--out', stream], { stdio: 'ignore' });
   const repo = path.resolve(import.meta.dirname, '../..');
   server = spawn(TIDE_BIN, ['serve', '--port', '0', '--web', path.join(repo, 'web'),
-    '--model', path.join(repo, 'models/tide-k4'), '--model', SMOLLM2, '--model', trunc],
+    '--model', path.join(repo, 'models/tide-k4'), '--model', SMOLLM2, '--model', trunc,
+    '--model', stream],
   { stdio: ['ignore', 'pipe', 'inherit'] });
   base = await new Promise((resolve, reject) => {
     server.stdout.on('data', (d) => {
@@ -240,6 +246,53 @@ test('without WebGPU the page runs the CPU reference in wasm, says so, and gener
   } finally {
     await ctx.close();
   }
+});
+
+test('memory streamed with Range requests: native tokens, only the rows read are fetched, counters on the page', async () => {
+  const size = fs.statSync(path.join(stream, 'memory.safetensors')).size;
+  const k = 4;
+  const memReqs = [];
+  browser.on('request', (r) => r.url().endsWith('/memory.safetensors') && memReqs.push(r.headers().range));
+  const page = await open(browser, '?model=tide-k4-stream&memory=stream');
+  const info = await ready(page);
+  assert.equal(info.error, undefined, info.error);
+  assert.equal(info.k, k);
+  assert.match(info.memory_streamed, /\/models\/tide-k4-stream\/memory\.safetensors$/);
+  for (const prompt of PROMPTS.slice(0, 2)) {
+    const want = native(['generate', '--model', stream, '--temperature', '0', '--json', '--max-tokens', String(TOKENS), prompt]);
+    const before = await page.evaluate(() => window.tide.memoryStats());
+    const got = await page.evaluate(([p, n]) => window.tide.complete(p, { maxTokens: n, temperature: 0 }), [prompt, TOKENS]);
+    assert.deepEqual(got.tokens, want.tokens, `greedy tokens after "${prompt}"`);
+    assert.equal(got.text, want.text);
+    // Every token fed (the prompt and all generated but the last) read its K rows.
+    const m = got.memory;
+    const fed = got.prompt_tokens.length + got.tokens.length - 1;
+    assert.equal(m.streamed, true);
+    assert.equal(m.rows_requested - before.rows_requested, k * fed);
+    assert.equal(m.hits + m.misses, m.rows_requested);
+    assert.ok(m.misses > before.misses, 'new tokens were fetched');
+  }
+  const m = await page.evaluate(() => window.tide.memoryStats());
+  console.log(`streamed memory: ${m.misses} rows fetched in ${m.bytes_fetched} bytes of ${size}, ${m.hits} hits`);
+  assert.ok(m.bytes_fetched > 0 && m.bytes_fetched < size / 4,
+    `fetched ${m.bytes_fetched} of the ${size}-byte memory file`);
+  assert.ok(memReqs.length > 0 && memReqs.every((r) => /^bytes=\d+-\d+$/.test(r ?? '')),
+    `every request for the memory file is a Range request: ${memReqs.slice(0, 5)}`);
+  // The demo shows the counters.
+  await page.fill('#prompt', PROMPTS[2]);
+  await page.fill('#temperature', '0');
+  await page.fill('#maxTokens', '6');
+  await page.click('#go');
+  await page.waitForFunction(() => document.querySelector('#stats').textContent.includes('stop:'), null, { timeout: 120000 });
+  assert.match(await page.textContent('#memory'), /memory rows: \d+ read, \d+ from the cache, \d+ fetched \(.* over HTTP\)/);
+  assert.match(await page.textContent('#status'), /memory rows streamed/);
+  await shot(page, 'memory-streamed.png');
+  await page.close();
+  // A model without a separate memory file cannot stream one: said on the page.
+  const bad = await open(browser, '?model=tide-k4&memory=stream');
+  const e = await ready(bad);
+  assert.match(e.error ?? '', /no memory\.safetensors to stream/);
+  await bad.close();
 });
 
 test('a download cut short is resumed with a Range request and the model still matches native', async () => {

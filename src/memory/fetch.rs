@@ -1,0 +1,200 @@
+//! Memory tables streamed in the browser: the memory file stays on the server and its rows
+//! come with fetch() Range requests. fetch() is asynchronous and a step is not, so the rows a
+//! step will read are fetched before it (`prefetch`) into the row store's cache, where the step
+//! finds them; the source itself never reads (`FetchedRows::read_rows` is an error).
+//!
+//! Requests are coalesced as natively (remote.rs), all of a step's run at once (the browser
+//! caps connections per host), each has a timeout, and a failed one is tried again.
+use std::sync::Arc;
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use super::remote::{
+    self, check_length, check_partial, fail, range_error, Failure, Ranges, RemoteTables,
+};
+use super::store::{RowSource, RowStore};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// How the browser fetches rows.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    pub timeout_ms: u32,
+    /// Tries after the first for a network error, a 5xx or a short body.
+    pub retries: u32,
+    /// Bytes between two wanted rows below which one request reads through the gap.
+    pub max_gap_bytes: usize,
+    /// Row cache budget (raised to hold a whole context's distinct tokens: a step's rows must
+    /// all be in the cache when it runs).
+    pub cache_bytes: usize,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            timeout_ms: 20_000,
+            retries: 2,
+            max_gap_bytes: 64 << 10,
+            cache_bytes: 16 << 20,
+        }
+    }
+}
+
+struct FetchRanges<'a> {
+    url: &'a str,
+    opts: &'a FetchOptions,
+}
+
+fn js_text(v: &wasm_bindgen::JsValue) -> String {
+    v.as_string()
+        .or_else(|| {
+            v.dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// One try at bytes [start, start + len) of `url`.
+async fn fetch_once(
+    url: &str,
+    start: u64,
+    len: u64,
+    timeout_ms: u32,
+) -> std::result::Result<(Vec<u8>, u64), Failure> {
+    let js = |e: wasm_bindgen::JsValue| fail(js_text(&e), false);
+    let end = start + len - 1;
+    let headers = web_sys::Headers::new().map_err(js)?;
+    headers
+        .set("Range", &format!("bytes={start}-{end}"))
+        .map_err(js)?;
+    let init = web_sys::RequestInit::new();
+    init.set_method("GET");
+    init.set_headers(&headers);
+    // The HTTP cache could answer a range from a whole stored response: bypass it.
+    init.set_cache(web_sys::RequestCache::NoStore);
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(timeout_ms)));
+    let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(js)?;
+    let global = js_sys::global();
+    let promise = if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+        w.fetch_with_request(&req)
+    } else if let Some(w) = global.dyn_ref::<web_sys::Window>() {
+        w.fetch_with_request(&req)
+    } else {
+        return Err(fail("no fetch() in this context".into(), false));
+    };
+    let resp: web_sys::Response = JsFuture::from(promise)
+        .await
+        .map_err(|e| fail(format!("request failed: {}", js_text(&e)), true))?
+        .dyn_into()
+        .map_err(js)?;
+    let cr = resp
+        .headers()
+        .get("content-range")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let total = check_partial(resp.status(), &cr, start, len)?;
+    let buf = JsFuture::from(resp.array_buffer().map_err(js)?)
+        .await
+        .map_err(|e| fail(format!("reading the body: {}", js_text(&e)), true))?;
+    let body = js_sys::Uint8Array::new(&buf).to_vec();
+    check_length(&body, len)?;
+    Ok((body, total))
+}
+
+impl Ranges for FetchRanges<'_> {
+    fn url(&self) -> &str {
+        self.url
+    }
+
+    async fn range(&self, start: u64, len: u64) -> Result<(Vec<u8>, u64)> {
+        let mut tries = 0;
+        loop {
+            match fetch_once(self.url, start, len, self.opts.timeout_ms).await {
+                Ok(b) => return Ok(b),
+                Err(f) if f.retry && tries < self.opts.retries => tries += 1,
+                Err(f) => return Err(range_error(self.url, start, len, tries + 1, f)),
+            }
+        }
+    }
+}
+
+/// Tables that stay on the server; `prefetch` brings their rows.
+pub struct FetchedRows {
+    tables: RemoteTables,
+}
+
+impl RowSource for FetchedRows {
+    fn read_rows(&self, k: usize, _ids: &[u32], _out: &mut [u8]) -> Result<u64> {
+        Err(Error::Input(format!(
+            "{}: rows of table {k} were not fetched before the step",
+            self.tables.url
+        )))
+    }
+
+    fn name(&self) -> String {
+        self.tables.url.clone()
+    }
+
+    fn remote(&self) -> Option<&RemoteTables> {
+        Some(&self.tables)
+    }
+}
+
+/// Attach the memory of `model` from the memory file at `url`: the header and small tensors
+/// now, the rows as steps need them (`prefetch`).
+pub async fn attach_memory_fetch(model: &mut Model, url: &str, opts: &FetchOptions) -> Result<()> {
+    let reader = FetchRanges { url, opts };
+    let opened = remote::open(&reader, &model.config).await?;
+    let mut mem = opened.memory;
+    let tables = opened.tables;
+    let rb = tables.row_bytes;
+    let c = &model.config;
+    mem.rows = RowStore::new(Arc::new(FetchedRows { tables }), mem.k, c.vocab, rb);
+    let floor = mem.rows.token_bytes() * c.ctx_len.min(c.vocab);
+    mem.rows.set_cache_bytes(opts.cache_bytes.max(floor));
+    if let Some(tc) = opened.token_counts {
+        model.token_counts = Some(tc);
+    }
+    model.memory = Some(mem);
+    Ok(())
+}
+
+/// Fetch the rows of `tokens` that the cache lacks (nothing for a local source).
+pub async fn prefetch(store: &RowStore, tokens: &[u32], opts: &FetchOptions) -> Result<()> {
+    let Some(t) = store.source().remote() else {
+        return Ok(());
+    };
+    let ids = store.missing(tokens)?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let (rb, k) = (t.row_bytes, t.offsets.len());
+    let reader = FetchRanges { url: &t.url, opts };
+    let groups = t.groups(&ids, opts.max_gap_bytes);
+    // Every request of every table at once: the browser runs them side by side.
+    let ids_ref = &ids;
+    let spans: Vec<(u64, u64)> = (0..k)
+        .flat_map(|b| groups.iter().map(move |&g| t.span(b, ids_ref, g)))
+        .collect();
+    let bodies =
+        futures_util::future::join_all(spans.iter().map(|&(start, len)| reader.range(start, len)))
+            .await;
+    let mut bodies = bodies.into_iter();
+    let mut rows: Vec<Box<[u8]>> = ids.iter().map(|_| vec![0u8; k * rb].into()).collect();
+    let mut scratch = vec![0u8; ids.len() * rb];
+    let mut bytes = 0;
+    for b in 0..k {
+        let mine = bodies
+            .by_ref()
+            .take(groups.len())
+            .map(|r| r.map(|(body, _)| body))
+            .collect::<Result<Vec<_>>>()?;
+        bytes += t.place(b, &ids, &groups, mine, &mut scratch)?;
+        for (r, row) in rows.iter_mut().zip(scratch.chunks_exact(rb)) {
+            r[b * rb..(b + 1) * rb].copy_from_slice(row);
+        }
+    }
+    store.insert(&ids, rows, bytes)
+}

@@ -1,0 +1,299 @@
+//! What the two remote sources share, natively (http.rs: blocking HTTP) and in the browser
+//! (fetch.rs: fetch()): reading a memory file's header and small tensors through a range
+//! reader, where each table starts, how a step's rows are grouped into requests, and the check
+//! of what arrived. A response that is not 206 with exactly the Content-Range asked for, or is
+//! short, is an error naming the URL: a row of garbage is never used.
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::model::blob::Blob;
+use crate::model::tide::first_bad_row;
+use crate::model::{Config, DType, RawTensor, TensorInfo, TensorSet, TideMemory, Weight};
+
+/// Largest header accepted: a memory file's header lists a few hundred tensors.
+const MAX_HEADER: u64 = 16 << 20;
+/// Largest small tensor fetched whole at attach time (routers, bases, counts).
+const MAX_SMALL: u64 = 256 << 20;
+/// Largest span one coalesced request reads.
+const MAX_SPAN: usize = 4 << 20;
+
+/// Reads byte ranges of one remote file.
+pub(crate) trait Ranges {
+    fn url(&self) -> &str;
+    /// Bytes [start, start + len) and the file's total size.
+    async fn range(&self, start: u64, len: u64) -> Result<(Vec<u8>, u64)>;
+}
+
+/// Why one try at a range failed, and whether trying again may help.
+pub(crate) struct Failure {
+    pub msg: String,
+    pub retry: bool,
+}
+
+pub(crate) fn fail(msg: String, retry: bool) -> Failure {
+    Failure { msg, retry }
+}
+
+/// What a 206 response must say: its status and Content-Range are checked against the range
+/// asked for; returns the file's total size.
+pub(crate) fn check_partial(
+    status: u16,
+    content_range: &str,
+    start: u64,
+    len: u64,
+) -> std::result::Result<u64, Failure> {
+    match status {
+        206 => {}
+        200 => {
+            return Err(fail(
+                "the server ignored the Range request (200 with the whole file)".into(),
+                false,
+            ))
+        }
+        500..=599 => return Err(fail(format!("HTTP {status}"), true)),
+        _ => return Err(fail(format!("HTTP {status}"), false)),
+    }
+    let end = start + len - 1;
+    let want = format!("bytes {start}-{end}/");
+    let total = content_range
+        .strip_prefix(&want)
+        .and_then(|t| t.parse::<u64>().ok());
+    total.filter(|&t| t > end).ok_or_else(|| {
+        fail(
+            format!("wrong Content-Range '{content_range}' for bytes {start}-{end}"),
+            false,
+        )
+    })
+}
+
+/// The body's length against the range's.
+pub(crate) fn check_length(body: &[u8], len: u64) -> std::result::Result<(), Failure> {
+    if body.len() as u64 != len {
+        return Err(fail(
+            format!("short body: {} of {len} bytes", body.len()),
+            true,
+        ));
+    }
+    Ok(())
+}
+
+/// The message for a range that failed for good.
+pub(crate) fn range_error(url: &str, start: u64, len: u64, tries: u32, f: Failure) -> Error {
+    Error::Format {
+        file: url.to_string(),
+        msg: format!(
+            "bytes {start}-{} (after {tries} tries): {}",
+            start + len - 1,
+            f.msg
+        ),
+    }
+}
+
+/// Where a remote file's tables are.
+#[derive(Debug, Clone)]
+pub struct RemoteTables {
+    pub url: String,
+    /// Per table: absolute byte offset in the file.
+    pub offsets: Vec<u64>,
+    pub dtype: DType,
+    /// Bytes of one stored row.
+    pub row_bytes: usize,
+}
+
+impl RemoteTables {
+    /// Requests for rows `ids` (sorted, distinct) of one table: index ranges into `ids`,
+    /// ids closer than `max_gap_bytes` sharing one request, no request over MAX_SPAN.
+    pub fn groups(&self, ids: &[u32], max_gap_bytes: usize) -> Vec<(usize, usize)> {
+        let rb = self.row_bytes;
+        let mut groups = Vec::new();
+        let mut first = 0;
+        let max_gap = max_gap_bytes / rb.max(1);
+        for i in 1..=ids.len() {
+            let split = i == ids.len()
+                || (ids[i] - ids[i - 1]) as usize > max_gap + 1
+                || (ids[i] - ids[first] + 1) as usize * rb > MAX_SPAN;
+            if split {
+                groups.push((first, i));
+                first = i;
+            }
+        }
+        groups
+    }
+
+    /// The byte range (start, len) of one group of table `k`.
+    pub fn span(&self, k: usize, ids: &[u32], (a, b): (usize, usize)) -> (u64, u64) {
+        let rb = self.row_bytes as u64;
+        let start = self.offsets[k] + ids[a] as u64 * rb;
+        (start, (ids[b - 1] - ids[a] + 1) as u64 * rb)
+    }
+
+    /// Copy the rows out of each group's body into `out` (ids.len() x row_bytes) and check
+    /// them for NaN; returns the bytes transferred.
+    pub fn place(
+        &self,
+        k: usize,
+        ids: &[u32],
+        groups: &[(usize, usize)],
+        bodies: Vec<Vec<u8>>,
+        out: &mut [u8],
+    ) -> Result<u64> {
+        let rb = self.row_bytes;
+        let mut transferred = 0u64;
+        for (&(a, b), body) in groups.iter().zip(bodies) {
+            transferred += body.len() as u64;
+            for i in a..b {
+                let o = (ids[i] - ids[a]) as usize * rb;
+                out[i * rb..(i + 1) * rb].copy_from_slice(&body[o..o + rb]);
+            }
+        }
+        if let Some(r) = first_bad_row(self.dtype, out, rb) {
+            return Err(Error::Format {
+                file: self.url.clone(),
+                msg: format!(
+                    "tide.memory.{k}.rows: row of token {} holds a NaN or infinite value",
+                    ids[r]
+                ),
+            });
+        }
+        Ok(transferred)
+    }
+}
+
+/// A remote memory file, opened: its memory (whose row store the caller points at a source
+/// for `tables`), where the tables are, and the token counts if it has them.
+pub(crate) struct Opened {
+    pub memory: TideMemory,
+    pub tables: RemoteTables,
+    pub token_counts: Option<Vec<u64>>,
+}
+
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+/// Read the header and the small tide.* tensors of the memory file behind `r` (the tables
+/// stay remote) and check them as the loader checks a local memory file, except NaNs in the
+/// tables, checked as rows arrive.
+pub(crate) async fn open(r: &impl Ranges, config: &Config) -> Result<Opened> {
+    let url = r.url();
+    let bad = |msg: String| Error::Format {
+        file: url.into(),
+        msg,
+    };
+    let (head, file_len) = r.range(0, 8).await?;
+    let n = u64::from_le_bytes(head[..8].try_into().unwrap());
+    if n == 0 || n > MAX_HEADER {
+        return Err(bad(format!("not a safetensors file: header length {n}")));
+    }
+    if 8 + n > file_len {
+        return Err(bad(format!(
+            "truncated: a header of {n} bytes but the file has {file_len}"
+        )));
+    }
+    let (header, _) = r.range(8, n).await?;
+    let mut entries: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("not a safetensors header: {e}")))?;
+    let data = 8 + n;
+    let mut set = TensorSet::default();
+    if let Some(m) = entries.remove("__metadata__") {
+        for (k, v) in m.as_object().into_iter().flatten() {
+            set.meta
+                .insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+        }
+    }
+    let mut offsets = HashMap::new();
+    // Only tide.* tensors: a model file with its memory inline also holds the backbone.
+    for (name, v) in entries.into_iter().filter(|(n, _)| n.starts_with("tide.")) {
+        let e: HeaderEntry = serde_json::from_value(v)
+            .map_err(|e| bad(format!("tensor '{name}': bad header entry: {e}")))?;
+        let (b, end) = e.data_offsets;
+        if end < b {
+            return Err(bad(format!(
+                "tensor '{name}': data_offsets [{b}, {end}] run backwards"
+            )));
+        }
+        if data + end > file_len {
+            return Err(bad(format!(
+                "truncated: tensor '{name}' needs bytes up to {} but the file has {file_len}",
+                data + end
+            )));
+        }
+        let is_table = name.starts_with("tide.memory.") && name.ends_with(".rows");
+        let (blob, start, stop) = if is_table {
+            offsets.insert(name.clone(), data + b);
+            (Blob::from_vec(Vec::new()), 0, 0)
+        } else {
+            if end - b > MAX_SMALL {
+                return Err(bad(format!(
+                    "tensor '{name}' is {} bytes: too big to fetch at load",
+                    end - b
+                )));
+            }
+            let bytes = if end > b {
+                r.range(data + b, end - b).await?.0
+            } else {
+                Vec::new()
+            };
+            let len = bytes.len();
+            (Blob::from_vec(bytes), 0, len)
+        };
+        let dtype = match e.dtype.as_str() {
+            "F32" => Some(DType::F32),
+            "F16" => Some(DType::F16),
+            "BF16" => Some(DType::BF16),
+            _ => None,
+        };
+        match dtype {
+            Some(dtype) => {
+                let info = TensorInfo {
+                    name: name.clone(),
+                    dtype,
+                    shape: e.shape,
+                    start,
+                    end: stop,
+                };
+                set.weights.insert(name, Weight { info, blob });
+            }
+            None => {
+                let raw = RawTensor {
+                    dtype: e.dtype,
+                    shape: e.shape,
+                    start,
+                    end: stop,
+                    blob,
+                };
+                set.raw.insert(name, raw);
+            }
+        }
+    }
+    let Some(memory) = TideMemory::from_set(url, &set, config)? else {
+        return Err(bad(
+            "holds no TIDE memory (tide.k metadata absent or 0)".into()
+        ));
+    };
+    let offsets = (0..memory.k)
+        .map(|k| {
+            let name = format!("tide.memory.{k}.rows");
+            offsets
+                .get(&name)
+                .copied()
+                .ok_or_else(|| bad(format!("tensor '{name}' is missing")))
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    let tables = RemoteTables {
+        url: url.to_string(),
+        offsets,
+        dtype: memory.tables[0].dtype(),
+        row_bytes: memory.rows.token_bytes() / memory.k,
+    };
+    let token_counts = crate::model::safetensors::token_counts(url, &set, config.vocab)?;
+    Ok(Opened {
+        memory,
+        tables,
+        token_counts,
+    })
+}
