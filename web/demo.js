@@ -1,6 +1,6 @@
 // The generation demo: stream text from the model in its worker, with time to first token
 // and tokens/s; Stop aborts the generation.
-import { $, boot, showError, clearError, fmtBytes } from './page.js';
+import { $, boot, showError, clearError, memoryLine } from './page.js';
 
 const tide = boot();
 let abort = null;
@@ -36,10 +36,7 @@ async function run() {
     $('#stats').textContent = `${r.prompt_tokens.length} prompt tokens, ${r.tokens.length} generated · ` +
       `time to first token ${r.time_to_first_token_s.toFixed(2)} s · prefill ${r.prefill_tokens_per_s.toFixed(1)} tok/s · ` +
       `decode ${r.decode_tokens_per_s.toFixed(1)} tok/s · stop: ${r.stop}`;
-    const m = r.memory;
-    $('#memory').textContent = m ? `memory rows: ${m.rows_requested} read, ${m.hits} from the cache, ` +
-      `${m.misses} fetched (${fmtBytes(m.bytes_fetched)}${m.streamed ? ' over HTTP' : ''}) · ` +
-      `cache ${fmtBytes(m.resident_bytes)} of ${m.cache_tokens} tokens` : '';
+    $('#memory').textContent = memoryLine(r.memory);
   } catch (e) {
     showError(e.message);
   } finally {

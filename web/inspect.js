@@ -2,7 +2,7 @@
 // one slot, or the dominant slot), coloured over the data's own range with a legend; hover for
 // every slot's weight; per-layer means, NULL weight by token-frequency decile; JSON and PNG.
 // Only the visible rows are drawn, so long texts scroll without freezing the page.
-import { $, boot, showError, clearError } from './page.js';
+import { $, boot, showError, clearError, memoryLine } from './page.js';
 
 const tide = boot();
 const CELL = 18;
@@ -206,6 +206,7 @@ async function run(generateFirst) {
     }
     $('#status').dataset.busy = 'inspecting';
     setData(await tide.inspect(text));
+    $('#memory').textContent = memoryLine(await tide.memoryStats());
   } catch (e) {
     showError(e.message);
   } finally {

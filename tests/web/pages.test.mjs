@@ -248,7 +248,7 @@ test('without WebGPU the page runs the CPU reference in wasm, says so, and gener
   }
 });
 
-test('memory streamed with Range requests: native tokens, only the rows read are fetched, counters on the page', async () => {
+test('memory streamed with Range requests: native tokens and router weights, only the rows read are fetched, counters on both pages', async () => {
   const size = fs.statSync(path.join(stream, 'memory.safetensors')).size;
   const k = 4;
   const memReqs = [];
@@ -288,6 +288,22 @@ test('memory streamed with Range requests: native tokens, only the rows read are
   assert.match(await page.textContent('#status'), /memory rows streamed/);
   await shot(page, 'memory-streamed.png');
   await page.close();
+  // The inspection page, streamed too: native's router weights, and the counters.
+  const text = 'The zebra and the aardvark met a quokka by the river in Ljubljana.';
+  const wantW = native(['inspect', '--model', stream, '--json', text]);
+  const insp = await open(browser, 'inspect.html?model=tide-k4-stream&memory=stream');
+  await insp.waitForFunction(() => document.querySelector('#memory').textContent || window.tide.error, null, { timeout: 300000 });
+  const gotW = await insp.evaluate(() => window.tide.lastInspection);
+  assert.ok(gotW, 'the page inspected its text');
+  assert.deepEqual(gotW.tokens, wantW.tokens);
+  let worst = 0;
+  wantW.weights.forEach((t, i) => t.forEach((sl, l) => sl.forEach((w, j) => {
+    worst = Math.max(worst, Math.abs(w - gotW.weights[i][l][j]));
+  })));
+  assert.ok(worst <= 1e-3, `largest router weight difference ${worst}`);
+  assert.match(await insp.textContent('#memory'), /memory rows: \d+ read, .* over HTTP/);
+  await shot(insp, 'inspect-streamed.png');
+  await insp.close();
   // A model without a separate memory file cannot stream one: said on the page.
   const bad = await open(browser, '?model=tide-k4&memory=stream');
   const e = await ready(bad);
