@@ -7,7 +7,10 @@
 #      GPU, and SVD tables at r = d/2, taking turns token by token in one process;
 #   3. the memory file over HTTP Range (tide serve on loopback) against the local file: time to
 #      first token, decode speed, bytes fetched per token, cold and warmed;
-#   4. peak resident memory with and without the K = 24 memory.
+#   4. peak resident memory with and without the K = 24 memory;
+#   5. what any cache policy could reach on the held-out split (Belady's optimal offline cache)
+#      against LRU, warmed or with the most frequent training tokens pinned
+#      (scripts/cache_bound.py).
 # Raw data goes to docs/bench-data/memory_*.json(l). Needs .cache/corpus (train/corpus.py).
 # Usage: bash scripts/bench-memory.sh [STEP ...]   (default: 1 2 3 4)
 set -euo pipefail
@@ -80,5 +83,11 @@ for m in none "$mem/memory.safetensors"; do
         python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'memory_file': '$m', 'peak_rss_mb': j['peak_rss_mb'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'memory': j['memory']}))" \
         >> "$out/memory_rss.jsonl"
 done
+fi
+
+if want 5; then
+echo "[bench-memory] 5. the bound on any cache policy" >&2
+"$py" scripts/cache_bound.py "$(dirname "$model")/hf-f32/tokenizer.json" "$corpus/heldout.txt" \
+    "$mem/memory.safetensors" 0.05,0.1,0.2 > "$out/memory_cache_bound.jsonl"
 fi
 echo "[bench-memory] done: $out/memory_*" >&2
