@@ -24,3 +24,12 @@ fn words5_of(a: vec4<u32>, b: vec4<u32>, wb: u32) -> Words5 {
     let o = wb % 4u;
     return Words5(pick4(a, b, o), pick1(b, o));
 }
+// Words wb..wb+5: the 6-word blocks of Q5_0 and Q5_1. Blocks start at even words (rows hold
+// whole blocks), so they take two texels at offset 0 or 2.
+struct Words6 { w: vec4<u32>, e: vec2<u32> }
+fn words6(wb: u32) -> Words6 {
+    let a = texel(wb / 4u);
+    let b = texel(wb / 4u + 1u);
+    if (wb % 4u == 0u) { return Words6(a, b.xy); }
+    return Words6(vec4<u32>(a.zw, b.xy), b.zw);
+}

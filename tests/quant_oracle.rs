@@ -1,8 +1,9 @@
-//! Q4_0 against an independent oracle: blocks quantised and dequantised by gguf-py (llama.cpp's
-//! Python package), tests/fixtures/q4_0/ made by scripts/make_q4_0_fixture.py. The runtime's
-//! CPU decoder must give gguf-py's floats exactly, and the GPU matmuls reading gguf-py's
-//! blocks must give the product with gguf-py's floats. (The runtime has no Q4_0 quantiser, so
-//! there are no bytes of ours to compare with gguf-py's.)
+//! Q4_0, Q5_0 and Q5_1 against an independent oracle: blocks quantised and dequantised by
+//! gguf-py (llama.cpp's Python package), tests/fixtures/{q4_0,q5_0,q5_1}/ made by
+//! scripts/make_quant_fixtures.py. The runtime's CPU decoder must give gguf-py's floats
+//! exactly, and the GPU matmuls reading gguf-py's blocks must give the product with gguf-py's
+//! floats. (The runtime has no quantiser for these types, so there are no bytes of ours to
+//! compare with gguf-py's.)
 mod common;
 
 use common::{assert_close, gpu, repo, run_spec, step, x_data, Rng};
@@ -12,11 +13,14 @@ use tide_gpu::gpu::harness::Data;
 use tide_gpu::gpu::repack;
 use tide_gpu::model::dtype::{dequantize, DType};
 
+const TYPES: [DType; 3] = [DType::Q4_0, DType::Q5_0, DType::Q5_1];
+
 struct Fixture {
+    dtype: DType,
     rows: usize,
     cols: usize,
     input: Vec<f32>,
-    q4_0: Vec<u8>,
+    blocks: Vec<u8>,
     dequant: Vec<f32>,
 }
 
@@ -26,66 +30,89 @@ fn f32s(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-fn fixture() -> Fixture {
-    let dir = repo().join("tests/fixtures/q4_0");
+fn fixture(dtype: DType) -> Fixture {
+    let name = dtype.name().to_lowercase();
+    let dir = repo().join("tests/fixtures").join(&name);
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     let meta: serde_json::Value = serde_json::from_slice(&read("meta.json")).unwrap();
     let rows = meta["rows"].as_u64().unwrap() as usize;
     let cols = meta["cols"].as_u64().unwrap() as usize;
+    assert_eq!(meta["type"].as_str().unwrap_or("Q4_0"), dtype.name());
     let fx = Fixture {
+        dtype,
         rows,
         cols,
         input: f32s(&read("input.f32")),
-        q4_0: read("q4_0.bin"),
+        blocks: read(&format!("{name}.bin")),
         dequant: f32s(&read("dequant.f32")),
     };
     assert_eq!(fx.input.len(), rows * cols);
     assert_eq!(fx.dequant.len(), rows * cols);
-    assert_eq!(Some(fx.q4_0.len()), DType::Q4_0.row_bytes(rows * cols));
+    assert_eq!(Some(fx.blocks.len()), dtype.row_bytes(rows * cols));
     fx
 }
 
 /// The CPU decoder (model::dtype::dequantize, the oracle of every GPU kernel test) gives
-/// gguf-py's floats bit for bit: scale times a small integer is exact in f32.
+/// gguf-py's floats bit for bit: scale times a small integer (plus the min) is exact in f32.
 #[test]
 fn cpu_dequant_equals_gguf_py() {
-    let fx = fixture();
-    let mut got = vec![f32::NAN; fx.rows * fx.cols];
-    dequantize(DType::Q4_0, &fx.q4_0, &mut got);
-    for (i, (g, w)) in got.iter().zip(&fx.dequant).enumerate() {
-        assert!(
-            g == w,
-            "Q4_0 element {i} (row {}, block {}): ours {g}, gguf-py {w}",
-            i / fx.cols,
-            i % fx.cols / 32
-        );
-    }
-    // The fixture is what it says: each float within one scale step of its input (Q4_0
-    // clips the top code, so the end opposite the block's largest |x| can be a full step off).
-    for (b, (x, y)) in fx.input.chunks(32).zip(fx.dequant.chunks(32)).enumerate() {
-        let blk = &fx.q4_0[b * 18..b * 18 + 2];
-        let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
-        for (a, c) in x.iter().zip(y) {
-            assert!((a - c).abs() <= d * 1.0001 + 1e-12, "block {b}: {a} -> {c}");
+    for dtype in TYPES {
+        let fx = fixture(dtype);
+        let mut got = vec![f32::NAN; fx.rows * fx.cols];
+        dequantize(dtype, &fx.blocks, &mut got);
+        for (i, (g, w)) in got.iter().zip(&fx.dequant).enumerate() {
+            assert!(
+                g == w,
+                "{dtype:?} element {i} (row {}, block {}): ours {g}, gguf-py {w}",
+                i / fx.cols,
+                i % fx.cols / 32
+            );
+        }
+        // The fixture is what it says: each float within one scale step of its input (the
+        // top code is clipped, so the end opposite the block's largest |x| can be a full step
+        // off), plus the rounding of a scale that is an f16 subnormal (half its 2^-24 step)
+        // times the largest code.
+        let bb = dtype.block_bytes();
+        for (b, (x, y)) in fx.input.chunks(32).zip(fx.dequant.chunks(32)).enumerate() {
+            let blk = &fx.blocks[b * bb..b * bb + 2];
+            let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
+            for (a, c) in x.iter().zip(y) {
+                assert!(
+                    (a - c).abs() <= d * 1.0001 + 32.0 * 2f32.powi(-25),
+                    "{dtype:?} block {b}: {a} -> {c}"
+                );
+            }
         }
     }
 }
 
-/// Every matmul kernel that reads Q4_0 weights (decode: both matvec tunings and matvec_rows;
+/// Every matmul kernel that reads Q4_0, Q5_0 or Q5_1 weights (decode: both matvec tunings and
+/// matvec_rows;
 /// prefill: matmul with x in a buffer or a texture; each with weights in a buffer and in a
 /// texture, and with subgroup fetch sharing where the adapter has it), run on gguf-py's blocks:
 /// h + W x must equal the same with gguf-py's dequantised W.
 #[test]
 fn gpu_matmuls_on_gguf_py_blocks() {
-    let fx = fixture();
     let ctx = gpu();
+    let (mut checked, mut worst) = (0, 0.0f32);
+    for dtype in TYPES {
+        let (c, w) = matmuls_on(&ctx, &fixture(dtype));
+        checked += c;
+        worst = worst.max(w);
+    }
+    eprintln!("{checked} kernel variants, largest relative difference {worst:e}");
+    assert!(checked >= 30, "{checked} kernel variants run");
+}
+
+/// The kernel variants run on one fixture's blocks, and the largest relative difference.
+fn matmuls_on(ctx: &tide_gpu::gpu::GpuContext, fx: &Fixture) -> (usize, f32) {
     let mut rng = Rng(7);
     let mut words = Vec::new();
-    repack(DType::Q4_0, &fx.q4_0, &mut words);
+    repack(fx.dtype, &fx.blocks, &mut words);
     let m = Matmul {
         epi: Epilogue::Residual,
         norm: None,
-        dtype: DType::Q4_0,
+        dtype: fx.dtype,
         cols: fx.cols,
         rows: fx.rows,
         row0: 0,
@@ -122,7 +149,7 @@ fn gpu_matmuls_on_gguf_py_blocks() {
                 x_data(s, &x, fx.cols),
                 Data::F32(h0.clone()),
             ];
-            let out = run_spec(&ctx, s, &data, n_tok);
+            let out = run_spec(ctx, s, &data, n_tok);
             let got: Vec<f32> = out[0][..want.len()]
                 .iter()
                 .map(|&w| f32::from_bits(w))
@@ -130,7 +157,10 @@ fn gpu_matmuls_on_gguf_py_blocks() {
             // |y| reaches ~1e4 (row 1 holds +-1000): relative to max(1, |y|), f32 sums of 96
             // terms in another order agree to ~1e-6.
             worst = worst.max(assert_close(
-                &format!("Q4_0 (gguf-py) {} {:?} T={n_tok}", s.shader, s.defs),
+                &format!(
+                    "{:?} (gguf-py) {} {:?} T={n_tok}",
+                    fx.dtype, s.shader, s.defs
+                ),
                 &got,
                 &want,
                 2e-5,
@@ -138,6 +168,5 @@ fn gpu_matmuls_on_gguf_py_blocks() {
             checked += 1;
         }
     }
-    eprintln!("{checked} kernel variants, largest relative difference {worst:e}");
-    assert!(checked >= 10, "{checked} kernel variants run");
+    (checked, worst)
 }

@@ -283,6 +283,8 @@ pub fn rows_name(dtype: DType) -> &'static str {
         DType::Q8_0 => "q8_0",
         DType::Q4_0 => "q4_0",
         DType::Q4_1 => "q4_1",
+        DType::Q5_0 => "q5_0",
+        DType::Q5_1 => "q5_1",
     }
 }
 

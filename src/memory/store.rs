@@ -99,6 +99,20 @@ struct State {
     fresh: std::collections::HashSet<u32>,
 }
 
+impl State {
+    /// Cache token `t`'s rows (`tb` bytes), counting the bytes held when the cache grew
+    /// rather than replaced an entry. The caller has made sure there is a cache.
+    fn put(&mut self, t: u32, row: Box<[u8]>, tb: usize) {
+        if let Some(c) = self.cache.as_mut() {
+            let grew = c.len() < c.cap().get() && !c.contains(&t);
+            c.put(t, row);
+            if grew {
+                self.stats.resident_bytes += tb as u64;
+            }
+        }
+    }
+}
+
 /// The row store of one model's memory: shared by its clones (the CPU reference and the GPU
 /// decoder of one model read through the same cache and counters).
 #[derive(Clone)]
@@ -265,12 +279,7 @@ impl RowStore {
         s.stats.misses += (ids.len() * self.k) as u64;
         s.stats.bytes_fetched += bytes;
         for (t, row) in ids.iter().zip(rows) {
-            let c = s.cache.as_mut().unwrap();
-            let grew = c.len() < c.cap().get() && !c.contains(t);
-            c.put(*t, row);
-            if grew {
-                s.stats.resident_bytes += tb as u64;
-            }
+            s.put(*t, row, tb);
             s.fresh.insert(*t);
         }
         Ok(())
@@ -325,12 +334,7 @@ impl RowStore {
         // Keep what was fetched, most recently used last (the step's own tokens).
         if s.cache.is_some() {
             for (t, row) in missing.iter().zip(fetched) {
-                let c = s.cache.as_mut().unwrap();
-                let evicted = c.len() == c.cap().get();
-                c.put(*t, row);
-                if !evicted {
-                    s.stats.resident_bytes += tb as u64;
-                }
+                s.put(*t, row, tb);
             }
         }
         Ok(())
@@ -362,12 +366,7 @@ impl RowStore {
             for t in chunk.iter().rev() {
                 let i = ids.binary_search(t).unwrap();
                 let Some(row) = rows[i].take() else { continue };
-                let c = s.cache.as_mut().unwrap();
-                let grew = c.len() < c.cap().get() && !c.contains(t);
-                c.put(*t, row);
-                if grew {
-                    s.stats.resident_bytes += tb as u64;
-                }
+                s.put(*t, row, tb);
             }
             done += chunk.len();
             progress(done);

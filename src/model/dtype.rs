@@ -13,6 +13,10 @@ pub enum DType {
     Q4_0,
     /// f16 scale, f16 min + 16 bytes of nibbles; value = d * q + m
     Q4_1,
+    /// f16 scale, 32 high bits, 16 bytes of nibbles; value = d * (q - 16), q 5 bits
+    Q5_0,
+    /// f16 scale, f16 min, 32 high bits, 16 bytes of nibbles; value = d * q + m
+    Q5_1,
 }
 
 pub const QK: usize = 32;
@@ -26,6 +30,8 @@ impl DType {
             DType::Q8_0 => "Q8_0",
             DType::Q4_0 => "Q4_0",
             DType::Q4_1 => "Q4_1",
+            DType::Q5_0 => "Q5_0",
+            DType::Q5_1 => "Q5_1",
         }
     }
 
@@ -44,6 +50,8 @@ impl DType {
             DType::Q8_0 => 34,
             DType::Q4_0 => 18,
             DType::Q4_1 => 20,
+            DType::Q5_0 => 22,
+            DType::Q5_1 => 24,
         }
     }
 
@@ -113,6 +121,33 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        DType::Q5_0 | DType::Q5_1 => {
+            // Element j's fifth bit is bit j of qh; its low four bits as in Q4_0 / Q4_1.
+            let (bb, off) = if dtype == DType::Q5_0 {
+                (22, 2)
+            } else {
+                (24, 4)
+            };
+            for (out, blk) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(bb)) {
+                let d = f16_at(blk, 0);
+                let qh = u32::from_le_bytes([blk[off], blk[off + 1], blk[off + 2], blk[off + 3]]);
+                let q = |j: usize| {
+                    let b = blk[off + 4 + (j & 15)];
+                    let lo = if j < 16 { b & 0x0f } else { b >> 4 };
+                    (lo as u32 | ((qh >> j) & 1) << 4) as f32
+                };
+                if dtype == DType::Q5_0 {
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o = d * (q(j) - 16.0);
+                    }
+                } else {
+                    let m = f16_at(blk, 2);
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o = d * q(j) + m;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -122,7 +157,7 @@ pub const QUANTIZE_TYPES: [DType; 4] = [DType::F32, DType::F16, DType::Q8_0, DTy
 /// Quantise `src` (a whole number of blocks) into `dtype`'s layout, appended to `dst`; the
 /// inverse of `dequantize`. Q8_0: d = max|x| / 127, q = round(x / d). Q4_1: m = min, d =
 /// (max - min) / 15, q = round((x - m) / d) in 0..=15, with d and m rounded to f16 first (as
-/// train/export.py does). Returns false for a type it does not write (Q4_0, BF16).
+/// train/export.py does). Returns false for a type it does not write (Q4_0, Q5_0, Q5_1, BF16).
 pub fn quantize(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> bool {
     debug_assert_eq!(src.len() % dtype.block_elems(), 0);
     match dtype {
@@ -155,7 +190,7 @@ pub fn quantize(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> bool {
                 dst.extend((0..16).map(|j| q(g[j]) | (q(g[j + 16]) << 4)));
             }
         }
-        DType::BF16 | DType::Q4_0 => return false,
+        DType::BF16 | DType::Q4_0 | DType::Q5_0 | DType::Q5_1 => return false,
     }
     true
 }

@@ -183,12 +183,12 @@ fn ggml_type(code: u32) -> std::result::Result<DType, String> {
         1 => DType::F16,
         2 => DType::Q4_0,
         3 => DType::Q4_1,
+        6 => DType::Q5_0,
+        7 => DType::Q5_1,
         8 => DType::Q8_0,
         30 => DType::BF16,
         c => {
             let name = match c {
-                6 => "Q5_0",
-                7 => "Q5_1",
                 9 => "Q8_1",
                 10 => "Q2_K",
                 11 => "Q3_K",

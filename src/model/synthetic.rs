@@ -63,16 +63,18 @@ impl Builder {
                     self.bytes.extend(b);
                 }
             }
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
-                let (qmax, q) = match dtype {
-                    DType::Q8_0 => (127.0, 32),
-                    _ => (8.0, 16),
+            _ => {
+                // Scale, [min], [high bits], quants: values spread around 0 like the others.
+                let (qmax, q, bias) = match dtype {
+                    DType::Q8_0 => (127.0, 32, 0.0),
+                    DType::Q5_0 | DType::Q5_1 => (16.0, 20, -16.0),
+                    _ => (8.0, 16, -8.0),
                 };
                 for _ in 0..n / 32 {
                     let d = scale / qmax;
                     self.bytes.extend(f16::from_f32(d).to_le_bytes());
-                    if dtype == DType::Q4_1 {
-                        self.bytes.extend(f16::from_f32(-8.0 * d).to_le_bytes());
+                    if matches!(dtype, DType::Q4_1 | DType::Q5_1) {
+                        self.bytes.extend(f16::from_f32(bias * d).to_le_bytes());
                     }
                     for _ in 0..q {
                         let b = self.next() as u8;

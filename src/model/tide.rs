@@ -76,14 +76,14 @@ pub fn first_bad_row(dtype: DType, b: &[u8], rb: usize) -> Option<usize> {
             .chunks_exact(2)
             .position(|c| (u16::from_le_bytes([c[0], c[1]]) & 0x7f80) == 0x7f80)
             .map(|i| row_of(i * 2)),
-        DType::Q8_0 | DType::Q4_0 => b
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => b
             .chunks_exact(dtype.block_bytes())
             .position(|c| f16_bad(c[0], c[1]))
             .map(|i| row_of(i * dtype.block_bytes())),
-        DType::Q4_1 => b
-            .chunks_exact(20)
+        DType::Q4_1 | DType::Q5_1 => b
+            .chunks_exact(dtype.block_bytes())
             .position(|c| f16_bad(c[0], c[1]) || f16_bad(c[2], c[3]))
-            .map(|i| row_of(i * 20)),
+            .map(|i| row_of(i * dtype.block_bytes())),
     }
 }
 

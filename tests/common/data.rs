@@ -10,13 +10,15 @@ use tide_gpu::model::dtype::{dequantize, DType};
 use tide_gpu::model::{Config, RopeLayout};
 use tide_gpu::sample;
 
-pub const ALL: [DType; 6] = [
+pub const ALL: [DType; 8] = [
     DType::F32,
     DType::F16,
     DType::BF16,
     DType::Q8_0,
     DType::Q4_0,
     DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
 ];
 
 /// splitmix64: deterministic data without a dependency.
@@ -91,13 +93,18 @@ pub fn random_weight(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> (
             .vec(n, 0.5)
             .iter()
             .for_each(|v| bytes.extend(bf16::from_f32(*v).to_le_bytes())),
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
+        _ => {
+            // Scale, [min], [32 high bits], quants.
             for _ in 0..n / 32 {
                 bytes.extend(f16::from_f32(rng.f32() * 0.05).to_le_bytes());
-                if dtype == DType::Q4_1 {
+                if matches!(dtype, DType::Q4_1 | DType::Q5_1) {
                     bytes.extend(f16::from_f32(rng.f32() * 0.2).to_le_bytes());
                 }
-                let q = if dtype == DType::Q8_0 { 32 } else { 16 };
+                let q = match dtype {
+                    DType::Q8_0 => 32,
+                    DType::Q5_0 | DType::Q5_1 => 20,
+                    _ => 16,
+                };
                 bytes.extend(rng.bytes(q));
             }
         }

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Quantisation oracles from gguf-py (llama.cpp's own Python package) -> tests/fixtures/TYPE/
+for TYPE in q4_0, q5_0 and q5_1.
+
+    "$(scripts/venv.sh scripts/requirements.txt)" scripts/make_quant_fixtures.py [--out DIR]
+
+For each type, writes a [13, 96] f32 matrix (input.f32), gguf.quants.quantize's blocks of it
+(TYPE.bin: Q4_0 18 bytes a block, f16 scale + 16 bytes of nibbles; Q5_0 22 bytes, f16 scale +
+32 high bits + nibbles; Q5_1 24 bytes, f16 scale + f16 min + high bits + nibbles) and
+gguf.quants.dequantize's floats of those blocks (dequant.f32), all little-endian, with
+meta.json naming the shape and the versions. tests/quant_oracle.rs decodes TYPE.bin with the
+runtime (CPU and GPU) against dequant.f32. Deterministic: the same gguf and numpy give the
+same bytes.
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+ROWS, COLS = 13, 96  # 3 blocks a row; 13 rows: not a multiple of any workgroup
+
+
+def matrix():
+    rng = np.random.default_rng(20240611)
+    # Rows of normal values at scales from 1e-3 to 1e2.
+    scales = np.logspace(-3, 2, ROWS).astype(np.float32)
+    x = (rng.standard_normal((ROWS, COLS)).astype(np.float32) * scales[:, None])
+    b = x.reshape(ROWS, COLS // 32, 32)
+    b[0, 0] = 0.0                                     # all zero: scale 0
+    b[0, 1, 5] = 40.0 * scales[0]                     # largest |x| positive: negative scale
+    b[0, 2, 9] = -40.0 * scales[0]                    # largest |x| negative: positive scale
+    b[1, 0] = 0.5                                     # constant block
+    b[1, 1] = rng.standard_normal(32) * 1e-6          # scale an f16 subnormal
+    b[1, 2] = np.linspace(-1000.0, 1000.0, 32)        # large values, evenly spaced
+    return b.reshape(ROWS, COLS).astype(np.float32)
+
+
+BLOCK_BYTES = {"q4_0": 18, "q5_0": 22, "q5_1": 24}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
+                                                  "fixtures"))
+    a = ap.parse_args()
+
+    import gguf
+    from importlib.metadata import version
+    from gguf.quants import dequantize, quantize
+
+    x = matrix()
+    for name, bb in BLOCK_BYTES.items():
+        t = getattr(gguf.GGMLQuantizationType, name.upper())
+        q = quantize(x, t)
+        assert q.dtype == np.uint8 and q.shape == (ROWS, COLS // 32 * bb), q.shape
+        y = dequantize(q, t).astype(np.float32)
+        assert y.shape == x.shape
+        out = os.path.join(a.out, name)
+        os.makedirs(out, exist_ok=True)
+        x.astype("<f4").tofile(os.path.join(out, "input.f32"))
+        q.tofile(os.path.join(out, f"{name}.bin"))
+        y.astype("<f4").tofile(os.path.join(out, "dequant.f32"))
+        meta = {
+            "generator": "scripts/make_quant_fixtures.py",
+            "gguf": version("gguf"),
+            "numpy": np.__version__,
+            "type": name.upper(),
+            "rows": ROWS,
+            "cols": COLS,
+            "files": {"input.f32": "f32 [rows, cols]",
+                      f"{name}.bin": f"gguf.quants.quantize(input, {name.upper()})",
+                      "dequant.f32": f"gguf.quants.dequantize({name}.bin, {name.upper()})"},
+        }
+        with open(os.path.join(out, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+            f.write("\n")
+        print(f"wrote {out}: max |dequant - input| = {np.abs(y - x).max():.4g}")
+
+
+if __name__ == "__main__":
+    main()
