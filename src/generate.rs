@@ -80,6 +80,7 @@ impl Run {
     /// Stop here (the caller gave up): `finish` then reports "cancelled".
     pub fn cancel(&mut self) {
         self.finish("cancelled");
+        self.chosen = None;
     }
 
     /// Choose the next token, feed it, and return its new text.

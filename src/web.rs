@@ -151,7 +151,8 @@ pub async fn open_session(
 ) -> std::result::Result<Session, JsValue> {
     let mut fetch = FetchOptions::default();
     if memory_cache_mb > 0 {
-        fetch.cache_bytes = memory_cache_mb << 20;
+        // usize is 32 bits here: a budget past 4 GB saturates.
+        fetch.cache_bytes = memory_cache_mb.saturating_mul(1 << 20);
     }
     open(source, files, &backend, ctx_len, &memory_url, fetch)
         .await
@@ -197,10 +198,6 @@ async fn open(
     }
     // The GPU engine keeps the weights in device memory; the heap copy goes with `model`.
     let mut model = parts.load()?;
-    if !memory_url.is_empty() {
-        attach_memory_fetch(&mut model, memory_url, &fetch).await?;
-    }
-    let rows = model.memory.as_ref().map(|m| m.rows.clone());
     let mut opts = Options::default();
     let max_ctx = model.config.ctx_len;
     opts.decoder.ctx_len = if ctx_len == 0 {
@@ -208,6 +205,14 @@ async fn open(
     } else {
         ctx_len.min(max_ctx)
     };
+    if !memory_url.is_empty() {
+        let fetch = FetchOptions {
+            ctx_len: opts.decoder.ctx_len,
+            ..fetch.clone()
+        };
+        attach_memory_fetch(&mut model, memory_url, &fetch).await?;
+    }
+    let rows = model.memory.as_ref().map(|m| m.rows.clone());
     let c = &model.config;
     // The largest buffer: a weight tensor, the logits of a full prefill batch, or the KV cache
     // of all layers (were it one buffer).

@@ -450,4 +450,23 @@ fn rows_fetched_ahead_are_counted_once_and_read_by_the_step() {
     let s = store.stats();
     assert_eq!((s.hits, s.misses), (2 * k as u64, 2 * k as u64));
     assert_eq!(s.hits + s.misses, s.rows_requested);
+
+    // A full cache: fetching a step's missing tokens must not evict its cached ones. The
+    // cache holds 7, 8, 9 (7 least recently used); the step 7, 10 fetches 10 only, and then
+    // reads both from the cache (no read of the source during the step).
+    store.set_cache_bytes(3 * tb);
+    for t in [7u32, 8, 9] {
+        store.gather(&[t], &mut got).unwrap();
+    }
+    store.reset_stats();
+    let ids = store.missing(&[7, 10]).unwrap();
+    assert_eq!(ids, vec![10]);
+    store.insert(&ids, read(&ids), 1).unwrap();
+    store.gather(&[7, 10], &mut got).unwrap();
+    let s = store.stats();
+    assert_eq!(s.misses, k as u64, "7 was still cached when the step ran");
+    assert_eq!(s.hits, k as u64);
+    // A step of more distinct tokens than the cache holds is refused before any fetch.
+    let e = store.missing(&[1, 2, 3, 4]).unwrap_err();
+    assert!(e.to_string().contains("fewer than the 4"), "{e}");
 }

@@ -90,7 +90,7 @@ export function boot() {
           bar.max = total || 1;
           bar.value = loaded;
         }
-        const what = { download: 'downloading', cache: 'reading from the browser cache', memory: 'reading the streamed memory file\'s header', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
+        const what = { download: 'downloading', cache: 'reading from the browser cache', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
         status.textContent = `${wanted}: ${what} ${total ? `${fmtBytes(loaded)} / ${fmtBytes(total)}` : ''}`;
       },
     });

@@ -173,7 +173,6 @@ const ops = {
     const chosen = backend || (hasGpu ? 'auto' : 'cpu');
     session?.free?.();
     session = null;
-    if (memoryUrl) post({ id, event: 'progress', phase: 'memory', loaded: before, total });
     // consumes the set
     session = await openSession(model, set, chosen, ctxLen || 0, memoryUrl || '', memoryCacheMb || 0);
     const info = JSON.parse(session.info());

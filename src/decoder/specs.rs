@@ -174,7 +174,6 @@ impl Spec {
     }
 }
 
-/// Give the bindings numbered in `changes` their new kind (a binding not present stays absent).
 /// Where each of a head's `head_dim` values of q or k goes in the slot order of a QKV matmul
 /// with K/V in textures (`Epilogue::Qkv::kv_tex`): slot s holds logical dim `slot_order(..)[s]`.
 /// Adjacent pairs: the identity; rotate-half: group j's slots are dims 2j, 2j+1, 2j+hd/2,
@@ -192,6 +191,7 @@ pub fn slot_order(head_dim: usize, rope_half: bool) -> Vec<usize> {
         .collect()
 }
 
+/// Give the bindings numbered in `changes` their new kind (a binding not present stays absent).
 fn retype(bindings: &mut [Slot], changes: &[(u32, Binding)]) {
     for b in bindings.iter_mut() {
         if let Some(&(_, kind)) = changes.iter().find(|c| c.0 == b.index) {

@@ -3,8 +3,8 @@
 //! step will read are fetched before it (`prefetch`) into the row store's cache, where the step
 //! finds them; the source itself never reads (`FetchedRows::read_rows` is an error).
 //!
-//! Requests are coalesced as natively (remote.rs), all of a step's run at once (the browser
-//! caps connections per host), each has a timeout, and a failed one is tried again.
+//! Requests are coalesced as natively (remote.rs), up to MAX_IN_FLIGHT of a step's run side by
+//! side, each has a timeout, and a failed one is tried again.
 use std::sync::Arc;
 
 use wasm_bindgen::JsCast;
@@ -17,6 +17,9 @@ use super::store::{RowSource, RowStore};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
+/// Requests of one step in flight at once (HTTP/1.1 gives a page 6 connections per host).
+const MAX_IN_FLIGHT: usize = 6;
+
 /// How the browser fetches rows.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -28,6 +31,8 @@ pub struct FetchOptions {
     /// Row cache budget (raised to hold a whole context's distinct tokens: a step's rows must
     /// all be in the cache when it runs).
     pub cache_bytes: usize,
+    /// The session's context length (that floor).
+    pub ctx_len: usize,
 }
 
 impl Default for FetchOptions {
@@ -37,6 +42,7 @@ impl Default for FetchOptions {
             retries: 2,
             max_gap_bytes: 64 << 10,
             cache_bytes: 16 << 20,
+            ctx_len: 2048,
         }
     }
 }
@@ -152,7 +158,7 @@ pub async fn attach_memory_fetch(model: &mut Model, url: &str, opts: &FetchOptio
     let rb = tables.row_bytes;
     let c = &model.config;
     mem.rows = RowStore::new(Arc::new(FetchedRows { tables }), mem.k, c.vocab, rb);
-    let floor = mem.rows.token_bytes() * c.ctx_len.min(c.vocab);
+    let floor = mem.rows.token_bytes() * opts.ctx_len.min(c.vocab);
     mem.rows.set_cache_bytes(opts.cache_bytes.max(floor));
     if let Some(tc) = opened.token_counts {
         model.token_counts = Some(tc);
@@ -173,15 +179,21 @@ pub async fn prefetch(store: &RowStore, tokens: &[u32], opts: &FetchOptions) -> 
     let (rb, k) = (t.row_bytes, t.offsets.len());
     let reader = FetchRanges { url: &t.url, opts };
     let groups = t.groups(&ids, opts.max_gap_bytes);
-    // Every request of every table at once: the browser runs them side by side.
     let ids_ref = &ids;
     let spans: Vec<(u64, u64)> = (0..k)
         .flat_map(|b| groups.iter().map(move |&g| t.span(b, ids_ref, g)))
         .collect();
-    let bodies =
-        futures_util::future::join_all(spans.iter().map(|&(start, len)| reader.range(start, len)))
-            .await;
-    let mut bodies = bodies.into_iter();
+    // At most MAX_IN_FLIGHT at a time: a request's timeout runs from its start, and the
+    // browser queues what its few connections per host cannot take.
+    let mut all = Vec::with_capacity(spans.len());
+    for batch in spans.chunks(MAX_IN_FLIGHT) {
+        let got = futures_util::future::join_all(
+            batch.iter().map(|&(start, len)| reader.range(start, len)),
+        )
+        .await;
+        all.extend(got);
+    }
+    let mut bodies = all.into_iter();
     let mut rows: Vec<Box<[u8]>> = ids.iter().map(|_| vec![0u8; k * rb].into()).collect();
     let mut scratch = vec![0u8; ids.len() * rb];
     let mut bytes = 0;

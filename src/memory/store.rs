@@ -241,18 +241,30 @@ impl RowStore {
         Ok(out)
     }
 
-    /// The tokens among `tokens` whose rows the cache does not hold (sorted, distinct).
+    /// The tokens among `tokens` (one step's) whose rows the cache does not hold (sorted,
+    /// distinct). The step's cached tokens become the most recently used, so that inserting
+    /// the missing ones cannot evict them; a cache smaller than the step's distinct tokens is
+    /// refused.
     pub fn missing(&self, tokens: &[u32]) -> Result<Vec<u32>> {
         self.check_ids(tokens)?;
-        let s = self.lock();
-        let mut ids: Vec<u32> = tokens
-            .iter()
-            .copied()
-            .filter(|t| s.cache.as_ref().is_none_or(|c| !c.contains(t)))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+        let mut all = tokens.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        if all.is_empty() {
+            return Ok(all);
+        }
+        let mut s = self.lock();
+        let cap = s.cache.as_ref().map_or(0, |c| c.cap().get());
+        if cap < all.len() {
+            return Err(Error::Input(format!(
+                "{}: the row cache holds {cap} tokens, fewer than the {} a step needs",
+                self.source.name(),
+                all.len()
+            )));
+        }
+        let c = s.cache.as_mut().unwrap();
+        all.retain(|t| !c.promote(t));
+        Ok(all)
     }
 
     /// Rows the caller fetched for `ids` (one [K, row_bytes] buffer each, `bytes` transferred
@@ -292,7 +304,6 @@ impl RowStore {
         self.check_ids(tokens)?;
         let tb = self.token_bytes();
         let mut s = self.lock();
-        s.stats.rows_requested += (tokens.len() * self.k) as u64;
         let mut missing: Vec<u32> = tokens
             .iter()
             .copied()
@@ -305,6 +316,8 @@ impl RowStore {
         } else {
             self.fetch(&mut s, &missing)?
         };
+        // Counted once the rows are here: a failed step leaves hits + misses = requested.
+        s.stats.rows_requested += (tokens.len() * self.k) as u64;
         s.stats.misses += (missing.len() * self.k) as u64;
         // Rows fetched ahead for this step (`insert`) were counted as misses then.
         let mut fetched_ahead = 0;
