@@ -38,6 +38,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("quant_q8_0", include_str!("../../shaders/quant_q8_0.wgsl")),
     ("quant_q4_0", include_str!("../../shaders/quant_q4_0.wgsl")),
     ("quant_q4_1", include_str!("../../shaders/quant_q4_1.wgsl")),
+    ("quant_q5", include_str!("../../shaders/quant_q5.wgsl")),
     ("quant_q5_0", include_str!("../../shaders/quant_q5_0.wgsl")),
     ("quant_q5_1", include_str!("../../shaders/quant_q5_1.wgsl")),
     ("quant_tex", include_str!("../../shaders/quant_tex.wgsl")),

@@ -13,7 +13,7 @@ use wasm_bindgen_futures::JsFuture;
 use super::remote::{
     self, check_length, check_partial, fail, range_error, Failure, Ranges, RemoteTables,
 };
-use super::store::{RowSource, RowStore};
+use super::store::{put_table, RowSource, RowStore};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -204,9 +204,7 @@ pub async fn prefetch(store: &RowStore, tokens: &[u32], opts: &FetchOptions) -> 
             .map(|r| r.map(|(body, _)| body))
             .collect::<Result<Vec<_>>>()?;
         bytes += t.place(b, &ids, &groups, mine, &mut scratch)?;
-        for (r, row) in rows.iter_mut().zip(scratch.chunks_exact(rb)) {
-            r[b * rb..(b + 1) * rb].copy_from_slice(row);
-        }
+        put_table(&mut rows, b, &scratch);
     }
     store.insert(&ids, rows, bytes)
 }

@@ -234,9 +234,7 @@ impl RowStore {
         for b in 0..k {
             let got = self.source.read_rows(b, ids, &mut s.scratch)?;
             s.stats.bytes_fetched += got;
-            for (o, row) in out.iter_mut().zip(s.scratch.chunks_exact(rb)) {
-                o[b * rb..(b + 1) * rb].copy_from_slice(row);
-            }
+            put_table(&mut out, b, &s.scratch);
         }
         Ok(out)
     }
@@ -387,6 +385,15 @@ impl RowStore {
         let fetched = s.stats.bytes_fetched - before;
         s.stats.bytes_fetched = before;
         Ok((n, fetched))
+    }
+}
+
+/// Copy table `b`'s rows of some tokens (`table`: one row per token, in order) into those
+/// tokens' [K, row_bytes] buffers: how a token's rows are put together table by table.
+pub fn put_table(tokens: &mut [Box<[u8]>], b: usize, table: &[u8]) {
+    let rb = table.len() / tokens.len().max(1);
+    for (o, row) in tokens.iter_mut().zip(table.chunks_exact(rb.max(1))) {
+        o[b * rb..(b + 1) * rb].copy_from_slice(row);
     }
 }
 
