@@ -33,3 +33,14 @@ fn words6(wb: u32) -> Words6 {
     if (wb % 4u == 0u) { return Words6(a, b.xy); }
     return Words6(vec4<u32>(a.zw, b.xy), b.zw);
 }
+// Words n, n+1 and words n..n+3 at an even n: one texel, or two when n % 4 == 2 (Q4_K's pairs).
+fn pair_at(n: u32) -> vec2<u32> {
+    let a = texel(n / 4u);
+    return select(a.xy, a.zw, n % 4u == 2u);
+}
+fn quad_at(n: u32) -> vec4<u32> {
+    let a = texel(n / 4u);
+    if (n % 4u == 0u) { return a; }
+    let b = texel(n / 4u + 1u);
+    return vec4<u32>(a.zw, b.xy);
+}

@@ -102,14 +102,14 @@ fn tensor_shape_mismatch() {
 #[test]
 fn unsupported_tensor_type() {
     let mut g = tiny_llama();
-    g.tensors[9].ty = 12; // Q4_K
+    g.tensors[9].ty = 10; // Q2_K
     has(
         &load_err("qk.gguf", &g.bytes()),
         &[
             "qk.gguf",
             "blk.0.ffn_up.weight",
             "unsupported tensor type",
-            "Q4_K",
+            "Q2_K",
         ],
     );
 }

@@ -5,8 +5,8 @@
 mod common;
 
 use common::data::{
-    as_f32, cpu_matmul, random_weight, softmax, words, AttentionCase, EmbedCase, MatmulCase,
-    MemoryRowsCase, QkvCase, RouterCase, SampleCase, ALL,
+    as_f32, cols_for, cpu_matmul, random_weight, softmax, words, AttentionCase, EmbedCase,
+    MatmulCase, MemoryRowsCase, QkvCase, RouterCase, SampleCase, ALL,
 };
 use common::{assert_close, gpu, run_spec, step, texture_rows, x_data, Rng};
 
@@ -97,7 +97,10 @@ fn matmul_residual_all_types() {
                 let out = dispatch(&ctx, &s, c.data(&s), n_tok);
                 // |y| stays below ~10 here; f32 sums over <= 544 terms agree to ~1e-5.
                 assert_close(
-                    &format!("residual {} {dtype:?} {rows}x{cols} T={n_tok}", s.shader),
+                    &format!(
+                        "residual {} {dtype:?} {rows}x{} T={n_tok}",
+                        s.shader, m.cols
+                    ),
                     &out[0][..want.len()],
                     want,
                     2e-4,
@@ -291,7 +294,7 @@ fn matmul_store_norm_last_token() {
     let ctx = gpu();
     let mut rng = Rng(2);
     for dtype in ALL {
-        let (rows, cols, row0, n_tok) = (75usize, 160usize, 5usize, 3u32);
+        let (rows, cols, row0, n_tok) = (75usize, cols_for(dtype, 160), 5usize, 3u32);
         let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
         let x = rng.vec(n_tok as usize * cols, 2.0);
         let g = rng.vec(cols, 1.0);

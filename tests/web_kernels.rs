@@ -85,8 +85,8 @@ async fn matmul_residual_all_types() {
                 let out = run_spec(&ctx, &s, &c.data(&s), n_tok).await;
                 assert_close(
                     &format!(
-                        "residual {} {:?} {dtype:?} {rows}x{cols} T={n_tok}",
-                        s.shader, s.defs
+                        "residual {} {:?} {dtype:?} {rows}x{} T={n_tok}",
+                        s.shader, s.defs, c.m.cols
                     ),
                     &out[0][..c.want.len()],
                     &c.want,

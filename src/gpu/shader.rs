@@ -41,6 +41,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("quant_q5", include_str!("../../shaders/quant_q5.wgsl")),
     ("quant_q5_0", include_str!("../../shaders/quant_q5_0.wgsl")),
     ("quant_q5_1", include_str!("../../shaders/quant_q5_1.wgsl")),
+    ("quant_bits", include_str!("../../shaders/quant_bits.wgsl")),
+    ("quant_q4_k", include_str!("../../shaders/quant_q4_k.wgsl")),
+    ("quant_q5_k", include_str!("../../shaders/quant_q5_k.wgsl")),
+    ("quant_q6_k", include_str!("../../shaders/quant_q6_k.wgsl")),
     ("quant_tex", include_str!("../../shaders/quant_tex.wgsl")),
     ("weights", include_str!("../../shaders/weights.wgsl")),
 ];

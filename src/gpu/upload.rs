@@ -1,56 +1,13 @@
-//! Weights on the GPU: kept in their file's quantisation, repacked to 4-byte-aligned blocks
-//! (Q8_0's 34-byte, Q4_0's 18-byte and Q5_0's 22-byte blocks are padded to 36 / 20 / 24), split
-//! by rows into chunks
-//! that each fit one storage binding. On CPU adapters the same words go into rgba32uint
+//! Weights on the GPU: kept in their file's quantisation, repacked into word-aligned blocks
+//! (blocks.rs), split by rows into chunks that each fit one storage binding. On CPU adapters the same words go into rgba32uint
 //! textures instead (`GpuContext::weight_textures`): lavapipe fetches a 16-byte texel per lane
 //! in one gather but loads storage buffers lane by lane, a word at a time (~7x slower).
 use wgpu::util::DeviceExt;
 
+use super::blocks::{gpu_words, repack};
 use super::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::model::{DType, Weight};
-
-/// GPU words per 32 elements, and the shader snippet that decodes them.
-pub fn gpu_words(dtype: DType) -> (usize, &'static str) {
-    match dtype {
-        DType::F32 => (32, "quant_f32"),
-        DType::F16 => (16, "quant_f16"),
-        DType::BF16 => (16, "quant_bf16"),
-        DType::Q8_0 => (9, "quant_q8_0"),
-        DType::Q4_0 => (5, "quant_q4_0"),
-        DType::Q4_1 => (5, "quant_q4_1"),
-        DType::Q5_0 => (6, "quant_q5_0"),
-        DType::Q5_1 => (6, "quant_q5_1"),
-    }
-}
-
-/// Repack `n` elements' worth of file bytes into GPU words.
-pub fn repack(dtype: DType, src: &[u8], out: &mut Vec<u32>) {
-    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    match dtype {
-        DType::F32 | DType::F16 | DType::BF16 | DType::Q4_1 | DType::Q5_1 => {
-            out.extend(src.chunks_exact(4).map(word))
-        }
-        DType::Q8_0 => {
-            for blk in src.chunks_exact(34) {
-                out.push(u16::from_le_bytes([blk[0], blk[1]]) as u32);
-                out.extend(blk[2..].chunks_exact(4).map(word));
-            }
-        }
-        DType::Q4_0 => {
-            for blk in src.chunks_exact(18) {
-                out.push(u16::from_le_bytes([blk[0], blk[1]]) as u32);
-                out.extend(blk[2..].chunks_exact(4).map(word));
-            }
-        }
-        DType::Q5_0 => {
-            for blk in src.chunks_exact(22) {
-                out.push(u16::from_le_bytes([blk[0], blk[1]]) as u32);
-                out.extend(blk[2..].chunks_exact(4).map(word));
-            }
-        }
-    }
-}
 
 /// Texels per texture row of a weight texture (the shaders' TEXW). 4096 fits every adapter
 /// (WebGPU guarantees 8192), so only the number of rows can run out.

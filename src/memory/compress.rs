@@ -275,17 +275,8 @@ fn st_err(path: &std::path::Path, e: safetensors::SafeTensorError) -> Error {
 }
 
 /// `tide.rows` name of a row type.
-pub fn rows_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-        DType::Q8_0 => "q8_0",
-        DType::Q4_0 => "q4_0",
-        DType::Q4_1 => "q4_1",
-        DType::Q5_0 => "q5_0",
-        DType::Q5_1 => "q5_1",
-    }
+pub fn rows_name(dtype: DType) -> String {
+    dtype.name().to_lowercase()
 }
 
 /// Write the compressed memory as a memory file (docs/format.md): the tables, the SVD bases,

@@ -1,7 +1,10 @@
 //! Tensor element types as stored in model files, and their CPU dequantisation.
-//! Block layouts follow GGUF (llama.cpp's ggml-common.h): 32 elements per quant block.
+//! Block layouts follow GGUF (llama.cpp's ggml-common.h): 32 elements per quant block, 256 per
+//! K-quant super-block.
 use half::{bf16, f16};
 
+// GGUF's own names (Q4_K, not Q4K).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
@@ -17,9 +20,19 @@ pub enum DType {
     Q5_0,
     /// f16 scale, f16 min, 32 high bits, 16 bytes of nibbles; value = d * q + m
     Q5_1,
+    /// 256 elements: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins (8 sub-blocks of 32),
+    /// 128 bytes of nibbles; value = d * sc * q - dmin * m
+    Q4_K,
+    /// Q4_K plus 32 bytes of fifth bits: 176 bytes
+    Q5_K,
+    /// 256 elements: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 i8 scales (16
+    /// sub-blocks of 16), f16 d; value = d * sc * (q - 32), q 6 bits
+    Q6_K,
 }
 
 pub const QK: usize = 32;
+/// Elements per K-quant super-block.
+pub const QK_K: usize = 256;
 
 impl DType {
     pub fn name(self) -> &'static str {
@@ -32,6 +45,9 @@ impl DType {
             DType::Q4_1 => "Q4_1",
             DType::Q5_0 => "Q5_0",
             DType::Q5_1 => "Q5_1",
+            DType::Q4_K => "Q4_K",
+            DType::Q5_K => "Q5_K",
+            DType::Q6_K => "Q6_K",
         }
     }
 
@@ -39,6 +55,7 @@ impl DType {
     pub fn block_elems(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
+            DType::Q4_K | DType::Q5_K | DType::Q6_K => QK_K,
             _ => QK,
         }
     }
@@ -52,6 +69,9 @@ impl DType {
             DType::Q4_1 => 20,
             DType::Q5_0 => 22,
             DType::Q5_1 => 24,
+            DType::Q4_K => 144,
+            DType::Q5_K => 176,
+            DType::Q6_K => 210,
         }
     }
 
@@ -148,6 +168,71 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        DType::Q4_K | DType::Q5_K => {
+            let bb = dtype.block_bytes();
+            for (out, blk) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(bb)) {
+                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                let scales: &[u8; 12] = blk[4..16].try_into().unwrap();
+                // Q5_K: 32 bytes of fifth bits before the nibbles; byte l's bit s is the fifth
+                // bit of element l of sub-block s.
+                let (qh, qs) = if dtype == DType::Q5_K {
+                    (Some(&blk[16..48]), &blk[48..176])
+                } else {
+                    (None, &blk[16..144])
+                };
+                // Sub-blocks 2i and 2i + 1 are the low and high nibbles of the same 32 bytes.
+                for (s, o) in out.chunks_exact_mut(QK).enumerate() {
+                    let (sc, m) = k_scale_min(scales, s);
+                    let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                    let bytes = &qs[s / 2 * 32..s / 2 * 32 + 32];
+                    for (l, v) in o.iter_mut().enumerate() {
+                        let mut q = if s % 2 == 0 {
+                            bytes[l] & 15
+                        } else {
+                            bytes[l] >> 4
+                        };
+                        if let Some(qh) = qh {
+                            q |= ((qh[l] >> s) & 1) << 4;
+                        }
+                        *v = d1 * q as f32 - m1;
+                    }
+                }
+            }
+        }
+        DType::Q6_K => {
+            for (out, blk) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(210)) {
+                let (ql, qh, sc) = (&blk[..128], &blk[128..192], &blk[192..208]);
+                let d = f16_at(blk, 208);
+                // Sub-block s of 32 (half n = s / 4, quarter k = s % 4): low 4 bits from
+                // ql[64n + 32(k % 2) + l] (the high nibble for k >= 2), high 2 bits from bits
+                // 2k, 2k + 1 of qh[32n + l]; one i8 scale per 16 elements.
+                for (s, o) in out.chunks_exact_mut(QK).enumerate() {
+                    let (n, k) = (s / 4, s % 4);
+                    for (l, v) in o.iter_mut().enumerate() {
+                        let b = ql[64 * n + 32 * (k % 2) + l];
+                        let lo = if k < 2 { b & 15 } else { b >> 4 };
+                        let hi = (qh[32 * n + l] >> (2 * k)) & 3;
+                        let q = (lo | hi << 4) as i32 - 32;
+                        let scale = sc[8 * n + 2 * k + l / 16] as i8;
+                        *v = d * scale as f32 * q as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sub-block `j`'s 6-bit scale and min from Q4_K's / Q5_K's 12 packed bytes: bytes 0-3 hold
+/// scales 0-3, bytes 4-7 mins 0-3 (low 6 bits each); sub-blocks 4-7 take their low 4 bits
+/// from bytes 8-11 and their top 2 bits from the spare top bits of bytes 0-7.
+pub fn k_scale_min(q: &[u8; 12], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 15) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -157,7 +242,7 @@ pub const QUANTIZE_TYPES: [DType; 4] = [DType::F32, DType::F16, DType::Q8_0, DTy
 /// Quantise `src` (a whole number of blocks) into `dtype`'s layout, appended to `dst`; the
 /// inverse of `dequantize`. Q8_0: d = max|x| / 127, q = round(x / d). Q4_1: m = min, d =
 /// (max - min) / 15, q = round((x - m) / d) in 0..=15, with d and m rounded to f16 first (as
-/// train/export.py does). Returns false for a type it does not write (Q4_0, Q5_0, Q5_1, BF16).
+/// train/export.py does). Returns false for a type it does not write (BF16, Q4_0, Q5_*, K-quants).
 pub fn quantize(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> bool {
     debug_assert_eq!(src.len() % dtype.block_elems(), 0);
     match dtype {
@@ -190,7 +275,13 @@ pub fn quantize(dtype: DType, src: &[f32], dst: &mut Vec<u8>) -> bool {
                 dst.extend((0..16).map(|j| q(g[j]) | (q(g[j + 16]) << 4)));
             }
         }
-        DType::BF16 | DType::Q4_0 | DType::Q5_0 | DType::Q5_1 => return false,
+        DType::BF16
+        | DType::Q4_0
+        | DType::Q5_0
+        | DType::Q5_1
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K => return false,
     }
     true
 }

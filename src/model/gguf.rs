@@ -186,15 +186,15 @@ fn ggml_type(code: u32) -> std::result::Result<DType, String> {
         6 => DType::Q5_0,
         7 => DType::Q5_1,
         8 => DType::Q8_0,
+        12 => DType::Q4_K,
+        13 => DType::Q5_K,
+        14 => DType::Q6_K,
         30 => DType::BF16,
         c => {
             let name = match c {
                 9 => "Q8_1",
                 10 => "Q2_K",
                 11 => "Q3_K",
-                12 => "Q4_K",
-                13 => "Q5_K",
-                14 => "Q6_K",
                 15 => "Q8_K",
                 16..=23 | 29 => "IQ*",
                 24 => "I8",

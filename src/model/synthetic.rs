@@ -63,6 +63,30 @@ impl Builder {
                     self.bytes.extend(b);
                 }
             }
+            DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+                // Random codes and 6-bit scales; d (and dmin) put values within about
+                // +-scale: Q4_K's sc * q reaches 63 * 15 (Q5_K 63 * 31) and the mean
+                // sc * q is about dmin's 63 * 7.5; Q6_K's sc * (q - 32) reaches 127 * 32.
+                let (d, dmin) = match dtype {
+                    DType::Q4_K => (scale / 472.0, scale / 472.0 * 7.5),
+                    DType::Q5_K => (scale / 976.0, scale / 976.0 * 15.5),
+                    _ => (scale / 2032.0, 0.0),
+                };
+                for _ in 0..n / dtype.block_elems() {
+                    let at = self.bytes.len();
+                    for _ in 0..dtype.block_bytes() {
+                        let b = self.next() as u8;
+                        self.bytes.push(b);
+                    }
+                    let blk = &mut self.bytes[at..];
+                    if dtype == DType::Q6_K {
+                        blk[208..210].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                    } else {
+                        blk[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                        blk[2..4].copy_from_slice(&f16::from_f32(dmin).to_le_bytes());
+                    }
+                }
+            }
             _ => {
                 // Scale, [min], [high bits], quants: values spread around 0 like the others.
                 let (qmax, q, bias) = match dtype {

@@ -60,7 +60,7 @@ fn f16_bad(lo: u8, hi: u8) -> bool {
 }
 
 /// First row of stored `bytes` (rows of `rb` bytes in `dtype`) holding a NaN or infinity; for
-/// block types only the f16 scale (and minimum) can be bad, the values being integers.
+/// block types only the f16 scales (and minimums) can be bad, the values being integers.
 pub fn first_bad_row(dtype: DType, b: &[u8], rb: usize) -> Option<usize> {
     let row_of = |byte: usize| byte / rb.max(1);
     match dtype {
@@ -80,10 +80,14 @@ pub fn first_bad_row(dtype: DType, b: &[u8], rb: usize) -> Option<usize> {
             .chunks_exact(dtype.block_bytes())
             .position(|c| f16_bad(c[0], c[1]))
             .map(|i| row_of(i * dtype.block_bytes())),
-        DType::Q4_1 | DType::Q5_1 => b
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => b
             .chunks_exact(dtype.block_bytes())
             .position(|c| f16_bad(c[0], c[1]) || f16_bad(c[2], c[3]))
             .map(|i| row_of(i * dtype.block_bytes())),
+        DType::Q6_K => b
+            .chunks_exact(210)
+            .position(|c| f16_bad(c[208], c[209]))
+            .map(|i| row_of(i * 210)),
     }
 }
 

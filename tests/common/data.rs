@@ -10,7 +10,7 @@ use tide_gpu::model::dtype::{dequantize, DType};
 use tide_gpu::model::{Config, RopeLayout};
 use tide_gpu::sample;
 
-pub const ALL: [DType; 8] = [
+pub const ALL: [DType; 11] = [
     DType::F32,
     DType::F16,
     DType::BF16,
@@ -19,7 +19,16 @@ pub const ALL: [DType; 8] = [
     DType::Q4_1,
     DType::Q5_0,
     DType::Q5_1,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
 ];
+
+/// `cols` rounded up to whole blocks of `dtype` (256 for the K-quants), so that every type runs
+/// through the same test shapes.
+pub fn cols_for(dtype: DType, cols: usize) -> usize {
+    cols.next_multiple_of(dtype.block_elems())
+}
 
 /// splitmix64: deterministic data without a dependency.
 pub struct Rng(pub u64);
@@ -93,6 +102,21 @@ pub fn random_weight(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> (
             .vec(n, 0.5)
             .iter()
             .for_each(|v| bytes.extend(bf16::from_f32(*v).to_le_bytes())),
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+            // Random codes and packed 6-bit scales (every bit pattern is a valid block), with
+            // small random f16 d (and dmin) put in: |values| stay below ~1.
+            for _ in 0..n / 256 {
+                let mut blk = rng.bytes(dtype.block_bytes());
+                let d = f16::from_f32(rng.f32() * 1e-3).to_le_bytes();
+                if dtype == DType::Q6_K {
+                    blk[208..210].copy_from_slice(&d);
+                } else {
+                    blk[..2].copy_from_slice(&d);
+                    blk[2..4].copy_from_slice(&f16::from_f32(rng.f32() * 0.01).to_le_bytes());
+                }
+                bytes.extend(blk);
+            }
+        }
         _ => {
             // Scale, [min], [32 high bits], quants.
             for _ in 0..n / 32 {
@@ -159,7 +183,9 @@ pub struct MatmulCase {
 
 impl MatmulCase {
     /// h += W x for `n_tok` tokens of random data.
+    /// `cols` is rounded up to whole blocks of `dtype` (`cols_for`).
     pub fn residual(rng: &mut Rng, dtype: DType, rows: usize, cols: usize, n_tok: u32) -> Self {
+        let cols = cols_for(dtype, cols);
         let (wb, wf) = random_weight(rng, dtype, rows, cols);
         let x = rng.vec(n_tok as usize * cols, 1.0);
         let h0 = rng.vec(n_tok as usize * rows, 1.0);
@@ -189,6 +215,7 @@ impl MatmulCase {
 
     /// RMSNorm(x) * gamma, then gate and up (2 * ffn rows) and SwiGLU.
     pub fn swiglu(rng: &mut Rng, dtype: DType, ffn: usize, cols: usize, n_tok: u32) -> Self {
+        let cols = cols_for(dtype, cols);
         let (wb, wf) = random_weight(rng, dtype, 2 * ffn, cols);
         let x = rng.vec(n_tok as usize * cols, 1.0);
         let g = rng.vec(cols, 1.0);
@@ -241,7 +268,7 @@ pub struct EmbedCase {
 
 impl EmbedCase {
     pub fn new(rng: &mut Rng, dtype: DType) -> Self {
-        let (rows, cols, row0) = (29usize, 96usize, 100usize);
+        let (rows, cols, row0) = (29usize, cols_for(dtype, 96), 100usize);
         let (wb, wf) = random_weight(rng, dtype, rows, cols);
         EmbedCase {
             dtype,
