@@ -257,7 +257,7 @@ def main():
     out = {
         "generator": "scripts/llamacpp_reference.py",
         "llama_cpp_python": llama_cpp.__version__,
-        "model": MODEL_NAME,
+        "model": os.path.basename(args.model),
         "add_bos": add_bos,
         "bos_id": bos_id,
         "tokenizer": tok_cases,

