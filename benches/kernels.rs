@@ -2,6 +2,8 @@
 //! the prefill matmul of each projection, as GB/s of weights read. Prints one JSON object.
 //! Run: cargo bench --bench kernels
 //! Env: TIDE_BENCH_MODE=decode|prefill, TIDE_BENCH_KERNELS=qkv,ffn_gate_up,tide (a subset),
+//! TIDE_BENCH_DTYPE=Q4_K (the layers' type instead of Q4_1; shapes whose rows are not whole
+//! blocks of it are skipped: for the K-quants only ffn_down, 1536 wide),
 //! TIDE_AB_SHADER_DIR=DIR (A/B: committed shaders against edited copies in DIR, taking turns),
 //! TIDE_AB_TILE=GR,TPL,WG (A/B: the default prefill tile against this one).
 use tide_gpu::decoder::specs::{Epilogue, Matmul};
@@ -20,6 +22,13 @@ fn main() {
         .ok()
         .map(|t| t.parse().expect("TIDE_AB_TILE"));
     let only = std::env::var("TIDE_BENCH_KERNELS").ok();
+    let layer_dtype = match std::env::var("TIDE_BENCH_DTYPE") {
+        Ok(n) => tide_gpu::model::dtype::ALL_TYPES
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(&n))
+            .unwrap_or_else(|| panic!("TIDE_BENCH_DTYPE: unknown type {n}")),
+        Err(_) => DType::Q4_1,
+    };
     let shapes: [(&str, DType, usize, usize, Epilogue, bool); 5] = [
         (
             "qkv",
@@ -63,6 +72,14 @@ fn main() {
     ];
     let mut rows_out = Vec::new();
     for (name, dtype, rows, cols, epi, norm) in shapes {
+        let dtype = if dtype == DType::Q4_1 {
+            layer_dtype
+        } else {
+            dtype
+        };
+        if cols % dtype.block_elems() != 0 {
+            continue;
+        }
         // TIDE_BENCH_KERNELS=qkv,ffn_down: only these projections.
         if only
             .as_ref()
@@ -192,14 +209,17 @@ fn main() {
             let bytes = (words * 4) as f64;
             let tokens = if epi == Epilogue::Store { 1 } else { n_tok };
             rows_out.push(serde_json::json!({
-                "kernel": name, "mode": mode, "tokens": tokens, "ms": t * 1e3,
+                "kernel": name, "dtype": dtype.name(), "mode": mode, "tokens": tokens, "ms": t * 1e3,
                 "weight_gb_per_s": bytes / t / 1e9,
+                "gweights_per_s": (rows * cols) as f64 / t / 1e9,
                 "ms_per_token": t * 1e3 / tokens as f64,
             }));
             eprintln!(
-                "{name:>12} {mode:>8}: {:8.3} ms  {:6.2} GB/s  {:7.3} ms/token",
+                "{name:>12} {} {mode:>8}: {:8.3} ms  {:6.2} GB/s  {:6.2} Gweights/s  {:7.3} ms/token",
+                dtype.name(),
                 t * 1e3,
                 bytes / t / 1e9,
+                (rows * cols) as f64 / t / 1e9,
                 t * 1e3 / tokens as f64
             );
         }

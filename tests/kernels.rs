@@ -451,7 +451,12 @@ fn attention_gqa_causal() {
         (64, 7, 33),
         (64, 70, 3),
     ] {
-        let c = AttentionCase::new(&mut rng, hd, n_tok, pos0);
+        // Llama-3.2-1B's 32 query heads over 8 KV heads as well as 6 over 2.
+        let c = if hd == 64 && n_tok == 7 {
+            AttentionCase::with_heads(&mut rng, hd, 32, 8, n_tok, pos0)
+        } else {
+            AttentionCase::new(&mut rng, hd, n_tok, pos0)
+        };
         // The GPU kernel, the CPU-adapter one and, on adapters with subgroups of 8 (lavapipe),
         // prefill with a subgroup's lanes fetching K/V chunks for each other: head_dim 64 must
         // take it.
@@ -584,4 +589,29 @@ fn binding_names_are_checked_against_the_shader() {
     extra.push(("Z", buf.as_entire_binding()));
     let e = k.bind(&ctx.device, &extra).unwrap_err().to_string();
     assert!(e.contains("no binding named Z"), "{e}");
+}
+
+/// matvec_rows where lanes own many 4-row groups, as in a 1B model's LM head (128256 rows):
+/// lavapipe read wrong texels once a lane had looped over 169 groups with its weights in a
+/// texture (storage buffers were right), so `decode_rows` spreads the groups over more
+/// workgroups, at most MAX_GROUPS_PER_LANE a lane. `dispatch` also checks the texture form
+/// against the buffer form word for word.
+#[test]
+fn matvec_rows_many_groups_per_lane() {
+    let ctx = gpu();
+    let mut rng = Rng(12);
+    for dtype in [DType::Q8_0, DType::Q6_K] {
+        let c = MatmulCase::residual(&mut rng, dtype, 40000, 2048, 1);
+        let s = c.m.decode_rows();
+        let lanes: usize = s.defs.0["LANES"].parse().unwrap();
+        assert!(10000usize.div_ceil(lanes) <= tide_gpu::decoder::specs::MAX_GROUPS_PER_LANE);
+        let out = dispatch(&ctx, &s, c.data(&s), 1);
+        // |y| reaches ~100 over 2048 terms; relative to max(1, |y|) the sums agree to ~1e-5.
+        assert_close(
+            &format!("{dtype:?} 40000x2048, {lanes} lanes"),
+            &out[0][..c.want.len()],
+            &c.want,
+            2e-4,
+        );
+    }
 }

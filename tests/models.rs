@@ -359,3 +359,55 @@ fn k_quant_models_gpu_match_cpu_reference() {
         }
     }
 }
+
+/// A 1B-class shape with the adapter's own binding limit: Llama-3.2-1B's tied 128256 x 2048
+/// embedding (Q6_K, 7 GPU words per 32 elements: 230 MiB) exceeds lavapipe's 128 MiB storage
+/// binding, so the embedding lookup and the LM head run over row chunks. Two of its 16 layers
+/// (synthetic weights), batched and token by token, against the CPU reference.
+#[test]
+fn llama_1b_shapes_split_for_real() {
+    let m = model::load(Path::new("synthetic:llama-3.2-1b-l2")).unwrap();
+    let ctx = gpu();
+    let limit = ctx.limits.max_storage_buffer_binding_size as usize;
+    let mut d = GpuDecoder::new(
+        ctx,
+        &m,
+        DecoderOptions {
+            ctx_len: 64,
+            max_batch: 16,
+            token_by_token_upto: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    println!(
+        "binding limit {} MiB, split: {:?}",
+        limit >> 20,
+        d.split_tensors
+    );
+    assert!(
+        d.split_tensors
+            .iter()
+            .any(|(n, c)| n == "token_embd" && *c >= 2),
+        "the embedding ({} MiB on the GPU) was not split under a {} MiB binding: {:?}",
+        (128256 * 2048 / 32 * 7 * 4) >> 20,
+        limit >> 20,
+        d.split_tensors
+    );
+    let prompt: Vec<u32> = vec![128000, 791, 6864, 315, 9822, 374, 127999, 5, 64000];
+    let cpu = std::sync::Arc::new(CpuModel::new(&m));
+    let mut s = cpu.session(64);
+    let want = s.feed(&prompt).unwrap().to_vec();
+    d.feed(&prompt).unwrap();
+    let scale = want.iter().fold(0f32, |a, x| a.max(x.abs())).max(1.0);
+    let mut worst = max_diff(&d.logits().unwrap(), &want);
+    for tok in [127000u32, 3, 90000] {
+        let want = s.feed(&[tok]).unwrap().to_vec();
+        d.feed(&[tok]).unwrap();
+        worst = worst.max(max_diff(&d.logits().unwrap(), &want));
+    }
+    println!(
+        "llama-3.2-1b (2 layers): max |gpu - cpu| logit = {worst:.2e}, |logits| up to {scale:.2}"
+    );
+    assert!(worst < GPU_CPU_LOGITS * scale, "logits differ by {worst}");
+}

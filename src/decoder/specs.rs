@@ -2,10 +2,17 @@
 //! workgroups. The decoder builds its schedule from these, and the kernel tests run the very
 //! same specs one at a time against the CPU reference.
 use crate::gpu::{gpu_words, slot, Binding, Defines, Slot};
+
 use crate::model::DType;
 use crate::options::PrefillTile;
 
 pub const WG: u32 = 64;
+
+/// Widest row (in 32-element blocks) that matvec_rows unrolls; wider rows take its loop form.
+pub const MAX_UNROLLED_BLOCKS: usize = 32;
+
+/// Most 4-row groups one matvec_rows lane computes (see `Matmul::decode_rows`).
+pub const MAX_GROUPS_PER_LANE: usize = 128;
 
 /// What a matmul does with its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,7 +338,11 @@ impl Matmul {
         let nwg = (4..=16usize)
             .min_by_key(|&n| (groups.div_ceil(lanes_per_wg * n) * lanes_per_wg * n, n))
             .unwrap_or(4)
-            .min(groups.div_ceil(lanes_per_wg).max(1));
+            .min(groups.div_ceil(lanes_per_wg).max(1))
+            // lavapipe read wrong texels once a lane had looped over 169 groups (weights in a
+            // texture; storage buffers were right): more workgroups where a lane would exceed
+            // MAX_GROUPS_PER_LANE (a 1B model's LM head; SmolLM2's largest takes 96).
+            .max(groups.div_ceil(lanes_per_wg * MAX_GROUPS_PER_LANE));
         let mut bindings = self.bindings();
         retype(
             &mut bindings,
@@ -349,8 +360,13 @@ impl Matmul {
                 .flag("XUBO", true)
                 // At most 4 groups per lane: the loop form is as fast there (x reloaded per
                 // block costs about what holding it in registers saves) and compiles in a
-                // fraction of the time (docs/benchmarks.md, start-up).
-                .flag("LOOP", groups <= 4 * nwg * lanes_per_wg),
+                // fraction of the time (docs/benchmarks.md, start-up). Rows of more than 32
+                // blocks always loop: unrolled, a 1B model's 2048- and 8192-wide rows kept
+                // lavapipe's LLVM compiling one variant for over 15 minutes.
+                .flag(
+                    "LOOP",
+                    groups <= 4 * nwg * lanes_per_wg || self.cols / 32 > MAX_UNROLLED_BLOCKS,
+                ),
             bindings,
             x: nwg as u32,
             tokens_per_y: 0,

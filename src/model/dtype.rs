@@ -30,6 +30,21 @@ pub enum DType {
     Q6_K,
 }
 
+/// Every type, in GGUF's order.
+pub const ALL_TYPES: [DType; 11] = [
+    DType::F32,
+    DType::F16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::BF16,
+];
+
 pub const QK: usize = 32;
 /// Elements per K-quant super-block.
 pub const QK_K: usize = 256;

@@ -123,12 +123,17 @@ impl Builder {
     }
 }
 
-/// The shapes and storage types of a known model, with random weights. A `-kN` suffix adds
-/// TIDE memory: N 4-bit tables, unit gammas and random routers.
+/// The shapes and storage types of a known model, with random weights. A `-lN` suffix keeps
+/// the first N layers; `-kN` adds TIDE memory: N 4-bit tables, unit gammas and random routers.
 pub fn synthetic(name: &str) -> Result<Model> {
     let (base, k) = match name.rsplit_once("-k") {
         Some((b, n)) if n.parse::<usize>().is_ok() => (b, n.parse::<usize>().unwrap()),
         _ => (name, 0),
+    };
+    // `-lN`: only the first N layers (tests of big shapes with a CPU reference to match).
+    let (base, layers) = match base.rsplit_once("-l") {
+        Some((b, n)) if n.parse::<usize>().is_ok_and(|n| n > 0) => (b, n.parse::<usize>().ok()),
+        _ => (base, None),
     };
     let smollm2 = Config {
         vocab: 49152,
@@ -184,13 +189,40 @@ pub fn synthetic(name: &str) -> Result<Model> {
             },
             DType::Q6_K,
         ),
+        // Llama-3.2-1B's shapes (tied 128256 x 2048 embedding: over 128 MiB in any type) in
+        // llama.cpp's Q4_K_M mix: Q6_K embedding, Q6_K attn_v and ffn_down in half the layers.
+        // (Its llama3 RoPE frequency scaling is not modelled: the weights are random anyway.)
+        "llama-3.2-1b" => (
+            Config {
+                vocab: 128256,
+                dim: 2048,
+                n_layers: 16,
+                n_heads: 32,
+                n_kv_heads: 8,
+                head_dim: 64,
+                ffn_dim: 8192,
+                rope_theta: 500000.0,
+                eps: 1e-5,
+                ctx_len: 131072,
+                rope_layout: RopeLayout::Adjacent,
+            },
+            |n, i| match n {
+                "attn_v" | "ffn_down" if i % 2 == 0 => DType::Q6_K,
+                _ => DType::Q4_K,
+            },
+            DType::Q6_K,
+        ),
         other => {
             return Err(Error::Input(format!(
                 "unknown synthetic model '{other}' (known: smollm2-135m, smollm2-135m-q4_k_m, \
-                 tiny-k; with -kN for N memory blocks)"
+                 tiny-k, llama-3.2-1b; -lN keeps the first N layers, -kN adds N memory blocks)"
             )))
         }
     };
+    let mut config = config;
+    if let Some(n) = layers {
+        config.n_layers = n.min(config.n_layers);
+    }
     let c = config.clone();
     let mut b = Builder {
         bytes: Vec::new(),

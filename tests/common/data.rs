@@ -469,7 +469,7 @@ impl QkvCase {
     }
 }
 
-/// Causal GQA attention's test: 6 query heads over 2 KV heads of `hd`, a cache of 80 positions
+/// Causal GQA attention's test: 6 query heads over 2 KV heads of `hd` (or `with_heads`), a cache of 80 positions
 /// filled with random K/V, `n_tok` queries from `pos0`.
 pub struct AttentionCase {
     pub hd: usize,
@@ -486,7 +486,19 @@ pub struct AttentionCase {
 
 impl AttentionCase {
     pub fn new(rng: &mut Rng, hd: usize, n_tok: u32, pos0: u32) -> Self {
-        let (nh, nkv, ctx_len) = (6usize, 2usize, 80usize);
+        Self::with_heads(rng, hd, 6, 2, n_tok, pos0)
+    }
+
+    /// `nh` query heads over `nkv` KV heads.
+    pub fn with_heads(
+        rng: &mut Rng,
+        hd: usize,
+        nh: usize,
+        nkv: usize,
+        n_tok: u32,
+        pos0: u32,
+    ) -> Self {
+        let ctx_len = 80usize;
         let (qd, kvd) = (nh * hd, nkv * hd);
         let q = rng.vec(n_tok as usize * qd, 1.0);
         let k = rng.vec(ctx_len * kvd, 1.0);
