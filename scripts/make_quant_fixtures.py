@@ -74,7 +74,6 @@ def main():
     a = ap.parse_args()
 
     import gguf
-    from importlib.metadata import version
     from gguf.quants import dequantize, quantize
 
     x = matrix()
@@ -84,25 +83,7 @@ def main():
         assert q.dtype == np.uint8 and q.shape == (ROWS, COLS // 32 * bb), q.shape
         y = dequantize(q, t).astype(np.float32)
         assert y.shape == x.shape
-        out = os.path.join(a.out, name)
-        os.makedirs(out, exist_ok=True)
-        x.astype("<f4").tofile(os.path.join(out, "input.f32"))
-        q.tofile(os.path.join(out, f"{name}.bin"))
-        y.astype("<f4").tofile(os.path.join(out, "dequant.f32"))
-        meta = {
-            "generator": "scripts/make_quant_fixtures.py",
-            "gguf": version("gguf"),
-            "numpy": np.__version__,
-            "type": name.upper(),
-            "rows": ROWS,
-            "cols": COLS,
-            "files": {"input.f32": "f32 [rows, cols]",
-                      f"{name}.bin": f"gguf.quants.quantize(input, {name.upper()})",
-                      "dequant.f32": f"gguf.quants.dequantize({name}.bin, {name.upper()})"},
-        }
-        with open(os.path.join(out, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
+        out = write(a.out, name, q, y, COLS, f"gguf.quants.quantize(input, {name.upper()})", x)
         print(f"wrote {out}: max |dequant - input| = {np.abs(y - x).max():.4g}")
 
     for name, bb in K_BLOCK_BYTES.items():
@@ -111,25 +92,36 @@ def main():
         y = dequantize(q, t).astype(np.float32)
         assert y.shape == (ROWS, K_COLS), y.shape
         assert np.isfinite(y).all()
-        out = os.path.join(a.out, name)
-        os.makedirs(out, exist_ok=True)
-        q.tofile(os.path.join(out, f"{name}.bin"))
-        y.astype("<f4").tofile(os.path.join(out, "dequant.f32"))
-        meta = {
-            "generator": "scripts/make_quant_fixtures.py",
-            "gguf": version("gguf"),
-            "numpy": np.__version__,
-            "type": name.upper(),
-            "rows": ROWS,
-            "cols": K_COLS,
-            "files": {f"{name}.bin": f"random {name.upper()} super-blocks (k_blocks)",
-                      "dequant.f32": f"gguf.quants.dequantize({name}.bin, {name.upper()})"},
-        }
-        with open(os.path.join(out, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
+        out = write(a.out, name, q, y, K_COLS, f"random {name.upper()} super-blocks (k_blocks)")
         print(f"wrote {out}: |dequant| up to {np.abs(y).max():.4g}")
 
+
+def write(root, name, q, y, cols, blocks_are, x=None):
+    """TYPE.bin, dequant.f32 (and input.f32 when there is one) and meta.json under root/name."""
+    from importlib.metadata import version
+    out = os.path.join(root, name)
+    os.makedirs(out, exist_ok=True)
+    files = {}
+    if x is not None:
+        x.astype("<f4").tofile(os.path.join(out, "input.f32"))
+        files["input.f32"] = "f32 [rows, cols]"
+    q.tofile(os.path.join(out, f"{name}.bin"))
+    y.astype("<f4").tofile(os.path.join(out, "dequant.f32"))
+    files[f"{name}.bin"] = blocks_are
+    files["dequant.f32"] = f"gguf.quants.dequantize({name}.bin, {name.upper()})"
+    meta = {
+        "generator": "scripts/make_quant_fixtures.py",
+        "gguf": version("gguf"),
+        "numpy": np.__version__,
+        "type": name.upper(),
+        "rows": ROWS,
+        "cols": cols,
+        "files": files,
+    }
+    with open(os.path.join(out, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    return out
 
 if __name__ == "__main__":
     main()
