@@ -91,6 +91,11 @@ fn matmul_residual_all_types() {
             // (one subgroup partly filled, the others returning early)
             (130, 544, 133),
         ] {
+            // The second workgroup along y is the tile's, not the type's: K-quants skip it
+            // (CI time; their rows are 768 wide here).
+            if n_tok == 133 && dtype.block_elems() > 32 {
+                continue;
+            }
             let c = MatmulCase::residual(&mut rng, dtype, rows, cols, n_tok);
             let (m, want) = (&c.m, &c.want);
             for s in token_specs(m, n_tok, m.decode()) {

@@ -51,6 +51,20 @@ async fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<
 /// matvec_rows in both forms (one token), or the prefill matmul (a batch); weights in a buffer
 /// and in a texture.
 fn variants(m: &Matmul, n_tok: u32) -> Vec<Spec> {
+    // K-quants (CI time: each variant compiles for ~2 s): the GPU family with weights in
+    // buffers, and the CPU-adapter forms (SwiftShader's) with weights in textures; the native
+    // tests run every form.
+    if m.dtype.block_elems() > 32 {
+        return if n_tok == 1 {
+            vec![
+                m.decode_tuned(false),
+                m.decode_rows().block_loop(false).weights_in_texture(),
+                m.decode_rows().block_loop(true).weights_in_texture(),
+            ]
+        } else {
+            vec![m.prefill(), m.prefill().x_in_texture().weights_in_texture()]
+        };
+    }
     let base = if n_tok == 1 {
         vec![
             m.decode_tuned(false),
