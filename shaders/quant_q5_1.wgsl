@@ -3,5 +3,5 @@
 #include "quant_q5"
 fn q5_block(dmw: u32, q: array<vec4<f32>, 8>) -> Blk {
     let dm = unpack2x16float(dmw);
-    return Blk(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], dm.x, dm.y);
+    return blk_of(q, dm.x, dm.y);
 }

@@ -2,7 +2,6 @@
 //! workgroups. The decoder builds its schedule from these, and the kernel tests run the very
 //! same specs one at a time against the CPU reference.
 use crate::gpu::{gpu_words, slot, Binding, Defines, Slot};
-
 use crate::model::DType;
 use crate::options::PrefillTile;
 

@@ -7,7 +7,7 @@
 //!   carry their own scales, so that the kernels need no super-block arithmetic. Q4_K and Q5_K
 //!   keep one header per pair of blocks (5 and 6 words a block against the file's 4.5 and
 //!   5.5); Q6_K takes 7 words a block against the file's 6.56.
-use crate::model::dtype::{k_scale_min, DType, QK_K};
+use crate::model::dtype::{k_codes, k_scale_min, DType, QK_K};
 
 /// GPU words per 32 elements, and the shader snippet that decodes them.
 pub fn gpu_words(dtype: DType) -> (usize, &'static str) {
@@ -57,29 +57,22 @@ pub fn repack(dtype: DType, src: &[u8], out: &mut Vec<u32>) {
             // A pair of blocks (sub-blocks 2i and 2i + 1): [d | dmin << 16], [sc, m of 2i,
             // sc, m of 2i + 1, a byte each], Q5_K: the two blocks' fifth bits (bit l:
             // element l), then each block's nibbles.
-            let q5 = dtype == DType::Q5_K;
             for blk in src.chunks_exact(dtype.block_bytes()) {
                 let scales: &[u8; 12] = blk[4..16].try_into().unwrap();
-                let (qh, qs) = if q5 {
-                    (&blk[16..48], &blk[48..176])
-                } else {
-                    (&blk[..0], &blk[16..144])
-                };
                 for i in 0..4 {
+                    let codes = [2 * i, 2 * i + 1].map(|s| k_codes(dtype, blk, s));
                     out.push(word(&blk[..4]));
                     let (s0, m0) = k_scale_min(scales, 2 * i);
                     let (s1, m1) = k_scale_min(scales, 2 * i + 1);
                     out.push(u32::from_le_bytes([s0, m0, s1, m1]));
-                    let sub = |s: usize| -> [u8; 32] {
-                        std::array::from_fn(|l| (qs[i * 32 + l] >> (4 * (s % 2))) & 15)
-                    };
-                    if q5 {
-                        for s in [2 * i, 2 * i + 1] {
-                            out.push((0..32).fold(0, |a, l| a | (((qh[l] >> s) & 1) as u32) << l));
+                    if dtype == DType::Q5_K {
+                        for e in &codes {
+                            out.push((0..32).fold(0, |a, l| a | ((e[l] >> 4) as u32) << l));
                         }
                     }
-                    out.extend(nibbles(&sub(2 * i)));
-                    out.extend(nibbles(&sub(2 * i + 1)));
+                    for e in &codes {
+                        out.extend(nibbles(e));
+                    }
                 }
             }
         }
@@ -88,17 +81,13 @@ pub fn repack(dtype: DType, src: &[u8], out: &mut Vec<u32>) {
             // low 4 bits as nibbles, then their top 2 bits (bits 2j, 2j + 1 of word 5: element
             // j; of word 6: element 16 + j).
             for blk in src.chunks_exact(210) {
-                let (ql, qh, sc) = (&blk[..128], &blk[128..192], &blk[192..208]);
-                let d = u16::from_le_bytes([blk[208], blk[209]]) as u32;
+                let (sc, d) = (
+                    &blk[192..208],
+                    u16::from_le_bytes([blk[208], blk[209]]) as u32,
+                );
                 for s in 0..QK_K / 32 {
-                    let (n, k) = (s / 4, s % 4);
-                    let e: [u8; 32] = std::array::from_fn(|l| {
-                        let b = ql[64 * n + 32 * (k % 2) + l];
-                        let lo = if k < 2 { b & 15 } else { b >> 4 };
-                        lo | ((qh[32 * n + l] >> (2 * k)) & 3) << 4
-                    });
-                    let s0 = sc[8 * n + 2 * k] as u32;
-                    out.push(d | s0 << 16 | (sc[8 * n + 2 * k + 1] as u32) << 24);
+                    let e = k_codes(dtype, blk, s);
+                    out.push(d | (sc[2 * s] as u32) << 16 | (sc[2 * s + 1] as u32) << 24);
                     out.extend(nibbles(&e));
                     for half in [0, 16] {
                         out.push(

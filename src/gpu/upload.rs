@@ -1,7 +1,8 @@
 //! Weights on the GPU: kept in their file's quantisation, repacked into word-aligned blocks
-//! (blocks.rs), split by rows into chunks that each fit one storage binding. On CPU adapters the same words go into rgba32uint
-//! textures instead (`GpuContext::weight_textures`): lavapipe fetches a 16-byte texel per lane
-//! in one gather but loads storage buffers lane by lane, a word at a time (~7x slower).
+//! (blocks.rs), split by rows into chunks that each fit one storage binding. On CPU adapters
+//! the same words go into rgba32uint textures instead (`GpuContext::weight_textures`):
+//! lavapipe fetches a 16-byte texel per lane in one gather but loads storage buffers lane by
+//! lane, a word at a time (~7x slower).
 use wgpu::util::DeviceExt;
 
 use super::blocks::{gpu_words, repack};

@@ -188,27 +188,10 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) {
             for (out, blk) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(bb)) {
                 let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
                 let scales: &[u8; 12] = blk[4..16].try_into().unwrap();
-                // Q5_K: 32 bytes of fifth bits before the nibbles; byte l's bit s is the fifth
-                // bit of element l of sub-block s.
-                let (qh, qs) = if dtype == DType::Q5_K {
-                    (Some(&blk[16..48]), &blk[48..176])
-                } else {
-                    (None, &blk[16..144])
-                };
-                // Sub-blocks 2i and 2i + 1 are the low and high nibbles of the same 32 bytes.
                 for (s, o) in out.chunks_exact_mut(QK).enumerate() {
                     let (sc, m) = k_scale_min(scales, s);
                     let (d1, m1) = (d * sc as f32, dmin * m as f32);
-                    let bytes = &qs[s / 2 * 32..s / 2 * 32 + 32];
-                    for (l, v) in o.iter_mut().enumerate() {
-                        let mut q = if s % 2 == 0 {
-                            bytes[l] & 15
-                        } else {
-                            bytes[l] >> 4
-                        };
-                        if let Some(qh) = qh {
-                            q |= ((qh[l] >> s) & 1) << 4;
-                        }
+                    for (v, q) in o.iter_mut().zip(k_codes(dtype, blk, s)) {
                         *v = d1 * q as f32 - m1;
                     }
                 }
@@ -216,23 +199,45 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) {
         }
         DType::Q6_K => {
             for (out, blk) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(210)) {
-                let (ql, qh, sc) = (&blk[..128], &blk[128..192], &blk[192..208]);
-                let d = f16_at(blk, 208);
-                // Sub-block s of 32 (half n = s / 4, quarter k = s % 4): low 4 bits from
-                // ql[64n + 32(k % 2) + l] (the high nibble for k >= 2), high 2 bits from bits
-                // 2k, 2k + 1 of qh[32n + l]; one i8 scale per 16 elements.
+                let (sc, d) = (&blk[192..208], f16_at(blk, 208));
+                // One i8 scale per 16 elements.
                 for (s, o) in out.chunks_exact_mut(QK).enumerate() {
-                    let (n, k) = (s / 4, s % 4);
-                    for (l, v) in o.iter_mut().enumerate() {
-                        let b = ql[64 * n + 32 * (k % 2) + l];
-                        let lo = if k < 2 { b & 15 } else { b >> 4 };
-                        let hi = (qh[32 * n + l] >> (2 * k)) & 3;
-                        let q = (lo | hi << 4) as i32 - 32;
-                        let scale = sc[8 * n + 2 * k + l / 16] as i8;
-                        *v = d * scale as f32 * q as f32;
+                    for (l, (v, q)) in o.iter_mut().zip(k_codes(dtype, blk, s)).enumerate() {
+                        let scale = sc[2 * s + l / 16] as i8;
+                        *v = d * scale as f32 * (q as i32 - 32) as f32;
                     }
                 }
             }
+        }
+    }
+}
+
+/// The 32 codes of sub-block `s` (0..8) of one K-quant super-block `blk` (Q4_K: 4 bits, Q5_K:
+/// 5, Q6_K: 6, unsigned), for the CPU decoder and the GPU repacking alike.
+/// - Q4_K / Q5_K: sub-blocks 2i and 2i + 1 are the low and high nibbles of the same 32 bytes;
+///   Q5_K's fifth bit of element l of sub-block s is bit s of qh[l].
+/// - Q6_K (half n = s / 4, quarter k = s % 4): low 4 bits from ql[64n + 32(k % 2) + l] (the
+///   high nibble for k >= 2), top 2 bits from bits 2k, 2k + 1 of qh[32n + l].
+pub fn k_codes(dtype: DType, blk: &[u8], s: usize) -> [u8; 32] {
+    match dtype {
+        DType::Q6_K => {
+            let (ql, qh) = (&blk[..128], &blk[128..192]);
+            let (n, k) = (s / 4, s % 4);
+            std::array::from_fn(|l| {
+                let b = ql[64 * n + 32 * (k % 2) + l];
+                let lo = if k < 2 { b & 15 } else { b >> 4 };
+                lo | ((qh[32 * n + l] >> (2 * k)) & 3) << 4
+            })
+        }
+        DType::Q5_K => {
+            let (qh, qs) = (&blk[16..48], &blk[48..176]);
+            std::array::from_fn(|l| {
+                (qs[s / 2 * 32 + l] >> (4 * (s % 2))) & 15 | ((qh[l] >> s) & 1) << 4
+            })
+        }
+        _ => {
+            let qs = &blk[16..144];
+            std::array::from_fn(|l| (qs[s / 2 * 32 + l] >> (4 * (s % 2))) & 15)
         }
     }
 }
