@@ -280,3 +280,14 @@ fn missing_config_for_safetensors_dir() {
     let e = model::load(Path::new(&dir)).unwrap_err().to_string();
     has(&e, &["config.json"]);
 }
+
+/// A K-quant tensor whose rows are not whole 256-element super-blocks is refused by name.
+#[test]
+fn k_quant_rows_not_whole_super_blocks() {
+    let mut g = tiny_llama();
+    g.tensors[9].ty = 12; // Q4_K, on a row of 32 elements
+    has(
+        &load_err("qk.gguf", &g.bytes()),
+        &["qk.gguf", "blk.0.ffn_up.weight", "Q4_K", "256"],
+    );
+}
