@@ -41,6 +41,8 @@ fn main() {
                 head_dim: 64,
                 rope_half: false,
                 kv_tex: false,
+                bias: false,
+                raw: false,
             },
             true,
         ),

@@ -24,7 +24,12 @@
 #endif
 #endif
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+#if QKV_BIAS
+@group(0) @binding(8) var<storage, read> QB: array<f32>;   // [ROWS]: q | k | v biases
+#endif
 #if EPI_QKV
+#if QKV_RAW
+#else
 #if KV_TEX
 // CPU adapters: the cache itself is a pair of textures (texel (j, p) = floats 4j..4j+3 of
 // position p's row), which attention reads with one gather per texel; no buffer copy.
@@ -35,6 +40,7 @@
 @group(0) @binding(6) var<storage, read_write> VC: array<f32>;
 #endif
 @group(0) @binding(7) var<storage, read> ROPE: array<vec2<f32>>;
+#endif
 #endif
 #if MEMORY
 #if MEMTEX

@@ -149,8 +149,25 @@ fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
 }
 #endif
 #if EPI_QKV
+#if QKV_BIAS
+fn with_bias(rows: vec4<u32>, v: vec4<f32>) -> vec4<f32> {
+    return v + vec4<f32>(QB[rows.x], QB[rows.y], QB[rows.z], QB[rows.w]);
+}
+#else
+fn with_bias(rows: vec4<u32>, v: vec4<f32>) -> vec4<f32> {
+    return v;
+}
+#endif
+#if QKV_RAW
+// q | k | v rows as they are into Y[tok, ROWS]; head_norm.wgsl normalises, rotates and caches.
+fn epilogue(tok: u32, rows: vec4<u32>, v_in: vec4<f32>) {
+    let v = with_bias(rows, v_in);
+    for (var r = 0u; r < 4u; r++) { Y[tok * ROWS + rows[r]] = v[r]; }
+}
+#else
 // q -> Y[tok, QD]; k, v -> KV cache at position pos0 + tok. RoPE applied to q and k.
-fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
+fn epilogue(tok: u32, rows: vec4<u32>, v_in: vec4<f32>) {
+    let v = with_bias(rows, v_in);
     let pos = step.pos0 + tok;
     var o = v;
     if (rows.x < {{QD}}u + {{KVD}}u) {
@@ -207,4 +224,5 @@ fn epilogue(tok: u32, rows: vec4<u32>, v: vec4<f32>) {
     }
 #endif
 }
+#endif
 #endif

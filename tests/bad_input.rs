@@ -291,3 +291,60 @@ fn k_quant_rows_not_whole_super_blocks() {
         &["qk.gguf", "blk.0.ffn_up.weight", "Q4_K", "256"],
     );
 }
+
+/// Architectures and their extra tensors: what is not supported, or missing, is named.
+#[test]
+fn unsupported_architecture_or_missing_arch_tensor() {
+    let with_arch = |arch: &str| {
+        let mut g = tiny_llama();
+        for (k, v) in g.kvs.iter_mut() {
+            if let Some(rest) = k.strip_prefix("llama.") {
+                *k = format!("{arch}.{rest}");
+            }
+            if k == "general.architecture" {
+                *v = gguf_writer::Kv::Str(arch.into());
+            }
+        }
+        g
+    };
+    has(
+        &load_err("gemma.gguf", &with_arch("gemma").bytes()),
+        &["gemma.gguf", "architecture 'gemma' is not supported", "qwen2"],
+    );
+    has(
+        &load_err("qwen2.gguf", &with_arch("qwen2").bytes()),
+        &["qwen2.gguf", "missing tensor", "blk.0.attn_q.bias"],
+    );
+    has(
+        &load_err("qwen3.gguf", &with_arch("qwen3").bytes()),
+        &["qwen3.gguf", "missing tensor", "blk.0.attn_q_norm.weight"],
+    );
+    // head_dim 16: rope_freqs needs 8 values.
+    let mut g = tiny_llama();
+    g.tensors.push(gguf_writer::TensorSpec {
+        name: "rope_freqs.weight".into(),
+        dims: vec![5],
+        ty: 0,
+        data: [1f32; 5].iter().flat_map(|x| x.to_le_bytes()).collect(),
+    });
+    has(
+        &load_err("freqs.gguf", &g.bytes()),
+        &["freqs.gguf", "rope_freqs.weight", "expected [8]"],
+    );
+    let mut g = tiny_llama();
+    g.kvs.push((
+        "llama.rope.scaling.type".into(),
+        gguf_writer::Kv::Str("yarn".into()),
+    ));
+    has(
+        &load_err("yarn.gguf", &g.bytes()),
+        &["yarn.gguf", "RoPE scaling 'yarn'", "not supported"],
+    );
+    let mut g = tiny_llama();
+    g.kvs
+        .push(("llama.rope.dimension_count".into(), gguf_writer::Kv::U32(8)));
+    has(
+        &load_err("partial.gguf", &g.bytes()),
+        &["partial.gguf", "partial RoPE"],
+    );
+}

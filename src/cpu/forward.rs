@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use super::ops::{attention, matvec, rmsnorm, rope, silu};
+use super::ops::{attention, head_rmsnorm, matvec, rmsnorm, rope, silu};
 use crate::error::{Error, Result};
 use crate::memory::{block_rows, TideMemory};
 use crate::model::{Config, Model};
@@ -15,6 +15,8 @@ struct CpuLayer {
     w_gate: Vec<f32>,
     w_up: Vec<f32>,
     w_down: Vec<f32>,
+    qkv_bias: Option<[Vec<f32>; 3]>,
+    qk_norm: Option<[Vec<f32>; 2]>,
 }
 
 /// All weights dequantised to f32.
@@ -43,6 +45,8 @@ impl CpuModel {
                 w_gate: l.w_gate.to_f32(),
                 w_up: l.w_up.to_f32(),
                 w_down: l.w_down.to_f32(),
+                qkv_bias: l.qkv_bias.as_ref().map(|b| b.clone().map(|w| w.to_f32())),
+                qk_norm: l.qk_norm.as_ref().map(|n| n.clone().map(|w| w.to_f32())),
             })
             .collect();
         CpuModel {
@@ -164,6 +168,16 @@ impl CpuSession {
                 matvec(kc, &l.wk, &a);
                 matvec(&mut self.v[li][pos * kvd..(pos + 1) * kvd], &l.wv, &a);
                 let mut kr = self.k[li][pos * kvd..(pos + 1) * kvd].to_vec();
+                if let Some([bq, bk, bv]) = &l.qkv_bias {
+                    let vc = &mut self.v[li][pos * kvd..(pos + 1) * kvd];
+                    for (x, b) in [(&mut q[..], bq), (&mut kr[..], bk), (vc, bv)] {
+                        x.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+                    }
+                }
+                if let Some([gq, gk]) = &l.qk_norm {
+                    head_rmsnorm(&mut q, gq, c.eps);
+                    head_rmsnorm(&mut kr, gk, c.eps);
+                }
                 rope(&c, &self.rope, &mut q, pos);
                 rope(&c, &self.rope, &mut kr, pos);
                 self.k[li][pos * kvd..(pos + 1) * kvd].copy_from_slice(&kr);

@@ -10,6 +10,14 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], g: &[f32], eps: f32) {
     }
 }
 
+/// RMSNorm of every `g.len()`-wide head of `x`, in place (Qwen3's q/k norm).
+pub fn head_rmsnorm(x: &mut [f32], g: &[f32], eps: f32) {
+    for h in x.chunks_exact_mut(g.len()) {
+        let v = h.to_vec();
+        rmsnorm(h, &v, g, eps);
+    }
+}
+
 /// out[r] = sum_c w[r, c] * x[c]; rows split over threads when the matrix is large.
 pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
     let cols = x.len();

@@ -135,6 +135,15 @@ impl GpuDecoder {
             self.row_texture("att-tex", qd, mb),
             self.row_texture("act-tex", f, mb),
         );
+        // Qwen3: raw q | k | v of a batch, before the per-head norm (`specs::head_norm`).
+        let qkv_raw = model.layers.iter().any(|l| l.qk_norm.is_some()).then(|| {
+            super::storage(
+                &self.ctx,
+                "qkv-raw",
+                mb * (qd + 2 * kvd) * 4,
+                wgpu::BufferUsages::empty(),
+            )
+        });
         for (li, l) in model.layers.iter().enumerate() {
             let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
             let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
@@ -156,28 +165,71 @@ impl GpuDecoder {
                 rows: w.rows,
                 row0: 0,
             };
+            let rope_half = c.rope_layout == RopeLayout::RotateHalf;
             let qkv_epi = Epilogue::Qkv {
                 qd,
                 kvd,
                 head_dim: c.head_dim,
-                rope_half: c.rope_layout == RopeLayout::RotateHalf,
+                rope_half,
                 kv_tex: kv.in_textures(),
+                bias: l.qkv_bias.is_some(),
+                raw: l.qk_norm.is_some(),
             };
-            self.push_matmul(
-                mm(&qkv, qkv_epi, eps),
-                vec![
-                    ("step", res(&buf.step)),
-                    ("W", single(&qkv)?),
-                    ("X", res(&buf.h)),
-                    ("G", res(&attn_norm)),
+            let bias = l.qkv_bias.as_ref().map(|b| {
+                let v: Vec<f32> = b.iter().flat_map(|w| w.to_f32()).collect();
+                f32_buffer(&self.ctx, "qkv_bias", &v)
+            });
+            let qk_norm = l.qk_norm.as_ref().map(|[q, k]| {
+                [
+                    f32_buffer(&self.ctx, "q_norm", &q.to_f32()),
+                    f32_buffer(&self.ctx, "k_norm", &k.to_f32()),
+                ]
+            });
+            let mut qkv_named: Named = vec![
+                ("step", res(&buf.step)),
+                ("W", single(&qkv)?),
+                ("X", res(&buf.h)),
+                ("G", res(&attn_norm)),
+            ];
+            match &qkv_raw {
+                Some(raw) if qk_norm.is_some() => qkv_named.push(("Y", res(raw))),
+                _ => qkv_named.extend([
                     ("Y", res(&buf.q)),
-                    ("KC", kc),
-                    ("VC", vc),
+                    ("KC", kc.clone()),
+                    ("VC", vc.clone()),
                     ("ROPE", res(&rope)),
-                ],
-                h_tex.as_ref(),
-                false,
-            )?;
+                ]),
+            }
+            if let Some(b) = &bias {
+                qkv_named.push(("QB", res(b)));
+            }
+            self.push_matmul(mm(&qkv, qkv_epi, eps), qkv_named, h_tex.as_ref(), false)?;
+            if let (Some([qn, kn]), Some(raw)) = (&qk_norm, &qkv_raw) {
+                let hn = specs::head_norm(
+                    c.head_dim,
+                    c.n_heads,
+                    c.n_kv_heads,
+                    c.eps,
+                    rope_half,
+                    kv.in_textures(),
+                );
+                self.push_op(
+                    &hn,
+                    &hn,
+                    &vec![
+                        ("step", res(&buf.step)),
+                        ("RAW", res(raw)),
+                        ("QN", res(qn)),
+                        ("KN", res(kn)),
+                        ("Q", res(&buf.q)),
+                        ("KC", kc),
+                        ("VC", vc),
+                        ("ROPE", res(&rope)),
+                    ],
+                )?;
+            }
+            keep.extend(bias);
+            keep.extend(qk_norm.into_iter().flatten());
             self.push_attention(&kv)?;
             self.push_matmul(
                 mm(&wo, Epilogue::Residual, None),
@@ -273,6 +325,7 @@ impl GpuDecoder {
                 false,
             )?;
         }
+        keep.extend(qkv_raw);
         self.build_sampling()?;
         let head_index = weights.len();
         let has_head = head_t.is_some();

@@ -36,6 +36,11 @@ pub enum Epilogue {
         /// q and k then come out in slot order (`slot_order`), the same permutation within
         /// every head, which leaves each q.k unchanged.
         kv_tex: bool,
+        /// Add a bias to every q, k and v row (binding 8, QB: qd + 2 kvd floats; Qwen2).
+        bias: bool,
+        /// Store q | k | v as they are into Y [n_tok, ROWS] (no RoPE, no cache): `head_norm`
+        /// finishes them (Qwen3's per-head q/k norm needs a whole head first).
+        raw: bool,
     },
     /// gate rows then up rows; out = silu(gate) * up
     SwiGlu { ffn: usize },
@@ -197,6 +202,57 @@ pub fn slot_order(head_dim: usize, rope_half: bool) -> Vec<usize> {
         .collect()
 }
 
+/// The K/V cache (buffers, or write-only textures on CPU adapters) and the RoPE table at
+/// bindings 5, 6, 7: what the QKV epilogue and `head_norm` write the cache with.
+fn kv_bindings(kv_tex: bool) -> [Slot; 3] {
+    let kv = if kv_tex {
+        Binding::StorageTexture
+    } else {
+        Binding::ReadWrite
+    };
+    [
+        slot(5, "KC", kv),
+        slot(6, "VC", kv),
+        slot(7, "ROPE", Binding::Read),
+    ]
+}
+
+/// Per-head RMSNorm of q and k (gammas QN, KN of head_dim), then RoPE, after a QKV matmul
+/// that stored raw q | k | v rows (`Epilogue::Qkv::raw`): q to Q, k and v into the cache at
+/// pos0 + t, in the order the QKV epilogue would have written them. One workgroup per head
+/// of q, k or v and token.
+pub fn head_norm(
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    eps: f32,
+    rope_half: bool,
+    kv_tex: bool,
+) -> Spec {
+    let mut bindings = vec![
+        slot(0, "step", Binding::Uniform),
+        slot(1, "RAW", Binding::Read),
+        slot(2, "QN", Binding::Read),
+        slot(3, "KN", Binding::Read),
+        slot(4, "Q", Binding::ReadWrite),
+    ];
+    bindings.extend(kv_bindings(kv_tex));
+    Spec {
+        shader: "head_norm",
+        entry: "main",
+        defs: Defines::new()
+            .set("HD", head_dim)
+            .set("NH", n_heads)
+            .set("NKV", n_kv_heads)
+            .set("EPS", format!("{eps:e}"))
+            .flag("ROPE_HALF", rope_half)
+            .flag("KV_TEX", kv_tex),
+        bindings,
+        x: (n_heads + 2 * n_kv_heads) as u32,
+        tokens_per_y: 1,
+    }
+}
+
 /// Give the bindings numbered in `changes` their new kind (a binding not present stays absent).
 fn retype(bindings: &mut [Slot], changes: &[(u32, Binding)]) {
     for b in bindings.iter_mut() {
@@ -242,17 +298,16 @@ impl Matmul {
                 slot(6, "ALPHA", Binding::Read),
             ]);
         }
-        if let Epilogue::Qkv { kv_tex, .. } = self.epi {
-            let kv = if kv_tex {
-                Binding::StorageTexture
-            } else {
-                Binding::ReadWrite
-            };
-            b.extend([
-                slot(5, "KC", kv),
-                slot(6, "VC", kv),
-                slot(7, "ROPE", Binding::Read),
-            ]);
+        if let Epilogue::Qkv {
+            kv_tex, bias, raw, ..
+        } = self.epi
+        {
+            if !raw {
+                b.extend(kv_bindings(kv_tex));
+            }
+            if bias {
+                b.push(slot(8, "QB", Binding::Read));
+            }
         }
         b
     }
@@ -285,8 +340,12 @@ impl Matmul {
                 head_dim,
                 rope_half,
                 kv_tex,
+                bias,
+                raw,
             } => d
                 .flag("EPI_QKV", true)
+                .flag("QKV_BIAS", bias)
+                .flag("QKV_RAW", raw)
                 .flag("ROPE_HALF", rope_half)
                 .flag("KV_TEX", kv_tex)
                 .set("QD", qd)

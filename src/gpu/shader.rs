@@ -23,6 +23,7 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../shaders/matvec_rows.wgsl"),
     ),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("head_norm", include_str!("../../shaders/head_norm.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("sample", include_str!("../../shaders/sample.wgsl")),
     ("memory", include_str!("../../shaders/memory.wgsl")),

@@ -23,6 +23,9 @@ pub struct Config {
     /// The context length the model was trained for.
     pub ctx_len: usize,
     pub rope_layout: RopeLayout,
+    /// Per-pair divisors of the RoPE frequencies (Llama 3.1's `rope_freqs`, or one linear
+    /// scaling factor repeated); None: unscaled.
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 impl Config {
@@ -77,6 +80,15 @@ impl Config {
                 self.eps, self.rope_theta
             ));
         }
+        if let Some(f) = &self.rope_freq_factors {
+            if f.len() != self.head_dim / 2 || f.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
+                return bad(format!(
+                    "RoPE frequency factors: {} values, expected {} positive ones (head dim / 2)",
+                    f.len(),
+                    self.head_dim / 2
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -89,7 +101,11 @@ impl Config {
         let mut t = Vec::with_capacity(n_pos * half * 2);
         for p in 0..n_pos {
             for i in 0..half {
-                let freq = (self.rope_theta as f64).powf(-2.0 * i as f64 / self.head_dim as f64);
+                let mut freq =
+                    (self.rope_theta as f64).powf(-2.0 * i as f64 / self.head_dim as f64);
+                if let Some(f) = &self.rope_freq_factors {
+                    freq /= f[i] as f64;
+                }
                 let a = p as f64 * freq;
                 t.push(a.cos() as f32);
                 t.push(a.sin() as f32);

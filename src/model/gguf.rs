@@ -354,11 +354,7 @@ impl Model {
             .and_then(|v| v.as_str())
             .ok_or_else(|| fmt("missing general.architecture".into()))?
             .to_string();
-        if arch != "llama" {
-            return Err(fmt(format!(
-                "architecture '{arch}' is not supported (only 'llama')"
-            )));
-        }
+        let traits = super::arch::find(super::arch::GGUF_ARCHS, &arch).map_err(&fmt)?;
         let u = |k: &str| -> Result<usize> {
             g.get(&format!("{arch}.{k}"))
                 .and_then(|v| v.as_u64())
@@ -399,6 +395,18 @@ impl Model {
             None if n_heads > 0 => dim / n_heads,
             None => 0,
         };
+        // Partial rotary embeddings (RoPE on the first n_rot dims only) are not modelled.
+        if let Some(n_rot) = g
+            .get(&format!("{arch}.rope.dimension_count"))
+            .and_then(|v| v.as_u64())
+        {
+            if n_rot as usize != head_dim {
+                return Err(fmt(format!(
+                    "{arch}.rope.dimension_count {n_rot} differs from the head dim {head_dim}: partial RoPE is not supported"
+                )));
+            }
+        }
+        let rope_freq_factors = rope_freq_factors(&g, &arch, head_dim, &find)?;
         let config = Config {
             vocab,
             dim,
@@ -410,7 +418,8 @@ impl Model {
             rope_theta: f("rope.freq_base", 10000.0) as f32,
             eps: f("attention.layer_norm_rms_epsilon", 1e-5) as f32,
             ctx_len: u("context_length").unwrap_or(2048),
-            rope_layout: super::config::RopeLayout::Adjacent,
+            rope_layout: traits.rope,
+            rope_freq_factors,
         };
         config.validate(&file)?;
         let mut layers = Vec::with_capacity(config.n_layers);
@@ -426,6 +435,17 @@ impl Model {
                 w_gate: t("ffn_gate")?,
                 w_up: t("ffn_up")?,
                 w_down: t("ffn_down")?,
+                qkv_bias: match traits.qkv_bias {
+                    true => {
+                        let b = |s: &str| need(&format!("blk.{i}.{s}.bias"));
+                        Some([b("attn_q")?, b("attn_k")?, b("attn_v")?])
+                    }
+                    false => None,
+                },
+                qk_norm: match traits.qk_norm {
+                    true => Some([t("attn_q_norm")?, t("attn_k_norm")?]),
+                    false => None,
+                },
             });
         }
         let tokenizer = TokenizerInfo::from_gguf(&g)?;
@@ -444,6 +464,48 @@ impl Model {
         };
         model.validate()?;
         Ok(model)
+    }
+}
+
+/// RoPE frequency divisors: Llama 3.1's `rope_freqs.weight` tensor, or linear scaling
+/// (`rope.scaling.type` = linear, every frequency divided by `rope.scaling.factor`).
+fn rope_freq_factors(
+    g: &GgufFile,
+    arch: &str,
+    head_dim: usize,
+    find: &dyn Fn(&str) -> Option<Weight>,
+) -> Result<Option<Vec<f32>>> {
+    let fmt = |m: String| crate::error::format_err(&g.name, m);
+    let kind = g
+        .get(&format!("{arch}.rope.scaling.type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("none");
+    let factor = g
+        .get(&format!("{arch}.rope.scaling.factor"))
+        .and_then(|v| v.as_f64());
+    let table = find("rope_freqs.weight");
+    match (kind, table) {
+        (_, Some(w)) => {
+            if w.info.shape != [head_dim / 2] {
+                return Err(Error::Shape {
+                    file: g.name.clone(),
+                    tensor: w.info.name.clone(),
+                    expected: vec![head_dim / 2],
+                    got: w.info.shape.clone(),
+                });
+            }
+            Ok(Some(w.to_f32()))
+        }
+        ("none", None) => Ok(None),
+        ("linear", None) => match factor {
+            Some(f) if f > 0.0 => Ok((f != 1.0).then(|| vec![f as f32; head_dim / 2])),
+            _ => Err(fmt(format!(
+                "{arch}.rope.scaling.factor {factor:?} must be positive"
+            ))),
+        },
+        (other, None) => Err(fmt(format!(
+            "RoPE scaling '{other}' ({arch}.rope.scaling.type) is not supported (none, linear and llama3's rope_freqs are)"
+        ))),
     }
 }
 

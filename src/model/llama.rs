@@ -16,6 +16,10 @@ pub struct Layer {
     pub w_gate: Weight,
     pub w_up: Weight,
     pub w_down: Weight,
+    /// Biases of q, k and v (Qwen2).
+    pub qkv_bias: Option<[Weight; 3]>,
+    /// Per-head RMSNorm weights of q and k, head_dim each (Qwen3).
+    pub qk_norm: Option<[Weight; 2]>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +74,16 @@ impl Model {
             check(&l.w_gate, &[c.ffn_dim, c.dim])?;
             check(&l.w_up, &[c.ffn_dim, c.dim])?;
             check(&l.w_down, &[c.dim, c.ffn_dim])?;
+            if let Some([q, k, v]) = &l.qkv_bias {
+                check(q, &[c.q_dim()])?;
+                check(k, &[c.kv_dim()])?;
+                check(v, &[c.kv_dim()])?;
+            }
+            if let Some(n) = &l.qk_norm {
+                for w in n {
+                    check(w, &[c.head_dim])?;
+                }
+            }
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
 //! Model files and what they hold: hyper-parameters, weight views, tokenizer. No device code here.
+pub mod arch;
 pub mod blob;
 pub mod config;
 pub mod dtype;

@@ -129,10 +129,13 @@ fn cfg_usize(cfg: &serde_json::Value, key: &str, file: &str) -> Result<usize> {
 /// Read a LLaMA config.json into our Config (rotate-half RoPE, as Hugging Face computes it).
 pub fn config_from_json(file: &str, cfg: &serde_json::Value) -> Result<Config> {
     if let Some(mt) = cfg.get("model_type").and_then(|v| v.as_str()) {
-        if !matches!(mt, "llama" | "mistral" | "smollm" | "tide") {
+        if !super::arch::HF_MODEL_TYPES.contains(&mt) {
             return Err(format_err(
                 file,
-                format!("model_type '{mt}' is not a LLaMA-family model"),
+                format!(
+                    "model_type '{mt}' is not supported (supported: {})",
+                    super::arch::HF_MODEL_TYPES.join(", ")
+                ),
             ));
         }
     }
@@ -161,9 +164,52 @@ pub fn config_from_json(file: &str, cfg: &serde_json::Value) -> Result<Config> {
             .unwrap_or(1e-5) as f32,
         ctx_len: cfg_usize(cfg, "max_position_embeddings", file).unwrap_or(2048),
         rope_layout: RopeLayout::RotateHalf,
+        rope_freq_factors: hf_rope_scaling(file, cfg, head_dim)?,
     };
     c.validate(file)?;
     Ok(c)
+}
+
+/// config.json's `rope_scaling` as RoPE frequency divisors: `llama3` (Llama 3.1) or `linear`.
+fn hf_rope_scaling(
+    file: &str,
+    cfg: &serde_json::Value,
+    head_dim: usize,
+) -> Result<Option<Vec<f32>>> {
+    let Some(rs) = cfg.get("rope_scaling").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let kind = rs
+        .get("rope_type")
+        .or_else(|| rs.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let num = |k: &str| -> Result<f64> {
+        rs.get(k)
+            .and_then(|v| v.as_f64())
+            .filter(|v| *v > 0.0)
+            .ok_or_else(|| format_err(file, format!("rope_scaling.{k} missing or not positive")))
+    };
+    let theta = cfg
+        .get("rope_theta")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(10000.0);
+    match kind {
+        "llama3" => Ok(Some(super::arch::llama3_freq_factors(
+            head_dim,
+            theta,
+            num("factor")?,
+            num("low_freq_factor")?,
+            num("high_freq_factor")?,
+            num("original_max_position_embeddings")?,
+        ))),
+        "linear" => Ok(Some(vec![num("factor")? as f32; head_dim / 2])),
+        "default" => Ok(None),
+        other => Err(format_err(
+            file,
+            format!("rope_scaling type '{other}' is not supported (llama3 and linear are)"),
+        )),
+    }
 }
 
 /// Bind HF tensor names to a model.
@@ -177,6 +223,9 @@ pub fn model_from_tensors(
     let memory = super::tide::TideMemory::from_set(source, &set, &config)?;
     let token_counts = token_counts(source, &set, config.vocab)?;
     let mut tensors = set.weights;
+    // Qwen2's q/k/v biases and Qwen3's q/k norms: taken in every layer when layer 0 has them.
+    let has_bias = tensors.contains_key("model.layers.0.self_attn.q_proj.bias");
+    let has_qk_norm = tensors.contains_key("model.layers.0.self_attn.q_norm.weight");
     let mut need = |name: &str| -> Result<Weight> {
         tensors.remove(name).ok_or_else(|| Error::MissingTensor {
             file: source.to_string(),
@@ -198,6 +247,20 @@ pub fn model_from_tensors(
             w_gate: need(&format!("{p}.mlp.gate_proj.weight"))?,
             w_up: need(&format!("{p}.mlp.up_proj.weight"))?,
             w_down: need(&format!("{p}.mlp.down_proj.weight"))?,
+            qkv_bias: match has_bias {
+                true => {
+                    let mut b = |s: &str| need(&format!("{p}.self_attn.{s}_proj.bias"));
+                    Some([b("q")?, b("k")?, b("v")?])
+                }
+                false => None,
+            },
+            qk_norm: match has_qk_norm {
+                true => Some([
+                    need(&format!("{p}.self_attn.q_norm.weight"))?,
+                    need(&format!("{p}.self_attn.k_norm.weight"))?,
+                ]),
+                false => None,
+            },
         });
     }
     let lm_head = match tensors.remove("lm_head.weight") {

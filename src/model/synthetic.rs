@@ -147,6 +147,7 @@ pub fn synthetic(name: &str) -> Result<Model> {
         eps: 1e-5,
         ctx_len: 8192,
         rope_layout: RopeLayout::Adjacent,
+        rope_freq_factors: None,
     };
     // (config, the type of layer i's matrix NAME, the embedding's type)
     type Pick = fn(&str, usize) -> DType;
@@ -181,6 +182,7 @@ pub fn synthetic(name: &str) -> Result<Model> {
                 eps: 1e-5,
                 ctx_len: 256,
                 rope_layout: RopeLayout::RotateHalf,
+                rope_freq_factors: None,
             },
             |n, _| match n {
                 "ffn_down" => DType::Q6_K,
@@ -205,6 +207,7 @@ pub fn synthetic(name: &str) -> Result<Model> {
                 eps: 1e-5,
                 ctx_len: 131072,
                 rope_layout: RopeLayout::Adjacent,
+                rope_freq_factors: None,
             },
             |n, i| match n {
                 "attn_v" | "ffn_down" if i % 2 == 0 => DType::Q6_K,
@@ -280,6 +283,8 @@ pub fn synthetic(name: &str) -> Result<Model> {
             w_gate: w(t[6]),
             w_up: w(t[7]),
             w_down: w(t[8]),
+            qkv_bias: None,
+            qk_norm: None,
         })
         .collect();
     let memory = random_memory(&config, k)?;

@@ -36,7 +36,10 @@ impl std::fmt::Debug for TokenizerInfo {
     }
 }
 
+/// The pre-tokenizer regexes of llama.cpp's `llama3` and `qwen2` (Qwen2, Qwen2.5, Qwen3): the
+/// same but for digits, split in runs of up to 3 or one by one.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn tok_err(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
@@ -132,14 +135,15 @@ impl TokenizerInfo {
         let pre_tok = match pre {
             "smollm" => Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level(true)]),
             "gpt2" | "default" | "gpt-2" => Sequence::new(vec![byte_level(true)]),
-            "llama3" | "llama-v3" | "llama-bpe" => {
-                let split = Split::new(SplitPattern::Regex(LLAMA3_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
+            "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "qwen2" => {
+                let regex = if pre == "qwen2" { QWEN2_SPLIT } else { LLAMA3_SPLIT };
+                let split = Split::new(SplitPattern::Regex(regex.into()), SplitDelimiterBehavior::Isolated, false)
                     .map_err(tok_err)?;
                 Sequence::new(vec![PreTokenizerWrapper::Split(split), byte_level(false)])
             }
             other => {
                 return Err(Error::Tokenizer(format!(
-                    "{file}: pre-tokenizer '{other}' is not supported yet (smollm, gpt2, llama3 are); pass a tokenizer.json instead"
+                    "{file}: pre-tokenizer '{other}' is not supported yet (smollm, gpt2, llama3, qwen2 are); pass a tokenizer.json instead"
                 )))
             }
         };

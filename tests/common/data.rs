@@ -353,6 +353,7 @@ impl QkvCase {
             eps: 1e-5,
             ctx_len: 32,
             rope_layout: layout,
+            rope_freq_factors: None,
         };
         let (qd, kvd, ctx_len) = (c.q_dim(), c.kv_dim(), 16usize);
         let rows = qd + 2 * kvd;
@@ -368,6 +369,8 @@ impl QkvCase {
                 head_dim: c.head_dim,
                 rope_half: layout == RopeLayout::RotateHalf,
                 kv_tex,
+                bias: false,
+                raw: false,
             },
             norm: Some(c.eps),
             dtype,
