@@ -309,7 +309,11 @@ fn unsupported_architecture_or_missing_arch_tensor() {
     };
     has(
         &load_err("gemma.gguf", &with_arch("gemma").bytes()),
-        &["gemma.gguf", "architecture 'gemma' is not supported", "qwen2"],
+        &[
+            "gemma.gguf",
+            "architecture 'gemma' is not supported",
+            "qwen2",
+        ],
     );
     has(
         &load_err("qwen2.gguf", &with_arch("qwen2").bytes()),

@@ -414,6 +414,48 @@ fn matmul_qkv_rope_both_layouts() {
     }
 }
 
+/// Qwen2's q/k/v biases in the QKV epilogue, and Qwen3's per-head q/k norm: the raw QKV
+/// matmul (rows as they are, bias added) and then head_norm, against the CPU reference's
+/// bias, head_rmsnorm and rope; K/V in buffers and in textures (slot order), both layouts.
+#[test]
+fn qkv_bias_and_head_norm() {
+    let ctx = gpu();
+    let mut rng = Rng(12);
+    // (One run per spec, no weight-layout variants: matmul_qkv_rope_both_layouts has those.)
+    let run = |s: &Spec, data: Vec<Data>, n_tok| -> Vec<Vec<f32>> {
+        run_spec(&ctx, s, &data, n_tok)
+            .iter()
+            .map(|v| as_f32(v))
+            .collect()
+    };
+    use RopeLayout::*;
+    for (layout, n_tok, pos0, kv_tex) in [
+        (Adjacent, 1u32, 9u32, false),
+        (Adjacent, 5, 3, true),
+        (RotateHalf, 5, 3, false),
+        (RotateHalf, 1, 9, true),
+    ] {
+        let c = QkvCase::with(&mut rng, layout, n_tok, pos0, kv_tex, true, false);
+        let s = match (kv_tex, n_tok) {
+            (false, 1) => c.m.decode_tuned(false),
+            (false, _) => c.m.prefill(),
+            (true, 1) => c.m.decode_rows().weights_in_texture(),
+            (true, _) => c.m.prefill().x_in_texture().weights_in_texture(),
+        };
+        c.check(&s, &run(&s, c.data(&s), n_tok));
+        let c = QkvCase::with(&mut rng, layout, n_tok, pos0, kv_tex, true, true);
+        let s = if n_tok == 1 {
+            c.m.decode_tuned(false)
+        } else {
+            c.m.prefill()
+        };
+        let raw = run(&s, c.data(&s), n_tok).remove(0);
+        assert_close("raw qkv with bias", &raw, &c.raw.concat(), 2e-4);
+        let hn = c.head_norm_spec();
+        c.check(&hn, &run(&hn, c.head_norm_data(&raw), n_tok));
+    }
+}
+
 /// The subgroup variants of the prefill kernels (SGW, SGKV) are tested only where the adapter
 /// has subgroups of 8. Lavapipe on an AVX2 machine (CI's adapter) does: make sure the tests
 /// never skip them silently there.

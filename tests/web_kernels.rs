@@ -175,6 +175,38 @@ async fn matmul_qkv_rope_both_layouts() {
     }
 }
 
+/// Qwen2's q/k/v biases in the QKV epilogue and Qwen3's raw QKV + head_norm (per-head q/k
+/// RMSNorm, then RoPE): a batch of 5 with K/V in buffers (adjacent pairs) and one token with
+/// K/V in textures (rotate-half, slot order), against the CPU reference.
+#[wasm_bindgen_test]
+async fn qkv_bias_and_head_norm() {
+    let ctx = gpu().await;
+    let mut rng = Rng(12);
+    for (layout, n_tok, pos0, kv_tex) in [
+        (RopeLayout::Adjacent, 5u32, 3u32, false),
+        (RopeLayout::RotateHalf, 1, 9, true),
+    ] {
+        let c = QkvCase::with(&mut rng, layout, n_tok, pos0, kv_tex, true, false);
+        let s = match kv_tex {
+            false => c.m.prefill(),
+            true => c.m.decode_rows().weights_in_texture(),
+        };
+        c.check(&s, &run_spec(&ctx, &s, &c.data(&s), n_tok).await);
+        let c = QkvCase::with(&mut rng, layout, n_tok, pos0, kv_tex, true, true);
+        let s = if n_tok == 1 {
+            c.m.decode_tuned(false)
+        } else {
+            c.m.prefill()
+        };
+        let raw = run_spec(&ctx, &s, &c.data(&s), n_tok).await.remove(0);
+        let hn = c.head_norm_spec();
+        c.check(
+            &hn,
+            &run_spec(&ctx, &hn, &c.head_norm_data(&raw), n_tok).await,
+        );
+    }
+}
+
 /// Causal GQA attention (6 query heads over 2 KV heads of 16, and of 64 as SmolLM2's): one
 /// token at position 70 and a batch of 70 from position 3 (two tiles of 64, the second partly
 /// empty), K/V in buffers (GPU kernels) and in textures (CPU-adapter kernels).

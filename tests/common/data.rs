@@ -335,12 +335,32 @@ pub struct QkvCase {
     x: Vec<f32>,
     g: Vec<f32>,
     table: Vec<f32>,
-    /// Per token: q and k roped, v.
+    /// q | k | v biases (Qwen2), bound at 8.
+    bias: Option<Vec<f32>>,
+    /// Per-head q and k norm gammas (Qwen3): the matmul stores raw rows, head_norm finishes.
+    qk_norm: Option<[Vec<f32>; 2]>,
+    /// Per token: the raw q | k | v rows (bias added).
+    pub raw: Vec<Vec<f32>>,
+    /// Per token: q and k (normed and) roped, v.
     want: Vec<[Vec<f32>; 3]>,
 }
 
 impl QkvCase {
     pub fn new(rng: &mut Rng, layout: RopeLayout, n_tok: u32, pos0: u32, kv_tex: bool) -> Self {
+        Self::with(rng, layout, n_tok, pos0, kv_tex, false, false)
+    }
+
+    /// With q/k/v biases (`bias`) and/or per-head q/k norms (`qk_norm`: the matmul is the
+    /// raw QKV and `head_norm_spec` does the rest).
+    pub fn with(
+        rng: &mut Rng,
+        layout: RopeLayout,
+        n_tok: u32,
+        pos0: u32,
+        kv_tex: bool,
+        bias: bool,
+        qk_norm: bool,
+    ) -> Self {
         let c = Config {
             vocab: 10,
             dim: 96,
@@ -369,8 +389,8 @@ impl QkvCase {
                 head_dim: c.head_dim,
                 rope_half: layout == RopeLayout::RotateHalf,
                 kv_tex,
-                bias: false,
-                raw: false,
+                bias,
+                raw: qk_norm,
             },
             norm: Some(c.eps),
             dtype,
@@ -378,13 +398,25 @@ impl QkvCase {
             rows,
             row0: 0,
         };
-        let want = cpu_matmul(&wf, rows, c.dim, &x, Some(&g), c.eps)
+        let bias = bias.then(|| rng.vec(rows, 1.0));
+        let qk_norm = qk_norm.then(|| [rng.vec(c.head_dim, 1.0), rng.vec(c.head_dim, 1.0)]);
+        let mut raw = cpu_matmul(&wf, rows, c.dim, &x, Some(&g), c.eps);
+        if let Some(b) = &bias {
+            for y in raw.iter_mut() {
+                y.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            }
+        }
+        let want = raw
             .iter()
             .enumerate()
             .map(|(t, y)| {
                 let pos = pos0 as usize + t;
                 let mut q = y[..qd].to_vec();
                 let mut k = y[qd..qd + kvd].to_vec();
+                if let Some([gq, gk]) = &qk_norm {
+                    ops::head_rmsnorm(&mut q, gq, c.eps);
+                    ops::head_rmsnorm(&mut k, gk, c.eps);
+                }
                 ops::rope(&c, &table, &mut q, pos);
                 ops::rope(&c, &table, &mut k, pos);
                 [q, k, y[qd + kvd..].to_vec()]
@@ -401,18 +433,57 @@ impl QkvCase {
             x,
             g,
             table,
+            bias,
+            qk_norm,
+            raw,
             want,
         }
     }
 
     pub fn data(&self, s: &Spec) -> Vec<Data> {
         let qd = self.c.q_dim();
-        vec![
+        let mut d = vec![
             Data::Bytes(step(self.pos0, self.n_tok, 0, 1.0)),
             Data::U32(words(self.m.dtype, &self.wb)),
             super::x_data(s, &self.x, self.c.dim),
             Data::F32(self.g.clone()),
-            Data::F32(vec![0.0; self.n_tok as usize * qd]),
+        ];
+        if self.qk_norm.is_some() {
+            d.push(Data::F32(vec![0.0; self.n_tok as usize * self.m.rows]));
+        } else {
+            d.extend([
+                Data::F32(vec![0.0; self.n_tok as usize * qd]),
+                self.cache_data(),
+                self.cache_data(),
+                Data::F32(self.table.clone()),
+            ]);
+        }
+        d.extend(self.bias.iter().map(|b| Data::F32(b.clone())));
+        d
+    }
+
+    /// The per-head norm and RoPE kernel that follows a raw QKV matmul (`with(.., qk_norm)`).
+    pub fn head_norm_spec(&self) -> Spec {
+        let c = &self.c;
+        specs::head_norm(
+            c.head_dim,
+            c.n_heads,
+            c.n_kv_heads,
+            c.eps,
+            c.rope_layout == RopeLayout::RotateHalf,
+            self.kv_tex,
+        )
+    }
+
+    /// head_norm's inputs: the raw rows `raw` (what the matmul stored), gammas, empty outputs.
+    pub fn head_norm_data(&self, raw: &[f32]) -> Vec<Data> {
+        let [gq, gk] = self.qk_norm.clone().expect("a case with qk_norm");
+        vec![
+            Data::Bytes(step(self.pos0, self.n_tok, 0, 1.0)),
+            Data::F32(raw.to_vec()),
+            Data::F32(gq),
+            Data::F32(gk),
+            Data::F32(vec![0.0; self.n_tok as usize * self.c.q_dim()]),
             self.cache_data(),
             self.cache_data(),
             Data::F32(self.table.clone()),
