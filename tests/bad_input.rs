@@ -352,3 +352,21 @@ fn unsupported_architecture_or_missing_arch_tensor() {
         &["partial.gguf", "partial RoPE"],
     );
 }
+
+/// A tokenizer model or pre-tokenizer tide cannot build is named, with the way out.
+#[test]
+fn unsupported_tokenizer() {
+    let mut g = tiny_llama();
+    g.kvs.push((
+        "tokenizer.ggml.model".into(),
+        gguf_writer::Kv::Str("bert".into()),
+    ));
+    has(
+        &load_err("bert.gguf", &g.bytes()),
+        &[
+            "bert.gguf",
+            "tokenizer model 'bert' is not supported",
+            "tokenizer.json",
+        ],
+    );
+}

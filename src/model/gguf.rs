@@ -275,13 +275,14 @@ impl GgufFile {
             },
         };
         let data_start = r.pos.div_ceil(align) * align;
-        if data_start > bytes.len() {
+        // A vocab-only file (no tensors) may end right after its header, before the padding.
+        if data_start > bytes.len() && !raw.is_empty() {
             return Err(format_err(
                 name,
                 "truncated: no tensor data after the header",
             ));
         }
-        let data_len = (bytes.len() - data_start) as u64;
+        let data_len = bytes.len().saturating_sub(data_start) as u64;
         let mut tensors = Vec::with_capacity(raw.len());
         for (tname, dims, ty, offset) in raw {
             let dtype = ggml_type(ty).map_err(|t| Error::UnsupportedType {

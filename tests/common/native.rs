@@ -19,6 +19,20 @@ pub fn repo() -> PathBuf {
 }
 
 /// The SmolLM2 GGUF fetched by scripts/fetch-smollm2.sh (CI runs it before the tests).
+/// A vocab-only GGUF of llama.cpp's (scripts/fetch-vocabs.sh), e.g. "llama-bpe".
+pub fn vocab(name: &str) -> PathBuf {
+    let cache = std::env::var("TIDE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or(repo().join(".cache"));
+    let p = cache.join(format!("vocabs/ggml-vocab-{name}.gguf"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-vocabs.sh first",
+        p.display()
+    );
+    p
+}
+
 pub fn smollm2() -> PathBuf {
     let cache = std::env::var("TIDE_CACHE")
         .map(PathBuf::from)
