@@ -17,7 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 model="$(scripts/fetch-smollm2.sh)"
-# llama.cpp's vocab-only GGUFs (Llama 3, Qwen2, Llama 2) for tests/tokenizers.rs.
+# llama.cpp's vocab-only GGUFs (Llama 3, Qwen2, Llama 2) and chat templates for
+# tests/tokenizers.rs and tests/chat_templates.rs.
 scripts/fetch-vocabs.sh >/dev/null
 hf="$(dirname "$model")/hf-f32"
 if [[ ! -s "$hf/model.safetensors" ]]; then

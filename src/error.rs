@@ -29,6 +29,9 @@ pub enum Error {
     },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A chat template that does not parse or render (or raised an exception on purpose).
+    #[error("chat template: {0}")]
+    Template(String),
     /// Bad user input: prompt, token id, argument.
     #[error("{0}")]
     Input(String),

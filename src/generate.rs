@@ -197,23 +197,3 @@ pub fn generate(
     }
     Ok(run.result())
 }
-
-/// A conversation in the model's chat template. ChatML (<|im_start|>role ...<|im_end|>) is what
-/// SmolLM2 and most small models use; others get a plain "role: text" transcript.
-pub fn render_chat(template: Option<&str>, msgs: &[(String, String)]) -> String {
-    let chatml = template.is_none_or(|t| t.contains("<|im_start|>"));
-    let mut s = String::new();
-    for (role, text) in msgs {
-        if chatml {
-            s.push_str(&format!("<|im_start|>{role}\n{text}<|im_end|>\n"));
-        } else {
-            s.push_str(&format!("{role}: {text}\n"));
-        }
-    }
-    s.push_str(if chatml {
-        "<|im_start|>assistant\n"
-    } else {
-        "assistant:"
-    });
-    s
-}

@@ -3,6 +3,7 @@
 //! Layout: `model` reads files, `cpu` is the reference forward, `gpu` holds wgpu plumbing,
 //! `decoder` schedules the kernels of one step, `engine` puts both backends behind one face,
 //! `generate` runs the text loop, `sample` chooses tokens.
+pub mod chat;
 pub mod cpu;
 pub mod decoder;
 pub mod engine;

@@ -11,7 +11,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
-use crate::generate::{render_chat, Run};
+use crate::generate::Run;
 use crate::inspect::{inspect, tokens_to_inspect};
 use crate::memory::fetch::{attach_memory_fetch, prefetch, FetchOptions};
 use crate::memory::store::RowStore;
@@ -425,7 +425,7 @@ impl Session {
                 "messages: expected a non-empty list".into(),
             )));
         }
-        Ok(render_chat(i.tok.chat_template.as_deref(), &msgs))
+        i.tok.chat_prompt(&msgs).map_err(js_err)
     }
 
     /// Router weights of `text`: the object `tide inspect --json` prints, as JSON.

@@ -1,8 +1,8 @@
 use std::io::{BufRead, Write};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use tide_gpu::generate::{generate, render_chat};
+use tide_gpu::generate::generate;
 
 use super::common::ModelArgs;
 use super::generate::SamplingArgs;
@@ -18,14 +18,31 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
+    /// The chat template: a Jinja file, or `chatml`. Default: the model's own
+    /// (tokenizer.chat_template), ChatML when it has none.
+    #[arg(long, value_name = "FILE|chatml")]
+    pub chat_template: Option<String>,
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
     let mut sampler = a.sampling.sampler()?;
     let m = a.model.load()?;
     let ctx = a.model.ctx_len(&m)?;
+    let mut m = m;
+    match a.chat_template.as_deref() {
+        None => {}
+        Some("chatml") => m.tokenizer.chat_template = None,
+        Some(path) => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("--chat-template {path}: cannot read the template"))?;
+            m.tokenizer.chat_template = Some(t);
+        }
+    }
+    // A template that cannot render says so before the first message.
+    m.tokenizer
+        .chat_prompt(&[("user".into(), "hello".into())])
+        .with_context(|| format!("{}: the chat template does not render", m.source))?;
     let mut engine = a.model.engine(&m)?;
-    let template = m.tokenizer.chat_template.as_deref();
     let mut msgs: Vec<(String, String)> = Vec::new();
     if let Some(s) = &a.system {
         msgs.push(("system".into(), s.clone()));
@@ -44,7 +61,16 @@ pub fn run(a: ChatArgs) -> Result<()> {
             break;
         }
         msgs.push(("user".into(), line.trim_end().to_string()));
-        let ids = m.tokenizer.encode(&render_chat(template, &msgs), true)?;
+        let prompt = match m.tokenizer.chat_prompt(&msgs) {
+            Ok(p) => p,
+            Err(e) => {
+                // E.g. a template that refuses a role or an order of turns: say why, keep going.
+                eprintln!("error: {e}");
+                msgs.pop();
+                continue;
+            }
+        };
+        let ids = m.tokenizer.encode(&prompt, true)?;
         let g = generate(
             &mut engine,
             &m.tokenizer,
