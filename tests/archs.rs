@@ -9,6 +9,7 @@ use std::sync::Arc;
 use common::{assert_close, gpu, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
+use tide_gpu::model::Weight;
 use tide_gpu::model::{self, Model, RopeLayout};
 
 const CASES: [&str; 4] = ["llama3", "mistral", "qwen2", "qwen3"];
@@ -151,6 +152,160 @@ fn gpu_matches_llama_cpp_per_architecture() {
                 next = argmax(&d.logits().unwrap());
             }
             assert_eq!(greedy, r.greedy, "{tag}: greedy tokens");
+        }
+    }
+}
+
+/// The same models as Hugging Face checkpoints (config.json + model.safetensors), as their
+/// converters would have them: q/k rows of the `llama` files back in rotate-half order, Llama
+/// 3.1's scaling as config.json's `rope_scaling` (the script's parameters), Qwen's biases and
+/// q/k norms under their Hugging Face names. The CPU reference on them gives llama.cpp's logits.
+#[test]
+fn safetensors_checkpoints_of_each_architecture_match_llama_cpp() {
+    for name in CASES {
+        let (m, r) = case(name);
+        let c = &m.config;
+        let dir = std::env::temp_dir().join(format!("tide-arch-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // llama.cpp's converter interleaves each head's rows (i, i + hd/2) as (2i, 2i + 1).
+        let unpermute = |w: &Weight, heads: usize| -> Vec<f32> {
+            let v = w.to_f32();
+            if c.rope_layout == RopeLayout::RotateHalf {
+                return v;
+            }
+            let (hd, cols) = (c.head_dim, c.dim);
+            let mut out = vec![0f32; v.len()];
+            for h in 0..heads {
+                for i in 0..hd / 2 {
+                    for (dst, src) in [(i, 2 * i), (i + hd / 2, 2 * i + 1)] {
+                        let (d, s) = ((h * hd + dst) * cols, (h * hd + src) * cols);
+                        out[d..d + cols].copy_from_slice(&v[s..s + cols]);
+                    }
+                }
+            }
+            out
+        };
+        let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = vec![];
+        let mut put =
+            |n: &str, w: &Weight, data: Vec<f32>| t.push((n.into(), w.info.shape.clone(), data));
+        put(
+            "model.embed_tokens.weight",
+            &m.token_embd,
+            m.token_embd.to_f32(),
+        );
+        put("model.norm.weight", &m.output_norm, m.output_norm.to_f32());
+        if let Some(h) = &m.lm_head {
+            put("lm_head.weight", h, h.to_f32());
+        }
+        for (i, l) in m.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            put(
+                &format!("{p}.input_layernorm.weight"),
+                &l.attn_norm,
+                l.attn_norm.to_f32(),
+            );
+            put(
+                &format!("{p}.self_attn.q_proj.weight"),
+                &l.wq,
+                unpermute(&l.wq, c.n_heads),
+            );
+            put(
+                &format!("{p}.self_attn.k_proj.weight"),
+                &l.wk,
+                unpermute(&l.wk, c.n_kv_heads),
+            );
+            put(
+                &format!("{p}.self_attn.v_proj.weight"),
+                &l.wv,
+                l.wv.to_f32(),
+            );
+            put(
+                &format!("{p}.self_attn.o_proj.weight"),
+                &l.wo,
+                l.wo.to_f32(),
+            );
+            put(
+                &format!("{p}.post_attention_layernorm.weight"),
+                &l.ffn_norm,
+                l.ffn_norm.to_f32(),
+            );
+            put(
+                &format!("{p}.mlp.gate_proj.weight"),
+                &l.w_gate,
+                l.w_gate.to_f32(),
+            );
+            put(&format!("{p}.mlp.up_proj.weight"), &l.w_up, l.w_up.to_f32());
+            put(
+                &format!("{p}.mlp.down_proj.weight"),
+                &l.w_down,
+                l.w_down.to_f32(),
+            );
+            if let Some(b) = &l.qkv_bias {
+                for (w, n) in b.iter().zip(["q", "k", "v"]) {
+                    put(&format!("{p}.self_attn.{n}_proj.bias"), w, w.to_f32());
+                }
+            }
+            if let Some(n) = &l.qk_norm {
+                for (w, k) in n.iter().zip(["q", "k"]) {
+                    put(&format!("{p}.self_attn.{k}_norm.weight"), w, w.to_f32());
+                }
+            }
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = t
+            .iter()
+            .map(|(n, shape, v)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    bytemuck::cast_slice(v),
+                );
+                (n.clone(), view.unwrap())
+            })
+            .collect();
+        std::fs::write(
+            dir.join("model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        let model_type = if name.starts_with("qwen") {
+            name
+        } else {
+            "llama"
+        };
+        let mut cfg = serde_json::json!({
+            "model_type": model_type,
+            "hidden_size": c.dim,
+            "num_hidden_layers": c.n_layers,
+            "num_attention_heads": c.n_heads,
+            "num_key_value_heads": c.n_kv_heads,
+            "head_dim": c.head_dim,
+            "intermediate_size": c.ffn_dim,
+            "vocab_size": c.vocab,
+            "rope_theta": c.rope_theta,
+            "rms_norm_eps": c.eps,
+            "max_position_embeddings": 256,
+            "tie_word_embeddings": m.lm_head.is_none(),
+        });
+        if name == "llama3" {
+            cfg["rope_scaling"] = serde_json::json!({
+                "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 32
+            });
+        }
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let hf = model::load(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(hf.config.rope_layout, RopeLayout::RotateHalf);
+        let cpu = Arc::new(CpuModel::new(&hf));
+        let mut s = cpu.session(64);
+        for (t, &id) in r.tokens.iter().enumerate() {
+            let got = s.feed(&[id]).unwrap().to_vec();
+            assert_close(
+                &format!("{name} safetensors pos {t}"),
+                &got,
+                &r.logits[t],
+                TOL,
+            );
         }
     }
 }
