@@ -80,6 +80,15 @@ impl Engine {
         }
     }
 
+    /// Compile every kernel's own (fastest) form now, where a quick start deferred some:
+    /// benchmarks call it before timing.
+    pub fn finish_compiles(&mut self) -> Result<()> {
+        match self {
+            Engine::Gpu(g) => g.finish_compiles(),
+            Engine::Cpu(_) => Ok(()),
+        }
+    }
+
     pub fn reset(&mut self) {
         match self {
             Engine::Gpu(g) => g.reset(),

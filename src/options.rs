@@ -80,6 +80,11 @@ pub struct DecoderOptions {
     /// Keep every TIDE memory table in one GPU buffer and copy a step's rows on the GPU,
     /// instead of streaming them from the row store (for comparison, and small tables).
     pub memory_resident: bool,
+    /// Start kernels that are slow to compile (matvec_rows unrolled, on CPU adapters) on a
+    /// quick twin that computes the same bits, and compile their own forms once a run is long
+    /// (decoder/quick_start.rs). Off: compile every kernel's own form at once. Default: on
+    /// natively, off in the browser (not measured there yet).
+    pub quick_start: bool,
 }
 
 impl Default for DecoderOptions {
@@ -92,6 +97,7 @@ impl Default for DecoderOptions {
             prefill_tile: PrefillTile::default(),
             token_by_token_upto: 8,
             memory_resident: false,
+            quick_start: cfg!(not(target_arch = "wasm32")),
         }
     }
 }

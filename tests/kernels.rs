@@ -115,6 +115,29 @@ fn matmul_residual_all_types() {
     }
 }
 
+/// matvec_rows' two forms give the same bits (the blocks are summed in the same order), so the
+/// decoder may start a model on the quick-to-compile loop form and swap in the unrolled one when
+/// its background compile is done without changing a single logit: every type, the residual,
+/// SwiGLU and normed-store epilogues.
+#[test]
+fn matvec_rows_loop_and_unrolled_give_the_same_bits() {
+    let ctx = gpu();
+    let mut rng = Rng(21);
+    for dtype in ALL {
+        // (Narrow rows: the unrolled form is slow to compile, which is the point of the swap.)
+        let cols = cols_for(dtype, 64);
+        let mut cases = vec![MatmulCase::residual(&mut rng, dtype, 40, cols, 1)];
+        cases.push(MatmulCase::swiglu(&mut rng, dtype, 24, cols, 1));
+        for c in cases {
+            let run = |lp: bool| {
+                let s = c.m.decode_rows().block_loop(lp);
+                run_spec(&ctx, &s, &c.data(&s), 1)
+            };
+            assert_eq!(run(true), run(false), "{dtype:?} {:?}", c.m.epi);
+        }
+    }
+}
+
 /// TIDE's fused FFN-down epilogue: h += W x + sum_k alpha_k M_k[row], for a batch, for one
 /// token, and for one token with the memory rows in a texture and the router's logits as a
 /// uniform (softmax taken in the epilogue, alpha written out).

@@ -95,6 +95,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     let mut e = a.model.engine(&m)?;
+    e.finish_compiles()?;
     if a.profile {
         if let Engine::Gpu(g) = &mut e {
             g.profile = Some(Default::default());
@@ -284,7 +285,9 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
         m.memory = tide_gpu::model::synthetic::random_memory(&m.config, k)?;
         let mut margs = a.model.clone();
         margs.ctx = Some(ctx);
-        engines.push(margs.engine(&m)?);
+        let mut e = margs.engine(&m)?;
+        e.finish_compiles()?;
+        engines.push(e);
     }
     let rounds = a.reps.max(1);
     let secs = race(&mut engines, a.gen, rounds)?;

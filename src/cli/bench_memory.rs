@@ -65,7 +65,9 @@ pub fn memory_paths(a: &BenchArgs) -> Result<()> {
         let mut margs = a.model.clone();
         margs.ctx = Some(ctx);
         margs.memory_resident = i == 3;
-        engines.push(margs.engine(m)?);
+        let mut e = margs.engine(m)?;
+        e.finish_compiles()?;
+        engines.push(e);
     }
     for m in &models {
         if let Some(mem) = &m.memory {

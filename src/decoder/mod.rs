@@ -11,10 +11,12 @@
 //! - cpu_adapter.rs: what CPU-backed adapters get instead (texture mirrors, uniform rebinding);
 //! - tide.rs: TIDE memory: rows streamed in, the gather op, the router, the memory switch;
 //! - readout.rs: readback (async), top-k, full and all-position logits, profiling;
-//! - specs.rs: the kernels as data, shared with the kernel tests.
+//! - specs.rs: the kernels as data, shared with the kernel tests;
+//! - quick_start.rs: quick-to-compile twins first, the fast forms once a run is long.
 mod cpu_adapter;
 mod graph;
 mod plan;
+mod quick_start;
 mod readout;
 pub mod specs;
 mod tide;
@@ -92,6 +94,8 @@ pub struct GpuDecoder {
     pub pos: usize,
     /// Steps run so far: (single tokens, batches).
     pub steps: (usize, usize),
+    /// Kernels running on a quick-to-compile twin whose own form is not compiled yet.
+    deferred: Vec<usize>,
 }
 
 fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -200,6 +204,7 @@ impl GpuDecoder {
             profile: None,
             pos: 0,
             steps: (0, 0),
+            deferred: Vec::new(),
         };
         dec.build_schedule(model)?;
         // In the browser a pipeline is compiled when it is created (SwiftShader: seconds
@@ -251,6 +256,9 @@ impl GpuDecoder {
 
     /// Compile the kernels that a step of `n` tokens dispatches and that have no pipeline yet.
     pub(super) fn compile_for(&mut self, n: u32) -> Result<()> {
+        if !self.deferred.is_empty() && self.steps.0 >= quick_start::UPGRADE_AFTER_STEPS {
+            self.compile_deferred()?;
+        }
         let mut todo: Vec<usize> = self
             .ops
             .iter()
@@ -266,12 +274,48 @@ impl GpuDecoder {
         self.compile(todo)
     }
 
+    /// Compile `todo`, kernels slow to compile as their quick twins (quick_start.rs) when
+    /// the options say so: their own forms wait in `deferred`.
     fn compile(&mut self, todo: Vec<usize>) -> Result<()> {
+        let twins: Vec<Option<Defines>> = todo
+            .iter()
+            .map(|&i| {
+                let twin = quick_start::quick_twin(&self.kernels[i].key);
+                twin.filter(|_| self.opts.quick_start)
+            })
+            .collect();
+        self.deferred.extend(
+            todo.iter()
+                .zip(&twins)
+                .filter(|(_, t)| t.is_some())
+                .map(|(&i, _)| i),
+        );
+        self.compile_as(todo, twins)
+    }
+
+    /// Compile the deferred fast forms now, when `due` (a long run) or asked for.
+    fn compile_deferred(&mut self) -> Result<()> {
+        let todo = std::mem::take(&mut self.deferred);
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let n = todo.len();
+        self.compile_as(todo, vec![None; n])
+    }
+
+    /// Compile every kernel's own form now (benchmarks call this before timing a decode).
+    pub fn finish_compiles(&mut self) -> Result<()> {
+        self.compile_deferred()
+    }
+
+    /// Compile `todo[j]` with the defines `defs[j]` where given, else with its own.
+    fn compile_as(&mut self, todo: Vec<usize>, defs: Vec<Option<Defines>>) -> Result<()> {
         let (dev, dir) = (&self.ctx.device, self.ctx.shader_dir.as_deref());
-        let compile = |i: usize| {
-            let k = &self.kernels[i];
-            let (shader, entry, defs) = &k.key;
-            Kernel::compile(dev, shader, entry, defs, &k.layout, &k.bindings, dir)
+        let compile = |j: usize| {
+            let k = &self.kernels[todo[j]];
+            let (shader, entry, own) = &k.key;
+            let d = defs[j].as_ref().unwrap_or(own);
+            Kernel::compile(dev, shader, entry, d, &k.layout, &k.bindings, dir)
         };
         #[cfg(not(target_arch = "wasm32"))]
         let built: Vec<Result<wgpu::ComputePipeline>> = {
@@ -285,8 +329,10 @@ impl GpuDecoder {
                 for _ in 0..threads {
                     s.spawn(|| loop {
                         let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&i) = todo.get(j) else { break };
-                        let r = compile(i);
+                        if j >= todo.len() {
+                            break;
+                        }
+                        let r = compile(j);
                         if let Ok(mut slot) = done[j].lock() {
                             *slot = Some(r);
                         }
@@ -303,8 +349,8 @@ impl GpuDecoder {
                 .collect()
         };
         #[cfg(target_arch = "wasm32")]
-        let built: Vec<Result<wgpu::ComputePipeline>> = todo.iter().map(|&i| compile(i)).collect();
-        for (i, p) in todo.into_iter().zip(built) {
+        let built: Vec<Result<wgpu::ComputePipeline>> = (0..todo.len()).map(compile).collect();
+        for (&i, p) in todo.iter().zip(built) {
             self.kernels[i].pipeline = Some(p?);
         }
         // Errors wgpu raised while creating them (outside any error scope) surface here.
