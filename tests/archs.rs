@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_close, gpu, repo};
+use common::{assert_close, gpu, json_ids, json_rows, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::model::Weight;
@@ -31,29 +31,10 @@ fn case(name: &str) -> (Model, Reference) {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
             .unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    let logits = j["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect();
     let r = Reference {
-        tokens: ids(&j["tokens"]),
-        logits,
-        greedy: ids(&j["greedy"]),
+        tokens: json_ids(&j["tokens"]),
+        logits: json_rows(&j["logits"]),
+        greedy: json_ids(&j["greedy"]),
     };
     (m, r)
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_close, gpu, repo, smollm2};
+use common::{assert_close, gpu, json_ids, json_rows, repo, smollm2};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::model::{self, RopeLayout};
@@ -15,28 +15,9 @@ fn golden() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
-}
-
 /// The token ids of the golden sequence.
 fn golden_ids(g: &serde_json::Value) -> Vec<u32> {
-    g["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
+    json_ids(&g["ids"])
 }
 
 /// CPU reference and GPU, token by token and as one batch, against numpy golden logits.
@@ -48,7 +29,7 @@ fn tiny_llama_matches_numpy_reference() {
         let path = repo().join("tests/fixtures/tiny_llama").join(dir);
         let m = model::load(&path).unwrap();
         assert_eq!(m.config.rope_layout, RopeLayout::RotateHalf);
-        let want = rows(&g["logits"][variant]);
+        let want = json_rows(&g["logits"][variant]);
         // CPU, one token at a time: every position.
         let cpu = std::sync::Arc::new(CpuModel::new(&m));
         let mut s = cpu.session(64);
@@ -102,7 +83,7 @@ fn tiny_llama_matches_numpy_reference() {
 fn short_prompts_run_token_by_token() {
     let g = golden();
     let ids = golden_ids(&g);
-    let want = rows(&g["logits"]["f32"]);
+    let want = json_rows(&g["logits"]["f32"]);
     let m = model::load(&repo().join("tests/fixtures/tiny_llama")).unwrap();
     let opts = DecoderOptions {
         ctx_len: 64,

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{repo, vocab};
+use common::{json_ids, repo, vocab};
 use tide_gpu::model::gguf::GgufFile;
 use tide_gpu::model::tokenizer::TokenizerInfo;
 use tide_gpu::model::Blob;
@@ -24,19 +24,12 @@ fn check_fixture(name: &str) {
     let t = tokenizer(&vocab(name));
     let p = repo().join(format!("tests/fixtures/tokenizers/{name}.json"));
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
     let cases = j["cases"].as_array().unwrap();
     assert!(cases.len() >= 50, "{name}: only {} strings", cases.len());
     let mut wrong = vec![];
     for c in cases {
         let text = c["text"].as_str().unwrap();
-        let want = ids(&c["ids"]);
+        let want = json_ids(&c["ids"]);
         let got = t.encode(text, false).unwrap();
         if got != want {
             wrong.push(format!("{text:?}: got {got:?}, llama.cpp {want:?}"));
@@ -61,7 +54,7 @@ fn check_fixture(name: &str) {
     let with_bos = t.encode("Hi", true).unwrap();
     assert_eq!(
         with_bos[..with_bos.len() - plain.len()],
-        ids(&j["bos_prefix"])[..],
+        json_ids(&j["bos_prefix"])[..],
         "{name}: BOS"
     );
 }

@@ -55,6 +55,21 @@ pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
+/// A JSON array of arrays of numbers (logits per position).
+pub fn json_rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
 /// Dispatch spec `s` once for a step of `n_tok` tokens over `data` (one entry per binding);
 /// the final words of each ReadWrite binding.
 pub fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Vec<u32>> {
