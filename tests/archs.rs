@@ -6,9 +6,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_close, gpu, json_ids, json_rows, repo};
+use common::{assert_close, json_ids, json_rows, repo, small_decoder};
 use tide_gpu::cpu::CpuModel;
-use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
+use tide_gpu::decoder::KernelSet;
 use tide_gpu::model::Weight;
 use tide_gpu::model::{self, Model, RopeLayout};
 
@@ -100,14 +100,7 @@ fn gpu_matches_llama_cpp_per_architecture() {
         let (m, r) = case(name);
         for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
             let tag = format!("{name} gpu ({ks:?} kernels)");
-            let opts = DecoderOptions {
-                ctx_len: 64,
-                max_batch: 16,
-                kernels: ks,
-                token_by_token_upto: 0,
-                ..Default::default()
-            };
-            let mut d = GpuDecoder::new(gpu(), &m, opts).unwrap();
+            let mut d = small_decoder(&m, ks);
             let mut worst = 0f32;
             for (t, &id) in r.tokens.iter().enumerate() {
                 d.feed(&[id]).unwrap();

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::st_file::{read_st, tensor, write_st};
-use common::{assert_close, cpu_logits, gpu, json_ids as ids, repo};
-use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
+use common::{assert_close, cpu_logits, json_ids as ids, repo, small_decoder};
+use tide_gpu::decoder::KernelSet;
 use tide_gpu::memory::block_rows;
 use tide_gpu::memory::compress::{
     compress, write_memory_file, CompressOptions, Compressed, RankRule,
@@ -71,14 +71,7 @@ fn compressed_tables_give_the_same_logits_on_gpu_and_cpu() {
         let vocab = m.config.vocab;
         for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
             let tag = format!("{dtype:?} svd={svd:?} ({ks:?} kernels)");
-            let opts = DecoderOptions {
-                ctx_len: 64,
-                max_batch: 16,
-                kernels: ks,
-                token_by_token_upto: 0,
-                ..Default::default()
-            };
-            let mut dec = GpuDecoder::new(gpu(), &m, opts).unwrap();
+            let mut dec = small_decoder(&m, ks);
             let got = dec.feed_all(&seq).unwrap();
             assert_close(&format!("{tag} batch"), &got, &want, 2e-4);
             dec.reset();

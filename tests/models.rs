@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_close, gpu, json_ids, json_rows, repo, smollm2};
+use common::{assert_close, gpu, json_ids, json_rows, repo, small_decoder, smollm2};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::model::{self, RopeLayout};
@@ -39,17 +39,8 @@ fn tiny_llama_matches_numpy_reference() {
         }
         // Both kernel families, whatever the adapter: the CPU-adapter set and the GPU set.
         for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
-            let decoder = || {
-                let opts = DecoderOptions {
-                    ctx_len: 64,
-                    max_batch: 16,
-                    kernels: ks,
-                    // The prefill kernels, however short the batch.
-                    token_by_token_upto: 0,
-                    ..Default::default()
-                };
-                GpuDecoder::new(gpu(), &m, opts).unwrap()
-            };
+            // The prefill kernels, however short the batch.
+            let decoder = || small_decoder(&m, ks);
             let tag = format!("gpu ({ks:?} kernels) {variant}");
             // GPU decode, every position; then the whole sequence as one prefill batch.
             let mut d = decoder();

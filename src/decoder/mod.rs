@@ -293,7 +293,7 @@ impl GpuDecoder {
         self.compile_as(todo, twins)
     }
 
-    /// Compile the deferred fast forms now, when `due` (a long run) or asked for.
+    /// Compile the deferred fast forms now (a long run, or a benchmark asking).
     fn compile_deferred(&mut self) -> Result<()> {
         let todo = std::mem::take(&mut self.deferred);
         if todo.is_empty() {

@@ -85,6 +85,22 @@ pub fn run_spec(ctx: &GpuContext, s: &Spec, data: &[Data], n_tok: u32) -> Vec<Ve
     .unwrap_or_else(|e| panic!("{} failed: {e}", s.shader))
 }
 
+/// A GPU decoder for the small test models with kernel family `ks`: context 64, batches of up
+/// to 16, and every prompt of more than one token through the prefill kernels.
+pub fn small_decoder(
+    m: &tide_gpu::model::Model,
+    ks: tide_gpu::decoder::KernelSet,
+) -> tide_gpu::decoder::GpuDecoder {
+    let opts = tide_gpu::decoder::DecoderOptions {
+        ctx_len: 64,
+        max_batch: 16,
+        kernels: ks,
+        token_by_token_upto: 0,
+        ..Default::default()
+    };
+    tide_gpu::decoder::GpuDecoder::new(gpu(), m, opts).unwrap()
+}
+
 /// All-position logits of `seq` from the CPU reference (context 64).
 pub fn cpu_logits(m: &tide_gpu::model::Model, seq: &[u32]) -> Vec<f32> {
     let cm = std::sync::Arc::new(tide_gpu::cpu::CpuModel::new(m));
