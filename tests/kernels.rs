@@ -5,12 +5,12 @@
 mod common;
 
 use common::data::{
-    as_f32, cols_for, cpu_matmul, random_weight, softmax, words, AttentionCase, EmbedCase,
-    MatmulCase, MemoryRowsCase, QkvCase, RouterCase, SampleCase, ALL,
+    as_f32, cols_for, AttentionCase, EmbedCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase,
+    SampleCase, ALL,
 };
-use common::{assert_close, gpu, run_spec, step, texture_rows, x_data, Rng};
+use common::fused::{ResidualMemoryCase, StoreCase, SwigluRouterCase};
+use common::{assert_close, gpu, run_spec, Rng};
 
-use tide_gpu::cpu::ops;
 use tide_gpu::decoder::specs::{self, Epilogue, Matmul, Spec};
 use tide_gpu::gpu::harness::Data;
 use tide_gpu::gpu::{Binding, GpuContext};
@@ -145,82 +145,18 @@ fn matvec_rows_loop_and_unrolled_give_the_same_bits() {
 fn matmul_residual_memory() {
     let ctx = gpu();
     let mut rng = Rng(11);
-    let (rows, cols, k) = (44usize, 96usize, 5usize);
-    let dtype = DType::Q4_1;
     for n_tok in [1u32, 3] {
-        let n = n_tok as usize;
-        let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
-        let x = rng.vec(n * cols, 1.0);
-        let h0 = rng.vec(n * rows, 1.0);
-        let mem = rng.vec(n * k * rows, 1.0);
-        // Router logits per token, and their softmax (the router's weights) by the formula.
-        let logits = rng.vec(n * (k + 1), 3.0);
-        let alpha: Vec<f32> = logits.chunks(k + 1).flat_map(softmax).collect();
-        let m = Matmul {
-            epi: Epilogue::ResidualMemory { k },
-            norm: None,
-            dtype,
-            cols,
-            rows,
-            row0: 0,
-        };
-        let ys = cpu_matmul(&wf, rows, cols, &x, None, 0.0);
-        let want = |switch: f32| -> Vec<f32> {
-            (0..n * rows)
-                .map(|i| {
-                    let (t, r) = (i / rows, i % rows);
-                    let mt: f32 = (0..k)
-                        .map(|j| alpha[t * (k + 1) + j] * mem[(t * k + j) * rows + r])
-                        .sum();
-                    h0[i] + ys[t][r] + switch * mt
-                })
-                .collect()
-        };
-        for s in token_specs(&m, n_tok, m.decode()) {
-            let out = dispatch(
-                &ctx,
-                &s,
-                vec![
-                    Data::Bytes(step(0, n_tok, 0, 1.0)),
-                    Data::U32(words(dtype, &wb)),
-                    x_data(&s, &x, cols),
-                    Data::F32(h0.clone()),
-                    Data::F32(mem.clone()),
-                    Data::F32(alpha.clone()),
-                ],
-                n_tok,
-            );
-            let name = format!("residual+memory {} T={n_tok}", s.shader);
-            assert_close(&name, &out[0], &want(1.0), 2e-4);
+        let c = ResidualMemoryCase::new(&mut rng, n_tok);
+        for s in token_specs(&c.m, n_tok, c.m.decode()) {
+            let out = dispatch(&ctx, &s, c.data(&s), n_tok);
+            c.check(&s, &out[0]);
         }
         if n_tok > 1 {
             continue;
         }
-        // CPU adapters, one token: memory rows from a texture, the router's softmax taken from
-        // its logits here (slot K + 1 switches the layer on or off), alpha written out.
         for (lp, switch) in [(false, 1.0f32), (false, 0.0), (true, 1.0), (true, 0.0)] {
-            let s = m.decode_rows().memory_in_texture().block_loop(lp);
-            let mut l = logits.clone();
-            l.push(switch);
-            l.resize((k + 2).div_ceil(4) * 4, 0.0);
-            let out = dispatch(
-                &ctx,
-                &s,
-                vec![
-                    Data::Bytes(step(0, 1, 0, 1.0)),
-                    Data::U32(words(dtype, &wb)),
-                    Data::F32(x.clone()),
-                    Data::F32(h0.clone()),
-                    texture_rows(&mem, rows),
-                    Data::F32(vec![-1.0; k + 1]),
-                    Data::F32(l),
-                ],
-                1,
-            );
-            let name = format!("residual+memory, textures, loop {lp}, switch {switch}");
-            assert_close(&name, &out[0], &want(switch), 2e-4);
-            let a: Vec<f32> = alpha.iter().map(|a| a * switch).collect();
-            assert_close(&format!("{name}: alpha"), &out[1], &a, 1e-5);
+            let out = dispatch(&ctx, &c.texture_spec(lp), c.texture_data(switch), 1);
+            c.check_texture(&format!("loop {lp}"), switch, &out);
         }
     }
 }
@@ -232,51 +168,11 @@ fn matmul_residual_memory() {
 fn matvec_swiglu_with_router() {
     let ctx = gpu();
     let mut rng = Rng(13);
-    let (ffn, cols) = (45usize, 128usize);
     for (dtype, k) in [(DType::Q4_1, 4usize), (DType::Q8_0, 40)] {
-        let (wb, wf) = random_weight(&mut rng, dtype, 2 * ffn, cols);
-        let x = rng.vec(cols, 1.0);
-        let g = rng.vec(cols, 1.0);
-        let wr = rng.vec((k + 1) * cols, 0.5);
-        let m = Matmul {
-            epi: Epilogue::SwiGlu { ffn },
-            norm: Some(1e-5),
-            dtype,
-            cols,
-            rows: 2 * ffn,
-            row0: 0,
-        };
+        let c = SwigluRouterCase::new(&mut rng, dtype, k);
         for lp in [false, true] {
-            let s = m.decode_rows().with_router(k).block_loop(lp);
-            let out = dispatch(
-                &ctx,
-                &s,
-                vec![
-                    Data::Bytes(step(0, 1, 0, 1.0)),
-                    Data::U32(words(dtype, &wb)),
-                    Data::F32(x.clone()),
-                    Data::F32(g.clone()),
-                    Data::F32(vec![0.0; ffn]),
-                    texture_rows(&wr, cols),
-                    Data::F32(vec![0.0; k + 1]),
-                ],
-                1,
-            );
-            let y = &cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)[0];
-            let want: Vec<f32> = (0..ffn).map(|j| ops::silu(y[j]) * y[ffn + j]).collect();
-            assert_close(
-                &format!("swiglu+router {dtype:?} K={k} loop {lp}"),
-                &out[0],
-                &want,
-                2e-4,
-            );
-            let logits = cpu_matmul(&wr, k + 1, cols, &x, Some(&g), 1e-5).remove(0);
-            assert_close(
-                &format!("router logits K={k} loop {lp}"),
-                &out[1],
-                &logits,
-                1e-4,
-            );
+            let out = dispatch(&ctx, &c.spec(lp), c.data(), 1);
+            c.check(&format!("loop {lp}"), &out);
         }
     }
 }
@@ -316,74 +212,18 @@ fn memory_rows_both_kernels() {
     }
 }
 
-/// Store epilogue with fused RMSNorm (the LM head): last token only, into a chunk at ROW0.
+/// Store epilogue with fused RMSNorm (the LM head): last token only, into a chunk at ROW0;
+/// the batch kernel and the one-token kernel of CPU adapters.
 #[test]
 fn matmul_store_norm_last_token() {
     let ctx = gpu();
     let mut rng = Rng(2);
     for dtype in ALL {
-        let (rows, cols, row0, n_tok) = (75usize, cols_for(dtype, 160), 5usize, 3u32);
-        let (wb, wf) = random_weight(&mut rng, dtype, rows, cols);
-        let x = rng.vec(n_tok as usize * cols, 2.0);
-        let g = rng.vec(cols, 1.0);
-        let m = Matmul {
-            epi: Epilogue::Store,
-            norm: Some(1e-5),
-            dtype,
-            cols,
-            rows,
-            row0,
-        };
-        let s = m.prefill();
-        let out = dispatch(
-            &ctx,
-            &s,
-            vec![
-                Data::Bytes(step(0, n_tok, 0, 1.0)),
-                Data::U32(words(dtype, &wb)),
-                Data::F32(x.clone()),
-                Data::F32(g.clone()),
-                Data::F32(vec![0.0; row0 + rows]),
-            ],
-            n_tok,
-        );
-        let want = cpu_matmul(&wf, rows, cols, &x, Some(&g), 1e-5)
-            .pop()
-            .unwrap();
-        assert_close(
-            &format!("store {dtype:?}"),
-            &out[0][row0..row0 + rows],
-            &want,
-            2e-4,
-        );
-        assert!(
-            out[0][..row0].iter().all(|&v| v == 0.0),
-            "store wrote below ROW0"
-        );
-        // The one-token kernel of CPU adapters, fed the last token alone.
-        let last = x[(n_tok as usize - 1) * cols..].to_vec();
-        let out = dispatch(
-            &ctx,
-            &m.decode_rows(),
-            vec![
-                Data::Bytes(step(0, 1, 0, 1.0)),
-                Data::U32(words(dtype, &wb)),
-                Data::F32(last),
-                Data::F32(g.clone()),
-                Data::F32(vec![0.0; row0 + rows]),
-            ],
-            1,
-        );
-        assert_close(
-            &format!("store matvec_rows {dtype:?}"),
-            &out[0][row0..row0 + rows],
-            &want,
-            2e-4,
-        );
-        assert!(
-            out[0][..row0].iter().all(|&v| v == 0.0),
-            "matvec_rows store wrote below ROW0"
-        );
+        let c = StoreCase::new(&mut rng, dtype);
+        for (s, n_tok) in c.specs() {
+            let out = dispatch(&ctx, &s, c.data(n_tok), n_tok);
+            c.check(&s, &out[0]);
+        }
     }
 }
 

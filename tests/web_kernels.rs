@@ -10,6 +10,7 @@ use common::data::{
     as_f32, AttentionCase, EmbedCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase, SampleCase,
     ALL,
 };
+use common::fused::{ResidualMemoryCase, StoreCase, SwigluRouterCase};
 use common::{assert_close, Rng};
 use tide_gpu::decoder::specs::{self, Matmul, Spec};
 use tide_gpu::gpu::harness::{run_async, Data};
@@ -233,6 +234,72 @@ async fn router_softmax_per_token() {
     let c = RouterCase::new(&mut rng, 96, 6, 3);
     let out = run_spec(&ctx, &c.spec(), &c.data(), c.n_tok).await;
     c.check(&out[0]);
+}
+
+/// TIDE's fused FFN-down epilogue (h += W x + sum_k alpha_k M_k[row]): the GPU decode matvec
+/// and the batch matmul (x in a buffer and in a texture), and the CPU-adapter form that takes
+/// the router's softmax itself from memory rows in a texture (weights in a texture, as
+/// SwiftShader's decoder runs it; the layer switched on and off).
+#[wasm_bindgen_test]
+async fn matmul_residual_memory() {
+    let ctx = gpu().await;
+    let mut rng = Rng(11);
+    for n_tok in [1u32, 3] {
+        let c = ResidualMemoryCase::new(&mut rng, n_tok);
+        let m = &c.m;
+        let specs = if n_tok == 1 {
+            vec![m.decode()]
+        } else {
+            vec![m.prefill(), m.prefill().x_in_texture().weights_in_texture()]
+        };
+        for s in specs {
+            let out = run_spec(&ctx, &s, &c.data(&s), n_tok).await;
+            c.check(&s, &out[0]);
+        }
+        if n_tok > 1 {
+            continue;
+        }
+        for (lp, switch) in [(false, 1.0f32), (false, 0.0), (true, 1.0)] {
+            let s = c.texture_spec(lp).weights_in_texture();
+            let out = run_spec(&ctx, &s, &c.texture_data(switch), 1).await;
+            c.check_texture(&format!("loop {lp}"), switch, &out);
+        }
+    }
+}
+
+/// The router logits riding in the SwiGLU matvec of CPU adapters (K = 4: a row per lane;
+/// K = 40: rows wrapping around the lanes), weights in a texture.
+#[wasm_bindgen_test]
+async fn matvec_swiglu_with_router() {
+    let ctx = gpu().await;
+    let mut rng = Rng(13);
+    for (dtype, k, loops) in [
+        (DType::Q4_1, 4usize, &[false, true][..]),
+        (DType::Q8_0, 40, &[false]),
+    ] {
+        let c = SwigluRouterCase::new(&mut rng, dtype, k);
+        for &lp in loops {
+            let s = c.spec(lp).weights_in_texture();
+            let out = run_spec(&ctx, &s, &c.data(), 1).await;
+            c.check(&format!("loop {lp}"), &out);
+        }
+    }
+}
+
+/// The LM head's store with fused RMSNorm, last token only, into a chunk at ROW0: the batch
+/// matmul and the one-token matvec_rows (weights in a texture), three weight types.
+#[wasm_bindgen_test]
+async fn matmul_store_norm_last_token() {
+    let ctx = gpu().await;
+    let mut rng = Rng(2);
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::Q6_K] {
+        let c = StoreCase::new(&mut rng, dtype);
+        let [(batch, n), (one, _)] = c.specs();
+        for (s, n_tok) in [(batch, n), (one.weights_in_texture(), 1)] {
+            let out = run_spec(&ctx, &s, &c.data(n_tok), n_tok).await;
+            c.check(&s, &out[0]);
+        }
+    }
 }
 
 /// TIDE memory rows, both kernels: Q4_1 and Q8_0 tables normalised here, f16 tables stored

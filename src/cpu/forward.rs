@@ -1,29 +1,30 @@
 use std::sync::Arc;
 
-use super::ops::{attention, head_rmsnorm, matvec, rmsnorm, rope, silu};
+use super::ops::{attention, head_rmsnorm, matvec, matvec_weight, rmsnorm, rope, silu};
 use crate::error::{Error, Result};
 use crate::memory::{block_rows, TideMemory};
-use crate::model::{Config, Model};
+use crate::model::{Config, Model, Weight};
 
 struct CpuLayer {
     attn_norm: Vec<f32>,
-    wq: Vec<f32>,
-    wk: Vec<f32>,
-    wv: Vec<f32>,
-    wo: Vec<f32>,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    wo: Weight,
     ffn_norm: Vec<f32>,
-    w_gate: Vec<f32>,
-    w_up: Vec<f32>,
-    w_down: Vec<f32>,
+    w_gate: Weight,
+    w_up: Weight,
+    w_down: Weight,
     qkv_bias: Option<[Vec<f32>; 3]>,
     qk_norm: Option<[Vec<f32>; 2]>,
 }
 
-/// All weights dequantised to f32.
+/// The reference model: matrices stay in their stored type (rows are dequantised as each
+/// product needs them), vectors are f32.
 pub struct CpuModel {
     pub config: Config,
-    embd: Vec<f32>,
-    lm_head: Option<Vec<f32>>,
+    embd: Weight,
+    lm_head: Option<Weight>,
     out_norm: Vec<f32>,
     layers: Vec<CpuLayer>,
     /// Tables stay in their stored form; rows are decoded when a token needs them.
@@ -37,22 +38,22 @@ impl CpuModel {
             .iter()
             .map(|l| CpuLayer {
                 attn_norm: l.attn_norm.to_f32(),
-                wq: l.wq.to_f32(),
-                wk: l.wk.to_f32(),
-                wv: l.wv.to_f32(),
-                wo: l.wo.to_f32(),
+                wq: l.wq.clone(),
+                wk: l.wk.clone(),
+                wv: l.wv.clone(),
+                wo: l.wo.clone(),
                 ffn_norm: l.ffn_norm.to_f32(),
-                w_gate: l.w_gate.to_f32(),
-                w_up: l.w_up.to_f32(),
-                w_down: l.w_down.to_f32(),
+                w_gate: l.w_gate.clone(),
+                w_up: l.w_up.clone(),
+                w_down: l.w_down.clone(),
                 qkv_bias: l.qkv_bias.as_ref().map(|b| b.clone().map(|w| w.to_f32())),
                 qk_norm: l.qk_norm.as_ref().map(|n| n.clone().map(|w| w.to_f32())),
             })
             .collect();
         CpuModel {
             config: m.config.clone(),
-            embd: m.token_embd.to_f32(),
-            lm_head: m.lm_head.as_ref().map(|w| w.to_f32()),
+            embd: m.token_embd.clone(),
+            lm_head: m.lm_head.clone(),
             out_norm: m.output_norm.to_f32(),
             layers,
             memory: m.memory.clone(),
@@ -160,13 +161,13 @@ impl CpuSession {
                     block_rows(mm, tok, &mut mem)?;
                 }
             }
-            h.copy_from_slice(&m.embd[tok as usize * d..(tok as usize + 1) * d]);
+            m.embd.row_f32(tok as usize, &mut h);
             for (li, l) in m.layers.iter().enumerate() {
                 rmsnorm(&mut a, &h, &l.attn_norm, c.eps);
-                matvec(&mut q, &l.wq, &a);
+                matvec_weight(&mut q, &l.wq, &a);
                 let kc = &mut self.k[li][pos * kvd..(pos + 1) * kvd];
-                matvec(kc, &l.wk, &a);
-                matvec(&mut self.v[li][pos * kvd..(pos + 1) * kvd], &l.wv, &a);
+                matvec_weight(kc, &l.wk, &a);
+                matvec_weight(&mut self.v[li][pos * kvd..(pos + 1) * kvd], &l.wv, &a);
                 let mut kr = self.k[li][pos * kvd..(pos + 1) * kvd].to_vec();
                 if let Some([bq, bk, bv]) = &l.qkv_bias {
                     let vc = &mut self.v[li][pos * kvd..(pos + 1) * kvd];
@@ -194,7 +195,7 @@ impl CpuSession {
                         &mut att[head * hd..(head + 1) * hd],
                     );
                 }
-                matvec(&mut tmp, &l.wo, &att);
+                matvec_weight(&mut tmp, &l.wo, &att);
                 for (x, t) in h.iter_mut().zip(&tmp) {
                     *x += t;
                 }
@@ -202,12 +203,12 @@ impl CpuSession {
                 if let Some(p) = &mut self.post_attn {
                     p.extend_from_slice(&a);
                 }
-                matvec(&mut g, &l.w_gate, &a);
-                matvec(&mut u, &l.w_up, &a);
+                matvec_weight(&mut g, &l.w_gate, &a);
+                matvec_weight(&mut u, &l.w_up, &a);
                 for (gv, uv) in g.iter_mut().zip(&u) {
                     *gv = silu(*gv) * uv;
                 }
-                matvec(&mut tmp, &l.w_down, &g);
+                matvec_weight(&mut tmp, &l.w_down, &g);
                 for (x, t) in h.iter_mut().zip(&tmp) {
                     *x += t;
                 }
@@ -230,8 +231,8 @@ impl CpuSession {
             // The LM head: for the last token only, or for every token with keep_all.
             if self.keep_all || i + 1 == tokens.len() {
                 rmsnorm(&mut a, &h, &m.out_norm, c.eps);
-                let head = m.lm_head.as_deref().unwrap_or(&m.embd);
-                matvec(&mut self.logits, head, &a);
+                let head = m.lm_head.as_ref().unwrap_or(&m.embd);
+                matvec_weight(&mut self.logits, head, &a);
                 if self.keep_all {
                     self.all_logits.extend_from_slice(&self.logits);
                 }

@@ -1,6 +1,6 @@
 //! The reference's building blocks, plain f32 loops. Kernel tests compare each WGSL kernel
 //! with these.
-use crate::model::Config;
+use crate::model::{Config, Weight};
 
 pub fn rmsnorm(out: &mut [f32], x: &[f32], g: &[f32], eps: f32) {
     let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
@@ -21,21 +21,62 @@ pub fn head_rmsnorm(x: &mut [f32], g: &[f32], eps: f32) {
 /// out[r] = sum_c w[r, c] * x[c]; rows split over threads when the matrix is large.
 pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
     let cols = x.len();
-    let rows_fn = |out: &mut [f32], w: &[f32]| {
+    par_rows(out, cols, &|r0, out: &mut [f32]| {
+        let w = &w[r0 * cols..(r0 + out.len()) * cols];
         for (o, row) in out.iter_mut().zip(w.chunks_exact(cols)) {
-            *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
+            *o = dot(row, x);
         }
-    };
+    });
+}
+
+/// `matvec` over a weight in its stored type: each row is dequantised into a scratch row just
+/// before its dot product, so the reference holds no f32 copy of the model (SmolLM2's would be
+/// 540 MB). Bit-identical to `matvec` over `w.to_f32()`.
+pub fn matvec_weight(out: &mut [f32], w: &Weight, x: &[f32]) {
+    let cols = x.len();
+    debug_assert_eq!((w.rows(), w.cols()), (out.len(), cols));
+    par_rows(out, cols, &|r0, out: &mut [f32]| {
+        let mut row = vec![0f32; cols];
+        for (i, o) in out.iter_mut().enumerate() {
+            w.row_f32(r0 + i, &mut row);
+            *o = dot(&row, x);
+        }
+    });
+}
+
+/// Eight running sums (lane i takes elements i, i + 8, ...), added up at the end: a fixed order
+/// the compiler can keep in one vector register, where one running sum is a chain of dependent
+/// adds (3-4x slower).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Runs `rows(first_row, out_part)` over `out` split across the cores when the matrix
+/// (out.len() x cols) is large enough to pay for the threads.
+fn par_rows(out: &mut [f32], cols: usize, rows: &(dyn Fn(usize, &mut [f32]) + Sync)) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     if threads < 2 || out.len() * cols < 1 << 20 {
-        return rows_fn(out, w);
+        return rows(0, out);
     }
     let per = out.len().div_ceil(threads);
     std::thread::scope(|s| {
-        for (o, wc) in out.chunks_mut(per).zip(w.chunks(per * cols)) {
-            s.spawn(move || rows_fn(o, wc));
+        for (i, o) in out.chunks_mut(per).enumerate() {
+            s.spawn(move || rows(i * per, o));
         }
     });
 }

@@ -96,9 +96,81 @@ pub fn row_texture(
         wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST
     };
     rows_fit(ctx, cols, rows).then(|| {
-        ctx.device
-            .create_texture(&u32x4_texture(label, cols / 4, rows, usage))
+        let desc = u32x4_texture(label, cols / 4, rows, usage);
+        if written {
+            if let Some(tex) = unfilled_texture(ctx, &desc) {
+                return tex;
+            }
+        }
+        ctx.device.create_texture(&desc)
     })
+}
+
+/// A storage texture without wgpu's zero fill, on Vulkan CPU adapters (lavapipe), where device
+/// memory is host memory: the fill writes every page, so a 2048-token K/V cache would be
+/// resident from the first step; unfilled, a page becomes resident when a position in it is
+/// first written (as a CPU runtime's malloc'd cache does). Sound only for textures whose
+/// kernels never read a texel before writing it: attention reads positions 0..=pos0 + n_tok - 1,
+/// all written by the step's QKV pass first. None where this does not apply (other backends
+/// and device types, the web): the caller creates the texture the usual way.
+#[cfg(any(
+    windows,
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+))]
+fn unfilled_texture(ctx: &GpuContext, desc: &wgpu::TextureDescriptor) -> Option<wgpu::Texture> {
+    use wgpu::hal::{api::Vulkan, Device as _};
+    use wgpu::wgt::TextureUses;
+    if ctx.info.backend != wgpu::Backend::Vulkan || ctx.info.device_type != wgpu::DeviceType::Cpu {
+        return None;
+    }
+    // wgpu's own mapping of TextureUsages to the driver's, for the usages these textures have.
+    let mut uses = TextureUses::empty();
+    let usage = desc.usage;
+    uses.set(
+        TextureUses::RESOURCE,
+        usage.contains(wgpu::TextureUsages::TEXTURE_BINDING),
+    );
+    uses.set(
+        TextureUses::COPY_DST,
+        usage.contains(wgpu::TextureUsages::COPY_DST),
+    );
+    if usage.contains(wgpu::TextureUsages::STORAGE_BINDING) {
+        uses |= TextureUses::STORAGE_READ_ONLY | TextureUses::STORAGE_WRITE_ONLY;
+    }
+    let hal_desc = wgpu::hal::TextureDescriptor {
+        label: desc.label,
+        size: desc.size,
+        mip_level_count: desc.mip_level_count,
+        sample_count: desc.sample_count,
+        dimension: desc.dimension,
+        format: desc.format,
+        usage: uses,
+        memory_flags: wgpu::hal::MemoryFlags::empty(),
+        view_formats: Vec::new(),
+    };
+    // SAFETY: the hal texture is made on this device from a descriptor matching `desc`, and is
+    // handed to wgpu at once in its initial (undefined) state. wgpu then treats its contents as
+    // initialised; the kernels that use it write every texel they later read (see above).
+    unsafe {
+        let hal_device = ctx.device.as_hal::<Vulkan>()?;
+        let raw = hal_device.create_texture(&hal_desc).ok()?;
+        Some(
+            ctx.device
+                .create_texture_from_hal::<Vulkan>(raw, desc, TextureUses::UNINITIALIZED),
+        )
+    }
+}
+
+#[cfg(not(any(
+    windows,
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+)))]
+fn unfilled_texture(_: &GpuContext, _: &wgpu::TextureDescriptor) -> Option<wgpu::Texture> {
+    None
 }
 
 /// A constant matrix [data.len() / cols, cols] of f32 in the same layout as `row_texture`

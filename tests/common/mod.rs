@@ -2,6 +2,7 @@
 //! random data, comparisons with a stated tolerance.
 #![allow(dead_code, unused_imports)]
 pub mod data;
+pub mod fused;
 pub use data::{assert_close, step, Rng};
 
 #[cfg(not(target_arch = "wasm32"))]
