@@ -8,6 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -342,5 +343,58 @@ test('a download cut short is resumed with a Range request and the model still m
     assert.deepEqual(got.tokens, want.tokens);
   } finally {
     await ctx.close();
+  }
+});
+
+// A proxy in front of `tide serve` whose first GET of `file` sends half the body under the
+// whole file's Content-Length, then resets the connection: a network error in the middle of a
+// read, which the page sees as a rejected read() rather than a short body.
+async function resettingProxy(file) {
+  const target = new URL(base);
+  const seen = { cutAt: 0, ranges: [] };
+  const srv = http.createServer((req, res) => {
+    const mine = req.url.split('?')[0].endsWith(file);
+    if (mine && req.headers.range) seen.ranges.push(req.headers.range);
+    const cut = mine && req.method === 'GET' && !req.headers.range && !seen.cutAt;
+    const up = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode, ur.headers);
+      if (!cut) return ur.pipe(res);
+      const half = Number(ur.headers['content-length']) >> 1;
+      let sent = 0;
+      ur.on('data', (chunk) => {
+        if (sent >= half) return;
+        const part = chunk.subarray(0, half - sent);
+        sent += part.length;
+        if (sent < half) return res.write(part);
+        seen.cutAt = sent;
+        res.write(part, () => { res.socket.destroy(); ur.destroy(); });
+      });
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { srv, seen, url: `http://127.0.0.1:${srv.address().port}/` };
+}
+
+test('a connection reset in the middle of a download is resumed with a Range request and the model still matches native', async () => {
+  const want = native(['generate', '--temperature', '0', '--json', '--max-tokens', '8', PROMPTS[2]]);
+  const proxy = await resettingProxy('/models/tide-k4/model.safetensors');
+  const ctx = await launch(true); // a fresh profile: nothing cached
+  try {
+    const page = await ctx.newPage();
+    page.on('console', (m) => m.type() === 'error' && console.log(`[console] ${m.text()}`));
+    await page.goto(proxy.url + '?model=tide-k4&backend=cpu');
+    const info = await ready(page);
+    assert.equal(info.error, undefined, info.error);
+    assert.ok(proxy.seen.cutAt > 0, 'the first download was reset');
+    assert.equal(proxy.seen.ranges.length, 1, `one resume request: ${proxy.seen.ranges}`);
+    const from = Number(proxy.seen.ranges[0].match(/^bytes=(\d+)-$/)?.[1]);
+    assert.ok(from > 0 && from <= proxy.seen.cutAt, `resumed from ${proxy.seen.ranges[0]}, cut at ${proxy.seen.cutAt}`);
+    const got = await page.evaluate((p) => window.tide.complete(p, { maxTokens: 8, temperature: 0 }), PROMPTS[2]);
+    assert.deepEqual(got.tokens, want.tokens);
+  } finally {
+    await ctx.close();
+    proxy.srv.close();
   }
 });
