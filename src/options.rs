@@ -40,6 +40,9 @@ pub struct GpuOptions {
     /// WebGPU's default limits raised to this (capped at the adapter's) rather than for all the
     /// adapter has; natively it is unused. None: the adapter's sizes.
     pub needed_buffer: Option<u64>,
+    /// Weights are repacked and written to the GPU this many bytes at a time. None: 4 MiB in
+    /// the browser (the wasm heap already holds the file), a whole binding's chunk natively.
+    pub upload_slab_bytes: Option<usize>,
 }
 
 impl Default for GpuOptions {
@@ -55,6 +58,7 @@ impl Default for GpuOptions {
             backend_options: None,
             allow_software_gl: false,
             needed_buffer: None,
+            upload_slab_bytes: None,
         }
     }
 }

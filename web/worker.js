@@ -141,7 +141,7 @@ async function fetchFile(dir, file, progress) {
 const ops = {
   async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb }, id) {
     const t0 = performance.now();
-    await init();
+    const wasm = await init();
     const dir = await cacheDir();
     const total = files.reduce((s, f) => s + (f.bytes || 0), 0);
     let before = 0;
@@ -194,6 +194,9 @@ const ops = {
       fetch_seconds: (tFetched - t0) / 1000,
       bytes: before,
       downloaded_bytes: downloaded,
+      // The wasm heap only grows, so its size now is its peak: the files' bytes sat in it once,
+      // and the GPU path then dropped them.
+      wasm_heap_bytes: wasm.memory.buffer.byteLength,
     };
     post({ id, event: 'progress', phase: 'ready', loaded: before, total });
     return info;

@@ -17,6 +17,8 @@ pub struct GpuContext {
     pub subgroup_size: Option<u32>,
     /// Shaders are read from this folder instead of the embedded copies (GpuOptions).
     pub shader_dir: Option<PathBuf>,
+    /// Words of repacked weights written to the GPU at a time (`GpuOptions::upload_slab_bytes`).
+    pub upload_slab_words: usize,
     /// Errors the device raised outside an error scope (validation, out of memory, loss);
     /// reported by the next `wait` instead of wgpu's default panic.
     errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -204,6 +206,9 @@ impl GpuContext {
             weight_textures,
             subgroup_size,
             shader_dir: opts.shader_dir.clone(),
+            upload_slab_words: opts
+                .upload_slab_bytes
+                .map_or(super::upload::DEFAULT_SLAB_WORDS, |b| (b / 4).max(1)),
         })
     }
 

@@ -38,22 +38,129 @@ pub fn texture_capacity_words(ctx: &GpuContext) -> usize {
 
 /// `words` as an rgba32uint texture TEX_WIDTH texels wide, zero-padded to whole rows.
 pub fn weight_texture(ctx: &GpuContext, label: &str, words: &[u32]) -> Result<wgpu::TextureView> {
-    if words.len() > texture_capacity_words(ctx) {
-        return Err(Error::Gpu(format!(
-            "{label}: {} bytes exceed one weight texture on this adapter",
-            words.len() * 4
-        )));
+    let dst = Dst::new(ctx, label, words.len())?;
+    let mut rest = words.to_vec();
+    dst.finish(ctx, 0, &mut rest);
+    Ok(match dst {
+        Dst::Texture(t) => t.create_view(&Default::default()),
+        Dst::Buffer(_) => unreachable!("weight textures are on"),
+    })
+}
+
+/// Words per texture row of a weight texture.
+const TEX_ROW_WORDS: usize = TEX_WIDTH * 4;
+
+/// How many repacked words are written at a time (`GpuOptions::upload_slab_bytes`). In the
+/// browser about 4 MB, so that no more than a slab of them exists beside the file's bytes in the
+/// wasm heap, which never shrinks. Natively the file is mapped and a chunk's words are freed at
+/// once: one write per chunk (4 MB writes left wgpu's staging ~8 MB larger at the peak on
+/// lavapipe).
+#[cfg(target_arch = "wasm32")]
+pub(super) const DEFAULT_SLAB_WORDS: usize = 1 << 20;
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) const DEFAULT_SLAB_WORDS: usize = usize::MAX;
+
+/// Where one chunk of a weight goes: a texture (CPU adapters) or a storage buffer, created
+/// empty and filled by `write` in order.
+enum Dst {
+    Texture(wgpu::Texture),
+    Buffer(wgpu::Buffer),
+}
+
+impl Dst {
+    fn new(ctx: &GpuContext, label: &str, words: usize) -> Result<Dst> {
+        if !ctx.weight_textures {
+            return Ok(Dst::Buffer(ctx.device.create_buffer(
+                &wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: (words * 4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                },
+            )));
+        }
+        if words > texture_capacity_words(ctx) {
+            return Err(Error::Gpu(format!(
+                "{label}: {} bytes exceed one weight texture on this adapter",
+                words * 4
+            )));
+        }
+        // Two texels stay spare: a block that straddles texels reads up to two past its first.
+        let rows = (words + 8).div_ceil(TEX_ROW_WORDS);
+        let usage = wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST;
+        Ok(Dst::Texture(ctx.device.create_texture(&u32x4_texture(
+            label, TEX_WIDTH, rows, usage,
+        ))))
     }
-    let rows = (words.len() + 8).div_ceil(TEX_WIDTH * 4);
-    let mut data = words.to_vec();
-    data.resize(rows * TEX_WIDTH * 4, 0);
-    let tex = ctx.device.create_texture_with_data(
-        &ctx.queue,
-        &u32x4_texture(label, TEX_WIDTH, rows, wgpu::TextureUsages::TEXTURE_BINDING),
-        wgpu::util::TextureDataOrder::LayerMajor,
-        bytemuck::cast_slice(&data),
-    );
-    Ok(tex.create_view(&Default::default()))
+
+    /// How many of `n` pending words can be written now: all of them to a buffer, whole
+    /// texture rows to a texture.
+    fn ready(&self, n: usize) -> usize {
+        match self {
+            Dst::Buffer(_) => n,
+            Dst::Texture(_) => n / TEX_ROW_WORDS * TEX_ROW_WORDS,
+        }
+    }
+
+    /// Write `words` at word `at` (for a texture, both whole rows).
+    fn write(&self, ctx: &GpuContext, at: usize, words: &[u32]) {
+        if words.is_empty() {
+            return;
+        }
+        match self {
+            Dst::Buffer(b) => {
+                ctx.queue
+                    .write_buffer(b, (at * 4) as u64, bytemuck::cast_slice(words))
+            }
+            Dst::Texture(t) => ctx.queue.write_texture(
+                wgpu::TexelCopyTextureInfo {
+                    texture: t,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: (at / TEX_ROW_WORDS) as u32,
+                        z: 0,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                bytemuck::cast_slice(words),
+                wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some((TEX_ROW_WORDS * 4) as u32),
+                    rows_per_image: None,
+                },
+                wgpu::Extent3d {
+                    width: TEX_WIDTH as u32,
+                    height: (words.len() / TEX_ROW_WORDS) as u32,
+                    depth_or_array_layers: 1,
+                },
+            ),
+        }
+    }
+
+    /// Write what is ready of `pending` at word `at`; drop it from `pending`; the new `at`.
+    fn flush(&self, ctx: &GpuContext, at: usize, pending: &mut Vec<u32>) -> usize {
+        let n = self.ready(pending.len());
+        self.write(ctx, at, &pending[..n]);
+        pending.drain(..n);
+        at + n
+    }
+
+    /// Write the rest: a texture's last rows zero-padded to the texture's end.
+    fn finish(&self, ctx: &GpuContext, at: usize, pending: &mut Vec<u32>) {
+        if let Dst::Texture(t) = self {
+            let end = t.height() as usize * TEX_ROW_WORDS;
+            pending.resize(end - at, 0);
+        }
+        self.flush(ctx, at, pending);
+    }
+
+    fn storage(self) -> Storage {
+        match self {
+            Dst::Texture(t) => Storage::Texture(t.create_view(&Default::default())),
+            Dst::Buffer(b) => Storage::Buffer(b),
+        }
+    }
 }
 
 /// A 2D rgba32uint texture of `width` texels by `rows` (the layout of every texture here).
@@ -248,37 +355,34 @@ impl GpuTensor {
             )));
         }
         let file_row = dtype.row_bytes(cols).unwrap();
+        let slab_rows = (ctx.upload_slab_words / row_words).max(1);
         let mut chunks = Vec::new();
         let mut row0 = 0;
         let mut words: Vec<u32> = Vec::new();
         while row0 < rows {
             let n = rows_per_chunk.min(rows - row0);
+            let dst = Dst::new(ctx, name, n * row_words)?;
+            let mut at = 0;
             words.clear();
-            words.reserve(n * row_words);
-            // Gather rows [row0, row0 + n) across the parts.
-            let mut base = 0;
-            for p in parts {
-                let (a, b) = (row0.max(base), (row0 + n).min(base + p.rows()));
-                if a < b {
-                    let bytes = &p.bytes()[(a - base) * file_row..(b - base) * file_row];
-                    repack(dtype, bytes, &mut words);
+            let mut r = row0;
+            while r < row0 + n {
+                let m = slab_rows.min(row0 + n - r);
+                // Gather rows [r, r + m) across the parts.
+                let mut base = 0;
+                for p in parts {
+                    let (a, b) = (r.max(base), (r + m).min(base + p.rows()));
+                    if a < b {
+                        let bytes = &p.bytes()[(a - base) * file_row..(b - base) * file_row];
+                        repack(dtype, bytes, &mut words);
+                    }
+                    base += p.rows();
                 }
-                base += p.rows();
+                at = dst.flush(ctx, at, &mut words);
+                r += m;
             }
-            let storage = if ctx.weight_textures {
-                Storage::Texture(weight_texture(ctx, name, &words)?)
-            } else {
-                Storage::Buffer(
-                    ctx.device
-                        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                            label: Some(name),
-                            contents: bytemuck::cast_slice(&words),
-                            usage: wgpu::BufferUsages::STORAGE,
-                        }),
-                )
-            };
+            dst.finish(ctx, at, &mut words);
             chunks.push(Chunk {
-                storage,
+                storage: dst.storage(),
                 row0,
                 rows: n,
             });

@@ -164,11 +164,15 @@ test('inspection page: router weights equal native tide inspect --json within 1e
   await page.close();
 });
 
-test('SmolLM2 GGUF: 32 greedy tokens equal native for 3 prompts', async () => {
+test('SmolLM2 GGUF: 32 greedy tokens equal native for 3 prompts; the wasm heap held the file once', async () => {
   const name = path.basename(SMOLLM2, '.gguf');
   const page = await open(browser, `?model=${name}`);
   const info = await ready(page);
   assert.equal(info.error, undefined, info.error);
+  // The wasm heap's peak: the file once (98 MB) and the parse, never two copies of it.
+  const heap = info.load.wasm_heap_bytes / info.load.bytes;
+  console.log(`wasm heap ${info.load.wasm_heap_bytes} B for ${info.load.bytes} B of model files (${heap.toFixed(2)}x)`);
+  assert.ok(heap < 1.5, `wasm heap ${info.load.wasm_heap_bytes} B for ${info.load.bytes} B of files`);
   for (const prompt of PROMPTS) {
     const want = native(['generate', '--model', SMOLLM2, '--temperature', '0', '--json', '--max-tokens', String(TOKENS), prompt]);
     const got = await page.evaluate(([p, n]) => window.tide.complete(p, { maxTokens: n, temperature: 0 }), [prompt, TOKENS]);
