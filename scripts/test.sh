@@ -5,6 +5,7 @@
 #  2. convert it to Hugging Face safetensors (for the GGUF-vs-safetensors test),
 #  3. cargo test on whatever GPU adapter wgpu finds (lavapipe when there is no GPU),
 #  4. `tide compress` against numpy (scripts/check_compress.py: reported errors, SVD ranks),
+#     and the OpenAI-compatible API with the official `openai` client (tests/api),
 #  5. the browser tests (scripts/test-web.sh: the kernels compiled to wasm32, in headless
 #     Chromium's WebGPU; needs chromium and chromium-driver),
 #  6. the pages (scripts/test-pages.sh: web/ served by `tide serve`, driven by Playwright in
@@ -41,6 +42,9 @@ cargo test --release "$@"
 if [[ $# -eq 0 ]]; then
     py="$(scripts/venv.sh scripts/requirements.txt)"
     "$py" scripts/check_compress.py target/release/tide
+    # The OpenAI-compatible API, driven by the official Python client.
+    py="$(scripts/venv.sh scripts/requirements.txt scripts/requirements-api.txt)"
+    TIDE_BIN=target/release/tide "$py" tests/api/test_openai.py
 fi
 
 # The kernels in the browser: the library compiled to wasm32, run in headless Chromium's WebGPU.

@@ -211,6 +211,27 @@ impl Engine {
         }
         Ok(sampler.pick(&cands))
     }
+
+    /// `next_token_async` choosing on the host from all the logits, which it also returns
+    /// (log-probabilities need them): one readback of every logit instead of the GPU's top-k.
+    pub async fn next_token_and_logits_async(
+        &mut self,
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<(u32, Vec<f32>)> {
+        let pen = sampler.cfg.repeat_penalty;
+        let logits = self.logits_async().await?;
+        let mut l = logits.clone();
+        if pen != 1.0 {
+            let recent = recent_distinct(history, sampler.cfg.repeat_last_n);
+            apply_repeat_penalty(&mut l, &recent, pen);
+        }
+        let cands = top_k_of(&l, sampler.candidates_needed().unwrap_or(l.len()));
+        if cands.is_empty() {
+            return Err(Error::Gpu("the model produced no finite logit".into()));
+        }
+        Ok((sampler.pick(&cands), logits))
+    }
 }
 
 /// Blocking forms for native front ends: the async core under pollster.

@@ -35,6 +35,9 @@ pub struct Run {
     t0: Instant,
     t_first: Option<Instant>,
     t_end: Option<Instant>,
+    /// Keep each step's logits (`take_logits`), for log-probabilities.
+    keep_logits: bool,
+    logits: Option<Vec<f32>>,
 }
 
 impl Run {
@@ -69,12 +72,24 @@ impl Run {
             t0,
             t_first: None,
             t_end: None,
+            keep_logits: false,
+            logits: None,
         })
     }
 
     fn finish(&mut self, why: &'static str) {
         self.stop.get_or_insert(why);
         self.t_end.get_or_insert_with(Instant::now);
+    }
+
+    /// From now on keep the logits each step chose from (read back whole, so slower).
+    pub fn keep_logits(&mut self, on: bool) {
+        self.keep_logits = on;
+    }
+
+    /// The logits the last step chose from, when `keep_logits` is on.
+    pub fn take_logits(&mut self) -> Option<Vec<f32>> {
+        self.logits.take()
     }
 
     /// Stop here (the caller gave up): `finish` then reports "cancelled".
@@ -106,7 +121,15 @@ impl Run {
         if self.stop.is_some() {
             return Ok(None);
         }
-        let next = engine.next_token_async(sampler, &self.history).await?;
+        let next = if self.keep_logits {
+            let (t, l) = engine
+                .next_token_and_logits_async(sampler, &self.history)
+                .await?;
+            self.logits = Some(l);
+            t
+        } else {
+            engine.next_token_async(sampler, &self.history).await?
+        };
         self.t_first.get_or_insert_with(Instant::now);
         if tok.eos.contains(&next) {
             self.finish("eos");
@@ -123,6 +146,11 @@ impl Run {
             self.chosen = Some(next);
         }
         Ok(Some(piece))
+    }
+
+    /// The tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 
     /// The token `choose` picked that is still to be fed.

@@ -1,4 +1,6 @@
 //! `tide` subcommands. Each returns a Result; errors print one clear line and exit non-zero.
+mod api;
+mod api_worker;
 mod bench;
 mod bench_memory;
 mod chat;
@@ -46,7 +48,8 @@ enum Cmd {
     Kernels(kernels::KernelsArgs),
     /// Re-quantise (4/8/16-bit) and SVD-factor a model's memory tables into a new model.
     Compress(compress::CompressArgs),
-    /// Serve the web pages and model files (HTTP Range) on 127.0.0.1.
+    /// Serve the web pages, the model files (HTTP Range) and an OpenAI-compatible API on
+    /// 127.0.0.1.
     Serve(serve::ServeArgs),
 }
 

@@ -1,6 +1,6 @@
 //! `tide serve`: the web pages, the wasm and JS beside them, and model files (with HTTP Range, so
-//! the browser can stream rows), listed at /models.json. The OpenAI-compatible API is to come
-//! (issue 15): routes under /v1 are left free for it.
+//! the browser can stream rows), listed at /models.json; and the OpenAI-compatible API on the
+//! first model (api.rs).
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,10 @@ use tower_http::services::ServeDir;
 
 use tide_gpu::model::embedded::default_model_files;
 
+use super::api::{routes, Api};
+use super::api_worker;
+use super::common::{BackendArg, ModelArgs};
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// A model to offer: a .gguf file or a model directory (config.json + safetensors, or a TIDE
@@ -37,6 +41,19 @@ pub struct ServeArgs {
     /// The folder of pages, wasm and JS served at / (scripts/build-web.sh fills it).
     #[arg(long, default_value = "web")]
     web: PathBuf,
+    /// Serve files only: no OpenAI-compatible API, no model loaded here.
+    #[arg(long)]
+    no_api: bool,
+    /// API requests that may wait for the engine; more are answered 429.
+    #[arg(long, default_value_t = 16)]
+    queue: usize,
+    /// Where the API's model runs: the GPU if one opens (auto), the GPU only, or the CPU
+    /// reference.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// The API's KV-cache length in tokens (default: the model's, at most 2048).
+    #[arg(long)]
+    ctx: Option<usize>,
 }
 
 /// Where one served file's bytes are.
@@ -206,15 +223,20 @@ async fn etag(src: &Source, size: u64) -> Option<String> {
     }
 }
 
-/// The app: /models.json, /models/{name}/{file}, and the web folder at /.
-fn app(cat: Catalog, web: &Path) -> Router {
-    Router::new()
+/// The app: /models.json, /models/{name}/{file}, the API (its own body limit), and the web
+/// folder at /.
+fn app(cat: Catalog, web: &Path, api: Option<Arc<Api>>) -> Router {
+    let files = Router::new()
         .route("/models.json", get(models_json))
         .route("/models/{name}/{file}", get(model_file))
-        .fallback_service(ServeDir::new(web).append_index_html_on_directories(true))
-        // No route takes a body yet; the API to come sets its own limit.
+        // These routes take no body.
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .with_state(Arc::new(cat))
+        .with_state(Arc::new(cat));
+    let app = match api {
+        Some(api) => files.merge(routes(api)),
+        None => files,
+    };
+    app.fallback_service(ServeDir::new(web).append_index_html_on_directories(true))
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -227,6 +249,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
     }
     let names: Vec<&str> = cat.list.iter().map(|m| m.name.as_str()).collect();
     let names = names.join(", ");
+    // The API serves the first model; it loads in the background (/health says when).
+    let api = (!a.no_api).then(|| {
+        let args = ModelArgs {
+            model: a.model.first().cloned(),
+            memory: None,
+            memory_cache_mb: None,
+            no_memory_warm: false,
+            memory_resident: false,
+            backend: a.backend,
+            ctx: a.ctx,
+            no_f16: false,
+        };
+        let worker = api_worker::spawn(args, a.queue.max(1));
+        Arc::new(Api::new(cat.list[0].name.clone(), worker, a.queue.max(1)))
+    });
     let rt = tokio::runtime::Runtime::new().context("starting the server's runtime")?;
     rt.block_on(async move {
         let addr = SocketAddr::new(a.host, a.port);
@@ -246,7 +283,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app(cat, &a.web))
+        axum::serve(listener, app(cat, &a.web, api))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

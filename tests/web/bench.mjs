@@ -36,7 +36,7 @@ function nativeRun(model, backend, prompt, maxTokens, env = {}) {
 
 async function serve(models) {
   const repo = path.resolve(import.meta.dirname, '../..');
-  const args = ['serve', '--port', '0', '--web', path.join(repo, 'web')];
+  const args = ['serve', '--no-api', '--port', '0', '--web', path.join(repo, 'web')];
   for (const m of models) args.push('--model', m);
   const p = spawn(TIDE_BIN, args, { stdio: ['ignore', 'pipe', 'ignore'] });
   const url = await new Promise((resolve) => p.stdout.on('data', (d) => {

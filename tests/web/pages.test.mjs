@@ -71,7 +71,7 @@ before(async () => {
   stream = path.join(tmp, 'tide-k4-stream');
   execFileSync(TIDE_BIN, ['compress', '--bits', '4', '--out', stream], { stdio: 'ignore' });
   const repo = path.resolve(import.meta.dirname, '../..');
-  server = spawn(TIDE_BIN, ['serve', '--port', '0', '--web', path.join(repo, 'web'),
+  server = spawn(TIDE_BIN, ['serve', '--no-api', '--port', '0', '--web', path.join(repo, 'web'),
     '--model', path.join(repo, 'models/tide-k4'), '--model', SMOLLM2, '--model', trunc,
     '--model', stream],
   { stdio: ['ignore', 'pipe', 'inherit'] });

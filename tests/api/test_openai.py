@@ -1,0 +1,248 @@
+"""`tide serve`'s OpenAI-compatible API driven by the official `openai` Python client (and raw
+HTTP where a client cannot send the request: malformed JSON, an oversized body), on loopback.
+
+Greedy replies must equal what the native `tide generate --temperature 0 --json` gives for the
+same prompt (the same engine, so the same tokens); streamed replies must equal whole ones;
+concurrent requests must each equal the same request run alone; errors must be OpenAI-style
+JSON with the right status; a client that leaves must free the engine.
+
+Run by scripts/test.sh: TIDE_BIN=target/release/tide python tests/api/test_openai.py
+"""
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import openai
+
+TIDE = os.environ.get("TIDE_BIN", "target/release/tide")
+PROMPTS = ["In the beginning God created", "The history of the city", "To be, or not to be"]
+
+
+class Server:
+    """`tide serve` on a free loopback port with the embedded default model."""
+
+    def __init__(self, *args):
+        self.p = subprocess.Popen([TIDE, "serve", "--port", "0", "--web", "web", *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.url = self.p.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), f"no URL from tide serve: {self.url!r}"
+        host, port = self.url[len("http://"):].rstrip("/").split(":")
+        self.host, self.port = host, int(port)
+        self.first_health = self.get("/health")
+        deadline = time.time() + 120
+        while self.get("/health")[0] != 200:
+            assert time.time() < deadline, "the model did not load within 120 s"
+            time.sleep(0.1)
+        self.client = openai.OpenAI(base_url=self.url + "v1", api_key="none", max_retries=0,
+                                    timeout=120)
+        self.model = self.client.models.list().data[0].id
+
+    def request(self, method, path, body=None, headers=None):
+        c = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, data
+
+    def get(self, path):
+        s, data = self.request("GET", path)
+        return s, json.loads(data)
+
+    def close(self):
+        self.p.terminate()
+        self.p.wait(10)
+
+
+def native(prompt, n):
+    out = subprocess.run([TIDE, "generate", "--temperature", "0", "--json", "--max-tokens", str(n),
+                          prompt], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+class Api(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Server("--queue", "8")
+        cls.c = cls.s.client
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.close()
+
+    def complete(self, prompt, n=16, **kw):
+        kw.setdefault("temperature", 0)
+        return self.c.completions.create(model=self.s.model, prompt=prompt, max_tokens=n, **kw)
+
+    def test_health_models(self):
+        status, body = self.s.first_health
+        self.assertIn(status, (200, 503))
+        if status == 503:
+            self.assertEqual(body["status"], "loading")
+        status, body = self.s.get("/health")
+        self.assertEqual((status, body["status"]), (200, "ok"))
+        models = self.c.models.list().data
+        self.assertEqual(len(models), 1)
+        self.assertEqual((models[0].id, models[0].object), ("tide-k4", "model"))
+
+    def test_completion_equals_native_greedy(self):
+        for p in PROMPTS:
+            want = native(p, 16)
+            r = self.complete(p)
+            self.assertEqual(r.object, "text_completion")
+            self.assertEqual(r.choices[0].text, want["text"], p)
+            self.assertEqual(r.choices[0].finish_reason, "length")
+            self.assertEqual((r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens),
+                             (len(want["prompt_tokens"]), 16, len(want["prompt_tokens"]) + 16))
+
+    def test_streams_equal_whole_replies(self):
+        whole = self.complete(PROMPTS[0])
+        chunks = list(self.complete(PROMPTS[0], stream=True,
+                                    stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].text for c in chunks if c.choices)
+        self.assertEqual(text, whole.choices[0].text)
+        finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        self.assertEqual(finals, ["length"])
+        # The usage chunk comes last, with no choices; the others carry usage null.
+        self.assertEqual(chunks[-1].choices, [])
+        self.assertEqual(chunks[-1].usage.completion_tokens, 16)
+        self.assertTrue(all(c.usage is None for c in chunks[:-1]))
+
+        msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+        whole = self.c.chat.completions.create(model=self.s.model, messages=msgs, max_tokens=12,
+                                               temperature=0)
+        self.assertEqual(whole.object, "chat.completion")
+        self.assertEqual(whole.choices[0].message.role, "assistant")
+        self.assertEqual(whole.usage.completion_tokens, 12)
+        stream = list(self.c.chat.completions.create(model=self.s.model, messages=msgs,
+                                                     max_tokens=12, temperature=0, stream=True))
+        self.assertEqual(stream[0].choices[0].delta.role, "assistant")
+        self.assertTrue(all(c.object == "chat.completion.chunk" for c in stream))
+        text = "".join(c.choices[0].delta.content or "" for c in stream)
+        self.assertEqual(text, whole.choices[0].message.content)
+        self.assertEqual(stream[-1].choices[0].finish_reason, "length")
+        self.assertTrue(all(c.choices[0].finish_reason is None for c in stream[:-1]))
+
+    def test_stop_strings(self):
+        full = self.complete(PROMPTS[1], 24).choices[0].text
+        stop = full[8:11]
+        self.assertEqual(len(stop), 3, full)
+        r = self.complete(PROMPTS[1], 24, stop=[stop, "\u0000never"])
+        self.assertEqual(r.choices[0].text, full[:full.index(stop)])
+        self.assertEqual(r.choices[0].finish_reason, "stop")
+        streamed = "".join(c.choices[0].text for c in self.complete(PROMPTS[1], 24, stop=stop, stream=True))
+        self.assertEqual(streamed, r.choices[0].text)
+
+    def test_logprobs(self):
+        r = self.complete(PROMPTS[0], 8, logprobs=3)
+        lp = r.choices[0].logprobs
+        self.assertEqual(len(lp.tokens), 8)
+        self.assertEqual("".join(lp.tokens), r.choices[0].text)
+        for tok, p, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+            self.assertEqual(len(top), 3)
+            self.assertLessEqual(p, 0.0)
+            # Greedy: the chosen token is the most likely one; three probabilities sum to <= 1.
+            self.assertAlmostEqual(p, max(top.values()), places=5)
+            self.assertLessEqual(sum(2.718281828 ** v for v in top.values()), 1.0 + 1e-4)
+        c = self.c.chat.completions.create(model=self.s.model, max_tokens=4, temperature=0,
+                                           messages=[{"role": "user", "content": "Hi"}],
+                                           logprobs=True, top_logprobs=2)
+        content = c.choices[0].logprobs.content
+        self.assertEqual(len(content), 4)
+        self.assertTrue(all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content))
+
+    def test_seeded_sampling_repeats(self):
+        a = self.complete(PROMPTS[2], 12, temperature=0.9, top_p=0.9, seed=7).choices[0].text
+        b = self.complete(PROMPTS[2], 12, temperature=0.9, top_p=0.9, seed=7).choices[0].text
+        self.assertEqual(a, b)
+
+    def test_concurrent_requests_equal_their_solo_runs(self):
+        solo = {p: self.complete(p, 12).choices[0].text for p in PROMPTS}
+        got = {}
+
+        def one(p):
+            got[p] = "".join(c.choices[0].text for c in self.complete(p, 12, stream=True))
+
+        threads = [threading.Thread(target=one, args=(p,)) for p in PROMPTS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(got, solo)
+
+    def test_errors(self):
+        with self.assertRaises(openai.NotFoundError) as e:
+            self.c.completions.create(model="no-such-model", prompt="x", max_tokens=1)
+        self.assertEqual(e.exception.body["code"], "model_not_found")
+        with self.assertRaises(openai.BadRequestError) as e:
+            self.complete("word " * 400, 4)  # the default model's context is 256 tokens
+        self.assertEqual(e.exception.body["code"], "context_length_exceeded")
+        for bad in [dict(temperature=3), dict(n=2), dict(stop=["a", "b", "c", "d", "e"])]:
+            with self.assertRaises(openai.BadRequestError, msg=str(bad)):
+                self.c.completions.create(model=self.s.model, prompt="x", max_tokens=1, **bad)
+        with self.assertRaises(openai.BadRequestError):
+            self.c.chat.completions.create(model=self.s.model, messages=[], max_tokens=1)
+        status, body = self.s.request("POST", "/v1/completions", b"{not json",
+                                      {"Content-Type": "application/json"})
+        self.assertEqual(status, 400)
+        self.assertEqual(json.loads(body)["error"]["type"], "invalid_request_error")
+        big = json.dumps({"model": self.s.model, "prompt": "x" * (2 << 20)}).encode()
+        status, body = self.s.request("POST", "/v1/completions", big,
+                                      {"Content-Type": "application/json"})
+        self.assertEqual(status, 413)
+        self.assertIn("error", json.loads(body))
+        # The server still answers after all of that.
+        self.assertEqual(self.complete(PROMPTS[0], 2).usage.completion_tokens, 2)
+
+    def test_a_client_that_leaves_frees_the_engine(self):
+        before = self.s.get("/health")[1]["cancelled"]
+        stream = self.complete(PROMPTS[0], 200, stream=True)
+        for i, _ in enumerate(stream):
+            if i == 2:
+                break
+        stream.close()
+        deadline = time.time() + 30
+        while True:
+            h = self.s.get("/health")[1]
+            if h["cancelled"] > before and h["running"] == 0:
+                break
+            self.assertLess(time.time(), deadline, f"the run went on: {h}")
+            time.sleep(0.05)
+        self.assertLess(h["last_cancelled_tokens"], 100, h)
+        self.assertEqual(self.complete(PROMPTS[0], 2).usage.completion_tokens, 2)
+
+
+class Queue(unittest.TestCase):
+    def test_a_full_queue_answers_429(self):
+        s = Server("--queue", "1")
+        try:
+            results = []
+
+            def one():
+                try:
+                    s.client.completions.create(model=s.model, prompt=PROMPTS[0], max_tokens=100,
+                                                temperature=0)
+                    results.append("ok")
+                except openai.RateLimitError:
+                    results.append(429)
+
+            threads = [threading.Thread(target=one) for _ in range(5)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            # One runs, one waits, the rest are turned away; those that ran finish whole.
+            self.assertIn(429, results)
+            self.assertGreaterEqual(results.count("ok"), 1)
+            self.assertEqual(len(results), 5)
+        finally:
+            s.close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2, argv=[sys.argv[0]])
