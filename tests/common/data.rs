@@ -30,6 +30,18 @@ pub fn cols_for(dtype: DType, cols: usize) -> usize {
     cols.next_multiple_of(dtype.block_elems())
 }
 
+/// Gate and up (2 * ffn rows over `cols`) after RMSNorm (eps 1e-5), SwiGLU epilogue.
+pub fn swiglu_matmul(dtype: DType, ffn: usize, cols: usize) -> Matmul {
+    Matmul {
+        epi: Epilogue::SwiGlu { ffn },
+        norm: Some(1e-5),
+        dtype,
+        cols,
+        rows: 2 * ffn,
+        row0: 0,
+    }
+}
+
 /// splitmix64: deterministic data without a dependency.
 pub struct Rng(pub u64);
 impl Rng {
@@ -223,14 +235,7 @@ impl MatmulCase {
             .iter()
             .flat_map(|y| (0..ffn).map(move |j| ops::silu(y[j]) * y[ffn + j]))
             .collect();
-        let m = Matmul {
-            epi: Epilogue::SwiGlu { ffn },
-            norm: Some(1e-5),
-            dtype,
-            cols,
-            rows: 2 * ffn,
-            row0: 0,
-        };
+        let m = swiglu_matmul(dtype, ffn, cols);
         let out = Data::F32(vec![0.0; n_tok as usize * ffn]);
         MatmulCase {
             m,

@@ -1,7 +1,7 @@
 //! Cases of the fused kernels that native and browser tests share: TIDE's FFN-down epilogue
 //! (residual + memory), the router logits riding in the SwiGLU matvec, and the LM head's store
 //! with its RMSNorm. Each holds its inputs and the CPU's answer.
-use super::data::{cpu_matmul, random_weight, softmax, step, words, Rng};
+use super::data::{cpu_matmul, random_weight, softmax, step, swiglu_matmul, words, Rng};
 use super::{assert_close, texture_rows, x_data};
 use tide_gpu::cpu::ops;
 use tide_gpu::decoder::specs::{Epilogue, Matmul, Spec};
@@ -148,14 +148,7 @@ impl SwigluRouterCase {
         let x = rng.vec(cols, 1.0);
         let g = rng.vec(cols, 1.0);
         let wr = rng.vec((k + 1) * cols, 0.5);
-        let m = Matmul {
-            epi: Epilogue::SwiGlu { ffn },
-            norm: Some(1e-5),
-            dtype,
-            cols,
-            rows: 2 * ffn,
-            row0: 0,
-        };
+        let m = swiglu_matmul(dtype, ffn, cols);
         let y = &cpu_matmul(&wf, 2 * ffn, cols, &x, Some(&g), 1e-5)[0];
         let want = (0..ffn).map(|j| ops::silu(y[j]) * y[ffn + j]).collect();
         let logits = cpu_matmul(&wr, k + 1, cols, &x, Some(&g), 1e-5).remove(0);
