@@ -189,27 +189,7 @@ impl Engine {
         sampler: &mut Sampler,
         history: &[u32],
     ) -> Result<u32> {
-        let pen = sampler.cfg.repeat_penalty;
-        let recent = if pen != 1.0 {
-            recent_distinct(history, sampler.cfg.repeat_last_n)
-        } else {
-            vec![]
-        };
-        let need = sampler.candidates_needed();
-        let cands = match (self, need) {
-            (Engine::Gpu(g), Some(k)) if k <= crate::decoder::MAX_TOP_K => {
-                g.top_k_async(k, pen, &recent).await?
-            }
-            (e, need) => {
-                let mut l = e.logits_async().await?;
-                apply_repeat_penalty(&mut l, &recent, pen);
-                top_k_of(&l, need.unwrap_or(l.len()))
-            }
-        };
-        if cands.is_empty() {
-            return Err(Error::Gpu("the model produced no finite logit".into()));
-        }
-        Ok(sampler.pick(&cands))
+        Ok(self.choose_next(sampler, history, false).await?.0)
     }
 
     /// `next_token_async` choosing on the host from all the logits, which it also returns
@@ -219,18 +199,41 @@ impl Engine {
         sampler: &mut Sampler,
         history: &[u32],
     ) -> Result<(u32, Vec<f32>)> {
+        let (t, logits) = self.choose_next(sampler, history, true).await?;
+        Ok((t, logits.unwrap_or_default()))
+    }
+
+    /// The next token, and with `keep_logits` the logits (before the penalty) it was chosen
+    /// from: the GPU's top-k when it can give the candidates and no logits are wanted, else
+    /// every logit read back.
+    async fn choose_next(
+        &mut self,
+        sampler: &mut Sampler,
+        history: &[u32],
+        keep_logits: bool,
+    ) -> Result<(u32, Option<Vec<f32>>)> {
         let pen = sampler.cfg.repeat_penalty;
-        let logits = self.logits_async().await?;
-        let mut l = logits.clone();
-        if pen != 1.0 {
-            let recent = recent_distinct(history, sampler.cfg.repeat_last_n);
-            apply_repeat_penalty(&mut l, &recent, pen);
-        }
-        let cands = top_k_of(&l, sampler.candidates_needed().unwrap_or(l.len()));
+        let recent = if pen != 1.0 {
+            recent_distinct(history, sampler.cfg.repeat_last_n)
+        } else {
+            vec![]
+        };
+        let need = sampler.candidates_needed();
+        let (cands, kept) = match (self, need) {
+            (Engine::Gpu(g), Some(k)) if !keep_logits && k <= crate::decoder::MAX_TOP_K => {
+                (g.top_k_async(k, pen, &recent).await?, None)
+            }
+            (e, need) => {
+                let mut l = e.logits_async().await?;
+                let kept = keep_logits.then(|| l.clone());
+                apply_repeat_penalty(&mut l, &recent, pen);
+                (top_k_of(&l, need.unwrap_or(l.len())), kept)
+            }
+        };
         if cands.is_empty() {
             return Err(Error::Gpu("the model produced no finite logit".into()));
         }
-        Ok((sampler.pick(&cands), logits))
+        Ok((sampler.pick(&cands), kept))
     }
 }
 

@@ -38,12 +38,12 @@ pub fn texture_capacity_words(ctx: &GpuContext) -> usize {
 
 /// `words` as an rgba32uint texture TEX_WIDTH texels wide, zero-padded to whole rows.
 pub fn weight_texture(ctx: &GpuContext, label: &str, words: &[u32]) -> Result<wgpu::TextureView> {
-    let dst = Dst::new(ctx, label, words.len())?;
+    let dst = Dst::new(ctx, label, words.len(), true)?;
     let mut rest = words.to_vec();
     dst.finish(ctx, 0, &mut rest);
     Ok(match dst {
         Dst::Texture(t) => t.create_view(&Default::default()),
-        Dst::Buffer(_) => unreachable!("weight textures are on"),
+        Dst::Buffer(_) => unreachable!("Dst::new was asked for a texture"),
     })
 }
 
@@ -68,8 +68,9 @@ enum Dst {
 }
 
 impl Dst {
-    fn new(ctx: &GpuContext, label: &str, words: usize) -> Result<Dst> {
-        if !ctx.weight_textures {
+    /// A texture when `texture` (the kernel tests ask for one on any adapter), else a buffer.
+    fn new(ctx: &GpuContext, label: &str, words: usize, texture: bool) -> Result<Dst> {
+        if !texture {
             return Ok(Dst::Buffer(ctx.device.create_buffer(
                 &wgpu::BufferDescriptor {
                     label: Some(label),
@@ -361,7 +362,7 @@ impl GpuTensor {
         let mut words: Vec<u32> = Vec::new();
         while row0 < rows {
             let n = rows_per_chunk.min(rows - row0);
-            let dst = Dst::new(ctx, name, n * row_words)?;
+            let dst = Dst::new(ctx, name, n * row_words, ctx.weight_textures)?;
             let mut at = 0;
             words.clear();
             let mut r = row0;
