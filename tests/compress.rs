@@ -272,3 +272,100 @@ fn compress_command_writes_a_model_and_refuses_bad_arguments() {
     let (ok, text) = tide(&["compress", "--model", &k0, "--out", &o]);
     assert!(!ok && text.contains("no TIDE memory"), "{text}");
 }
+
+/// A sharded model (an index and three shards; the memory tables split between the second
+/// and third, the third holding only memory) compresses like the same model in one file: the
+/// same memory file, shards without tide.* tensors, an index without their
+/// entries nor the memory-only shard, and the same logits. A shard name that leaves the
+/// folder is refused.
+#[test]
+fn compress_command_takes_a_sharded_model() {
+    let src = read_st(&tiny().join("model.safetensors"));
+    let (memory, backbone): (Vec<_>, Vec<_>) =
+        src.tensors.iter().partition(|t| t.0.starts_with("tide."));
+    assert!(
+        memory.len() > 2,
+        "the fixture keeps its memory inside the model"
+    );
+    let half = backbone.len() / 2;
+    let shards = [
+        backbone[..half].to_vec(),
+        [&backbone[half..], &memory[..1]].concat(),
+        memory[1..].to_vec(),
+    ];
+    let dir = tmp("sharded");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(tiny().join("config.json"), dir.join("config.json")).unwrap();
+    let mut map = serde_json::Map::new();
+    for (i, tensors) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-00003.safetensors", i + 1);
+        let f = common::st_file::StFile {
+            tensors: tensors.iter().map(|&t| t.clone()).collect(),
+            meta: src.meta.clone(),
+        };
+        std::fs::rename(write_st(&f, &name), dir.join(&name)).unwrap();
+        for t in tensors {
+            map.insert(t.0.clone(), name.clone().into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    let index_path = dir.join("model.safetensors.index.json");
+    std::fs::write(&index_path, index.to_string()).unwrap();
+
+    let (one, sharded) = (tmp("one-out"), tmp("sharded-out"));
+    for (model, out) in [(tiny(), &one), (dir.clone(), &sharded)] {
+        let _ = std::fs::remove_dir_all(out);
+        let (m, o) = (model.display().to_string(), out.display().to_string());
+        let (ok, text) = tide(&["compress", "--model", &m, "--bits", "8", "--out", &o]);
+        assert!(ok, "{text}");
+    }
+    let file = |d: &Path, n: &str| std::fs::read(d.join(n)).unwrap();
+    // The same tensors and metadata (the header's key order varies from run to run).
+    let (a, b) = (
+        read_st(&one.join("memory.safetensors")),
+        read_st(&sharded.join("memory.safetensors")),
+    );
+    assert!(a.tensors == b.tensors && a.meta == b.meta);
+    assert!(!sharded.join("model-00003-of-00003.safetensors").exists());
+    for n in 1..=2 {
+        let shard = read_st(&sharded.join(format!("model-0000{n}-of-00003.safetensors")));
+        assert!(!shard.tensors.is_empty());
+        assert!(shard.tensors.iter().all(|t| !t.0.starts_with("tide.")));
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&file(&sharded, "model.safetensors.index.json")).unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    assert_eq!(map.len(), backbone.len());
+    assert!(map
+        .values()
+        .all(|f| f != "model-00003-of-00003.safetensors"));
+
+    let seq = ids(
+        &serde_json::from_slice::<serde_json::Value>(&file(&tiny(), "golden.json")).unwrap()
+            ["seqs"]["model.safetensors"][0]["ids"],
+    );
+    let (a, b) = (load(&one).unwrap(), load(&sharded).unwrap());
+    assert_eq!(b.memory.as_ref().unwrap().tables[0].dtype(), DType::Q8_0);
+    assert_eq!(cpu_logits(&a, &seq), cpu_logits(&b, &seq));
+
+    // A weight_map entry that points outside the folder.
+    let mut bad = index.clone();
+    bad["weight_map"]["model.norm.weight"] = "../elsewhere.safetensors".into();
+    std::fs::write(&index_path, bad.to_string()).unwrap();
+    let o = tmp("bad-out").display().to_string();
+    let (ok, text) = tide(&[
+        "compress",
+        "--model",
+        &dir.display().to_string(),
+        "--out",
+        &o,
+    ]);
+    assert!(
+        !ok && text.contains("not a file in the model's folder"),
+        "{text}"
+    );
+    for d in [dir, one, sharded] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -3,11 +3,12 @@
 //! GPU, plain or SVD, all give the CPU reference's logits; the counters add up; HTTP failures (404, 500, a short body, a wrong
 //! Content-Range, a server that ignores Range, a timeout, a truncated file) are clear errors
 //! that stop the step, and the run goes on once the server is well again; rows fetched ahead
-//! of a step (the browser's way) are counted once.
+//! of a step (the browser's way) are counted once; HTTPS works with the caller's CA and refuses
+//! a server that CA did not sign; a warm-up over HTTP reads at most twice the rows it keeps.
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,9 +50,9 @@ impl Server {
     }
 }
 
-fn answer(mut s: TcpStream, file: &[u8], mode: Mode) {
+fn answer<S: Read + Write>(mut s: S, file: &[u8], mode: Mode) {
     let mut range = None;
-    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut r = BufReader::new(&mut s);
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -65,6 +66,7 @@ fn answer(mut s: TcpStream, file: &[u8], mode: Mode) {
     let head = |status: &str, extra: &str, len: usize| {
         format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n{extra}\r\n")
     };
+    drop(r);
     let (a, b) = range.unwrap_or((0, file.len() - 1));
     let b = b.min(file.len() - 1);
     let body = &file[a..=b];
@@ -97,20 +99,57 @@ fn answer(mut s: TcpStream, file: &[u8], mode: Mode) {
         }
     };
     let _ = s.write_all(&out);
+    let _ = s.flush();
 }
 
 /// Serve `file` on 127.0.0.1 (any free port) until the test process ends.
 fn serve(file: Vec<u8>) -> Server {
+    serve_with(file, None)
+}
+
+/// The TLS fixtures (tests/fixtures/tls/make.sh).
+fn tls_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("tests/fixtures/tls").join(name)).unwrap()
+}
+
+/// `serve`, over TLS with the fixture's certificate for 127.0.0.1 (signed by its ca.pem).
+fn serve_tls(file: Vec<u8>) -> Server {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(&tls_fixture("cert.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&tls_fixture("key.pem")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    serve_with(file, Some(Arc::new(config)))
+}
+
+fn serve_with(file: Vec<u8>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/memory.safetensors", l.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/memory.safetensors", l.local_addr().unwrap());
     let mode = Arc::new(Mutex::new(Mode::Ok));
     let requests = Arc::new(AtomicUsize::new(0));
     let (m, n, file) = (mode.clone(), requests.clone(), Arc::new(file));
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             n.fetch_add(1, Ordering::SeqCst);
-            let (file, mode) = (file.clone(), *m.lock().unwrap());
-            std::thread::spawn(move || answer(s, &file, mode));
+            let (file, mode, tls) = (file.clone(), *m.lock().unwrap(), tls.clone());
+            std::thread::spawn(move || match tls {
+                None => answer(s, &file, mode),
+                Some(config) => {
+                    // A client that refuses the certificate ends the handshake: nothing to do.
+                    if let Ok(conn) = rustls::ServerConnection::new(config) {
+                        answer(rustls::StreamOwned::new(conn, s), &file, mode);
+                    }
+                }
+            });
         }
     });
     Server {
@@ -351,6 +390,84 @@ fn http_failures_are_clear_errors_that_stop_the_step() {
         .expect_err("truncated")
         .to_string();
     assert!(e.contains("truncated") && e.contains("tide.memory."), "{e}");
+}
+
+/// HTTPS: with the caller's CA the rows arrive and the logits are the reference's; without it
+/// (Mozilla's roots), or with another CA, the server is refused at attach with an error naming
+/// the URL and the certificate; a CA file without a certificate is refused too.
+#[test]
+fn https_trusts_only_the_callers_ca() {
+    let (path, bytes) = memory_file(DType::Q4_1, None, "tls");
+    let mut m = load(&tiny()).unwrap();
+    attach_memory(&mut m, &path).unwrap();
+    let seq = seq();
+    let want = cpu_logits(&m, &seq);
+    let _ = std::fs::remove_file(&path);
+
+    let srv = serve_tls(bytes);
+    let with_ca = |pem: Option<Vec<u8>>| HttpOptions {
+        ca_pem: pem,
+        ..quick()
+    };
+    let mut m = load(&tiny()).unwrap();
+    attach_memory_url(&mut m, &srv.url, &with_ca(Some(tls_fixture("ca.pem")))).unwrap();
+    check_gpu("https", &m, &seq, &want);
+    assert!(stats(&m).bytes_fetched > 0);
+
+    for (pem, want) in [
+        (None, "certificate"),
+        (Some(tls_fixture("other.pem")), "certificate"),
+        (Some(b"not a certificate".to_vec()), "no PEM certificate"),
+    ] {
+        let mut m = load(&tiny()).unwrap();
+        let e = attach_memory_url(&mut m, &srv.url, &with_ca(pem))
+            .expect_err("an untrusted server must not attach")
+            .to_string();
+        assert!(e.contains(&srv.url) && e.contains(want), "{e}");
+    }
+}
+
+/// A warm-up over HTTP reads through the smallest gaps between its rows first, and only as
+/// far as `bulk_read_factor` allows: here 11 rows per table with gaps of 0 (x6), 7, 18, 26 and
+/// 29 rows. Factor 2 (11 rows to spare) reads through the zero gaps and the 7 (not the 18):
+/// 4 requests of 18 rows in all per table; factor 1 reads only through the zero gaps (5
+/// requests); factor 5 (44 to spare) through the 7 and the 18 (3 requests, 36 rows). Then the
+/// steps give the reference's logits.
+#[test]
+fn warm_up_over_http_reads_a_bounded_share() {
+    let (path, bytes) = memory_file(DType::Q4_1, None, "warm");
+    let mut m = load(&tiny()).unwrap();
+    attach_memory(&mut m, &path).unwrap();
+    let seq = seq();
+    let want = cpu_logits(&m, &seq);
+    let _ = std::fs::remove_file(&path);
+    let srv = serve(bytes);
+    let order = [62u32, 0, 90, 11, 1, 60, 2, 30, 10, 61, 63];
+    // (factor, requests per table, rows read per table)
+    for (factor, reqs, rows) in [(2.0, 4, 18), (1.0, 5, 11), (5.0, 3, 36)] {
+        let mut m = load(&tiny()).unwrap();
+        let opts = HttpOptions {
+            bulk_read_factor: factor,
+            ..quick()
+        };
+        attach_memory_url(&mut m, &srv.url, &opts).unwrap();
+        let store = m.memory.as_ref().unwrap().rows.clone();
+        let (tb, k) = (store.token_bytes() as u64, 3);
+        store.set_cache_bytes(order.len() * tb as usize);
+        let before = srv.requests.load(Ordering::SeqCst);
+        let (n, read) = store.warm(&order, 64, &mut |_| {}).unwrap();
+        let got = srv.requests.load(Ordering::SeqCst) - before;
+        assert_eq!(n, order.len());
+        assert_eq!(got, k * reqs, "factor {factor}: requests");
+        assert_eq!(read, rows * tb, "factor {factor}: bytes read");
+        assert!(read as f64 <= factor * (n as u64 * tb) as f64);
+        check_gpu(
+            &format!("after a warm-up, factor {factor}"),
+            &m,
+            &seq,
+            &want,
+        );
+    }
 }
 
 fn tide_cli(args: &[&str]) -> (bool, String, String) {

@@ -20,9 +20,14 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// A separate TIDE memory file (.safetensors with tide.* tensors) to add to the model, or
-    /// its http:// URL (rows are then fetched with HTTP Range requests as steps need them).
+    /// its http:// or https:// URL (rows are then fetched with HTTP Range requests as steps
+    /// need them).
     #[arg(long)]
     pub memory: Option<PathBuf>,
+    /// For an https:// --memory URL: a PEM file of the certificates to trust instead of
+    /// Mozilla's roots (a private CA, or the server's self-signed certificate).
+    #[arg(long)]
+    pub memory_ca: Option<PathBuf>,
     /// Byte budget of the memory row cache, in MB (default: 10% of the tables, at most 256;
     /// 0 = no cache).
     #[arg(long)]
@@ -31,6 +36,11 @@ pub struct ModelArgs {
     /// rows (tide.token_counts).
     #[arg(long)]
     pub no_memory_warm: bool,
+    /// For a --memory URL: the warm-up reads at most this many bytes per byte of rows it
+    /// keeps (the gaps between frequent tokens' rows it reads through), in as few requests as
+    /// that allows. Larger: fewer requests, more bytes.
+    #[arg(long, default_value_t = 2.0)]
+    pub memory_warm_factor: f64,
     /// Copy the whole memory tables to the GPU at start (no streaming, no row cache).
     #[arg(long)]
     pub memory_resident: bool,
@@ -63,11 +73,23 @@ impl ModelArgs {
         };
         if let Some(mem) = &self.memory {
             match mem.to_str().filter(|u| u.contains("://")) {
-                Some(url) => tide_gpu::memory::http::attach_memory_url(
-                    &mut m,
-                    url,
-                    &tide_gpu::memory::http::HttpOptions::default(),
-                )?,
+                Some(url) => {
+                    let f = self.memory_warm_factor;
+                    if !(f.is_finite() && f >= 1.0) {
+                        anyhow::bail!("--memory-warm-factor must be a number >= 1, got {f}");
+                    }
+                    let mut opts = tide_gpu::memory::http::HttpOptions {
+                        bulk_read_factor: f,
+                        ..Default::default()
+                    };
+                    if let Some(ca) = &self.memory_ca {
+                        opts.ca_pem = Some(
+                            std::fs::read(ca)
+                                .with_context(|| format!("--memory-ca {}", ca.display()))?,
+                        );
+                    }
+                    tide_gpu::memory::http::attach_memory_url(&mut m, url, &opts)?
+                }
                 None => tide_gpu::model::attach_memory(&mut m, mem)?,
             }
         }

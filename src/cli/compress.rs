@@ -9,7 +9,7 @@ use tide_gpu::memory::compress::{
     compress, progress_total, rows_name, write_memory_file, write_without_memory, CompressOptions,
     Compressed, RankRule,
 };
-use tide_gpu::model::{DType, MEMORY_FILE};
+use tide_gpu::model::{shard_names, DType, MEMORY_FILE};
 
 use super::common::ModelArgs;
 
@@ -48,11 +48,26 @@ pub struct CompressArgs {
     pub out: PathBuf,
 }
 
-/// Files by name in the output folder, with their bytes.
-type Files = Vec<(String, Vec<u8>)>;
+/// A file of the backbone to carry into the output folder.
+enum Part {
+    /// Copied as it is (config.json is updated on the way).
+    Small(String, Vec<u8>),
+    /// A safetensors weight file (or shard), written without its tide.* tensors.
+    Weights(String, WeightBytes),
+    /// model.safetensors.index.json, written without its tide.* entries.
+    Index(Vec<u8>),
+}
 
-/// The files of the backbone to carry over (None for a GGUF: only the memory is written).
-fn backbone_files(model: &Option<PathBuf>) -> Result<Option<Files>> {
+enum WeightBytes {
+    Embedded(&'static [u8]),
+    File(PathBuf),
+}
+
+const INDEX: &str = "model.safetensors.index.json";
+
+/// The backbone's files to carry over (None for a GGUF: only the memory is written): a
+/// single model.safetensors, or the shards an index lists.
+fn backbone_files(model: &Option<PathBuf>) -> Result<Option<Vec<Part>>> {
     const SMALL: [&str; 5] = [
         "config.json",
         "tokenizer.json",
@@ -65,11 +80,14 @@ fn backbone_files(model: &Option<PathBuf>) -> Result<Option<Files>> {
         return Ok(Some(
             files
                 .iter()
-                .map(|(n, b)| (n.to_string(), b.to_vec()))
+                .map(|&(n, b)| match n.ends_with(".safetensors") {
+                    true => Part::Weights(n.to_string(), WeightBytes::Embedded(b)),
+                    false => Part::Small(n.to_string(), b.to_vec()),
+                })
                 .collect(),
         ));
     };
-    let (dir, weights) = if p.is_dir() {
+    let (dir, single) = if p.is_dir() {
         (p.clone(), p.join("model.safetensors"))
     } else if p.extension().is_some_and(|e| e == "safetensors") {
         (
@@ -79,26 +97,58 @@ fn backbone_files(model: &Option<PathBuf>) -> Result<Option<Files>> {
     } else {
         return Ok(None); // a GGUF: only the memory file is written
     };
-    if !weights.exists() {
-        bail!(
-            "{}: tide compress copies single-file models (model.safetensors); a sharded model's \
-             memory can be compressed from a separate --memory file",
-            dir.display()
-        );
-    }
+    let read = |f: &Path| std::fs::read(f).with_context(|| format!("reading {}", f.display()));
     let mut out = Vec::new();
     for n in SMALL {
         let f = dir.join(n);
         if f.exists() {
-            out.push((
-                n.to_string(),
-                std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
-            ));
+            out.push(Part::Small(n.to_string(), read(&f)?));
         }
     }
-    let w = std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
-    out.push(("model.safetensors".into(), w));
+    if single.exists() {
+        out.push(Part::Weights(
+            "model.safetensors".into(),
+            WeightBytes::File(single),
+        ));
+        return Ok(Some(out));
+    }
+    let index = read(&dir.join(INDEX))?;
+    for shard in shard_names(&index, &dir.join(INDEX).display().to_string())? {
+        let f = dir.join(&shard);
+        out.push(Part::Weights(shard, WeightBytes::File(f)));
+    }
+    out.push(Part::Index(index));
     Ok(Some(out))
+}
+
+/// The index without its tide.* entries (the memory moves to memory.safetensors).
+fn index_without_memory(index: &[u8]) -> Result<Vec<u8>> {
+    let mut j: serde_json::Value = serde_json::from_slice(index).context("invalid JSON")?;
+    if let Some(m) = j.get_mut("weight_map").and_then(|m| m.as_object_mut()) {
+        m.retain(|name, _| !name.starts_with("tide."));
+    }
+    Ok(serde_json::to_vec_pretty(&j)?)
+}
+
+/// Write one weight file without its tide.* tensors; a shard that held only memory tables is
+/// not written (the index no longer names it).
+fn write_weights(name: &str, src: &WeightBytes, out: &Path) -> Result<()> {
+    let map;
+    let bytes: &[u8] = match src {
+        WeightBytes::Embedded(b) => b,
+        WeightBytes::File(f) => {
+            let file =
+                std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+            // Safety: read only, while this command runs; a model file is not edited in place.
+            map = unsafe { memmap2::Mmap::map(&file) }
+                .with_context(|| format!("mapping {}", f.display()))?;
+            &map
+        }
+    };
+    if write_without_memory(name, bytes, out)? == 0 {
+        std::fs::remove_file(out)?;
+    }
+    Ok(())
 }
 
 /// config.json's informative "tide" summary, updated to the new memory.
@@ -207,16 +257,27 @@ pub fn run(a: CompressArgs) -> Result<()> {
             backbone_files(&a.model.model)?
         };
         let whole = backbone.is_some();
-        for (name, bytes) in backbone.unwrap_or_default() {
-            let p = tmp.join(&name);
-            if name == "model.safetensors" {
-                write_without_memory(&name, &bytes, &p)?;
-            } else if name == "config.json" {
-                std::fs::write(&p, update_config(&bytes, mem.k, dtype, c.rank)?)?;
-            } else {
-                std::fs::write(&p, &bytes)?;
+        let parts = backbone.unwrap_or_default();
+        let pb = ProgressBar::new(parts.len() as u64);
+        pb.set_style(
+            ProgressStyle::with_template("writing the backbone [{bar:30}] {pos}/{len} files")
+                .unwrap(),
+        );
+        for part in parts {
+            match part {
+                Part::Weights(name, src) => write_weights(&name, &src, &tmp.join(&name))?,
+                Part::Index(bytes) => {
+                    std::fs::write(tmp.join(INDEX), index_without_memory(&bytes)?)?
+                }
+                Part::Small(name, bytes) if name == "config.json" => std::fs::write(
+                    tmp.join(&name),
+                    update_config(&bytes, mem.k, dtype, c.rank)?,
+                )?,
+                Part::Small(name, bytes) => std::fs::write(tmp.join(&name), &bytes)?,
             }
+            pb.inc(1);
         }
+        pb.finish_and_clear();
         write_memory_file(
             mem,
             &c,

@@ -254,8 +254,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let args = ModelArgs {
             model: a.model.first().cloned(),
             memory: None,
+            memory_ca: None,
             memory_cache_mb: None,
             no_memory_warm: false,
+            memory_warm_factor: 2.0,
             memory_resident: false,
             backend: a.backend,
             ctx: a.ctx,

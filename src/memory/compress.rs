@@ -350,7 +350,7 @@ pub fn write_memory_file(
 }
 
 /// A .safetensors file's tensors and metadata without the tide.* ones (the backbone of a
-/// model whose memory moves to its own file), written to `out`. Returns how many it dropped.
+/// model whose memory moves to its own file), written to `out`. Returns how many it kept.
 pub fn write_without_memory(name: &str, bytes: &[u8], out: &std::path::Path) -> Result<usize> {
     let bad = |e: safetensors::SafeTensorError| Error::Format {
         file: name.to_string(),
@@ -359,12 +359,11 @@ pub fn write_without_memory(name: &str, bytes: &[u8], out: &std::path::Path) -> 
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(bad)?;
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(bad)?;
     let all = st.tensors();
-    let n = all.len();
     let keep: Vec<_> = all
         .into_iter()
         .filter(|(n, _)| !n.starts_with("tide."))
         .collect();
-    let dropped = n - keep.len();
+    let kept = keep.len();
     let meta = header.metadata().as_ref().map(|m| {
         m.iter()
             .filter(|(k, _)| !k.starts_with("tide."))
@@ -372,5 +371,5 @@ pub fn write_without_memory(name: &str, bytes: &[u8], out: &std::path::Path) -> 
             .collect()
     });
     safetensors::serialize_to_file(keep, meta, out).map_err(|e| st_err(out, e))?;
-    Ok(dropped)
+    Ok(kept)
 }

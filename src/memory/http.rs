@@ -1,5 +1,6 @@
 //! Memory tables in a remote memory file, read with HTTP Range requests (`--memory
-//! http://HOST:PORT/PATH`, e.g. a file `tide serve` offers). The header and the small tensors
+//! http://HOST:PORT/PATH` or `https://...`, e.g. a file `tide serve` offers). HTTPS is rustls,
+//! trusting Mozilla's roots or, when given, only the caller's PEM certificates. The header and the small tensors
 //! (gammas, routers, SVD bases, token counts) are fetched when the memory is attached; the
 //! tables row by row as steps need them, through the row store's cache.
 //!
@@ -28,6 +29,12 @@ pub struct HttpOptions {
     /// request costs about as much as reading this much more (loopback: ~0.4 ms against
     /// ~64 KB; a network's round trip is worth more).
     pub max_gap_bytes: usize,
+    /// A bulk read (the warm-up) reads at most this many bytes per byte of rows it wants
+    /// (read-through gaps included), in as few requests as that allows; at least 1.
+    pub bulk_read_factor: f64,
+    /// For https:// URLs: PEM certificates to trust instead of Mozilla's roots (a private CA,
+    /// or a server's self-signed certificate).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for HttpOptions {
@@ -37,6 +44,8 @@ impl Default for HttpOptions {
             retries: 2,
             max_in_flight: 8,
             max_gap_bytes: 64 << 10,
+            bulk_read_factor: 2.0,
+            ca_pem: None,
         }
     }
 }
@@ -48,17 +57,35 @@ pub struct HttpTables {
 }
 
 impl HttpTables {
-    fn new_agent(opts: &HttpOptions) -> ureq::Agent {
+    fn new_agent(opts: &HttpOptions, url: &str) -> Result<ureq::Agent> {
+        use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+        let mut tls = TlsConfig::builder();
+        if let Some(pem) = &opts.ca_pem {
+            let bad = |why: String| Error::Input(format!("{url}: the CA certificates: {why}"));
+            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(pem)
+                .filter_map(|item| match item {
+                    Ok(PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(bad(e.to_string()))),
+                })
+                .collect::<Result<_>>()?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in them".into()));
+            }
+            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+        }
         // Keep a connection per request in flight alive between steps (ureq keeps 3 per host
-        // by default: the rest would be opened afresh every step).
+        // by default: the rest would be opened afresh every step, each with a TLS handshake).
         let keep = opts.max_in_flight.max(1);
-        ureq::Agent::config_builder()
+        Ok(ureq::Agent::config_builder()
             .max_idle_connections_per_host(keep)
             .max_idle_connections(keep.max(10))
             .timeout_global(Some(opts.timeout))
             .http_status_as_error(false)
+            .https_only(url.starts_with("https://"))
+            .tls_config(tls.build())
             .build()
-            .into()
+            .into())
     }
 
     /// One try at bytes [start, start + len): the body and the file's total size.
@@ -130,10 +157,16 @@ impl Ranges for Blocking<'_> {
     }
 }
 
-impl RowSource for HttpTables {
-    fn read_rows(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
+impl HttpTables {
+    /// Rows `ids` of table `k` into `out`, one request per group (`max_in_flight` at a time).
+    fn read_groups(
+        &self,
+        k: usize,
+        ids: &[u32],
+        groups: &[(usize, usize)],
+        out: &mut [u8],
+    ) -> Result<u64> {
         let t = &self.tables;
-        let groups = t.groups(ids, self.opts.max_gap_bytes);
         let fetch = |&g: &(usize, usize)| {
             let (start, len) = t.span(k, ids, g);
             Self::range(&self.agent, &t.url, &self.opts, start, len).map(|r| r.0)
@@ -154,7 +187,21 @@ impl RowSource for HttpTables {
             });
         }
         let bodies = bodies.into_iter().collect::<Result<Vec<_>>>()?;
-        t.place(k, ids, &groups, bodies, out)
+        t.place(k, ids, groups, bodies, out)
+    }
+}
+
+impl RowSource for HttpTables {
+    fn read_rows(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
+        let groups = self.tables.groups(ids, self.opts.max_gap_bytes);
+        self.read_groups(k, ids, &groups, out)
+    }
+
+    fn read_rows_bulk(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
+        let rows = (ids.len() * self.tables.row_bytes) as f64;
+        let extra = (rows * (self.opts.bulk_read_factor.max(1.0) - 1.0)) as u64;
+        let groups = self.tables.groups_within(ids, extra);
+        self.read_groups(k, ids, &groups, out)
     }
 
     fn name(&self) -> String {
@@ -170,13 +217,12 @@ pub fn attach_memory_url(
     url: &str,
     opts: &HttpOptions,
 ) -> Result<()> {
-    if !url.starts_with("http://") {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Error::Input(format!(
-            "{url}: only http:// memory URLs are supported natively (no TLS); serve the file \
-             locally, e.g. with `tide serve`"
+            "{url}: a memory URL must start with http:// or https://"
         )));
     }
-    let agent = HttpTables::new_agent(opts);
+    let agent = HttpTables::new_agent(opts, url)?;
     let reader = Blocking {
         agent: &agent,
         url,

@@ -120,6 +120,38 @@ impl RemoteTables {
         groups
     }
 
+    /// Requests for rows `ids` (sorted, distinct) of one table that read at most `extra_bytes`
+    /// beyond the rows themselves, in as few requests as that allows: the smallest gaps
+    /// between wanted rows are read through first (a bulk read, such as the warm-up, where
+    /// `groups`' fixed gap would read most of the table). No request over MAX_SPAN.
+    pub fn groups_within(&self, ids: &[u32], extra_bytes: u64) -> Vec<(usize, usize)> {
+        let rb = self.row_bytes as u64;
+        let gap = |i: usize| (ids[i] - ids[i - 1] - 1) as u64 * rb;
+        let mut by_gap: Vec<usize> = (1..ids.len()).collect();
+        by_gap.sort_by_key(|&i| gap(i));
+        let mut join = vec![false; ids.len()];
+        let mut spent = 0;
+        for i in by_gap {
+            spent += gap(i);
+            if spent > extra_bytes {
+                break;
+            }
+            join[i] = true;
+        }
+        let mut groups = Vec::new();
+        let mut first = 0;
+        for i in 1..=ids.len() {
+            let split = i == ids.len()
+                || !join[i]
+                || (ids[i] - ids[first] + 1) as u64 * rb > MAX_SPAN as u64;
+            if split {
+                groups.push((first, i));
+                first = i;
+            }
+        }
+        groups
+    }
+
     /// The byte range (start, len) of one group of table `k`.
     pub fn span(&self, k: usize, ids: &[u32], (a, b): (usize, usize)) -> (u64, u64) {
         let rb = self.row_bytes as u64;

@@ -33,6 +33,11 @@ pub trait RowSource: Send + Sync {
     /// Stored rows `ids` (sorted, distinct) of table `k`, written one after the other into
     /// `out` (ids.len() x row_bytes). Returns the bytes transferred to get them.
     fn read_rows(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64>;
+    /// `read_rows` for a bulk read (the warm-up, many scattered rows): a remote source bounds
+    /// the bytes it reads beyond the rows rather than reading through every short gap.
+    fn read_rows_bulk(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
+        self.read_rows(k, ids, out)
+    }
     /// For messages: the file or URL.
     fn name(&self) -> String;
     /// Whether the bytes are local (mapped or in memory): `tide compress` reads them whole.
@@ -227,12 +232,16 @@ impl RowStore {
 
     /// Read the K rows of each of `ids` (sorted, distinct) from the source, one buffer per
     /// token ([K, row_bytes]: what the cache holds, so caching them copies nothing).
-    fn fetch(&self, s: &mut State, ids: &[u32]) -> Result<Vec<Box<[u8]>>> {
+    fn fetch(&self, s: &mut State, ids: &[u32], bulk: bool) -> Result<Vec<Box<[u8]>>> {
         let (rb, k) = (self.row_bytes, self.k);
         let mut out: Vec<Box<[u8]>> = ids.iter().map(|_| vec![0u8; k * rb].into()).collect();
         s.scratch.resize(ids.len() * rb, 0);
         for b in 0..k {
-            let got = self.source.read_rows(b, ids, &mut s.scratch)?;
+            let got = if bulk {
+                self.source.read_rows_bulk(b, ids, &mut s.scratch)?
+            } else {
+                self.source.read_rows(b, ids, &mut s.scratch)?
+            };
             s.stats.bytes_fetched += got;
             put_table(&mut out, b, &s.scratch);
         }
@@ -312,7 +321,7 @@ impl RowStore {
         let fetched = if missing.is_empty() {
             Vec::new()
         } else {
-            self.fetch(&mut s, &missing)?
+            self.fetch(&mut s, &missing, false)?
         };
         // Counted once the rows are here: a failed step leaves hits + misses = requested.
         s.stats.rows_requested += (tokens.len() * self.k) as u64;
@@ -372,8 +381,11 @@ impl RowStore {
             let mut ids = chunk.to_vec();
             ids.sort_unstable();
             ids.dedup();
-            let mut rows: Vec<Option<Box<[u8]>>> =
-                self.fetch(&mut s, &ids)?.into_iter().map(Some).collect();
+            let mut rows: Vec<Option<Box<[u8]>>> = self
+                .fetch(&mut s, &ids, true)?
+                .into_iter()
+                .map(Some)
+                .collect();
             for t in chunk.iter().rev() {
                 let i = ids.binary_search(t).unwrap();
                 let Some(row) = rows[i].take() else { continue };

@@ -77,19 +77,7 @@ fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
             if single.exists() {
                 vec![single]
             } else if index.exists() {
-                let text = read(&index)?;
-                let j: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-                    format_err(&index.display().to_string(), format!("invalid JSON: {e}"))
-                })?;
-                let mut names: Vec<String> = j
-                    .get("weight_map")
-                    .and_then(|m| m.as_object())
-                    .ok_or_else(|| format_err(&index.display().to_string(), "missing weight_map"))?
-                    .values()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect();
-                names.sort();
-                names.dedup();
+                let names = shard_names(&read(&index)?, &index.display().to_string())?;
                 names.iter().map(|n| dir.join(n)).collect()
             } else {
                 return Err(format_err(
@@ -121,6 +109,33 @@ fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
         }
     }
     parts.load()
+}
+
+/// The shard files a model.safetensors.index.json's weight_map names (sorted, distinct): plain
+/// file names in the model's folder, never a path out of it. `name` is for messages.
+pub fn shard_names(index: &[u8], name: &str) -> Result<Vec<String>> {
+    let j: serde_json::Value = serde_json::from_slice(index)
+        .map_err(|e| format_err(name, format!("invalid JSON: {e}")))?;
+    let map = j
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| format_err(name, "missing weight_map"))?;
+    let mut names = Vec::new();
+    for (tensor, file) in map {
+        let f = file
+            .as_str()
+            .ok_or_else(|| format_err(name, format!("weight_map[{tensor}] is not a string")))?;
+        if f.is_empty() || f.contains(['/', '\\']) || f.starts_with('.') {
+            return Err(format_err(
+                name,
+                format!("weight_map[{tensor}] = {f:?} is not a file in the model's folder"),
+            ));
+        }
+        names.push(f.to_string());
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 fn file_name(p: &Path) -> String {

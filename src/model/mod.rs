@@ -23,6 +23,6 @@ pub use dtype::DType;
 pub use files::{ModelFiles, MEMORY_FILE};
 pub use llama::{Layer, Model};
 #[cfg(not(target_arch = "wasm32"))]
-pub use loader::{attach_memory, load};
+pub use loader::{attach_memory, load, shard_names};
 pub use tensor::{RawTensor, TensorInfo, TensorSet, Weight};
 pub use tide::{TideMemory, MAX_K};
