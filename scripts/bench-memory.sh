@@ -10,7 +10,9 @@
 #   4. peak resident memory with and without the K = 24 memory;
 #   5. what any cache policy could reach on the held-out split (Belady's optimal offline cache)
 #      against LRU, warmed or with the most frequent training tokens pinned
-#      (scripts/cache_bound.py).
+#      (scripts/cache_bound.py);
+#   6. the warm-up over HTTP (tide serve on loopback) by --memory-warm-factor: bytes read and
+#      seconds to fill the default cache (10% of the tables).
 # Raw data goes to docs/bench-data/memory_*.json(l). Needs .cache/corpus (train/corpus.py).
 # Usage: bash scripts/bench-memory.sh [STEP ...]   (default: 1 2 3 4)
 set -euo pipefail
@@ -89,5 +91,29 @@ if want 5; then
 echo "[bench-memory] 5. the bound on any cache policy" >&2
 "$py" scripts/cache_bound.py "$(dirname "$model")/hf-f32/tokenizer.json" "$corpus/heldout.txt" \
     "$mem/memory.safetensors" 0.05,0.1,0.2 > "$out/memory_cache_bound.jsonl"
+fi
+if want 6; then
+echo "[bench-memory] 6. the warm-up over HTTP by read factor" >&2
+port=$((20000 + RANDOM % 20000))
+$tide serve --model "$mem" --port "$port" --no-api > /dev/null 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/models.json" > /dev/null && break; sleep 0.2; done
+url="http://127.0.0.1:$port/models/synthetic-k24/memory.safetensors"
+: > "$out/memory_warm_http.jsonl"
+for round in 1 2; do
+    for f in 1 2 4 10; do
+        # The line `tide` prints once the cache is full: "... warmed with the N most frequent
+        # tokens (X MB read in Ys)".
+        $tide generate --model "$model" --memory "$url" --memory-warm-factor "$f" \
+            --temperature 0 --max-tokens 1 "The" 2>&1 > /dev/null |
+            python3 -c "
+import json, re, sys
+m = re.search(r'cache: ([0-9.]+) MB, warmed with the ([0-9]+) most frequent tokens \(([0-9.]+) MB read in ([0-9.]+)s\)', sys.stdin.read())
+print(json.dumps({'round': $round, 'factor': $f, 'cache_mb': float(m[1]), 'tokens': int(m[2]), 'read_mb': float(m[3]), 'seconds': float(m[4])}))" \
+            >> "$out/memory_warm_http.jsonl"
+    done
+done
+kill $server; trap - EXIT
 fi
 echo "[bench-memory] done: $out/memory_*" >&2

@@ -4,7 +4,8 @@
 //! Content-Range, a server that ignores Range, a timeout, a truncated file) are clear errors
 //! that stop the step, and the run goes on once the server is well again; rows fetched ahead
 //! of a step (the browser's way) are counted once; HTTPS works with the caller's CA and refuses
-//! a server that CA did not sign; a warm-up over HTTP reads at most twice the rows it keeps.
+//! a server that CA did not sign; a warm-up over HTTP reads within its byte bound, and fills
+//! only the cache's free room, beside the steps.
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -447,7 +448,7 @@ fn warm_up_over_http_reads_a_bounded_share() {
     for (factor, reqs, rows) in [(2.0, 4, 18), (1.0, 5, 11), (5.0, 3, 36)] {
         let mut m = load(&tiny()).unwrap();
         let opts = HttpOptions {
-            bulk_read_factor: factor,
+            bulk_read_factor: Some(factor),
             ..quick()
         };
         attach_memory_url(&mut m, &srv.url, &opts).unwrap();
@@ -468,6 +469,47 @@ fn warm_up_over_http_reads_a_bounded_share() {
             &want,
         );
     }
+}
+
+/// The warm-up fills only the cache's free room, below what steps have used: with room for 4
+/// tokens and token 50 read by a step, warming [1, 2, 3, 4, 6] caches 1, 2 and 3; the next
+/// step's new token then evicts 3 (the least wanted), not 50 nor 1. And a warm-up on its own
+/// thread (how the CLI warms a remote cache) beside the steps leaves their logits the
+/// reference's and the counters adding up.
+#[test]
+fn the_warm_up_fills_free_room_beside_the_steps() {
+    let (path, bytes) = memory_file(DType::Q4_1, None, "beside");
+    let mut m = load(&tiny()).unwrap();
+    attach_memory(&mut m, &path).unwrap();
+    let seq = seq();
+    let want = cpu_logits(&m, &seq);
+    let _ = std::fs::remove_file(&path);
+
+    let store = m.memory.as_ref().unwrap().rows.clone();
+    store.set_cache_bytes(4 * store.token_bytes());
+    let mut out = Vec::new();
+    store.gather(&[50], &mut out).unwrap();
+    assert_eq!(store.warm(&[1, 2, 3, 4, 6], 2, &mut |_| {}).unwrap().0, 3);
+    store.gather(&[7], &mut out).unwrap();
+    let cached = |t: u32| store.missing(&[t]).unwrap().is_empty();
+    assert!(cached(50) && cached(1) && cached(2) && !cached(3) && cached(7));
+
+    let srv = serve(bytes);
+    let mut m = load(&tiny()).unwrap();
+    attach_memory_url(&mut m, &srv.url, &quick()).unwrap();
+    let store = m.memory.as_ref().unwrap().rows.clone();
+    store.set_cache_bytes(40 * store.token_bytes());
+    let counts = m.token_counts.clone().unwrap();
+    let warming = {
+        let store = store.clone();
+        std::thread::spawn(move || store.warm(&by_frequency(&counts), 4, &mut |_| {}))
+    };
+    check_gpu("steps beside a warm-up", &m, &seq, &want);
+    let (n, _) = warming.join().unwrap().unwrap();
+    assert!(n <= 40);
+    let s = stats(&m);
+    assert_eq!(s.hits + s.misses, s.rows_requested, "{s:?}");
+    assert_eq!(s.resident_bytes, 40 * store.token_bytes() as u64, "{s:?}");
 }
 
 fn tide_cli(args: &[&str]) -> (bool, String, String) {

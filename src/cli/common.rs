@@ -36,11 +36,12 @@ pub struct ModelArgs {
     /// rows (tide.token_counts).
     #[arg(long)]
     pub no_memory_warm: bool,
-    /// For a --memory URL: the warm-up reads at most this many bytes per byte of rows it
-    /// keeps (the gaps between frequent tokens' rows it reads through), in as few requests as
-    /// that allows. Larger: fewer requests, more bytes.
-    #[arg(long, default_value_t = 2.0)]
-    pub memory_warm_factor: f64,
+    /// For a --memory URL: the warm-up (which runs beside generation) reads at most this
+    /// many bytes per byte of rows it keeps, in as few requests as that allows; for metered
+    /// or slow links. Default: read through gaps of up to 64 KB like the steps do, fastest on
+    /// a fast link but most of the table.
+    #[arg(long)]
+    pub memory_warm_factor: Option<f64>,
     /// Copy the whole memory tables to the GPU at start (no streaming, no row cache).
     #[arg(long)]
     pub memory_resident: bool,
@@ -72,10 +73,10 @@ impl ModelArgs {
             None => tide_gpu::model::embedded::default_model()?,
         };
         if let Some(mem) = &self.memory {
-            match mem.to_str().filter(|u| u.contains("://")) {
+            match mem.to_str().filter(|_| self.remote_memory()) {
                 Some(url) => {
                     let f = self.memory_warm_factor;
-                    if !(f.is_finite() && f >= 1.0) {
+                    if let Some(f) = f.filter(|f| !(f.is_finite() && *f >= 1.0)) {
                         anyhow::bail!("--memory-warm-factor must be a number >= 1, got {f}");
                     }
                     let mut opts = tide_gpu::memory::http::HttpOptions {
@@ -129,19 +130,39 @@ impl ModelArgs {
         store.set_cache_bytes(bytes);
         if let (Some(counts), false) = (&m.token_counts, self.no_memory_warm) {
             if store.cache_tokens() > 0 {
-                let t = Instant::now();
                 let order = tide_gpu::memory::store::by_frequency(counts);
-                let (n, fetched) = store.warm(&order, 8192, &mut |_| {})?;
-                eprintln!(
-                    "memory row cache: {:.1} MB, warmed with the {n} most frequent tokens \
-                     ({:.1} MB read in {:.2}s)",
-                    bytes as f64 / 1e6,
-                    fetched as f64 / 1e6,
-                    t.elapsed().as_secs_f64()
-                );
+                let store = store.clone();
+                let warm = move || {
+                    let t = Instant::now();
+                    match store.warm(&order, 8192, &mut |_| {}) {
+                        Ok((n, fetched)) => eprintln!(
+                            "memory row cache: {:.1} MB, warmed with the {n} most frequent \
+                             tokens ({:.1} MB read in {:.2}s)",
+                            bytes as f64 / 1e6,
+                            fetched as f64 / 1e6,
+                            t.elapsed().as_secs_f64()
+                        ),
+                        // The steps fetch their own rows: a failed warm-up costs only hits.
+                        Err(e) => eprintln!("memory row cache: the warm-up stopped: {e}"),
+                    }
+                };
+                if self.remote_memory() {
+                    // Over the network: the first token need not wait for the cache.
+                    std::thread::spawn(warm);
+                } else {
+                    warm();
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether --memory is a URL (its rows come over the network).
+    fn remote_memory(&self) -> bool {
+        self.memory
+            .as_ref()
+            .and_then(|p| p.to_str())
+            .is_some_and(|u| u.contains("://"))
     }
 
     pub fn ctx_len(&self, m: &Model) -> Result<usize> {

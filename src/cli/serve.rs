@@ -257,7 +257,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             memory_ca: None,
             memory_cache_mb: None,
             no_memory_warm: false,
-            memory_warm_factor: 2.0,
+            memory_warm_factor: None,
             memory_resident: false,
             backend: a.backend,
             ctx: a.ctx,

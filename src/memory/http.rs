@@ -30,8 +30,10 @@ pub struct HttpOptions {
     /// ~64 KB; a network's round trip is worth more).
     pub max_gap_bytes: usize,
     /// A bulk read (the warm-up) reads at most this many bytes per byte of rows it wants
-    /// (read-through gaps included), in as few requests as that allows; at least 1.
-    pub bulk_read_factor: f64,
+    /// (read-through gaps included), in as few requests as that allows (at least 1). None:
+    /// the steps' rule (`max_gap_bytes`), fewest seconds when the gap suits the link, though
+    /// a warm-up's scattered rows then make it read most of the table.
+    pub bulk_read_factor: Option<f64>,
     /// For https:// URLs: PEM certificates to trust instead of Mozilla's roots (a private CA,
     /// or a server's self-signed certificate).
     pub ca_pem: Option<Vec<u8>>,
@@ -44,7 +46,7 @@ impl Default for HttpOptions {
             retries: 2,
             max_in_flight: 8,
             max_gap_bytes: 64 << 10,
-            bulk_read_factor: 2.0,
+            bulk_read_factor: None,
             ca_pem: None,
         }
     }
@@ -198,8 +200,11 @@ impl RowSource for HttpTables {
     }
 
     fn read_rows_bulk(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
+        let Some(factor) = self.opts.bulk_read_factor else {
+            return self.read_rows(k, ids, out);
+        };
         let rows = (ids.len() * self.tables.row_bytes) as f64;
-        let extra = (rows * (self.opts.bulk_read_factor.max(1.0) - 1.0)) as u64;
+        let extra = (rows * (factor.max(1.0) - 1.0)) as u64;
         let groups = self.tables.groups_within(ids, extra);
         self.read_groups(k, ids, &groups, out)
     }

@@ -232,20 +232,35 @@ impl RowStore {
 
     /// Read the K rows of each of `ids` (sorted, distinct) from the source, one buffer per
     /// token ([K, row_bytes]: what the cache holds, so caching them copies nothing).
-    fn fetch(&self, s: &mut State, ids: &[u32], bulk: bool) -> Result<Vec<Box<[u8]>>> {
+    fn fetch(&self, s: &mut State, ids: &[u32]) -> Result<Vec<Box<[u8]>>> {
+        let mut scratch = std::mem::take(&mut s.scratch);
+        let got = self.read_tokens(ids, &mut scratch, false);
+        s.scratch = scratch;
+        let (rows, bytes) = got?;
+        s.stats.bytes_fetched += bytes;
+        Ok(rows)
+    }
+
+    /// Tokens `ids`' K rows each from the source (no lock held), and the bytes transferred.
+    fn read_tokens(
+        &self,
+        ids: &[u32],
+        scratch: &mut Vec<u8>,
+        bulk: bool,
+    ) -> Result<(Vec<Box<[u8]>>, u64)> {
         let (rb, k) = (self.row_bytes, self.k);
         let mut out: Vec<Box<[u8]>> = ids.iter().map(|_| vec![0u8; k * rb].into()).collect();
-        s.scratch.resize(ids.len() * rb, 0);
+        scratch.resize(ids.len() * rb, 0);
+        let mut bytes = 0;
         for b in 0..k {
-            let got = if bulk {
-                self.source.read_rows_bulk(b, ids, &mut s.scratch)?
+            bytes += if bulk {
+                self.source.read_rows_bulk(b, ids, scratch)?
             } else {
-                self.source.read_rows(b, ids, &mut s.scratch)?
+                self.source.read_rows(b, ids, scratch)?
             };
-            s.stats.bytes_fetched += got;
-            put_table(&mut out, b, &s.scratch);
+            put_table(&mut out, b, scratch);
         }
-        Ok(out)
+        Ok((out, bytes))
     }
 
     /// The tokens among `tokens` (one step's) whose rows the cache does not hold (sorted,
@@ -321,7 +336,7 @@ impl RowStore {
         let fetched = if missing.is_empty() {
             Vec::new()
         } else {
-            self.fetch(&mut s, &missing, false)?
+            self.fetch(&mut s, &missing)?
         };
         // Counted once the rows are here: a failed step leaves hits + misses = requested.
         s.stats.rows_requested += (tokens.len() * self.k) as u64;
@@ -360,43 +375,61 @@ impl RowStore {
         Ok(())
     }
 
-    /// Fill the cache with the rows of `order` (most wanted first) until it is full, reading
-    /// `batch` tokens at a time (sorted, so a remote source coalesces them); `progress` gets
-    /// the tokens done. Returns how many were cached and the bytes read. The counters do not
-    /// count this.
+    /// Fill the cache's free room with the rows of `order` (most wanted first), reading
+    /// `batch` tokens at a time (sorted, as a bulk read: a remote source coalesces them within
+    /// its bound); `progress` gets the tokens done. The lock is not held while rows are read,
+    /// so steps can run meanwhile (the CLI warms a remote cache on its own thread): nothing
+    /// cached is evicted or replaced, and the warmed tokens rank below every token a step
+    /// has used, the least wanted first out. Returns how many tokens were cached and the
+    /// bytes read; the counters do not count this.
     pub fn warm(
         &self,
         order: &[u32],
         batch: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(usize, u64)> {
-        let n = self.cache_tokens().min(order.len());
-        self.check_ids(&order[..n])?;
+        let want = &order[..self.cache_tokens().min(order.len())];
+        self.check_ids(want)?;
         let tb = self.token_bytes();
-        let mut s = self.lock();
-        let before = s.stats.bytes_fetched;
-        let mut done = 0;
-        // The least wanted first, so that the most wanted end up most recently used.
-        for chunk in order[..n].rchunks(batch.max(1)) {
-            let mut ids = chunk.to_vec();
+        let (mut cached, mut bytes, mut done) = (0, 0, 0);
+        let mut scratch = Vec::new();
+        for chunk in want.chunks(batch.max(1)) {
+            let mut ids: Vec<u32> = {
+                let s = self.lock();
+                let Some(c) = s.cache.as_ref() else { break };
+                chunk.iter().copied().filter(|t| !c.contains(t)).collect()
+            };
             ids.sort_unstable();
             ids.dedup();
-            let mut rows: Vec<Option<Box<[u8]>>> = self
-                .fetch(&mut s, &ids, true)?
-                .into_iter()
-                .map(Some)
-                .collect();
-            for t in chunk.iter().rev() {
-                let i = ids.binary_search(t).unwrap();
-                let Some(row) = rows[i].take() else { continue };
-                s.put(*t, row, tb);
+            let (mut rows, got) = self.read_tokens(&ids, &mut scratch, true)?;
+            bytes += got;
+            let mut s = self.lock();
+            let mut added = 0;
+            let Some(c) = s.cache.as_mut() else { break };
+            for t in chunk {
+                if c.len() >= c.cap().get() {
+                    break;
+                }
+                let Ok(i) = ids.binary_search(t) else {
+                    continue;
+                };
+                if c.contains(t) {
+                    continue; // a step fetched it meanwhile
+                }
+                c.push(*t, std::mem::take(&mut rows[i]));
+                c.demote(t);
+                added += 1;
             }
+            let full = c.len() >= c.cap().get();
+            s.stats.resident_bytes += (added * tb) as u64;
+            cached += added;
             done += chunk.len();
             progress(done);
+            if full {
+                break;
+            }
         }
-        let fetched = s.stats.bytes_fetched - before;
-        s.stats.bytes_fetched = before;
-        Ok((n, fetched))
+        Ok((cached, bytes))
     }
 }
 
