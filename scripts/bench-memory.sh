@@ -7,7 +7,8 @@
 #      GPU, and SVD tables at r = d/2, taking turns token by token in one process;
 #   3. the memory file over HTTP Range (tide serve on loopback) against the local file: time to
 #      first token, decode speed, bytes fetched per token, cold and warmed;
-#   4. peak resident memory with and without the K = 24 memory;
+#   4. peak resident memory and GPU memory (wgpu-hal's allocations for buffers and textures)
+#      without the K = 24 memory, with it streamed, and with it resident on the GPU;
 #   5. what any cache policy could reach on the held-out split (Belady's optimal offline cache)
 #      against LRU, warmed or with the most frequent training tokens pinned
 #      (scripts/cache_bound.py);
@@ -79,10 +80,11 @@ fi
 if want 4; then
 echo "[bench-memory] 4. peak resident memory" >&2
 : > "$out/memory_rss.jsonl"
-for m in none "$mem/memory.safetensors"; do
-    args=(); [[ $m != none ]] && args=(--memory "$m")
+for m in none "$mem/memory.safetensors" resident; do
+    args=(); [[ $m != none ]] && args=(--memory "$mem/memory.safetensors")
+    [[ $m == resident ]] && args+=(--memory-resident)
     $tide bench --model "$model" "${args[@]}" --prompt-len 16 --gen 32 --reps 1 --json 2> /dev/null |
-        python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'memory_file': '$m', 'peak_rss_mb': j['peak_rss_mb'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'memory': j['memory']}))" \
+        python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'memory_file': '$m', 'peak_rss_mb': j['peak_rss_mb'], 'gpu_memory_bytes': j['gpu_memory_bytes'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'memory': j['memory']}))" \
         >> "$out/memory_rss.jsonl"
 done
 fi

@@ -137,6 +137,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let (pp, tg) = (median(pps), median(tgs));
     // Before the bandwidth probe, whose 256 MiB buffers would be counted otherwise.
     let peak_rss = peak_rss_mb();
+    let gpu_memory = match &e {
+        Engine::Gpu(g) => g.ctx.allocated_bytes(),
+        Engine::Cpu(_) => None,
+    };
     let (bw, dispatch_us) = match &e {
         Engine::Gpu(g) => (
             Some(tide_gpu::gpu::probe::copy_bandwidth(
@@ -175,6 +179,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "roofline_fraction": bw.map(|b| weight_bytes as f64 * tg / 1e9 / b),
         "dispatch_us": dispatch_us,
         "peak_rss_mb": peak_rss,
+        "gpu_memory_bytes": gpu_memory.map(|(b, t)| serde_json::json!({
+            "buffers": b, "textures": t, "total": b + t,
+        })),
         "memory": super::common::memory_json(&m),
     });
     if let Engine::Gpu(g) = &e {

@@ -232,6 +232,15 @@ impl GpuContext {
         )
     }
 
+    /// GPU memory allocated now for (buffers, textures), in bytes, as wgpu-hal counts its
+    /// allocations (Vulkan, Metal, DX12: what the driver was asked for, whatever kind of
+    /// memory it is); None where nothing is counted (the browser's WebGPU, GL).
+    pub fn allocated_bytes(&self) -> Option<(u64, u64)> {
+        let hal = self.device.get_internal_counters().hal;
+        let (b, t) = (hal.buffer_memory.read(), hal.texture_memory.read());
+        (b > 0 || t > 0).then_some((b.max(0) as u64, t.max(0) as u64))
+    }
+
     /// Wait for the queue and surface any validation / out-of-memory error as a Result.
     pub fn wait(&self) -> Result<()> {
         self.device
