@@ -65,7 +65,7 @@ for round in 1 2; do
     for src in file http; do
         for warm in cold warmed; do
             m="$mem/memory.safetensors"; [[ $src == http ]] && m="$url"
-            flag=(); [[ $warm == cold ]] && flag=(--no-memory-warm)
+            flag=(--memory-warm-wait); [[ $warm == cold ]] && flag=(--no-memory-warm)
             t0=$(date +%s.%N)
             $tide generate --model "$model" --memory "$m" "${flag[@]}" --temperature 0 \
                 --max-tokens 64 --json "$prompt" 2> /dev/null |
@@ -104,15 +104,16 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/models.json" > /dev/null
 url="http://127.0.0.1:$port/models/synthetic-k24/memory.safetensors"
 : > "$out/memory_warm_http.jsonl"
 for round in 1 2; do
-    for f in 1 2 4 10; do
+    for f in default 1 2 4 10; do
         # The line `tide` prints once the cache is full: "... warmed with the N most frequent
-        # tokens (X MB read in Ys)".
-        $tide generate --model "$model" --memory "$url" --memory-warm-factor "$f" \
+        # tokens (X MB read in Ys)". default: no factor, the steps' 64 KB gap.
+        bound=(--memory-warm-factor "$f"); [[ $f == default ]] && bound=()
+        $tide generate --model "$model" --memory "$url" "${bound[@]}" --memory-warm-wait \
             --temperature 0 --max-tokens 1 "The" 2>&1 > /dev/null |
             python3 -c "
 import json, re, sys
 m = re.search(r'cache: ([0-9.]+) MB, warmed with the ([0-9]+) most frequent tokens \(([0-9.]+) MB read in ([0-9.]+)s\)', sys.stdin.read())
-print(json.dumps({'round': $round, 'factor': $f, 'cache_mb': float(m[1]), 'tokens': int(m[2]), 'read_mb': float(m[3]), 'seconds': float(m[4])}))" \
+print(json.dumps({'round': $round, 'factor': '$f', 'cache_mb': float(m[1]), 'tokens': int(m[2]), 'read_mb': float(m[3]), 'seconds': float(m[4])}))" \
             >> "$out/memory_warm_http.jsonl"
     done
 done

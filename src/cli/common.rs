@@ -42,6 +42,10 @@ pub struct ModelArgs {
     /// a fast link but most of the table.
     #[arg(long)]
     pub memory_warm_factor: Option<f64>,
+    /// For a --memory URL: finish the warm-up before the first step (by default it runs
+    /// beside generation, and steps fetch what it has not cached yet).
+    #[arg(long)]
+    pub memory_warm_wait: bool,
     /// Copy the whole memory tables to the GPU at start (no streaming, no row cache).
     #[arg(long)]
     pub memory_resident: bool,
@@ -146,7 +150,7 @@ impl ModelArgs {
                         Err(e) => eprintln!("memory row cache: the warm-up stopped: {e}"),
                     }
                 };
-                if self.remote_memory() {
+                if self.remote_memory() && !self.memory_warm_wait {
                     // Over the network: the first token need not wait for the cache.
                     std::thread::spawn(warm);
                 } else {

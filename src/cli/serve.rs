@@ -258,6 +258,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             memory_cache_mb: None,
             no_memory_warm: false,
             memory_warm_factor: None,
+            memory_warm_wait: false,
             memory_resident: false,
             backend: a.backend,
             ctx: a.ctx,
