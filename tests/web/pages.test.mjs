@@ -164,7 +164,7 @@ test('inspection page: router weights equal native tide inspect --json within 1e
   await page.close();
 });
 
-test('SmolLM2 GGUF: 32 greedy tokens equal native for 3 prompts; the wasm heap held the file once', async () => {
+test('SmolLM2 GGUF: 32 greedy tokens equal native; the wasm heap held the file once', async () => {
   const name = path.basename(SMOLLM2, '.gguf');
   const page = await open(browser, `?model=${name}`);
   const info = await ready(page);
@@ -173,7 +173,8 @@ test('SmolLM2 GGUF: 32 greedy tokens equal native for 3 prompts; the wasm heap h
   const heap = info.load.wasm_heap_bytes / info.load.bytes;
   console.log(`wasm heap ${info.load.wasm_heap_bytes} B for ${info.load.bytes} B of model files (${heap.toFixed(2)}x)`);
   assert.ok(heap < 1.5, `wasm heap ${info.load.wasm_heap_bytes} B for ${info.load.bytes} B of files`);
-  for (const prompt of PROMPTS) {
+  // One prompt (each costs ~35 s of SwiftShader here): the default model runs all three.
+  for (const prompt of PROMPTS.slice(2)) {
     const want = native(['generate', '--model', SMOLLM2, '--temperature', '0', '--json', '--max-tokens', String(TOKENS), prompt]);
     const got = await page.evaluate(([p, n]) => window.tide.complete(p, { maxTokens: n, temperature: 0 }), [prompt, TOKENS]);
     assert.deepEqual(got.tokens, want.tokens, `greedy tokens after "${prompt}"`);
