@@ -73,6 +73,23 @@ impl Engine {
         pollster::block_on(Self::open(model, backend, opts))
     }
 
+    /// Whether the engine's GPU device was lost (never for the CPU reference).
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Engine::Gpu(g) if g.ctx.is_lost())
+    }
+
+    /// Destroy the GPU device (fault injection: `GpuContext::lose`); false for the CPU
+    /// reference, which has none.
+    pub fn lose_device(&self) -> bool {
+        match self {
+            Engine::Gpu(g) => {
+                g.ctx.lose();
+                true
+            }
+            Engine::Cpu(_) => false,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Engine::Gpu(g) => g.ctx.describe(),

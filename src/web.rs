@@ -395,13 +395,7 @@ impl Session {
     #[wasm_bindgen(js_name = loseDevice)]
     pub fn lose_device(&self) -> std::result::Result<bool, JsValue> {
         let i = self.inner.try_borrow().map_err(|_| busy())?;
-        match &i.engine {
-            Engine::Gpu(g) => {
-                g.ctx.device.destroy();
-                Ok(true)
-            }
-            Engine::Cpu(_) => Ok(false),
-        }
+        Ok(i.engine.lose_device())
     }
 
     /// The prompt for a conversation (JSON list of {role, content}) in the model's template.

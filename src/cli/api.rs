@@ -103,7 +103,8 @@ async fn health(State(api): State<Arc<Api>>) -> Response {
                 json!({"status": "ok", "model": api.name, "ctx_len": ctx_len,
                 "queued": get(&n.queued), "running": get(&n.running),
                 "completed": get(&n.completed), "cancelled": get(&n.cancelled),
-                "last_cancelled_tokens": get(&n.last_cancelled_tokens)}),
+                "last_cancelled_tokens": get(&n.last_cancelled_tokens),
+                "device_resets": get(&n.device_resets)}),
             )
             .into_response()
         }
@@ -499,8 +500,9 @@ async fn whole(shape: Shape, mut rx: mpsc::Receiver<Event>, prompt_tokens: usize
                 completion_tokens,
                 ..
             }) => break (finish_reason, completion_tokens),
-            Some(Event::Error { message, .. }) => {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, message, None)
+            Some(Event::Error { status, message }) => {
+                let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return error(s, message, None);
             }
             _ => {
                 return error(

@@ -76,12 +76,15 @@ pub struct Counters {
     /// Runs ended because their client left, and how many tokens the last one had made.
     pub cancelled: AtomicU64,
     pub last_cancelled_tokens: AtomicU64,
+    /// GPU devices lost and replaced.
+    pub device_resets: AtomicU64,
 }
 
 /// Start the engine thread for `args`' model; requests wait in a queue of `queue` places.
 pub fn spawn(
     args: ModelArgs,
     queue: usize,
+    lose_device_after: Option<usize>,
 ) -> (SyncSender<Job>, Arc<Mutex<Status>>, Arc<Counters>) {
     let (tx, rx) = sync_channel(queue);
     let status = Arc::new(Mutex::new(Status::Loading));
@@ -92,37 +95,47 @@ pub fn spawn(
         let opened = args.load().and_then(|m| {
             let ctx_len = args.ctx_len(&m)?;
             let e = args.engine(&m)?;
-            Ok((m.tokenizer.clone(), e, ctx_len))
+            Ok((m, e, ctx_len))
         });
-        match opened {
-            Ok((tok, mut engine, ctx_len)) => {
+        let why = match opened {
+            Ok((m, mut engine, ctx_len)) => {
                 set(Status::Ready { ctx_len });
-                serve_jobs(&rx, &mut engine, &tok, ctx_len, &n);
-            }
-            Err(e) => {
-                eprintln!("serve: the API's model did not load: {e:#}");
-                set(Status::Failed(format!("{e:#}")));
-                // Answer what arrives with the reason rather than leaving it queued.
-                for job in rx {
-                    n.queued.fetch_sub(1, Ordering::Relaxed);
-                    let _ = job.events.blocking_send(Event::Error {
-                        status: 503,
-                        message: format!("the model did not load: {e:#}"),
-                    });
+                let mut fault = lose_device_after;
+                let reopen = || args.engine(&m);
+                match serve_jobs(&rx, &mut engine, &m, ctx_len, &n, &mut fault, &reopen) {
+                    Ok(()) => return, // the server is shutting down
+                    Err(e) => format!("the GPU device was lost and no new one opened: {e:#}"),
                 }
             }
+            Err(e) => format!("the model did not load: {e:#}"),
+        };
+        eprintln!("serve: {why}");
+        set(Status::Failed(why.clone()));
+        // Answer what arrives with the reason rather than leaving it queued.
+        for job in rx {
+            n.queued.fetch_sub(1, Ordering::Relaxed);
+            let _ = job.events.blocking_send(Event::Error {
+                status: 503,
+                message: why.clone(),
+            });
         }
     });
     (tx, status, counters)
 }
 
+/// Run the queue's jobs until it closes (Ok) or the GPU device is lost and no new engine opens
+/// (that error). After a lost device the failed request gets a 503 naming it and the next one
+/// runs on a new device (`reopen`): the server keeps serving.
 fn serve_jobs(
     rx: &Receiver<Job>,
     engine: &mut Engine,
-    tok: &TokenizerInfo,
+    m: &tide_gpu::Model,
     ctx_len: usize,
     n: &Counters,
-) {
+    fault: &mut Option<usize>,
+    reopen: &dyn Fn() -> anyhow::Result<Engine>,
+) -> anyhow::Result<()> {
+    let tok = &m.tokenizer;
     for job in rx {
         n.queued.fetch_sub(1, Ordering::Relaxed);
         if job.events.is_closed() {
@@ -131,7 +144,7 @@ fn serve_jobs(
             continue; // its client left while it waited
         }
         n.running.fetch_add(1, Ordering::Relaxed);
-        match run_job(engine, tok, ctx_len, &job) {
+        match run_job(engine, tok, ctx_len, &job, fault) {
             Ok(Ended::Finished) => {
                 n.completed.fetch_add(1, Ordering::Relaxed);
             }
@@ -140,12 +153,27 @@ fn serve_jobs(
                 n.last_cancelled_tokens
                     .store(tokens as u64, Ordering::Relaxed);
             }
+            Err((_, message)) if engine.is_lost() => {
+                eprintln!("serve: {message}; opening a new device");
+                let _ = job.events.blocking_send(Event::Error {
+                    status: 503,
+                    message: format!(
+                        "the GPU device was lost during this request ({message}); the server \
+                         opens a new one for the next"
+                    ),
+                });
+                n.running.fetch_sub(1, Ordering::Relaxed);
+                *engine = reopen()?;
+                n.device_resets.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             Err((status, message)) => {
                 let _ = job.events.blocking_send(Event::Error { status, message });
             }
         }
         n.running.fetch_sub(1, Ordering::Relaxed);
     }
+    Ok(())
 }
 
 /// How a run that did not fail ended.
@@ -160,6 +188,7 @@ fn run_job(
     tok: &TokenizerInfo,
     ctx_len: usize,
     job: &Job,
+    fault: &mut Option<usize>,
 ) -> Result<Ended, (u16, String)> {
     let bad = |e: tide_gpu::Error| (400u16, e.to_string());
     let text = match &job.prompt {
@@ -182,8 +211,15 @@ fn run_job(
     let mut stopped = false;
     run.keep_logits(job.logprobs.is_some());
     loop {
+        if *fault == Some(0) {
+            *fault = None;
+            engine.lose_device();
+        }
         let piece = pollster::block_on(run.step(engine, tok, &mut sampler))
             .map_err(|e| (500, e.to_string()))?;
+        if let Some(left) = fault.as_mut() {
+            *left = left.saturating_sub(1);
+        }
         let Some(piece) = piece else { break };
         let lps = match (run.take_logits(), job.logprobs, run.tokens().last()) {
             (Some(l), Some(n), Some(&t)) => vec![token_logprob(tok, &l, t, n)],

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// API requests that may wait for the engine; more are answered 429.
     #[arg(long, default_value_t = 16)]
     queue: usize,
+    /// Fault injection for tests: destroy the GPU device once, after this many tokens have
+    /// been generated (the request running then fails; the next gets a new device).
+    #[arg(long, hide = true)]
+    lose_device_after_tokens: Option<usize>,
     /// Where the API's model runs: the GPU if one opens (auto), the GPU only, or the CPU
     /// reference.
     #[arg(long, value_enum, default_value = "auto")]
@@ -264,7 +268,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             ctx: a.ctx,
             no_f16: false,
         };
-        let worker = api_worker::spawn(args, a.queue.max(1));
+        let worker = api_worker::spawn(args, a.queue.max(1), a.lose_device_after_tokens);
         Arc::new(Api::new(cat.list[0].name.clone(), worker, a.queue.max(1)))
     });
     let rt = tokio::runtime::Runtime::new().context("starting the server's runtime")?;

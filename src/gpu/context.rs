@@ -22,6 +22,8 @@ pub struct GpuContext {
     /// Errors the device raised outside an error scope (validation, out of memory, loss);
     /// reported by the next `wait` instead of wgpu's default panic.
     errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Set when the device is lost (destroyed, a driver reset): nothing on it works again.
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn instance(opts: &GpuOptions) -> wgpu::Instance {
@@ -189,14 +191,18 @@ impl GpuContext {
                 v.push(e.to_string());
             }
         }));
-        let lost = errors.clone();
+        let sink = errors.clone();
+        let lost: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let flag = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            if let Ok(mut v) = lost.lock() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Ok(mut v) = sink.lock() {
                 v.push(format!("device lost ({reason:?}): {msg}"));
             }
         });
         Ok(GpuContext {
             errors,
+            lost,
             device,
             queue,
             info,
@@ -230,6 +236,18 @@ impl GpuContext {
             self.subgroup_size
                 .map_or_else(|| "off".to_string(), |n| n.to_string())
         )
+    }
+
+    /// Whether the device was lost: a front end that keeps running (a server) opens a new
+    /// one rather than retrying on this.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Destroy the device, as a driver reset or a lost GPU would (fault injection for tests
+    /// and diagnostics): what runs next on it fails with "device lost".
+    pub fn lose(&self) {
+        self.device.destroy();
     }
 
     /// GPU memory allocated now for (buffers, textures), in bytes, as wgpu-hal counts its

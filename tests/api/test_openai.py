@@ -4,7 +4,8 @@ HTTP where a client cannot send the request: malformed JSON, an oversized body),
 Greedy replies must equal what the native `tide generate --temperature 0 --json` gives for the
 same prompt (the same engine, so the same tokens); streamed replies must equal whole ones;
 concurrent requests must each equal the same request run alone; errors must be OpenAI-style
-JSON with the right status; a client that leaves must free the engine.
+JSON with the right status; a client that leaves must free the engine; a GPU device lost in the
+middle of a request fails that request (503) and the server answers the next on a new device.
 
 Run by scripts/test.sh: TIDE_BIN=target/release/tide python tests/api/test_openai.py
 """
@@ -240,6 +241,32 @@ class Queue(unittest.TestCase):
             self.assertIn(429, results)
             self.assertGreaterEqual(results.count("ok"), 1)
             self.assertEqual(len(results), 5)
+        finally:
+            s.close()
+
+
+class DeviceLost(unittest.TestCase):
+    def test_a_lost_device_fails_its_request_and_the_server_goes_on(self):
+        # `--lose-device-after-tokens 3` destroys the GPU device once, mid-generation (the
+        # tests run on a GPU adapter: lavapipe where there is no GPU).
+        s = Server("--lose-device-after-tokens", "3")
+        try:
+            want = native(PROMPTS[0], 8)
+            with self.assertRaises(openai.APIStatusError) as e:
+                s.client.completions.create(model=s.model, prompt=PROMPTS[0], max_tokens=8,
+                                            temperature=0)
+            self.assertEqual(e.exception.status_code, 503)
+            self.assertIn("device was lost", str(e.exception))
+            # The next request runs on a new device and gives the usual answer, streamed too.
+            r = s.client.completions.create(model=s.model, prompt=PROMPTS[0], max_tokens=8,
+                                            temperature=0)
+            self.assertEqual(r.choices[0].text, want["text"])
+            streamed = "".join(c.choices[0].text for c in s.client.completions.create(
+                model=s.model, prompt=PROMPTS[0], max_tokens=8, temperature=0, stream=True))
+            self.assertEqual(streamed, want["text"])
+            status, body = s.get("/health")
+            self.assertEqual((status, body["status"]), (200, "ok"))
+            self.assertEqual(body["device_resets"], 1, body)
         finally:
             s.close()
 
