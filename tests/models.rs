@@ -175,6 +175,52 @@ fn smollm2_gpu_matches_cpu_reference() {
     println!("64 decode steps: max |gpu - cpu| logit = {worst:.2e}");
 }
 
+/// An adapter without shader-f16 and without subgroups, forced by GpuOptions' switches (the
+/// portable kernels: f32 arithmetic, no subgroup variants): the device opens without them and
+/// SmolLM2's logits after a prefill batch and over decode steps still equal the CPU's.
+#[test]
+fn smollm2_without_f16_or_subgroups_matches_cpu() {
+    let m = model::load(&smollm2()).unwrap();
+    let ctx = common::gpu_with(&tide_gpu::gpu::GpuOptions {
+        no_f16: true,
+        subgroups: false,
+        ..Default::default()
+    });
+    assert!(
+        !ctx.f16 && ctx.subgroup_size.is_none(),
+        "{}",
+        ctx.describe()
+    );
+    let mut d = GpuDecoder::new(
+        ctx,
+        &m,
+        DecoderOptions {
+            ctx_len: 128,
+            max_batch: 64,
+            token_by_token_upto: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prompt = m
+        .tokenizer
+        .encode("Portable kernels, same logits:", true)
+        .unwrap();
+    let mut s = std::sync::Arc::new(CpuModel::new(&m)).session(128);
+    let mut want = s.feed(&prompt).unwrap().to_vec();
+    d.feed(&prompt).unwrap();
+    for step in 0..8 {
+        let diff = max_diff(&d.logits().unwrap(), &want);
+        assert!(
+            diff < GPU_CPU_LOGITS,
+            "step {step}: logits differ by {diff}"
+        );
+        let tok = tide_gpu::sample::top_k_of(&want, 1)[0].0;
+        want = s.feed(&[tok]).unwrap().to_vec();
+        d.feed(&[tok]).unwrap();
+    }
+}
+
 /// The GGUF model and the same weights converted to Hugging Face safetensors (rotate-half
 /// RoPE, un-permuted Q/K rows, by scripts/gguf_to_safetensors.py) give the same logits.
 #[test]
