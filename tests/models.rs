@@ -175,6 +175,17 @@ fn smollm2_gpu_matches_cpu_reference() {
     println!("64 decode steps: max |gpu - cpu| logit = {worst:.2e}");
 }
 
+/// A decoder of 128 positions, batches of up to 64 through the prefill kernels however short.
+fn decoder_128(ctx: tide_gpu::gpu::GpuContext, m: &model::Model) -> GpuDecoder {
+    let opts = DecoderOptions {
+        ctx_len: 128,
+        max_batch: 64,
+        token_by_token_upto: 0,
+        ..Default::default()
+    };
+    GpuDecoder::new(ctx, m, opts).unwrap()
+}
+
 /// An adapter without shader-f16 and without subgroups, forced by GpuOptions' switches (the
 /// portable kernels: f32 arithmetic, no subgroup variants): the device opens without them and
 /// SmolLM2's logits after a prefill batch and over decode steps still equal the CPU's.
@@ -191,17 +202,7 @@ fn smollm2_without_f16_or_subgroups_matches_cpu() {
         "{}",
         ctx.describe()
     );
-    let mut d = GpuDecoder::new(
-        ctx,
-        &m,
-        DecoderOptions {
-            ctx_len: 128,
-            max_batch: 64,
-            token_by_token_upto: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut d = decoder_128(ctx, &m);
     let prompt = m
         .tokenizer
         .encode("Portable kernels, same logits:", true)
@@ -289,18 +290,7 @@ fn smollm2_split_bindings_match_cpu() {
             upload_slab_bytes: Some(100_000),
             ..Default::default()
         });
-        let mut d = GpuDecoder::new(
-            ctx,
-            &m,
-            DecoderOptions {
-                ctx_len: 128,
-                max_batch: 64,
-                // The prefill kernels, however short the batch.
-                token_by_token_upto: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut d = decoder_128(ctx, &m);
         assert_eq!(d.split_tensors, vec![("token_embd".to_string(), 4)]);
         let prompt = m
             .tokenizer

@@ -393,17 +393,24 @@ fn http_failures_are_clear_errors_that_stop_the_step() {
     assert!(e.contains("truncated") && e.contains("tide.memory."), "{e}");
 }
 
-/// HTTPS: with the caller's CA the rows arrive and the logits are the reference's; without it
-/// (Mozilla's roots), or with another CA, the server is refused at attach with an error naming
-/// the URL and the certificate; a CA file without a certificate is refused too.
-#[test]
-fn https_trusts_only_the_callers_ca() {
-    let (path, bytes) = memory_file(DType::Q4_1, None, "tls");
+/// A Q4_1 memory file's bytes, the test sequence, and the CPU reference's logits on it (read
+/// from the mapped file).
+fn q4_reference(tag: &str) -> (Vec<u8>, Vec<u32>, Vec<f32>) {
+    let (path, bytes) = memory_file(DType::Q4_1, None, tag);
     let mut m = load(&tiny()).unwrap();
     attach_memory(&mut m, &path).unwrap();
     let seq = seq();
     let want = cpu_logits(&m, &seq);
     let _ = std::fs::remove_file(&path);
+    (bytes, seq, want)
+}
+
+/// HTTPS: with the caller's CA the rows arrive and the logits are the reference's; without it
+/// (Mozilla's roots), or with another CA, the server is refused at attach with an error naming
+/// the URL and the certificate; a CA file without a certificate is refused too.
+#[test]
+fn https_trusts_only_the_callers_ca() {
+    let (bytes, seq, want) = q4_reference("tls");
 
     let srv = serve_tls(bytes);
     let with_ca = |pem: Option<Vec<u8>>| HttpOptions {
@@ -436,12 +443,7 @@ fn https_trusts_only_the_callers_ca() {
 /// steps give the reference's logits.
 #[test]
 fn warm_up_over_http_reads_a_bounded_share() {
-    let (path, bytes) = memory_file(DType::Q4_1, None, "warm");
-    let mut m = load(&tiny()).unwrap();
-    attach_memory(&mut m, &path).unwrap();
-    let seq = seq();
-    let want = cpu_logits(&m, &seq);
-    let _ = std::fs::remove_file(&path);
+    let (bytes, seq, want) = q4_reference("warm");
     let srv = serve(bytes);
     let order = [62u32, 0, 90, 11, 1, 60, 2, 30, 10, 61, 63];
     // (factor, requests per table, rows read per table)
@@ -478,13 +480,9 @@ fn warm_up_over_http_reads_a_bounded_share() {
 /// reference's and the counters adding up.
 #[test]
 fn the_warm_up_fills_free_room_beside_the_steps() {
-    let (path, bytes) = memory_file(DType::Q4_1, None, "beside");
-    let mut m = load(&tiny()).unwrap();
-    attach_memory(&mut m, &path).unwrap();
-    let seq = seq();
-    let want = cpu_logits(&m, &seq);
-    let _ = std::fs::remove_file(&path);
+    let (bytes, seq, want) = q4_reference("beside");
 
+    let m = load(&tiny()).unwrap();
     let store = m.memory.as_ref().unwrap().rows.clone();
     store.set_cache_bytes(4 * store.token_bytes());
     let mut out = Vec::new();

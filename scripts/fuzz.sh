@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Fuzz the loaders with cargo-fuzz (libFuzzer + AddressSanitizer, nightly toolchain): the GGUF
+# reader, the safetensors + config.json loader, the TIDE memory reader and the tokenizer
+# (fuzz/fuzz_targets/). Seeds come from real files in the repository: the gguf-py-written
+# architecture fixtures, the tiny TIDE model and its memory files, llama.cpp's tokenizer test
+# inputs and this README. Each target runs RUNS executions (default 1e6) with a 2 GB RSS limit
+# and a 20 s per-input timeout; the counts go to docs/bench-data/fuzz.jsonl.
+# Usage: bash scripts/fuzz.sh [RUNS] [TARGET ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-1000000}"
+shift || true
+if (( $# )); then targets=("$@"); else targets=(gguf safetensors memory tokenizer); fi
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+corpus=.cache/fuzz
+mkdir -p "$corpus"/{gguf,safetensors,memory,tokenizer}
+cp tests/fixtures/arch/*.gguf "$corpus/gguf/"
+python3 - "$corpus/safetensors/tiny" <<'PY'
+import sys
+cfg = open("tests/fixtures/tiny_tide/config.json", "rb").read()
+st = open("tests/fixtures/tiny_tide/model.safetensors", "rb").read()
+open(sys.argv[1], "wb").write(len(cfg).to_bytes(2, "little") + cfg + st)
+PY
+cp tests/fixtures/tiny_tide/memory_*.safetensors "$corpus/memory/"
+cp README.md "$corpus/tokenizer/readme"
+for f in .cache/vocabs/*.inp; do [[ -e $f ]] && cp "$f" "$corpus/tokenizer/"; done
+out=docs/bench-data/fuzz.jsonl
+for t in "${targets[@]}"; do
+    echo "[fuzz] $t: $runs runs" >&2
+    log="$corpus/$t.log"
+    cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$corpus/$t" -- -runs="$runs" \
+        -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 > "$log" 2>&1 || {
+        tail -40 "$log" >&2
+        echo "[fuzz] $t failed: see $log (and fuzz/artifacts/$t)" >&2
+        exit 1
+    }
+    python3 - "$t" "$log" "$runs" >> "$out" <<'PY'
+import json, re, sys
+t, log, runs = sys.argv[1], open(sys.argv[2]).read(), int(sys.argv[3])
+stat = lambda k: int(re.search(rf"stat::{k}:\s*(\d+)", log)[1])
+print(json.dumps({"target": t, "runs_asked": runs, "executed": stat("number_of_executed_units"),
+                  "seconds": stat("total_run_time"), "peak_rss_mb": stat("peak_rss_mb"),
+                  "new_units_added": stat("new_units_added"), "crashes": 0}))
+PY
+    tail -1 "$out" >&2
+done
