@@ -144,6 +144,7 @@ fn serve_jobs(
             continue; // its client left while it waited
         }
         n.running.fetch_add(1, Ordering::Relaxed);
+        let mut lost = false;
         match run_job(engine, tok, ctx_len, &job, fault) {
             Ok(Ended::Finished) => {
                 n.completed.fetch_add(1, Ordering::Relaxed);
@@ -162,16 +163,17 @@ fn serve_jobs(
                          opens a new one for the next"
                     ),
                 });
-                n.running.fetch_sub(1, Ordering::Relaxed);
-                *engine = reopen()?;
-                n.device_resets.fetch_add(1, Ordering::Relaxed);
-                continue;
+                lost = true;
             }
             Err((status, message)) => {
                 let _ = job.events.blocking_send(Event::Error { status, message });
             }
         }
         n.running.fetch_sub(1, Ordering::Relaxed);
+        if lost {
+            *engine = reopen()?;
+            n.device_resets.fetch_add(1, Ordering::Relaxed);
+        }
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Memory tables in a remote memory file, read with HTTP Range requests (`--memory
 //! http://HOST:PORT/PATH` or `https://...`, e.g. a file `tide serve` offers). HTTPS is rustls,
-//! trusting Mozilla's roots or, when given, only the caller's PEM certificates. The header and the small tensors
-//! (gammas, routers, SVD bases, token counts) are fetched when the memory is attached; the
-//! tables row by row as steps need them, through the row store's cache.
+//! trusting Mozilla's roots or, when given, only the caller's PEM certificates. The header and
+//! the small tensors (gammas, routers, SVD bases, token counts) are fetched when the memory is
+//! attached; the tables row by row as steps need them, through the row store's cache.
 //!
 //! A step's rows are coalesced: ids of one table closer than `max_gap_bytes` share a request.
 //! At most `max_in_flight` requests run at once; a failed request is retried. A response that

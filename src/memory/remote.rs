@@ -104,14 +104,19 @@ impl RemoteTables {
     /// Requests for rows `ids` (sorted, distinct) of one table: index ranges into `ids`,
     /// ids closer than `max_gap_bytes` sharing one request, no request over MAX_SPAN.
     pub fn groups(&self, ids: &[u32], max_gap_bytes: usize) -> Vec<(usize, usize)> {
+        let max_gap = max_gap_bytes / self.row_bytes.max(1);
+        self.runs(ids, |i| (ids[i] - ids[i - 1]) as usize <= max_gap + 1)
+    }
+
+    /// `ids` cut into requests: id i joins its predecessor's request when `join(i)` says so
+    /// and the request stays within MAX_SPAN.
+    fn runs(&self, ids: &[u32], join: impl Fn(usize) -> bool) -> Vec<(usize, usize)> {
         let rb = self.row_bytes;
         let mut groups = Vec::new();
         let mut first = 0;
-        let max_gap = max_gap_bytes / rb.max(1);
         for i in 1..=ids.len() {
-            let split = i == ids.len()
-                || (ids[i] - ids[i - 1]) as usize > max_gap + 1
-                || (ids[i] - ids[first] + 1) as usize * rb > MAX_SPAN;
+            let split =
+                i == ids.len() || !join(i) || (ids[i] - ids[first] + 1) as usize * rb > MAX_SPAN;
             if split {
                 groups.push((first, i));
                 first = i;
@@ -138,18 +143,7 @@ impl RemoteTables {
             }
             join[i] = true;
         }
-        let mut groups = Vec::new();
-        let mut first = 0;
-        for i in 1..=ids.len() {
-            let split = i == ids.len()
-                || !join[i]
-                || (ids[i] - ids[first] + 1) as u64 * rb > MAX_SPAN as u64;
-            if split {
-                groups.push((first, i));
-                first = i;
-            }
-        }
-        groups
+        self.runs(ids, |i| join[i])
     }
 
     /// The byte range (start, len) of one group of table `k`.
