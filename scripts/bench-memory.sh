@@ -13,7 +13,9 @@
 #      against LRU, warmed or with the most frequent training tokens pinned
 #      (scripts/cache_bound.py);
 #   6. the warm-up over HTTP (tide serve on loopback) by --memory-warm-factor: bytes read and
-#      seconds to fill the default cache (10% of the tables).
+#      seconds to fill the default cache (10% of the tables);
+#   7. prefill speed and GPU memory of the K = 24 model at prefill batches of 64 (its
+#      default, which keeps a step's decoded rows within 4 MB) and 128.
 # Raw data goes to docs/bench-data/memory_*.json(l). Needs .cache/corpus (train/corpus.py).
 # Usage: bash scripts/bench-memory.sh [STEP ...]   (default: 1 2 3 4)
 set -euo pipefail
@@ -26,6 +28,7 @@ cargo build --release --quiet
 tide=target/release/tide
 py="$(scripts/venv.sh scripts/requirements.txt)"
 model="$(scripts/fetch-smollm2.sh)"
+scripts/smollm2-hf.sh > /dev/null  # its tokenizer.json
 corpus=.cache/corpus
 [[ -s $corpus/train.txt ]] || "$py" train/corpus.py --out "$corpus"
 mem=.cache/synthetic-k24
@@ -80,11 +83,16 @@ fi
 if want 4; then
 echo "[bench-memory] 4. peak resident memory" >&2
 : > "$out/memory_rss.jsonl"
-for m in none "$mem/memory.safetensors" resident; do
-    args=(); [[ $m != none ]] && args=(--memory "$mem/memory.safetensors")
+# none-64: the backbone at the prefill batch the K = 24 model runs with (64, to keep its
+# decoded rows within 4 MB), so that the two differ by the memory alone. svd: the SVD tables
+# at r = d/2 streamed, their f16 bases resident.
+for m in none none-64 "$mem/memory.safetensors" resident svd; do
+    args=(); [[ $m != none* ]] && args=(--memory "$mem/memory.safetensors")
+    [[ $m == none-64 ]] && args=(--batch 64)
     [[ $m == resident ]] && args+=(--memory-resident)
+    [[ $m == svd ]] && args=(--memory "$svd/memory.safetensors")
     $tide bench --model "$model" "${args[@]}" --prompt-len 16 --gen 32 --reps 1 --json 2> /dev/null |
-        python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'memory_file': '$m', 'peak_rss_mb': j['peak_rss_mb'], 'gpu_memory_bytes': j['gpu_memory_bytes'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'memory': j['memory']}))" \
+        python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'memory_file': '$m', 'prefill_batch': j['prefill_batch'], 'peak_rss_mb': j['peak_rss_mb'], 'gpu_memory_bytes': j['gpu_memory_bytes'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'memory': j['memory']}))" \
         >> "$out/memory_rss.jsonl"
 done
 fi
@@ -94,6 +102,19 @@ echo "[bench-memory] 5. the bound on any cache policy" >&2
 "$py" scripts/cache_bound.py "$(dirname "$model")/hf-f32/tokenizer.json" "$corpus/heldout.txt" \
     "$mem/memory.safetensors" 0.05,0.1,0.2 > "$out/memory_cache_bound.jsonl"
 fi
+if want 7; then
+echo "[bench-memory] 7. prefill by batch size with the K = 24 memory" >&2
+: > "$out/memory_prefill_batch.jsonl"
+for round in 1 2; do
+    for b in 64 128; do
+        $tide bench --model "$model" --memory "$mem/memory.safetensors" --batch "$b" \
+            --prompt-len 128 --gen 16 --reps 3 --json 2> /dev/null |
+            python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'round': $round, 'batch': $b, 'prefill_batch': j['prefill_batch'], 'prefill_tokens_per_s': j['prefill_tokens_per_s'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'gpu_memory_bytes': j['gpu_memory_bytes']}))" \
+            >> "$out/memory_prefill_batch.jsonl"
+    done
+done
+fi
+
 if want 6; then
 echo "[bench-memory] 6. the warm-up over HTTP by read factor" >&2
 port=$((20000 + RANDOM % 20000))

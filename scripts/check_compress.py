@@ -3,7 +3,8 @@
 command wrote (numpy's own q4_1 / q8_0 / f16 decoders), rebuild E_k ~ A_k B_k, and compare
   - each block's reported total relative error with ||E - rebuilt||_F / ||E||_F,
   - each block's reported SVD error with numpy's SVD: sqrt(sum_{i>=r} s_i^2 / sum s_i^2),
-  - the rank picked by --svd-ratio / --svd-energy with the rule applied to numpy's s.
+  - the rank picked by --svd-ratio / --svd-energy with the rule applied to numpy's s,
+  - the bases' stored type (f16 unless --svd-basis f32).
 Usage: check_compress.py TIDE_BINARY   (exit status 1 on any mismatch)
 """
 import json
@@ -66,6 +67,9 @@ def check(tide, args, src, failures):
         e = src[k]
         a = decode(t[f"tide.memory.{k}.rows"], meta["tide.rows"], width)
         basis = t.get(f"tide.memory.{k}.basis")
+        want_basis = np.float32 if "f32" in args else np.float16  # --svd-basis, default f16
+        if basis is not None and basis.dtype != want_basis:
+            failures.append(f"{' '.join(args)} block {k}: basis stored as {basis.dtype}")
         rebuilt = a if basis is None else a @ basis.astype(np.float64)
         err = np.linalg.norm(e - rebuilt) / np.linalg.norm(e)
         s2 = np.linalg.svd(e, compute_uv=False) ** 2
@@ -93,7 +97,8 @@ def main():
     failures = []
     for args in (["--bits", "4"], ["--bits", "8"], ["--bits", "16"],
                  ["--bits", "4", "--svd-ratio", "0.5"], ["--bits", "8", "--svd-rank", "48"],
-                 ["--bits", "16", "--svd-energy", "0.8"], ["--bits", "32", "--svd-ratio", "0.3"]):
+                 ["--bits", "16", "--svd-energy", "0.8"], ["--bits", "32", "--svd-ratio", "0.3"],
+                 ["--bits", "32", "--svd-ratio", "0.3", "--svd-basis", "f32"]):
         check(tide, args, src, failures)
     if failures:
         print("MISMATCH:\n" + "\n".join(failures))

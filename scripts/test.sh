@@ -17,18 +17,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-model="$(scripts/fetch-smollm2.sh)"
+# SmolLM2's GGUF and its f32 safetensors conversion (tests/models.rs compares the two), and
 # llama.cpp's vocab-only GGUFs (Llama 3, Qwen2, Llama 2) and chat templates for
 # tests/tokenizers.rs and tests/chat_templates.rs.
+scripts/smollm2-hf.sh >/dev/null
 scripts/fetch-vocabs.sh >/dev/null
-hf="$(dirname "$model")/hf-f32"
-if [[ ! -s "$hf/model.safetensors" ]]; then
-    echo "[test] converting $model to safetensors in $hf" >&2
-    py="$(scripts/venv.sh scripts/requirements.txt)"
-    rm -rf "$hf.tmp"
-    "$py" scripts/gguf_to_safetensors.py "$model" "$hf.tmp" --dtype f32
-    rm -rf "$hf" && mv "$hf.tmp" "$hf"
-fi
 
 # wgpu's Vulkan probing wants a runtime dir; any writable folder will do.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"

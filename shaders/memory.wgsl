@@ -11,7 +11,17 @@
 @group(0) @binding(2) var<storage, read> GAMMA: array<vec4<f32>>;    // [K, COLS]
 @group(0) @binding(3) var<storage, read_write> MEM: array<vec4<f32>>; // [n_tok, K, COLS]
 #if SVD
+#if BASIS_F16
+// B_k in f16, four values in two words (unpack2x16float is core WGSL: no shader-f16 needed).
+@group(0) @binding(4) var<storage, read> BASIS: array<vec2<u32>>;  // [K, AW, COLS]: B_k
+fn basis(i: u32) -> vec4<f32> {
+    let w = BASIS[i];
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+#else
 @group(0) @binding(4) var<storage, read> BASIS: array<vec4<f32>>;  // [K, AW, COLS]: B_k
+fn basis(i: u32) -> vec4<f32> { return BASIS[i]; }
+#endif
 #endif
 
 #include "{{QUANT}}"
@@ -125,8 +135,8 @@ fn svd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li
         var o = k * AW * C4 + c;
         for (var i = 0u; i < AW / 4u; i++) {
             let a = coef[i];
-            acc += a.x * BASIS[o] + a.y * BASIS[o + C4] + a.z * BASIS[o + 2u * C4]
-                + a.w * BASIS[o + 3u * C4];
+            acc += a.x * basis(o) + a.y * basis(o + C4) + a.z * basis(o + 2u * C4)
+                + a.w * basis(o + 3u * C4);
             o += 4u * C4;
         }
         MEM[row * C4 + c] = acc;

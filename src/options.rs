@@ -70,6 +70,10 @@ pub struct DecoderOptions {
     pub ctx_len: usize,
     /// Most tokens per prefill batch.
     pub max_batch: usize,
+    /// Most bytes of TIDE's decoded memory rows ([batch, K, d] f32, held for a whole step):
+    /// memory models with many blocks prefill in smaller batches to stay within it (K = 24
+    /// at d = 576: 64 tokens). usize::MAX: `max_batch` as it is.
+    pub memory_rows_budget: usize,
     /// Which kernel family runs (TIDE_WORKGROUPS=big|many picks CpuAdapter|Gpu).
     pub kernels: KernelSet,
     /// Where the TIDE router runs for single tokens (TIDE_ROUTER=separate).
@@ -96,6 +100,7 @@ impl Default for DecoderOptions {
         DecoderOptions {
             ctx_len: 2048,
             max_batch: 128,
+            memory_rows_budget: 4 << 20,
             kernels: KernelSet::Auto,
             router: RouterPlacement::Auto,
             prefill_tile: PrefillTile::default(),

@@ -139,7 +139,8 @@ impl FileSet {
 /// *.safetensors, tokenizer.json, ...). `backend` is "auto" (WebGPU, else the CPU reference),
 /// "gpu" or "cpu"; `ctx_len` 0 takes the model's, at most 2048. `memory_url`, when not empty,
 /// is a memory file left on the server: its rows are streamed with Range requests as steps
-/// need them, through a row cache of `memory_cache_mb` (0: the default).
+/// need them, through a row cache of `memory_cache_mb` (0: the default); rows of a step
+/// closer than `memory_gap_kb` share a request (negative: measured from the link at load).
 #[wasm_bindgen(js_name = openSession)]
 pub async fn open_session(
     source: String,
@@ -148,8 +149,12 @@ pub async fn open_session(
     ctx_len: usize,
     memory_url: String,
     memory_cache_mb: usize,
+    memory_gap_kb: i32,
 ) -> std::result::Result<Session, JsValue> {
     let mut fetch = FetchOptions::default();
+    if memory_gap_kb >= 0 {
+        fetch.max_gap_bytes = Some((memory_gap_kb as usize).min(1 << 16) << 10);
+    }
     if memory_cache_mb > 0 {
         // usize is 32 bits here: a budget past 4 GB saturates.
         fetch.cache_bytes = memory_cache_mb.saturating_mul(1 << 20);
@@ -205,12 +210,13 @@ async fn open(
     } else {
         ctx_len.min(max_ctx)
     };
+    let mut link = None;
     if !memory_url.is_empty() {
         let fetch = FetchOptions {
             ctx_len: opts.decoder.ctx_len,
             ..fetch.clone()
         };
-        attach_memory_fetch(&mut model, memory_url, &fetch).await?;
+        link = Some(attach_memory_fetch(&mut model, memory_url, &fetch).await?);
     }
     let rows = model.memory.as_ref().map(|m| m.rows.clone());
     let c = &model.config;
@@ -254,6 +260,8 @@ async fn open(
         "token_counts": model.token_counts.is_some(),
         "memory_streamed": (!memory_url.is_empty()).then_some(memory_url),
         "memory_cache_tokens": rows.as_ref().map(|r| r.cache_tokens()),
+        // The link measured at attach and the read-through gap chosen from it.
+        "memory_link": link,
     });
     let inner = Inner {
         name: source,

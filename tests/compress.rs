@@ -25,10 +25,16 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 /// `m`'s memory compressed, written as a memory file and attached to a fresh copy of the
-/// model at `dir`, as `--memory` would.
+/// model at `dir`, as `--memory` would. SVD bases in f16 (the CLI's default), except with
+/// f32 rows, which keep them in f32 too (full precision).
 fn compressed(dir: &Path, m: &Model, dtype: DType, svd: Option<RankRule>) -> (Model, Compressed) {
     let mem = m.memory.as_ref().unwrap();
-    let c = compress(mem, &CompressOptions { dtype, svd }, &mut |_| {}).unwrap();
+    let opts = CompressOptions {
+        dtype,
+        svd,
+        basis_f16: dtype != DType::F32,
+    };
+    let c = compress(mem, &opts, &mut |_| {}).unwrap();
     let p = tmp(&format!("{dtype:?}-{svd:?}.safetensors").replace([' ', '(', ')'], ""));
     write_memory_file(mem, &c, dtype, m.token_counts.as_deref(), &p).unwrap();
     let mut out = load(dir).unwrap();
@@ -53,19 +59,26 @@ fn compressed_tables_give_the_same_logits_on_gpu_and_cpu() {
         &tiny().join("memory_f16_normalized.safetensors"),
     )
     .unwrap();
-    let cases: [(&Model, DType, Option<RankRule>); 7] = [
+    let cases: [(&Model, DType, Option<RankRule>); 8] = [
         (&raw, DType::Q4_1, None),
         (&raw, DType::Q8_0, None),
         (&raw, DType::F16, None),
         (&raw, DType::Q4_1, Some(RankRule::Rank(20))),
         (&raw, DType::F16, Some(RankRule::Ratio(1.0))),
         (&raw, DType::Q8_0, Some(RankRule::Energy(0.9))),
+        (&raw, DType::F32, Some(RankRule::Rank(24))),
         (&normalized, DType::Q4_1, Some(RankRule::Rank(40))),
     ];
     for (src, dtype, svd) in cases {
         let (m, c) = compressed(&tiny(), src, dtype, svd);
         let mem = m.memory.as_ref().unwrap();
         assert_eq!(mem.svd.as_ref().map(|s| s.rank), c.rank);
+        let f16 = mem.svd.as_ref().map(|s| s.basis_f16);
+        assert_eq!(
+            f16,
+            svd.map(|_| dtype != DType::F32),
+            "the basis type read back"
+        );
         assert_eq!(mem.normalized, src.memory.as_ref().unwrap().normalized);
         let want = cpu_logits(&m, &seq);
         let vocab = m.config.vocab;
@@ -154,6 +167,7 @@ fn bad_svd_memory_files_are_refused() {
         &CompressOptions {
             dtype: DType::Q8_0,
             svd: Some(RankRule::Rank(20)),
+            basis_f16: true,
         },
         &mut |_| {},
     )

@@ -191,17 +191,17 @@ fn router_softmax_per_token() {
 /// TIDE memory rows of a batch, both kernels (GPUs: a workgroup per row; CPU adapters: a lane
 /// per row), every table form: decoded, RMS-normalised and scaled by the block's gamma, or
 /// just decoded when the tables are stored normalised; and SVD tables (A_k rows 32 or 64 wide
-/// rebuilt through B_k, rows beyond the rank zero) in the same dispatch.
+/// rebuilt through B_k, f32 or f16, rows beyond the rank zero) in the same dispatch.
 #[test]
 fn memory_rows_both_kernels() {
     let ctx = gpu();
     let mut rng = Rng(15);
     for dtype in [DType::Q4_1, DType::Q8_0, DType::F16] {
         for normalized in [false, true] {
-            for width in [None, Some(32), Some(64)] {
+            for width in [None, Some((32, false)), Some((64, false)), Some((64, true))] {
                 let c = match width {
                     None => MemoryRowsCase::new(&mut rng, dtype, normalized),
-                    Some(w) => MemoryRowsCase::svd(&mut rng, dtype, normalized, w),
+                    Some((w, f16)) => MemoryRowsCase::svd(&mut rng, dtype, normalized, w, f16),
                 };
                 for s in c.specs() {
                     let out = dispatch(&ctx, &s, c.data(), c.n_tok);

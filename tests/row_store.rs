@@ -19,7 +19,7 @@ use common::{assert_close, cpu_logits, gpu, json_ids as ids, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::memory::compress::{compress, write_memory_file, CompressOptions, RankRule};
-use tide_gpu::memory::http::{attach_memory_url, HttpOptions};
+use tide_gpu::memory::http::{attach_memory_url, gap_for, HttpOptions};
 use tide_gpu::memory::store::{by_frequency, MemoryStats};
 use tide_gpu::model::{attach_memory, load, DType, Model};
 
@@ -37,6 +37,8 @@ enum Mode {
     IgnoreRange,
     /// Reads the request and never answers.
     Hang,
+    /// As Ok, 30 ms late: a link with a long round trip.
+    Slow,
 }
 
 struct Server {
@@ -80,6 +82,17 @@ fn answer<S: Read + Write>(mut s: S, file: &[u8], mode: Mode) {
         Mode::NotFound => head("404 Not Found", "", 0).into_bytes(),
         Mode::ServerError => head("500 Internal Server Error", "", 0).into_bytes(),
         Mode::IgnoreRange => [head("200 OK", "", file.len()).as_bytes(), file].concat(),
+        Mode::Slow => {
+            std::thread::sleep(Duration::from_millis(30));
+            return answer_bytes(
+                s,
+                &[
+                    head("206 Partial Content", &cr(a, b), body.len()).as_bytes(),
+                    body,
+                ]
+                .concat(),
+            );
+        }
         Mode::Ok => [
             head("206 Partial Content", &cr(a, b), body.len()).as_bytes(),
             body,
@@ -99,7 +112,11 @@ fn answer<S: Read + Write>(mut s: S, file: &[u8], mode: Mode) {
             .concat()
         }
     };
-    let _ = s.write_all(&out);
+    answer_bytes(s, &out);
+}
+
+fn answer_bytes<S: Write>(mut s: S, out: &[u8]) {
+    let _ = s.write_all(out);
     let _ = s.flush();
 }
 
@@ -168,7 +185,12 @@ fn tiny() -> PathBuf {
 fn memory_file(dtype: DType, svd: Option<RankRule>, tag: &str) -> (PathBuf, Vec<u8>) {
     let m = load(&tiny()).unwrap();
     let mem = m.memory.as_ref().unwrap();
-    let c = compress(mem, &CompressOptions { dtype, svd }, &mut |_| {}).unwrap();
+    let opts = CompressOptions {
+        dtype,
+        svd,
+        basis_f16: true,
+    };
+    let c = compress(mem, &opts, &mut |_| {}).unwrap();
     let p = std::env::temp_dir().join(format!(
         "tide-rows-{}-{tag}.safetensors",
         std::process::id()
@@ -180,9 +202,11 @@ fn memory_file(dtype: DType, svd: Option<RankRule>, tag: &str) -> (PathBuf, Vec<
     (p, bytes)
 }
 
+/// A fixed gap, so that the request counts below are exact (the measured one depends on timing).
 fn quick() -> HttpOptions {
     HttpOptions {
         timeout: Duration::from_millis(500),
+        max_gap_bytes: Some(64 << 10),
         ..Default::default()
     }
 }
@@ -508,6 +532,84 @@ fn the_warm_up_fills_free_room_beside_the_steps() {
     let s = stats(&m);
     assert_eq!(s.hits + s.misses, s.rows_requested, "{s:?}");
     assert_eq!(s.resident_bytes, 40 * store.token_bytes() as u64, "{s:?}");
+}
+
+/// A memory model prefills in batches small enough for its decoded rows
+/// (`memory_rows_budget`): the tiny model's 3 x 64 rows take 768 bytes a token, so a budget
+/// of 10 tokens' rows halves a batch of 16 tokens to 8, and its 24-token prompt runs as
+/// three batches with the CPU reference's logits.
+#[test]
+fn memory_models_prefill_in_batches_their_rows_fit() {
+    let m = load(&tiny()).unwrap();
+    let seq = seq();
+    let want = cpu_logits(&m, &seq);
+    let opts = |budget| DecoderOptions {
+        ctx_len: 64,
+        max_batch: 16,
+        kernels: KernelSet::Gpu,
+        token_by_token_upto: 0,
+        memory_rows_budget: budget,
+        ..Default::default()
+    };
+    let whole = GpuDecoder::new(gpu(), &m, opts(usize::MAX)).unwrap();
+    assert_eq!(whole.opts.max_batch, 16);
+    let mut dec = GpuDecoder::new(gpu(), &m, opts(10 * 3 * 64 * 4)).unwrap();
+    assert_eq!(dec.opts.max_batch, 8);
+    assert_eq!(seq.len(), 24);
+    let got = dec.feed_all(&seq).unwrap();
+    assert_close("prefill in batches of 8", &got, &want, 2e-4);
+}
+
+/// The gap is the link's bandwidth-delay product within [4 KB, 2 MB] (`gap_for`, checked
+/// against the formula); without a gap in the options `attach_memory_url` measures the link:
+/// behind a server that answers 30 ms late the round trip is at least 30 ms, the gap is
+/// `gap_for` of what was measured, and the steps use it (rows 0 and 90 of a table share a
+/// request when the 89 rows between fit in it); a gap given as half a row takes two.
+/// (The tiny tables are too small to say much of the bandwidth: no figure is asserted.)
+#[test]
+fn the_read_through_gap_is_measured_from_the_link() {
+    assert_eq!(gap_for(0.0004, 160e6), 64_000);
+    assert_eq!(gap_for(0.05, 10e6), 500_000);
+    assert_eq!(gap_for(1e-6, 1e6), 4 << 10);
+    assert_eq!(gap_for(1.0, 1e9), 2 << 20);
+    assert_eq!(gap_for(0.01, f64::INFINITY), 2 << 20);
+
+    let (bytes, seq, want) = q4_reference("gap");
+    let srv = serve(bytes);
+    let measured = |mode: Mode, gap: Option<usize>| {
+        srv.set(mode);
+        let mut m = load(&tiny()).unwrap();
+        let opts = HttpOptions {
+            max_gap_bytes: gap,
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let link = attach_memory_url(&mut m, &srv.url, &opts).unwrap();
+        (m, link)
+    };
+    let (_, fast) = measured(Mode::Ok, None);
+    let (m, slow) = measured(Mode::Slow, None);
+    let (rtt, bw) = (slow.round_trip_s.unwrap(), slow.bytes_per_s.unwrap());
+    assert!(rtt >= 0.03 && bw > 0.0, "{slow:?}");
+    assert!(fast.round_trip_s.unwrap() < rtt, "{fast:?} {slow:?}");
+    assert_eq!(slow.gap_bytes, gap_for(rtt, bw));
+    let store = m.memory.as_ref().unwrap().rows.clone();
+    store.set_cache_bytes(0);
+    let k = m.memory.as_ref().unwrap().k;
+    let row = store.token_bytes() / k;
+    let before = srv.requests.load(Ordering::SeqCst);
+    store.gather(&[0, 90], &mut Vec::new()).unwrap();
+    let per_table = if slow.gap_bytes >= 89 * row { 1 } else { 2 };
+    assert_eq!(srv.requests.load(Ordering::SeqCst) - before, per_table * k);
+    check_gpu("behind a slow link", &m, &seq, &want);
+
+    let (m, given) = measured(Mode::Ok, Some(row / 2));
+    assert_eq!(given.round_trip_s, None);
+    let store = m.memory.as_ref().unwrap().rows.clone();
+    store.set_cache_bytes(0);
+    let before = srv.requests.load(Ordering::SeqCst);
+    store.gather(&[0, 90], &mut Vec::new()).unwrap();
+    assert_eq!(srv.requests.load(Ordering::SeqCst) - before, 2 * k);
 }
 
 fn tide_cli(args: &[&str]) -> (bool, String, String) {

@@ -22,6 +22,13 @@ export function clearError() {
   $('#error').hidden = true;
 }
 
+// The measured link to a streamed memory file and the gap chosen from it.
+function linkText(l) {
+  if (!l) return '';
+  const rtt = l.round_trip_s == null ? '' : `round trip ${(l.round_trip_s * 1e3).toFixed(1)} ms, `;
+  return `; ${rtt}requests read through gaps up to ${Math.round(l.gap_bytes / 1024)} KB`;
+}
+
 function describe(info) {
   const g = info.gpu;
   if (!g) return `CPU reference (wasm) · ${info.layers} layers · K = ${info.k}`;
@@ -83,6 +90,7 @@ export function boot() {
       backend: params.get('backend') || undefined,
       memory: params.get('memory') || undefined,
       memoryCacheMb: Number(params.get('memoryCacheMb')) || undefined,
+      memoryGapKb: params.has('memoryGapKb') ? Number(params.get('memoryGapKb')) : undefined,
       onProgress: ({ phase, loaded, total }) => {
         // Downloads have a size; building the kernels does not (an indeterminate bar).
         if (phase === 'open') bar.removeAttribute('value');
@@ -98,7 +106,7 @@ export function boot() {
     const info = model.info;
     status.textContent = `${wanted} · ${describe(info)} · loaded in ${info.load.seconds.toFixed(1)} s` +
       (info.load.downloaded_bytes ? ` (${fmtBytes(info.load.downloaded_bytes)} downloaded)` : ' (from the browser cache)') +
-      (info.memory_streamed ? ` · memory rows streamed (cache of ${info.memory_cache_tokens} tokens)` : '');
+      (info.memory_streamed ? ` · memory rows streamed (cache of ${info.memory_cache_tokens} tokens${linkText(info.memory_link)})` : '');
     if (info.note) {
       $('#notice').textContent = info.note;
       $('#notice').hidden = false;

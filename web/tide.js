@@ -210,9 +210,10 @@ export class TideModel {
  * memory "download" (the default: a folder's memory.safetensors is fetched whole, like the
  * other files) or "stream" (it stays on the server and each step fetches the rows it reads
  * with Range requests); memoryCacheMb, the streamed rows' cache (0: the default, 16 MB, raised
- * to hold a whole context's tokens).
+ * to hold a whole context's tokens); memoryGapKb, rows of a step closer than this share a
+ * request (default: what the link carries in one round trip, measured at load).
  */
-export async function load(model, { onProgress, backend, ctxLen, memory, memoryCacheMb } = {}) {
+export async function load(model, { onProgress, backend, ctxLen, memory, memoryCacheMb, memoryGapKb } = {}) {
   let { name, files } = await resolveFiles(model);
   let memoryUrl = '';
   if (memory === 'stream') {
@@ -225,7 +226,7 @@ export async function load(model, { onProgress, backend, ctxLen, memory, memoryC
   }
   const worker = new Worker_();
   try {
-    const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb },
+    const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb },
       (m) => m.event === 'progress' && onProgress?.({ phase: m.phase, loaded: m.loaded, total: m.total, file: m.file })).done;
     return new TideModel(worker, info);
   } catch (e) {

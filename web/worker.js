@@ -139,7 +139,7 @@ async function fetchFile(dir, file, progress) {
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
-  async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb }, id) {
+  async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb }, id) {
     const t0 = performance.now();
     const wasm = await init();
     const dir = await cacheDir();
@@ -174,7 +174,8 @@ const ops = {
     session?.free?.();
     session = null;
     // consumes the set
-    session = await openSession(model, set, chosen, ctxLen || 0, memoryUrl || '', memoryCacheMb || 0);
+    session = await openSession(model, set, chosen, ctxLen || 0, memoryUrl || '', memoryCacheMb || 0,
+      Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1);
     const info = JSON.parse(session.info());
     // wgpu leaves the adapter's name empty on the web; the browser's adapter info has it.
     if (info.gpu && !info.gpu.name && hasGpu) {

@@ -159,14 +159,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ),
         Engine::Cpu(_) => (None, None),
     };
-    let weight_bytes = match &e {
-        Engine::Gpu(g) => g.weight_bytes,
-        Engine::Cpu(_) => 0,
+    let (weight_bytes, prefill_batch) = match &e {
+        Engine::Gpu(g) => (g.weight_bytes, Some(g.opts.max_batch)),
+        Engine::Cpu(_) => (0, None),
     };
     let out = serde_json::json!({
         "model": a.model.name(),
         "adapter": e.describe(),
         "prompt_len": a.prompt_len,
+        "prefill_batch": prefill_batch,
         "gen": a.gen,
         "prefill_tokens_per_s": pp,
         "decode_tokens_per_s": tg,

@@ -46,6 +46,11 @@ pub struct ModelArgs {
     /// beside generation, and steps fetch what it has not cached yet).
     #[arg(long)]
     pub memory_warm_wait: bool,
+    /// For a --memory URL: read through gaps of up to this many KB between wanted rows
+    /// rather than make another request. Default: measured at start, as what the link
+    /// carries in one round trip (4 KB to 2 MB).
+    #[arg(long)]
+    pub memory_gap_kb: Option<usize>,
     /// Copy the whole memory tables to the GPU at start (no streaming, no row cache).
     #[arg(long)]
     pub memory_resident: bool,
@@ -55,6 +60,11 @@ pub struct ModelArgs {
     /// KV-cache length in tokens (default: the model's, at most 2048).
     #[arg(long)]
     pub ctx: Option<usize>,
+    /// Most tokens per prefill batch (default 128; memory models with many blocks use
+    /// fewer, so that a step's decoded memory rows stay within 4 MB; given, it is used as it
+    /// is).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Ignore shader-f16 even if the adapter supports it.
     #[arg(long)]
     pub no_f16: bool,
@@ -76,6 +86,7 @@ impl ModelArgs {
             Some(p) => tide_gpu::model::load(p)?,
             None => tide_gpu::model::embedded::default_model()?,
         };
+        let mut link = None;
         if let Some(mem) = &self.memory {
             match mem.to_str().filter(|_| self.remote_memory()) {
                 Some(url) => {
@@ -93,7 +104,12 @@ impl ModelArgs {
                                 .with_context(|| format!("--memory-ca {}", ca.display()))?,
                         );
                     }
-                    tide_gpu::memory::http::attach_memory_url(&mut m, url, &opts)?
+                    if let Some(kb) = self.memory_gap_kb.filter(|&kb| kb > 1 << 16) {
+                        anyhow::bail!("--memory-gap-kb must be at most 65536 (64 MB), got {kb}");
+                    }
+                    opts.max_gap_bytes = self.memory_gap_kb.map(|kb| kb << 10);
+                    let l = tide_gpu::memory::http::attach_memory_url(&mut m, url, &opts)?;
+                    link = Some(l);
                 }
                 None => tide_gpu::model::attach_memory(&mut m, mem)?,
             }
@@ -107,6 +123,18 @@ impl ModelArgs {
             c.vocab,
             t.elapsed().as_secs_f64()
         );
+        if let Some(link) = link {
+            let kb = link.gap_bytes >> 10;
+            match (link.round_trip_s, link.bytes_per_s) {
+                (Some(rtt), Some(bw)) => eprintln!(
+                    "memory link: round trip {:.2} ms, {:.1} MB/s: a request reads through \
+                     gaps of up to {kb} KB",
+                    rtt * 1e3,
+                    bw / 1e6
+                ),
+                _ => eprintln!("memory link: a request reads through gaps of up to {kb} KB"),
+            }
+        }
         self.setup_row_cache(&m)?;
         Ok(m)
     }
@@ -181,6 +209,13 @@ impl ModelArgs {
     pub fn options(&self, m: &Model) -> Result<Options> {
         let mut o = Options::default();
         o.decoder.ctx_len = self.ctx_len(m)?;
+        if let Some(b) = self.batch {
+            if b == 0 || b > 4096 {
+                anyhow::bail!("--batch must be in 1..=4096, got {b}");
+            }
+            o.decoder.max_batch = b;
+            o.decoder.memory_rows_budget = usize::MAX;
+        }
         o.gpu.no_f16 = self.no_f16;
         o.decoder.memory_resident = self.memory_resident;
         super::env::apply(&mut o)?;

@@ -42,10 +42,19 @@ pub struct CompressArgs {
     /// singular values), in (0, 1].
     #[arg(long, group = "svd")]
     pub svd_energy: Option<f64>,
+    /// With SVD: the precision of the bases B_k, which stay on the GPU (f16 halves them).
+    #[arg(long, value_enum, default_value = "f16")]
+    pub svd_basis: BasisType,
     /// Output folder (must not exist or be empty): a model that --model accepts, its memory
     /// in memory.safetensors, and compress_report.json.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum BasisType {
+    F16,
+    F32,
 }
 
 /// A file of the backbone to carry into the output folder.
@@ -177,6 +186,7 @@ fn report_json(a: &CompressArgs, name: &str, dtype: DType, c: &Compressed) -> se
         "memory": a.model.memory.as_ref().map(|p| p.display().to_string()),
         "rows": rows_name(dtype),
         "svd_rank": c.rank,
+        "svd_basis": c.rank.map(|_| if c.basis_f16 { "f16" } else { "f32" }),
         "width": c.width,
         "bytes_before": c.bytes_before,
         "bytes_after": c.bytes_after,
@@ -223,7 +233,11 @@ pub fn run(a: CompressArgs) -> Result<()> {
             bail!("--svd-rank {r} must be in 1..={d} (the model width)");
         }
     }
-    let opts = CompressOptions { dtype, svd };
+    let opts = CompressOptions {
+        dtype,
+        svd,
+        basis_f16: a.svd_basis == BasisType::F16,
+    };
     let pb = ProgressBar::new(progress_total(mem, &opts));
     pb.set_style(
         ProgressStyle::with_template("compressing [{bar:30}] {pos}/{len} rows, eta {eta}")

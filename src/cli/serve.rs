@@ -263,9 +263,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
             no_memory_warm: false,
             memory_warm_factor: None,
             memory_warm_wait: false,
+            memory_gap_kb: None,
             memory_resident: false,
             backend: a.backend,
             ctx: a.ctx,
+            batch: None,
             no_f16: false,
         };
         let worker = api_worker::spawn(args, a.queue.max(1), a.lose_device_after_tokens);

@@ -618,12 +618,13 @@ pub fn memory_rows_by_lane(
 }
 
 /// The same for SVD tables (`tide compress --svd-*`): the stored row is A_k[x_t], `width`
-/// values wide, and the kernel rebuilds A_k[x_t] B_k (B_k bound as BASIS, [K, width, cols]
-/// f32) before the norm. One workgroup per (block, token) on every adapter (entry `svd`).
+/// values wide, and the kernel rebuilds A_k[x_t] B_k (B_k bound as BASIS, [K, width, cols],
+/// f32 or, `basis_f16`, f16 pairs packed in u32) before the norm. One workgroup per (block,
+/// token) on every adapter (entry `svd`).
 pub fn memory_rows_svd(
     dtype: DType,
     cols: usize,
-    width: usize,
+    (width, basis_f16): (usize, bool),
     k: usize,
     eps: f32,
     normalized: bool,
@@ -634,7 +635,8 @@ pub fn memory_rows_svd(
         .defs
         .flag("SVD", true)
         .set("AW", width)
-        .set("AW4", width / 4);
+        .set("AW4", width / 4)
+        .flag("BASIS_F16", basis_f16);
     s.bindings.push(slot(4, "BASIS", Binding::Read));
     s
 }

@@ -74,7 +74,7 @@ impl GpuDecoder {
             })
             .collect();
         let s = if let Some(svd) = &m.svd {
-            specs::memory_rows_svd(dtype, d, svd.width, k, m.eps, m.normalized)
+            specs::memory_rows_svd(dtype, d, (svd.width, svd.basis_f16), k, m.eps, m.normalized)
         } else if self.few_big_workgroups() {
             specs::memory_rows_by_lane(dtype, d, k, m.eps, m.normalized)
         } else {
@@ -87,10 +87,21 @@ impl GpuDecoder {
             ("GAMMA", res(&gamma)),
             ("MEM", res(&rows)),
         ];
-        // B_k of every block, resident: [K, width, d] f32.
+        // B_k of every block, resident: [K, width, d], f32 or f16 as the file stores it.
         let basis = m.svd.as_ref().map(|svd| {
             let all: Vec<f32> = svd.basis.iter().flatten().copied().collect();
-            f32_buffer(&self.ctx, "memory-svd-basis", &all)
+            if svd.basis_f16 {
+                let half: Vec<half::f16> = all.iter().map(|&x| half::f16::from_f32(x)).collect();
+                self.ctx
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("memory-svd-basis-f16"),
+                        contents: bytemuck::cast_slice(&half),
+                        usage: wgpu::BufferUsages::STORAGE,
+                    })
+            } else {
+                f32_buffer(&self.ctx, "memory-svd-basis", &all)
+            }
         });
         if let Some(b) = &basis {
             named.push(("BASIS", res(b)));

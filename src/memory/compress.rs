@@ -31,6 +31,10 @@ pub struct CompressOptions {
     /// Row encoding of the output tables (or of A_k with SVD).
     pub dtype: DType,
     pub svd: Option<RankRule>,
+    /// With SVD: store the bases B_k in f16 (half the file's and the GPU's bytes for them;
+    /// they are unit vectors, so f16's 11 bits cost far less than 4-bit rows do) rather than
+    /// f32.
+    pub basis_f16: bool,
 }
 
 /// What one block became.
@@ -49,8 +53,10 @@ pub struct BlockReport {
 pub struct Compressed {
     /// Per block: the stored rows (E_k or A_k) in `dtype`'s bytes, [V, width].
     pub tables: Vec<Vec<u8>>,
-    /// Per block with SVD: B_k, [width, d] f32.
+    /// Per block with SVD: B_k, [width, d], as f32 (values of f16 with `basis_f16`).
     pub basis: Vec<Vec<f32>>,
+    /// The bases are written in f16.
+    pub basis_f16: bool,
     pub width: usize,
     /// The largest rank kept: every block is stored at this width (one row size for the
     /// gather), smaller ranks padded with zeros.
@@ -172,9 +178,10 @@ pub fn compress(
         )));
     }
     let before = m.tables.iter().map(|t| t.bytes().len()).sum::<usize>()
-        + m.svd
-            .as_ref()
-            .map_or(0, |s| s.basis.iter().map(|b| b.len() * 4).sum());
+        + m.svd.as_ref().map_or(0, |s| {
+            let per = if s.basis_f16 { 2 } else { 4 };
+            s.basis.iter().map(|b| b.len() * per).sum()
+        });
     // Pass 1 (SVD only): each block's basis, then one rank for all (the largest asked).
     let mut factors = Vec::new();
     if let Some(rule) = opts.svd {
@@ -189,6 +196,7 @@ pub fn compress(
     let mut out = Compressed {
         tables: Vec::new(),
         basis: Vec::new(),
+        basis_f16: opts.basis_f16,
         width,
         rank,
         blocks: Vec::new(),
@@ -201,16 +209,22 @@ pub fn compress(
         let mut bytes = Vec::with_capacity(opts.dtype.row_bytes(width).unwrap_or(0) * v);
         let (mut num, mut den) = (0f64, 0f64);
         let f = factors.get(k);
-        // B = V_r^T padded to `width` rows, f32 as stored.
+        // B = V_r^T padded to `width` rows, as stored (f32, or f16's values).
         let basis: Option<Vec<f32>> = f.map(|(vecs, _, rk)| {
             let mut b = vec![0f32; width * d];
             for i in 0..*rk {
                 for j in 0..d {
-                    b[i * d + j] = vecs[(j, i)] as f32;
+                    let x = vecs[(j, i)] as f32;
+                    b[i * d + j] = if opts.basis_f16 {
+                        half::f16::from_f32(x).to_f32()
+                    } else {
+                        x
+                    };
                 }
             }
             b
         });
+        let basis_bytes = if opts.basis_f16 { 2 } else { 4 };
         let mut dec = vec![0f32; width];
         let mut rec = vec![0f32; d];
         let mut vals = Vec::with_capacity(width);
@@ -254,7 +268,7 @@ pub fn compress(
             svd_rel_error,
             rel_error: (num / den).sqrt(),
         });
-        out.bytes_after += bytes.len() + basis.as_ref().map_or(0, |b| b.len() * 4);
+        out.bytes_after += bytes.len() + basis.as_ref().map_or(0, |b| b.len() * basis_bytes);
         out.tables.push(bytes);
         out.basis.extend(basis);
     }
@@ -310,11 +324,20 @@ pub fn write_memory_file(
         ));
     }
     for (k, b) in c.basis.iter().enumerate() {
+        let (st, bytes) = if c.basis_f16 {
+            let h: Vec<u8> = b
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect();
+            (St::F16, h)
+        } else {
+            (St::F32, f32_bytes(b))
+        };
         owned.push((
             format!("tide.memory.{k}.basis"),
-            St::F32,
+            st,
             vec![c.width, d],
-            f32_bytes(b),
+            bytes,
         ));
     }
     for (l, r) in m.routers.iter().enumerate() {

@@ -11,7 +11,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::remote::{
-    self, check_length, check_partial, fail, range_error, Failure, Ranges, RemoteTables,
+    self, check_length, check_partial, fail, range_error, Failure, Link, Ranges, RemoteTables,
 };
 use super::store::{put_table, RowSource, RowStore};
 use crate::error::{Error, Result};
@@ -26,8 +26,9 @@ pub struct FetchOptions {
     pub timeout_ms: u32,
     /// Tries after the first for a network error, a 5xx or a short body.
     pub retries: u32,
-    /// Bytes between two wanted rows below which one request reads through the gap.
-    pub max_gap_bytes: usize,
+    /// Bytes between two wanted rows below which one request reads through the gap. None:
+    /// measured when the memory is attached (`remote::measure_link`).
+    pub max_gap_bytes: Option<usize>,
     /// Row cache budget (raised to hold a whole context's distinct tokens: a step's rows must
     /// all be in the cache when it runs).
     pub cache_bytes: usize,
@@ -40,7 +41,7 @@ impl Default for FetchOptions {
         FetchOptions {
             timeout_ms: 20_000,
             retries: 2,
-            max_gap_bytes: 64 << 10,
+            max_gap_bytes: None,
             cache_bytes: 16 << 20,
             ctx_len: 2048,
         }
@@ -148,13 +149,40 @@ impl RowSource for FetchedRows {
     }
 }
 
+/// Seconds on the page's clock (performance.now(), or Date.now() where there is none).
+fn now() -> f64 {
+    let global = js_sys::global();
+    let perf = if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+        w.performance()
+    } else if let Some(w) = global.dyn_ref::<web_sys::Window>() {
+        w.performance()
+    } else {
+        None
+    };
+    perf.map_or_else(js_sys::Date::now, |p| p.now()) / 1e3
+}
+
 /// Attach the memory of `model` from the memory file at `url`: the header and small tensors
-/// now, the rows as steps need them (`prefetch`).
-pub async fn attach_memory_fetch(model: &mut Model, url: &str, opts: &FetchOptions) -> Result<()> {
+/// now, the rows as steps need them (`prefetch`). Without a gap in `opts`, four requests
+/// measure the link to choose it; returns the gap and what was measured.
+pub async fn attach_memory_fetch(
+    model: &mut Model,
+    url: &str,
+    opts: &FetchOptions,
+) -> Result<Link> {
     let reader = FetchRanges { url, opts };
     let opened = remote::open(&reader, &model.config).await?;
     let mut mem = opened.memory;
-    let tables = opened.tables;
+    let mut tables = opened.tables;
+    let link = match opts.max_gap_bytes {
+        Some(g) => Link {
+            round_trip_s: None,
+            bytes_per_s: None,
+            gap_bytes: g,
+        },
+        None => remote::measure_link(&reader, &tables, model.config.vocab, now).await?,
+    };
+    tables.gap_bytes = link.gap_bytes;
     let rb = tables.row_bytes;
     let c = &model.config;
     mem.rows = RowStore::new(Arc::new(FetchedRows { tables }), mem.k, c.vocab, rb);
@@ -164,7 +192,7 @@ pub async fn attach_memory_fetch(model: &mut Model, url: &str, opts: &FetchOptio
         model.token_counts = Some(tc);
     }
     model.memory = Some(mem);
-    Ok(())
+    Ok(link)
 }
 
 /// Fetch the rows of `tokens` that the cache lacks (nothing for a local source).
@@ -178,7 +206,7 @@ pub async fn prefetch(store: &RowStore, tokens: &[u32], opts: &FetchOptions) -> 
     }
     let (rb, k) = (t.row_bytes, t.offsets.len());
     let reader = FetchRanges { url: &t.url, opts };
-    let groups = t.groups(&ids, opts.max_gap_bytes);
+    let groups = t.groups(&ids, t.gap_bytes);
     let ids_ref = &ids;
     let spans: Vec<(u64, u64)> = (0..k)
         .flat_map(|b| groups.iter().map(move |&g| t.span(b, ids_ref, g)))

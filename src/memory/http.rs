@@ -4,7 +4,8 @@
 //! the small tensors (gammas, routers, SVD bases, token counts) are fetched when the memory is
 //! attached; the tables row by row as steps need them, through the row store's cache.
 //!
-//! A step's rows are coalesced: ids of one table closer than `max_gap_bytes` share a request.
+//! A step's rows are coalesced: ids of one table closer than a gap share a request; the gap
+//! is what the link carries in one round trip, measured at attach unless given.
 //! At most `max_in_flight` requests run at once; a failed request is retried. A response that
 //! is not 206 with exactly the Content-Range asked for, or is short, stops the step with an
 //! error naming the URL: a row of garbage is never used.
@@ -14,6 +15,7 @@ use std::time::Duration;
 use super::remote::{
     self, check_length, check_partial, fail, range_error, Failure, Ranges, RemoteTables,
 };
+pub use super::remote::{gap_for, Link};
 use super::store::{RowSource, RowStore};
 use crate::error::{Error, Result};
 
@@ -25,10 +27,10 @@ pub struct HttpOptions {
     /// Tries after the first for a transport error, a 5xx or a short body.
     pub retries: u32,
     pub max_in_flight: usize,
-    /// Bytes between two wanted rows below which one request reads through the gap: a
-    /// request costs about as much as reading this much more (loopback: ~0.4 ms against
-    /// ~64 KB; a network's round trip is worth more).
-    pub max_gap_bytes: usize,
+    /// Bytes between two wanted rows below which one request reads through the gap. None:
+    /// measured when the memory is attached, as what the link carries in one round trip
+    /// (`Link`): a request costs about as much as reading that much more.
+    pub max_gap_bytes: Option<usize>,
     /// A bulk read (the warm-up) reads at most this many bytes per byte of rows it wants
     /// (read-through gaps included), in as few requests as that allows (at least 1). None:
     /// the steps' rule (`max_gap_bytes`), fewest seconds when the gap suits the link, though
@@ -45,7 +47,7 @@ impl Default for HttpOptions {
             timeout: Duration::from_secs(10),
             retries: 2,
             max_in_flight: 8,
-            max_gap_bytes: 64 << 10,
+            max_gap_bytes: None,
             bulk_read_factor: None,
             ca_pem: None,
         }
@@ -195,7 +197,7 @@ impl HttpTables {
 
 impl RowSource for HttpTables {
     fn read_rows(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
-        let groups = self.tables.groups(ids, self.opts.max_gap_bytes);
+        let groups = self.tables.groups(ids, self.tables.gap_bytes);
         self.read_groups(k, ids, &groups, out)
     }
 
@@ -217,11 +219,13 @@ impl RowSource for HttpTables {
 /// Attach (or replace) the memory of `model` from the memory file at `url`: the header and
 /// small tensors now, the table rows on demand. Everything the loader checks for a local
 /// memory file is checked here too, except NaNs in the tables, checked as rows arrive.
+/// Without a gap in `opts`, four requests measure the link to choose it; returns the gap
+/// and what was measured.
 pub fn attach_memory_url(
     model: &mut crate::model::Model,
     url: &str,
     opts: &HttpOptions,
-) -> Result<()> {
+) -> Result<Link> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Error::Input(format!(
             "{url}: a memory URL must start with http:// or https://"
@@ -235,8 +239,27 @@ pub fn attach_memory_url(
     };
     let opened = pollster::block_on(remote::open(&reader, &model.config))?;
     let mut mem = opened.memory;
+    let link = match opts.max_gap_bytes {
+        Some(g) => Link {
+            round_trip_s: None,
+            bytes_per_s: None,
+            gap_bytes: g,
+        },
+        None => {
+            let clock = std::time::Instant::now();
+            let now = || clock.elapsed().as_secs_f64();
+            pollster::block_on(remote::measure_link(
+                &reader,
+                &opened.tables,
+                model.config.vocab,
+                now,
+            ))?
+        }
+    };
+    let mut tables = opened.tables;
+    tables.gap_bytes = link.gap_bytes;
     let source = HttpTables {
-        tables: opened.tables,
+        tables,
         agent,
         opts: opts.clone(),
     };
@@ -246,5 +269,5 @@ pub fn attach_memory_url(
         model.token_counts = Some(tc);
     }
     model.memory = Some(mem);
-    Ok(())
+    Ok(link)
 }

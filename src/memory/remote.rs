@@ -24,6 +24,62 @@ pub(crate) trait Ranges {
     async fn range(&self, start: u64, len: u64) -> Result<(Vec<u8>, u64)>;
 }
 
+/// The bounds of a measured gap: below a few rows it saves nothing; above MAX_GAP one
+/// request would read much of a step's span.
+const MIN_GAP: usize = 4 << 10;
+const MAX_GAP: usize = 2 << 20;
+/// Bytes of the larger of the two probes (less when a table is smaller).
+const PROBE_BYTES: u64 = 256 << 10;
+
+/// What was measured of the link to a remote memory file, and the gap chosen from it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Link {
+    /// The quicker of two one-row requests (seconds); None when the gap was given.
+    pub round_trip_s: Option<f64>,
+    /// From a PROBE_BYTES request less the round trip (bytes/s).
+    pub bytes_per_s: Option<f64>,
+    /// The read-through gap the steps use (bytes).
+    pub gap_bytes: usize,
+}
+
+/// The gap for a link: the bytes it carries in one round trip (its bandwidth-delay product),
+/// which is what one more request costs, within [MIN_GAP, MAX_GAP].
+pub fn gap_for(round_trip_s: f64, bytes_per_s: f64) -> usize {
+    let g = round_trip_s * bytes_per_s;
+    if g.is_finite() {
+        (g as usize).clamp(MIN_GAP, MAX_GAP)
+    } else {
+        MAX_GAP
+    }
+}
+
+/// Time requests for the first rows of table 0 through `r` (`now`: seconds on some clock):
+/// two of one row (the quicker is the round trip; the connection is open from `open`) and
+/// two of PROBE_BYTES, the quicker of each, since a scheduling hiccup only ever adds time.
+pub(crate) async fn measure_link(
+    r: &impl Ranges,
+    t: &RemoteTables,
+    vocab: usize,
+    now: impl Fn() -> f64,
+) -> Result<Link> {
+    let row = t.row_bytes as u64;
+    let big = PROBE_BYTES.min(row * vocab as u64).max(row);
+    let mut best = [f64::INFINITY; 2];
+    for len in [row, row, big, big] {
+        let start = now();
+        r.range(t.offsets[0], len).await?;
+        let i = usize::from(len == big && big > row);
+        best[i] = best[i].min(now() - start);
+    }
+    let rtt = best[0];
+    let bw = (big - row) as f64 / (best[1] - rtt).max(1e-6);
+    Ok(Link {
+        round_trip_s: Some(rtt),
+        bytes_per_s: Some(bw),
+        gap_bytes: gap_for(rtt, bw),
+    })
+}
+
 /// Why one try at a range failed, and whether trying again may help.
 pub(crate) struct Failure {
     pub msg: String,
@@ -98,6 +154,9 @@ pub struct RemoteTables {
     pub dtype: DType,
     /// Bytes of one stored row.
     pub row_bytes: usize,
+    /// A step's rows of one table closer than this share a request (`groups`): the link's
+    /// `Link::gap_bytes`.
+    pub gap_bytes: usize,
 }
 
 impl RemoteTables {
@@ -315,6 +374,7 @@ pub(crate) async fn open(r: &impl Ranges, config: &Config) -> Result<Opened> {
         offsets,
         dtype: memory.tables[0].dtype(),
         row_bytes: memory.rows.token_bytes() / memory.k,
+        gap_bytes: MIN_GAP,
     };
     let token_counts = crate::model::safetensors::token_counts(url, &set, config.vocab)?;
     Ok(Opened {

@@ -41,8 +41,10 @@ pub struct Svd {
     /// columns of A_k and rows of B_k being zero.
     pub rank: usize,
     pub width: usize,
-    /// The K bases B_k, each [width, dim] row-major, f32.
+    /// The K bases B_k, each [width, dim] row-major, as f32 (values of f16 when stored so).
     pub basis: Vec<Vec<f32>>,
+    /// The file stores the bases in f16: the GPU keeps them so (half the memory).
+    pub basis_f16: bool,
 }
 
 /// Stored width of rank-`r` factors: whole 32-value blocks.
@@ -353,7 +355,17 @@ impl TideMemory {
             tables,
             gammas,
             routers,
-            svd: rank.map(|rank| Svd { rank, width, basis }),
+            svd: rank.map(|rank| Svd {
+                // Mixed or other float types go to the GPU as f32.
+                basis_f16: (0..k).all(|i| {
+                    set.weights
+                        .get(&format!("tide.memory.{i}.basis"))
+                        .is_some_and(|w| w.dtype() == DType::F16)
+                }),
+                rank,
+                width,
+                basis,
+            }),
         }))
     }
 

@@ -739,6 +739,8 @@ pub struct MemoryRowsCase {
     pub eps: f32,
     /// SVD: the stored width and the K bases [K, width, cols].
     svd: Option<(usize, Vec<f32>)>,
+    /// The bases are bound as f16 (their values above are f16's).
+    basis_f16: bool,
     wb: Vec<u8>,
     gamma: Vec<f32>,
     want: Vec<f32>,
@@ -746,16 +748,29 @@ pub struct MemoryRowsCase {
 
 impl MemoryRowsCase {
     pub fn new(rng: &mut Rng, dtype: DType, normalized: bool) -> Self {
-        Self::build(rng, dtype, normalized, None)
+        Self::build(rng, dtype, normalized, None, false)
     }
 
     /// Stored A_k rows `width` wide (a multiple of 32) and bases whose last rows are zero, as
-    /// `tide compress` pads a rank to whole blocks.
-    pub fn svd(rng: &mut Rng, dtype: DType, normalized: bool, width: usize) -> Self {
-        Self::build(rng, dtype, normalized, Some(width))
+    /// `tide compress` pads a rank to whole blocks; `basis_f16`: the bases in f16, as `tide
+    /// compress` writes them by default.
+    pub fn svd(
+        rng: &mut Rng,
+        dtype: DType,
+        normalized: bool,
+        width: usize,
+        basis_f16: bool,
+    ) -> Self {
+        Self::build(rng, dtype, normalized, Some(width), basis_f16)
     }
 
-    fn build(rng: &mut Rng, dtype: DType, normalized: bool, width: Option<usize>) -> Self {
+    fn build(
+        rng: &mut Rng,
+        dtype: DType,
+        normalized: bool,
+        width: Option<usize>,
+        basis_f16: bool,
+    ) -> Self {
         let (cols, k, n_tok, eps) = (96usize, 5usize, 3u32, 1e-5f32);
         let n = n_tok as usize * k;
         let w = width.unwrap_or(cols);
@@ -766,6 +781,10 @@ impl MemoryRowsCase {
             // The padding rows beyond the rank (here the last 7 of each block) are zero.
             for blk in b.chunks_mut(w * cols) {
                 blk[(w - 7) * cols..].fill(0.0);
+            }
+            if basis_f16 {
+                b.iter_mut()
+                    .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
             }
             (w, b)
         });
@@ -810,6 +829,7 @@ impl MemoryRowsCase {
             n_tok,
             eps,
             svd,
+            basis_f16,
             wb,
             gamma,
             want,
@@ -821,7 +841,7 @@ impl MemoryRowsCase {
     pub fn specs(&self) -> Vec<Spec> {
         let (d, c, k, e, n) = (self.dtype, self.cols, self.k, self.eps, self.normalized);
         match &self.svd {
-            Some((w, _)) => vec![specs::memory_rows_svd(d, c, *w, k, e, n)],
+            Some((w, _)) => vec![specs::memory_rows_svd(d, c, (*w, self.basis_f16), k, e, n)],
             None => vec![
                 specs::memory_rows(d, c, k, e, n),
                 specs::memory_rows_by_lane(d, c, k, e, n),
@@ -837,7 +857,12 @@ impl MemoryRowsCase {
             Data::F32(vec![0.0; self.n_tok as usize * self.k * self.cols]),
         ];
         if let Some((_, b)) = &self.svd {
-            v.push(Data::F32(b.clone()));
+            v.push(if self.basis_f16 {
+                let h: Vec<half::f16> = b.iter().map(|&x| half::f16::from_f32(x)).collect();
+                Data::Bytes(bytemuck::cast_slice(&h).to_vec())
+            } else {
+                Data::F32(b.clone())
+            });
         }
         v
     }
@@ -846,8 +871,8 @@ impl MemoryRowsCase {
     /// sums of `width` products in f32).
     pub fn check(&self, s: &Spec, out: &[f32]) {
         let name = format!(
-            "memory rows {} {:?} normalized={}",
-            s.entry, self.dtype, self.normalized
+            "memory rows {} {:?} normalized={} f16 basis={}",
+            s.entry, self.dtype, self.normalized, self.basis_f16
         );
         let tol = if self.svd.is_some() { 1e-4 } else { 1e-5 };
         assert_close(&name, out, &self.want, tol);

@@ -259,10 +259,12 @@ test('memory streamed with Range requests: native tokens and router weights, onl
   const k = 4;
   const memReqs = [];
   browser.on('request', (r) => r.url().endsWith('/memory.safetensors') && memReqs.push(r.headers().range));
-  const page = await open(browser, '?model=tide-k4-stream&memory=stream');
+  // A fixed 64 KB gap: the measured one can read through most of these small tables.
+  const page = await open(browser, '?model=tide-k4-stream&memory=stream&memoryGapKb=64');
   const info = await ready(page);
   assert.equal(info.error, undefined, info.error);
   assert.equal(info.k, k);
+  assert.deepEqual(info.memory_link, { round_trip_s: null, bytes_per_s: null, gap_bytes: 65536 });
   assert.match(info.memory_streamed, /\/models\/tide-k4-stream\/memory\.safetensors$/);
   for (const prompt of PROMPTS.slice(0, 2)) {
     const want = native(['generate', '--model', stream, '--temperature', '0', '--json', '--max-tokens', String(TOKENS), prompt]);
@@ -301,6 +303,11 @@ test('memory streamed with Range requests: native tokens and router weights, onl
   await insp.waitForFunction(() => document.querySelector('#memory').textContent || window.tide.error, null, { timeout: 300000 });
   const gotW = await insp.evaluate(() => window.tide.lastInspection);
   assert.ok(gotW, 'the page inspected its text');
+  // Without memoryGapKb the gap comes from the link, measured at load.
+  const link = (await ready(insp)).memory_link;
+  assert.ok(link.round_trip_s > 0 && link.bytes_per_s > 0, JSON.stringify(link));
+  assert.ok(link.gap_bytes >= 4096 && link.gap_bytes <= 2 << 20, JSON.stringify(link));
+  console.log(`measured link to tide serve: ${JSON.stringify(link)}`);
   assert.deepEqual(gotW.tokens, wantW.tokens);
   let worst = 0;
   wantW.weights.forEach((t, i) => t.forEach((sl, l) => sl.forEach((w, j) => {
