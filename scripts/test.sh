@@ -12,6 +12,8 @@
 #     headless Chromium, checked against the native CLI; needs node and npm),
 #  7. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
 #     skips them). The Rust tests never need PyTorch: their fixtures are committed.
+#  8. `cargo check` for Windows (x86_64-pc-windows-gnu) and macOS (aarch64-apple-darwin)
+#     (scripts/check-targets.sh; needs gcc-mingw-w64-x86-64).
 # Python runs in .cache/venv with pinned packages (scripts/venv.sh), never the system's.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
 set -euo pipefail
@@ -49,4 +51,8 @@ fi
 if [[ "${TIDE_SKIP_TRAIN_TESTS:-0}" != 1 && $# -eq 0 ]]; then
     py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"
     "$py" train/test_train.py
+fi
+
+if [[ $# -eq 0 ]]; then
+    bash scripts/check-targets.sh
 fi

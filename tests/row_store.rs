@@ -433,6 +433,7 @@ fn q4_reference(tag: &str) -> (Vec<u8>, Vec<u32>, Vec<f32>) {
 /// (Mozilla's roots), or with another CA, the server is refused at attach with an error naming
 /// the URL and the certificate; a CA file without a certificate is refused too.
 #[test]
+#[cfg(feature = "https")]
 fn https_trusts_only_the_callers_ca() {
     let (bytes, seq, want) = q4_reference("tls");
 

@@ -61,7 +61,10 @@ pub struct HttpTables {
 }
 
 impl HttpTables {
-    fn new_agent(opts: &HttpOptions, url: &str) -> Result<ureq::Agent> {
+    /// TLS for https:// URLs: rustls (feature `https`, on by default), trusting Mozilla's
+    /// roots or only `ca_pem`'s certificates.
+    #[cfg(feature = "https")]
+    fn tls_config(opts: &HttpOptions, url: &str) -> Result<ureq::tls::TlsConfig> {
         use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
         let mut tls = TlsConfig::builder();
         if let Some(pem) = &opts.ca_pem {
@@ -78,18 +81,30 @@ impl HttpTables {
             }
             tls = tls.root_certs(RootCerts::new_with_certs(&certs));
         }
+        Ok(tls.build())
+    }
+
+    fn new_agent(opts: &HttpOptions, url: &str) -> Result<ureq::Agent> {
         // Keep a connection per request in flight alive between steps (ureq keeps 3 per host
         // by default: the rest would be opened afresh every step, each with a TLS handshake).
         let keep = opts.max_in_flight.max(1);
-        Ok(ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .max_idle_connections_per_host(keep)
             .max_idle_connections(keep.max(10))
             .timeout_global(Some(opts.timeout))
             .http_status_as_error(false)
-            .https_only(url.starts_with("https://"))
-            .tls_config(tls.build())
-            .build()
-            .into())
+            .https_only(url.starts_with("https://"));
+        #[cfg(feature = "https")]
+        let config = config.tls_config(Self::tls_config(opts, url)?);
+        // A build without the `https` feature (no rustls: e.g. checking a target that lacks
+        // the C toolchain ring needs) refuses https:// URLs by name.
+        #[cfg(not(feature = "https"))]
+        if url.starts_with("https://") {
+            return Err(Error::Input(format!(
+                "{url}: this build of tide has no HTTPS (cargo feature `https`)"
+            )));
+        }
+        Ok(config.build().into())
     }
 
     /// One try at bytes [start, start + len): the body and the file's total size.

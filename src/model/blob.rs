@@ -7,8 +7,10 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct Blob {
     bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
-    /// The same bytes when they are a file map, for `release`.
+    /// The same bytes when they are a file map, for `release` (which drops pages on unix
+    /// only: elsewhere the map is kept but not read).
     #[cfg(not(target_arch = "wasm32"))]
+    #[cfg_attr(not(unix), allow(dead_code))]
     map: Option<Arc<memmap2::Mmap>>,
 }
 
