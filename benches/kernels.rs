@@ -1,7 +1,8 @@
 //! Kernel throughput on SmolLM2-135M shapes (random Q4_1 / Q8_0 data): the decode matvec and
 //! the prefill matmul of each projection, as GB/s of weights read. Prints one JSON object.
 //! Run: cargo bench --bench kernels
-//! Env: TIDE_BENCH_MODE=decode|prefill, TIDE_BENCH_KERNELS=qkv,ffn_gate_up,tide (a subset),
+//! Env: TIDE_BENCH_MODE=decode|prefill|tokens (tokens: one decode step of 1, 2, 4 and 8
+//! tokens through matvec_rows' multi-token entry, CPU adapters), TIDE_BENCH_KERNELS=qkv,ffn_gate_up,tide (a subset),
 //! TIDE_BENCH_DTYPE=Q4_K (the layers' type instead of Q4_1; shapes whose rows are not whole
 //! blocks of it are skipped: for the K-quants only ffn_down, 1536 wide),
 //! TIDE_AB_SHADER_DIR=DIR (A/B: committed shaders against edited copies in DIR, taking turns),
@@ -106,6 +107,7 @@ fn main() {
         let modes: &[(&str, u32)] = match std::env::var("TIDE_BENCH_MODE").as_deref() {
             Ok("decode") => &[("decode", 1)],
             Ok("prefill") => &[("prefill", 128)],
+            Ok("tokens") => &[("decode", 1), ("tokens", 2), ("tokens", 4), ("tokens", 8)],
             _ => &[("decode", 1), ("prefill", 128)],
         };
         for &(mode, n_tok) in modes {
@@ -114,7 +116,9 @@ fn main() {
             // one token and x rows in a texture for batches; weights as ctx stores them.
             let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
             let pick = |tile: PrefillTile| {
-                let s = if n_tok == 1 && cpu {
+                let s = if mode == "tokens" && epi != Epilogue::Store {
+                    m.decode_rows_tokens(n_tok as usize)
+                } else if n_tok == 1 && cpu {
                     m.decode_rows()
                 } else if n_tok == 1 || epi == Epilogue::Store {
                     m.decode_tuned(cpu)
@@ -162,7 +166,11 @@ fn main() {
                 data.push(Data::F32(vec![0.0; 256 * kvd]));
                 data.push(Data::F32(vec![0.5; 256 * 64]));
             }
-            let reps = if n_tok == 1 { 20 } else { 3 };
+            let reps = if n_tok == 1 || mode == "tokens" {
+                20
+            } else {
+                3
+            };
             if let Some(s_b) = &s_b {
                 let (a, b) = time_ab(
                     &ctx,

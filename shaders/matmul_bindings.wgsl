@@ -11,8 +11,13 @@
 #endif
 #else
 #if XUBO
-// One token's x, and gamma, as uniforms (matvec_rows on CPU adapters).
+// One token's x (or TOKENS tokens' x, in order), and gamma, as uniforms (matvec_rows on CPU
+// adapters).
+#if BATCHED
+@group(0) @binding(2) var<uniform> X: array<vec4<f32>, {{TOKENS}} * {{COLS}} / 4>;
+#else
 @group(0) @binding(2) var<uniform> X: array<vec4<f32>, {{COLS}} / 4>;
+#endif
 #if NORM
 @group(0) @binding(3) var<uniform> G: array<vec4<f32>, {{COLS}} / 4>;
 #endif

@@ -6,6 +6,8 @@
 // Two forms: x held in registers and every block unrolled (fastest per row when a lane owns
 // many groups), or LOOP, a loop over blocks that reloads x per block (as fast when a lane owns
 // few groups; llvmpipe's compile time grows with the unrolled code, 10 s for one of SmolLM2's).
+// Entry `tokens` (BATCHED, TOKENS of them, with LOOP): a few tokens in one step, each weight block loaded and
+// unpacked once and multiplied by every token's x (the decode step of several sequences).
 #include "common"
 
 #include "matmul_bindings"
@@ -131,3 +133,60 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = LANES - 1u - gid.x; j < RK1; j += LANES) { RL[j] = router_dot(j) * inv; }
 #endif
 }
+
+#if BATCHED
+// x chunk i of token t (times gamma).
+fn xt(t: u32, i: u32) -> vec4<f32> {
+#if NORM
+    return X[t * NB * 8u + i] * G[i];
+#else
+    return X[t * NB * 8u + i];
+#endif
+}
+
+@compute @workgroup_size({{WG}})
+fn tokens(@builtin(global_invocation_id) gid: vec3<u32>) {
+    // Per token: the RMSNorm's scale (1 without the norm); named registers, not an array.
+#for T in 0..{{TOKENS}}
+    var inv{{T}} = 1.0;
+#if NORM
+    var ss{{T}} = vec4<f32>(0.0);
+    for (var i = 0u; i < NB * 8u; i++) { let r = X[{{T}}u * NB * 8u + i]; ss{{T}} += r * r; }
+    inv{{T}} = inverseSqrt((ss{{T}}.x + ss{{T}}.y + ss{{T}}.z + ss{{T}}.w) / f32(COLS) + EPS);
+#endif
+#endfor
+    for (var g = gid.x; g < GROUPS; g += LANES) {
+        let rows = vec4<u32>(row_of(g, 0u), row_of(g, 1u), row_of(g, 2u), row_of(g, 3u));
+        // Rows past the end read the last row; their results are not stored.
+        let rb = min(rows, vec4<u32>(ROWS - 1u)) * (NB * WPB);
+#for T in 0..{{TOKENS}}
+        var v{{T}} = vec4<f32>(0.0);
+#endfor
+        for (var b = 0u; b < NB; b++) {
+            let k0 = load_block(rb.x + b * WPB);
+            let k1 = load_block(rb.y + b * WPB);
+            let k2 = load_block(rb.z + b * WPB);
+            let k3 = load_block(rb.w + b * WPB);
+#for T in 0..{{TOKENS}}
+            {
+                let x0 = xt({{T}}u, b * 8u); let x1 = xt({{T}}u, b * 8u + 1u);
+                let x2 = xt({{T}}u, b * 8u + 2u); let x3 = xt({{T}}u, b * 8u + 3u);
+                let x4 = xt({{T}}u, b * 8u + 4u); let x5 = xt({{T}}u, b * 8u + 5u);
+                let x6 = xt({{T}}u, b * 8u + 6u); let x7 = xt({{T}}u, b * 8u + 7u);
+                let s4 = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
+                let xs = s4.x + s4.y + s4.z + s4.w;
+                v{{T}} += vec4<f32>(bdot(k0, x0, x1, x2, x3, x4, x5, x6, x7, xs),
+                                    bdot(k1, x0, x1, x2, x3, x4, x5, x6, x7, xs),
+                                    bdot(k2, x0, x1, x2, x3, x4, x5, x6, x7, xs),
+                                    bdot(k3, x0, x1, x2, x3, x4, x5, x6, x7, xs));
+            }
+#endfor
+        }
+        if (rows.x < ROWS) {
+#for T in 0..{{TOKENS}}
+            epilogue({{T}}u, rows, v{{T}} * inv{{T}});
+#endfor
+        }
+    }
+}
+#endif

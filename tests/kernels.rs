@@ -249,6 +249,32 @@ fn matmul_swiglu() {
     }
 }
 
+/// Several tokens in one decode step (matvec_rows' `tokens` entry: each weight block loaded
+/// once for every token): the residual and RMSNorm + SwiGLU epilogues for 2, 4 and 8 tokens,
+/// rows that leave a 4-row group partly filled, every token against the CPU reference.
+#[test]
+fn matvec_rows_several_tokens() {
+    let ctx = gpu();
+    let mut rng = Rng(16);
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::F16, DType::Q4_K] {
+        for n_tok in [2u32, 4, 8] {
+            let c = MatmulCase::residual(&mut rng, dtype, 130, 544, n_tok);
+            let s = c.m.decode_rows_tokens(n_tok as usize);
+            let out = dispatch(&ctx, &s, c.data(&s), n_tok);
+            let tag = format!(
+                "residual tokens {dtype:?} {}x{} T={n_tok}",
+                c.m.rows, c.m.cols
+            );
+            assert_close(&tag, &out[0][..c.want.len()], &c.want, 2e-4);
+            let c = MatmulCase::swiglu(&mut rng, dtype, 45, 256, n_tok);
+            let s = c.m.decode_rows_tokens(n_tok as usize);
+            let out = dispatch(&ctx, &s, c.data(&s), n_tok);
+            let tag = format!("swiglu tokens {dtype:?} T={n_tok}");
+            assert_close(&tag, &out[0], &c.want, 2e-4);
+        }
+    }
+}
+
 /// QKV epilogue: q out, k and v appended at pos0 + t, RoPE in both pair layouts; the cache
 /// in buffers (every kernel form), and in storage textures (q and k in slot order) through
 /// the CPU adapters' forms: matvec_rows and the prefill matmul with x and weights in textures.

@@ -147,6 +147,22 @@ async fn matmul_swiglu() {
     }
 }
 
+/// Several tokens in one decode step (matvec_rows' `tokens` entry), Q4_1: the residual with
+/// weights in a buffer and RMSNorm + SwiGLU with weights in a texture, 4 tokens each.
+#[wasm_bindgen_test]
+async fn matvec_rows_several_tokens() {
+    let ctx = gpu().await;
+    let mut rng = Rng(16);
+    let c = MatmulCase::residual(&mut rng, DType::Q4_1, 37, 96, 4);
+    let s = c.m.decode_rows_tokens(4);
+    let out = run_spec(&ctx, &s, &c.data(&s), 4).await;
+    assert_close("residual, 4 tokens", &out[0][..c.want.len()], &c.want, 2e-4);
+    let c = MatmulCase::swiglu(&mut rng, DType::Q4_1, 45, 128, 4);
+    let s = c.m.decode_rows_tokens(4).weights_in_texture();
+    let out = run_spec(&ctx, &s, &c.data(&s), 4).await;
+    assert_close("swiglu, 4 tokens", &out[0], &c.want, 2e-4);
+}
+
 /// Embedding rows straight from quantised blocks, ids outside the chunk left alone: every
 /// type, in buffers and in textures by turns (Q4_1 in both).
 #[wasm_bindgen_test]

@@ -431,6 +431,22 @@ impl Matmul {
         }
     }
 
+    /// `tokens` tokens in one step on a CPU-backed adapter (matvec_rows.wgsl, entry
+    /// `tokens`): `decode_rows` in its loop form, each weight block loaded once for every
+    /// token's x (a uniform of `tokens * cols` floats). Plain epilogues only (not the fused
+    /// router nor the memory texture of the single-token form).
+    pub fn decode_rows_tokens(&self, tokens: usize) -> Spec {
+        let mut s = self.decode_rows();
+        s.entry = "tokens";
+        // BATCHED switches the entry on (`#if` reads flags); TOKENS is its count.
+        s.defs = s
+            .defs
+            .flag("LOOP", true)
+            .flag("BATCHED", true)
+            .set("TOKENS", tokens);
+        s
+    }
+
     /// The tuning for CPU-backed adapters.
     pub fn decode(&self) -> Spec {
         self.decode_tuned(true)

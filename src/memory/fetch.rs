@@ -27,7 +27,7 @@ pub struct FetchOptions {
     /// Tries after the first for a network error, a 5xx or a short body.
     pub retries: u32,
     /// Bytes between two wanted rows below which one request reads through the gap. None:
-    /// measured when the memory is attached (`remote::measure_link`).
+    /// measured when the memory is attached (`remote::choose_gap`).
     pub max_gap_bytes: Option<usize>,
     /// Row cache budget (raised to hold a whole context's distinct tokens: a step's rows must
     /// all be in the cache when it runs).
@@ -174,14 +174,8 @@ pub async fn attach_memory_fetch(
     let opened = remote::open(&reader, &model.config).await?;
     let mut mem = opened.memory;
     let mut tables = opened.tables;
-    let link = match opts.max_gap_bytes {
-        Some(g) => Link {
-            round_trip_s: None,
-            bytes_per_s: None,
-            gap_bytes: g,
-        },
-        None => remote::measure_link(&reader, &tables, model.config.vocab, now).await?,
-    };
+    let vocab = model.config.vocab;
+    let link = remote::choose_gap(&reader, &tables, vocab, opts.max_gap_bytes, now).await?;
     tables.gap_bytes = link.gap_bytes;
     let rb = tables.row_bytes;
     let c = &model.config;

@@ -53,15 +53,24 @@ pub fn gap_for(round_trip_s: f64, bytes_per_s: f64) -> usize {
     }
 }
 
-/// Time requests for the first rows of table 0 through `r` (`now`: seconds on some clock):
-/// two of one row (the quicker is the round trip; the connection is open from `open`) and
-/// two of PROBE_BYTES, the quicker of each, since a scheduling hiccup only ever adds time.
-pub(crate) async fn measure_link(
+/// The read-through gap for `t`: `given`, or measured by timing requests for the first rows
+/// of table 0 through `r` (`now`: seconds on some clock): two of one row (the quicker is the
+/// round trip; the connection is open from `open`) and two of PROBE_BYTES, the quicker of
+/// each, since a scheduling hiccup only ever adds time.
+pub(crate) async fn choose_gap(
     r: &impl Ranges,
     t: &RemoteTables,
     vocab: usize,
+    given: Option<usize>,
     now: impl Fn() -> f64,
 ) -> Result<Link> {
+    if let Some(gap_bytes) = given {
+        return Ok(Link {
+            round_trip_s: None,
+            bytes_per_s: None,
+            gap_bytes,
+        });
+    }
     let row = t.row_bytes as u64;
     let big = PROBE_BYTES.min(row * vocab as u64).max(row);
     let mut best = [f64::INFINITY; 2];
