@@ -16,6 +16,8 @@ pub mod gpu;
 pub mod inspect;
 pub mod memory;
 pub mod model;
+// The OpenAI-compatible API's request checks (`tide serve`).
+pub mod openai;
 pub mod options;
 pub mod sample;
 #[cfg(target_arch = "wasm32")]

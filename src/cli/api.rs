@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 use tide_gpu::SamplerConfig;
 use tokio::sync::mpsc;
 
-use super::api_worker::{Counters, Event, Job, Prompt, Status, TokenLogprob};
+use tide_gpu::openai::{self, Kind, Request};
+
+use super::api_worker::{Counters, Event, Job, Status, TokenLogprob};
 
 /// The largest request body (a long prompt fits many times over).
 const MAX_BODY: usize = 1 << 20;
@@ -122,12 +124,6 @@ async fn models(State(api): State<Arc<Api>>) -> Json<Value> {
     ]}))
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Chat,
-    Text,
-}
-
 async fn chat(State(api): State<Arc<Api>>, body: Result<Bytes, BytesRejection>) -> Response {
     complete(api, body, Kind::Chat).await
 }
@@ -151,21 +147,13 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
         Ok(b) => b,
         Err(e) => return error(e.status(), e.body_text(), None),
     };
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON object",
-                None,
-            )
-        }
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not valid JSON: {e}"),
-                None,
-            )
+    // Checked in the library (tide_gpu::openai, fuzzed there); max_tokens is clamped to the
+    // context once the model has loaded.
+    let req = match openai::parse(kind, &body, &api.name, usize::MAX) {
+        Ok(r) => r,
+        Err(r) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return error(status, r.message, r.code);
         }
     };
     let ctx_len = match api.status() {
@@ -186,10 +174,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
         }
     };
     let (tx, mut rx) = mpsc::channel(64);
-    let (job, shape) = match parse(&api, kind, &v, ctx_len, tx) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
+    let (job, shape) = job(&api, kind, req, ctx_len, tx);
     api.counters.queued.fetch_add(1, Ordering::Relaxed);
     match api.jobs.try_send(job) {
         Ok(()) => {}
@@ -240,221 +225,44 @@ fn refused(api: &Api, e: TrySendError<Job>) -> Response {
     }
 }
 
-/// A request refused while parsing it: turned into `error`'s body.
-struct Refusal {
-    status: StatusCode,
-    message: String,
-    code: Option<&'static str>,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        error(self.status, self.message, self.code)
-    }
-}
-
-fn bad(msg: impl Into<String>) -> Refusal {
-    Refusal {
-        status: StatusCode::BAD_REQUEST,
-        message: msg.into(),
-        code: None,
-    }
-}
-
-/// A number field within [lo, hi], or `default` when absent or null.
-fn number(v: &Value, key: &str, lo: f64, hi: f64, default: f64) -> Result<f64, Refusal> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(x) => match x.as_f64() {
-            Some(f) if f >= lo && f <= hi => Ok(f),
-            _ => Err(bad(format!(
-                "'{key}' must be a number in [{lo}, {hi}], got {x}"
-            ))),
-        },
-    }
-}
-
-fn count(v: &Value, key: &str, lo: u64, hi: u64) -> Result<Option<u64>, Refusal> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(x) => match x.as_u64() {
-            Some(n) if n >= lo && n <= hi => Ok(Some(n)),
-            _ => Err(bad(format!(
-                "'{key}' must be an integer in [{lo}, {hi}], got {x}"
-            ))),
-        },
-    }
-}
-
-/// Message content: a string, or text parts.
-fn content(m: &Value, i: usize) -> Result<String, Refusal> {
-    match m.get("content") {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| {
-                match (
-                    p.get("type").and_then(Value::as_str),
-                    p.get("text").and_then(Value::as_str),
-                ) {
-                    (Some("text"), Some(t)) => Ok(t.to_string()),
-                    _ => Err(bad(format!(
-                        "messages[{i}].content: only text parts are supported"
-                    ))),
-                }
-            })
-            .collect(),
-        Some(x) => Err(bad(format!(
-            "messages[{i}].content must be a string or text parts, got {x}"
-        ))),
-    }
-}
-
-fn parse(
+/// A checked request as the engine's job and the response's shape.
+fn job(
     api: &Api,
     kind: Kind,
-    v: &Value,
+    r: Request,
     ctx_len: usize,
     events: mpsc::Sender<Event>,
-) -> Result<(Job, Shape), Refusal> {
-    let model = match v.get("model").and_then(Value::as_str) {
-        Some(m) => m.to_string(),
-        None => return Err(bad("'model' is required (GET /v1/models lists it)")),
-    };
-    if model != api.name {
-        return Err(Refusal {
-            status: StatusCode::NOT_FOUND,
-            message: format!(
-                "the model '{model}' does not exist; this server has '{}'",
-                api.name
-            ),
-            code: Some("model_not_found"),
-        });
-    }
-    if count(v, "n", 1, 1)?.is_some_and(|n| n != 1) {
-        return Err(bad("only n = 1 is supported"));
-    }
-    for key in ["presence_penalty", "frequency_penalty"] {
-        if number(v, key, -2.0, 2.0, 0.0)? != 0.0 {
-            return Err(bad(format!("'{key}' is not supported (only 0)")));
-        }
-    }
-    let prompt = match kind {
-        Kind::Chat => {
-            let Some(msgs) = v
-                .get("messages")
-                .and_then(Value::as_array)
-                .filter(|m| !m.is_empty())
-            else {
-                return Err(bad("'messages' must be a non-empty array"));
-            };
-            let mut out = Vec::new();
-            for (i, m) in msgs.iter().enumerate() {
-                let Some(role) = m.get("role").and_then(Value::as_str) else {
-                    return Err(bad(format!("messages[{i}].role must be a string")));
-                };
-                out.push((role.to_string(), content(m, i)?));
-            }
-            Prompt::Chat(out)
-        }
-        Kind::Text => match v.get("prompt") {
-            Some(Value::String(s)) => Prompt::Text(s.clone()),
-            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-                Prompt::Text(a[0].as_str().unwrap_or_default().to_string())
-            }
-            _ => return Err(bad("'prompt' must be a string (one prompt per request)")),
-        },
-    };
-    if kind == Kind::Text && v.get("echo").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("'echo' is not supported"));
-    }
-    let limit = ctx_len as u64;
-    let max_tokens = match kind {
-        Kind::Chat => count(v, "max_completion_tokens", 1, u64::MAX)?
-            .or(count(v, "max_tokens", 1, u64::MAX)?)
-            .unwrap_or(limit),
-        Kind::Text => count(v, "max_tokens", 1, u64::MAX)?.unwrap_or(16),
-    }
-    .min(limit) as usize;
-    let stop = match v.get("stop") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => a
-            .iter()
-            .filter_map(|s| s.as_str().map(String::from))
-            .collect(),
-        Some(x) => {
-            return Err(bad(format!(
-                "'stop' must be a string or up to 4 strings, got {x}"
-            )))
-        }
-    };
-    let logprobs = match kind {
-        Kind::Chat => {
-            let on = match v.get("logprobs") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(x) => return Err(bad(format!("'logprobs' must be true or false, got {x}"))),
-            };
-            let top = count(v, "top_logprobs", 0, 20)?;
-            if top.is_some() && !on {
-                return Err(bad("'top_logprobs' needs 'logprobs': true"));
-            }
-            on.then_some(top.unwrap_or(0) as usize)
-        }
-        Kind::Text => count(v, "logprobs", 0, 5)?.map(|n| n as usize),
-    };
+) -> (Job, Shape) {
     let serial = api.next.fetch_add(1, Ordering::Relaxed);
-    let seed = count(v, "seed", 0, u64::MAX)?.unwrap_or_else(|| {
+    let seed = r.seed.unwrap_or_else(|| {
         // Unseeded requests differ from one another, as OpenAI's do.
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         t ^ serial.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     });
-    let sampler = SamplerConfig {
-        temperature: number(v, "temperature", 0.0, 2.0, 1.0)? as f32,
-        top_k: 0,
-        top_p: number(v, "top_p", 0.0, 1.0, 1.0)? as f32,
-        repeat_penalty: 1.0,
-        seed,
-        ..SamplerConfig::default()
-    };
-    if sampler.top_p <= 0.0 {
-        return Err(bad("'top_p' must be above 0"));
-    }
-    let stream = match v.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(x) => return Err(bad(format!("'stream' must be true or false, got {x}"))),
-    };
-    let include_usage = stream
-        && v.pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
     let prefix = if kind == Kind::Chat {
         "chatcmpl"
     } else {
         "cmpl"
     };
     let job = Job {
-        prompt,
-        max_tokens,
-        sampler,
-        stop,
-        logprobs,
+        prompt: r.prompt,
+        max_tokens: r.max_tokens.min(ctx_len),
+        sampler: SamplerConfig { seed, ..r.sampler },
+        stop: r.stop,
+        logprobs: r.logprobs,
         events,
     };
     let shape = Shape {
         kind,
-        stream,
-        include_usage,
+        stream: r.stream,
+        include_usage: r.include_usage,
         id: format!("{prefix}-tide-{serial}"),
         created: now(),
-        model,
+        model: r.model,
     };
-    Ok((job, shape))
+    (job, shape)
 }
 
 fn usage(prompt: usize, completion: usize) -> Value {

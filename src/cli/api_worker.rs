@@ -8,17 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use tide_gpu::generate::Run;
 use tide_gpu::model::tokenizer::TokenizerInfo;
+use tide_gpu::openai::Prompt;
 use tide_gpu::{Engine, Sampler, SamplerConfig};
 use tokio::sync::mpsc;
 
 use super::common::ModelArgs;
-
-/// What a request asks to continue.
-pub enum Prompt {
-    Text(String),
-    /// (role, content) pairs, rendered by the model's chat template.
-    Chat(Vec<(String, String)>),
-}
 
 pub struct Job {
     pub prompt: Prompt,

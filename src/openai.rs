@@ -1,0 +1,229 @@
+//! The OpenAI-compatible API's request bodies (`tide serve`, src/cli/api.rs): a POST body's
+//! bytes checked and turned into a `Request`, or a `Refusal` with the HTTP status and message
+//! the client gets. Here, in the library, so that it can be fuzzed (fuzz/fuzz_targets/).
+use serde_json::Value;
+
+use crate::SamplerConfig;
+
+/// Which endpoint: /v1/chat/completions or /v1/completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Text,
+}
+
+/// What to run: chat messages (rendered by the model's template) or plain text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    Chat(Vec<(String, String)>),
+    Text(String),
+}
+
+/// A valid request, every field checked.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub model: String,
+    pub prompt: Prompt,
+    /// Within the context length.
+    pub max_tokens: usize,
+    /// Sampling; `seed` is the request's, or None for the server to choose.
+    pub sampler: SamplerConfig,
+    pub seed: Option<u64>,
+    /// Up to 4 stop strings.
+    pub stop: Vec<String>,
+    /// None: no log-probabilities; Some(n): the chosen token's and the n most likely.
+    pub logprobs: Option<usize>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Why a request is refused: the HTTP status, the message, and OpenAI's error code if any.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+    pub code: Option<&'static str>,
+}
+
+pub fn bad(msg: impl Into<String>) -> Refusal {
+    Refusal {
+        status: 400,
+        message: msg.into(),
+        code: None,
+    }
+}
+
+/// A number field within [lo, hi], or `default` when absent or null.
+fn number(v: &Value, key: &str, lo: f64, hi: f64, default: f64) -> Result<f64, Refusal> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(x) => match x.as_f64() {
+            Some(f) if f >= lo && f <= hi => Ok(f),
+            _ => Err(bad(format!(
+                "'{key}' must be a number in [{lo}, {hi}], got {x}"
+            ))),
+        },
+    }
+}
+
+fn count(v: &Value, key: &str, lo: u64, hi: u64) -> Result<Option<u64>, Refusal> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => match x.as_u64() {
+            Some(n) if n >= lo && n <= hi => Ok(Some(n)),
+            _ => Err(bad(format!(
+                "'{key}' must be an integer in [{lo}, {hi}], got {x}"
+            ))),
+        },
+    }
+}
+
+fn flag(v: &Value, key: &str) -> Result<bool, Refusal> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(x) => Err(bad(format!("'{key}' must be true or false, got {x}"))),
+    }
+}
+
+/// Message content: a string, or text parts.
+fn content(m: &Value, i: usize) -> Result<String, Refusal> {
+    match m.get("content") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|p| {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => Ok(t.to_string()),
+                    _ => Err(bad(format!(
+                        "messages[{i}].content: only text parts are supported"
+                    ))),
+                }
+            })
+            .collect(),
+        Some(x) => Err(bad(format!(
+            "messages[{i}].content must be a string or text parts, got {x}"
+        ))),
+    }
+}
+
+/// Check the body of a `kind` request for the model `served` with a context of `ctx_len`.
+pub fn parse(kind: Kind, body: &[u8], served: &str, ctx_len: usize) -> Result<Request, Refusal> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return Err(bad("the body must be a JSON object")),
+        Err(e) => return Err(bad(format!("the body is not valid JSON: {e}"))),
+    };
+    let model = match v.get("model").and_then(Value::as_str) {
+        Some(m) => m.to_string(),
+        None => return Err(bad("'model' is required (GET /v1/models lists it)")),
+    };
+    if model != served {
+        return Err(Refusal {
+            status: 404,
+            message: format!("the model '{model}' does not exist; this server has '{served}'"),
+            code: Some("model_not_found"),
+        });
+    }
+    if count(&v, "n", 1, 1)?.is_some_and(|n| n != 1) {
+        return Err(bad("only n = 1 is supported"));
+    }
+    for key in ["presence_penalty", "frequency_penalty"] {
+        if number(&v, key, -2.0, 2.0, 0.0)? != 0.0 {
+            return Err(bad(format!("'{key}' is not supported (only 0)")));
+        }
+    }
+    let prompt = match kind {
+        Kind::Chat => {
+            let Some(msgs) = v
+                .get("messages")
+                .and_then(Value::as_array)
+                .filter(|m| !m.is_empty())
+            else {
+                return Err(bad("'messages' must be a non-empty array"));
+            };
+            let mut out = Vec::new();
+            for (i, m) in msgs.iter().enumerate() {
+                let Some(role) = m.get("role").and_then(Value::as_str) else {
+                    return Err(bad(format!("messages[{i}].role must be a string")));
+                };
+                out.push((role.to_string(), content(m, i)?));
+            }
+            Prompt::Chat(out)
+        }
+        Kind::Text => match v.get("prompt") {
+            Some(Value::String(s)) => Prompt::Text(s.clone()),
+            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+                Prompt::Text(a[0].as_str().unwrap_or_default().to_string())
+            }
+            _ => return Err(bad("'prompt' must be a string (one prompt per request)")),
+        },
+    };
+    if kind == Kind::Text && v.get("echo").and_then(Value::as_bool) == Some(true) {
+        return Err(bad("'echo' is not supported"));
+    }
+    let limit = ctx_len as u64;
+    let max_tokens = match kind {
+        Kind::Chat => count(&v, "max_completion_tokens", 1, u64::MAX)?
+            .or(count(&v, "max_tokens", 1, u64::MAX)?)
+            .unwrap_or(limit),
+        Kind::Text => count(&v, "max_tokens", 1, u64::MAX)?.unwrap_or(16),
+    }
+    .min(limit) as usize;
+    let stop = match v.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect(),
+        Some(x) => {
+            return Err(bad(format!(
+                "'stop' must be a string or up to 4 strings, got {x}"
+            )))
+        }
+    };
+    let logprobs = match kind {
+        Kind::Chat => {
+            let on = flag(&v, "logprobs")?;
+            let top = count(&v, "top_logprobs", 0, 20)?;
+            if top.is_some() && !on {
+                return Err(bad("'top_logprobs' needs 'logprobs': true"));
+            }
+            on.then_some(top.unwrap_or(0) as usize)
+        }
+        Kind::Text => count(&v, "logprobs", 0, 5)?.map(|n| n as usize),
+    };
+    let seed = count(&v, "seed", 0, u64::MAX)?;
+    let sampler = SamplerConfig {
+        temperature: number(&v, "temperature", 0.0, 2.0, 1.0)? as f32,
+        top_k: 0,
+        top_p: number(&v, "top_p", 0.0, 1.0, 1.0)? as f32,
+        repeat_penalty: 1.0,
+        seed: seed.unwrap_or(0),
+        ..SamplerConfig::default()
+    };
+    if sampler.top_p <= 0.0 {
+        return Err(bad("'top_p' must be above 0"));
+    }
+    let stream = flag(&v, "stream")?;
+    let include_usage = stream
+        && v.pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    Ok(Request {
+        model,
+        prompt,
+        max_tokens,
+        sampler,
+        seed,
+        stop,
+        logprobs,
+        stream,
+        include_usage,
+    })
+}
