@@ -7,8 +7,7 @@
 # docs/bench-data/batch_cost.jsonl. Usage: bash scripts/bench-batch-cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 cargo build --release --quiet
 model="$(scripts/fetch-smollm2.sh)"
 out=docs/bench-data/batch_cost.jsonl

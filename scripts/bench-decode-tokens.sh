@@ -5,8 +5,7 @@
 # Usage: bash scripts/bench-decode-tokens.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 out=docs/bench-data/decode_tokens.jsonl
 : > "$out"
 for run in 1 2 3; do

@@ -16,8 +16,7 @@ for t in q4_k_m q5_k_m q6_k; do
     f="$dir/SmolLM2-135M-Instruct.${t^^}.gguf"
     [[ -s "$f" ]] || "$py" scripts/requantize_llamacpp.py "$t" >&2
 done
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 cargo build --release -q --bin tide --bench kernels
 out=docs/bench-data/kquants.jsonl
 : > "$out"

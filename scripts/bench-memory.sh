@@ -22,8 +22,7 @@ set -euo pipefail
 steps=" ${*:-1 2 3 4} "
 want() { [[ $steps == *" $1 "* ]]; }
 cd "$(dirname "$0")/.."
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 cargo build --release --quiet
 tide=target/release/tide
 py="$(scripts/venv.sh scripts/requirements.txt)"

@@ -6,8 +6,7 @@
 # Usage: bash scripts/bench-serve.sh [MODEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 cargo build --release --quiet
 py="$(scripts/venv.sh scripts/requirements.txt scripts/requirements-api.txt)"
 model="${1:-$(scripts/fetch-smollm2.sh)}"

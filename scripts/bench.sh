@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="$(scripts/fetch-smollm2.sh)"
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 cargo build --release -q
 out=bench-results.json
 : > "$out"

@@ -10,8 +10,7 @@ bin="${1:-target/release/tide}"
 label="${2:-tide}"
 [[ -x "$bin" ]] || cargo build --release -q
 smollm2="$(scripts/fetch-smollm2.sh)"
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 
 run() { # name, cache state, cache dir, model args...
     local name="$1" state="$2" cache="$3"

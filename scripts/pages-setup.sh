@@ -8,5 +8,4 @@ model="$(scripts/fetch-smollm2.sh)"
 cargo build --release --bin tide
 bash scripts/build-web.sh
 (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh

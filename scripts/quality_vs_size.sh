@@ -13,8 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 windows="${1:-100}"
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 cargo build --release --quiet
 tide=target/release/tide
 py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"

@@ -11,7 +11,7 @@ OUT=docs/results
 mkdir -p "$OUT"
 py="$(scripts/venv.sh scripts/requirements.txt)"
 [ -f "$CORPUS/heldout.txt" ] || "$py" train/corpus.py --out "$CORPUS"
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+source scripts/runtime-dir.sh
 cargo build --release -q
 tide=target/release/tide
 for k in 0 4; do

@@ -25,9 +25,7 @@ cd "$(dirname "$0")/.."
 scripts/smollm2-hf.sh >/dev/null
 scripts/fetch-vocabs.sh >/dev/null
 
-# wgpu's Vulkan probing wants a runtime dir; any writable folder will do.
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/tide-xdg-$(id -u)}"
-mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+source scripts/runtime-dir.sh
 
 # One test at a time: on lavapipe, two tests driving the Vulkan-on-CPU device at once ran
 # the kernel tests ~7x slower than one after the other (448 s against 62 s on 2 cores).
