@@ -26,7 +26,7 @@ source scripts/runtime-dir.sh
 cargo build --release --quiet
 tide=target/release/tide
 py="$(scripts/venv.sh scripts/requirements.txt)"
-model="$(scripts/fetch-smollm2.sh)"
+model="$(realpath --relative-to=. "$(scripts/fetch-smollm2.sh)")"  # relative: it goes into the raw data
 scripts/smollm2-hf.sh > /dev/null  # its tokenizer.json
 corpus=.cache/corpus
 [[ -s $corpus/train.txt ]] || "$py" train/corpus.py --out "$corpus"
