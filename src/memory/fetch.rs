@@ -149,19 +149,6 @@ impl RowSource for FetchedRows {
     }
 }
 
-/// Seconds on the page's clock (performance.now(), or Date.now() where there is none).
-fn now() -> f64 {
-    let global = js_sys::global();
-    let perf = if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
-        w.performance()
-    } else if let Some(w) = global.dyn_ref::<web_sys::Window>() {
-        w.performance()
-    } else {
-        None
-    };
-    perf.map_or_else(js_sys::Date::now, |p| p.now()) / 1e3
-}
-
 /// Attach the memory of `model` from the memory file at `url`: the header and small tensors
 /// now, the rows as steps need them (`prefetch`). Without a gap in `opts`, four requests
 /// measure the link to choose it; returns the gap and what was measured.
@@ -175,7 +162,7 @@ pub async fn attach_memory_fetch(
     let mut mem = opened.memory;
     let mut tables = opened.tables;
     let vocab = model.config.vocab;
-    let link = remote::choose_gap(&reader, &tables, vocab, opts.max_gap_bytes, now).await?;
+    let link = remote::choose_gap(&reader, &tables, vocab, opts.max_gap_bytes).await?;
     tables.gap_bytes = link.gap_bytes;
     let rb = tables.row_bytes;
     let c = &model.config;

@@ -254,10 +254,8 @@ pub fn attach_memory_url(
     };
     let opened = pollster::block_on(remote::open(&reader, &model.config))?;
     let mut mem = opened.memory;
-    let clock = std::time::Instant::now();
-    let now = || clock.elapsed().as_secs_f64();
     let (t, vocab, given) = (&opened.tables, model.config.vocab, opts.max_gap_bytes);
-    let link = pollster::block_on(remote::choose_gap(&reader, t, vocab, given, now))?;
+    let link = pollster::block_on(remote::choose_gap(&reader, t, vocab, given))?;
     let mut tables = opened.tables;
     tables.gap_bytes = link.gap_bytes;
     let source = HttpTables {

@@ -54,15 +54,14 @@ pub fn gap_for(round_trip_s: f64, bytes_per_s: f64) -> usize {
 }
 
 /// The read-through gap for `t`: `given`, or measured by timing requests for the first rows
-/// of table 0 through `r` (`now`: seconds on some clock): two of one row (the quicker is the
-/// round trip; the connection is open from `open`) and two of PROBE_BYTES, the quicker of
-/// each, since a scheduling hiccup only ever adds time.
+/// of table 0 through `r` (web_time: std's clock natively, performance.now() in the browser):
+/// two of one row (the quicker is the round trip; the connection is open from `open`) and two
+/// of PROBE_BYTES, the quicker of each, since a scheduling hiccup only ever adds time.
 pub(crate) async fn choose_gap(
     r: &impl Ranges,
     t: &RemoteTables,
     vocab: usize,
     given: Option<usize>,
-    now: impl Fn() -> f64,
 ) -> Result<Link> {
     if let Some(gap_bytes) = given {
         return Ok(Link {
@@ -75,10 +74,10 @@ pub(crate) async fn choose_gap(
     let big = PROBE_BYTES.min(row * vocab as u64).max(row);
     let mut best = [f64::INFINITY; 2];
     for len in [row, row, big, big] {
-        let start = now();
+        let start = web_time::Instant::now();
         r.range(t.offsets[0], len).await?;
         let i = usize::from(len == big && big > row);
-        best[i] = best[i].min(now() - start);
+        best[i] = best[i].min(start.elapsed().as_secs_f64());
     }
     let rtt = best[0];
     let bw = (big - row) as f64 / (best[1] - rtt).max(1e-6);
