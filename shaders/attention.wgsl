@@ -1,11 +1,14 @@
-// Causal GQA attention over the KV cache; token t of the batch sits at position pos0 + t and
-// sees positions 0..=pos0 + t.
+// Causal GQA attention over the KV cache. Token t of the batch sits at position tok_pos(t) of
+// its sequence, whose position 0 is cache row tok_row0(t) (its slot), and sees its positions
+// 0..=tok_pos(t). One sequence (prefill, decode): positions pos0 + t from row kv0. Several
+// (continuous batching: `main` and `heads`, a token per sequence): positions from step.tok.
 // - main (decode, K/V in buffers): one workgroup per (query head, token); lanes split the
 //   positions.
-// - heads (decode, K/V in textures: CPU adapters): a lane per query head.
-// - prefill: lanes are tokens, one workgroup per (query head, tile of WG tokens); every lane
-//   walks the positions together (K/V loads are the same address for all lanes) with an
-//   online softmax, so no scores scratch and no barriers.
+// - heads (decode, K/V in textures: CPU adapters): a lane per query head, a workgroup row per
+//   token.
+// - prefill (one sequence): lanes are tokens, one workgroup per (query head, tile of WG
+//   tokens); every lane walks the positions together (K/V loads are the same address for all
+//   lanes) with an online softmax, so no scores scratch and no barriers.
 #include "common"
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -41,9 +44,12 @@ const NH: u32 = QD / HD;
 @compute @workgroup_size({{WG}})
 fn heads(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = min(gid.x, NH - 1u);  // spare lanes repeat the last head and store nothing
-    let last = step.pos0 + step.n_tok - 1u;
+    // One token: the batch's last (a decode step); tokens of several sequences: gid.y.
+    let t = select(step.n_tok - 1u, gid.y, step.seqs != 0u);
+    let last = tok_pos(t);
+    let r0 = tok_row0(t);
     let j0 = (h / GROUP) * (HD / 4u);
-    let qb = ((step.n_tok - 1u) * QD + h * HD) / 4u;
+    let qb = (t * QD + h * HD) / 4u;
     let scale = inverseSqrt(f32(HD));
 #for K in 0..{{HD4}}
     let q{{K}} = Q[qb + {{K}}u] * scale;
@@ -54,14 +60,14 @@ fn heads(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var p = 0u; p <= last; p++) {
         var s = 0.0;
 #for K in 0..{{HD4}}
-        s += dot(q{{K}}, kload(p, j0 + {{K}}u));
+        s += dot(q{{K}}, kload(r0 + p, j0 + {{K}}u));
 #endfor
         let mn = max(m, s);
         let c = exp(m - mn);
         let e = exp(s - mn);
         l = l * c + e;
 #for K in 0..{{HD4}}
-        o{{K}} = o{{K}} * c + e * vload(p, j0 + {{K}}u);
+        o{{K}} = o{{K}} * c + e * vload(r0 + p, j0 + {{K}}u);
 #endfor
         m = mn;
     }
@@ -101,7 +107,8 @@ fn reduce_sum(v: f32, lid: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
     let t = wid.y;
-    let last = step.pos0 + t;
+    let last = tok_pos(t);
+    let r0 = tok_row0(t);
     let kvh = h / GROUP;
     let srow = (t * (QD / HD) + h) * CTX;
     let scale = inverseSqrt(f32(HD));
@@ -109,7 +116,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     var mx = -3.0e38;
     for (var p = lid; p <= last; p += WG) {
-        let kb = (p * KVD + kvh * HD) / 4u;
+        let kb = ((r0 + p) * KVD + kvh * HD) / 4u;
         var s = 0.0;
         for (var i = 0u; i < HD / 4u; i++) { s += dot(Q[qb + i], KC[kb + i]); }
         s *= scale;
@@ -130,7 +137,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var d = lid; d < HD; d += WG) {
         var acc = 0.0;
         for (var p = 0u; p <= last; p++) {
-            let i = p * KVD + kvh * HD + d;
+            let i = (r0 + p) * KVD + kvh * HD + d;
             acc += S[srow + p] * VC[i / 4u][i % 4u];
         }
         let o = t * QD + h * HD + d;
@@ -177,8 +184,8 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #endfor
     for (var p = 0u; p <= pmax; p++) {
 #for S in 0..{{HD8}}
-        let kf{{S}} = kload(p, j0 + {{S}}u * 8u + sl);
-        let vf{{S}} = vload(p, j0 + {{S}}u * 8u + sl);
+        let kf{{S}} = kload(step.kv0 + p, j0 + {{S}}u * 8u + sl);
+        let vf{{S}} = vload(step.kv0 + p, j0 + {{S}}u * 8u + sl);
 #endfor
         var s = 0.0;
 #for S in 0..{{HD8}}
@@ -217,7 +224,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     for (var p = 0u; p <= pmax; p++) {
         var s = 0.0;
 #for K in 0..{{HD4}}
-        s += dot(q{{K}}, kload(p, j0 + {{K}}u));
+        s += dot(q{{K}}, kload(step.kv0 + p, j0 + {{K}}u));
 #endfor
         if (p <= last) {
             let mn = max(m, s);
@@ -225,7 +232,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             let e = exp(s - mn);
             l = l * c + e;
 #for K in 0..{{HD4}}
-            o{{K}} = o{{K}} * c + e * vload(p, j0 + {{K}}u);
+            o{{K}} = o{{K}} * c + e * vload(step.kv0 + p, j0 + {{K}}u);
 #endfor
             m = mn;
         }

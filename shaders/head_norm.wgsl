@@ -1,5 +1,5 @@
 // Per-head RMSNorm of q and k (Qwen3), then RoPE, after a QKV matmul that stored q | k | v
-// as they are (QKV_RAW): q to Q, k and v into the K/V cache at position pos0 + tok, each in
+// as they are (QKV_RAW): q to Q, k and v into the K/V cache at the token's position (in its slot), each in
 // the order the QKV epilogue would have written it. The norm needs a whole head at once,
 // which no 4-row matmul group has. One workgroup per (head of q, k or v; token).
 #include "common"
@@ -53,7 +53,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let head = wid.x;
     let tok = wid.y;
     if (tok >= step.n_tok) { return; }
-    let pos = step.pos0 + tok;
+    let pos = tok_pos(tok);
+    let kvrow = tok_row0(tok) + pos;
     let base = tok * ROWS + head * HD;
     var ss = 0.0;
     for (var i = lid; i < HD; i += 64u) {
@@ -102,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         let kv_head = select(head - NH - NKV, head - NH, !is_v);
 #if KV_TEX
-        let texel = vec2<u32>(kv_head * (HD / 4u) + t, pos);
+        let texel = vec2<u32>(kv_head * (HD / 4u) + t, kvrow);
         if (is_v) {
             textureStore(VC, texel, bitcast<vec4<u32>>(o));
         } else {
@@ -110,7 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
 #else
         for (var r = 0u; r < 4u; r++) {
-            let at = pos * KVD + kv_head * HD + 4u * t + r;
+            let at = kvrow * KVD + kv_head * HD + 4u * t + r;
             if (is_v) { VC[at] = o[r]; } else { KC[at] = o[r]; }
         }
 #endif

@@ -165,10 +165,12 @@ fn epilogue(tok: u32, rows: vec4<u32>, v_in: vec4<f32>) {
     for (var r = 0u; r < 4u; r++) { Y[tok * ROWS + rows[r]] = v[r]; }
 }
 #else
-// q -> Y[tok, QD]; k, v -> KV cache at position pos0 + tok. RoPE applied to q and k.
+// q -> Y[tok, QD]; k, v -> KV cache at the token's position (in its sequence's slot). RoPE
+// applied to q and k.
 fn epilogue(tok: u32, rows: vec4<u32>, v_in: vec4<f32>) {
     let v = with_bias(rows, v_in);
-    let pos = step.pos0 + tok;
+    let pos = tok_pos(tok);
+    let kvrow = tok_row0(tok) + pos;
     var o = v;
     if (rows.x < {{QD}}u + {{KVD}}u) {
 #if ROPE_HALF
@@ -207,9 +209,9 @@ fn epilogue(tok: u32, rows: vec4<u32>, v_in: vec4<f32>) {
     if (base < {{QD}}u) {
         for (var r = 0u; r < 4u; r++) { Y[tok * {{QD}}u + base + r] = o[r]; }
     } else if (base < {{QD}}u + {{KVD}}u) {
-        textureStore(KC, vec2<u32>((base - {{QD}}u) / 4u, pos), bitcast<vec4<u32>>(o));
+        textureStore(KC, vec2<u32>((base - {{QD}}u) / 4u, kvrow), bitcast<vec4<u32>>(o));
     } else if (base < ROWS) {
-        textureStore(VC, vec2<u32>((base - {{QD}}u - {{KVD}}u) / 4u, pos), bitcast<vec4<u32>>(o));
+        textureStore(VC, vec2<u32>((base - {{QD}}u - {{KVD}}u) / 4u, kvrow), bitcast<vec4<u32>>(o));
     }
 #else
     for (var r = 0u; r < 4u; r++) {
@@ -217,9 +219,9 @@ fn epilogue(tok: u32, rows: vec4<u32>, v_in: vec4<f32>) {
         if (row < {{QD}}u) {
             Y[tok * {{QD}}u + row] = o[r];
         } else if (row < {{QD}}u + {{KVD}}u) {
-            KC[pos * {{KVD}}u + row - {{QD}}u] = o[r];
+            KC[kvrow * {{KVD}}u + row - {{QD}}u] = o[r];
         } else if (row < ROWS) {
-            VC[pos * {{KVD}}u + row - {{QD}}u - {{KVD}}u] = o[r];
+            VC[kvrow * {{KVD}}u + row - {{QD}}u - {{KVD}}u] = o[r];
         }
     }
 #endif

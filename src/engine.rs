@@ -140,6 +140,43 @@ impl Engine {
         }
     }
 
+    /// Sequences the engine holds at once, each in its own K/V cache slot (the CPU
+    /// reference: one).
+    pub fn slots(&self) -> usize {
+        match self {
+            Engine::Gpu(g) => g.slots(),
+            Engine::Cpu(_) => 1,
+        }
+    }
+
+    /// The slot that `feed`, `reset`, `pos` and the readouts work on from now on.
+    pub fn use_slot(&mut self, slot: usize) -> Result<()> {
+        match self {
+            Engine::Gpu(g) => g.use_slot(slot),
+            Engine::Cpu(_) if slot == 0 => Ok(()),
+            Engine::Cpu(_) => Err(Error::Input(format!(
+                "slot {slot} does not exist: the CPU reference holds one sequence"
+            ))),
+        }
+    }
+
+    /// Feed each `(slot, token)` as the next token of that slot's sequence and return each
+    /// one's logits: on the GPU the tokens share steps (continuous batching).
+    pub async fn step_seqs_async(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Engine::Gpu(g) => g.step_seqs_async(toks).await,
+            Engine::Cpu(c) => match toks {
+                [(0, t)] => {
+                    c.feed(&[*t])?;
+                    Ok(vec![c.logits.clone()])
+                }
+                _ => Err(Error::Input(
+                    "the CPU reference holds one sequence: one token of slot 0 per step".into(),
+                )),
+            },
+        }
+    }
+
     /// Decoder layers of the loaded model.
     pub fn layers(&self) -> usize {
         match self {
@@ -260,6 +297,11 @@ impl Engine {
     /// See `logits_async`.
     pub fn logits(&mut self) -> Result<Vec<f32>> {
         pollster::block_on(self.logits_async())
+    }
+
+    /// See `step_seqs_async`.
+    pub fn step_seqs(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.step_seqs_async(toks))
     }
 
     /// See `feed_all_async`.

@@ -66,8 +66,12 @@ impl Default for GpuOptions {
 /// The decoder's schedule: sizes, kernel family and tuning.
 #[derive(Debug, Clone)]
 pub struct DecoderOptions {
-    /// KV-cache length (positions).
+    /// KV-cache length (positions) of each sequence.
     pub ctx_len: usize,
+    /// Sequences the decoder holds at once, each in its own K/V cache slot of `ctx_len`
+    /// positions (`tide serve --parallel`); their next tokens can share one step
+    /// (`GpuDecoder::step_seqs_async`). 1: one sequence, and no kernels built for more.
+    pub slots: usize,
     /// Most tokens per prefill batch.
     pub max_batch: usize,
     /// Most bytes of TIDE's decoded memory rows ([batch, K, d] f32, held for a whole step):
@@ -99,6 +103,7 @@ impl Default for DecoderOptions {
     fn default() -> Self {
         DecoderOptions {
             ctx_len: 2048,
+            slots: 1,
             max_batch: 128,
             memory_rows_budget: 4 << 20,
             kernels: KernelSet::Auto,

@@ -303,6 +303,42 @@ fn matmul_qkv_rope_both_layouts() {
     }
 }
 
+/// Tokens of several sequences in one step (continuous batching): the QKV epilogue and
+/// Qwen3's head_norm rotate each token at its own position and write its k and v into its
+/// own sequence's slot of the cache; K/V in buffers through the batch matmul and in textures
+/// through matvec_rows' `tokens` form, as the decoder runs them.
+#[test]
+fn qkv_in_slots() {
+    let ctx = gpu();
+    let mut rng = Rng(16);
+    let run = |s: &Spec, data: Vec<Data>, n_tok| -> Vec<Vec<f32>> {
+        run_spec(&ctx, s, &data, n_tok)
+            .iter()
+            .map(|v| as_f32(v))
+            .collect()
+    };
+    // (slot, position): the last position of a slot, slots out of order.
+    let toks = [(2u32, 0u32), (0, 15), (1, 7)];
+    let n = toks.len() as u32;
+    for (layout, kv_tex) in [
+        (RopeLayout::Adjacent, false),
+        (RopeLayout::RotateHalf, true),
+    ] {
+        let c = QkvCase::seqs(&mut rng, layout, kv_tex, false, &toks, 3);
+        let s = if kv_tex {
+            c.m.decode_rows_tokens(toks.len()).weights_in_texture()
+        } else {
+            c.m.prefill()
+        };
+        c.check(&s, &run(&s, c.data(&s), n));
+        let c = QkvCase::seqs(&mut rng, layout, kv_tex, true, &toks, 3);
+        let s = c.m.prefill();
+        let raw = run(&s, c.data(&s), n).remove(0);
+        let hn = c.head_norm_spec();
+        c.check(&hn, &run(&hn, c.head_norm_data(&raw), n));
+    }
+}
+
 /// Qwen2's q/k/v biases in the QKV epilogue, and Qwen3's per-head q/k norm: the raw QKV
 /// matmul (rows as they are, bias added) and then head_norm, against the CPU reference's
 /// bias, head_rmsnorm and rope; K/V in buffers and in textures (slot order), both layouts.
@@ -409,6 +445,35 @@ fn attention_gqa_causal() {
         }
         for s in variants {
             let out = dispatch(&ctx, &s, c.data(&s), n_tok);
+            c.check(&s, &out);
+        }
+    }
+}
+
+/// Attention in a K/V cache of several sequences: one sequence in a later slot (decode and a
+/// batch), and tokens that each continue their own sequence, at their own positions
+/// (continuous batching), against the CPU over each sequence's own rows.
+#[test]
+fn attention_in_slots() {
+    let ctx = gpu();
+    let mut rng = Rng(15);
+    for (hd, n_tok, pos0) in [(16usize, 1u32, 41u32), (16, 7, 20), (64, 7, 20)] {
+        let c = AttentionCase::in_slot(&mut rng, hd, 6, 2, n_tok, pos0, 3, 2);
+        let [gpu_spec, cpu_spec] = c.specs();
+        let sg = cpu_spec.clone().with_subgroups(ctx.subgroup_size);
+        for s in [gpu_spec, cpu_spec, sg] {
+            let out = dispatch(&ctx, &s, c.data(&s), n_tok);
+            c.check(&s, &out);
+        }
+    }
+    // Slot, position per token: lengths from 1 to the whole context, slots out of order.
+    for (hd, toks) in [
+        (16usize, vec![(2u32, 0u32), (0, 79), (3, 5)]),
+        (64, vec![(1, 33), (0, 2), (3, 60), (2, 11), (4, 0)]),
+    ] {
+        let c = AttentionCase::seqs(&mut rng, hd, 5, &toks);
+        for s in c.seqs_specs() {
+            let out = dispatch(&ctx, &s, c.data(&s), toks.len() as u32);
             c.check(&s, &out);
         }
     }

@@ -4,7 +4,7 @@
 //! as uniforms of one row, batches read x rows from texture mirrors of the activations
 //! (RowCopy keeps the mirrors current), and the K/V cache is a pair of textures that the QKV
 //! matmul writes and attention reads.
-use super::plan::{rebind, Named, Op};
+use super::plan::{rebind, Kind, Named, Op};
 use super::specs::{self, Epilogue, Matmul, Spec};
 use super::tide::FUSED_ONLY;
 use super::{GpuDecoder, KernelSet};
@@ -31,18 +31,20 @@ pub(super) enum CopyWhen {
 }
 
 impl RowCopy {
-    pub fn wanted(&self, n: u32) -> bool {
-        match self.when {
-            CopyWhen::Batch => n > 1,
-            CopyWhen::Token => n == 1,
-        }
+    /// Several sequences' tokens read x and gamma as uniforms and memory rows as storage: no
+    /// copy.
+    pub fn wanted(&self, kind: Kind) -> bool {
+        matches!(
+            (self.when, kind),
+            (CopyWhen::Batch, Kind::Batch(_)) | (CopyWhen::Token, Kind::Token)
+        )
     }
 
-    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, n: u32) {
-        if !self.wanted(n) {
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, kind: Kind) {
+        if !self.wanted(kind) {
             return;
         }
-        let n = self.fixed_rows.unwrap_or(n);
+        let n = self.fixed_rows.unwrap_or(kind.n());
         let row = self.row_bytes;
         // Rows go in one copy where the row pitch meets the copy alignment, else one by one.
         let (per, count) = if n == 1 || row % wgpu::COPY_BYTES_PER_ROW_ALIGNMENT == 0 {
@@ -212,6 +214,21 @@ impl GpuDecoder {
         let mut op = Op::new(decode, prefill, bind);
         op.bind_prefill = Some(bind_prefill);
         op.copies = copies;
+        // Several sequences' tokens: the `tokens` form for each count, x as a uniform of
+        // `seq_group` rows, the plain epilogues (the router runs as its own op there).
+        let g = self.seq_group;
+        if g >= 2 {
+            let mut seqs = vec![prefill; 2];
+            for n in 2..=g {
+                seqs.push(self.variant(&self.weight_reader(m.decode_rows_tokens(n)))?);
+            }
+            let mut b = unfused(&sized);
+            if let Some((_, x)) = named.iter().find(|(n, _)| *n == "X") {
+                rebind(&mut b, "X", first_bytes(x, x_bytes * g as u64))?;
+            }
+            op.bind_seqs = Some(self.bind(seqs[2].kernel, &b)?);
+            op.seqs = seqs;
+        }
         self.ops.push(op);
         Ok(())
     }
@@ -219,10 +236,11 @@ impl GpuDecoder {
     /// One layer's K/V cache: on CPU adapters, where the adapter's texture size allows, a
     /// pair of textures (written by the QKV matmul, read by attention); else buffers.
     pub(super) fn kv_cache(&self) -> KvCache {
-        let (kvd, ctx_len) = (self.config.kv_dim(), self.opts.ctx_len);
+        // Every slot's positions, slot after slot.
+        let (kvd, rows) = (self.config.kv_dim(), self.opts.ctx_len * self.opts.slots);
         let tex = |label| {
             self.few_big_workgroups()
-                .then(|| crate::gpu::row_texture(&self.ctx, label, kvd, ctx_len, true))
+                .then(|| crate::gpu::row_texture(&self.ctx, label, kvd, rows, true))
                 .flatten()
         };
         if let (Some(k), Some(v)) = (tex("k-cache"), tex("v-cache")) {
@@ -232,7 +250,7 @@ impl GpuDecoder {
             );
         }
         let none = wgpu::BufferUsages::empty();
-        let buffer = |label| super::storage(&self.ctx, label, ctx_len * kvd * 4, none);
+        let buffer = |label| super::storage(&self.ctx, label, rows * kvd * 4, none);
         KvCache::Buffers(buffer("k-cache"), buffer("v-cache"))
     }
 
@@ -248,11 +266,16 @@ impl GpuDecoder {
             self.variant(&specs::kv_in_textures(atp).with_subgroups(self.ctx.subgroup_size))?;
         let bind = self.bind(decode.kernel, named)?;
         self.ops.push(Op::new(decode, prefill, bind));
+        // Several sequences' tokens: the decode kernel with a workgroup row per token.
+        let mut each = specs::attention_heads(hd, nh, nkv, ctx_len);
+        each.tokens_per_y = 1;
+        let each = self.variant(&each)?;
+        self.set_seqs_variant(each);
         Ok(())
     }
 }
 
-/// One layer's K/V cache [ctx, kv_dim] f32.
+/// One layer's K/V cache [slots x ctx, kv_dim] f32.
 pub(super) enum KvCache {
     Buffers(wgpu::Buffer, wgpu::Buffer),
     /// CPU adapters: rgba32uint textures (texel (j, p) = floats 4j..4j+3 of position p),

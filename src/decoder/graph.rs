@@ -97,7 +97,22 @@ impl GpuDecoder {
         }
         let at = specs::attention(hd, nh, nkv, ctx_len);
         let atp = specs::attention_prefill(hd, nh, nkv, ctx_len);
-        self.push_op(&at, &atp, &named)
+        self.push_op(&at, &atp, &named)?;
+        // Several sequences' tokens: the decode kernel, a workgroup row per token (the batch
+        // kernel assumes one sequence).
+        let each = self.variant(&at)?;
+        self.set_seqs_variant(each);
+        Ok(())
+    }
+
+    /// The last op serves every several-sequence step with `v` (one workgroup row per token).
+    pub(super) fn set_seqs_variant(&mut self, v: super::plan::Variant) {
+        let g = self.seq_group;
+        if g >= 2 {
+            if let Some(op) = self.ops.last_mut() {
+                op.seqs = vec![v; g + 1];
+            }
+        }
     }
 
     pub(super) fn build_schedule(&mut self, model: &Model) -> Result<()> {
@@ -303,6 +318,7 @@ impl GpuDecoder {
         if let Some(h) = &head_t {
             weight_bytes += h.bytes();
         }
+        let first_head_op = self.ops.len();
         for ch in &head.chunks {
             let m = Matmul {
                 epi: Epilogue::Store,
@@ -324,6 +340,10 @@ impl GpuDecoder {
                 None,
                 false,
             )?;
+        }
+        // Several sequences' steps run their own head over every token (seqs.rs).
+        for op in &mut self.ops[first_head_op..] {
+            op.last_only = true;
         }
         keep.extend(qkv_raw);
         self.build_sampling()?;

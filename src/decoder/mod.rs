@@ -11,6 +11,7 @@
 //! - cpu_adapter.rs: what CPU-backed adapters get instead (texture mirrors, uniform rebinding);
 //! - tide.rs: TIDE memory: rows streamed in, the gather op, the router, the memory switch;
 //! - readout.rs: readback (async), top-k, full and all-position logits, profiling;
+//! - seqs.rs: K/V cache slots, and steps that take the next token of several sequences;
 //! - specs.rs: the kernels as data, shared with the kernel tests;
 //! - quick_start.rs: quick-to-compile twins first, the fast forms once a run is long.
 mod cpu_adapter;
@@ -18,6 +19,7 @@ mod graph;
 mod plan;
 mod quick_start;
 mod readout;
+mod seqs;
 pub mod specs;
 mod tide;
 
@@ -29,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{label, layout_key, Binding, Defines, GpuContext, GpuTensor, Kernel, Slot};
 use crate::model::{Config, Model};
 pub use crate::options::{DecoderOptions, KernelSet, PrefillTile, RouterPlacement};
-use plan::{Op, Step, Variant};
+use plan::{Kind, Op, Step, Variant};
 pub use readout::MAX_TOP_K;
 use readout::{AllLogits, MAX_PEN};
 use specs::Spec;
@@ -91,7 +93,15 @@ pub struct GpuDecoder {
     head: Option<(usize, wgpu::Buffer)>,
     /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
     pub profile: Option<HashMap<String, (u32, f64)>>,
+    /// Position of the current slot's sequence.
     pub pos: usize,
+    /// The K/V cache slot that `feed` and the readouts work on, and every slot's position
+    /// (the current one's is `pos`).
+    slot: usize,
+    slot_pos: Vec<usize>,
+    /// Most tokens of several sequences in one step (1: no such steps).
+    seq_group: usize,
+    seq_head: Option<seqs::SeqHead>,
     /// Steps run so far: (single tokens, batches).
     pub steps: (usize, usize),
     /// Kernels running on a quick-to-compile twin whose own form is not compiled yet.
@@ -148,14 +158,34 @@ impl GpuDecoder {
                 max_batch /= 2;
             }
         }
-        if h_ * opts.ctx_len * 4 > max_bind || opts.ctx_len * c.kv_dim() * 4 > max_bind {
+        if opts.slots == 0 {
+            return Err(Error::Input(
+                "the decoder needs at least one sequence slot".into(),
+            ));
+        }
+        let kv_rows = opts.ctx_len.saturating_mul(opts.slots);
+        if h_ * opts.ctx_len * 4 > max_bind || kv_rows.saturating_mul(c.kv_dim() * 4) > max_bind {
+            let (each, fewer) = match opts.slots {
+                1 => (String::new(), ""),
+                n => (format!(" x {n} slots"), " or fewer slots"),
+            };
             return Err(Error::Gpu(format!(
-                "context {} is too long for this adapter's {} MiB storage bindings; use a shorter --ctx",
+                "context {}{each} is too long for this adapter's {} MiB storage bindings; use a shorter --ctx{fewer}",
                 opts.ctx_len,
                 max_bind >> 20
             )));
         }
         let opts = DecoderOptions { max_batch, ..opts };
+        // Several sequences' tokens share a step in groups of at most this many: on CPU
+        // adapters each matmul binds their x rows as one uniform.
+        let widest = c.dim.max(c.q_dim()).max(c.ffn_dim);
+        let max_uniform = ctx.limits.max_uniform_buffer_binding_size as usize;
+        let seq_group = opts
+            .slots
+            .min(plan::MAX_SEQS)
+            .min(max_batch)
+            .min(max_uniform / (widest * 4))
+            .max(1);
         // The readback also carries every layer's router weights of a batch.
         let mem_k = model.memory.as_ref().map_or(0, |m| m.k);
         let (d, qd, f) = (c.dim, c.q_dim(), c.ffn_dim);
@@ -166,7 +196,7 @@ impl GpuDecoder {
         let buf = Buffers {
             step: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("step"),
-                size: 16,
+                size: std::mem::size_of::<Step>() as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
@@ -212,6 +242,10 @@ impl GpuDecoder {
             head: None,
             profile: None,
             pos: 0,
+            slot: 0,
+            slot_pos: vec![0; opts.slots],
+            seq_group,
+            seq_head: None,
             steps: (0, 0),
             deferred: Vec::new(),
         };
@@ -220,7 +254,7 @@ impl GpuDecoder {
         // each), so only the one-token kernels are built now; a batch's are built before the
         // first batch (`compile_for`). Natively all are built at once on every core.
         #[cfg(target_arch = "wasm32")]
-        dec.compile_for(1)?;
+        dec.compile_for(Kind::Token)?;
         #[cfg(not(target_arch = "wasm32"))]
         dec.compile_pending()?;
         Ok(dec)
@@ -263,16 +297,16 @@ impl GpuDecoder {
         self.compile(todo)
     }
 
-    /// Compile the kernels that a step of `n` tokens dispatches and that have no pipeline yet.
-    pub(super) fn compile_for(&mut self, n: u32) -> Result<()> {
+    /// Compile the kernels that a step of this kind dispatches and that have no pipeline yet.
+    fn compile_for(&mut self, kind: Kind) -> Result<()> {
         if !self.deferred.is_empty() && self.steps.0 >= quick_start::UPGRADE_AFTER_STEPS {
             self.compile_deferred()?;
         }
         let mut todo: Vec<usize> = self
             .ops
             .iter()
-            .filter(|o| o.runs(n))
-            .map(|o| o.variant(n).kernel)
+            .filter(|o| o.runs(kind))
+            .map(|o| o.variant(kind).kernel)
             .filter(|&k| self.kernels[k].pipeline.is_none())
             .collect();
         todo.sort_unstable();

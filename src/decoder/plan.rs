@@ -6,7 +6,10 @@ use super::specs::{self, Spec};
 use super::GpuDecoder;
 use crate::error::{Error, Result};
 
-/// The uniform every kernel reads at binding 0.
+/// Most tokens of one step that each continue their own sequence (common.wgsl's MAX_SEQS).
+pub const MAX_SEQS: usize = 16;
+
+/// The uniform every kernel reads at binding 0 (common.wgsl's Step).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
 pub(super) struct Step {
@@ -14,6 +17,40 @@ pub(super) struct Step {
     pub n_tok: u32,
     pub n_pen: u32,
     pub penalty: f32,
+    /// K/V cache row of position 0 of the step's sequence (its slot x the context).
+    pub kv0: u32,
+    /// 1: each token continues its own sequence, placed by `tok`.
+    pub seqs: u32,
+    pub pad: [u32; 2],
+    /// Per token when `seqs`: [position, K/V row of its sequence's position 0, 0, 0].
+    pub tok: [[u32; 4]; MAX_SEQS],
+}
+
+/// What a step runs: one token of the current sequence (decode), a batch of its tokens
+/// (prefill), or the next token of each of several sequences (continuous batching).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Kind {
+    Token,
+    Batch(u32),
+    Seqs(u32),
+}
+
+impl Kind {
+    /// A step of `n` tokens of one sequence.
+    pub fn of(n: u32) -> Kind {
+        if n > 1 {
+            Kind::Batch(n)
+        } else {
+            Kind::Token
+        }
+    }
+
+    pub fn n(self) -> u32 {
+        match self {
+            Kind::Token => 1,
+            Kind::Batch(n) | Kind::Seqs(n) => n,
+        }
+    }
 }
 
 /// A kernel variant ready to dispatch: pipeline index and workgroup counts.
@@ -47,17 +84,26 @@ pub(super) fn rebind<'a>(
     Ok(())
 }
 
-/// One dispatch of the schedule: its variants for one token (decode) and for a batch.
+/// One dispatch of the schedule: its variants for one token (decode), for a batch, and for
+/// the tokens of several sequences.
 pub(super) struct Op {
     pub decode: Variant,
     pub prefill: Variant,
+    /// By token count n (index n), for a step of several sequences' tokens; where absent,
+    /// the batch variant serves (it reads positions per token too).
+    pub seqs: Vec<Variant>,
     pub bind: wgpu::BindGroup,
     /// The batch variant's own bind group, where its binding layout differs from decode's.
     pub bind_prefill: Option<wgpu::BindGroup>,
+    /// The several-sequence variants' bind group, where it differs from the batch's.
+    pub bind_seqs: Option<wgpu::BindGroup>,
     /// Left out of the step (a router whose layer's memory is switched off).
     pub skip: bool,
     /// Left out of single-token steps (a router fused into the decode matvecs).
     pub batch_only: bool,
+    /// Left out of several-sequence steps (the LM head of the last token only: those steps
+    /// run their own head over every token).
+    pub last_only: bool,
     /// Buffer rows copied into textures before this op (CPU adapters: see RowCopy).
     pub copies: Vec<RowCopy>,
 }
@@ -67,30 +113,37 @@ impl Op {
         Op {
             decode,
             prefill,
+            seqs: Vec::new(),
             bind,
             bind_prefill: None,
+            bind_seqs: None,
             skip: false,
             batch_only: false,
+            last_only: false,
             copies: Vec::new(),
         }
     }
 
-    /// Whether a step of n_tok tokens dispatches this op.
-    pub fn runs(&self, n_tok: u32) -> bool {
-        !(self.skip || (self.batch_only && n_tok == 1))
+    /// Whether a step of this kind dispatches this op.
+    pub fn runs(&self, kind: Kind) -> bool {
+        !(self.skip
+            || (self.batch_only && kind == Kind::Token)
+            || (self.last_only && matches!(kind, Kind::Seqs(_))))
     }
 
-    pub fn variant(&self, n_tok: u32) -> Variant {
-        if n_tok > 1 {
-            self.prefill
-        } else {
-            self.decode
+    pub fn variant(&self, kind: Kind) -> Variant {
+        match kind {
+            Kind::Token => self.decode,
+            Kind::Batch(_) => self.prefill,
+            Kind::Seqs(n) => self.seqs.get(n as usize).copied().unwrap_or(self.prefill),
         }
     }
 
-    fn bind_group(&self, n_tok: u32) -> &wgpu::BindGroup {
-        match &self.bind_prefill {
-            Some(b) if n_tok > 1 => b,
+    fn bind_group(&self, kind: Kind) -> &wgpu::BindGroup {
+        match (kind, &self.bind_prefill, &self.bind_seqs) {
+            (Kind::Token, _, _) => &self.bind,
+            (Kind::Seqs(_), _, Some(b)) => b,
+            (_, Some(b), _) => b,
             _ => &self.bind,
         }
     }
@@ -117,6 +170,7 @@ impl GpuDecoder {
         Ok(())
     }
 
+    /// Start the current slot's sequence over.
     pub fn reset(&mut self) {
         self.pending = None;
         self.pos = 0;
@@ -167,7 +221,7 @@ impl GpuDecoder {
         for chunk in tokens.chunks(batch) {
             self.flush();
             let n = chunk.len() as u32;
-            self.compile_for(n)?;
+            self.compile_for(Kind::of(n))?;
             if n == 1 {
                 self.steps.0 += 1;
             } else {
@@ -178,6 +232,8 @@ impl GpuDecoder {
                 n_tok: n,
                 n_pen: 0,
                 penalty: 1.0,
+                kv0: (self.slot * self.opts.ctx_len) as u32,
+                ..Default::default()
             };
             self.ctx
                 .queue
@@ -195,42 +251,42 @@ impl GpuDecoder {
                 self.pos += chunk.len();
                 continue;
             }
-            self.encode_ops(&mut enc, &self.ops, n);
+            self.encode_ops(&mut enc, &self.ops, Kind::of(n));
             self.pending = Some(enc);
             self.pos += chunk.len();
         }
         Ok(())
     }
 
-    /// Encode `ops` for a step of n tokens: one compute pass, broken only where rows are
+    /// Encode `ops` for a step of this kind: one compute pass, broken only where rows are
     /// copied to textures (RowCopy).
-    pub(super) fn encode_ops(&self, enc: &mut wgpu::CommandEncoder, ops: &[Op], n: u32) {
+    pub(super) fn encode_ops(&self, enc: &mut wgpu::CommandEncoder, ops: &[Op], kind: Kind) {
         let mut rest = ops;
         while !rest.is_empty() {
             for c in &rest[0].copies {
-                c.encode(enc, n);
+                c.encode(enc, kind);
             }
             let end = 1 + rest[1..]
                 .iter()
-                .position(|o| o.copies.iter().any(|c| c.wanted(n)))
+                .position(|o| o.copies.iter().any(|c| c.wanted(kind)))
                 .unwrap_or(rest.len() - 1);
             let mut pass = enc.begin_compute_pass(&Default::default());
             for op in &rest[..end] {
-                self.encode_op(&mut pass, op, n);
+                self.encode_op(&mut pass, op, kind);
             }
             drop(pass);
             rest = &rest[end..];
         }
     }
 
-    /// Record one op of the schedule for a batch of n tokens.
-    pub(super) fn encode_op(&self, pass: &mut wgpu::ComputePass<'_>, op: &Op, n: u32) {
-        if !op.runs(n) {
+    /// Record one op of the schedule for a step of this kind.
+    pub(super) fn encode_op(&self, pass: &mut wgpu::ComputePass<'_>, op: &Op, kind: Kind) {
+        if !op.runs(kind) {
             return;
         }
-        let v = op.variant(n);
+        let v = op.variant(kind);
         pass.set_pipeline(self.pipeline(v.kernel));
-        pass.set_bind_group(0, op.bind_group(n), &[]);
-        pass.dispatch_workgroups(v.x, v.y(n), 1);
+        pass.set_bind_group(0, op.bind_group(kind), &[]);
+        pass.dispatch_workgroups(v.x, v.y(kind.n()), 1);
     }
 }

@@ -2,7 +2,7 @@
 //! native callers use the blocking wrappers), greedy / top-k selection with the repetition
 //! penalty on the GPU, the full logits, every position's logits (perplexity), and per-kernel
 //! profiling.
-use super::plan::{Named, Op};
+use super::plan::{Kind, Named, Op};
 use super::specs::{self, Epilogue, Matmul};
 use super::{res, storage, GpuDecoder};
 use crate::error::{Error, Result};
@@ -40,7 +40,7 @@ impl GpuDecoder {
 
     /// Submit `enc`, then read the first `bytes` of `buf` (a MAP_READ buffer `enc` copied
     /// into). Errors raised meanwhile (validation, out of memory) come back as errors.
-    async fn read_buffer(
+    pub(super) async fn read_buffer(
         &self,
         enc: wgpu::CommandEncoder,
         buf: &wgpu::Buffer,
@@ -195,7 +195,7 @@ impl GpuDecoder {
             let mut enc = self.take_encoder()?;
             let n = chunk.len();
             let al = self.all_logits.as_ref().unwrap();
-            self.encode_ops(&mut enc, &al.ops, n as u32);
+            self.encode_ops(&mut enc, &al.ops, Kind::of(n as u32));
             let bytes = n * v * 4;
             enc.copy_buffer_to_buffer(&al.logits, 0, &al.readback, 0, bytes as u64);
             let got = self.read_buffer(enc, &al.readback, bytes).await?;
@@ -306,7 +306,7 @@ impl GpuDecoder {
         let mut enc = dev.create_command_encoder(&Default::default());
         for (i, op) in self.ops.iter().enumerate() {
             for c in &op.copies {
-                c.encode(&mut enc, n);
+                c.encode(&mut enc, Kind::of(n));
             }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
@@ -316,15 +316,20 @@ impl GpuDecoder {
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 }),
             });
-            self.encode_op(&mut pass, op, n);
+            self.encode_op(&mut pass, op, Kind::of(n));
         }
         enc.resolve_query_set(&qs, 0..count, &resolve, 0);
         enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, size);
         let bytes = pollster::block_on(self.read_buffer(enc, &read, size as usize))?;
         let ticks: &[u64] = bytemuck::cast_slice(&bytes);
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        for (i, op) in self.ops.iter().enumerate().filter(|(_, op)| op.runs(n)) {
-            let k = op.variant(n).kernel;
+        for (i, op) in self
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.runs(Kind::of(n)))
+        {
+            let k = op.variant(Kind::of(n)).kernel;
             let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
             let e = self
                 .profile
@@ -377,6 +382,7 @@ impl GpuDecoder {
             n_tok: n_batch,
             n_pen: 0,
             penalty: 1.0,
+            ..Default::default()
         };
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
@@ -394,15 +400,15 @@ impl GpuDecoder {
                 .queue
                 .write_buffer(&self.buf.step, 0, bytemuck::bytes_of(&step));
             for op in &ops {
-                let k = op.variant(n).kernel;
-                if !op.runs(n) || !seen.insert(k) {
+                let k = op.variant(Kind::of(n)).kernel;
+                if !op.runs(Kind::of(n)) || !seen.insert(k) {
                     continue;
                 }
                 let mut times = [0f64; 2];
                 for t in &mut times {
                     let start = std::time::Instant::now();
                     let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-                    self.encode_ops(&mut enc, std::slice::from_ref(*op), n);
+                    self.encode_ops(&mut enc, std::slice::from_ref(*op), Kind::of(n));
                     self.ctx.queue.submit([enc.finish()]);
                     self.ctx.wait()?;
                     *t = start.elapsed().as_secs_f64();

@@ -87,12 +87,42 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
     worst.0
 }
 
+/// Most tokens of a step that continue their own sequences (common.wgsl's MAX_SEQS).
+pub const MAX_SEQS: usize = 16;
+
+/// The Step uniform (common.wgsl) of one sequence whose position 0 is K/V row 0.
 pub fn step(pos0: u32, n_tok: u32, n_pen: u32, penalty: f32) -> Vec<u8> {
+    step_in_slot(pos0, n_tok, n_pen, penalty, 0)
+}
+
+/// The Step uniform of one sequence whose position 0 is K/V cache row `kv0`.
+pub fn step_in_slot(pos0: u32, n_tok: u32, n_pen: u32, penalty: f32, kv0: u32) -> Vec<u8> {
     let mut v = Vec::new();
     v.extend(pos0.to_le_bytes());
     v.extend(n_tok.to_le_bytes());
     v.extend(n_pen.to_le_bytes());
     v.extend(penalty.to_le_bytes());
+    for w in [kv0, 0, 0, 0] {
+        v.extend(w.to_le_bytes());
+    }
+    v.resize(32 + MAX_SEQS * 16, 0);
+    v
+}
+
+/// The Step uniform of tokens that each continue their own sequence: (position, K/V row of
+/// that sequence's position 0) per token.
+pub fn step_seqs(toks: &[(u32, u32)]) -> Vec<u8> {
+    assert!(toks.len() <= MAX_SEQS);
+    let mut v = Vec::new();
+    for w in [0, toks.len() as u32, 0, 0, 0, 1, 0, 0] {
+        v.extend(w.to_le_bytes());
+    }
+    for &(pos, row0) in toks {
+        for w in [pos, row0, 0, 0] {
+            v.extend(w.to_le_bytes());
+        }
+    }
+    v.resize(32 + MAX_SEQS * 16, 0);
     v
 }
 
@@ -336,6 +366,12 @@ pub struct QkvCase {
     pub n_tok: u32,
     pub pos0: u32,
     pub ctx_len: usize,
+    /// Per token: (position, cache row); and whether each token continues its own sequence
+    /// (Step::tok) rather than one sequence from pos0.
+    places: Vec<(u32, u32)>,
+    seqs: bool,
+    /// Rows of the K/V cache (slots x ctx_len).
+    cache_rows: usize,
     wb: Vec<u8>,
     x: Vec<f32>,
     g: Vec<f32>,
@@ -366,6 +402,37 @@ impl QkvCase {
         bias: bool,
         qk_norm: bool,
     ) -> Self {
+        let places: Vec<(u32, u32)> = (0..n_tok).map(|t| (pos0 + t, pos0 + t)).collect();
+        Self::placed(rng, layout, kv_tex, bias, qk_norm, places, false, 1)
+    }
+
+    /// Tokens that each continue their own sequence: (slot, position) per token, in a cache
+    /// of `slots` sequences of 16 positions.
+    pub fn seqs(
+        rng: &mut Rng,
+        layout: RopeLayout,
+        kv_tex: bool,
+        qk_norm: bool,
+        toks: &[(u32, u32)],
+        slots: usize,
+    ) -> Self {
+        let places = toks.iter().map(|&(s, p)| (p, s * 16 + p)).collect();
+        Self::placed(rng, layout, kv_tex, false, qk_norm, places, true, slots)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn placed(
+        rng: &mut Rng,
+        layout: RopeLayout,
+        kv_tex: bool,
+        bias: bool,
+        qk_norm: bool,
+        places: Vec<(u32, u32)>,
+        seqs: bool,
+        slots: usize,
+    ) -> Self {
+        let n_tok = places.len() as u32;
+        let pos0 = places[0].0;
         let c = Config {
             vocab: 10,
             dim: 96,
@@ -415,7 +482,7 @@ impl QkvCase {
             .iter()
             .enumerate()
             .map(|(t, y)| {
-                let pos = pos0 as usize + t;
+                let pos = places[t].0 as usize;
                 let mut q = y[..qd].to_vec();
                 let mut k = y[qd..qd + kvd].to_vec();
                 if let Some([gq, gk]) = &qk_norm {
@@ -434,6 +501,9 @@ impl QkvCase {
             n_tok,
             pos0,
             ctx_len,
+            places,
+            seqs,
+            cache_rows: ctx_len * slots,
             wb,
             x,
             g,
@@ -448,7 +518,7 @@ impl QkvCase {
     pub fn data(&self, s: &Spec) -> Vec<Data> {
         let qd = self.c.q_dim();
         let mut d = vec![
-            Data::Bytes(step(self.pos0, self.n_tok, 0, 1.0)),
+            Data::Bytes(self.step()),
             Data::U32(words(self.m.dtype, &self.wb)),
             super::x_data(s, &self.x, self.c.dim),
             Data::F32(self.g.clone()),
@@ -484,7 +554,7 @@ impl QkvCase {
     pub fn head_norm_data(&self, raw: &[f32]) -> Vec<Data> {
         let [gq, gk] = self.qk_norm.clone().expect("a case with qk_norm");
         vec![
-            Data::Bytes(step(self.pos0, self.n_tok, 0, 1.0)),
+            Data::Bytes(self.step()),
             Data::F32(raw.to_vec()),
             Data::F32(gq),
             Data::F32(gk),
@@ -495,9 +565,19 @@ impl QkvCase {
         ]
     }
 
+    /// The Step uniform: one sequence from pos0 in slot 0, or a token per sequence.
+    fn step(&self) -> Vec<u8> {
+        if self.seqs {
+            let toks: Vec<(u32, u32)> = self.places.iter().map(|&(p, r)| (p, r - p)).collect();
+            step_seqs(&toks)
+        } else {
+            step(self.pos0, self.n_tok, 0, 1.0)
+        }
+    }
+
     /// An empty K or V cache: a buffer, or texture rows.
     fn cache_data(&self) -> Data {
-        let zeros = vec![0.0; self.ctx_len * self.c.kv_dim()];
+        let zeros = vec![0.0; self.cache_rows * self.c.kv_dim()];
         if self.kv_tex {
             super::texture_rows(&zeros, self.c.kv_dim())
         } else {
@@ -529,10 +609,10 @@ impl QkvCase {
             kvd
         };
         for (t, [q, k, v]) in self.want.iter().enumerate() {
-            let pos = self.pos0 as usize + t;
+            let pos = self.places[t].1 as usize;
             let what = format!(
-                "qkv {} {layout:?} kv_tex={} T={} t={t}",
-                s.shader, self.kv_tex, self.n_tok
+                "qkv {} {layout:?} kv_tex={} T={} t={t} (position, row) {:?}",
+                s.shader, self.kv_tex, self.n_tok, self.places[t]
             );
             let (q, k) = (self.stored(q), self.stored(k));
             assert_close(
@@ -557,6 +637,11 @@ pub struct AttentionCase {
     pub ctx_len: usize,
     pub n_tok: u32,
     pub pos0: u32,
+    /// K/V cache row of position 0 of the one sequence (its slot), or None when each token
+    /// continues its own sequence (`places`).
+    kv0: Option<u32>,
+    /// Per token: (position, K/V cache row of its sequence's position 0).
+    places: Vec<(u32, u32)>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -577,23 +662,62 @@ impl AttentionCase {
         n_tok: u32,
         pos0: u32,
     ) -> Self {
+        Self::in_slot(rng, hd, nh, nkv, n_tok, pos0, 1, 0)
+    }
+
+    /// One sequence in slot `slot` of a cache of `slots` sequences of 80 positions each.
+    #[allow(clippy::too_many_arguments)]
+    pub fn in_slot(
+        rng: &mut Rng,
+        hd: usize,
+        nh: usize,
+        nkv: usize,
+        n_tok: u32,
+        pos0: u32,
+        slots: u32,
+        slot: u32,
+    ) -> Self {
+        let places = (0..n_tok).map(|t| (pos0 + t, slot * 80)).collect();
+        Self::build(rng, hd, nh, nkv, slots, places, Some(slot * 80))
+    }
+
+    /// Each token continues its own sequence: `toks` holds (slot, position) per token, in a
+    /// cache of `slots` sequences of 80 positions each.
+    pub fn seqs(rng: &mut Rng, hd: usize, slots: u32, toks: &[(u32, u32)]) -> Self {
+        let places = toks.iter().map(|&(s, p)| (p, s * 80)).collect();
+        Self::build(rng, hd, 6, 2, slots, places, None)
+    }
+
+    fn build(
+        rng: &mut Rng,
+        hd: usize,
+        nh: usize,
+        nkv: usize,
+        slots: u32,
+        places: Vec<(u32, u32)>,
+        kv0: Option<u32>,
+    ) -> Self {
         let ctx_len = 80usize;
+        let n_tok = places.len() as u32;
         let (qd, kvd) = (nh * hd, nkv * hd);
+        let rows = ctx_len * slots as usize;
         let q = rng.vec(n_tok as usize * qd, 1.0);
-        let k = rng.vec(ctx_len * kvd, 1.0);
-        let v = rng.vec(ctx_len * kvd, 1.0);
+        let k = rng.vec(rows * kvd, 1.0);
+        let v = rng.vec(rows * kvd, 1.0);
         let mut want = vec![0.0; n_tok as usize * qd];
         let mut scratch = vec![0.0; ctx_len];
-        for t in 0..n_tok as usize {
+        for (t, &(pos, row0)) in places.iter().enumerate() {
+            let at = row0 as usize * kvd;
+            let (ks, vs) = (&k[at..at + ctx_len * kvd], &v[at..at + ctx_len * kvd]);
             for h in 0..nh {
                 let o = t * qd + h * hd;
                 ops::attention(
                     &q[o..o + hd],
-                    &k,
-                    &v,
+                    ks,
+                    vs,
                     kvd,
                     (h / (nh / nkv)) * hd,
-                    pos0 as usize + t + 1,
+                    pos as usize + 1,
                     &mut scratch,
                     &mut want[o..o + hd],
                 );
@@ -605,12 +729,22 @@ impl AttentionCase {
             nkv,
             ctx_len,
             n_tok,
-            pos0,
+            pos0: places[0].0,
+            kv0,
+            places,
             q,
             k,
             v,
             want,
         }
+    }
+
+    /// Several sequences' tokens: the decode kernels with a workgroup row per token.
+    pub fn seqs_specs(&self) -> [Spec; 2] {
+        let (hd, nh, nkv, ctx_len) = (self.hd, self.nh, self.nkv, self.ctx_len);
+        let mut heads = specs::attention_heads(hd, nh, nkv, ctx_len);
+        heads.tokens_per_y = 1;
+        [specs::attention(hd, nh, nkv, ctx_len), heads]
     }
 
     /// The GPU kernel (K/V in buffers) and the CPU-adapter one (K/V in textures: row p of the
@@ -639,8 +773,12 @@ impl AttentionCase {
             }
         };
         let n = self.n_tok as usize;
+        let step = match self.kv0 {
+            Some(kv0) => step_in_slot(self.pos0, self.n_tok, 0, 1.0, kv0),
+            None => step_seqs(&self.places),
+        };
         vec![
-            Data::Bytes(step(self.pos0, self.n_tok, 0, 1.0)),
+            Data::Bytes(step),
             Data::F32(self.q.clone()),
             kv(&self.k),
             kv(&self.v),
@@ -653,7 +791,7 @@ impl AttentionCase {
     pub fn check(&self, s: &Spec, out: &[Vec<f32>]) {
         assert_close(
             &format!(
-                "attention {} (K/V in {}{}) hd={} T={} pos0={}",
+                "attention {} (K/V in {}{}) hd={} T={} pos0={} kv0={:?} places={:?}",
                 s.entry,
                 if s.texture_at(2) {
                     "textures"
@@ -667,7 +805,9 @@ impl AttentionCase {
                 },
                 self.hd,
                 self.n_tok,
-                self.pos0
+                self.pos0,
+                self.kv0,
+                self.places
             ),
             &out[1],
             &self.want,
