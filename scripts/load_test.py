@@ -10,7 +10,7 @@ tokens per second over the level's wall time. Bounded: a fixed set of requests, 
 request, and the server is stopped at the end.
 
 Usage: python scripts/load_test.py TIDE_BIN MODEL [--out FILE.jsonl] [--levels 1,4,16]
-       [--requests N]
+       [--requests N] [--parallel SLOTS] [--ctx N]
 Needs scripts/requirements-api.txt (scripts/venv.sh installs it); `bash scripts/bench-serve.sh`
 runs it on SmolLM2 and writes docs/bench-data/load_test.jsonl.
 """
@@ -48,9 +48,10 @@ def percentile(xs, p):
 
 
 class Server:
-    def __init__(self, tide, model, queue):
+    def __init__(self, tide, model, queue, parallel, ctx):
         self.p = subprocess.Popen(
-            [tide, "serve", "--port", "0", "--model", model, "--queue", str(queue)],
+            [tide, "serve", "--port", "0", "--model", model, "--queue", str(queue),
+             "--parallel", str(parallel), "--ctx", str(ctx)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.url = self.p.stdout.readline().strip()
         if not self.url.startswith("http://127.0.0.1:"):
@@ -125,9 +126,12 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--parallel", type=int, help="the server's slots (default: the most streams)")
+    ap.add_argument("--ctx", type=int, default=512, help="each slot's context (default 512)")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
-    srv = Server(a.tide, a.model, queue=max(levels) * 2)
+    parallel = a.parallel or max(levels)
+    srv = Server(a.tide, a.model, queue=max(levels) * 2, parallel=parallel, ctx=a.ctx)
     rows, failed = [], False
     try:
         print(f"[load] {srv.model}: {a.requests} requests, each alone first", file=sys.stderr)
@@ -144,7 +148,7 @@ def main():
             itl = [b - a for r in done for a, b in zip(r["times"], r["times"][1:])]
             tokens = sum(r["tokens"] or 0 for r in done)
             row = {
-                "streams": c, "requests": a.requests, "completed": len(done),
+                "streams": c, "parallel": parallel, "ctx": a.ctx, "requests": a.requests, "completed": len(done),
                 "errors": errors, "mismatched": mismatched, "completion_tokens": tokens,
                 "wall_s": wall, "tokens_per_s": tokens / wall,
                 "ttft_p50_s": percentile(ttft, 50), "ttft_p99_s": percentile(ttft, 99),

@@ -48,6 +48,15 @@ impl Run {
         max_tokens: usize,
         ctx_len: usize,
     ) -> Result<Run> {
+        let run = Run::begin(prompt, max_tokens, ctx_len)?;
+        engine.reset();
+        engine.feed(prompt)?;
+        Ok(run)
+    }
+
+    /// A run whose prompt the caller feeds (a server's scheduler, sharing steps between
+    /// runs): only the bookkeeping, from `accept` on.
+    pub fn begin(prompt: &[u32], max_tokens: usize, ctx_len: usize) -> Result<Run> {
         if prompt.is_empty() {
             return Err(Error::Input("the prompt is empty (no tokens)".into()));
         }
@@ -57,9 +66,7 @@ impl Run {
                 prompt.len()
             )));
         }
-        engine.reset();
         let t0 = Instant::now();
-        engine.feed(prompt)?;
         Ok(Run {
             prompt: prompt.to_vec(),
             history: prompt.to_vec(),
@@ -130,6 +137,16 @@ impl Run {
         } else {
             engine.next_token_async(sampler, &self.history).await?
         };
+        self.accept(next, tok, engine.pos())
+    }
+
+    /// Take `next` as the chosen token (the sequence now holds `pos` positions) and return
+    /// its new text, or None at the end of the sequence; `chosen` then holds it to feed
+    /// unless the run is done.
+    pub fn accept(&mut self, next: u32, tok: &TokenizerInfo, pos: usize) -> Result<Option<String>> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
         self.t_first.get_or_insert_with(Instant::now);
         if tok.eos.contains(&next) {
             self.finish("eos");
@@ -140,12 +157,27 @@ impl Run {
         let piece = self.new_text(tok)?;
         if self.tokens.len() >= self.max_tokens {
             self.finish("max_tokens");
-        } else if engine.pos() >= self.ctx_len {
+        } else if pos >= self.ctx_len {
             self.finish("context_full");
         } else {
             self.chosen = Some(next);
         }
         Ok(Some(piece))
+    }
+
+    /// The prompt and every token chosen so far (for the repetition penalty).
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// Whether the run has stopped.
+    pub fn done(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Take the token `accept` chose, to feed it (None once the run is done).
+    pub fn take_chosen(&mut self) -> Option<u32> {
+        self.chosen.take()
     }
 
     /// The tokens generated so far.

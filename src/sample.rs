@@ -202,6 +202,27 @@ impl Sampler {
     }
 
     /// Choose among candidates sorted best first (already penalised and cut to top-k).
+    /// Choose the next token from every logit of a step (copied: the penalty changes them);
+    /// `history` is every token so far, for the repetition penalty.
+    pub fn choose_from_logits(&mut self, logits: &[f32], history: &[u32]) -> crate::Result<u32> {
+        let pen = self.cfg.repeat_penalty;
+        let mut l = logits.to_vec();
+        if pen != 1.0 {
+            apply_repeat_penalty(
+                &mut l,
+                &recent_distinct(history, self.cfg.repeat_last_n),
+                pen,
+            );
+        }
+        let cands = top_k_of(&l, self.candidates_needed().unwrap_or(l.len()));
+        if cands.is_empty() {
+            return Err(crate::Error::Gpu(
+                "the model produced no finite logit".into(),
+            ));
+        }
+        Ok(self.pick(&cands))
+    }
+
     pub fn pick(&mut self, cands: &[(u32, f32)]) -> u32 {
         if self.cfg.greedy() || cands.len() == 1 {
             return cands[0].0;

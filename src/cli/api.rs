@@ -98,11 +98,11 @@ async fn health(State(api): State<Arc<Api>>) -> Response {
             Json(json!({"status": "loading"})),
         )
             .into_response(),
-        Status::Ready { ctx_len } => {
+        Status::Ready { ctx_len, slots } => {
             let n = &api.counters;
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             Json(
-                json!({"status": "ok", "model": api.name, "ctx_len": ctx_len,
+                json!({"status": "ok", "model": api.name, "ctx_len": ctx_len, "slots": slots,
                 "queued": get(&n.queued), "running": get(&n.running),
                 "completed": get(&n.completed), "cancelled": get(&n.cancelled),
                 "last_cancelled_tokens": get(&n.last_cancelled_tokens),
@@ -157,7 +157,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
         }
     };
     let ctx_len = match api.status() {
-        Status::Ready { ctx_len } => ctx_len,
+        Status::Ready { ctx_len, .. } => ctx_len,
         Status::Loading => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,

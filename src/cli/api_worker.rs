@@ -1,9 +1,12 @@
-//! The engine thread behind `tide serve`'s OpenAI API: it owns the model and runs one request
-//! at a time, in arrival order, from a bounded queue, and streams each request's tokens back
-//! to its handler. A handler that goes away (its client disconnected) ends its run at the next
-//! token, and a queued request whose client left is skipped.
+//! The engine thread behind `tide serve`'s OpenAI API: it owns the model and serves up to
+//! `--parallel` requests at once (continuous batching), each in its own K/V cache slot, from a
+//! bounded queue in arrival order, streaming each request's tokens back to its handler.
+//! Requests join between steps; their prompts are fed in chunks between the shared decode
+//! steps. A handler that goes away (its client disconnected) frees its slot at the next
+//! round, and a queued request whose client left is skipped.
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use tide_gpu::generate::Run;
@@ -11,6 +14,7 @@ use tide_gpu::model::tokenizer::TokenizerInfo;
 use tide_gpu::openai::Prompt;
 use tide_gpu::{Engine, Sampler, SamplerConfig};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::common::ModelArgs;
 
@@ -56,7 +60,7 @@ pub enum Event {
 #[derive(Clone)]
 pub enum Status {
     Loading,
-    Ready { ctx_len: usize },
+    Ready { ctx_len: usize, slots: usize },
     Failed(String),
 }
 
@@ -74,7 +78,8 @@ pub struct Counters {
     pub device_resets: AtomicU64,
 }
 
-/// Start the engine thread for `args`' model; requests wait in a queue of `queue` places.
+/// Start the engine thread for `args`' model (its `slots` requests decode together);
+/// requests wait in a queue of `queue` places.
 pub fn spawn(
     args: ModelArgs,
     queue: usize,
@@ -93,10 +98,20 @@ pub fn spawn(
         });
         let why = match opened {
             Ok((m, mut engine, ctx_len)) => {
-                set(Status::Ready { ctx_len });
-                let mut fault = lose_device_after;
+                set(Status::Ready {
+                    ctx_len,
+                    slots: engine.slots(),
+                });
+                let mut sched = Scheduler {
+                    tok: &m.tokenizer,
+                    ctx_len,
+                    n: &n,
+                    fault: lose_device_after,
+                    active: Vec::new(),
+                    draining: Vec::new(),
+                };
                 let reopen = || args.engine(&m);
-                match serve_jobs(&rx, &mut engine, &m, ctx_len, &n, &mut fault, &reopen) {
+                match sched.serve(&rx, &mut engine, &reopen) {
                     Ok(()) => return, // the server is shutting down
                     Err(e) => format!("the GPU device was lost and no new one opened: {e:#}"),
                 }
@@ -117,149 +132,392 @@ pub fn spawn(
     (tx, status, counters)
 }
 
-/// Run the queue's jobs until it closes (Ok) or the GPU device is lost and no new engine opens
-/// (that error). After a lost device the failed request gets a 503 naming it and the next one
-/// runs on a new device (`reopen`): the server keeps serving.
-fn serve_jobs(
-    rx: &Receiver<Job>,
-    engine: &mut Engine,
-    m: &tide_gpu::Model,
+/// Most prompt tokens fed in one round, so that a long prompt does not stall the streams
+/// already running for longer than a batch takes.
+const PREFILL_CHUNK: usize = 64;
+/// The last this many tokens of a prompt ride in the shared steps, one per round, like a
+/// running request's next token: a batch of a few tokens costs about what a long one does
+/// (on CPU adapters) and would stall every stream meanwhile; a token more in a step costs
+/// a fraction of a step.
+const IN_STEP_PROMPT: usize = 8;
+/// Events a client may leave unread before it counts as gone (its slot is then freed).
+const MAX_UNREAD: usize = 4096;
+
+/// A request's events on their way to its handler: sent without blocking, so a client that
+/// reads slowly holds up no one else.
+struct Outbox {
+    tx: mpsc::Sender<Event>,
+    queue: VecDeque<Event>,
+}
+
+impl Outbox {
+    fn push(&mut self, ev: Event) {
+        self.queue.push_back(ev);
+    }
+
+    /// Hand over what the channel takes now; false once the handler is gone (its client
+    /// disconnected) or has left too much unread.
+    fn flush(&mut self) -> bool {
+        while let Some(ev) = self.queue.pop_front() {
+            match self.tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ev)) => {
+                    self.queue.push_front(ev);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        !self.tx.is_closed() && self.queue.len() <= MAX_UNREAD
+    }
+}
+
+/// A request in a K/V cache slot: its prompt is fed in chunks, then it takes one token per
+/// round, in a step shared with the other requests decoding.
+struct Active {
+    out: Outbox,
+    slot: usize,
+    prompt: Vec<u32>,
+    /// Prompt tokens fed so far.
+    fed: usize,
+    run: Run,
+    sampler: Sampler,
+    stops: StopFilter,
+    logprobs: Option<usize>,
+    /// The logits to choose the next token from (after the prompt, or the last step).
+    logits: Option<Vec<f32>>,
+    /// The token chosen and not yet fed.
+    next: Option<u32>,
+    /// A stop string ended it.
+    stopped: bool,
+    /// Its slot still holds the last request's positions.
+    fresh: bool,
+}
+
+impl Active {
+    /// Prompt tokens not fed yet.
+    fn prompt_left(&self) -> usize {
+        self.prompt.len() - self.fed
+    }
+}
+
+/// How a request left its slot.
+enum Ended {
+    Finished,
+    /// Its client went away.
+    ClientGone,
+    Failed(u16, String),
+}
+
+/// The engine thread's loop: requests join free slots between rounds; a round feeds one
+/// prompt chunk, chooses each running request's next token from its logits, and runs one
+/// step for all their tokens together.
+struct Scheduler<'a> {
+    tok: &'a TokenizerInfo,
     ctx_len: usize,
-    n: &Counters,
-    fault: &mut Option<usize>,
-    reopen: &dyn Fn() -> anyhow::Result<Engine>,
-) -> anyhow::Result<()> {
-    let tok = &m.tokenizer;
-    for job in rx {
+    n: &'a Counters,
+    /// Fault injection: lose the device after this many more steps.
+    fault: Option<usize>,
+    active: Vec<Active>,
+    /// Requests that are done but whose last events their handlers have not taken yet.
+    draining: Vec<Outbox>,
+}
+
+impl Scheduler<'_> {
+    /// Serve until the queue closes (Ok), or the GPU device is lost and no new engine opens
+    /// (that error). A lost device fails the requests running on it with a 503 naming it;
+    /// the next ones run on a new device (`reopen`): the server keeps serving.
+    fn serve(
+        &mut self,
+        rx: &Receiver<Job>,
+        engine: &mut Engine,
+        reopen: &dyn Fn() -> anyhow::Result<Engine>,
+    ) -> anyhow::Result<()> {
+        let slots = engine.slots();
+        let mut open = true;
+        loop {
+            self.draining
+                .retain_mut(|o| o.flush() && !o.queue.is_empty());
+            while open && self.active.len() < slots {
+                let job = if self.active.is_empty() && self.draining.is_empty() {
+                    match rx.recv() {
+                        Ok(j) => j,
+                        Err(_) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                } else {
+                    match rx.try_recv() {
+                        Ok(j) => j,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                };
+                self.admit(job, slots);
+            }
+            if self.active.is_empty() {
+                if !open && self.draining.is_empty() {
+                    return Ok(());
+                }
+                if !self.draining.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                continue;
+            }
+            if let Err(e) = self.round(engine) {
+                let message = e.to_string();
+                if engine.is_lost() {
+                    eprintln!("serve: {message}; opening a new device");
+                    self.fail_all(
+                        503,
+                        &format!(
+                            "the GPU device was lost during this request ({message}); the \
+                             server opens a new one for the next"
+                        ),
+                    );
+                    *engine = reopen()?;
+                    self.n.device_resets.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.fail_all(500, &message);
+                }
+            }
+        }
+    }
+
+    /// Take `job` into a free slot, or answer it: skipped when its client left while it
+    /// waited, 400 when its prompt cannot run.
+    fn admit(&mut self, job: Job, slots: usize) {
+        let n = self.n;
         n.queued.fetch_sub(1, Ordering::Relaxed);
         if job.events.is_closed() {
             n.cancelled.fetch_add(1, Ordering::Relaxed);
             n.last_cancelled_tokens.store(0, Ordering::Relaxed);
-            continue; // its client left while it waited
+            return;
         }
-        n.running.fetch_add(1, Ordering::Relaxed);
-        let mut lost = false;
-        match run_job(engine, tok, ctx_len, &job, fault) {
-            Ok(Ended::Finished) => {
-                n.completed.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Ended::ClientLeft(tokens)) => {
-                n.cancelled.fetch_add(1, Ordering::Relaxed);
-                n.last_cancelled_tokens
-                    .store(tokens as u64, Ordering::Relaxed);
-            }
-            Err((_, message)) if engine.is_lost() => {
-                eprintln!("serve: {message}; opening a new device");
-                let _ = job.events.blocking_send(Event::Error {
-                    status: 503,
-                    message: format!(
-                        "the GPU device was lost during this request ({message}); the server \
-                         opens a new one for the next"
-                    ),
+        let tok = self.tok;
+        let prompt = match &job.prompt {
+            Prompt::Text(t) => Ok(t.clone()),
+            Prompt::Chat(m) => tok.chat_prompt(m),
+        };
+        let started = prompt
+            .and_then(|text| tok.encode(&text, true))
+            .and_then(|ids| Run::begin(&ids, job.max_tokens, self.ctx_len).map(|r| (ids, r)));
+        let mut out = Outbox {
+            tx: job.events,
+            queue: VecDeque::new(),
+        };
+        let (prompt, run) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                out.push(Event::Error {
+                    status: 400,
+                    message: e.to_string(),
                 });
-                lost = true;
+                out.flush();
+                self.draining.push(out);
+                return;
             }
-            Err((status, message)) => {
-                let _ = job.events.blocking_send(Event::Error { status, message });
+        };
+        let slot = (0..slots)
+            .find(|s| !self.active.iter().any(|a| a.slot == *s))
+            .expect("admitted only with a slot free");
+        out.push(Event::Started {
+            prompt_tokens: prompt.len(),
+        });
+        n.running.fetch_add(1, Ordering::Relaxed);
+        self.active.push(Active {
+            out,
+            slot,
+            prompt,
+            fed: 0,
+            run,
+            sampler: Sampler::new(job.sampler),
+            stops: StopFilter::new(job.stop),
+            logprobs: job.logprobs,
+            logits: None,
+            next: None,
+            stopped: false,
+            fresh: true,
+        });
+    }
+
+    /// One round: a prompt chunk, every running request's next token, one shared step.
+    fn round(&mut self, engine: &mut Engine) -> tide_gpu::Result<()> {
+        // Clients that left free their slots now.
+        let mut i = 0;
+        while i < self.active.len() {
+            if self.active[i].out.flush() {
+                i += 1;
+            } else {
+                let a = self.active.swap_remove(i);
+                self.leave(a, Ended::ClientGone);
             }
         }
-        n.running.fetch_sub(1, Ordering::Relaxed);
-        if lost {
-            *engine = reopen()?;
-            n.device_resets.fetch_add(1, Ordering::Relaxed);
+        // New requests start their slots over.
+        for a in self.active.iter_mut().filter(|a| a.fresh) {
+            engine.use_slot(a.slot)?;
+            engine.reset();
+            a.fresh = false;
         }
-    }
-    Ok(())
-}
-
-/// How a run that did not fail ended.
-enum Ended {
-    Finished,
-    /// Its client went away after this many tokens.
-    ClientLeft(usize),
-}
-
-fn run_job(
-    engine: &mut Engine,
-    tok: &TokenizerInfo,
-    ctx_len: usize,
-    job: &Job,
-    fault: &mut Option<usize>,
-) -> Result<Ended, (u16, String)> {
-    let bad = |e: tide_gpu::Error| (400u16, e.to_string());
-    let text = match &job.prompt {
-        Prompt::Text(t) => t.clone(),
-        Prompt::Chat(m) => tok.chat_prompt(m).map_err(bad)?,
-    };
-    let ids = tok.encode(&text, true).map_err(bad)?;
-    let mut run = Run::start(engine, &ids, job.max_tokens, ctx_len).map_err(|e| match e {
-        tide_gpu::Error::Input(m) => (400, m),
-        e => (500, e.to_string()),
-    })?;
-    let send = |ev: Event| job.events.blocking_send(ev).is_ok();
-    if !send(Event::Started {
-        prompt_tokens: ids.len(),
-    }) {
-        return Ok(Ended::ClientLeft(0));
-    }
-    let mut sampler = Sampler::new(job.sampler.clone());
-    let mut stops = StopFilter::new(job.stop.clone());
-    let mut stopped = false;
-    run.keep_logits(job.logprobs.is_some());
-    loop {
-        if *fault == Some(0) {
-            *fault = None;
+        // The oldest prompt with more than the in-step tail left gets one batch.
+        if let Some(i) = self
+            .active
+            .iter()
+            .position(|a| a.prompt_left() > IN_STEP_PROMPT)
+        {
+            let a = &mut self.active[i];
+            engine.use_slot(a.slot)?;
+            let end = (a.fed + PREFILL_CHUNK).min(a.prompt.len() - IN_STEP_PROMPT);
+            let fed = engine.feed(&a.prompt[a.fed..end]).and_then(|()| {
+                if end == a.prompt.len() {
+                    engine.logits().map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
+            match fed {
+                Ok(l) => {
+                    a.fed = end;
+                    a.logits = l;
+                }
+                Err(e) if engine.is_lost() => return Err(e),
+                Err(e) => {
+                    let a = self.active.swap_remove(i);
+                    self.leave(a, Ended::Failed(500, e.to_string()));
+                }
+            }
+        }
+        // Every request with logits chooses its next token.
+        let mut i = 0;
+        while i < self.active.len() {
+            match self.choose(i)? {
+                None => i += 1,
+                Some(left) => {
+                    let a = self.active.swap_remove(i);
+                    self.leave(a, left);
+                }
+            }
+        }
+        // One step for all chosen tokens, and a token of each prompt's tail.
+        let toks: Vec<(usize, u32)> = self
+            .active
+            .iter()
+            .filter_map(|a| match a.prompt_left() {
+                0 => a.next.map(|t| (a.slot, t)),
+                n if n <= IN_STEP_PROMPT => Some((a.slot, a.prompt[a.fed])),
+                _ => None,
+            })
+            .collect();
+        if toks.is_empty() {
+            return Ok(());
+        }
+        if self.fault == Some(0) {
+            self.fault = None;
             engine.lose_device();
         }
-        let piece = pollster::block_on(run.step(engine, tok, &mut sampler))
-            .map_err(|e| (500, e.to_string()))?;
-        if let Some(left) = fault.as_mut() {
+        let out = engine.step_seqs(&toks)?;
+        if let Some(left) = self.fault.as_mut() {
             *left = left.saturating_sub(1);
         }
-        let Some(piece) = piece else { break };
-        let lps = match (run.take_logits(), job.logprobs, run.tokens().last()) {
-            (Some(l), Some(n), Some(&t)) => vec![token_logprob(tok, &l, t, n)],
-            _ => Vec::new(),
+        for ((slot, _), l) in toks.into_iter().zip(out) {
+            if let Some(a) = self.active.iter_mut().find(|a| a.slot == slot) {
+                if a.prompt_left() > 0 {
+                    a.fed += 1;
+                    if a.prompt_left() > 0 {
+                        continue; // more prompt: these logits choose nothing
+                    }
+                }
+                a.next = None;
+                a.logits = Some(l);
+            }
+        }
+        Ok(())
+    }
+
+    /// Request i chooses from its logits, if it has them: Some when it is done.
+    fn choose(&mut self, i: usize) -> tide_gpu::Result<Option<Ended>> {
+        let tok = self.tok;
+        let a = &mut self.active[i];
+        let Some(l) = a.logits.take() else {
+            return Ok(None);
         };
-        let (text, hit) = stops.push(&piece);
-        if !send(Event::Piece {
-            text,
-            logprobs: lps,
-        }) {
-            run.cancel(); // the client is gone: free the engine now
-            return Ok(Ended::ClientLeft(run.tokens().len()));
+        let t = a.sampler.choose_from_logits(&l, a.run.history())?;
+        let lps = match a.logprobs {
+            Some(n) => vec![token_logprob(tok, &l, t, n)],
+            None => Vec::new(),
+        };
+        // Positions the slot holds: the prompt and every token fed after it.
+        let pos = a.prompt.len() + a.run.tokens().len();
+        if let Some(piece) = a.run.accept(t, tok, pos)? {
+            let (text, hit) = a.stops.push(&piece);
+            a.out.push(Event::Piece {
+                text,
+                logprobs: lps,
+            });
+            if hit {
+                a.stopped = true;
+                a.run.cancel();
+            }
         }
-        if hit {
-            stopped = true;
-            run.cancel();
-            break;
+        if !a.out.flush() {
+            return Ok(Some(Ended::ClientGone));
+        }
+        if !a.run.done() {
+            a.next = a.run.take_chosen();
+            return Ok(None);
+        }
+        Ok(Some(Ended::Finished))
+    }
+
+    /// Free a's slot, and tell its handler how it ended.
+    fn leave(&mut self, mut a: Active, left: Ended) {
+        let n = self.n;
+        n.running.fetch_sub(1, Ordering::Relaxed);
+        match left {
+            Ended::Finished => {
+                let rest = a.stops.rest();
+                if !rest.is_empty() {
+                    a.out.push(Event::Piece {
+                        text: rest,
+                        logprobs: Vec::new(),
+                    });
+                }
+                let g = a.run.result();
+                let finish_reason = match g.stop.as_str() {
+                    _ if a.stopped => "stop",
+                    "eos" => "stop",
+                    _ => "length",
+                };
+                a.out.push(Event::Done {
+                    finish_reason,
+                    prompt_tokens: a.prompt.len(),
+                    completion_tokens: g.tokens.len(),
+                });
+                n.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ended::ClientGone => {
+                n.cancelled.fetch_add(1, Ordering::Relaxed);
+                n.last_cancelled_tokens
+                    .store(a.run.tokens().len() as u64, Ordering::Relaxed);
+                return;
+            }
+            Ended::Failed(status, message) => a.out.push(Event::Error { status, message }),
+        }
+        if a.out.flush() && !a.out.queue.is_empty() {
+            self.draining.push(a.out);
         }
     }
-    let rest = stops.rest();
-    if !rest.is_empty()
-        && !send(Event::Piece {
-            text: rest,
-            logprobs: Vec::new(),
-        })
-    {
-        return Ok(Ended::ClientLeft(run.tokens().len()));
+
+    /// Every running request fails with this status and message.
+    fn fail_all(&mut self, status: u16, message: &str) {
+        for a in std::mem::take(&mut self.active) {
+            self.leave(a, Ended::Failed(status, message.to_string()));
+        }
     }
-    let g = run.result();
-    let finish_reason = match g.stop.as_str() {
-        _ if stopped => "stop",
-        "eos" => "stop",
-        _ => "length",
-    };
-    let done = send(Event::Done {
-        finish_reason,
-        prompt_tokens: ids.len(),
-        completion_tokens: g.tokens.len(),
-    });
-    Ok(if done {
-        Ended::Finished
-    } else {
-        Ended::ClientLeft(g.tokens.len())
-    })
 }
 
 /// Log-softmax of `logits` at `token`, and the `n` most likely tokens with theirs.

@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Cache sizes for --cache-sweep, as shares of the tables.
     #[arg(long, value_delimiter = ',', default_value = "0.01,0.02,0.05,0.1,0.2")]
     pub cache_shares: Vec<f64>,
+    /// Continuous batching: decode this many sequences together (e.g. 1,2,4,8), each after
+    /// its own --prompt-len prompt, --gen steps each, and report the aggregate tokens/s.
+    #[arg(long, value_delimiter = ',')]
+    pub seqs: Vec<usize>,
 }
 
 /// This process's peak resident memory so far, in MB (Linux: VmHWM; None elsewhere).
@@ -58,7 +62,7 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb * 1024.0 / 1e6)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -84,6 +88,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if let Some(data) = &a.cache_sweep {
         return super::bench_memory::cache_sweep(&a, data);
+    }
+    if !a.seqs.is_empty() {
+        return super::bench_seqs::run(a);
     }
     let m = a.model.load()?;
     let ctx = a.model.ctx_len(&m)?;

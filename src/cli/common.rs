@@ -68,6 +68,10 @@ pub struct ModelArgs {
     /// Ignore shader-f16 even if the adapter supports it.
     #[arg(long)]
     pub no_f16: bool,
+    /// Sequences decoded together, each in its own K/V cache slot (set by `serve
+    /// --parallel`; 0 counts as 1).
+    #[arg(skip)]
+    pub slots: usize,
 }
 
 impl ModelArgs {
@@ -217,6 +221,7 @@ impl ModelArgs {
             o.decoder.memory_rows_budget = usize::MAX;
         }
         o.gpu.no_f16 = self.no_f16;
+        o.decoder.slots = self.slots.max(1);
         o.decoder.memory_resident = self.memory_resident;
         super::env::apply(&mut o)?;
         Ok(o)

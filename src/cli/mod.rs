@@ -3,6 +3,7 @@ mod api;
 mod api_worker;
 mod bench;
 mod bench_memory;
+mod bench_seqs;
 mod chat;
 mod common;
 mod compress;

@@ -44,7 +44,11 @@ pub struct ServeArgs {
     /// Serve files only: no OpenAI-compatible API, no model loaded here.
     #[arg(long)]
     no_api: bool,
-    /// API requests that may wait for the engine; more are answered 429.
+    /// API requests decoded together (continuous batching), each in its own K/V cache slot
+    /// of --ctx positions; the GPU reads the weights once per step for all of them.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
+    /// API requests that may wait for a free slot; more are answered 429.
     #[arg(long, default_value_t = 16)]
     queue: usize,
     /// Fault injection for tests: destroy the GPU device once, after this many tokens have
@@ -269,6 +273,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             ctx: a.ctx,
             batch: None,
             no_f16: false,
+            slots: a.parallel as usize,
         };
         let worker = api_worker::spawn(args, a.queue.max(1), a.lose_device_after_tokens);
         Arc::new(Api::new(cat.list[0].name.clone(), worker, a.queue.max(1)))

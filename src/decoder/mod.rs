@@ -250,6 +250,11 @@ impl GpuDecoder {
             deferred: Vec::new(),
         };
         dec.build_schedule(model)?;
+        if dec.seq_group >= 2 {
+            // Now, so that its kernels compile with the rest rather than at the first step
+            // that several sequences share.
+            dec.build_seq_head()?;
+        }
         // In the browser a pipeline is compiled when it is created (SwiftShader: seconds
         // each), so only the one-token kernels are built now; a batch's are built before the
         // first batch (`compile_for`). Natively all are built at once on every core.

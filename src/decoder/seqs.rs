@@ -156,7 +156,7 @@ impl GpuDecoder {
 
     /// The LM head over every token of a several-sequence step: one op per chunk of the head,
     /// on CPU adapters matvec_rows' `tokens` form per token count.
-    fn build_seq_head(&mut self) -> Result<()> {
+    pub(super) fn build_seq_head(&mut self) -> Result<()> {
         let (hi, out_norm) = self.head.clone().expect("schedule built");
         let (v, g) = (self.config.vocab, self.seq_group);
         let bytes = g * v * 4;

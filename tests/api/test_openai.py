@@ -220,7 +220,7 @@ class Api(unittest.TestCase):
 
 class Queue(unittest.TestCase):
     def test_a_full_queue_answers_429(self):
-        s = Server("--queue", "1")
+        s = Server("--queue", "1", "--parallel", "1")
         try:
             results = []
 
