@@ -8,13 +8,15 @@
 # at most 64 KB (the tokenizer's 1 KB; the seeds are cut there); the counts go to
 # docs/bench-data/fuzz.jsonl. FUZZ_SANITIZER=none builds without AddressSanitizer (cargo fuzz
 # -s none: panics, hangs and the RSS limit are still caught, memory errors in unsafe code not).
-# Usage: [FUZZ_SANITIZER=none] bash scripts/fuzz.sh [RUNS] [SECONDS] [TARGET ...]
+# FUZZ_OUT names another file for the counts (CI's short pass keeps docs/ as committed).
+# Usage: [FUZZ_SANITIZER=none] [FUZZ_OUT=FILE] bash scripts/fuzz.sh [RUNS] [SECONDS] [TARGET ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-1000000}"
 secs="${2:-0}"
 shift 2 || shift $# || true
 if (( $# )); then targets=("$@"); else targets=(gguf safetensors memory tokenizer openai_request); fi
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 corpus=.cache/fuzz
 mkdir -p "$corpus"/{gguf,safetensors,memory,tokenizer,openai_request}
@@ -42,7 +44,7 @@ for name, kind, body in [("chat", 0, chat), ("text", 1, text), ("wrong-model", 1
                          {"model": "gpt-4", "prompt": "x"})]:
     open(f"{sys.argv[1]}/{name}", "wb").write(bytes([kind]) + json.dumps(body).encode())
 PY
-out=docs/bench-data/fuzz.jsonl
+out="${FUZZ_OUT:-docs/bench-data/fuzz.jsonl}"
 for t in "${targets[@]}"; do
     echo "[fuzz] $t: $runs runs" >&2
     log="$corpus/$t.log"

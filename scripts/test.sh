@@ -13,7 +13,10 @@
 #  7. the training pipeline's own tests (PyTorch on the CPU, ~1 minute; TIDE_SKIP_TRAIN_TESTS=1
 #     skips them). The Rust tests never need PyTorch: their fixtures are committed.
 #  8. `cargo check` for Windows (x86_64-pc-windows-gnu) and macOS (aarch64-apple-darwin)
-#     (scripts/check-targets.sh; needs gcc-mingw-w64-x86-64).
+#     (scripts/check-targets.sh; needs gcc-mingw-w64-x86-64),
+#  9. a short fuzz pass: every cargo-fuzz target for 30 s without a sanitizer (scripts/fuzz.sh;
+#     installs the nightly toolchain and cargo-fuzz if missing; TIDE_SKIP_FUZZ=1 skips it).
+#     The 1e6-run counts in docs/bench-data/fuzz.jsonl come from longer runs of the same script.
 # Python runs in .cache/venv with pinned packages (scripts/venv.sh), never the system's.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
 set -euo pipefail
@@ -53,4 +56,10 @@ fi
 
 if [[ $# -eq 0 ]]; then
     bash scripts/check-targets.sh
+fi
+
+if [[ "${TIDE_SKIP_FUZZ:-0}" != 1 && $# -eq 0 ]]; then
+    counts="$(mktemp)"
+    FUZZ_SANITIZER=none FUZZ_OUT="$counts" bash scripts/fuzz.sh 1000000000 30
+    rm -f "$counts"
 fi

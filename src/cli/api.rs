@@ -106,7 +106,8 @@ async fn health(State(api): State<Arc<Api>>) -> Response {
                 "queued": get(&n.queued), "running": get(&n.running),
                 "completed": get(&n.completed), "cancelled": get(&n.cancelled),
                 "last_cancelled_tokens": get(&n.last_cancelled_tokens),
-                "device_resets": get(&n.device_resets)}),
+                "device_resets": get(&n.device_resets), "steps": get(&n.steps),
+                "shared_steps": get(&n.shared_steps)}),
             )
             .into_response()
         }

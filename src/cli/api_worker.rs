@@ -76,6 +76,9 @@ pub struct Counters {
     pub last_cancelled_tokens: AtomicU64,
     /// GPU devices lost and replaced.
     pub device_resets: AtomicU64,
+    /// Decode steps run, and those that several requests shared (continuous batching).
+    pub steps: AtomicU64,
+    pub shared_steps: AtomicU64,
 }
 
 /// Start the engine thread for `args`' model (its `slots` requests decode together);
@@ -420,6 +423,10 @@ impl Scheduler<'_> {
             engine.lose_device();
         }
         let out = engine.step_seqs(&toks)?;
+        self.n.steps.fetch_add(1, Ordering::Relaxed);
+        if toks.len() > 1 {
+            self.n.shared_steps.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(left) = self.fault.as_mut() {
             *left = left.saturating_sub(1);
         }

@@ -69,7 +69,7 @@ def native(prompt, n):
 class Api(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.s = Server("--queue", "8")
+        cls.s = Server("--queue", "8", "--parallel", "4")
         cls.c = cls.s.client
 
     @classmethod
@@ -163,18 +163,26 @@ class Api(unittest.TestCase):
         self.assertEqual(a, b)
 
     def test_concurrent_requests_equal_their_solo_runs(self):
-        solo = {p: self.complete(p, 12).choices[0].text for p in PROMPTS}
+        # Six requests of mixed lengths on four slots: four decode together, two wait and
+        # join between steps as slots free up.
+        reqs = [(p, n) for n in (12, 5) for p in PROMPTS]
+        solo = {r: self.complete(*r).choices[0].text for r in reqs}
+        shared = self.s.get("/health")[1]["shared_steps"]
         got = {}
 
-        def one(p):
-            got[p] = "".join(c.choices[0].text for c in self.complete(p, 12, stream=True))
+        def one(r):
+            got[r] = "".join(c.choices[0].text for c in self.complete(*r, stream=True))
 
-        threads = [threading.Thread(target=one, args=(p,)) for p in PROMPTS]
+        threads = [threading.Thread(target=one, args=(r,)) for r in reqs]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         self.assertEqual(got, solo)
+        # They ran together: decode steps that several requests shared.
+        h = self.s.get("/health")[1]
+        self.assertEqual(h["slots"], 4)
+        self.assertGreater(h["shared_steps"], shared, h)
 
     def test_errors(self):
         with self.assertRaises(openai.NotFoundError) as e:
