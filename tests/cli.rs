@@ -371,3 +371,45 @@ fn inspect_svg_scale_spans_the_data() {
         "title of {title_len} characters cut at {width} px"
     );
 }
+
+/// Out of GPU memory is a clear error naming what did not fit and what to change, not a
+/// crash: a K/V cache of ~7.8 GB (SmolLM2 at a context of 170,000) against an address space
+/// capped at 6 GB by `ulimit -v`. That cap limits device memory only where it is host memory
+/// (lavapipe: Linux, Vulkan, a CPU adapter), so elsewhere the test has nothing to cap. The
+/// same cap with the default context runs, so the cap alone is not what fails.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_gpu_memory_is_a_clear_error() {
+    let ctx = common::gpu();
+    if ctx.info.device_type != wgpu::DeviceType::Cpu || ctx.info.backend != wgpu::Backend::Vulkan {
+        eprintln!("not a Vulkan CPU adapter: ulimit does not cap its memory; nothing to test");
+        return;
+    }
+    drop(ctx);
+    let m = smollm2().display().to_string();
+    let run = |ctx_len: &str| {
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 6000000; exec \"$0\" generate --backend gpu --model \"$1\" \
+                 --ctx {ctx_len} --max-tokens 2 --temperature 0 hello"
+            ))
+            .arg(env!("CARGO_BIN_EXE_tide"))
+            .arg(&m)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!err.contains("panicked"), "ctx {ctx_len} panicked: {err}");
+        (o.status.success(), err)
+    };
+    let (ok, err) = run("2048");
+    assert!(ok, "the default context under the cap failed: {err}");
+    let (ok, err) = run("170000");
+    assert!(!ok, "a 7.8 GB K/V cache ran under a 6 GB cap: {err}");
+    assert!(
+        err.contains("out of GPU memory")
+            && err.contains("170000 positions")
+            && err.contains("--ctx"),
+        "{err}"
+    );
+}

@@ -249,20 +249,40 @@ impl GpuDecoder {
             steps: (0, 0),
             deferred: Vec::new(),
         };
-        dec.build_schedule(model)?;
-        if dec.seq_group >= 2 {
+        let kv_bytes = c.n_layers * 2 * kv_rows * c.kv_dim() * 4;
+        match dec.build(model) {
+            Ok(()) => Ok(dec),
+            Err(e) if e.to_string().to_lowercase().contains("out of memory") => {
+                Err(Error::Gpu(format!(
+                    "out of GPU memory: the model's weights and a K/V cache of {} slot(s) x {} \
+                     positions ({:.0} MB) do not fit this adapter ({e}); use a shorter --ctx, \
+                     fewer --parallel slots or a smaller model",
+                    opts.slots,
+                    opts.ctx_len,
+                    kv_bytes as f64 / 1e6
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Build the schedule for `model` and compile its kernels.
+    fn build(&mut self, model: &Model) -> Result<()> {
+        self.build_schedule(model)?;
+        if self.seq_group >= 2 {
             // Now, so that its kernels compile with the rest rather than at the first step
             // that several sequences share.
-            dec.build_seq_head()?;
+            self.build_seq_head()?;
         }
         // In the browser a pipeline is compiled when it is created (SwiftShader: seconds
         // each), so only the one-token kernels are built now; a batch's are built before the
         // first batch (`compile_for`). Natively all are built at once on every core.
         #[cfg(target_arch = "wasm32")]
-        dec.compile_for(Kind::Token)?;
+        self.compile_for(Kind::Token)?;
         #[cfg(not(target_arch = "wasm32"))]
-        dec.compile_pending()?;
-        Ok(dec)
+        self.compile_pending()?;
+        // Allocation failures raised outside an error scope surface here.
+        self.ctx.take_error()
     }
 
     /// Register (or reuse) a kernel variant; returns its index. Its pipeline is compiled by
