@@ -187,8 +187,8 @@ struct Active {
     sampler: Sampler,
     stops: StopFilter,
     logprobs: Option<usize>,
-    /// The logits to choose the next token from (after the prompt, or the last step).
-    logits: Option<Vec<f32>>,
+    /// What the next token is chosen from, once the last step gave it.
+    ready: Option<Ready>,
     /// The token chosen and not yet fed.
     next: Option<u32>,
     /// A stop string ended it.
@@ -202,6 +202,27 @@ impl Active {
     fn prompt_left(&self) -> usize {
         self.prompt.len() - self.fed
     }
+
+    /// A step fed this request's token (a prompt token, or the one chosen): whether its
+    /// next token is to be chosen now (the prompt is all fed).
+    fn fed_one(&mut self) -> bool {
+        if self.prompt_left() > 0 {
+            self.fed += 1;
+            if self.prompt_left() > 0 {
+                return false;
+            }
+        }
+        self.next = None;
+        true
+    }
+}
+
+/// What a request's next token is chosen from.
+enum Ready {
+    /// Every logit of its last position (a shared step, or log-probabilities wanted).
+    Logits(Vec<f32>),
+    /// Chosen already, on the GPU.
+    Token(u32),
 }
 
 /// How a request left its slot.
@@ -341,7 +362,7 @@ impl Scheduler<'_> {
             sampler: Sampler::new(job.sampler),
             stops: StopFilter::new(job.stop),
             logprobs: job.logprobs,
-            logits: None,
+            ready: None,
             next: None,
             stopped: false,
             fresh: true,
@@ -374,19 +395,10 @@ impl Scheduler<'_> {
         {
             let a = &mut self.active[i];
             engine.use_slot(a.slot)?;
+            // The tail rides in the steps, so this never ends the prompt.
             let end = (a.fed + PREFILL_CHUNK).min(a.prompt.len() - IN_STEP_PROMPT);
-            let fed = engine.feed(&a.prompt[a.fed..end]).and_then(|()| {
-                if end == a.prompt.len() {
-                    engine.logits().map(Some)
-                } else {
-                    Ok(None)
-                }
-            });
-            match fed {
-                Ok(l) => {
-                    a.fed = end;
-                    a.logits = l;
-                }
+            match engine.feed(&a.prompt[a.fed..end]) {
+                Ok(()) => a.fed = end,
                 Err(e) if engine.is_lost() => return Err(e),
                 Err(e) => {
                     let a = self.active.swap_remove(i);
@@ -394,7 +406,7 @@ impl Scheduler<'_> {
                 }
             }
         }
-        // Every request with logits chooses its next token.
+        // Every request whose last step is done chooses its next token.
         let mut i = 0;
         while i < self.active.len() {
             match self.choose(i)? {
@@ -422,26 +434,42 @@ impl Scheduler<'_> {
             self.fault = None;
             engine.lose_device();
         }
-        let out = engine.step_seqs(&toks)?;
         self.n.steps.fetch_add(1, Ordering::Relaxed);
-        if toks.len() > 1 {
+        if let [(slot, t)] = toks[..] {
+            self.step_alone(engine, slot, t)?;
+        } else {
             self.n.shared_steps.fetch_add(1, Ordering::Relaxed);
+            let out = engine.step_seqs(&toks)?;
+            for ((slot, _), l) in toks.into_iter().zip(out) {
+                if let Some(a) = self.active.iter_mut().find(|a| a.slot == slot) {
+                    if a.fed_one() {
+                        a.ready = Some(Ready::Logits(l));
+                    }
+                }
+            }
         }
         if let Some(left) = self.fault.as_mut() {
             *left = left.saturating_sub(1);
         }
-        for ((slot, _), l) in toks.into_iter().zip(out) {
-            if let Some(a) = self.active.iter_mut().find(|a| a.slot == slot) {
-                if a.prompt_left() > 0 {
-                    a.fed += 1;
-                    if a.prompt_left() > 0 {
-                        continue; // more prompt: these logits choose nothing
-                    }
-                }
-                a.next = None;
-                a.logits = Some(l);
-            }
+        Ok(())
+    }
+
+    /// A step of one request's token: where it wants no log-probabilities, chosen on the
+    /// GPU (its top-k: a few bytes read back instead of every logit), as `tide generate` does.
+    fn step_alone(&mut self, engine: &mut Engine, slot: usize, t: u32) -> tide_gpu::Result<()> {
+        let Some(a) = self.active.iter_mut().find(|a| a.slot == slot) else {
+            return Ok(());
+        };
+        engine.use_slot(slot)?;
+        engine.feed(&[t])?;
+        if !a.fed_one() {
+            return Ok(()); // more prompt to feed
         }
+        a.ready = Some(if a.logprobs.is_none() {
+            Ready::Token(engine.next_token(&mut a.sampler, a.run.history())?)
+        } else {
+            Ready::Logits(engine.logits()?)
+        });
         Ok(())
     }
 
@@ -449,13 +477,17 @@ impl Scheduler<'_> {
     fn choose(&mut self, i: usize) -> tide_gpu::Result<Option<Ended>> {
         let tok = self.tok;
         let a = &mut self.active[i];
-        let Some(l) = a.logits.take() else {
-            return Ok(None);
-        };
-        let t = a.sampler.choose_from_logits(&l, a.run.history())?;
-        let lps = match a.logprobs {
-            Some(n) => vec![token_logprob(tok, &l, t, n)],
-            None => Vec::new(),
+        let (t, lps) = match a.ready.take() {
+            None => return Ok(None),
+            Some(Ready::Token(t)) => (t, Vec::new()),
+            Some(Ready::Logits(l)) => {
+                let t = a.sampler.choose_from_logits(&l, a.run.history())?;
+                let lps = match a.logprobs {
+                    Some(n) => vec![token_logprob(tok, &l, t, n)],
+                    None => Vec::new(),
+                };
+                (t, lps)
+            }
         };
         // Positions the slot holds: the prompt and every token fed after it.
         let pos = a.prompt.len() + a.run.tokens().len();
