@@ -51,8 +51,8 @@ pub struct ServeArgs {
     /// API requests that may wait for a free slot; more are answered 429.
     #[arg(long, default_value_t = 16)]
     queue: usize,
-    /// Fault injection for tests: destroy the GPU device once, after this many tokens have
-    /// been generated (the request running then fails; the next gets a new device).
+    /// Fault injection for tests: destroy the GPU device once, after this many decode steps
+    /// (the requests running then fail; the next get a new device).
     #[arg(long, hide = true)]
     lose_device_after_tokens: Option<usize>,
     /// Where the API's model runs: the GPU if one opens (auto), the GPU only, or the CPU

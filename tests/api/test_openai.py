@@ -278,6 +278,38 @@ class DeviceLost(unittest.TestCase):
         finally:
             s.close()
 
+    def test_a_lost_device_fails_the_requests_sharing_it(self):
+        # Two requests decoding together when the device goes (after 6 steps): each fails
+        # with a 503 naming the loss, or (if it had not joined yet) finishes with the usual
+        # answer; none hangs or gets a wrong text, and both run whole afterwards.
+        s = Server("--lose-device-after-tokens", "6", "--parallel", "2")
+        try:
+            want = {p: native(p, 24)["text"] for p in PROMPTS[:2]}
+            got = {}
+
+            def one(p):
+                try:
+                    got[p] = s.client.completions.create(
+                        model=s.model, prompt=p, max_tokens=24, temperature=0).choices[0].text
+                except openai.APIStatusError as e:
+                    got[p] = (e.status_code, "device was lost" in str(e))
+
+            threads = [threading.Thread(target=one, args=(p,)) for p in PROMPTS[:2]]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertIn((503, True), got.values(), got)
+            for p, g in got.items():
+                self.assertIn(g, [(503, True), want[p]], p)
+            for p in PROMPTS[:2]:
+                r = s.client.completions.create(model=s.model, prompt=p, max_tokens=24,
+                                                temperature=0)
+                self.assertEqual(r.choices[0].text, want[p])
+            self.assertEqual(s.get("/health")[1]["device_resets"], 1)
+        finally:
+            s.close()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2, argv=[sys.argv[0]])
