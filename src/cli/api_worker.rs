@@ -101,6 +101,20 @@ pub fn spawn(
         });
         let why = match opened {
             Ok((m, mut engine, ctx_len)) => {
+                eprintln!(
+                    "serve: {} request(s) at once, each with a context of {ctx_len}",
+                    engine.slots()
+                );
+                if let tide_gpu::Engine::Gpu(g) = &engine {
+                    if g.ctx.info.device_type == wgpu::DeviceType::Cpu && !g.kv_in_textures {
+                        eprintln!(
+                            "serve: note: {} slots x {ctx_len} positions exceed this adapter's \
+                             texture height, so the K/V cache is in buffers and attention runs \
+                             slower; fewer --parallel slots or a shorter --ctx keep it in textures",
+                            engine.slots()
+                        );
+                    }
+                }
                 set(Status::Ready {
                     ctx_len,
                     slots: engine.slots(),

@@ -163,6 +163,7 @@ impl GpuDecoder {
             let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
             let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
             let kv = self.kv_cache();
+            self.kv_in_textures = kv.in_textures();
             let [kc, vc] = kv.bindings();
             let qkv = upload_fused(&self.ctx, &format!("blk.{li}.qkv"), &[&l.wq, &l.wk, &l.wv])?;
             let wo = GpuTensor::upload(&self.ctx, &format!("blk.{li}.attn_output"), &[&l.wo])?;

@@ -83,6 +83,9 @@ pub struct GpuDecoder {
     _keep: Vec<wgpu::Buffer>,
     _weights: Vec<GpuTensor>,
     pub weight_bytes: usize,
+    /// The K/V cache is a pair of textures per layer (CPU adapters, where slots x context fit
+    /// the adapter's texture height), else buffers.
+    pub kv_in_textures: bool,
     /// Tensors larger than one storage binding, uploaded as this many row chunks.
     pub split_tensors: Vec<(String, usize)>,
     pending: Option<wgpu::CommandEncoder>,
@@ -234,6 +237,7 @@ impl GpuDecoder {
             _keep: Vec::new(),
             _weights: Vec::new(),
             weight_bytes: 0,
+            kv_in_textures: false,
             split_tensors: Vec::new(),
             pending: None,
             cur: Step::default(),
