@@ -33,7 +33,7 @@ use crate::model::{Config, Model};
 pub use crate::options::{DecoderOptions, KernelSet, PrefillTile, RouterPlacement};
 use plan::{Kind, Op, Step, Variant};
 pub use readout::MAX_TOP_K;
-use readout::{AllLogits, MAX_PEN};
+use readout::{TokenHead, MAX_PEN};
 use specs::Spec;
 use tide::GpuMemory;
 
@@ -91,7 +91,7 @@ pub struct GpuDecoder {
     pending: Option<wgpu::CommandEncoder>,
     cur: Step,
     memory: Option<GpuMemory>,
-    all_logits: Option<AllLogits>,
+    all_logits: Option<TokenHead>,
     /// The final norm and LM head, kept for building `all_logits` on demand.
     head: Option<(usize, wgpu::Buffer)>,
     /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
@@ -104,7 +104,7 @@ pub struct GpuDecoder {
     slot_pos: Vec<usize>,
     /// Most tokens of several sequences in one step (1: no such steps).
     seq_group: usize,
-    seq_head: Option<seqs::SeqHead>,
+    seq_head: Option<TokenHead>,
     /// Steps run so far: (single tokens, batches).
     pub steps: (usize, usize),
     /// Kernels running on a quick-to-compile twin whose own form is not compiled yet.

@@ -8,16 +8,26 @@ use super::{res, storage, GpuDecoder};
 use crate::error::{Error, Result};
 use crate::gpu::Storage;
 
+/// The first `bytes` of `b`, as one binding (a uniform of a few rows).
+fn first_bytes(b: &wgpu::Buffer, bytes: u64) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer: b,
+        offset: 0,
+        size: wgpu::BufferSize::new(bytes),
+    })
+}
+
 /// Most candidates the GPU top-k returns.
 pub const MAX_TOP_K: usize = 64;
 /// Most recent ids the GPU repetition penalty takes.
 pub(super) const MAX_PEN: usize = 256;
 
-/// LM head over every token of a batch (perplexity): ops and their output.
-pub(super) struct AllLogits {
-    ops: Vec<Op>,
-    logits: wgpu::Buffer,
-    readback: wgpu::Buffer,
+/// An LM head over every token of a step (a batch's positions for perplexity, or several
+/// sequences' tokens): its ops and their output [tokens, vocab].
+pub(super) struct TokenHead {
+    pub ops: Vec<Op>,
+    pub logits: wgpu::Buffer,
+    pub readback: wgpu::Buffer,
 }
 
 impl GpuDecoder {
@@ -206,61 +216,81 @@ impl GpuDecoder {
     }
 
     fn build_all_logits(&mut self) -> Result<()> {
+        let head = self.build_token_head(self.opts.max_batch, "logits-all", false)?;
+        self.all_logits = Some(head);
+        Ok(())
+    }
+
+    /// An LM head over up to `tokens` tokens: one op per chunk of the head (the batch
+    /// matmul), and with `seqs` the several-sequence forms too (on CPU adapters matvec_rows'
+    /// `tokens` form per token count, x of `seq_group` tokens as one uniform).
+    pub(super) fn build_token_head(
+        &mut self,
+        tokens: usize,
+        label: &str,
+        seqs: bool,
+    ) -> Result<TokenHead> {
         let (hi, out_norm) = self.head.clone().expect("schedule built");
-        let (v, mb) = (self.config.vocab, self.opts.max_batch);
-        let bytes = mb * v * 4;
+        let v = self.config.vocab;
+        let bytes = tokens * v * 4;
         let max_bind = self.ctx.limits.max_storage_buffer_binding_size as usize;
         if bytes > max_bind {
             return Err(Error::Gpu(format!(
-                "all-position logits of {mb} tokens x {v} need {bytes} bytes, over one binding"
+                "the logits of {tokens} tokens x {v} need {bytes} bytes, over one binding"
             )));
         }
-        let logits = storage(&self.ctx, "logits-all", bytes, wgpu::BufferUsages::empty());
+        let logits = storage(&self.ctx, label, bytes, wgpu::BufferUsages::empty());
         let readback = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("logits-all-readback"),
+            label: Some(&format!("{label}-readback")),
             size: bytes as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let chunks: Vec<(Storage, usize, usize, crate::model::DType, usize)> = {
+        let chunks: Vec<(Storage, Matmul)> = {
             let head = &self._weights[hi];
             head.chunks
                 .iter()
-                .map(|ch| (ch.storage.clone(), ch.row0, ch.rows, head.dtype, head.cols))
+                .map(|ch| {
+                    let m = Matmul {
+                        epi: Epilogue::StoreAll { stride: v },
+                        norm: Some(self.config.eps),
+                        dtype: head.dtype,
+                        cols: head.cols,
+                        rows: ch.rows,
+                        row0: ch.row0,
+                    };
+                    (ch.storage.clone(), m)
+                })
                 .collect()
         };
         let n_ops = self.ops.len();
-        let pushed = self.push_all_logits_ops(chunks, &out_norm, &logits);
+        let pushed = self.push_token_head_ops(chunks, &out_norm, &logits, seqs);
         // On failure, no half-built op may stay in the step's schedule.
         let ops = self.ops.split_off(n_ops);
         pushed?;
         self.compile_pending()?;
-        self.all_logits = Some(AllLogits {
+        Ok(TokenHead {
             ops,
             logits,
             readback,
-        });
-        Ok(())
+        })
     }
 
-    /// The all-position LM head ops, one per chunk of the head, appended to `self.ops`.
-    fn push_all_logits_ops(
+    /// The ops of `build_token_head`, appended to `self.ops`.
+    fn push_token_head_ops(
         &mut self,
-        chunks: Vec<(Storage, usize, usize, crate::model::DType, usize)>,
+        chunks: Vec<(Storage, Matmul)>,
         out_norm: &wgpu::Buffer,
         logits: &wgpu::Buffer,
+        seqs: bool,
     ) -> Result<()> {
-        let v = self.config.vocab;
-        for (buffer, row0, rows, dtype, cols) in chunks {
-            let m = Matmul {
-                epi: Epilogue::StoreAll { stride: v },
-                norm: Some(self.config.eps),
-                dtype,
-                cols,
-                rows,
-                row0,
-            };
-            let p = self.weight_reader(m.prefill_tiled(self.opts.prefill_tile));
+        let g = self.seq_group;
+        let x_bytes = |m: &Matmul| (m.cols * 4) as u64;
+        let uniform_x = seqs
+            && self.few_big_workgroups()
+            && x_bytes(&chunks[0].1) * g as u64 <= self.ctx.limits.max_uniform_buffer_binding_size;
+        for (buffer, m) in chunks {
+            let batch = self.weight_reader(m.prefill_tiled(self.opts.prefill_tile));
             let (step, h) = (self.buf.step.clone(), self.buf.h.clone());
             let named: Named = vec![
                 ("step", res(&step)),
@@ -269,7 +299,25 @@ impl GpuDecoder {
                 ("G", res(out_norm)),
                 ("Y", res(logits)),
             ];
-            self.push_op(&p, &p, &named)?;
+            self.push_op(&batch, &batch, &named)?;
+            if !uniform_x {
+                continue; // the batch matmul serves every step
+            }
+            let mut forms = vec![self.ops.last().expect("pushed").prefill; 2];
+            for n in 2..=g {
+                forms.push(self.variant(&self.weight_reader(m.decode_rows_tokens(n)))?);
+            }
+            let named: Named = vec![
+                ("step", res(&step)),
+                ("W", buffer.resource()),
+                ("X", first_bytes(&h, x_bytes(&m) * g as u64)),
+                ("G", first_bytes(out_norm, x_bytes(&m))),
+                ("Y", res(logits)),
+            ];
+            let bind = self.bind(forms[2].kernel, &named)?;
+            let op = self.ops.last_mut().expect("pushed");
+            op.seqs = forms;
+            op.bind_seqs = Some(bind);
         }
         Ok(())
     }

@@ -4,18 +4,9 @@
 //! adapters, the batch matmul elsewhere), places each token by its own position and slot
 //! (Step::tok, read by the QKV epilogue and attention), and ends in an LM head over every
 //! token. Prompts still go through `feed` in their own slot (`use_slot`).
-use super::plan::{Kind, Named, Op, Step};
-use super::specs::{Epilogue, Matmul};
-use super::{res, storage, GpuDecoder};
+use super::plan::{Kind, Step};
+use super::GpuDecoder;
 use crate::error::{Error, Result};
-use crate::gpu::Storage;
-
-/// The LM head over every token of a several-sequence step, and its output.
-pub(super) struct SeqHead {
-    ops: Vec<Op>,
-    logits: wgpu::Buffer,
-    readback: wgpu::Buffer,
-}
 
 impl GpuDecoder {
     /// Sequences the decoder holds (`DecoderOptions::slots`).
@@ -154,91 +145,10 @@ impl GpuDecoder {
         Ok(all.chunks(v).map(|r| r.to_vec()).collect())
     }
 
-    /// The LM head over every token of a several-sequence step: one op per chunk of the head,
-    /// on CPU adapters matvec_rows' `tokens` form per token count.
+    /// The LM head over every token of a several-sequence step.
     pub(super) fn build_seq_head(&mut self) -> Result<()> {
-        let (hi, out_norm) = self.head.clone().expect("schedule built");
-        let (v, g) = (self.config.vocab, self.seq_group);
-        let bytes = g * v * 4;
-        let logits = storage(&self.ctx, "logits-seqs", bytes, wgpu::BufferUsages::empty());
-        let readback = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("logits-seqs-readback"),
-            size: bytes as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let chunks: Vec<(Storage, Matmul)> = {
-            let head = &self._weights[hi];
-            head.chunks
-                .iter()
-                .map(|ch| {
-                    let m = Matmul {
-                        epi: Epilogue::StoreAll { stride: v },
-                        norm: Some(self.config.eps),
-                        dtype: head.dtype,
-                        cols: head.cols,
-                        rows: ch.rows,
-                        row0: ch.row0,
-                    };
-                    (ch.storage.clone(), m)
-                })
-                .collect()
-        };
-        let n_ops = self.ops.len();
-        let pushed = self.push_seq_head_ops(chunks, &out_norm, &logits);
-        // On failure, no half-built op may stay in the step's schedule.
-        let ops = self.ops.split_off(n_ops);
-        pushed?;
-        self.compile_pending()?;
-        self.seq_head = Some(SeqHead {
-            ops,
-            logits,
-            readback,
-        });
-        Ok(())
-    }
-
-    fn push_seq_head_ops(
-        &mut self,
-        chunks: Vec<(Storage, Matmul)>,
-        out_norm: &wgpu::Buffer,
-        logits: &wgpu::Buffer,
-    ) -> Result<()> {
-        let g = self.seq_group;
-        let x_bytes = |m: &Matmul| (m.cols * 4) as u64;
-        let uniform_x = self.few_big_workgroups()
-            && x_bytes(&chunks[0].1) * g as u64 <= self.ctx.limits.max_uniform_buffer_binding_size;
-        for (buffer, m) in chunks {
-            let batch = self.weight_reader(m.prefill_tiled(self.opts.prefill_tile));
-            let (step, h) = (self.buf.step.clone(), self.buf.h.clone());
-            let named: Named = vec![
-                ("step", res(&step)),
-                ("W", buffer.resource()),
-                ("X", res(&h)),
-                ("G", res(out_norm)),
-                ("Y", res(logits)),
-            ];
-            self.push_op(&batch, &batch, &named)?;
-            if !uniform_x {
-                continue; // the batch matmul serves, as for any several-sequence step
-            }
-            // CPU adapters: x of g tokens and gamma as uniforms, each weight read once.
-            let mut seqs = vec![self.ops.last().expect("pushed").prefill; 2];
-            for n in 2..=g {
-                seqs.push(self.variant(&self.weight_reader(m.decode_rows_tokens(n)))?);
-            }
-            let named: Named = vec![
-                ("step", res(&step)),
-                ("W", buffer.resource()),
-                ("X", sized(&h, x_bytes(&m) * g as u64)),
-                ("G", sized(out_norm, x_bytes(&m))),
-                ("Y", res(logits)),
-            ];
-            let bind = self.bind(seqs[2].kernel, &named)?;
-            let op = self.ops.last_mut().expect("pushed");
-            op.seqs = seqs;
-            op.bind_seqs = Some(bind);
-        }
+        let head = self.build_token_head(self.seq_group, "logits-seqs", true)?;
+        self.seq_head = Some(head);
         Ok(())
     }
 }
@@ -249,13 +159,4 @@ impl GpuDecoder {
     pub fn step_seqs(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
         pollster::block_on(self.step_seqs_async(toks))
     }
-}
-
-/// The first `bytes` of `b`, as one binding (a uniform of a few rows).
-fn sized(b: &wgpu::Buffer, bytes: u64) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer: b,
-        offset: 0,
-        size: wgpu::BufferSize::new(bytes),
-    })
 }
