@@ -62,6 +62,22 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb * 1024.0 / 1e6)
 }
 
+/// The model and an engine for a run of --prompt-len + --gen (+ `extra`) positions, which
+/// must fit the context.
+pub(super) fn load_for(a: &BenchArgs, extra: usize) -> Result<(tide_gpu::Model, Engine)> {
+    let m = a.model.load()?;
+    let ctx = a.model.ctx_len(&m)?;
+    if a.prompt_len == 0 || a.gen == 0 || a.prompt_len + a.gen + extra > ctx {
+        anyhow::bail!(
+            "--prompt-len ({}) and --gen ({}) must be positive and fit the context ({ctx})",
+            a.prompt_len,
+            a.gen
+        );
+    }
+    let e = a.model.engine(&m)?;
+    Ok((m, e))
+}
+
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -92,16 +108,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if !a.seqs.is_empty() {
         return super::bench_seqs::run(a);
     }
-    let m = a.model.load()?;
-    let ctx = a.model.ctx_len(&m)?;
-    if a.prompt_len == 0 || a.gen == 0 || a.prompt_len + a.gen > ctx {
-        anyhow::bail!(
-            "--prompt-len ({}) and --gen ({}) must be positive and fit the context ({ctx})",
-            a.prompt_len,
-            a.gen
-        );
-    }
-    let mut e = a.model.engine(&m)?;
+    let (m, mut e) = load_for(&a, 0)?;
     e.finish_compiles()?;
     if a.profile {
         if let Engine::Gpu(g) = &mut e {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::bench::{median, BenchArgs};
+use super::bench::{load_for, median, BenchArgs};
 
 pub fn run(mut a: BenchArgs) -> Result<()> {
     let most = *a.seqs.iter().max().expect("--seqs is not empty");
@@ -14,16 +14,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         anyhow::bail!("--seqs: each count must be in 1..=64");
     }
     a.model.slots = most;
-    let m = a.model.load()?;
-    let ctx = a.model.ctx_len(&m)?;
-    if a.prompt_len == 0 || a.gen == 0 || a.prompt_len + a.gen + 1 > ctx {
-        anyhow::bail!(
-            "--prompt-len ({}) and --gen ({}) must be positive and fit the context ({ctx})",
-            a.prompt_len,
-            a.gen
-        );
-    }
-    let mut e = a.model.engine(&m)?;
+    let (m, mut e) = load_for(&a, 1)?;
     e.finish_compiles()?;
     if e.slots() < most {
         anyhow::bail!("--seqs needs the GPU backend (the CPU reference holds one sequence)");
