@@ -229,6 +229,43 @@ fn bench_json_on_a_synthetic_model() {
     }
 }
 
+/// `tide bench --seqs`: a row per count of sequences decoded together, one sequence the
+/// ratio's unit; the CPU reference, which holds one sequence, is refused by name.
+#[test]
+fn bench_seqs_reports_each_count() {
+    let args = |backend: &'static str| {
+        vec![
+            "bench",
+            "--seqs",
+            "1,3",
+            "--prompt-len",
+            "5",
+            "--gen",
+            "4",
+            "--reps",
+            "1",
+            "--json",
+            "--backend",
+            backend,
+        ]
+    };
+    let (ok, out, err) = tide(&args("gpu"), None);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!(
+        (rows[0]["seqs"].as_u64(), rows[1]["seqs"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(rows[0]["over_one_seq"].as_f64(), Some(1.0));
+    for r in rows {
+        assert!(r["tokens_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    }
+    let (ok, _, err) = tide(&args("cpu"), None);
+    assert!(!ok && err.contains("--seqs needs the GPU backend"), "{err}");
+}
+
 #[test]
 fn chat_reads_turns_from_stdin() {
     let m = smollm2().display().to_string();
