@@ -118,7 +118,9 @@ def backbone_tensors(sd, cfg, dtype=np.float16):
         if name.startswith("memory.") or ".router." in name:
             continue
         arr = v.detach().cpu().float().numpy()
-        t["model." + name] = arr.astype(np.float32 if arr.ndim == 1 else dtype)
+        # Norm gammas and LIMe's mixing coefficients stay f32.
+        keep = arr.ndim == 1 or name.endswith("lime_mix")
+        t["model." + name] = arr.astype(np.float32 if keep else dtype)
     return t
 
 
@@ -131,6 +133,9 @@ def export(model, tokenizer_path, counts, out, rows="q4_1", backbone_dtype=np.fl
     tensors = backbone_tensors(sd, cfg, backbone_dtype)
     meta = {"format": "pt"}
     conf = hf_config(cfg)
+    if cfg.lime:
+        # LIMe: model.layers.{l}.self_attn.lime_mix [R, (l+1) R] for l >= 1 (docs/format.md).
+        conf["lime"] = True
     if cfg.k > 0:
         mt, mmeta = memory_tensors(
             sd["memory.tables"].float().numpy(), sd["memory.gamma"].float().numpy(),

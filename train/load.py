@@ -29,7 +29,8 @@ def load(model_dir, memory_file=None):
     cfg = ModelConfig(vocab=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
                       n_heads=hf["num_attention_heads"], n_kv_heads=hf["num_key_value_heads"],
                       ffn_dim=hf["intermediate_size"], ctx=hf["max_position_embeddings"],
-                      rope_theta=hf["rope_theta"], eps=hf["rms_norm_eps"], k=k)
+                      rope_theta=hf["rope_theta"], eps=hf["rms_norm_eps"], k=k,
+                      lime=bool(hf.get("lime", False)))
     model = TideLM(cfg)
     sd = {}
     for name, v in tensors.items():

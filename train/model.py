@@ -5,6 +5,12 @@ K = 0 is the plain backbone. The maths is ../shared/spec/models.md §1-2 as reco
   alpha^l = softmax(W_r^l n) over K+1 slots, slot K = NULL  (n = RMSNorm_ffn(h~), the FFN input)
   h       = h~ + FFN(n) + sum_k alpha^l_k M_k(x_t)
 RoPE uses the "rotate half" pairing, as Hugging Face LLaMA does, so exports load as HF checkpoints.
+
+LIMe (v2, ../shared/spec/models.md §4, `lime=True`): layer l >= 1 replaces its raw (pre-RoPE) K
+and V by a static linear mix over the KV heads of layers 0..l of the same token,
+  KV_mix^l = S^l @ [KV_0; ...; KV_l],  S^l [R, (l+1) R]  (R = KV heads; layer-major columns),
+one S^l for K and V alike, no softmax; RoPE and attention follow as usual. S^l starts as the
+identity on the layer's own heads, so an untrained LIMe model is the backbone.
 """
 from dataclasses import dataclass, asdict
 
@@ -25,6 +31,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     eps: float = 1e-5
     k: int = 0
+    lime: bool = False
 
     @property
     def head_dim(self):
@@ -64,7 +71,7 @@ def apply_rope(x, cos, sin):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer=0):
         super().__init__()
         self.cfg = cfg
         hd = cfg.head_dim
@@ -72,13 +79,30 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=False)
+        # LIMe's S^l [R, (l+1) R]; the identity on this layer's own heads to start.
+        self.lime_mix = None
+        if cfg.lime and layer > 0:
+            r = cfg.n_kv_heads
+            s = torch.zeros(r, (layer + 1) * r)
+            s[:, layer * r:] = torch.eye(r)
+            self.lime_mix = nn.Parameter(s)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, kv_raw=None):
+        """kv_raw (LIMe): the raw (k, v) [B, R, T, hd] of the layers before; this layer's are
+        appended."""
         c = self.cfg
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        if kv_raw is not None:
+            kv_raw.append((k, v))
+            if self.lime_mix is not None:
+                ks = torch.cat([kr for kr, _ in kv_raw], dim=1)  # [B, (l+1) R, T, hd]
+                vs = torch.cat([vr for _, vr in kv_raw], dim=1)
+                mix = self.lime_mix.type_as(ks)
+                k = torch.einsum("rj,bjtd->brtd", mix, ks)
+                v = torch.einsum("rj,bjtd->brtd", mix, vs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         rep = c.n_heads // c.n_kv_heads
         k = k.repeat_interleave(rep, dim=1)
@@ -99,10 +123,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer=0):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.dim, cfg.eps)
-        self.self_attn = Attention(cfg)
+        self.self_attn = Attention(cfg, layer)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.eps)
         self.mlp = MLP(cfg)
         # Router W_r^l [K+1, d], no bias; zero init gives every slot 1/(K+1) at the start.
@@ -110,8 +134,8 @@ class Block(nn.Module):
         if self.router is not None:
             nn.init.zeros_(self.router.weight)
 
-    def forward(self, h, cos, sin, mem, use_memory=True):
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin)
+    def forward(self, h, cos, sin, mem, use_memory=True, kv_raw=None):
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, kv_raw)
         n = self.post_attention_layernorm(h)
         out = h + self.mlp(n)
         alpha = None
@@ -147,11 +171,11 @@ class TideLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg, li) for li in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.eps)
         self.memory = Memory(cfg) if cfg.k > 0 else None
         for name, p in self.named_parameters():
-            if p.dim() == 2 and "router" not in name:
+            if p.dim() == 2 and "router" not in name and "lime_mix" not in name:
                 nn.init.normal_(p, std=0.02)
         # Scale the residual-writing projections by depth (GPT-2 style) for stable small-model training.
         for blk in self.layers:
@@ -167,8 +191,9 @@ class TideLM(nn.Module):
         h = self.embed_tokens(ids)
         mem = self.memory(ids).type_as(h) if self.memory is not None else None
         alphas = []
+        kv_raw = [] if self.cfg.lime else None
         for li, blk in enumerate(self.layers):
-            h, a = blk(h, cos, sin, mem, use_memory=li not in layers_off)
+            h, a = blk(h, cos, sin, mem, use_memory=li not in layers_off, kv_raw=kv_raw)
             alphas.append(a)
         logits = F.linear(self.norm(h), self.embed_tokens.weight)
         if return_alpha:

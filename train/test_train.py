@@ -1,5 +1,6 @@
 """Tests of the training pipeline (CPU, about a minute): quantisers against their formulas, the
-export -> load round trip, and a short training run, plain and under torchrun (DDP, 2 ranks),
+export -> load round trip, LIMe's mixing (the identity is the backbone; export round trip),
+and a short training run, plain and under torchrun (DDP, 2 ranks),
 that must lower the loss and export a model directory the runtime's loader layout expects.
 
   python3 train/test_train.py
@@ -57,6 +58,35 @@ def test_export_round_trip():
         got4 = load(d)[0](ids)
         diff = (got4 - want).abs().max().item()
         assert 0 < diff < 0.5, diff  # 4-bit rows move logits a little, not a lot
+
+
+def test_lime():
+    """LIMe v2: starting from the identity mix it is the backbone exactly; a trained (here
+    random) mix changes the logits yet stays causal and per token, and survives export."""
+    torch.manual_seed(1)
+    base = ModelConfig(vocab=64, dim=32, n_layers=3, n_heads=4, n_kv_heads=2, ffn_dim=64, ctx=16)
+    lime = ModelConfig(**{**base.to_dict(), "lime": True})
+    m0, m1 = TideLM(base), TideLM(lime)
+    missing = m1.load_state_dict(m0.state_dict(), strict=False)
+    # Only the mixes are new: S^1 [2, 4] and S^2 [2, 6]; layer 0 has none.
+    assert sorted(missing.missing_keys) == ["layers.1.self_attn.lime_mix",
+                                            "layers.2.self_attn.lime_mix"], missing
+    assert m1.layers[2].self_attn.lime_mix.shape == (2, 6)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    with torch.no_grad():
+        assert torch.equal(m1(ids), m0(ids))
+        for blk in m1.layers[1:]:
+            blk.self_attn.lime_mix.normal_(0, 0.7)
+        want = m1(ids)
+        assert (want - m0(ids)).abs().max() > 1e-2
+        # Causal: a prefix's logits do not depend on what follows it.
+        assert torch.allclose(m1(ids[:, :5]), want[:, :5], atol=1e-5)
+    with tempfile.TemporaryDirectory() as d:
+        export(m1, None, None, d, backbone_dtype=np.float32)
+        conf = json.load(open(os.path.join(d, "config.json")))
+        assert conf["lime"] is True
+        got = load(d)[0](ids)
+        assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
 
 
 def make_corpus(d):

@@ -139,6 +139,18 @@ pub fn config_from_json(file: &str, cfg: &serde_json::Value) -> Result<Config> {
             ));
         }
     }
+    // LIMe (train/model.py, `lime`): its layers mix earlier layers' K/V, which this runtime
+    // does not do yet; loading it as a plain LLaMA would give wrong logits without a word.
+    if cfg
+        .get("lime")
+        .is_some_and(|v| v != &serde_json::Value::Bool(false))
+    {
+        return Err(format_err(
+            file,
+            "'lime': LIMe models (K/V mixed across layers) are not supported by this runtime yet"
+                .to_string(),
+        ));
+    }
     let dim = cfg_usize(cfg, "hidden_size", file)?;
     let n_heads = cfg_usize(cfg, "num_attention_heads", file)?;
     let n_kv_heads = cfg_usize(cfg, "num_key_value_heads", file).unwrap_or(n_heads);
