@@ -282,27 +282,6 @@ fn missing_config_for_safetensors_dir() {
 }
 
 /// A K-quant tensor whose rows are not whole 256-element super-blocks is refused by name.
-/// A LIMe model (train/model.py with `lime`) is refused by name rather than run as a plain
-/// LLaMA, whose logits would be wrong: the tiny TIDE fixture with "lime": true in its config.
-#[test]
-fn lime_models_are_refused() {
-    let src = common::repo().join("tests/fixtures/tiny_tide");
-    let d = std::env::temp_dir().join(format!("tide_lime_{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    for f in ["model.safetensors", "tokenizer.json"] {
-        if src.join(f).exists() {
-            std::fs::copy(src.join(f), d.join(f)).unwrap();
-        }
-    }
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    cfg["lime"] = serde_json::Value::Bool(true);
-    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
-    let e = tide_gpu::model::load(&d).err().unwrap().to_string();
-    std::fs::remove_dir_all(&d).ok();
-    has(&e, &["config.json", "lime", "not supported"]);
-}
-
 #[test]
 fn k_quant_rows_not_whole_super_blocks() {
     let mut g = tiny_llama();

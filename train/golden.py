@@ -1,6 +1,7 @@
 """Golden fixtures for the Rust tests, from the PyTorch model (an independent implementation).
 
   python train/golden.py tiny            -> tests/fixtures/tiny_tide/
+  python train/golden.py lime            -> tests/fixtures/tiny_lime/
   python train/golden.py model DIR OUT   -> OUT (golden.json for a committed model)
 
 `tiny` builds a small random TIDE model (K=3, random gammas and routers so every term matters),
@@ -8,6 +9,7 @@ exports it with 4-bit rows inline (model.safetensors, f32 backbone) plus two sep
 files (memory_q8_0.safetensors raw rows + gamma; memory_f16_normalized.safetensors pre-normalised
 rows), then reloads each export (decoding the rows with numpy) and records, in float64, the
 logits at every position and the router weights [token][layer][K+1] for fixed id sequences.
+`lime` does the same for a small random LIMe model (K = 0, 3 layers, random mixes S^l).
 """
 import json
 import os
@@ -83,6 +85,29 @@ def tiny():
     print("wrote", out)
 
 
+def tiny_lime():
+    out = os.path.join(REPO, "tests/fixtures/tiny_lime")
+    torch.manual_seed(11)
+    cfg = ModelConfig(vocab=96, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, ffn_dim=128, ctx=64,
+                      rope_theta=10000.0, eps=1e-5, lime=True)
+    model = TideLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15)
+        for blk in model.layers:
+            blk.input_layernorm.weight.uniform_(0.5, 1.5)
+            blk.post_attention_layernorm.weight.uniform_(0.5, 1.5)
+            if blk.self_attn.lime_mix is not None:
+                blk.self_attn.lime_mix.normal_(0, 0.7)
+    export(model, None, None, out, backbone_dtype=np.float32)
+    seqs = [[5, 17, 3, 88, 42, 42, 9, 0, 61, 95, 30, 12], [1]]
+    m, _ = load(out)
+    golden = {"config": cfg.to_dict(), "seqs": run(m, seqs)}
+    json.dump(golden, open(os.path.join(out, "golden.json"), "w"))
+    print("wrote", out)
+
+
 def sample_text(corpus=".cache/corpus", out="tests/fixtures/heldout_sample.txt"):
     """A small, fixed sample of the held-out split: the first 3 chunks of each source's share."""
     docs = open(os.path.join(REPO, corpus, "heldout.txt"), encoding="utf-8").read().split(
@@ -132,5 +157,7 @@ def committed(model_dir, out_path):
 if __name__ == "__main__":
     if sys.argv[1] == "tiny":
         tiny()
+    elif sys.argv[1] == "lime":
+        tiny_lime()
     else:
         committed(sys.argv[2], sys.argv[3])

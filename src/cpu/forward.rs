@@ -17,6 +17,8 @@ struct CpuLayer {
     w_down: Weight,
     qkv_bias: Option<[Vec<f32>; 3]>,
     qk_norm: Option<[Vec<f32>; 2]>,
+    /// LIMe's S^l [R, (l+1) R] (layers >= 1).
+    lime_mix: Option<Vec<f32>>,
 }
 
 /// The reference model: matrices stay in their stored type (rows are dequantised as each
@@ -48,6 +50,7 @@ impl CpuModel {
                 w_down: l.w_down.clone(),
                 qkv_bias: l.qkv_bias.as_ref().map(|b| b.clone().map(|w| w.to_f32())),
                 qk_norm: l.qk_norm.as_ref().map(|n| n.clone().map(|w| w.to_f32())),
+                lime_mix: l.lime_mix.as_ref().map(|w| w.to_f32()),
             })
             .collect();
         CpuModel {
@@ -151,6 +154,12 @@ impl CpuSession {
         let k = m.memory.as_ref().map_or(0, |mm| mm.k);
         let mut mem = vec![0f32; k * d];
         let mut alpha = vec![0f32; k + 1];
+        // LIMe: every layer's raw (pre-RoPE) K and V of the current token, layer after layer.
+        let lime = m.layers.iter().any(|l| l.lime_mix.is_some());
+        let (mut raw_k, mut raw_v) = match lime {
+            true => (vec![0f32; c.n_layers * kvd], vec![0f32; c.n_layers * kvd]),
+            false => (Vec::new(), Vec::new()),
+        };
         for (i, &tok) in tokens.iter().enumerate() {
             let pos = self.pos;
             // The token's K block rows, read once (through the row store, as the GPU reads
@@ -178,6 +187,16 @@ impl CpuSession {
                 if let Some([gq, gk]) = &l.qk_norm {
                     head_rmsnorm(&mut q, gq, c.eps);
                     head_rmsnorm(&mut kr, gk, c.eps);
+                }
+                if lime {
+                    let vc = &mut self.v[li][pos * kvd..(pos + 1) * kvd];
+                    raw_k[li * kvd..(li + 1) * kvd].copy_from_slice(&kr);
+                    raw_v[li * kvd..(li + 1) * kvd].copy_from_slice(vc);
+                    if let Some(s) = &l.lime_mix {
+                        let seen = (li + 1) * kvd;
+                        lime_mix(s, &raw_k[..seen], &mut kr, hd);
+                        lime_mix(s, &raw_v[..seen], vc, hd);
+                    }
                 }
                 rope(&c, &self.rope, &mut q, pos);
                 rope(&c, &self.rope, &mut kr, pos);
@@ -239,6 +258,19 @@ impl CpuSession {
             }
         }
         Ok(&self.logits)
+    }
+}
+
+/// LIMe: out head r = sum_j s[r, j] raw head j, over the heads (of `hd` values) of `raw`, the
+/// raw K (or V) of layers 0..=l, layer-major.
+fn lime_mix(s: &[f32], raw: &[f32], out: &mut [f32], hd: usize) {
+    let n = raw.len() / hd;
+    for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+        o.fill(0.0);
+        for (j, src) in raw.chunks_exact(hd).enumerate() {
+            let w = s[r * n + j];
+            o.iter_mut().zip(src).for_each(|(o, x)| *o += w * x);
+        }
     }
 }
 

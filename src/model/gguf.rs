@@ -447,6 +447,7 @@ impl Model {
                     true => Some([t("attn_q_norm")?, t("attn_k_norm")?]),
                     false => None,
                 },
+                lime_mix: None,
             });
         }
         let tokenizer = TokenizerInfo::from_gguf(&g)?;

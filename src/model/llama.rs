@@ -20,6 +20,9 @@ pub struct Layer {
     pub qkv_bias: Option<[Weight; 3]>,
     /// Per-head RMSNorm weights of q and k, head_dim each (Qwen3).
     pub qk_norm: Option<[Weight; 2]>,
+    /// LIMe (layers >= 1): S^l [R, (l+1) R] mixing the raw (pre-RoPE) K and V heads of layers
+    /// 0..=l of the same token into this layer's (docs/format.md).
+    pub lime_mix: Option<Weight>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,7 +67,10 @@ impl Model {
         if let Some(h) = &self.lm_head {
             check(h, &[c.vocab, c.dim])?;
         }
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
+            if let Some(w) = &l.lime_mix {
+                check(w, &[c.n_kv_heads, (i + 1) * c.n_kv_heads])?;
+            }
             check(&l.attn_norm, &[c.dim])?;
             check(&l.ffn_norm, &[c.dim])?;
             check(&l.wq, &[c.q_dim(), c.dim])?;

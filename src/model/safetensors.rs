@@ -139,18 +139,6 @@ pub fn config_from_json(file: &str, cfg: &serde_json::Value) -> Result<Config> {
             ));
         }
     }
-    // LIMe (train/model.py, `lime`): its layers mix earlier layers' K/V, which this runtime
-    // does not do yet; loading it as a plain LLaMA would give wrong logits without a word.
-    if cfg
-        .get("lime")
-        .is_some_and(|v| v != &serde_json::Value::Bool(false))
-    {
-        return Err(format_err(
-            file,
-            "'lime': LIMe models (K/V mixed across layers) are not supported by this runtime yet"
-                .to_string(),
-        ));
-    }
     let dim = cfg_usize(cfg, "hidden_size", file)?;
     let n_heads = cfg_usize(cfg, "num_attention_heads", file)?;
     let n_kv_heads = cfg_usize(cfg, "num_key_value_heads", file).unwrap_or(n_heads);
@@ -230,6 +218,7 @@ pub fn model_from_tensors(
     config: Config,
     set: TensorSet,
     tied: bool,
+    lime: bool,
     tokenizer: TokenizerInfo,
 ) -> Result<Model> {
     let memory = super::tide::TideMemory::from_set(source, &set, &config)?;
@@ -238,6 +227,14 @@ pub fn model_from_tensors(
     // Qwen2's q/k/v biases and Qwen3's q/k norms: taken in every layer when layer 0 has them.
     let has_bias = tensors.contains_key("model.layers.0.self_attn.q_proj.bias");
     let has_qk_norm = tensors.contains_key("model.layers.0.self_attn.q_norm.weight");
+    // LIMe's mixes come with "lime": true in config.json, never alone: loaded as a plain LLaMA
+    // such a model would give wrong logits without a word.
+    if !lime && tensors.keys().any(|k| k.ends_with(".self_attn.lime_mix")) {
+        return Err(format_err(
+            source,
+            "LIMe tensors (self_attn.lime_mix) without \"lime\": true in config.json",
+        ));
+    }
     let mut need = |name: &str| -> Result<Weight> {
         tensors.remove(name).ok_or_else(|| Error::MissingTensor {
             file: source.to_string(),
@@ -271,6 +268,10 @@ pub fn model_from_tensors(
                     need(&format!("{p}.self_attn.q_norm.weight"))?,
                     need(&format!("{p}.self_attn.k_norm.weight"))?,
                 ]),
+                false => None,
+            },
+            lime_mix: match lime && i > 0 {
+                true => Some(need(&format!("{p}.self_attn.lime_mix"))?),
                 false => None,
             },
         });
@@ -338,5 +339,6 @@ pub fn model_from_parts(
         .get("tie_word_embeddings")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
-    model_from_tensors(source, config, set, tied, tok)
+    let lime = cfg.get("lime").and_then(|v| v.as_bool()).unwrap_or(false);
+    model_from_tensors(source, config, set, tied, lime, tok)
 }

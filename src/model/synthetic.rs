@@ -285,6 +285,7 @@ pub fn synthetic(name: &str) -> Result<Model> {
             w_down: w(t[8]),
             qkv_bias: None,
             qk_norm: None,
+            lime_mix: None,
         })
         .collect();
     let memory = random_memory(&config, k)?;
