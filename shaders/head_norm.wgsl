@@ -1,13 +1,16 @@
-// Per-head RMSNorm of q and k (Qwen3), then RoPE, after a QKV matmul that stored q | k | v
-// as they are (QKV_RAW): q to Q, k and v into the K/V cache at the token's position (in its slot), each in
-// the order the QKV epilogue would have written it. The norm needs a whole head at once,
-// which no 4-row matmul group has. One workgroup per (head of q, k or v; token).
+// Per-head RMSNorm of q and k (Qwen3; QK_NORM), then RoPE, after a QKV matmul that stored
+// q | k | v as they are (QKV_RAW; for LIMe, lime.wgsl has mixed k and v in between): q to Q, k
+// and v into the K/V cache at the token's position (in its slot), each in the order the QKV
+// epilogue would have written it. The norm needs a whole head at once, which no 4-row matmul
+// group has. One workgroup per (head of q, k or v; token).
 #include "common"
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> RAW: array<f32>;        // [n_tok, QD + 2 KVD]
+#if QK_NORM
 @group(0) @binding(2) var<storage, read> QN: array<f32>;         // [HD]
 @group(0) @binding(3) var<storage, read> KN: array<f32>;         // [HD]
+#endif
 @group(0) @binding(4) var<storage, read_write> Q: array<f32>;    // [n_tok, QD]
 #if KV_TEX
 @group(0) @binding(5) var KC: texture_storage_2d<rgba32uint, write>;
@@ -44,8 +47,12 @@ fn dim_of(s: u32) -> u32 {
 }
 
 fn gamma(is_q: bool, l: u32) -> f32 {
+#if QK_NORM
     if (is_q) { return QN[l]; }
     return KN[l];
+#else
+    return 1.0;
+#endif
 }
 
 @compute @workgroup_size(64)
@@ -56,6 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let pos = tok_pos(tok);
     let kvrow = tok_row0(tok) + pos;
     let base = tok * ROWS + head * HD;
+#if QK_NORM
     var ss = 0.0;
     for (var i = lid; i < HD; i += 64u) {
         let x = RAW[base + i];
@@ -68,6 +76,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     let inv = inverseSqrt(part[0] / f32(HD) + {{EPS}});
+#else
+    let inv = 1.0;
+#endif
     let is_q = head < NH;
     let is_v = head >= NH + NKV;
     for (var t = lid; t < HD / 4u; t += 64u) {

@@ -53,10 +53,6 @@ impl Engine {
                 };
                 Ok((gpu(GpuContext::new(&g).await?)?, None))
             }
-            Backend::Auto if model.layers.iter().any(|l| l.lime_mix.is_some()) => Ok((
-                cpu(),
-                Some("LIMe runs on the CPU reference only so far; running it there".into()),
-            )),
             Backend::Auto => match GpuContext::new(&opts.gpu).await {
                 Ok(ctx) => Ok((gpu(ctx)?, None)),
                 Err(e) => Ok((

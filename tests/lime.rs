@@ -1,15 +1,15 @@
-//! LIMe (v2) on the CPU reference: a small random LIMe model exported by `train/golden.py lime`
+//! LIMe (v2): a small random LIMe model exported by `train/golden.py lime`
 //! (3 layers, random mixes S^l of earlier layers' raw K|V) against PyTorch's logits at every
 //! position, fed at once and token by token (decode keeps only the current token's raw K|V of
-//! each layer). LIMe models are refused by the GPU decoder by name, and mixes without the
-//! config's "lime" flag, or the flag without the mixes, are refused by the loader.
+//! each layer), on the CPU reference and the GPU decoder; mixes without the config's "lime"
+//! flag, or the flag without the mixes, are refused by the loader.
 mod common;
 
 use std::sync::Arc;
 
 use common::{assert_close, gpu, repo};
 use tide_gpu::cpu::CpuModel;
-use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
+use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::model;
 
 fn dir() -> std::path::PathBuf {
@@ -66,14 +66,58 @@ fn cpu_reference_matches_pytorch() {
     assert!(off > 0.1, "the backbone alone is within {off} of LIMe");
 }
 
+/// The GPU decoder (raw QKV matmul, lime.wgsl's mix, then RoPE and the cache write) in both
+/// kernel families: a batch, token by token, and two sequences sharing steps in their own
+/// slots (continuous batching), against PyTorch.
 #[test]
-fn gpu_refuses_lime_by_name() {
+fn gpu_matches_pytorch() {
     let m = model::load(&dir()).unwrap();
-    let e = GpuDecoder::new(gpu(), &m, DecoderOptions::default())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("LIMe") && e.contains("--backend cpu"), "{e}");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("golden.json")).unwrap()).unwrap();
+    let case = &g["seqs"][0];
+    let ids = common::json_ids(&case["ids"]);
+    let want: Vec<Vec<f32>> = common::json_rows(&case["logits"]);
+    for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
+        let opts = DecoderOptions {
+            ctx_len: 64,
+            slots: 2,
+            max_batch: 16,
+            kernels: ks,
+            token_by_token_upto: 0,
+            ..Default::default()
+        };
+        let mut dec = GpuDecoder::new(gpu(), &m, opts).unwrap();
+        let all = dec.feed_all(&ids).unwrap();
+        assert_close(
+            &format!("LIMe GPU batch ({ks:?})"),
+            &all,
+            &want.concat(),
+            2e-4,
+        );
+        dec.reset();
+        for (t, &id) in ids.iter().enumerate() {
+            dec.feed(&[id]).unwrap();
+            let l = dec.logits().unwrap();
+            assert_close(&format!("LIMe GPU token {t} ({ks:?})"), &l, &want[t], 2e-4);
+        }
+        // Slot 0 three tokens ahead of slot 1, then both step together.
+        for (slot, n) in [(0, 4usize), (1, 1)] {
+            dec.use_slot(slot).unwrap();
+            dec.reset();
+            dec.feed(&ids[..n]).unwrap();
+        }
+        let mut pos = [4usize, 1];
+        while pos[0] < ids.len() {
+            let out = dec
+                .step_seqs(&[(0, ids[pos[0]]), (1, ids[pos[1]])])
+                .unwrap();
+            for s in 0..2 {
+                let what = format!("LIMe GPU slot {s} at {} ({ks:?})", pos[s]);
+                assert_close(&what, &out[s], &want[pos[s]], 2e-4);
+                pos[s] += 1;
+            }
+        }
+    }
 }
 
 #[test]

@@ -150,12 +150,27 @@ impl GpuDecoder {
             self.row_texture("att-tex", qd, mb),
             self.row_texture("act-tex", f, mb),
         );
-        // Qwen3: raw q | k | v of a batch, before the per-head norm (`specs::head_norm`).
-        let qkv_raw = model.layers.iter().any(|l| l.qk_norm.is_some()).then(|| {
+        // Qwen3 and LIMe: raw q | k | v of a batch, before the per-head norm
+        // (`specs::head_norm`) or LIMe's mix (`specs::lime_mix`).
+        let lime = model.layers.iter().any(|l| l.lime_mix.is_some());
+        let qkv_raw = model
+            .layers
+            .iter()
+            .any(|l| l.qk_norm.is_some() || lime)
+            .then(|| {
+                super::storage(
+                    &self.ctx,
+                    "qkv-raw",
+                    mb * (qd + 2 * kvd) * 4,
+                    wgpu::BufferUsages::empty(),
+                )
+            });
+        // LIMe: every layer's raw k | v of the batch's tokens [layers, batch, 2, KVD].
+        let lime_hist = lime.then(|| {
             super::storage(
                 &self.ctx,
-                "qkv-raw",
-                mb * (qd + 2 * kvd) * 4,
+                "lime-hist",
+                c.n_layers * mb * 2 * kvd * 4,
                 wgpu::BufferUsages::empty(),
             )
         });
@@ -189,7 +204,7 @@ impl GpuDecoder {
                 rope_half,
                 kv_tex: kv.in_textures(),
                 bias: l.qkv_bias.is_some(),
-                raw: l.qk_norm.is_some(),
+                raw: l.qk_norm.is_some() || lime,
             };
             let bias = l.qkv_bias.as_ref().map(|b| {
                 let v: Vec<f32> = b.iter().flat_map(|w| w.to_f32()).collect();
@@ -208,7 +223,7 @@ impl GpuDecoder {
                 ("G", res(&attn_norm)),
             ];
             match &qkv_raw {
-                Some(raw) if qk_norm.is_some() => qkv_named.push(("Y", res(raw))),
+                Some(raw) if qk_norm.is_some() || lime => qkv_named.push(("Y", res(raw))),
                 _ => qkv_named.extend([
                     ("Y", res(&buf.q)),
                     ("KC", kc.clone()),
@@ -238,11 +253,44 @@ impl GpuDecoder {
                         ("QN", res(qn)),
                         ("KN", res(kn)),
                         ("Q", res(&buf.q)),
+                        ("KC", kc.clone()),
+                        ("VC", vc.clone()),
+                        ("ROPE", res(&rope)),
+                    ],
+                )?;
+            }
+            if let (Some(hist), Some(raw)) = (&lime_hist, &qkv_raw) {
+                // Layer 0 mixes nothing: the identity keeps its raw heads (and stores them).
+                let r = c.n_kv_heads;
+                let mix = match &l.lime_mix {
+                    Some(w) => w.to_f32(),
+                    None => (0..r * r)
+                        .map(|i| f32::from(u8::from(i / r == i % r)))
+                        .collect(),
+                };
+                let mix = f32_buffer(&self.ctx, "lime-mix", &mix);
+                let lm = specs::lime_mix(c.head_dim, c.n_heads, r, li, mb);
+                let named: Named = vec![
+                    ("step", res(&buf.step)),
+                    ("RAW", res(raw)),
+                    ("HIST", res(hist)),
+                    ("MIX", res(&mix)),
+                ];
+                self.push_op(&lm, &lm, &named)?;
+                let rc = specs::rope_cache(c.head_dim, c.n_heads, r, rope_half, kv.in_textures());
+                self.push_op(
+                    &rc,
+                    &rc,
+                    &vec![
+                        ("step", res(&buf.step)),
+                        ("RAW", res(raw)),
+                        ("Q", res(&buf.q)),
                         ("KC", kc),
                         ("VC", vc),
                         ("ROPE", res(&rope)),
                     ],
                 )?;
+                keep.push(mix);
             }
             keep.extend(bias);
             keep.extend(qk_norm.into_iter().flatten());
@@ -347,6 +395,7 @@ impl GpuDecoder {
             op.last_only = true;
         }
         keep.extend(qkv_raw);
+        keep.extend(lime_hist);
         self.build_sampling()?;
         let head_index = weights.len();
         let has_head = head_t.is_some();

@@ -140,12 +140,6 @@ fn res(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
 impl GpuDecoder {
     pub fn new(ctx: GpuContext, model: &Model, opts: DecoderOptions) -> Result<GpuDecoder> {
         let c = model.config.clone();
-        if model.layers.iter().any(|l| l.lime_mix.is_some()) {
-            return Err(Error::Input(format!(
-                "{}: LIMe (K/V mixed across layers) runs on the CPU reference only so far; use --backend cpu",
-                model.source
-            )));
-        }
         if opts.ctx_len == 0 || opts.max_batch == 0 {
             return Err(Error::Input(
                 "context length and batch size must be positive".into(),

@@ -229,11 +229,26 @@ pub fn head_norm(
     rope_half: bool,
     kv_tex: bool,
 ) -> Spec {
+    let mut s = rope_cache(head_dim, n_heads, n_kv_heads, rope_half, kv_tex);
+    s.bindings
+        .extend([slot(2, "QN", Binding::Read), slot(3, "KN", Binding::Read)]);
+    s.bindings.sort_by_key(|b| b.index);
+    s.defs = s.defs.set("EPS", format!("{eps:e}")).flag("QK_NORM", true);
+    s
+}
+
+/// `head_norm` without the norm: RoPE on q and k of a raw QKV matmul's rows, and k and v into
+/// the cache (LIMe, after lime.wgsl mixed k and v).
+pub fn rope_cache(
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    rope_half: bool,
+    kv_tex: bool,
+) -> Spec {
     let mut bindings = vec![
         slot(0, "step", Binding::Uniform),
         slot(1, "RAW", Binding::Read),
-        slot(2, "QN", Binding::Read),
-        slot(3, "KN", Binding::Read),
         slot(4, "Q", Binding::ReadWrite),
     ];
     bindings.extend(kv_bindings(kv_tex));
@@ -244,11 +259,42 @@ pub fn head_norm(
             .set("HD", head_dim)
             .set("NH", n_heads)
             .set("NKV", n_kv_heads)
-            .set("EPS", format!("{eps:e}"))
+            .set("EPS", "0e0")
             .flag("ROPE_HALF", rope_half)
             .flag("KV_TEX", kv_tex),
         bindings,
         x: (n_heads + 2 * n_kv_heads) as u32,
+        tokens_per_y: 1,
+    }
+}
+
+/// LIMe (lime.wgsl): layer `layer`'s raw k and v of each token (rows QD.. of the raw QKV
+/// output, `ROWS` = QD + 2 KVD wide) are kept in HIST [layers, max_batch, 2, KVD] and replaced
+/// by MIX [R, (layer+1) R] applied to the raw heads of layers 0..=layer. One lane per (head
+/// dim, token).
+pub fn lime_mix(
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    layer: usize,
+    max_batch: usize,
+) -> Spec {
+    Spec {
+        shader: "lime",
+        entry: "main",
+        defs: Defines::new()
+            .set("HD", head_dim)
+            .set("NH", n_heads)
+            .set("NKV", n_kv_heads)
+            .set("LAYER", layer)
+            .set("MB", max_batch),
+        bindings: vec![
+            slot(0, "step", Binding::Uniform),
+            slot(1, "RAW", Binding::ReadWrite),
+            slot(2, "HIST", Binding::ReadWrite),
+            slot(3, "MIX", Binding::Read),
+        ],
+        x: (head_dim as u32).div_ceil(64),
         tokens_per_y: 1,
     }
 }
