@@ -5,8 +5,8 @@
 mod common;
 
 use common::data::{
-    as_f32, cols_for, AttentionCase, EmbedCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase,
-    SampleCase, ALL,
+    as_f32, cols_for, AttentionCase, EmbedCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase,
+    RouterCase, SampleCase, ALL,
 };
 use common::fused::{ResidualMemoryCase, StoreCase, SwigluRouterCase};
 use common::{assert_close, gpu, run_spec, Rng};
@@ -617,63 +617,11 @@ fn matvec_rows_many_groups_per_lane() {
     }
 }
 
-/// LIMe's mix (lime.wgsl) at layer 2 of a batch of 3 tokens, 6 query heads over 3 KV heads of
-/// 16: each token's k and v heads in the raw QKV rows become MIX [3, 9] times the raw heads
-/// of layers 0..=2 (layers 0 and 1 from HIST), q is left alone, and the raw heads go to HIST
-/// for later layers; against the same sums on the CPU (the formula of docs/format.md).
+/// LIMe's mix (lime.wgsl) at layer 2 of a batch of 3 tokens (tests/common/data.rs, LimeCase).
 #[test]
 fn lime_mix_of_earlier_layers() {
     let ctx = gpu();
-    let mut rng = Rng(17);
-    let (hd, nh, r, layer, mb, n_tok) = (16usize, 6usize, 3usize, 2usize, 4usize, 3usize);
-    let (qd, kvd) = (nh * hd, r * hd);
-    let rows = qd + 2 * kvd;
-    let raw = rng.vec(n_tok * rows, 1.0);
-    let hist = rng.vec(3 * mb * 2 * kvd, 1.0);
-    let mix = rng.vec(r * (layer + 1) * r, 1.0);
-    let at = |l: usize, t: usize, kv: usize, head: usize, d: usize| {
-        ((l * mb + t) * 2 + kv) * kvd + head * hd + d
-    };
-    let (mut want_raw, mut want_hist) = (raw.clone(), hist.clone());
-    for t in 0..n_tok {
-        for kv in 0..2 {
-            let own = |head: usize, d: usize| raw[t * rows + qd + kv * kvd + head * hd + d];
-            for head in 0..r {
-                for d in 0..hd {
-                    want_hist[at(layer, t, kv, head, d)] = own(head, d);
-                    let mut acc = 0.0;
-                    for j in 0..(layer + 1) * r {
-                        let (l, q) = (j / r, j % r);
-                        let x = if l == layer {
-                            own(q, d)
-                        } else {
-                            hist[at(l, t, kv, q, d)]
-                        };
-                        acc += mix[head * (layer + 1) * r + j] * x;
-                    }
-                    want_raw[t * rows + qd + kv * kvd + head * hd + d] = acc;
-                }
-            }
-        }
-    }
-    let s = specs::lime_mix(hd, nh, r, layer, mb);
-    let data = vec![
-        Data::Bytes(common::step(0, n_tok as u32, 0, 1.0)),
-        Data::F32(raw),
-        Data::F32(hist),
-        Data::F32(mix),
-    ];
-    let out = dispatch(&ctx, &s, data, n_tok as u32);
-    assert_close(
-        "lime: mixed k and v (q untouched)",
-        &out[0],
-        &want_raw,
-        1e-5,
-    );
-    assert_close(
-        "lime: raw heads kept for later layers",
-        &out[1],
-        &want_hist,
-        0.0,
-    );
+    let c = LimeCase::new(&mut Rng(17));
+    let out = dispatch(&ctx, &c.spec(), c.data(), c.n_tok);
+    c.check(&out);
 }

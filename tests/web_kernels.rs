@@ -7,8 +7,8 @@
 mod common;
 
 use common::data::{
-    as_f32, AttentionCase, EmbedCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase, SampleCase,
-    ALL,
+    as_f32, AttentionCase, EmbedCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase,
+    SampleCase, ALL,
 };
 use common::fused::{ResidualMemoryCase, StoreCase, SwigluRouterCase};
 use common::{assert_close, Rng};
@@ -259,6 +259,22 @@ async fn attention_gqa_causal() {
                 c.check(&s, &out);
             }
         }
+    }
+}
+
+/// LIMe's mix of earlier layers' raw k and v heads (lime.wgsl), and attention over tokens of
+/// several sequences at their own positions and slots (the server's shared steps).
+#[wasm_bindgen_test]
+async fn lime_mix_and_attention_in_slots() {
+    let ctx = gpu().await;
+    let c = LimeCase::new(&mut Rng(17));
+    let out = run_spec(&ctx, &c.spec(), &c.data(), c.n_tok).await;
+    c.check(&out);
+    let toks = [(2u32, 0u32), (0, 79), (3, 5)];
+    let c = AttentionCase::seqs(&mut Rng(15), 16, 5, &toks);
+    for s in c.seqs_specs() {
+        let out = run_spec(&ctx, &s, &c.data(&s), toks.len() as u32).await;
+        c.check(&s, &out);
     }
 }
 

@@ -1095,3 +1095,93 @@ impl SampleCase {
         }
     }
 }
+
+/// LIMe's mix (lime.wgsl) at layer 2 of a batch of 3 tokens, 6 query heads over 3 KV heads of
+/// 16: each token's k and v heads in the raw QKV rows become MIX [3, 9] times the raw heads of
+/// layers 0..=2 (layers 0 and 1 from HIST), q is left alone, and the raw heads go to HIST for
+/// later layers; expected values by the formula of docs/format.md.
+pub struct LimeCase {
+    pub n_tok: u32,
+    raw: Vec<f32>,
+    hist: Vec<f32>,
+    mix: Vec<f32>,
+    want_raw: Vec<f32>,
+    want_hist: Vec<f32>,
+}
+
+const LIME: (usize, usize, usize, usize, usize) = (16, 6, 3, 2, 4); // hd, heads, R, layer, batch
+
+impl LimeCase {
+    pub fn new(rng: &mut Rng) -> Self {
+        let (hd, nh, r, layer, mb) = LIME;
+        let n_tok = 3usize;
+        let (qd, kvd) = (nh * hd, r * hd);
+        let rows = qd + 2 * kvd;
+        let raw = rng.vec(n_tok * rows, 1.0);
+        let hist = rng.vec(3 * mb * 2 * kvd, 1.0);
+        let mix = rng.vec(r * (layer + 1) * r, 1.0);
+        let at = |l: usize, t: usize, kv: usize, head: usize, d: usize| {
+            ((l * mb + t) * 2 + kv) * kvd + head * hd + d
+        };
+        let (mut want_raw, mut want_hist) = (raw.clone(), hist.clone());
+        for t in 0..n_tok {
+            for kv in 0..2 {
+                let own = |head: usize, d: usize| raw[t * rows + qd + kv * kvd + head * hd + d];
+                for head in 0..r {
+                    for d in 0..hd {
+                        want_hist[at(layer, t, kv, head, d)] = own(head, d);
+                        let mut acc = 0.0;
+                        for j in 0..(layer + 1) * r {
+                            let (l, q) = (j / r, j % r);
+                            let x = if l == layer {
+                                own(q, d)
+                            } else {
+                                hist[at(l, t, kv, q, d)]
+                            };
+                            acc += mix[head * (layer + 1) * r + j] * x;
+                        }
+                        want_raw[t * rows + qd + kv * kvd + head * hd + d] = acc;
+                    }
+                }
+            }
+        }
+        LimeCase {
+            n_tok: n_tok as u32,
+            raw,
+            hist,
+            mix,
+            want_raw,
+            want_hist,
+        }
+    }
+
+    pub fn spec(&self) -> Spec {
+        let (hd, nh, r, layer, mb) = LIME;
+        specs::lime_mix(hd, nh, r, layer, mb)
+    }
+
+    pub fn data(&self) -> Vec<Data> {
+        vec![
+            Data::Bytes(step(0, self.n_tok, 0, 1.0)),
+            Data::F32(self.raw.clone()),
+            Data::F32(self.hist.clone()),
+            Data::F32(self.mix.clone()),
+        ]
+    }
+
+    /// RAW (mixed k and v, q untouched; 1e-5) and HIST (the raw heads, exact).
+    pub fn check(&self, out: &[Vec<f32>]) {
+        assert_close(
+            "lime: mixed k and v (q untouched)",
+            &out[0],
+            &self.want_raw,
+            1e-5,
+        );
+        assert_close(
+            "lime: raw heads kept for later layers",
+            &out[1],
+            &self.want_hist,
+            0.0,
+        );
+    }
+}
