@@ -42,16 +42,24 @@ def run(model, seqs):
     return out
 
 
-def tiny():
-    out = os.path.join(REPO, "tests/fixtures/tiny_tide")
-    torch.manual_seed(7)
-    cfg = ModelConfig(vocab=96, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, ctx=64,
-                      rope_theta=10000.0, eps=1e-5, k=3)
+def small_model(seed, **kw):
+    """A small random model (vocab 96, width 64, 4 heads over 2 KV heads) with every matrix
+    drawn from N(0, 0.15), so that every term of the forward matters."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab=96, dim=64, n_heads=4, n_kv_heads=2, ffn_dim=128, ctx=64,
+                      rope_theta=10000.0, eps=1e-5, **kw)
     model = TideLM(cfg)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0, 0.15)
+    return cfg, model
+
+
+def tiny():
+    out = os.path.join(REPO, "tests/fixtures/tiny_tide")
+    cfg, model = small_model(7, n_layers=2, k=3)
+    with torch.no_grad():
         for blk in model.layers:
             blk.router.weight.normal_(0, 0.3)
             blk.input_layernorm.weight.uniform_(0.5, 1.5)
@@ -87,14 +95,8 @@ def tiny():
 
 def tiny_lime():
     out = os.path.join(REPO, "tests/fixtures/tiny_lime")
-    torch.manual_seed(11)
-    cfg = ModelConfig(vocab=96, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, ffn_dim=128, ctx=64,
-                      rope_theta=10000.0, eps=1e-5, lime=True)
-    model = TideLM(cfg)
+    cfg, model = small_model(11, n_layers=3, lime=True)
     with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.15)
         for blk in model.layers:
             blk.input_layernorm.weight.uniform_(0.5, 1.5)
             blk.post_attention_layernorm.weight.uniform_(0.5, 1.5)
