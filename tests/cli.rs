@@ -229,6 +229,37 @@ fn bench_json_on_a_synthetic_model() {
     }
 }
 
+/// `tide bench --lime-overhead`: the backbone and the same with random LIMe mixes race, and
+/// LIMe's row says how much slower it decodes.
+#[test]
+fn bench_lime_overhead_on_a_synthetic_model() {
+    let (ok, out, err) = tide(
+        &[
+            "bench",
+            "--model",
+            "synthetic:smollm2-135m",
+            "--lime-overhead",
+            "--gen",
+            "4",
+            "--reps",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let rows = v["memory_overhead"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!(rows[1]["lime"].as_bool(), Some(true));
+    for r in rows {
+        assert!(
+            r["decode_tokens_per_s"].as_f64().is_some_and(|x| x > 0.0),
+            "{r}"
+        );
+    }
+}
+
 /// `tide bench --seqs`: a row per count of sequences decoded together, one sequence the
 /// ratio's unit; the CPU reference, which holds one sequence, is refused by name.
 #[test]

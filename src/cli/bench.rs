@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Cache sizes for --cache-sweep, as shares of the tables.
     #[arg(long, value_delimiter = ',', default_value = "0.01,0.02,0.05,0.1,0.2")]
     pub cache_shares: Vec<f64>,
+    /// LIMe's decode cost: the model's backbone against the same with random LIMe mixes in
+    /// every layer (K|V mixed across layers), taking turns token by token.
+    #[arg(long)]
+    pub lime_overhead: bool,
     /// Continuous batching: decode this many sequences together (e.g. 1,2,4,8), each after
     /// its own --prompt-len prompt, --gen steps each, and report the aggregate tokens/s.
     #[arg(long, value_delimiter = ',')]
@@ -96,7 +100,7 @@ fn paired_overhead(rates: &[Vec<f64>], i: usize) -> (f64, f64, f64) {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    if !a.memory_overhead.is_empty() {
+    if !a.memory_overhead.is_empty() || a.lime_overhead {
         return memory_overhead(&a);
     }
     if a.memory_paths {
@@ -298,13 +302,25 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
         anyhow::bail!("--gen must be positive");
     }
     let base = a.model.load()?;
-    let mut ks = vec![0];
-    ks.extend(a.memory_overhead.iter().copied().filter(|&k| k > 0));
+    // (K, LIMe): the backbone first, then each K, then LIMe.
+    let mut variants = vec![(0, false)];
+    variants.extend(
+        a.memory_overhead
+            .iter()
+            .filter(|&&k| k > 0)
+            .map(|&k| (k, false)),
+    );
+    if a.lime_overhead {
+        variants.push((0, true));
+    }
     let ctx = a.model.ctx_len(&base)?.min(a.gen + 8);
     let mut engines = Vec::new();
-    for &k in &ks {
+    for &(k, lime) in &variants {
         let mut m = base.clone();
         m.memory = tide_gpu::model::synthetic::random_memory(&m.config, k)?;
+        if lime {
+            tide_gpu::model::synthetic::random_lime(&mut m);
+        }
         let mut margs = a.model.clone();
         margs.ctx = Some(ctx);
         let mut e = margs.engine(&m)?;
@@ -313,12 +329,12 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
     }
     let rounds = a.reps.max(1);
     let secs = race(&mut engines, a.gen, rounds)?;
-    let rows: Vec<serde_json::Value> = ks
+    let rows: Vec<serde_json::Value> = variants
         .iter()
         .zip(race_stats(&secs, a.gen))
-        .map(|(&k, r)| {
+        .map(|(&(k, lime), r)| {
             serde_json::json!({
-                "k": k, "decode_tokens_per_s": r.tokens_per_s, "overhead": r.overhead,
+                "k": k, "lime": lime, "decode_tokens_per_s": r.tokens_per_s, "overhead": r.overhead,
                 "round_overhead_median": r.median, "round_overhead_min": r.min,
                 "round_overhead_max": r.max,
             })
@@ -333,10 +349,13 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
     } else {
         for r in &rows {
             let pct = |key: &str| r[key].as_f64().unwrap_or(0.0) * 100.0;
+            let what = match r["lime"].as_bool() {
+                Some(true) => "LIMe  ".to_string(),
+                _ => format!("K = {:>2}", r["k"]),
+            };
             println!(
-                "K = {:>2}: {:>7.2} tok/s decode, {:+.1}% time per token vs K = 0 \
+                "{what}: {:>7.2} tok/s decode, {:+.1}% time per token vs the backbone \
                  (rounds: median {:+.1}%, {:+.1}% .. {:+.1}%)",
-                r["k"],
                 r["decode_tokens_per_s"].as_f64().unwrap_or(0.0),
                 pct("overhead"),
                 pct("round_overhead_median"),

@@ -366,3 +366,25 @@ pub fn random_memory(c: &Config, k: usize) -> Result<Option<super::tide::TideMem
     set.meta.insert("tide.rows".into(), "q4_1".into());
     super::tide::TideMemory::from_set(&format!("synthetic memory K={k}"), &set, c)
 }
+
+/// LIMe mixes for every layer l >= 1 of `m` (random, seeded; shapes as docs/format.md), for
+/// timing LIMe's decode overhead on a real backbone (`tide bench --lime-overhead`).
+pub fn random_lime(m: &mut super::Model) {
+    let r = m.config.n_kv_heads;
+    let mut b = Builder {
+        bytes: Vec::new(),
+        infos: Vec::new(),
+        state: 11,
+    };
+    for l in 1..m.config.n_layers {
+        let name = format!("model.layers.{l}.self_attn.lime_mix");
+        b.tensor(&name, DType::F32, r, (l + 1) * r, 0.5, false);
+    }
+    let blob = Blob::from_vec(std::mem::take(&mut b.bytes));
+    for (info, layer) in b.infos.into_iter().zip(m.layers.iter_mut().skip(1)) {
+        layer.lime_mix = Some(Weight {
+            info,
+            blob: blob.clone(),
+        });
+    }
+}
