@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::model::Model;
 use crate::options::Options;
-use crate::sample::{apply_repeat_penalty, recent_distinct, top_k_of, Sampler};
+use crate::sample::{recent_distinct, Sampler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -266,28 +266,26 @@ impl Engine {
         history: &[u32],
         keep_logits: bool,
     ) -> Result<(u32, Option<Vec<f32>>)> {
-        let pen = sampler.cfg.repeat_penalty;
-        let recent = if pen != 1.0 {
-            recent_distinct(history, sampler.cfg.repeat_last_n)
-        } else {
-            vec![]
-        };
-        let need = sampler.candidates_needed();
-        let (cands, kept) = match (self, need) {
+        match (self, sampler.candidates_needed()) {
             (Engine::Gpu(g), Some(k)) if !keep_logits && k <= crate::decoder::MAX_TOP_K => {
-                (g.top_k_async(k, pen, &recent).await?, None)
+                let pen = sampler.cfg.repeat_penalty;
+                let recent = if pen != 1.0 {
+                    recent_distinct(history, sampler.cfg.repeat_last_n)
+                } else {
+                    vec![]
+                };
+                let cands = g.top_k_async(k, pen, &recent).await?;
+                if cands.is_empty() {
+                    return Err(Error::Gpu("the model produced no finite logit".into()));
+                }
+                Ok((sampler.pick(&cands), None))
             }
-            (e, need) => {
-                let mut l = e.logits_async().await?;
-                let kept = keep_logits.then(|| l.clone());
-                apply_repeat_penalty(&mut l, &recent, pen);
-                (top_k_of(&l, need.unwrap_or(l.len())), kept)
+            (e, _) => {
+                let l = e.logits_async().await?;
+                let t = sampler.choose_from_logits(&l, history)?;
+                Ok((t, keep_logits.then_some(l)))
             }
-        };
-        if cands.is_empty() {
-            return Err(Error::Gpu("the model produced no finite logit".into()));
         }
-        Ok((sampler.pick(&cands), kept))
     }
 }
 

@@ -201,7 +201,6 @@ impl Sampler {
         p
     }
 
-    /// Choose among candidates sorted best first (already penalised and cut to top-k).
     /// Choose the next token from every logit of a step (copied: the penalty changes them);
     /// `history` is every token so far, for the repetition penalty.
     pub fn choose_from_logits(&mut self, logits: &[f32], history: &[u32]) -> crate::Result<u32> {
@@ -223,6 +222,7 @@ impl Sampler {
         Ok(self.pick(&cands))
     }
 
+    /// Choose among candidates sorted best first (already penalised and cut to top-k).
     pub fn pick(&mut self, cands: &[(u32, f32)]) -> u32 {
         if self.cfg.greedy() || cands.len() == 1 {
             return cands[0].0;
