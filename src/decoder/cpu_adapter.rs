@@ -4,7 +4,7 @@
 //! as uniforms of one row, batches read x rows from texture mirrors of the activations
 //! (RowCopy keeps the mirrors current), and the K/V cache is a pair of textures that the QKV
 //! matmul writes and attention reads.
-use super::plan::{rebind, Kind, Named, Op};
+use super::plan::{rebind, Kind, Named, Op, Variant};
 use super::specs::{self, Epilogue, Matmul, Spec};
 use super::tide::FUSED_ONLY;
 use super::{GpuDecoder, KernelSet};
@@ -79,8 +79,11 @@ impl RowCopy {
     }
 }
 
-/// A buffer binding cut to its first `bytes` (a uniform of one row).
-fn first_bytes<'a>(r: &wgpu::BindingResource<'a>, bytes: u64) -> wgpu::BindingResource<'a> {
+/// A buffer binding cut to its first `bytes` (a uniform of one row, or of a few).
+pub(super) fn first_bytes<'a>(
+    r: &wgpu::BindingResource<'a>,
+    bytes: u64,
+) -> wgpu::BindingResource<'a> {
     match r {
         wgpu::BindingResource::Buffer(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: b.buffer,
@@ -218,10 +221,7 @@ impl GpuDecoder {
         // `seq_group` rows, the plain epilogues (the router runs as its own op there).
         let g = self.seq_group;
         if g >= 2 {
-            let mut seqs = vec![prefill; 2];
-            for n in 2..=g {
-                seqs.push(self.variant(&self.weight_reader(m.decode_rows_tokens(n)))?);
-            }
+            let seqs = self.tokens_forms(&m, prefill)?;
             let mut b = unfused(&sized);
             if let Some((_, x)) = named.iter().find(|(n, _)| *n == "X") {
                 rebind(&mut b, "X", first_bytes(x, x_bytes * g as u64))?;
@@ -231,6 +231,17 @@ impl GpuDecoder {
         }
         self.ops.push(op);
         Ok(())
+    }
+
+    /// A matmul's forms for several sequences' tokens on a CPU adapter, indexed by the token
+    /// count (Op::seqs): matvec_rows' `tokens` form for 2..=seq_group (`batch` fills 0 and 1,
+    /// which such steps never have).
+    pub(super) fn tokens_forms(&mut self, m: &Matmul, batch: Variant) -> Result<Vec<Variant>> {
+        let mut forms = vec![batch; 2];
+        for n in 2..=self.seq_group {
+            forms.push(self.variant(&self.weight_reader(m.decode_rows_tokens(n)))?);
+        }
+        Ok(forms)
     }
 
     /// One layer's K/V cache: on CPU adapters, where the adapter's texture size allows, a

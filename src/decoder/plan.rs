@@ -212,12 +212,7 @@ impl GpuDecoder {
                 self.opts.ctx_len
             )));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab) {
-            return Err(Error::Input(format!(
-                "token id {bad} is out of range (vocab {})",
-                self.config.vocab
-            )));
-        }
+        self.check_ids(tokens)?;
         for chunk in tokens.chunks(batch) {
             self.flush();
             let n = chunk.len() as u32;
@@ -256,6 +251,17 @@ impl GpuDecoder {
             self.pos += chunk.len();
         }
         Ok(())
+    }
+
+    /// Every id within the vocabulary.
+    pub(super) fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&t| t as usize >= self.config.vocab) {
+            Some(&bad) => Err(Error::Input(format!(
+                "token id {bad} is out of range (vocab {})",
+                self.config.vocab
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Encode `ops` for a step of this kind: one compute pass, broken only where rows are

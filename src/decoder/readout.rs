@@ -2,20 +2,12 @@
 //! native callers use the blocking wrappers), greedy / top-k selection with the repetition
 //! penalty on the GPU, the full logits, every position's logits (perplexity), and per-kernel
 //! profiling.
+use super::cpu_adapter::first_bytes;
 use super::plan::{Kind, Named, Op};
 use super::specs::{self, Epilogue, Matmul};
 use super::{res, storage, GpuDecoder};
 use crate::error::{Error, Result};
 use crate::gpu::Storage;
-
-/// The first `bytes` of `b`, as one binding (a uniform of a few rows).
-fn first_bytes(b: &wgpu::Buffer, bytes: u64) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer: b,
-        offset: 0,
-        size: wgpu::BufferSize::new(bytes),
-    })
-}
 
 /// Most candidates the GPU top-k returns.
 pub const MAX_TOP_K: usize = 64;
@@ -303,15 +295,13 @@ impl GpuDecoder {
             if !uniform_x {
                 continue; // the batch matmul serves every step
             }
-            let mut forms = vec![self.ops.last().expect("pushed").prefill; 2];
-            for n in 2..=g {
-                forms.push(self.variant(&self.weight_reader(m.decode_rows_tokens(n)))?);
-            }
+            let pushed = self.ops.last().expect("pushed").prefill;
+            let forms = self.tokens_forms(&m, pushed)?;
             let named: Named = vec![
                 ("step", res(&step)),
                 ("W", buffer.resource()),
-                ("X", first_bytes(&h, x_bytes(&m) * g as u64)),
-                ("G", first_bytes(out_norm, x_bytes(&m))),
+                ("X", first_bytes(&res(&h), x_bytes(&m) * g as u64)),
+                ("G", first_bytes(&res(out_norm), x_bytes(&m))),
                 ("Y", res(logits)),
             ];
             let bind = self.bind(forms[2].kernel, &named)?;

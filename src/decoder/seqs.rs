@@ -21,12 +21,7 @@ impl GpuDecoder {
 
     /// The slot `feed`, `reset` and the readouts work on from now on (each keeps its position).
     pub fn use_slot(&mut self, slot: usize) -> Result<()> {
-        if slot >= self.slots() {
-            return Err(Error::Input(format!(
-                "slot {slot} does not exist: the decoder holds {} sequence(s)",
-                self.slots()
-            )));
-        }
+        self.check_slot(slot)?;
         // Work already recorded belongs to the current slot: run it first.
         self.flush();
         self.slot_pos[self.slot] = self.pos;
@@ -65,28 +60,28 @@ impl GpuDecoder {
         Ok(out)
     }
 
+    fn check_slot(&self, slot: usize) -> Result<()> {
+        if slot >= self.slots() {
+            return Err(Error::Input(format!(
+                "slot {slot} does not exist: the decoder holds {} sequence(s)",
+                self.slots()
+            )));
+        }
+        Ok(())
+    }
+
     fn check_seqs(&self, toks: &[(usize, u32)]) -> Result<()> {
         if toks.is_empty() {
             return Err(Error::Input("no tokens to process".into()));
         }
         for (i, &(slot, t)) in toks.iter().enumerate() {
-            if slot >= self.slots() {
-                return Err(Error::Input(format!(
-                    "slot {slot} does not exist: the decoder holds {} sequence(s)",
-                    self.slots()
-                )));
-            }
+            self.check_slot(slot)?;
             if toks[..i].iter().any(|&(s, _)| s == slot) {
                 return Err(Error::Input(format!(
                     "slot {slot} is given two tokens in one step"
                 )));
             }
-            if t as usize >= self.config.vocab {
-                return Err(Error::Input(format!(
-                    "token id {t} is out of range (vocab {})",
-                    self.config.vocab
-                )));
-            }
+            self.check_ids(&[t])?;
             if self.slot_pos(slot) >= self.opts.ctx_len {
                 return Err(Error::Input(format!(
                     "context full: slot {slot} holds all {} positions",
@@ -99,9 +94,6 @@ impl GpuDecoder {
 
     /// One step of 2..=seq_group tokens, each of its own slot.
     async fn step_group(&mut self, group: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
-        if self.seq_head.is_none() {
-            self.build_seq_head()?;
-        }
         self.flush();
         self.slot_pos[self.slot] = self.pos;
         let n = group.len() as u32;
@@ -129,7 +121,8 @@ impl GpuDecoder {
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.upload_memory_rows(&ids, &mut enc)?;
         self.encode_ops(&mut enc, &self.ops, kind);
-        let head = self.seq_head.as_ref().expect("built above");
+        // Built with the schedule whenever steps can hold several sequences.
+        let head = self.seq_head.as_ref().expect("seq_group >= 2");
         self.encode_ops(&mut enc, &head.ops, kind);
         let v = self.config.vocab;
         let bytes = n as usize * v * 4;
