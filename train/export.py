@@ -112,10 +112,39 @@ def hf_config(cfg):
     }
 
 
+# Engram state exported on its own terms (engram_tensors), not as backbone matrices.
+ENGRAM_SEPARATE = ("engram_compress", "tables", "multipliers", "primes", "offsets")
+
+
+def engram_tensors(model, rows="q4_1"):
+    """Engram's tensors and config entry (docs/format.md): per layer l the hash multipliers
+    [3] and primes [orders, H] (int64), each head's table engram.{l}.table.{o}.{h} [p, Dh]
+    (4-bit Q4_1 rows by default), and the compression table engram.compress [vocab] (int64).
+    The projections, norms and conv taps travel with the backbone (model.layers.{l}.engram.*)."""
+    cfg = model.cfg
+    t = {"engram.compress": model.engram_compress.cpu().numpy().astype(np.int64)}
+    for li in cfg.engram_layers:
+        eg = model.layers[li].engram
+        t[f"model.layers.{li}.engram.multipliers"] = eg.multipliers.cpu().numpy()
+        t[f"model.layers.{li}.engram.primes"] = eg.primes.cpu().numpy()
+        tab = eg.tables.detach().cpu().float().numpy()
+        for o in range(eg.primes.shape[0]):
+            for h in range(eg.primes.shape[1]):
+                off, p = int(eg.offsets[o, h]), int(eg.primes[o, h])
+                e = tab[off:off + p]
+                t[f"engram.{li}.table.{o}.{h}"] = (quantize_q4_1(e) if rows == "q4_1"
+                                                   else e.astype(np.float32))
+    conf = {"layers": list(cfg.engram_layers), "orders": [2, 3], "heads": cfg.engram_heads,
+            "head_dim": cfg.engram_head_dim, "kernel": 4, "dilation": 3, "pad": cfg.vocab,
+            "rows": rows, "seed": cfg.engram_seed}
+    return t, conf
+
+
 def backbone_tensors(sd, cfg, dtype=np.float16):
     t = {}
     for name, v in sd.items():
-        if name.startswith("memory.") or ".router." in name:
+        if name.startswith("memory.") or ".router." in name or name in ENGRAM_SEPARATE or \
+                name.rsplit(".", 1)[-1] in ENGRAM_SEPARATE:
             continue
         arr = v.detach().cpu().float().numpy()
         # Norm gammas and LIMe's mixing coefficients stay f32.
@@ -136,6 +165,9 @@ def export(model, tokenizer_path, counts, out, rows="q4_1", backbone_dtype=np.fl
     if cfg.lime:
         # LIMe: model.layers.{l}.self_attn.lime_mix [R, (l+1) R] for l >= 1 (docs/format.md).
         conf["lime"] = True
+    if cfg.engram_layers:
+        et, conf["engram"] = engram_tensors(model, rows if rows in ("q4_1", "f32") else "q4_1")
+        tensors.update(et)
     if cfg.k > 0:
         mt, mmeta = memory_tensors(
             sd["memory.tables"].float().numpy(), sd["memory.gamma"].float().numpy(),

@@ -2,6 +2,7 @@
 
   python train/golden.py tiny            -> tests/fixtures/tiny_tide/
   python train/golden.py lime            -> tests/fixtures/tiny_lime/
+  python train/golden.py engram          -> tests/fixtures/tiny_engram/
   python train/golden.py model DIR OUT   -> OUT (golden.json for a committed model)
 
 `tiny` builds a small random TIDE model (K=3, random gammas and routers so every term matters),
@@ -110,6 +111,32 @@ def tiny_lime():
     print("wrote", out)
 
 
+def tiny_engram():
+    """A small random Engram model: Engram at layers 0 and 2 of 3, 2 heads per order of 32-wide
+    rows, tables of 31+ rows (so hashes collide), a compression table that folds ids in pairs,
+    4-bit rows as exported. The sequences are longer than the convolution's reach (9)."""
+    out = os.path.join(REPO, "tests/fixtures/tiny_engram")
+    cfg, model = small_model(13, n_layers=3, engram_layers=(0, 2), engram_heads=2,
+                             engram_head_dim=32, engram_rows=31, engram_seed=5)
+    with torch.no_grad():
+        for blk in model.layers:
+            blk.input_layernorm.weight.uniform_(0.5, 1.5)
+            if blk.engram is not None:
+                blk.engram.tables.normal_(0, 1.0)
+                blk.engram.key_proj.bias.normal_(0, 0.3)
+                blk.engram.value_proj.bias.normal_(0, 0.3)
+                for n in (blk.engram.norm_h, blk.engram.norm_k, blk.engram.norm_c):
+                    n.weight.uniform_(0.5, 1.5)
+        model.set_compression(np.arange(cfg.vocab) // 2)
+    export(model, None, None, out, backbone_dtype=np.float32)
+    seqs = [[5, 17, 3, 88, 42, 42, 9, 0, 61, 95, 30, 12, 4, 5, 17, 3, 88, 2, 7], [1]]
+    m, _ = load(out)
+    golden = {"config": {k: (list(v) if isinstance(v, tuple) else v)
+                         for k, v in cfg.to_dict().items()}, "seqs": run(m, seqs)}
+    json.dump(golden, open(os.path.join(out, "golden.json"), "w"))
+    print("wrote", out)
+
+
 def sample_text(corpus=".cache/corpus", out="tests/fixtures/heldout_sample.txt"):
     """A small, fixed sample of the held-out split: the first 3 chunks of each source's share."""
     docs = open(os.path.join(REPO, corpus, "heldout.txt"), encoding="utf-8").read().split(
@@ -161,5 +188,7 @@ if __name__ == "__main__":
         tiny()
     elif sys.argv[1] == "lime":
         tiny_lime()
+    elif sys.argv[1] == "engram":
+        tiny_engram()
     else:
         committed(sys.argv[2], sys.argv[3])

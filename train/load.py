@@ -31,11 +31,29 @@ def load(model_dir, memory_file=None):
                       ffn_dim=hf["intermediate_size"], ctx=hf["max_position_embeddings"],
                       rope_theta=hf["rope_theta"], eps=hf["rms_norm_eps"], k=k,
                       lime=bool(hf.get("lime", False)))
+    eg = hf.get("engram")
+    if eg:
+        p0 = tensors[f"model.layers.{eg['layers'][0]}.engram.primes"]
+        cfg.engram_layers = tuple(eg["layers"])
+        cfg.engram_heads, cfg.engram_head_dim = eg["heads"], eg["head_dim"]
+        cfg.engram_rows, cfg.engram_seed = int(p0.min()), eg.get("seed", 0)
     model = TideLM(cfg)
     sd = {}
+    if eg:
+        sd["engram_compress"] = torch.from_numpy(tensors.pop("engram.compress"))
+        for li in cfg.engram_layers:
+            prm = tensors[f"model.layers.{li}.engram.primes"]
+            tabs = []
+            for o in range(prm.shape[0]):
+                for h in range(prm.shape[1]):
+                    r = tensors.pop(f"engram.{li}.table.{o}.{h}")
+                    tabs.append(dequantize_q4_1(r, eg["head_dim"]) if eg["rows"] == "q4_1" else r)
+            sd[f"layers.{li}.engram.tables"] = torch.from_numpy(np.concatenate(tabs).astype(np.float32))
+            sd[f"layers.{li}.engram.offsets"] = model.layers[li].engram.offsets
     for name, v in tensors.items():
         if name.startswith("model."):
-            sd[name[len("model."):]] = torch.from_numpy(v.astype(np.float32))
+            keep_int = name.endswith((".multipliers", ".primes"))
+            sd[name[len("model."):]] = torch.from_numpy(v if keep_int else v.astype(np.float32))
     if k:
         rows = meta.get("tide.rows", "f32")
         tabs = []

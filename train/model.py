@@ -11,12 +11,18 @@ and V by a static linear mix over the KV heads of layers 0..l of the same token,
   KV_mix^l = S^l @ [KV_0; ...; KV_l],  S^l [R, (l+1) R]  (R = KV heads; layer-major columns),
 one S^l for K and V alike, no softmax; RoPE and attention follow as usual. S^l starts as the
 identity on the layer's own heads, so an untrained LIMe model is the backbone.
+
+Engram (`engram_layers`, train/engram.py): hashed 2- and 3-gram tables read through a scalar
+context gate and a short causal convolution, added to the residual before attention at those
+layers.
 """
 from dataclasses import dataclass, asdict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from engram import Engram, layer_primes
 
 
 @dataclass
@@ -32,6 +38,17 @@ class ModelConfig:
     eps: float = 1e-5
     k: int = 0
     lime: bool = False
+    # Engram: the layers it is injected at (none: off), hash heads per n-gram order, the width
+    # of one head's table row, the smallest table size (each table takes the next free prime)
+    # and the seed of the hash multipliers.
+    engram_layers: tuple = ()
+    engram_heads: int = 4
+    engram_head_dim: int = 32
+    engram_rows: int = 12289
+    engram_seed: int = 0
+
+    def __post_init__(self):
+        self.engram_layers = tuple(self.engram_layers)
 
     @property
     def head_dim(self):
@@ -123,8 +140,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg, layer=0):
+    def __init__(self, cfg, layer=0, engram_primes=None):
         super().__init__()
+        self.engram = Engram(cfg, layer, engram_primes) if engram_primes else None
         self.input_layernorm = RMSNorm(cfg.dim, cfg.eps)
         self.self_attn = Attention(cfg, layer)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.eps)
@@ -134,7 +152,9 @@ class Block(nn.Module):
         if self.router is not None:
             nn.init.zeros_(self.router.weight)
 
-    def forward(self, h, cos, sin, mem, use_memory=True, kv_raw=None):
+    def forward(self, h, cos, sin, mem, use_memory=True, kv_raw=None, xc=None):
+        if self.engram is not None:
+            h = h + self.engram(h, xc)
         h = h + self.self_attn(self.input_layernorm(h), cos, sin, kv_raw)
         n = self.post_attention_layernorm(h)
         out = h + self.mlp(n)
@@ -171,11 +191,16 @@ class TideLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg, li) for li in range(cfg.n_layers))
+        primes = layer_primes(cfg)
+        self.layers = nn.ModuleList(Block(cfg, li, primes.get(li)) for li in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.eps)
         self.memory = Memory(cfg) if cfg.k > 0 else None
+        # Engram's token-id compression (identity until set_compression gives the tokenizer's).
+        self.register_buffer("engram_compress", torch.arange(cfg.vocab) if cfg.engram_layers
+                             else None)
+        keep = ("router", "lime_mix", "engram.tables", "engram.conv")
         for name, p in self.named_parameters():
-            if p.dim() == 2 and "router" not in name and "lime_mix" not in name:
+            if p.dim() == 2 and not any(k in name for k in keep):
                 nn.init.normal_(p, std=0.02)
         # Scale the residual-writing projections by depth (GPT-2 style) for stable small-model training.
         for blk in self.layers:
@@ -192,11 +217,16 @@ class TideLM(nn.Module):
         mem = self.memory(ids).type_as(h) if self.memory is not None else None
         alphas = []
         kv_raw = [] if self.cfg.lime else None
+        xc = self.engram_compress[ids] if self.engram_compress is not None else None
         for li, blk in enumerate(self.layers):
-            h, a = blk(h, cos, sin, mem, use_memory=li not in layers_off, kv_raw=kv_raw)
+            h, a = blk(h, cos, sin, mem, use_memory=li not in layers_off, kv_raw=kv_raw, xc=xc)
             alphas.append(a)
         logits = F.linear(self.norm(h), self.embed_tokens.weight)
         if return_alpha:
             al = torch.stack(alphas, dim=2) if self.memory is not None else None
             return logits, al
         return logits
+
+    def set_compression(self, table):
+        """Engram's token-id compression table (int64 [vocab], engram.compression_table)."""
+        self.engram_compress.copy_(torch.as_tensor(table, dtype=torch.int64))

@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from model import ModelConfig, TideLM
+import engram
 import evaluate
 import export
 
@@ -41,8 +42,10 @@ def lr_at(step, total, tc):
 def param_groups(model, wd):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        # Matrices decay; embeddings, memory tables and norm gains do not.
-        if p.dim() == 2 and "embed_tokens" not in name and "memory" not in name:
+        # Matrices decay; embeddings, memory tables (TIDE's and Engram's), norm gains and
+        # LIMe's mixing coefficients (an identity to start, not a weight to shrink) do not.
+        keep = ("embed_tokens", "memory", "engram.tables", "lime_mix")
+        if p.dim() == 2 and not any(k in name for k in keep):
             decay.append(p)
         else:
             no_decay.append(p)
@@ -82,7 +85,14 @@ def main():
     data = np.memmap(os.path.join(args.corpus, "train.bin"), dtype=np.uint16, mode="r")
     tokens_per_step = tc["batch"] * tc["seq"] * world
     steps = max(1, tc["tokens"] // tokens_per_step)
-    model = TideLM(cfg).to(device)
+    model = TideLM(cfg)
+    if cfg.engram_layers:
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(os.path.join(args.corpus, "tokenizer.json"))
+        comp = engram.compression_table(tok, cfg.vocab)
+        model.set_compression(comp)
+        print(f"engram: {cfg.vocab} token ids fold to {comp.max() + 1} compressed ids", flush=True)
+    model = model.to(device)
     raw = model
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -92,7 +102,9 @@ def main():
     rng = np.random.default_rng(tc["seed"] + rank)
     it = batches(data, tc["batch"], tc["seq"], rng)
     n_params = sum(p.numel() for p in raw.parameters())
-    n_mem = sum(p.numel() for p in raw.memory.parameters()) if raw.memory is not None else 0
+    # Memory parameters: TIDE's tables and gammas, Engram's hashed tables.
+    n_mem = sum(p.numel() for n, p in raw.named_parameters()
+                if n.startswith("memory.") or "engram.tables" in n)
     if rank == 0:
         print(f"model: {n_params/1e6:.2f}M parameters ({n_mem/1e6:.2f}M in memory tables), "
               f"K={cfg.k}; {steps} steps x {tokens_per_step} tokens on {world} rank(s), {device}",

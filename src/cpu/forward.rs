@@ -3,6 +3,7 @@ use std::sync::Arc;
 use super::ops::{attention, head_rmsnorm, matvec, matvec_weight, rmsnorm, rope, silu};
 use crate::error::{Error, Result};
 use crate::memory::{block_rows, TideMemory};
+use crate::model::engram::{Engram, EngramLayer, DILATION, KERNEL, REACH};
 use crate::model::{Config, Model, Weight};
 
 struct CpuLayer {
@@ -31,6 +32,7 @@ pub struct CpuModel {
     layers: Vec<CpuLayer>,
     /// Tables stay in their stored form; rows are decoded when a token needs them.
     memory: Option<TideMemory>,
+    engram: Option<Engram>,
 }
 
 impl CpuModel {
@@ -60,6 +62,7 @@ impl CpuModel {
             out_norm: m.output_norm.to_f32(),
             layers,
             memory: m.memory.clone(),
+            engram: m.engram.clone(),
         }
     }
 
@@ -78,6 +81,11 @@ impl CpuModel {
             router: Vec::new(),
             post_attn: None,
             memory_off: vec![false; c.n_layers],
+            engram_ids: vec![0; ctx],
+            engram_conv: self
+                .engram
+                .as_ref()
+                .map_or(Vec::new(), |e| vec![vec![0.0; ctx * c.dim]; e.layers.len()]),
         }
     }
 }
@@ -102,6 +110,10 @@ pub struct CpuSession {
     pub post_attn: Option<Vec<f32>>,
     /// Layers whose memory injection is switched off (ablation).
     pub memory_off: Vec<bool>,
+    /// Engram: the compressed id at every position, and per Engram layer the convolution's
+    /// input RMSNorm_c(v~) at every position [ctx, dim].
+    engram_ids: Vec<u64>,
+    engram_conv: Vec<Vec<f32>>,
 }
 
 impl CpuSession {
@@ -171,7 +183,16 @@ impl CpuSession {
                 }
             }
             m.embd.row_f32(tok as usize, &mut h);
+            if let Some(e) = &m.engram {
+                self.engram_ids[pos] = e.compressed(tok);
+            }
             for (li, l) in m.layers.iter().enumerate() {
+                if let Some(e) = &m.engram {
+                    if let Some(ei) = e.layers.iter().position(|x| x.layer == li) {
+                        let conv = &mut self.engram_conv[ei];
+                        engram_add(e, &e.layers[ei], &self.engram_ids, conv, pos, &mut h, c.eps)?;
+                    }
+                }
                 rmsnorm(&mut a, &h, &l.attn_norm, c.eps);
                 matvec_weight(&mut q, &l.wq, &a);
                 let kc = &mut self.k[li][pos * kvd..(pos + 1) * kvd];
@@ -258,6 +279,62 @@ impl CpuSession {
             }
         }
         Ok(&self.logits)
+    }
+}
+
+/// Engram at one layer for the token at `pos` (train/engram.py): gather e_t through the row
+/// stores, k and v, the scalar gate, store RMSNorm_c(v~) in `conv_in` at `pos`, and add
+/// v~ + SiLU(conv) to the residual `h`.
+fn engram_add(
+    e: &Engram,
+    el: &EngramLayer,
+    ids: &[u64],
+    conv_in: &mut [f32],
+    pos: usize,
+    h: &mut [f32],
+    eps: f32,
+) -> Result<()> {
+    let d = h.len();
+    let last = [0, 1, 2].map(|j| if pos >= j { ids[pos - j] } else { e.pad });
+    let mut rows = Vec::new();
+    e.hash(el, last, &mut rows);
+    let (hd, mut mem) = (e.head_dim, vec![0f32; e.d_mem()]);
+    let mut raw = Vec::new();
+    for ((store, &r), o) in el.tables.iter().zip(&rows).zip(mem.chunks_exact_mut(hd)) {
+        store.gather(&[r], &mut raw)?;
+        crate::model::dtype::dequantize(e.dtype, &raw, o);
+    }
+    let (mut k, mut v) = (vec![0f32; d], vec![0f32; d]);
+    matvec(&mut k, &el.key, &mem);
+    matvec(&mut v, &el.value, &mem);
+    k.iter_mut().zip(&el.key_bias).for_each(|(x, b)| *x += b);
+    v.iter_mut().zip(&el.value_bias).for_each(|(x, b)| *x += b);
+    let (mut nh, mut nk) = (vec![0f32; d], vec![0f32; d]);
+    rmsnorm(&mut nh, h, &el.norm_h, eps);
+    rmsnorm(&mut nk, &k, &el.norm_k, eps);
+    let dot = nh.iter().zip(&nk).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt();
+    let g = 1.0 / (1.0 + (-(dot.abs().max(1e-6).sqrt() * sign0(dot))).exp());
+    v.iter_mut().for_each(|x| *x *= g);
+    rmsnorm(&mut conv_in[pos * d..(pos + 1) * d], &v, &el.norm_c, eps);
+    for (ch, (x, vt)) in h.iter_mut().zip(&v).enumerate() {
+        let mut acc = 0.0;
+        for i in 0..KERNEL {
+            // Tap i reads position pos - REACH + DILATION i; before the start it reads zero.
+            if let Some(p) = (pos + DILATION * i).checked_sub(REACH) {
+                acc += el.conv[ch * KERNEL + i] * conv_in[p * d + ch];
+            }
+        }
+        *x += vt + silu(acc);
+    }
+    Ok(())
+}
+
+/// sign(x), 0 at 0 (torch.sign).
+fn sign0(x: f32) -> f32 {
+    if x == 0.0 {
+        0.0
+    } else {
+        x.signum()
     }
 }
 

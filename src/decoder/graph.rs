@@ -139,6 +139,9 @@ impl GpuDecoder {
         if let Some(m) = &model.memory {
             self.setup_memory(m)?;
         }
+        if let Some(e) = &model.engram {
+            self.setup_engram(e)?;
+        }
         let mut weight_bytes = embd.bytes();
         let mut keep = vec![rope.clone()];
         let mut weights = Vec::new();
@@ -175,6 +178,8 @@ impl GpuDecoder {
             )
         });
         for (li, l) in model.layers.iter().enumerate() {
+            // Engram adds to h before the attention reads it.
+            self.push_engram(li, &mut keep)?;
             let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
             let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
             let kv = self.kv_cache();

@@ -15,6 +15,7 @@
 //! - specs.rs: the kernels as data, shared with the kernel tests;
 //! - quick_start.rs: quick-to-compile twins first, the fast forms once a run is long.
 mod cpu_adapter;
+mod engram;
 mod graph;
 mod plan;
 mod quick_start;
@@ -91,6 +92,7 @@ pub struct GpuDecoder {
     pending: Option<wgpu::CommandEncoder>,
     cur: Step,
     memory: Option<GpuMemory>,
+    engram: Option<engram::GpuEngram>,
     all_logits: Option<TokenHead>,
     /// The final norm and LM head, kept for building `all_logits` on demand.
     head: Option<(usize, wgpu::Buffer)>,
@@ -242,6 +244,7 @@ impl GpuDecoder {
             pending: None,
             cur: Step::default(),
             memory: None,
+            engram: None,
             all_logits: None,
             head: None,
             profile: None,

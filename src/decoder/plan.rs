@@ -238,6 +238,13 @@ impl GpuDecoder {
                 .write_buffer(&self.buf.ids, 0, bytemuck::cast_slice(chunk));
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             self.upload_memory_rows(chunk, &mut enc)?;
+            if self.engram.is_some() {
+                let (slot, p0) = (self.slot, self.pos);
+                let toks: Vec<_> = (chunk.iter().enumerate())
+                    .map(|(i, &t)| (slot, p0 + i, t))
+                    .collect();
+                self.upload_engram_rows(&toks)?;
+            }
             #[cfg(not(target_arch = "wasm32"))]
             if self.profile.is_some() {
                 self.ctx.queue.submit([enc.finish()]);

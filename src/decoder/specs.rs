@@ -299,6 +299,70 @@ pub fn lime_mix(
     }
 }
 
+/// Engram's projection (engram.wgsl, entry `project`): k | v of each token from its decoded
+/// rows E [n_tok, d_mem]; one lane per (output, token).
+pub fn engram_project(dim: usize, d_mem: usize) -> Spec {
+    Spec {
+        shader: "engram",
+        entry: "project",
+        defs: engram_defs(dim, d_mem, 0.0).flag("PROJECT", true),
+        bindings: vec![
+            slot(0, "step", Binding::Uniform),
+            slot(1, "W", Binding::Read),
+            slot(2, "B", Binding::Read),
+            slot(3, "E", Binding::Read),
+            slot(4, "KV", Binding::ReadWrite),
+        ],
+        x: (2 * dim as u32).div_ceil(64),
+        tokens_per_y: 1,
+    }
+}
+
+/// Engram's gate (entry `gate`): v~ = g v and the convolution's input row at each token's
+/// position; one workgroup per token.
+pub fn engram_gate(dim: usize, d_mem: usize, eps: f32) -> Spec {
+    Spec {
+        shader: "engram",
+        entry: "gate",
+        defs: engram_defs(dim, d_mem, eps).flag("GATE", true),
+        bindings: vec![
+            slot(0, "step", Binding::Uniform),
+            slot(1, "H", Binding::Read),
+            slot(2, "KV", Binding::Read),
+            slot(3, "NORMS", Binding::Read),
+            slot(4, "VT", Binding::ReadWrite),
+            slot(5, "CONV", Binding::ReadWrite),
+        ],
+        x: 1,
+        tokens_per_y: 1,
+    }
+}
+
+/// Engram's convolution and residual add (entry `conv`); one lane per (channel, token).
+pub fn engram_conv(dim: usize) -> Spec {
+    Spec {
+        shader: "engram",
+        entry: "conv",
+        defs: engram_defs(dim, 4, 0.0).flag("CONV_ADD", true),
+        bindings: vec![
+            slot(0, "step", Binding::Uniform),
+            slot(1, "H", Binding::ReadWrite),
+            slot(2, "VT", Binding::Read),
+            slot(3, "CONV", Binding::Read),
+            slot(4, "TAPS", Binding::Read),
+        ],
+        x: (dim as u32).div_ceil(64),
+        tokens_per_y: 1,
+    }
+}
+
+fn engram_defs(dim: usize, d_mem: usize, eps: f32) -> Defines {
+    Defines::new()
+        .set("D", dim)
+        .set("DM", d_mem)
+        .set("EPS", format!("{eps:e}"))
+}
+
 /// Give the bindings numbered in `changes` their new kind (a binding not present stays absent).
 fn retype(bindings: &mut [Slot], changes: &[(u32, Binding)]) {
     for b in bindings.iter_mut() {

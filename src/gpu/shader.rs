@@ -25,6 +25,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("head_norm", include_str!("../../shaders/head_norm.wgsl")),
     ("lime", include_str!("../../shaders/lime.wgsl")),
+    ("engram", include_str!("../../shaders/engram.wgsl")),
     ("embed", include_str!("../../shaders/embed.wgsl")),
     ("sample", include_str!("../../shaders/sample.wgsl")),
     ("memory", include_str!("../../shaders/memory.wgsl")),

@@ -462,6 +462,7 @@ impl Model {
             layers,
             tokenizer,
             memory,
+            engram: None,
             token_counts: None,
         };
         model.validate()?;

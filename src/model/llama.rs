@@ -38,6 +38,8 @@ pub struct Model {
     pub tokenizer: TokenizerInfo,
     /// TIDE memory tables and routers; None for a plain (K = 0) model.
     pub memory: Option<super::tide::TideMemory>,
+    /// Engram's hashed n-gram memory (model/engram.rs); None without it.
+    pub engram: Option<super::engram::Engram>,
     /// How often each id occurs in the training corpus (frequency deciles in `tide eval`).
     pub token_counts: Option<Vec<u64>>,
 }

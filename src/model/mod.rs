@@ -6,6 +6,7 @@ pub mod dtype;
 // Not in the wasm module: the page fetches the same files from `tide serve` (and caches them).
 #[cfg(not(target_arch = "wasm32"))]
 pub mod embedded;
+pub mod engram;
 pub mod files;
 pub mod gguf;
 mod llama;

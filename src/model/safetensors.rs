@@ -219,9 +219,12 @@ pub fn model_from_tensors(
     set: TensorSet,
     tied: bool,
     lime: bool,
+    engram: Option<&serde_json::Value>,
     tokenizer: TokenizerInfo,
 ) -> Result<Model> {
+    let mut set = set;
     let memory = super::tide::TideMemory::from_set(source, &set, &config)?;
+    let engram = super::engram::Engram::from_set(source, &mut set, &config, engram)?;
     let token_counts = token_counts(source, &set, config.vocab)?;
     let mut tensors = set.weights;
     // Qwen2's q/k/v biases and Qwen3's q/k norms: taken in every layer when layer 0 has them.
@@ -295,6 +298,7 @@ pub fn model_from_tensors(
         layers,
         tokenizer,
         memory,
+        engram,
         token_counts,
     };
     m.validate()?;
@@ -340,5 +344,5 @@ pub fn model_from_parts(
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
     let lime = cfg.get("lime").and_then(|v| v.as_bool()).unwrap_or(false);
-    model_from_tensors(source, config, set, tied, lime, tok)
+    model_from_tensors(source, config, set, tied, lime, cfg.get("engram"), tok)
 }

@@ -291,6 +291,7 @@ pub fn synthetic(name: &str) -> Result<Model> {
     let memory = random_memory(&config, k)?;
     let m = Model {
         memory,
+        engram: None,
         token_counts: None,
         source: format!("synthetic:{name}"),
         config,

@@ -96,7 +96,7 @@ pub fn first_bad_row(dtype: DType, b: &[u8], rb: usize) -> Option<usize> {
 /// First row of a stored table holding a non-finite value. The scan goes in pieces of 8 MB,
 /// letting the OS drop each piece's file pages after it: a mapped table then costs memory only
 /// for the rows steps read (the point of streaming them), even at its peak.
-fn first_non_finite(w: &Weight) -> Option<usize> {
+pub(crate) fn first_non_finite(w: &Weight) -> Option<usize> {
     let rb = w.dtype().row_bytes(w.cols())?.max(1);
     let per = (8 << 20) / rb * rb;
     let bytes = w.bytes();
@@ -388,7 +388,7 @@ impl TideMemory {
 }
 
 /// One stored table: float [V, d], or bytes [V, row_bytes] of a block-quantised type.
-fn table(
+pub(crate) fn table(
     file: &str,
     set: &TensorSet,
     name: &str,

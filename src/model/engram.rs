@@ -1,0 +1,325 @@
+//! Engram (../shared/spec/models.md §4, train/engram.py): hashed 2- and 3-gram memory added to
+//! the residual before attention at a few layers. This module binds its tensors
+//! (docs/format.md) and hashes on the host; the CPU reference (cpu/forward.rs) and the GPU
+//! (decoder/engram.rs) compute the rest.
+//!
+//! Per Engram layer and position t, with x' the compressed ids (PAD before the start):
+//!   s_n = XOR_{j<n} x'_{t-j} * r_j,  row of head k of order n = s_n mod p_{n,k}
+//! Each (order, head) table has its own row store (streamed, cached and counted like TIDE's).
+use std::sync::Arc;
+
+use super::{Config, DType, TensorSet, Weight};
+use crate::error::{format_err, Error, Result};
+use crate::memory::store::{LocalTables, RowStore};
+
+/// The n-gram orders (a head of order n hashes the last n compressed ids).
+pub const ORDERS: [usize; 2] = [2, 3];
+/// The short convolution: taps at t, t-3, t-6, t-9.
+pub const KERNEL: usize = 4;
+pub const DILATION: usize = 3;
+/// Past positions the convolution reads.
+pub const REACH: usize = (KERNEL - 1) * DILATION;
+
+#[derive(Debug, Clone)]
+pub struct EngramLayer {
+    /// The decoder layer it is injected at (before that layer's attention).
+    pub layer: usize,
+    /// r_0..r_2 (odd; x' * r never overflows 63 bits, so u64 arithmetic is exact).
+    pub multipliers: [u64; 3],
+    /// [order][head] moduli (distinct primes; table rows).
+    pub primes: Vec<Vec<u64>>,
+    /// One row store per (order, head), order-major: a table of `primes[o][h]` rows.
+    pub tables: Vec<RowStore>,
+    /// W_K and W_V [dim, d_mem] as f32, row-major, and their biases [dim].
+    pub key: Vec<f32>,
+    pub key_bias: Vec<f32>,
+    pub value: Vec<f32>,
+    pub value_bias: Vec<f32>,
+    /// RMSNorm weights of h, k and of v~ before the convolution.
+    pub norm_h: Vec<f32>,
+    pub norm_k: Vec<f32>,
+    pub norm_c: Vec<f32>,
+    /// Depthwise taps [dim, KERNEL]: tap i reads position t - REACH + DILATION i.
+    pub conv: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Engram {
+    pub source: String,
+    /// Token id -> compressed id.
+    pub compress: Vec<u32>,
+    /// The id hashed for positions before the start.
+    pub pad: u64,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// The tables' stored type (all tables share it: one gather kernel decodes them).
+    pub dtype: DType,
+    pub layers: Vec<EngramLayer>,
+}
+
+impl Engram {
+    /// Stored rows per token per layer: orders x heads.
+    pub fn tables_per_layer(&self) -> usize {
+        ORDERS.len() * self.heads
+    }
+
+    /// Width of the concatenated rows e_t.
+    pub fn d_mem(&self) -> usize {
+        self.tables_per_layer() * self.head_dim
+    }
+
+    /// Bytes of one stored row.
+    pub fn row_bytes(&self) -> usize {
+        self.dtype.row_bytes(self.head_dim).unwrap_or(0)
+    }
+
+    /// The Engram layer injected at decoder layer `l`, if any.
+    pub fn at(&self, l: usize) -> Option<&EngramLayer> {
+        self.layers.iter().find(|e| e.layer == l)
+    }
+
+    /// Compressed id of token `t` (ids were checked against the vocabulary by the caller).
+    pub fn compressed(&self, t: u32) -> u64 {
+        self.compress.get(t as usize).copied().unwrap_or(0) as u64
+    }
+
+    /// Table rows of one token for layer `e`: `last` = (x'_t, x'_{t-1}, x'_{t-2}) with PAD
+    /// for positions before the start; out gets orders x heads rows, order-major.
+    pub fn hash(&self, e: &EngramLayer, last: [u64; 3], out: &mut Vec<u32>) {
+        let mut s = last[0].wrapping_mul(e.multipliers[0]);
+        let mut j = 1;
+        for (o, &n) in ORDERS.iter().enumerate() {
+            while j < n {
+                s ^= last[j].wrapping_mul(e.multipliers[j]);
+                j += 1;
+            }
+            out.extend(e.primes[o].iter().map(|&p| (s % p) as u32));
+        }
+    }
+
+    /// Bind the Engram tensors of a model whose config.json has an "engram" entry (`conf`).
+    /// Without the entry, Engram tensors in the file are refused (they would be dropped).
+    pub fn from_set(
+        file: &str,
+        set: &mut TensorSet,
+        c: &Config,
+        conf: Option<&serde_json::Value>,
+    ) -> Result<Option<Engram>> {
+        let Some(conf) = conf else {
+            if let Some(n) = set
+                .weights
+                .keys()
+                .chain(set.raw.keys())
+                .find(|n| n.starts_with("engram.") || n.contains(".engram."))
+            {
+                return Err(format_err(
+                    file,
+                    format!("holds Engram tensor '{n}' but config.json has no \"engram\" entry"),
+                ));
+            }
+            return Ok(None);
+        };
+        let bad = |m: String| Err(format_err(file, format!("config.json \"engram\": {m}")));
+        let num = |k: &str| conf.get(k).and_then(|v| v.as_u64());
+        let list = |k: &str| -> Option<Vec<u64>> {
+            conf.get(k)?
+                .as_array()?
+                .iter()
+                .map(|v| v.as_u64())
+                .collect()
+        };
+        let (Some(heads), Some(head_dim)) = (num("heads"), num("head_dim")) else {
+            return bad("needs integer \"heads\" and \"head_dim\"".into());
+        };
+        let (heads, head_dim) = (heads as usize, head_dim as usize);
+        if !(1..=16).contains(&heads) || head_dim == 0 || head_dim > 1024 || head_dim % 32 != 0 {
+            return bad(format!(
+                "heads {heads} (1..=16) and head_dim {head_dim} (a multiple of 32, at most 1024)"
+            ));
+        }
+        if list("orders").as_deref().is_some_and(|o| o != [2, 3]) {
+            return bad("orders must be [2, 3]".into());
+        }
+        if num("kernel").is_some_and(|k| k != KERNEL as u64)
+            || num("dilation").is_some_and(|d| d != DILATION as u64)
+        {
+            return bad(format!("kernel must be {KERNEL} and dilation {DILATION}"));
+        }
+        let Some(layers) = list("layers") else {
+            return bad("needs \"layers\", a list of layer indices".into());
+        };
+        let mut seen = Vec::new();
+        for &l in &layers {
+            if l as usize >= c.n_layers || seen.contains(&l) {
+                return bad(format!(
+                    "layer {l} is out of range or repeated ({} layers)",
+                    c.n_layers
+                ));
+            }
+            seen.push(l);
+        }
+        let pad = num("pad").unwrap_or(c.vocab as u64);
+        if pad > c.vocab as u64 {
+            return bad(format!("pad {pad} exceeds the vocabulary {}", c.vocab));
+        }
+        let dtype = match conf.get("rows").and_then(|v| v.as_str()).unwrap_or("f32") {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            "q8_0" => DType::Q8_0,
+            "q4_1" => DType::Q4_1,
+            other => return bad(format!("rows '{other}' is not one of f32, f16, q8_0, q4_1")),
+        };
+        let compress = int_tensor(file, set, "engram.compress", &[c.vocab])?;
+        if let Some(&x) = compress.iter().find(|&&x| x >= c.vocab as u64) {
+            return Err(format_err(
+                file,
+                format!(
+                    "engram.compress holds {x}, not a compressed id below {}",
+                    c.vocab
+                ),
+            ));
+        }
+        let compress: Vec<u32> = compress.into_iter().map(|x| x as u32).collect();
+        let d_mem = ORDERS.len() * heads * head_dim;
+        let d = c.dim;
+        let mut out = Vec::with_capacity(layers.len());
+        for &l in &layers {
+            let p = format!("model.layers.{l}.engram");
+            let m = int_tensor(file, set, &format!("{p}.multipliers"), &[3])?;
+            // x' <= vocab, so r below 2^63 / (vocab + 1) keeps every product exact.
+            let limit = (i64::MAX as u64) / (c.vocab as u64 + 1);
+            if m.iter().any(|&r| r % 2 == 0 || r >= limit) {
+                return Err(format_err(
+                    file,
+                    format!("{p}.multipliers must be odd and below {limit}"),
+                ));
+            }
+            let pr = int_tensor(file, set, &format!("{p}.primes"), &[ORDERS.len(), heads])?;
+            if pr.iter().any(|&q| q < 2 || q > u32::MAX as u64) {
+                return Err(format_err(
+                    file,
+                    format!("{p}.primes must be moduli in 2..2^32"),
+                ));
+            }
+            let primes: Vec<Vec<u64>> = pr.chunks(heads).map(|r| r.to_vec()).collect();
+            let mut tables = Vec::new();
+            for (o, row) in primes.iter().enumerate() {
+                for (h, &rows) in row.iter().enumerate() {
+                    let name = format!("engram.{l}.table.{o}.{h}");
+                    let w = super::tide::table(file, set, &name, dtype, rows as usize, head_dim)?;
+                    if let Some(r) = super::tide::first_non_finite(&w) {
+                        return Err(format_err(
+                            file,
+                            format!("tensor '{name}' holds a NaN or infinite value in row {r}"),
+                        ));
+                    }
+                    let rb = dtype.row_bytes(head_dim).unwrap_or(0);
+                    let src = LocalTables {
+                        tables: vec![w],
+                        source: format!("{file} ({name})"),
+                    };
+                    tables.push(RowStore::new(Arc::new(src), 1, rows as usize, rb));
+                }
+            }
+            let f = |n: &str, shape: &[usize]| -> Result<Vec<f32>> {
+                let name = format!("{p}.{n}");
+                let w = take(file, set, &name, shape)?;
+                let v = w.to_f32();
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(format_err(
+                        file,
+                        format!("'{name}' holds a NaN or infinity"),
+                    ));
+                }
+                Ok(v)
+            };
+            out.push(EngramLayer {
+                layer: l as usize,
+                multipliers: [m[0], m[1], m[2]],
+                primes,
+                tables,
+                key: f("key_proj.weight", &[d, d_mem])?,
+                key_bias: f("key_proj.bias", &[d])?,
+                value: f("value_proj.weight", &[d, d_mem])?,
+                value_bias: f("value_proj.bias", &[d])?,
+                norm_h: f("norm_h.weight", &[d])?,
+                norm_k: f("norm_k.weight", &[d])?,
+                norm_c: f("norm_c.weight", &[d])?,
+                conv: f("conv", &[d, KERNEL])?,
+            });
+        }
+        out.sort_by_key(|e| e.layer);
+        Ok(Some(Engram {
+            source: file.to_string(),
+            compress,
+            pad,
+            heads,
+            head_dim,
+            dtype,
+            layers: out,
+        }))
+    }
+}
+
+/// A float tensor with its shape checked.
+fn take(file: &str, set: &TensorSet, name: &str, shape: &[usize]) -> Result<Weight> {
+    let w = set.weights.get(name).ok_or_else(|| Error::MissingTensor {
+        file: file.into(),
+        tensor: name.into(),
+    })?;
+    if w.info.shape != shape {
+        return Err(Error::Shape {
+            file: file.into(),
+            tensor: name.into(),
+            expected: shape.to_vec(),
+            got: w.info.shape.clone(),
+        });
+    }
+    Ok(w.clone())
+}
+
+/// An integer tensor (I64, U64, I32 or U32; negative values refused) as u64.
+fn int_tensor(file: &str, set: &TensorSet, name: &str, shape: &[usize]) -> Result<Vec<u64>> {
+    let r = set.raw.get(name).ok_or_else(|| Error::MissingTensor {
+        file: file.into(),
+        tensor: name.into(),
+    })?;
+    if r.shape != shape {
+        return Err(Error::Shape {
+            file: file.into(),
+            tensor: name.into(),
+            expected: shape.to_vec(),
+            got: r.shape.clone(),
+        });
+    }
+    let b = r.bytes();
+    let v: Vec<i128> = match r.dtype.as_str() {
+        "I64" => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as i128)
+            .collect(),
+        "U64" => b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i128)
+            .collect(),
+        "I32" => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i128)
+            .collect(),
+        "U32" => b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i128)
+            .collect(),
+        other => {
+            return Err(Error::UnsupportedType {
+                file: file.into(),
+                tensor: name.into(),
+                ty: other.into(),
+            })
+        }
+    };
+    if v.iter().any(|&x| x < 0) {
+        return Err(format_err(file, format!("'{name}' holds a negative value")));
+    }
+    Ok(v.into_iter().map(|x| x as u64).collect())
+}
