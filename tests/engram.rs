@@ -154,3 +154,58 @@ fn gpu_matches_pytorch() {
         }
     }
 }
+
+/// A model directory holding `config` and `st` (a broken copy of the fixture), loaded.
+fn load_err(config: &serde_json::Value, st: &common::st_file::StFile, name: &str) -> String {
+    let tmp = std::env::temp_dir().join(format!("tide_engram_{}_{name}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let p = common::st_file::write_st(st, name);
+    std::fs::rename(&p, tmp.join("model.safetensors")).unwrap();
+    std::fs::write(tmp.join("config.json"), config.to_string()).unwrap();
+    let e = model::load(&tmp).err().map(|e| e.to_string());
+    std::fs::remove_dir_all(&tmp).ok();
+    e.unwrap_or_else(|| panic!("{name}: loaded"))
+}
+
+/// Bad Engram files are refused with the tensor or setting named: tensors without the config
+/// entry, a missing table, an even multiplier, a compressed id beyond the vocabulary, a table
+/// whose rows do not match its prime.
+#[test]
+fn bad_engram_files_are_refused() {
+    use common::st_file::{read_st, tensor};
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("config.json")).unwrap()).unwrap();
+    let good = || read_st(&dir().join("model.safetensors"));
+    let mut plain = cfg.clone();
+    plain.as_object_mut().unwrap().remove("engram");
+    let e = load_err(&plain, &good(), "no-entry");
+    assert!(e.contains("Engram tensor") && e.contains("\"engram\""), "{e}");
+
+    let mut f = good();
+    f.tensors.retain(|t| t.0 != "engram.2.table.1.1");
+    let e = load_err(&cfg, &f, "no-table");
+    assert!(e.contains("engram.2.table.1.1"), "{e}");
+
+    let mut f = good();
+    tensor(&mut f, "model.layers.0.engram.multipliers").3[0..8]
+        .copy_from_slice(&2i64.to_le_bytes());
+    let e = load_err(&cfg, &f, "even");
+    assert!(e.contains("model.layers.0.engram.multipliers") && e.contains("odd"), "{e}");
+
+    let mut f = good();
+    tensor(&mut f, "engram.compress").3[8..16].copy_from_slice(&500i64.to_le_bytes());
+    let e = load_err(&cfg, &f, "compress");
+    assert!(e.contains("engram.compress") && e.contains("500"), "{e}");
+
+    let mut f = good();
+    let t = tensor(&mut f, "model.layers.2.engram.primes");
+    let p = u64::from_le_bytes(t.3[0..8].try_into().unwrap());
+    t.3[0..8].copy_from_slice(&(p + 2).to_le_bytes());
+    let e = load_err(&cfg, &f, "prime");
+    assert!(e.contains("engram.2.table.0.0"), "{e}");
+
+    let mut bad = cfg.clone();
+    bad["engram"]["layers"] = serde_json::json!([0, 7]);
+    let e = load_err(&bad, &good(), "layer");
+    assert!(e.contains("layer 7"), "{e}");
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use common::data::{
-    as_f32, cols_for, AttentionCase, EmbedCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase,
+    as_f32, cols_for, AttentionCase, EmbedCase, EngramCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase,
     RouterCase, SampleCase, ALL,
 };
 use common::fused::{ResidualMemoryCase, StoreCase, SwigluRouterCase};
@@ -624,4 +624,16 @@ fn lime_mix_of_earlier_layers() {
     let c = LimeCase::new(&mut Rng(17));
     let out = dispatch(&ctx, &c.spec(), c.data(), c.n_tok);
     c.check(&out);
+}
+
+/// Engram's projection, gate and convolution (engram.wgsl) for tokens of three sequences at
+/// their own positions and slots (tests/common/data.rs, EngramCase).
+#[test]
+fn engram_project_gate_conv() {
+    let ctx = gpu();
+    let c = EngramCase::new(&mut Rng(19));
+    for s in c.specs() {
+        let out = dispatch(&ctx, &s, c.data(&s), c.toks.len() as u32);
+        c.check(&s, &out);
+    }
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::data::{
-    as_f32, AttentionCase, EmbedCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase,
+    as_f32, AttentionCase, EmbedCase, EngramCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase,
     SampleCase, ALL,
 };
 use common::fused::{ResidualMemoryCase, StoreCase, SwigluRouterCase};
@@ -262,7 +262,8 @@ async fn attention_gqa_causal() {
     }
 }
 
-/// LIMe's mix of earlier layers' raw k and v heads (lime.wgsl), and attention over tokens of
+/// LIMe's mix of earlier layers' raw k and v heads (lime.wgsl), Engram's projection, gate
+/// and convolution (engram.wgsl), and attention over tokens of
 /// several sequences at their own positions and slots (the server's shared steps).
 #[wasm_bindgen_test]
 async fn lime_mix_and_attention_in_slots() {
@@ -270,6 +271,11 @@ async fn lime_mix_and_attention_in_slots() {
     let c = LimeCase::new(&mut Rng(17));
     let out = run_spec(&ctx, &c.spec(), &c.data(), c.n_tok).await;
     c.check(&out);
+    let c = EngramCase::new(&mut Rng(19));
+    for s in c.specs() {
+        let out = run_spec(&ctx, &s, &c.data(&s), c.toks.len() as u32).await;
+        c.check(&s, &out);
+    }
     let toks = [(2u32, 0u32), (0, 79), (3, 5)];
     let c = AttentionCase::seqs(&mut Rng(15), 16, 5, &toks);
     for s in c.seqs_specs() {

@@ -1,5 +1,6 @@
 """Tests of the training pipeline (CPU, about a minute): quantisers against their formulas, the
 export -> load round trip, LIMe's mixing (the identity is the backbone; export round trip),
+Engram (hash formula, causality, compression table, export round trip),
 and a short training run, plain and under torchrun (DDP, 2 ranks),
 that must lower the loss and export a model directory the runtime's loader layout expects.
 
@@ -87,6 +88,53 @@ def test_lime():
         assert conf["lime"] is True
         got = load(d)[0](ids)
         assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_engram():
+    """Engram: the hash against the formula in Python integers, causality (a prefix's logits do
+    not depend on what follows; the convolution and n-grams look back only), the compression
+    table's normalisation, and the export round trip (f32 rows exact, 4-bit rows close)."""
+    import engram
+    torch.manual_seed(2)
+    cfg = ModelConfig(vocab=64, dim=32, n_layers=3, n_heads=4, n_kv_heads=2, ffn_dim=64, ctx=32,
+                      engram_layers=(0, 2), engram_heads=2, engram_head_dim=32, engram_rows=17)
+    m = TideLM(cfg)
+    m.set_compression(np.arange(64) % 40)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4]])
+    eg = m.layers[2].engram
+    got = eg.indices(m.engram_compress[ids])[0]
+    x = [int(v) % 40 for v in ids[0]]
+    r = [int(v) for v in eg.multipliers]
+    primes = eg.primes.tolist()
+    # Every table of the model has its own prime modulus.
+    all_p = [p for li in cfg.engram_layers for row in m.layers[li].engram.primes.tolist()
+             for p in row]
+    assert len(set(all_p)) == len(all_p) and all(engram.is_prime(p) for p in all_p)
+    for t in range(len(x)):
+        prev = lambda j: x[t - j] if t >= j else cfg.vocab  # noqa: E731
+        s2 = (prev(0) * r[0]) ^ (prev(1) * r[1])
+        s3 = s2 ^ (prev(2) * r[2])
+        want = [s2 % p + int(eg.offsets[0, k]) for k, p in enumerate(primes[0])] + \
+               [s3 % p + int(eg.offsets[1, k]) for k, p in enumerate(primes[1])]
+        assert got[t].tolist() == want, (t, got[t].tolist(), want)
+    with torch.no_grad():
+        want = m(ids)
+        assert torch.allclose(m(ids[:, :11]), want[:, :11], atol=1e-5)
+        base = TideLM(ModelConfig(**{**cfg.to_dict(), "engram_layers": ()}))
+        base.load_state_dict({k: v for k, v in m.state_dict().items()
+                              if "engram" not in k}, strict=True)
+        assert (base(ids) - want).abs().max() > 1e-3  # Engram changes the logits
+    assert engram.normalise(" Élan\t") == "elan" and engram.normalise("\n\n") == " "
+    assert engram.normalise("ﬁne") == "fine"  # NFKC folds the ligature
+    with tempfile.TemporaryDirectory() as d:
+        export(m, None, None, d, rows="f32", backbone_dtype=np.float32)
+        conf = json.load(open(os.path.join(d, "config.json")))
+        assert conf["engram"]["layers"] == [0, 2] and conf["engram"]["pad"] == 64
+        got = load(d)[0](ids)
+        assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+        export(m, None, None, d, backbone_dtype=np.float32)
+        diff = (load(d)[0](ids) - want).abs().max().item()
+        assert 0 < diff < 0.5, diff
 
 
 def make_corpus(d):

@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// its own --prompt-len prompt, --gen steps each, and report the aggregate tokens/s.
     #[arg(long, value_delimiter = ',')]
     pub seqs: Vec<usize>,
+    /// Trained model directories to decode side by side (the first is the baseline): tok/s,
+    /// overhead, GPU buffers and host tables of each (docs/results.md).
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Vec<std::path::PathBuf>,
 }
 
 /// This process's peak resident memory so far, in MB (Linux: VmHWM; None elsewhere).
@@ -111,6 +115,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if !a.seqs.is_empty() {
         return super::bench_seqs::run(a);
+    }
+    if !a.variants.is_empty() {
+        return super::bench_variants::run(&a);
     }
     let (m, mut e) = load_for(&a, 0)?;
     e.finish_compiles()?;

@@ -158,6 +158,10 @@ impl ModelArgs {
 
     /// Size the memory row cache and fill it from the token counts (most frequent first).
     fn setup_row_cache(&self, m: &Model) -> Result<()> {
+        // Engram's tables: the same budget rule, no warm-up (rows are hashed n-grams).
+        if let Some(e) = &m.engram {
+            e.set_cache_bytes(self.cache_bytes(e.table_bytes())?);
+        }
         let Some(mem) = &m.memory else {
             return Ok(());
         };
@@ -255,6 +259,13 @@ impl ModelArgs {
 pub fn memory_json(m: &Model) -> serde_json::Value {
     m.memory.as_ref().map_or(serde_json::Value::Null, |mem| {
         serde_json::to_value(mem.rows.stats()).unwrap_or_default()
+    })
+}
+
+/// Engram's row stores' counters, summed (null for a model without Engram).
+pub fn engram_json(m: &Model) -> serde_json::Value {
+    m.engram.as_ref().map_or(serde_json::Value::Null, |e| {
+        serde_json::to_value(e.stats()).unwrap_or_default()
     })
 }
 

@@ -160,6 +160,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         j["window"] = p.window.into();
         j["windows"] = p.max_windows.into();
         j["memory"] = super::common::memory_json(&p.model);
+        if p.model.engram.is_some() {
+            j["engram_rows"] = super::common::engram_json(&p.model);
+        }
         println!("{}", serde_json::to_string(&j)?);
         return Ok(());
     }

@@ -97,6 +97,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         v["adapter"] = serde_json::Value::String(adapter);
         v["sampler"] = serde_json::to_value(&sampler.cfg)?;
         v["memory"] = super::common::memory_json(&m);
+        if m.engram.is_some() {
+            v["engram_rows"] = super::common::engram_json(&m);
+        }
         println!("{}", serde_json::to_string(&v)?);
     } else {
         println!();

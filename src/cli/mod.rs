@@ -4,6 +4,7 @@ mod api_worker;
 mod bench;
 mod bench_memory;
 mod bench_seqs;
+mod bench_variants;
 mod chat;
 mod common;
 mod compress;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::{Config, DType, TensorSet, Weight};
 use crate::error::{format_err, Error, Result};
-use crate::memory::store::{LocalTables, RowStore};
+use crate::memory::store::{LocalTables, MemoryStats, RowStore};
 
 /// The n-gram orders (a head of order n hashes the last n compressed ids).
 pub const ORDERS: [usize; 2] = [2, 3];
@@ -95,6 +95,37 @@ impl Engram {
             }
             out.extend(e.primes[o].iter().map(|&p| (s % p) as u32));
         }
+    }
+
+    fn stores(&self) -> impl Iterator<Item = &RowStore> {
+        self.layers.iter().flat_map(|l| &l.tables)
+    }
+
+    /// Bytes of all the stored tables.
+    pub fn table_bytes(&self) -> u64 {
+        self.stores().map(|s| s.table_bytes()).sum()
+    }
+
+    /// Give the row caches `bytes` in all, shared in proportion to the tables' sizes.
+    pub fn set_cache_bytes(&self, bytes: usize) {
+        let all = self.table_bytes().max(1) as f64;
+        for s in self.stores() {
+            s.set_cache_bytes((bytes as f64 * s.table_bytes() as f64 / all) as usize);
+        }
+    }
+
+    /// The row stores' counters, summed over every table.
+    pub fn stats(&self) -> MemoryStats {
+        self.stores().fold(MemoryStats::default(), |a, s| {
+            let b = s.stats();
+            MemoryStats {
+                rows_requested: a.rows_requested + b.rows_requested,
+                hits: a.hits + b.hits,
+                misses: a.misses + b.misses,
+                bytes_fetched: a.bytes_fetched + b.bytes_fetched,
+                resident_bytes: a.resident_bytes + b.resident_bytes,
+            }
+        })
     }
 
     /// Bind the Engram tensors of a model whose config.json has an "engram" entry (`conf`).

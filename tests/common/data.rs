@@ -1185,3 +1185,148 @@ impl LimeCase {
         );
     }
 }
+
+/// Engram's kernels (engram.wgsl) for three tokens of three sequences at their own positions
+/// and slots (two of them close enough to the start that some convolution taps fall before
+/// it): the projection, the gate (v~ and the history row at each token's position) and the
+/// convolution with the residual add, each from inputs computed here.
+pub struct EngramCase {
+    pub toks: Vec<(u32, u32)>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    e: Vec<f32>,
+    kv: Vec<f32>,
+    h: Vec<f32>,
+    norms: Vec<f32>,
+    vt: Vec<f32>,
+    conv_before: Vec<f32>,
+    conv_after: Vec<f32>,
+    taps: Vec<f32>,
+    h_after: Vec<f32>,
+}
+
+const ENGRAM: (usize, usize, usize, f32) = (48, 64, 64, 1e-5); // dim, d_mem, ctx, eps
+
+impl EngramCase {
+    pub fn new(rng: &mut Rng) -> Self {
+        let (d, dm, ctx, eps) = ENGRAM;
+        let toks = vec![(2u32, 0u32), (12, ctx as u32), (9, 2 * ctx as u32)];
+        let n = toks.len();
+        let w = rng.vec(2 * d * dm, 0.2);
+        let b = rng.vec(2 * d, 0.5);
+        let e = rng.vec(n * dm, 1.0);
+        let mut kv = vec![0f32; n * 2 * d];
+        for t in 0..n {
+            for o in 0..2 * d {
+                let row = &w[o * dm..(o + 1) * dm];
+                let x = &e[t * dm..(t + 1) * dm];
+                kv[t * 2 * d + o] = row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() + b[o];
+            }
+        }
+        let h = rng.vec(n * d, 1.0);
+        let norms: Vec<f32> = (0..3 * d).map(|_| 0.5 + rng.f32().abs()).collect();
+        let rms = |x: &[f32]| 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
+        let conv_before = rng.vec(3 * ctx * d, 1.0);
+        let (mut vt, mut conv_after) = (vec![0f32; n * d], conv_before.clone());
+        for (t, &(pos, row0)) in toks.iter().enumerate() {
+            let (ht, k) = (&h[t * d..(t + 1) * d], &kv[t * 2 * d..t * 2 * d + d]);
+            let (rh, rk) = (rms(ht), rms(k));
+            let dot: f32 = (0..d)
+                .map(|c| ht[c] * rh * norms[c] * k[c] * rk * norms[d + c])
+                .sum::<f32>()
+                / (d as f32).sqrt();
+            let sign = if dot == 0.0 { 0.0 } else { dot.signum() };
+            let g = 1.0 / (1.0 + (-(dot.abs().max(1e-6).sqrt() * sign)).exp());
+            for c in 0..d {
+                vt[t * d + c] = g * kv[t * 2 * d + d + c];
+            }
+            let rv = rms(&vt[t * d..(t + 1) * d]);
+            let at = (row0 + pos) as usize * d;
+            for c in 0..d {
+                conv_after[at + c] = vt[t * d + c] * rv * norms[2 * d + c];
+            }
+        }
+        let taps = rng.vec(d * 4, 0.7);
+        let mut h_after = h.clone();
+        for (t, &(pos, row0)) in toks.iter().enumerate() {
+            for c in 0..d {
+                let mut acc = 0.0;
+                for i in 0..4 {
+                    // Tap i reads position pos - 9 + 3 i, zero before the start.
+                    if pos as usize + 3 * i >= 9 {
+                        let p = row0 as usize + pos as usize + 3 * i - 9;
+                        acc += taps[c * 4 + i] * conv_after[p * d + c];
+                    }
+                }
+                h_after[t * d + c] += vt[t * d + c] + acc / (1.0 + (-acc).exp());
+            }
+        }
+        EngramCase {
+            toks,
+            w,
+            b,
+            e,
+            kv,
+            h,
+            norms,
+            vt,
+            conv_before,
+            conv_after,
+            taps,
+            h_after,
+        }
+    }
+
+    /// The three kernels: project, gate, conv.
+    pub fn specs(&self) -> [Spec; 3] {
+        let (d, dm, _, eps) = ENGRAM;
+        [
+            specs::engram_project(d, dm),
+            specs::engram_gate(d, dm, eps),
+            specs::engram_conv(d),
+        ]
+    }
+
+    pub fn data(&self, s: &Spec) -> Vec<Data> {
+        let st = Data::Bytes(step_seqs(&self.toks));
+        let n = self.toks.len();
+        let (d, _, _, _) = ENGRAM;
+        match s.entry {
+            "project" => vec![
+                st,
+                Data::F32(self.w.clone()),
+                Data::F32(self.b.clone()),
+                Data::F32(self.e.clone()),
+                Data::F32(vec![0.0; n * 2 * d]),
+            ],
+            "gate" => vec![
+                st,
+                Data::F32(self.h.clone()),
+                Data::F32(self.kv.clone()),
+                Data::F32(self.norms.clone()),
+                Data::F32(vec![0.0; n * d]),
+                Data::F32(self.conv_before.clone()),
+            ],
+            _ => vec![
+                st,
+                Data::F32(self.h.clone()),
+                Data::F32(self.vt.clone()),
+                Data::F32(self.conv_after.clone()),
+                Data::F32(self.taps.clone()),
+            ],
+        }
+    }
+
+    /// Outputs against the formulas: k | v (1e-5), v~ (1e-5) and the history rows (1e-5, the
+    /// others untouched), h after the add (1e-5).
+    pub fn check(&self, s: &Spec, out: &[Vec<f32>]) {
+        match s.entry {
+            "project" => assert_close("engram: k | v", &out[0], &self.kv, 1e-5),
+            "gate" => {
+                assert_close("engram: gated v", &out[0], &self.vt, 1e-5);
+                assert_close("engram: history rows", &out[1], &self.conv_after, 1e-5)
+            }
+            _ => assert_close("engram: h + Y", &out[0], &self.h_after, 1e-5),
+        };
+    }
+}
