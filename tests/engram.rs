@@ -179,7 +179,10 @@ fn bad_engram_files_are_refused() {
     let mut plain = cfg.clone();
     plain.as_object_mut().unwrap().remove("engram");
     let e = load_err(&plain, &good(), "no-entry");
-    assert!(e.contains("Engram tensor") && e.contains("\"engram\""), "{e}");
+    assert!(
+        e.contains("Engram tensor") && e.contains("\"engram\""),
+        "{e}"
+    );
 
     let mut f = good();
     f.tensors.retain(|t| t.0 != "engram.2.table.1.1");
@@ -190,7 +193,10 @@ fn bad_engram_files_are_refused() {
     tensor(&mut f, "model.layers.0.engram.multipliers").3[0..8]
         .copy_from_slice(&2i64.to_le_bytes());
     let e = load_err(&cfg, &f, "even");
-    assert!(e.contains("model.layers.0.engram.multipliers") && e.contains("odd"), "{e}");
+    assert!(
+        e.contains("model.layers.0.engram.multipliers") && e.contains("odd"),
+        "{e}"
+    );
 
     let mut f = good();
     tensor(&mut f, "engram.compress").3[8..16].copy_from_slice(&500i64.to_le_bytes());

@@ -5,8 +5,8 @@
 mod common;
 
 use common::data::{
-    as_f32, cols_for, AttentionCase, EmbedCase, EngramCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase,
-    RouterCase, SampleCase, ALL,
+    as_f32, cols_for, AttentionCase, EmbedCase, EngramCase, LimeCase, MatmulCase, MemoryRowsCase,
+    QkvCase, RouterCase, SampleCase, ALL,
 };
 use common::fused::{ResidualMemoryCase, StoreCase, SwigluRouterCase};
 use common::{assert_close, gpu, run_spec, Rng};

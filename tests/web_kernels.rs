@@ -7,8 +7,8 @@
 mod common;
 
 use common::data::{
-    as_f32, AttentionCase, EmbedCase, EngramCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase, RouterCase,
-    SampleCase, ALL,
+    as_f32, AttentionCase, EmbedCase, EngramCase, LimeCase, MatmulCase, MemoryRowsCase, QkvCase,
+    RouterCase, SampleCase, ALL,
 };
 use common::fused::{ResidualMemoryCase, StoreCase, SwigluRouterCase};
 use common::{assert_close, Rng};

@@ -119,8 +119,19 @@ impl GpuDecoder {
     pub fn gpu_bytes(&self) -> u64 {
         let b = &self.buf;
         let act = [
-            &b.step, &b.ids, &b.h, &b.q, &b.att, &b.act, &b.scores, &b.logits, &b.pen, &b.sv,
-            &b.si, &b.out, &b.readback,
+            &b.step,
+            &b.ids,
+            &b.h,
+            &b.q,
+            &b.att,
+            &b.act,
+            &b.scores,
+            &b.logits,
+            &b.pen,
+            &b.sv,
+            &b.si,
+            &b.out,
+            &b.readback,
         ];
         let act: u64 = act.iter().map(|x| x.size()).sum();
         let kept: u64 = self._keep.iter().map(|x| x.size()).sum();

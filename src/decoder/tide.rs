@@ -331,7 +331,11 @@ impl GpuDecoder {
         self.memory.as_ref().map_or(0, |m| {
             let alpha: u64 = m.alpha.iter().flatten().map(|b| b.size()).sum();
             let logits: u64 = m.logits.iter().flatten().map(|b| b.size()).sum();
-            m.raw.size() + m.rows.size() + alpha + logits + m.resident.as_ref().map_or(0, |b| b.size())
+            m.raw.size()
+                + m.rows.size()
+                + alpha
+                + logits
+                + m.resident.as_ref().map_or(0, |b| b.size())
         })
     }
 
