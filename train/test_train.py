@@ -100,6 +100,11 @@ def test_engram():
                       engram_layers=(0, 2), engram_heads=2, engram_head_dim=32, engram_rows=17)
     m = TideLM(cfg)
     m.set_compression(np.arange(64) % 40)
+    with torch.no_grad():
+        # An untrained branch is nearly silent (small tables, zero taps): make it speak.
+        for li in cfg.engram_layers:
+            m.layers[li].engram.tables.normal_(0, 1.0)
+            m.layers[li].engram.conv.normal_(0, 0.5)
     ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4]])
     eg = m.layers[2].engram
     got = eg.indices(m.engram_compress[ids])[0]
