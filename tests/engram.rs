@@ -5,10 +5,7 @@
 //! formula; bad Engram files refused with the tensor named.
 mod common;
 
-use std::sync::Arc;
-
-use common::{assert_close, repo};
-use tide_gpu::cpu::CpuModel;
+use common::repo;
 use tide_gpu::model;
 
 fn dir() -> std::path::PathBuf {
@@ -29,38 +26,11 @@ fn cpu_reference_matches_pytorch() {
     assert_eq!(e.layers.iter().map(|l| l.layer).collect::<Vec<_>>(), [0, 2]);
     assert_eq!((e.heads, e.head_dim, e.d_mem()), (2, 32, 128));
     let g = golden();
-    let cm = Arc::new(CpuModel::new(&m));
-    let v = m.config.vocab;
-    for case in g["seqs"].as_array().unwrap() {
-        let ids = common::json_ids(&case["ids"]);
-        let want: Vec<f32> = common::json_rows(&case["logits"]).concat();
-        let mut s = cm.session(64);
-        s.keep_all = true;
-        s.feed(&ids).unwrap();
-        assert_close("Engram, all at once", &s.all_logits, &want, TOL);
-        let mut s = cm.session(64);
-        for (t, &id) in ids.iter().enumerate() {
-            let l = s.feed(&[id]).unwrap();
-            assert_close(
-                &format!("Engram, token {t}"),
-                l,
-                &want[t * v..(t + 1) * v],
-                TOL,
-            );
-        }
-    }
+    common::golden::cpu_matches(&m, &g, TOL, "Engram");
     // Engram matters: without it (the plain backbone) the logits are far off.
     let mut plain = m.clone();
     plain.engram = None;
-    let ids = common::json_ids(&g["seqs"][0]["ids"]);
-    let mut s = Arc::new(CpuModel::new(&plain)).session(64);
-    let l = s.feed(&ids).unwrap().to_vec();
-    let want = &common::json_rows(&g["seqs"][0]["logits"])[ids.len() - 1];
-    let off = l
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let off = common::golden::off_without(&plain, &g);
     assert!(off > 0.1, "the backbone alone is within {off} of Engram");
 }
 
@@ -95,64 +65,10 @@ fn hash_follows_the_formula() {
 /// two sequences sharing steps in their own slots (continuous batching), against PyTorch.
 #[test]
 fn gpu_matches_pytorch() {
-    use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
+    // 19 tokens in batches of 16 and 3: the second batch's convolution reads rows the first
+    // wrote; slot 0 ten tokens ahead of slot 1 (past the convolution's reach).
     let m = model::load(&dir()).unwrap();
-    let g = golden();
-    let case = &g["seqs"][0];
-    let ids = common::json_ids(&case["ids"]);
-    let want: Vec<Vec<f32>> = common::json_rows(&case["logits"]);
-    for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
-        let opts = DecoderOptions {
-            ctx_len: 64,
-            slots: 2,
-            max_batch: 16,
-            kernels: ks,
-            token_by_token_upto: 0,
-            ..Default::default()
-        };
-        let mut dec = GpuDecoder::new(common::gpu(), &m, opts).unwrap();
-        // 19 tokens in batches of at most 16: the second batch's convolution reads rows
-        // the first wrote.
-        let all = dec.feed_all(&ids[..16]).unwrap();
-        assert_close(
-            &format!("Engram GPU batch ({ks:?})"),
-            &all,
-            &want[..16].concat(),
-            3e-4,
-        );
-        dec.feed(&ids[16..]).unwrap();
-        let l = dec.logits().unwrap();
-        let what = format!("Engram GPU second batch ({ks:?})");
-        assert_close(&what, &l, &want[ids.len() - 1], 3e-4);
-        dec.reset();
-        for (t, &id) in ids.iter().enumerate() {
-            dec.feed(&[id]).unwrap();
-            let l = dec.logits().unwrap();
-            assert_close(
-                &format!("Engram GPU token {t} ({ks:?})"),
-                &l,
-                &want[t],
-                3e-4,
-            );
-        }
-        // Slot 0 ten tokens ahead of slot 1, then both step together.
-        for (slot, n) in [(0, 10usize), (1, 1)] {
-            dec.use_slot(slot).unwrap();
-            dec.reset();
-            dec.feed(&ids[..n]).unwrap();
-        }
-        let mut pos = [10usize, 1];
-        while pos[0] < ids.len() {
-            let out = dec
-                .step_seqs(&[(0, ids[pos[0]]), (1, ids[pos[1]])])
-                .unwrap();
-            for s in 0..2 {
-                let what = format!("Engram GPU slot {s} at {} ({ks:?})", pos[s]);
-                assert_close(&what, &out[s], &want[pos[s]], 3e-4);
-                pos[s] += 1;
-            }
-        }
-    }
+    common::golden::gpu_matches(&m, &golden(), 16, 10, 3e-4);
 }
 
 /// A model directory holding `config` and `st` (a broken copy of the fixture), loaded.

@@ -5,11 +5,7 @@
 //! flag, or the flag without the mixes, are refused by the loader.
 mod common;
 
-use std::sync::Arc;
-
-use common::{assert_close, gpu, repo};
-use tide_gpu::cpu::CpuModel;
-use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
+use common::repo;
 use tide_gpu::model;
 
 fn dir() -> std::path::PathBuf {
@@ -29,40 +25,13 @@ fn cpu_reference_matches_pytorch() {
     );
     let g: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir().join("golden.json")).unwrap()).unwrap();
-    let cm = Arc::new(CpuModel::new(&m));
-    let v = m.config.vocab;
-    for case in g["seqs"].as_array().unwrap() {
-        let ids = common::json_ids(&case["ids"]);
-        let want: Vec<f32> = common::json_rows(&case["logits"]).concat();
-        let mut s = cm.session(64);
-        s.keep_all = true;
-        s.feed(&ids).unwrap();
-        assert_close("LIMe, all at once", &s.all_logits, &want, TOL);
-        let mut s = cm.session(64);
-        for (t, &id) in ids.iter().enumerate() {
-            let l = s.feed(&[id]).unwrap();
-            assert_close(
-                &format!("LIMe, token {t}"),
-                l,
-                &want[t * v..(t + 1) * v],
-                TOL,
-            );
-        }
-    }
+    common::golden::cpu_matches(&m, &g, TOL, "LIMe");
     // The mixes matter: without them (the plain backbone) the logits are far off.
     let mut plain = m.clone();
     for l in &mut plain.layers {
         l.lime_mix = None;
     }
-    let ids = common::json_ids(&g["seqs"][0]["ids"]);
-    let mut s = Arc::new(CpuModel::new(&plain)).session(64);
-    let l = s.feed(&ids).unwrap().to_vec();
-    let want = &common::json_rows(&g["seqs"][0]["logits"])[ids.len() - 1];
-    let off = l
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let off = common::golden::off_without(&plain, &g);
     assert!(off > 0.1, "the backbone alone is within {off} of LIMe");
 }
 
@@ -74,50 +43,9 @@ fn gpu_matches_pytorch() {
     let m = model::load(&dir()).unwrap();
     let g: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir().join("golden.json")).unwrap()).unwrap();
-    let case = &g["seqs"][0];
-    let ids = common::json_ids(&case["ids"]);
-    let want: Vec<Vec<f32>> = common::json_rows(&case["logits"]);
-    for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
-        let opts = DecoderOptions {
-            ctx_len: 64,
-            slots: 2,
-            max_batch: 16,
-            kernels: ks,
-            token_by_token_upto: 0,
-            ..Default::default()
-        };
-        let mut dec = GpuDecoder::new(gpu(), &m, opts).unwrap();
-        let all = dec.feed_all(&ids).unwrap();
-        assert_close(
-            &format!("LIMe GPU batch ({ks:?})"),
-            &all,
-            &want.concat(),
-            2e-4,
-        );
-        dec.reset();
-        for (t, &id) in ids.iter().enumerate() {
-            dec.feed(&[id]).unwrap();
-            let l = dec.logits().unwrap();
-            assert_close(&format!("LIMe GPU token {t} ({ks:?})"), &l, &want[t], 2e-4);
-        }
-        // Slot 0 three tokens ahead of slot 1, then both step together.
-        for (slot, n) in [(0, 4usize), (1, 1)] {
-            dec.use_slot(slot).unwrap();
-            dec.reset();
-            dec.feed(&ids[..n]).unwrap();
-        }
-        let mut pos = [4usize, 1];
-        while pos[0] < ids.len() {
-            let out = dec
-                .step_seqs(&[(0, ids[pos[0]]), (1, ids[pos[1]])])
-                .unwrap();
-            for s in 0..2 {
-                let what = format!("LIMe GPU slot {s} at {} ({ks:?})", pos[s]);
-                assert_close(&what, &out[s], &want[pos[s]], 2e-4);
-                pos[s] += 1;
-            }
-        }
-    }
+    // Slot 0 three tokens ahead of slot 1.
+    let n = g["seqs"][0]["ids"].as_array().unwrap().len();
+    common::golden::gpu_matches(&m, &g, n, 4, 2e-4);
 }
 
 #[test]

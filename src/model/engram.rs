@@ -8,7 +8,7 @@
 //! Each (order, head) table has its own row store (streamed, cached and counted like TIDE's).
 use std::sync::Arc;
 
-use super::{Config, DType, TensorSet, Weight};
+use super::{Config, DType, TensorSet};
 use crate::error::{format_err, Error, Result};
 use crate::memory::store::{LocalTables, MemoryStats, RowStore};
 
@@ -252,17 +252,8 @@ impl Engram {
                     tables.push(RowStore::new(Arc::new(src), 1, rows as usize, rb));
                 }
             }
-            let f = |n: &str, shape: &[usize]| -> Result<Vec<f32>> {
-                let name = format!("{p}.{n}");
-                let w = take(file, set, &name, shape)?;
-                let v = w.to_f32();
-                if v.iter().any(|x| !x.is_finite()) {
-                    return Err(format_err(
-                        file,
-                        format!("'{name}' holds a NaN or infinity"),
-                    ));
-                }
-                Ok(v)
+            let f = |n: &str, shape: &[usize]| {
+                super::tide::small_f32(set, file, &format!("{p}.{n}"), shape)
             };
             out.push(EngramLayer {
                 layer: l as usize,
@@ -292,24 +283,7 @@ impl Engram {
     }
 }
 
-/// A float tensor with its shape checked.
-fn take(file: &str, set: &TensorSet, name: &str, shape: &[usize]) -> Result<Weight> {
-    let w = set.weights.get(name).ok_or_else(|| Error::MissingTensor {
-        file: file.into(),
-        tensor: name.into(),
-    })?;
-    if w.info.shape != shape {
-        return Err(Error::Shape {
-            file: file.into(),
-            tensor: name.into(),
-            expected: shape.to_vec(),
-            got: w.info.shape.clone(),
-        });
-    }
-    Ok(w.clone())
-}
-
-/// An integer tensor (I64, U64, I32 or U32; negative values refused) as u64.
+/// An integer tensor with its shape checked.
 fn int_tensor(file: &str, set: &TensorSet, name: &str, shape: &[usize]) -> Result<Vec<u64>> {
     let r = set.raw.get(name).ok_or_else(|| Error::MissingTensor {
         file: file.into(),
@@ -323,34 +297,5 @@ fn int_tensor(file: &str, set: &TensorSet, name: &str, shape: &[usize]) -> Resul
             got: r.shape.clone(),
         });
     }
-    let b = r.bytes();
-    let v: Vec<i128> = match r.dtype.as_str() {
-        "I64" => b
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as i128)
-            .collect(),
-        "U64" => b
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i128)
-            .collect(),
-        "I32" => b
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i128)
-            .collect(),
-        "U32" => b
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i128)
-            .collect(),
-        other => {
-            return Err(Error::UnsupportedType {
-                file: file.into(),
-                tensor: name.into(),
-                ty: other.into(),
-            })
-        }
-    };
-    if v.iter().any(|&x| x < 0) {
-        return Err(format_err(file, format!("'{name}' holds a negative value")));
-    }
-    Ok(v.into_iter().map(|x| x as u64).collect())
+    super::safetensors::non_negative_ints(file, name, r)
 }

@@ -98,15 +98,28 @@ pub fn token_counts(file: &str, set: &TensorSet, vocab: usize) -> Result<Option<
             got: r.shape.clone(),
         });
     }
+    Ok(Some(non_negative_ints(file, name, r)?))
+}
+
+/// An integer tensor (I64, U64, I32 or U32) as u64; a negative value is refused by name.
+pub(crate) fn non_negative_ints(file: &str, name: &str, r: &RawTensor) -> Result<Vec<u64>> {
     let b = r.bytes();
-    let v: Vec<u64> = match r.dtype.as_str() {
-        "I64" | "U64" => b
+    let v: Vec<i128> = match r.dtype.as_str() {
+        "I64" => b
             .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as i128)
             .collect(),
-        "I32" | "U32" => b
+        "U64" => b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i128)
+            .collect(),
+        "I32" => b
             .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as u64)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i128)
+            .collect(),
+        "U32" => b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i128)
             .collect(),
         other => {
             return Err(Error::UnsupportedType {
@@ -116,7 +129,10 @@ pub fn token_counts(file: &str, set: &TensorSet, vocab: usize) -> Result<Option<
             })
         }
     };
-    Ok(Some(v))
+    if v.iter().any(|&x| x < 0) {
+        return Err(format_err(file, format!("'{name}' holds a negative value")));
+    }
+    Ok(v.into_iter().map(|x| x as u64).collect())
 }
 
 fn cfg_usize(cfg: &serde_json::Value, key: &str, file: &str) -> Result<usize> {

@@ -111,7 +111,12 @@ pub(crate) fn first_non_finite(w: &Weight) -> Option<usize> {
     None
 }
 
-fn small_f32(set: &TensorSet, file: &str, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+pub(crate) fn small_f32(
+    set: &TensorSet,
+    file: &str,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
     let w = set.weights.get(name).ok_or_else(|| Error::MissingTensor {
         file: file.into(),
         tensor: name.into(),

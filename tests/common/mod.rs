@@ -6,6 +6,8 @@ pub mod fused;
 pub use data::{assert_close, step, Rng};
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod golden;
+#[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod st_file;
