@@ -120,8 +120,16 @@ impl ModelArgs {
         }
         let c = &m.config;
         let k = m.memory.as_ref().map_or(0, |m| m.k);
+        let mut extra = String::new();
+        if let Some(e) = &m.engram {
+            let at: Vec<String> = e.layers.iter().map(|l| l.layer.to_string()).collect();
+            extra += &format!(", Engram at layers {}", at.join(", "));
+        }
+        if m.layers.iter().any(|l| l.lime_mix.is_some()) {
+            extra += ", LIMe";
+        }
         eprintln!(
-            "{} layers, width {}, vocab {}, memory blocks K = {k} ({:.2}s)",
+            "{} layers, width {}, vocab {}, memory blocks K = {k}{extra} ({:.2}s)",
             c.n_layers,
             c.dim,
             c.vocab,
