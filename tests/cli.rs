@@ -260,6 +260,45 @@ fn bench_lime_overhead_on_a_synthetic_model() {
     }
 }
 
+/// `tide bench --variants`: a row per model in the order given, the first the baseline
+/// (overhead 0), with GPU buffers (the Engram model's own extra) and host tables.
+#[test]
+fn bench_variants_reports_each_model() {
+    let dirs = ["tests/fixtures/tiny_lime", "tests/fixtures/tiny_engram"];
+    let list = dirs.join(",");
+    let args = [
+        "bench",
+        "--variants",
+        &list,
+        "--gen",
+        "4",
+        "--reps",
+        "1",
+        "--json",
+    ];
+    let (ok, out, err) = tide(&args, None);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let rows = v["variants"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!(rows[0]["overhead_vs_first"].as_f64(), Some(0.0));
+    assert_eq!(rows[0]["extra_gpu_bytes"].as_i64(), Some(0));
+    for (r, d) in rows.iter().zip(dirs) {
+        assert_eq!(r["model"].as_str(), Some(d));
+        assert!(
+            r["decode_tokens_per_s"].as_f64().is_some_and(|x| x > 0.0),
+            "{r}"
+        );
+        assert!(r["gpu_bytes"].as_u64().is_some_and(|x| x > 0), "{r}");
+    }
+    // Engram's tables live on the host; LIMe has none.
+    assert_eq!(rows[0]["host_table_bytes"].as_u64(), Some(0));
+    assert!(rows[1]["host_table_bytes"].as_u64().is_some_and(|x| x > 0));
+    assert!(rows[1]["engram_rows"]["rows_requested"]
+        .as_u64()
+        .is_some_and(|x| x > 0));
+}
+
 /// `tide bench --seqs`: a row per count of sequences decoded together, one sequence the
 /// ratio's unit; the CPU reference, which holds one sequence, is refused by name.
 #[test]
