@@ -297,5 +297,12 @@ fn int_tensor(file: &str, set: &TensorSet, name: &str, shape: &[usize]) -> Resul
             got: r.shape.clone(),
         });
     }
-    super::safetensors::non_negative_ints(file, name, r)
+    let v = super::safetensors::non_negative_ints(file, name, r)?;
+    if v.len() != shape.iter().product::<usize>() {
+        return Err(format_err(
+            file,
+            format!("'{name}' holds {} values for its shape {shape:?}", v.len()),
+        ));
+    }
+    Ok(v)
 }
