@@ -2,7 +2,7 @@
 # Fuzz with cargo-fuzz (libFuzzer + AddressSanitizer, nightly toolchain): the GGUF reader, the
 # safetensors + config.json loader, the TIDE memory reader, the tokenizer and the API's request
 # bodies (fuzz/fuzz_targets/). Seeds come from real files in the repository: the gguf-py-written
-# architecture fixtures, the tiny TIDE model and its memory files, llama.cpp's tokenizer test
+# architecture fixtures, the tiny TIDE, LIMe and Engram models, the TIDE memory files, llama.cpp's tokenizer test
 # inputs and this README. Each target runs RUNS executions (default 1e6) or SECONDS (default:
 # no limit), whichever ends first, with a 2 GB RSS limit, a 20 s per-input timeout and inputs of
 # at most 64 KB (the tokenizer's 1 KB; the seeds are cut there); the counts go to
@@ -21,11 +21,12 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 corpus=.cache/fuzz
 mkdir -p "$corpus"/{gguf,safetensors,memory,tokenizer,openai_request}
 cp tests/fixtures/arch/*.gguf "$corpus/gguf/"
-python3 - "$corpus/safetensors/tiny" <<'PY'
+python3 - "$corpus/safetensors" <<'PY'
 import sys
-cfg = open("tests/fixtures/tiny_tide/config.json", "rb").read()
-st = open("tests/fixtures/tiny_tide/model.safetensors", "rb").read()
-open(sys.argv[1], "wb").write(len(cfg).to_bytes(2, "little") + cfg + st)
+for name in ("tiny_tide", "tiny_lime", "tiny_engram"):
+    cfg = open(f"tests/fixtures/{name}/config.json", "rb").read()
+    st = open(f"tests/fixtures/{name}/model.safetensors", "rb").read()
+    open(f"{sys.argv[1]}/{name}", "wb").write(len(cfg).to_bytes(2, "little") + cfg + st)
 PY
 cp tests/fixtures/tiny_tide/memory_*.safetensors "$corpus/memory/"
 cp README.md "$corpus/tokenizer/readme"
