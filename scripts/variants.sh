@@ -13,9 +13,12 @@ source scripts/runtime-dir.sh
 cargo build --release -q
 tide=target/release/tide
 models=()
-for m in tide-k0 tide-k4 tide-engram tide-lime tide-k0-wide; do
+for m in tide-k0 tide-k4 tide-engram tide-lime tide-k0-wide tide-k4-deep; do
     [ -f "models/$m/config.json" ] || { echo "[variants] models/$m missing: skipped" >&2; continue; }
     models+=("models/$m")
+    # tide-k0 and tide-k4 are evaluated by scripts/results.sh (eval_k0.json, eval_k4.json).
+    case $m in tide-k0|tide-k4) continue ;; esac
+    [ -n "${EVAL_AGAIN:-}" ] || [ ! -f "$OUT/eval_$m.json" ] || continue
     echo "[variants] eval $m on ${EVAL_WINDOWS:=120} held-out windows" >&2
     $tide eval --model "models/$m" --data "$CORPUS/heldout.txt" --windows "$EVAL_WINDOWS" \
         --json > "$OUT/eval_$m.json"

@@ -17,7 +17,8 @@ import sys
 
 VARIANTS = [("tide-k0", "baseline (K=0)"), ("tide-k4", "TIDE K=4"),
             ("tide-engram", "Engram"), ("tide-lime", "LIMe"),
-            ("tide-k0-wide", "K=0 wide (params of K=4)")]
+            ("tide-k0-wide", "K=0 wide (params of K=4)"),
+            ("tide-k4-deep", "TIDE K=4, 12 layers")]
 
 
 def active(m):
@@ -74,7 +75,10 @@ def main(out_dir):
         if not os.path.exists(os.path.join(mdir, "train_metrics.json")):
             continue
         m = json.load(open(os.path.join(mdir, "train_metrics.json")))
-        ev_path = os.path.join(out_dir, f"eval_{name}.json")
+        # tide-k0 and tide-k4: scripts/results.sh's evaluations.
+        ev_name = {"tide-k0": "eval_k0.json", "tide-k4": "eval_k4.json"}.get(name,
+                                                                         f"eval_{name}.json")
+        ev_path = os.path.join(out_dir, ev_name)
         ev = json.load(open(ev_path)) if os.path.exists(ev_path) else None
         b = by_model.get(name, {})
         rows.append({
