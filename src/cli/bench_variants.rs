@@ -1,6 +1,6 @@
 //! `tide bench --variants A,B,...`: trained models of one family (the first is the baseline)
 //! decoding side by side in one process, taking turns token by token (`race`), with each
-//! one's GPU buffers and the memory tables it keeps on the host (mapped, streamed through its
+//! one's GPU memory and the memory tables it keeps on the host (mapped, streamed through its
 //! row caches). For docs/results.md's table of TIDE, Engram and LIMe against the baseline.
 use anyhow::{bail, Result};
 use tide_gpu::{Engine, Model};
@@ -49,8 +49,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         e.finish_compiles()?;
         engines.push(e);
     }
+    // Buffers and textures, as wgpu-hal counts each engine's device's allocations.
     let gpu = |e: &Engine| match e {
-        Engine::Gpu(g) => Some(g.gpu_bytes()),
+        Engine::Gpu(g) => g.ctx.allocated_bytes().map(|(b, t)| b + t),
         Engine::Cpu(_) => None,
     };
     let base_gpu = gpu(&engines[0]);

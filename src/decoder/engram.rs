@@ -177,14 +177,6 @@ impl GpuDecoder {
         Ok(())
     }
 
-    /// Bytes of Engram's own GPU buffers (its weights are counted with the schedule's).
-    pub(super) fn engram_buffer_bytes(&self) -> u64 {
-        self.engram.as_ref().map_or(0, |g| {
-            let per: u64 = g.raw.iter().chain(&g.conv).map(|b| b.size()).sum();
-            per + g.e.size() + g.kv.size() + g.vt.size()
-        })
-    }
-
     /// The Engram layers' row stores (their counters), for reports.
     pub fn engram(&self) -> Option<&Engram> {
         self.engram.as_ref().map(|g| &g.host)

@@ -113,33 +113,6 @@ pub struct GpuDecoder {
     deferred: Vec<usize>,
 }
 
-impl GpuDecoder {
-    /// Bytes of the GPU buffers the decoder holds: weights, K/V cache buffers, activations,
-    /// memory and Engram buffers (textures, which only CPU adapters use, are not counted).
-    pub fn gpu_bytes(&self) -> u64 {
-        let b = &self.buf;
-        let act = [
-            &b.step,
-            &b.ids,
-            &b.h,
-            &b.q,
-            &b.att,
-            &b.act,
-            &b.scores,
-            &b.logits,
-            &b.pen,
-            &b.sv,
-            &b.si,
-            &b.out,
-            &b.readback,
-        ];
-        let act: u64 = act.iter().map(|x| x.size()).sum();
-        let kept: u64 = self._keep.iter().map(|x| x.size()).sum();
-        let weights: u64 = self._weights.iter().map(|w| w.bytes() as u64).sum();
-        act + kept + weights + self.memory_buffer_bytes() + self.engram_buffer_bytes()
-    }
-}
-
 fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),

@@ -325,20 +325,6 @@ impl GpuDecoder {
         self.memory.as_ref().is_some_and(|m| m.fused)
     }
 
-    /// Bytes of TIDE's own GPU buffers (its gammas and routers are counted with the
-    /// schedule's).
-    pub(super) fn memory_buffer_bytes(&self) -> u64 {
-        self.memory.as_ref().map_or(0, |m| {
-            let alpha: u64 = m.alpha.iter().flatten().map(|b| b.size()).sum();
-            let logits: u64 = m.logits.iter().flatten().map(|b| b.size()).sum();
-            m.raw.size()
-                + m.rows.size()
-                + alpha
-                + logits
-                + m.resident.as_ref().map_or(0, |b| b.size())
-        })
-    }
-
     /// Memory blocks of the model (0 for a plain backbone).
     pub fn memory_k(&self) -> usize {
         self.memory.as_ref().map_or(0, |m| m.host.k)
