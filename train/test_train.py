@@ -159,15 +159,17 @@ def make_corpus(d):
     return tok.get_vocab_size()
 
 
-def run_training(d, vocab, k, launcher):
+def run_training(d, vocab, k, launcher, **extra):
     conf = {"model": {"vocab": vocab, "dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
-                      "ffn_dim": 64, "ctx": 32, "rope_theta": 10000.0, "eps": 1e-5, "k": k},
+                      "ffn_dim": 64, "ctx": 32, "rope_theta": 10000.0, "eps": 1e-5, "k": k,
+                      **extra},
             "train": {"tokens": 16 * 32 * 40, "batch": 8, "seq": 32, "lr": 0.01, "min_lr_frac": 0.1,
                       "warmup_steps": 5, "weight_decay": 0.1, "betas": [0.9, 0.95], "z_loss": 1e-6,
                       "grad_clip": 1.0, "seed": 1, "eval_every": 0}}
-    cfg_path = os.path.join(d, f"k{k}.json")
+    tag = f"k{k}" + "".join(f"-{key}" for key in extra)
+    cfg_path = os.path.join(d, f"{tag}.json")
     json.dump(conf, open(cfg_path, "w"))
-    out = os.path.join(d, f"out-k{k}-{launcher[0]}")
+    out = os.path.join(d, f"out-{tag}-{launcher[0]}")
     cmd = launcher + [os.path.join(HERE, "train.py"), "--config", cfg_path, "--out", out,
                       "--corpus", d, "--threads", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -181,6 +183,9 @@ def run_training(d, vocab, k, launcher):
     assert model.cfg.k == k and counts is not None
     if k:
         assert metrics["null_by_decile"] is not None
+    for key, v in extra.items():
+        got = getattr(model.cfg, key)
+        assert (list(got) if isinstance(got, tuple) else got) == v, (key, got)
     return metrics
 
 
@@ -189,6 +194,11 @@ def test_training():
         vocab = make_corpus(d)
         run_training(d, vocab, 0, [sys.executable])
         run_training(d, vocab, 2, [sys.executable])
+        # The variants: Engram (its compression table from the corpus tokenizer) and LIMe.
+        m = run_training(d, vocab, 0, [sys.executable], engram_layers=[1], engram_heads=2,
+                         engram_rows=101)
+        assert m["memory_parameters"] > 0
+        run_training(d, vocab, 0, [sys.executable], lime=True)
         # The same script under torchrun: 2 CPU ranks over gloo.
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                     "--master_port=29533"]
