@@ -13,7 +13,13 @@ use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
 use tide_gpu::model::{load, Model};
 
-const MODELS: [&str; 4] = ["tide-k0", "tide-k4", "tide-lime", "tide-engram"];
+const MODELS: [&str; 5] = [
+    "tide-k0",
+    "tide-k4",
+    "tide-lime",
+    "tide-engram",
+    "tide-k0-wide",
+];
 
 fn model_dir(name: &str) -> PathBuf {
     repo().join("models").join(name)
