@@ -13,12 +13,13 @@ use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
 use tide_gpu::model::{load, Model};
 
-const MODELS: [&str; 5] = [
+const MODELS: [&str; 6] = [
     "tide-k0",
     "tide-k4",
     "tide-lime",
     "tide-engram",
     "tide-k0-wide",
+    "tide-k4-deep",
 ];
 
 fn model_dir(name: &str) -> PathBuf {
