@@ -101,7 +101,7 @@ def main(out_dir):
     json.dump(summary, open(os.path.join(out_dir, "variants.json"), "w"), indent=1)
     print("| variant | held-out PPL (PyTorch, full split) | `tide eval` PPL (sample) | "
           "CE rarest decile | CE most common decile | parameters (total) | active per token "
-          "| decode tok/s (overhead) | extra GPU memory | host tables (cache) |")
+          "| decode tok/s (overhead) | extra GPU memory | host tables (cached after the run) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         d1 = r["ce_by_decile"][0] - base["ce_by_decile"][0]

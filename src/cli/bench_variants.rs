@@ -54,8 +54,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         Engine::Gpu(g) => g.ctx.allocated_bytes().map(|(b, t)| b + t),
         Engine::Cpu(_) => None,
     };
-    let base_gpu = gpu(&engines[0]);
     let secs = race(&mut engines, gen, a.reps.max(1))?;
+    // All read after the race, so that buffers made on first use count in each.
+    let base_gpu = gpu(&engines[0]);
     let rows: Vec<serde_json::Value> = a
         .variants
         .iter()
