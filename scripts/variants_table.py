@@ -32,7 +32,7 @@ def active(m):
 
 
 def line_plot(path, title, deciles, series, ylabel):
-    w, h, left, bottom, top = 640, 320, 60, 56, 36
+    w, h, left, bottom, top = 840, 320, 60, 56, 36
     vals = [v for _, _, vs in series for v in vs]
     lo, hi = min(vals + [0.0]), max(vals + [0.0])
     pad = (hi - lo) * 0.08 or 0.1
