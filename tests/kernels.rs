@@ -626,10 +626,11 @@ fn lime_mix_of_earlier_layers() {
     c.check(&out);
 }
 
-/// Engram's projection, gate and convolution (engram.wgsl) for tokens of three sequences at
-/// their own positions and slots (tests/common/data.rs, EngramCase).
+/// Engram's gate (4-bit rows decoded, k | v projected, v gated, the history row written) and
+/// convolution (engram.wgsl) for tokens of three sequences at their own positions and slots
+/// (tests/common/data.rs, EngramCase).
 #[test]
-fn engram_project_gate_conv() {
+fn engram_gate_and_conv() {
     let ctx = gpu();
     let c = EngramCase::new(&mut Rng(19));
     for s in c.specs() {

@@ -262,8 +262,8 @@ async fn attention_gqa_causal() {
     }
 }
 
-/// LIMe's mix of earlier layers' raw k and v heads (lime.wgsl), Engram's projection, gate
-/// and convolution (engram.wgsl), and attention over tokens of
+/// LIMe's mix of earlier layers' raw k and v heads (lime.wgsl), Engram's gate (4-bit rows,
+/// k | v, v gated) and convolution (engram.wgsl), and attention over tokens of
 /// several sequences at their own positions and slots (the server's shared steps).
 #[wasm_bindgen_test]
 async fn lime_mix_and_attention_in_slots() {

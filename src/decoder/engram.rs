@@ -1,13 +1,13 @@
 //! Engram on the GPU (model/engram.rs has the maths and the host hashing). Per step the host
 //! hashes each token's 2- and 3-gram from the compressed ids it keeps per slot and position
 //! (only the last two are read) and streams the hashed rows through the row stores into
-//! `raw`; at each Engram layer, before its attention, four ops run: memory.wgsl decodes the
-//! rows into E (the TIDE gather kernel, as pre-normalised rows), then engram.wgsl's project,
-//! gate and conv. The convolution's input is kept per slot and position (`conv`), so decode
-//! computes each token's row once and reads the three before it.
+//! `raw`; at each Engram layer, before its attention, two ops of engram.wgsl run: `gate` (one
+//! workgroup per token decodes the rows, projects k | v and gates v) and `conv`. The
+//! convolution's input is kept per slot and position (`conv`), so decode computes each token's
+//! row once and reads the three before it.
 use super::plan::Named;
 use super::{res, specs, storage, GpuDecoder};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::engram::{Engram, KERNEL};
 
 pub(super) struct GpuEngram {
@@ -16,9 +16,7 @@ pub(super) struct GpuEngram {
     raw: Vec<wgpu::Buffer>,
     /// Per Engram layer: RMSNorm_c(v~) of every slot and position [slots x ctx, dim].
     conv: Vec<wgpu::Buffer>,
-    /// Scratch shared by the layers: decoded rows, k | v, and v~.
-    e: wgpu::Buffer,
-    kv: wgpu::Buffer,
+    /// v~ of the step's tokens (scratch shared by the layers).
     vt: wgpu::Buffer,
     /// Per slot: the compressed id at each position (the hash reads the last two).
     ids: Vec<Vec<u64>>,
@@ -32,6 +30,16 @@ impl GpuDecoder {
     /// Engram's buffers (the ops come per layer with `push_engram`).
     pub(super) fn setup_engram(&mut self, e: &Engram) -> Result<()> {
         let (d, mb) = (self.config.dim, self.opts.max_batch);
+        let wg = specs::engram_gate_workgroup_bytes(d, e.d_mem());
+        let max = self.ctx.limits.max_compute_workgroup_storage_size as usize;
+        if wg > max {
+            return Err(Error::Gpu(format!(
+                "{}: Engram's gate needs {wg} bytes of workgroup memory (width {d}, rows of {} \
+                 values), more than this adapter's {max}",
+                e.source,
+                e.d_mem()
+            )));
+        }
         let rows = self.opts.slots * self.opts.ctx_len;
         let u = wgpu::BufferUsages::empty();
         let row_words = e.head_dim / 32 * crate::gpu::gpu_words(e.dtype).0;
@@ -46,8 +54,6 @@ impl GpuDecoder {
             host: e.clone(),
             raw,
             conv,
-            e: storage(&self.ctx, "engram-rows", mb * e.d_mem() * 4, u),
-            kv: storage(&self.ctx, "engram-kv", mb * 2 * d * 4, u),
             vt: storage(&self.ctx, "engram-v", mb * d * 4, u),
             ids: vec![vec![0; self.opts.ctx_len]; self.opts.slots],
             staging: Vec::new(),
@@ -67,53 +73,29 @@ impl GpuDecoder {
             return Ok(());
         };
         let el = g.host.layers[ei].clone();
-        let (e_buf, kv, vt) = (g.e.clone(), g.kv.clone(), g.vt.clone());
+        let vt = g.vt.clone();
         let (raw, conv) = (g.raw[ei].clone(), g.conv[ei].clone());
-        let (d, dm, tables) = (self.config.dim, g.host.d_mem(), g.host.tables_per_layer());
-        let (dtype, hd, eps) = (g.host.dtype, g.host.head_dim, self.config.eps);
+        let (d, dm, dtype) = (self.config.dim, g.host.d_mem(), g.host.dtype);
+        let eps = self.config.eps;
         let step = self.buf.step.clone();
         let h = self.buf.h.clone();
-        // The rows, decoded as pre-normalised TIDE rows: E [n_tok, tables, head_dim].
-        let gather = if self.few_big_workgroups() {
-            specs::memory_rows_by_lane(dtype, hd, tables, eps, true)
-        } else {
-            specs::memory_rows(dtype, hd, tables, eps, true)
-        };
-        let unused_gamma = super::f32_buffer(&self.ctx, "engram-gamma", &vec![1.0; dm]);
-        self.push_op(
-            &gather,
-            &gather,
-            &vec![
-                ("step", res(&step)),
-                ("W", res(&raw)),
-                ("GAMMA", res(&unused_gamma)),
-                ("MEM", res(&e_buf)),
-            ],
-        )?;
         let w: Vec<f32> = el.key.iter().chain(&el.value).copied().collect();
         let b: Vec<f32> = el.key_bias.iter().chain(&el.value_bias).copied().collect();
         let w = super::f32_buffer(&self.ctx, "engram-kv-weight", &w);
         let b = super::f32_buffer(&self.ctx, "engram-kv-bias", &b);
-        let p = specs::engram_project(d, dm);
-        let named: Named = vec![
-            ("step", res(&step)),
-            ("W", res(&w)),
-            ("B", res(&b)),
-            ("E", res(&e_buf)),
-            ("KV", res(&kv)),
-        ];
-        self.push_op(&p, &p, &named)?;
         let norms: Vec<f32> = [&el.norm_h, &el.norm_k, &el.norm_c]
             .into_iter()
             .flatten()
             .copied()
             .collect();
         let norms = super::f32_buffer(&self.ctx, "engram-norms", &norms);
-        let gs = specs::engram_gate(d, dm, eps);
+        let gs = specs::engram_gate(dtype, d, dm, eps);
         let named: Named = vec![
             ("step", res(&step)),
+            ("W", res(&raw)),
+            ("P", res(&w)),
+            ("B", res(&b)),
             ("H", res(&h)),
-            ("KV", res(&kv)),
             ("NORMS", res(&norms)),
             ("VT", res(&vt)),
             ("CONV", res(&conv)),
@@ -130,7 +112,7 @@ impl GpuDecoder {
             ("TAPS", res(&taps)),
         ];
         self.push_op(&cs, &cs, &named)?;
-        keep.extend([unused_gamma, w, b, norms, taps]);
+        keep.extend([w, b, norms, taps]);
         Ok(())
     }
 

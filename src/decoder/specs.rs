@@ -299,43 +299,36 @@ pub fn lime_mix(
     }
 }
 
-/// Engram's projection (engram.wgsl, entry `project`): k | v of each token from its decoded
-/// rows E [n_tok, d_mem]; one lane per (output, token).
-pub fn engram_project(dim: usize, d_mem: usize) -> Spec {
-    Spec {
-        shader: "engram",
-        entry: "project",
-        defs: engram_defs(dim, d_mem, 0.0).flag("PROJECT", true),
-        bindings: vec![
-            slot(0, "step", Binding::Uniform),
-            slot(1, "W", Binding::Read),
-            slot(2, "B", Binding::Read),
-            slot(3, "E", Binding::Read),
-            slot(4, "KV", Binding::ReadWrite),
-        ],
-        x: (2 * dim as u32).div_ceil(64),
-        tokens_per_y: 1,
-    }
-}
-
-/// Engram's gate (entry `gate`): v~ = g v and the convolution's input row at each token's
-/// position; one workgroup per token.
-pub fn engram_gate(dim: usize, d_mem: usize, eps: f32) -> Spec {
+/// Engram's rows, projection and gate (engram.wgsl, entry `gate`): one workgroup per token
+/// decodes its stored rows (`dtype`, d_mem values), computes k | v in workgroup memory, then
+/// v~ = g v and the convolution's input row at the token's position.
+pub fn engram_gate(dtype: DType, dim: usize, d_mem: usize, eps: f32) -> Spec {
     Spec {
         shader: "engram",
         entry: "gate",
-        defs: engram_defs(dim, d_mem, eps).flag("GATE", true),
+        defs: engram_defs(dim, d_mem, eps)
+            .flag("GATE", true)
+            .set("QUANT", gpu_words(dtype).1)
+            .set("DM4", d_mem / 4)
+            .set("D2", 2 * dim),
         bindings: vec![
             slot(0, "step", Binding::Uniform),
-            slot(1, "H", Binding::Read),
-            slot(2, "KV", Binding::Read),
-            slot(3, "NORMS", Binding::Read),
-            slot(4, "VT", Binding::ReadWrite),
-            slot(5, "CONV", Binding::ReadWrite),
+            slot(1, "W", Binding::Read),
+            slot(2, "P", Binding::Read),
+            slot(3, "B", Binding::Read),
+            slot(4, "H", Binding::Read),
+            slot(5, "NORMS", Binding::Read),
+            slot(6, "VT", Binding::ReadWrite),
+            slot(7, "CONV", Binding::ReadWrite),
         ],
         x: 1,
         tokens_per_y: 1,
     }
+}
+
+/// Workgroup memory of `engram_gate`: the decoded rows, k | v and the partial sums.
+pub fn engram_gate_workgroup_bytes(dim: usize, d_mem: usize) -> usize {
+    d_mem * 4 + 2 * dim * 4 + 64 * 16 + 64 * 4
 }
 
 /// Engram's convolution and residual add (entry `conv`); one lane per (channel, token).

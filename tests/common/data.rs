@@ -1188,14 +1188,13 @@ impl LimeCase {
 
 /// Engram's kernels (engram.wgsl) for three tokens of three sequences at their own positions
 /// and slots (two of them close enough to the start that some convolution taps fall before
-/// it): the projection, the gate (v~ and the history row at each token's position) and the
-/// convolution with the residual add, each from inputs computed here.
+/// it): the gate (4-bit stored rows decoded, k | v projected, v~ and the history row at each
+/// token's position) and the convolution with the residual add, each from inputs computed here.
 pub struct EngramCase {
     pub toks: Vec<(u32, u32)>,
+    wb: Vec<u8>,
     w: Vec<f32>,
     b: Vec<f32>,
-    e: Vec<f32>,
-    kv: Vec<f32>,
     h: Vec<f32>,
     norms: Vec<f32>,
     vt: Vec<f32>,
@@ -1205,16 +1204,17 @@ pub struct EngramCase {
     h_after: Vec<f32>,
 }
 
-const ENGRAM: (usize, usize, usize, f32) = (48, 64, 64, 1e-5); // dim, d_mem, ctx, eps
+const ENGRAM: (usize, usize, usize, f32) = (48, 128, 64, 1e-5); // dim, d_mem, ctx, eps
 
 impl EngramCase {
     pub fn new(rng: &mut Rng) -> Self {
         let (d, dm, ctx, eps) = ENGRAM;
         let toks = vec![(2u32, 0u32), (12, ctx as u32), (9, 2 * ctx as u32)];
         let n = toks.len();
+        // Each token's rows: 4 tables of 32 values, stored Q4_1, token-major.
+        let (wb, e) = random_weight(rng, DType::Q4_1, n * dm / 32, 32);
         let w = rng.vec(2 * d * dm, 0.2);
         let b = rng.vec(2 * d, 0.5);
-        let e = rng.vec(n * dm, 1.0);
         let mut kv = vec![0f32; n * 2 * d];
         for t in 0..n {
             for o in 0..2 * d {
@@ -1263,10 +1263,9 @@ impl EngramCase {
         }
         EngramCase {
             toks,
+            wb,
             w,
             b,
-            e,
-            kv,
             h,
             norms,
             vt,
@@ -1277,12 +1276,11 @@ impl EngramCase {
         }
     }
 
-    /// The three kernels: project, gate, conv.
-    pub fn specs(&self) -> [Spec; 3] {
+    /// The two kernels: gate, conv.
+    pub fn specs(&self) -> [Spec; 2] {
         let (d, dm, _, eps) = ENGRAM;
         [
-            specs::engram_project(d, dm),
-            specs::engram_gate(d, dm, eps),
+            specs::engram_gate(DType::Q4_1, d, dm, eps),
             specs::engram_conv(d),
         ]
     }
@@ -1292,17 +1290,12 @@ impl EngramCase {
         let n = self.toks.len();
         let (d, _, _, _) = ENGRAM;
         match s.entry {
-            "project" => vec![
-                st,
-                Data::F32(self.w.clone()),
-                Data::F32(self.b.clone()),
-                Data::F32(self.e.clone()),
-                Data::F32(vec![0.0; n * 2 * d]),
-            ],
             "gate" => vec![
                 st,
+                Data::U32(words(DType::Q4_1, &self.wb)),
+                Data::F32(self.w.clone()),
+                Data::F32(self.b.clone()),
                 Data::F32(self.h.clone()),
-                Data::F32(self.kv.clone()),
                 Data::F32(self.norms.clone()),
                 Data::F32(vec![0.0; n * d]),
                 Data::F32(self.conv_before.clone()),
@@ -1317,11 +1310,10 @@ impl EngramCase {
         }
     }
 
-    /// Outputs against the formulas: k | v (1e-5), v~ (1e-5) and the history rows (1e-5, the
-    /// others untouched), h after the add (1e-5).
+    /// Outputs against the formulas: v~ (1e-5) and the history rows (1e-5, the others
+    /// untouched), h after the add (1e-5).
     pub fn check(&self, s: &Spec, out: &[Vec<f32>]) {
         match s.entry {
-            "project" => assert_close("engram: k | v", &out[0], &self.kv, 1e-5),
             "gate" => {
                 assert_close("engram: gated v", &out[0], &self.vt, 1e-5);
                 assert_close("engram: history rows", &out[1], &self.conv_after, 1e-5)
