@@ -2,7 +2,8 @@
 //! (3 layers, random mixes S^l of earlier layers' raw K|V) against PyTorch's logits at every
 //! position, fed at once and token by token (decode keeps only the current token's raw K|V of
 //! each layer), on the CPU reference and the GPU decoder; mixes without the config's "lime"
-//! flag, or the flag without the mixes, are refused by the loader.
+//! flag, or the flag without the mixes, are refused by the loader; TIDE memory and LIMe in one
+//! model (`train/golden.py tide_lime`).
 mod common;
 
 use common::repo;
@@ -81,4 +82,28 @@ fn lime_flag_and_tensors_go_together() {
     let e = model::load(&tmp).err().unwrap().to_string();
     std::fs::remove_dir_all(&tmp).ok();
     assert!(e.contains("model.layers.1.self_attn.lime_mix"), "{e}");
+}
+
+/// TIDE and LIMe in one model (`train/golden.py tide_lime`: K = 3 memory with random routers
+/// and random mixes): the CPU reference and the GPU decoder against PyTorch, with the memory
+/// mattering as much as the mixes.
+#[test]
+fn tide_and_lime_together_match_pytorch() {
+    let d = repo().join("tests/fixtures/tiny_tide_lime");
+    let m = model::load(&d).unwrap();
+    assert_eq!(m.memory.as_ref().map(|x| x.k), Some(3));
+    assert!(m.layers[1].lime_mix.is_some());
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("golden.json")).unwrap()).unwrap();
+    // 4-bit memory rows as stored; PyTorch read the same dequantised values.
+    common::golden::cpu_matches(&m, &g, 1e-4, "TIDE + LIMe");
+    common::golden::gpu_matches(&m, &g, 12, 4, 3e-4);
+    let mut no_memory = m.clone();
+    no_memory.memory = None;
+    let off = common::golden::off_without(&no_memory, &g);
+    assert!(off > 0.1, "without its memory the model is within {off}");
+    let mut no_mix = m.clone();
+    no_mix.layers.iter_mut().for_each(|l| l.lime_mix = None);
+    let off = common::golden::off_without(&no_mix, &g);
+    assert!(off > 0.1, "without its mixes the model is within {off}");
 }

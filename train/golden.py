@@ -3,6 +3,7 @@
   python train/golden.py tiny            -> tests/fixtures/tiny_tide/
   python train/golden.py lime            -> tests/fixtures/tiny_lime/
   python train/golden.py engram          -> tests/fixtures/tiny_engram/
+  python train/golden.py tide_lime       -> tests/fixtures/tiny_tide_lime/
   python train/golden.py model DIR OUT   -> OUT (golden.json for a committed model)
 
 `tiny` builds a small random TIDE model (K=3, random gammas and routers so every term matters),
@@ -111,6 +112,27 @@ def tiny_lime():
     print("wrote", out)
 
 
+def tiny_tide_lime():
+    """TIDE and LIMe in one small random model (K = 3, 3 layers, random routers, gammas and
+    mixes): both terms at once, as the runtime must run them."""
+    out = os.path.join(REPO, "tests/fixtures/tiny_tide_lime")
+    cfg, model = small_model(17, n_layers=3, k=3, lime=True)
+    with torch.no_grad():
+        for blk in model.layers:
+            blk.router.weight.normal_(0, 0.3)
+            blk.input_layernorm.weight.uniform_(0.5, 1.5)
+            if blk.self_attn.lime_mix is not None:
+                blk.self_attn.lime_mix.normal_(0, 0.7)
+        model.memory.tables.normal_(0, 0.5)
+        model.memory.gamma.uniform_(0.2, 1.5)
+    export(model, None, None, out, backbone_dtype=np.float32)
+    seqs = [[5, 17, 3, 88, 42, 42, 9, 0, 61, 95, 30, 12], [1]]
+    m, _ = load(out)
+    golden = {"config": cfg.to_dict(), "seqs": run(m, seqs)}
+    json.dump(golden, open(os.path.join(out, "golden.json"), "w"))
+    print("wrote", out)
+
+
 def tiny_engram():
     """A small random Engram model: Engram at layers 0 and 2 of 3, 2 heads per order of 32-wide
     rows, tables of 31+ rows (so hashes collide), a compression table that folds ids in pairs,
@@ -190,5 +212,7 @@ if __name__ == "__main__":
         tiny_lime()
     elif sys.argv[1] == "engram":
         tiny_engram()
+    elif sys.argv[1] == "tide_lime":
+        tiny_tide_lime()
     else:
         committed(sys.argv[2], sys.argv[3])
