@@ -188,7 +188,7 @@ impl CpuSession {
             }
             for (li, l) in m.layers.iter().enumerate() {
                 if let Some(e) = &m.engram {
-                    if let Some(ei) = e.layers.iter().position(|x| x.layer == li) {
+                    if let Some(ei) = e.index_of(li) {
                         let conv = &mut self.engram_conv[ei];
                         engram_add(e, &e.layers[ei], &self.engram_ids, conv, pos, &mut h, c.eps)?;
                     }
@@ -295,9 +295,8 @@ fn engram_add(
     eps: f32,
 ) -> Result<()> {
     let d = h.len();
-    let last = [0, 1, 2].map(|j| if pos >= j { ids[pos - j] } else { e.pad });
     let mut rows = Vec::new();
-    e.hash(el, last, &mut rows);
+    e.hash_at(el, ids, pos, &mut rows);
     let (hd, mut mem) = (e.head_dim, vec![0f32; e.d_mem()]);
     let mut raw = Vec::new();
     for ((store, &r), o) in el.tables.iter().zip(&rows).zip(mem.chunks_exact_mut(hd)) {

@@ -69,7 +69,7 @@ impl GpuDecoder {
         let Some(g) = &self.engram else {
             return Ok(());
         };
-        let Some(ei) = g.host.layers.iter().position(|l| l.layer == li) else {
+        let Some(ei) = g.host.index_of(li) else {
             return Ok(());
         };
         let el = g.host.layers[ei].clone();
@@ -133,10 +133,8 @@ impl GpuDecoder {
             g.idx.resize(tables, Vec::new());
             g.idx.iter_mut().for_each(|v| v.clear());
             for &(slot, pos, _) in toks {
-                let ids = &g.ids[slot];
-                let last = [0, 1, 2].map(|j| if pos >= j { ids[pos - j] } else { e.pad });
                 hashed.clear();
-                e.hash(el, last, &mut hashed);
+                e.hash_at(el, &g.ids[slot], pos, &mut hashed);
                 for (v, &r) in g.idx.iter_mut().zip(&hashed) {
                     v.push(r);
                 }
@@ -157,10 +155,5 @@ impl GpuDecoder {
                 .write_buffer(&g.raw[ei], 0, bytemuck::cast_slice(&g.words));
         }
         Ok(())
-    }
-
-    /// The Engram layers' row stores (their counters), for reports.
-    pub fn engram(&self) -> Option<&Engram> {
-        self.engram.as_ref().map(|g| &g.host)
     }
 }

@@ -120,10 +120,12 @@ impl GpuDecoder {
             .write_buffer(&self.buf.ids, 0, bytemuck::cast_slice(&ids));
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.upload_memory_rows(&ids, &mut enc)?;
-        let toks: Vec<_> = (group.iter())
-            .map(|&(slot, t)| (slot, self.slot_pos[slot], t))
-            .collect();
-        self.upload_engram_rows(&toks)?;
+        if self.engram.is_some() {
+            let toks: Vec<_> = (group.iter())
+                .map(|&(slot, t)| (slot, self.slot_pos[slot], t))
+                .collect();
+            self.upload_engram_rows(&toks)?;
+        }
         self.encode_ops(&mut enc, &self.ops, kind);
         // Built with the schedule whenever steps can hold several sequences.
         let head = self.seq_head.as_ref().expect("seq_group >= 2");

@@ -73,9 +73,9 @@ impl Engram {
         self.dtype.row_bytes(self.head_dim).unwrap_or(0)
     }
 
-    /// The Engram layer injected at decoder layer `l`, if any.
-    pub fn at(&self, l: usize) -> Option<&EngramLayer> {
-        self.layers.iter().find(|e| e.layer == l)
+    /// Index in `layers` of the Engram layer injected at decoder layer `l`, if any.
+    pub fn index_of(&self, l: usize) -> Option<usize> {
+        self.layers.iter().position(|e| e.layer == l)
     }
 
     /// Compressed id of token `t` (ids were checked against the vocabulary by the caller).
@@ -95,6 +95,13 @@ impl Engram {
             }
             out.extend(e.primes[o].iter().map(|&p| (s % p) as u32));
         }
+    }
+
+    /// `hash` for the token at `pos` of a sequence whose compressed ids are `ids` (PAD before
+    /// the start).
+    pub fn hash_at(&self, e: &EngramLayer, ids: &[u64], pos: usize, out: &mut Vec<u32>) {
+        let last = [0, 1, 2].map(|j| if pos >= j { ids[pos - j] } else { self.pad });
+        self.hash(e, last, out);
     }
 
     fn stores(&self) -> impl Iterator<Item = &RowStore> {
@@ -132,7 +139,7 @@ impl Engram {
     /// Without the entry, Engram tensors in the file are refused (they would be dropped).
     pub fn from_set(
         file: &str,
-        set: &mut TensorSet,
+        set: &TensorSet,
         c: &Config,
         conf: Option<&serde_json::Value>,
     ) -> Result<Option<Engram>> {

@@ -238,9 +238,8 @@ pub fn model_from_tensors(
     engram: Option<&serde_json::Value>,
     tokenizer: TokenizerInfo,
 ) -> Result<Model> {
-    let mut set = set;
     let memory = super::tide::TideMemory::from_set(source, &set, &config)?;
-    let engram = super::engram::Engram::from_set(source, &mut set, &config, engram)?;
+    let engram = super::engram::Engram::from_set(source, &set, &config, engram)?;
     let token_counts = token_counts(source, &set, config.vocab)?;
     let mut tensors = set.weights;
     // Qwen2's q/k/v biases and Qwen3's q/k norms: taken in every layer when layer 0 has them.
