@@ -10,8 +10,9 @@
 #   4. peak resident memory and GPU memory (wgpu-hal's allocations for buffers and textures)
 #      without the K = 24 memory, with it streamed, and with it resident on the GPU;
 #   5. what any cache policy could reach on the held-out split (Belady's optimal offline cache)
-#      against LRU, warmed or with the most frequent training tokens pinned
-#      (scripts/cache_bound.py);
+#      against LRU, warmed, with the most frequent training tokens pinned, or prefetching each
+#      token's most frequent successors in the training split; and the share of first
+#      sightings no demand cache can serve (scripts/cache_bound.py);
 #   6. the warm-up over HTTP (tide serve on loopback) by --memory-warm-factor: bytes read and
 #      seconds to fill the default cache (10% of the tables);
 #   7. prefill speed and GPU memory of the K = 24 model at prefill batches of 64 (its
@@ -99,7 +100,7 @@ fi
 if want 5; then
 echo "[bench-memory] 5. the bound on any cache policy" >&2
 "$py" scripts/cache_bound.py "$(dirname "$model")/hf-f32/tokenizer.json" "$corpus/heldout.txt" \
-    "$mem/memory.safetensors" 0.05,0.1,0.2 > "$out/memory_cache_bound.jsonl"
+    "$mem/memory.safetensors" 0.05,0.1,0.2 "$corpus/train.txt" > "$out/memory_cache_bound.jsonl"
 fi
 if want 7; then
 echo "[bench-memory] 7. prefill by batch size with the K = 24 memory" >&2

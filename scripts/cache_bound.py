@@ -4,8 +4,14 @@ training tokens first) and cold, against the LRU the row store runs (warmed, as 
 --cache-sweep` does) and LRU beside a pinned set of the most frequent training tokens (a share
 of the capacity that is never evicted).
 
+Also, for each size: the share of requests that no demand cache warmed this way can serve (the
+first request for each token outside the warm set), and, with TRAIN_TEXT, LRU that also
+prefetches the training text's most frequent successors of each token read (an online policy
+that may beat Belady's demand bound, at the cost of the bytes it prefetches), and LRU with or
+without pinning warmed from counts that do not fit the text (the counts shuffled among ids).
+
 One request per token, as the row store sees them (K rows of a token travel together).
-Usage: cache_bound.py TOKENIZER_JSON TEXT MEMORY_SAFETENSORS [SHARES]
+Usage: cache_bound.py TOKENIZER_JSON TEXT MEMORY_SAFETENSORS [SHARES [TRAIN_TEXT]]
 Prints one JSON object per cache size.
 """
 import collections
@@ -53,6 +59,55 @@ def lru_with_pinned(ids, order, cap, pinned_share):
     return hits / len(ids)
 
 
+def first_sightings(ids, warm):
+    """Share of requests for a token outside `warm` seen for the first time: misses for any
+    demand cache that starts holding `warm`, whatever its size or policy."""
+    warm, seen, n = set(warm), set(), 0
+    for t in ids:
+        if t not in warm and t not in seen:
+            n += 1
+        seen.add(t)
+    return n / len(ids)
+
+
+def successors(train_ids, vocab, top):
+    """For each token, its `top` most frequent successors in the training ids (ties by id)."""
+    a = np.asarray(train_ids, dtype=np.int64)
+    pairs, counts = np.unique(a[:-1] * vocab + a[1:], return_counts=True)
+    prev, nxt = pairs // vocab, pairs % vocab
+    o = np.lexsort((nxt, -counts, prev))
+    prev, nxt = prev[o], nxt[o]
+    start = np.searchsorted(prev, np.arange(vocab))
+    end = np.searchsorted(prev, np.arange(vocab), side="right")
+    return [nxt[s:min(e, s + top)].tolist() for s, e in zip(start, end)]
+
+
+def lru_prefetch(ids, order, cap, succ):
+    """LRU warmed as the row store, which after each request also fetches the request's
+    successors `succ[token]` that are not cached (most recent first). Returns the hit rate and
+    the rows fetched per request (misses + prefetches)."""
+    lru = collections.OrderedDict((t, None) for t in reversed(order[:cap].tolist()))
+    hits = fetched = 0
+
+    def put(t):
+        nonlocal fetched
+        fetched += 1
+        lru[t] = None
+        if len(lru) > cap:
+            lru.popitem(last=False)
+
+    for t in ids:
+        if t in lru:
+            hits += 1
+            lru.move_to_end(t)
+        else:
+            put(t)
+        for s in succ[t]:
+            if s not in lru:
+                put(s)
+    return hits / len(ids), fetched / len(ids)
+
+
 def belady(ids, cap, warm=()):
     """Hit rate of the optimal offline cache (evict the token needed furthest ahead), starting
     with the tokens `warm` in it."""
@@ -84,11 +139,20 @@ def belady(ids, cap, warm=()):
 def main():
     tok_path, text_path, mem_path = sys.argv[1:4]
     shares = [float(s) for s in (sys.argv[4] if len(sys.argv) > 4 else "0.05,0.1,0.2").split(",")]
-    ids = Tokenizer.from_file(tok_path).encode(open(text_path, encoding="utf-8").read()).ids
+    tok = Tokenizer.from_file(tok_path)
+    ids = tok.encode(open(text_path, encoding="utf-8").read()).ids
+    train = sys.argv[5] if len(sys.argv) > 5 else None
     counts = token_counts(mem_path)
     vocab = len(counts)
     order = np.lexsort((np.arange(vocab), -counts))
+    # Counts that do not fit the text (the same counts given to other ids, from a fixed seed):
+    # what pinning costs when the warm-up's guess is wrong.
+    shuffled = np.random.default_rng(0).permutation(counts)
+    wrong = np.lexsort((np.arange(vocab), -shuffled))
     distinct = len(set(ids))
+    succ = None
+    if train:
+        succ = successors(tok.encode(open(train, encoding="utf-8").read()).ids, vocab, 4)
     for share in shares:
         cap = int(vocab * share)
         row = {
@@ -96,12 +160,21 @@ def main():
             "cache_tokens": cap,
             "text_tokens": len(ids),
             "distinct_tokens": distinct,
+            # Requests for tokens the training split never had: a count-based warm-up skips them.
+            "requests_unseen_in_training": float(np.mean(counts[np.asarray(ids)] == 0)),
             "belady_optimal_warmed": belady(ids, cap, order[:cap].tolist()),
             "belady_optimal_cold": belady(ids, cap),
             "lru_warmed": lru_with_pinned(ids, order, cap, 0.0),
+            "first_sightings_outside_warm": first_sightings(ids, order[:cap].tolist()),
         }
         for p in (0.5, 0.8, 1.0):
             row[f"lru_pinned_{int(p * 100)}"] = lru_with_pinned(ids, order, cap, p)
+        row["lru_warmed_wrong_counts"] = lru_with_pinned(ids, wrong, cap, 0.0)
+        row["lru_pinned_80_wrong_counts"] = lru_with_pinned(ids, wrong, cap, 0.8)
+        if succ:
+            for top in (1, 2, 4):
+                hit, rows = lru_prefetch(ids, order, cap, [x[:top] for x in succ])
+                row[f"lru_prefetch_{top}_successors"] = {"hits": hit, "rows_per_token": rows}
         print(json.dumps(row), flush=True)
 
 
