@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # Quality against size of compressed memory tables (docs/results.md, "Compressed memory
-# tables"): the K = 4 model's tables in full precision, then f16, 8-bit and 4-bit rows, SVD at
+# tables"): the committed K = 4 model's tables as trained (f16, kept beside the model as
+# models/tide-k4/memory-f16.safetensors by train/train.py), then 8-bit and 4-bit rows, SVD at
 # 25, 50, 70 and 90% rank reduction (f16 factors, to see the truncation alone) and SVD 50% +
-# 4-bit, each evaluated by `tide eval` on the held-out split: perplexity, cross-entropy of the
-# rarest frequency decile, and the tables' bytes. Raw data: docs/bench-data/memory_quality.jsonl.
-#
-# The committed model keeps only its 4-bit rows, so the full-precision tables come from
-# training it again with its own recipe (train/train.py, train/configs/k4.json; ~45 min on 2
-# cores): the script checks that the retrained 4-bit export equals models/tide-k4 byte for
-# byte, so the f32 tables are exactly the committed model's before quantisation.
+# 4-bit, each made by `tide compress` from the f16 tables and evaluated by `tide eval` on the
+# held-out split: perplexity, cross-entropy of the rarest frequency decile, and the tables'
+# bytes; and the committed model as it ships (its 4-bit rows, quantised by train/export.py from
+# the f32 tables). Raw data: docs/bench-data/memory_quality.jsonl.
 # Usage: bash scripts/quality_vs_size.sh [WINDOWS]   (held-out windows of 256 tokens; default 100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,62 +14,46 @@ windows="${1:-100}"
 source scripts/runtime-dir.sh
 cargo build --release --quiet
 tide=target/release/tide
-py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"
+py="$(scripts/venv.sh scripts/requirements.txt)"
 corpus=.cache/corpus
-retrain=.cache/tide-k4-retrain
-[[ -s $corpus/train.txt ]] || "$py" train/corpus.py --out "$corpus"
-[[ -s $corpus/train.bin ]] || "$py" train/tokenize_corpus.py --corpus "$corpus"
-[[ -s $corpus/tide-k4-retrain.pt ]] ||
-    "$py" train/train.py --config train/configs/k4.json --out "$retrain" --corpus "$corpus"
-if cmp -s "$retrain/model.safetensors" models/tide-k4/model.safetensors; then
-    same=true
-else
-    same=false
-    echo "[quality] note: the retrained model differs from models/tide-k4" >&2
-fi
-full=.cache/tide-k4-f32
-if [[ ! -s $full/model.safetensors ]]; then
-    (cd train && "$py" - "$PWD/../$corpus" "$PWD/../$full" <<'EOF'
-import sys, os, torch, numpy as np
-import export
-from model import ModelConfig, TideLM
-corpus, out = sys.argv[1], sys.argv[2]
-ck = torch.load(os.path.join(corpus, "tide-k4-retrain.pt"), weights_only=False)
-m = TideLM(ModelConfig(**ck["config"]["model"]))
-m.load_state_dict(ck["state"])
-export.export(m, os.path.join(corpus, "tokenizer.json"), np.load(os.path.join(corpus, "counts.npy")),
-              out, rows="f32")
-EOF
-    )
-fi
+[[ -s $corpus/heldout.txt ]] || "$py" train/corpus.py --out "$corpus"
+model=models/tide-k4
+full=$model/memory-f16.safetensors
 out=docs/bench-data/memory_quality.jsonl
 : > "$out"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-run() { # label, compress arguments (none: the f32 tables as they are)
-    local label=$1; shift
-    local dir=$full
+run() { # label, memory file ("" for the model as it ships), compress arguments (none: as is)
+    local label=$1 mem=$2; shift 2
+    local dir=""
     if [[ $# -gt 0 ]]; then
         dir="$tmp/$(echo "$label" | tr -c 'a-z0-9' _)"
-        $tide compress --model "$full" "$@" --out "$dir" > /dev/null 2>&1
+        $tide compress --model "$model" --memory "$mem" "$@" --out "$dir" > /dev/null 2>&1
+        mem=$dir/memory.safetensors
     fi
-    $tide eval --model "$dir" --data "$corpus/heldout.txt" --windows "$windows" --json 2> /dev/null |
+    $tide eval --model "$model" ${mem:+--memory "$mem"} --data "$corpus/heldout.txt" \
+        --windows "$windows" --json 2> /dev/null |
         "$py" -c "
-import json, os, sys
+import json, os, re, struct, sys
 e = json.load(sys.stdin)
 rep = os.path.join('$dir', 'compress_report.json')
-r = json.load(open(rep)) if os.path.exists(rep) else None
-print(json.dumps({'variant': '$label', 'retrained_equals_committed': '$same' == 'true',
-                  'table_bytes': r['bytes_after'] if r else r, 'report': r, 'eval': e}))" >> "$out"
+r = json.load(open(rep)) if '$dir' and os.path.exists(rep) else None
+# The tables' bytes as stored (rows, and SVD bases), from the file's own header.
+with open('$mem' or '$model/model.safetensors', 'rb') as f:
+    h = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
+size = sum(v['data_offsets'][1] - v['data_offsets'][0] for k, v in h.items()
+           if re.fullmatch(r'tide\.memory\.\d+\.(rows|basis)', k))
+print(json.dumps({'variant': '$label', 'memory': '$mem' or None, 'table_bytes': size,
+                  'report': r, 'eval': e}))" >> "$out"
     echo "[quality] $label done" >&2
 }
-run "f32 (full precision)"
-run "f16" --bits 16
-run "8-bit (q8_0)" --bits 8
-run "4-bit (q4_1)" --bits 4
-run "SVD 25% rank reduction" --bits 16 --svd-ratio 0.75
-run "SVD 50% rank reduction" --bits 16 --svd-ratio 0.5
-run "SVD 70% rank reduction" --bits 16 --svd-ratio 0.3
-run "SVD 90% rank reduction" --bits 16 --svd-ratio 0.1
-run "SVD 50% + 4-bit" --bits 4 --svd-ratio 0.5
+run "f16 (as trained)" "$full"
+run "8-bit (q8_0)" "$full" --bits 8
+run "4-bit (q4_1)" "$full" --bits 4
+run "4-bit, the committed model" ""
+run "SVD 25% rank reduction" "$full" --bits 16 --svd-ratio 0.75
+run "SVD 50% rank reduction" "$full" --bits 16 --svd-ratio 0.5
+run "SVD 70% rank reduction" "$full" --bits 16 --svd-ratio 0.3
+run "SVD 90% rank reduction" "$full" --bits 16 --svd-ratio 0.1
+run "SVD 50% + 4-bit" "$full" --bits 4 --svd-ratio 0.5
 echo "[quality] wrote $out" >&2

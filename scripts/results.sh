@@ -22,6 +22,9 @@ done
 echo "[results] layer-wise ablation of tide-k4 (${ABLATE_WINDOWS:=40} held-out windows)" >&2
 $tide ablate --model models/tide-k4 --data "$CORPUS/heldout.txt" --windows "$ABLATE_WINDOWS" \
     --json > "$OUT/ablate_k4.json"
+echo "[results] router weights of tide-k4 on one sentence (docs/results.md's heatmap)" >&2
+$tide inspect --model models/tide-k4 --svg "$OUT/inspect_example.svg" \
+    "In the beginning was the Word, and the Word was with God" > /dev/null
 echo "[results] decode cost of memory on SmolLM2's shape (K = 0, 8, 24), alternating rounds" >&2
 $tide bench --model synthetic:smollm2-135m --memory-overhead 8,24 --gen 32 --reps 5 --json \
     > "$OUT/overhead_smollm2.json"

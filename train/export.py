@@ -4,6 +4,9 @@
   model.safetensors  backbone (f16, HF names) + TIDE tensors (tide.*) + tide.token_counts
   tokenizer.json     the corpus tokenizer
 
+train.py also keeps a TIDE model's tables in f16 beside it (export_tables: memory-f16.safetensors,
+a memory file for `--memory`), so that compression is measured against the tables as trained.
+
 Memory tables are stored as raw rows + per-block gamma, 4-bit group-wise by default (GGUF Q4_1
 blocks: per 32 values an f16 scale d, an f16 minimum m and 16 bytes of nibbles, value = d*q + m).
 """
@@ -151,6 +154,19 @@ def backbone_tensors(sd, cfg, dtype=np.float16):
         keep = arr.ndim == 1 or name.endswith("lime_mix")
         t["model." + name] = arr.astype(np.float32 if keep else dtype)
     return t
+
+
+def export_tables(model, counts, path, rows="f16"):
+    """Write a TIDE model's memory alone (tables at `rows`, gammas, routers, token counts) as a
+    memory file (docs/format.md, "In a separate memory file")."""
+    cfg, sd = model.cfg, model.state_dict()
+    t, meta = memory_tensors(
+        sd["memory.tables"].float().numpy(), sd["memory.gamma"].float().numpy(),
+        np.stack([sd[f"layers.{i}.router.weight"].float().numpy() for i in range(cfg.n_layers)]),
+        cfg.eps, rows=rows)
+    if counts is not None:
+        t["tide.token_counts"] = np.asarray(counts, dtype=np.int64)
+    save_file(t, path, metadata=meta)
 
 
 def export(model, tokenizer_path, counts, out, rows="q4_1", backbone_dtype=np.float16,

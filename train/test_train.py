@@ -2,7 +2,8 @@
 export -> load round trip, LIMe's mixing (the identity is the backbone; export round trip),
 Engram (hash formula, causality, compression table, export round trip),
 and a short training run, plain and under torchrun (DDP, 2 ranks),
-that must lower the loss and export a model directory the runtime's loader layout expects.
+that must lower the loss and export a model directory the runtime's loader layout expects
+(with a TIDE model's tables as trained kept beside it in f16).
 
   python3 train/test_train.py
 """
@@ -183,6 +184,20 @@ def run_training(d, vocab, k, launcher, **extra):
     assert model.cfg.k == k and counts is not None
     if k:
         assert metrics["null_by_decile"] is not None
+        # The tables as trained, kept beside the model: f16 rows that the exported 4-bit rows
+        # approximate within Q4_1's error, and the same routers and counts.
+        from safetensors.numpy import load_file
+        kept = load_file(os.path.join(out, "memory-f16.safetensors"))
+        full = load_file(os.path.join(out, "model.safetensors"))
+        for i in range(k):
+            e = kept[f"tide.memory.{i}.rows"]
+            assert e.dtype == np.float16, e.dtype
+            e = e.astype(np.float32)
+            q = dequantize_q4_1(full[f"tide.memory.{i}.rows"], e.shape[1])
+            rel = np.linalg.norm(q - e) / np.linalg.norm(e)
+            assert 0 < rel < 0.12, rel
+        for name in ("tide.router.0.weight", "tide.memory.0.gamma", "tide.token_counts"):
+            np.testing.assert_array_equal(kept[name], full[name])
     for key, v in extra.items():
         got = getattr(model.cfg, key)
         assert (list(got) if isinstance(got, tuple) else got) == v, (key, got)

@@ -146,6 +146,9 @@ def main():
         torch.save({"config": conf, "state": raw.state_dict()},
                    os.path.join(args.corpus, f"{os.path.basename(args.out.rstrip('/'))}.pt"))
         export.export(raw, os.path.join(args.corpus, "tokenizer.json"), counts, args.out)
+        if cfg.k > 0:
+            # The tables as trained (f16), for measuring compression against them.
+            export.export_tables(raw, counts, os.path.join(args.out, "memory-f16.safetensors"))
         print(json.dumps({k: metrics[k] for k in ("ppl", "ce_by_decile", "null_by_decile")}),
               flush=True)
     if ddp:
