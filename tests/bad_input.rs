@@ -370,3 +370,27 @@ fn unsupported_tokenizer() {
         ],
     );
 }
+
+/// A tensor held by two of a model's files (a stray .safetensors among the shards, a memory
+/// file beside a model whose memory is inline) is refused with the tensor and file named,
+/// never one file's tensor silently replacing the other's.
+#[test]
+fn a_tensor_in_two_files_is_refused() {
+    let dir = common::repo().join("models/tide-k4");
+    let read = |n: &str| model::Blob::from_vec(std::fs::read(dir.join(n)).unwrap());
+    let files = |second: &str| model::ModelFiles {
+        source: "models/tide-k4".into(),
+        files: vec![
+            ("config.json".into(), read("config.json")),
+            ("model.safetensors".into(), read("model.safetensors")),
+            (second.into(), read("memory-f16.safetensors")),
+        ],
+    };
+    for second in ["model-00002-of-00002.safetensors", model::MEMORY_FILE] {
+        let e = files(second).load().expect_err(second).to_string();
+        has(
+            &e,
+            &[second, "model.safetensors", "tensor 'tide.", "is also in"],
+        );
+    }
+}

@@ -14,6 +14,30 @@ export async function listModels(base = '/') {
 // optional memory.safetensors and tokenizer_config.json).
 const MODEL_FILE = /^(config\.json|tokenizer\.json|tokenizer_config\.json|.*\.safetensors|.*\.gguf)$/;
 
+// The weights a folder's loader reads, as natively: model.safetensors, else the shards that
+// model.safetensors.index.json names, else every .safetensors (an unindexed set of shards);
+// and memory.safetensors beside them. Other .safetensors files (e.g. the f16 tables that
+// train/ keeps beside a TIDE model) are not part of the model.
+async function weightFiles(files, all) {
+  const st = (f) => f.name.endsWith('.safetensors');
+  let keep = null;
+  if (files.some((f) => f.name === 'model.safetensors')) {
+    keep = new Set(['model.safetensors']);
+  } else {
+    const index = all.find((f) => f.name === 'model.safetensors.index.json');
+    if (index) {
+      const r = await fetch(index.url);
+      if (!r.ok) throw new Error(`${index.url}: HTTP ${r.status}`);
+      const map = (await r.json()).weight_map;
+      if (!map || typeof map !== 'object') throw new Error(`${index.url}: missing weight_map`);
+      keep = new Set(Object.values(map));
+    }
+  }
+  if (!keep) return files;
+  keep.add('memory.safetensors');
+  return files.filter((f) => !st(f) || keep.has(f.name));
+}
+
 async function resolveFiles(model) {
   let listed = [];
   try {
@@ -24,9 +48,8 @@ async function resolveFiles(model) {
   const entry = listed.find((m) => m.name === model || `/models/${m.name}/` === model || `/models/${m.name}` === model);
   if (entry) {
     // Only what the loader reads: a folder may hold other files (training logs, READMEs).
-    const files = entry.files.map((f) => ({ ...f, name: f.url.split('/').pop() }))
-      .filter((f) => MODEL_FILE.test(f.name));
-    return { name: entry.name, files };
+    const all = entry.files.map((f) => ({ ...f, name: f.url.split('/').pop() }));
+    return { name: entry.name, files: await weightFiles(all.filter((f) => MODEL_FILE.test(f.name)), all) };
   }
   const url = new URL(model, location.href);
   if (url.pathname.endsWith('.gguf')) {

@@ -23,6 +23,20 @@ pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
             .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     for (tname, t) in meta.tensors() {
+        // Two files of one model holding the same tensor (a stray .safetensors among the
+        // shards, a memory file beside a model that has its memory inline): refuse rather
+        // than let one silently replace the other.
+        if out.weights.contains_key(&tname) || out.raw.contains_key(&tname) {
+            let other = out
+                .origin
+                .get(&tname)
+                .map_or("another file", String::as_str);
+            return Err(format_err(
+                name,
+                format!("tensor '{tname}' is also in {other}: one model file too many?"),
+            ));
+        }
+        out.origin.insert(tname.clone(), name.to_string());
         let (s, e) = t.data_offsets;
         if data_start + e > bytes.len() {
             return Err(format_err(

@@ -105,4 +105,6 @@ pub struct TensorSet {
     pub weights: HashMap<String, Weight>,
     pub raw: HashMap<String, RawTensor>,
     pub meta: HashMap<String, String>,
+    /// The file each tensor came from (for messages), when read by `index_file`.
+    pub origin: HashMap<String, String>,
 }
