@@ -156,14 +156,19 @@ def backbone_tensors(sd, cfg, dtype=np.float16):
     return t
 
 
-def export_tables(model, counts, path, rows="f16"):
-    """Write a TIDE model's memory alone (tables at `rows`, gammas, routers, token counts) as a
-    memory file (docs/format.md, "In a separate memory file")."""
+def model_memory_tensors(model, rows):
+    """memory_tensors of a trained TideLM's memory (tables, gammas, every layer's router)."""
     cfg, sd = model.cfg, model.state_dict()
-    t, meta = memory_tensors(
+    return memory_tensors(
         sd["memory.tables"].float().numpy(), sd["memory.gamma"].float().numpy(),
         np.stack([sd[f"layers.{i}.router.weight"].float().numpy() for i in range(cfg.n_layers)]),
         cfg.eps, rows=rows)
+
+
+def export_tables(model, counts, path, rows="f16"):
+    """Write a TIDE model's memory alone (tables at `rows`, gammas, routers, token counts) as a
+    memory file (docs/format.md, "In a separate memory file")."""
+    t, meta = model_memory_tensors(model, rows)
     if counts is not None:
         t["tide.token_counts"] = np.asarray(counts, dtype=np.int64)
     save_file(t, path, metadata=meta)
@@ -185,10 +190,7 @@ def export(model, tokenizer_path, counts, out, rows="q4_1", backbone_dtype=np.fl
         et, conf["engram"] = engram_tensors(model, rows if rows in ("q4_1", "f32") else "q4_1")
         tensors.update(et)
     if cfg.k > 0:
-        mt, mmeta = memory_tensors(
-            sd["memory.tables"].float().numpy(), sd["memory.gamma"].float().numpy(),
-            np.stack([sd[f"layers.{i}.router.weight"].float().numpy() for i in range(cfg.n_layers)]),
-            cfg.eps, rows=rows)
+        mt, mmeta = model_memory_tensors(model, rows)
         conf["tide"] = {"k": cfg.k, "rows": rows, "memory_file": memory_file or "model.safetensors"}
         if memory_file:
             save_file(mt, os.path.join(out, memory_file), metadata=mmeta)

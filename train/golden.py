@@ -95,6 +95,17 @@ def tiny():
     print("wrote", out)
 
 
+def export_small(cfg, model, out):
+    """Export a small random model with an f32 backbone and write golden.json beside it: its
+    logits and router weights, reloaded from the export, for two fixed sequences."""
+    export(model, None, None, out, backbone_dtype=np.float32)
+    seqs = [[5, 17, 3, 88, 42, 42, 9, 0, 61, 95, 30, 12], [1]]
+    m, _ = load(out)
+    golden = {"config": cfg.to_dict(), "seqs": run(m, seqs)}
+    json.dump(golden, open(os.path.join(out, "golden.json"), "w"))
+    print("wrote", out)
+
+
 def tiny_lime():
     out = os.path.join(REPO, "tests/fixtures/tiny_lime")
     cfg, model = small_model(11, n_layers=3, lime=True)
@@ -104,12 +115,7 @@ def tiny_lime():
             blk.post_attention_layernorm.weight.uniform_(0.5, 1.5)
             if blk.self_attn.lime_mix is not None:
                 blk.self_attn.lime_mix.normal_(0, 0.7)
-    export(model, None, None, out, backbone_dtype=np.float32)
-    seqs = [[5, 17, 3, 88, 42, 42, 9, 0, 61, 95, 30, 12], [1]]
-    m, _ = load(out)
-    golden = {"config": cfg.to_dict(), "seqs": run(m, seqs)}
-    json.dump(golden, open(os.path.join(out, "golden.json"), "w"))
-    print("wrote", out)
+    export_small(cfg, model, out)
 
 
 def tiny_tide_lime():
@@ -125,12 +131,7 @@ def tiny_tide_lime():
                 blk.self_attn.lime_mix.normal_(0, 0.7)
         model.memory.tables.normal_(0, 0.5)
         model.memory.gamma.uniform_(0.2, 1.5)
-    export(model, None, None, out, backbone_dtype=np.float32)
-    seqs = [[5, 17, 3, 88, 42, 42, 9, 0, 61, 95, 30, 12], [1]]
-    m, _ = load(out)
-    golden = {"config": cfg.to_dict(), "seqs": run(m, seqs)}
-    json.dump(golden, open(os.path.join(out, "golden.json"), "w"))
-    print("wrote", out)
+    export_small(cfg, model, out)
 
 
 def tiny_engram():
