@@ -9,6 +9,9 @@ first request for each token outside the warm set), and, with TRAIN_TEXT, LRU th
 prefetches the training text's most frequent successors of each token read (an online policy
 that may beat Belady's demand bound, at the cost of the bytes it prefetches), and LRU with or
 without pinning warmed from counts that do not fit the text (the counts shuffled among ids).
+And two online policies that weigh frequency as well as recency, ARC and W-TinyLFU (the
+latter with or without the training counts as a prior), to show how close a better policy
+than LRU gets to the bound.
 
 One request per token, as the row store sees them (K rows of a token travel together).
 Usage: cache_bound.py TOKENIZER_JSON TEXT MEMORY_SAFETENSORS [SHARES [TRAIN_TEXT]]
@@ -56,6 +59,81 @@ def lru_with_pinned(ids, order, cap, pinned_share):
             lru[t] = None
             if len(lru) > free:
                 lru.popitem(last=False)
+    return hits / len(ids)
+
+
+def arc(ids, order, cap):
+    """Hit rate of ARC (Megiddo and Modha's adaptive replacement cache: a recency list and a
+    frequency list whose split adapts to ghost hits), its frequency list warmed with the most
+    frequent training tokens."""
+    t1, b1, b2 = collections.OrderedDict(), collections.OrderedDict(), collections.OrderedDict()
+    t2 = collections.OrderedDict((t, None) for t in reversed(order[:cap].tolist()))
+    p = hits = 0
+
+    def replace(x):
+        if t1 and (len(t1) > p or (x in b2 and len(t1) == p)):
+            b1[t1.popitem(last=False)[0]] = None
+        else:
+            b2[t2.popitem(last=False)[0]] = None
+
+    for x in ids:
+        if x in t1 or x in t2:
+            hits += 1
+            t1.pop(x, None)
+            t2[x] = None
+            t2.move_to_end(x)
+        elif x in b1 or x in b2:
+            if x in b1:
+                p = min(cap, p + max(len(b2) // len(b1), 1))
+            else:
+                p = max(0, p - max(len(b1) // len(b2), 1))
+            replace(x)
+            b1.pop(x, None)
+            b2.pop(x, None)
+            t2[x] = None
+        else:
+            if len(t1) + len(b1) == cap:
+                if len(t1) < cap:
+                    b1.popitem(last=False)
+                    replace(x)
+                else:
+                    t1.popitem(last=False)
+            elif len(t1) + len(t2) + len(b1) + len(b2) >= cap:
+                if len(t1) + len(t2) + len(b1) + len(b2) == 2 * cap:
+                    b2.popitem(last=False)
+                replace(x)
+            t1[x] = None
+    return hits / len(ids)
+
+
+def w_tinylfu(ids, order, counts, cap, window, prior):
+    """Hit rate of W-TinyLFU (a small LRU window admits every token; a token leaving it enters
+    the main LRU only if it has been requested more often than the main LRU's victim), with
+    exact counts in place of the sketch, each token's count starting at `prior` times its share
+    of the training counts. The main LRU starts with the most frequent training tokens."""
+    seen = collections.Counter()
+    share = counts / counts.sum() * prior
+    w = max(1, int(cap * window))
+    m = cap - w
+    main = collections.OrderedDict((t, None) for t in reversed(order[:m].tolist()))
+    win = collections.OrderedDict()
+    hits = 0
+    for t in ids:
+        seen[t] += 1
+        if t in main:
+            hits += 1
+            main.move_to_end(t)
+        elif t in win:
+            hits += 1
+            win.move_to_end(t)
+        else:
+            win[t] = None
+            if len(win) > w:
+                cand = win.popitem(last=False)[0]
+                victim = next(iter(main))
+                if seen[cand] + share[cand] > seen[victim] + share[victim]:
+                    main.popitem(last=False)
+                    main[cand] = None
     return hits / len(ids)
 
 
@@ -169,6 +247,16 @@ def main():
         }
         for p in (0.5, 0.8, 1.0):
             row[f"lru_pinned_{int(p * 100)}"] = lru_with_pinned(ids, order, cap, p)
+        # Online policies that weigh how often a token came, not only how recently: none
+        # gets near Belady's bound (a few settings of W-TinyLFU; the prior is in requests
+        # spread over the text's length).
+        row["arc_warmed"] = arc(ids, order, cap)
+        for window in (0.01, 0.05):
+            for prior in (0, 1, 5):
+                key = f"w_tinylfu_window_{int(window * 100)}_prior_{prior}"
+                row[key] = w_tinylfu(ids, order, counts, cap, window, prior * len(ids))
+        row["w_tinylfu_window_5_prior_5_wrong_counts"] = w_tinylfu(
+            ids, wrong, shuffled, cap, 0.05, 5 * len(ids))
         row["lru_warmed_wrong_counts"] = lru_with_pinned(ids, wrong, cap, 0.0)
         row["lru_pinned_80_wrong_counts"] = lru_with_pinned(ids, wrong, cap, 0.8)
         if succ:

@@ -25,8 +25,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 run() { # label, memory file ("" for the model as it ships), compress arguments (none: as is)
     local label=$1 mem=$2; shift 2
-    local dir=""
+    local dir="" made="$mem"
     if [[ $# -gt 0 ]]; then
+        # What the raw data says of a temporary file: how it was made.
+        made="tide compress --memory $mem $*"
         dir="$tmp/$(echo "$label" | tr -c 'a-z0-9' _)"
         $tide compress --model "$model" --memory "$mem" "$@" --out "$dir" > /dev/null 2>&1
         mem=$dir/memory.safetensors
@@ -43,7 +45,7 @@ with open('$mem' or '$model/model.safetensors', 'rb') as f:
     h = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
 size = sum(v['data_offsets'][1] - v['data_offsets'][0] for k, v in h.items()
            if re.fullmatch(r'tide\.memory\.\d+\.(rows|basis)', k))
-print(json.dumps({'variant': '$label', 'memory': '$mem' or None, 'table_bytes': size,
+print(json.dumps({'variant': '$label', 'memory': '$made' or None, 'table_bytes': size,
                   'report': r, 'eval': e}))" >> "$out"
     echo "[quality] $label done" >&2
 }

@@ -140,6 +140,15 @@ impl Engine {
         }
     }
 
+    /// Most tokens one step of several sequences takes (`step_seqs` splits more into steps of
+    /// this many; each step reads the weights once). The CPU reference: 1.
+    pub fn seq_group(&self) -> usize {
+        match self {
+            Engine::Gpu(g) => g.seq_group(),
+            Engine::Cpu(_) => 1,
+        }
+    }
+
     /// Sequences the engine holds at once, each in its own K/V cache slot (the CPU
     /// reference: one).
     pub fn slots(&self) -> usize {
@@ -165,15 +174,22 @@ impl Engine {
     pub async fn step_seqs_async(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
         match self {
             Engine::Gpu(g) => g.step_seqs_async(toks).await,
-            Engine::Cpu(c) => match toks {
-                [(0, t)] => {
-                    c.feed(&[*t])?;
-                    Ok(vec![c.logits.clone()])
+            Engine::Cpu(c) => {
+                if toks.is_empty() {
+                    return Err(Error::Input("no tokens to process".into()));
                 }
-                _ => Err(Error::Input(
-                    "the CPU reference holds one sequence: one token of slot 0 per step".into(),
-                )),
-            },
+                if let Some(&(slot, _)) = toks.iter().find(|&&(s, _)| s != 0) {
+                    return Err(Error::Input(format!(
+                        "slot {slot} does not exist: the CPU reference holds one sequence"
+                    )));
+                }
+                let mut out = Vec::with_capacity(toks.len());
+                for &(_, t) in toks {
+                    c.feed(&[t])?;
+                    out.push(c.logits.clone());
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -300,6 +316,15 @@ impl Engine {
     /// See `step_seqs_async`.
     pub fn step_seqs(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
         pollster::block_on(self.step_seqs_async(toks))
+    }
+
+    /// Build the kernels of every step size `step_seqs` can run, by running each once
+    /// (`GpuDecoder::warm_seq_steps`); slot 0 starts over.
+    pub fn warm_seq_steps(&mut self) -> Result<()> {
+        match self {
+            Engine::Gpu(g) => g.warm_seq_steps(),
+            Engine::Cpu(_) => Ok(()),
+        }
     }
 
     /// See `feed_all_async`.

@@ -79,30 +79,25 @@ fn run_slots(
     );
 }
 
-/// The K = 4 TIDE fixture (memory router and rows per token) in all four slots at different
-/// positions, against PyTorch.
-#[test]
-fn tide_sequences_share_steps() {
+/// The K = 4 TIDE fixture, its golden sequence and PyTorch's logits at each position.
+fn tiny_tide() -> (Model, Vec<u32>, Vec<Vec<f32>>) {
     let dir = repo().join("tests/fixtures/tiny_tide");
     let g: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let m = model::load(&dir).unwrap();
     let case = &g["seqs"]["model.safetensors"][0];
     let seq = json_ids(&case["ids"]);
-    let flat: Vec<f32> = case["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let flat: Vec<f32> = json_rows(&case["logits"]).concat();
     let want: Vec<Vec<f32>> = flat.chunks(m.config.vocab).map(|r| r.to_vec()).collect();
     assert_eq!(want.len(), seq.len());
+    (m, seq, want)
+}
+
+/// The K = 4 TIDE fixture (memory router and rows per token) in all four slots at different
+/// positions, against PyTorch.
+#[test]
+fn tide_sequences_share_steps() {
+    let (m, seq, want) = tiny_tide();
     for ks in KERNEL_SETS {
         let mut dec = decoder(&m, 4, ks);
         run_slots(
@@ -142,8 +137,68 @@ fn gguf_sequences_share_steps() {
     }
 }
 
+/// Several tokens of one slot in one `step_seqs` call (a prompt riding in the shared steps),
+/// mixed with other slots' tokens: three slots, so steps of at most three tokens, and a slot's
+/// tokens both within one step and across two. Each logit row against the golden row of its
+/// position: the later tokens see the earlier ones of the same step.
+fn run_riding(tag: &str, m: &Model, seq: &[u32], want: &[Vec<f32>], tol: f32) {
+    for ks in KERNEL_SETS {
+        let mut dec = decoder(m, 3, ks);
+        assert_eq!(dec.seq_group(), 3);
+        for (slot, n) in [(0, 2), (1, 1), (2, 5)] {
+            dec.use_slot(slot).unwrap();
+            dec.reset();
+            dec.feed(&seq[..n]).unwrap();
+        }
+        // Slot 0: positions 2, 3, 4; slot 1: 1..=4; slot 2: 5. Steps: [0 0 1] [1 1 2] [0 1].
+        let plan = [
+            (0, 2),
+            (0, 3),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (2, 5),
+            (0, 4),
+            (1, 4),
+        ];
+        let toks: Vec<(usize, u32)> = plan.iter().map(|&(s, p)| (s, seq[p])).collect();
+        let out = dec.step_seqs(&toks).unwrap();
+        assert_eq!(out.len(), toks.len());
+        for (&(slot, p), l) in plan.iter().zip(&out) {
+            assert_close(
+                &format!("{tag} ({ks:?}) slot {slot} at {p}"),
+                l,
+                &want[p],
+                tol,
+            );
+        }
+        assert_eq!(
+            (0..3).map(|s| dec.slot_pos(s)).collect::<Vec<_>>(),
+            [5, 5, 6]
+        );
+    }
+}
+
+#[test]
+fn prompt_tokens_ride_in_shared_steps() {
+    let (m, seq, want) = tiny_tide();
+    run_riding("tiny TIDE", &m, &seq, &want, 2e-4);
+    let dir = repo().join("tests/fixtures/arch");
+    let m = model::load(&dir.join("llama3.gguf")).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("llama3.json")).unwrap()).unwrap();
+    run_riding(
+        "llama3",
+        &m,
+        &json_ids(&j["tokens"]),
+        &json_rows(&j["logits"]),
+        5e-5,
+    );
+}
+
 /// A slot's sequence goes on through `feed` after shared steps, and bad requests are refused
-/// with what is wrong named: a slot given twice, a slot that does not exist, a full context.
+/// with what is wrong named: a slot that does not exist, a token out of range, a full context
+/// (also when a slot's tokens in one call would run past it).
 #[test]
 fn slots_are_checked() {
     let dir = repo().join("tests/fixtures/arch");
@@ -154,7 +209,6 @@ fn slots_are_checked() {
     dec.feed(&[1, 2]).unwrap();
     dec.use_slot(1).unwrap();
     dec.feed(&[3]).unwrap();
-    assert!(err(dec.step_seqs(&[(0, 1), (0, 2)])).contains("slot 0 is given two tokens"));
     assert!(err(dec.step_seqs(&[(2, 1)])).contains("slot 2 does not exist"));
     assert!(err(dec.step_seqs(&[])).contains("no tokens"));
     assert!(dec
@@ -170,4 +224,12 @@ fn slots_are_checked() {
     assert!(err(dec.step_seqs(&[(0, 1), (1, 1)])).contains("context full: slot 1"));
     assert_eq!(dec.slot_pos(0), 2);
     assert_eq!(dec.slot_pos(1), 64);
+    // Slot 0 has 62 positions left: 63 of its tokens in one call are refused whole.
+    let many: Vec<(usize, u32)> = (0..63).map(|_| (0, 1)).collect();
+    let e = err(dec.step_seqs(&many));
+    assert!(
+        e.contains("context full: slot 0") && e.contains("62 position(s) left"),
+        "{e}"
+    );
+    assert_eq!(dec.slot_pos(0), 2);
 }

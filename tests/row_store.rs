@@ -44,7 +44,10 @@ enum Mode {
 struct Server {
     url: String,
     mode: Arc<Mutex<Mode>>,
+    /// Connections taken (`answer` serves one request each).
     requests: Arc<AtomicUsize>,
+    /// The most connections open at once.
+    peak: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -154,19 +157,27 @@ fn serve_with(file: Vec<u8>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let url = format!("{scheme}://{}/memory.safetensors", l.local_addr().unwrap());
     let mode = Arc::new(Mutex::new(Mode::Ok));
     let requests = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
     let (m, n, file) = (mode.clone(), requests.clone(), Arc::new(file));
+    let most = peak.clone();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             n.fetch_add(1, Ordering::SeqCst);
             let (file, mode, tls) = (file.clone(), *m.lock().unwrap(), tls.clone());
-            std::thread::spawn(move || match tls {
-                None => answer(s, &file, mode),
-                Some(config) => {
-                    // A client that refuses the certificate ends the handshake: nothing to do.
-                    if let Ok(conn) = rustls::ServerConnection::new(config) {
-                        answer(rustls::StreamOwned::new(conn, s), &file, mode);
+            let (open, most) = (open.clone(), most.clone());
+            most.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                match tls {
+                    None => answer(s, &file, mode),
+                    Some(config) => {
+                        // A client that refuses the certificate ends the handshake.
+                        if let Ok(conn) = rustls::ServerConnection::new(config) {
+                            answer(rustls::StreamOwned::new(conn, s), &file, mode);
+                        }
                     }
                 }
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
@@ -174,6 +185,7 @@ fn serve_with(file: Vec<u8>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         url,
         mode,
         requests,
+        peak,
     }
 }
 
@@ -561,19 +573,21 @@ fn memory_models_prefill_in_batches_their_rows_fit() {
     assert_close("prefill in batches of 8", &got, &want, 2e-4);
 }
 
-/// The gap is the link's bandwidth-delay product within [4 KB, 2 MB] (`gap_for`, checked
-/// against the formula); without a gap in the options `attach_memory_url` measures the link:
+/// The gap is the link's bandwidth-delay product over the requests in flight, within [4 KB,
+/// 2 MB] (`gap_for`, checked against the formula); without a gap in the options `attach_memory_url` measures the link:
 /// behind a server that answers 30 ms late the round trip is at least 30 ms, the gap is
 /// `gap_for` of what was measured, and the steps use it (rows 0 and 90 of a table share a
 /// request when the 89 rows between fit in it); a gap given as half a row takes two.
 /// (The tiny tables are too small to say much of the bandwidth: no figure is asserted.)
 #[test]
 fn the_read_through_gap_is_measured_from_the_link() {
-    assert_eq!(gap_for(0.0004, 160e6), 64_000);
-    assert_eq!(gap_for(0.05, 10e6), 500_000);
-    assert_eq!(gap_for(1e-6, 1e6), 4 << 10);
-    assert_eq!(gap_for(1.0, 1e9), 2 << 20);
-    assert_eq!(gap_for(0.01, f64::INFINITY), 2 << 20);
+    assert_eq!(gap_for(0.0004, 160e6, 1), 64_000);
+    assert_eq!(gap_for(0.05, 10e6, 1), 500_000);
+    assert_eq!(gap_for(0.05, 10e6, 8), 62_500);
+    assert_eq!(gap_for(0.05, 10e6, 0), 500_000);
+    assert_eq!(gap_for(1e-6, 1e6, 1), 4 << 10);
+    assert_eq!(gap_for(1.0, 1e9, 8), 2 << 20);
+    assert_eq!(gap_for(0.01, f64::INFINITY, 8), 2 << 20);
 
     let (bytes, seq, want) = q4_reference("gap");
     let srv = serve(bytes);
@@ -593,7 +607,10 @@ fn the_read_through_gap_is_measured_from_the_link() {
     let (rtt, bw) = (slow.round_trip_s.unwrap(), slow.bytes_per_s.unwrap());
     assert!(rtt >= 0.03 && bw > 0.0, "{slow:?}");
     assert!(fast.round_trip_s.unwrap() < rtt, "{fast:?} {slow:?}");
-    assert_eq!(slow.gap_bytes, gap_for(rtt, bw));
+    assert_eq!(
+        slow.gap_bytes,
+        gap_for(rtt, bw, HttpOptions::default().max_in_flight)
+    );
     let store = m.memory.as_ref().unwrap().rows.clone();
     store.set_cache_bytes(0);
     let k = m.memory.as_ref().unwrap().k;
@@ -602,6 +619,15 @@ fn the_read_through_gap_is_measured_from_the_link() {
     store.gather(&[0, 90], &mut Vec::new()).unwrap();
     let per_table = if slow.gap_bytes >= 89 * row { 1 } else { 2 };
     assert_eq!(srv.requests.load(Ordering::SeqCst) - before, per_table * k);
+    // The K tables' requests run side by side (a miss waits one round trip, not K): behind
+    // the 30 ms link they overlap.
+    srv.peak.store(0, Ordering::SeqCst);
+    store.gather(&[7], &mut Vec::new()).unwrap();
+    assert!(
+        k >= 2 && srv.peak.load(Ordering::SeqCst) >= 2,
+        "peak {:?} of {k} tables",
+        srv.peak
+    );
     check_gpu("behind a slow link", &m, &seq, &want);
 
     let (m, given) = measured(Mode::Ok, Some(row / 2));

@@ -94,9 +94,24 @@ pub fn spawn(
     let (st, n) = (status.clone(), counters.clone());
     std::thread::spawn(move || {
         let set = |s: Status| *st.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        // An engine with the kernels of every shared step's size built (each size run once):
+        // the first step of a new size would otherwise stall every stream while they compile.
+        let open_engine = |m: &tide_gpu::model::Model| -> anyhow::Result<Engine> {
+            let mut e = args.engine(m)?;
+            if e.seq_group() > 1 {
+                let t = std::time::Instant::now();
+                e.warm_seq_steps()?;
+                eprintln!(
+                    "serve: kernels for steps of 2 to {} tokens built ({:.1}s)",
+                    e.seq_group(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            Ok(e)
+        };
         let opened = args.load().and_then(|m| {
             let ctx_len = args.ctx_len(&m)?;
-            let e = args.engine(&m)?;
+            let e = open_engine(&m)?;
             Ok((m, e, ctx_len))
         });
         let why = match opened {
@@ -127,7 +142,7 @@ pub fn spawn(
                     active: Vec::new(),
                     draining: Vec::new(),
                 };
-                let reopen = || args.engine(&m);
+                let reopen = || open_engine(&m);
                 match sched.serve(&rx, &mut engine, &reopen) {
                     Ok(()) => return, // the server is shutting down
                     Err(e) => format!("the GPU device was lost and no new one opened: {e:#}"),
@@ -153,7 +168,8 @@ pub fn spawn(
 /// already running for longer than a batch takes.
 const PREFILL_CHUNK: usize = 64;
 /// While other requests decode, the last this many tokens of a prompt ride in the shared
-/// steps, one per round, like a running request's next token: a batch of a few tokens costs
+/// steps beside the running requests' next tokens, as many a round as the step has room for
+/// (at least one): a batch of a few tokens costs
 /// about what a long one does (on CPU adapters) and would stall every stream meanwhile, where
 /// a token more in a step costs a fraction of a step. (Measured on SmolLM2 under the load
 /// test: 32 against 8 gave the same throughput ratios and shorter stalls.) A request alone
@@ -434,16 +450,23 @@ impl Scheduler<'_> {
                 }
             }
         }
-        // One step for all chosen tokens, and a token of each prompt's tail.
-        let toks: Vec<(usize, u32)> = self
+        // One step for all chosen tokens, and tokens of each prompt's tail: at least one of
+        // each, more while the step has room (a step of up to seq_group tokens reads the
+        // weights once; more would take another step), in the order the requests are held.
+        let mut toks: Vec<(usize, u32)> = (self.active.iter())
+            .filter(|a| a.prompt_left() == 0)
+            .filter_map(|a| a.next.map(|t| (a.slot, t)))
+            .collect();
+        let mut room = engine.seq_group().saturating_sub(toks.len());
+        for a in self
             .active
             .iter()
-            .filter_map(|a| match a.prompt_left() {
-                0 => a.next.map(|t| (a.slot, t)),
-                n if n <= tail => Some((a.slot, a.prompt[a.fed])),
-                _ => None,
-            })
-            .collect();
+            .filter(|a| (1..=tail).contains(&a.prompt_left()))
+        {
+            let k = a.prompt_left().min(room.max(1));
+            toks.extend(a.prompt[a.fed..a.fed + k].iter().map(|&t| (a.slot, t)));
+            room = room.saturating_sub(k);
+        }
         if toks.is_empty() {
             return Ok(());
         }

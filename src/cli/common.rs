@@ -48,7 +48,7 @@ pub struct ModelArgs {
     pub memory_warm_wait: bool,
     /// For a --memory URL: read through gaps of up to this many KB between wanted rows
     /// rather than make another request. Default: measured at start, as what the link
-    /// carries in one round trip (4 KB to 2 MB).
+    /// carries in one round trip over the 8 requests kept in flight (4 KB to 2 MB).
     #[arg(long)]
     pub memory_gap_kb: Option<usize>,
     /// Copy the whole memory tables to the GPU at start (no streaming, no row cache).

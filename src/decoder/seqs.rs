@@ -1,9 +1,10 @@
 //! Continuous batching: the K/V cache holds `DecoderOptions::slots` sequences, slot after slot,
-//! and one step can take the next token of several of them. Such a step runs every layer
+//! and one step can take the next tokens of several of them. Such a step runs every layer
 //! once for all its tokens (each weight read once: matvec_rows' `tokens` form on CPU
 //! adapters, the batch matmul elsewhere), places each token by its own position and slot
 //! (Step::tok, read by the QKV epilogue and attention), and ends in an LM head over every
-//! token. Prompts still go through `feed` in their own slot (`use_slot`).
+//! token. A prompt goes through `feed` in its own slot (`use_slot`), or a few of its tokens at a
+//! time ride in the shared steps.
 use super::plan::{Kind, Step};
 use super::GpuDecoder;
 use crate::error::{Error, Result};
@@ -39,9 +40,12 @@ impl GpuDecoder {
         }
     }
 
-    /// Feed `toks[i].1` as the next token of the sequence in slot `toks[i].0` (distinct slots)
-    /// and return each one's logits, in order. The tokens share steps of up to `seq_group`;
-    /// the current slot stays as it was.
+    /// Feed `toks[i].1` as the next token of the sequence in slot `toks[i].0` and return each
+    /// one's logits, in order. A slot may come more than once: its tokens go in at successive
+    /// positions, in the order given (a prompt's tokens riding along with other sequences'
+    /// next tokens; each sees the ones before it, as their K/V are written before attention
+    /// reads them). The tokens share steps of up to `seq_group`; the current slot stays as it
+    /// was.
     pub async fn step_seqs_async(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
         self.check_seqs(toks)?;
         let back = self.slot;
@@ -76,23 +80,23 @@ impl GpuDecoder {
         }
         for (i, &(slot, t)) in toks.iter().enumerate() {
             self.check_slot(slot)?;
-            if toks[..i].iter().any(|&(s, _)| s == slot) {
-                return Err(Error::Input(format!(
-                    "slot {slot} is given two tokens in one step"
-                )));
-            }
             self.check_ids(&[t])?;
-            if self.slot_pos(slot) >= self.opts.ctx_len {
+            // This token's position: the slot's, after its tokens earlier in the list.
+            let at = self.slot_pos(slot) + toks[..i].iter().filter(|&&(s, _)| s == slot).count();
+            if at >= self.opts.ctx_len {
                 return Err(Error::Input(format!(
-                    "context full: slot {slot} holds all {} positions",
-                    self.opts.ctx_len
+                    "context full: slot {slot} holds {} positions, and {} token(s) of it are given \
+                     for {} position(s) left",
+                    self.opts.ctx_len,
+                    toks.iter().filter(|&&(s, _)| s == slot).count(),
+                    self.opts.ctx_len.saturating_sub(self.slot_pos(slot)),
                 )));
             }
         }
         Ok(())
     }
 
-    /// One step of 2..=seq_group tokens, each of its own slot.
+    /// One step of 2..=seq_group tokens, each at its slot's next free position.
     async fn step_group(&mut self, group: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
         self.flush();
         self.slot_pos[self.slot] = self.pos;
@@ -108,7 +112,8 @@ impl GpuDecoder {
             ..Default::default()
         };
         for (i, &(slot, _)) in group.iter().enumerate() {
-            step.tok[i] = [self.slot_pos[slot] as u32, (slot * ctx_len) as u32, 0, 0];
+            let at = self.slot_pos[slot] + group[..i].iter().filter(|&&(s, _)| s == slot).count();
+            step.tok[i] = [at as u32, (slot * ctx_len) as u32, 0, 0];
         }
         self.cur = step;
         let ids: Vec<u32> = group.iter().map(|&(_, t)| t).collect();
@@ -121,8 +126,8 @@ impl GpuDecoder {
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.upload_memory_rows(&ids, &mut enc)?;
         if self.engram.is_some() {
-            let toks: Vec<_> = (group.iter())
-                .map(|&(slot, t)| (slot, self.slot_pos[slot], t))
+            let toks: Vec<_> = (group.iter().enumerate())
+                .map(|(i, &(slot, t))| (slot, self.cur.tok[i][0] as usize, t))
                 .collect();
             self.upload_engram_rows(&toks)?;
         }
@@ -157,5 +162,21 @@ impl GpuDecoder {
     /// See `step_seqs_async`.
     pub fn step_seqs(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
         pollster::block_on(self.step_seqs_async(toks))
+    }
+
+    /// Run one step of every several-sequence size (2..=seq_group) in slot 0 and forget it,
+    /// so that each size's kernels are built now rather than in the middle of a server's
+    /// streams: drivers such as lavapipe compile a pipeline at its first dispatch, which on a
+    /// CPU takes seconds. Slot 0 starts over afterwards; the other slots are untouched.
+    pub fn warm_seq_steps(&mut self) -> Result<()> {
+        let back = self.slot;
+        for n in 2..=self.seq_group.min(self.opts.ctx_len) {
+            self.use_slot(0)?;
+            self.reset();
+            self.step_seqs(&vec![(0, 0); n])?;
+        }
+        self.use_slot(0)?;
+        self.reset();
+        self.use_slot(back)
     }
 }

@@ -162,7 +162,8 @@ pub async fn attach_memory_fetch(
     let mut mem = opened.memory;
     let mut tables = opened.tables;
     let vocab = model.config.vocab;
-    let link = remote::choose_gap(&reader, &tables, vocab, opts.max_gap_bytes).await?;
+    let gap = opts.max_gap_bytes;
+    let link = remote::choose_gap(&reader, &tables, vocab, gap, MAX_IN_FLIGHT).await?;
     tables.gap_bytes = link.gap_bytes;
     let rb = tables.row_bytes;
     let c = &model.config;

@@ -5,8 +5,9 @@
 //! attached; the tables row by row as steps need them, through the row store's cache.
 //!
 //! A step's rows are coalesced: ids of one table closer than a gap share a request; the gap
-//! is what the link carries in one round trip, measured at attach unless given.
-//! At most `max_in_flight` requests run at once; a failed request is retried. A response that
+//! is what the link carries in one round trip shared among the requests in flight, measured
+//! at attach unless given. All K tables' requests of a step share one queue, at most
+//! `max_in_flight` running at once; a failed request is retried. A response that
 //! is not 206 with exactly the Content-Range asked for, or is short, stops the step with an
 //! error naming the URL: a row of garbage is never used.
 use std::sync::Arc;
@@ -28,8 +29,8 @@ pub struct HttpOptions {
     pub retries: u32,
     pub max_in_flight: usize,
     /// Bytes between two wanted rows below which one request reads through the gap. None:
-    /// measured when the memory is attached, as what the link carries in one round trip
-    /// (`Link`): a request costs about as much as reading that much more.
+    /// measured when the memory is attached: what the link carries in one round trip over
+    /// `max_in_flight` (`gap_for`), as one more request costs about that share of a round trip.
     pub max_gap_bytes: Option<usize>,
     /// A bulk read (the warm-up) reads at most this many bytes per byte of rows it wants
     /// (read-through gaps included), in as few requests as that allows (at least 1). None:
@@ -177,21 +178,53 @@ impl Ranges for Blocking<'_> {
 }
 
 impl HttpTables {
-    /// Rows `ids` of table `k` into `out`, one request per group (`max_in_flight` at a time).
-    fn read_groups(
+    /// A read's requests for rows `ids` of one table (the same for every table): the steps'
+    /// gap, or for a bulk read with `bulk_read_factor`, the bytes it may read beyond the rows.
+    fn groups(&self, ids: &[u32], bulk: bool) -> Vec<(usize, usize)> {
+        match self.opts.bulk_read_factor {
+            Some(factor) if bulk => {
+                let rows = (ids.len() * self.tables.row_bytes) as f64;
+                let extra = (rows * (factor.max(1.0) - 1.0)) as u64;
+                self.tables.groups_within(ids, extra)
+            }
+            _ => self.tables.groups(ids, self.tables.gap_bytes),
+        }
+    }
+
+    /// Rows `ids` of the tables `tables`, one after the other in `out`, all their requests in
+    /// one queue.
+    fn read_tables_from(
         &self,
-        k: usize,
+        tables: std::ops::Range<usize>,
         ids: &[u32],
-        groups: &[(usize, usize)],
+        bulk: bool,
         out: &mut [u8],
     ) -> Result<u64> {
+        if ids.is_empty() || tables.is_empty() {
+            return Ok(0);
+        }
         let t = &self.tables;
-        let fetch = |&g: &(usize, usize)| {
-            let (start, len) = t.span(k, ids, g);
+        let groups = self.groups(ids, bulk);
+        let spans: Vec<_> = (tables.clone())
+            .flat_map(|b| groups.iter().map(move |&g| t.span(b, ids, g)))
+            .collect();
+        let mut bodies = self.fetch_spans(&spans)?.into_iter();
+        let mut bytes = 0;
+        for (b, o) in tables.zip(out.chunks_exact_mut(ids.len() * t.row_bytes)) {
+            let mine: Vec<Vec<u8>> = bodies.by_ref().take(groups.len()).collect();
+            bytes += t.place(b, ids, &groups, mine, o)?;
+        }
+        Ok(bytes)
+    }
+
+    /// The bodies of byte ranges `spans`, in order, `max_in_flight` requests at a time.
+    fn fetch_spans(&self, spans: &[(u64, u64)]) -> Result<Vec<Vec<u8>>> {
+        let t = &self.tables;
+        let fetch = |&(start, len): &(u64, u64)| {
             Self::range(&self.agent, &t.url, &self.opts, start, len).map(|r| r.0)
         };
-        let mut bodies: Vec<Result<Vec<u8>>> = Vec::with_capacity(groups.len());
-        for batch in groups.chunks(self.opts.max_in_flight.max(1)) {
+        let mut bodies: Vec<Result<Vec<u8>>> = Vec::with_capacity(spans.len());
+        for batch in spans.chunks(self.opts.max_in_flight.max(1)) {
             if batch.len() == 1 {
                 bodies.push(fetch(&batch[0]));
                 continue;
@@ -205,25 +238,23 @@ impl HttpTables {
                 }
             });
         }
-        let bodies = bodies.into_iter().collect::<Result<Vec<_>>>()?;
-        t.place(k, ids, groups, bodies, out)
+        bodies.into_iter().collect()
     }
 }
 
 impl RowSource for HttpTables {
     fn read_rows(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
-        let groups = self.tables.groups(ids, self.tables.gap_bytes);
-        self.read_groups(k, ids, &groups, out)
+        self.read_tables_from(k..k + 1, ids, false, out)
     }
 
     fn read_rows_bulk(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
-        let Some(factor) = self.opts.bulk_read_factor else {
-            return self.read_rows(k, ids, out);
-        };
-        let rows = (ids.len() * self.tables.row_bytes) as f64;
-        let extra = (rows * (factor.max(1.0) - 1.0)) as u64;
-        let groups = self.tables.groups_within(ids, extra);
-        self.read_groups(k, ids, &groups, out)
+        self.read_tables_from(k..k + 1, ids, true, out)
+    }
+
+    /// Every table's requests in one queue, `max_in_flight` at a time: a step that misses a
+    /// token waits K / max_in_flight round trips, not K.
+    fn read_tables(&self, k: usize, ids: &[u32], bulk: bool, out: &mut [u8]) -> Result<u64> {
+        self.read_tables_from(0..k, ids, bulk, out)
     }
 
     fn name(&self) -> String {
@@ -255,7 +286,8 @@ pub fn attach_memory_url(
     let opened = pollster::block_on(remote::open(&reader, &model.config))?;
     let mut mem = opened.memory;
     let (t, vocab, given) = (&opened.tables, model.config.vocab, opts.max_gap_bytes);
-    let link = pollster::block_on(remote::choose_gap(&reader, t, vocab, given))?;
+    let in_flight = opts.max_in_flight;
+    let link = pollster::block_on(remote::choose_gap(&reader, t, vocab, given, in_flight))?;
     let mut tables = opened.tables;
     tables.gap_bytes = link.gap_bytes;
     let source = HttpTables {

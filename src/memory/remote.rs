@@ -42,10 +42,12 @@ pub struct Link {
     pub gap_bytes: usize,
 }
 
-/// The gap for a link: the bytes it carries in one round trip (its bandwidth-delay product),
-/// which is what one more request costs, within [MIN_GAP, MAX_GAP].
-pub fn gap_for(round_trip_s: f64, bytes_per_s: f64) -> usize {
-    let g = round_trip_s * bytes_per_s;
+/// The gap for a link whose requests run `in_flight` at a time: one more request costs a
+/// share of a round trip, 1 / in_flight of one, so reading through a gap pays while the gap
+/// takes less to transfer than that: the link's bandwidth-delay product over `in_flight`,
+/// within [MIN_GAP, MAX_GAP].
+pub fn gap_for(round_trip_s: f64, bytes_per_s: f64, in_flight: usize) -> usize {
+    let g = round_trip_s * bytes_per_s / in_flight.max(1) as f64;
     if g.is_finite() {
         (g as usize).clamp(MIN_GAP, MAX_GAP)
     } else {
@@ -62,6 +64,7 @@ pub(crate) async fn choose_gap(
     t: &RemoteTables,
     vocab: usize,
     given: Option<usize>,
+    in_flight: usize,
 ) -> Result<Link> {
     if let Some(gap_bytes) = given {
         return Ok(Link {
@@ -84,7 +87,7 @@ pub(crate) async fn choose_gap(
     Ok(Link {
         round_trip_s: Some(rtt),
         bytes_per_s: Some(bw),
-        gap_bytes: gap_for(rtt, bw),
+        gap_bytes: gap_for(rtt, bw, in_flight),
     })
 }
 
