@@ -172,11 +172,34 @@ impl Engine {
     /// Feed each `(slot, token)` as the next token of that slot's sequence and return each
     /// one's logits: on the GPU the tokens share steps (continuous batching).
     pub async fn step_seqs_async(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
+        if let Engine::Gpu(g) = self {
+            return g.step_seqs_async(toks).await;
+        }
+        // The CPU reference gives every wanted token its logits.
+        let all = vec![true; toks.len()];
+        Ok(self
+            .step_seqs_some_async(toks, &all)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// `step_seqs_async` with logits only for the tokens `want` marks (None for the others).
+    pub async fn step_seqs_some_async(
+        &mut self,
+        toks: &[(usize, u32)],
+        want: &[bool],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
         match self {
-            Engine::Gpu(g) => g.step_seqs_async(toks).await,
+            Engine::Gpu(g) => g.step_seqs_some_async(toks, want).await,
             Engine::Cpu(c) => {
-                if toks.is_empty() {
-                    return Err(Error::Input("no tokens to process".into()));
+                if toks.is_empty() || want.len() != toks.len() {
+                    return Err(Error::Input(format!(
+                        "{} tokens to process with {} flags for which want logits",
+                        toks.len(),
+                        want.len()
+                    )));
                 }
                 if let Some(&(slot, _)) = toks.iter().find(|&&(s, _)| s != 0) {
                     return Err(Error::Input(format!(
@@ -184,9 +207,9 @@ impl Engine {
                     )));
                 }
                 let mut out = Vec::with_capacity(toks.len());
-                for &(_, t) in toks {
+                for (&(_, t), &w) in toks.iter().zip(want) {
                     c.feed(&[t])?;
-                    out.push(c.logits.clone());
+                    out.push(w.then(|| c.logits.clone()));
                 }
                 Ok(out)
             }

@@ -140,42 +140,47 @@ fn gguf_sequences_share_steps() {
 /// Several tokens of one slot in one `step_seqs` call (a prompt riding in the shared steps),
 /// mixed with other slots' tokens: three slots, so steps of at most three tokens, and a slot's
 /// tokens both within one step and across two. Each logit row against the golden row of its
-/// position: the later tokens see the earlier ones of the same step.
+/// position: the later tokens see the earlier ones of the same step. Then the same with
+/// logits asked for some tokens only (`step_seqs_some`): a step with one wanted token not
+/// first in it, a step with none (its work still reaches the next step's attention), a step
+/// with all; the others get None.
 fn run_riding(tag: &str, m: &Model, seq: &[u32], want: &[Vec<f32>], tol: f32) {
+    // Slot 0: positions 2, 3, 4; slot 1: 1..=4; slot 2: 5. Steps: [0 0 1] [1 1 2] [0 1].
+    let plan = [
+        (0, 2),
+        (0, 3),
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (2, 5),
+        (0, 4),
+        (1, 4),
+    ];
+    let some = [false, true, false, false, false, false, true, true];
     for ks in KERNEL_SETS {
-        let mut dec = decoder(m, 3, ks);
-        assert_eq!(dec.seq_group(), 3);
-        for (slot, n) in [(0, 2), (1, 1), (2, 5)] {
-            dec.use_slot(slot).unwrap();
-            dec.reset();
-            dec.feed(&seq[..n]).unwrap();
-        }
-        // Slot 0: positions 2, 3, 4; slot 1: 1..=4; slot 2: 5. Steps: [0 0 1] [1 1 2] [0 1].
-        let plan = [
-            (0, 2),
-            (0, 3),
-            (1, 1),
-            (1, 2),
-            (1, 3),
-            (2, 5),
-            (0, 4),
-            (1, 4),
-        ];
-        let toks: Vec<(usize, u32)> = plan.iter().map(|&(s, p)| (s, seq[p])).collect();
-        let out = dec.step_seqs(&toks).unwrap();
-        assert_eq!(out.len(), toks.len());
-        for (&(slot, p), l) in plan.iter().zip(&out) {
-            assert_close(
-                &format!("{tag} ({ks:?}) slot {slot} at {p}"),
-                l,
-                &want[p],
-                tol,
+        for wanted in [[true; 8], some] {
+            let mut dec = decoder(m, 3, ks);
+            assert_eq!(dec.seq_group(), 3);
+            for (slot, n) in [(0, 2), (1, 1), (2, 5)] {
+                dec.use_slot(slot).unwrap();
+                dec.reset();
+                dec.feed(&seq[..n]).unwrap();
+            }
+            let toks: Vec<(usize, u32)> = plan.iter().map(|&(s, p)| (s, seq[p])).collect();
+            let out = dec.step_seqs_some(&toks, &wanted).unwrap();
+            assert_eq!(out.len(), toks.len());
+            for ((&(slot, p), l), w) in plan.iter().zip(&out).zip(wanted) {
+                let at = format!("{tag} ({ks:?}) slot {slot} at {p}, wanted {w}");
+                assert_eq!(l.is_some(), w, "{at}");
+                if let Some(l) = l {
+                    assert_close(&at, l, &want[p], tol);
+                }
+            }
+            assert_eq!(
+                (0..3).map(|s| dec.slot_pos(s)).collect::<Vec<_>>(),
+                [5, 5, 6]
             );
         }
-        assert_eq!(
-            (0..3).map(|s| dec.slot_pos(s)).collect::<Vec<_>>(),
-            [5, 5, 6]
-        );
     }
 }
 

@@ -453,10 +453,12 @@ impl Scheduler<'_> {
         // One step for all chosen tokens, and tokens of each prompt's tail: at least one of
         // each, more while the step has room (a step of up to seq_group tokens reads the
         // weights once; more would take another step), in the order the requests are held.
+        // Logits are wanted for the chosen tokens and a prompt's last, not for the rest.
         let mut toks: Vec<(usize, u32)> = (self.active.iter())
             .filter(|a| a.prompt_left() == 0)
             .filter_map(|a| a.next.map(|t| (a.slot, t)))
             .collect();
+        let mut want = vec![true; toks.len()];
         let mut room = engine.seq_group().saturating_sub(toks.len());
         for a in self
             .active
@@ -465,6 +467,7 @@ impl Scheduler<'_> {
         {
             let k = a.prompt_left().min(room.max(1));
             toks.extend(a.prompt[a.fed..a.fed + k].iter().map(|&t| (a.slot, t)));
+            want.extend((1..=k).map(|i| i == a.prompt_left()));
             room = room.saturating_sub(k);
         }
         if toks.is_empty() {
@@ -479,10 +482,13 @@ impl Scheduler<'_> {
             self.step_alone(engine, slot, t)?;
         } else {
             self.n.shared_steps.fetch_add(1, Ordering::Relaxed);
-            let out = engine.step_seqs(&toks)?;
+            let out = pollster::block_on(engine.step_seqs_some_async(&toks, &want))?;
             for ((slot, _), l) in toks.into_iter().zip(out) {
                 if let Some(a) = self.active.iter_mut().find(|a| a.slot == slot) {
                     if a.fed_one() {
+                        let l = l.ok_or_else(|| {
+                            tide_gpu::Error::Gpu(format!("slot {slot}: no logits for its step"))
+                        })?;
                         a.ready = Some(Ready::Logits(l));
                     }
                 }

@@ -47,18 +47,44 @@ impl GpuDecoder {
     /// reads them). The tokens share steps of up to `seq_group`; the current slot stays as it
     /// was.
     pub async fn step_seqs_async(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
+        let out = self
+            .step_seqs_some_async(toks, &vec![true; toks.len()])
+            .await?;
+        let missing = || Error::Gpu("a step returned no logits for a token".into());
+        out.into_iter().map(|l| l.ok_or_else(missing)).collect()
+    }
+
+    /// `step_seqs_async` with logits only for the tokens `want` marks (None for the others:
+    /// a prompt's tokens before its last), so that the LM head and the readback of a step
+    /// cover those alone.
+    pub async fn step_seqs_some_async(
+        &mut self,
+        toks: &[(usize, u32)],
+        want: &[bool],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        if want.len() != toks.len() {
+            return Err(Error::Input(format!(
+                "{} tokens but {} flags for which want logits",
+                toks.len(),
+                want.len()
+            )));
+        }
         self.check_seqs(toks)?;
         let back = self.slot;
         let mut out = Vec::with_capacity(toks.len());
-        for group in toks.chunks(self.seq_group) {
+        let g = self.seq_group;
+        for (group, want) in toks.chunks(g).zip(want.chunks(g)) {
             if let [(slot, t)] = group {
                 // One token: the decode kernels.
                 self.use_slot(*slot)?;
                 self.feed_in(&[*t], 1)?;
-                out.push(self.logits_async().await?);
+                out.push(match want[0] {
+                    true => Some(self.logits_async().await?),
+                    false => None,
+                });
                 continue;
             }
-            out.extend(self.step_group(group).await?);
+            out.extend(self.step_group(group, want).await?);
         }
         self.use_slot(back)?;
         Ok(out)
@@ -96,27 +122,46 @@ impl GpuDecoder {
         Ok(())
     }
 
-    /// One step of 2..=seq_group tokens, each at its slot's next free position.
-    async fn step_group(&mut self, group: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
+    /// One step of 2..=seq_group tokens, each at its slot's next free position; logits for
+    /// those `want` marks.
+    async fn step_group(
+        &mut self,
+        group: &[(usize, u32)],
+        want: &[bool],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
         self.flush();
         self.slot_pos[self.slot] = self.pos;
-        let n = group.len() as u32;
-        let kind = Kind::Seqs(n);
+        let n = group.len();
+        let kind = Kind::Seqs(n as u32);
         self.compile_for(kind)?;
         self.steps.1 += 1;
         let ctx_len = self.opts.ctx_len;
+        // Each token's position, from the order given (a slot's tokens in turn).
+        let pos: Vec<usize> = (0..n)
+            .map(|i| {
+                let (slot, _) = group[i];
+                self.slot_pos[slot] + group[..i].iter().filter(|&&(s, _)| s == slot).count()
+            })
+            .collect();
+        // The wanted tokens go first, so that the LM head runs over the step's first rows
+        // only. The order is otherwise free: each token carries its position and slot, and
+        // every K/V of the step is written before attention reads any.
+        let order: Vec<usize> = (0..n)
+            .filter(|&i| want[i])
+            .chain((0..n).filter(|&i| !want[i]))
+            .collect();
+        let wanted = want.iter().filter(|&&w| w).count();
         let mut step = Step {
-            n_tok: n,
+            n_tok: n as u32,
             penalty: 1.0,
             seqs: 1,
             ..Default::default()
         };
-        for (i, &(slot, _)) in group.iter().enumerate() {
-            let at = self.slot_pos[slot] + group[..i].iter().filter(|&&(s, _)| s == slot).count();
-            step.tok[i] = [at as u32, (slot * ctx_len) as u32, 0, 0];
+        for (j, &i) in order.iter().enumerate() {
+            step.tok[j] = [pos[i] as u32, (group[i].0 * ctx_len) as u32, 0, 0];
         }
         self.cur = step;
-        let ids: Vec<u32> = group.iter().map(|&(_, t)| t).collect();
+        let ids: Vec<u32> = order.iter().map(|&i| group[i].1).collect();
         self.ctx
             .queue
             .write_buffer(&self.buf.step, 0, bytemuck::bytes_of(&self.cur));
@@ -126,27 +171,43 @@ impl GpuDecoder {
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.upload_memory_rows(&ids, &mut enc)?;
         if self.engram.is_some() {
-            let toks: Vec<_> = (group.iter().enumerate())
-                .map(|(i, &(slot, t))| (slot, self.cur.tok[i][0] as usize, t))
+            let toks: Vec<_> = (order.iter())
+                .map(|&i| (group[i].0, pos[i], group[i].1))
                 .collect();
             self.upload_engram_rows(&toks)?;
         }
         self.encode_ops(&mut enc, &self.ops, kind);
-        // Built with the schedule whenever steps can hold several sequences.
-        let head = self.seq_head.as_ref().expect("seq_group >= 2");
-        self.encode_ops(&mut enc, &head.ops, kind);
-        let v = self.config.vocab;
-        let bytes = n as usize * v * 4;
-        enc.copy_buffer_to_buffer(&head.logits, 0, &head.readback, 0, bytes as u64);
-        let got = self.read_buffer(enc, &head.readback, bytes).await?;
-        // Keep an encoder pending, as after any readout.
-        self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
         for &(slot, _) in group {
             self.slot_pos[slot] += 1;
         }
         self.pos = self.slot_pos[self.slot];
+        let mut out = vec![None; n];
+        if wanted == 0 {
+            // Nothing to read: the step goes with the next submission.
+            self.pending = Some(enc);
+            return Ok(out);
+        }
+        // Built with the schedule whenever steps can hold several sequences.
+        let head = self.seq_head.as_ref().expect("seq_group >= 2");
+        // The head's multi-token form (CPU adapters) exists from two tokens up; the batch
+        // matmul (elsewhere) covers the step's tokens.
+        let rows = wanted.max(2);
+        let head_kind = match head.ops.iter().all(|o| o.seqs.len() > rows) {
+            true => Kind::Seqs(rows as u32),
+            false => kind,
+        };
+        self.encode_ops(&mut enc, &head.ops, head_kind);
+        let v = self.config.vocab;
+        let bytes = wanted * v * 4;
+        enc.copy_buffer_to_buffer(&head.logits, 0, &head.readback, 0, bytes as u64);
+        let got = self.read_buffer(enc, &head.readback, bytes).await?;
+        // Keep an encoder pending, as after any readout.
+        self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
         let all: &[f32] = bytemuck::cast_slice(&got);
-        Ok(all.chunks(v).map(|r| r.to_vec()).collect())
+        for (&i, row) in order.iter().zip(all.chunks(v)) {
+            out[i] = Some(row.to_vec());
+        }
+        Ok(out)
     }
 
     /// The LM head over every token of a several-sequence step.
@@ -162,6 +223,15 @@ impl GpuDecoder {
     /// See `step_seqs_async`.
     pub fn step_seqs(&mut self, toks: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
         pollster::block_on(self.step_seqs_async(toks))
+    }
+
+    /// See `step_seqs_some_async`.
+    pub fn step_seqs_some(
+        &mut self,
+        toks: &[(usize, u32)],
+        want: &[bool],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        pollster::block_on(self.step_seqs_some_async(toks, want))
     }
 
     /// Run one step of every several-sequence size (2..=seq_group) in slot 0 and forget it,
