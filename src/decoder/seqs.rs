@@ -69,11 +69,11 @@ impl GpuDecoder {
                 want.len()
             )));
         }
-        self.check_seqs(toks)?;
+        let pos = self.check_seqs(toks)?;
         let back = self.slot;
         let mut out = Vec::with_capacity(toks.len());
         let g = self.seq_group;
-        for (group, want) in toks.chunks(g).zip(want.chunks(g)) {
+        for ((group, want), pos) in toks.chunks(g).zip(want.chunks(g)).zip(pos.chunks(g)) {
             if let [(slot, t)] = group {
                 // One token: the decode kernels.
                 self.use_slot(*slot)?;
@@ -84,7 +84,7 @@ impl GpuDecoder {
                 });
                 continue;
             }
-            out.extend(self.step_group(group, want).await?);
+            out.extend(self.step_group(group, want, pos).await?);
         }
         self.use_slot(back)?;
         Ok(out)
@@ -100,14 +100,16 @@ impl GpuDecoder {
         Ok(())
     }
 
-    fn check_seqs(&self, toks: &[(usize, u32)]) -> Result<()> {
+    /// Check a call's tokens; returns each one's position (its slot's, after the slot's tokens
+    /// earlier in the list).
+    fn check_seqs(&self, toks: &[(usize, u32)]) -> Result<Vec<usize>> {
         if toks.is_empty() {
             return Err(Error::Input("no tokens to process".into()));
         }
+        let mut pos = Vec::with_capacity(toks.len());
         for (i, &(slot, t)) in toks.iter().enumerate() {
             self.check_slot(slot)?;
             self.check_ids(&[t])?;
-            // This token's position: the slot's, after its tokens earlier in the list.
             let at = self.slot_pos(slot) + toks[..i].iter().filter(|&&(s, _)| s == slot).count();
             if at >= self.opts.ctx_len {
                 return Err(Error::Input(format!(
@@ -118,16 +120,18 @@ impl GpuDecoder {
                     self.opts.ctx_len.saturating_sub(self.slot_pos(slot)),
                 )));
             }
+            pos.push(at);
         }
-        Ok(())
+        Ok(pos)
     }
 
-    /// One step of 2..=seq_group tokens, each at its slot's next free position; logits for
-    /// those `want` marks.
+    /// One step of 2..=seq_group tokens at positions `pos` (`check_seqs`'); logits for those
+    /// `want` marks.
     async fn step_group(
         &mut self,
         group: &[(usize, u32)],
         want: &[bool],
+        pos: &[usize],
     ) -> Result<Vec<Option<Vec<f32>>>> {
         self.flush();
         self.slot_pos[self.slot] = self.pos;
@@ -136,13 +140,6 @@ impl GpuDecoder {
         self.compile_for(kind)?;
         self.steps.1 += 1;
         let ctx_len = self.opts.ctx_len;
-        // Each token's position, from the order given (a slot's tokens in turn).
-        let pos: Vec<usize> = (0..n)
-            .map(|i| {
-                let (slot, _) = group[i];
-                self.slot_pos[slot] + group[..i].iter().filter(|&&(s, _)| s == slot).count()
-            })
-            .collect();
         // The wanted tokens go first, so that the LM head runs over the step's first rows
         // only. The order is otherwise free: each token carries its position and slot, and
         // every K/V of the step is written before attention reads any.
