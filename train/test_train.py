@@ -3,7 +3,9 @@ export -> load round trip, LIMe's mixing (the identity is the backbone; export r
 Engram (hash formula, causality, compression table, export round trip),
 and a short training run, plain and under torchrun (DDP, 2 ranks),
 that must lower the loss and export a model directory the runtime's loader layout expects
-(with a TIDE model's tables as trained kept beside it in f16).
+(with a TIDE model's tables as trained kept beside it in f16); memory on a frozen backbone
+(train/smollm2_memory.py) resumed after interruptions to the same bits, its refusals, and the
+full fine-tuning control.
 
   python3 train/test_train.py
 """
@@ -219,6 +221,113 @@ def test_training():
                     "--master_port=29533"]
         m = run_training(d, vocab, 2, torchrun)
         assert m["train_tokens"] == 16 * 32 * 40
+
+
+def tiny_backbone(d, seed=3):
+    """A K=0 HF folder (config.json, model.safetensors, tokenizer.json) and a corpus folder
+    (train.txt, heldout.txt, ood.txt) for train/smollm2_memory.py, in d."""
+    make_corpus(d)
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab=300, dim=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64, ctx=64)
+    bb = os.path.join(d, f"backbone-{seed}")
+    export(TideLM(cfg), os.path.join(d, "tokenizer.json"), None, bb, backbone_dtype=np.float32)
+    text = "the cat sat on the mat. the dog sat on the log. " * 200
+    for name, t in (("train.txt", text), ("heldout.txt", text[:3000]),
+                    ("ood.txt", "a fox ran by the old barn. " * 40)):
+        open(os.path.join(d, name), "w").write(t)
+    return bb
+
+
+def run_memory(d, bb, out, *extra, expect=0):
+    cmd = [sys.executable, os.path.join(HERE, "smollm2_memory.py"), "--backbone", bb,
+           "--corpus", d, "--out", os.path.join(d, out), "--seq", "16", "--batch", "4",
+           "--warmup", "3", "--lr", "0.01", "--check-every", "640", "--check-tokens", "256",
+           "--ablate-tokens", "256", "--rows", "f32", "--threads", "1", *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == expect, (cmd, r.returncode, r.stdout + r.stderr)
+    return r.stdout + r.stderr
+
+
+def test_memory_resume():
+    """train/smollm2_memory.py: a run interrupted twice (after a number of steps, and by SIGTERM
+    mid-training) and resumed ends bit for bit where an uninterrupted run ends; a checkpoint of
+    another K, backbone or schedule is refused by name, and so is a new run over a checkpoint."""
+    import signal
+    from safetensors.numpy import load_file
+    with tempfile.TemporaryDirectory() as d:
+        bb = tiny_backbone(d)
+        steps = ["--tokens", str(300 * 64), "--k", "2"]
+        run_memory(d, bb, "whole", *steps)
+        want = load_file(os.path.join(d, "whole", "memory.safetensors"))
+        want_m = json.load(open(os.path.join(d, "whole", "metrics.json")))
+        assert want_m["trained"]["ce"] < want_m["baseline"]["ce"] - 0.5, want_m["trained"]
+        assert [c["tokens"] for c in want_m["checks"]][:3] == [0, 640, 1280]
+        assert want_m["checks"][-1]["tokens"] == 300 * 64 and "ood_ce" in want_m["checks"][0]
+        assert len(want_m["ablate_ppl"]) == 2 and want_m["trained_ood"]["tokens"] > 0
+        kept = load_file(os.path.join(d, "whole", "memory-f16.safetensors"))
+        np.testing.assert_allclose(kept["tide.memory.0.rows"].astype(np.float32),
+                                   want["tide.memory.0.rows"], atol=1e-3, rtol=1e-3)
+        # Ids never seen in training keep zero rows: the memory adds nothing for them.
+        unseen = want["tide.token_counts"] == 0
+        assert unseen.any() and not want["tide.memory.1.rows"][unseen].any()
+        assert want["tide.memory.1.rows"][~unseen].any()
+
+        out = run_memory(d, bb, "parts", *steps, "--stop-after-steps", "70", expect=75)
+        assert "stopped at step 70 of 300" in out, out
+        # Resume, then SIGTERM once training is under way again.
+        cmd = [sys.executable, os.path.join(HERE, "smollm2_memory.py"), "--backbone", bb,
+               "--corpus", d, "--out", os.path.join(d, "parts"), "--seq", "16", "--batch", "4",
+               "--warmup", "3", "--lr", "0.01", "--check-every", "640", "--check-tokens", "256",
+               "--ablate-tokens", "256", "--rows", "f32", "--threads", "1", *steps, "--resume"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = []
+        for line in p.stdout:
+            seen.append(line)
+            if line.startswith("step 101/"):
+                p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=600) == 75, "".join(seen)
+        stopped = [ln for ln in seen if ln.startswith("stopped at step")]
+        assert stopped and "(SIGTERM)" in stopped[0], "".join(seen)
+        assert int(stopped[0].split()[3]) < 300, stopped
+        run_memory(d, bb, "parts", *steps, "--resume")
+        got = load_file(os.path.join(d, "parts", "memory.safetensors"))
+        assert sorted(got) == sorted(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        got_m = json.load(open(os.path.join(d, "parts", "metrics.json")))
+        for key in ("checks", "log", "trained", "trained_ood", "exported", "ablate_ppl"):
+            assert got_m[key] == want_m[key], key
+
+        # Refusals, each naming its reason; the checkpoint is left as it was.
+        ck = os.path.join(d, "parts", "checkpoint.pt")
+        before = os.path.getmtime(ck)
+        err = run_memory(d, bb, "parts", "--tokens", str(300 * 64), "--k", "3", "--resume",
+                         expect=1)
+        assert "checkpoint.pt: the checkpoint is of a run with K 2, this one asks 3" in err, err
+        err = run_memory(d, bb, "parts", "--tokens", "999", "--k", "2", "--resume", expect=1)
+        assert "--tokens 19200, this one asks 999" in err, err
+        other = tiny_backbone(d, seed=4)
+        err = run_memory(d, other, "parts", *steps, "--resume", expect=1)
+        assert "another backbone" in err and "backbone-3" in err, err
+        err = run_memory(d, bb, "parts", *steps, expect=1)
+        assert "a checkpoint is already there; pass --resume" in err, err
+        err = run_memory(d, os.path.join(d, "nowhere"), "x", *steps, expect=1)
+        assert "nowhere: config.json is missing" in err, err
+        assert os.path.getmtime(ck) == before
+
+
+def test_finetune_control():
+    """--mode finetune trains every backbone weight (K = 0) in the same resumable loop and reports
+    in-domain and out-of-domain CE before and after."""
+    with tempfile.TemporaryDirectory() as d:
+        bb = tiny_backbone(d)
+        run_memory(d, bb, "ft", "--mode", "finetune", "--tokens", str(60 * 64), "--lr", "0.01")
+        m = json.load(open(os.path.join(d, "ft", "metrics.json")))
+        assert m["mode"] == "finetune" and m["k"] == 0
+        assert m["trained_parameters"] == sum(p.numel() for p in load(bb)[0].parameters())
+        assert m["trained"]["ce"] < m["baseline"]["ce"] - 0.5, (m["trained"], m["baseline"])
+        assert m["trained_ood"]["ce"] != m["baseline_ood"]["ce"]
+        assert not os.path.exists(os.path.join(d, "ft", "memory.safetensors"))
 
 
 if __name__ == "__main__":
