@@ -194,6 +194,9 @@ def main():
     ap.add_argument("--stop-after-steps", type=int, default=0,
                     help="checkpoint and stop (status 75) after this many steps of this invocation, "
                          "as an interruption would (tests)")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write the memory files of the checkpoint as it stands (a run in "
+                         "progress) and stop: no training, no evaluation")
     ap.add_argument("--skip-final", action="store_true",
                     help="after training, write the exports and metrics without the ablation")
     args = ap.parse_args()
@@ -208,6 +211,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt_path = args.checkpoint or os.path.join(args.out, "checkpoint.pt")
+    if args.export_only:
+        args.resume = True
     if args.resume and not os.path.exists(ckpt_path):
         sys.exit(f"{ckpt_path}: no checkpoint to resume from")
     if not args.resume and os.path.exists(ckpt_path):
@@ -285,6 +290,13 @@ def main():
         print(f"resumed {ckpt_path} at step {state['step']} ({state['train_seconds']:.0f} s of "
               f"training so far)", flush=True)
 
+    if args.export_only:
+        if args.mode != "memory":
+            sys.exit("--export-only: a fine-tuning run has no memory to export")
+        export_memory(args, model, counts)
+        print(f"wrote the memory at step {state['step']} to {args.out}", flush=True)
+        return
+
     def checkpoint():
         full = dict(state, params={n: p.detach().cpu().clone() for n, p in named},
                     opt=opt.state_dict(), rng=rng.bit_generator.state)
@@ -349,6 +361,21 @@ def main():
     finish(args, model, named, state, held, ood, counts, n_train, device, t_start)
 
 
+def export_memory(args, model, counts):
+    """memory.safetensors (--rows) and memory-f16.safetensors of the model's memory, in --out."""
+    cfg = model.cfg
+    sd = model.state_dict()
+    tables = sd["memory.tables"].float().cpu().numpy()
+    gammas = sd["memory.gamma"].float().cpu().numpy()
+    routers = np.stack([sd[f"layers.{i}.router.weight"].float().cpu().numpy()
+                        for i in range(cfg.n_layers)])
+    for rows, name in ((args.rows, "memory.safetensors"), ("f16", "memory-f16.safetensors")):
+        tensors, meta = export.memory_tensors(tables, gammas, routers, cfg.eps, rows=rows)
+        tensors["tide.token_counts"] = np.asarray(counts, dtype=np.int64)
+        save_file(tensors, os.path.join(args.out, name + ".partial"), metadata=meta)
+        os.replace(os.path.join(args.out, name + ".partial"), os.path.join(args.out, name))
+
+
 def finish(args, model, named, state, held, ood, counts, n_train, device, t_start):
     """Evaluate the trained model, export it, evaluate exactly the exported rows, write metrics."""
     cfg = model.cfg
@@ -370,16 +397,7 @@ def finish(args, model, named, state, held, ood, counts, n_train, device, t_star
         "checks": state["checks"], "log": state["log"],
     }
     if args.mode == "memory":
-        sd = model.state_dict()
-        tables = sd["memory.tables"].float().cpu().numpy()
-        gammas = sd["memory.gamma"].float().cpu().numpy()
-        routers = np.stack([sd[f"layers.{i}.router.weight"].float().cpu().numpy()
-                            for i in range(cfg.n_layers)])
-        for rows, name in ((args.rows, "memory.safetensors"), ("f16", "memory-f16.safetensors")):
-            tensors, meta = export.memory_tensors(tables, gammas, routers, cfg.eps, rows=rows)
-            tensors["tide.token_counts"] = np.asarray(counts, dtype=np.int64)
-            save_file(tensors, os.path.join(args.out, name + ".partial"), metadata=meta)
-            os.replace(os.path.join(args.out, name + ".partial"), os.path.join(args.out, name))
+        export_memory(args, model, counts)
         exported, _ = load(args.backbone, memory_file=os.path.join(args.out, "memory.safetensors"))
         exported.to(device)
         metrics["exported"] = evaluate.evaluate(exported, held, counts, args.seq)

@@ -297,9 +297,15 @@ def test_memory_resume():
         got_m = json.load(open(os.path.join(d, "parts", "metrics.json")))
         for key in ("checks", "log", "trained", "trained_ood", "exported", "ablate_ppl"):
             assert got_m[key] == want_m[key], key
+        # --export-only writes a checkpoint's memory without training or evaluating.
+        ck = os.path.join(d, "parts", "checkpoint.pt")
+        out = run_memory(d, bb, "snap", *steps, "--checkpoint", ck, "--export-only")
+        assert "wrote the memory at step 300" in out, out
+        snap = load_file(os.path.join(d, "snap", "memory.safetensors"))
+        for name in want:
+            np.testing.assert_array_equal(snap[name], want[name], err_msg=name)
 
         # Refusals, each naming its reason; the checkpoint is left as it was.
-        ck = os.path.join(d, "parts", "checkpoint.pt")
         before = os.path.getmtime(ck)
         err = run_memory(d, bb, "parts", "--tokens", str(300 * 64), "--k", "3", "--resume",
                          expect=1)
