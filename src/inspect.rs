@@ -13,6 +13,36 @@ pub struct Inspection {
     pub k: usize,
     pub layers: usize,
     pub weights: Vec<Vec<Vec<f32>>>,
+    /// How often each token was seen in training (tide.token_counts), when the model has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_counts: Option<Vec<u64>>,
+    /// Each token's training-frequency decile over the whole vocabulary (0 = rarest; `tide
+    /// eval`'s definition, docs/format.md), when the model has counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_deciles: Option<Vec<u8>>,
+}
+
+impl Inspection {
+    /// Add the tokens' training counts and frequency deciles from the model's `counts`.
+    pub fn with_counts(mut self, counts: Option<&[u64]>) -> Self {
+        if let Some(c) = counts {
+            let dec = crate::eval::deciles(c);
+            let at = |t: u32| t as usize;
+            self.token_counts = Some(
+                self.tokens
+                    .iter()
+                    .map(|&t| c.get(at(t)).copied().unwrap_or(0))
+                    .collect(),
+            );
+            self.token_deciles = Some(
+                self.tokens
+                    .iter()
+                    .map(|&t| dec.get(at(t)).copied().unwrap_or(0))
+                    .collect(),
+            );
+        }
+        self
+    }
 }
 
 /// The tokens of `text` to inspect, refused when the model has no router or the text none.
@@ -68,5 +98,7 @@ pub async fn inspect(
         k,
         layers,
         weights,
+        token_counts: None,
+        token_deciles: None,
     })
 }

@@ -202,7 +202,8 @@ async fn open(
         parts.files.push((f.name, Blob::from_vec(f.data)));
     }
     // The GPU engine keeps the weights in device memory; the heap copy goes with `model`.
-    let mut model = parts.load()?;
+    // A memory model's card may leave its memory file out: its rows stream from memory_url.
+    let mut model = parts.load_with(!memory_url.is_empty())?;
     let mut opts = Options::default();
     let max_ctx = model.config.ctx_len;
     opts.decoder.ctx_len = if ctx_len == 0 {
@@ -445,15 +446,8 @@ impl Session {
             let r = inspect(&mut i.engine, &i.tok, &i.name, &ids, i.ctx_len)
                 .await
                 .map_err(js_err)?;
-            let mut v = serde_json::to_value(&r).map_err(|e| js_err(Error::Gpu(e.to_string())))?;
-            // How often each token was seen in training (the page's frequency deciles).
-            if let Some(c) = &i.token_counts {
-                v["token_counts"] = json!(r
-                    .tokens
-                    .iter()
-                    .map(|&t| c.get(t as usize).copied().unwrap_or(0))
-                    .collect::<Vec<_>>());
-            }
+            let r = r.with_counts(i.token_counts.as_deref());
+            let v = serde_json::to_value(&r).map_err(|e| js_err(Error::Gpu(e.to_string())))?;
             Ok(JsValue::from_str(&v.to_string()))
         })
     }

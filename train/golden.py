@@ -5,6 +5,9 @@
   python train/golden.py engram          -> tests/fixtures/tiny_engram/
   python train/golden.py tide_lime       -> tests/fixtures/tiny_tide_lime/
   python train/golden.py model DIR OUT   -> OUT (golden.json for a committed model)
+  python train/golden.py memory HF DIR OUT  -> OUT (a memory model's folder DIR, e.g.
+                                             models/smollm2-tide, on the backbone's HF folder
+                                             HF, e.g. scripts/smollm2-hf.sh's)
 
 `tiny` builds a small random TIDE model (K=3, random gammas and routers so every term matters),
 exports it with 4-bit rows inline (model.safetensors, f32 backbone) plus two separate memory
@@ -171,24 +174,33 @@ def sample_text(corpus=".cache/corpus", out="tests/fixtures/heldout_sample.txt")
     return text
 
 
-def committed(model_dir, out_path):
-    m, counts = load(model_dir)
+def committed(model_dir, out_path, backbone=None, texts=None, eval_tokens=None):
+    """golden.json of a committed model: top-32 logits and router weights of a few texts, and
+    `tide eval`'s figures on the held-out sample. With `backbone` (an HF folder), model_dir is a
+    memory model's folder whose memory.safetensors goes on that backbone."""
+    if backbone:
+        m, counts = load(backbone, memory_file=os.path.join(model_dir, "memory.safetensors"))
+    else:
+        m, counts = load(model_dir)
     from tokenizers import Tokenizer
     import evaluate
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    tok = Tokenizer.from_file(os.path.join(backbone or model_dir, "tokenizer.json"))
     sample = os.path.join(REPO, "tests/fixtures/heldout_sample.txt")
     if not os.path.exists(sample):
         sample_text()
     ids = np.asarray(tok.encode(open(sample, encoding="utf-8").read()).ids, dtype=np.int64)
-    ev = evaluate.evaluate(m.double(), ids, counts, seq=m.cfg.ctx)
+    window = min(m.cfg.ctx, 256)
+    ids = ids[:eval_tokens] if eval_tokens else ids
+    ev = evaluate.evaluate(m.double(), ids, counts, seq=window)
     if m.cfg.k:
         # Layer-wise ablation on the first ABLATE_TOKENS tokens (keeps the Rust test short).
         ev["ablate_tokens"] = ABLATE_TOKENS
-        ev["ablate_ppl_all"] = evaluate.evaluate(m, ids[:ABLATE_TOKENS], counts, seq=m.cfg.ctx)["ppl"]
-        ev["ablate_ppl"] = [evaluate.evaluate(m, ids[:ABLATE_TOKENS], counts, seq=m.cfg.ctx,
+        ev["ablate_ppl_all"] = evaluate.evaluate(m, ids[:ABLATE_TOKENS], counts, seq=window)["ppl"]
+        ev["ablate_ppl"] = [evaluate.evaluate(m, ids[:ABLATE_TOKENS], counts, seq=window,
                                               layers_off={l})["ppl"]
                             for l in range(m.cfg.n_layers)]
-    texts = ["In the beginning God created", "def main():\n    return 0", "To be, or not to be"]
+    texts = texts or ["In the beginning God created", "def main():\n    return 0",
+                      "To be, or not to be"]
     seqs = [tok.encode(t).ids for t in texts]
     res = run(m, seqs)
     # Keep the fixture small: the 32 largest logits per position, and the router weights.
@@ -201,7 +213,8 @@ def committed(model_dir, out_path):
             top.append({"ids": idx.tolist(), "logits": row[idx].tolist()})
         r["top"] = top
     json.dump({"model": os.path.basename(model_dir.rstrip("/")), "seqs": res,
-               "eval": {"data": "tests/fixtures/heldout_sample.txt", "window": m.cfg.ctx, **ev}},
+               "eval": {"data": "tests/fixtures/heldout_sample.txt", "window": window,
+                        "tokens_used": int(ids.size), **ev}},
               open(out_path, "w"))
     print("wrote", out_path)
 
@@ -215,5 +228,9 @@ if __name__ == "__main__":
         tiny_engram()
     elif sys.argv[1] == "tide_lime":
         tiny_tide_lime()
+    elif sys.argv[1] == "memory":
+        committed(sys.argv[3], sys.argv[4], backbone=sys.argv[2], eval_tokens=4096,
+                  texts=["In the beginning God created", "def main():\n    return 0",
+                         "The quokka and the aardvark met in Ljubljana"])
     else:
         committed(sys.argv[2], sys.argv[3])

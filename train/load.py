@@ -57,13 +57,18 @@ def load(model_dir, memory_file=None):
     if k:
         rows = meta.get("tide.rows", "f32")
         tabs = []
+        svd = "tide.svd_rank" in meta
         for i in range(k):
             r = tensors[f"tide.memory.{i}.rows"]
+            # SVD tables (tide compress): rows hold A_k [V, W], the basis B_k [W, d].
+            basis = tensors[f"tide.memory.{i}.basis"].astype(np.float32) if svd else None
+            width = basis.shape[0] if svd else cfg.dim
             if rows == "q4_1":
-                r = dequantize_q4_1(r, cfg.dim)
+                r = dequantize_q4_1(r, width)
             elif rows == "q8_0":
-                r = dequantize_q8_0(r, cfg.dim)
-            tabs.append(r.astype(np.float32))
+                r = dequantize_q8_0(r, width)
+            r = r.astype(np.float32)
+            tabs.append(r @ basis if svd else r)
         sd["memory.tables"] = torch.from_numpy(np.stack(tabs))
         normalized = meta.get("tide.normalized", "false") == "true"
         model.memory.normalized = normalized

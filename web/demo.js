@@ -25,7 +25,9 @@ async function run() {
   let first = null;
   let n = 0;
   try {
-    const it = tide.generate(prompt, { ...options(), signal: abort.signal });
+    const fileBytes = tide.info?.memory_file_bytes;
+    const live = (m) => { $('#memory').textContent = memoryLine(m, fileBytes); };
+    const it = tide.generate(prompt, { ...options(), signal: abort.signal, onMemory: live });
     for await (const piece of it) {
       first ??= performance.now();
       n++;
@@ -36,7 +38,7 @@ async function run() {
     $('#stats').textContent = `${r.prompt_tokens.length} prompt tokens, ${r.tokens.length} generated · ` +
       `time to first token ${r.time_to_first_token_s.toFixed(2)} s · prefill ${r.prefill_tokens_per_s.toFixed(1)} tok/s · ` +
       `decode ${r.decode_tokens_per_s.toFixed(1)} tok/s · stop: ${r.stop}`;
-    $('#memory').textContent = memoryLine(r.memory);
+    $('#memory').textContent = memoryLine(r.memory, fileBytes);
   } catch (e) {
     showError(e.message);
   } finally {

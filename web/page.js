@@ -43,11 +43,17 @@ export function fmtBytes(b) {
   return b >= 1048576 ? `${(b / 1048576).toFixed(1)} MB` : `${Math.round(b / 1024)} kB`;
 }
 
-/** The memory row counters (memoryStats(), or a result's `memory`) as a line; '' for none. */
-export function memoryLine(m) {
-  return m ? `memory rows: ${m.rows_requested} read, ${m.hits} from the cache, ` +
-    `${m.misses} fetched (${fmtBytes(m.bytes_fetched)}${m.streamed ? ' over HTTP' : ''}) · ` +
-    `cache ${fmtBytes(m.resident_bytes)} of ${m.cache_tokens} tokens` : '';
+/**
+ * The memory row counters (memoryStats(), or a result's `memory`) as a line; '' for none. With
+ * `fileBytes` (a streamed memory file's size), also the share of that file fetched so far.
+ */
+export function memoryLine(m, fileBytes) {
+  if (!m) return '';
+  const share = fileBytes ? ` = ${(100 * m.bytes_fetched / fileBytes).toFixed(1)}% of the ` +
+    `${fmtBytes(fileBytes)} memory file` : '';
+  return `memory rows: ${m.rows_requested} read, ${m.hits} from the cache, ` +
+    `${m.misses} fetched (${fmtBytes(m.bytes_fetched)}${m.streamed ? ' over HTTP' : ''}${share}) · ` +
+    `cache ${fmtBytes(m.resident_bytes)} of ${m.cache_tokens} tokens`;
 }
 
 /** Fill the model picker, load the chosen model, and bind window.tide. */

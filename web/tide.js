@@ -49,7 +49,8 @@ async function resolveFiles(model) {
   if (entry) {
     // Only what the loader reads: a folder may hold other files (training logs, READMEs).
     const all = entry.files.map((f) => ({ ...f, name: f.url.split('/').pop() }));
-    return { name: entry.name, files: await weightFiles(all.filter((f) => MODEL_FILE.test(f.name)), all) };
+    return { name: entry.name, files: await weightFiles(all.filter((f) => MODEL_FILE.test(f.name)), all),
+      memory: entry.memory };
   }
   const url = new URL(model, location.href);
   if (url.pathname.endsWith('.gguf')) {
@@ -119,11 +120,12 @@ export class TideModel {
 
   /**
    * Generate after `prompt`: an async iterator of text pieces. Options: maxTokens, temperature,
-   * topK, topP, repeatPenalty, seed, signal (an AbortSignal that stops it). After the loop,
-   * `iterator.result` holds what `complete` returns.
+   * topK, topP, repeatPenalty, seed, signal (an AbortSignal that stops it), onMemory (called
+   * with the memory counters, as memoryStats() gives them, after each piece of a memory model).
+   * After the loop, `iterator.result` holds what `complete` returns.
    */
   generate(prompt, options = {}) {
-    const { signal, ...opts } = options;
+    const { signal, onMemory, ...opts } = options;
     const pieces = [];
     let wake = null;
     let finished = false;
@@ -131,6 +133,7 @@ export class TideModel {
     const { id, done } = this.worker.call('generate', { prompt, options: opts }, (m) => {
       if (m.event === 'piece') {
         pieces.push(m.text);
+        if (m.memory) onMemory?.(m.memory);
         wake?.();
       }
     });
@@ -230,19 +233,25 @@ export class TideModel {
  * Load a model: a name listed by `tide serve` (models.json), a .gguf URL or a model folder URL.
  * Options: onProgress({phase, loaded, total, file}) with phase "download" | "cache" | "open" |
  * "ready"; backend "auto" | "gpu" | "cpu"; ctxLen (0: the model's, at most 2048);
- * memory "download" (the default: a folder's memory.safetensors is fetched whole, like the
- * other files) or "stream" (it stays on the server and each step fetches the rows it reads
- * with Range requests); memoryCacheMb, the streamed rows' cache (0: the default, 16 MB, raised
+ * memory "download" (a folder's memory.safetensors is fetched whole, like the other files) or
+ * "stream" (it stays on the server and each step fetches the rows it reads with Range
+ * requests); the default is what models.json says for the model (`tide serve` streams a memory
+ * model on a fetched backbone), else "download"; memoryCacheMb, the streamed rows' cache (0: the default, 16 MB, raised
  * to hold a whole context's tokens); memoryGapKb, rows of a step closer than this share a
  * request (default: what the link carries in one round trip, measured at load).
  */
 export async function load(model, { onProgress, backend, ctxLen, memory, memoryCacheMb, memoryGapKb } = {}) {
-  let { name, files } = await resolveFiles(model);
+  const resolved = await resolveFiles(model);
+  let { name, files } = resolved;
+  // A memory model on a fetched backbone streams its rows unless told otherwise (models.json).
+  memory ??= resolved.memory;
   let memoryUrl = '';
+  let memoryBytes = 0;
   if (memory === 'stream') {
     const m = files.find((f) => f.name === 'memory.safetensors');
     if (!m) throw new Error(`${model}: no memory.safetensors to stream`);
     memoryUrl = new URL(m.url, location.href).href;
+    memoryBytes = m.bytes || 0;
     files = files.filter((f) => f !== m);
   } else if (memory !== undefined && memory !== 'download') {
     throw new Error(`memory: expected "download" or "stream", not ${JSON.stringify(memory)}`);
@@ -251,6 +260,8 @@ export async function load(model, { onProgress, backend, ctxLen, memory, memoryC
   try {
     const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb },
       (m) => m.event === 'progress' && onProgress?.({ phase: m.phase, loaded: m.loaded, total: m.total, file: m.file })).done;
+    // The streamed file's size: the page shows what share of it has been fetched.
+    if (memoryUrl) info.memory_file_bytes = memoryBytes;
     return new TideModel(worker, info);
   } catch (e) {
     worker.terminate();

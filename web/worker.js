@@ -213,7 +213,13 @@ const ops = {
       }
       const piece = await session.step();
       if (piece === undefined) break;
-      if (piece) post({ id, event: 'piece', text: piece });
+      // The memory counters ride with each piece, so the page can show them live.
+      if (!piece) continue;
+      let memory = null;
+      try {
+        memory = JSON.parse(session.memoryStats());
+      } catch { /* counters are a nicety: never fail a generation over them */ }
+      post({ id, event: 'piece', text: piece, memory });
     }
     return JSON.parse(session.result());
   },

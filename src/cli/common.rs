@@ -15,7 +15,8 @@ pub enum BackendArg {
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// Model: a .gguf file, or a Hugging Face directory (config.json + *.safetensors).
+    /// Model: a .gguf file, a Hugging Face directory (config.json + *.safetensors), or a
+    /// memory model's folder (models/smollm2-tide: its backbone is fetched when missing).
     /// Default: the embedded TIDE model (models/tide-k4).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -87,7 +88,7 @@ impl ModelArgs {
         let t = Instant::now();
         eprint!("loading {} ... ", self.name());
         let mut m = match &self.model {
-            Some(p) => tide_gpu::model::load(p)?,
+            Some(p) => load_path(p)?,
             None => tide_gpu::model::embedded::default_model()?,
         };
         let mut link = None;
@@ -277,6 +278,17 @@ pub fn engram_json(m: &Model) -> serde_json::Value {
     })
 }
 
+/// A model from its path; a memory model's backbone is found or fetched first.
+pub fn load_path(p: &std::path::Path) -> Result<Model> {
+    Ok(match tide_gpu::model::read_card(p)? {
+        Some(card) => {
+            let backbone = super::backbone::locate(p, &card)?;
+            tide_gpu::model::load_card_dir(p, &card, &backbone)?
+        }
+        None => tide_gpu::model::load(p)?,
+    })
+}
+
 #[derive(Args)]
 pub struct TokenizeArgs {
     #[arg(long)]
@@ -288,7 +300,7 @@ pub struct TokenizeArgs {
 }
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
-    let m = tide_gpu::model::load(&a.model)?;
+    let m = load_path(&a.model)?;
     let ids = m.tokenizer.encode(&a.text, a.bos)?;
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())

@@ -49,7 +49,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
         &a.model.name(),
         &ids,
         ctx,
-    ))?;
+    ))?
+    .with_counts(m.token_counts.as_deref());
     let (k, layers, pieces, weights) = (ins.k, ins.layers, &ins.pieces, &ins.weights);
     if let Some(path) = &a.svg {
         std::fs::write(path, svg(pieces, weights, k))

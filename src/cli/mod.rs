@@ -1,6 +1,7 @@
 //! `tide` subcommands. Each returns a Result; errors print one clear line and exit non-zero.
 mod api;
 mod api_worker;
+mod backbone;
 mod bench;
 mod bench_memory;
 mod bench_seqs;

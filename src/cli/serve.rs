@@ -82,7 +82,15 @@ struct FileEntry {
 struct ModelEntry {
     name: String,
     files: Vec<FileEntry>,
+    /// How the page should read the memory file by default: "stream" (rows by HTTP Range as
+    /// steps need them) for a memory model on a fetched backbone; absent: download it whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<&'static str>,
 }
+
+/// The memory model `tide serve` offers beside the embedded one when run from the repository
+/// root with no --model.
+const DEFAULT_MEMORY_MODEL: &str = "models/smollm2-tide";
 
 struct Catalog {
     list: Vec<ModelEntry>,
@@ -103,7 +111,7 @@ fn catalog(models: &[PathBuf]) -> Result<Catalog> {
         list: Vec::new(),
         files: BTreeMap::new(),
     };
-    let mut add = |name: String, files: Vec<(String, Source, u64)>| -> Result<()> {
+    let mut add = |name: String, files: Vec<(String, Source, u64)>, memory| -> Result<()> {
         if cat.list.iter().any(|m| m.name == name) {
             bail!("two models are named '{name}': rename one of the files or folders");
         }
@@ -118,6 +126,7 @@ fn catalog(models: &[PathBuf]) -> Result<Catalog> {
         cat.list.push(ModelEntry {
             name,
             files: entries,
+            memory,
         });
         Ok(())
     };
@@ -132,46 +141,88 @@ fn catalog(models: &[PathBuf]) -> Result<Catalog> {
                 (n.to_string(), Source::Embedded(b, tag), b.len() as u64)
             })
             .collect();
-        add("tide-k4".into(), files)?;
+        add("tide-k4".into(), files, None)?;
+    }
+    let mut extra = Vec::new();
+    if models.is_empty()
+        && Path::new(DEFAULT_MEMORY_MODEL)
+            .join("config.json")
+            .is_file()
+    {
+        extra.push(PathBuf::from(DEFAULT_MEMORY_MODEL));
     }
     for m in models {
-        let meta = std::fs::metadata(m).with_context(|| format!("--model {}", m.display()))?;
-        let name = m
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(|n| n.strip_suffix(".gguf").unwrap_or(n).to_string())
-            .filter(|n| plain_name(n))
-            .with_context(|| {
-                format!(
-                    "--model {}: the name must be letters, digits, '.', '_' or '-'",
-                    m.display()
-                )
-            })?;
-        let mut files = Vec::new();
-        if meta.is_file() {
-            let f = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            files.push((f.to_string(), Source::Disk(m.clone()), meta.len()));
-        } else {
-            // A model folder: its plain files, not its subfolders.
-            let mut dir: Vec<_> = std::fs::read_dir(m)
-                .with_context(|| format!("--model {}", m.display()))?
-                .collect::<std::io::Result<_>>()
-                .with_context(|| format!("--model {}", m.display()))?;
-            dir.sort_by_key(|e| e.file_name());
-            for e in dir {
-                let md = e.metadata()?;
-                let f = e.file_name().to_string_lossy().to_string();
-                if md.is_file() && plain_name(&f) {
-                    files.push((f, Source::Disk(e.path()), md.len()));
-                }
-            }
-            if files.is_empty() {
-                bail!("--model {}: the folder has no files to serve", m.display());
-            }
+        let (name, files, memory) = model_files(m)?;
+        add(name, files, memory)?;
+    }
+    // Offered by default only when it is complete here; otherwise say why and go on.
+    for m in &extra {
+        match model_files(m) {
+            Ok((name, files, memory)) => add(name, files, memory)?,
+            Err(e) => eprintln!("serve: not offering {}: {e:#}", m.display()),
         }
-        add(name, files)?;
     }
     Ok(cat)
+}
+
+type Files = Vec<(String, Source, u64)>;
+
+/// A --model's name and files (a memory model's fetched backbone among them), and how the page
+/// should read its memory.
+fn model_files(m: &Path) -> Result<(String, Files, Option<&'static str>)> {
+    let meta = std::fs::metadata(m).with_context(|| format!("--model {}", m.display()))?;
+    let name = m
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.strip_suffix(".gguf").unwrap_or(n).to_string())
+        .filter(|n| plain_name(n))
+        .with_context(|| {
+            format!(
+                "--model {}: the name must be letters, digits, '.', '_' or '-'",
+                m.display()
+            )
+        })?;
+    let mut files = Vec::new();
+    let mut memory_mode = None;
+    if meta.is_file() {
+        let f = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        files.push((f.to_string(), Source::Disk(m.to_path_buf()), meta.len()));
+    } else {
+        // A model folder: its plain files, not its subfolders.
+        let mut dir: Vec<_> = std::fs::read_dir(m)
+            .with_context(|| format!("--model {}", m.display()))?
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("--model {}", m.display()))?;
+        dir.sort_by_key(|e| e.file_name());
+        for e in dir {
+            let md = e.metadata()?;
+            let f = e.file_name().to_string_lossy().to_string();
+            if md.is_file() && plain_name(&f) {
+                files.push((f, Source::Disk(e.path()), md.len()));
+            }
+        }
+        if files.is_empty() {
+            bail!("--model {}: the folder has no files to serve", m.display());
+        }
+        if let Some(card) = tide_gpu::model::read_card(m)? {
+            let memory = m.join(&card.memory);
+            if !memory.is_file() {
+                bail!(
+                    "--model {}: its memory file {} is missing",
+                    m.display(),
+                    card.memory
+                );
+            }
+            // The backbone is served beside the memory, under the name the card gives it.
+            let b = super::backbone::locate(m, &card)?;
+            if !files.iter().any(|(f, _, _)| *f == card.tide_backbone.file) {
+                let len = std::fs::metadata(&b)?.len();
+                files.push((card.tide_backbone.file.clone(), Source::Disk(b), len));
+            }
+            memory_mode = Some("stream");
+        }
+    }
+    Ok((name, files, memory_mode))
 }
 
 async fn models_json(State(cat): State<Arc<Catalog>>) -> Json<serde_json::Value> {

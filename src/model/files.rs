@@ -2,6 +2,7 @@
 //! directory's files by name (config.json, safetensors weights, tokenizer.json, ...). The
 //! native loader reads a directory from disk and comes through here too.
 use super::blob::Blob;
+use super::card::Card;
 use super::gguf::GgufFile;
 use super::llama::Model;
 use super::safetensors::{index_file, model_from_parts};
@@ -28,8 +29,15 @@ impl ModelFiles {
     }
 
     /// Build the model: a lone file starting with GGUF's magic is a GGUF; otherwise config.json
-    /// and the .safetensors weights (a separate memory.safetensors included) make it.
+    /// and the .safetensors weights (a separate memory.safetensors included) make it, or, when
+    /// config.json is a memory model's card, the backbone it names and the memory beside it.
     pub fn load(&self) -> Result<Model> {
+        self.load_with(false)
+    }
+
+    /// `load`, where a card's memory file may be absent because its rows will be streamed
+    /// (attached after loading): the model then comes without memory.
+    pub fn load_with(&self, memory_streamed: bool) -> Result<Model> {
         if let [(name, blob)] = &self.files[..] {
             if blob.bytes().starts_with(b"GGUF") {
                 return Model::from_gguf(GgufFile::parse(name, blob.clone())?);
@@ -44,6 +52,9 @@ impl ModelFiles {
             .ok_or_else(|| format_err(&self.source, "no config.json and not a GGUF file"))?;
         let cfg: serde_json::Value = serde_json::from_slice(cfg_bytes.bytes())
             .map_err(|e| format_err(&cfg_name, format!("invalid JSON: {e}")))?;
+        if let Some(card) = Card::from_config(&cfg_name, &cfg)? {
+            return self.load_card(&card, memory_streamed);
+        }
         let mut tensors = TensorSet::default();
         let mut weights: Vec<&(String, Blob)> = self
             .files
@@ -72,4 +83,65 @@ impl ModelFiles {
             tc.as_deref(),
         )
     }
+
+    /// A memory model: the GGUF backbone the card names, with the memory file beside it.
+    fn load_card(&self, card: &Card, memory_streamed: bool) -> Result<Model> {
+        let b = &card.tide_backbone;
+        let how = b
+            .fetch
+            .as_deref()
+            .map(|f| format!(" (fetch it with {f})"))
+            .unwrap_or_default();
+        let blob = self.get(&b.file).ok_or_else(|| {
+            format_err(
+                &self.source,
+                format!(
+                    "the backbone {} that config.json names is missing{how}",
+                    b.file
+                ),
+            )
+        })?;
+        let len = blob.bytes().len() as u64;
+        if len != b.bytes {
+            return Err(format_err(
+                &self.path(&b.file),
+                format!(
+                    "{len} bytes, but config.json names a backbone of {} bytes: another file{how}",
+                    b.bytes
+                ),
+            ));
+        }
+        let mut model = Model::from_gguf(GgufFile::parse(&self.path(&b.file), blob.clone())?)?;
+        match self.get(&card.memory) {
+            Some(mem) => attach_memory_blob(&mut model, &self.path(&card.memory), mem)?,
+            None if memory_streamed => {}
+            None => {
+                return Err(format_err(
+                    &self.source,
+                    format!("its memory file {} is missing", card.memory),
+                ))
+            }
+        }
+        Ok(model)
+    }
+}
+
+/// Attach (or replace) the TIDE memory of `model` from a memory file's bytes: a .safetensors
+/// file with tide.* tensors and metadata (docs/format.md). `name` is for messages.
+pub fn attach_memory_blob(model: &mut Model, name: &str, blob: &Blob) -> Result<()> {
+    let mut set = TensorSet::default();
+    index_file(name, blob, &mut set)?;
+    let mem = super::tide::TideMemory::from_set(name, &set, &model.config)?;
+    if mem.is_none() {
+        return Err(format_err(
+            name,
+            "holds no TIDE memory (tide.k metadata absent or 0)",
+        ));
+    }
+    let counts = super::safetensors::token_counts(name, &set, model.config.vocab)?;
+    model.memory = mem;
+    if let Some(c) = counts {
+        model.token_counts = Some(c);
+    }
+    Ok(())
 }

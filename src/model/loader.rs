@@ -2,11 +2,10 @@
 use std::path::{Path, PathBuf};
 
 use super::blob::Blob;
-use super::files::{ModelFiles, MEMORY_FILE};
+use super::card::Card;
+use super::files::{attach_memory_blob, ModelFiles, MEMORY_FILE};
 use super::gguf::GgufFile;
 use super::llama::Model;
-use super::safetensors::index_file;
-use super::tensor::TensorSet;
 use crate::error::{format_err, Error, Result};
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -19,21 +18,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// Attach (or replace) the TIDE memory of `model` from a separate memory file: a .safetensors
 /// file with tide.* tensors and metadata (docs/format.md).
 pub fn attach_memory(model: &mut Model, path: &Path) -> Result<()> {
-    let name = path.display().to_string();
-    let mut set = TensorSet::default();
-    index_file(&name, &Blob::map(path)?, &mut set)?;
-    let mem = super::tide::TideMemory::from_set(&name, &set, &model.config)?;
-    if mem.is_none() {
-        return Err(format_err(
-            &name,
-            "holds no TIDE memory (tide.k metadata absent or 0)",
-        ));
-    }
-    model.memory = mem;
-    if let Some(c) = super::safetensors::token_counts(&name, &set, model.config.vocab)? {
-        model.token_counts = Some(c);
-    }
-    Ok(())
+    attach_memory_blob(model, &path.display().to_string(), &Blob::map(path)?)
 }
 
 /// Load a model: a `.gguf` file, a `.safetensors` file with config.json beside it, or a directory
@@ -66,7 +51,62 @@ pub fn load(path: &Path) -> Result<Model> {
     ))
 }
 
+/// A memory model's card in `dir`'s config.json, if that is what the folder holds.
+pub fn read_card(dir: &Path) -> Result<Option<Card>> {
+    let path = dir.join("config.json");
+    if !dir.is_dir() || !path.exists() {
+        return Ok(None);
+    }
+    let name = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let cfg: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format_err(&name, format!("invalid JSON: {e}")))?;
+    Card::from_config(&name, &cfg)
+}
+
+/// Load a memory model's folder (its card, its memory file) with the backbone GGUF at
+/// `backbone`, which the front end found or fetched.
+pub fn load_card_dir(dir: &Path, card: &Card, backbone: &Path) -> Result<Model> {
+    let read = |p: &Path| std::fs::read(p).map_err(io_err(p));
+    let mut parts = ModelFiles {
+        source: dir.display().to_string(),
+        files: vec![(
+            "config.json".into(),
+            Blob::from_vec(read(&dir.join("config.json"))?),
+        )],
+    };
+    parts
+        .files
+        .push((card.tide_backbone.file.clone(), Blob::map(backbone)?));
+    let mem = dir.join(&card.memory);
+    if mem.exists() {
+        parts.files.push((card.memory.clone(), Blob::map(&mem)?));
+    }
+    parts.load()
+}
+
 fn load_hf_dir(dir: &Path, file: Option<PathBuf>) -> Result<Model> {
+    if let (Some(card), None) = (read_card(dir)?, &file) {
+        // The backbone beside the memory; the front end may find or fetch it elsewhere.
+        let backbone = dir.join(&card.tide_backbone.file);
+        if !backbone.exists() {
+            let how = card
+                .tide_backbone
+                .fetch
+                .as_deref()
+                .map_or(String::new(), |f| {
+                    format!(" (fetch it with {f}; the tide CLI does so itself)")
+                });
+            return Err(format_err(
+                &dir.display().to_string(),
+                format!(
+                    "the backbone {} that config.json names is not in the folder{how}",
+                    card.tide_backbone.file
+                ),
+            ));
+        }
+        return load_card_dir(dir, &card, &backbone);
+    }
     let read = |p: &Path| std::fs::read(p).map_err(io_err(p));
     let config = read(&dir.join("config.json"))?;
     let files: Vec<PathBuf> = match file {
