@@ -26,7 +26,7 @@ impl Inspection {
     /// Add the tokens' training counts and frequency deciles from the model's `counts`.
     pub fn with_counts(mut self, counts: Option<&[u64]>) -> Self {
         if let Some(c) = counts {
-            let dec = crate::eval::deciles(c);
+            let dec = crate::frequency::deciles(c);
             let at = |t: u32| t as usize;
             self.token_counts = Some(
                 self.tokens

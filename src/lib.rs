@@ -11,6 +11,7 @@ pub mod error;
 // The blocking evaluation loops of the native front end.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
+pub mod frequency;
 pub mod generate;
 pub mod gpu;
 pub mod inspect;
