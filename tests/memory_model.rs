@@ -227,3 +227,41 @@ fn the_cli_fetches_the_backbone_with_the_projects_script() {
     assert!(!ok);
     has(&err, &["scripts/evil.sh", "not one tide runs"]);
 }
+
+#[test]
+fn compressing_a_card_folder_gives_a_card_folder() {
+    let mem = memory_file("smollm2-k1d.safetensors", 49152, 576, 30);
+    let d = folder(
+        "compress",
+        &card("scripts/fetch-smollm2.sh", gguf_bytes()),
+        Some(&mem),
+        true,
+    );
+    let out = std::env::temp_dir().join(format!("tide-card-{}-compressed", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (ok, _, err) = tide(
+        &repo(),
+        &[
+            "compress",
+            "--model",
+            &d.display().to_string(),
+            "--bits",
+            "8",
+        ]
+        .into_iter()
+        .chain(["--out", &out.display().to_string()])
+        .collect::<Vec<_>>(),
+    );
+    assert!(ok, "{err}");
+    // The card as it was, the 8-bit memory beside it, and no backbone copied.
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    assert_eq!(read(out.join("config.json")), read(d.join("config.json")));
+    assert!(!out.join(GGUF).exists() && !out.join("model.safetensors").exists());
+    std::os::unix::fs::symlink(smollm2(), out.join(GGUF)).unwrap();
+    let m = tide_gpu::model::load(&out).unwrap();
+    let mem = m.memory.unwrap();
+    assert_eq!(mem.k, 1);
+    assert_eq!(mem.tables[0].dtype(), tide_gpu::model::DType::Q8_0);
+}

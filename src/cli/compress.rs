@@ -75,7 +75,7 @@ enum WeightBytes {
 const INDEX: &str = "model.safetensors.index.json";
 
 /// The backbone's files to carry over (None for a GGUF: only the memory is written): a
-/// single model.safetensors, or the shards an index lists.
+/// single model.safetensors, or the shards an index lists; a memory model's card alone.
 fn backbone_files(model: &Option<PathBuf>) -> Result<Option<Vec<Part>>> {
     const SMALL: [&str; 5] = [
         "config.json",
@@ -96,6 +96,13 @@ fn backbone_files(model: &Option<PathBuf>) -> Result<Option<Vec<Part>>> {
                 .collect(),
         ));
     };
+    // A memory model's card: the new folder is the card with the compressed memory beside it
+    // (the backbone stays where it is fetched to).
+    if tide_gpu::model::read_card(p)?.is_some() {
+        let card = p.join("config.json");
+        let bytes = std::fs::read(&card).with_context(|| format!("reading {}", card.display()))?;
+        return Ok(Some(vec![Part::Small("config.json".into(), bytes)]));
+    }
     let (dir, single) = if p.is_dir() {
         (p.clone(), p.join("model.safetensors"))
     } else if p.extension().is_some_and(|e| e == "safetensors") {
