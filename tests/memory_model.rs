@@ -265,3 +265,88 @@ fn compressing_a_card_folder_gives_a_card_folder() {
     assert_eq!(mem.k, 1);
     assert_eq!(mem.tables[0].dtype(), tide_gpu::model::DType::Q8_0);
 }
+
+/// `tide serve --model <card folder>`: /models.json lists the memory and the backbone under its
+/// card name, marked for streaming, and both files are served (the memory by Range).
+#[test]
+fn serve_offers_the_backbone_beside_the_memory_for_streaming() {
+    use std::io::{BufRead, BufReader};
+    let mem = memory_file("smollm2-k1e.safetensors", 49152, 576, 30);
+    let d = folder(
+        "serve",
+        &card("scripts/fetch-smollm2.sh", gguf_bytes()),
+        Some(&mem),
+        false,
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tide"))
+        .args([
+            "serve",
+            "--no-api",
+            "--port",
+            "0",
+            "--model",
+            &d.display().to_string(),
+        ])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let url = url.trim().to_string();
+    let get = |path: &str, range: Option<&str>| {
+        let mut r = ureq::get(format!("{url}{}", path.trim_start_matches('/')));
+        if let Some(range) = range {
+            r = r.header("Range", range);
+        }
+        let mut resp = r.call().unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_vec().unwrap(),
+        )
+    };
+    let (st, body) = get("/models.json", None);
+    let _ = st;
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let name = d.file_name().unwrap().to_str().unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {list}"));
+    assert_eq!(entry["memory"], "stream", "{entry}");
+    let files: Vec<(String, u64)> = entry["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["url"].as_str().unwrap().to_string(),
+                f["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let gguf_url = format!("/models/{name}/{GGUF}");
+    assert!(
+        files.contains(&(gguf_url.clone(), gguf_bytes())),
+        "{files:?}"
+    );
+    let mem_len = std::fs::metadata(&mem).unwrap().len();
+    assert!(files.contains(&(format!("/models/{name}/memory.safetensors"), mem_len)));
+    let (st, part) = get(
+        &format!("/models/{name}/memory.safetensors"),
+        Some("bytes=100-199"),
+    );
+    assert_eq!(
+        (st, part.as_slice()),
+        (206, &std::fs::read(&mem).unwrap()[100..200])
+    );
+    let (st, head) = get(&gguf_url, Some("bytes=0-3"));
+    assert_eq!((st, head.as_slice()), (206, b"GGUF".as_slice()));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -195,7 +195,8 @@ fn model_files(m: &Path) -> Result<(String, Files, Option<&'static str>)> {
             .with_context(|| format!("--model {}", m.display()))?;
         dir.sort_by_key(|e| e.file_name());
         for e in dir {
-            let md = e.metadata()?;
+            // Following links: Hugging Face's cache keeps a model's files as links to blobs.
+            let md = std::fs::metadata(e.path())?;
             let f = e.file_name().to_string_lossy().to_string();
             if md.is_file() && plain_name(&f) {
                 files.push((f, Source::Disk(e.path()), md.len()));

@@ -138,7 +138,18 @@ test('default model: 32 greedy tokens equal native for 3 prompts; a reload downl
   await page.close();
 });
 
-test('inspection page: router weights equal native tide inspect --json within 1e-3', async () => {
+// About 200 tokens of plain English with a few rare words, for the inspection page's layout.
+const LONG_TEXT = 'The old harbour town woke slowly that morning. Fishermen dragged their nets across the ' +
+  'wet stones while gulls argued over the scraps. In the market, a woman sold bread, cheese and ' +
+  'small jars of honey from the hills, and children ran between the stalls shouting at each other. ' +
+  'Nobody noticed the stranger who stepped off the ferry with a violin case and a map of Reykjavik. ' +
+  'He asked the baker for directions to the lighthouse, then walked along the river until the ' +
+  'houses gave way to fields of barley. At noon he sat under a chestnut tree, opened the case and ' +
+  'took out not a violin but a sextant, polished and heavy. He measured the sun twice, wrote a ' +
+  'number in his notebook, and smiled. By evening the whole town knew his name, though none of ' +
+  'them could say where he had come from or why he had stayed.';
+
+test('inspection page: router weights equal native tide inspect --json within 1e-3; legends, axis titles, NULL, frequency marks', async () => {
   const text = 'The zebra and the aardvark met a quokka by the river in Ljubljana.';
   const want = native(['inspect', '--json', text]);
   const page = await open(browser, 'inspect.html?model=tide-k4');
@@ -163,8 +174,133 @@ test('inspection page: router weights equal native tide inspect --json within 1e
   assert.deepEqual(exported.weights, got.weights);
   const [png] = await Promise.all([page.waitForEvent('download'), page.click('#png')]);
   assert.deepEqual([...fs.readFileSync(await png.path()).subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
-  await page.mouse.move(300, 330);
+
+  // What a reader who never read the paper needs: what NULL is, axis titles, a legend for
+  // every colour, values on hover.
+  assert.ok(await page.isVisible('#nullNote'));
+  assert.match(await page.textContent('#nullNote'), /NULL is the router's “no memory” slot: its vector is zero/);
+  assert.equal(await page.textContent('#xTitle'), 'layer');
+  assert.equal(await page.textContent('#yTitle'), 'token (position, text)');
+  assert.ok(await page.isVisible('#xTitle') && await page.isVisible('#yTitle'));
+  assert.equal(await page.locator('#layerNums span').count(), want.layers);
+  const texts = (sel) => page.$$eval(sel, (els) => els.map((e) => e.textContent.trim()));
+  assert.deepEqual(await texts('#layers .axis-title'), ['layer', 'mean router weight']);
+  assert.deepEqual(await texts('#deciles .axis-title'), ['training-frequency decile (0 = rarest)', 'mean NULL weight']);
+  const slots = [...Array.from({ length: want.k }, (_, j) => `block ${j}`), 'NULL'];
+  assert.deepEqual(await texts('#layersLegend .entry'), slots, 'the layer chart has a legend entry per slot');
+  assert.equal(await page.locator('#layers .bar').count(), want.layers);
+  assert.equal(await page.locator('#decileLegend .entry').count(), 1);
+  // A bar's hover shows its values in the tip.
+  await page.hover('#layers .bar >> nth=1');
+  assert.ok(await page.isVisible('#tip'));
+  const barTip = await page.textContent('#tip');
+  assert.match(barTip, /^layer 1, mean over \d+ tokens/);
+  for (const name of slots) assert.match(barTip, new RegExp(`${name}\\s+0\\.\\d{4}`), barTip);
+  await page.hover('#deciles .bar >> nth=0');
+  assert.match(await page.textContent('#tip'), /^decile 0: (mean NULL weight 0\.\d{4}|no token of this text)/);
+
+  // Training frequency: the model has counts, so the page gets each token's count and its
+  // vocabulary-wide decile (native's); the decile chart groups the tokens by those.
+  assert.deepEqual(got.token_counts, want.token_counts);
+  assert.deepEqual(got.token_deciles, want.token_deciles);
+  assert.ok(await page.isVisible('#mark'));
+  assert.ok(!(await page.isVisible('#markNote')));
+  assert.match(await page.textContent('#decileCaption'), /whole vocabulary/);
+  const decileNs = async () => (await texts('#deciles > text:not(.axis-title)')).filter((x) => x.startsWith('n=')).map((x) => Number(x.slice(2)));
+  const perDecile = (dec) => Array.from({ length: 10 }, (_, d) => dec.filter((x) => x === d).length);
+  assert.deepEqual(await decileNs(), perDecile(want.token_deciles));
+  const LABEL = 190, CELL = 18;
+  // The heatmap's canvas, scrolled into the window (the bar hovers scrolled to the charts).
+  const heatBox = async () => {
+    await page.evaluate(() => window.scrollTo(0, document.querySelector('#scroller').getBoundingClientRect().top + window.scrollY - 8));
+    return page.locator('#heat').boundingBox();
+  };
+  // A cell's hover: every slot's weight, and the token's training count and decile.
+  let box = await heatBox();
+  await page.mouse.move(box.x + LABEL + 1.5 * CELL, box.y + 2.5 * CELL);
+  let tip = await page.textContent('#tip');
+  const seen = (d, t) => `seen ${d.token_counts[t]} time${d.token_counts[t] === 1 ? '' : 's'} in training, decile ${d.token_deciles[t]}`;
+  assert.ok(tip.startsWith('token 2 ') && tip.includes('layer 1'), tip);
+  assert.ok(tip.includes(seen(want, 2)), tip);
+  assert.match(tip, /NULL\s+0\.\d{4}/);
   await shot(page, 'inspect.png');
+
+  // About 200 tokens. tide-k4 splits the short text's rare words into common pieces; this text
+  // has tokens of deciles 0 to 2 for the marking.
+  const wantLong = native(['inspect', '--json', LONG_TEXT]);
+  assert.ok(wantLong.tokens.length >= 150, `${wantLong.tokens.length} tokens`);
+  await page.fill('#text', LONG_TEXT);
+  await page.click('#inspect');
+  await page.waitForFunction((len) => window.tide.lastInspection.tokens.length === len && !document.querySelector('#status').dataset.busy,
+    wantLong.tokens.length, { timeout: 300000 });
+  const long = await page.evaluate(() => window.tide.lastInspection);
+  assert.deepEqual(long.token_deciles, wantLong.token_deciles);
+  assert.deepEqual(await decileNs(), perDecile(wantLong.token_deciles));
+  box = await heatBox();
+  await page.mouse.move(box.x + LABEL + 3.5 * CELL, box.y + 6.5 * CELL);
+  assert.ok((await page.textContent('#tip')).includes(seen(wantLong, 6)));
+  await shot(page, 'inspect-200-tokens.png');
+
+  // Marking tokens by frequency: each choice marks the rows of its deciles (a strip in the
+  // decile's colour at the label's left edge), and switching changes them.
+  const rare = wantLong.token_deciles.indexOf(0);
+  const common = wantLong.token_deciles.findIndex((d, t) => t > rare && d > 2);
+  assert.ok(rare >= 0 && common > rare, `deciles ${wantLong.token_deciles}`);
+  await page.$eval('#scroller', (s, top) => { s.scrollTop = top; }, (rare - 3) * CELL);
+  await page.waitForFunction((f) => Number(document.querySelector('#heat').dataset.first) === f, rare - 3);
+  const upTo = (u) => wantLong.token_deciles.flatMap((d, t) => (d <= u ? [t] : [])).join(',');
+  const marked = () => page.$eval('#heat', (c) => c.dataset.marked);
+  // The colour at a row's marker strip (the canvas's device pixels).
+  const strip = (t) => page.$eval('#heat', (c, [row, cell]) => {
+    const dpr = c.width / c.clientWidth;
+    const y = Math.round((row - Number(c.dataset.first) + 0.5) * cell * dpr);
+    return [...c.getContext('2d').getImageData(Math.round(3 * dpr), y, 1, 1).data.slice(0, 3)];
+  }, [t, CELL]);
+  let before = null;
+  for (const [mode, upto] of [['none', -1], ['rare10', 0], ['rare30', 2], ['decile', 9]]) {
+    await page.selectOption('#mark', mode);
+    const m = await marked();
+    assert.equal(m, upTo(upto), `marked rows for "${mode}"`);
+    if (before !== null) assert.notEqual(m, before, `switching to "${mode}" changes the marked rows`);
+    before = m;
+    assert.equal(await page.isVisible('#markLegend'), upto >= 0);
+    if (upto >= 0) assert.equal(await page.locator('#markLegend .entry').count(), upto + 1);
+    assert.deepEqual(await strip(rare), upto >= 0 ? [142, 1, 82] : [255, 255, 255], `token ${rare}'s marker for "${mode}"`);
+    if (upto < 9) assert.deepEqual(await strip(common), [255, 255, 255], `token ${common} unmarked for "${mode}"`);
+  }
+  await page.selectOption('#mark', 'rare10');
+  // The rare token's hover gives its training count; the column header stays at the top.
+  box = await heatBox();
+  const head = await page.locator('#heatHead').boundingBox();
+  const scroller = await page.locator('#scroller').boundingBox();
+  assert.ok(Math.abs(head.y - scroller.y) <= 2, `the header stays at the top: ${head.y} vs ${scroller.y}`);
+  await page.mouse.move(box.x + LABEL + 2.5 * CELL, box.y + (rare - (rare - 3) + 0.5) * CELL);
+  tip = await page.textContent('#tip');
+  assert.ok(tip.startsWith(`token ${rare} `) && tip.includes(seen(wantLong, rare)) && tip.includes('decile 0'), tip);
+  await page.locator('#scroller').screenshot({ path: path.join(SHOTS, 'inspect-200-tokens-scrolled.png') });
+
+  // SmolLM2-135M's shape (30 layers, K = 4) with the 200 tokens: shown from an inspection
+  // object (the page's tide.showInspection), the heatmap fits the page without sideways
+  // scrolling, every layer is numbered and charted.
+  const layers = 30;
+  await page.evaluate(([d, layers]) => {
+    let seed = 1;
+    const rnd = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    const weights = d.tokens.map((_, t) => Array.from({ length: layers }, (_, l) => {
+      const e = Array.from({ length: d.k + 1 }, (_, j) => Math.exp(2 * rnd() + (j === d.k ? (d.token_deciles[t] - 4) / 3 + l / 15 : 0)));
+      const sum = e.reduce((a, x) => a + x, 0);
+      return e.map((x) => x / sum);
+    }));
+    window.tide.showInspection({ ...d, model: 'SmolLM2-135M-like (synthetic weights)', layers, weights });
+  }, [wantLong, layers]);
+  assert.equal(await page.locator('#layerNums span').count(), layers);
+  assert.equal(await page.locator('#layers .bar').count(), layers);
+  const fit = await page.$eval('#scroller', (s) => [s.scrollWidth, s.clientWidth]);
+  assert.ok(fit[0] <= fit[1], `30 layers fit without sideways scrolling: ${fit}`);
+  box = await heatBox();
+  await page.mouse.move(box.x + LABEL + 20.5 * CELL, box.y + 3.5 * CELL);
+  assert.match(await page.textContent('#tip'), /^token 3 .*, layer 20\n/);
+  await shot(page, 'inspect-30-layers.png');
   await page.close();
 });
 
@@ -294,9 +430,17 @@ test('memory streamed with Range requests: native tokens and router weights, onl
   await page.fill('#prompt', PROMPTS[2]);
   await page.fill('#temperature', '0');
   await page.fill('#maxTokens', '6');
+  // The counters update live, with each piece, not only at the end.
+  await page.evaluate(() => {
+    window.memoryUpdates = 0;
+    new MutationObserver(() => window.memoryUpdates++).observe(document.querySelector('#memory'),
+      { childList: true, characterData: true, subtree: true });
+  });
   await page.click('#go');
   await page.waitForFunction(() => document.querySelector('#stats').textContent.includes('stop:'), null, { timeout: 120000 });
-  assert.match(await page.textContent('#memory'), /memory rows: \d+ read, \d+ from the cache, \d+ fetched \(.* over HTTP\)/);
+  assert.match(await page.textContent('#memory'),
+    /memory rows: \d+ read, \d+ from the cache, \d+ fetched \(.* over HTTP = \d+\.\d% of the [\d.]+ [kM]B memory file\)/);
+  assert.ok(await page.evaluate(() => window.memoryUpdates) >= 3, 'the memory line updated with the pieces');
   assert.match(await page.textContent('#status'), /memory rows streamed/);
   await shot(page, 'memory-streamed.png');
   await page.close();
