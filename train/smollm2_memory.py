@@ -32,7 +32,7 @@ bottom (SmolLM2's embedding rows have RMS ~0.14), and unit-RMS memory rows would
 it. Rows of ids never seen in training start (and stay) zero, so the memory adds nothing for
 them: RMSNorm of a zero row is zero. The metrics record the held-out CE at initialisation.
 AdamW without weight decay, train.py's warmup + cosine schedule and batch sampler; bf16 autocast
-on a GPU (f32 master weights), f32 on the CPU and in every evaluation.
+(f32 master weights) on a GPU and on CPUs with AMX (--precision), f32 in every evaluation.
 """
 import argparse
 import hashlib
@@ -55,7 +55,8 @@ from model import TideLM
 
 CKPT_FORMAT = 1
 # Arguments that shape the result: a resumed run must be given the same ones.
-SCHEDULE = ("mode", "k", "tokens", "seq", "batch", "lr", "warmup", "gamma_init", "z_loss", "seed")
+SCHEDULE = ("mode", "k", "tokens", "seq", "batch", "lr", "warmup", "gamma_init", "z_loss", "seed",
+            "precision")
 EXIT_INTERRUPTED = 75
 
 
@@ -73,6 +74,15 @@ def tokenize(tok_path, text_path, whole):
         for e in tok.encode_batch(paras[i:i + 4096], add_special_tokens=False):
             ids.extend(e.ids)
     return np.asarray(ids, dtype=np.uint16)
+
+
+def cpu_has_amx():
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): there bf16 training
+    runs several times faster than f32 (measured: 808 against 111 GFLOPS on one core)."""
+    try:
+        return "amx_bf16" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
 
 
 def file_sha256(path):
@@ -188,6 +198,10 @@ def main():
                     help="held-out (and out-of-domain) tokens each curve point evaluates")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--precision", choices=["auto", "bf16", "f32"], default="auto",
+                    help="training matmuls: bf16 autocast (f32 master weights) or f32; auto: bf16 "
+                         "on a GPU and on CPUs with bf16 matrix units (AMX), else f32. "
+                         "Evaluation is always f32")
     ap.add_argument("--checkpoint", default=None, help="checkpoint file (default: OUT/checkpoint.pt)")
     ap.add_argument("--checkpoint-every", type=float, default=300, help="seconds between checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -223,6 +237,8 @@ def main():
             sys.exit(f"--backbone {args.backbone}: {f} is missing (scripts/smollm2-hf.sh makes "
                      "SmolLM2's folder)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.precision == "auto":
+        args.precision = "bf16" if device.type == "cuda" or cpu_has_amx() else "f32"
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     ckpt_dir = os.path.dirname(os.path.abspath(ckpt_path))
@@ -320,7 +336,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = (t.to(device) for t in next(batches))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             logits = model(x).float()
         ce = F.cross_entropy(logits.view(-1, cfg.vocab), y.reshape(-1))
         loss = ce + args.z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
@@ -391,7 +407,7 @@ def finish(args, model, named, state, held, ood, counts, n_train, device, t_star
         "lr": args.lr, "warmup": args.warmup, "gamma_init": args.gamma_init, "seed": args.seed,
         "trained_parameters": n_train, "device": str(device),
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-        "torch_threads": torch.get_num_threads(), "train_seconds": round(state["train_seconds"], 1),
+        "torch_threads": torch.get_num_threads(), "precision": args.precision, "train_seconds": round(state["train_seconds"], 1),
         "baseline": state["base"], "baseline_ood": state["base_ood"],
         "trained": trained, "trained_ood": trained_ood,
         "checks": state["checks"], "log": state["log"],
