@@ -8,11 +8,13 @@
 #      process start (load, kernels, cache warm-up, prefill) and from the prompt;
 #   3. native bytes fetched per token once warmed (a 128-token generation of a held-out text);
 #   4. the browser (headless Chromium's WebGPU, tests/web/bench_memory.mjs): decode, time to first
-#      token and bytes per token of the demo's streamed memory against the backbone's page.
+#      token and bytes per token of the demo's streamed memory against the backbone's page;
+#   5. where the memory's decode time goes: each kernel timed alone (tide bench --profile), the
+#      backbone and the memory model taking turns, two rounds.
 # Raw data: docs/bench-data/smollm2_tide_*.json(l). Usage: bash scripts/bench-smollm2-tide.sh
-# [STEP ...] (default: 1 2 3 4); MODEL=DIR measures another memory model folder.
+# [STEP ...] (default: 1 2 3 4 5); MODEL=DIR measures another memory model folder.
 set -euo pipefail
-steps=" ${*:-1 2 3 4} "
+steps=" ${*:-1 2 3 4 5} "
 want() { [[ $steps == *" $1 "* ]]; }
 cd "$(dirname "$0")/.."
 source scripts/runtime-dir.sh
@@ -56,6 +58,18 @@ if want 4; then
     source scripts/pages-setup.sh
     TIDE_BIN="$PWD/$tide" CHROMIUM="$chrome" MEMORY_MODEL="$PWD/$mem" BACKBONE="$PWD/$backbone" \
         OUT="$out/smollm2_tide_browser.jsonl" node tests/web/bench_memory.mjs
+fi
+
+if want 5; then
+    echo "[bench-smollm2-tide] 5. kernel profile" >&2
+    : > "$out/smollm2_tide_profile.jsonl"
+    for round in 1 2; do
+        for m in "$backbone" "$mem"; do
+            $tide bench --model "$m" --profile --gen 32 --reps 2 --prompt-len 16 --json 2> /dev/null |
+                python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'round': $round, 'model': '$m', **j}))" \
+                >> "$out/smollm2_tide_profile.jsonl"
+        done
+    done
 fi
 
 python3 - "$out" <<'EOF'

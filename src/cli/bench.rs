@@ -210,10 +210,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         })),
         "memory": super::common::memory_json(&m),
     });
+    let mut out = out;
     if let Engine::Gpu(g) = &e {
         if let Some(p) = &g.profile {
             let mut rows: Vec<_> = p.iter().collect();
             rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            out["profile"] = rows
+                .iter()
+                .map(|(k, (n, t))| serde_json::json!({"kernel": k, "calls": n, "total_s": t}))
+                .collect();
             eprintln!(
                 "{:>10} {:>8} {:>10}  kernel",
                 "total ms", "calls", "us/call"
