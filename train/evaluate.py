@@ -21,8 +21,18 @@ def deciles(counts):
     return dec
 
 
+def spread(n_tokens, want, seq):
+    """Start positions of about want // seq windows of `seq` tokens spread evenly over a text of
+    n_tokens (every window whole, with the token after it as its last target), so that a
+    subset samples every part of a text whose sources come one after another."""
+    n = (n_tokens - 1) // seq
+    k = max(1, min(n, want // seq))
+    return [int(i * n / k) * seq for i in range(k)]
+
+
 @torch.no_grad()
-def evaluate(model, held, counts, seq, layers_off=()):
+def evaluate(model, held, counts, seq, layers_off=(), starts=None):
+    """`starts`: the windows' first positions (default: consecutive windows over all of held)."""
     model.eval()
     device = next(model.parameters()).device
     dec = deciles(counts)
@@ -32,7 +42,7 @@ def evaluate(model, held, counts, seq, layers_off=()):
     null_sum = np.zeros(10)
     null_n = np.zeros(10)
     total, n = 0.0, 0
-    for s in range(0, held.size - 1, seq):
+    for s in (range(0, held.size - 1, seq) if starts is None else starts):
         window = held[s:s + seq + 1].astype(np.int64)
         if window.size < 2:
             break

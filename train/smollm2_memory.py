@@ -76,6 +76,32 @@ def tokenize(tok_path, text_path, whole):
     return np.asarray(ids, dtype=np.uint16)
 
 
+class Text:
+    """Token ids and the windows of `seq` tokens evaluated over them: all consecutive windows, or
+    `tokens` worth spread evenly over the text (evaluate.spread: its sources come one after
+    another, so a prefix would see one source)."""
+
+    def __init__(self, ids, seq, tokens=0, starts=None):
+        self.ids, self.seq = ids, seq
+        if starts is None:
+            n = ids.size - 1
+            starts = (evaluate.spread(ids.size, tokens, seq) if tokens and tokens < n
+                      else list(range(0, n, seq)))
+        self.starts = starts
+
+    def first(self, tokens):
+        """The first windows, about `tokens` of them (the curve's and the ablation's subset)."""
+        return Text(self.ids, self.seq, starts=self.starts[:max(1, tokens // self.seq)])
+
+    @property
+    def tokens(self):
+        return sum(min(self.seq, self.ids.size - 1 - s) for s in self.starts)
+
+
+def ev(model, text, counts, **kw):
+    return evaluate.evaluate(model, text.ids, counts, text.seq, starts=text.starts, **kw)
+
+
 def cpu_has_amx():
     """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): there bf16 training
     runs several times faster than f32 (measured: 808 against 111 GFLOPS on one core)."""
@@ -189,8 +215,11 @@ def main():
     ap.add_argument("--gamma-init", type=float, default=0.05)
     ap.add_argument("--z-loss", type=float, default=1e-6)
     ap.add_argument("--rows", default="q4_1", choices=["q4_1", "q8_0", "f16", "f32"])
-    ap.add_argument("--eval-tokens", type=int, default=0, help="held-out tokens to evaluate (0: all)")
-    ap.add_argument("--ood-tokens", type=int, default=65536, help="out-of-domain tokens to evaluate")
+    ap.add_argument("--eval-tokens", type=int, default=0,
+                    help="held-out tokens to evaluate, in windows spread evenly over the whole "
+                         "held-out text (0: all of it)")
+    ap.add_argument("--ood-tokens", type=int, default=65536,
+                    help="out-of-domain tokens to evaluate, spread likewise")
     ap.add_argument("--ablate-tokens", type=int, default=16384)
     ap.add_argument("--check-every", type=int, default=100_000,
                     help="training tokens between points of the held-out CE curve (0: none)")
@@ -255,15 +284,16 @@ def main():
     train_ids = cached_ids(ckpt_dir, tok_path, os.path.join(args.corpus, "train.txt"), whole=False)
     held = cached_ids(ckpt_dir, tok_path, os.path.join(args.corpus, "heldout.txt"), whole=True)
     ood_path = os.path.join(args.corpus, "ood.txt")
-    ood = cached_ids(ckpt_dir, tok_path, ood_path, whole=True)[:args.ood_tokens] \
-        if os.path.exists(ood_path) else None
+    ood = cached_ids(ckpt_dir, tok_path, ood_path, whole=True) if os.path.exists(ood_path) else None
     backbone, _ = load(args.backbone)
     cfg = backbone.cfg
     counts = np.bincount(train_ids, minlength=cfg.vocab)
-    if args.eval_tokens:
-        held = held[:args.eval_tokens]
-    print(f"tokens: {train_ids.size} train, {held.size} held-out, "
-          f"{0 if ood is None else ood.size} out-of-domain; vocab {cfg.vocab}, "
+    # Evaluation subsets: windows spread over the whole text (its sources come one after
+    # another), the same windows at every evaluation; the curve's points use the first of them.
+    held = Text(held, args.seq, args.eval_tokens)
+    ood = Text(ood, args.seq, args.ood_tokens) if ood is not None else None
+    print(f"tokens: {train_ids.size} train, {held.tokens} held-out, "
+          f"{0 if ood is None else ood.tokens} out-of-domain (evaluated); vocab {cfg.vocab}, "
           f"{int((counts > 0).sum())} ids seen in training ({time.time() - t_start:.0f} s)", flush=True)
 
     model, named = build_model(args, backbone, counts)
@@ -279,16 +309,15 @@ def main():
     def curve_point(tokens):
         # With memory off the K=4 model is the backbone; the fine-tuned model is its own.
         point = {"tokens": tokens,
-                 "ce": evaluate.evaluate(model, held[:args.check_tokens], counts, args.seq)["ce"]}
+                 "ce": ev(model, held.first(args.check_tokens), counts)["ce"]}
         if ood is not None:
-            point["ood_ce"] = evaluate.evaluate(model, ood[:args.check_tokens], counts, args.seq)["ce"]
+            point["ood_ce"] = ev(model, ood.first(args.check_tokens), counts)["ce"]
         return point
 
     if ck is None:
-        base = evaluate.evaluate(model, held, counts, args.seq, layers_off=backbone_off)
+        base = ev(model, held, counts, layers_off=backbone_off)
         base["null_by_decile"] = base["null_by_layer"] = None  # the routers don't act with memory off
-        base_ood = evaluate.evaluate(model, ood, counts, args.seq, layers_off=backbone_off) \
-            if ood is not None else None
+        base_ood = ev(model, ood, counts, layers_off=backbone_off) if ood is not None else None
         state = {"format": CKPT_FORMAT, "backbone": ident,
                  "args": {k: getattr(args, k) for k in SCHEDULE},
                  "step": 0, "train_seconds": 0.0, "log": [], "checks": [curve_point(0)],
@@ -395,15 +424,15 @@ def export_memory(args, model, counts):
 def finish(args, model, named, state, held, ood, counts, n_train, device, t_start):
     """Evaluate the trained model, export it, evaluate exactly the exported rows, write metrics."""
     cfg = model.cfg
-    trained = evaluate.evaluate(model, held, counts, args.seq)
-    trained_ood = evaluate.evaluate(model, ood, counts, args.seq) if ood is not None else None
+    trained = ev(model, held, counts)
+    trained_ood = ev(model, ood, counts) if ood is not None else None
     print(f"trained: held-out ppl {trained['ppl']:.3f} (CE {trained['ce']:.4f}), backbone "
           f"{state['base']['ppl']:.3f}", flush=True)
     metrics = {
         "backbone": state["backbone"], "mode": args.mode, "k": args.k, "rows": args.rows,
         "train_tokens_seen": state["step"] * args.batch * args.seq,
-        "corpus_train_tokens": int(np.asarray(counts).sum()), "heldout_tokens": int(held.size),
-        "ood_tokens": 0 if ood is None else int(ood.size), "seq": args.seq, "batch": args.batch,
+        "corpus_train_tokens": int(np.asarray(counts).sum()), "heldout_tokens": held.tokens,
+        "ood_tokens": 0 if ood is None else ood.tokens, "seq": args.seq, "batch": args.batch,
         "lr": args.lr, "warmup": args.warmup, "gamma_init": args.gamma_init, "seed": args.seed,
         "trained_parameters": n_train, "device": str(device),
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
@@ -416,17 +445,16 @@ def finish(args, model, named, state, held, ood, counts, n_train, device, t_star
         export_memory(args, model, counts)
         exported, _ = load(args.backbone, memory_file=os.path.join(args.out, "memory.safetensors"))
         exported.to(device)
-        metrics["exported"] = evaluate.evaluate(exported, held, counts, args.seq)
+        metrics["exported"] = ev(exported, held, counts)
         print(f"exported ({args.rows}) rows: held-out ppl {metrics['exported']['ppl']:.3f}",
               flush=True)
         if not args.skip_final:
-            first = held[:args.ablate_tokens]
-            metrics["ablate_tokens"] = int(first.size)
-            metrics["ablate_ppl_all"] = evaluate.evaluate(exported, first, counts, args.seq)["ppl"]
+            first = held.first(args.ablate_tokens)
+            metrics["ablate_tokens"] = first.tokens
+            metrics["ablate_ppl_all"] = ev(exported, first, counts)["ppl"]
             metrics["ablate_ppl"] = []
             for li in range(cfg.n_layers):
-                metrics["ablate_ppl"].append(evaluate.evaluate(
-                    exported, first, counts, args.seq, layers_off=(li,))["ppl"])
+                metrics["ablate_ppl"].append(ev(exported, first, counts, layers_off=(li,))["ppl"])
                 print(f"  ablate layer {li}: ppl {metrics['ablate_ppl'][-1]:.4f} (all on "
                       f"{metrics['ablate_ppl_all']:.4f})", flush=True)
     json.dump(metrics, open(os.path.join(args.out, "metrics.json"), "w"), indent=1)

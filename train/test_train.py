@@ -145,6 +145,25 @@ def test_engram():
         assert 0 < diff < 0.5, diff
 
 
+def test_spread_windows():
+    """evaluate.spread picks whole windows evenly over a text; evaluating given starts is the
+    same as evaluating those windows as texts of their own."""
+    import evaluate
+    assert evaluate.spread(1000, 300, 100) == [0, 300, 600]
+    assert evaluate.spread(1001, 10**6, 100) == list(range(0, 1000, 100))
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab=64, dim=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64, ctx=16, k=2)
+    m = TideLM(cfg)
+    ids = np.random.default_rng(0).integers(0, 64, 200)
+    counts = np.bincount(ids, minlength=64)
+    starts = evaluate.spread(ids.size, 48, 16)
+    assert starts == [0, 64, 128], starts
+    got = evaluate.evaluate(m, ids, counts, 16, starts=starts)
+    want = [evaluate.evaluate(m, ids[s:s + 17], counts, 16) for s in starts]
+    assert got["tokens"] == 48
+    assert abs(got["ce"] - np.mean([w["ce"] for w in want])) < 1e-6
+
+
 def make_corpus(d):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     text = ("the cat sat on the mat. the dog sat on the log. " * 40).split(". ")
