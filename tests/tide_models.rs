@@ -44,37 +44,12 @@ fn check(
     logits: &[f32],
     router: &[f32],
 ) {
-    let v = m.config.vocab;
-    let mut worst = 0f64;
-    for (t, top) in case["top"].as_array().unwrap().iter().enumerate() {
-        for (id, want) in ids(&top["ids"])
-            .iter()
-            .zip(top["logits"].as_array().unwrap())
-        {
-            let got = logits[t * v + *id as usize] as f64;
-            worst = worst.max((got - f(want)).abs() / f(want).abs().max(1.0));
-        }
-    }
+    let (worst, d) = common::golden::top_diffs(m, case, logits, router);
     assert!(
         worst < 2e-3,
         "{name} {backend}: logits differ from PyTorch by {worst}"
     );
-    if !case["router"].is_null() {
-        let want: Vec<f64> = case["router"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|t| t.as_array().unwrap().iter())
-            .flat_map(|l| l.as_array().unwrap().iter().map(f))
-            .collect();
-        assert_eq!(want.len(), router.len(), "{name} {backend}: router length");
-        let d = want
-            .iter()
-            .zip(router)
-            .map(|(a, b)| (a - *b as f64).abs())
-            .fold(0.0, f64::max);
-        assert!(d < 1e-4, "{name} {backend}: router weights differ by {d}");
-    }
+    assert!(d < 1e-4, "{name} {backend}: router weights differ by {d}");
 }
 
 #[test]

@@ -90,3 +90,43 @@ pub fn gpu_matches(m: &Model, golden: &serde_json::Value, batch: usize, ahead: u
         }
     }
 }
+
+/// A committed model's golden case (train/golden.py `committed`: the 32 largest logits of every
+/// position and the router weights): the worst relative logit difference at those ids, and the
+/// largest router weight difference (0 for a model without router weights).
+pub fn top_diffs(
+    m: &Model,
+    case: &serde_json::Value,
+    logits: &[f32],
+    router: &[f32],
+) -> (f64, f64) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    let v = m.config.vocab;
+    let mut worst = 0f64;
+    for (t, top) in case["top"].as_array().unwrap().iter().enumerate() {
+        for (id, want) in json_ids(&top["ids"])
+            .iter()
+            .zip(top["logits"].as_array().unwrap())
+        {
+            let got = logits[t * v + *id as usize] as f64;
+            worst = worst.max((got - f(want)).abs() / f(want).abs().max(1.0));
+        }
+    }
+    if case["router"].is_null() {
+        return (worst, 0.0);
+    }
+    let want: Vec<f64> = case["router"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t.as_array().unwrap().iter())
+        .flat_map(|l| l.as_array().unwrap().iter().map(f))
+        .collect();
+    assert_eq!(want.len(), router.len(), "router weights' length");
+    let r = want
+        .iter()
+        .zip(router)
+        .map(|(a, b)| (a - *b as f64).abs())
+        .fold(0.0, f64::max);
+    (worst, r)
+}
