@@ -56,7 +56,7 @@ fi
 if want 4; then
     echo "[bench-smollm2-tide] 4. the browser" >&2
     source scripts/pages-setup.sh
-    TIDE_BIN="$PWD/$tide" CHROMIUM="$chrome" MEMORY_MODEL="$PWD/$mem" BACKBONE="$PWD/$backbone" \
+    TIDE_BIN="$PWD/$tide" CHROMIUM="$chrome" MEMORY_MODEL="$(realpath "$mem")" BACKBONE="$(realpath "$backbone")" \
         OUT="$out/smollm2_tide_browser.jsonl" node tests/web/bench_memory.mjs
 fi
 
