@@ -239,7 +239,8 @@ def main():
                          "as an interruption would (tests)")
     ap.add_argument("--export-only", action="store_true",
                     help="write the memory files of the checkpoint as it stands (a run in "
-                         "progress) and stop: no training, no evaluation")
+                         "progress) and progress.json (its curve, log and baseline), and stop: "
+                         "no training, no evaluation")
     ap.add_argument("--skip-final", action="store_true",
                     help="after training, write the exports and metrics without the ablation")
     args = ap.parse_args()
@@ -339,6 +340,11 @@ def main():
         if args.mode != "memory":
             sys.exit("--export-only: a fine-tuning run has no memory to export")
         export_memory(args, model, counts)
+        # The run so far: its curve, log and baseline (metrics.json comes at the end).
+        progress = {k: state[k] for k in ("step", "train_seconds", "checks", "log", "base",
+                                          "base_ood", "args", "backbone")}
+        progress["train_tokens_seen"] = state["step"] * args.batch * args.seq
+        json.dump(progress, open(os.path.join(args.out, "progress.json"), "w"), indent=1)
         print(f"wrote the memory at step {state['step']} to {args.out}", flush=True)
         return
 

@@ -320,6 +320,8 @@ def test_memory_resume():
         ck = os.path.join(d, "parts", "checkpoint.pt")
         out = run_memory(d, bb, "snap", *steps, "--checkpoint", ck, "--export-only")
         assert "wrote the memory at step 300" in out, out
+        prog = json.load(open(os.path.join(d, "snap", "progress.json")))
+        assert prog["checks"] == want_m["checks"][:len(prog["checks"])] and prog["step"] == 300
         snap = load_file(os.path.join(d, "snap", "memory.safetensors"))
         for name in want:
             np.testing.assert_array_equal(snap[name], want[name], err_msg=name)
