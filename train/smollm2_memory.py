@@ -448,6 +448,14 @@ def finish(args, model, named, state, held, ood, counts, n_train, device, t_star
         "checks": state["checks"], "log": state["log"],
     }
     if args.mode == "memory":
+        # The backbone alone on the curve's windows (the curve's first point is the memory at
+        # initialisation; for fine-tuning it is the backbone itself).
+        off = tuple(range(cfg.n_layers))
+        metrics["baseline_check"] = {"ce": ev(model, held.first(args.check_tokens), counts,
+                                              layers_off=off)["ce"]}
+        if ood is not None:
+            metrics["baseline_check"]["ood_ce"] = ev(model, ood.first(args.check_tokens), counts,
+                                                     layers_off=off)["ce"]
         export_memory(args, model, counts)
         exported, _ = load(args.backbone, memory_file=os.path.join(args.out, "memory.safetensors"))
         exported.to(device)

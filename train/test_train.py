@@ -283,6 +283,7 @@ def test_memory_resume():
         assert [c["tokens"] for c in want_m["checks"]][:3] == [0, 640, 1280]
         assert want_m["checks"][-1]["tokens"] == 300 * 64 and "ood_ce" in want_m["checks"][0]
         assert len(want_m["ablate_ppl"]) == 2 and want_m["trained_ood"]["tokens"] > 0
+        assert want_m["baseline_check"]["ce"] > want_m["checks"][-1]["ce"]
         kept = load_file(os.path.join(d, "whole", "memory-f16.safetensors"))
         np.testing.assert_allclose(kept["tide.memory.0.rows"].astype(np.float32),
                                    want["tide.memory.0.rows"], atol=1e-3, rtol=1e-3)
