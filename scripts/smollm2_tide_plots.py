@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""SVG charts of the SmolLM2 memory study (docs/results.md, "TIDE on SmolLM2-135M") from its raw
+data, without a plotting library:
+
+  python3 scripts/smollm2_tide_plots.py models/smollm2-tide/train_metrics.json docs/results \\
+      [--finetune docs/results/smollm2_finetune.json] [--memory-500k F] [--quality JSONL]
+
+Writes smollm2_curve.svg (held-out and out-of-domain CE against training tokens, with the
+backbone's level), smollm2_ce_by_decile.svg, smollm2_null.svg (NULL weight by decile and by
+layer), smollm2_ablate.svg (perplexity with one layer's memory off), and with --quality
+smollm2_quality.svg (perplexity against the tables' bytes).
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_plots import bars  # noqa: E402
+
+BLUE, ORANGE, GREEN, GREY, RED = "#1f77b4", "#ff7f0e", "#2ca02c", "#888888", "#d62728"
+
+
+def lines(path, title, series, xlabel, ylabel, hlines=()):
+    """series: [(name, colour, [(x, y)])]; hlines: [(name, colour, y)] drawn dashed."""
+    w, h, left, bottom, top, right = 640, 340, 60, 70, 40, 20
+    xs = [x for _, _, pts in series for x, _ in pts]
+    ys = [y for _, _, pts in series for _, y in pts] + [y for _, _, y in hlines]
+    x0, x1 = min(xs), max(xs) or 1
+    y0, y1 = min(ys), max(ys)
+    pad = (y1 - y0) * 0.08 or 0.1
+    y0, y1 = y0 - pad, y1 + pad
+    pw, ph = w - left - right, h - bottom - top
+    X = lambda x: left + pw * (x - x0) / (x1 - x0 or 1)  # noqa: E731
+    Y = lambda y: top + ph * (1 - (y - y0) / (y1 - y0))  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{w/2}" y="18" text-anchor="middle" font-size="13">{title}</text>',
+           f'<text x="14" y="{top + ph/2}" transform="rotate(-90 14 {top + ph/2})" '
+           f'text-anchor="middle">{ylabel}</text>',
+           f'<text x="{left + pw/2}" y="{h - bottom + 30}" text-anchor="middle">{xlabel}</text>']
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        xv = x0 + (x1 - x0) * i / 4
+        out.append(f'<line x1="{left}" x2="{w-right}" y1="{Y(yv)}" y2="{Y(yv)}" stroke="#ddd"/>'
+                   f'<text x="{left-4}" y="{Y(yv)+4}" text-anchor="end">{yv:.2f}</text>'
+                   f'<text x="{X(xv)}" y="{h-bottom+14}" text-anchor="middle">{xv/1e6:.2f}M</text>')
+    for name, colour, y in hlines:
+        out.append(f'<line x1="{left}" x2="{w-right}" y1="{Y(y)}" y2="{Y(y)}" stroke="{colour}" '
+                   f'stroke-dasharray="5,4"><title>{name}: {y:.4f}</title></line>')
+    for name, colour, pts in series:
+        d = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in pts)
+        out.append(f'<polyline points="{d}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, y in pts:
+            out.append(f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="2.5" fill="{colour}">'
+                       f'<title>{name}: {y:.4f} after {x} tokens</title></circle>')
+    legend = [(n, c, False) for n, c, _ in series] + [(n, c, True) for n, c, _ in hlines]
+    for i, (name, colour, dashed) in enumerate(legend):
+        # Two columns of legend lines under the axis.
+        lx, ly = left + (i % 2) * 290, h - 18 + 14 * (i // 2)
+        dash = ' stroke-dasharray="5,4"' if dashed else ""
+        out.append(f'<line x1="{lx}" x2="{lx+18}" y1="{ly-4}" y2="{ly-4}" stroke="{colour}" '
+                   f'stroke-width="2"{dash}/><text x="{lx+24}" y="{ly}">{name}</text>')
+    out.append("</svg>")
+    open(path, "w").write("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("metrics")
+    ap.add_argument("out")
+    ap.add_argument("--finetune", help="metrics.json of the full fine-tuning control")
+    ap.add_argument("--memory-500k", help="metrics.json of the memory run of the control's length")
+    ap.add_argument("--quality", help="smollm2_tide_quality.jsonl")
+    a = ap.parse_args()
+    m = json.load(open(a.metrics))
+    os.makedirs(a.out, exist_ok=True)
+    pts = [(c["tokens"], c["ce"]) for c in m["checks"]]
+    ood = [(c["tokens"], c["ood_ce"]) for c in m["checks"] if "ood_ce" in c]
+    ref = m.get("baseline_check", {})
+    hl = [(f"backbone alone, held-out", BLUE, ref["ce"])] if "ce" in ref else []
+    hl += [(f"backbone alone, out of domain", ORANGE, ref["ood_ce"])] if "ood_ce" in ref else []
+    lines(os.path.join(a.out, "smollm2_curve.svg"),
+          f"SmolLM2-135M + TIDE memory (K = {m['k']}): CE while training",
+          [("held-out (memory)", BLUE, pts), ("out of domain (memory)", ORANGE, ood)],
+          "training tokens", "cross-entropy (nats)", hl)
+    dec = [str(i) for i in range(10)]
+    series = [("backbone alone", GREY, m["baseline"]["ce_by_decile"]),
+              ("with memory", BLUE, m["trained"]["ce_by_decile"])]
+    if a.finetune:
+        series.append(("fine-tuned backbone", GREEN, json.load(open(a.finetune))["trained"]["ce_by_decile"]))
+    bars(os.path.join(a.out, "smollm2_ce_by_decile.svg"),
+         "Held-out CE by training-frequency decile (0 = rarest)", dec, series, "CE (nats)")
+    bars(os.path.join(a.out, "smollm2_null.svg"),
+         "Mean NULL weight by decile of the token read (0 = rarest)", dec,
+         [("NULL weight", GREY, m["trained"]["null_by_decile"])], "NULL weight", "{:.3f}")
+    layers = [str(i) for i in range(len(m["trained"]["null_by_layer"]))]
+    bars(os.path.join(a.out, "smollm2_null_by_layer.svg"), "Mean NULL weight by layer", layers,
+         [("NULL weight", GREY, m["trained"]["null_by_layer"])], "NULL weight", "{:.3f}")
+    if m.get("ablate_ppl"):
+        base = m["ablate_ppl_all"]
+        bars(os.path.join(a.out, "smollm2_ablate.svg"),
+             f"Perplexity change with one layer's memory off (all on: {base:.3f})", layers,
+             [("change", RED, [100 * (p / base - 1) for p in m["ablate_ppl"]])], "% perplexity",
+             "{:.1f}")
+    if a.quality:
+        rows = [json.loads(l) for l in open(a.quality)]
+        rows = [r for r in rows if r["table_bytes"]]
+        bars(os.path.join(a.out, "smollm2_quality.svg"), "Held-out perplexity by table storage",
+             [f"{r['table_bytes']/1e6:.0f} MB" for r in rows],
+             [("perplexity", BLUE, [r["eval"]["ppl"] for r in rows])], "perplexity")
+    print(f"wrote the charts to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
