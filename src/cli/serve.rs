@@ -27,8 +27,10 @@ use super::common::{BackendArg, ModelArgs};
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// A model to offer: a .gguf file or a model directory (config.json + safetensors, or a TIDE
-    /// model folder). Repeat for several. Default: the embedded default model (tide-k4).
+    /// A model to offer: a .gguf file or a model directory (config.json + safetensors, a TIDE
+    /// model folder, or a memory model's card folder). Repeat for several; the API serves the
+    /// first. Default: models/smollm2-tide (the TIDE memory on SmolLM2-135M) when run from the
+    /// repository root, then the embedded tide-k4, which the API serves.
     #[arg(long)]
     model: Vec<PathBuf>,
     /// Port to listen on (0: any free port; the URL printed says which).
@@ -88,9 +90,11 @@ struct ModelEntry {
     memory: Option<&'static str>,
 }
 
-/// The memory model `tide serve` offers beside the embedded one when run from the repository
-/// root with no --model.
+/// The memory model `tide serve` offers first, beside the embedded one, when run from the
+/// repository root with no --model.
 const DEFAULT_MEMORY_MODEL: &str = "models/smollm2-tide";
+/// The embedded default model's name in /models.json and the API.
+const EMBEDDED: &str = "tide-k4";
 
 struct Catalog {
     list: Vec<ModelEntry>,
@@ -131,6 +135,15 @@ fn catalog(models: &[PathBuf]) -> Result<Catalog> {
         Ok(())
     };
     if models.is_empty() {
+        // The demo's headline, first in the picker, when it is complete here (its memory
+        // committed, its backbone fetched or fetchable); otherwise say why and go on.
+        let headline = Path::new(DEFAULT_MEMORY_MODEL);
+        if headline.join("config.json").is_file() {
+            match model_files(headline) {
+                Ok((name, files, memory)) => add(name, files, memory)?,
+                Err(e) => eprintln!("serve: not offering {}: {e:#}", headline.display()),
+            }
+        }
         let files = default_model_files()
             .into_iter()
             .map(|(n, b)| {
@@ -141,26 +154,11 @@ fn catalog(models: &[PathBuf]) -> Result<Catalog> {
                 (n.to_string(), Source::Embedded(b, tag), b.len() as u64)
             })
             .collect();
-        add("tide-k4".into(), files, None)?;
-    }
-    let mut extra = Vec::new();
-    if models.is_empty()
-        && Path::new(DEFAULT_MEMORY_MODEL)
-            .join("config.json")
-            .is_file()
-    {
-        extra.push(PathBuf::from(DEFAULT_MEMORY_MODEL));
+        add(EMBEDDED.into(), files, None)?;
     }
     for m in models {
         let (name, files, memory) = model_files(m)?;
         add(name, files, memory)?;
-    }
-    // Offered by default only when it is complete here; otherwise say why and go on.
-    for m in &extra {
-        match model_files(m) {
-            Ok((name, files, memory)) => add(name, files, memory)?,
-            Err(e) => eprintln!("serve: not offering {}: {e:#}", m.display()),
-        }
     }
     Ok(cat)
 }
@@ -328,7 +326,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
             slots: a.parallel as usize,
         };
         let worker = api_worker::spawn(args, a.queue.max(1), a.lose_device_after_tokens);
-        Arc::new(Api::new(cat.list[0].name.clone(), worker, a.queue.max(1)))
+        // The API's model: the first --model, or the embedded one (fast on any adapter).
+        let name = match a.model.is_empty() {
+            true => EMBEDDED.to_string(),
+            false => cat.list[0].name.clone(),
+        };
+        Arc::new(Api::new(name, worker, a.queue.max(1)))
     });
     let rt = tokio::runtime::Runtime::new().context("starting the server's runtime")?;
     rt.block_on(async move {
