@@ -81,9 +81,12 @@ def main():
     hl = [(f"backbone alone, held-out", BLUE, ref["ce"])] if "ce" in ref else []
     hl += [(f"backbone alone, out of domain", ORANGE, ref["ood_ce"])] if "ood_ce" in ref else []
     lines(os.path.join(a.out, "smollm2_curve.svg"),
-          f"SmolLM2-135M + TIDE memory (K = {m['k']}): CE while training",
+          f"SmolLM2-135M + TIDE memory (K = {m.get('k') or m['args']['k']}): CE while training",
           [("held-out (memory)", BLUE, pts), ("out of domain (memory)", ORANGE, ood)],
           "training tokens", "cross-entropy (nats)", hl)
+    if "trained" not in m:
+        print(f"{a.metrics}: a run in progress (no final evaluation): the curve only")
+        return
     dec = [str(i) for i in range(10)]
     series = [("backbone alone", GREY, m["baseline"]["ce_by_decile"]),
               ("with memory", BLUE, m["trained"]["ce_by_decile"])]

@@ -279,6 +279,10 @@ def main():
     ck = None
     if args.resume:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if args.export_only:
+            # Nothing is trained: the checkpoint's own schedule describes it.
+            for key in SCHEDULE:
+                setattr(args, key, ck["args"][key])
         check_resumable(ck, args, ident, ckpt_path)
 
     tok_path = os.path.join(args.backbone, "tokenizer.json")
