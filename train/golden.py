@@ -174,7 +174,7 @@ def sample_text(corpus=".cache/corpus", out="tests/fixtures/heldout_sample.txt")
     return text
 
 
-def committed(model_dir, out_path, backbone=None, texts=None, eval_tokens=None):
+def committed(model_dir, out_path, backbone=None, texts=None, eval_tokens=None, ablate=True):
     """golden.json of a committed model: top-32 logits and router weights of a few texts, and
     `tide eval`'s figures on the held-out sample. With `backbone` (an HF folder), model_dir is a
     memory model's folder whose memory.safetensors goes on that backbone."""
@@ -192,7 +192,7 @@ def committed(model_dir, out_path, backbone=None, texts=None, eval_tokens=None):
     window = min(m.cfg.ctx, 256)
     ids = ids[:eval_tokens] if eval_tokens else ids
     ev = evaluate.evaluate(m.double(), ids, counts, seq=window)
-    if m.cfg.k:
+    if m.cfg.k and ablate:
         # Layer-wise ablation on the first ABLATE_TOKENS tokens (keeps the Rust test short).
         ev["ablate_tokens"] = ABLATE_TOKENS
         ev["ablate_ppl_all"] = evaluate.evaluate(m, ids[:ABLATE_TOKENS], counts, seq=window)["ppl"]
@@ -229,7 +229,7 @@ if __name__ == "__main__":
     elif sys.argv[1] == "tide_lime":
         tiny_tide_lime()
     elif sys.argv[1] == "memory":
-        committed(sys.argv[3], sys.argv[4], backbone=sys.argv[2], eval_tokens=4096,
+        committed(sys.argv[3], sys.argv[4], backbone=sys.argv[2], eval_tokens=1024, ablate=False,
                   texts=["In the beginning God created", "def main():\n    return 0",
                          "The quokka and the aardvark met in Ljubljana"])
     else:
