@@ -92,13 +92,21 @@ fn get_range(srv: &Server, path: &str, range: &str) -> (u16, Vec<(String, String
 }
 
 #[test]
-fn models_json_lists_the_embedded_model_by_default() {
+fn models_json_lists_the_memory_model_then_the_embedded_one_by_default() {
     let srv = Server::start(&[]);
     let (st, h, body) = srv.request("GET", "/models.json", "");
     assert_eq!(st, 200);
     assert!(header(&h, "content-type").unwrap().contains("json"));
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    // The embedded model, after models/smollm2-tide when that is complete here.
+    // models/smollm2-tide first (the demo's headline; its backbone beside its memory, which
+    // the page streams), then the embedded model.
+    let list = v.as_array().unwrap();
+    assert_eq!(list[0]["name"], "smollm2-tide");
+    assert_eq!(list[0]["memory"], "stream");
+    assert!(list[0]["files"].as_array().unwrap().iter().any(|f| f["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/SmolLM2-135M-Instruct.Q4_1.gguf")));
     let m = v
         .as_array()
         .unwrap()

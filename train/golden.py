@@ -190,8 +190,15 @@ def committed(model_dir, out_path, backbone=None, texts=None, eval_tokens=None, 
         sample_text()
     ids = np.asarray(tok.encode(open(sample, encoding="utf-8").read()).ids, dtype=np.int64)
     window = min(m.cfg.ctx, 256)
-    ids = ids[:eval_tokens] if eval_tokens else ids
-    ev = evaluate.evaluate(m.double(), ids, counts, seq=window)
+    starts = None
+    if eval_tokens:
+        # `tide eval --windows N`'s choice: N of the text's windows, evenly spaced (src/eval.rs).
+        every = list(range(0, ids.size - 1, window))
+        n = eval_tokens // window
+        starts = [every[i * len(every) // n] for i in range(n)]
+    ev = evaluate.evaluate(m.double(), ids, counts, seq=window, starts=starts)
+    if starts:
+        ev["windows"] = len(starts)
     if m.cfg.k and ablate:
         # Layer-wise ablation on the first ABLATE_TOKENS tokens (keeps the Rust test short).
         ev["ablate_tokens"] = ABLATE_TOKENS
@@ -213,8 +220,7 @@ def committed(model_dir, out_path, backbone=None, texts=None, eval_tokens=None, 
             top.append({"ids": idx.tolist(), "logits": row[idx].tolist()})
         r["top"] = top
     json.dump({"model": os.path.basename(model_dir.rstrip("/")), "seqs": res,
-               "eval": {"data": "tests/fixtures/heldout_sample.txt", "window": window,
-                        "tokens_used": int(ids.size), **ev}},
+               "eval": {"data": "tests/fixtures/heldout_sample.txt", "window": window, **ev}},
               open(out_path, "w"))
     print("wrote", out_path)
 

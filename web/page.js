@@ -81,7 +81,12 @@ export function boot() {
       console.warn(`models.json: ${e.message}`);
     }
     const wanted = params.get('model') || models[0]?.name;
-    for (const m of models) picker.add(new Option(`${m.name} (${fmtBytes(m.files.reduce((s, f) => s + f.bytes, 0))})`, m.name));
+    const size = (m) => {
+      const all = m.files.reduce((s, f) => s + f.bytes, 0);
+      const mem = m.memory === 'stream' ? m.files.find((f) => f.url.endsWith('/memory.safetensors'))?.bytes : 0;
+      return mem ? `${fmtBytes(all - mem)} + ${fmtBytes(mem)} memory, streamed` : fmtBytes(all);
+    };
+    for (const m of models) picker.add(new Option(`${m.name} (${size(m)})`, m.name));
     if (wanted && !models.some((m) => m.name === wanted)) picker.add(new Option(wanted, wanted));
     picker.value = wanted ?? '';
     picker.onchange = () => {

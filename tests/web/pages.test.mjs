@@ -73,7 +73,7 @@ before(async () => {
   const repo = path.resolve(import.meta.dirname, '../..');
   server = spawn(TIDE_BIN, ['serve', '--no-api', '--port', '0', '--web', path.join(repo, 'web'),
     '--model', path.join(repo, 'models/tide-k4'), '--model', SMOLLM2, '--model', trunc,
-    '--model', stream],
+    '--model', stream, '--model', path.join(repo, 'models/smollm2-tide')],
   { stdio: ['ignore', 'pipe', 'inherit'] });
   base = await new Promise((resolve, reject) => {
     server.stdout.on('data', (d) => {
@@ -470,6 +470,46 @@ test('memory streamed with Range requests: native tokens and router weights, onl
   const e = await ready(bad);
   assert.match(e.error ?? '', /no memory\.safetensors to stream/);
   await bad.close();
+});
+
+test('the SmolLM2 memory model (models/smollm2-tide): rows streamed by Range by default, greedy tokens equal native, counters live, 30 layers inspected like native', async () => {
+  const want = native(['generate', '--model', 'models/smollm2-tide', '--temperature', '0',
+    '--max-tokens', '16', '--json', PROMPTS[2]]);
+  const page = await open(browser, '?model=smollm2-tide');
+  const info = await ready(page);
+  assert.ok(!info.error, info.error);
+  assert.equal(info.k, 4);
+  assert.equal(info.layers, 30);
+  assert.ok(info.memory_streamed, 'the memory is streamed, not downloaded');
+  const gguf = fs.statSync(SMOLLM2).size;
+  assert.ok(info.load.bytes < gguf + (1 << 20), `loaded ${info.load.bytes} bytes: the backbone and the card only`);
+  assert.ok(info.memory_file_bytes > 1e6, 'the page knows the memory file\'s size');
+  await page.fill('#prompt', PROMPTS[2]);
+  await page.fill('#temperature', '0');
+  await page.fill('#maxTokens', '16');
+  await page.click('#go');
+  await page.waitForFunction(() => document.querySelector('#stats').textContent.includes('stop:'), null, { timeout: 600000 });
+  const got = await page.evaluate(() => window.tide.complete('The capital of France is', { maxTokens: 16, temperature: 0 }));
+  assert.deepEqual(got.tokens, want.tokens, 'greedy tokens equal native tide generate');
+  assert.match(await page.textContent('#memory'), /memory rows: .* over HTTP = \d+\.\d% of the [\d.]+ MB memory file/);
+  await shot(page, 'smollm2-tide-demo.png');
+  await page.close();
+  // The page inspects its default text on load.
+  const text = 'The zebra and the aardvark met a quokka by the river in Ljubljana.';
+  const wantW = native(['inspect', '--model', 'models/smollm2-tide', '--json', text]);
+  const insp = await open(browser, 'inspect.html?model=smollm2-tide');
+  await insp.waitForFunction(() => window.tide.lastInspection || window.tide.error, null, { timeout: 600000 });
+  const gotW = await insp.evaluate(() => window.tide.lastInspection);
+  assert.equal(gotW.layers, 30);
+  assert.deepEqual(gotW.tokens, wantW.tokens);
+  let worst = 0;
+  gotW.weights.forEach((t, i) => t.forEach((l, j) => l.forEach((x, s) => {
+    worst = Math.max(worst, Math.abs(x - wantW.weights[i][j][s]));
+  })));
+  assert.ok(worst < 1e-3, `router weights within 1e-3 of native (${worst})`);
+  assert.deepEqual(gotW.token_deciles, wantW.token_deciles);
+  await shot(insp, 'smollm2-tide-inspect.png');
+  await insp.close();
 });
 
 test('a download cut short is resumed with a Range request and the model still matches native', async () => {
