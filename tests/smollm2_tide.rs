@@ -7,11 +7,10 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 
-use common::{gpu, json_ids as ids, repo, smollm2};
-use tide_gpu::cpu::CpuModel;
-use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
+use common::golden::committed_diffs;
+use common::{repo, smollm2};
+use tide_gpu::decoder::KernelSet;
 use tide_gpu::model::Model;
 
 fn dir() -> PathBuf {
@@ -44,47 +43,18 @@ fn smollm2_tide_matches_pytorch_on_cpu_and_gpu() {
     let m = model();
     assert_eq!(m.memory.as_ref().map(|m| m.k), Some(4));
     let g = golden();
-    let cm = Arc::new(CpuModel::new(&m));
-    for kernels in [KernelSet::CpuAdapter, KernelSet::Gpu] {
-        let mut dec = GpuDecoder::new(
-            gpu(),
-            &m,
-            DecoderOptions {
-                ctx_len: 64,
-                max_batch: 64,
-                kernels,
-                token_by_token_upto: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        for case in g["seqs"].as_array().unwrap() {
-            let seq = ids(&case["ids"]);
-            let text = case["text"].as_str().unwrap();
-            assert_eq!(
-                m.tokenizer.encode(text, true).unwrap(),
-                seq,
-                "ids of {text:?}"
-            );
-            if kernels == KernelSet::CpuAdapter {
-                let mut s = cm.session(64);
-                s.keep_all = true;
-                s.feed(&seq).unwrap();
-                let (l, r) = common::golden::top_diffs(&m, case, &s.all_logits, &s.router);
-                eprintln!("cpu {text:?}: logits {l:.2e}, router {r:.2e}");
-                assert!(
-                    l < CPU_LOGITS && r < ROUTER,
-                    "cpu {text:?}: logits {l}, router {r}"
-                );
-            }
-            dec.reset();
-            let logits = dec.feed_all(&seq).unwrap();
-            let router = dec.router_weights().unwrap();
-            let (l, r) = common::golden::top_diffs(&m, case, &logits, &router);
-            eprintln!("gpu {kernels:?} {text:?}: logits {l:.2e}, router {r:.2e}");
+    // Both kernel families run on any adapter; the CPU reference once.
+    for (kernels, cpu) in [(KernelSet::CpuAdapter, true), (KernelSet::Gpu, false)] {
+        for (text, backend, l, r) in committed_diffs(&m, &g, Some(kernels), cpu) {
+            eprintln!("{backend} {kernels:?} {text:?}: logits {l:.2e}, router {r:.2e}");
+            let tol = if backend == "cpu" {
+                CPU_LOGITS
+            } else {
+                GPU_LOGITS
+            };
             assert!(
-                l < GPU_LOGITS && r < ROUTER,
-                "gpu {kernels:?} {text:?}: logits {l}, router {r}"
+                l < tol && r < ROUTER,
+                "{backend} {kernels:?} {text:?}: logits {l}, router {r}"
             );
         }
     }

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{gpu, json_ids as ids, repo};
+use common::golden::committed_diffs;
+use common::repo;
 use tide_gpu::cpu::CpuModel;
-use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
 use tide_gpu::model::{load, Model};
 
 const MODELS: [&str; 6] = [
@@ -35,58 +35,19 @@ fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap()
 }
 
-/// Logits at the golden's top-32 ids of every position, and the router weights.
-fn check(
-    name: &str,
-    backend: &str,
-    m: &Model,
-    case: &serde_json::Value,
-    logits: &[f32],
-    router: &[f32],
-) {
-    let (worst, d) = common::golden::top_diffs(m, case, logits, router);
-    assert!(
-        worst < 2e-3,
-        "{name} {backend}: logits differ from PyTorch by {worst}"
-    );
-    assert!(d < 1e-4, "{name} {backend}: router weights differ by {d}");
-}
-
 #[test]
 fn committed_models_match_pytorch_on_cpu_and_gpu() {
     for name in MODELS {
         let m = load(&model_dir(name)).unwrap();
-        let g = golden(name);
-        let cm = Arc::new(CpuModel::new(&m));
-        let mut dec = GpuDecoder::new(
-            gpu(),
-            &m,
-            DecoderOptions {
-                ctx_len: 64,
-                max_batch: 64,
-                // The prefill kernels, however short the batch.
-                token_by_token_upto: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        for case in g["seqs"].as_array().unwrap() {
-            let seq = ids(&case["ids"]);
-            // The tokenizer gives the same ids as the Python `tokenizers` run.
-            let text = case["text"].as_str().unwrap();
-            assert_eq!(
-                m.tokenizer.encode(text, true).unwrap(),
-                seq,
-                "{name}: ids of {text:?}"
+        for (text, backend, worst, d) in committed_diffs(&m, &golden(name), None, true) {
+            assert!(
+                worst < 2e-3,
+                "{name} {backend} {text:?}: logits differ from PyTorch by {worst}"
             );
-            let mut s = cm.session(64);
-            s.keep_all = true;
-            s.feed(&seq).unwrap();
-            check(name, "cpu", &m, case, &s.all_logits, &s.router);
-            dec.reset();
-            let l = dec.feed_all(&seq).unwrap();
-            let r = dec.router_weights().unwrap();
-            check(name, "gpu", &m, case, &l, &r);
+            assert!(
+                d < 1e-4,
+                "{name} {backend} {text:?}: router weights differ by {d}"
+            );
         }
     }
 }

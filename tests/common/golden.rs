@@ -130,3 +130,50 @@ pub fn top_diffs(
         .fold(0.0, f64::max);
     (worst, r)
 }
+
+/// A committed model's golden cases run on the CPU reference (when `cpu`) and the GPU decoder
+/// (`kernels`, or the adapter's default): per case and backend, (text, backend, worst relative
+/// logit difference at the top-32 ids, largest router weight difference). The tokenizer must
+/// give the ids the Python `tokenizers` run gave.
+pub fn committed_diffs(
+    m: &Model,
+    golden: &serde_json::Value,
+    kernels: Option<KernelSet>,
+    cpu: bool,
+) -> Vec<(String, &'static str, f64, f64)> {
+    let cm = Arc::new(CpuModel::new(m));
+    let mut opts = DecoderOptions {
+        ctx_len: 64,
+        max_batch: 64,
+        // The prefill kernels, however short the batch.
+        token_by_token_upto: 0,
+        ..Default::default()
+    };
+    if let Some(k) = kernels {
+        opts.kernels = k;
+    }
+    let mut dec = GpuDecoder::new(gpu(), m, opts).unwrap();
+    let mut out = Vec::new();
+    for case in golden["seqs"].as_array().unwrap() {
+        let seq = json_ids(&case["ids"]);
+        let text = case["text"].as_str().unwrap().to_string();
+        assert_eq!(
+            m.tokenizer.encode(&text, true).unwrap(),
+            seq,
+            "ids of {text:?}"
+        );
+        if cpu {
+            let mut s = cm.session(64);
+            s.keep_all = true;
+            s.feed(&seq).unwrap();
+            let (l, r) = top_diffs(m, case, &s.all_logits, &s.router);
+            out.push((text.clone(), "cpu", l, r));
+        }
+        dec.reset();
+        let logits = dec.feed_all(&seq).unwrap();
+        let router = dec.router_weights().unwrap();
+        let (l, r) = top_diffs(m, case, &logits, &router);
+        out.push((text, "gpu", l, r));
+    }
+    out
+}
