@@ -11,12 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 full="${1:?usage: scripts/quality_smollm2_tide.sh MEMORY_F16 [TOKENS]}"
 tokens="${2:-65536}"
-source scripts/runtime-dir.sh
-cargo build --release --quiet --bin tide
-tide=target/release/tide
-py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"
-backbone="$(scripts/fetch-smollm2.sh)"
-hf="$(scripts/smollm2-hf.sh)"
+source scripts/smollm2-tide-env.sh
 corpus=.cache/corpus
 [[ -s $corpus/heldout.txt ]] || "$py" train/corpus.py --out "$corpus"
 out=docs/bench-data/smollm2_tide_quality.jsonl

@@ -12,12 +12,7 @@ cd "$(dirname "$0")/.."
 run="${1:?usage: scripts/smollm2_tide_ship.sh RUN_DIR [CHECKPOINT]}"
 ckpt="${2:-$run/checkpoint.pt}"
 compress=(${COMPRESS:---bits 4 --svd-ratio 0.5})
-source scripts/runtime-dir.sh
-cargo build --release --quiet --bin tide
-tide=target/release/tide
-py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"
-backbone="$(scripts/fetch-smollm2.sh)"
-hf="$(scripts/smollm2-hf.sh)"
+source scripts/smollm2-tide-env.sh
 dest=models/smollm2-tide
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
