@@ -37,7 +37,14 @@ $tide compress --model "$backbone" --memory "$src/memory-f16.safetensors" "${com
     --out "$tmp/compressed" >&2
 cp "$tmp/compressed/memory.safetensors" "$dest/memory.safetensors"
 chmod 644 "$dest/memory.safetensors"
-cp "$tmp/compressed/compress_report.json" "$dest/compress_report.json"
+# The report names its inputs by their temporary paths: name them by what they are instead.
+python3 - "$tmp/compressed/compress_report.json" "$dest/compress_report.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["memory"] = "memory-f16.safetensors of the training run (its tables as trained)"
+r["model"] = "SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2.sh)"
+json.dump(r, open(sys.argv[2], "w"), indent=1)
+EOF
 cp "$tmp/train_metrics.json" "$dest/train_metrics.json"
 echo "[ship] $dest: $(du -h "$dest/memory.safetensors" | cut -f1) of memory (${compress[*]})" >&2
 (cd train && "$py" golden.py memory "$hf" "../$dest" ../tests/fixtures/smollm2-tide_golden.json) >&2
