@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The speed comparison of docs/benchmarks.md, in one run on one machine: tide on the GPU adapter
 # wgpu finds (lavapipe without a GPU) and llama.cpp on the CPU, same GGUF, pp128 / tg128.
-# Writes bench-results.json (one JSON object per line) and prints it.
+# Writes docs/bench-data/bench.jsonl (one JSON object per line: the raw data of the first table of
+# docs/benchmarks.md, committed with it) and prints it. OUT=FILE writes elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="$(scripts/fetch-smollm2.sh)"
 source scripts/runtime-dir.sh
 cargo build --release -q
-out=bench-results.json
+out="${OUT:-docs/bench-data/bench.jsonl}"
 : > "$out"
 ./target/release/tide bench --model "$model" --prompt-len 128 --gen 128 --reps 5 --json >> "$out"
 # Without subgroup operations (the prefill kernels' fetch sharing; docs/benchmarks.md).

@@ -33,6 +33,15 @@ source scripts/runtime-dir.sh
 # One test at a time: on lavapipe, two tests driving the Vulkan-on-CPU device at once ran
 # the kernel tests ~7x slower than one after the other (448 s against 62 s on 2 cores).
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
+# Tests that need a particular adapter record a skip here (tests/common/native.rs).
+mkdir -p target && rm -f target/test-skips.txt
+show_skips() {
+    if [[ -s target/test-skips.txt ]]; then
+        echo "SKIPPED tests (this adapter cannot run them):" >&2
+        sed 's/^/  /' target/test-skips.txt >&2
+    fi
+}
+trap show_skips EXIT
 cargo test --release "$@"
 
 if [[ $# -eq 0 ]]; then
@@ -49,7 +58,9 @@ if [[ $# -eq 0 ]]; then
     bash scripts/test-pages.sh
 fi
 
-if [[ "${TIDE_SKIP_TRAIN_TESTS:-0}" != 1 && $# -eq 0 ]]; then
+if [[ "${TIDE_SKIP_TRAIN_TESTS:-0}" == 1 ]]; then
+    echo "SKIPPED: the training pipeline's tests (TIDE_SKIP_TRAIN_TESTS=1)" >&2
+elif [[ $# -eq 0 ]]; then
     py="$(scripts/venv.sh scripts/requirements.txt train/requirements.txt)"
     "$py" train/test_train.py
 fi
@@ -58,7 +69,9 @@ if [[ $# -eq 0 ]]; then
     bash scripts/check-targets.sh
 fi
 
-if [[ "${TIDE_SKIP_FUZZ:-0}" != 1 && $# -eq 0 ]]; then
+if [[ "${TIDE_SKIP_FUZZ:-0}" == 1 ]]; then
+    echo "SKIPPED: the fuzz pass (TIDE_SKIP_FUZZ=1)" >&2
+elif [[ $# -eq 0 ]]; then
     counts="$(mktemp)"
     FUZZ_SANITIZER=none FUZZ_OUT="$counts" bash scripts/fuzz.sh 1000000000 30
     rm -f "$counts"

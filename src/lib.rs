@@ -21,6 +21,8 @@ pub mod model;
 pub mod openai;
 pub mod options;
 pub mod sample;
+// What every front end decides the same way: context, row cache, read-through gap.
+pub mod session;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
@@ -30,3 +32,8 @@ pub use model::Model;
 pub use options::Options;
 pub use sample::{Sampler, SamplerConfig};
 pub use tokenizers::Tokenizer;
+
+// README.md's Rust quick start runs as a doctest (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeQuickStart;

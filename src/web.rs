@@ -17,8 +17,8 @@ use crate::memory::fetch::{attach_memory_fetch, prefetch, FetchOptions};
 use crate::memory::store::RowStore;
 use crate::model::tokenizer::TokenizerInfo;
 use crate::model::{Blob, ModelFiles};
-use crate::options::Options;
 use crate::sample::{Sampler, SamplerConfig};
+use crate::session::{self, RowSource};
 
 /// Panics go to the console (the worker reports the failed call) rather than vanishing.
 #[wasm_bindgen(start)]
@@ -137,10 +137,11 @@ impl FileSet {
 
 /// Open a model from its files: one GGUF file, or a model folder's files (config.json,
 /// *.safetensors, tokenizer.json, ...). `backend` is "auto" (WebGPU, else the CPU reference),
-/// "gpu" or "cpu"; `ctx_len` 0 takes the model's, at most 2048. `memory_url`, when not empty,
-/// is a memory file left on the server: its rows are streamed with Range requests as steps
-/// need them, through a row cache of `memory_cache_mb` (0: the default); rows of a step
-/// closer than `memory_gap_kb` share a request (negative: measured from the link at load).
+/// "gpu" or "cpu"; `ctx_len` 0 takes the default (crate::session decides it, the cache and the
+/// gap as natively). `memory_url`, when not empty, is a memory file left on the server: its
+/// rows are streamed with Range requests as steps need them. The row cache holds
+/// `memory_cache_mb` MB (negative: the default); rows of a step closer than `memory_gap_kb`
+/// share a request (negative: measured from the link at load).
 #[wasm_bindgen(js_name = openSession)]
 pub async fn open_session(
     source: String,
@@ -148,30 +149,37 @@ pub async fn open_session(
     backend: String,
     ctx_len: usize,
     memory_url: String,
-    memory_cache_mb: usize,
+    memory_cache_mb: f64,
     memory_gap_kb: i32,
 ) -> std::result::Result<Session, JsValue> {
-    let mut fetch = FetchOptions::default();
-    if memory_gap_kb >= 0 {
-        fetch.max_gap_bytes = Some((memory_gap_kb as usize).min(1 << 16) << 10);
-    }
-    if memory_cache_mb > 0 {
-        // usize is 32 bits here: a budget past 4 GB saturates.
-        fetch.cache_bytes = memory_cache_mb.saturating_mul(1 << 20);
-    }
-    open(source, files, &backend, ctx_len, &memory_url, fetch)
+    let asked = Asked {
+        ctx: (ctx_len > 0).then_some(ctx_len),
+        cache_mb: (memory_cache_mb >= 0.0).then_some(memory_cache_mb),
+        gap_kb: usize::try_from(memory_gap_kb).ok(),
+    };
+    open(source, files, &backend, &memory_url, asked)
         .await
         .map_err(js_err)
+}
+
+/// What the page asked for (None: the session's default).
+struct Asked {
+    ctx: Option<usize>,
+    cache_mb: Option<f64>,
+    gap_kb: Option<usize>,
 }
 
 async fn open(
     source: String,
     files: FileSet,
     backend: &str,
-    ctx_len: usize,
     memory_url: &str,
-    fetch: FetchOptions,
+    asked: Asked,
 ) -> Result<Session> {
+    let fetch = FetchOptions {
+        max_gap_bytes: session::gap_bytes(asked.gap_kb)?,
+        ..FetchOptions::default()
+    };
     let backend = match backend {
         "auto" => Backend::Auto,
         "gpu" => Backend::Gpu,
@@ -204,21 +212,15 @@ async fn open(
     // The GPU engine keeps the weights in device memory; the heap copy goes with `model`.
     // A memory model's card may leave its memory file out: its rows stream from memory_url.
     let mut model = parts.load_with(!memory_url.is_empty())?;
-    let mut opts = Options::default();
-    let max_ctx = model.config.ctx_len;
-    opts.decoder.ctx_len = if ctx_len == 0 {
-        max_ctx.min(2048)
-    } else {
-        ctx_len.min(max_ctx)
-    };
+    let mut opts = session::options(&model, asked.ctx)?;
+    let ctx = opts.decoder.ctx_len;
     let mut link = None;
+    let mut rows_from = RowSource::Local;
     if !memory_url.is_empty() {
-        let fetch = FetchOptions {
-            ctx_len: opts.decoder.ctx_len,
-            ..fetch.clone()
-        };
         link = Some(attach_memory_fetch(&mut model, memory_url, &fetch).await?);
+        rows_from = RowSource::Remote;
     }
+    session::size_row_caches(&model, ctx, rows_from, asked.cache_mb)?;
     let rows = model.memory.as_ref().map(|m| m.rows.clone());
     let c = &model.config;
     // The largest buffer: a weight tensor, the logits of a full prefill batch, or the KV cache
@@ -253,6 +255,7 @@ async fn open(
             Engine::Cpu(_) => Value::Null,
         },
         "note": note,
+        "ctx_note": session::ctx_note(model.config.ctx_len, ctx),
         "k": k,
         "layers": model.config.n_layers,
         "vocab": model.config.vocab,

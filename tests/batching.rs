@@ -79,7 +79,7 @@ fn run_slots(
     );
 }
 
-/// The K = 4 TIDE fixture, its golden sequence and PyTorch's logits at each position.
+/// The K = 3 TIDE fixture, its golden sequence and PyTorch's logits at each position.
 fn tiny_tide() -> (Model, Vec<u32>, Vec<Vec<f32>>) {
     let dir = repo().join("tests/fixtures/tiny_tide");
     let g: serde_json::Value =
@@ -93,7 +93,7 @@ fn tiny_tide() -> (Model, Vec<u32>, Vec<Vec<f32>>) {
     (m, seq, want)
 }
 
-/// The K = 4 TIDE fixture (memory router and rows per token) in all four slots at different
+/// The K = 3 TIDE fixture (memory router and rows per token) in all four slots at different
 /// positions, against PyTorch.
 #[test]
 fn tide_sequences_share_steps() {

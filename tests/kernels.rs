@@ -388,20 +388,11 @@ fn qkv_bias_and_head_norm() {
 fn lavapipe_takes_the_subgroup_variants() {
     let ctx = gpu();
     // The library reads no environment: TIDE_SUBGROUPS cannot turn them off here.
-    let lavapipe_avx2 =
-        ctx.info.name.contains("llvmpipe") && ctx.info.backend == wgpu::Backend::Vulkan;
-    #[cfg(target_arch = "x86_64")]
-    let lavapipe_avx2 = lavapipe_avx2 && std::arch::is_x86_feature_detected!("avx2");
-    if lavapipe_avx2 {
+    if common::lavapipe_or_skip(&ctx, "lavapipe_takes_the_subgroup_variants") {
         assert_eq!(
             ctx.subgroup_size,
             Some(8),
             "lavapipe on AVX2 should offer subgroups of 8: {}",
-            ctx.describe()
-        );
-    } else {
-        eprintln!(
-            "not lavapipe on AVX2 ({}): nothing to check",
             ctx.describe()
         );
     }

@@ -7,6 +7,8 @@
 //! The CPU reference keeps matrices in their stored type, dequantising a row at a time.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::path::Path;
 
 use tide_gpu::cpu::CpuModel;
@@ -89,8 +91,10 @@ fn use_once(ctx: &GpuContext, tex: &wgpu::Texture, write: bool) {
 #[test]
 fn kernel_written_textures_are_resident_only_where_written() {
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("adapter");
-    if ctx.info.device_type != wgpu::DeviceType::Cpu || ctx.info.backend != wgpu::Backend::Vulkan {
-        eprintln!("skipped: {} is not a Vulkan CPU adapter", ctx.describe());
+    if !common::lavapipe_or_skip(
+        &ctx,
+        "kernel_written_textures_are_resident_only_where_written",
+    ) {
         return;
     }
     let size = COLS * ROWS * 4;

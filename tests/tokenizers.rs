@@ -20,12 +20,13 @@ fn tokenizer(path: &Path) -> TokenizerInfo {
 }
 
 /// Every string of the committed fixture: ids, BOS, and the text decoded back.
-fn check_fixture(name: &str) {
+fn check_fixture(name: &str, strings: usize) {
     let t = tokenizer(&vocab(name));
     let p = repo().join(format!("tests/fixtures/tokenizers/{name}.json"));
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let cases = j["cases"].as_array().unwrap();
-    assert!(cases.len() >= 50, "{name}: only {} strings", cases.len());
+    // Exactly what scripts/tokenizer_reference.py wrote: a lost string fails here.
+    assert_eq!(cases.len(), strings, "{name}: the fixture's strings");
     let mut wrong = vec![];
     for c in cases {
         let text = c["text"].as_str().unwrap();
@@ -80,18 +81,18 @@ fn check_llama_cpp_tests(name: &str) {
 
 #[test]
 fn llama3_bpe_matches_llama_cpp() {
-    check_fixture("llama-bpe");
+    check_fixture("llama-bpe", 124);
     check_llama_cpp_tests("llama-bpe");
 }
 
 #[test]
 fn qwen2_bpe_matches_llama_cpp() {
-    check_fixture("qwen2");
+    check_fixture("qwen2", 124);
     check_llama_cpp_tests("qwen2");
 }
 
 #[test]
 fn sentencepiece_matches_llama_cpp() {
-    check_fixture("llama-spm");
+    check_fixture("llama-spm", 122);
     check_llama_cpp_tests("llama-spm");
 }

@@ -232,13 +232,15 @@ export class TideModel {
 /**
  * Load a model: a name listed by `tide serve` (models.json), a .gguf URL or a model folder URL.
  * Options: onProgress({phase, loaded, total, file}) with phase "download" | "cache" | "open" |
- * "ready"; backend "auto" | "gpu" | "cpu"; ctxLen (0: the model's, at most 2048);
+ * "ready"; backend "auto" | "gpu" | "cpu"; ctxLen (default: the model's, at most 2048; longer is
+ * allowed and info.ctx_note says so);
  * memory "download" (a folder's memory.safetensors is fetched whole, like the other files) or
  * "stream" (it stays on the server and each step fetches the rows it reads with Range
  * requests); the default is what models.json says for the model (`tide serve` streams a memory
- * model on a fetched backbone), else "download"; memoryCacheMb, the streamed rows' cache (0: the default, 16 MB, raised
- * to hold a whole context's tokens); memoryGapKb, rows of a step closer than this share a
- * request (default: what the link carries in one round trip, measured at load).
+ * model on a fetched backbone), else "download"; memoryCacheMb, the memory row cache in MB (default, as
+ * natively: 10% of the tables, at most 256 MB; streamed rows' raised to hold a whole context's
+ * tokens); memoryGapKb, rows of a step closer than this share a request (at most 65536;
+ * default: what the link carries in one round trip, measured at load).
  */
 export async function load(model, { onProgress, backend, ctxLen, memory, memoryCacheMb, memoryGapKb } = {}) {
   const resolved = await resolveFiles(model);

@@ -174,7 +174,8 @@ const ops = {
     session?.free?.();
     session = null;
     // consumes the set
-    session = await openSession(model, set, chosen, ctxLen || 0, memoryUrl || '', memoryCacheMb || 0,
+    session = await openSession(model, set, chosen, ctxLen || 0, memoryUrl || '',
+      typeof memoryCacheMb === 'number' ? memoryCacheMb : -1,
       Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1);
     const info = JSON.parse(session.info());
     // wgpu leaves the adapter's name empty on the web; the browser's adapter info has it.

@@ -35,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = token_counts("memory.safetensors", &set, c.vocab);
     if let Ok(Some(mem)) = TideMemory::from_set("memory.safetensors", &set, c) {
         let mut out = Vec::new();
-        let _ = mem.rows.gather(&[0, (c.vocab - 1) as u32], &mut out);
+        let ids = [0, (c.vocab - 1) as u32];
+        if let Err(e) = mem.rows.gather(&ids, &mut out) {
+            panic!("accepted memory gives no rows for tokens {ids:?}: {e}");
+        }
+        assert!(!out.is_empty(), "accepted memory gave empty rows");
     }
 });

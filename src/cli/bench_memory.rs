@@ -31,9 +31,11 @@ pub fn memory_paths(a: &BenchArgs) -> Result<()> {
     if base.memory.is_none() {
         bail!("--memory-paths needs a model with TIDE memory (or --memory FILE)");
     }
+    let rows = &base.memory.as_ref().expect("checked above").rows;
+    let ctx = a.model.ctx_len(&base)?;
     let cache = a
         .model
-        .cache_bytes(base.memory.as_ref().map_or(0, |m| m.rows.table_bytes()))?;
+        .cache_bytes(rows.table_bytes(), rows.token_bytes(), ctx)?;
     let mut labels = vec!["backbone (K = 0)".to_string()];
     let mut models = vec![{
         let mut m = base.clone();

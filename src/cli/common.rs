@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use tide_gpu::session::{self, RowSource};
 use tide_gpu::{Backend, Engine, Model, Options};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -109,10 +110,8 @@ impl ModelArgs {
                                 .with_context(|| format!("--memory-ca {}", ca.display()))?,
                         );
                     }
-                    if let Some(kb) = self.memory_gap_kb.filter(|&kb| kb > 1 << 16) {
-                        anyhow::bail!("--memory-gap-kb must be at most 65536 (64 MB), got {kb}");
-                    }
-                    opts.max_gap_bytes = self.memory_gap_kb.map(|kb| kb << 10);
+                    opts.max_gap_bytes =
+                        session::gap_bytes(self.memory_gap_kb).context("--memory-gap-kb")?;
                     let l = tide_gpu::memory::http::attach_memory_url(&mut m, url, &opts)?;
                     link = Some(l);
                 }
@@ -152,31 +151,33 @@ impl ModelArgs {
         Ok(m)
     }
 
-    /// The row cache's budget: --memory-cache-mb, else none for resident tables, else 10% of
-    /// the tables (at most 256 MB).
-    pub fn cache_bytes(&self, table_bytes: u64) -> Result<usize> {
-        Ok(match self.memory_cache_mb {
-            Some(mb) if !(mb.is_finite() && mb >= 0.0) => {
-                anyhow::bail!("--memory-cache-mb must be a number >= 0, got {mb}")
-            }
-            Some(mb) => (mb * 1e6) as usize,
-            None if self.memory_resident => 0,
-            None => ((table_bytes / 10) as usize).min(256_000_000),
-        })
+    /// Where the TIDE memory's rows come from, for the row cache's budget.
+    fn row_source(&self) -> RowSource {
+        if self.memory_resident {
+            RowSource::Resident
+        } else if self.remote_memory() {
+            RowSource::Remote
+        } else {
+            RowSource::Local
+        }
     }
 
-    /// Size the memory row cache and fill it from the token counts (most frequent first).
+    /// The row cache's budget for tables of `table_bytes` (session::row_cache_bytes).
+    pub fn cache_bytes(&self, table_bytes: u64, token_bytes: usize, ctx: usize) -> Result<usize> {
+        let (source, asked) = (self.row_source(), self.memory_cache_mb);
+        session::row_cache_bytes(table_bytes, token_bytes, ctx, source, asked)
+            .context("--memory-cache-mb")
+    }
+
+    /// Size the memory row caches and fill TIDE's from the token counts (most frequent first).
     fn setup_row_cache(&self, m: &Model) -> Result<()> {
-        // Engram's tables: the same budget rule, no warm-up (rows are hashed n-grams).
-        if let Some(e) = &m.engram {
-            e.set_cache_bytes(self.cache_bytes(e.table_bytes())?);
-        }
+        let ctx = self.ctx_len(m)?;
+        let bytes = session::size_row_caches(m, ctx, self.row_source(), self.memory_cache_mb)
+            .context("--memory-cache-mb")?;
         let Some(mem) = &m.memory else {
             return Ok(());
         };
         let store = &mem.rows;
-        let bytes = self.cache_bytes(store.table_bytes())?;
-        store.set_cache_bytes(bytes);
         if let (Some(counts), false) = (&m.token_counts, self.no_memory_warm) {
             if store.cache_tokens() > 0 {
                 let order = tide_gpu::memory::store::by_frequency(counts);
@@ -215,17 +216,12 @@ impl ModelArgs {
     }
 
     pub fn ctx_len(&self, m: &Model) -> Result<usize> {
-        let n = self.ctx.unwrap_or(m.config.ctx_len.min(2048));
-        if n == 0 || n > 1 << 20 {
-            anyhow::bail!("--ctx must be in 1..=1048576, got {n}");
-        }
-        Ok(n)
+        session::ctx_len(m.config.ctx_len, self.ctx).context("--ctx")
     }
 
     /// The library's options: these arguments, then the TIDE_* switches (cli/env.rs).
     pub fn options(&self, m: &Model) -> Result<Options> {
-        let mut o = Options::default();
-        o.decoder.ctx_len = self.ctx_len(m)?;
+        let mut o = session::options(m, self.ctx).context("--ctx")?;
         if let Some(b) = self.batch {
             if b == 0 || b > 4096 {
                 anyhow::bail!("--batch must be in 1..=4096, got {b}");
@@ -254,6 +250,9 @@ impl ModelArgs {
             Engine::new(m, self.backend(), &self.options(m)?).context("starting the backend")?;
         if let Some(why) = why {
             eprintln!("note: {why}");
+        }
+        if let Some(note) = session::ctx_note(m.config.ctx_len, self.ctx_len(m)?) {
+            eprintln!("note: {note}");
         }
         eprintln!(
             "backend: {} (ready in {:.2}s)",

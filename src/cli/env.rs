@@ -71,3 +71,30 @@ pub fn apply(o: &mut Options) -> Result<()> {
     o.gpu.backend_options = Some(wgpu::BackendOptions::default().with_env());
     Ok(())
 }
+
+/// Give the Vulkan loader a runtime folder where the session has none (SSH, containers, CI):
+/// without one it prints "error: XDG_RUNTIME_DIR is invalid or not set" on a run that works.
+/// A private folder under the temporary directory, named by the user's id, as
+/// scripts/runtime-dir.sh makes for the tests. Runs first, before any thread starts.
+#[cfg(target_os = "linux")]
+pub fn ensure_runtime_dir() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let ok = |p: &std::path::Path| p.is_dir();
+    if var("XDG_RUNTIME_DIR").is_some_and(|d| ok(std::path::Path::new(&d))) {
+        return;
+    }
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tide-xdg-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    // Only a folder of ours that no one else can enter (another user could have made it).
+    let mine = std::fs::metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+    if mine {
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn ensure_runtime_dir() {}

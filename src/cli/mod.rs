@@ -57,6 +57,7 @@ enum Cmd {
 }
 
 pub fn run() -> i32 {
+    env::ensure_runtime_dir();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Generate(a) => generate::run(a),

@@ -29,11 +29,6 @@ pub struct FetchOptions {
     /// Bytes between two wanted rows below which one request reads through the gap. None:
     /// measured when the memory is attached (`remote::choose_gap`).
     pub max_gap_bytes: Option<usize>,
-    /// Row cache budget (raised to hold a whole context's distinct tokens: a step's rows must
-    /// all be in the cache when it runs).
-    pub cache_bytes: usize,
-    /// The session's context length (that floor).
-    pub ctx_len: usize,
 }
 
 impl Default for FetchOptions {
@@ -42,8 +37,6 @@ impl Default for FetchOptions {
             timeout_ms: 20_000,
             retries: 2,
             max_gap_bytes: None,
-            cache_bytes: 16 << 20,
-            ctx_len: 2048,
         }
     }
 }
@@ -168,8 +161,6 @@ pub async fn attach_memory_fetch(
     let rb = tables.row_bytes;
     let c = &model.config;
     mem.rows = RowStore::new(Arc::new(FetchedRows { tables }), mem.k, c.vocab, rb);
-    let floor = mem.rows.token_bytes() * opts.ctx_len.min(c.vocab);
-    mem.rows.set_cache_bytes(opts.cache_bytes.max(floor));
     if let Some(tc) = opened.token_counts {
         model.token_counts = Some(tc);
     }

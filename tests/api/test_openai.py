@@ -101,6 +101,24 @@ class Api(unittest.TestCase):
             self.assertEqual((r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens),
                              (len(want["prompt_tokens"]), 16, len(want["prompt_tokens"]) + 16))
 
+    def test_readme_curl_quick_start(self):
+        """README.md's curl command, as written, on this server's port."""
+        with open(os.path.join(os.path.dirname(__file__), "../../README.md")) as f:
+            readme = f.read()
+        lines = readme.split("\n")
+        start = next(i for i, l in enumerate(lines) if l.startswith("curl "))
+        cmd = lines[start]
+        while cmd.endswith("\\"):
+            start += 1
+            cmd = cmd[:-1] + lines[start]
+        self.assertIn("http://127.0.0.1:8080/", cmd)
+        cmd = cmd.replace("http://127.0.0.1:8080/", self.s.url)
+        out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout
+        body = json.loads(out)
+        req = json.loads(cmd.split("-d '", 1)[1].rsplit("'", 1)[0])
+        want = native(req["prompt"], req["max_tokens"])
+        self.assertEqual(body["choices"][0]["text"], want["text"])
+
     def test_streams_equal_whole_replies(self):
         whole = self.complete(PROMPTS[0])
         chunks = list(self.complete(PROMPTS[0], stream=True,

@@ -109,3 +109,41 @@ pub fn cpu_logits(m: &tide_gpu::model::Model, seq: &[u32]) -> Vec<f32> {
     s.feed(seq).unwrap();
     s.all_logits.clone()
 }
+
+/// Whether `ctx` is lavapipe (Mesa's Vulkan on the CPU) on a CPU with AVX2, the adapter some
+/// tests mean something on only. Elsewhere the test is skipped, loudly: the reason goes to
+/// target/test-skips.txt, which scripts/test.sh prints at its end. Where that adapter is
+/// expected (TIDE_TEST_EXPECT_LAVAPIPE=1, set by .ci/run), its absence fails the test instead.
+pub fn lavapipe_or_skip(ctx: &GpuContext, test: &str) -> bool {
+    let lavapipe = ctx.info.name.contains("llvmpipe")
+        && ctx.info.backend == wgpu::Backend::Vulkan
+        && ctx.info.device_type == wgpu::DeviceType::Cpu;
+    #[cfg(target_arch = "x86_64")]
+    let lavapipe = lavapipe && std::arch::is_x86_feature_detected!("avx2");
+    if lavapipe {
+        return true;
+    }
+    let why = format!(
+        "{test}: needs lavapipe on AVX2, the adapter is {}",
+        ctx.describe()
+    );
+    if std::env::var("TIDE_TEST_EXPECT_LAVAPIPE").is_ok_and(|v| v == "1") {
+        panic!("{why} (TIDE_TEST_EXPECT_LAVAPIPE=1)");
+    }
+    skip(&why);
+    false
+}
+
+/// Record a skipped test where scripts/test.sh shows it, and on stderr.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    eprintln!("SKIPPED {why}");
+    let path = repo().join("target/test-skips.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{why}");
+    }
+}

@@ -149,6 +149,21 @@ const LONG_TEXT = 'The old harbour town woke slowly that morning. Fishermen drag
   'number in his notebook, and smiled. By evening the whole town knew his name, though none of ' +
   'them could say where he had come from or why he had stayed.';
 
+test("README's JS quick start runs as written and gives native's greedy text", async () => {
+  const readme = fs.readFileSync(path.resolve(import.meta.dirname, '../../README.md'), 'utf8');
+  const block = readme.match(/```js\n([\s\S]*?)```/);
+  assert.ok(block, 'README.md has a js block');
+  // Its static import, made dynamic so that the block runs inside page.evaluate.
+  const body = block[1].replace(/^import \{([^}]*)\} from '\.\/tide\.js';$/m,
+    "const {$1} = await import('/tide.js');");
+  assert.notEqual(body, block[1], 'the block imports from ./tide.js');
+  const page = await open(browser, '?model=tide-k4');
+  const text = await page.evaluate(`(async () => { ${body}\n model.close(); return text; })()`);
+  const want = native(['generate', '--temperature', '0', '--json', '--max-tokens', '16', 'In the beginning']);
+  assert.equal(text, want.text);
+  await page.close();
+});
+
 test('inspection page: router weights equal native tide inspect --json within 1e-3; legends, axis titles, NULL, frequency marks', async () => {
   const text = 'The zebra and the aardvark met a quokka by the river in Ljubljana.';
   const want = native(['inspect', '--json', text]);
