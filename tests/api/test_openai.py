@@ -209,22 +209,58 @@ class Api(unittest.TestCase):
         with self.assertRaises(openai.BadRequestError) as e:
             self.complete("word " * 400, 4)  # the default model's context is 256 tokens
         self.assertEqual(e.exception.body["code"], "context_length_exceeded")
-        for bad in [dict(temperature=3), dict(n=2), dict(stop=["a", "b", "c", "d", "e"])]:
-            with self.assertRaises(openai.BadRequestError, msg=str(bad)):
+        for bad in [dict(temperature=3), dict(n=2), dict(stop=["a", "b", "c", "d", "e"]),
+                    dict(presence_penalty=0.5), dict(frequency_penalty=-1)]:
+            with self.assertRaises(openai.BadRequestError, msg=str(bad)) as e:
                 self.c.completions.create(model=self.s.model, prompt="x", max_tokens=1, **bad)
+            key = next(iter(bad))
+            if key.endswith("penalty"):
+                self.assertIn(key, e.exception.body["message"])
         with self.assertRaises(openai.BadRequestError):
             self.c.chat.completions.create(model=self.s.model, messages=[], max_tokens=1)
         status, body = self.s.request("POST", "/v1/completions", b"{not json",
                                       {"Content-Type": "application/json"})
         self.assertEqual(status, 400)
         self.assertEqual(json.loads(body)["error"]["type"], "invalid_request_error")
-        big = json.dumps({"model": self.s.model, "prompt": "x" * (2 << 20)}).encode()
-        status, body = self.s.request("POST", "/v1/completions", big,
-                                      {"Content-Type": "application/json"})
-        self.assertEqual(status, 413)
-        self.assertIn("error", json.loads(body))
+        # The body limit is 1 MiB exactly: a request padded (with JSON whitespace) to 1 MiB is
+        # answered, one byte more is refused with 413.
+        small = json.dumps({"model": self.s.model, "prompt": PROMPTS[0], "max_tokens": 2})
+        for size, want in [(1 << 20, 200), ((1 << 20) + 1, 413)]:
+            body = (small + " " * (size - len(small))).encode()
+            self.assertEqual(len(body), size)
+            status, reply = self.s.request("POST", "/v1/completions", body,
+                                           {"Content-Type": "application/json"})
+            self.assertEqual(status, want, f"a body of {size} bytes")
+            if want == 413:
+                self.assertIn("error", json.loads(reply))
         # The server still answers after all of that.
         self.assertEqual(self.complete(PROMPTS[0], 2).usage.completion_tokens, 2)
+
+    def test_a_slow_reader_holds_up_no_one(self):
+        """A streaming client that reads nothing (a 2 KB receive buffer; its stream, with 5 top
+        log-probabilities a token, is ~47 KB) while another request runs: the other finishes
+        with native's answer, and the slow client later reads its whole stream, in order."""
+        import socket
+        n = 120
+        body = json.dumps({"model": self.s.model, "prompt": PROMPTS[1], "max_tokens": n,
+                           "temperature": 0, "stream": True, "logprobs": 5}).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect((self.s.host, self.s.port))
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(1)  # the slow stream is running and its events are piling up
+        want = native(PROMPTS[0], 16)
+        self.assertEqual(self.complete(PROMPTS[0]).choices[0].text, want["text"])
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        events = [line[len(b"data: "):] for line in data.split(b"\n") if line.startswith(b"data: ")]
+        self.assertEqual(events[-1], b"[DONE]")
+        text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]
+                       if json.loads(e)["choices"])
+        self.assertEqual(text, native(PROMPTS[1], n)["text"])
 
     def test_a_client_that_leaves_frees_the_engine(self):
         before = self.s.get("/health")[1]["cancelled"]
@@ -248,25 +284,34 @@ class Queue(unittest.TestCase):
     def test_a_full_queue_answers_429(self):
         s = Server("--queue", "1", "--parallel", "1")
         try:
-            results = []
+            results, messages = [], []
 
             def one():
                 try:
-                    s.client.completions.create(model=s.model, prompt=PROMPTS[0], max_tokens=100,
+                    s.client.completions.create(model=s.model, prompt=PROMPTS[0], max_tokens=200,
                                                 temperature=0)
                     results.append("ok")
-                except openai.RateLimitError:
+                except openai.RateLimitError as e:
                     results.append(429)
+                    messages.append(e.body["message"])
 
-            threads = [threading.Thread(target=one) for _ in range(5)]
+            # The first request runs; the other four come while it does (200 tokens).
+            first = threading.Thread(target=one)
+            first.start()
+            deadline = time.time() + 30
+            while s.get("/health")[1]["running"] == 0:
+                self.assertLess(time.time(), deadline)
+                time.sleep(0.01)
+            threads = [threading.Thread(target=one) for _ in range(4)]
             for t in threads:
                 t.start()
-            for t in threads:
+            for t in [first, *threads]:
                 t.join()
-            # One runs, one waits, the rest are turned away; those that ran finish whole.
-            self.assertIn(429, results)
-            self.assertGreaterEqual(results.count("ok"), 1)
-            self.assertEqual(len(results), 5)
+            # One runs, exactly one waits (--queue 1), three are turned away; the two finish.
+            self.assertEqual(sorted(results, key=str), [429, 429, 429, "ok", "ok"])
+            self.assertEqual(len(messages), 3)
+            for m in messages:
+                self.assertIn("1 requests are already waiting", m)
         finally:
             s.close()
 
