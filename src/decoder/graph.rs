@@ -1,25 +1,16 @@
 //! The per-layer graph, built once from the model: embedding, then per layer the fused
 //! QKV, RoPE and cache append, attention, output projection with residual, (TIDE router,)
 //! gate/up with SwiGLU, and the down projection with residual (and memory term); the final
-//! norm and LM head last. Weights are uploaded here. Which kernel family and bindings each op gets on CPU
+//! norm and LM head last, over the weights weights.rs uploaded. Which kernel family and bindings each op gets on CPU
 //! adapters is cpu_adapter.rs's business; TIDE's extra ops are tide.rs's.
 use super::cpu_adapter::KvCache;
 use super::plan::Named;
 use super::specs::{self, Epilogue, Matmul, Spec};
-use super::{f32_buffer, res, GpuDecoder};
+use super::weights::{GpuWeights, LayerWeights};
+use super::{res, GpuDecoder};
 use crate::error::{Error, Result};
 use crate::gpu::GpuTensor;
-use crate::model::{Model, RopeLayout, Weight};
-
-/// Upload row-concatenated parts; if their types differ, as f32.
-fn upload_fused(ctx: &crate::gpu::GpuContext, name: &str, parts: &[&Weight]) -> Result<GpuTensor> {
-    if parts.iter().all(|p| p.dtype() == parts[0].dtype()) {
-        return GpuTensor::upload(ctx, name, parts);
-    }
-    let owned: Vec<Weight> = parts.iter().map(|p| p.to_f32_weight()).collect();
-    let refs: Vec<&Weight> = owned.iter().collect();
-    GpuTensor::upload(ctx, name, &refs)
-}
+use crate::model::{Model, RopeLayout};
 
 /// The one binding of a tensor that must not be split across bindings.
 fn single(t: &GpuTensor) -> Result<wgpu::BindingResource<'_>> {
@@ -115,314 +106,280 @@ impl GpuDecoder {
         }
     }
 
+    /// The whole schedule: weights uploaded (weights.rs), then the embedding, every layer's
+    /// ops, the LM head and the sampling ops.
     pub(super) fn build_schedule(&mut self, model: &Model) -> Result<()> {
-        let c = self.config.clone();
-        let buf = self.buf.clone();
-        let ctx_len = self.opts.ctx_len;
-        let (qd, kvd, f) = (c.q_dim(), c.kv_dim(), c.ffn_dim);
-        let rope = f32_buffer(&self.ctx, "rope", &c.rope_table(ctx_len));
-        let embd = GpuTensor::upload(&self.ctx, "token_embd", &[&model.token_embd])?;
-        // Embedding lookup, one op per chunk of the table.
-        for ch in &embd.chunks {
-            let s = self.weight_reader(specs::embed(embd.dtype, c.dim, ch.row0, ch.rows));
-            self.push_op(
-                &s,
-                &s,
-                &vec![
-                    ("step", res(&buf.step)),
-                    ("W", ch.storage.resource()),
-                    ("IDS", res(&buf.ids)),
-                    ("H", res(&buf.h)),
-                ],
-            )?;
-        }
+        let w = GpuWeights::upload(&self.ctx, model, self.opts.ctx_len)?;
+        self.push_embed(&w.embd)?;
         if let Some(m) = &model.memory {
             self.setup_memory(m)?;
         }
         if let Some(e) = &model.engram {
             self.setup_engram(e)?;
         }
-        let mut weight_bytes = embd.bytes();
-        let mut keep = vec![rope.clone()];
-        let mut weights = Vec::new();
-        let eps = Some(c.eps);
-        // Texture mirrors of the batch activations that feed matmuls (CPU adapters).
-        let mb = self.opts.max_batch;
-        let (h_tex, att_tex, act_tex) = (
-            self.row_texture("h-tex", c.dim, mb),
-            self.row_texture("att-tex", qd, mb),
-            self.row_texture("act-tex", f, mb),
-        );
-        // Qwen3 and LIMe: raw q | k | v of a batch, before the per-head norm
-        // (`specs::head_norm`) or LIMe's mix (`specs::lime_mix`).
-        let lime = model.layers.iter().any(|l| l.lime_mix.is_some());
-        let qkv_raw = model
-            .layers
-            .iter()
-            .any(|l| l.qk_norm.is_some() || lime)
-            .then(|| {
-                super::storage(
-                    &self.ctx,
-                    "qkv-raw",
-                    mb * (qd + 2 * kvd) * 4,
-                    wgpu::BufferUsages::empty(),
-                )
-            });
-        // LIMe: every layer's raw k | v of the batch's tokens [layers, batch, 2, KVD].
-        let lime_hist = lime.then(|| {
-            super::storage(
-                &self.ctx,
-                "lime-hist",
-                c.n_layers * mb * 2 * kvd * 4,
-                wgpu::BufferUsages::empty(),
-            )
-        });
-        for (li, l) in model.layers.iter().enumerate() {
+        let scratch = self.layer_scratch(model, w.lime);
+        let mut keep = Vec::new();
+        for (li, lw) in w.layers.iter().enumerate() {
             // Engram adds to h before the attention reads it.
             self.push_engram(li, &mut keep)?;
-            let attn_norm = f32_buffer(&self.ctx, "attn_norm", &l.attn_norm.to_f32());
-            let ffn_norm = f32_buffer(&self.ctx, "ffn_norm", &l.ffn_norm.to_f32());
-            let kv = self.kv_cache();
-            self.kv_in_textures = kv.in_textures();
-            let [kc, vc] = kv.bindings();
-            let qkv = upload_fused(&self.ctx, &format!("blk.{li}.qkv"), &[&l.wq, &l.wk, &l.wv])?;
-            let wo = GpuTensor::upload(&self.ctx, &format!("blk.{li}.attn_output"), &[&l.wo])?;
-            let gu = upload_fused(
-                &self.ctx,
-                &format!("blk.{li}.ffn_gate_up"),
-                &[&l.w_gate, &l.w_up],
-            )?;
-            let down = GpuTensor::upload(&self.ctx, &format!("blk.{li}.ffn_down"), &[&l.w_down])?;
-            let mm = |w: &GpuTensor, epi, norm| Matmul {
-                epi,
-                norm,
-                dtype: w.dtype,
-                cols: w.cols,
-                rows: w.rows,
-                row0: 0,
-            };
-            let rope_half = c.rope_layout == RopeLayout::RotateHalf;
-            let qkv_epi = Epilogue::Qkv {
-                qd,
-                kvd,
-                head_dim: c.head_dim,
-                rope_half,
-                kv_tex: kv.in_textures(),
-                bias: l.qkv_bias.is_some(),
-                raw: l.qk_norm.is_some() || lime,
-            };
-            let bias = l.qkv_bias.as_ref().map(|b| {
-                let v: Vec<f32> = b.iter().flat_map(|w| w.to_f32()).collect();
-                f32_buffer(&self.ctx, "qkv_bias", &v)
-            });
-            let qk_norm = l.qk_norm.as_ref().map(|[q, k]| {
-                [
-                    f32_buffer(&self.ctx, "q_norm", &q.to_f32()),
-                    f32_buffer(&self.ctx, "k_norm", &k.to_f32()),
-                ]
-            });
-            let mut qkv_named: Named = vec![
+            self.push_layer(li, lw, &w.rope, &scratch, &mut keep)?;
+        }
+        self.push_head(&w)?;
+        self.build_sampling()?;
+        keep.extend(scratch.qkv_raw);
+        keep.extend(scratch.lime_hist);
+        self._keep.extend(keep);
+        self.weight_bytes = w.bytes();
+        self.split_tensors = w.split_tensors();
+        self.weights = Some(w);
+        Ok(())
+    }
+
+    /// Embedding lookup, one op per chunk of the table.
+    fn push_embed(&mut self, embd: &GpuTensor) -> Result<()> {
+        let (buf, dim) = (self.buf.clone(), self.config.dim);
+        for ch in &embd.chunks {
+            let s = self.weight_reader(specs::embed(embd.dtype, dim, ch.row0, ch.rows));
+            let named: Named = vec![
                 ("step", res(&buf.step)),
-                ("W", single(&qkv)?),
-                ("X", res(&buf.h)),
-                ("G", res(&attn_norm)),
+                ("W", ch.storage.resource()),
+                ("IDS", res(&buf.ids)),
+                ("H", res(&buf.h)),
             ];
-            match &qkv_raw {
-                Some(raw) if qk_norm.is_some() || lime => qkv_named.push(("Y", res(raw))),
-                _ => qkv_named.extend([
-                    ("Y", res(&buf.q)),
-                    ("KC", kc.clone()),
-                    ("VC", vc.clone()),
-                    ("ROPE", res(&rope)),
-                ]),
-            }
-            if let Some(b) = &bias {
-                qkv_named.push(("QB", res(b)));
-            }
-            self.push_matmul(mm(&qkv, qkv_epi, eps), qkv_named, h_tex.as_ref(), false)?;
-            if let (Some([qn, kn]), Some(raw)) = (&qk_norm, &qkv_raw) {
-                let hn = specs::head_norm(
-                    c.head_dim,
-                    c.n_heads,
-                    c.n_kv_heads,
-                    c.eps,
-                    rope_half,
-                    kv.in_textures(),
-                );
-                self.push_op(
-                    &hn,
-                    &hn,
-                    &vec![
-                        ("step", res(&buf.step)),
-                        ("RAW", res(raw)),
-                        ("QN", res(qn)),
-                        ("KN", res(kn)),
-                        ("Q", res(&buf.q)),
-                        ("KC", kc.clone()),
-                        ("VC", vc.clone()),
-                        ("ROPE", res(&rope)),
-                    ],
-                )?;
-            }
-            if let (Some(hist), Some(raw)) = (&lime_hist, &qkv_raw) {
-                // Layer 0 mixes nothing: the identity keeps its raw heads (and stores them).
-                let r = c.n_kv_heads;
-                let mix = match &l.lime_mix {
-                    Some(w) => w.to_f32(),
-                    None => (0..r * r)
-                        .map(|i| f32::from(u8::from(i / r == i % r)))
-                        .collect(),
-                };
-                let mix = f32_buffer(&self.ctx, "lime-mix", &mix);
-                let lm = specs::lime_mix(c.head_dim, c.n_heads, r, li, mb);
-                let named: Named = vec![
-                    ("step", res(&buf.step)),
-                    ("RAW", res(raw)),
-                    ("HIST", res(hist)),
-                    ("MIX", res(&mix)),
-                ];
-                self.push_op(&lm, &lm, &named)?;
-                let rc = specs::rope_cache(c.head_dim, c.n_heads, r, rope_half, kv.in_textures());
-                self.push_op(
-                    &rc,
-                    &rc,
-                    &vec![
-                        ("step", res(&buf.step)),
-                        ("RAW", res(raw)),
-                        ("Q", res(&buf.q)),
-                        ("KC", kc),
-                        ("VC", vc),
-                        ("ROPE", res(&rope)),
-                    ],
-                )?;
-                keep.push(mix);
-            }
-            keep.extend(bias);
-            keep.extend(qk_norm.into_iter().flatten());
-            self.push_attention(&kv)?;
-            self.push_matmul(
-                mm(&wo, Epilogue::Residual, None),
-                vec![
-                    ("step", res(&buf.step)),
-                    ("W", single(&wo)?),
-                    ("X", res(&buf.att)),
-                    ("Y", res(&buf.h)),
-                ],
-                att_tex.as_ref(),
-                false,
-            )?;
-            // The router reads h~ like gate/up: it can run first, or ride inside gate/up.
-            let routed = self.push_router(li, &ffn_norm)?;
-            let fused = routed.as_ref().and_then(|r| r.fused.as_ref());
-            let mut gu_named: Named = vec![
+            self.push_op(&s, &s, &named)?;
+        }
+        Ok(())
+    }
+
+    /// The buffers and textures every layer's ops share.
+    fn layer_scratch(&self, model: &Model, lime: bool) -> Scratch {
+        let c = &self.config;
+        let (qd, kvd, mb) = (c.q_dim(), c.kv_dim(), self.opts.max_batch);
+        let none = wgpu::BufferUsages::empty();
+        let raw = lime || model.layers.iter().any(|l| l.qk_norm.is_some());
+        Scratch {
+            h_tex: self.row_texture("h-tex", c.dim, mb),
+            att_tex: self.row_texture("att-tex", qd, mb),
+            act_tex: self.row_texture("act-tex", c.ffn_dim, mb),
+            qkv_raw: raw
+                .then(|| super::storage(&self.ctx, "qkv-raw", mb * (qd + 2 * kvd) * 4, none)),
+            lime_hist: lime.then(|| {
+                super::storage(&self.ctx, "lime-hist", c.n_layers * mb * 2 * kvd * 4, none)
+            }),
+        }
+    }
+
+    /// One layer: QKV (+ RoPE and the cache write), attention, output projection, the FFN
+    /// with TIDE's router and memory term where the model has them.
+    fn push_layer(
+        &mut self,
+        li: usize,
+        lw: &LayerWeights,
+        rope: &wgpu::Buffer,
+        scratch: &Scratch,
+        keep: &mut Vec<wgpu::Buffer>,
+    ) -> Result<()> {
+        let kv = self.kv_cache();
+        self.kv_in_textures = kv.in_textures();
+        self.push_qkv(li, lw, rope, scratch, &kv)?;
+        self.push_attention(&kv)?;
+        let buf = self.buf.clone();
+        self.push_matmul(
+            matmul_of(&lw.wo, Epilogue::Residual, None),
+            vec![
                 ("step", res(&buf.step)),
-                ("W", single(&gu)?),
-                ("X", res(&buf.h)),
-                ("G", res(&ffn_norm)),
-                ("Y", res(&buf.act)),
-            ];
-            if let Some((wr, logits)) = fused {
-                gu_named.extend([
-                    ("WR", wgpu::BindingResource::TextureView(wr)),
-                    ("RL", res(logits)),
-                ]);
-            }
-            self.push_matmul(
-                mm(&gu, Epilogue::SwiGlu { ffn: f }, eps),
-                gu_named,
-                h_tex.as_ref(),
-                fused.is_some(),
-            )?;
-            let mut down_named: Named = vec![
-                ("step", res(&buf.step)),
-                ("W", single(&down)?),
-                ("X", res(&buf.act)),
+                ("W", single(&lw.wo)?),
+                ("X", res(&buf.att)),
                 ("Y", res(&buf.h)),
-            ];
-            let epi = match &routed {
-                Some(r) => {
-                    down_named.extend([("MEM", res(&r.rows)), ("ALPHA", res(&r.alpha))]);
-                    if let Some((_, logits)) = fused {
-                        down_named.push(("LOGITS", res(logits)));
-                    }
-                    Epilogue::ResidualMemory { k: r.k }
-                }
-                None => Epilogue::Residual,
-            };
-            self.push_matmul(
-                mm(&down, epi, None),
-                down_named,
-                act_tex.as_ref(),
-                fused.is_some(),
-            )?;
-            weight_bytes += qkv.bytes() + wo.bytes() + gu.bytes() + down.bytes();
-            keep.extend([attn_norm, ffn_norm]);
-            if let KvCache::Buffers(kc, vc) = kv {
-                keep.extend([kc, vc]);
-            }
-            weights.extend([qkv, wo, gu, down]);
+            ],
+            scratch.att_tex.as_ref(),
+            false,
+        )?;
+        self.push_ffn(li, lw, scratch)?;
+        if let KvCache::Buffers(kc, vc) = kv {
+            keep.extend([kc, vc]);
         }
-        // Final norm + LM head on the last token of the batch, one op per chunk.
-        let out_norm = f32_buffer(&self.ctx, "output_norm", &model.output_norm.to_f32());
-        let head_t = match &model.lm_head {
-            Some(w) => Some(GpuTensor::upload(&self.ctx, "output", &[w])?),
-            None => None,
+        Ok(())
+    }
+
+    /// RMSNorm + QKV (+ biases) + RoPE + K/V append in one kernel; with q/k norms or LIMe,
+    /// raw QKV, then the per-head norm or LIMe's mix, then RoPE and the cache write.
+    fn push_qkv(
+        &mut self,
+        li: usize,
+        lw: &LayerWeights,
+        rope: &wgpu::Buffer,
+        scratch: &Scratch,
+        kv: &KvCache,
+    ) -> Result<()> {
+        let c = self.config.clone();
+        let buf = self.buf.clone();
+        let [kc, vc] = kv.bindings();
+        let rope_half = c.rope_layout == RopeLayout::RotateHalf;
+        // This layer's raw heads need a second kernel (q/k norms, LIMe's mix).
+        let needs_raw = lw.qk_norm.is_some() || lw.lime_mix.is_some();
+        let raw = scratch.qkv_raw.as_ref().filter(|_| needs_raw);
+        let epi = Epilogue::Qkv {
+            qd: c.q_dim(),
+            kvd: c.kv_dim(),
+            head_dim: c.head_dim,
+            rope_half,
+            kv_tex: kv.in_textures(),
+            bias: lw.qkv_bias.is_some(),
+            raw: raw.is_some(),
         };
-        let head = head_t.as_ref().unwrap_or(&embd);
-        if let Some(h) = &head_t {
-            weight_bytes += h.bytes();
+        let mut named: Named = vec![
+            ("step", res(&buf.step)),
+            ("W", single(&lw.qkv)?),
+            ("X", res(&buf.h)),
+            ("G", res(&lw.attn_norm)),
+        ];
+        match raw {
+            Some(raw) => named.push(("Y", res(raw))),
+            None => named.extend([
+                ("Y", res(&buf.q)),
+                ("KC", kc.clone()),
+                ("VC", vc.clone()),
+                ("ROPE", res(rope)),
+            ]),
         }
+        if let Some(b) = &lw.qkv_bias {
+            named.push(("QB", res(b)));
+        }
+        let m = matmul_of(&lw.qkv, epi, Some(c.eps));
+        self.push_matmul(m, named, scratch.h_tex.as_ref(), false)?;
+        let Some(raw) = raw else {
+            return Ok(());
+        };
+        // The kernels that write q and the cache from the raw heads bind these.
+        let finish: Named = vec![
+            ("step", res(&buf.step)),
+            ("RAW", res(raw)),
+            ("Q", res(&buf.q)),
+            ("KC", kc.clone()),
+            ("VC", vc.clone()),
+            ("ROPE", res(rope)),
+        ];
+        if let Some([qn, kn]) = &lw.qk_norm {
+            let (hd, nh, nkv) = (c.head_dim, c.n_heads, c.n_kv_heads);
+            let hn = specs::head_norm(hd, nh, nkv, c.eps, rope_half, kv.in_textures());
+            let mut named = finish.clone();
+            named.extend([("QN", res(qn)), ("KN", res(kn))]);
+            self.push_op(&hn, &hn, &named)?;
+        }
+        if let (Some(hist), Some(mix)) = (&scratch.lime_hist, &lw.lime_mix) {
+            let r = c.n_kv_heads;
+            let lm = specs::lime_mix(c.head_dim, c.n_heads, r, li, self.opts.max_batch);
+            let named: Named = vec![
+                ("step", res(&buf.step)),
+                ("RAW", res(raw)),
+                ("HIST", res(hist)),
+                ("MIX", res(mix)),
+            ];
+            self.push_op(&lm, &lm, &named)?;
+            let rc = specs::rope_cache(c.head_dim, c.n_heads, r, rope_half, kv.in_textures());
+            self.push_op(&rc, &rc, &finish)?;
+        }
+        Ok(())
+    }
+
+    /// TIDE's router (on its own, or riding in gate/up), RMSNorm + gate/up + SwiGLU, then the
+    /// down projection with the residual (and the memory term).
+    fn push_ffn(&mut self, li: usize, lw: &LayerWeights, scratch: &Scratch) -> Result<()> {
+        let buf = self.buf.clone();
+        // The router reads h~ like gate/up: it can run first, or ride inside gate/up.
+        let routed = self.push_router(li, &lw.ffn_norm)?;
+        let fused = routed.as_ref().and_then(|r| r.fused.as_ref());
+        let mut gu_named: Named = vec![
+            ("step", res(&buf.step)),
+            ("W", single(&lw.gate_up)?),
+            ("X", res(&buf.h)),
+            ("G", res(&lw.ffn_norm)),
+            ("Y", res(&buf.act)),
+        ];
+        if let Some((wr, logits)) = fused {
+            gu_named.extend([
+                ("WR", wgpu::BindingResource::TextureView(wr)),
+                ("RL", res(logits)),
+            ]);
+        }
+        let swiglu = Epilogue::SwiGlu {
+            ffn: self.config.ffn_dim,
+        };
+        let m = matmul_of(&lw.gate_up, swiglu, Some(self.config.eps));
+        self.push_matmul(m, gu_named, scratch.h_tex.as_ref(), fused.is_some())?;
+        let mut down_named: Named = vec![
+            ("step", res(&buf.step)),
+            ("W", single(&lw.down)?),
+            ("X", res(&buf.act)),
+            ("Y", res(&buf.h)),
+        ];
+        let epi = match &routed {
+            Some(r) => {
+                down_named.extend([("MEM", res(&r.rows)), ("ALPHA", res(&r.alpha))]);
+                if let Some((_, logits)) = fused {
+                    down_named.push(("LOGITS", res(logits)));
+                }
+                Epilogue::ResidualMemory { k: r.k }
+            }
+            None => Epilogue::Residual,
+        };
+        let m = matmul_of(&lw.down, epi, None);
+        self.push_matmul(m, down_named, scratch.act_tex.as_ref(), fused.is_some())
+    }
+
+    /// Final norm + LM head on the last token of the batch, one op per chunk of the head.
+    fn push_head(&mut self, w: &GpuWeights) -> Result<()> {
+        let buf = self.buf.clone();
+        let head = w.lm_head();
         let first_head_op = self.ops.len();
         for ch in &head.chunks {
             let m = Matmul {
                 epi: Epilogue::Store,
-                norm: eps,
+                norm: Some(self.config.eps),
                 dtype: head.dtype,
                 cols: head.cols,
                 rows: ch.rows,
                 row0: ch.row0,
             };
-            self.push_matmul(
-                m,
-                vec![
-                    ("step", res(&buf.step)),
-                    ("W", ch.storage.resource()),
-                    ("X", res(&buf.h)),
-                    ("G", res(&out_norm)),
-                    ("Y", res(&buf.logits)),
-                ],
-                None,
-                false,
-            )?;
+            let named: Named = vec![
+                ("step", res(&buf.step)),
+                ("W", ch.storage.resource()),
+                ("X", res(&buf.h)),
+                ("G", res(&w.out_norm)),
+                ("Y", res(&buf.logits)),
+            ];
+            self.push_matmul(m, named, None, false)?;
         }
         // Several sequences' steps run their own head over every token (seqs.rs).
         for op in &mut self.ops[first_head_op..] {
             op.last_only = true;
         }
-        keep.extend(qkv_raw);
-        keep.extend(lime_hist);
-        self.build_sampling()?;
-        let head_index = weights.len();
-        let has_head = head_t.is_some();
-        weights.extend(head_t);
-        weights.push(embd);
-        self.head = Some((
-            if has_head {
-                head_index
-            } else {
-                weights.len() - 1
-            },
-            out_norm.clone(),
-        ));
-        keep.push(out_norm);
-        self.split_tensors = weights
-            .iter()
-            .filter(|w| w.chunks.len() > 1)
-            .map(|w| (w.name.clone(), w.chunks.len()))
-            .collect();
-        self.weight_bytes = weight_bytes;
-        self._keep = keep;
-        self._weights = weights;
         Ok(())
+    }
+}
+
+/// Buffers and textures the layers' ops share.
+struct Scratch {
+    /// Texture mirrors of the batch activations that feed matmuls (CPU adapters).
+    h_tex: Option<wgpu::Texture>,
+    att_tex: Option<wgpu::Texture>,
+    act_tex: Option<wgpu::Texture>,
+    /// Qwen3 and LIMe: raw q | k | v of a batch, before the per-head norm
+    /// (`specs::head_norm`) or LIMe's mix (`specs::lime_mix`).
+    qkv_raw: Option<wgpu::Buffer>,
+    /// LIMe: every layer's raw k | v of the batch's tokens [layers, batch, 2, KVD].
+    lime_hist: Option<wgpu::Buffer>,
+}
+
+/// The matmul of weight `w` with epilogue `epi` (and RMSNorm with eps `norm`).
+fn matmul_of(w: &GpuTensor, epi: Epilogue, norm: Option<f32>) -> Matmul {
+    Matmul {
+        epi,
+        norm,
+        dtype: w.dtype,
+        cols: w.cols,
+        rows: w.rows,
+        row0: 0,
     }
 }

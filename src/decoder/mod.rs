@@ -7,7 +7,8 @@
 //! Where things are:
 //! - this file: the decoder's state, its buffers and the pipeline cache;
 //! - plan.rs: ops (a kernel variant per step kind + bind groups), the encode loop, submission;
-//! - graph.rs: the per-layer graph of kernels, built once from the model;
+//! - weights.rs: the model's weights uploaded to the GPU (GpuWeights), before the schedule;
+//! - graph.rs: the per-layer graph of kernels, built once from the model over those weights;
 //! - cpu_adapter.rs: what CPU-backed adapters get instead (texture mirrors, uniform rebinding);
 //! - tide.rs: TIDE memory: rows streamed in, the gather op, the router, the memory switch;
 //! - readout.rs: readback (async), top-k, full and all-position logits, profiling;
@@ -23,13 +24,14 @@ mod readout;
 mod seqs;
 pub mod specs;
 mod tide;
+mod weights;
 
 use std::collections::HashMap;
 
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::{label, layout_key, Binding, Defines, GpuContext, GpuTensor, Kernel, Slot};
+use crate::gpu::{label, layout_key, Binding, Defines, GpuContext, Kernel, Slot};
 use crate::model::{Config, Model};
 pub use crate::options::{DecoderOptions, KernelSet, PrefillTile, RouterPlacement};
 use plan::{Kind, Op, Step, Variant};
@@ -82,7 +84,8 @@ pub struct GpuDecoder {
     topk: HashMap<usize, (usize, wgpu::BindGroup)>,
     penalize: Option<(usize, wgpu::BindGroup)>,
     _keep: Vec<wgpu::Buffer>,
-    _weights: Vec<GpuTensor>,
+    /// The weights the schedule binds (the LM head also serves `all_logits`).
+    weights: Option<weights::GpuWeights>,
     pub weight_bytes: usize,
     /// The K/V cache is a pair of textures per layer (CPU adapters, where slots x context fit
     /// the adapter's texture height), else buffers.
@@ -94,8 +97,6 @@ pub struct GpuDecoder {
     memory: Option<GpuMemory>,
     engram: Option<engram::GpuEngram>,
     all_logits: Option<TokenHead>,
-    /// The final norm and LM head, kept for building `all_logits` on demand.
-    head: Option<(usize, wgpu::Buffer)>,
     /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
     pub profile: Option<HashMap<String, (u32, f64)>>,
     /// Position of the current slot's sequence.
@@ -237,7 +238,7 @@ impl GpuDecoder {
             topk: HashMap::new(),
             penalize: None,
             _keep: Vec::new(),
-            _weights: Vec::new(),
+            weights: None,
             weight_bytes: 0,
             kv_in_textures: false,
             split_tensors: Vec::new(),
@@ -246,7 +247,6 @@ impl GpuDecoder {
             memory: None,
             engram: None,
             all_logits: None,
-            head: None,
             profile: None,
             pos: 0,
             slot: 0,

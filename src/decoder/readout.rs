@@ -222,7 +222,8 @@ impl GpuDecoder {
         label: &str,
         seqs: bool,
     ) -> Result<TokenHead> {
-        let (hi, out_norm) = self.head.clone().expect("schedule built");
+        let w = self.weights.as_ref().expect("schedule built");
+        let out_norm = w.out_norm.clone();
         let v = self.config.vocab;
         let bytes = tokens * v * 4;
         let max_bind = self.ctx.limits.max_storage_buffer_binding_size as usize;
@@ -239,7 +240,7 @@ impl GpuDecoder {
             mapped_at_creation: false,
         });
         let chunks: Vec<(Storage, Matmul)> = {
-            let head = &self._weights[hi];
+            let head = w.lm_head();
             head.chunks
                 .iter()
                 .map(|ch| {
