@@ -215,18 +215,7 @@ pub fn run(a: CompressArgs) -> Result<()> {
         _ => None,
     };
     // Refuse early what would fail after minutes of work, and never write over a folder.
-    if a.out.exists()
-        && (!a.out.is_dir()
-            || std::fs::read_dir(&a.out)
-                .with_context(|| format!("reading --out {}", a.out.display()))?
-                .next()
-                .is_some())
-    {
-        bail!(
-            "--out {} already exists and is not an empty folder: choose a new one",
-            a.out.display()
-        );
-    }
+    check_out(&a.out)?;
     let m = a.model.load()?;
     let Some(mem) = &m.memory else {
         bail!(
@@ -255,65 +244,8 @@ pub fn run(a: CompressArgs) -> Result<()> {
     pb.finish_and_clear();
 
     // Everything goes to a sibling temporary folder first, renamed into place at the end.
-    let parent = a
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        a.out
-            .file_name()
-            .map_or("out".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let written = (|| -> Result<bool> {
-        let backbone = if a.model.memory.is_some() {
-            // The memory came from its own file: write only its replacement.
-            None
-        } else {
-            backbone_files(&a.model.model)?
-        };
-        let whole = backbone.is_some();
-        let parts = backbone.unwrap_or_default();
-        let pb = ProgressBar::new(parts.len() as u64);
-        pb.set_style(
-            ProgressStyle::with_template("writing the backbone [{bar:30}] {pos}/{len} files")
-                .unwrap(),
-        );
-        for part in parts {
-            match part {
-                Part::Weights(name, src) => write_weights(&name, &src, &tmp.join(&name))?,
-                Part::Index(bytes) => {
-                    std::fs::write(tmp.join(INDEX), index_without_memory(&bytes)?)?
-                }
-                Part::Small(name, bytes) if name == "config.json" => std::fs::write(
-                    tmp.join(&name),
-                    update_config(&bytes, mem.k, dtype, c.rank)?,
-                )?,
-                Part::Small(name, bytes) => std::fs::write(tmp.join(&name), &bytes)?,
-            }
-            pb.inc(1);
-        }
-        pb.finish_and_clear();
-        write_memory_file(
-            mem,
-            &c,
-            dtype,
-            m.token_counts.as_deref(),
-            &tmp.join(MEMORY_FILE),
-        )?;
-        let report = report_json(&a, &a.model.name(), dtype, &c);
-        std::fs::write(
-            tmp.join("compress_report.json"),
-            serde_json::to_vec_pretty(&report)?,
-        )?;
-        Ok(whole)
-    })();
-    let whole = match written {
+    let tmp = sibling_tmp(&a.out)?;
+    let whole = match write_folder(&a, &m, &c, dtype, &tmp) {
         Ok(w) => w,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -325,7 +257,90 @@ pub fn run(a: CompressArgs) -> Result<()> {
     }
     std::fs::rename(&tmp, &a.out)
         .with_context(|| format!("moving {} to {}", tmp.display(), a.out.display()))?;
+    print_summary(&a, &c, dtype, d, whole);
+    Ok(())
+}
 
+/// --out must not exist, or be an empty folder.
+fn check_out(out: &Path) -> Result<()> {
+    if out.exists()
+        && (!out.is_dir()
+            || std::fs::read_dir(out)
+                .with_context(|| format!("reading --out {}", out.display()))?
+                .next()
+                .is_some())
+    {
+        bail!(
+            "--out {} already exists and is not an empty folder: choose a new one",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// A fresh temporary folder beside `out`, to be renamed to it once whole.
+fn sibling_tmp(out: &Path) -> Result<PathBuf> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = out
+        .file_name()
+        .map_or("out".into(), |n| n.to_string_lossy());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    Ok(tmp)
+}
+
+/// Write the compressed memory, the report and (when the memory came with the model) the
+/// backbone's files into `tmp`. Returns whether the folder is a whole model.
+fn write_folder(
+    a: &CompressArgs,
+    m: &tide_gpu::Model,
+    c: &Compressed,
+    dtype: DType,
+    tmp: &Path,
+) -> Result<bool> {
+    let mem = m.memory.as_ref().expect("checked by run");
+    let backbone = if a.model.memory.is_some() {
+        // The memory came from its own file: write only its replacement.
+        None
+    } else {
+        backbone_files(&a.model.model)?
+    };
+    let whole = backbone.is_some();
+    let parts = backbone.unwrap_or_default();
+    let pb = ProgressBar::new(parts.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("writing the backbone [{bar:30}] {pos}/{len} files").unwrap(),
+    );
+    for part in parts {
+        match part {
+            Part::Weights(name, src) => write_weights(&name, &src, &tmp.join(&name))?,
+            Part::Index(bytes) => std::fs::write(tmp.join(INDEX), index_without_memory(&bytes)?)?,
+            Part::Small(name, bytes) if name == "config.json" => std::fs::write(
+                tmp.join(&name),
+                update_config(&bytes, mem.k, dtype, c.rank)?,
+            )?,
+            Part::Small(name, bytes) => std::fs::write(tmp.join(&name), &bytes)?,
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let counts = m.token_counts.as_deref();
+    write_memory_file(mem, c, dtype, counts, &tmp.join(MEMORY_FILE))?;
+    let report = report_json(a, &a.model.name(), dtype, c);
+    std::fs::write(
+        tmp.join("compress_report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    Ok(whole)
+}
+
+/// Sizes before and after, each block's errors, and how to run what was written.
+fn print_summary(a: &CompressArgs, c: &Compressed, dtype: DType, d: usize, whole: bool) {
     println!(
         "memory tables: {:.2} MB -> {:.2} MB ({:.2}x smaller), rows {}{}",
         mb(c.bytes_before),
@@ -354,5 +369,4 @@ pub fn run(a: CompressArgs) -> Result<()> {
             a.out.join(MEMORY_FILE).display()
         );
     }
-    Ok(())
 }

@@ -207,76 +207,18 @@ impl Engram {
             "q4_1" => DType::Q4_1,
             other => return bad(format!("rows '{other}' is not one of f32, f16, q8_0, q4_1")),
         };
-        let compress = int_tensor(file, set, "engram.compress", &[c.vocab])?;
-        if let Some(&x) = compress.iter().find(|&&x| x >= c.vocab as u64) {
-            return Err(format_err(
-                file,
-                format!(
-                    "engram.compress holds {x}, not a compressed id below {}",
-                    c.vocab
-                ),
-            ));
-        }
-        let compress: Vec<u32> = compress.into_iter().map(|x| x as u32).collect();
-        let d_mem = ORDERS.len() * heads * head_dim;
-        let d = c.dim;
-        let mut out = Vec::with_capacity(layers.len());
-        for &l in &layers {
-            let p = format!("model.layers.{l}.engram");
-            let m = int_tensor(file, set, &format!("{p}.multipliers"), &[3])?;
-            // x' <= vocab, so r below 2^63 / (vocab + 1) keeps every product exact.
-            let limit = (i64::MAX as u64) / (c.vocab as u64 + 1);
-            if m.iter().any(|&r| r % 2 == 0 || r >= limit) {
-                return Err(format_err(
-                    file,
-                    format!("{p}.multipliers must be odd and below {limit}"),
-                ));
-            }
-            let pr = int_tensor(file, set, &format!("{p}.primes"), &[ORDERS.len(), heads])?;
-            if pr.iter().any(|&q| q < 2 || q > u32::MAX as u64) {
-                return Err(format_err(
-                    file,
-                    format!("{p}.primes must be moduli in 2..2^32"),
-                ));
-            }
-            let primes: Vec<Vec<u64>> = pr.chunks(heads).map(|r| r.to_vec()).collect();
-            let mut tables = Vec::new();
-            for (o, row) in primes.iter().enumerate() {
-                for (h, &rows) in row.iter().enumerate() {
-                    let name = format!("engram.{l}.table.{o}.{h}");
-                    let w = super::tide::table(file, set, &name, dtype, rows as usize, head_dim)?;
-                    if let Some(r) = super::tide::first_non_finite(&w) {
-                        return Err(format_err(
-                            file,
-                            format!("tensor '{name}' holds a NaN or infinite value in row {r}"),
-                        ));
-                    }
-                    let rb = dtype.row_bytes(head_dim).unwrap_or(0);
-                    let src = LocalTables {
-                        tables: vec![w],
-                        source: format!("{file} ({name})"),
-                    };
-                    tables.push(RowStore::new(Arc::new(src), 1, rows as usize, rb));
-                }
-            }
-            let f = |n: &str, shape: &[usize]| {
-                super::tide::small_f32(set, file, &format!("{p}.{n}"), shape)
-            };
-            out.push(EngramLayer {
-                layer: l as usize,
-                multipliers: [m[0], m[1], m[2]],
-                primes,
-                tables,
-                key: f("key_proj.weight", &[d, d_mem])?,
-                key_bias: f("key_proj.bias", &[d])?,
-                value: f("value_proj.weight", &[d, d_mem])?,
-                value_bias: f("value_proj.bias", &[d])?,
-                norm_h: f("norm_h.weight", &[d])?,
-                norm_k: f("norm_k.weight", &[d])?,
-                norm_c: f("norm_c.weight", &[d])?,
-                conv: f("conv", &[d, KERNEL])?,
-            });
-        }
+        let compress = read_compress(file, set, c.vocab)?;
+        let shape = LayerShape {
+            heads,
+            head_dim,
+            dtype,
+            d: c.dim,
+            vocab: c.vocab,
+        };
+        let mut out = layers
+            .iter()
+            .map(|&l| read_layer(file, set, l as usize, &shape))
+            .collect::<Result<Vec<_>>>()?;
         out.sort_by_key(|e| e.layer);
         Ok(Some(Engram {
             source: file.to_string(),
@@ -288,6 +230,88 @@ impl Engram {
             layers: out,
         }))
     }
+}
+
+/// engram.compress: every token's compressed id, each below the vocabulary.
+fn read_compress(file: &str, set: &TensorSet, vocab: usize) -> Result<Vec<u32>> {
+    let compress = int_tensor(file, set, "engram.compress", &[vocab])?;
+    if let Some(&x) = compress.iter().find(|&&x| x >= vocab as u64) {
+        return Err(format_err(
+            file,
+            format!("engram.compress holds {x}, not a compressed id below {vocab}"),
+        ));
+    }
+    Ok(compress.into_iter().map(|x| x as u32).collect())
+}
+
+/// What every Engram layer's tensors are shaped by.
+struct LayerShape {
+    heads: usize,
+    head_dim: usize,
+    dtype: DType,
+    /// The model's width and vocabulary.
+    d: usize,
+    vocab: usize,
+}
+
+/// One Engram layer: hash multipliers and primes, its tables (each checked, each through a
+/// row store of its own), projections, norms and convolution.
+fn read_layer(file: &str, set: &TensorSet, l: usize, sh: &LayerShape) -> Result<EngramLayer> {
+    let (heads, head_dim, d) = (sh.heads, sh.head_dim, sh.d);
+    let p = format!("model.layers.{l}.engram");
+    let m = int_tensor(file, set, &format!("{p}.multipliers"), &[3])?;
+    // x' <= vocab, so r below 2^63 / (vocab + 1) keeps every product exact.
+    let limit = (i64::MAX as u64) / (sh.vocab as u64 + 1);
+    if m.iter().any(|&r| r % 2 == 0 || r >= limit) {
+        return Err(format_err(
+            file,
+            format!("{p}.multipliers must be odd and below {limit}"),
+        ));
+    }
+    let pr = int_tensor(file, set, &format!("{p}.primes"), &[ORDERS.len(), heads])?;
+    if pr.iter().any(|&q| q < 2 || q > u32::MAX as u64) {
+        return Err(format_err(
+            file,
+            format!("{p}.primes must be moduli in 2..2^32"),
+        ));
+    }
+    let primes: Vec<Vec<u64>> = pr.chunks(heads).map(|r| r.to_vec()).collect();
+    let mut tables = Vec::new();
+    for (o, row) in primes.iter().enumerate() {
+        for (h, &rows) in row.iter().enumerate() {
+            let name = format!("engram.{l}.table.{o}.{h}");
+            let w = super::tide::table(file, set, &name, sh.dtype, rows as usize, head_dim)?;
+            if let Some(r) = super::tide::first_non_finite(&w) {
+                return Err(format_err(
+                    file,
+                    format!("tensor '{name}' holds a NaN or infinite value in row {r}"),
+                ));
+            }
+            let rb = sh.dtype.row_bytes(head_dim).unwrap_or(0);
+            let src = LocalTables {
+                tables: vec![w],
+                source: format!("{file} ({name})"),
+            };
+            tables.push(RowStore::new(Arc::new(src), 1, rows as usize, rb));
+        }
+    }
+    let d_mem = ORDERS.len() * heads * head_dim;
+    let f =
+        |n: &str, shape: &[usize]| super::tide::small_f32(set, file, &format!("{p}.{n}"), shape);
+    Ok(EngramLayer {
+        layer: l,
+        multipliers: [m[0], m[1], m[2]],
+        primes,
+        tables,
+        key: f("key_proj.weight", &[d, d_mem])?,
+        key_bias: f("key_proj.bias", &[d])?,
+        value: f("value_proj.weight", &[d, d_mem])?,
+        value_bias: f("value_proj.bias", &[d])?,
+        norm_h: f("norm_h.weight", &[d])?,
+        norm_k: f("norm_k.weight", &[d])?,
+        norm_c: f("norm_c.weight", &[d])?,
+        conv: f("conv", &[d, KERNEL])?,
+    })
 }
 
 /// An integer tensor with its shape checked.

