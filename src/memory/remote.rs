@@ -7,11 +7,10 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::model::blob::Blob;
+use crate::model::safetensors::{header_len, insert_tensor, parse_header};
 use crate::model::tide::first_bad_row;
-use crate::model::{Config, DType, RawTensor, TensorInfo, TensorSet, TideMemory, Weight};
+use crate::model::{Config, DType, TensorSet, TideMemory};
 
-/// Largest header accepted: a memory file's header lists a few hundred tensors.
-const MAX_HEADER: u64 = 16 << 20;
 /// Largest small tensor fetched whole at attach time (routers, bases, counts).
 const MAX_SMALL: u64 = 256 << 20;
 /// Largest span one coalesced request reads.
@@ -263,13 +262,6 @@ pub(crate) struct Opened {
     pub token_counts: Option<Vec<u64>>,
 }
 
-#[derive(serde::Deserialize)]
-struct HeaderEntry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: (u64, u64),
-}
-
 /// Read the header and the small tide.* tensors of the memory file behind `r` (the tables
 /// stay remote) and check them as the loader checks a local memory file, except NaNs in the
 /// tables, checked as rows arrive.
@@ -280,48 +272,29 @@ pub(crate) async fn open(r: &impl Ranges, config: &Config) -> Result<Opened> {
         msg,
     };
     let (head, file_len) = r.range(0, 8).await?;
-    let n = u64::from_le_bytes(head[..8].try_into().unwrap());
-    if n == 0 || n > MAX_HEADER {
-        return Err(bad(format!("not a safetensors file: header length {n}")));
-    }
-    if 8 + n > file_len {
-        return Err(bad(format!(
-            "truncated: a header of {n} bytes but the file has {file_len}"
-        )));
-    }
+    let n = header_len(url, &head, file_len)?;
     let (header, _) = r.range(8, n).await?;
-    let mut entries: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header)
-            .map_err(|e| bad(format!("not a safetensors header: {e}")))?;
-    let data = 8 + n;
+    let h = parse_header(url, &header, file_len, false)?;
     let mut set = TensorSet::default();
-    if let Some(m) = entries.remove("__metadata__") {
-        for (k, v) in m.as_object().into_iter().flatten() {
-            set.meta
-                .insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-        }
+    if let Some(m) = h.meta.metadata() {
+        set.meta
+            .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     let mut offsets = HashMap::new();
     // Only tide.* tensors: a model file with its memory inline also holds the backbone.
-    for (name, v) in entries.into_iter().filter(|(n, _)| n.starts_with("tide.")) {
-        let e: HeaderEntry = serde_json::from_value(v)
-            .map_err(|e| bad(format!("tensor '{name}': bad header entry: {e}")))?;
-        let (b, end) = e.data_offsets;
-        if end < b {
-            return Err(bad(format!(
-                "tensor '{name}': data_offsets [{b}, {end}] run backwards"
-            )));
-        }
-        if data + end > file_len {
-            return Err(bad(format!(
-                "truncated: tensor '{name}' needs bytes up to {} but the file has {file_len}",
-                data + end
-            )));
-        }
+    for (name, t) in h
+        .meta
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("tide."))
+    {
+        let (b, end) = (t.data_offsets.0 as u64, t.data_offsets.1 as u64);
+        let at = h.data_start + b;
         let is_table = name.starts_with("tide.memory.") && name.ends_with(".rows");
-        let (blob, start, stop) = if is_table {
-            offsets.insert(name.clone(), data + b);
-            (Blob::from_vec(Vec::new()), 0, 0)
+        let (blob, range) = if is_table {
+            // Only its type and shape: the rows stay remote.
+            offsets.insert(name.clone(), at);
+            (Blob::from_vec(Vec::new()), (0, 0))
         } else {
             if end - b > MAX_SMALL {
                 return Err(bad(format!(
@@ -330,41 +303,14 @@ pub(crate) async fn open(r: &impl Ranges, config: &Config) -> Result<Opened> {
                 )));
             }
             let bytes = if end > b {
-                r.range(data + b, end - b).await?.0
+                r.range(at, end - b).await?.0
             } else {
                 Vec::new()
             };
             let len = bytes.len();
-            (Blob::from_vec(bytes), 0, len)
+            (Blob::from_vec(bytes), (0, len))
         };
-        let dtype = match e.dtype.as_str() {
-            "F32" => Some(DType::F32),
-            "F16" => Some(DType::F16),
-            "BF16" => Some(DType::BF16),
-            _ => None,
-        };
-        match dtype {
-            Some(dtype) => {
-                let info = TensorInfo {
-                    name: name.clone(),
-                    dtype,
-                    shape: e.shape,
-                    start,
-                    end: stop,
-                };
-                set.weights.insert(name, Weight { info, blob });
-            }
-            None => {
-                let raw = RawTensor {
-                    dtype: e.dtype,
-                    shape: e.shape,
-                    start,
-                    end: stop,
-                    blob,
-                };
-                set.raw.insert(name, raw);
-            }
-        }
+        insert_tensor(&mut set, name, t.dtype, t.shape.clone(), range, blob);
     }
     let Some(memory) = TideMemory::from_set(url, &set, config)? else {
         return Err(bad(

@@ -7,22 +7,128 @@ use super::tensor::{RawTensor, TensorInfo, TensorSet, Weight};
 use super::tokenizer::TokenizerInfo;
 use crate::error::{format_err, Error, Result};
 
+/// Largest header accepted (the `safetensors` crate's own bound).
+pub const MAX_HEADER: u64 = 100_000_000;
+
+/// A safetensors header: where the data starts and every tensor's entry, parsed and checked
+/// by the `safetensors` crate (offsets contiguous, each size what its shape and type take).
+/// The one parser of these headers: the local loader (`index_file`) and the remote memory
+/// reader (memory/remote.rs, which fetches the header by Range) both use it.
+pub struct Header {
+    pub data_start: u64,
+    pub meta: safetensors::tensor::Metadata,
+}
+
+/// The header's length from a file's first 8 bytes, checked against the file's size.
+pub fn header_len(name: &str, first8: &[u8], file_len: u64) -> Result<u64> {
+    let n = first8
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        .ok_or_else(|| format_err(name, "not a valid safetensors file: shorter than 8 bytes"))?;
+    if !(2..=MAX_HEADER).contains(&n) {
+        return Err(format_err(
+            name,
+            format!("not a valid safetensors file: header length {n}"),
+        ));
+    }
+    if 8 + n > file_len {
+        return Err(format_err(
+            name,
+            format!("truncated: a header of {n} bytes but the file has {file_len}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Parse the header (the bytes after the first 8) of a file of `file_len` bytes. Data past
+/// the end of the file is refused naming the first tensor it cuts; bytes after the last
+/// tensor's data too, when `exact` (a whole local file).
+pub fn parse_header(name: &str, header: &[u8], file_len: u64, exact: bool) -> Result<Header> {
+    let meta: safetensors::tensor::Metadata = serde_json::from_slice(header)
+        .map_err(|e| format_err(name, format!("not a valid safetensors file: {e}")))?;
+    let data_start = 8 + header.len() as u64;
+    let have = file_len.saturating_sub(data_start);
+    let need = meta.data_len() as u64;
+    if need > have {
+        let mut cut: Vec<(usize, String)> = meta
+            .tensors()
+            .into_iter()
+            .filter(|(_, t)| t.data_offsets.1 as u64 > have)
+            .map(|(n, t)| (t.data_offsets.0, n))
+            .collect();
+        cut.sort();
+        let first = cut.first().map_or("?", |(_, n)| n.as_str()).to_string();
+        let end = meta.info(&first).map_or(need, |t| t.data_offsets.1 as u64);
+        return Err(format_err(
+            name,
+            format!(
+                "truncated: tensor '{first}' needs bytes up to {} but the file has {file_len}",
+                data_start + end
+            ),
+        ));
+    }
+    if exact && need < have {
+        return Err(format_err(
+            name,
+            format!(
+                "not a valid safetensors file: {} bytes after the last tensor's data",
+                have - need
+            ),
+        ));
+    }
+    Ok(Header { data_start, meta })
+}
+
+/// Add a tensor to a set: the float types the runtime computes with as a `Weight`, the
+/// others (integer counts, ...) as a `RawTensor`. `start..end` are absolute in `blob`.
+pub fn insert_tensor(
+    out: &mut TensorSet,
+    tname: String,
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    (start, end): (usize, usize),
+    blob: Blob,
+) {
+    let dtype = match dtype {
+        safetensors::Dtype::F32 => DType::F32,
+        safetensors::Dtype::F16 => DType::F16,
+        safetensors::Dtype::BF16 => DType::BF16,
+        other => {
+            let dtype = format!("{other:?}");
+            let raw = RawTensor {
+                dtype,
+                shape,
+                start,
+                end,
+                blob,
+            };
+            out.raw.insert(tname, raw);
+            return;
+        }
+    };
+    let info = TensorInfo {
+        name: tname.clone(),
+        dtype,
+        shape,
+        start,
+        end,
+    };
+    out.weights.insert(tname, Weight { info, blob });
+}
+
 /// Index the tensors of one .safetensors file (header checked by the `safetensors` crate, data
 /// range against the file's size).
 pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
     let bytes = blob.bytes();
-    let (header_len, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
-        truncated_tensor(bytes).map_or_else(
-            || format_err(name, format!("not a valid safetensors file: {e}")),
-            |msg| format_err(name, msg),
-        )
-    })?;
-    let data_start = 8 + header_len;
-    if let Some(m) = meta.metadata() {
+    let len = bytes.len() as u64;
+    let n = header_len(name, bytes, len)? as usize;
+    let h = parse_header(name, &bytes[8..8 + n], len, true)?;
+    if let Some(m) = h.meta.metadata() {
         out.meta
             .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    for (tname, t) in meta.tensors() {
+    let data_start = h.data_start as usize;
+    for (tname, t) in h.meta.tensors() {
         // Two files of one model holding the same tensor (a stray .safetensors among the
         // shards, a memory file beside a model that has its memory inline): refuse rather
         // than let one silently replace the other.
@@ -38,64 +144,10 @@ pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
         }
         out.origin.insert(tname.clone(), name.to_string());
         let (s, e) = t.data_offsets;
-        if data_start + e > bytes.len() {
-            return Err(format_err(
-                name,
-                format!(
-                    "truncated: tensor '{tname}' needs bytes up to {} but the file has {}",
-                    data_start + e,
-                    bytes.len()
-                ),
-            ));
-        }
-        let dtype = match t.dtype {
-            safetensors::Dtype::F32 => DType::F32,
-            safetensors::Dtype::F16 => DType::F16,
-            safetensors::Dtype::BF16 => DType::BF16,
-            other => {
-                out.raw.insert(
-                    tname,
-                    RawTensor {
-                        dtype: format!("{other:?}"),
-                        shape: t.shape.clone(),
-                        start: data_start + s,
-                        end: data_start + e,
-                        blob: blob.clone(),
-                    },
-                );
-                continue;
-            }
-        };
-        let info = TensorInfo {
-            name: tname.clone(),
-            dtype,
-            shape: t.shape.clone(),
-            start: data_start + s,
-            end: data_start + e,
-        };
-        out.weights.insert(
-            tname,
-            Weight {
-                info,
-                blob: blob.clone(),
-            },
-        );
+        let range = (data_start + s, data_start + e);
+        insert_tensor(out, tname, t.dtype, t.shape.clone(), range, blob.clone());
     }
     Ok(())
-}
-
-/// For a file the safetensors crate refused: the first tensor whose data runs past the end.
-fn truncated_tensor(bytes: &[u8]) -> Option<String> {
-    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
-    let have = bytes.len() - 8 - n;
-    header.as_object()?.iter().find_map(|(tname, t)| {
-        let end = t.get("data_offsets")?.get(1)?.as_u64()? as usize;
-        (end > have).then(|| {
-            format!("truncated: tensor '{tname}' needs {end} data bytes but the file holds {have}")
-        })
-    })
 }
 
 /// Training-corpus token counts (tide.token_counts, integer [vocab]), when present.

@@ -302,13 +302,7 @@ fn check_backbone(file: &str, set: &TensorSet, c: &Config) -> Result<()> {
 type Tables = (Vec<Weight>, Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 /// The K tables, their SVD bases and gammas, each checked (shape, type, finite values).
-fn read_tables(
-    file: &str,
-    set: &TensorSet,
-    c: &Config,
-    k: usize,
-    lay: &Layout,
-) -> Result<Tables> {
+fn read_tables(file: &str, set: &TensorSet, c: &Config, k: usize, lay: &Layout) -> Result<Tables> {
     let (v, d, width) = (c.vocab, c.dim, lay.width(c.dim));
     let mut tables: Vec<Weight> = Vec::with_capacity(k);
     let mut basis = Vec::new();
