@@ -13,7 +13,7 @@ use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
 use crate::generate::Run;
 use crate::inspect::{inspect, tokens_to_inspect};
-use crate::memory::fetch::{attach_memory_fetch, prefetch, FetchOptions};
+use crate::memory::fetch::{attach_memory_fetch, FetchOptions, Fetcher};
 use crate::memory::store::RowStore;
 use crate::model::tokenizer::TokenizerInfo;
 use crate::model::{Blob, ModelFiles};
@@ -46,7 +46,8 @@ struct Inner {
     /// The memory's row store (shared with the engine's): its counters, and where rows
     /// streamed from the server are fetched into before each step.
     rows: Option<RowStore>,
-    fetch: FetchOptions,
+    /// A streamed memory's fetcher, which brings a step's rows before it runs.
+    fetcher: Option<Fetcher>,
 }
 
 /// One loaded model and its engine. Calls are serialised by the worker; one that arrives while
@@ -214,10 +215,11 @@ async fn open(
     let mut model = parts.load_with(!memory_url.is_empty())?;
     let mut opts = session::options(&model, asked.ctx)?;
     let ctx = opts.decoder.ctx_len;
-    let mut link = None;
+    let (mut link, mut fetcher) = (None, None);
     let mut rows_from = RowSource::Local;
     if !memory_url.is_empty() {
-        link = Some(attach_memory_fetch(&mut model, memory_url, &fetch).await?);
+        let (f, l) = attach_memory_fetch(&mut model, memory_url, &fetch).await?;
+        (fetcher, link) = (Some(f), Some(l));
         rows_from = RowSource::Remote;
     }
     session::size_row_caches(&model, ctx, rows_from, asked.cache_mb)?;
@@ -277,7 +279,7 @@ async fn open(
         info,
         run: None,
         rows,
-        fetch,
+        fetcher,
     };
     Ok(Session {
         inner: Rc::new(RefCell::new(inner)),
@@ -349,8 +351,8 @@ impl Session {
             let next = run.chosen();
             let fed = async {
                 if let Some(t) = next {
-                    if let Some(rows) = &i.rows {
-                        prefetch(rows, &[t], &i.fetch).await?;
+                    if let (Some(rows), Some(f)) = (&i.rows, &i.fetcher) {
+                        f.prefetch(rows, &[t]).await?;
                     }
                 }
                 run.feed_chosen(&mut i.engine)
@@ -459,9 +461,9 @@ impl Session {
 impl Inner {
     /// Fetch the streamed memory rows of `tokens` the cache lacks.
     async fn prefetch(&self, tokens: &[u32]) -> Result<()> {
-        match &self.rows {
-            Some(rows) => prefetch(rows, tokens, &self.fetch).await,
-            None => Ok(()),
+        match (&self.rows, &self.fetcher) {
+            (Some(rows), Some(f)) => f.prefetch(rows, tokens).await,
+            _ => Ok(()),
         }
     }
 
@@ -470,7 +472,7 @@ impl Inner {
             Some(r) => {
                 let mut v = serde_json::to_value(r.stats()).unwrap_or(Value::Null);
                 v["cache_tokens"] = json!(r.cache_tokens());
-                v["streamed"] = json!(r.source().remote().is_some());
+                v["streamed"] = json!(self.fetcher.is_some());
                 v
             }
             None => Value::Null,

@@ -120,36 +120,40 @@ impl Ranges for FetchRanges<'_> {
     }
 }
 
-/// Tables that stay on the server; `prefetch` brings their rows.
-pub struct FetchedRows {
-    tables: RemoteTables,
+/// Tables that stay on the server; `Fetcher::prefetch` brings their rows into the cache.
+struct FetchedRows {
+    url: String,
 }
 
 impl RowSource for FetchedRows {
     fn read_rows(&self, k: usize, _ids: &[u32], _out: &mut [u8]) -> Result<u64> {
         Err(Error::Input(format!(
             "{}: rows of table {k} were not fetched before the step",
-            self.tables.url
+            self.url
         )))
     }
 
     fn name(&self) -> String {
-        self.tables.url.clone()
-    }
-
-    fn remote(&self) -> Option<&RemoteTables> {
-        Some(&self.tables)
+        self.url.clone()
     }
 }
 
+/// What fetches a streamed memory's rows before each step: where the tables are on the
+/// server and how to ask for them. The row store itself knows only that its source cannot
+/// read during a step.
+pub struct Fetcher {
+    tables: RemoteTables,
+    opts: FetchOptions,
+}
+
 /// Attach the memory of `model` from the memory file at `url`: the header and small tensors
-/// now, the rows as steps need them (`prefetch`). Without a gap in `opts`, four requests
-/// measure the link to choose it; returns the gap and what was measured.
+/// now, the rows as steps need them (`Fetcher::prefetch`). Without a gap in `opts`, four
+/// requests measure the link to choose it; returns the fetcher, the gap and what was measured.
 pub async fn attach_memory_fetch(
     model: &mut Model,
     url: &str,
     opts: &FetchOptions,
-) -> Result<Link> {
+) -> Result<(Fetcher, Link)> {
     let reader = FetchRanges { url, opts };
     let opened = remote::open(&reader, &model.config).await?;
     let mut mem = opened.memory;
@@ -160,19 +164,32 @@ pub async fn attach_memory_fetch(
     tables.gap_bytes = link.gap_bytes;
     let rb = tables.row_bytes;
     let c = &model.config;
-    mem.rows = RowStore::new(Arc::new(FetchedRows { tables }), mem.k, c.vocab, rb);
+    let source = FetchedRows {
+        url: url.to_string(),
+    };
+    mem.rows = RowStore::new(Arc::new(source), mem.k, c.vocab, rb);
     if let Some(tc) = opened.token_counts {
         model.token_counts = Some(tc);
     }
     model.memory = Some(mem);
-    Ok(link)
+    let opts = opts.clone();
+    Ok((Fetcher { tables, opts }, link))
 }
 
-/// Fetch the rows of `tokens` that the cache lacks (nothing for a local source).
-pub async fn prefetch(store: &RowStore, tokens: &[u32], opts: &FetchOptions) -> Result<()> {
-    let Some(t) = store.source().remote() else {
-        return Ok(());
-    };
+impl Fetcher {
+    /// Fetch the rows of `tokens` that `store` (the memory this fetcher was attached with)
+    /// lacks, and put them in its cache.
+    pub async fn prefetch(&self, store: &RowStore, tokens: &[u32]) -> Result<()> {
+        prefetch(&self.tables, store, tokens, &self.opts).await
+    }
+}
+
+async fn prefetch(
+    t: &RemoteTables,
+    store: &RowStore,
+    tokens: &[u32],
+    opts: &FetchOptions,
+) -> Result<()> {
     let ids = store.missing(tokens)?;
     if ids.is_empty() {
         return Ok(());

@@ -62,12 +62,6 @@ pub trait RowSource: Send + Sync {
     fn local_tables(&self) -> Option<&[Weight]> {
         None
     }
-    /// A source that cannot read while a step runs (the browser's fetch is asynchronous) says
-    /// where its rows are; the caller fetches the missing rows before each step (`missing`,
-    /// `insert`) and `read_rows` is never reached.
-    fn remote(&self) -> Option<&super::remote::RemoteTables> {
-        None
-    }
 }
 
 /// Tables in memory or memory-mapped (the native file path, the embedded model, the browser's
