@@ -46,7 +46,14 @@ for req in "$@"; do
     if [[ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]]; then
         log "installing ${req#"$repo_root"/} into $venv"
         rm -f "$stamp"
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req" >&2
+        # "# build-env: NAME=VALUE" lines are set for the install, which then builds from
+        # source afresh (no cached wheel made with other settings).
+        build_env=(); extra=()
+        while IFS= read -r kv; do build_env+=("$kv"); done \
+            < <(sed -n 's/^# build-env: //p' "$req")
+        (( ${#build_env[@]} )) && extra=(--no-cache-dir --force-reinstall)
+        env "${build_env[@]}" "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+            "${extra[@]}" -r "$req" >&2
         printf '%s\n' "$hash" > "$stamp"
     fi
 done

@@ -115,7 +115,7 @@ impl Engine {
 
     pub fn pos(&self) -> usize {
         match self {
-            Engine::Gpu(g) => g.pos,
+            Engine::Gpu(g) => g.pos(),
             Engine::Cpu(c) => c.pos,
         }
     }

@@ -219,7 +219,7 @@ impl GpuDecoder {
         op.copies = copies;
         // Several sequences' tokens: the `tokens` form for each count, x as a uniform of
         // `seq_group` rows, the plain epilogues (the router runs as its own op there).
-        let g = self.seq_group;
+        let g = self.slots.group;
         if g >= 2 {
             let seqs = self.tokens_forms(&m, prefill)?;
             let mut b = unfused(&sized);
@@ -238,7 +238,7 @@ impl GpuDecoder {
     /// which such steps never have).
     pub(super) fn tokens_forms(&mut self, m: &Matmul, batch: Variant) -> Result<Vec<Variant>> {
         let mut forms = vec![batch; 2];
-        for n in 2..=self.seq_group {
+        for n in 2..=self.slots.group {
             forms.push(self.variant(&self.weight_reader(m.decode_rows_tokens(n)))?);
         }
         Ok(forms)

@@ -98,7 +98,7 @@ impl GpuDecoder {
 
     /// The last op serves every several-sequence step with `v` (one workgroup row per token).
     pub(super) fn set_seqs_variant(&mut self, v: super::plan::Variant) {
-        let g = self.seq_group;
+        let g = self.slots.group;
         if g >= 2 {
             if let Some(op) = self.ops.last_mut() {
                 op.seqs = vec![v; g + 1];
@@ -109,6 +109,11 @@ impl GpuDecoder {
     /// The whole schedule: weights uploaded (weights.rs), then the embedding, every layer's
     /// ops, the LM head and the sampling ops.
     pub(super) fn build_schedule(&mut self, model: &Model) -> Result<()> {
+        // The K/V caches first, checked at once: a context too long for the adapter fails
+        // here as an error, before the weights' host-side buffers need memory (on a CPU
+        // adapter under a memory cap, a failed host allocation there would abort instead).
+        let kvs: Vec<KvCache> = (0..self.config.n_layers).map(|_| self.kv_cache()).collect();
+        self.ctx.take_error()?;
         let w = GpuWeights::upload(&self.ctx, model, self.opts.ctx_len)?;
         self.push_embed(&w.embd)?;
         if let Some(m) = &model.memory {
@@ -119,10 +124,10 @@ impl GpuDecoder {
         }
         let scratch = self.layer_scratch(model, w.lime);
         let mut keep = Vec::new();
-        for (li, lw) in w.layers.iter().enumerate() {
+        for ((li, lw), kv) in w.layers.iter().enumerate().zip(kvs) {
             // Engram adds to h before the attention reads it.
             self.push_engram(li, &mut keep)?;
-            self.push_layer(li, lw, &w.rope, &scratch, &mut keep)?;
+            self.push_layer(li, lw, kv, &w.rope, &scratch, &mut keep)?;
         }
         self.push_head(&w)?;
         self.build_sampling()?;
@@ -175,11 +180,11 @@ impl GpuDecoder {
         &mut self,
         li: usize,
         lw: &LayerWeights,
+        kv: KvCache,
         rope: &wgpu::Buffer,
         scratch: &Scratch,
         keep: &mut Vec<wgpu::Buffer>,
     ) -> Result<()> {
-        let kv = self.kv_cache();
         self.kv_in_textures = kv.in_textures();
         self.push_qkv(li, lw, rope, scratch, &kv)?;
         self.push_attention(&kv)?;

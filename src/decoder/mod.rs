@@ -6,22 +6,26 @@
 //!
 //! Where things are:
 //! - this file: the decoder's state, its buffers and the pipeline cache;
+//! - pipelines.rs: the pipeline cache (kernel variants by key, layouts, compiles);
 //! - plan.rs: ops (a kernel variant per step kind + bind groups), the encode loop, submission;
 //! - weights.rs: the model's weights uploaded to the GPU (GpuWeights), before the schedule;
 //! - graph.rs: the per-layer graph of kernels, built once from the model over those weights;
 //! - cpu_adapter.rs: what CPU-backed adapters get instead (texture mirrors, uniform rebinding);
 //! - tide.rs: TIDE memory: rows streamed in, the gather op, the router, the memory switch;
 //! - readout.rs: readback (async), top-k, full and all-position logits, profiling;
-//! - seqs.rs: K/V cache slots, and steps that take the next token of several sequences;
+//! - slots.rs: the K/V cache slots and each sequence's position;
+//! - seqs.rs: steps that take the next token of several sequences;
 //! - specs.rs: the kernels as data, shared with the kernel tests;
 //! - quick_start.rs: quick-to-compile twins first, the fast forms once a run is long.
 mod cpu_adapter;
 mod engram;
 mod graph;
+mod pipelines;
 mod plan;
 mod quick_start;
 mod readout;
 mod seqs;
+mod slots;
 pub mod specs;
 mod tide;
 mod weights;
@@ -31,12 +35,14 @@ use std::collections::HashMap;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::{label, layout_key, Binding, Defines, GpuContext, Kernel, Slot};
+use crate::gpu::GpuContext;
 use crate::model::{Config, Model};
 pub use crate::options::{DecoderOptions, KernelSet, PrefillTile, RouterPlacement};
+use pipelines::Pipelines;
 use plan::{Kind, Op, Step, Variant};
 pub use readout::MAX_TOP_K;
-use readout::{TokenHead, MAX_PEN};
+use readout::{Heads, MAX_PEN};
+use slots::Slots;
 use specs::Spec;
 use tide::GpuMemory;
 
@@ -58,31 +64,16 @@ struct Buffers {
     readback: wgpu::Buffer,
 }
 
-/// A kernel variant's identity: shader, entry point, defines.
-type KernelKey = (String, String, Defines);
-
-/// A kernel variant of the schedule. Its pipeline is compiled after the whole plan is known,
-/// all variants at once on every core (`compile_pending`); binding needs only the layout.
-struct KernelSlot {
-    key: KernelKey,
-    label: String,
-    layout: wgpu::BindGroupLayout,
-    bindings: Vec<Slot>,
-    pipeline: Option<wgpu::ComputePipeline>,
-}
-
 pub struct GpuDecoder {
     pub ctx: GpuContext,
     pub config: Config,
     pub opts: DecoderOptions,
-    kernels: Vec<KernelSlot>,
-    kernel_index: HashMap<KernelKey, usize>,
-    layouts: HashMap<Vec<(u32, Binding)>, wgpu::BindGroupLayout>,
+    /// Every kernel variant of the schedule and its pipeline.
+    pipes: Pipelines,
     ops: Vec<Op>,
     buf: Buffers,
-    /// top-k kernels by K, with their bind groups (penalty op is shared).
-    topk: HashMap<usize, (usize, wgpu::BindGroup)>,
-    penalize: Option<(usize, wgpu::BindGroup)>,
+    /// What reads results back: the top-k ops, the all-position and several-sequence heads.
+    heads: Heads,
     _keep: Vec<wgpu::Buffer>,
     /// The weights the schedule binds (the LM head also serves `all_logits`).
     weights: Option<weights::GpuWeights>,
@@ -96,22 +87,12 @@ pub struct GpuDecoder {
     cur: Step,
     memory: Option<GpuMemory>,
     engram: Option<engram::GpuEngram>,
-    all_logits: Option<TokenHead>,
     /// Per-kernel wall time when profiling (each dispatch submitted and waited for alone).
     pub profile: Option<HashMap<String, (u32, f64)>>,
-    /// Position of the current slot's sequence.
-    pub pos: usize,
-    /// The K/V cache slot that `feed` and the readouts work on, and every slot's position
-    /// (the current one's is `pos`).
-    slot: usize,
-    slot_pos: Vec<usize>,
-    /// Most tokens of several sequences in one step (1: no such steps).
-    seq_group: usize,
-    seq_head: Option<TokenHead>,
+    /// The K/V cache slots: each sequence's position, the current slot.
+    slots: Slots,
     /// Steps run so far: (single tokens, batches).
     pub steps: (usize, usize),
-    /// Kernels running on a quick-to-compile twin whose own form is not compiled yet.
-    deferred: Vec<usize>,
 }
 
 fn storage(ctx: &GpuContext, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -230,13 +211,10 @@ impl GpuDecoder {
             ctx,
             config: c.clone(),
             opts: opts.clone(),
-            kernels: Vec::new(),
-            kernel_index: HashMap::new(),
-            layouts: HashMap::new(),
+            pipes: Pipelines::new(opts.quick_start),
             ops: Vec::new(),
             buf,
-            topk: HashMap::new(),
-            penalize: None,
+            heads: Heads::default(),
             _keep: Vec::new(),
             weights: None,
             weight_bytes: 0,
@@ -246,15 +224,9 @@ impl GpuDecoder {
             cur: Step::default(),
             memory: None,
             engram: None,
-            all_logits: None,
             profile: None,
-            pos: 0,
-            slot: 0,
-            slot_pos: vec![0; opts.slots],
-            seq_group,
-            seq_head: None,
+            slots: Slots::new(opts.slots, seq_group),
             steps: (0, 0),
-            deferred: Vec::new(),
         };
         let kv_bytes = c.n_layers * 2 * kv_rows * c.kv_dim() * 4;
         match dec.build(model) {
@@ -273,10 +245,15 @@ impl GpuDecoder {
         }
     }
 
+    /// Position of the current slot's sequence (tokens fed so far).
+    pub fn pos(&self) -> usize {
+        self.slots.pos()
+    }
+
     /// Build the schedule for `model` and compile its kernels.
     fn build(&mut self, model: &Model) -> Result<()> {
         self.build_schedule(model)?;
-        if self.seq_group >= 2 {
+        if self.slots.group >= 2 {
             // Now, so that its kernels compile with the rest rather than at the first step
             // that several sequences share.
             self.build_seq_head()?;
@@ -287,198 +264,48 @@ impl GpuDecoder {
         #[cfg(target_arch = "wasm32")]
         self.compile_for(Kind::Token)?;
         #[cfg(not(target_arch = "wasm32"))]
-        self.compile_pending()?;
+        self.pipes.compile_pending(&self.ctx)?;
         // Allocation failures raised outside an error scope surface here.
         self.ctx.take_error()
     }
 
-    /// Register (or reuse) a kernel variant; returns its index. Its pipeline is compiled by
-    /// the next `compile_pending`.
-    fn kernel(&mut self, spec: &Spec) -> Result<usize> {
-        let key = (
-            spec.shader.to_string(),
-            spec.entry.to_string(),
-            spec.defs.clone(),
-        );
-        if let Some(&i) = self.kernel_index.get(&key) {
-            return Ok(i);
-        }
-        let layout = self
-            .layouts
-            .entry(layout_key(&spec.bindings))
-            .or_insert_with(|| Kernel::layout_for(&self.ctx.device, &spec.bindings))
-            .clone();
-        self.kernels.push(KernelSlot {
-            label: label(spec.shader, spec.entry, &spec.defs),
-            key: key.clone(),
-            layout,
-            bindings: spec.bindings.clone(),
-            pipeline: None,
-        });
-        self.kernel_index.insert(key, self.kernels.len() - 1);
-        Ok(self.kernels.len() - 1)
-    }
-
-    /// Compile every registered kernel that has no pipeline yet: natively on as many threads
-    /// as there are cores (on lavapipe the compile is most of a cold start), in the browser
-    /// one after the other (`compile`).
-    fn compile_pending(&mut self) -> Result<()> {
-        let todo: Vec<usize> = (0..self.kernels.len())
-            .filter(|&i| self.kernels[i].pipeline.is_none())
-            .collect();
-        self.compile(todo)
-    }
-
     /// Compile the kernels that a step of this kind dispatches and that have no pipeline yet.
     fn compile_for(&mut self, kind: Kind) -> Result<()> {
-        if !self.deferred.is_empty() && self.steps.0 >= quick_start::UPGRADE_AFTER_STEPS {
-            self.compile_deferred()?;
+        if self.pipes.has_deferred() && self.steps.0 >= quick_start::UPGRADE_AFTER_STEPS {
+            self.pipes.compile_deferred(&self.ctx)?;
         }
         let mut todo: Vec<usize> = self
             .ops
             .iter()
             .filter(|o| o.runs(kind))
             .map(|o| o.variant(kind).kernel)
-            .filter(|&k| self.kernels[k].pipeline.is_none())
+            .filter(|&k| !self.pipes.compiled(k))
             .collect();
         todo.sort_unstable();
         todo.dedup();
         if todo.is_empty() {
             return Ok(());
         }
-        self.compile(todo)
-    }
-
-    /// Compile `todo`, kernels slow to compile as their quick twins (quick_start.rs) when
-    /// the options say so: their own forms wait in `deferred`.
-    fn compile(&mut self, todo: Vec<usize>) -> Result<()> {
-        let twins: Vec<Option<Defines>> = todo
-            .iter()
-            .map(|&i| {
-                let twin = quick_start::quick_twin(&self.kernels[i].key);
-                twin.filter(|_| self.opts.quick_start)
-            })
-            .collect();
-        self.deferred.extend(
-            todo.iter()
-                .zip(&twins)
-                .filter(|(_, t)| t.is_some())
-                .map(|(&i, _)| i),
-        );
-        self.compile_as(todo, twins)
-    }
-
-    /// Compile the deferred fast forms now (a long run, or a benchmark asking).
-    fn compile_deferred(&mut self) -> Result<()> {
-        let todo = std::mem::take(&mut self.deferred);
-        if todo.is_empty() {
-            return Ok(());
-        }
-        let n = todo.len();
-        self.compile_as(todo, vec![None; n])
+        self.pipes.compile(&self.ctx, todo)
     }
 
     /// Compile every kernel's own form now (benchmarks call this before timing a decode).
     pub fn finish_compiles(&mut self) -> Result<()> {
-        self.compile_deferred()
-    }
-
-    /// Compile `todo[j]` with the defines `defs[j]` where given, else with its own.
-    fn compile_as(&mut self, todo: Vec<usize>, defs: Vec<Option<Defines>>) -> Result<()> {
-        let (dev, dir) = (&self.ctx.device, self.ctx.shader_dir.as_deref());
-        let compile = |j: usize| {
-            let k = &self.kernels[todo[j]];
-            let (shader, entry, own) = &k.key;
-            let d = defs[j].as_ref().unwrap_or(own);
-            Kernel::compile(dev, shader, entry, d, &k.layout, &k.bindings, dir)
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        let built: Vec<Result<wgpu::ComputePipeline>> = {
-            let threads = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(todo.len());
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let done: Vec<std::sync::Mutex<Option<Result<wgpu::ComputePipeline>>>> =
-                todo.iter().map(|_| Default::default()).collect();
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| loop {
-                        let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if j >= todo.len() {
-                            break;
-                        }
-                        let r = compile(j);
-                        if let Ok(mut slot) = done[j].lock() {
-                            *slot = Some(r);
-                        }
-                    });
-                }
-            });
-            done.into_iter()
-                .map(|m| {
-                    m.into_inner()
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| Err(Error::Gpu("a kernel compile thread failed".into())))
-                })
-                .collect()
-        };
-        #[cfg(target_arch = "wasm32")]
-        let built: Vec<Result<wgpu::ComputePipeline>> = (0..todo.len()).map(compile).collect();
-        for (&i, p) in todo.iter().zip(built) {
-            self.kernels[i].pipeline = Some(p?);
-        }
-        // Errors wgpu raised while creating them (outside any error scope) surface here.
-        self.ctx.take_error()
+        self.pipes.compile_deferred(&self.ctx)
     }
 
     /// Kernel `k`'s pipeline (a step's kernels are compiled before it is encoded).
     fn pipeline(&self, k: usize) -> &wgpu::ComputePipeline {
-        self.kernels[k]
-            .pipeline
-            .as_ref()
-            .expect("kernels are compiled before the first step")
+        self.pipes.pipeline(k)
     }
 
     fn variant(&mut self, spec: &Spec) -> Result<Variant> {
-        Ok(Variant {
-            kernel: self.kernel(spec)?,
-            x: spec.x,
-            tokens_per_y: spec.tokens_per_y,
-        })
+        Ok(self.pipes.variant(&self.ctx, spec))
     }
 
     /// Every kernel variant this decoder built, as the WGSL that runs: (file name made from
     /// its key, label, source). For `tide kernels --dump`.
     pub fn kernel_sources(&self) -> Result<Vec<(String, String, String)>> {
-        self.kernels
-            .iter()
-            .map(|k| {
-                let (shader, entry, defs) = &k.key;
-                let src = Kernel::source(
-                    shader,
-                    entry,
-                    defs,
-                    &k.bindings,
-                    self.ctx.shader_dir.as_deref(),
-                )?;
-                Ok((kernel_file_name(shader, entry, defs), k.label.clone(), src))
-            })
-            .collect()
+        self.pipes.sources(&self.ctx)
     }
-}
-
-/// "shader.entry.KEY=V,FLAG,...": a file name from a kernel's key (a long one is cut and
-/// given a hash of the whole, so names stay unique and within file-system limits).
-fn kernel_file_name(shader: &str, entry: &str, defs: &Defines) -> String {
-    let parts = defs.tags(|_, _| true);
-    let name = format!("{shader}.{entry}.{}", parts.join(",")).replace(['/', '\\', ' ', ':'], "_");
-    if name.len() <= 180 {
-        return format!("{name}.wgsl");
-    }
-    // FNV-1a: stable across runs and builds, unlike std's hasher.
-    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    format!("{}.{h:016x}.wgsl", &name[..160])
 }

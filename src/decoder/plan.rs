@@ -152,7 +152,7 @@ impl Op {
 impl GpuDecoder {
     /// A bind group for kernel `k` from named resources.
     pub(super) fn bind(&self, k: usize, named: &Named<'_>) -> Result<wgpu::BindGroup> {
-        let s = &self.kernels[k];
+        let s = self.pipes.slot(k);
         crate::gpu::bind_named(&self.ctx.device, &s.label, &s.layout, &s.bindings, named)
     }
 
@@ -173,7 +173,7 @@ impl GpuDecoder {
     /// Start the current slot's sequence over.
     pub fn reset(&mut self) {
         self.pending = None;
-        self.pos = 0;
+        self.slots.reset_current();
     }
 
     pub(super) fn flush(&mut self) {
@@ -204,10 +204,10 @@ impl GpuDecoder {
         if tokens.is_empty() {
             return Err(Error::Input("no tokens to process".into()));
         }
-        if self.pos + tokens.len() > self.opts.ctx_len {
+        if self.slots.pos() + tokens.len() > self.opts.ctx_len {
             return Err(Error::Input(format!(
                 "context full: {} + {} tokens exceed the context of {}",
-                self.pos,
+                self.slots.pos(),
                 tokens.len(),
                 self.opts.ctx_len
             )));
@@ -223,11 +223,11 @@ impl GpuDecoder {
                 self.steps.1 += 1;
             }
             self.cur = Step {
-                pos0: self.pos as u32,
+                pos0: self.slots.pos() as u32,
                 n_tok: n,
                 n_pen: 0,
                 penalty: 1.0,
-                kv0: (self.slot * self.opts.ctx_len) as u32,
+                kv0: (self.slots.current() * self.opts.ctx_len) as u32,
                 ..Default::default()
             };
             self.ctx
@@ -239,7 +239,7 @@ impl GpuDecoder {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             self.upload_memory_rows(chunk, &mut enc)?;
             if self.engram.is_some() {
-                let (slot, p0) = (self.slot, self.pos);
+                let (slot, p0) = (self.slots.current(), self.slots.pos());
                 let toks: Vec<_> = (chunk.iter().enumerate())
                     .map(|(i, &t)| (slot, p0 + i, t))
                     .collect();
@@ -250,12 +250,12 @@ impl GpuDecoder {
                 self.ctx.queue.submit([enc.finish()]);
                 self.profile_chunk(n)?;
                 self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
-                self.pos += chunk.len();
+                self.slots.advance(chunk.len());
                 continue;
             }
             self.encode_ops(&mut enc, &self.ops, Kind::of(n));
             self.pending = Some(enc);
-            self.pos += chunk.len();
+            self.slots.advance(chunk.len());
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! benchmark asks (`GpuDecoder::finish_compiles`). The choice never changes a result, only
 //! when the faster kernels start. (A background thread does not help: lavapipe compiles on
 //! its queue, at the first dispatch.)
-use super::KernelKey;
+use super::pipelines::KernelKey;
 use crate::gpu::Defines;
 
 /// Single-token steps after which the deferred fast forms are compiled: short runs never pay

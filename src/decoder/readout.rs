@@ -2,6 +2,8 @@
 //! native callers use the blocking wrappers), greedy / top-k selection with the repetition
 //! penalty on the GPU, the full logits, every position's logits (perplexity), and per-kernel
 //! profiling.
+use std::collections::HashMap;
+
 use super::cpu_adapter::first_bytes;
 use super::plan::{Kind, Named, Op};
 use super::specs::{self, Epilogue, Matmul};
@@ -22,6 +24,18 @@ pub(super) struct TokenHead {
     pub readback: wgpu::Buffer,
 }
 
+/// The readout's ops beyond the schedule: each built once, the top-k ones per K on first use.
+#[derive(Default)]
+pub(super) struct Heads {
+    /// Top-k kernels by K, with their bind groups (the penalty op is shared).
+    pub topk: HashMap<usize, (usize, wgpu::BindGroup)>,
+    pub penalize: Option<(usize, wgpu::BindGroup)>,
+    /// The LM head over every position of a batch (`tide eval`), built on first use.
+    pub all_logits: Option<TokenHead>,
+    /// The LM head over several sequences' tokens of one step (seqs.rs).
+    pub seq_head: Option<TokenHead>,
+}
+
 impl GpuDecoder {
     /// The repetition-penalty op (top-k ops are built on first use, per K).
     pub(super) fn build_sampling(&mut self) -> Result<()> {
@@ -36,7 +50,7 @@ impl GpuDecoder {
                 ("PEN", res(&buf.pen)),
             ],
         )?;
-        self.penalize = Some((pk.kernel, pbind));
+        self.heads.penalize = Some((pk.kernel, pbind));
         Ok(())
     }
 
@@ -123,7 +137,7 @@ impl GpuDecoder {
             )));
         }
         let mut enc = self.take_encoder()?;
-        if !self.topk.contains_key(&k) {
+        if !self.heads.topk.contains_key(&k) {
             let v = self.variant(&specs::top_k(k, self.config.vocab))?;
             let buf = self.buf.clone();
             let bind = self.bind(
@@ -138,8 +152,8 @@ impl GpuDecoder {
                 ],
             )?;
             // Compiled before it is recorded, so a failed compile is retried, not dispatched.
-            self.compile_pending()?;
-            self.topk.insert(k, (v.kernel, bind));
+            self.pipes.compile_pending(&self.ctx)?;
+            self.heads.topk.insert(k, (v.kernel, bind));
         }
         let n_pen = if penalty != 1.0 {
             recent.len().min(MAX_PEN)
@@ -160,12 +174,12 @@ impl GpuDecoder {
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             if n_pen > 0 {
-                let (pk, pb) = self.penalize.as_ref().unwrap();
+                let (pk, pb) = self.heads.penalize.as_ref().unwrap();
                 pass.set_pipeline(self.pipeline(*pk));
                 pass.set_bind_group(0, pb, &[]);
                 pass.dispatch_workgroups((n_pen as u32).div_ceil(64), 1, 1);
             }
-            let (kernel, bind) = &self.topk[&k];
+            let (kernel, bind) = &self.heads.topk[&k];
             pass.set_pipeline(self.pipeline(*kernel));
             pass.set_bind_group(0, bind, &[]);
             pass.dispatch_workgroups(1, 1, 1);
@@ -187,7 +201,7 @@ impl GpuDecoder {
 
     /// Run `tokens` and return every position's logits, [n, vocab] (perplexity).
     pub async fn feed_all_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        if self.all_logits.is_none() {
+        if self.heads.all_logits.is_none() {
             self.build_all_logits()?;
         }
         let v = self.config.vocab;
@@ -196,7 +210,7 @@ impl GpuDecoder {
             self.feed_in(chunk, self.opts.max_batch)?;
             let mut enc = self.take_encoder()?;
             let n = chunk.len();
-            let al = self.all_logits.as_ref().unwrap();
+            let al = self.heads.all_logits.as_ref().unwrap();
             self.encode_ops(&mut enc, &al.ops, Kind::of(n as u32));
             let bytes = n * v * 4;
             enc.copy_buffer_to_buffer(&al.logits, 0, &al.readback, 0, bytes as u64);
@@ -209,7 +223,7 @@ impl GpuDecoder {
 
     fn build_all_logits(&mut self) -> Result<()> {
         let head = self.build_token_head(self.opts.max_batch, "logits-all", false)?;
-        self.all_logits = Some(head);
+        self.heads.all_logits = Some(head);
         Ok(())
     }
 
@@ -261,7 +275,7 @@ impl GpuDecoder {
         // On failure, no half-built op may stay in the step's schedule.
         let ops = self.ops.split_off(n_ops);
         pushed?;
-        self.compile_pending()?;
+        self.pipes.compile_pending(&self.ctx)?;
         Ok(TokenHead {
             ops,
             logits,
@@ -277,7 +291,7 @@ impl GpuDecoder {
         logits: &wgpu::Buffer,
         seqs: bool,
     ) -> Result<()> {
-        let g = self.seq_group;
+        let g = self.slots.group;
         let x_bytes = |m: &Matmul| (m.cols * 4) as u64;
         let uniform_x = seqs
             && self.few_big_workgroups()
@@ -374,7 +388,7 @@ impl GpuDecoder {
                 .profile
                 .as_mut()
                 .unwrap()
-                .entry(self.kernels[k].label.clone())
+                .entry(self.pipes.slot(k).label.clone())
                 .or_insert((0, 0.0));
             e.0 += 1;
             e.1 += dt;
@@ -428,7 +442,12 @@ impl GpuDecoder {
         let ops: Vec<&Op> = self
             .ops
             .iter()
-            .chain(self.all_logits.as_ref().map_or(&[][..], |a| &a.ops[..]))
+            .chain(
+                self.heads
+                    .all_logits
+                    .as_ref()
+                    .map_or(&[][..], |a| &a.ops[..]),
+            )
             .collect();
         for n in [1u32, n_batch] {
             let step = super::plan::Step {
@@ -452,7 +471,7 @@ impl GpuDecoder {
                     self.ctx.wait()?;
                     *t = start.elapsed().as_secs_f64();
                 }
-                out.push((self.kernels[k].label.clone(), n, times[0], times[1]));
+                out.push((self.pipes.slot(k).label.clone(), n, times[0], times[1]));
             }
         }
         Ok(out)

@@ -12,12 +12,12 @@ use crate::error::{Error, Result};
 impl GpuDecoder {
     /// Sequences the decoder holds (`DecoderOptions::slots`).
     pub fn slots(&self) -> usize {
-        self.slot_pos.len()
+        self.slots.len()
     }
 
     /// Most tokens one several-sequence step takes; more are split into steps of this many.
     pub fn seq_group(&self) -> usize {
-        self.seq_group
+        self.slots.group
     }
 
     /// The slot `feed`, `reset` and the readouts work on from now on (each keeps its position).
@@ -25,19 +25,12 @@ impl GpuDecoder {
         self.check_slot(slot)?;
         // Work already recorded belongs to the current slot: run it first.
         self.flush();
-        self.slot_pos[self.slot] = self.pos;
-        self.slot = slot;
-        self.pos = self.slot_pos[slot];
-        Ok(())
+        self.slots.set_current(slot)
     }
 
     /// Position of `slot`'s sequence (tokens fed so far).
     pub fn slot_pos(&self, slot: usize) -> usize {
-        if slot == self.slot {
-            self.pos
-        } else {
-            self.slot_pos.get(slot).copied().unwrap_or(0)
-        }
+        self.slots.pos_of(slot)
     }
 
     /// Feed `toks[i].1` as the next token of the sequence in slot `toks[i].0` and return each
@@ -70,9 +63,9 @@ impl GpuDecoder {
             )));
         }
         let pos = self.check_seqs(toks)?;
-        let back = self.slot;
+        let back = self.slots.current();
         let mut out = Vec::with_capacity(toks.len());
-        let g = self.seq_group;
+        let g = self.slots.group;
         for ((group, want), pos) in toks.chunks(g).zip(want.chunks(g)).zip(pos.chunks(g)) {
             if let [(slot, t)] = group {
                 // One token: the decode kernels.
@@ -134,7 +127,6 @@ impl GpuDecoder {
         pos: &[usize],
     ) -> Result<Vec<Option<Vec<f32>>>> {
         self.flush();
-        self.slot_pos[self.slot] = self.pos;
         let n = group.len();
         let kind = Kind::Seqs(n as u32);
         self.compile_for(kind)?;
@@ -175,9 +167,8 @@ impl GpuDecoder {
         }
         self.encode_ops(&mut enc, &self.ops, kind);
         for &(slot, _) in group {
-            self.slot_pos[slot] += 1;
+            self.slots.advance_slot(slot, 1);
         }
-        self.pos = self.slot_pos[self.slot];
         let mut out = vec![None; n];
         if wanted == 0 {
             // Nothing to read: the step goes with the next submission.
@@ -185,7 +176,7 @@ impl GpuDecoder {
             return Ok(out);
         }
         // Built with the schedule whenever steps can hold several sequences.
-        let head = self.seq_head.as_ref().expect("seq_group >= 2");
+        let head = self.heads.seq_head.as_ref().expect("seq_group >= 2");
         // The head's multi-token form (CPU adapters) exists from two tokens up; the batch
         // matmul (elsewhere) covers the step's tokens.
         let rows = wanted.max(2);
@@ -209,8 +200,8 @@ impl GpuDecoder {
 
     /// The LM head over every token of a several-sequence step.
     pub(super) fn build_seq_head(&mut self) -> Result<()> {
-        let head = self.build_token_head(self.seq_group, "logits-seqs", true)?;
-        self.seq_head = Some(head);
+        let head = self.build_token_head(self.slots.group, "logits-seqs", true)?;
+        self.heads.seq_head = Some(head);
         Ok(())
     }
 }
@@ -236,8 +227,8 @@ impl GpuDecoder {
     /// streams: drivers such as lavapipe compile a pipeline at its first dispatch, which on a
     /// CPU takes seconds. Slot 0 starts over afterwards; the other slots are untouched.
     pub fn warm_seq_steps(&mut self) -> Result<()> {
-        let back = self.slot;
-        for n in 2..=self.seq_group.min(self.opts.ctx_len) {
+        let back = self.slots.current();
+        for n in 2..=self.slots.group.min(self.opts.ctx_len) {
             self.use_slot(0)?;
             self.reset();
             self.step_seqs(&vec![(0, 0); n])?;
