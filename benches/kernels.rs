@@ -13,6 +13,17 @@ use tide_gpu::gpu::{gpu_words, GpuContext, GpuOptions};
 use tide_gpu::model::DType;
 use tide_gpu::options::PrefillTile;
 
+/// The Step uniform of `n_tok` tokens from position 0, no penalty, one sequence from K/V row
+/// 0, with room for the per-token entries of several-sequence steps (common.wgsl's Step).
+fn step_uniform(n_tok: u32) -> Vec<u8> {
+    let mut step: Vec<u8> = [0u32, n_tok, 0, 0, 0, 0, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    step.resize(32 + tide_gpu::decoder::MAX_SEQS * 16, 0);
+    step
+}
+
 fn main() {
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions::default())).expect("no GPU adapter");
     // A/B mode: TIDE_AB_SHADER_DIR=<folder of edited shaders> times each kernel built from
@@ -138,12 +149,7 @@ fn main() {
                 _ => ab_dir.as_ref().map(|_| s.clone()),
             };
             let mut data = vec![
-                Data::Bytes(
-                    [0u32, n_tok, 0, 0]
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
-                ),
+                Data::Bytes(step_uniform(n_tok)),
                 Data::U32(w.clone()),
                 if s.texture_at(2) {
                     // texture rows of the harness's width, every word 0.01
@@ -244,14 +250,7 @@ fn main() {
             .map(|i| (i.wrapping_mul(2654435761) & 0x0fff_0fff) | 0x1000_1000)
             .collect()
     };
-    let step = || {
-        Data::Bytes(
-            [0u32, 1, 0, 0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        )
-    };
+    let step = || Data::Bytes(step_uniform(1));
     // Rows of f32 as the decoder's row textures hold them (harness width).
     let tex_rows = |rows: usize, v: f32| Data::F32(vec![v; rows * tide_gpu::gpu::TEX_WIDTH * 4]);
     let tide_ks: &[usize] = match &only {

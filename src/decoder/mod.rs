@@ -39,6 +39,7 @@ use crate::gpu::GpuContext;
 use crate::model::{Config, Model};
 pub use crate::options::{DecoderOptions, KernelSet, PrefillTile, RouterPlacement};
 use pipelines::Pipelines;
+pub use plan::MAX_SEQS;
 use plan::{Kind, Op, Step, Variant};
 pub use readout::MAX_TOP_K;
 use readout::{Heads, MAX_PEN};
