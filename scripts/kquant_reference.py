@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from arch_reference import write_gguf  # noqa: E402
-from llamacpp_reference import open_model  # noqa: E402
+from llamacpp_reference import open_model, quantize  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 20261207
@@ -48,20 +48,6 @@ TYPES = {
 
 def log(msg):
     print(f"[kquant_reference] {msg}", file=sys.stderr, flush=True)
-
-
-def quantize(src, dst, ftype):
-    import llama_cpp
-
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype = getattr(llama_cpp, ftype)
-    p.allow_requantize = True
-    p.nthread = 2
-    tmp = dst + ".tmp"
-    rc = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), p)
-    if rc != 0:
-        sys.exit(f"llama_model_quantize({src} -> {ftype}) failed: {rc}")
-    os.replace(tmp, dst)
 
 
 def logits_of(path, seq):

@@ -165,6 +165,22 @@ def open_model(path):
     return llm
 
 
+def quantize(src, dst, ftype):
+    """llama.cpp's own quantiser: `src` to `dst` as `ftype` (a LLAMA_FTYPE_* name), from an
+    already quantised file too (allow_requantize); written under a temporary name first."""
+    import llama_cpp
+
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = getattr(llama_cpp, ftype)
+    p.allow_requantize = True
+    p.nthread = 2
+    tmp = dst + ".tmp"
+    rc = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), p)
+    if rc != 0:
+        sys.exit(f"llama_model_quantize({src} -> {ftype}) failed: {rc}")
+    os.replace(tmp, dst)
+
+
 def tokenize(llm, text, add_bos):
     return [int(t) for t in llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)]
 

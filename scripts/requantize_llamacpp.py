@@ -26,6 +26,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llamacpp_reference import quantize  # noqa: E402
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FTYPES = {
@@ -49,7 +52,6 @@ def main():
     os.makedirs(out, exist_ok=True)
 
     import gguf
-    import llama_cpp
 
     for t in a.types:
         if t not in FTYPES:
@@ -58,15 +60,7 @@ def main():
             dst = os.path.join(out, os.path.basename(src)[:-len(".gguf")] + ".F32.gguf")
         else:
             dst = os.path.join(out, f"SmolLM2-135M-Instruct.{t.upper()}.gguf")
-        p = llama_cpp.llama_model_quantize_default_params()
-        p.ftype = getattr(llama_cpp, FTYPES[t])
-        p.allow_requantize = True
-        p.nthread = 2
-        tmp = dst + ".tmp"
-        rc = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), p)
-        if rc != 0:
-            sys.exit(f"llama_model_quantize({src} -> {t}) failed: {rc}")
-        os.replace(tmp, dst)
+        quantize(src, dst, FTYPES[t])
         types = collections.Counter(
             t.tensor_type.name for t in gguf.GGUFReader(dst).tensors)
         print(f"{dst}: {dict(types)}")

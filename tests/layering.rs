@@ -63,6 +63,23 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Every .rs file under src/: its path relative to src/ ('/'-separated) and its text.
+fn sources(src: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files
+        .into_iter()
+        .map(|f| {
+            let rel = f
+                .strip_prefix(src)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            (rel, std::fs::read_to_string(&f).unwrap())
+        })
+        .collect()
+}
+
 /// `crate::NAME` paths in `text`, comments left out.
 fn crate_paths(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -105,21 +122,13 @@ fn modules_use_only_the_layers_below_them() {
             "src/{m}: a module this test does not know: add it to ALLOWED with its layer"
         );
     }
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut broken = Vec::new();
     let mut known_seen = BTreeSet::new();
-    for f in files {
-        let rel = f
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+    for (rel, text) in sources(&src) {
         let module = rel.split('/').next().unwrap().trim_end_matches(".rs");
         let Some((_, allowed)) = ALLOWED.iter().find(|(n, _)| *n == module) else {
             continue; // lib.rs, main.rs, cli/: the front end may use everything
         };
-        let text = std::fs::read_to_string(&f).unwrap();
         for used in crate_paths(&text) {
             if used == module || used == "error" || !mods.contains(&used) {
                 continue;
@@ -147,19 +156,11 @@ fn modules_use_only_the_layers_below_them() {
 #[test]
 fn the_library_reads_no_environment() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut found = Vec::new();
-    for f in files {
-        let rel = f
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+    for (rel, text) in sources(&src) {
         if rel.starts_with("cli/") || rel == "main.rs" {
             continue;
         }
-        let text = std::fs::read_to_string(&f).unwrap();
         for (i, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             if ["env::var", "env::vars", "env!(\"TIDE", "option_env!"]
