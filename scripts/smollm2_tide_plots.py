@@ -3,7 +3,7 @@
 data, without a plotting library:
 
   python3 scripts/smollm2_tide_plots.py models/smollm2-tide/train_metrics.json docs/results \\
-      [--finetune docs/results/smollm2_finetune.json] [--memory-500k F] [--quality JSONL]
+      [--finetune docs/results/smollm2_finetune.json] [--quality JSONL]
 
 Writes smollm2_curve.svg (held-out and out-of-domain CE against training tokens, with the
 backbone's level), smollm2_ce_by_decile.svg, smollm2_null.svg (NULL weight by decile and by
@@ -23,7 +23,11 @@ BLUE, ORANGE, GREEN, GREY, RED = "#1f77b4", "#ff7f0e", "#2ca02c", "#888888", "#d
 
 def lines(path, title, series, xlabel, ylabel, hlines=()):
     """series: [(name, colour, [(x, y)])]; hlines: [(name, colour, y)] drawn dashed."""
-    w, h, left, bottom, top, right = 640, 340, 60, 70, 40, 20
+    # Room under the axis for two columns of legend lines.
+    rows = (len(series) + len(hlines) + 1) // 2
+    w, left, top, right = 640, 60, 40, 20
+    bottom = 42 + 14 * rows
+    h = 270 + bottom
     xs = [x for _, _, pts in series for x, _ in pts]
     ys = [y for _, _, pts in series for _, y in pts] + [y for _, _, y in hlines]
     x0, x1 = min(xs), max(xs) or 1
@@ -57,7 +61,7 @@ def lines(path, title, series, xlabel, ylabel, hlines=()):
     legend = [(n, c, False) for n, c, _ in series] + [(n, c, True) for n, c, _ in hlines]
     for i, (name, colour, dashed) in enumerate(legend):
         # Two columns of legend lines under the axis.
-        lx, ly = left + (i % 2) * 290, h - 18 + 14 * (i // 2)
+        lx, ly = left + (i % 2) * 290, h - bottom + 50 + 14 * (i // 2)
         dash = ' stroke-dasharray="5,4"' if dashed else ""
         out.append(f'<line x1="{lx}" x2="{lx+18}" y1="{ly-4}" y2="{ly-4}" stroke="{colour}" '
                    f'stroke-width="2"{dash}/><text x="{lx+24}" y="{ly}">{name}</text>')
@@ -70,7 +74,6 @@ def main():
     ap.add_argument("metrics")
     ap.add_argument("out")
     ap.add_argument("--finetune", help="metrics.json of the full fine-tuning control")
-    ap.add_argument("--memory-500k", help="metrics.json of the memory run of the control's length")
     ap.add_argument("--quality", help="smollm2_tide_quality.jsonl")
     a = ap.parse_args()
     m = json.load(open(a.metrics))
@@ -80,10 +83,16 @@ def main():
     ref = m.get("baseline_check", {})
     hl = [(f"backbone alone, held-out", BLUE, ref["ce"])] if "ce" in ref else []
     hl += [(f"backbone alone, out of domain", ORANGE, ref["ood_ce"])] if "ood_ce" in ref else []
+    curves = [("held-out (memory)", BLUE, pts), ("out of domain (memory)", ORANGE, ood)]
+    if a.finetune:
+        # The control's curve on the same windows, from the same batches (same seed).
+        ft = json.load(open(a.finetune))
+        curves += [("held-out (fine-tuned)", GREEN, [(c["tokens"], c["ce"]) for c in ft["checks"]]),
+                   ("out of domain (fine-tuned)", RED,
+                    [(c["tokens"], c["ood_ce"]) for c in ft["checks"] if "ood_ce" in c])]
     lines(os.path.join(a.out, "smollm2_curve.svg"),
           f"SmolLM2-135M + TIDE memory (K = {m.get('k') or m['args']['k']}): CE while training",
-          [("held-out (memory)", BLUE, pts), ("out of domain (memory)", ORANGE, ood)],
-          "training tokens", "cross-entropy (nats)", hl)
+          curves, "training tokens", "cross-entropy (nats)", hl)
     if "trained" not in m:
         print(f"{a.metrics}: a run in progress (no final evaluation): the curve only")
         return

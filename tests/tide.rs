@@ -564,8 +564,8 @@ fn load_err(p: &std::path::Path) -> String {
     e
 }
 
-/// The GPU gathers and decodes every table with table 0's type and row size: a file whose
-/// tables differ in float type (allowed per table before) is refused on load, naming the
+/// The GPU gathers and decodes every table with one type and row size: a table whose type is
+/// not the one tide.rows names (or, without it, table 0's) is refused on load, naming the
 /// tensor, for a safetensors memory file and for a GGUF.
 #[test]
 fn memory_tables_of_mixed_types_are_refused() {
@@ -586,25 +586,68 @@ fn memory_tables_of_mixed_types_are_refused() {
     let e = attach_err(&f, "mixed.safetensors");
     assert!(
         e.contains("tide-bad-")
-            && e.contains("tide.memory.1.rows")
-            && e.contains("F16")
-            && e.contains("tide.memory.0.rows is F32")
-            && e.contains("share one type"),
+            && e.contains("tensor 'tide.memory.1.rows' is F16 but tide.rows says F32"),
+        "{e}"
+    );
+    // Without tide.rows the tables are read as table 0 is stored: the others must match it.
+    f.meta.remove("tide.rows");
+    let e = attach_err(&f, "mixed-nometa.safetensors");
+    assert!(
+        e.contains("tensor 'tide.memory.1.rows' is F16 but tide.rows says F32"),
         "{e}"
     );
 
-    let kvs = || vec![("tide.k", Kv::U32(2)), ("tide.rows", Kv::Str("f32".into()))];
-    // The same layout in one type loads (the check is not what refuses the GGUF below).
-    let p = gguf_with_float_memory([1, 1], kvs());
+    let kvs = |rows: &str| vec![("tide.k", Kv::U32(2)), ("tide.rows", Kv::Str(rows.into()))];
+    // The same layout in one type loads (the check is not what refuses the GGUFs below).
+    let p = gguf_with_float_memory([1, 1], kvs("f16"));
     assert_eq!(load(&p).unwrap().memory.map(|m| m.k), Some(2));
     let _ = std::fs::remove_file(&p);
-    let p = gguf_with_float_memory([0, 1], kvs());
+    let p = gguf_with_float_memory([0, 1], kvs("f32"));
     let e = load_err(&p);
     assert!(
         e.contains(".gguf")
-            && e.contains("tensor 'tide.memory.1.rows' is F16 but tide.memory.0.rows is F32"),
+            && e.contains("tensor 'tide.memory.1.rows' is F16 but tide.rows says F32"),
         "{e}"
     );
+    // f16 tables under tide.rows = f32 would be gathered with f32's row size (found by
+    // fuzz/fuzz_targets/memory.rs): refused.
+    let p = gguf_with_float_memory([1, 1], kvs("f32"));
+    let e = load_err(&p);
+    assert!(
+        e.contains("tensor 'tide.memory.0.rows' is F16 but tide.rows says F32"),
+        "{e}"
+    );
+}
+
+/// A memory file without tide.rows is read in the type its tables are stored in, and every
+/// token's rows can be gathered (the fuzzer's case: f16 tables and no tide.rows key).
+#[test]
+fn memory_without_tide_rows_reads_its_stored_type() {
+    let mut f = read_st(&dir().join("memory_f16_normalized.safetensors"));
+    let want = {
+        let p = write_st(&f, "rows-meta");
+        let mut m = variant("backbone");
+        attach_memory(&mut m, &p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        let mem = m.memory.unwrap();
+        let mut out = Vec::new();
+        mem.rows.gather(&[0, 95], &mut out).unwrap();
+        out
+    };
+    f.meta.remove("tide.rows");
+    let p = write_st(&f, "rows-nometa");
+    let mut m = variant("backbone");
+    attach_memory(&mut m, &p).unwrap();
+    let _ = std::fs::remove_file(&p);
+    let mem = m.memory.unwrap();
+    let mut out = Vec::new();
+    mem.rows.gather(&[0, 95], &mut out).unwrap();
+    assert_eq!(
+        out.len(),
+        2 * 3 * 64 * 2,
+        "two tokens x K = 3 f16 rows of 64"
+    );
+    assert_eq!(out, want);
 }
 
 /// tide.eps must be a finite number > 0 (RMSNorm divides by sqrt(mean + eps)), and tide.k = 0

@@ -173,7 +173,17 @@ struct Layout {
 
 impl Layout {
     fn read(file: &str, set: &TensorSet, c: &Config) -> Result<Layout> {
-        let dtype = match meta_get(&set.meta, "tide.rows").unwrap_or("f32") {
+        // Without tide.rows, float tables are read as they are stored (the first table's
+        // type); every table must then match it.
+        let stored = set
+            .weights
+            .get("tide.memory.0.rows")
+            .map_or("f32", |w| match w.dtype() {
+                DType::F16 => "f16",
+                DType::BF16 => "bf16",
+                _ => "f32",
+            });
+        let dtype = match meta_get(&set.meta, "tide.rows").unwrap_or(stored) {
             "f32" => DType::F32,
             "f16" => DType::F16,
             "bf16" => DType::BF16,
@@ -316,22 +326,6 @@ fn read_tables(file: &str, set: &TensorSet, c: &Config, k: usize, lay: &Layout) 
                 format!("tensor '{name}' holds a NaN or infinite value in row {row}"),
             ));
         }
-        // The GPU gathers every table's rows with table 0's row size and decodes them
-        // with table 0's type, so a mix of float types would read the wrong bytes.
-        if let Some(t0) = tables
-            .first()
-            .map(Weight::dtype)
-            .filter(|&t0| t0 != w.dtype())
-        {
-            return Err(format_err(
-                file,
-                format!(
-                    "tensor '{name}' is {:?} but tide.memory.0.rows is {t0:?}: all \
-                     memory tables must share one type",
-                    w.dtype()
-                ),
-            ));
-        }
         tables.push(w);
         if lay.rank.is_some() {
             let bname = format!("tide.memory.{i}.basis");
@@ -465,7 +459,8 @@ pub(crate) fn table(
                 got: w.info.shape.clone(),
             });
         }
-        if w.dtype() != dtype && dtype.block_elems() > 1 {
+        // A float table of another float type would be read with the wrong row size.
+        if w.dtype() != dtype {
             return Err(format_err(
                 file,
                 format!(
