@@ -5,6 +5,7 @@ use crate::cpu::{CpuModel, CpuSession};
 use crate::decoder::GpuDecoder;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
+use crate::memory::MemoryRows;
 use crate::model::Model;
 use crate::options::Options;
 use crate::sample::{recent_distinct, Sampler};
@@ -23,25 +24,23 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Open `backend` for `model`. With `Backend::Auto` a GPU adapter is tried first and the
+    /// Open `backend` for `model`, its memories' rows read through `rows`
+    /// (`MemoryRows::local(model)` for its own tables). With `Backend::Auto` a GPU adapter is tried first and the
     /// CPU reference taken when none opens (or only software OpenGL is there); the second
     /// value then says why, for the front end to show.
     pub async fn open(
         model: &Model,
+        rows: &MemoryRows,
         backend: Backend,
         opts: &Options,
     ) -> Result<(Engine, Option<String>)> {
         let cpu = || {
-            Engine::Cpu(Box::new(
-                Arc::new(CpuModel::new(model)).session(opts.decoder.ctx_len),
-            ))
+            let m = CpuModel::with_rows(model, rows.clone());
+            Engine::Cpu(Box::new(Arc::new(m).session(opts.decoder.ctx_len)))
         };
         let gpu = |ctx| -> Result<Engine> {
-            Ok(Engine::Gpu(Box::new(GpuDecoder::new(
-                ctx,
-                model,
-                opts.decoder.clone(),
-            )?)))
+            let d = GpuDecoder::with_rows(ctx, model, rows, opts.decoder.clone())?;
+            Ok(Engine::Gpu(Box::new(d)))
         };
         match backend {
             Backend::Cpu => Ok((cpu(), None)),
@@ -67,10 +66,11 @@ impl Engine {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new(
         model: &Model,
+        rows: &MemoryRows,
         backend: Backend,
         opts: &Options,
     ) -> Result<(Engine, Option<String>)> {
-        pollster::block_on(Self::open(model, backend, opts))
+        pollster::block_on(Self::open(model, rows, backend, opts))
     }
 
     /// Whether the engine's GPU device was lost (never for the CPU reference).

@@ -2,6 +2,7 @@
 //! `tide serve` and the browser): the context length, the memory row cache's budget and the
 //! memory link's read-through gap. Front ends pass what the user asked for (None: not asked).
 use crate::error::{Error, Result};
+use crate::memory::MemoryRows;
 use crate::model::Model;
 use crate::options::Options;
 
@@ -83,34 +84,34 @@ pub fn row_cache_bytes(
     })
 }
 
-/// Size the row caches of `model`'s TIDE memory (whose rows come from `source`) and Engram
+/// Size the row caches of a model's TIDE memory (whose rows come from `source`) and Engram
 /// tables (always local) by [`row_cache_bytes`]; returns the TIDE memory's budget.
 pub fn size_row_caches(
-    model: &Model,
+    rows: &MemoryRows,
     ctx: usize,
     source: RowSource,
     asked_mb: Option<f64>,
 ) -> Result<usize> {
-    if let Some(e) = &model.engram {
+    if !rows.engram.is_empty() {
         let local = if source == RowSource::Remote {
             RowSource::Local
         } else {
             source
         };
-        e.set_cache_bytes(row_cache_bytes(e.table_bytes(), 0, ctx, local, asked_mb)?);
+        let all = rows.engram_table_bytes();
+        rows.set_engram_cache_bytes(row_cache_bytes(all, 0, ctx, local, asked_mb)?);
     }
-    let Some(mem) = &model.memory else {
+    let Some(store) = &rows.tide else {
         return Ok(0);
     };
-    let rows = &mem.rows;
     let bytes = row_cache_bytes(
-        rows.table_bytes(),
-        rows.token_bytes(),
+        store.table_bytes(),
+        store.token_bytes(),
         ctx,
         source,
         asked_mb,
     )?;
-    rows.set_cache_bytes(bytes);
+    store.set_cache_bytes(bytes);
     Ok(bytes)
 }
 

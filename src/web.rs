@@ -13,8 +13,9 @@ use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
 use crate::generate::Run;
 use crate::inspect::{inspect, tokens_to_inspect};
-use crate::memory::fetch::{attach_memory_fetch, FetchOptions, Fetcher};
+use crate::memory::fetch::{open_memory_fetch, FetchOptions, Fetcher};
 use crate::memory::store::RowStore;
+use crate::memory::MemoryRows;
 use crate::model::tokenizer::TokenizerInfo;
 use crate::model::{Blob, ModelFiles};
 use crate::sample::{Sampler, SamplerConfig};
@@ -217,13 +218,22 @@ async fn open(
     let ctx = opts.decoder.ctx_len;
     let (mut link, mut fetcher) = (None, None);
     let mut rows_from = RowSource::Local;
+    let mut remote_rows = None;
     if !memory_url.is_empty() {
-        let (f, l) = attach_memory_fetch(&mut model, memory_url, &fetch).await?;
-        (fetcher, link) = (Some(f), Some(l));
+        let (r, f) = open_memory_fetch(&model.config, memory_url, &fetch).await?;
+        model.memory = Some(r.memory);
+        if let Some(tc) = r.token_counts {
+            model.token_counts = Some(tc);
+        }
+        (fetcher, link, remote_rows) = (Some(f), Some(r.link), Some(r.rows));
         rows_from = RowSource::Remote;
     }
-    session::size_row_caches(&model, ctx, rows_from, asked.cache_mb)?;
-    let rows = model.memory.as_ref().map(|m| m.rows.clone());
+    let mut stores = MemoryRows::local(&model);
+    if remote_rows.is_some() {
+        stores.tide = remote_rows;
+    }
+    session::size_row_caches(&stores, ctx, rows_from, asked.cache_mb)?;
+    let rows = stores.tide.clone();
     let c = &model.config;
     // The largest buffer: a weight tensor, the logits of a full prefill batch, or the KV cache
     // of all layers (were it one buffer).
@@ -238,7 +248,7 @@ async fn open(
         .max((model.config.vocab * opts.decoder.max_batch * 4) as u64)
         .max((c.n_layers * opts.decoder.ctx_len * c.kv_dim() * 4) as u64);
     opts.gpu.needed_buffer = Some(biggest);
-    let (engine, note) = Engine::open(&model, backend, &opts).await?;
+    let (engine, note) = Engine::open(&model, &stores, backend, &opts).await?;
     let k = model.memory.as_ref().map_or(0, |m| m.k);
     let info = json!({
         "model": source,

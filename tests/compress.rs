@@ -10,10 +10,10 @@ use std::process::Command;
 use common::st_file::{read_st, tensor, write_st};
 use common::{assert_close, cpu_logits, json_ids as ids, repo, small_decoder};
 use tide_gpu::decoder::KernelSet;
-use tide_gpu::memory::block_rows;
 use tide_gpu::memory::compress::{
     compress, write_memory_file, CompressOptions, Compressed, RankRule,
 };
+use tide_gpu::memory::{block_rows, tide_local};
 use tide_gpu::model::{attach_memory, load, DType, Model};
 
 fn tiny() -> PathBuf {
@@ -125,9 +125,10 @@ fn svd_at_full_rank_reproduces_the_tables() {
     let (orig, back) = (m.memory.as_ref().unwrap(), full.memory.as_ref().unwrap());
     let k = orig.k;
     let (mut a, mut b) = (vec![0f32; k * d], vec![0f32; k * d]);
+    let (orig_rows, back_rows) = (tide_local(orig), tide_local(back));
     for v in (0..m.config.vocab as u32).step_by(37) {
-        block_rows(orig, v, &mut a).unwrap();
-        block_rows(back, v, &mut b).unwrap();
+        block_rows(orig, &orig_rows, v, &mut a).unwrap();
+        block_rows(back, &back_rows, v, &mut b).unwrap();
         assert_close(&format!("row of token {v}"), &b, &a, 1e-4);
     }
     let (_, q8) = compressed(&dir, &m, DType::Q8_0, None);
@@ -169,9 +170,10 @@ fn kept_f16_tables_are_the_committed_models() {
     let (k, d) = (a.k, q4.config.dim);
     let (mut x, mut y) = (vec![0f32; k * d], vec![0f32; k * d]);
     let (mut err, mut norm) = (0f64, 0f64);
+    let (a_rows, b_rows) = (tide_local(a), tide_local(b));
     for v in (0..q4.config.vocab as u32).step_by(7) {
-        block_rows(a, v, &mut x).unwrap();
-        block_rows(b, v, &mut y).unwrap();
+        block_rows(a, &a_rows, v, &mut x).unwrap();
+        block_rows(b, &b_rows, v, &mut y).unwrap();
         for (p, q) in x.iter().zip(&y) {
             err += ((p - q) as f64).powi(2);
             norm += (*q as f64).powi(2);

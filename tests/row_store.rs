@@ -19,8 +19,9 @@ use common::{assert_close, cpu_logits, gpu, json_ids as ids, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::memory::compress::{compress, write_memory_file, CompressOptions, RankRule};
-use tide_gpu::memory::http::{attach_memory_url, gap_for, HttpOptions};
+use tide_gpu::memory::http::{gap_for, open_memory_url, HttpOptions, Link};
 use tide_gpu::memory::store::{by_frequency, MemoryStats};
+use tide_gpu::memory::MemoryRows;
 use tide_gpu::model::{attach_memory, load, DType, Model};
 
 /// How the test server answers.
@@ -223,11 +224,54 @@ fn quick() -> HttpOptions {
     }
 }
 
-fn decoder(m: &Model) -> GpuDecoder {
+/// A model and the row stores its memory is read through, as a front end holds them.
+struct Loaded {
+    m: Model,
+    rows: MemoryRows,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = Model;
+    fn deref(&self) -> &Model {
+        &self.m
+    }
+}
+
+/// The tiny model with the memory file at `path`, read through stores over the mapped file.
+fn local_model(path: &std::path::Path) -> Loaded {
+    let mut m = load(&tiny()).unwrap();
+    attach_memory(&mut m, path).unwrap();
+    let rows = MemoryRows::local(&m);
+    Loaded { m, rows }
+}
+
+/// The tiny model with its memory from `url` (as the CLI opens `--memory URL`).
+fn attach_url(url: &str, opts: &HttpOptions) -> tide_gpu::Result<(Loaded, Link)> {
+    let mut m = load(&tiny()).unwrap();
+    let r = open_memory_url(&m.config, url, opts)?;
+    m.memory = Some(r.memory);
+    m.token_counts = r.token_counts.or(m.token_counts);
+    let rows = MemoryRows {
+        tide: Some(r.rows),
+        engram: Vec::new(),
+    };
+    Ok((Loaded { m, rows }, r.link))
+}
+
+/// The CPU reference's logits of `seq`, reading through `m`'s stores.
+fn cpu_logits_of(m: &Loaded, seq: &[u32]) -> Vec<f32> {
+    let cm = Arc::new(CpuModel::with_rows(&m.m, m.rows.clone()));
+    let mut s = cm.session(64);
+    s.keep_all = true;
+    s.feed(seq).unwrap();
+    s.all_logits.clone()
+}
+
+fn decoder(m: &Loaded) -> GpuDecoder {
     decoder_with(m, false)
 }
 
-fn decoder_with(m: &Model, memory_resident: bool) -> GpuDecoder {
+fn decoder_with(m: &Loaded, memory_resident: bool) -> GpuDecoder {
     let opts = DecoderOptions {
         ctx_len: 64,
         max_batch: 16,
@@ -236,7 +280,7 @@ fn decoder_with(m: &Model, memory_resident: bool) -> GpuDecoder {
         memory_resident,
         ..Default::default()
     };
-    GpuDecoder::new(gpu(), m, opts).unwrap()
+    GpuDecoder::with_rows(gpu(), &m.m, &m.rows, opts).unwrap()
 }
 
 fn seq() -> Vec<u32> {
@@ -249,11 +293,11 @@ fn seq() -> Vec<u32> {
 }
 
 /// The GPU's logits, the prompt as a batch and then token by token, against `want`.
-fn check_gpu(tag: &str, m: &Model, seq: &[u32], want: &[f32]) {
+fn check_gpu(tag: &str, m: &Loaded, seq: &[u32], want: &[f32]) {
     check_gpu_with(tag, m, seq, want, false)
 }
 
-fn check_gpu_with(tag: &str, m: &Model, seq: &[u32], want: &[f32], resident: bool) {
+fn check_gpu_with(tag: &str, m: &Loaded, seq: &[u32], want: &[f32], resident: bool) {
     let mut dec = decoder_with(m, resident);
     let v = m.config.vocab;
     let got = dec.feed_all(seq).unwrap();
@@ -271,8 +315,8 @@ fn check_gpu_with(tag: &str, m: &Model, seq: &[u32], want: &[f32], resident: boo
     }
 }
 
-fn stats(m: &Model) -> MemoryStats {
-    m.memory.as_ref().unwrap().rows.stats()
+fn stats(m: &Loaded) -> MemoryStats {
+    m.rows.tide.as_ref().unwrap().stats()
 }
 
 #[test]
@@ -282,9 +326,8 @@ fn every_row_path_gives_the_cpu_references_logits() {
         let tag = format!("{dtype:?} svd={svd:?}");
         let (path, bytes) = memory_file(dtype, svd, &format!("{dtype:?}"));
         let local = |cache_tokens: usize| {
-            let mut m = load(&tiny()).unwrap();
-            attach_memory(&mut m, &path).unwrap();
-            let store = &m.memory.as_ref().unwrap().rows;
+            let m = local_model(&path);
+            let store = m.rows.tide.as_ref().unwrap();
             store.set_cache_bytes(cache_tokens * store.token_bytes());
             m
         };
@@ -309,7 +352,7 @@ fn every_row_path_gives_the_cpu_references_logits() {
         let m = local(0);
         check_gpu_with(&format!("{tag} resident"), &m, &seq, &want, true);
         let s = stats(&m);
-        let tables = m.memory.as_ref().unwrap().rows.table_bytes();
+        let tables = m.rows.tide.as_ref().unwrap().table_bytes();
         assert_eq!((s.misses, s.bytes_fetched), (0, 0), "{s:?}");
         assert_eq!(s.hits, 2 * n * k);
         assert!(
@@ -321,7 +364,7 @@ fn every_row_path_gives_the_cpu_references_logits() {
         let m = local(1);
         check_gpu(&format!("{tag} cache of 1"), &m, &seq, &want);
         let s = stats(&m);
-        let tb = m.memory.as_ref().unwrap().rows.token_bytes() as u64;
+        let tb = m.rows.tide.as_ref().unwrap().token_bytes() as u64;
         assert_eq!(s.resident_bytes, tb, "{s:?}");
         assert_eq!(s.hits + s.misses, s.rows_requested);
         assert!(s.misses > distinct * k, "evictions force re-reads: {s:?}");
@@ -336,9 +379,8 @@ fn every_row_path_gives_the_cpu_references_logits() {
         // Over HTTP Range, cold and through a warmed cache.
         let srv = serve(bytes);
         for cache_tokens in [0, 40] {
-            let mut m = load(&tiny()).unwrap();
-            attach_memory_url(&mut m, &srv.url, &quick()).unwrap();
-            let store = m.memory.as_ref().unwrap().rows.clone();
+            let (m, _) = attach_url(&srv.url, &quick()).unwrap();
+            let store = m.rows.tide.clone().unwrap();
             store.set_cache_bytes(cache_tokens * store.token_bytes());
             let counts = m.token_counts.clone().unwrap();
             let (warmed, read) = store.warm(&by_frequency(&counts), 16, &mut |_| {}).unwrap();
@@ -361,7 +403,7 @@ fn every_row_path_gives_the_cpu_references_logits() {
             let reqs = srv.requests.load(Ordering::SeqCst) - before;
             assert!(reqs as u64 <= s.misses, "{reqs} requests for {s:?}");
             // The CPU reference reads through the same store and agrees.
-            let cpu = cpu_logits(&m, &seq);
+            let cpu = cpu_logits_of(&m, &seq);
             assert_close(&format!("{tag} HTTP CPU"), &cpu, &want, 1e-5);
         }
         let _ = std::fs::remove_file(&path);
@@ -384,16 +426,15 @@ fn http_failures_are_clear_errors_that_stop_the_step() {
     // At attach time.
     for (mode, want) in cases {
         srv.set(mode);
-        let mut m = load(&tiny()).unwrap();
-        let e = attach_memory_url(&mut m, &srv.url, &quick())
+        let e = attach_url(&srv.url, &quick())
+            .map(|_| ())
             .expect_err("a failing server must not attach")
             .to_string();
         assert!(e.contains(&srv.url) && e.contains(want), "{mode:?}: {e}");
     }
     // Mid-run: the step fails with the reason, then works again once the server does.
     srv.set(Mode::Ok);
-    let mut m = load(&tiny()).unwrap();
-    attach_memory_url(&mut m, &srv.url, &quick()).unwrap();
+    let (m, _) = attach_url(&srv.url, &quick()).unwrap();
     let mut dec = decoder(&m);
     let seq = seq();
     dec.feed(&seq[..4]).unwrap();
@@ -408,7 +449,7 @@ fn http_failures_are_clear_errors_that_stop_the_step() {
             e.contains(&srv.url) && e.contains(want),
             "{mode:?} mid-run: {e}"
         );
-        let cm = Arc::new(CpuModel::new(&m));
+        let cm = Arc::new(CpuModel::with_rows(&m.m, m.rows.clone()));
         let mut s = cm.session(64);
         let e = s
             .feed(&[seq[4]])
@@ -422,8 +463,8 @@ fn http_failures_are_clear_errors_that_stop_the_step() {
 
     // A file cut short: its header promises more than the server has.
     let cut = serve(bytes[..bytes.len() - 100].to_vec());
-    let mut m = load(&tiny()).unwrap();
-    let e = attach_memory_url(&mut m, &cut.url, &quick())
+    let e = attach_url(&cut.url, &quick())
+        .map(|_| ())
         .expect_err("truncated")
         .to_string();
     assert!(e.contains("truncated") && e.contains("tide.memory."), "{e}");
@@ -454,8 +495,7 @@ fn https_trusts_only_the_callers_ca() {
         ca_pem: pem,
         ..quick()
     };
-    let mut m = load(&tiny()).unwrap();
-    attach_memory_url(&mut m, &srv.url, &with_ca(Some(tls_fixture("ca.pem")))).unwrap();
+    let (m, _) = attach_url(&srv.url, &with_ca(Some(tls_fixture("ca.pem")))).unwrap();
     check_gpu("https", &m, &seq, &want);
     assert!(stats(&m).bytes_fetched > 0);
 
@@ -464,8 +504,8 @@ fn https_trusts_only_the_callers_ca() {
         (Some(tls_fixture("other.pem")), "certificate"),
         (Some(b"not a certificate".to_vec()), "no PEM certificate"),
     ] {
-        let mut m = load(&tiny()).unwrap();
-        let e = attach_memory_url(&mut m, &srv.url, &with_ca(pem))
+        let e = attach_url(&srv.url, &with_ca(pem))
+            .map(|_| ())
             .expect_err("an untrusted server must not attach")
             .to_string();
         assert!(e.contains(&srv.url) && e.contains(want), "{e}");
@@ -485,13 +525,12 @@ fn warm_up_over_http_reads_a_bounded_share() {
     let order = [62u32, 0, 90, 11, 1, 60, 2, 30, 10, 61, 63];
     // (factor, requests per table, rows read per table)
     for (factor, reqs, rows) in [(2.0, 4, 18), (1.0, 5, 11), (5.0, 3, 36)] {
-        let mut m = load(&tiny()).unwrap();
         let opts = HttpOptions {
             bulk_read_factor: Some(factor),
             ..quick()
         };
-        attach_memory_url(&mut m, &srv.url, &opts).unwrap();
-        let store = m.memory.as_ref().unwrap().rows.clone();
+        let (m, _) = attach_url(&srv.url, &opts).unwrap();
+        let store = m.rows.tide.clone().unwrap();
         let (tb, k) = (store.token_bytes() as u64, 3);
         store.set_cache_bytes(order.len() * tb as usize);
         let before = srv.requests.load(Ordering::SeqCst);
@@ -520,7 +559,7 @@ fn the_warm_up_fills_free_room_beside_the_steps() {
     let (bytes, seq, want) = q4_reference("beside");
 
     let m = load(&tiny()).unwrap();
-    let store = m.memory.as_ref().unwrap().rows.clone();
+    let store = MemoryRows::local(&m).tide.unwrap();
     store.set_cache_bytes(4 * store.token_bytes());
     let mut out = Vec::new();
     store.gather(&[50], &mut out).unwrap();
@@ -530,9 +569,8 @@ fn the_warm_up_fills_free_room_beside_the_steps() {
     assert!(cached(50) && cached(1) && cached(2) && !cached(3) && cached(7));
 
     let srv = serve(bytes);
-    let mut m = load(&tiny()).unwrap();
-    attach_memory_url(&mut m, &srv.url, &quick()).unwrap();
-    let store = m.memory.as_ref().unwrap().rows.clone();
+    let (m, _) = attach_url(&srv.url, &quick()).unwrap();
+    let store = m.rows.tide.clone().unwrap();
     store.set_cache_bytes(40 * store.token_bytes());
     let counts = m.token_counts.clone().unwrap();
     let warming = {
@@ -574,7 +612,7 @@ fn memory_models_prefill_in_batches_their_rows_fit() {
 }
 
 /// The gap is the link's bandwidth-delay product over the requests in flight, within [4 KB,
-/// 2 MB] (`gap_for`, checked against the formula); without a gap in the options `attach_memory_url` measures the link:
+/// 2 MB] (`gap_for`, checked against the formula); without a gap in the options `open_memory_url` measures the link:
 /// behind a server that answers 30 ms late the round trip is at least 30 ms, the gap is
 /// `gap_for` of what was measured, and the steps use it (rows 0 and 90 of a table share a
 /// request when the 89 rows between fit in it); a gap given as half a row takes two.
@@ -593,14 +631,12 @@ fn the_read_through_gap_is_measured_from_the_link() {
     let srv = serve(bytes);
     let measured = |mode: Mode, gap: Option<usize>| {
         srv.set(mode);
-        let mut m = load(&tiny()).unwrap();
         let opts = HttpOptions {
             max_gap_bytes: gap,
             timeout: Duration::from_secs(5),
             ..Default::default()
         };
-        let link = attach_memory_url(&mut m, &srv.url, &opts).unwrap();
-        (m, link)
+        attach_url(&srv.url, &opts).unwrap()
     };
     let (_, fast) = measured(Mode::Ok, None);
     let (m, slow) = measured(Mode::Slow, None);
@@ -611,7 +647,7 @@ fn the_read_through_gap_is_measured_from_the_link() {
         slow.gap_bytes,
         gap_for(rtt, bw, HttpOptions::default().max_in_flight)
     );
-    let store = m.memory.as_ref().unwrap().rows.clone();
+    let store = m.rows.tide.clone().unwrap();
     store.set_cache_bytes(0);
     let k = m.memory.as_ref().unwrap().k;
     let row = store.token_bytes() / k;
@@ -632,7 +668,7 @@ fn the_read_through_gap_is_measured_from_the_link() {
 
     let (m, given) = measured(Mode::Ok, Some(row / 2));
     assert_eq!(given.round_trip_s, None);
-    let store = m.memory.as_ref().unwrap().rows.clone();
+    let store = m.rows.tide.clone().unwrap();
     store.set_cache_bytes(0);
     let before = srv.requests.load(Ordering::SeqCst);
     store.gather(&[0, 90], &mut Vec::new()).unwrap();
@@ -688,7 +724,7 @@ fn generate_json_reports_the_row_counters() {
 #[test]
 fn rows_fetched_ahead_are_counted_once_and_read_by_the_step() {
     let m = load(&tiny()).unwrap();
-    let store = &m.memory.as_ref().unwrap().rows;
+    let store = &MemoryRows::local(&m).tide.unwrap();
     let (k, tb) = (m.memory.as_ref().unwrap().k, store.token_bytes());
     let read = |ids: &[u32]| -> Vec<Box<[u8]>> {
         let rb = tb / k;

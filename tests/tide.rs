@@ -631,7 +631,9 @@ fn memory_without_tide_rows_reads_its_stored_type() {
         let _ = std::fs::remove_file(&p);
         let mem = m.memory.unwrap();
         let mut out = Vec::new();
-        mem.rows.gather(&[0, 95], &mut out).unwrap();
+        tide_gpu::memory::tide_local(&mem)
+            .gather(&[0, 95], &mut out)
+            .unwrap();
         out
     };
     f.meta.remove("tide.rows");
@@ -641,7 +643,9 @@ fn memory_without_tide_rows_reads_its_stored_type() {
     let _ = std::fs::remove_file(&p);
     let mem = m.memory.unwrap();
     let mut out = Vec::new();
-    mem.rows.gather(&[0, 95], &mut out).unwrap();
+    tide_gpu::memory::tide_local(&mem)
+        .gather(&[0, 95], &mut out)
+        .unwrap();
     assert_eq!(
         out.len(),
         2 * 3 * 64 * 2,

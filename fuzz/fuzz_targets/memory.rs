@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(mem)) = TideMemory::from_set("memory.safetensors", &set, c) {
         let mut out = Vec::new();
         let ids = [0, (c.vocab - 1) as u32];
-        if let Err(e) = mem.rows.gather(&ids, &mut out) {
+        if let Err(e) = tide_gpu::memory::tide_local(&mem).gather(&ids, &mut out) {
             panic!("accepted memory gives no rows for tokens {ids:?}: {e}");
         }
         assert!(!out.is_empty(), "accepted memory gave empty rows");

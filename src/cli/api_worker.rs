@@ -96,7 +96,7 @@ pub fn spawn(
         let set = |s: Status| *st.lock().unwrap_or_else(|e| e.into_inner()) = s;
         // An engine with the kernels of every shared step's size built (each size run once):
         // the first step of a new size would otherwise stall every stream while they compile.
-        let open_engine = |m: &tide_gpu::model::Model| -> anyhow::Result<Engine> {
+        let open_engine = |m: &super::common::Loaded| -> anyhow::Result<Engine> {
             let mut e = args.engine(m)?;
             if e.seq_group() > 1 {
                 let t = std::time::Instant::now();

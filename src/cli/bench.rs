@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use tide_gpu::{Engine, Sampler, SamplerConfig};
 
-use super::common::ModelArgs;
+use super::common::{Loaded, ModelArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -72,7 +72,7 @@ pub fn peak_rss_mb() -> Option<f64> {
 
 /// The model and an engine for a run of --prompt-len + --gen (+ `extra`) positions, which
 /// must fit the context.
-pub(super) fn load_for(a: &BenchArgs, extra: usize) -> Result<(tide_gpu::Model, Engine)> {
+pub(super) fn load_for(a: &BenchArgs, extra: usize) -> Result<(Loaded, Engine)> {
     let m = a.model.load()?;
     let ctx = a.model.ctx_len(&m)?;
     if a.prompt_len == 0 || a.gen == 0 || a.prompt_len + a.gen + extra > ctx {
@@ -328,14 +328,14 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
     let ctx = a.model.ctx_len(&base)?.min(a.gen + 8);
     let mut engines = Vec::new();
     for &(k, lime) in &variants {
-        let mut m = base.clone();
+        let mut m = base.model.clone();
         m.memory = tide_gpu::model::synthetic::random_memory(&m.config, k)?;
         if lime {
             tide_gpu::model::synthetic::random_lime(&mut m);
         }
         let mut margs = a.model.clone();
         margs.ctx = Some(ctx);
-        let mut e = margs.engine(&m)?;
+        let mut e = margs.engine(&Loaded::new(m))?;
         e.finish_compiles()?;
         engines.push(e);
     }

@@ -5,19 +5,21 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tide_gpu::memory::store::by_frequency;
-use tide_gpu::Model;
 
 use super::bench::{race, race_stats, BenchArgs};
+use super::common::Loaded;
 
-/// A copy of `m` whose memory has its own row store: `cache_bytes` of cache, warmed from the
-/// token counts when `warm`.
-fn variant(m: &Model, cache_bytes: usize, warm: bool) -> Result<Model> {
-    let mut v = m.clone();
-    if let Some(mem) = &mut v.memory {
-        mem.rows = mem.rows.detached();
-        mem.rows.set_cache_bytes(cache_bytes);
+/// `m` with row stores of its own: `cache_bytes` of cache for TIDE's, warmed from the token
+/// counts when `warm`.
+fn variant(m: &Loaded, cache_bytes: usize, warm: bool) -> Result<Loaded> {
+    let v = Loaded {
+        model: m.model.clone(),
+        rows: m.rows.detached(),
+    };
+    if let Some(store) = &v.rows.tide {
+        store.set_cache_bytes(cache_bytes);
         if let (true, Some(c)) = (warm, &m.token_counts) {
-            mem.rows.warm(&by_frequency(c), 8192, &mut |_| {})?;
+            store.warm(&by_frequency(c), 8192, &mut |_| {})?;
         }
     }
     Ok(v)
@@ -31,16 +33,18 @@ pub fn memory_paths(a: &BenchArgs) -> Result<()> {
     if base.memory.is_none() {
         bail!("--memory-paths needs a model with TIDE memory (or --memory FILE)");
     }
-    let rows = &base.memory.as_ref().expect("checked above").rows;
+    let Some(rows) = &base.rows.tide else {
+        bail!("--memory-paths: the model's memory has no row store");
+    };
     let ctx = a.model.ctx_len(&base)?;
     let cache = a
         .model
         .cache_bytes(rows.table_bytes(), rows.token_bytes(), ctx)?;
     let mut labels = vec!["backbone (K = 0)".to_string()];
     let mut models = vec![{
-        let mut m = base.clone();
+        let mut m = base.model.clone();
         m.memory = None;
-        m
+        Loaded::new(m)
     }];
     labels.push("streamed, no cache".into());
     models.push(variant(&base, 0, false)?);
@@ -52,8 +56,9 @@ pub fn memory_paths(a: &BenchArgs) -> Result<()> {
     labels.push("resident on the GPU".into());
     models.push(variant(&base, 0, false)?);
     if let Some(p) = &a.svd_memory {
-        let mut m = base.clone();
+        let mut m = base.model.clone();
         tide_gpu::model::attach_memory(&mut m, p)?;
+        let m = Loaded::new(m);
         labels.push(format!(
             "SVD tables ({}), {:.1} MB cache, warmed",
             p.display(),
@@ -72,8 +77,8 @@ pub fn memory_paths(a: &BenchArgs) -> Result<()> {
         engines.push(e);
     }
     for m in &models {
-        if let Some(mem) = &m.memory {
-            mem.rows.reset_stats();
+        if let Some(store) = &m.rows.tide {
+            store.reset_stats();
         }
     }
     let rounds = a.reps.max(1);
@@ -116,7 +121,7 @@ pub fn memory_paths(a: &BenchArgs) -> Result<()> {
 /// cache's alone.
 pub fn cache_sweep(a: &BenchArgs, data: &Path) -> Result<()> {
     let m = a.model.load()?;
-    let Some(mem) = &m.memory else {
+    let Some(store) = &m.rows.tide else {
         bail!("--cache-sweep needs a model with TIDE memory (or --memory FILE)");
     };
     let text =
@@ -125,7 +130,7 @@ pub fn cache_sweep(a: &BenchArgs, data: &Path) -> Result<()> {
     if ids.is_empty() {
         bail!("{}: no tokens", data.display());
     }
-    let tables = mem.rows.table_bytes();
+    let tables = store.table_bytes();
     let mut rows = Vec::new();
     let mut out = Vec::new();
     for &share in &a.cache_shares {
@@ -137,7 +142,9 @@ pub fn cache_sweep(a: &BenchArgs, data: &Path) -> Result<()> {
                 continue;
             }
             let v = variant(&m, (share * tables as f64) as usize, warm)?;
-            let store = &v.memory.as_ref().unwrap().rows;
+            let Some(store) = &v.rows.tide else {
+                bail!("--cache-sweep: the model's memory has no row store");
+            };
             let t = Instant::now();
             for id in &ids {
                 store.gather(std::slice::from_ref(id), &mut out)?;

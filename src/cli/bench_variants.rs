@@ -3,22 +3,19 @@
 //! one's GPU memory and the memory tables it keeps on the host (mapped, streamed through its
 //! row caches). For docs/results.md's table of TIDE, Engram and LIMe against the baseline.
 use anyhow::{bail, Result};
-use tide_gpu::{Engine, Model};
+use tide_gpu::Engine;
 
 use super::bench::{race, race_stats, BenchArgs};
+use super::common::Loaded;
 
 /// Bytes of the memory tables stored on the host (TIDE's and Engram's), and the bytes their
 /// row caches hold now.
-fn host_tables(m: &Model) -> (u64, u64) {
-    let mut stored = 0;
-    let mut cached = 0;
-    if let Some(mem) = &m.memory {
-        stored += mem.rows.table_bytes();
-        cached += mem.rows.stats().resident_bytes;
-    }
-    if let Some(e) = &m.engram {
-        stored += e.table_bytes();
-        cached += e.stats().resident_bytes;
+fn host_tables(m: &Loaded) -> (u64, u64) {
+    let mut stored = m.rows.engram_table_bytes();
+    let mut cached = m.rows.engram_stats().resident_bytes;
+    if let Some(store) = &m.rows.tide {
+        stored += store.table_bytes();
+        cached += store.stats().resident_bytes;
     }
     (stored, cached)
 }

@@ -31,11 +31,11 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let mut m = m;
     match a.chat_template.as_deref() {
         None => {}
-        Some("chatml") => m.tokenizer.chat_template = None,
+        Some("chatml") => m.model.tokenizer.chat_template = None,
         Some(path) => {
             let t = std::fs::read_to_string(path)
                 .with_context(|| format!("--chat-template {path}: cannot read the template"))?;
-            m.tokenizer.chat_template = Some(t);
+            m.model.tokenizer.chat_template = Some(t);
         }
     }
     // A template that cannot render says so before the first message.

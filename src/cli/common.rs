@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use tide_gpu::memory::MemoryRows;
 use tide_gpu::session::{self, RowSource};
 use tide_gpu::{Backend, Engine, Model, Options};
 
@@ -85,14 +86,14 @@ impl ModelArgs {
         }
     }
 
-    pub fn load(&self) -> Result<Model> {
+    pub fn load(&self) -> Result<Loaded> {
         let t = Instant::now();
         eprint!("loading {} ... ", self.name());
         let mut m = match &self.model {
             Some(p) => load_path(p)?,
             None => tide_gpu::model::embedded::default_model()?,
         };
-        let mut link = None;
+        let (mut link, mut remote_rows) = (None, None);
         if let Some(mem) = &self.memory {
             match mem.to_str().filter(|_| self.remote_memory()) {
                 Some(url) => {
@@ -112,8 +113,13 @@ impl ModelArgs {
                     }
                     opts.max_gap_bytes =
                         session::gap_bytes(self.memory_gap_kb).context("--memory-gap-kb")?;
-                    let l = tide_gpu::memory::http::attach_memory_url(&mut m, url, &opts)?;
-                    link = Some(l);
+                    let r = tide_gpu::memory::http::open_memory_url(&m.config, url, &opts)?;
+                    m.memory = Some(r.memory);
+                    if let Some(tc) = r.token_counts {
+                        m.token_counts = Some(tc);
+                    }
+                    link = Some(r.link);
+                    remote_rows = Some(r.rows);
                 }
                 None => tide_gpu::model::attach_memory(&mut m, mem)?,
             }
@@ -147,8 +153,13 @@ impl ModelArgs {
                 _ => eprintln!("memory link: a request reads through gaps of up to {kb} KB"),
             }
         }
-        self.setup_row_cache(&m)?;
-        Ok(m)
+        let mut rows = MemoryRows::local(&m);
+        if remote_rows.is_some() {
+            rows.tide = remote_rows;
+        }
+        let loaded = Loaded { model: m, rows };
+        self.setup_row_cache(&loaded)?;
+        Ok(loaded)
     }
 
     /// Where the TIDE memory's rows come from, for the row cache's budget.
@@ -170,14 +181,14 @@ impl ModelArgs {
     }
 
     /// Size the memory row caches and fill TIDE's from the token counts (most frequent first).
-    fn setup_row_cache(&self, m: &Model) -> Result<()> {
+    fn setup_row_cache(&self, m: &Loaded) -> Result<()> {
         let ctx = self.ctx_len(m)?;
-        let bytes = session::size_row_caches(m, ctx, self.row_source(), self.memory_cache_mb)
+        let source = self.row_source();
+        let bytes = session::size_row_caches(&m.rows, ctx, source, self.memory_cache_mb)
             .context("--memory-cache-mb")?;
-        let Some(mem) = &m.memory else {
+        let Some(store) = &m.rows.tide else {
             return Ok(());
         };
-        let store = &mem.rows;
         if let (Some(counts), false) = (&m.token_counts, self.no_memory_warm) {
             if store.cache_tokens() > 0 {
                 let order = tide_gpu::memory::store::by_frequency(counts);
@@ -244,10 +255,11 @@ impl ModelArgs {
         }
     }
 
-    pub fn engine(&self, m: &Model) -> Result<Engine> {
+    pub fn engine(&self, m: &Loaded) -> Result<Engine> {
         let t = Instant::now();
-        let (e, why) =
-            Engine::new(m, self.backend(), &self.options(m)?).context("starting the backend")?;
+        let opts = self.options(m)?;
+        let (e, why) = Engine::new(&m.model, &m.rows, self.backend(), &opts)
+            .context("starting the backend")?;
         if let Some(why) = why {
             eprintln!("note: {why}");
         }
@@ -263,18 +275,41 @@ impl ModelArgs {
     }
 }
 
+/// A model as the CLI runs it: the model (what its tables are) and the row stores its
+/// memories are read through, their caches sized and warmed by `ModelArgs::load`.
+pub struct Loaded {
+    pub model: Model,
+    pub rows: MemoryRows,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = Model;
+    fn deref(&self) -> &Model {
+        &self.model
+    }
+}
+
+impl Loaded {
+    /// `model` reading its memories through stores over its own tables (no caches).
+    pub fn new(model: Model) -> Loaded {
+        let rows = MemoryRows::local(&model);
+        Loaded { model, rows }
+    }
+}
+
 /// The memory row store's counters as JSON (null for a model without memory).
-pub fn memory_json(m: &Model) -> serde_json::Value {
-    m.memory.as_ref().map_or(serde_json::Value::Null, |mem| {
-        serde_json::to_value(mem.rows.stats()).unwrap_or_default()
+pub fn memory_json(m: &Loaded) -> serde_json::Value {
+    m.rows.tide.as_ref().map_or(serde_json::Value::Null, |s| {
+        serde_json::to_value(s.stats()).unwrap_or_default()
     })
 }
 
 /// Engram's row stores' counters, summed (null for a model without Engram).
-pub fn engram_json(m: &Model) -> serde_json::Value {
-    m.engram.as_ref().map_or(serde_json::Value::Null, |e| {
-        serde_json::to_value(e.stats()).unwrap_or_default()
-    })
+pub fn engram_json(m: &Loaded) -> serde_json::Value {
+    if m.engram.is_none() {
+        return serde_json::Value::Null;
+    }
+    serde_json::to_value(m.rows.engram_stats()).unwrap_or_default()
 }
 
 /// A model from its path; a memory model's backbone is found or fetched first.

@@ -6,7 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tide_gpu::eval::{evaluate, EvalResult, DECILES};
-use tide_gpu::{Engine, Model};
+use tide_gpu::Engine;
+
+use super::common::Loaded;
 
 use super::common::ModelArgs;
 
@@ -37,7 +39,7 @@ pub struct EvalArgs {
 }
 
 struct Prepared {
-    model: Model,
+    model: Loaded,
     engine: Engine,
     ids: Vec<u32>,
     counts: Option<Vec<u64>>,

@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use super::ops::{attention, head_rmsnorm, matvec, matvec_weight, rmsnorm, rope, silu};
 use crate::error::{Error, Result};
-use crate::memory::{block_rows, TideMemory};
+use crate::memory::store::RowStore;
+use crate::memory::{block_rows, MemoryRows, TideMemory};
 use crate::model::engram::{Engram, EngramLayer, DILATION, KERNEL, REACH};
 use crate::model::{Config, Model, Weight};
 
@@ -33,10 +34,19 @@ pub struct CpuModel {
     /// Tables stay in their stored form; rows are decoded when a token needs them.
     memory: Option<TideMemory>,
     engram: Option<Engram>,
+    /// The row stores the memories' rows are read through.
+    rows: MemoryRows,
 }
 
 impl CpuModel {
+    /// The model with row stores over its own tables (no caches).
     pub fn new(m: &Model) -> CpuModel {
+        CpuModel::with_rows(m, MemoryRows::local(m))
+    }
+
+    /// The model reading its memories' rows through `rows` (shared with whoever made them:
+    /// the front end sizes their caches and reads their counters).
+    pub fn with_rows(m: &Model, rows: MemoryRows) -> CpuModel {
         let layers = m
             .layers
             .iter()
@@ -63,6 +73,7 @@ impl CpuModel {
             layers,
             memory: m.memory.clone(),
             engram: m.engram.clone(),
+            rows,
         }
     }
 
@@ -179,7 +190,8 @@ impl CpuSession {
             if let Some(mm) = &m.memory {
                 let on = |li: usize| mm.routers[li].is_some() && !self.memory_off[li];
                 if (0..m.layers.len()).any(on) {
-                    block_rows(mm, tok, &mut mem)?;
+                    let rows = m.rows.tide.as_ref().ok_or_else(|| no_store(&mm.source))?;
+                    block_rows(mm, rows, tok, &mut mem)?;
                 }
             }
             m.embd.row_f32(tok as usize, &mut h);
@@ -190,7 +202,16 @@ impl CpuSession {
                 if let Some(e) = &m.engram {
                     if let Some(ei) = e.index_of(li) {
                         let conv = &mut self.engram_conv[ei];
-                        engram_add(e, &e.layers[ei], &self.engram_ids, conv, pos, &mut h, c.eps)?;
+                        let stores = m.rows.engram.get(ei).ok_or_else(|| no_store(&e.source))?;
+                        engram_add(
+                            e,
+                            (&e.layers[ei], stores),
+                            &self.engram_ids,
+                            conv,
+                            pos,
+                            &mut h,
+                            c.eps,
+                        )?;
                     }
                 }
                 rmsnorm(&mut a, &h, &l.attn_norm, c.eps);
@@ -282,12 +303,17 @@ impl CpuSession {
     }
 }
 
+/// The error for memory given no row store (`with_rows` with stores of another model).
+fn no_store(source: &str) -> crate::error::Error {
+    crate::error::Error::Input(format!("{source}: no row store was given for this memory"))
+}
+
 /// Engram at one layer for the token at `pos` (train/engram.py): gather e_t through the row
 /// stores, k and v, the scalar gate, store RMSNorm_c(v~) in `conv_in` at `pos`, and add
 /// v~ + SiLU(conv) to the residual `h`.
 fn engram_add(
     e: &Engram,
-    el: &EngramLayer,
+    (el, stores): (&EngramLayer, &[RowStore]),
     ids: &[u64],
     conv_in: &mut [f32],
     pos: usize,
@@ -299,7 +325,7 @@ fn engram_add(
     e.hash_at(el, ids, pos, &mut rows);
     let (hd, mut mem) = (e.head_dim, vec![0f32; e.d_mem()]);
     let mut raw = Vec::new();
-    for ((store, &r), o) in el.tables.iter().zip(&rows).zip(mem.chunks_exact_mut(hd)) {
+    for ((store, &r), o) in stores.iter().zip(&rows).zip(mem.chunks_exact_mut(hd)) {
         store.gather(&[r], &mut raw)?;
         crate::model::dtype::dequantize(e.dtype, &raw, o);
     }

@@ -8,10 +8,13 @@
 use super::plan::Named;
 use super::{res, specs, storage, GpuDecoder};
 use crate::error::{Error, Result};
+use crate::memory::store::RowStore;
 use crate::model::engram::{Engram, KERNEL};
 
 pub(super) struct GpuEngram {
     host: Engram,
+    /// Per Engram layer, the row store of each (order, head) table.
+    stores: Vec<Vec<RowStore>>,
     /// Per Engram layer: the step's stored rows [max batch, tables, row words].
     raw: Vec<wgpu::Buffer>,
     /// Per Engram layer: RMSNorm_c(v~) of every slot and position [slots x ctx, dim].
@@ -28,7 +31,7 @@ pub(super) struct GpuEngram {
 
 impl GpuDecoder {
     /// Engram's buffers (the ops come per layer with `push_engram`).
-    pub(super) fn setup_engram(&mut self, e: &Engram) -> Result<()> {
+    pub(super) fn setup_engram(&mut self, e: &Engram, stores: Vec<Vec<RowStore>>) -> Result<()> {
         let (d, mb) = (self.config.dim, self.opts.max_batch);
         let wg = specs::engram_gate_workgroup_bytes(d, e.d_mem());
         let max = self.ctx.limits.max_compute_workgroup_storage_size as usize;
@@ -52,6 +55,7 @@ impl GpuDecoder {
             .collect();
         self.engram = Some(GpuEngram {
             host: e.clone(),
+            stores,
             raw,
             conv,
             vt: storage(&self.ctx, "engram-v", mb * d * 4, u),
@@ -141,7 +145,7 @@ impl GpuDecoder {
             }
             // [n_tok, tables, row bytes], gathered table by table.
             g.staging.resize(toks.len() * tables * rb, 0);
-            for (j, (store, idx)) in el.tables.iter().zip(&g.idx).enumerate() {
+            for (j, (store, idx)) in g.stores[ei].iter().zip(&g.idx).enumerate() {
                 store.gather(idx, &mut g.rows)?;
                 for (t, row) in g.rows.chunks_exact(rb).enumerate() {
                     let at = (t * tables + j) * rb;

@@ -10,6 +10,7 @@ use super::weights::{GpuWeights, LayerWeights};
 use super::{res, GpuDecoder};
 use crate::error::{Error, Result};
 use crate::gpu::GpuTensor;
+use crate::memory::MemoryRows;
 use crate::model::{Model, RopeLayout};
 
 /// The one binding of a tensor that must not be split across bindings.
@@ -108,7 +109,7 @@ impl GpuDecoder {
 
     /// The whole schedule: weights uploaded (weights.rs), then the embedding, every layer's
     /// ops, the LM head and the sampling ops.
-    pub(super) fn build_schedule(&mut self, model: &Model) -> Result<()> {
+    pub(super) fn build_schedule(&mut self, model: &Model, rows: &MemoryRows) -> Result<()> {
         // The K/V caches first, checked at once: a context too long for the adapter fails
         // here as an error, before the weights' host-side buffers need memory (on a CPU
         // adapter under a memory cap, a failed host allocation there would abort instead).
@@ -117,10 +118,14 @@ impl GpuDecoder {
         let w = GpuWeights::upload(&self.ctx, model, self.opts.ctx_len)?;
         self.push_embed(&w.embd)?;
         if let Some(m) = &model.memory {
-            self.setup_memory(m)?;
+            let store = rows.tide.clone().ok_or_else(|| no_store(&m.source))?;
+            self.setup_memory(m, store)?;
         }
         if let Some(e) = &model.engram {
-            self.setup_engram(e)?;
+            if rows.engram.len() != e.layers.len() {
+                return Err(no_store(&e.source));
+            }
+            self.setup_engram(e, rows.engram.clone())?;
         }
         let scratch = self.layer_scratch(model, w.lime);
         let mut keep = Vec::new();
@@ -387,4 +392,9 @@ fn matmul_of(w: &GpuTensor, epi: Epilogue, norm: Option<f32>) -> Matmul {
         rows: w.rows,
         row0: 0,
     }
+}
+
+/// The error for memory given no row store (`with_rows` with another model's stores).
+fn no_store(source: &str) -> Error {
+    Error::Input(format!("{source}: no row store was given for this memory"))
 }

@@ -36,6 +36,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::memory::MemoryRows;
 use crate::model::{Config, Model};
 pub use crate::options::{DecoderOptions, KernelSet, PrefillTile, RouterPlacement};
 use pipelines::Pipelines;
@@ -123,7 +124,20 @@ fn res(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
 }
 
 impl GpuDecoder {
+    /// The decoder of `model`, its memories read through row stores over its own tables (no
+    /// caches).
     pub fn new(ctx: GpuContext, model: &Model, opts: DecoderOptions) -> Result<GpuDecoder> {
+        GpuDecoder::with_rows(ctx, model, &MemoryRows::local(model), opts)
+    }
+
+    /// The decoder of `model`, its memories' rows read through `rows` (shared with whoever
+    /// made them: the front end sizes their caches and reads their counters).
+    pub fn with_rows(
+        ctx: GpuContext,
+        model: &Model,
+        rows: &MemoryRows,
+        opts: DecoderOptions,
+    ) -> Result<GpuDecoder> {
         let c = model.config.clone();
         if opts.ctx_len == 0 || opts.max_batch == 0 {
             return Err(Error::Input(
@@ -230,7 +244,7 @@ impl GpuDecoder {
             steps: (0, 0),
         };
         let kv_bytes = c.n_layers * 2 * kv_rows * c.kv_dim() * 4;
-        match dec.build(model) {
+        match dec.build(model, rows) {
             Ok(()) => Ok(dec),
             Err(e) if e.to_string().to_lowercase().contains("out of memory") => {
                 Err(Error::Gpu(format!(
@@ -252,8 +266,8 @@ impl GpuDecoder {
     }
 
     /// Build the schedule for `model` and compile its kernels.
-    fn build(&mut self, model: &Model) -> Result<()> {
-        self.build_schedule(model)?;
+    fn build(&mut self, model: &Model, rows: &MemoryRows) -> Result<()> {
+        self.build_schedule(model, rows)?;
         if self.slots.group >= 2 {
             // Now, so that its kernels compile with the rest rather than at the first step
             // that several sequences share.

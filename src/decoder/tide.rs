@@ -12,7 +12,8 @@ use super::plan::Named;
 use super::specs;
 use super::{f32_buffer, res, storage, GpuDecoder, RouterPlacement};
 use crate::error::{Error, Result};
-use crate::memory::{gather_raw_rows, TideMemory};
+use crate::memory::store::RowStore;
+use crate::memory::TideMemory;
 
 /// Bindings only the fused single-token kernels have (W_r's texture and the logits out of
 /// gate/up, the logits into down): batches bind without them.
@@ -20,6 +21,8 @@ pub(super) const FUSED_ONLY: [&str; 3] = ["WR", "RL", "LOGITS"];
 
 pub(super) struct GpuMemory {
     pub host: TideMemory,
+    /// Where the step's stored rows come from (and its counters).
+    pub store: RowStore,
     raw: wgpu::Buffer,
     pub rows: wgpu::Buffer,
     /// `rows` of one token as a texture (CPU adapters), copied in before the first layer
@@ -53,7 +56,7 @@ pub(super) struct Routed {
 
 impl GpuDecoder {
     /// Buffers and the gather op of TIDE memory (the op runs right after the embedding).
-    pub(super) fn setup_memory(&mut self, m: &TideMemory) -> Result<()> {
+    pub(super) fn setup_memory(&mut self, m: &TideMemory, store: RowStore) -> Result<()> {
         let c = self.config.clone();
         let (d, k, mb) = (c.dim, m.k, self.opts.max_batch);
         let dtype = m.tables[0].dtype();
@@ -127,12 +130,13 @@ impl GpuDecoder {
         let n_layers = c.n_layers;
         let row_gpu_bytes = (row_words * 4) as u64;
         let resident = if self.opts.memory_resident {
-            Some(self.upload_resident_tables(m, row_gpu_bytes)?)
+            Some(self.upload_resident_tables(m, &store, row_gpu_bytes)?)
         } else {
             None
         };
         self.memory = Some(GpuMemory {
             host: m.clone(),
+            store,
             raw,
             rows,
             rows_tex,
@@ -151,7 +155,12 @@ impl GpuDecoder {
 
     /// Every table in one buffer, [K, V, row words], read from the row store's source in
     /// pieces (not through its cache, which a one-time copy would only churn).
-    fn upload_resident_tables(&self, m: &TideMemory, row_gpu: u64) -> Result<wgpu::Buffer> {
+    fn upload_resident_tables(
+        &self,
+        m: &TideMemory,
+        store: &RowStore,
+        row_gpu: u64,
+    ) -> Result<wgpu::Buffer> {
         let v = self.config.vocab;
         let size = m.k as u64 * v as u64 * row_gpu;
         let max = self.ctx.limits.max_buffer_size;
@@ -170,7 +179,7 @@ impl GpuDecoder {
             usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let rb = m.rows.token_bytes() / m.k;
+        let rb = store.token_bytes() / m.k;
         let dtype = m.tables[0].dtype();
         let (mut bytes, mut words) = (Vec::new(), Vec::new());
         const PIECE: usize = 4096;
@@ -178,7 +187,7 @@ impl GpuDecoder {
             for v0 in (0..v).step_by(PIECE) {
                 let ids: Vec<u32> = (v0 as u32..(v0 + PIECE).min(v) as u32).collect();
                 bytes.resize(ids.len() * rb, 0);
-                m.rows.source().read_rows(k, &ids, &mut bytes)?;
+                store.source().read_rows(k, &ids, &mut bytes)?;
                 words.clear();
                 crate::gpu::repack(dtype, &bytes, &mut words);
                 let at = (k as u64 * v as u64 + v0 as u64) * row_gpu;
@@ -189,7 +198,7 @@ impl GpuDecoder {
             // Let each table's upload go before the next is read.
             self.ctx.queue.submit([]);
         }
-        m.rows.set_resident(size);
+        store.set_resident(size);
         Ok(buf)
     }
 
@@ -276,10 +285,10 @@ impl GpuDecoder {
                         enc.copy_buffer_to_buffer(all, src, &m.raw, (i as u64 * k + b) * rb, rb);
                     }
                 }
-                m.host.rows.count_resident(tokens.len());
+                m.store.count_resident(tokens.len());
                 return Ok(());
             }
-            gather_raw_rows(&m.host, tokens, &mut m.staging)?;
+            m.store.gather(tokens, &mut m.staging)?;
             m.words.clear();
             crate::gpu::repack(m.host.tables[0].dtype(), &m.staging, &mut m.words);
             self.ctx

@@ -165,10 +165,10 @@ pub fn compress(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Compressed> {
     let d = m.gammas[0].len();
-    if m.rows.source().local_tables().is_none() {
+    if !super::stores::tables_here(m) {
         return Err(Error::Input(format!(
             "{}: tide compress reads a local memory file, not a remote one",
-            m.rows.source().name()
+            m.source
         )));
     }
     if !crate::model::dtype::QUANTIZE_TYPES.contains(&opts.dtype) {

@@ -11,11 +11,12 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::remote::{
-    self, check_length, check_partial, fail, range_error, Failure, Link, Ranges, RemoteTables,
+    self, check_length, check_partial, fail, range_error, Failure, Ranges, RemoteMemory,
+    RemoteTables,
 };
 use super::store::{put_table, RowSource, RowStore};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::Config;
 
 /// Requests of one step in flight at once (HTTP/1.1 gives a page 6 connections per host).
 const MAX_IN_FLIGHT: usize = 6;
@@ -146,34 +147,32 @@ pub struct Fetcher {
     opts: FetchOptions,
 }
 
-/// Attach the memory of `model` from the memory file at `url`: the header and small tensors
-/// now, the rows as steps need them (`Fetcher::prefetch`). Without a gap in `opts`, four
-/// requests measure the link to choose it; returns the fetcher, the gap and what was measured.
-pub async fn attach_memory_fetch(
-    model: &mut Model,
+/// Open the memory file at `url` for a model of `config`: the header and small tensors now,
+/// the rows as steps need them (`Fetcher::prefetch` puts them in the returned row store).
+/// Without a gap in `opts`, four requests measure the link to choose it.
+pub async fn open_memory_fetch(
+    config: &Config,
     url: &str,
     opts: &FetchOptions,
-) -> Result<(Fetcher, Link)> {
+) -> Result<(RemoteMemory, Fetcher)> {
     let reader = FetchRanges { url, opts };
-    let opened = remote::open(&reader, &model.config).await?;
-    let mut mem = opened.memory;
+    let opened = remote::open(&reader, config).await?;
     let mut tables = opened.tables;
-    let vocab = model.config.vocab;
     let gap = opts.max_gap_bytes;
-    let link = remote::choose_gap(&reader, &tables, vocab, gap, MAX_IN_FLIGHT).await?;
+    let link = remote::choose_gap(&reader, &tables, config.vocab, gap, MAX_IN_FLIGHT).await?;
     tables.gap_bytes = link.gap_bytes;
-    let rb = tables.row_bytes;
-    let c = &model.config;
     let source = FetchedRows {
         url: url.to_string(),
     };
-    mem.rows = RowStore::new(Arc::new(source), mem.k, c.vocab, rb);
-    if let Some(tc) = opened.token_counts {
-        model.token_counts = Some(tc);
-    }
-    model.memory = Some(mem);
+    let (k, rb) = (opened.memory.k, tables.row_bytes);
+    let remote = RemoteMemory {
+        rows: RowStore::new(Arc::new(source), k, config.vocab, rb),
+        memory: opened.memory,
+        token_counts: opened.token_counts,
+        link,
+    };
     let opts = opts.clone();
-    Ok((Fetcher { tables, opts }, link))
+    Ok((remote, Fetcher { tables, opts }))
 }
 
 impl Fetcher {

@@ -2,11 +2,11 @@
 //! http://HOST:PORT/PATH` or `https://...`, e.g. a file `tide serve` offers). HTTPS is rustls,
 //! trusting Mozilla's roots or, when given, only the caller's PEM certificates. The header and
 //! the small tensors (gammas, routers, SVD bases, token counts) are fetched when the memory is
-//! attached; the tables row by row as steps need them, through the row store's cache.
+//! opened; the tables row by row as steps need them, through the row store's cache.
 //!
 //! A step's rows are coalesced: ids of one table closer than a gap share a request; the gap
 //! is what the link carries in one round trip shared among the requests in flight, measured
-//! at attach unless given. All K tables' requests of a step share one queue, at most
+//! when opened unless given. All K tables' requests of a step share one queue, at most
 //! `max_in_flight` running at once; a failed request is retried. A response that
 //! is not 206 with exactly the Content-Range asked for, or is short, stops the step with an
 //! error naming the URL: a row of garbage is never used.
@@ -16,9 +16,10 @@ use std::time::Duration;
 use super::remote::{
     self, check_length, check_partial, fail, range_error, Failure, Ranges, RemoteTables,
 };
-pub use super::remote::{gap_for, Link};
+pub use super::remote::{gap_for, Link, RemoteMemory};
 use super::store::{RowSource, RowStore};
 use crate::error::{Error, Result};
+use crate::model::Config;
 
 /// How remote rows are fetched.
 #[derive(Debug, Clone)]
@@ -262,16 +263,11 @@ impl RowSource for HttpTables {
     }
 }
 
-/// Attach (or replace) the memory of `model` from the memory file at `url`: the header and
-/// small tensors now, the table rows on demand. Everything the loader checks for a local
-/// memory file is checked here too, except NaNs in the tables, checked as rows arrive.
-/// Without a gap in `opts`, four requests measure the link to choose it; returns the gap
-/// and what was measured.
-pub fn attach_memory_url(
-    model: &mut crate::model::Model,
-    url: &str,
-    opts: &HttpOptions,
-) -> Result<Link> {
+/// Open the memory file at `url` for a model of `config`: the header and small tensors now,
+/// the table rows on demand through the returned row store. Everything the loader checks for
+/// a local memory file is checked here too, except NaNs in the tables, checked as rows
+/// arrive. Without a gap in `opts`, four requests measure the link to choose it.
+pub fn open_memory_url(config: &Config, url: &str, opts: &HttpOptions) -> Result<RemoteMemory> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Error::Input(format!(
             "{url}: a memory URL must start with http:// or https://"
@@ -283,9 +279,8 @@ pub fn attach_memory_url(
         url,
         opts,
     };
-    let opened = pollster::block_on(remote::open(&reader, &model.config))?;
-    let mut mem = opened.memory;
-    let (t, vocab, given) = (&opened.tables, model.config.vocab, opts.max_gap_bytes);
+    let opened = pollster::block_on(remote::open(&reader, config))?;
+    let (t, vocab, given) = (&opened.tables, config.vocab, opts.max_gap_bytes);
     let in_flight = opts.max_in_flight;
     let link = pollster::block_on(remote::choose_gap(&reader, t, vocab, given, in_flight))?;
     let mut tables = opened.tables;
@@ -295,11 +290,11 @@ pub fn attach_memory_url(
         agent,
         opts: opts.clone(),
     };
-    let row_bytes = source.tables.row_bytes;
-    mem.rows = RowStore::new(Arc::new(source), mem.k, model.config.vocab, row_bytes);
-    if let Some(tc) = opened.token_counts {
-        model.token_counts = Some(tc);
-    }
-    model.memory = Some(mem);
-    Ok(link)
+    let (k, row_bytes) = (opened.memory.k, source.tables.row_bytes);
+    Ok(RemoteMemory {
+        rows: RowStore::new(Arc::new(source), k, vocab, row_bytes),
+        memory: opened.memory,
+        token_counts: opened.token_counts,
+        link,
+    })
 }

@@ -254,6 +254,16 @@ impl RemoteTables {
     }
 }
 
+/// A remote memory file, opened for a model: its description (the tables' types and shapes;
+/// the caller puts it in the model), the row store its rows come through, the training token
+/// counts if the file has them, and what was measured of the link.
+pub struct RemoteMemory {
+    pub memory: TideMemory,
+    pub rows: super::store::RowStore,
+    pub token_counts: Option<Vec<u64>>,
+    pub link: Link,
+}
+
 /// A remote memory file, opened: its memory (whose row store the caller points at a source
 /// for `tables`), where the tables are, and the token counts if it has them.
 pub(crate) struct Opened {
@@ -330,7 +340,7 @@ pub(crate) async fn open(r: &impl Ranges, config: &Config) -> Result<Opened> {
         url: url.to_string(),
         offsets,
         dtype: memory.tables[0].dtype(),
-        row_bytes: memory.rows.token_bytes() / memory.k,
+        row_bytes: memory.row_bytes(),
         gap_bytes: MIN_GAP,
     };
     let token_counts = crate::model::safetensors::token_counts(url, &set, config.vocab)?;

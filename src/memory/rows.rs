@@ -1,17 +1,18 @@
 //! A token's memory rows: M_k(v) = RMSNorm(E_k[v]) * gamma_k on the host (the CPU reference),
 //! and the raw stored rows the GPU gather kernel decodes (streamed per step, so the tables stay
 //! in host memory, the memory-mapped file or a remote one). Both read through the row store.
+use super::store::RowStore;
 use crate::error::Result;
 use crate::model::dtype::dequantize;
 use crate::model::TideMemory;
 
 /// The K block outputs of token `v`, [K * dim], f32. With SVD tables the row is first rebuilt
 /// as A_k[v] B_k, in f32 as the kernel does.
-pub fn block_rows(m: &TideMemory, v: u32, out: &mut [f32]) -> Result<()> {
+pub fn block_rows(m: &TideMemory, rows: &RowStore, v: u32, out: &mut [f32]) -> Result<()> {
     let d = m.gammas[0].len();
     let dtype = m.tables[0].dtype();
     let mut raw = Vec::new();
-    m.rows.gather(&[v], &mut raw)?;
+    rows.gather(&[v], &mut raw)?;
     let rb = raw.len() / m.k;
     let mut a = Vec::new();
     for (k, (stored, g)) in raw.chunks_exact(rb).zip(&m.gammas).enumerate() {
@@ -45,10 +46,4 @@ pub fn rebuild(a: &[f32], basis: &[f32], out: &mut [f32]) {
             *x += ai * bj;
         }
     }
-}
-
-/// Stored rows of `tokens`, token-major then block: [n, K, row_bytes] bytes, through the row
-/// store's cache. One row size serves every table: the loader refuses tables of different types.
-pub fn gather_raw_rows(m: &TideMemory, tokens: &[u32], out: &mut Vec<u8>) -> Result<()> {
-    m.rows.gather(tokens, out)
 }

@@ -58,10 +58,6 @@ pub trait RowSource: Send + Sync {
     }
     /// For messages: the file or URL.
     fn name(&self) -> String;
-    /// Whether the bytes are local (mapped or in memory): `tide compress` reads them whole.
-    fn local_tables(&self) -> Option<&[Weight]> {
-        None
-    }
 }
 
 /// Tables in memory or memory-mapped (the native file path, the embedded model, the browser's
@@ -100,10 +96,6 @@ impl RowSource for LocalTables {
 
     fn name(&self) -> String {
         self.source.clone()
-    }
-
-    fn local_tables(&self) -> Option<&[Weight]> {
-        Some(&self.tables)
     }
 }
 

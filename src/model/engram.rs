@@ -5,12 +5,9 @@
 //!
 //! Per Engram layer and position t, with x' the compressed ids (PAD before the start):
 //!   s_n = XOR_{j<n} x'_{t-j} * r_j,  row of head k of order n = s_n mod p_{n,k}
-//! Each (order, head) table has its own row store (streamed, cached and counted like TIDE's).
-use std::sync::Arc;
-
-use super::{Config, DType, TensorSet};
+//! Each (order, head) table gets its own row store (streamed, cached and counted like TIDE's).
+use super::{Config, DType, TensorSet, Weight};
 use crate::error::{format_err, Error, Result};
-use crate::memory::store::{LocalTables, MemoryStats, RowStore};
 
 /// The n-gram orders (a head of order n hashes the last n compressed ids).
 pub const ORDERS: [usize; 2] = [2, 3];
@@ -28,8 +25,9 @@ pub struct EngramLayer {
     pub multipliers: [u64; 3],
     /// [order][head] moduli (distinct primes; table rows).
     pub primes: Vec<Vec<u64>>,
-    /// One row store per (order, head), order-major: a table of `primes[o][h]` rows.
-    pub tables: Vec<RowStore>,
+    /// One table per (order, head), order-major, of `primes[o][h]` rows (the runtime reads
+    /// them through row stores: memory/stores.rs).
+    pub tables: Vec<Weight>,
     /// W_K and W_V [dim, d_mem] as f32, row-major, and their biases [dim].
     pub key: Vec<f32>,
     pub key_bias: Vec<f32>,
@@ -102,37 +100,6 @@ impl Engram {
     pub fn hash_at(&self, e: &EngramLayer, ids: &[u64], pos: usize, out: &mut Vec<u32>) {
         let last = [0, 1, 2].map(|j| if pos >= j { ids[pos - j] } else { self.pad });
         self.hash(e, last, out);
-    }
-
-    fn stores(&self) -> impl Iterator<Item = &RowStore> {
-        self.layers.iter().flat_map(|l| &l.tables)
-    }
-
-    /// Bytes of all the stored tables.
-    pub fn table_bytes(&self) -> u64 {
-        self.stores().map(|s| s.table_bytes()).sum()
-    }
-
-    /// Give the row caches `bytes` in all, shared in proportion to the tables' sizes.
-    pub fn set_cache_bytes(&self, bytes: usize) {
-        let all = self.table_bytes().max(1) as f64;
-        for s in self.stores() {
-            s.set_cache_bytes((bytes as f64 * s.table_bytes() as f64 / all) as usize);
-        }
-    }
-
-    /// The row stores' counters, summed over every table.
-    pub fn stats(&self) -> MemoryStats {
-        self.stores().fold(MemoryStats::default(), |a, s| {
-            let b = s.stats();
-            MemoryStats {
-                rows_requested: a.rows_requested + b.rows_requested,
-                hits: a.hits + b.hits,
-                misses: a.misses + b.misses,
-                bytes_fetched: a.bytes_fetched + b.bytes_fetched,
-                resident_bytes: a.resident_bytes + b.resident_bytes,
-            }
-        })
     }
 
     /// Bind the Engram tensors of a model whose config.json has an "engram" entry (`conf`).
@@ -287,12 +254,7 @@ fn read_layer(file: &str, set: &TensorSet, l: usize, sh: &LayerShape) -> Result<
                     format!("tensor '{name}' holds a NaN or infinite value in row {r}"),
                 ));
             }
-            let rb = sh.dtype.row_bytes(head_dim).unwrap_or(0);
-            let src = LocalTables {
-                tables: vec![w],
-                source: format!("{file} ({name})"),
-            };
-            tables.push(RowStore::new(Arc::new(src), 1, rows as usize, rb));
+            tables.push(w);
         }
     }
     let d_mem = ORDERS.len() * heads * head_dim;

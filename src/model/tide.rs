@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use super::TensorSet;
 use super::{Config, DType, TensorInfo, Weight};
 use crate::error::{format_err, Error, Result};
-use crate::memory::store::{LocalTables, RowStore};
 
 /// Most memory blocks a model may have (the paper goes to 24; the router kernel keeps K+2 partial sums per lane in 8.7 KiB of workgroup memory).
 pub const MAX_K: usize = 32;
@@ -18,7 +17,9 @@ pub struct TideMemory {
     /// Rows are stored already RMS-normalised and scaled (no gamma at run time).
     pub normalized: bool,
     pub eps: f32,
-    /// K tables, each [vocab, dim] in the stored type.
+    /// K tables, each [vocab, dim] in the stored type: where their bytes are (mapped, in
+    /// memory), or for a remote file only their type and shape. The runtime reads rows
+    /// through a row store it builds from these (memory/stores.rs).
     pub tables: Vec<Weight>,
     /// K gammas of length dim (ones when `normalized`).
     pub gammas: Vec<Vec<f32>>,
@@ -28,9 +29,6 @@ pub struct TideMemory {
     /// Tables factorised by `tide compress --svd-*`: then `tables` hold A_k and a block's row
     /// is A_k[v] B_k.
     pub svd: Option<Svd>,
-    /// Where rows are read from at run time (through a cache): the tables above, or a remote
-    /// file whose `tables` carry only their type and shape (memory/http.rs).
-    pub rows: RowStore,
 }
 
 /// Per-block truncated SVD, E_k ~ A_k B_k: A_k [V, width] is the stored table (streamed like
@@ -384,18 +382,7 @@ impl TideMemory {
         let (tables, basis, gammas) = read_tables(file, set, c, k, &lay)?;
         let routers = read_routers(file, set, c, k)?;
         let width = lay.width(c.dim);
-        let row_bytes = lay.dtype.row_bytes(width).unwrap_or(0);
-        let rows = RowStore::new(
-            std::sync::Arc::new(LocalTables {
-                tables: tables.clone(),
-                source: file.to_string(),
-            }),
-            k,
-            c.vocab,
-            row_bytes,
-        );
         Ok(Some(TideMemory {
-            rows,
             source: file.to_string(),
             k,
             normalized: lay.normalized,
