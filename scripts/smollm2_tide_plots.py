@@ -69,6 +69,56 @@ def lines(path, title, series, xlabel, ylabel, hlines=()):
     open(path, "w").write("\n".join(out))
 
 
+def quality(path, rows):
+    """Perplexity against the tables' bytes, one labelled point per stored form, the backbone
+    alone as a dashed line."""
+    base = [r["eval"]["ppl"] for r in rows if not r["table_bytes"]]
+    rows = [r for r in rows if r["table_bytes"]]
+    w, h, left, right, top, bottom = 680, 380, 60, 30, 40, 60
+    xs = [r["table_bytes"] / 1e6 for r in rows]
+    ys = [r["eval"]["ppl"] for r in rows]
+    x0, x1 = 0, max(xs) * 1.05
+    y0 = min(ys) - 0.3
+    y1 = max(ys + base) + 0.3
+    pw, ph = w - left - right, h - top - bottom
+    X = lambda x: left + pw * (x - x0) / (x1 - x0)  # noqa: E731
+    Y = lambda y: top + ph * (1 - (y - y0) / (y1 - y0))  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{w/2}" y="18" text-anchor="middle" font-size="13">Held-out perplexity '
+           f'against the bytes of the stored tables</text>',
+           f'<text x="14" y="{top + ph/2}" transform="rotate(-90 14 {top + ph/2})" '
+           f'text-anchor="middle">perplexity (lower is better)</text>',
+           f'<text x="{left + pw/2}" y="{h - 18}" text-anchor="middle">table bytes (MB)</text>']
+    for i in range(5):
+        yv, xv = y0 + (y1 - y0) * i / 4, x0 + (x1 - x0) * i / 4
+        out.append(f'<line x1="{left}" x2="{w-right}" y1="{Y(yv)}" y2="{Y(yv)}" stroke="#ddd"/>'
+                   f'<text x="{left-4}" y="{Y(yv)+4}" text-anchor="end">{yv:.1f}</text>'
+                   f'<text x="{X(xv)}" y="{h-bottom+14}" text-anchor="middle">{xv:.0f}</text>')
+    for b in base:
+        out.append(f'<line x1="{left}" x2="{w-right}" y1="{Y(b)}" y2="{Y(b)}" stroke="{GREY}" '
+                   f'stroke-dasharray="5,4"/><text x="{w-right-4}" y="{Y(b)-5}" '
+                   f'text-anchor="end" fill="{GREY}">backbone alone: {b:.2f}</text>')
+    placed = []  # (x0, x1, y) of the labels drawn so far
+    for r, x, y in sorted(zip(rows, xs, ys), key=lambda t: t[1]):
+        name = r["variant"]
+        colour = GREEN if "SVD 50% + 4-bit" in name else BLUE
+        label = f"{name} ({y:.2f})"
+        half = 3.2 * len(label)
+        # Above the point, or below, or further above: the first place no label takes.
+        for dy in (-8, 16, -22, 30, -36):
+            ly = Y(y) + dy
+            if all(X(x) + half < a or X(x) - half > b or abs(ly - c) > 13 for a, b, c in placed):
+                break
+        placed.append((X(x) - half, X(x) + half, ly))
+        out.append(f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="4" fill="{colour}"><title>{name}: '
+                   f'{y:.3f} with {x:.1f} MB of tables</title></circle>'
+                   f'<text x="{X(x):.1f}" y="{ly:.1f}" text-anchor="middle" '
+                   f'fill="{colour}">{label}</text>')
+    out.append("</svg>")
+    open(path, "w").write("\n".join(out))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("metrics")
@@ -116,11 +166,8 @@ def main():
              [("change", RED, [100 * (p / base - 1) for p in m["ablate_ppl"]])], "% perplexity",
              "{:.1f}")
     if a.quality:
-        rows = [json.loads(l) for l in open(a.quality)]
-        rows = [r for r in rows if r["table_bytes"]]
-        bars(os.path.join(a.out, "smollm2_quality.svg"), "Held-out perplexity by table storage",
-             [f"{r['table_bytes']/1e6:.0f} MB" for r in rows],
-             [("perplexity", BLUE, [r["eval"]["ppl"] for r in rows])], "perplexity")
+        quality(os.path.join(a.out, "smollm2_quality.svg"),
+                [json.loads(l) for l in open(a.quality)])
     print(f"wrote the charts to {a.out}")
 
 
