@@ -623,29 +623,22 @@ fn memory_tables_of_mixed_types_are_refused() {
 /// token's rows can be gathered (the fuzzer's case: f16 tables and no tide.rows key).
 #[test]
 fn memory_without_tide_rows_reads_its_stored_type() {
-    let mut f = read_st(&dir().join("memory_f16_normalized.safetensors"));
-    let want = {
-        let p = write_st(&f, "rows-meta");
+    // Rows 0 and 95 (the last) of a memory file written from `f`, through its row store.
+    let rows = |f: &StFile, tag: &str| {
+        let p = write_st(f, tag);
         let mut m = variant("backbone");
         attach_memory(&mut m, &p).unwrap();
         let _ = std::fs::remove_file(&p);
-        let mem = m.memory.unwrap();
         let mut out = Vec::new();
-        tide_gpu::memory::tide_local(&mem)
+        tide_gpu::memory::tide_local(&m.memory.unwrap())
             .gather(&[0, 95], &mut out)
             .unwrap();
         out
     };
+    let mut f = read_st(&dir().join("memory_f16_normalized.safetensors"));
+    let want = rows(&f, "rows-meta");
     f.meta.remove("tide.rows");
-    let p = write_st(&f, "rows-nometa");
-    let mut m = variant("backbone");
-    attach_memory(&mut m, &p).unwrap();
-    let _ = std::fs::remove_file(&p);
-    let mem = m.memory.unwrap();
-    let mut out = Vec::new();
-    tide_gpu::memory::tide_local(&mem)
-        .gather(&[0, 95], &mut out)
-        .unwrap();
+    let out = rows(&f, "rows-nometa");
     assert_eq!(
         out.len(),
         2 * 3 * 64 * 2,
