@@ -9,6 +9,9 @@
 # docs/bench-data/fuzz.jsonl. FUZZ_SANITIZER=none builds without AddressSanitizer (cargo fuzz
 # -s none: panics, hangs and the RSS limit are still caught, memory errors in unsafe code not).
 # FUZZ_OUT names another file for the counts (CI's short pass keeps docs/ as committed).
+# FUZZ_SEED fixes libFuzzer's seed (CI's short pass: the same inputs each run, so that a red
+# run is a change's doing and reproducible, not the luck of the draw); FUZZ_CORPUS names the
+# corpus folder (default .cache/fuzz, which grows from run to run).
 # Usage: [FUZZ_SANITIZER=none] [FUZZ_OUT=FILE] bash scripts/fuzz.sh [RUNS] [SECONDS] [TARGET ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,7 @@ shift 2 || shift $# || true
 if (( $# )); then targets=("$@"); else targets=(gguf safetensors memory tokenizer openai_request); fi
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-corpus=.cache/fuzz
+corpus="${FUZZ_CORPUS:-.cache/fuzz}"
 mkdir -p "$corpus"/{gguf,safetensors,memory,tokenizer,openai_request}
 cp tests/fixtures/arch/*.gguf "$corpus/gguf/"
 python3 - "$corpus/safetensors" <<'PY'
@@ -55,7 +58,8 @@ for t in "${targets[@]}"; do
     cargo +nightly fuzz run -s "${FUZZ_SANITIZER:-address}" --fuzz-dir fuzz "$t" "$corpus/$t" \
         -- -runs="$runs" \
         -max_total_time="$secs" \
-        -max_len="$max_len" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 > "$log" 2>&1 || {
+        -max_len="$max_len" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
+        ${FUZZ_SEED:+-seed="$FUZZ_SEED"} > "$log" 2>&1 || {
         tail -40 "$log" >&2
         echo "[fuzz] $t failed: see $log (and fuzz/artifacts/$t)" >&2
         exit 1

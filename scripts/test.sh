@@ -14,8 +14,10 @@
 #     skips them). The Rust tests never need PyTorch: their fixtures are committed.
 #  8. `cargo check` for Windows (x86_64-pc-windows-gnu) and macOS (aarch64-apple-darwin)
 #     (scripts/check-targets.sh; needs gcc-mingw-w64-x86-64),
-#  9. a short fuzz pass: every cargo-fuzz target for 30 s without a sanitizer (scripts/fuzz.sh;
-#     installs the nightly toolchain and cargo-fuzz if missing; TIDE_SKIP_FUZZ=1 skips it).
+#  9. a short fuzz pass: every cargo-fuzz target for 30 s without a sanitizer, from the
+#     committed seeds with libFuzzer's seed fixed, so that every run tries the same inputs
+#     (scripts/fuzz.sh; installs the nightly toolchain and cargo-fuzz if missing;
+#     TIDE_SKIP_FUZZ=1 skips it).
 #     The 1e6-run counts in docs/bench-data/fuzz.jsonl come from longer runs of the same script.
 # Python runs in .cache/venv with pinned packages (scripts/venv.sh), never the system's.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test kernels`).
@@ -72,7 +74,9 @@ fi
 if [[ "${TIDE_SKIP_FUZZ:-0}" == 1 ]]; then
     echo "SKIPPED: the fuzz pass (TIDE_SKIP_FUZZ=1)" >&2
 elif [[ $# -eq 0 ]]; then
-    counts="$(mktemp)"
-    FUZZ_SANITIZER=none FUZZ_OUT="$counts" bash scripts/fuzz.sh 1000000000 30
-    rm -f "$counts"
+    # A fixed seed over a corpus of the committed seeds only: the same inputs on every run.
+    counts="$(mktemp)" fuzz_corpus="$(mktemp -d)"
+    FUZZ_SANITIZER=none FUZZ_OUT="$counts" FUZZ_SEED=1 FUZZ_CORPUS="$fuzz_corpus" \
+        bash scripts/fuzz.sh 1000000000 30
+    rm -rf "$counts" "$fuzz_corpus"
 fi

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod decoder;
 pub mod engine;
 pub mod error;
+pub mod fastcpu;
 // The blocking evaluation loops of the native front end.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;

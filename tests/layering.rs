@@ -13,6 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gpu", &["model", "options"]),
     ("options", &[]),
     ("cpu", &["model", "memory"]),
+    ("fastcpu", &["cpu", "model"]),
     ("decoder", &["gpu", "model", "memory", "options"]),
     ("sample", &[]),
     ("frequency", &[]),

@@ -66,7 +66,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Runs `rows(first_row, out_part)` over `out` split across the cores when the matrix
 /// (out.len() x cols) is large enough to pay for the threads.
-fn par_rows(out: &mut [f32], cols: usize, rows: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+pub fn par_rows(out: &mut [f32], cols: usize, rows: &(dyn Fn(usize, &mut [f32]) + Sync)) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

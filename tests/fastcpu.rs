@@ -1,0 +1,179 @@
+//! The fast CPU kernels (src/fastcpu/) against formulas, on random blocks of every byte value
+//! and odd sizes (1 to 37 rows, 1 to 17 blocks a row):
+//! - a row's dot product with an 8-bit vector equals the exact sum of the dequantised row
+//!   (the reference's own `dequantize`) times the dequantised vector, computed in f64, within
+//!   f32 rounding (1e-5 of the sum of |terms|), on the portable path and on AVX2;
+//! - against the f32 vector it approximates, the error stays within the bound the 8-bit
+//!   quantisation of the vector allows: sum_j |w_j| d_b / 2 (d_b = the block's scale);
+//! - the matrix-vector product equals the rows' dot products, and refuses a type it lacks or
+//!   a shape that does not fit, naming the tensor.
+use tide_gpu::fastcpu::dot::{dot, supports, Path};
+use tide_gpu::fastcpu::matvec::matvec;
+use tide_gpu::fastcpu::q8::Q8Vec;
+use tide_gpu::model::dtype::{dequantize, DType, QK};
+use tide_gpu::model::{Blob, TensorInfo, Weight};
+
+/// xorshift64*: the test's own deterministic numbers.
+struct Rng(u64);
+impl Rng {
+    fn u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn f32(&mut self) -> f32 {
+        (self.u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+const TYPES: [DType; 3] = [DType::Q4_0, DType::Q4_1, DType::Q8_0];
+
+/// `rows` rows of `blocks` random blocks of `t`: every code byte random, scales (and Q4_1's
+/// min) random f16 of either sign.
+fn random_rows(rng: &mut Rng, t: DType, rows: usize, blocks: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..rows * blocks {
+        let scales = if t == DType::Q4_1 { 2 } else { 1 };
+        for _ in 0..scales {
+            out.extend(half::f16::from_f32(rng.f32() * 0.05).to_le_bytes());
+        }
+        for _ in 0..t.block_bytes() - 2 * scales {
+            out.push(rng.u64() as u8);
+        }
+    }
+    out
+}
+
+fn random_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
+    // Some blocks all zero: their scale is 0.
+    (0..n)
+        .map(|i| {
+            if (i / QK) % 5 == 3 {
+                0.0
+            } else {
+                rng.f32() * 3.0
+            }
+        })
+        .collect()
+}
+
+fn paths() -> Vec<Path> {
+    let mut p = vec![Path::Portable];
+    if Path::Avx2.available() {
+        p.push(Path::Avx2);
+    }
+    p
+}
+
+#[test]
+fn dot_products_equal_the_exact_sum_of_the_dequantised_values() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut checked = 0;
+    for t in TYPES {
+        for blocks in [1, 2, 3, 5, 17] {
+            let n = blocks * QK;
+            let row = random_rows(&mut rng, t, 1, blocks);
+            let mut w = vec![0f32; n];
+            dequantize(t, &row, &mut w);
+            let xf = random_vec(&mut rng, n);
+            let x = Q8Vec::quantize(&xf);
+            // The vector as the kernels see it.
+            let xq: Vec<f64> = (0..n)
+                .map(|j| x.d[j / QK] as f64 * x.qs[j] as f64)
+                .collect();
+            let exact: f64 = w.iter().zip(&xq).map(|(&a, &b)| a as f64 * b).sum();
+            let mag: f64 = w.iter().zip(&xq).map(|(&a, &b)| (a as f64 * b).abs()).sum();
+            // What quantising the vector may cost against the f32 vector.
+            let bound: f64 = (0..n)
+                .map(|j| (w[j] as f64).abs() * x.d[j / QK] as f64 / 2.0)
+                .sum();
+            let truth: f64 = w.iter().zip(&xf).map(|(&a, &b)| a as f64 * b as f64).sum();
+            for p in paths() {
+                let got = dot(p, t, &row, &x).unwrap() as f64;
+                assert!(
+                    (got - exact).abs() <= 1e-5 * mag + 1e-9,
+                    "{t:?} {blocks} blocks {p:?}: {got} against {exact} (sum |terms| {mag})"
+                );
+                assert!(
+                    (got - truth).abs() <= bound + 1e-5 * mag + 1e-9,
+                    "{t:?} {blocks} blocks {p:?}: {got} against the f32 vector's {truth}, \
+                     beyond the 8-bit bound {bound}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 5 * paths().len());
+}
+
+#[test]
+fn types_and_paths_not_there_are_refused() {
+    let x = Q8Vec::quantize(&[1.0; 32]);
+    for t in [DType::F32, DType::F16, DType::Q4_K, DType::Q5_0] {
+        assert!(!supports(t));
+        assert_eq!(dot(Path::Portable, t, &[0; 144], &x), None, "{t:?}");
+    }
+    // On a CPU without AVX2 the AVX2 path says so rather than running.
+    if !Path::Avx2.available() {
+        assert_eq!(dot(Path::Avx2, DType::Q8_0, &[0; 34], &x), None);
+        assert_eq!(Path::best(), Path::Portable);
+    } else {
+        assert_eq!(Path::best(), Path::Avx2);
+    }
+}
+
+fn weight(name: &str, t: DType, rows: usize, cols: usize, bytes: Vec<u8>) -> Weight {
+    let end = bytes.len();
+    Weight {
+        info: TensorInfo {
+            name: name.into(),
+            dtype: t,
+            shape: vec![rows, cols],
+            start: 0,
+            end,
+        },
+        blob: Blob::from_vec(bytes),
+    }
+}
+
+#[test]
+fn matvec_equals_the_rows_dot_products_and_refuses_bad_shapes() {
+    let mut rng = Rng(42);
+    for t in TYPES {
+        for (rows, blocks) in [(1, 1), (7, 3), (37, 5)] {
+            let cols = blocks * QK;
+            let w = weight(
+                "blk.0.ffn_up.weight",
+                t,
+                rows,
+                cols,
+                random_rows(&mut rng, t, rows, blocks),
+            );
+            let x = Q8Vec::quantize(&random_vec(&mut rng, cols));
+            let rb = t.row_bytes(cols).unwrap();
+            for p in paths() {
+                let mut out = vec![0f32; rows];
+                matvec(p, &mut out, &w, &x).unwrap();
+                for (r, o) in out.iter().enumerate() {
+                    let want = dot(p, t, &w.bytes()[r * rb..(r + 1) * rb], &x).unwrap();
+                    assert_eq!(*o, want, "{t:?} row {r} of {rows} {p:?}");
+                }
+            }
+        }
+    }
+    let x = Q8Vec::quantize(&[0.5; 64]);
+    let w = weight("blk.3.attn_q.weight", DType::Q8_0, 2, 32, vec![0; 2 * 34]);
+    let e = matvec(Path::Portable, &mut [0.0; 2], &w, &x)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("blk.3.attn_q.weight") && e.contains("[2, 32]") && e.contains("64"),
+        "{e}"
+    );
+    let w = weight("output.weight", DType::F32, 2, 64, vec![0; 2 * 64 * 4]);
+    let e = matvec(Path::Portable, &mut [0.0; 2], &w, &x)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("output.weight") && e.contains("F32"), "{e}");
+}
