@@ -147,10 +147,12 @@ def main():
         print(f"{a.metrics}: a run in progress (no final evaluation): the curve only")
         return
     dec = [str(i) for i in range(10)]
+    seen = lambda r: f"{r.get('train_tokens_seen', 0) / 1e6:.1f}M tokens"  # noqa: E731
     series = [("backbone alone", GREY, m["baseline"]["ce_by_decile"]),
-              ("with memory", BLUE, m["trained"]["ce_by_decile"])]
+              (f"with memory ({seen(m)})", BLUE, m["trained"]["ce_by_decile"])]
     if a.finetune:
-        series.append(("fine-tuned backbone", GREEN, json.load(open(a.finetune))["trained"]["ce_by_decile"]))
+        ft = json.load(open(a.finetune))
+        series.append((f"fine-tuned backbone ({seen(ft)})", GREEN, ft["trained"]["ce_by_decile"]))
     bars(os.path.join(a.out, "smollm2_ce_by_decile.svg"),
          "Held-out CE by training-frequency decile (0 = rarest)", dec, series, "CE (nats)")
     bars(os.path.join(a.out, "smollm2_null.svg"),

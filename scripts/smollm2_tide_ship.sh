@@ -48,4 +48,9 @@ EOF
 cp "$tmp/train_metrics.json" "$dest/train_metrics.json"
 echo "[ship] $dest: $(du -h "$dest/memory.safetensors" | cut -f1) of memory (${compress[*]})" >&2
 (cd train && "$py" golden.py memory "$hf" "../$dest" ../tests/fixtures/smollm2-tide_golden.json) >&2
-python3 scripts/smollm2_tide_plots.py "$dest/train_metrics.json" docs/results >&2
+# The charts, with the fine-tuning control and the quality table where they exist.
+extra=()
+[[ -s docs/results/smollm2_finetune.json ]] && extra+=(--finetune docs/results/smollm2_finetune.json)
+[[ -s docs/bench-data/smollm2_tide_quality.jsonl ]] &&
+    extra+=(--quality docs/bench-data/smollm2_tide_quality.jsonl)
+python3 scripts/smollm2_tide_plots.py "$dest/train_metrics.json" docs/results "${extra[@]}" >&2
