@@ -143,10 +143,9 @@ impl CpuSession {
         self.router.clear();
     }
 
-    /// Run `tokens` through the model at the current position; logits are those of the last one.
-    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        let c = self.m.config.clone();
-        let m = self.m.clone();
+    /// `tokens` fit after what was fed (some, within the context, ids in the vocabulary).
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.m.config.vocab;
         if tokens.is_empty() {
             return Err(Error::Input("no tokens to process".into()));
         }
@@ -158,12 +157,19 @@ impl CpuSession {
                 self.ctx
             )));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(Error::Input(format!(
-                "token id {bad} is out of range (vocab {})",
-                c.vocab
+                "token id {bad} is out of range (vocab {vocab})"
             )));
         }
+        Ok(())
+    }
+
+    /// Run `tokens` through the model at the current position; logits are those of the last one.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        let c = self.m.config.clone();
+        let m = self.m.clone();
+        self.check_tokens(tokens)?;
         let (d, kvd, hd) = (c.dim, c.kv_dim(), c.head_dim);
         let group = c.n_heads / c.n_kv_heads;
         let mut h = vec![0f32; d];
