@@ -1,5 +1,6 @@
-//! The fast CPU kernels (src/fastcpu/) against formulas, on random blocks of every byte value
-//! and odd sizes (1 to 37 rows, 1 to 17 blocks a row):
+//! The fast CPU kernels (src/fastcpu/) against formulas, on random blocks (random code bytes,
+//! small random scales: tests/common/data.rs `random_weight`) of odd sizes (1 to 37 rows, 1
+//! to 17 blocks a row):
 //! - a row's dot product with an 8-bit vector equals the exact sum of the dequantised row
 //!   (the reference's own `dequantize`) times the dequantised vector, computed in f64, within
 //!   f32 rounding (1e-5 of the sum of |terms|), on the portable path and on AVX2;
@@ -7,43 +8,16 @@
 //!   quantisation of the vector allows: sum_j |w_j| d_b / 2 (d_b = the block's scale);
 //! - the matrix-vector product equals the rows' dot products, and refuses a type it lacks or
 //!   a shape that does not fit, naming the tensor.
+mod common;
+
+use common::data::{random_weight, Rng};
 use tide_gpu::fastcpu::dot::{dot, supports, Path};
 use tide_gpu::fastcpu::matvec::matvec;
 use tide_gpu::fastcpu::q8::Q8Vec;
-use tide_gpu::model::dtype::{dequantize, DType, QK};
+use tide_gpu::model::dtype::{DType, QK};
 use tide_gpu::model::{Blob, TensorInfo, Weight};
 
-/// xorshift64*: the test's own deterministic numbers.
-struct Rng(u64);
-impl Rng {
-    fn u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn f32(&mut self) -> f32 {
-        (self.u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
-
 const TYPES: [DType; 3] = [DType::Q4_0, DType::Q4_1, DType::Q8_0];
-
-/// `rows` rows of `blocks` random blocks of `t`: every code byte random, scales (and Q4_1's
-/// min) random f16 of either sign.
-fn random_rows(rng: &mut Rng, t: DType, rows: usize, blocks: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for _ in 0..rows * blocks {
-        let scales = if t == DType::Q4_1 { 2 } else { 1 };
-        for _ in 0..scales {
-            out.extend(half::f16::from_f32(rng.f32() * 0.05).to_le_bytes());
-        }
-        for _ in 0..t.block_bytes() - 2 * scales {
-            out.push(rng.u64() as u8);
-        }
-    }
-    out
-}
 
 fn random_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
     // Some blocks all zero: their scale is 0.
@@ -73,9 +47,8 @@ fn dot_products_equal_the_exact_sum_of_the_dequantised_values() {
     for t in TYPES {
         for blocks in [1, 2, 3, 5, 17] {
             let n = blocks * QK;
-            let row = random_rows(&mut rng, t, 1, blocks);
-            let mut w = vec![0f32; n];
-            dequantize(t, &row, &mut w);
+            // Random blocks and the row as the reference dequantises it.
+            let (row, w) = random_weight(&mut rng, t, 1, n);
             let xf = random_vec(&mut rng, n);
             let x = Q8Vec::quantize(&xf);
             // The vector as the kernels see it.
@@ -148,7 +121,7 @@ fn matvec_equals_the_rows_dot_products_and_refuses_bad_shapes() {
                 t,
                 rows,
                 cols,
-                random_rows(&mut rng, t, rows, blocks),
+                random_weight(&mut rng, t, rows, cols).0,
             );
             let x = Q8Vec::quantize(&random_vec(&mut rng, cols));
             let rb = t.row_bytes(cols).unwrap();

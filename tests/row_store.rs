@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{assert_close, cpu_logits, gpu, json_ids as ids, repo};
+use common::{assert_close, cpu_logits, cpu_logits_with, gpu, json_ids as ids, repo};
 use tide_gpu::cpu::CpuModel;
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder, KernelSet};
 use tide_gpu::memory::compress::{compress, write_memory_file, CompressOptions, RankRule};
@@ -258,15 +258,6 @@ fn attach_url(url: &str, opts: &HttpOptions) -> tide_gpu::Result<(Loaded, Link)>
     Ok((Loaded { m, rows }, r.link))
 }
 
-/// The CPU reference's logits of `seq`, reading through `m`'s stores.
-fn cpu_logits_of(m: &Loaded, seq: &[u32]) -> Vec<f32> {
-    let cm = Arc::new(CpuModel::with_rows(&m.m, m.rows.clone()));
-    let mut s = cm.session(64);
-    s.keep_all = true;
-    s.feed(seq).unwrap();
-    s.all_logits.clone()
-}
-
 fn decoder(m: &Loaded) -> GpuDecoder {
     decoder_with(m, false)
 }
@@ -403,7 +394,7 @@ fn every_row_path_gives_the_cpu_references_logits() {
             let reqs = srv.requests.load(Ordering::SeqCst) - before;
             assert!(reqs as u64 <= s.misses, "{reqs} requests for {s:?}");
             // The CPU reference reads through the same store and agrees.
-            let cpu = cpu_logits_of(&m, &seq);
+            let cpu = cpu_logits_with(&m.m, m.rows.clone(), &seq);
             assert_close(&format!("{tag} HTTP CPU"), &cpu, &want, 1e-5);
         }
         let _ = std::fs::remove_file(&path);

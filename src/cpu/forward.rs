@@ -196,7 +196,7 @@ impl CpuSession {
             if let Some(mm) = &m.memory {
                 let on = |li: usize| mm.routers[li].is_some() && !self.memory_off[li];
                 if (0..m.layers.len()).any(on) {
-                    let rows = m.rows.tide.as_ref().ok_or_else(|| no_store(&mm.source))?;
+                    let rows = m.rows.tide_for(mm)?;
                     block_rows(mm, rows, tok, &mut mem)?;
                 }
             }
@@ -208,7 +208,7 @@ impl CpuSession {
                 if let Some(e) = &m.engram {
                     if let Some(ei) = e.index_of(li) {
                         let conv = &mut self.engram_conv[ei];
-                        let stores = m.rows.engram.get(ei).ok_or_else(|| no_store(&e.source))?;
+                        let stores = m.rows.engram_for(e, ei)?;
                         engram_add(
                             e,
                             (&e.layers[ei], stores),
@@ -307,11 +307,6 @@ impl CpuSession {
         }
         Ok(&self.logits)
     }
-}
-
-/// The error for memory given no row store (`with_rows` with stores of another model).
-fn no_store(source: &str) -> crate::error::Error {
-    crate::error::Error::Input(format!("{source}: no row store was given for this memory"))
 }
 
 /// Engram at one layer for the token at `pos` (train/engram.py): gather e_t through the row

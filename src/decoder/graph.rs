@@ -118,14 +118,14 @@ impl GpuDecoder {
         let w = GpuWeights::upload(&self.ctx, model, self.opts.ctx_len)?;
         self.push_embed(&w.embd)?;
         if let Some(m) = &model.memory {
-            let store = rows.tide.clone().ok_or_else(|| no_store(&m.source))?;
+            let store = rows.tide_for(m)?.clone();
             self.setup_memory(m, store)?;
         }
         if let Some(e) = &model.engram {
-            if rows.engram.len() != e.layers.len() {
-                return Err(no_store(&e.source));
-            }
-            self.setup_engram(e, rows.engram.clone())?;
+            let stores = (0..e.layers.len())
+                .map(|ei| rows.engram_for(e, ei).map(<[_]>::to_vec))
+                .collect::<Result<_>>()?;
+            self.setup_engram(e, stores)?;
         }
         let scratch = self.layer_scratch(model, w.lime);
         let mut keep = Vec::new();
@@ -392,9 +392,4 @@ fn matmul_of(w: &GpuTensor, epi: Epilogue, norm: Option<f32>) -> Matmul {
         rows: w.rows,
         row0: 0,
     }
-}
-
-/// The error for memory given no row store (`with_rows` with another model's stores).
-fn no_store(source: &str) -> Error {
-    Error::Input(format!("{source}: no row store was given for this memory"))
 }

@@ -28,7 +28,7 @@ impl RowSource for NotLocal {
     fn read_rows(&self, k: usize, _ids: &[u32], _out: &mut [u8]) -> Result<u64> {
         Err(Error::Input(format!(
             "{}: the rows of table {k} are remote; read them through the row store the \
-             remote memory was attached with",
+             remote memory was opened with",
             self.source
         )))
     }
@@ -36,6 +36,10 @@ impl RowSource for NotLocal {
     fn name(&self) -> String {
         self.source.clone()
     }
+}
+
+fn no_store(source: &str) -> Error {
+    Error::Input(format!("{source}: no row store was given for this memory"))
 }
 
 /// Whether a table's bytes are all here (a remote table carries its type and shape only).
@@ -69,6 +73,20 @@ impl MemoryRows {
                 .iter()
                 .map(|l| l.iter().map(RowStore::detached).collect())
                 .collect(),
+        }
+    }
+
+    /// TIDE's store, or an error naming `m` when these are another model's stores.
+    pub fn tide_for(&self, m: &TideMemory) -> Result<&RowStore> {
+        self.tide.as_ref().ok_or_else(|| no_store(&m.source))
+    }
+
+    /// The stores of Engram layer `ei` of `e`, or an error naming `e` when these are another
+    /// model's stores.
+    pub fn engram_for(&self, e: &Engram, ei: usize) -> Result<&[RowStore]> {
+        match self.engram.get(ei) {
+            Some(s) if self.engram.len() == e.layers.len() => Ok(s),
+            _ => Err(no_store(&e.source)),
         }
     }
 

@@ -103,7 +103,16 @@ pub fn small_decoder(
 
 /// All-position logits of `seq` from the CPU reference (context 64).
 pub fn cpu_logits(m: &tide_gpu::model::Model, seq: &[u32]) -> Vec<f32> {
-    let cm = std::sync::Arc::new(tide_gpu::cpu::CpuModel::new(m));
+    cpu_logits_with(m, tide_gpu::memory::MemoryRows::local(m), seq)
+}
+
+/// `cpu_logits` with the memory's rows read through `rows`.
+pub fn cpu_logits_with(
+    m: &tide_gpu::model::Model,
+    rows: tide_gpu::memory::MemoryRows,
+    seq: &[u32],
+) -> Vec<f32> {
+    let cm = std::sync::Arc::new(tide_gpu::cpu::CpuModel::with_rows(m, rows));
     let mut s = cm.session(64);
     s.keep_all = true;
     s.feed(seq).unwrap();
