@@ -694,3 +694,42 @@ fn bad_tide_metadata_is_refused() {
     let e = load_err(&gguf_with_float_memory([1, 1], kvs));
     assert!(e.contains(".gguf") && e.contains("tide.k = 0"), "{e}");
 }
+
+/// Row stores of another model (here none: a model without memory's) given to a memory
+/// model's backends are refused with an error naming the memory, on the CPU reference at its
+/// first step and on the GPU when the decoder is built; never a panic. Likewise for Engram.
+#[test]
+fn memory_without_its_row_stores_is_refused_by_name() {
+    use tide_gpu::memory::MemoryRows;
+    let engram = load(&repo().join("tests/fixtures/tiny_engram")).unwrap();
+    for m in [variant("model.safetensors"), engram] {
+        let none = MemoryRows::default();
+        let source = match (&m.memory, &m.engram) {
+            (Some(t), _) => t.source.clone(),
+            (None, Some(e)) => e.source.clone(),
+            _ => unreachable!("both fixtures have memory"),
+        };
+        let cm = Arc::new(CpuModel::with_rows(&m, none.clone()));
+        let e = cm.session(16).feed(&[1, 2]).unwrap_err().to_string();
+        assert!(
+            e.contains(&source) && e.contains("no row store was given"),
+            "{e}"
+        );
+        let opts = DecoderOptions {
+            ctx_len: 16,
+            max_batch: 4,
+            ..Default::default()
+        };
+        let e = GpuDecoder::with_rows(gpu(), &m, &none, opts)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&source) && e.contains("no row store was given"),
+            "{e}"
+        );
+        // The memory's own stores work.
+        let cm = Arc::new(CpuModel::with_rows(&m, MemoryRows::local(&m)));
+        cm.session(16).feed(&[1, 2]).unwrap();
+    }
+}
