@@ -4,6 +4,8 @@ use std::sync::Arc;
 use crate::cpu::{CpuModel, CpuSession};
 use crate::decoder::GpuDecoder;
 use crate::error::{Error, Result};
+use crate::fastcpu::dot::Path;
+use crate::fastcpu::{fallbacks, FastCpu};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::memory::MemoryRows;
 use crate::model::Model;
@@ -12,10 +14,15 @@ use crate::sample::{recent_distinct, Sampler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// GPU if an adapter opens, else the CPU (with a note on stderr).
+    /// A hardware GPU if one opens; else (no adapter, or only a software one: lavapipe,
+    /// llvmpipe, SwiftShader, WARP) the fast CPU backend, with a note saying why.
     Auto,
+    /// Any GPU adapter, software ones included.
     Gpu,
+    /// The fast CPU backend (src/fastcpu/).
     Cpu,
+    /// The CPU reference (src/cpu/): plain f32, the oracle.
+    Reference,
 }
 
 pub enum Engine {
@@ -25,25 +32,41 @@ pub enum Engine {
 
 impl Engine {
     /// Open `backend` for `model`, its memories' rows read through `rows`
-    /// (`MemoryRows::local(model)` for its own tables). With `Backend::Auto` a GPU adapter is tried first and the
-    /// CPU reference taken when none opens (or only software OpenGL is there); the second
-    /// value then says why, for the front end to show.
+    /// (`MemoryRows::local(model)` for its own tables). With `Backend::Auto` a GPU adapter is
+    /// tried first and the fast CPU backend taken when none opens or the one that opens is a
+    /// software renderer. The second value says why the CPU was chosen, and which of the
+    /// model's matrices the fast CPU kernels leave to the reference's, for the front end to
+    /// show.
     pub async fn open(
         model: &Model,
         rows: &MemoryRows,
         backend: Backend,
         opts: &Options,
     ) -> Result<(Engine, Option<String>)> {
-        let cpu = || {
+        let ctx_len = opts.decoder.ctx_len;
+        let reference = || {
             let m = CpuModel::with_rows(model, rows.clone());
-            Engine::Cpu(Box::new(Arc::new(m).session(opts.decoder.ctx_len)))
+            Engine::Cpu(Box::new(Arc::new(m).session(ctx_len)))
+        };
+        // The fast CPU backend, and its note: why it runs (`why`) and its fallbacks.
+        let cpu = |why: Option<String>| -> Result<(Engine, Option<String>)> {
+            let path = match opts.cpu.portable {
+                true => Path::Portable,
+                false => Path::best(),
+            };
+            let f = Arc::new(FastCpu::new(path, opts.cpu.threads)?);
+            let m = Arc::new(CpuModel::with_rows(model, rows.clone()));
+            let e = Engine::Cpu(Box::new(f.session(&m, ctx_len)));
+            let notes: Vec<String> = why.into_iter().chain(fallbacks(model)).collect();
+            Ok((e, (!notes.is_empty()).then(|| notes.join("; "))))
         };
         let gpu = |ctx| -> Result<Engine> {
             let d = GpuDecoder::with_rows(ctx, model, rows, opts.decoder.clone())?;
             Ok(Engine::Gpu(Box::new(d)))
         };
         match backend {
-            Backend::Cpu => Ok((cpu(), None)),
+            Backend::Reference => Ok((reference(), None)),
+            Backend::Cpu => cpu(None),
             Backend::Gpu => {
                 // Asked for by name: any adapter will do, software OpenGL included.
                 let g = GpuOptions {
@@ -53,11 +76,13 @@ impl Engine {
                 Ok((gpu(GpuContext::new(&g).await?)?, None))
             }
             Backend::Auto => match GpuContext::new(&opts.gpu).await {
-                Ok(ctx) => Ok((gpu(ctx)?, None)),
-                Err(e) => Ok((
-                    cpu(),
-                    Some(format!("{e}; running the CPU reference instead")),
-                )),
+                Ok(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => Ok((gpu(ctx)?, None)),
+                Ok(ctx) => cpu(Some(format!(
+                    "the only GPU adapter, {}, is a software renderer: running the fast CPU \
+                     backend instead (--backend gpu runs on the adapter)",
+                    ctx.info.name
+                ))),
+                Err(e) => cpu(Some(format!("{e}; running the fast CPU backend instead"))),
             },
         }
     }
@@ -93,7 +118,7 @@ impl Engine {
     pub fn describe(&self) -> String {
         match self {
             Engine::Gpu(g) => g.ctx.describe(),
-            Engine::Cpu(_) => "cpu (reference)".into(),
+            Engine::Cpu(c) => c.describe(),
         }
     }
 

@@ -8,6 +8,16 @@ use std::path::PathBuf;
 pub struct Options {
     pub gpu: GpuOptions,
     pub decoder: DecoderOptions,
+    pub cpu: CpuOptions,
+}
+
+/// The fast CPU backend (src/fastcpu/).
+#[derive(Debug, Clone, Default)]
+pub struct CpuOptions {
+    /// Threads its matrix products and attention run on (0: one per core; `--threads`).
+    pub threads: usize,
+    /// Run the portable kernels even where the CPU has AVX2 (TIDE_CPU_KERNELS=portable).
+    pub portable: bool,
 }
 
 /// How the device is opened and which kernel inputs it prefers.

@@ -184,11 +184,12 @@ async fn open(
     };
     let backend = match backend {
         "auto" => Backend::Auto,
-        "gpu" => Backend::Gpu,
+        "gpu" | "webgpu" => Backend::Gpu,
         "cpu" => Backend::Cpu,
+        "reference" => Backend::Reference,
         b => {
             return Err(Error::Input(format!(
-                "backend {b:?}: expected auto, gpu or cpu"
+                "backend {b:?}: expected auto, webgpu, cpu or reference"
             )))
         }
     };

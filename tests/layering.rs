@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gpu", &["model", "options"]),
     ("options", &[]),
     ("cpu", &["model", "memory"]),
-    ("fastcpu", &["cpu", "model"]),
+    ("fastcpu", &["cpu", "memory", "model"]),
     ("decoder", &["gpu", "model", "memory", "options"]),
     ("sample", &[]),
     ("frequency", &[]),
@@ -23,7 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "engine",
         &[
-            "cpu", "decoder", "gpu", "memory", "model", "options", "sample",
+            "cpu", "decoder", "fastcpu", "gpu", "memory", "model", "options", "sample",
         ],
     ),
     ("generate", &["engine", "model", "sample"]),

@@ -10,9 +10,14 @@ use tide_gpu::{Backend, Engine, Model, Options};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum BackendArg {
+    /// A hardware GPU if one opens, else the fast CPU backend (says why).
     Auto,
+    /// Any GPU adapter, software renderers (lavapipe, SwiftShader) included.
     Gpu,
+    /// The fast CPU backend: quantised SIMD kernels on threads.
     Cpu,
+    /// The CPU reference: plain f32, the oracle the other backends are tested against.
+    Reference,
 }
 
 #[derive(Args, Clone)]
@@ -57,9 +62,13 @@ pub struct ModelArgs {
     /// Copy the whole memory tables to the GPU at start (no streaming, no row cache).
     #[arg(long)]
     pub memory_resident: bool,
-    /// Where to run: the GPU if one opens (auto), the GPU only, or the CPU reference.
+    /// Where to run: a hardware GPU if one opens, else the fast CPU backend (auto); any GPU
+    /// adapter, software ones included (gpu); the fast CPU backend (cpu); the CPU reference.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
+    /// Threads of the CPU backend (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// KV-cache length in tokens (default: the model's, at most 2048).
     #[arg(long)]
     pub ctx: Option<usize>,
@@ -243,6 +252,7 @@ impl ModelArgs {
         o.gpu.no_f16 = self.no_f16;
         o.decoder.slots = self.slots.max(1);
         o.decoder.memory_resident = self.memory_resident;
+        o.cpu.threads = self.threads.unwrap_or(0);
         super::env::apply(&mut o)?;
         Ok(o)
     }
@@ -252,6 +262,7 @@ impl ModelArgs {
             BackendArg::Auto => Backend::Auto,
             BackendArg::Gpu => Backend::Gpu,
             BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Reference => Backend::Reference,
         }
     }
 

@@ -9,8 +9,8 @@ fn var(name: &str) -> Option<String> {
 }
 
 /// Fill the switches of `o` from TIDE_WORKGROUPS, TIDE_ROUTER, TIDE_PREFILL_TILE,
-/// TIDE_TOKEN_BY_TOKEN, TIDE_WEIGHTS, TIDE_SUBGROUPS, TIDE_QUICK_START, TIDE_SHADER_DIR and
-/// wgpu's own WGPU_* variables.
+/// TIDE_TOKEN_BY_TOKEN, TIDE_WEIGHTS, TIDE_SUBGROUPS, TIDE_QUICK_START, TIDE_CPU_KERNELS,
+/// TIDE_SHADER_DIR and wgpu's own WGPU_* variables.
 pub fn apply(o: &mut Options) -> Result<()> {
     if let Some(v) = var("TIDE_WORKGROUPS") {
         o.decoder.kernels = match v.as_str() {
@@ -56,6 +56,13 @@ pub fn apply(o: &mut Options) -> Result<()> {
             "off" => false,
             "on" => true,
             _ => bail!("TIDE_QUICK_START={v}: want on or off"),
+        };
+    }
+    if let Some(v) = var("TIDE_CPU_KERNELS") {
+        o.cpu.portable = match v.as_str() {
+            "portable" => true,
+            "auto" => false,
+            _ => bail!("TIDE_CPU_KERNELS={v}: want portable or auto"),
         };
     }
     if let Some(v) = var("TIDE_SHADER_DIR") {

@@ -57,10 +57,13 @@ pub struct ServeArgs {
     /// (the requests running then fail; the next get a new device).
     #[arg(long, hide = true)]
     lose_device_after_tokens: Option<usize>,
-    /// Where the API's model runs: the GPU if one opens (auto), the GPU only, or the CPU
-    /// reference.
+    /// Where the API's model runs: a hardware GPU if one opens, else the fast CPU backend
+    /// (auto); any GPU adapter (gpu); the fast CPU backend (cpu); the CPU reference.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
+    /// Threads of the CPU backend (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// The API's KV-cache length in tokens (default: the model's, at most 2048).
     #[arg(long)]
     ctx: Option<usize>,
@@ -320,6 +323,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             memory_gap_kb: None,
             memory_resident: false,
             backend: a.backend,
+            threads: a.threads,
             ctx: a.ctx,
             batch: None,
             no_f16: false,

@@ -7,35 +7,35 @@ use crate::memory::{block_rows, MemoryRows, TideMemory};
 use crate::model::engram::{Engram, EngramLayer, DILATION, KERNEL, REACH};
 use crate::model::{Config, Model, Weight};
 
-struct CpuLayer {
-    attn_norm: Vec<f32>,
-    wq: Weight,
-    wk: Weight,
-    wv: Weight,
-    wo: Weight,
-    ffn_norm: Vec<f32>,
-    w_gate: Weight,
-    w_up: Weight,
-    w_down: Weight,
-    qkv_bias: Option<[Vec<f32>; 3]>,
-    qk_norm: Option<[Vec<f32>; 2]>,
+pub(crate) struct CpuLayer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) wq: Weight,
+    pub(crate) wk: Weight,
+    pub(crate) wv: Weight,
+    pub(crate) wo: Weight,
+    pub(crate) ffn_norm: Vec<f32>,
+    pub(crate) w_gate: Weight,
+    pub(crate) w_up: Weight,
+    pub(crate) w_down: Weight,
+    pub(crate) qkv_bias: Option<[Vec<f32>; 3]>,
+    pub(crate) qk_norm: Option<[Vec<f32>; 2]>,
     /// LIMe's S^l [R, (l+1) R] (layers >= 1).
-    lime_mix: Option<Vec<f32>>,
+    pub(crate) lime_mix: Option<Vec<f32>>,
 }
 
 /// The reference model: matrices stay in their stored type (rows are dequantised as each
 /// product needs them), vectors are f32.
 pub struct CpuModel {
     pub config: Config,
-    embd: Weight,
-    lm_head: Option<Weight>,
-    out_norm: Vec<f32>,
-    layers: Vec<CpuLayer>,
+    pub(crate) embd: Weight,
+    pub(crate) lm_head: Option<Weight>,
+    pub(crate) out_norm: Vec<f32>,
+    pub(crate) layers: Vec<CpuLayer>,
     /// Tables stay in their stored form; rows are decoded when a token needs them.
-    memory: Option<TideMemory>,
-    engram: Option<Engram>,
+    pub(crate) memory: Option<TideMemory>,
+    pub(crate) engram: Option<Engram>,
     /// The row stores the memories' rows are read through.
-    rows: MemoryRows,
+    pub(crate) rows: MemoryRows,
 }
 
 impl CpuModel {
@@ -97,17 +97,28 @@ impl CpuModel {
                 .engram
                 .as_ref()
                 .map_or(Vec::new(), |e| vec![vec![0.0; ctx * c.dim]; e.layers.len()]),
+            forward: None,
         }
     }
 }
 
+/// Another forward pass over a session's state (the fast CPU backend, src/fastcpu/): from the
+/// session's position it reads the model and writes the K/V caches, the logits (all of them
+/// with `keep_all`), the router weights and `post_attn` as the reference's `feed` does.
+pub trait Forward: Send + Sync {
+    /// Run `tokens` (already checked: some, within the context, in the vocabulary).
+    fn feed(&self, s: &mut CpuSession, tokens: &[u32]) -> Result<()>;
+    /// What runs, for the front end ("cpu (AVX2, 2 threads)").
+    fn describe(&self) -> String;
+}
+
 /// One sequence's state: KV cache and position.
 pub struct CpuSession {
-    m: Arc<CpuModel>,
-    ctx: usize,
-    rope: Vec<f32>,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    pub(crate) m: Arc<CpuModel>,
+    pub(crate) ctx: usize,
+    pub(crate) rope: Vec<f32>,
+    pub(crate) k: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
     pub pos: usize,
     pub logits: Vec<f32>,
     /// Keep every position's logits in `all_logits` (perplexity), not only the last.
@@ -123,8 +134,10 @@ pub struct CpuSession {
     pub memory_off: Vec<bool>,
     /// Engram: the compressed id at every position, and per Engram layer the convolution's
     /// input RMSNorm_c(v~) at every position [ctx, dim].
-    engram_ids: Vec<u64>,
-    engram_conv: Vec<Vec<f32>>,
+    pub(crate) engram_ids: Vec<u64>,
+    pub(crate) engram_conv: Vec<Vec<f32>>,
+    /// The forward pass `feed` runs instead of the reference's own (None: the reference).
+    forward: Option<Arc<dyn Forward>>,
 }
 
 impl CpuSession {
@@ -135,6 +148,20 @@ impl CpuSession {
 
     pub fn n_layers(&self) -> usize {
         self.m.config.n_layers
+    }
+
+    /// The session with `f` running its forward passes instead of the reference.
+    pub fn with_forward(mut self, f: Arc<dyn Forward>) -> CpuSession {
+        self.forward = Some(f);
+        self
+    }
+
+    /// What runs its forward passes.
+    pub fn describe(&self) -> String {
+        match &self.forward {
+            Some(f) => f.describe(),
+            None => "cpu (reference)".into(),
+        }
     }
 
     pub fn reset(&mut self) {
@@ -170,6 +197,10 @@ impl CpuSession {
         let c = self.m.config.clone();
         let m = self.m.clone();
         self.check_tokens(tokens)?;
+        if let Some(f) = self.forward.clone() {
+            f.feed(self, tokens)?;
+            return Ok(&self.logits);
+        }
         let (d, kvd, hd) = (c.dim, c.kv_dim(), c.head_dim);
         let group = c.n_heads / c.n_kv_heads;
         let mut h = vec![0f32; d];
@@ -312,7 +343,7 @@ impl CpuSession {
 /// Engram at one layer for the token at `pos` (train/engram.py): gather e_t through the row
 /// stores, k and v, the scalar gate, store RMSNorm_c(v~) in `conv_in` at `pos`, and add
 /// v~ + SiLU(conv) to the residual `h`.
-fn engram_add(
+pub(crate) fn engram_add(
     e: &Engram,
     (el, stores): (&EngramLayer, &[RowStore]),
     ids: &[u64],
@@ -366,7 +397,7 @@ fn sign0(x: f32) -> f32 {
 
 /// LIMe: out head r = sum_j s[r, j] raw head j, over the heads (of `hd` values) of `raw`, the
 /// raw K (or V) of layers 0..=l, layer-major.
-fn lime_mix(s: &[f32], raw: &[f32], out: &mut [f32], hd: usize) {
+pub(crate) fn lime_mix(s: &[f32], raw: &[f32], out: &mut [f32], hd: usize) {
     let n = raw.len() / hd;
     for (r, o) in out.chunks_exact_mut(hd).enumerate() {
         o.fill(0.0);
@@ -377,7 +408,7 @@ fn lime_mix(s: &[f32], raw: &[f32], out: &mut [f32], hd: usize) {
     }
 }
 
-fn softmax(x: &mut [f32]) {
+pub(crate) fn softmax(x: &mut [f32]) {
     let mx = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for v in x.iter_mut() {

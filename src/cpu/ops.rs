@@ -47,7 +47,7 @@ pub fn matvec_weight(out: &mut [f32], w: &Weight, x: &[f32]) {
 /// Eight running sums (lane i takes elements i, i + 8, ...), added up at the end: a fixed order
 /// the compiler can keep in one vector register, where one running sum is a chain of dependent
 /// adds (3-4x slower).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a8

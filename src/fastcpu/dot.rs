@@ -1,12 +1,13 @@
-//! A stored row's dot product with an 8-bit vector, on the row's blocks as stored: per block an
-//! integer sum of products, times the weight's and the vector's scales (plus, for Q4_1, its
-//! min times the vector block's sum; Q4_0's offset of 8 is taken off the same way). The
-//! portable path and the AVX2 path compute the same integer sums; only the order of the final
-//! f32 additions differs.
-use half::f16;
+//! Stored rows' dot products with one activation vector, on the rows' blocks as stored.
+//! Block formats meet the vector's 8-bit blocks (q8.rs): per 32 values an integer sum of
+//! products, times the weight's and the vector's scales; offsets (Q4_0's 8, Q5_0's 16, Q6_K's
+//! 32) are in the codes or taken off with the vector block's sum, mins (Q4_1, Q5_1, Q4_K, Q5_K)
+//! times that sum. Float rows (F32, F16, BF16) meet the f32 vector. The portable path and the
+//! AVX2 path compute the same integer sums; only the order of the f32 additions differs.
+use half::{bf16, f16};
 
 use super::q8::Q8Vec;
-use crate::model::dtype::{DType, QK};
+use crate::model::dtype::{k_codes, k_scale_min, DType, QK, QK_K};
 
 /// Which code computes the dot products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,71 +35,155 @@ impl Path {
     pub fn available(self) -> bool {
         self == Path::Portable || Path::best() == Path::Avx2
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Portable => "portable",
+            Path::Avx2 => "AVX2",
+        }
+    }
 }
 
-/// The stored types these kernels read.
+/// The stored types these kernels read: all that the models store.
 pub fn supports(t: DType) -> bool {
-    matches!(t, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+    matches!(
+        t,
+        DType::F32
+            | DType::F16
+            | DType::BF16
+            | DType::Q8_0
+            | DType::Q4_0
+            | DType::Q4_1
+            | DType::Q5_0
+            | DType::Q5_1
+            | DType::Q4_K
+            | DType::Q5_K
+            | DType::Q6_K
+    )
+}
+
+/// The dot product of `row` (stored as `t`, as long as x) with `x`: `dots` for one row.
+pub fn dot(path: Path, t: DType, row: &[u8], x: &Q8Vec) -> Option<f32> {
+    let mut out = [0f32];
+    dots(path, t, row, x, &mut out, 1).then_some(out[0])
+}
+
+/// out[j * stride] = row j of `rows` . x, for out.len() / stride rows (rounded up) stored
+/// back to back as `t`, each as long as x. False (nothing written) for a type `supports`
+/// refuses, a path this CPU lacks, or sizes that do not fit.
+pub fn dots(path: Path, t: DType, rows: &[u8], x: &Q8Vec, out: &mut [f32], stride: usize) -> bool {
+    let n = out.len().div_ceil(stride.max(1));
+    let rb = t.row_bytes(x.f.len());
+    let blocks_ok = !t.is_quantized() || (x.blocks() * QK == x.f.len() && x.sums.len() == x.blocks());
+    let fits = rb.is_some_and(|rb| rows.len() == n * rb) && stride > 0 && blocks_ok;
+    if !supports(t) || !path.available() || !fits || n == 0 {
+        return false;
+    }
+    let rb = rb.unwrap_or(0);
+    match path {
+        Path::Portable => {
+            for (j, row) in rows.chunks_exact(rb).enumerate() {
+                out[j * stride] = portable(t, row, x);
+            }
+        }
+        // SAFETY: `available` checked that the CPU has AVX2, FMA and F16C, and the rows'
+        // lengths were checked against the vector's.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { avx2::dots(t, rows, rb, x, out, stride) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Path::Avx2 => unreachable!("AVX2 is never available off x86-64"),
+    }
+    true
 }
 
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// The dot product of `row` (stored as `t`, x.blocks() blocks) with `x`. None for a type
-/// `supports` refuses, a path this CPU lacks, or a row that is not x.blocks() blocks long.
-pub fn dot(path: Path, t: DType, row: &[u8], x: &Q8Vec) -> Option<f32> {
-    let n = x.blocks();
-    let whole = row.len() == n * t.block_bytes() && x.qs.len() == n * QK && x.sums.len() == n;
-    if !supports(t) || !path.available() || !whole {
-        return None;
-    }
-    Some(match path {
-        Path::Portable => portable(t, row, x),
-        // SAFETY: `available` checked that the CPU has AVX2, FMA and F16C, and the row's
-        // length was checked against the vector's blocks.
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { avx2::dot(t, row, x) },
-        #[cfg(not(target_arch = "x86_64"))]
-        Path::Avx2 => unreachable!("AVX2 is never available off x86-64"),
-    })
-}
-
-/// Per block: the integer sum of the values' products (Q4 values 0..15, before any offset).
+/// One row, plain Rust.
 fn portable(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
-    let bb = t.block_bytes();
-    let mut acc = 0f32;
-    for (b, blk) in row.chunks_exact(bb).enumerate() {
-        let q = &x.qs[b * QK..(b + 1) * QK];
-        let dx = x.d[b];
-        acc += match t {
-            DType::Q8_0 => {
-                let s: i32 = blk[2..]
-                    .iter()
-                    .zip(q)
-                    .map(|(&w, &v)| w as i8 as i32 * v as i32)
-                    .sum();
-                f16_at(blk, 0) * dx * s as f32
-            }
-            DType::Q4_0 => {
-                let s = nibble_sum(&blk[2..18], q) - 8 * x.sums[b];
-                f16_at(blk, 0) * dx * s as f32
-            }
-            _ => {
-                let s = nibble_sum(&blk[4..20], q);
-                f16_at(blk, 0) * dx * s as f32 + f16_at(blk, 2) * dx * x.sums[b] as f32
-            }
-        };
+    match t {
+        DType::F32 => row
+            .chunks_exact(4)
+            .zip(&x.f)
+            .map(|(b, v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v)
+            .sum(),
+        DType::F16 => row
+            .chunks_exact(2)
+            .zip(&x.f)
+            .map(|(b, v)| f16::from_le_bytes([b[0], b[1]]).to_f32() * v)
+            .sum(),
+        DType::BF16 => row
+            .chunks_exact(2)
+            .zip(&x.f)
+            .map(|(b, v)| bf16::from_le_bytes([b[0], b[1]]).to_f32() * v)
+            .sum(),
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+            let bb = t.block_bytes();
+            let per = QK_K / QK;
+            row.chunks_exact(bb)
+                .enumerate()
+                .map(|(sb, blk)| (0..per).map(|s| k_sub(t, blk, s, x, sb * per + s)).sum::<f32>())
+                .sum()
+        }
+        _ => row
+            .chunks_exact(t.block_bytes())
+            .enumerate()
+            .map(|(b, blk)| small_block(t, blk, x, b))
+            .sum(),
     }
-    acc
 }
 
-/// Byte j holds value j in its low nibble and value j + 16 in its high one.
-fn nibble_sum(qs: &[u8], q: &[i8]) -> i32 {
-    qs.iter()
+/// One 32-value block of Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 against vector block `b`.
+fn small_block(t: DType, blk: &[u8], x: &Q8Vec, b: usize) -> f32 {
+    let q = &x.qs[b * QK..(b + 1) * QK];
+    let (dx, sum) = (x.d[b], x.sums[b]);
+    let prod = |codes: &mut dyn Iterator<Item = i32>| -> i32 {
+        codes.zip(q).map(|(c, &v)| c * v as i32).sum()
+    };
+    let d = f16_at(blk, 0);
+    match t {
+        DType::Q8_0 => d * dx * prod(&mut blk[2..34].iter().map(|&w| w as i8 as i32)) as f32,
+        DType::Q4_0 => d * dx * (prod(&mut nibbles(&blk[2..18])) - 8 * sum) as f32,
+        DType::Q4_1 => {
+            d * dx * prod(&mut nibbles(&blk[4..20])) as f32 + f16_at(blk, 2) * dx * sum as f32
+        }
+        DType::Q5_0 => d * dx * (prod(&mut five_bits(&blk[2..22])) - 16 * sum) as f32,
+        _ => d * dx * prod(&mut five_bits(&blk[4..24])) as f32 + f16_at(blk, 2) * dx * sum as f32,
+    }
+}
+
+/// A Q4 block's 16 bytes as its 32 codes in order: low nibbles, then high ones.
+fn nibbles(qs: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    (0..32).map(|j| (if j < 16 { qs[j] & 15 } else { qs[j - 16] >> 4 }) as i32)
+}
+
+/// A Q5 block's 4 bytes of fifth bits (bit j: code j) and 16 bytes of nibbles as its codes.
+fn five_bits(b: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    nibbles(&b[4..20])
         .enumerate()
-        .map(|(j, &b)| (b & 0x0f) as i32 * q[j] as i32 + (b >> 4) as i32 * q[j + 16] as i32)
-        .sum()
+        .map(move |(j, c)| c | (((qh >> j) & 1) << 4) as i32)
+}
+
+/// Sub-block `s` (32 values) of a K-quant super-block against vector block `b`.
+fn k_sub(t: DType, blk: &[u8], s: usize, x: &Q8Vec, b: usize) -> f32 {
+    let q = &x.qs[b * QK..(b + 1) * QK];
+    let codes = k_codes(t, blk, s);
+    let dx = x.d[b];
+    if t == DType::Q6_K {
+        // Codes less 32, one i8 scale per 16 values.
+        let half = |h: usize| -> i32 {
+            (16 * h..16 * h + 16)
+                .map(|l| (codes[l] as i32 - 32) * q[l] as i32)
+                .sum()
+        };
+        let sc = |i: usize| blk[192 + 2 * s + i] as i8 as i32;
+        return f16_at(blk, 208) * dx * (sc(0) * half(0) + sc(1) * half(1)) as f32;
+    }
+    let (sc, m) = k_scale_min(blk[4..16].try_into().unwrap(), s);
+    let p: i32 = codes.iter().zip(q).map(|(&c, &v)| c as i32 * v as i32).sum();
+    dx * (f16_at(blk, 0) * sc as f32 * p as f32 - f16_at(blk, 2) * m as f32 * x.sums[b] as f32)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -106,10 +191,11 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::Q8Vec;
-    use crate::model::dtype::{DType, QK};
+    use crate::model::dtype::{k_scale_min, DType, QK};
 
     /// The 32 products of unsigned bytes `a` and signed bytes `b`, summed in pairs and then in
-    /// fours: 8 i32 lanes, as f32. No overflow: |a b| <= 128 * 127, two of them fit an i16.
+    /// fours: 8 i32 lanes (lane i: bytes 4i..4i + 3), as f32. No overflow: here a <= 128
+    /// (codes, or |q| of Q8_0) and |b| <= 127, so two products fit an i16.
     #[target_feature(enable = "avx2")]
     unsafe fn mul_sum_u8_i8(a: __m256i, b: __m256i) -> __m256 {
         let pairs = _mm256_maddubs_epi16(a, b);
@@ -132,6 +218,20 @@ mod avx2 {
         _mm256_set_m128i(hi, lo)
     }
 
+    /// The 32 bits of `bits` as 32 bytes, 0xff where bit j is set and 0 where not.
+    #[target_feature(enable = "avx2")]
+    unsafe fn bit_bytes(bits: u32) -> __m256i {
+        let v = _mm256_set1_epi32(bits as i32);
+        // Byte j takes the byte of `bits` that holds bit j, then keeps that bit alone.
+        let which = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3,
+            3, 3, 3, 3,
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let b = _mm256_and_si256(_mm256_shuffle_epi8(v, which), bit);
+        _mm256_cmpeq_epi8(b, bit)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -147,16 +247,33 @@ mod avx2 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
     }
 
-    /// SAFETY: the caller has checked AVX2, FMA and F16C; `row` holds x.blocks() blocks of
-    /// `t` (and x.qs, x.d, x.sums as many blocks).
+    const AHEAD: usize = 4;
+
+    /// SAFETY: the caller has checked AVX2, FMA and F16C; `rows` holds out.len() / stride
+    /// (rounded up) rows of `rb` bytes of `t`, each as long as x (and x.qs, x.d, x.sums
+    /// as many blocks).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
+    pub unsafe fn dots(t: DType, rows: &[u8], rb: usize, x: &Q8Vec, out: &mut [f32], stride: usize) {
+        let end = rows.as_ptr().wrapping_add(rows.len());
+        for (j, row) in rows.chunks_exact(rb).enumerate() {
+            // Ask for a row AHEAD rows on while this one is summed: the hardware prefetcher
+            // alone leaves the loop waiting on memory (decode 1.8x slower without this).
+            let mut p = row.as_ptr().wrapping_add(AHEAD * rb);
+            let stop = p.wrapping_add(rb).min(end);
+            while p < stop {
+                _mm_prefetch(p as *const i8, _MM_HINT_T0);
+                p = p.add(64);
+            }
+            *out.get_unchecked_mut(j * stride) = dot(t, row, x);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
         match t {
             DType::Q8_0 => blocks(row, x, 34, |blk, q| {
-                (
-                    mul_sum_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), q),
-                    0.0,
-                )
+                (mul_sum_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), q), 0.0)
             }),
             // Q4_0's values are the nibbles less 8: signed bytes.
             DType::Q4_0 => blocks(row, x, 18, |blk, q| {
@@ -164,15 +281,34 @@ mod avx2 {
                 (mul_sum_i8(w, q), 0.0)
             }),
             // Q4_1: the nibbles as they are, plus the min times the vector block's sum.
-            _ => blocks(row, x, 20, |blk, q| {
+            DType::Q4_1 => blocks(row, x, 20, |blk, q| {
                 (mul_sum_u8_i8(nibbles(blk.add(4)), q), f16(blk.add(2)))
             }),
+            // Q5_0: code - 16 is the nibble with 0xf0 set where the fifth bit is clear
+            // (two's complement), so the codes arrive signed.
+            DType::Q5_0 => blocks(row, x, 22, |blk, q| {
+                let hi = bit_bytes(u32::from_le_bytes(*(blk.add(2) as *const [u8; 4])));
+                let w = _mm256_or_si256(
+                    nibbles(blk.add(6)),
+                    _mm256_andnot_si256(hi, _mm256_set1_epi8(0xf0u8 as i8)),
+                );
+                (mul_sum_i8(w, q), 0.0)
+            }),
+            DType::Q5_1 => blocks(row, x, 24, |blk, q| {
+                let hi = bit_bytes(u32::from_le_bytes(*(blk.add(4) as *const [u8; 4])));
+                let w = _mm256_or_si256(nibbles(blk.add(8)), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
+                (mul_sum_u8_i8(w, q), f16(blk.add(2)))
+            }),
+            DType::Q4_K | DType::Q5_K => k45(t, row, x),
+            DType::Q6_K => k6(row, x),
+            _ => floats(t, row, &x.f),
         }
     }
 
     /// The loop over a row's blocks of `bb` bytes: `block` gives the 8 lanes of a block's
-    /// integer products and its min (0 but for Q4_1). Two running sums each, even and odd
-    /// blocks: one would be a chain of dependent adds, the loop's bottleneck.
+    /// integer products and its min (0 but for Q4_1 and Q5_1). Two running sums each, even
+    /// and odd blocks, in registers: one would be a chain of dependent adds, the loop's
+    /// bottleneck.
     #[inline(always)]
     unsafe fn blocks(
         row: &[u8],
@@ -181,16 +317,141 @@ mod avx2 {
         block: impl Fn(*const u8, __m256i) -> (__m256, f32),
     ) -> f32 {
         let (rp, qp) = (row.as_ptr(), x.qs.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let mut off = [0f32; 2];
-        for b in 0..x.blocks() {
+        let step = |b: usize, acc: &mut __m256, off: &mut f32| {
             let blk = rp.add(b * bb);
             let q = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
             let dx = *x.d.get_unchecked(b);
             let (p, m) = block(blk, q);
-            acc[b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk) * dx), p, acc[b & 1]);
-            off[b & 1] += m * dx * *x.sums.get_unchecked(b) as f32;
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk) * dx), p, *acc);
+            *off += m * dx * *x.sums.get_unchecked(b) as f32;
+        };
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut o0, mut o1) = (0f32, 0f32);
+        let n = x.blocks();
+        let mut b = 0;
+        while b + 1 < n {
+            step(b, &mut a0, &mut o0);
+            step(b + 1, &mut a1, &mut o1);
+            b += 2;
         }
-        hsum(_mm256_add_ps(acc[0], acc[1])) + off[0] + off[1]
+        if b < n {
+            step(b, &mut a0, &mut o0);
+        }
+        hsum(_mm256_add_ps(a0, a1)) + o0 + o1
+    }
+
+    /// Q4_K and Q5_K: per super-block of 256, eight sub-blocks of 32 with 6-bit scales and
+    /// mins; sub-blocks 2i and 2i + 1 are the low and high nibbles of the same 32 bytes, and
+    /// Q5_K's fifth bit of sub-block s is bit s of each of 32 bytes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn k45(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
+        let five = t == DType::Q5_K;
+        let (bb, qs_at) = if five { (176, 48) } else { (144, 16) };
+        let (mut acc, mut off) = ([_mm256_setzero_ps(); 2], 0f32);
+        let m4 = _mm256_set1_epi8(0x0f);
+        for (sb, blk) in row.chunks_exact(bb).enumerate() {
+            let p = blk.as_ptr();
+            let (d, dmin) = (f16(p), f16(p.add(2)));
+            let scales: &[u8; 12] = &*(p.add(4) as *const [u8; 12]);
+            let qh = _mm256_loadu_si256(p.add(16) as *const __m256i);
+            for i in 0..4 {
+                let raw = _mm256_loadu_si256(p.add(qs_at + 32 * i) as *const __m256i);
+                for h in 0..2 {
+                    let s = 2 * i + h;
+                    let b = sb * 8 + s;
+                    let mut w = _mm256_and_si256(if h == 0 { raw } else { _mm256_srli_epi16(raw, 4) }, m4);
+                    if five {
+                        let bit = _mm256_set1_epi8(1 << s);
+                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+                        w = _mm256_or_si256(w, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+                    }
+                    let q = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
+                    let (sc, m) = k_scale_min(scales, s);
+                    let dx = *x.d.get_unchecked(b);
+                    let prod = mul_sum_u8_i8(w, q);
+                    acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * dx), prod, acc[h]);
+                    off += dmin * m as f32 * dx * *x.sums.get_unchecked(b) as f32;
+                }
+            }
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1])) - off
+    }
+
+    /// Q6_K: per super-block of 256, sixteen i8 scales of 16 values; sub-block s (half
+    /// n = s / 4, quarter k = s % 4) takes its low 4 bits from ql[64n + 32(k % 2)..] (high
+    /// nibbles for k >= 2) and its top 2 from bits 2k, 2k + 1 of qh[32n..]. Codes less 32 are
+    /// signed bytes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn k6(row: &[u8], x: &Q8Vec) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let (m4, m2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(3));
+        for (sb, blk) in row.chunks_exact(210).enumerate() {
+            let p = blk.as_ptr();
+            let d = f16(p.add(208));
+            for s in 0..8 {
+                let (n, k) = (s / 4, s % 4);
+                let ql = _mm256_loadu_si256(p.add(64 * n + 32 * (k % 2)) as *const __m256i);
+                let lo = _mm256_and_si256(if k < 2 { ql } else { _mm256_srli_epi16(ql, 4) }, m4);
+                let qh = _mm256_loadu_si256(p.add(128 + 32 * n) as *const __m256i);
+                let top = _mm256_and_si256(shift_right(qh, 2 * k as i32), m2);
+                let codes = _mm256_or_si256(lo, _mm256_slli_epi16(top, 4));
+                let w = _mm256_sub_epi8(codes, _mm256_set1_epi8(32));
+                let b = sb * 8 + s;
+                let q = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
+                let (s0, s1) = (*p.add(192 + 2 * s) as i8 as f32, *p.add(193 + 2 * s) as i8 as f32);
+                let dx = d * *x.d.get_unchecked(b);
+                // Lanes 0-3 hold values 0-15 (scale s0), lanes 4-7 values 16-31 (scale s1).
+                let scale = _mm256_set_m128(_mm_set1_ps(s1 * dx), _mm_set1_ps(s0 * dx));
+                acc[s & 1] = _mm256_fmadd_ps(scale, mul_sum_i8(w, q), acc[s & 1]);
+            }
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1]))
+    }
+
+    /// Every 16-bit lane of `v` shifted right by `n` (0, 2, 4 or 6) bits.
+    #[target_feature(enable = "avx2")]
+    unsafe fn shift_right(v: __m256i, n: i32) -> __m256i {
+        _mm256_srl_epi16(v, _mm_cvtsi32_si128(n))
+    }
+
+    /// F32, F16 and BF16 rows against the f32 vector, 8 values a step, two running sums.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn floats(t: DType, row: &[u8], x: &[f32]) -> f32 {
+        let p = row.as_ptr();
+        let load = |i: usize| -> __m256 {
+            match t {
+                DType::F32 => _mm256_loadu_ps(p.add(4 * i) as *const f32),
+                DType::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i) as *const __m128i)),
+                // BF16: the top half of an f32.
+                _ => {
+                    let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.add(2 * i) as *const __m128i));
+                    _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+                }
+            }
+        };
+        let n = x.len();
+        let xp = x.as_ptr();
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            a0 = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(xp.add(i)), a0);
+            a1 = _mm256_fmadd_ps(load(i + 8), _mm256_loadu_ps(xp.add(i + 8)), a1);
+            i += 16;
+        }
+        if i + 8 <= n {
+            a0 = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(xp.add(i)), a0);
+            i += 8;
+        }
+        let mut sum = hsum(_mm256_add_ps(a0, a1));
+        let bytes = row.len() / n.max(1);
+        for (j, &v) in x.iter().enumerate().skip(i) {
+            let b = &row[j * bytes..(j + 1) * bytes];
+            sum += v * match t {
+                DType::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                _ => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            };
+        }
+        sum
     }
 }

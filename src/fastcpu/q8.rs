@@ -4,16 +4,19 @@
 use crate::model::dtype::QK;
 
 /// A vector in 8-bit blocks: `qs` holds the values, `d` each block's scale, `sums` each
-/// block's sum of q.
+/// block's sum of q; `f` the vector as given (the float types' products read it, and the
+/// reference's kernels where a type has no fast one).
 #[derive(Debug, Clone, Default)]
 pub struct Q8Vec {
     pub d: Vec<f32>,
     pub qs: Vec<i8>,
     pub sums: Vec<i32>,
+    pub f: Vec<f32>,
 }
 
 impl Q8Vec {
-    /// `x` quantised; its length must be a multiple of 32 (every block format's rows are).
+    /// `x` quantised. A length that is not a multiple of 32 gives no blocks (no block format's
+    /// rows are that long): only `f`.
     pub fn quantize(x: &[f32]) -> Q8Vec {
         let mut v = Q8Vec::default();
         v.set(x);
@@ -22,10 +25,15 @@ impl Q8Vec {
 
     /// Quantise `x` into this vector, reusing its buffers.
     pub fn set(&mut self, x: &[f32]) {
-        debug_assert_eq!(x.len() % QK, 0);
-        let n = x.len() / QK;
+        self.f.clear();
+        self.f.extend_from_slice(x);
         self.d.clear();
         self.sums.clear();
+        if x.len() % QK != 0 {
+            self.qs.clear();
+            return;
+        }
+        let n = x.len() / QK;
         self.qs.resize(x.len(), 0);
         for (b, q) in x.chunks_exact(QK).zip(self.qs.chunks_exact_mut(QK)) {
             let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -44,5 +52,14 @@ impl Q8Vec {
 
     pub fn blocks(&self) -> usize {
         self.d.len()
+    }
+}
+
+/// `x`, n rows of `cols` values, quantised row by row into `out` (its buffers reused).
+pub fn quantize_rows(x: &[f32], cols: usize, out: &mut Vec<Q8Vec>) {
+    let n = x.len() / cols;
+    out.resize_with(n, Q8Vec::default);
+    for (row, q) in x.chunks_exact(cols).zip(out.iter_mut()) {
+        q.set(row);
     }
 }
