@@ -73,13 +73,10 @@ pub fn dot(path: Path, t: DType, row: &[u8], x: &Q8Vec) -> Option<f32> {
 /// refuses, a path this CPU lacks, or sizes that do not fit.
 pub fn dots(path: Path, t: DType, rows: &[u8], x: &Q8Vec, out: &mut [f32], stride: usize) -> bool {
     let n = out.len().div_ceil(stride.max(1));
-    let rb = t.row_bytes(x.f.len());
-    let blocks_ok = !t.is_quantized() || (x.blocks() * QK == x.f.len() && x.sums.len() == x.blocks());
-    let fits = rb.is_some_and(|rb| rows.len() == n * rb) && stride > 0 && blocks_ok;
-    if !supports(t) || !path.available() || !fits || n == 0 {
+    if stride == 0 || !path.available() || !check(t, rows, x, n) {
         return false;
     }
-    let rb = rb.unwrap_or(0);
+    let rb = t.row_bytes(x.f.len()).unwrap_or(0);
     match path {
         Path::Portable => {
             for (j, row) in rows.chunks_exact(rb).enumerate() {
@@ -94,6 +91,37 @@ pub fn dots(path: Path, t: DType, rows: &[u8], x: &Q8Vec, out: &mut [f32], strid
         Path::Avx2 => unreachable!("AVX2 is never available off x86-64"),
     }
     true
+}
+
+/// out[j * xs.len() + i] = row j of `rows` . xs[i], for every row (out.len() / xs.len() of
+/// them, stored back to back as `t`, each as long as the vectors): a batch's products, each
+/// row decoded once for several vectors where the path can. False (nothing written) as for
+/// `dots`.
+pub fn dots_batch(path: Path, t: DType, rows: &[u8], xs: &[Q8Vec], out: &mut [f32]) -> bool {
+    let n = xs.len();
+    let same = xs.iter().all(|x| x.f.len() == xs[0].f.len());
+    if n == 0 || !same || out.len() % n != 0 {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::Avx2 && n > 1 && avx2::batched(t) {
+        // The checks `dots` makes, on the first vector (the others are as long).
+        let blocks = xs.iter().all(|x| x.blocks() == xs[0].blocks() && x.sums.len() == x.blocks());
+        if !path.available() || !blocks || !check(t, rows, &xs[0], out.len() / n) {
+            return false;
+        }
+        // SAFETY: as for `dots`, checked just above for every vector.
+        unsafe { avx2::dots_batch(t, rows, xs, out) };
+        return true;
+    }
+    (0..n).all(|i| dots(path, t, rows, &xs[i], &mut out[i..], n))
+}
+
+/// Whether `rows` holds `n` rows of `t` as long as `x`, and `x` has its blocks.
+fn check(t: DType, rows: &[u8], x: &Q8Vec, n: usize) -> bool {
+    let rb = t.row_bytes(x.f.len());
+    let blocks_ok = !t.is_quantized() || (x.blocks() * QK == x.f.len() && x.sums.len() == x.blocks());
+    supports(t) && rb.is_some_and(|rb| rows.len() == n * rb) && blocks_ok && n > 0
 }
 
 fn f16_at(b: &[u8], i: usize) -> f32 {
@@ -266,6 +294,102 @@ mod avx2 {
             }
             *out.get_unchecked_mut(j * stride) = dot(t, row, x);
         }
+    }
+
+    /// The types `dots_batch` decodes once for several vectors.
+    pub fn batched(t: DType) -> bool {
+        matches!(t, DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1)
+    }
+
+    /// SAFETY: as for `dots`, for every vector of `xs`; `t` is `batched`; out holds
+    /// xs.len() values a row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dots_batch(t: DType, rows: &[u8], xs: &[Q8Vec], out: &mut [f32]) {
+        let n = xs.len();
+        let rb = t.row_bytes(xs[0].f.len()).unwrap_or(0);
+        for (row, o) in rows.chunks_exact(rb).zip(out.chunks_exact_mut(n)) {
+            let mut i = 0;
+            while i + 4 <= n {
+                let four = [&xs[i], &xs[i + 1], &xs[i + 2], &xs[i + 3]];
+                o[i..i + 4].copy_from_slice(&dot4(t, row, four));
+                i += 4;
+            }
+            for (o, x) in o[i..].iter_mut().zip(&xs[i..]) {
+                *o = dot(t, row, x);
+            }
+        }
+    }
+
+    /// One row of a `batched` type against four vectors: each block decoded once.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot4(t: DType, row: &[u8], xs: [&Q8Vec; 4]) -> [f32; 4] {
+        let off8 = _mm256_set1_epi8(8);
+        match t {
+            DType::Q8_0 => blocks4(row, xs, 34, |blk| {
+                let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                (w, true, 0.0)
+            }),
+            DType::Q4_0 => blocks4(row, xs, 18, |blk| {
+                (_mm256_sub_epi8(nibbles(blk.add(2)), off8), true, 0.0)
+            }),
+            DType::Q4_1 => blocks4(row, xs, 20, |blk| (nibbles(blk.add(4)), false, f16(blk.add(2)))),
+            DType::Q5_0 => blocks4(row, xs, 22, |blk| {
+                let hi = bit_bytes(u32::from_le_bytes(*(blk.add(2) as *const [u8; 4])));
+                let w = _mm256_or_si256(
+                    nibbles(blk.add(6)),
+                    _mm256_andnot_si256(hi, _mm256_set1_epi8(0xf0u8 as i8)),
+                );
+                (w, true, 0.0)
+            }),
+            _ => blocks4(row, xs, 24, |blk| {
+                let hi = bit_bytes(u32::from_le_bytes(*(blk.add(4) as *const [u8; 4])));
+                let w = _mm256_or_si256(nibbles(blk.add(8)), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
+                (w, false, f16(blk.add(2)))
+            }),
+        }
+    }
+
+    /// `blocks` for four vectors: `decode` gives a block's 32 codes, whether they are signed,
+    /// and its min; signed codes meet the vectors as |w| times q with w's sign (what
+    /// `mul_sum_i8` computes). Each vector's sums run as in `blocks`, even and odd blocks
+    /// apart, so that a batch's products are bit for bit those of one vector at a time.
+    #[inline(always)]
+    unsafe fn blocks4(
+        row: &[u8],
+        xs: [&Q8Vec; 4],
+        bb: usize,
+        decode: impl Fn(*const u8) -> (__m256i, bool, f32),
+    ) -> [f32; 4] {
+        let rp = row.as_ptr();
+        let (mut a0, mut a1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        let (mut o0, mut o1) = ([0f32; 4], [0f32; 4]);
+        let step = |b: usize, acc: &mut [__m256; 4], off: &mut [f32; 4]| {
+            let blk = rp.add(b * bb);
+            let (w, signed, m) = decode(blk);
+            let u = if signed { _mm256_sign_epi8(w, w) } else { w };
+            let d = f16(blk);
+            for i in 0..4 {
+                let x = xs[i];
+                let mut q = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
+                if signed {
+                    q = _mm256_sign_epi8(q, w);
+                }
+                let dx = *x.d.get_unchecked(b);
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), mul_sum_u8_i8(u, q), acc[i]);
+                off[i] += m * dx * *x.sums.get_unchecked(b) as f32;
+            }
+        };
+        let n = xs[0].blocks();
+        let mut b = 0;
+        while b + 1 < n {
+            step(b, &mut a0, &mut o0);
+            step(b + 1, &mut a1, &mut o1);
+            b += 2;
+        }
+        if b < n {
+            step(b, &mut a0, &mut o0);
+        }
+        [0, 1, 2, 3].map(|i| hsum(_mm256_add_ps(a0[i], a1[i])) + o0[i] + o1[i])
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -4,7 +4,7 @@
 //! way for that tensor: each row dequantised to f32, then an f32 dot product.
 use rayon::prelude::*;
 
-use super::dot::{dots, supports, Path};
+use super::dot::{dots_batch, supports, Path};
 use super::q8::Q8Vec;
 use crate::error::{Error, Result};
 use crate::model::dtype::QK;
@@ -72,7 +72,7 @@ fn products(path: Path, out: &mut [f32], w: &Weight, xs: &[Q8Vec]) -> Result<()>
             let stored = &bytes[r0 * rb..(r0 + cnt) * rb];
             // Checked above: the type is supported, the path available, the vectors whole
             // blocks of the rows' length; so `dots` runs.
-            if fast && (0..n).all(|i| dots(path, t, stored, &xs[i], &mut part[i..], n)) {
+            if fast && dots_batch(path, t, stored, xs, part) {
                 return;
             }
             let mut row = vec![0f32; cols];
