@@ -106,7 +106,7 @@ pub fn dots_batch(path: Path, t: DType, rows: &[u8], xs: &[Q8Vec], out: &mut [f3
     #[cfg(target_arch = "x86_64")]
     if path == Path::Avx2 && n > 1 && avx2::batched(t) {
         // The checks `dots` makes, on the first vector (the others are as long).
-        let blocks = xs.iter().all(|x| x.blocks() == xs[0].blocks() && x.sums.len() == x.blocks());
+        let blocks = xs.iter().all(|x| x.blocks() == xs[0].blocks() && x.sums.len() == x.blocks() && x.ds.len() == x.blocks());
         if !path.available() || !blocks || !check(t, rows, &xs[0], out.len() / n) {
             return false;
         }
@@ -120,7 +120,7 @@ pub fn dots_batch(path: Path, t: DType, rows: &[u8], xs: &[Q8Vec], out: &mut [f3
 /// Whether `rows` holds `n` rows of `t` as long as `x`, and `x` has its blocks.
 fn check(t: DType, rows: &[u8], x: &Q8Vec, n: usize) -> bool {
     let rb = t.row_bytes(x.f.len());
-    let blocks_ok = !t.is_quantized() || (x.blocks() * QK == x.f.len() && x.sums.len() == x.blocks());
+    let blocks_ok = !t.is_quantized() || (x.blocks() * QK == x.f.len() && x.sums.len() == x.blocks() && x.ds.len() == x.blocks());
     supports(t) && rb.is_some_and(|rb| rows.len() == n * rb) && blocks_ok && n > 0
 }
 
@@ -327,24 +327,24 @@ mod avx2 {
         match t {
             DType::Q8_0 => blocks4(row, xs, 34, |blk| {
                 let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                (w, true, 0.0)
+                (w, true, None)
             }),
             DType::Q4_0 => blocks4(row, xs, 18, |blk| {
-                (_mm256_sub_epi8(nibbles(blk.add(2)), off8), true, 0.0)
+                (_mm256_sub_epi8(nibbles(blk.add(2)), off8), true, None)
             }),
-            DType::Q4_1 => blocks4(row, xs, 20, |blk| (nibbles(blk.add(4)), false, f16(blk.add(2)))),
+            DType::Q4_1 => blocks4(row, xs, 20, |blk| (nibbles(blk.add(4)), false, Some(f16(blk.add(2))))),
             DType::Q5_0 => blocks4(row, xs, 22, |blk| {
                 let hi = bit_bytes(u32::from_le_bytes(*(blk.add(2) as *const [u8; 4])));
                 let w = _mm256_or_si256(
                     nibbles(blk.add(6)),
                     _mm256_andnot_si256(hi, _mm256_set1_epi8(0xf0u8 as i8)),
                 );
-                (w, true, 0.0)
+                (w, true, None)
             }),
             _ => blocks4(row, xs, 24, |blk| {
                 let hi = bit_bytes(u32::from_le_bytes(*(blk.add(4) as *const [u8; 4])));
                 let w = _mm256_or_si256(nibbles(blk.add(8)), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
-                (w, false, f16(blk.add(2)))
+                (w, false, Some(f16(blk.add(2))))
             }),
         }
     }
@@ -358,36 +358,44 @@ mod avx2 {
         row: &[u8],
         xs: [&Q8Vec; 4],
         bb: usize,
-        decode: impl Fn(*const u8) -> (__m256i, bool, f32),
+        decode: impl Fn(*const u8) -> (__m256i, bool, Option<f32>),
     ) -> [f32; 4] {
         let rp = row.as_ptr();
+        // Even blocks' sums (a0, o0) apart from odd ones' (a1, o1), per vector.
         let (mut a0, mut a1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
         let (mut o0, mut o1) = ([0f32; 4], [0f32; 4]);
-        let step = |b: usize, acc: &mut [__m256; 4], off: &mut [f32; 4]| {
-            let blk = rp.add(b * bb);
-            let (w, signed, m) = decode(blk);
-            let u = if signed { _mm256_sign_epi8(w, w) } else { w };
-            let d = f16(blk);
-            for i in 0..4 {
-                let x = xs[i];
-                let mut q = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
-                if signed {
-                    q = _mm256_sign_epi8(q, w);
+        // A macro, not a closure: a closure here would not inherit the target features, and
+        // its intrinsics would become calls.
+        macro_rules! step {
+            ($b:expr, $acc:ident, $off:ident) => {{
+                let b = $b;
+                let blk = rp.add(b * bb);
+                let (w, signed, m) = decode(blk);
+                let u = if signed { _mm256_sign_epi8(w, w) } else { w };
+                let d = f16(blk);
+                for i in 0..4 {
+                    let x = xs[i];
+                    let mut q = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
+                    if signed {
+                        q = _mm256_sign_epi8(q, w);
+                    }
+                    let dx = *x.d.get_unchecked(b);
+                    $acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), mul_sum_u8_i8(u, q), $acc[i]);
+                    if let Some(m) = m {
+                        $off[i] += m * *x.ds.get_unchecked(b);
+                    }
                 }
-                let dx = *x.d.get_unchecked(b);
-                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), mul_sum_u8_i8(u, q), acc[i]);
-                off[i] += m * dx * *x.sums.get_unchecked(b) as f32;
-            }
-        };
+            }};
+        }
         let n = xs[0].blocks();
         let mut b = 0;
         while b + 1 < n {
-            step(b, &mut a0, &mut o0);
-            step(b + 1, &mut a1, &mut o1);
+            step!(b, a0, o0);
+            step!(b + 1, a1, o1);
             b += 2;
         }
         if b < n {
-            step(b, &mut a0, &mut o0);
+            step!(b, a0, o0);
         }
         [0, 1, 2, 3].map(|i| hsum(_mm256_add_ps(a0[i], a1[i])) + o0[i] + o1[i])
     }
@@ -397,16 +405,16 @@ mod avx2 {
     unsafe fn dot(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
         match t {
             DType::Q8_0 => blocks(row, x, 34, |blk, q| {
-                (mul_sum_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), q), 0.0)
+                (mul_sum_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), q), None)
             }),
             // Q4_0's values are the nibbles less 8: signed bytes.
             DType::Q4_0 => blocks(row, x, 18, |blk, q| {
                 let w = _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8));
-                (mul_sum_i8(w, q), 0.0)
+                (mul_sum_i8(w, q), None)
             }),
             // Q4_1: the nibbles as they are, plus the min times the vector block's sum.
             DType::Q4_1 => blocks(row, x, 20, |blk, q| {
-                (mul_sum_u8_i8(nibbles(blk.add(4)), q), f16(blk.add(2)))
+                (mul_sum_u8_i8(nibbles(blk.add(4)), q), Some(f16(blk.add(2))))
             }),
             // Q5_0: code - 16 is the nibble with 0xf0 set where the fifth bit is clear
             // (two's complement), so the codes arrive signed.
@@ -416,12 +424,12 @@ mod avx2 {
                     nibbles(blk.add(6)),
                     _mm256_andnot_si256(hi, _mm256_set1_epi8(0xf0u8 as i8)),
                 );
-                (mul_sum_i8(w, q), 0.0)
+                (mul_sum_i8(w, q), None)
             }),
             DType::Q5_1 => blocks(row, x, 24, |blk, q| {
                 let hi = bit_bytes(u32::from_le_bytes(*(blk.add(4) as *const [u8; 4])));
                 let w = _mm256_or_si256(nibbles(blk.add(8)), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
-                (mul_sum_u8_i8(w, q), f16(blk.add(2)))
+                (mul_sum_u8_i8(w, q), Some(f16(blk.add(2))))
             }),
             DType::Q4_K | DType::Q5_K => k45(t, row, x),
             DType::Q6_K => k6(row, x),
@@ -438,7 +446,7 @@ mod avx2 {
         row: &[u8],
         x: &Q8Vec,
         bb: usize,
-        block: impl Fn(*const u8, __m256i) -> (__m256, f32),
+        block: impl Fn(*const u8, __m256i) -> (__m256, Option<f32>),
     ) -> f32 {
         let (rp, qp) = (row.as_ptr(), x.qs.as_ptr());
         let step = |b: usize, acc: &mut __m256, off: &mut f32| {
@@ -447,7 +455,9 @@ mod avx2 {
             let dx = *x.d.get_unchecked(b);
             let (p, m) = block(blk, q);
             *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk) * dx), p, *acc);
-            *off += m * dx * *x.sums.get_unchecked(b) as f32;
+            if let Some(m) = m {
+                *off += m * *x.ds.get_unchecked(b);
+            }
         };
         let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (mut o0, mut o1) = (0f32, 0f32);
@@ -494,7 +504,7 @@ mod avx2 {
                     let dx = *x.d.get_unchecked(b);
                     let prod = mul_sum_u8_i8(w, q);
                     acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * dx), prod, acc[h]);
-                    off += dmin * m as f32 * dx * *x.sums.get_unchecked(b) as f32;
+                    off += dmin * m as f32 * *x.ds.get_unchecked(b);
                 }
             }
         }

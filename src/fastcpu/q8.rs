@@ -11,6 +11,8 @@ pub struct Q8Vec {
     pub d: Vec<f32>,
     pub qs: Vec<i8>,
     pub sums: Vec<i32>,
+    /// d times sums, for the mins' terms.
+    pub ds: Vec<f32>,
     pub f: Vec<f32>,
 }
 
@@ -29,6 +31,7 @@ impl Q8Vec {
         self.f.extend_from_slice(x);
         self.d.clear();
         self.sums.clear();
+        self.ds.clear();
         if x.len() % QK != 0 {
             self.qs.clear();
             return;
@@ -46,6 +49,7 @@ impl Q8Vec {
             }
             self.d.push(d);
             self.sums.push(sum);
+            self.ds.push(d * sum as f32);
         }
         debug_assert_eq!(self.d.len(), n);
     }
