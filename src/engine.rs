@@ -77,11 +77,16 @@ impl Engine {
             }
             Backend::Auto => match GpuContext::new(&opts.gpu).await {
                 Ok(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => Ok((gpu(ctx)?, None)),
-                Ok(ctx) => cpu(Some(format!(
-                    "the only GPU adapter, {}, is a software renderer: running the fast CPU \
-                     backend instead (--backend gpu runs on the adapter)",
-                    ctx.info.name
-                ))),
+                Ok(ctx) => {
+                    let name = match ctx.info.name.as_str() {
+                        "" => String::new(),
+                        n => format!(" ({n})"),
+                    };
+                    cpu(Some(format!(
+                        "the only GPU adapter{name} is a software renderer: running the fast \
+                         CPU backend instead, faster there (--backend gpu runs on the adapter)"
+                    )))
+                }
                 Err(e) => cpu(Some(format!("{e}; running the fast CPU backend instead"))),
             },
         }

@@ -329,13 +329,16 @@ fn bench_lime_overhead_on_a_synthetic_model() {
 }
 
 /// `tide bench --variants`: a row per model in the order given, the first the baseline
-/// (overhead 0), with GPU buffers (the Engram model's own extra) and host tables.
+/// (overhead 0), with GPU buffers (the Engram model's own extra) and host tables; on the GPU
+/// (a software adapter included: auto would take the CPU there).
 #[test]
 fn bench_variants_reports_each_model() {
     let dirs = ["tests/fixtures/tiny_lime", "tests/fixtures/tiny_engram"];
     let list = dirs.join(",");
     let args = [
         "bench",
+        "--backend",
+        "gpu",
         "--variants",
         &list,
         "--gen",

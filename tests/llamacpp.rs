@@ -4,7 +4,12 @@
 mod common;
 
 use common::{gpu, json_ids as ids, repo, smollm2};
+use std::sync::Arc;
+
+use tide_gpu::cpu::{CpuModel, CpuSession};
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
+use tide_gpu::fastcpu::dot::Path;
+use tide_gpu::fastcpu::FastCpu;
 use tide_gpu::model;
 
 fn fixture() -> serde_json::Value {
@@ -55,6 +60,62 @@ fn greedy_matches_llama_cpp() {
     greedy_against(&smollm2(), &fixture(), Q8_ACTIVATIONS);
 }
 
+/// The same on the fast CPU backend (its activations 8-bit like llama.cpp's), on the AVX2
+/// path where the CPU has it and on the portable one, each held to the same rule.
+#[test]
+fn fast_cpu_greedy_matches_llama_cpp() {
+    let m = model::load(&smollm2()).unwrap();
+    let cpu = Arc::new(CpuModel::new(&m));
+    let mut paths = vec![Path::Portable];
+    if Path::Avx2.available() {
+        paths.push(Path::Avx2);
+    }
+    for p in paths {
+        println!("{p:?} path:");
+        let f = Arc::new(FastCpu::new(p, 0).unwrap());
+        greedy_on(&mut f.session(&cpu, 256), &fixture(), Q8_ACTIVATIONS);
+    }
+}
+
+/// What the greedy comparison needs of a backend.
+trait Greedy {
+    fn restart(&mut self);
+    fn run(&mut self, tokens: &[u32]);
+    fn logits_now(&mut self) -> Vec<f32>;
+    fn top(&mut self) -> u32;
+}
+
+impl Greedy for GpuDecoder {
+    fn restart(&mut self) {
+        self.reset();
+    }
+    fn run(&mut self, tokens: &[u32]) {
+        self.feed(tokens).unwrap();
+    }
+    fn logits_now(&mut self) -> Vec<f32> {
+        self.logits().unwrap()
+    }
+    fn top(&mut self) -> u32 {
+        self.top_k(1, 1.0, &[]).unwrap()[0].0
+    }
+}
+
+impl Greedy for CpuSession {
+    fn restart(&mut self) {
+        self.reset();
+    }
+    fn run(&mut self, tokens: &[u32]) {
+        self.feed(tokens).unwrap();
+    }
+    fn logits_now(&mut self) -> Vec<f32> {
+        self.logits.clone()
+    }
+    fn top(&mut self) -> u32 {
+        let l = &self.logits;
+        (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32
+    }
+}
+
 /// How close our logits must be to a fixture's, and how close its top two must be for our
 /// argmax to differ (a near-tie).
 #[derive(Clone, Copy)]
@@ -85,6 +146,10 @@ const K_QUANT_F32_TOL: f32 = 5e-5;
 /// activations to 8 bits (ours stay f32): that rounding moves llama.cpp's own logits by up to
 /// 0.25 (|8-bit - f32| in the fixtures); ours were at most 0.24 from them.
 const K_QUANT_Q8_TOL: f32 = 0.4;
+/// The fast CPU backend against llama.cpp on the K-quant file, both with 8-bit activations
+/// (rounded at the same places, but from sums in another order, so a value near a rounding
+/// step can land on either side).
+const K_QUANT_FAST_TOL: f32 = 0.4;
 
 /// A tiny random model (width 256: every row whole super-blocks) quantised by llama.cpp's
 /// own quantiser to Q4_K_M, Q5_K_M and Q6_K, the files and llama.cpp's logits committed
@@ -146,6 +211,23 @@ fn k_quant_files_match_llama_cpp() {
         let mut s = cpu.session(64);
         for (i, &id) in seq.iter().enumerate() {
             check("cpu", i, s.feed(&[id]).unwrap());
+        }
+        // The fast CPU backend rounds activations to 8 bits as llama.cpp does on this file:
+        // held to llama.cpp's logits on it, token by token and as one batch.
+        for p in [Path::Portable, Path::best()] {
+            let f = Arc::new(FastCpu::new(p, 0).unwrap());
+            let mut s = f.session(&cpu, 64);
+            let mut worst_q8 = 0f32;
+            for (i, &id) in seq.iter().enumerate() {
+                let got = s.feed(&[id]).unwrap();
+                let w = assert_close(&format!("{t} fast {p:?} pos {i}"), got, &q8[i], K_QUANT_FAST_TOL);
+                worst_q8 = worst_q8.max(w);
+            }
+            s.reset();
+            let got = s.feed(&seq).unwrap();
+            let last = seq.len() - 1;
+            assert_close(&format!("{t} fast {p:?} batch"), got, &q8[last], K_QUANT_FAST_TOL);
+            println!("{t}: fast CPU ({p:?}) within {worst_q8:.1e} of llama.cpp 8-bit");
         }
         for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {
             let mut d = small_decoder(&m, ks);
@@ -226,6 +308,10 @@ fn greedy_against(model_path: &std::path::Path, f: &serde_json::Value, rule: Rul
         },
     )
     .unwrap();
+    greedy_on(&mut d, f, rule);
+}
+
+fn greedy_on(d: &mut dyn Greedy, f: &serde_json::Value, rule: Rule) {
     let (mut equal_all, mut total, mut worst_logit) = (0, 0, 0.0f32);
     for p in f["prompts"].as_array().unwrap() {
         let text = p["text"].as_str().unwrap();
@@ -236,8 +322,8 @@ fn greedy_against(model_path: &std::path::Path, f: &serde_json::Value, rule: Rul
             want.len() >= 32 && steps.len() > want.len(),
             "{text:?}: fixture too short"
         );
-        d.reset();
-        d.feed(&prompt).unwrap();
+        d.restart();
+        d.run(&prompt);
         let (mut equal, mut first_diff) = (0, None);
         for (i, &w) in want.iter().enumerate() {
             let top: Vec<(u32, f32)> = steps[i]["top"]
@@ -247,7 +333,7 @@ fn greedy_against(model_path: &std::path::Path, f: &serde_json::Value, rule: Rul
                 .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
                 .collect();
             assert_eq!(top[0].0, w, "{text:?}: fixture step {i}");
-            let logits = d.logits().unwrap();
+            let logits = d.logits_now();
             for &(id, l) in &top {
                 let diff = (logits[id as usize] - l).abs();
                 worst_logit = worst_logit.max(diff);
@@ -257,7 +343,7 @@ fn greedy_against(model_path: &std::path::Path, f: &serde_json::Value, rule: Rul
                     logits[id as usize]
                 );
             }
-            let ours = d.top_k(1, 1.0, &[]).unwrap()[0].0;
+            let ours = d.top();
             if ours == w {
                 equal += 1;
             } else {
@@ -268,7 +354,7 @@ fn greedy_against(model_path: &std::path::Path, f: &serde_json::Value, rule: Rul
                 );
                 first_diff.get_or_insert(i);
             }
-            d.feed(&[w]).unwrap();
+            d.run(&[w]);
         }
         println!(
             "{text:?}: {equal}/{} greedy choices equal; free-running greedy equal for {} tokens",

@@ -69,7 +69,7 @@ export function boot() {
   const picker = $('#model');
 
   if (!('gpu' in navigator)) {
-    $('#notice').textContent = 'This browser has no WebGPU: the model runs on the CPU reference compiled to wasm, much slower than on a GPU.';
+    $('#notice').textContent = 'This browser has no WebGPU: the model runs on the CPU kernels compiled to wasm, slower than on a GPU.';
     $('#notice').hidden = false;
   }
 

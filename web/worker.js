@@ -187,9 +187,11 @@ const ops = {
     if (info.backend === 'cpu' && chosen !== 'cpu') {
       // The native hint (Vulkan drivers, --backend) means nothing here: say it for the page.
       console.warn(`tide: ${info.note}`);
-      info.note = 'This browser offers no WebGPU adapter: the model runs on the CPU reference compiled to wasm, much slower than on a GPU.';
+      info.note = /software renderer/.test(info.note || '')
+        ? 'The only WebGPU adapter here is a software renderer (no GPU): the model runs on the CPU kernels compiled to wasm, which are faster there. Add backend=webgpu to the address to use the adapter anyway.'
+        : 'This browser offers no WebGPU adapter: the model runs on the CPU kernels compiled to wasm, slower than on a GPU.';
     } else if (!hasGpu) {
-      info.note = 'This browser has no WebGPU: the model runs on the CPU reference compiled to wasm, much slower than on a GPU.';
+      info.note = 'This browser has no WebGPU: the model runs on the CPU kernels compiled to wasm, slower than on a GPU.';
     }
     info.load = {
       seconds: (performance.now() - t0) / 1000,

@@ -182,11 +182,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
             )?),
             Some(tide_gpu::gpu::probe::dispatch_cost_us(&g.ctx, 200)?),
         ),
-        Engine::Cpu(_) => (None, None),
+        Engine::Cpu(_) => (Some(host_copy_bandwidth(256 << 20, 3)), None),
     };
     let (weight_bytes, prefill_batch) = match &e {
         Engine::Gpu(g) => (g.weight_bytes, Some(g.opts.max_batch)),
-        Engine::Cpu(_) => (0, None),
+        // The matrices a decoded token reads (norms and memory rows aside, as on the GPU).
+        Engine::Cpu(c) => {
+            let batch = c.has_forward().then_some(tide_gpu::fastcpu::forward::MAX_BATCH);
+            (matrix_bytes(&m), batch)
+        }
     };
     let out = serde_json::json!({
         "model": a.model.name(),
@@ -377,4 +381,33 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes of the matrices one token's forward reads: every layer's seven and the LM head.
+fn matrix_bytes(m: &tide_gpu::Model) -> usize {
+    let layers = m.layers.iter();
+    let all = layers.flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+    all.chain([m.lm_head()]).map(|w| w.bytes().len()).sum()
+}
+
+/// Read+write bandwidth of host memory in GB/s (bytes read + bytes written per second): a
+/// copy of `bytes`, split among the cores, best of `reps`. The CPU backend's roofline, as the
+/// copy kernel's is the GPU's.
+fn host_copy_bandwidth(bytes: usize, reps: usize) -> f64 {
+    let src = vec![1u8; bytes];
+    let mut dst = vec![0u8; bytes];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = bytes.div_ceil(threads);
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = std::time::Instant::now();
+        std::thread::scope(|s| {
+            for (d, c) in dst.chunks_mut(per).zip(src.chunks(per)) {
+                s.spawn(move || d.copy_from_slice(c));
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    2.0 * bytes as f64 / best / 1e9
 }

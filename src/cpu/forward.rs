@@ -156,6 +156,11 @@ impl CpuSession {
         self
     }
 
+    /// Whether another forward than the reference's runs its passes.
+    pub fn has_forward(&self) -> bool {
+        self.forward.is_some()
+    }
+
     /// What runs its forward passes.
     pub fn describe(&self) -> String {
         match &self.forward {
