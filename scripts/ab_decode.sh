@@ -35,7 +35,7 @@ for round in $(seq "$rounds"); do
         bin=$a_bin
         [[ $ref == "$b" ]] && bin=$b_bin
         echo "[ab-decode] round $round: $ref" >&2
-        "$bin" bench --model "$model" --prompt-len 128 --gen 128 --reps 1 --json 2>/dev/null |
+        "$bin" bench --backend gpu --model "$model" --prompt-len 128 --gen 128 --reps 1 --json 2>/dev/null |
             python3 -c "
 import json, sys
 for line in sys.stdin:

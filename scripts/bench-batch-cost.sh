@@ -14,7 +14,7 @@ out=docs/bench-data/batch_cost.jsonl
 : > "$out"
 for round in 1 2; do
     for n in 2 4 8 16 32 64; do
-        TIDE_TOKEN_BY_TOKEN=0 target/release/tide bench --model "$model" --prompt-len "$n" \
+        TIDE_TOKEN_BY_TOKEN=0 target/release/tide bench --backend gpu --model "$model" --prompt-len "$n" \
             --gen 16 --reps 3 --json 2> /dev/null |
             python3 -c "import json,sys; j=json.load(sys.stdin); pp=j['prefill_tokens_per_s']; tg=j['decode_tokens_per_s']; print(json.dumps({'round': $round, 'batch': $n, 'batch_ms': 1e3 * $n / pp, 'decode_token_ms': 1e3 / tg, 'batch_tokens_per_s': pp, 'decode_tokens_per_s': tg}))" \
             >> "$out"

@@ -30,7 +30,7 @@ for l in sys.stdin:
 for t in Q4_1 Q4_K_M Q5_K_M Q6_K; do
     f="$dir/SmolLM2-135M-Instruct.$t.gguf"
     echo "[bench] tide $t" >&2
-    ./target/release/tide bench --model "$f" --prompt-len 128 --gen 64 --reps 3 --json | tag "tide $t" >> "$out"
+    ./target/release/tide bench --backend gpu --model "$f" --prompt-len 128 --gen 64 --reps 3 --json | tag "tide $t" >> "$out"
 done
 for t in Q4_1 Q4_K_M; do
     echo "[bench] llama.cpp $t" >&2

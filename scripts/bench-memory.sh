@@ -44,13 +44,13 @@ mkdir -p "$out"
 
 if want 1; then
 echo "[bench-memory] 1. cache sweep" >&2
-$tide bench --model "$model" --memory "$mem/memory.safetensors" --cache-sweep "$corpus/heldout.txt" \
+$tide bench --backend gpu --model "$model" --memory "$mem/memory.safetensors" --cache-sweep "$corpus/heldout.txt" \
     --cache-shares 0.005,0.01,0.02,0.05,0.1,0.2 --json > "$out/memory_cache_sweep.json"
 fi
 
 if want 2; then
 echo "[bench-memory] 2. decode by row path" >&2
-$tide bench --model "$model" --memory "$mem/memory.safetensors" --memory-paths \
+$tide bench --backend gpu --model "$model" --memory "$mem/memory.safetensors" --memory-paths \
     --svd-memory "$svd/memory.safetensors" --gen 64 --reps 6 --json > "$out/memory_paths.json"
 fi
 
@@ -91,7 +91,7 @@ for m in none none-64 "$mem/memory.safetensors" resident svd; do
     [[ $m == none-64 ]] && args=(--batch 64)
     [[ $m == resident ]] && args+=(--memory-resident)
     [[ $m == svd ]] && args=(--memory "$svd/memory.safetensors")
-    $tide bench --model "$model" "${args[@]}" --prompt-len 16 --gen 32 --reps 1 --json 2> /dev/null |
+    $tide bench --backend gpu --model "$model" "${args[@]}" --prompt-len 16 --gen 32 --reps 1 --json 2> /dev/null |
         python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'memory_file': '$m', 'prefill_batch': j['prefill_batch'], 'peak_rss_mb': j['peak_rss_mb'], 'gpu_memory_bytes': j['gpu_memory_bytes'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'memory': j['memory']}))" \
         >> "$out/memory_rss.jsonl"
 done
@@ -107,7 +107,7 @@ echo "[bench-memory] 7. prefill by batch size with the K = 24 memory" >&2
 : > "$out/memory_prefill_batch.jsonl"
 for round in 1 2; do
     for b in 64 128; do
-        $tide bench --model "$model" --memory "$mem/memory.safetensors" --batch "$b" \
+        $tide bench --backend gpu --model "$model" --memory "$mem/memory.safetensors" --batch "$b" \
             --prompt-len 128 --gen 16 --reps 3 --json 2> /dev/null |
             python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'round': $round, 'batch': $b, 'prefill_batch': j['prefill_batch'], 'prefill_tokens_per_s': j['prefill_tokens_per_s'], 'decode_tokens_per_s': j['decode_tokens_per_s'], 'gpu_memory_bytes': j['gpu_memory_bytes']}))" \
             >> "$out/memory_prefill_batch.jsonl"

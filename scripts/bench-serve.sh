@@ -16,7 +16,7 @@ py="$(scripts/venv.sh scripts/requirements.txt scripts/requirements-api.txt)"
 model="${1:-$(scripts/fetch-smollm2.sh)}"
 mkdir -p docs/bench-data
 echo "[bench-serve] tide bench --seqs" >&2
-target/release/tide bench --model "$model" --seqs 1,2,4,8,16 --prompt-len 16 --gen 32 \
+target/release/tide bench --backend gpu --model "$model" --seqs 1,2,4,8,16 --prompt-len 16 --gen 32 \
     --reps 3 --ctx 256 --json > docs/bench-data/decode_seqs.json
 # The model's path as given, relative to the repository (it is written into the raw data).
 python3 - docs/bench-data/decode_seqs.json <<'PY'

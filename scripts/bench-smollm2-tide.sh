@@ -27,7 +27,7 @@ mkdir -p "$out"
 
 if want 1; then
     echo "[bench-smollm2-tide] 1. native decode by row path" >&2
-    $tide bench --model "$mem" --memory-paths --gen 64 --reps 8 --json > "$out/smollm2_tide_decode.json"
+    $tide bench --backend gpu --model "$mem" --memory-paths --gen 64 --reps 8 --json > "$out/smollm2_tide_decode.json"
 fi
 
 if want 2; then
@@ -65,7 +65,7 @@ if want 5; then
     : > "$out/smollm2_tide_profile.jsonl"
     for round in 1 2; do
         for m in "$backbone" "$mem"; do
-            $tide bench --model "$m" --profile --gen 32 --reps 2 --prompt-len 16 --json 2> /dev/null |
+            $tide bench --backend gpu --model "$m" --profile --gen 32 --reps 2 --prompt-len 16 --json 2> /dev/null |
                 python3 -c "import json,sys; j=json.load(sys.stdin); print(json.dumps({'round': $round, 'model': '$m', **j}))" \
                 >> "$out/smollm2_tide_profile.jsonl"
         done

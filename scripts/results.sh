@@ -26,12 +26,12 @@ echo "[results] router weights of tide-k4 on one sentence (docs/results.md's hea
 $tide inspect --model models/tide-k4 --svg "$OUT/inspect_example.svg" \
     "In the beginning was the Word, and the Word was with God" > /dev/null
 echo "[results] decode cost of memory on SmolLM2's shape (K = 0, 8, 24), alternating rounds" >&2
-$tide bench --model synthetic:smollm2-135m --memory-overhead 8,24 --gen 32 --reps 5 --json \
+$tide bench --backend gpu --model synthetic:smollm2-135m --memory-overhead 8,24 --gen 32 --reps 5 --json \
     > "$OUT/overhead_smollm2.json"
 echo "[results] the same with TIDE's router as a kernel of its own" >&2
-TIDE_ROUTER=separate $tide bench --model synthetic:smollm2-135m --memory-overhead 8,24 --gen 32 \
+TIDE_ROUTER=separate $tide bench --backend gpu --model synthetic:smollm2-135m --memory-overhead 8,24 --gen 32 \
     --reps 5 --json > "$OUT/overhead_smollm2_router_separate.json"
 echo "[results] decode cost of the committed model's memory (K = 0 vs its K = 4 backbone)" >&2
-$tide bench --model models/tide-k0 --memory-overhead 4 --gen 128 --reps 5 --json \
+$tide bench --backend gpu --model models/tide-k0 --memory-overhead 4 --gen 128 --reps 5 --json \
     > "$OUT/overhead_tiny.json"
 "$py" scripts/results_plots.py "$OUT"

@@ -24,6 +24,6 @@ for m in tide-k0 tide-k4 tide-engram tide-lime tide-k0-wide tide-k4-deep; do
         --json > "$OUT/eval_$m.json"
 done
 echo "[variants] decode side by side: ${models[*]}" >&2
-$tide bench --variants "$(IFS=,; echo "${models[*]}")" --gen "${GEN:-128}" --reps "${REPS:-5}" \
+$tide bench --backend gpu --variants "$(IFS=,; echo "${models[*]}")" --gen "${GEN:-128}" --reps "${REPS:-5}" \
     --json > "$OUT/variants_bench.json"
 "$py" scripts/variants_table.py "$OUT"
