@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The browser tests: tests/web_kernels.rs compiled to wasm32 and run in headless Chromium's
-# WebGPU (wasm-bindgen-test-runner driving Debian's chromium through chromedriver).
+# WebGPU, and tests/fastcpu.rs (the fast CPU kernels: portable and simd128) in the same browser
+# (wasm-bindgen-test-runner driving Debian's chromium through chromedriver).
 # Needs: chromium and chromium-driver (apt; .ci/run installs them), rustup; this script adds the
 # wasm32 target and wasm-bindgen-cli at the version Cargo.lock pins for wasm-bindgen.
 # CHROMIUM=/path/to/chromium picks another browser binary.
@@ -25,4 +26,4 @@ JSON
 export WASM_BINDGEN_TEST_WEBDRIVER_JSON="$cfg/webdriver.json"
 export CHROMEDRIVER="$driver"
 export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"
-cargo test --release --target wasm32-unknown-unknown --test web_kernels "$@"
+cargo test --release --target wasm32-unknown-unknown --test web_kernels --test fastcpu "$@"

@@ -10,7 +10,13 @@
 //!   quantisation of the vector allows: sum_j |w_j| d_b / 2 (d_b = the block's scale);
 //! - the matrix products (one vector, and batches of 1 to 9) equal the rows' dot products
 //!   bit for bit, and refuse a shape that does not fit, naming the tensor.
+//!
+//! The same tests run natively and in headless Chromium (scripts/test-web.sh), where the paths
+//! are the portable one and simd128.
 mod common;
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use common::data::{random_weight, Rng};
 use tide_gpu::fastcpu::dot::{dot, supports, Path};
@@ -57,13 +63,16 @@ fn random_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 fn paths() -> Vec<Path> {
     let mut p = vec![Path::Portable];
-    if Path::Avx2.available() {
-        p.push(Path::Avx2);
+    for fast in [Path::Avx2, Path::Simd128] {
+        if fast.available() {
+            p.push(fast);
+        }
     }
     p
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn dot_products_equal_the_exact_sum_of_the_dequantised_values() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut checked = 0;
@@ -104,7 +113,8 @@ fn dot_products_equal_the_exact_sum_of_the_dequantised_values() {
     assert_eq!(checked, (3 * 4 + 3 * 3 + 5 * 5) * paths().len());
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn every_type_is_read_and_bad_sizes_and_paths_are_refused() {
     for t in TYPES {
         assert!(supports(t), "{t:?}");
@@ -115,13 +125,15 @@ fn every_type_is_read_and_bad_sizes_and_paths_are_refused() {
     assert_eq!(dot(Path::Portable, DType::F32, &[0; 64], &x), None);
     // A K-quant row needs whole super-blocks of 256.
     assert_eq!(dot(Path::Portable, DType::Q4_K, &[0; 144], &x), None);
-    // On a CPU without AVX2 the AVX2 path says so rather than running.
-    if !Path::Avx2.available() {
-        assert_eq!(dot(Path::Avx2, DType::Q8_0, &[0; 34], &x), None);
-        assert_eq!(Path::best(), Path::Portable);
-    } else {
-        assert_eq!(Path::best(), Path::Avx2);
+    // A path this CPU (or build) lacks says so rather than running; the best is the one
+    // there is (simd128 in the browser build, AVX2 on this machine's CPU).
+    for p in [Path::Avx2, Path::Simd128] {
+        if !p.available() {
+            assert_eq!(dot(p, DType::Q8_0, &[0; 34], &x), None, "{p:?}");
+        }
     }
+    let want = if cfg!(target_arch = "wasm32") { Path::Simd128 } else if Path::Avx2.available() { Path::Avx2 } else { Path::Portable };
+    assert_eq!(Path::best(), want);
 }
 
 fn weight(name: &str, t: DType, rows: usize, cols: usize, bytes: Vec<u8>) -> Weight {
@@ -138,7 +150,8 @@ fn weight(name: &str, t: DType, rows: usize, cols: usize, bytes: Vec<u8>) -> Wei
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn matrix_products_equal_the_rows_dot_products_and_refuse_bad_shapes() {
     let mut rng = Rng(42);
     for t in TYPES {

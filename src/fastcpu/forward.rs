@@ -212,10 +212,7 @@ impl Forward for FastCpu {
     }
 
     fn describe(&self) -> String {
-        let path = match self.path {
-            Path::Portable => "portable",
-            Path::Avx2 => "AVX2",
-        };
+        let path = self.path.name();
         let t = self.threads();
         format!("cpu ({path} kernels, {t} thread{})", if t == 1 { "" } else { "s" })
     }

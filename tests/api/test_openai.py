@@ -25,10 +25,12 @@ PROMPTS = ["In the beginning God created", "The history of the city", "To be, or
 
 
 class Server:
-    """`tide serve` on a free loopback port with the embedded default model."""
+    """`tide serve` on a free loopback port with the embedded default model, on the GPU (lavapipe
+    here: continuous batching and device loss are the GPU decoder's) unless args name a backend."""
 
     def __init__(self, *args):
-        self.p = subprocess.Popen([TIDE, "serve", "--port", "0", "--web", "web", *args],
+        backend = [] if "--backend" in args else ["--backend", "gpu"]
+        self.p = subprocess.Popen([TIDE, "serve", "--port", "0", "--web", "web", *backend, *args],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.url = self.p.stdout.readline().strip()
         assert self.url.startswith("http://127.0.0.1:"), f"no URL from tide serve: {self.url!r}"
@@ -60,9 +62,10 @@ class Server:
         self.p.wait(10)
 
 
-def native(prompt, n):
-    out = subprocess.run([TIDE, "generate", "--temperature", "0", "--json", "--max-tokens", str(n),
-                          prompt], capture_output=True, text=True, check=True).stdout
+def native(prompt, n, backend="gpu"):
+    out = subprocess.run([TIDE, "generate", "--backend", backend, "--temperature", "0", "--json",
+                          "--max-tokens", str(n), prompt], capture_output=True, text=True,
+                         check=True).stdout
     return json.loads(out)
 
 
@@ -370,6 +373,19 @@ class DeviceLost(unittest.TestCase):
                                                 temperature=0)
                 self.assertEqual(r.choices[0].text, want[p])
             self.assertEqual(s.get("/health")[1]["device_resets"], 1)
+        finally:
+            s.close()
+
+
+class FastCpu(unittest.TestCase):
+    def test_the_fast_cpu_backend_serves_native_greedy_text(self):
+        s = Server("--backend", "cpu")
+        try:
+            for p in PROMPTS[:2]:
+                want = native(p, 12, backend="cpu")
+                r = s.client.completions.create(model=s.model, prompt=p, max_tokens=12,
+                                                temperature=0)
+                self.assertEqual(r.choices[0].text, want["text"], p)
         finally:
             s.close()
 

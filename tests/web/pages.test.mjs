@@ -403,7 +403,7 @@ test('on a software WebGPU adapter (SwiftShader) the page picks the CPU kernels 
   const info = await ready(page);
   assert.equal(info.error, undefined, info.error);
   assert.equal(info.backend, 'cpu');
-  assert.match(info.adapter, /^cpu \(portable kernels/);
+  assert.match(info.adapter, /^cpu \(simd128 kernels, 1 thread\)/);
   assert.ok(await page.isVisible('#notice'));
   assert.match(await page.textContent('#notice'), /software/);
   const got = await page.evaluate((p) => window.tide.complete(p, { maxTokens: 8, temperature: 0 }), PROMPTS[1]);
@@ -412,10 +412,10 @@ test('on a software WebGPU adapter (SwiftShader) the page picks the CPU kernels 
 });
 
 test('without WebGPU the page runs the CPU kernels in wasm, says so, and generates the same tokens', async () => {
-  const want = native(['generate', '--temperature', '0', '--json', '--max-tokens', '8', PROMPTS[1]]);
+  const want = native(['generate', '--backend', 'cpu', '--temperature', '0', '--json', '--max-tokens', '8', PROMPTS[1]]);
   const ctx = await launch(false);
   try {
-    const page = await open(ctx, '?model=tide-k4');
+    const page = await open(ctx, '?model=tide-k4', { auto: true });
     const info = await ready(page);
     assert.equal(info.error, undefined, info.error);
     assert.equal(info.backend, 'cpu');
