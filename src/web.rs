@@ -9,6 +9,11 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+// The threaded build's `initThreadPool(n)`: the page starts n workers over the shared wasm
+// memory before opening a session; the fast CPU backend's rayon pool runs on them.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 use crate::engine::{Backend, Engine};
 use crate::error::{Error, Result};
 use crate::generate::Run;

@@ -2,7 +2,29 @@
 // files, opens the wasm session (WebGPU, or the CPU reference without it) and runs generation
 // and inspection, so the page stays responsive. tide.js is its only caller; messages are
 // {id, op, ...} in and {id, ok, value | error} or {id, event, ...} out.
-import init, { openSession, FileBuffer, FileSet } from './pkg/tide_gpu.js';
+// The threaded build (web/pkg-threads: shared wasm memory, a worker pool for the CPU kernels)
+// where the page is cross-origin isolated, which shared memory needs; the single-threaded
+// build otherwise, or where the threaded one is missing or fails to start.
+// Loaded at the first operation, not at the top level: a module worker that awaits at its top
+// level takes its first messages before it has a handler.
+const ISOLATED = self.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
+let pkg = null;
+let started = null; // {wasm, threads}: init and the thread pool, once
+
+async function start() {
+  if (!started) {
+    const threaded = ISOLATED ? await import('./pkg-threads/tide_gpu.js').catch(() => null) : null;
+    pkg = threaded ?? await import('./pkg/tide_gpu.js');
+    const wasm = await pkg.default();
+    let threads = 1;
+    if (pkg.initThreadPool) {
+      threads = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 16));
+      await pkg.initThreadPool(threads);
+    }
+    started = { wasm, threads };
+  }
+  return started;
+}
 
 const CACHE_DIR = 'tide-model-cache-v1';
 const RETRIES = 3;
@@ -39,7 +61,7 @@ async function readCached(dir, name, bytes, fileName, progress) {
     if (Number(mark) !== bytes) return null;
     const f = await (await dir.getFileHandle(name)).getFile();
     if (f.size !== bytes) return null;
-    buf = new FileBuffer(fileName, bytes);
+    buf = new pkg.FileBuffer(fileName, bytes);
     const reader = f.stream().getReader();
     for (;;) {
       const { done, value } = await reader.read();
@@ -83,7 +105,7 @@ async function finishCache(dir, name, w, bytes) {
 // file is resumed with a Range request, up to RETRIES times; a file that still comes up short is
 // an error, and its cache file never gets a marker.
 async function download(url, fileName, total, sink, onBytes) {
-  const buf = new FileBuffer(fileName, total);
+  const buf = new pkg.FileBuffer(fileName, total);
   try {
     let res = await fetch(url);
     if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`.trim());
@@ -141,11 +163,11 @@ async function fetchFile(dir, file, progress) {
 const ops = {
   async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb }, id) {
     const t0 = performance.now();
-    const wasm = await init();
+    const { wasm, threads } = await start();
     const dir = await cacheDir();
     const total = files.reduce((s, f) => s + (f.bytes || 0), 0);
     let before = 0;
-    const set = new FileSet();
+    const set = new pkg.FileSet();
     let downloaded = 0;
     try {
       for (const f of files) {
@@ -174,7 +196,7 @@ const ops = {
     session?.free?.();
     session = null;
     // consumes the set
-    session = await openSession(model, set, chosen, ctxLen || 0, memoryUrl || '',
+    session = await pkg.openSession(model, set, chosen, ctxLen || 0, memoryUrl || '',
       typeof memoryCacheMb === 'number' ? memoryCacheMb : -1,
       Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1);
     const info = JSON.parse(session.info());
@@ -202,6 +224,9 @@ const ops = {
       // and the GPU path then dropped them.
       wasm_heap_bytes: wasm.memory.buffer.byteLength,
     };
+    // Whether the page could share memory with workers, and the CPU kernels' threads there.
+    info.cross_origin_isolated = ISOLATED;
+    info.cpu_threads = threads;
     post({ id, event: 'progress', phase: 'ready', loaded: before, total });
     return info;
   },

@@ -18,6 +18,7 @@ use axum_range::{KnownSize, Ranged};
 use clap::Args;
 use serde::Serialize;
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use tide_gpu::model::embedded::default_model_files;
 
@@ -46,6 +47,10 @@ pub struct ServeArgs {
     /// Serve files only: no OpenAI-compatible API, no model loaded here.
     #[arg(long)]
     no_api: bool,
+    /// Serve without the COOP/COEP headers that make the pages cross-origin isolated (the
+    /// pages then run their CPU kernels on one thread, in the single-threaded build).
+    #[arg(long)]
+    no_isolation: bool,
     /// API requests decoded together (continuous batching), each in its own K/V cache slot
     /// of --ctx positions; the GPU reads the weights once per step for all of them.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -285,8 +290,11 @@ async fn etag(src: &Source, size: u64) -> Option<String> {
 }
 
 /// The app: /models.json, /models/{name}/{file}, the API (its own body limit), and the web
-/// folder at /.
-fn app(cat: Catalog, web: &Path, api: Option<Arc<Api>>) -> Router {
+/// folder at /. With `isolate`, every response says Cross-Origin-Opener-Policy: same-origin and
+/// Cross-Origin-Embedder-Policy: credentialless, so that the pages are cross-origin isolated
+/// (shared wasm memory: the threaded build and its worker pool) while they may still fetch
+/// from other origins (credentialless: no-cors requests go without cookies, CORS ones as ever).
+fn app(cat: Catalog, web: &Path, api: Option<Arc<Api>>, isolate: bool) -> Router {
     let files = Router::new()
         .route("/models.json", get(models_json))
         .route("/models/{name}/{file}", get(model_file))
@@ -297,7 +305,18 @@ fn app(cat: Catalog, web: &Path, api: Option<Arc<Api>>) -> Router {
         Some(api) => files.merge(routes(api)),
         None => files,
     };
-    app.fallback_service(ServeDir::new(web).append_index_html_on_directories(true))
+    let app = app.fallback_service(ServeDir::new(web).append_index_html_on_directories(true));
+    if !isolate {
+        return app;
+    }
+    let set = |name: &'static str, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(
+            header::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    app.layer(set("cross-origin-opener-policy", "same-origin"))
+        .layer(set("cross-origin-embedder-policy", "credentialless"))
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -356,7 +375,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app(cat, &a.web, api))
+        axum::serve(listener, app(cat, &a.web, api, !a.no_isolation))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })

@@ -403,12 +403,40 @@ test('on a software WebGPU adapter (SwiftShader) the page picks the CPU kernels 
   const info = await ready(page);
   assert.equal(info.error, undefined, info.error);
   assert.equal(info.backend, 'cpu');
-  assert.match(info.adapter, /^cpu \(simd128 kernels, 1 thread\)/);
+  // tide serve's pages are cross-origin isolated: the threaded build, a worker per core.
+  assert.equal(info.cross_origin_isolated, true);
+  assert.ok(info.cpu_threads >= Math.min(2, os.cpus().length), `${info.cpu_threads} threads`);
+  assert.equal(info.adapter, `cpu (simd128 kernels, ${info.cpu_threads} thread${info.cpu_threads > 1 ? 's' : ''})`);
   assert.ok(await page.isVisible('#notice'));
   assert.match(await page.textContent('#notice'), /software/);
   const got = await page.evaluate((p) => window.tide.complete(p, { maxTokens: 8, temperature: 0 }), PROMPTS[1]);
   assert.deepEqual(got.tokens, want.tokens);
   await page.close();
+});
+
+test('a page that is not cross-origin isolated runs the single-threaded build, says so, and generates the same tokens', async () => {
+  const want = native(['generate', '--backend', 'cpu', '--temperature', '0', '--json', '--max-tokens', '8', PROMPTS[1]]);
+  const repo = path.resolve(import.meta.dirname, '../..');
+  const plain = spawn(TIDE_BIN, ['serve', '--no-api', '--no-isolation', '--port', '0', '--web', path.join(repo, 'web'),
+    '--model', path.join(repo, 'models/tide-k4')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const url = await new Promise((resolve) => plain.stdout.on('data', (d) => {
+      const m = String(d).match(/http:\/\/\S+\//);
+      if (m) resolve(m[0]);
+    }));
+    const page = await browser.newPage();
+    await page.goto(url + '?model=tide-k4&backend=cpu');
+    const info = await ready(page);
+    assert.equal(info.error, undefined, info.error);
+    assert.equal(info.cross_origin_isolated, false);
+    assert.equal(info.cpu_threads, 1);
+    assert.equal(info.adapter, 'cpu (simd128 kernels, 1 thread)');
+    const got = await page.evaluate((p) => window.tide.complete(p, { maxTokens: 8, temperature: 0 }), PROMPTS[1]);
+    assert.deepEqual(got.tokens, want.tokens);
+    await page.close();
+  } finally {
+    plain.kill();
+  }
 });
 
 test('without WebGPU the page runs the CPU kernels in wasm, says so, and generates the same tokens', async () => {
