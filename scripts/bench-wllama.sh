@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The browser's CPU path against wllama 3.8.1 (llama.cpp compiled to wasm) in one headless
-# Chromium session, both single-threaded (issue 34; docs/benchmarks.md): SmolLM2-135M in Q4_1 and
+# Chromium session, both single-threaded and then both threaded on every core, cross-origin
+# isolated (issue 34; docs/benchmarks.md): SmolLM2-135M in Q4_1 and
 # in llama.cpp's Q4_K_M (scripts/requantize_llamacpp.py). wllama comes from npm
 # (bench/wllama/package-lock.json). Writes docs/bench-data/browser_cpu_vs_wllama.jsonl (or $1).
 set -euo pipefail

@@ -1,8 +1,10 @@
 // The wasm CPU path against wllama 3.8.1 (llama.cpp compiled to wasm) in one headless Chromium
-// session (issue 34), both single-threaded: the pages are not cross-origin isolated, so wllama
-// runs its single-thread build, and tide's page runs the fast CPU kernels (simd128) on one
-// thread (`backend=cpu`: the same choice the page makes itself on a software WebGPU adapter).
-// Chromium is launched without WebGPU, so neither side can take a GPU path.
+// session (issue 34), twice: both single-threaded (pages not cross-origin isolated: wllama runs
+// its single-thread build, tide's page the single-threaded build), then both threaded (pages
+// served with COOP/COEP: wllama's multi-thread build with n_threads = the cores, tide's
+// threaded build with a worker per core). tide's page runs the fast CPU kernels (simd128,
+// `backend=cpu`: the choice the page makes itself on a software WebGPU adapter). Chromium is
+// launched without WebGPU, so neither side can take a GPU path.
 //
 // Per model: decode of 64 tokens after a short prompt, and prefill of a ~64-token prompt, median
 // of REPEATS after a warm-up run, each side as it reports itself (tide's complete() rates;
@@ -16,6 +18,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 const { TIDE_BIN, CHROMIUM, OUT, MODELS } = process.env;
+const CORES = os.cpus().length;
 const REPEATS = 3;
 const DECODE_TOKENS = 64;
 const SHORT = 'Once upon a time';
@@ -37,11 +40,11 @@ function record(r) {
 const PAGE = `<!doctype html><script type="module">
 import { Wllama } from '/wllama/esm/index.js';
 let w;
-window.load = async (url) => {
+window.load = async (url, threads) => {
   w = new Wllama({ default: '/wllama/esm/wasm/wllama.wasm' }, { suppressNativeLog: true });
   const t0 = performance.now();
-  await w.loadModelFromUrl(url, { n_ctx: 512, n_threads: 1, n_gpu_layers: 0, useCache: false });
-  return { load_s: (performance.now() - t0) / 1000, multi_thread: w.isMultithread?.() ?? null };
+  await w.loadModelFromUrl(url, { n_ctx: 512, n_threads: threads, n_gpu_layers: 0, useCache: false });
+  return { load_s: (performance.now() - t0) / 1000, isolated: self.crossOriginIsolated };
 };
 window.complete = async (prompt, n) => {
   const r = await w.createCompletion({ prompt, max_tokens: n, temperature: 0, cache_prompt: false });
@@ -49,36 +52,53 @@ window.complete = async (prompt, n) => {
 };
 </script>`;
 const TYPES = { '.js': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html' };
-const files = http.createServer((req, res) => {
-  const u = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-  let file = null;
-  if (u === '/wl.html') {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    return res.end(PAGE);
-  } else if (u.startsWith('/wllama/')) {
-    file = path.join(here, 'node_modules/@wllama/wllama', u.slice('/wllama/'.length));
-  } else if (u.startsWith('/models/')) {
-    file = models.find((m) => path.basename(m) === u.slice('/models/'.length));
-  }
-  if (!file || !fs.existsSync(file) || file.includes('..')) {
-    res.writeHead(404);
-    return res.end();
-  }
-  res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-    'content-length': fs.statSync(file).size });
-  fs.createReadStream(file).pipe(res);
-});
-await new Promise((r) => files.listen(0, '127.0.0.1', r));
-const wlBase = `http://127.0.0.1:${files.address().port}`;
+// With `isolate`, every response carries COOP/COEP (as tide serve's do): the page is
+// cross-origin isolated, and wllama may start its threads.
+function fileServer(isolate) {
+  return http.createServer((req, res) => {
+    const u = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const iso = isolate ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'credentialless' } : {};
+    let file = null;
+    if (u === '/wl.html') {
+      res.writeHead(200, { 'content-type': 'text/html', ...iso });
+      return res.end(PAGE);
+    } else if (u.startsWith('/wllama/')) {
+      file = path.join(here, 'node_modules/@wllama/wllama', u.slice('/wllama/'.length));
+    } else if (u.startsWith('/models/')) {
+      file = models.find((m) => path.basename(m) === u.slice('/models/'.length));
+    }
+    if (!file || !fs.existsSync(file) || file.includes('..')) {
+      res.writeHead(404);
+      return res.end();
+    }
+    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
+      'content-length': fs.statSync(file).size, ...iso });
+    fs.createReadStream(file).pipe(res);
+  });
+}
+const wlBase = {};
+const fileServers = [];
+for (const iso of [false, true]) {
+  const srv = fileServer(iso);
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  wlBase[iso] = `http://127.0.0.1:${srv.address().port}`;
+  fileServers.push(srv);
+}
 
-// tide's side: `tide serve` with the same files.
-const args = ['serve', '--no-api', '--port', '0', '--web', path.join(repo, 'web')];
-for (const m of models) args.push('--model', m);
-const tide = spawn(TIDE_BIN, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-const tideBase = await new Promise((resolve) => tide.stdout.on('data', (d) => {
-  const m = String(d).match(/http:\/\/\S+\//);
-  if (m) resolve(m[0]);
-}));
+// tide's side: `tide serve` with the same files, without and with isolation.
+const tideBase = {};
+const tides = [];
+for (const iso of [false, true]) {
+  const args = ['serve', '--no-api', '--port', '0', '--web', path.join(repo, 'web')];
+  if (!iso) args.push('--no-isolation');
+  for (const m of models) args.push('--model', m);
+  const t = spawn(TIDE_BIN, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+  tideBase[iso] = await new Promise((resolve) => t.stdout.on('data', (d) => {
+    const m = String(d).match(/http:\/\/\S+\//);
+    if (m) resolve(m[0]);
+  }));
+  tides.push(t);
+}
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tide-wllama-'));
 const ctx = await chromium.launchPersistentContext(dir, {
@@ -87,13 +107,14 @@ const ctx = await chromium.launchPersistentContext(dir, {
     '--disable-sync', '--no-first-run', '--disable-quic'],
 });
 try {
-  for (const m of models) {
+  for (const iso of [false, true]) for (const m of models) {
     const label = path.basename(m, '.gguf');
+    const threads = iso ? CORES : 1;
     // wllama
     const wp = await ctx.newPage();
-    await wp.goto(`${wlBase}/wl.html`);
+    await wp.goto(`${wlBase[iso]}/wl.html`);
     await wp.waitForFunction(() => window.load);
-    const loaded = await wp.evaluate((u) => window.load(u), `${wlBase}/models/${path.basename(m)}`);
+    const loaded = await wp.evaluate(([u, n]) => window.load(u, n), [`${wlBase[iso]}/models/${path.basename(m)}`, threads]);
     const wgen = (p, n) => wp.evaluate(([p, n]) => window.complete(p, n), [p, n]);
     await wgen(SHORT, 8);
     const wd = [];
@@ -105,12 +126,12 @@ try {
       wtext = d.text;
       wpf.push((await wgen(LONG, 1)).timings.prompt_per_second);
     }
-    record({ side: 'wllama 3.8.1', model: label, threads: 1, load_s: loaded.load_s,
+    record({ side: 'wllama 3.8.1', model: label, threads, isolated: loaded.isolated, load_s: loaded.load_s,
       decode_tok_s: median(wd), prefill_tok_s: median(wpf), runs: REPEATS, text: wtext });
     await wp.close();
     // tide
     const tp = await ctx.newPage();
-    await tp.goto(`${tideBase}?model=${encodeURIComponent(label)}&backend=cpu`);
+    await tp.goto(`${tideBase[iso]}?model=${encodeURIComponent(label)}&backend=cpu`);
     const info = await tp.evaluate(() => window.tide.ready);
     const tgen = (p, n) => tp.evaluate(([p, n]) => window.tide.complete(p, { maxTokens: n, temperature: 0 }), [p, n]);
     await tgen(SHORT, 8);
@@ -125,24 +146,25 @@ try {
       tpf.push(g.prefill_tokens_per_s);
       if (i === 0) console.error(`prefill prompt: ${g.prompt_tokens.length} tokens`);
     }
-    record({ side: 'tide', model: label, threads: 1, adapter: info.adapter, load_s: info.load.seconds,
+    record({ side: 'tide', model: label, threads: info.cpu_threads, isolated: info.cross_origin_isolated,
+      adapter: info.adapter, load_s: info.load.seconds,
       wasm_heap_mb: info.load.wasm_heap_bytes ? info.load.wasm_heap_bytes / 1e6 : null,
       decode_tok_s: median(td), prefill_tok_s: median(tpf), runs: REPEATS, text: ttext });
     await tp.close();
   }
 } finally {
   await ctx.close();
-  tide.kill();
-  files.close();
+  tides.forEach((t) => t.kill());
+  fileServers.forEach((f) => f.close());
   fs.rmSync(dir, { recursive: true, force: true });
 }
 fs.writeFileSync(OUT, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
-console.log('| model | tide decode | wllama decode | ratio | tide prefill | wllama prefill | ratio |');
-console.log('|---|---:|---:|---:|---:|---:|---:|');
-for (const m of models) {
+console.log('| model | threads | tide decode | wllama decode | ratio | tide prefill | wllama prefill | ratio |');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+for (const iso of [false, true]) for (const m of models) {
   const label = path.basename(m, '.gguf');
-  const t = rows.find((r) => r.side === 'tide' && r.model === label);
-  const w = rows.find((r) => r.side !== 'tide' && r.model === label);
-  console.log(`| ${label} | ${t.decode_tok_s.toFixed(1)} | ${w.decode_tok_s.toFixed(1)} | ${(t.decode_tok_s / w.decode_tok_s).toFixed(2)}x | ` +
+  const t = rows.find((r) => r.side === 'tide' && r.model === label && r.isolated === iso);
+  const w = rows.find((r) => r.side !== 'tide' && r.model === label && r.isolated === iso);
+  console.log(`| ${label} | ${t.threads} / ${w.threads} | ${t.decode_tok_s.toFixed(1)} | ${w.decode_tok_s.toFixed(1)} | ${(t.decode_tok_s / w.decode_tok_s).toFixed(2)}x | ` +
     `${t.prefill_tok_s.toFixed(1)} | ${w.prefill_tok_s.toFixed(1)} | ${(t.prefill_tok_s / w.prefill_tok_s).toFixed(2)}x |`);
 }

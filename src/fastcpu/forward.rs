@@ -6,11 +6,9 @@
 //! products differ (8-bit activations, `matvec.rs`) and attention's sums (8 lanes).
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::attention::attend;
 use super::dot::{supports, Path};
-use super::matvec::matmul;
+use super::matvec::{matmul, matmuls};
 use super::q8::{quantize_rows, Q8Vec};
 use crate::cpu::ops::{head_rmsnorm, matvec, rmsnorm, rope, silu};
 use crate::cpu::{engram_add, lime_mix, softmax, CpuModel, CpuSession, Forward};
@@ -93,7 +91,8 @@ impl FastCpu {
         let (mut q, mut att) = (vec![0f32; n * qd], vec![0f32; n * qd]);
         let (mut kn, mut vn) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
         let (mut g, mut u) = (vec![0f32; n * fd], vec![0f32; n * fd]);
-        let (mut xs, mut scratch) = (Vec::<Q8Vec>::new(), Vec::new());
+        let mut xs = Vec::<Q8Vec>::new();
+        let mut scratch: [Vec<f32>; 3] = Default::default();
         let lime = m.layers.iter().any(|l| l.lime_mix.is_some());
         // LIMe: every token's raw (pre-RoPE) K and V of every layer, [token][layer][kv].
         let raw_len = if lime { n * nl * kvd } else { 0 };
@@ -111,9 +110,9 @@ impl FastCpu {
             }
             norm_rows(&mut a, &h, &l.attn_norm, c.eps);
             quantize_rows(&a, d, &mut xs);
-            matmul(path, &mut q, &l.wq, &xs, &mut scratch)?;
-            matmul(path, &mut kn, &l.wk, &xs, &mut scratch)?;
-            matmul(path, &mut vn, &l.wv, &xs, &mut scratch)?;
+            let [s0, s1, s2] = &mut scratch;
+            let outs: &mut [&mut [f32]] = &mut [&mut q, &mut kn, &mut vn];
+            matmuls(path, outs, &[&l.wq, &l.wk, &l.wv], &xs, &mut [s0, s1, s2])?;
             for i in 0..n {
                 let pos = pos0 + i;
                 let qi = &mut q[i * qd..(i + 1) * qd];
@@ -145,7 +144,7 @@ impl FastCpu {
             }
             attend(c, &q, &s.k[li], &s.v[li], pos0, &mut att);
             quantize_rows(&att, qd, &mut xs);
-            matmul(path, &mut tmp, &l.wo, &xs, &mut scratch)?;
+            matmul(path, &mut tmp, &l.wo, &xs, &mut scratch[0])?;
             add(&mut h, &tmp);
             norm_rows(&mut a, &h, &l.ffn_norm, c.eps);
             if !post.is_empty() {
@@ -154,13 +153,12 @@ impl FastCpu {
                 }
             }
             quantize_rows(&a, d, &mut xs);
-            matmul(path, &mut g, &l.w_gate, &xs, &mut scratch)?;
-            matmul(path, &mut u, &l.w_up, &xs, &mut scratch)?;
-            g.par_chunks_mut(fd)
-                .zip(u.par_chunks(fd))
-                .for_each(|(g, u)| g.iter_mut().zip(u).for_each(|(g, u)| *g = silu(*g) * u));
+            let [s0, s1, _] = &mut scratch;
+            let outs: &mut [&mut [f32]] = &mut [&mut g, &mut u];
+            matmuls(path, outs, &[&l.w_gate, &l.w_up], &xs, &mut [s0, s1])?;
+            g.iter_mut().zip(&u).for_each(|(g, u)| *g = silu(*g) * u);
             quantize_rows(&g, fd, &mut xs);
-            matmul(path, &mut tmp, &l.w_down, &xs, &mut scratch)?;
+            matmul(path, &mut tmp, &l.w_down, &xs, &mut scratch[0])?;
             add(&mut h, &tmp);
             if let Some(mm) = &m.memory {
                 for i in 0..n {
@@ -188,7 +186,7 @@ impl FastCpu {
         norm_rows(&mut a[first * d..], &h[first * d..], &m.out_norm, c.eps);
         quantize_rows(&a[first * d..], d, &mut xs);
         let mut logits = vec![0f32; (n - first) * c.vocab];
-        matmul(path, &mut logits, head, &xs, &mut scratch)?;
+        matmul(path, &mut logits, head, &xs, &mut scratch[0])?;
         if s.keep_all {
             s.all_logits.extend_from_slice(&logits);
         }
