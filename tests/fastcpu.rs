@@ -18,26 +18,15 @@ mod common;
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use common::data::{random_weight, Rng};
+use common::data::{random_weight, Rng, ALL};
 use tide_gpu::fastcpu::dot::{dot, supports, Path};
 use tide_gpu::fastcpu::matvec::{matmul, matvec};
 use tide_gpu::fastcpu::q8::Q8Vec;
 use tide_gpu::model::dtype::{DType, QK, QK_K};
 use tide_gpu::model::{Blob, TensorInfo, Weight};
 
-const TYPES: [DType; 11] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-];
+/// Every stored type.
+const TYPES: [DType; 11] = ALL;
 
 /// Row lengths to try for `t`: odd numbers of its blocks.
 fn lengths(t: DType) -> Vec<usize> {

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::ops::dot;
+use crate::cpu::softmax;
 use crate::model::Config;
 
 /// att[i] = attention of query q[i] (the token at position pos0 + i) over positions
@@ -20,15 +21,9 @@ pub fn attend(c: &Config, q: &[f32], k: &[f32], v: &[f32], pos0: usize, att: &mu
         let mut s: Vec<f32> = (0..n_pos)
             .map(|p| dot(qh, &k[p * kvd + off..p * kvd + off + hd]) * scale)
             .collect();
-        let mx = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for sp in s.iter_mut() {
-            *sp = (*sp - mx).exp();
-            sum += *sp;
-        }
+        softmax(&mut s);
         out.fill(0.0);
-        for (p, &sp) in s.iter().enumerate() {
-            let w = sp / sum;
+        for (p, &w) in s.iter().enumerate() {
             let vp = &v[p * kvd + off..p * kvd + off + hd];
             out.iter_mut().zip(vp).for_each(|(o, &x)| *o += w * x);
         }
