@@ -267,11 +267,22 @@ fn no_gpu_adapter() {
         &env,
     );
     assert!(ok, "{err}");
-    assert!(err.contains("running the fast CPU backend instead"), "{err}");
+    assert!(
+        err.contains("running the fast CPU backend instead"),
+        "{err}"
+    );
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["tokens"].as_array().unwrap().len(), 2);
-    assert!(v["adapter"].as_str().unwrap().starts_with("cpu ("), "{}", v["adapter"]);
-    assert!(!v["adapter"].as_str().unwrap().contains("reference"), "{}", v["adapter"]);
+    assert!(
+        v["adapter"].as_str().unwrap().starts_with("cpu ("),
+        "{}",
+        v["adapter"]
+    );
+    assert!(
+        !v["adapter"].as_str().unwrap().contains("reference"),
+        "{}",
+        v["adapter"]
+    );
 }
 
 #[test]

@@ -73,14 +73,18 @@ fn dot_products_equal_the_exact_sum_of_the_dequantised_values() {
             let x = Q8Vec::quantize(&xf);
             // The vector as the kernels see it: its 8-bit blocks, or itself for float rows.
             let xq: Vec<f64> = match t.is_quantized() {
-                true => (0..n).map(|j| x.d[j / QK] as f64 * x.qs[j] as f64).collect(),
+                true => (0..n)
+                    .map(|j| x.d[j / QK] as f64 * x.qs[j] as f64)
+                    .collect(),
                 false => xf.iter().map(|&v| v as f64).collect(),
             };
             let exact: f64 = w.iter().zip(&xq).map(|(&a, &b)| a as f64 * b).sum();
             let mag: f64 = w.iter().zip(&xq).map(|(&a, &b)| (a as f64 * b).abs()).sum();
             // What quantising the vector may cost against the f32 vector.
             let bound: f64 = match t.is_quantized() {
-                true => (0..n).map(|j| (w[j] as f64).abs() * x.d[j / QK] as f64 / 2.0).sum(),
+                true => (0..n)
+                    .map(|j| (w[j] as f64).abs() * x.d[j / QK] as f64 / 2.0)
+                    .sum(),
                 false => 0.0,
             };
             let truth: f64 = w.iter().zip(&xf).map(|(&a, &b)| a as f64 * b as f64).sum();
@@ -121,7 +125,13 @@ fn every_type_is_read_and_bad_sizes_and_paths_are_refused() {
             assert_eq!(dot(p, DType::Q8_0, &[0; 34], &x), None, "{p:?}");
         }
     }
-    let want = if cfg!(target_arch = "wasm32") { Path::Simd128 } else if Path::Avx2.available() { Path::Avx2 } else { Path::Portable };
+    let want = if cfg!(target_arch = "wasm32") {
+        Path::Simd128
+    } else if Path::Avx2.available() {
+        Path::Avx2
+    } else {
+        Path::Portable
+    };
     assert_eq!(Path::best(), want);
 }
 
@@ -162,7 +172,8 @@ fn matrix_products_equal_the_rows_dot_products_and_refuse_bad_shapes() {
                         matvec(p, &mut one, &w, x).unwrap();
                         for r in 0..rows {
                             let want = dot(p, t, &w.bytes()[r * rb..(r + 1) * rb], x).unwrap();
-                            let what = format!("{t:?} row {r} of {rows}, vector {i} of {batch}, {p:?}");
+                            let what =
+                                format!("{t:?} row {r} of {rows}, vector {i} of {batch}, {p:?}");
                             assert_eq!(one[r], want, "{what}");
                             // A batch decodes a row once for several vectors, summing each
                             // in the same order as alone: bit for bit equal.
@@ -186,5 +197,8 @@ fn matrix_products_equal_the_rows_dot_products_and_refuse_bad_shapes() {
     let e = matvec(Path::Portable, &mut [0.0; 2], &w, &x)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("output.weight") && e.contains("into 2 outputs"), "{e}");
+    assert!(
+        e.contains("output.weight") && e.contains("into 2 outputs"),
+        "{e}"
+    );
 }

@@ -101,28 +101,60 @@ fn check(name: &str, m: &Model, seq: &[u32], q8_tol: f32) {
         for threads in [1, 2] {
             let f = Arc::new(FastCpu::new(path, threads).unwrap());
             for batches in [&singles[..], &split[..]] {
-                let what = format!("{name} {path:?} {threads} threads, batches {:?}", &batches[..3]);
+                let what = format!(
+                    "{name} {path:?} {threads} threads, batches {:?}",
+                    &batches[..3]
+                );
                 let got = run(f.session(&cpu, ctx), seq, batches);
                 let lw = worst(&got.logits, &want.logits);
                 let rw = worst(&got.router, &want.router);
                 let pw = worst(&got.post, &want.post);
-                println!("{what}: logits within {lw:.1e}, router {rw:.1e}, post-attention {pw:.1e}");
-                assert!(lw <= tol, "{what}: logits {lw} from the reference's (tolerance {tol})");
-                assert!(rw <= tol, "{what}: router weights {rw} from the reference's");
-                assert!(pw <= tol, "{what}: post-attention states {pw} from the reference's");
-                for (p, (g, w)) in got.logits.chunks(vocab).zip(want.logits.chunks(vocab)).enumerate() {
+                println!(
+                    "{what}: logits within {lw:.1e}, router {rw:.1e}, post-attention {pw:.1e}"
+                );
+                assert!(
+                    lw <= tol,
+                    "{what}: logits {lw} from the reference's (tolerance {tol})"
+                );
+                assert!(
+                    rw <= tol,
+                    "{what}: router weights {rw} from the reference's"
+                );
+                assert!(
+                    pw <= tol,
+                    "{what}: post-attention states {pw} from the reference's"
+                );
+                for (p, (g, w)) in got
+                    .logits
+                    .chunks(vocab)
+                    .zip(want.logits.chunks(vocab))
+                    .enumerate()
+                {
                     let mut order: Vec<usize> = (0..vocab).collect();
                     order.sort_by(|&a, &b| w[b].total_cmp(&w[a]));
                     let clear = w[order[0]] - w[order[1]] > 2.0 * tol * w[order[0]].abs().max(1.0);
                     let top = (0..vocab).max_by(|&a, &b| g[a].total_cmp(&g[b])).unwrap();
-                    assert!(!clear || top == order[0], "{what}: position {p}: greedy {top}, reference {}", order[0]);
+                    assert!(
+                        !clear || top == order[0],
+                        "{what}: position {p}: greedy {top}, reference {}",
+                        order[0]
+                    );
                 }
                 match &first {
                     None => first = Some(got),
                     Some(f) => {
-                        assert!(got.logits == f.logits, "{what}: logits not those of the path's first run");
-                        assert!(got.router == f.router, "{what}: router weights not the first run's");
-                        assert!(got.post == f.post, "{what}: post-attention states not the first run's");
+                        assert!(
+                            got.logits == f.logits,
+                            "{what}: logits not those of the path's first run"
+                        );
+                        assert!(
+                            got.router == f.router,
+                            "{what}: router weights not the first run's"
+                        );
+                        assert!(
+                            got.post == f.post,
+                            "{what}: post-attention states not the first run's"
+                        );
                     }
                 }
             }
@@ -131,12 +163,20 @@ fn check(name: &str, m: &Model, seq: &[u32], q8_tol: f32) {
 }
 
 fn sequence(vocab: usize, n: usize) -> Vec<u32> {
-    (0..n as u64).map(|i| ((i * 2654435761 + 17) % vocab as u64) as u32).collect()
+    (0..n as u64)
+        .map(|i| ((i * 2654435761 + 17) % vocab as u64) as u32)
+        .collect()
 }
 
 #[test]
 fn tide_engram_lime_and_backbone_models_match_the_reference() {
-    for name in ["tide-k4", "tide-k4-deep", "tide-engram", "tide-lime", "tide-k0-wide"] {
+    for name in [
+        "tide-k4",
+        "tide-k4-deep",
+        "tide-engram",
+        "tide-lime",
+        "tide-k0-wide",
+    ] {
         let m = model::load(&repo().join("models").join(name)).unwrap();
         check(name, &m, &sequence(m.config.vocab, 24), Q8_TOL);
     }
@@ -145,7 +185,12 @@ fn tide_engram_lime_and_backbone_models_match_the_reference() {
 #[test]
 fn smollm2_q4_1_matches_the_reference() {
     let m = model::load(&smollm2()).unwrap();
-    check("SmolLM2 Q4_1", &m, &sequence(m.config.vocab, 16), Q8_DEEP_TOL);
+    check(
+        "SmolLM2 Q4_1",
+        &m,
+        &sequence(m.config.vocab, 16),
+        Q8_DEEP_TOL,
+    );
 }
 
 #[test]

@@ -220,13 +220,23 @@ fn k_quant_files_match_llama_cpp() {
             let mut worst_q8 = 0f32;
             for (i, &id) in seq.iter().enumerate() {
                 let got = s.feed(&[id]).unwrap();
-                let w = assert_close(&format!("{t} fast {p:?} pos {i}"), got, &q8[i], K_QUANT_FAST_TOL);
+                let w = assert_close(
+                    &format!("{t} fast {p:?} pos {i}"),
+                    got,
+                    &q8[i],
+                    K_QUANT_FAST_TOL,
+                );
                 worst_q8 = worst_q8.max(w);
             }
             s.reset();
             let got = s.feed(&seq).unwrap();
             let last = seq.len() - 1;
-            assert_close(&format!("{t} fast {p:?} batch"), got, &q8[last], K_QUANT_FAST_TOL);
+            assert_close(
+                &format!("{t} fast {p:?} batch"),
+                got,
+                &q8[last],
+                K_QUANT_FAST_TOL,
+            );
             println!("{t}: fast CPU ({p:?}) within {worst_q8:.1e} of llama.cpp 8-bit");
         }
         for ks in [KernelSet::CpuAdapter, KernelSet::Gpu] {

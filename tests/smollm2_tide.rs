@@ -69,7 +69,14 @@ fn smollm2_tide_eval_matches_pytorch() {
     let o = Command::new(env!("CARGO_BIN_EXE_tide"))
         // On the GPU (lavapipe here; auto would take the fast CPU backend, whose 8-bit
         // activations move the perplexity by 0.3%, beyond this comparison's 0.2%).
-        .args(["eval", "--backend", "gpu", "--model", &dir().display().to_string(), "--json"])
+        .args([
+            "eval",
+            "--backend",
+            "gpu",
+            "--model",
+            &dir().display().to_string(),
+            "--json",
+        ])
         .args(["--data", &data.display().to_string()])
         .args([
             "--window",

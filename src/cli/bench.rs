@@ -188,7 +188,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Engine::Gpu(g) => (g.weight_bytes, Some(g.opts.max_batch)),
         // The matrices a decoded token reads (norms and memory rows aside, as on the GPU).
         Engine::Cpu(c) => {
-            let batch = c.has_forward().then_some(tide_gpu::fastcpu::forward::MAX_BATCH);
+            let batch = c
+                .has_forward()
+                .then_some(tide_gpu::fastcpu::forward::MAX_BATCH);
             (matrix_bytes(&m), batch)
         }
     };

@@ -2,5 +2,5 @@
 //! Deliberately simple; it knows nothing of the GPU code it checks.
 mod forward;
 pub mod ops;
-pub use forward::{CpuModel, CpuSession, Forward};
 pub(crate) use forward::{engram_add, lime_mix, softmax};
+pub use forward::{CpuModel, CpuSession, Forward};

@@ -41,4 +41,8 @@ pub fn attend(c: &Config, q: &[f32], k: &[f32], v: &[f32], pos0: usize, att: &mu
 /// Multiply-adds (queries x heads x positions x head width) below which attention runs on the
 /// calling thread: waking a native rayon thread costs a few microseconds (natively, SmolLM2's
 /// decode measured ~15% slower with a threshold of 2^18), a browser worker's far more.
-const WORTH_THREADS: usize = if cfg!(target_arch = "wasm32") { 1 << 17 } else { 1 << 12 };
+const WORTH_THREADS: usize = if cfg!(target_arch = "wasm32") {
+    1 << 17
+} else {
+    1 << 12
+};

@@ -117,7 +117,9 @@ pub fn dots_batch(path: Path, t: DType, rows: &[u8], xs: &[Q8Vec], out: &mut [f3
     #[cfg(target_arch = "x86_64")]
     if path == Path::Avx2 && n > 1 && avx2::batched(t) {
         // The checks `dots` makes, on the first vector (the others are as long).
-        let blocks = xs.iter().all(|x| x.blocks() == xs[0].blocks() && x.sums.len() == x.blocks() && x.ds.len() == x.blocks());
+        let blocks = xs.iter().all(|x| {
+            x.blocks() == xs[0].blocks() && x.sums.len() == x.blocks() && x.ds.len() == x.blocks()
+        });
         if !path.available() || !blocks || !check(t, rows, &xs[0], out.len() / n) {
             return false;
         }
@@ -131,7 +133,8 @@ pub fn dots_batch(path: Path, t: DType, rows: &[u8], xs: &[Q8Vec], out: &mut [f3
 /// Whether `rows` holds `n` rows of `t` as long as `x`, and `x` has its blocks.
 fn check(t: DType, rows: &[u8], x: &Q8Vec, n: usize) -> bool {
     let rb = t.row_bytes(x.f.len());
-    let blocks_ok = !t.is_quantized() || (x.blocks() * QK == x.f.len() && x.sums.len() == x.blocks() && x.ds.len() == x.blocks());
+    let blocks_ok = !t.is_quantized()
+        || (x.blocks() * QK == x.f.len() && x.sums.len() == x.blocks() && x.ds.len() == x.blocks());
     supports(t) && rb.is_some_and(|rb| rows.len() == n * rb) && blocks_ok && n > 0
 }
 
@@ -162,7 +165,11 @@ fn portable(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
             let per = QK_K / QK;
             row.chunks_exact(bb)
                 .enumerate()
-                .map(|(sb, blk)| (0..per).map(|s| k_sub(t, blk, s, x, sb * per + s)).sum::<f32>())
+                .map(|(sb, blk)| {
+                    (0..per)
+                        .map(|s| k_sub(t, blk, s, x, sb * per + s))
+                        .sum::<f32>()
+                })
                 .sum()
         }
         _ => row
@@ -221,7 +228,11 @@ fn k_sub(t: DType, blk: &[u8], s: usize, x: &Q8Vec, b: usize) -> f32 {
         return f16_at(blk, 208) * dx * (sc(0) * half(0) + sc(1) * half(1)) as f32;
     }
     let (sc, m) = k_scale_min(blk[4..16].try_into().unwrap(), s);
-    let p: i32 = codes.iter().zip(q).map(|(&c, &v)| c as i32 * v as i32).sum();
+    let p: i32 = codes
+        .iter()
+        .zip(q)
+        .map(|(&c, &v)| c as i32 * v as i32)
+        .sum();
     dx * (f16_at(blk, 0) * sc as f32 * p as f32 - f16_at(blk, 2) * m as f32 * x.sums[b] as f32)
 }
 
@@ -263,8 +274,8 @@ mod avx2 {
         let v = _mm256_set1_epi32(bits as i32);
         // Byte j takes the byte of `bits` that holds bit j, then keeps that bit alone.
         let which = _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3,
-            3, 3, 3, 3,
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
         );
         let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
         let b = _mm256_and_si256(_mm256_shuffle_epi8(v, which), bit);
@@ -292,7 +303,14 @@ mod avx2 {
     /// (rounded up) rows of `rb` bytes of `t`, each as long as x (and x.qs, x.d, x.sums
     /// as many blocks).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dots(t: DType, rows: &[u8], rb: usize, x: &Q8Vec, out: &mut [f32], stride: usize) {
+    pub unsafe fn dots(
+        t: DType,
+        rows: &[u8],
+        rb: usize,
+        x: &Q8Vec,
+        out: &mut [f32],
+        stride: usize,
+    ) {
         let end = rows.as_ptr().wrapping_add(rows.len());
         for (j, row) in rows.chunks_exact(rb).enumerate() {
             // Ask for a row AHEAD rows on while this one is summed: the hardware prefetcher
@@ -309,7 +327,10 @@ mod avx2 {
 
     /// The types `dots_batch` decodes once for several vectors.
     pub fn batched(t: DType) -> bool {
-        matches!(t, DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1)
+        matches!(
+            t,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1
+        )
     }
 
     /// SAFETY: as for `dots`, for every vector of `xs`; `t` is `batched`; out holds
@@ -343,7 +364,9 @@ mod avx2 {
             DType::Q4_0 => blocks4(row, xs, 18, |blk| {
                 (_mm256_sub_epi8(nibbles(blk.add(2)), off8), true, None)
             }),
-            DType::Q4_1 => blocks4(row, xs, 20, |blk| (nibbles(blk.add(4)), false, Some(f16(blk.add(2))))),
+            DType::Q4_1 => blocks4(row, xs, 20, |blk| {
+                (nibbles(blk.add(4)), false, Some(f16(blk.add(2))))
+            }),
             DType::Q5_0 => blocks4(row, xs, 22, |blk| {
                 let hi = bit_bytes(u32::from_le_bytes(*(blk.add(2) as *const [u8; 4])));
                 let w = _mm256_or_si256(
@@ -354,7 +377,10 @@ mod avx2 {
             }),
             _ => blocks4(row, xs, 24, |blk| {
                 let hi = bit_bytes(u32::from_le_bytes(*(blk.add(4) as *const [u8; 4])));
-                let w = _mm256_or_si256(nibbles(blk.add(8)), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
+                let w = _mm256_or_si256(
+                    nibbles(blk.add(8)),
+                    _mm256_and_si256(hi, _mm256_set1_epi8(16)),
+                );
                 (w, false, Some(f16(blk.add(2))))
             }),
         }
@@ -416,7 +442,10 @@ mod avx2 {
     unsafe fn dot(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
         match t {
             DType::Q8_0 => blocks(row, x, 34, |blk, q| {
-                (mul_sum_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), q), None)
+                (
+                    mul_sum_i8(_mm256_loadu_si256(blk.add(2) as *const __m256i), q),
+                    None,
+                )
             }),
             // Q4_0's values are the nibbles less 8: signed bytes.
             DType::Q4_0 => blocks(row, x, 18, |blk, q| {
@@ -439,7 +468,10 @@ mod avx2 {
             }),
             DType::Q5_1 => blocks(row, x, 24, |blk, q| {
                 let hi = bit_bytes(u32::from_le_bytes(*(blk.add(4) as *const [u8; 4])));
-                let w = _mm256_or_si256(nibbles(blk.add(8)), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
+                let w = _mm256_or_si256(
+                    nibbles(blk.add(8)),
+                    _mm256_and_si256(hi, _mm256_set1_epi8(16)),
+                );
                 (mul_sum_u8_i8(w, q), Some(f16(blk.add(2))))
             }),
             DType::Q4_K | DType::Q5_K => k45(t, row, x),
@@ -504,7 +536,14 @@ mod avx2 {
                 for h in 0..2 {
                     let s = 2 * i + h;
                     let b = sb * 8 + s;
-                    let mut w = _mm256_and_si256(if h == 0 { raw } else { _mm256_srli_epi16(raw, 4) }, m4);
+                    let mut w = _mm256_and_si256(
+                        if h == 0 {
+                            raw
+                        } else {
+                            _mm256_srli_epi16(raw, 4)
+                        },
+                        m4,
+                    );
                     if five {
                         let bit = _mm256_set1_epi8(1 << s);
                         let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
@@ -543,7 +582,10 @@ mod avx2 {
                 let w = _mm256_sub_epi8(codes, _mm256_set1_epi8(32));
                 let b = sb * 8 + s;
                 let q = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
-                let (s0, s1) = (*p.add(192 + 2 * s) as i8 as f32, *p.add(193 + 2 * s) as i8 as f32);
+                let (s0, s1) = (
+                    *p.add(192 + 2 * s) as i8 as f32,
+                    *p.add(193 + 2 * s) as i8 as f32,
+                );
                 let dx = d * *x.d.get_unchecked(b);
                 // Lanes 0-3 hold values 0-15 (scale s0), lanes 4-7 values 16-31 (scale s1).
                 let scale = _mm256_set_m128(_mm_set1_ps(s1 * dx), _mm_set1_ps(s0 * dx));
@@ -613,10 +655,19 @@ mod simd128 {
 
     /// SAFETY: `rows` holds out.len() / stride (rounded up) rows of `rb` bytes of `t`, each as
     /// long as x (and x.qs, x.d, x.ds as many blocks).
-    pub unsafe fn dots(t: DType, rows: &[u8], rb: usize, x: &Q8Vec, out: &mut [f32], stride: usize) {
+    pub unsafe fn dots(
+        t: DType,
+        rows: &[u8],
+        rb: usize,
+        x: &Q8Vec,
+        out: &mut [f32],
+        stride: usize,
+    ) {
         for (j, row) in rows.chunks_exact(rb).enumerate() {
             out[j * stride] = match t {
-                DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => blocks(t, row, x),
+                DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => {
+                    blocks(t, row, x)
+                }
                 DType::Q4_K | DType::Q5_K => k45(t, row, x),
                 DType::Q6_K => k6(row, x),
                 DType::F32 => f32s(row, &x.f),
@@ -637,7 +688,9 @@ mod simd128 {
 
     #[inline(always)]
     fn hsum(v: v128) -> f32 {
-        f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v) + f32x4_extract_lane::<2>(v)
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
             + f32x4_extract_lane::<3>(v)
     }
 
@@ -657,7 +710,24 @@ mod simd128 {
         let v = u32x4_splat(bits);
         let bit = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
         let pick = |lo: u8| {
-            let which = u8x16(lo, lo, lo, lo, lo, lo, lo, lo, lo + 1, lo + 1, lo + 1, lo + 1, lo + 1, lo + 1, lo + 1, lo + 1);
+            let which = u8x16(
+                lo,
+                lo,
+                lo,
+                lo,
+                lo,
+                lo,
+                lo,
+                lo,
+                lo + 1,
+                lo + 1,
+                lo + 1,
+                lo + 1,
+                lo + 1,
+                lo + 1,
+                lo + 1,
+                lo + 1,
+            );
             let b = v128_and(u8x16_swizzle(v, which), bit);
             v128_and(u8x16_eq(b, bit), u8x16_splat(set))
         };
@@ -688,13 +758,19 @@ mod simd128 {
                 }
                 DType::Q5_0 => {
                     // code - 16: the nibble with 0xf0 set where the fifth bit is clear.
-                    let (h0, h1) = bit_bytes(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]), 0xf0);
+                    let (h0, h1) =
+                        bit_bytes(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]), 0xf0);
                     let (lo, hi) = nib(6);
                     let f0 = u8x16_splat(0xf0);
-                    (v128_or(lo, v128_xor(h0, f0)), v128_or(hi, v128_xor(h1, f0)), None)
+                    (
+                        v128_or(lo, v128_xor(h0, f0)),
+                        v128_or(hi, v128_xor(h1, f0)),
+                        None,
+                    )
                 }
                 _ => {
-                    let (h0, h1) = bit_bytes(u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]), 0x10);
+                    let (h0, h1) =
+                        bit_bytes(u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]), 0x10);
                     let (lo, hi) = nib(8);
                     (v128_or(lo, h0), v128_or(hi, h1), Some(f16_at(p.add(2))))
                 }
@@ -702,7 +778,10 @@ mod simd128 {
             let q = x.qs.as_ptr().add(b * QK) as *const u8;
             let s = i32x4_add(prod16(w0, load(q)), prod16(w1, load(q.add(16))));
             let dx = x.d[b];
-            acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(f16_at(p) * dx)));
+            acc = f32x4_add(
+                acc,
+                f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(f16_at(p) * dx)),
+            );
             if let Some(m) = min {
                 off += m * x.ds[b];
             }
@@ -739,7 +818,10 @@ mod simd128 {
                 let sum = i32x4_add(prod16(half(0), load(q)), prod16(half(1), load(q.add(16))));
                 let (sc, m) = k_scale_min(scales, s);
                 let dx = x.d[b];
-                acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sum), f32x4_splat(d * sc as f32 * dx)));
+                acc = f32x4_add(
+                    acc,
+                    f32x4_mul(f32x4_convert_i32x4(sum), f32x4_splat(d * sc as f32 * dx)),
+                );
                 off += dmin * m as f32 * x.ds[b];
             }
         }
@@ -780,7 +862,10 @@ mod simd128 {
         let mut i = 0;
         while i + 8 <= n {
             a0 = f32x4_add(a0, f32x4_mul(load(p.add(4 * i)), load(xp.add(4 * i))));
-            a1 = f32x4_add(a1, f32x4_mul(load(p.add(4 * i + 16)), load(xp.add(4 * i + 16))));
+            a1 = f32x4_add(
+                a1,
+                f32x4_mul(load(p.add(4 * i + 16)), load(xp.add(4 * i + 16))),
+            );
             i += 8;
         }
         let mut sum = hsum(f32x4_add(a0, a1));

@@ -168,8 +168,11 @@ impl FastCpu {
                         matvec(alpha, wr, &a[i * d..(i + 1) * d]);
                         softmax(alpha);
                         let hi = &mut h[i * d..(i + 1) * d];
-                        for (kk, row) in mem[i * k * d..(i + 1) * k * d].chunks_exact(d).enumerate() {
-                            hi.iter_mut().zip(row).for_each(|(x, r)| *x += alpha[kk] * r);
+                        for (kk, row) in mem[i * k * d..(i + 1) * k * d].chunks_exact(d).enumerate()
+                        {
+                            hi.iter_mut()
+                                .zip(row)
+                                .for_each(|(x, r)| *x += alpha[kk] * r);
                         }
                     }
                 }
@@ -205,14 +208,20 @@ impl Forward for FastCpu {
         };
         match &self.pool {
             Some(p) => p.install(run),
-            None => { let mut run = run; run() }
+            None => {
+                let mut run = run;
+                run()
+            }
         }
     }
 
     fn describe(&self) -> String {
         let path = self.path.name();
         let t = self.threads();
-        format!("cpu ({path} kernels, {t} thread{})", if t == 1 { "" } else { "s" })
+        format!(
+            "cpu ({path} kernels, {t} thread{})",
+            if t == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -224,7 +233,10 @@ pub fn fallbacks(m: &crate::model::Model) -> Vec<String> {
     let layers = m.layers.iter();
     let all = layers.flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
     for w in all.chain([head]).filter(|w: &&Weight| !supports(w.dtype())) {
-        by_type.entry(w.dtype().name()).or_default().push(&w.info.name);
+        by_type
+            .entry(w.dtype().name())
+            .or_default()
+            .push(&w.info.name);
     }
     by_type
         .into_iter()

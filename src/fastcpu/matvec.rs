@@ -99,7 +99,9 @@ fn products(path: Path, outs: &mut [&mut [f32]], ws: &[&Weight], xs: &[Q8Vec]) -
             tasks.push((w, c * per, part));
         }
     }
-    tasks.into_par_iter().for_each(|(w, r0, part)| rows_of(path, w, r0, part, xs));
+    tasks
+        .into_par_iter()
+        .for_each(|(w, r0, part)| rows_of(path, w, r0, part, xs));
     Ok(())
 }
 
