@@ -244,10 +244,8 @@ async fn open(
     // The largest buffer: a weight tensor, the logits of a full prefill batch, or the KV cache
     // of all layers (were it one buffer).
     let biggest = model
-        .layers
-        .iter()
-        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-        .chain([&model.token_embd, model.lm_head()])
+        .matrices()
+        .chain([&model.token_embd])
         .map(|w| w.bytes().len() as u64)
         .max()
         .unwrap_or(0)

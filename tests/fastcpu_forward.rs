@@ -79,11 +79,7 @@ fn paths() -> Vec<Path> {
 
 /// Whether every matrix of `m` is stored as a float type.
 fn float_matrices(m: &Model) -> bool {
-    m.layers
-        .iter()
-        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-        .chain([m.lm_head()])
-        .all(|w| !w.dtype().is_quantized())
+    m.matrices().all(|w| !w.dtype().is_quantized())
 }
 
 fn check(name: &str, m: &Model, seq: &[u32], q8_tol: f32) {

@@ -176,10 +176,8 @@ fn k_quant_files_match_llama_cpp() {
             .collect();
         types.sort();
         let ours: std::collections::BTreeSet<String> = m
-            .layers
-            .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-            .chain([&m.token_embd, m.lm_head()])
+            .matrices()
+            .chain([&m.token_embd])
             .map(|w| format!("{:?}", w.dtype()))
             .filter(|d| d.ends_with("_K"))
             .collect();

@@ -135,7 +135,7 @@ fn cpu_reference_holds_no_f32_copy_of_the_weights() {
     let m = model::load(Path::new("synthetic:llama-3.2-1b-l2")).unwrap();
     let mut mats = vec![&m.token_embd];
     for l in &m.layers {
-        mats.extend([&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+        mats.extend(l.matrices());
     }
     let f32_bytes: usize = mats.iter().map(|w| w.rows() * w.cols() * 4).sum();
     let before = resident_bytes();

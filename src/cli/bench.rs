@@ -387,9 +387,7 @@ fn memory_overhead(a: &BenchArgs) -> Result<()> {
 
 /// Bytes of the matrices one token's forward reads: every layer's seven and the LM head.
 fn matrix_bytes(m: &tide_gpu::Model) -> usize {
-    let layers = m.layers.iter();
-    let all = layers.flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
-    all.chain([m.lm_head()]).map(|w| w.bytes().len()).sum()
+    m.matrices().map(|w| w.bytes().len()).sum()
 }
 
 /// Read+write bandwidth of host memory in GB/s (bytes read + bytes written per second): a

@@ -14,7 +14,6 @@ use crate::cpu::ops::{head_rmsnorm, matvec, rmsnorm, rope, silu};
 use crate::cpu::{engram_add, lime_mix, softmax, CpuModel, CpuSession, Forward};
 use crate::error::{Error, Result};
 use crate::memory::block_rows;
-use crate::model::Weight;
 
 /// Most tokens one pass takes: bounds the activations ([batch, ffn] f32) a pass holds.
 pub const MAX_BATCH: usize = 64;
@@ -229,10 +228,7 @@ impl Forward for FastCpu {
 /// reference's kernel (rows dequantised to f32), and the front end says so.
 pub fn fallbacks(m: &crate::model::Model) -> Vec<String> {
     let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    let head = m.lm_head.as_ref().unwrap_or(&m.token_embd);
-    let layers = m.layers.iter();
-    let all = layers.flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
-    for w in all.chain([head]).filter(|w: &&Weight| !supports(w.dtype())) {
+    for w in m.matrices().filter(|w| !supports(w.dtype())) {
         by_type
             .entry(w.dtype().name())
             .or_default()

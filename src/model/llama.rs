@@ -44,9 +44,30 @@ pub struct Model {
     pub token_counts: Option<Vec<u64>>,
 }
 
+impl Layer {
+    /// The layer's seven matrices: q, k, v, o, gate, up, down.
+    pub fn matrices(&self) -> [&Weight; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+}
+
 impl Model {
     pub fn lm_head(&self) -> &Weight {
         self.lm_head.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// Every matrix one token's forward multiplies by: each layer's seven, then the LM head.
+    pub fn matrices(&self) -> impl Iterator<Item = &Weight> {
+        let layers = self.layers.iter().flat_map(|l| l.matrices());
+        layers.chain([self.lm_head()])
     }
 
     /// Check every tensor's shape against the config.
