@@ -406,3 +406,25 @@ fn a_tensor_in_two_files_is_refused() {
         );
     }
 }
+
+/// An absurd thread count is refused by name, by the CLI and by the library (where asking
+/// for 100,000 threads used to hang while they started), never attempted.
+#[test]
+fn absurd_cpu_thread_counts_are_refused() {
+    for n in ["0", "100000"] {
+        let (ok, _, err) = tide(&["generate", "--backend", "cpu", "--threads", n, "Hi"], &[]);
+        assert!(
+            !ok && err.contains("--threads") && err.contains("1..=1024"),
+            "{n}: {err}"
+        );
+    }
+    let path = tide_gpu::fastcpu::dot::Path::Portable;
+    let e = tide_gpu::fastcpu::FastCpu::new(path, 100_000)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("100000 CPU threads") && e.contains("at most 1024"),
+        "{e}"
+    );
+}

@@ -66,9 +66,9 @@ pub struct ModelArgs {
     /// adapter, software ones included (gpu); the fast CPU backend (cpu); the CPU reference.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
-    /// Threads of the CPU backend (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Threads of the CPU backend, 1 to 1024 (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
     /// KV-cache length in tokens (default: the model's, at most 2048).
     #[arg(long)]
     pub ctx: Option<usize>,
@@ -252,7 +252,7 @@ impl ModelArgs {
         o.gpu.no_f16 = self.no_f16;
         o.decoder.slots = self.slots.max(1);
         o.decoder.memory_resident = self.memory_resident;
-        o.cpu.threads = self.threads.unwrap_or(0);
+        o.cpu.threads = self.threads.map_or(0, usize::from);
         super::env::apply(&mut o)?;
         Ok(o)
     }

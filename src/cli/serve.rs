@@ -66,9 +66,9 @@ pub struct ServeArgs {
     /// (auto); any GPU adapter (gpu); the fast CPU backend (cpu); the CPU reference.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
-    /// Threads of the CPU backend (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Threads of the CPU backend, 1 to 1024 (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// The API's KV-cache length in tokens (default: the model's, at most 2048).
     #[arg(long)]
     ctx: Option<usize>,

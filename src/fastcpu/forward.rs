@@ -18,6 +18,9 @@ use crate::memory::block_rows;
 /// Most tokens one pass takes: bounds the activations ([batch, ffn] f32) a pass holds.
 pub const MAX_BATCH: usize = 64;
 
+/// Most threads a pool may be asked for (starting 100,000 threads hangs the machine).
+pub const MAX_THREADS: usize = 1024;
+
 /// The fast CPU backend's forward pass: the kernels' path and the threads it runs on.
 pub struct FastCpu {
     path: Path,
@@ -32,6 +35,11 @@ impl FastCpu {
         if !path.available() {
             return Err(Error::Input(format!(
                 "this CPU cannot run the {path:?} kernels"
+            )));
+        }
+        if threads > MAX_THREADS {
+            return Err(Error::Input(format!(
+                "{threads} CPU threads asked for: at most {MAX_THREADS} (0: one per core)"
             )));
         }
         let pool = rayon::ThreadPoolBuilder::new()
