@@ -75,20 +75,17 @@ impl Engine {
                 };
                 Ok((gpu(GpuContext::new(&g).await?)?, None))
             }
-            Backend::Auto => match GpuContext::new(&opts.gpu).await {
-                Ok(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => Ok((gpu(ctx)?, None)),
-                Ok(ctx) => {
-                    let name = match ctx.info.name.as_str() {
-                        "" => String::new(),
-                        n => format!(" ({n})"),
-                    };
-                    cpu(Some(format!(
-                        "the only GPU adapter{name} is a software renderer: running the fast \
-                         CPU backend instead, faster there (--backend gpu runs on the adapter)"
-                    )))
+            Backend::Auto => {
+                // Software adapters are passed over before a device opens (hardware_only).
+                let g = GpuOptions {
+                    hardware_only: true,
+                    ..opts.gpu.clone()
+                };
+                match GpuContext::new(&g).await {
+                    Ok(ctx) => Ok((gpu(ctx)?, None)),
+                    Err(e) => cpu(Some(format!("{e}; running the fast CPU backend instead"))),
                 }
-                Err(e) => cpu(Some(format!("{e}; running the fast CPU backend instead"))),
-            },
+            }
         }
     }
 

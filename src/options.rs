@@ -46,6 +46,10 @@ pub struct GpuOptions {
     /// Open a software OpenGL adapter (llvmpipe through GL) when it is the only one. Off, such
     /// a machine is refused, so `--backend auto` takes the far faster CPU reference.
     pub allow_software_gl: bool,
+    /// Refuse software adapters (device type CPU: lavapipe, SwiftShader, WARP; in the browser
+    /// `isFallbackAdapter`) with an error that says so, before a device is opened:
+    /// `Backend::Auto` sets it and then runs the fast CPU backend, faster there.
+    pub hardware_only: bool,
     /// The largest buffer the model needs, in bytes. In the browser the device asks for
     /// WebGPU's default limits raised to this (capped at the adapter's) rather than for all the
     /// adapter has; natively it is unused. None: the adapter's sizes.
@@ -67,6 +71,7 @@ impl Default for GpuOptions {
             instance_flags: None,
             backend_options: None,
             allow_software_gl: false,
+            hardware_only: false,
             needed_buffer: None,
             upload_slab_bytes: None,
         }

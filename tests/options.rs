@@ -123,6 +123,45 @@ fn auto_does_not_take_software_gl() {
     assert!(err.contains("note:"), "{err}");
 }
 
+/// On a machine whose only adapter is a software one (lavapipe here), `hardware_only` refuses
+/// it by name before a device opens, and `--backend auto` then runs the fast CPU backend and
+/// says why; `--backend gpu` keeps the adapter.
+#[test]
+fn auto_passes_over_a_software_adapter() {
+    let ctx = common::gpu();
+    if !common::lavapipe_or_skip(&ctx, "auto_passes_over_a_software_adapter") {
+        return;
+    }
+    let opts = tide_gpu::options::GpuOptions {
+        hardware_only: true,
+        ..Default::default()
+    };
+    let err = match pollster::block_on(tide_gpu::gpu::GpuContext::new(&opts)) {
+        Ok(c) => panic!("hardware_only opened {}", c.describe()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("software renderer") && err.contains("llvmpipe"),
+        "{err}"
+    );
+    let gen = ["generate", "--max-tokens", "2", "--temperature", "0", "Hi"];
+    let o = tide(&gen, &[]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("backend: cpu"), "{log}");
+    assert!(
+        log.contains("software renderer") && log.contains("llvmpipe"),
+        "{log}"
+    );
+    let o = tide(&[&gen[..], &["--backend", "gpu"]].concat(), &[]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("llvmpipe") && !log.contains("backend: cpu"),
+        "{log}"
+    );
+}
+
 /// `tide kernels --dump DIR` writes every variant the decoder builds, as valid WGSL named by
 /// its key, with an index; it refuses a folder that already holds files.
 #[test]

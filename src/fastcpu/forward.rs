@@ -208,17 +208,18 @@ impl FastCpu {
 
 impl Forward for FastCpu {
     fn feed(&self, s: &mut CpuSession, tokens: &[u32]) -> Result<()> {
-        let run = move || {
+        let mut run = move || {
             tokens
                 .chunks(MAX_BATCH)
                 .try_for_each(|chunk| self.batch(s, chunk))
         };
         match &self.pool {
             Some(p) => p.install(run),
-            None => {
-                let mut run = run;
-                run()
-            }
+            // The global pool (the browser's workers): the pass runs on one of its threads, so
+            // that a parallel region starts at once on the calling worker and waits for the
+            // others by stealing, not by sleeping; from outside the pool every region would
+            // cost two wake-ups across threads. Without threads `scope` runs it in place.
+            None => rayon::scope(|_| run()),
         }
     }
 

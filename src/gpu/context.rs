@@ -71,6 +71,19 @@ pub fn adapter_rank(
     }
 }
 
+/// Why a software adapter was passed over (`GpuOptions::hardware_only`); the browser's worker
+/// looks for "software renderer" in it.
+fn software_refused(name: &str) -> Error {
+    let name = match name {
+        "" => String::new(),
+        n => format!(" ({n})"),
+    };
+    Error::Gpu(format!(
+        "the only GPU adapter{name} is a software renderer, slower than the fast CPU backend \
+         (--backend gpu runs on it)"
+    ))
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn rank_of(info: &wgpu::AdapterInfo) -> Option<u8> {
     adapter_rank(info.backend, info.device_type, &info.name)
@@ -95,6 +108,10 @@ impl GpuContext {
             let mut last = None;
             for adapter in all {
                 let info = adapter.get_info();
+                if opts.hardware_only && rank_of(&info) <= Some(1) {
+                    last.get_or_insert(software_refused(&info.name));
+                    continue;
+                }
                 if rank_of(&info) == Some(0) && !opts.allow_software_gl {
                     // Keep the error of a better adapter that failed to open, if any.
                     last.get_or_insert(Error::Gpu(format!(
@@ -120,6 +137,10 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); {hint}")))?;
+        #[cfg(target_arch = "wasm32")]
+        if opts.hardware_only && adapter.get_info().device_type == wgpu::DeviceType::Cpu {
+            return Err(software_refused(&adapter.get_info().name));
+        }
         #[cfg(target_arch = "wasm32")]
         return Self::from_adapter(adapter, opts).await;
     }
