@@ -26,9 +26,14 @@ impl Drop for Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        Server::start_env(args, &[])
+    }
+
+    fn start_env(args: &[&str], envs: &[(&str, &std::path::Path)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tide"))
             .args(["serve", "--port", "0"])
             .args(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -139,6 +144,80 @@ fn models_json_lists_the_memory_model_then_the_embedded_one_by_default() {
 
 /// Ranges of a file on disk and of the embedded model: first, middle and last bytes, suffix and
 /// open-ended ranges, out of bounds (416), HEAD and a whole GET.
+/// The hex sha256 of a file by coreutils' sha256sum (not the code under test).
+fn sha256sum(p: &std::path::Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap()[..64].to_string()
+}
+
+/// A split GGUF given by any part's path is one model named by its stem, every part a file;
+/// each file's size and sha256 (as sha256sum computes it) are listed, the sha256 kept in the
+/// cache ($XDG_CACHE_HOME/tide) and read back while the file's size and time are unchanged.
+#[test]
+fn models_json_gives_sizes_and_hashes_of_split_parts() {
+    let tmp = std::env::temp_dir().join(format!("tide-serve-hashes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (cache, models) = (tmp.join("cache"), tmp.join("models"));
+    std::fs::create_dir_all(&models).unwrap();
+    let parts: Vec<PathBuf> = (1..=3)
+        .map(|i| {
+            let n = format!("qwen2-{i:05}-of-00003.gguf");
+            std::fs::copy(
+                repo().join("tests/fixtures/split").join(&n),
+                models.join(&n),
+            )
+            .unwrap();
+            models.join(n)
+        })
+        .collect();
+    let list = |srv: &Server| -> serde_json::Value {
+        let (st, _, body) = srv.request("GET", "/models.json", "");
+        assert_eq!(st, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v.as_array().unwrap()[0].clone()
+    };
+    let second = parts[1].to_str().unwrap();
+    let args = ["--no-api", "--model", second];
+    let env = [("XDG_CACHE_HOME", cache.as_path())];
+    let m = list(&Server::start_env(&args, &env));
+    assert_eq!(m["name"], "qwen2");
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    for (f, p) in files.iter().zip(&parts) {
+        let n = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(f["url"], format!("/models/qwen2/{n}"));
+        assert_eq!(f["bytes"], std::fs::metadata(p).unwrap().len());
+        assert_eq!(f["sha256"], sha256sum(p), "{n}");
+    }
+    // The cache holds them: an entry changed by hand is served as it stands (not hashed again)...
+    let cf = cache.join("tide/file-sha256.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cf).unwrap()).unwrap();
+    let key = std::fs::canonicalize(&parts[0]).unwrap();
+    c[key.to_str().unwrap()]["sha256"] = "0".repeat(64).into();
+    std::fs::write(&cf, serde_json::to_vec(&c).unwrap()).unwrap();
+    let m = list(&Server::start_env(&args, &env));
+    assert_eq!(m["files"][0]["sha256"], "0".repeat(64));
+    // ...until the file changes: then it is hashed again.
+    let bytes = std::fs::read(&parts[0]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&parts[0], &bytes).unwrap();
+    let m = list(&Server::start_env(&args, &env));
+    assert_eq!(m["files"][0]["sha256"], sha256sum(&parts[0]));
+    // The parts are served, the API off.
+    let srv = Server::start_env(&args, &env);
+    let (st, _, body) = srv.request("GET", "/models/qwen2/qwen2-00003-of-00003.gguf", "");
+    assert_eq!(
+        (st, body.len() as u64),
+        (200, std::fs::metadata(&parts[2]).unwrap().len())
+    );
+    // A part missing from the folder is named.
+    std::fs::remove_file(&parts[2]).unwrap();
+    let e = serve_error(&["--no-api", "--model", parts[0].to_str().unwrap()]);
+    assert!(e.contains("part 3 of 3"), "{e}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
 #[test]
 fn ranges_and_head_of_model_files() {
     let dir = repo().join("tests/fixtures/tiny_llama");

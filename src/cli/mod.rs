@@ -11,6 +11,7 @@ mod common;
 mod compress;
 mod env;
 mod eval;
+mod file_hashes;
 mod generate;
 mod inspect;
 mod kernels;

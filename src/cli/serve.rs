@@ -21,10 +21,12 @@ use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use tide_gpu::model::embedded::default_model_files;
+use tide_gpu::model::gguf_split::{part_names, split_name};
 
 use super::api::{routes, Api};
 use super::api_worker;
 use super::common::{BackendArg, ModelArgs};
+use super::file_hashes::{default_cache_file, sha256_hex, FileHashes};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -86,6 +88,8 @@ enum Source {
 struct FileEntry {
     url: String,
     bytes: u64,
+    /// Hex sha256 of the file (file_hashes.rs): the page checks its download against it.
+    sha256: String,
 }
 
 #[derive(Serialize)]
@@ -118,7 +122,7 @@ fn plain_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
-fn catalog(models: &[PathBuf]) -> Result<Catalog> {
+fn catalog(models: &[PathBuf], hashes: &mut FileHashes) -> Result<Catalog> {
     let mut cat = Catalog {
         list: Vec::new(),
         files: BTreeMap::new(),
@@ -129,9 +133,14 @@ fn catalog(models: &[PathBuf]) -> Result<Catalog> {
         }
         let mut entries = Vec::new();
         for (f, src, bytes) in files {
+            let sha256 = match &src {
+                Source::Disk(p) => hashes.of(p)?,
+                Source::Embedded(b, _) => sha256_hex(b),
+            };
             entries.push(FileEntry {
                 url: format!("/models/{name}/{f}"),
                 bytes,
+                sha256,
             });
             cat.files.insert((name.clone(), f), (src, bytes));
         }
@@ -177,6 +186,36 @@ type Files = Vec<(String, Source, u64)>;
 /// should read its memory.
 fn model_files(m: &Path) -> Result<(String, Files, Option<&'static str>)> {
     let meta = std::fs::metadata(m).with_context(|| format!("--model {}", m.display()))?;
+    let file_name = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    // A split GGUF (any part's path): one model named by its stem, every part its file.
+    if let (true, Some((stem, _, _)), Some(parts)) =
+        (meta.is_file(), split_name(file_name), part_names(file_name))
+    {
+        let name = Some(stem.to_string()).filter(|n| plain_name(n));
+        let name = name.with_context(|| {
+            format!(
+                "--model {}: the name must be letters, digits, '.', '_' or '-'",
+                m.display()
+            )
+        })?;
+        let dir = m.parent().unwrap_or(Path::new(""));
+        let mut files = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let path = dir.join(p);
+            let len = std::fs::metadata(&path)
+                .with_context(|| {
+                    format!(
+                        "--model {}: part {} of {} of this split model",
+                        m.display(),
+                        i + 1,
+                        parts.len()
+                    )
+                })?
+                .len();
+            files.push((p.clone(), Source::Disk(path), len));
+        }
+        return Ok((name, files, None));
+    }
     let name = m
         .file_name()
         .and_then(|n| n.to_str())
@@ -320,7 +359,17 @@ fn app(cat: Catalog, web: &Path, api: Option<Arc<Api>>, isolate: bool) -> Router
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    let cat = catalog(&a.model)?;
+    let mut hashes = FileHashes::open(default_cache_file());
+    let cat = catalog(&a.model, &mut hashes)?;
+    hashes.save();
+    if hashes.hashed > 0 {
+        eprintln!(
+            "serve: sha256 of {} file{} computed, {} from the cache",
+            hashes.hashed,
+            if hashes.hashed == 1 { "" } else { "s" },
+            hashes.cached
+        );
+    }
     if !a.web.is_dir() {
         eprintln!(
             "serve: no folder {} (pages); serving the models only",

@@ -4,6 +4,7 @@
 use super::blob::Blob;
 use super::card::Card;
 use super::gguf::GgufFile;
+use super::gguf_split::split_name;
 use super::llama::Model;
 use super::safetensors::{index_file, model_from_parts};
 use super::tensor::TensorSet;
@@ -38,6 +39,9 @@ impl ModelFiles {
     /// `load`, where a card's memory file may be absent because its rows will be streamed
     /// (attached after loading): the model then comes without memory.
     pub fn load_with(&self, memory_streamed: bool) -> Result<Model> {
+        if self.files.len() > 1 && self.files.iter().all(|(n, _)| split_name(n).is_some()) {
+            return self.load_split();
+        }
         if let [(name, blob)] = &self.files[..] {
             if blob.bytes().starts_with(b"GGUF") {
                 return Model::from_gguf(GgufFile::parse(name, blob.clone())?);
@@ -82,6 +86,17 @@ impl ModelFiles {
                 .map(|b| (tj_name.as_str(), b.bytes())),
             tc.as_deref(),
         )
+    }
+
+    /// A split GGUF model: its parts, in any order, joined by part number.
+    fn load_split(&self) -> Result<Model> {
+        let mut parts: Vec<_> = self.files.iter().collect();
+        parts.sort_by_key(|(n, _)| split_name(n).map(|(_, no, _)| no));
+        let files = parts
+            .into_iter()
+            .map(|(n, b)| GgufFile::parse(&self.path(n), b.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        Model::from_gguf(GgufFile::join(files)?)
     }
 
     /// A memory model: the GGUF backbone the card names, with the memory file beside it.

@@ -73,8 +73,9 @@ pub struct GgufFile {
     pub name: String,
     pub version: u32,
     pub metadata: HashMap<String, Value>,
-    pub tensors: Vec<TensorInfo>,
-    pub blob: Blob,
+    /// Each tensor with the file that holds it: one file, or the parts of a split model
+    /// (`GgufFile::join`).
+    pub tensors: Vec<Weight>,
 }
 
 struct Reader<'a> {
@@ -323,12 +324,16 @@ impl GgufFile {
             let Some(end) = end else {
                 return Err(format_err(name, format!("truncated: tensor '{tname}' needs bytes {offset}..{} of the data section, which has {data_len}", offset as u128 + nbytes as u128)));
             };
-            tensors.push(TensorInfo {
+            let info = TensorInfo {
                 name: tname,
                 dtype,
                 shape,
                 start: data_start + offset as usize,
                 end: data_start + end as usize,
+            };
+            tensors.push(Weight {
+                info,
+                blob: blob.clone(),
             });
         }
         Ok(GgufFile {
@@ -336,7 +341,6 @@ impl GgufFile {
             version,
             metadata,
             tensors,
-            blob,
         })
     }
 
@@ -367,11 +371,9 @@ impl Model {
                 .and_then(|v| v.as_f64())
                 .unwrap_or(default)
         };
+        g.check_whole()?;
         let find = |name: &str| -> Option<Weight> {
-            g.tensors.iter().find(|t| t.name == name).map(|t| Weight {
-                info: t.clone(),
-                blob: g.blob.clone(),
-            })
+            g.tensors.iter().find(|t| t.info.name == name).cloned()
         };
         let need = |name: &str| -> Result<Weight> {
             find(name).ok_or_else(|| Error::MissingTensor {
@@ -515,14 +517,12 @@ fn rope_freq_factors(
 /// TIDE tensors and `tide.*` metadata of a GGUF file (memory rows in native GGUF types).
 fn tide_set_of_gguf(g: &GgufFile) -> TensorSet {
     let mut set = TensorSet::default();
-    for t in g.tensors.iter().filter(|t| t.name.starts_with("tide.")) {
-        set.weights.insert(
-            t.name.clone(),
-            Weight {
-                info: t.clone(),
-                blob: g.blob.clone(),
-            },
-        );
+    for t in g
+        .tensors
+        .iter()
+        .filter(|t| t.info.name.starts_with("tide."))
+    {
+        set.weights.insert(t.info.name.clone(), t.clone());
     }
     for (k, v) in g.metadata.iter().filter(|(k, _)| k.starts_with("tide.")) {
         let s = v

@@ -5,6 +5,7 @@ use super::blob::Blob;
 use super::card::Card;
 use super::files::{attach_memory_blob, ModelFiles, MEMORY_FILE};
 use super::gguf::GgufFile;
+use super::gguf_split::part_names;
 use super::llama::Model;
 use crate::error::{format_err, Error, Result};
 
@@ -33,6 +34,9 @@ pub fn load(path: &Path) -> Result<Model> {
         return load_hf_dir(path, None);
     }
     let name = path.display().to_string();
+    if let Some(parts) = part_names(&file_name(path)) {
+        return load_split(path, &parts);
+    }
     let blob = Blob::map(path)?;
     let head = &blob.bytes()[..blob.bytes().len().min(4)];
     if head == b"GGUF" {
@@ -49,6 +53,32 @@ pub fn load(path: &Path) -> Result<Model> {
         &name,
         "unrecognised model file (expected .gguf, .safetensors or a model directory)",
     ))
+}
+
+/// A split GGUF model (`NAME-0000i-of-0000N.gguf`, any part's path): every part from the
+/// same folder, joined.
+fn load_split(path: &Path, parts: &[String]) -> Result<Model> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut files = Vec::with_capacity(parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        let part = dir.join(p);
+        if !part.is_file() {
+            return Err(format_err(
+                &path.display().to_string(),
+                format!(
+                    "part {} of this split model, {}, is missing: all {} parts must be in one folder",
+                    i + 1,
+                    part.display(),
+                    parts.len()
+                ),
+            ));
+        }
+        files.push(GgufFile::parse(
+            &part.display().to_string(),
+            Blob::map(&part)?,
+        )?);
+    }
+    Model::from_gguf(GgufFile::join(files)?)
 }
 
 /// A memory model's card in `dir`'s config.json, if that is what the folder holds.

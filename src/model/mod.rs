@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod engram;
 pub mod files;
 pub mod gguf;
+pub mod gguf_split;
 mod llama;
 #[cfg(not(target_arch = "wasm32"))]
 mod loader;
