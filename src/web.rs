@@ -68,12 +68,14 @@ fn busy() -> JsValue {
 }
 
 /// One model file, written into the wasm heap chunk by chunk as it downloads (or as it is read
-/// from the browser's cache), so that no JS copy of the whole file exists beside it.
+/// from the browser's cache), so that no JS copy of the whole file exists beside it; its sha256
+/// is taken on the way in, so checking the file costs no second pass.
 #[wasm_bindgen]
 pub struct FileBuffer {
     name: String,
     data: Vec<u8>,
     filled: usize,
+    sha256: sha2::Sha256,
 }
 
 #[wasm_bindgen]
@@ -97,6 +99,7 @@ impl FileBuffer {
             name,
             data,
             filled: 0,
+            sha256: Default::default(),
         })
     }
 
@@ -113,13 +116,26 @@ impl FileBuffer {
             ))));
         }
         self.data[at..end].copy_from_slice(chunk);
+        sha2::Digest::update(&mut self.sha256, chunk);
         self.filled = end;
         Ok(())
+    }
+
+    /// Start over from byte 0 (a server that answered a resumed download with the whole file).
+    pub fn rewind(&mut self) {
+        self.filled = 0;
+        self.sha256 = Default::default();
     }
 
     /// Bytes received so far.
     pub fn filled(&self) -> f64 {
         self.filled as f64
+    }
+
+    /// The hex sha256 of the bytes received so far.
+    pub fn sha256(&self) -> String {
+        let d = sha2::Digest::finalize(self.sha256.clone());
+        d.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

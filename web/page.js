@@ -43,6 +43,10 @@ export function fmtBytes(b) {
   return b >= 1048576 ? `${(b / 1048576).toFixed(1)} MB` : `${Math.round(b / 1024)} kB`;
 }
 
+function fmtDuration(s) {
+  return s >= 90 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${Math.max(1, Math.round(s))} s`;
+}
+
 /**
  * The memory row counters (memoryStats(), or a result's `memory`) as a line; '' for none. With
  * `fileBytes` (a streamed memory file's size), also the share of that file fetched so far.
@@ -102,15 +106,26 @@ export function boot() {
       memory: params.get('memory') || undefined,
       memoryCacheMb: Number(params.get('memoryCacheMb')) || undefined,
       memoryGapKb: params.has('memoryGapKb') ? Number(params.get('memoryGapKb')) : undefined,
-      onProgress: ({ phase, loaded, total }) => {
+      onProgress: ({ phase, loaded, total, file, fileLoaded, fileTotal, rate, etaSeconds }) => {
         // Downloads have a size; building the kernels does not (an indeterminate bar).
         if (phase === 'open') bar.removeAttribute('value');
         else {
           bar.max = total || 1;
           bar.value = loaded;
         }
-        const what = { download: 'downloading', cache: 'reading from the browser cache', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
-        status.textContent = `${wanted}: ${what} ${total ? `${fmtBytes(loaded)} / ${fmtBytes(total)}` : ''}`;
+        const what = { download: 'downloading', cache: 'reading from the browser\'s storage', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
+        let text = `${wanted}: ${what}`;
+        if (fileTotal && (phase === 'download' || phase === 'cache')) {
+          text += ` ${file} ${fmtBytes(fileLoaded)} / ${fmtBytes(fileTotal)}`;
+          if (rate > 0) text += ` · ${fmtBytes(rate)}/s`;
+          if (phase === 'download' && etaSeconds != null) text += ` · ${fmtDuration(etaSeconds)} left`;
+          if (total && total !== fileTotal) text += ` (all files: ${fmtBytes(loaded)} / ${fmtBytes(total)})`;
+        } else if (total) text += ` ${fmtBytes(loaded)} / ${fmtBytes(total)}`;
+        status.textContent = text;
+      },
+      onWarning: (message) => {
+        $('#notice').textContent = message;
+        $('#notice').hidden = false;
       },
     });
     bar.hidden = true;
@@ -118,8 +133,9 @@ export function boot() {
     status.textContent = `${wanted} · ${describe(info)} · loaded in ${info.load.seconds.toFixed(1)} s` +
       (info.load.downloaded_bytes ? ` (${fmtBytes(info.load.downloaded_bytes)} downloaded)` : ' (from the browser cache)') +
       (info.memory_streamed ? ` · memory rows streamed (cache of ${info.memory_cache_tokens} tokens${linkText(info.memory_link)})` : '');
-    if (info.note) {
-      $('#notice').textContent = info.note;
+    const notes = [info.note, ...(info.load.warnings || [])].filter(Boolean);
+    if (notes.length) {
+      $('#notice').textContent = notes.join(' · ');
       $('#notice').hidden = false;
     }
     Object.assign(tide, {

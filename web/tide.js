@@ -2,7 +2,7 @@
 // (worker.js) that runs the WGSL kernels on WebGPU, or the CPU reference compiled to wasm where
 // WebGPU is missing. web/README.md documents this API.
 
-/** The models a `tide serve` offers: [{name, files: [{url, bytes}]}]. */
+/** The models a `tide serve` offers: [{name, files: [{url, bytes, sha256}], memory?}]. */
 export async function listModels(base = '/') {
   const res = await fetch(new URL('models.json', new URL(base, location.href)));
   if (!res.ok) throw new Error(`models.json: HTTP ${res.status}`);
@@ -54,7 +54,20 @@ async function resolveFiles(model) {
   }
   const url = new URL(model, location.href);
   if (url.pathname.endsWith('.gguf')) {
-    return { name: model, files: [{ url: url.href, name: url.pathname.split('/').pop(), bytes: 0 }] };
+    // A split GGUF (NAME-00002-of-00003.gguf, llama.cpp's names): every part, from any one.
+    const base = url.pathname.split('/').pop();
+    const split = base.match(/^(.+)-(\d{5,})-of-(\d{5,})\.gguf$/);
+    const count = split ? Number(split[3]) : 1;
+    if (split && count >= 1 && Number(split[2]) >= 1 && Number(split[2]) <= count) {
+      const width = split[3].length;
+      const files = [];
+      for (let i = 1; i <= count; i++) {
+        const name = `${split[1]}-${String(i).padStart(width, '0')}-of-${split[3]}.gguf`;
+        files.push({ url: new URL(name, url).href, name, bytes: 0 });
+      }
+      return { name: model, files };
+    }
+    return { name: model, files: [{ url: url.href, name: base, bytes: 0 }] };
   }
   const dir = url.href.endsWith('/') ? url.href : url.href + '/';
   const file = (name, optional = false) => ({ url: dir + name, name, bytes: 0, optional });
@@ -108,6 +121,31 @@ class Worker_ {
     this.w.terminate();
   }
 }
+
+// One short-lived worker for a call outside a loaded model (the model manager): it starts no
+// wasm, only reads the browser's storage.
+async function oneCall(op, args) {
+  const w = new Worker_();
+  try {
+    return await w.call(op, args).done;
+  } finally {
+    w.terminate();
+  }
+}
+
+/**
+ * The model files kept in this site's browser storage (OPFS), which `load` reads instead of
+ * downloading them again (after checking their sha256) and where a cut download resumes.
+ * list(): [{model, file, url, bytes, stored_bytes, complete, sha256, updated}];
+ * delete(name | {model} | {url}): removes a model's files (or one file), resolves to how many;
+ * clear(): removes them all. Files of a model loaded in this page stay usable until reload.
+ */
+export const models = {
+  list: () => oneCall('models', { action: 'list' }),
+  delete: (what) => oneCall('models', typeof what === 'string'
+    ? { action: 'delete', model: what } : { action: 'delete', model: what?.model, url: what?.url }),
+  clear: () => oneCall('models', { action: 'clear' }),
+};
 
 /** A model loaded in its worker. */
 export class TideModel {
@@ -230,9 +268,13 @@ export class TideModel {
 }
 
 /**
- * Load a model: a name listed by `tide serve` (models.json), a .gguf URL or a model folder URL.
- * Options: onProgress({phase, loaded, total, file}) with phase "download" | "cache" | "open" |
- * "ready"; backend "auto" | "gpu" | "cpu"; ctxLen (default: the model's, at most 2048; longer is
+ * Load a model: a name listed by `tide serve` (models.json), a .gguf URL (any part of a split
+ * GGUF) or a model folder URL. Files come from the browser's storage when a whole copy is there
+ * (`models`), else are downloaded into it, resuming a cut download; each is checked against
+ * models.json's sha256 before use. Options: onProgress({phase, loaded, total, file, fileLoaded,
+ * fileTotal, rate, etaSeconds}) with phase "download" | "cache" | "open" | "ready" (loaded and
+ * total over all files, rate in bytes/s); onWarning(message): what did not stop the load (no room
+ * to store a file, a corrupt stored copy fetched again), also in info.load.warnings; backend "auto" | "gpu" | "cpu"; ctxLen (default: the model's, at most 2048; longer is
  * allowed and info.ctx_note says so);
  * memory "download" (a folder's memory.safetensors is fetched whole, like the other files) or
  * "stream" (it stays on the server and each step fetches the rows it reads with Range
@@ -242,7 +284,7 @@ export class TideModel {
  * tokens); memoryGapKb, rows of a step closer than this share a request (at most 65536;
  * default: what the link carries in one round trip, measured at load).
  */
-export async function load(model, { onProgress, backend, ctxLen, memory, memoryCacheMb, memoryGapKb } = {}) {
+export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb } = {}) {
   const resolved = await resolveFiles(model);
   let { name, files } = resolved;
   // A memory model on a fetched backbone streams its rows unless told otherwise (models.json).
@@ -261,7 +303,12 @@ export async function load(model, { onProgress, backend, ctxLen, memory, memoryC
   const worker = new Worker_();
   try {
     const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb },
-      (m) => m.event === 'progress' && onProgress?.({ phase: m.phase, loaded: m.loaded, total: m.total, file: m.file })).done;
+      (m) => {
+        if (m.event === 'warning') onWarning?.(m.message);
+        if (m.event !== 'progress') return;
+        const { phase, loaded, total, file, file_loaded, file_total, rate, eta_s } = m;
+        onProgress?.({ phase, loaded, total, file, fileLoaded: file_loaded, fileTotal: file_total, rate, etaSeconds: eta_s });
+      }).done;
     // The streamed file's size: the page shows what share of it has been fetched.
     if (memoryUrl) info.memory_file_bytes = memoryBytes;
     return new TideModel(worker, info);

@@ -1,6 +1,8 @@
-// The worker that owns the model: it downloads (or reads from the browser's cache) the model
-// files, opens the wasm session (WebGPU, or the CPU reference without it) and runs generation
-// and inspection, so the page stays responsive. tide.js is its only caller; messages are
+import { openStore, fetchFile, listStored, removeStored } from './downloads.js';
+
+// The worker that owns the model: it downloads (or reads from the browser's storage, OPFS:
+// downloads.js) the model files, opens the wasm session (WebGPU, or the CPU kernels without
+// it) and runs generation and inspection, so the page stays responsive. tide.js is its only caller; messages are
 // {id, op, ...} in and {id, ok, value | error} or {id, event, ...} out.
 // The threaded build (web/pkg-threads: shared wasm memory, a worker pool for the CPU kernels)
 // where the page is cross-origin isolated, which shared memory needs; the single-threaded
@@ -26,137 +28,10 @@ async function start() {
   return started;
 }
 
-const CACHE_DIR = 'tide-model-cache-v1';
-const RETRIES = 3;
-
 let session = null;
 let cancelled = new Set();
 
 const post = (m) => self.postMessage(m);
-
-// ---- model files: fetch with progress, resume on a cut, cache in OPFS --------------------
-
-async function cacheDir() {
-  try {
-    const root = await navigator.storage.getDirectory();
-    return await root.getDirectoryHandle(CACHE_DIR, { create: true });
-  } catch {
-    return null; // no OPFS (private mode, old browser): download every time
-  }
-}
-
-async function cacheName(url, bytes, tag) {
-  const key = new TextEncoder().encode(`${new URL(url, self.location.href).href}|${bytes}|${tag}`);
-  const h = new Uint8Array(await crypto.subtle.digest('SHA-256', key));
-  return Array.from(h.slice(0, 16), (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-// A cached file counts only if its marker (written after the whole file) names its size.
-// It is read in chunks straight into the wasm heap.
-async function readCached(dir, name, bytes, fileName, progress) {
-  if (!dir) return null;
-  let buf = null;
-  try {
-    const mark = await (await (await dir.getFileHandle(name + '.ok')).getFile()).text();
-    if (Number(mark) !== bytes) return null;
-    const f = await (await dir.getFileHandle(name)).getFile();
-    if (f.size !== bytes) return null;
-    buf = new pkg.FileBuffer(fileName, bytes);
-    const reader = f.stream().getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      buf.write(buf.filled(), value);
-      progress('cache', buf.filled(), bytes);
-    }
-    if (buf.filled() === bytes) return buf;
-  } catch (e) {
-    console.warn(`tide: cached ${fileName} unreadable, downloading it again: ${e}`);
-  }
-  buf?.free();
-  return null;
-}
-
-// Where a download's bytes go besides the wasm heap: the cache file, written as they come;
-// its marker is written only once the whole file is there.
-async function cacheWriter(dir, name) {
-  if (!dir) return null;
-  try {
-    await dir.removeEntry(name + '.ok').catch(() => {});
-    return await (await dir.getFileHandle(name, { create: true })).createWritable();
-  } catch (e) {
-    console.warn(`tide: not caching ${name}: ${e}`);
-    return null;
-  }
-}
-
-async function finishCache(dir, name, w, bytes) {
-  try {
-    await w.close();
-    const m = await (await dir.getFileHandle(name + '.ok', { create: true })).createWritable();
-    await m.write(String(bytes));
-    await m.close();
-  } catch (e) {
-    console.warn(`tide: could not cache ${name}: ${e}`); // quota: still works, uncached
-  }
-}
-
-// Download `url` (`total` bytes) into a FileBuffer, chunk by chunk: a response shorter than the
-// file is resumed with a Range request, up to RETRIES times; a file that still comes up short is
-// an error, and its cache file never gets a marker.
-async function download(url, fileName, total, sink, onBytes) {
-  const buf = new pkg.FileBuffer(fileName, total);
-  try {
-    let res = await fetch(url);
-    if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`.trim());
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const reader = res.body.getReader();
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          if (buf.filled() + value.length > total) throw new Error(`more bytes than its length ${total}`);
-          buf.write(buf.filled(), value);
-          if (sink) await sink.write(value);
-          onBytes(buf.filled(), total);
-        }
-      } catch (e) {
-        if (attempt >= RETRIES) throw new Error(`${url}: download failed after ${buf.filled()} of ${total} bytes: ${e.message}`);
-      }
-      if (buf.filled() === total) return buf;
-      if (attempt >= RETRIES) throw new Error(`${url}: truncated download: ${buf.filled()} of ${total} bytes after ${RETRIES} retries`);
-      res = await fetch(url, { headers: { Range: `bytes=${buf.filled()}-` } });
-      const range = res.headers.get('content-range') || '';
-      if (res.status !== 206 || !range.startsWith(`bytes ${buf.filled()}-`)) {
-        throw new Error(`${url}: could not resume the download (HTTP ${res.status} ${range})`);
-      }
-    }
-  } catch (e) {
-    buf.free();
-    throw e;
-  }
-}
-
-async function fetchFile(dir, file, progress) {
-  const head = await fetch(file.url, { method: 'HEAD' });
-  if (!head.ok) throw new Error(`${file.url}: HTTP ${head.status} ${head.statusText}`.trim());
-  const bytes = Number(head.headers.get('content-length'));
-  if (!Number.isFinite(bytes) || bytes <= 0) throw new Error(`${file.url}: the server gives no length`);
-  const tag = head.headers.get('etag') || head.headers.get('last-modified') || '';
-  const name = await cacheName(file.url, bytes, tag);
-  const hit = await readCached(dir, name, bytes, file.name, progress);
-  if (hit) return { buf: hit, cached: true };
-  const sink = await cacheWriter(dir, name);
-  let buf;
-  try {
-    buf = await download(file.url, file.name, bytes, sink, (loaded, total) => progress('download', loaded, total));
-  } catch (e) {
-    await sink?.abort().catch(() => {});
-    throw e;
-  }
-  if (sink) await finishCache(dir, name, sink, bytes);
-  return { buf, cached: false };
-}
 
 // ---- operations -------------------------------------------------------------------------
 
@@ -164,25 +39,36 @@ const ops = {
   async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb }, id) {
     const t0 = performance.now();
     const { wasm, threads } = await start();
-    const dir = await cacheDir();
+    const dir = await openStore();
     const total = files.reduce((s, f) => s + (f.bytes || 0), 0);
     let before = 0;
     const set = new pkg.FileSet();
     let downloaded = 0;
+    const warnings = [];
+    const loaded = [];
+    const warn = (m) => {
+      console.warn(`tide: ${m}`);
+      warnings.push(m);
+      post({ id, event: 'warning', message: m });
+    };
     try {
       for (const f of files) {
-        const progress = (phase, loaded) =>
-          post({ id, event: 'progress', phase, file: f.name, loaded: before + loaded, total });
+        const progress = (phase, n, fileTotal, { rate, eta_s }) => post({
+          id, event: 'progress', phase, file: f.name, loaded: before + n, total,
+          file_loaded: n, file_total: fileTotal, rate, eta_s,
+        });
         let r;
         try {
-          r = await fetchFile(dir, f, progress);
+          r = await fetchFile(dir, f, { model, makeSink: (n) => new pkg.FileBuffer(f.name, n), progress, warn });
         } catch (e) {
           if (f.optional) continue;
           throw e;
         }
-        const n = r.buf.filled();
-        if (!r.cached) downloaded += n;
-        set.add(r.buf); // moves the buffer into the set
+        const n = r.sink.filled();
+        downloaded += r.downloaded;
+        loaded.push({ name: f.name, bytes: n, cached: r.cached, downloaded: r.downloaded,
+          resumed_from: r.resumed_from, sha256: r.sha256, verified: !!f.sha256, stored: r.stored });
+        set.add(r.sink); // moves the buffer into the set
         before += n;
       }
     } catch (e) {
@@ -220,6 +106,10 @@ const ops = {
       fetch_seconds: (tFetched - t0) / 1000,
       bytes: before,
       downloaded_bytes: downloaded,
+      // Per file: from the store or downloaded, resumed from which byte, its sha256 and whether
+      // models.json's was there to check it against.
+      files: loaded,
+      warnings,
       // The wasm heap only grows, so its size now is its peak: the files' bytes sat in it once,
       // and the GPU path then dropped them.
       wasm_heap_bytes: wasm.memory.buffer.byteLength,
@@ -250,6 +140,19 @@ const ops = {
       post({ id, event: 'piece', text: piece, memory });
     }
     return JSON.parse(session.result());
+  },
+
+  // The model manager: the files kept in the browser's storage ({action: "list" | "delete" |
+  // "clear", model?, url?}).
+  async models({ action, model, url }) {
+    const dir = await openStore();
+    if (action === 'list') return listStored(dir);
+    if (action === 'delete') {
+      if (model === undefined && url === undefined) throw new Error('models.delete: give a model name or a file URL');
+      return removeStored(dir, { model, url });
+    }
+    if (action === 'clear') return removeStored(dir, {});
+    throw new Error(`models: unknown action ${action}`);
   },
 
   async memoryStats() {

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// (the requests running then fail; the next get a new device).
     #[arg(long, hide = true)]
     lose_device_after_tokens: Option<usize>,
+    /// Test aid: send model files at most this many bytes per second (a slow link, so that a
+    /// test can cut a download midway).
+    #[arg(long, hide = true)]
+    throttle_files: Option<u64>,
     /// Where the API's model runs: a hardware GPU if one opens, else the fast CPU backend
     /// (auto); any GPU adapter (gpu); the fast CPU backend (cpu); the CPU reference.
     #[arg(long, value_enum, default_value = "auto")]
@@ -110,6 +114,8 @@ const EMBEDDED: &str = "tide-k4";
 
 struct Catalog {
     list: Vec<ModelEntry>,
+    /// Bytes per second model files are sent at (--throttle-files); None: as fast as may be.
+    throttle: Option<u64>,
     /// (model name, file name) -> bytes.
     files: BTreeMap<(String, String), (Source, u64)>,
 }
@@ -125,6 +131,7 @@ fn plain_name(n: &str) -> bool {
 fn catalog(models: &[PathBuf], hashes: &mut FileHashes) -> Result<Catalog> {
     let mut cat = Catalog {
         list: Vec::new(),
+        throttle: None,
         files: BTreeMap::new(),
     };
     let mut add = |name: String, files: Vec<(String, Source, u64)>, memory| -> Result<()> {
@@ -312,7 +319,24 @@ async fn model_file(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    resp
+    match cat.throttle {
+        Some(rate) => throttled(resp, rate.max(1)),
+        None => resp,
+    }
+}
+
+/// `resp` with its body sent at most `rate` bytes per second (a pause after each chunk).
+fn throttled(resp: Response, rate: u64) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = resp.into_parts();
+    let slow = body.into_data_stream().then(move |chunk| async move {
+        if let Ok(c) = &chunk {
+            let pause = std::time::Duration::from_secs_f64(c.len() as f64 / rate as f64);
+            tokio::time::sleep(pause).await;
+        }
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(slow))
 }
 
 /// A strong ETag: size and modification time for a file on disk (read at each request, so a
@@ -360,7 +384,8 @@ fn app(cat: Catalog, web: &Path, api: Option<Arc<Api>>, isolate: bool) -> Router
 
 pub fn run(a: ServeArgs) -> Result<()> {
     let mut hashes = FileHashes::open(default_cache_file());
-    let cat = catalog(&a.model, &mut hashes)?;
+    let mut cat = catalog(&a.model, &mut hashes)?;
+    cat.throttle = a.throttle_files;
     hashes.save();
     if hashes.hashed > 0 {
         eprintln!(

@@ -1,0 +1,254 @@
+// Downloads that survive, in real headless Chromium against `tide serve` (issue 35): a download
+// cut by the server's death resumes after a restart without fetching again what it had; a
+// stored copy that rotted is found by its sha256 and fetched again; a download whose sha256 is
+// not models.json's is refused and deleted; no room in the site's storage is said with the
+// numbers and the model still loads; the model manager lists and deletes stored files; split
+// GGUFs load by name and by any part's URL (all parts fetched). scripts/test-pages.sh sets TIDE_BIN, SMOLLM2,
+// CHROMIUM.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const { TIDE_BIN, SMOLLM2, CHROMIUM } = process.env;
+const REPO = path.resolve(import.meta.dirname, '../..');
+const SMOL = path.basename(SMOLLM2 || '', '.gguf');
+const FLAGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run', '--disable-quic'];
+
+let ctx;
+let tmp;
+const servers = [];
+
+// A `tide serve` of `args` (files only), on `port` (0: any); resolves to {proc, base, port}.
+function serve(args, { port = 0, env = {} } = {}) {
+  const proc = spawn(TIDE_BIN, ['serve', '--no-api', '--port', String(port), '--web', path.join(REPO, 'web'), ...args],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  servers.push(proc);
+  return new Promise((resolve, reject) => {
+    proc.stdout.on('data', (d) => {
+      const m = String(d).match(/http:\/\/[^/]+:(\d+)\//);
+      if (m) resolve({ proc, base: m[0], port: Number(m[1]) });
+    });
+    proc.on('exit', (c) => reject(new Error(`tide serve exited with ${c}`)));
+  });
+}
+
+function native(args) {
+  return JSON.parse(execFileSync(TIDE_BIN, args, { encoding: 'utf8', maxBuffer: 64 << 20 }));
+}
+
+// A page of the server's origin (its tide.js, shown as text) to drive the JS API from.
+async function apiPage(base) {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
+  await page.goto(base + 'tide.js');
+  return page;
+}
+
+// load(model, {backend: 'cpu'}) in the page: {info} or {error}; progress events and warnings
+// collect in window.events and window.warnings.
+const loadIn = (page, model) => page.evaluate(async (m) => {
+  const t = await import('/tide.js');
+  window.events = [];
+  window.warnings = [];
+  try {
+    window.model?.close();
+    window.model = await t.load(m, { backend: 'cpu', onProgress: (p) => window.events.push(p), onWarning: (w) => window.warnings.push(w) });
+    return { info: window.model.info };
+  } catch (e) {
+    return { error: e.message };
+  }
+}, model);
+
+const manager = (page, action, arg) => page.evaluate(async ([a, x]) => {
+  const { models } = await import('/tide.js');
+  return models[a](x);
+}, [action, arg]);
+
+before(async () => {
+  assert.ok(TIDE_BIN && SMOLLM2 && CHROMIUM, 'run through scripts/test-pages.sh');
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tide-downloads-'));
+  ctx = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
+    executablePath: CHROMIUM, headless: true, args: FLAGS,
+  });
+});
+
+after(async () => {
+  await ctx?.close();
+  for (const s of servers) s.kill('SIGKILL');
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('a download cut by the server dying resumes after a restart, fetching only the rest; progress gives rate and time left', async () => {
+  const bytes = fs.statSync(SMOLLM2).size;
+  // 6 MB/s: the first third of the file takes ~5 s, time enough to cut it there.
+  const s1 = await serve(['--model', SMOLLM2, '--throttle-files', '6000000']);
+  const page = await apiPage(s1.base);
+  await page.evaluate(() => { window.events = []; });
+  const loading = loadIn(page, SMOL);
+  await page.waitForFunction(() => (window.events || []).some((e) => e.phase === 'download' && e.fileLoaded > 30e6),
+    null, { timeout: 60000, polling: 100 });
+  s1.proc.kill('SIGKILL');
+  const cut = await loading;
+  assert.match(cut.error || '', /download failed after \d+ of \d+ bytes.*load again to resume/, JSON.stringify(cut));
+  const events = await page.evaluate(() => window.events);
+  const last = events.filter((e) => e.phase === 'download').at(-1);
+  assert.equal(last.file, path.basename(SMOLLM2));
+  assert.equal(last.fileTotal, bytes);
+  assert.ok(last.rate > 2e6 && last.rate < 9e6, `rate ${last.rate} B/s at a 6 MB/s link`);
+  assert.ok(last.etaSeconds > 0 && last.etaSeconds < 60, `time left ${last.etaSeconds} s`);
+
+  // The same origin again (same port), the page reloaded: the download resumes from what was kept.
+  const s2 = await serve(['--model', SMOLLM2], { port: s1.port });
+  const stored = (await manager(page, 'list')).find((e) => e.file === path.basename(SMOLLM2));
+  assert.ok(stored && !stored.complete && stored.stored_bytes >= 30e6, JSON.stringify(stored));
+  const gets = [];
+  const onReq = (r) => r.url().includes('/models/') && r.method() === 'GET' && gets.push(r.headers().range || 'whole');
+  ctx.on('request', onReq);
+  await page.reload();
+  const r = await loadIn(page, SMOL);
+  ctx.off('request', onReq);
+  assert.equal(r.error, undefined, r.error);
+  const f = r.info.load.files[0];
+  assert.ok(f.resumed_from >= stored.stored_bytes - (8 << 20) && f.resumed_from <= stored.stored_bytes,
+    `resumed at ${f.resumed_from}, ${stored.stored_bytes} were kept`);
+  assert.equal(f.downloaded, bytes - f.resumed_from);
+  assert.deepEqual(gets, [`bytes=${f.resumed_from}-`], 'one request, for the rest of the file only');
+  // Checked against models.json's sha256 (the server hashed the file on disk).
+  assert.equal(f.verified, true);
+  assert.equal(f.sha256, execFileSync('sha256sum', [SMOLLM2], { encoding: 'utf8' }).slice(0, 64));
+  const want = native(['generate', '--backend', 'cpu', '--model', SMOLLM2, '--temperature', '0', '--json', '--max-tokens', '8', 'Once upon a time']);
+  const got = await page.evaluate(() => window.model.complete('Once upon a time', { maxTokens: 8, temperature: 0 }));
+  assert.deepEqual(got.tokens, want.tokens);
+  // Now whole and stored: the next load reads it from the store, downloading nothing.
+  const again = await loadIn(page, SMOL);
+  assert.equal(again.info.load.downloaded_bytes, 0);
+  assert.equal(again.info.load.files[0].cached, true);
+  await page.close();
+  s2.proc.kill('SIGKILL');
+});
+
+test('a stored copy that rotted is found by its sha256, deleted and fetched again; a download that is not what models.json says is refused and deleted', async () => {
+  const model = path.join(tmp, 'tide-k4');
+  fs.cpSync(path.join(REPO, 'models/tide-k4'), model, { recursive: true });
+  const s = await serve(['--model', model]);
+  const page = await apiPage(s.base);
+  const first = await loadIn(page, 'tide-k4');
+  assert.equal(first.error, undefined, first.error);
+  const weights = first.info.load.files.find((f) => f.name === 'model.safetensors');
+  assert.ok(weights.verified && weights.stored, JSON.stringify(weights));
+  // Flip one byte of the stored copy, in the page's own storage.
+  const rec = (await manager(page, 'list')).find((e) => e.file === 'model.safetensors');
+  await page.evaluate(async (key) => {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('tide-models-v2');
+    const fh = await dir.getFileHandle(key);
+    const byte = new Uint8Array(await (await fh.getFile()).slice(100000, 100001).arrayBuffer());
+    const w = await fh.createWritable({ keepExistingData: true });
+    await w.write({ type: 'write', position: 100000, data: new Uint8Array([byte[0] ^ 0xff]) });
+    await w.close();
+  }, rec.key);
+  const second = await loadIn(page, 'tide-k4');
+  assert.equal(second.error, undefined, second.error);
+  const w2 = second.info.load.files.find((f) => f.name === 'model.safetensors');
+  assert.equal(w2.cached, false);
+  assert.equal(w2.downloaded, weights.bytes);
+  assert.match(second.info.load.warnings.join('\n'), /model\.safetensors: the stored copy is corrupt \(sha256 [0-9a-f]{64}, expected [0-9a-f]{64}\)/);
+  const want = native(['generate', '--backend', 'cpu', '--model', model, '--temperature', '0', '--json', '--max-tokens', '8', 'Once upon a time']);
+  const got = await page.evaluate(() => window.model.complete('Once upon a time', { maxTokens: 8, temperature: 0 }));
+  assert.deepEqual(got.tokens, want.tokens);
+  // The file changes on disk under the server, same size: its models.json hash is the old one.
+  await manager(page, 'clear');
+  const p = path.join(model, 'model.safetensors');
+  const buf = fs.readFileSync(p);
+  buf[buf.length - 7] ^= 0xff;
+  fs.writeFileSync(p, buf);
+  const bad = await loadIn(page, 'tide-k4');
+  assert.match(bad.error || '', /model\.safetensors: the download's sha256 is [0-9a-f]{64}, but models\.json gives [0-9a-f]{64}: the file is corrupt, and was deleted/);
+  const left = await manager(page, 'list');
+  assert.ok(!left.some((e) => e.file === 'model.safetensors'), JSON.stringify(left));
+  await page.close();
+  s.proc.kill('SIGKILL');
+});
+
+test('no room in the site storage: the numbers are said, the model still loads, nothing partial is kept', async () => {
+  const s = await serve(['--model', SMOLLM2]);
+  const page = await apiPage(s.base);
+  await manager(page, 'clear');
+  const cdp = await ctx.newCDPSession(page);
+  const origin = new URL(s.base).origin;
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 20e6 });
+  try {
+    const r = await loadIn(page, SMOL);
+    assert.equal(r.error, undefined, r.error);
+    const mbs = (fs.statSync(SMOLLM2).size / 1e6).toFixed(1);
+    // The browser's estimate does not see CDP's quota (it says 10 GB free), so the check before
+    // the download passes and the storage refuses a write midway: said with what it took.
+    const m = r.info.load.warnings.join('\n').match(
+      new RegExp(`${SMOL.replace(/\./g, '\\.')}\\.gguf: ${mbs} MB to store, but this site's storage took (\\d+\\.\\d) MB of it and refused more`));
+    assert.ok(m && Number(m[1]) <= 20, r.info.load.warnings.join('\n'));
+    assert.equal(r.info.load.files[0].stored, false);
+    assert.equal(r.info.load.files[0].verified, true);
+    assert.deepEqual(await manager(page, 'list'), []);
+    const got = await page.evaluate(() => window.model.complete('Hi', { maxTokens: 2, temperature: 0 }));
+    assert.equal(got.tokens.length, 2);
+  } finally {
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+  }
+  await page.close();
+  s.proc.kill('SIGKILL');
+});
+
+test('the model manager lists stored files with sizes and hashes, deletes one model, and clears all', async () => {
+  const s = await serve(['--model', path.join(REPO, 'models/tide-k4'), '--model', path.join(REPO, 'tests/fixtures/split/tiny.q4_k_m-00001-of-00002.gguf')]);
+  const page = await apiPage(s.base);
+  await manager(page, 'clear');
+  const fetched = {};
+  for (const m of ['tide-k4', 'tiny.q4_k_m']) {
+    const r = await loadIn(page, m);
+    assert.equal(r.error, undefined, r.error);
+    fetched[m] = r.info.load.files.map((f) => f.name);
+  }
+  const listed = await page.evaluate(async () => (await import('/tide.js')).listModels());
+  const list = await manager(page, 'list');
+  assert.equal(list.length, fetched['tide-k4'].length + fetched['tiny.q4_k_m'].length, JSON.stringify(list));
+  for (const m of listed) {
+    for (const name of fetched[m.name]) {
+      const f = m.files.find((x) => x.url.endsWith(`/${name}`));
+      const e = list.find((x) => x.model === m.name && x.file === name);
+      assert.ok(e, `${m.name}/${name} stored: ${JSON.stringify(list)}`);
+      assert.equal(e.complete, true);
+      assert.equal(e.bytes, f.bytes);
+      assert.equal(e.stored_bytes, f.bytes);
+      assert.equal(e.sha256, f.sha256);
+    }
+  }
+  const n = list.filter((e) => e.model === 'tiny.q4_k_m').length;
+  assert.equal(n, 2, 'both parts of the split model');
+  assert.equal(await manager(page, 'delete', 'tiny.q4_k_m'), 2);
+  const after1 = await manager(page, 'list');
+  assert.ok(after1.length > 0 && after1.every((e) => e.model === 'tide-k4'), JSON.stringify(after1));
+  await manager(page, 'clear');
+  assert.deepEqual(await manager(page, 'list'), []);
+  await page.close();
+  s.proc.kill('SIGKILL');
+});
+
+test('a split GGUF loads by name and by any part URL, with native greedy tokens', async () => {
+  const first = path.join(REPO, 'tests/fixtures/split/tiny.q4_k_m-00001-of-00002.gguf');
+  const s = await serve(['--model', first]);
+  const page = await apiPage(s.base);
+  const want = native(['generate', '--backend', 'cpu', '--model', first, '--temperature', '0', '--json', '--max-tokens', '8', 'Hello']);
+  for (const m of ['tiny.q4_k_m', '/models/tiny.q4_k_m/tiny.q4_k_m-00002-of-00002.gguf']) {
+    const r = await loadIn(page, m);
+    assert.equal(r.error, undefined, `${m}: ${r.error}`);
+    assert.deepEqual(r.info.load.files.map((f) => f.name), ['tiny.q4_k_m-00001-of-00002.gguf', 'tiny.q4_k_m-00002-of-00002.gguf']);
+    const got = await page.evaluate(() => window.model.complete('Hello', { maxTokens: 8, temperature: 0 }));
+    assert.deepEqual(got.tokens, want.tokens, m);
+  }
+  await page.close();
+  s.proc.kill('SIGKILL');
+});
