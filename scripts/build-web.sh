@@ -6,6 +6,7 @@
 # cross-origin isolated (tide serve sends COOP/COEP). Shared-memory wasm needs std rebuilt with
 # atomics: the nightly toolchain with rust-src (installed here when missing).
 # TIDE_WEB_THREADS=0 skips the threaded build (the pages then run single-threaded everywhere).
+# Last, the npm package folder target/npm/tide-gpu (scripts/npm-package.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/web-tools.sh
@@ -14,6 +15,7 @@ wasm-bindgen --target web --out-dir web/pkg target/wasm32-unknown-unknown/releas
 ls -l web/pkg/tide_gpu_bg.wasm >&2
 if [[ "${TIDE_WEB_THREADS:-1}" == 0 ]]; then
     rm -rf web/pkg-threads
+    bash scripts/npm-package.sh
     exit 0
 fi
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
@@ -34,3 +36,4 @@ RUSTFLAGS="$flags" \
 wasm-bindgen --target web --out-dir web/pkg-threads \
     target/wasm-threads/wasm32-unknown-unknown/release/tide_gpu.wasm
 ls -l web/pkg-threads/tide_gpu_bg.wasm >&2
+bash scripts/npm-package.sh

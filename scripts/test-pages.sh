@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The pages in headless Chromium (tests/web/pages.test.mjs, and the downloads' store, resume
-# and checks in tests/web/downloads.test.mjs; node's test runner with playwright-core driving
+# and checks in tests/web/downloads.test.mjs, the npm package in tests/web/package.test.mjs;
+# node's test runner with playwright-core driving
 # Debian's chromium) against `tide serve`. Builds the tide binary and
 # web/pkg first; screenshots go to target/web-screenshots (CI keeps them as artifacts).
 # Needs chromium (apt), node and npm (preinstalled here), the SmolLM2 GGUF (fetched). Arguments go
@@ -10,4 +11,5 @@ cd "$(dirname "$0")/.."
 source scripts/pages-setup.sh
 TIDE_BIN="$PWD/target/release/tide" SMOLLM2="$model" CHROMIUM="$chrome" \
     SHOTS="$PWD/target/web-screenshots" \
-    node --test --test-concurrency=1 --test-reporter=spec "$@" tests/web/pages.test.mjs tests/web/downloads.test.mjs
+    node --test --test-concurrency=1 --test-reporter=spec "$@" tests/web/pages.test.mjs tests/web/downloads.test.mjs \
+    tests/web/package.test.mjs

@@ -1,0 +1,268 @@
+// TypeScript declarations of tide.js, the browser API of tide-gpu (web/README.md documents it).
+// They describe what the worker and the wasm module send back; tests/web/typed/ checks a typed
+// example against them with tsc.
+
+/** A file of a model that `tide serve` offers. */
+export interface ServedFile {
+  url: string;
+  bytes: number;
+  /** Hex sha256 of the file: every download is checked against it. */
+  sha256: string;
+}
+
+/** A model that `tide serve` offers (`/models.json`). */
+export interface ServedModel {
+  name: string;
+  files: ServedFile[];
+  /** "stream": the memory file is read row by row with Range requests unless told otherwise. */
+  memory?: 'stream';
+}
+
+/** The models a `tide serve` offers. */
+export function listModels(base?: string): Promise<ServedModel[]>;
+
+export type LoadPhase = 'download' | 'cache' | 'open' | 'ready';
+
+export interface LoadProgress {
+  phase: LoadPhase;
+  /** Bytes over all the model's files. */
+  loaded: number;
+  total: number;
+  /** The file being read, with its own bytes (download and cache phases). */
+  file?: string;
+  fileLoaded?: number;
+  fileTotal?: number;
+  /** Bytes per second over the last 3 seconds. */
+  rate?: number;
+  /** Seconds left at that rate, when known. */
+  etaSeconds?: number | null;
+}
+
+export interface LoadOptions {
+  onProgress?: (p: LoadProgress) => void;
+  /** What did not stop the load: no room to store a file, a corrupt stored copy fetched again. */
+  onWarning?: (message: string) => void;
+  /** "auto" (default): a hardware WebGPU adapter, else the CPU kernels. */
+  backend?: 'auto' | 'webgpu' | 'gpu' | 'cpu' | 'reference';
+  /** Context length in tokens (default: the model's, at most 2048). */
+  ctxLen?: number;
+  /** How a memory file is read: whole ("download") or row by row ("stream"). */
+  memory?: 'download' | 'stream';
+  /** The memory row cache in MB (default: 10% of the tables, at most 256). */
+  memoryCacheMb?: number;
+  /** Rows of a step closer than this many KB share one Range request (default: measured). */
+  memoryGapKb?: number;
+}
+
+/** One model file as `load` read it. */
+export interface LoadedFile {
+  name: string;
+  bytes: number;
+  /** Read from the browser's storage, downloading nothing. */
+  cached: boolean;
+  /** Bytes fetched over the network for it in this load. */
+  downloaded: number;
+  /** Where a cut download resumed (0: from the start). */
+  resumed_from: number;
+  sha256: string;
+  /** Whether models.json's sha256 was there to check it against. */
+  verified: boolean;
+  /** Whether a copy is kept in the browser's storage. */
+  stored: boolean;
+}
+
+export interface LoadInfo {
+  seconds: number;
+  fetch_seconds: number;
+  bytes: number;
+  /** 0 when every file came from the browser's storage. */
+  downloaded_bytes: number;
+  files: LoadedFile[];
+  warnings: string[];
+  /** The wasm heap's size after the load (its peak: it only grows). */
+  wasm_heap_bytes: number;
+}
+
+export interface GpuInfo {
+  name: string;
+  f16: boolean;
+  subgroups: boolean;
+  weights_in: 'textures' | 'buffers';
+  max_storage_buffer_binding_size: number;
+  max_buffer_size: number;
+  max_storage_buffers_per_shader_stage: number;
+}
+
+export interface MemoryLink {
+  round_trip_s: number;
+  bytes_per_s: number;
+  gap_bytes: number;
+}
+
+export interface ModelInfo {
+  model: string;
+  backend: 'webgpu' | 'cpu';
+  adapter: string;
+  gpu: GpuInfo | null;
+  /** Why the CPU runs the model, when it does; otherwise null. */
+  note: string | null;
+  ctx_note: string | null;
+  /** Memory blocks (0: a model without TIDE memory). */
+  k: number;
+  layers: number;
+  vocab: number;
+  ctx_len: number;
+  chat_template: boolean;
+  token_counts: boolean;
+  /** The memory file's URL when its rows are streamed. */
+  memory_streamed: string | null;
+  memory_file_bytes?: number;
+  memory_cache_tokens: number | null;
+  memory_link: MemoryLink | null;
+  cross_origin_isolated: boolean;
+  cpu_threads: number;
+  load: LoadInfo;
+}
+
+export interface MemoryStats {
+  rows_requested: number;
+  hits: number;
+  misses: number;
+  bytes_fetched: number;
+  resident_bytes: number;
+  cache_tokens: number;
+  streamed: boolean;
+}
+
+export interface GenerateOptions {
+  maxTokens?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repeatPenalty?: number;
+  seed?: number;
+  signal?: AbortSignal;
+  /** Called with the memory counters after each piece of a memory model. */
+  onMemory?: (stats: MemoryStats) => void;
+}
+
+/** What `tide generate --json` prints. */
+export interface GenerateResult {
+  prompt_tokens: number[];
+  tokens: number[];
+  text: string;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  time_to_first_token_s: number;
+  stop: 'eos' | 'max_tokens' | 'context_full' | 'cancelled';
+  adapter: string;
+  sampler: Record<string, unknown>;
+  memory: MemoryStats | null;
+}
+
+/** Text pieces as they are generated; `done` (and, after the loop, `result`) the whole. */
+export interface GenerateIterator extends AsyncIterableIterator<string> {
+  done: Promise<GenerateResult>;
+  result: GenerateResult | null;
+}
+
+/** What `tide inspect --json` prints. */
+export interface Inspection {
+  model: string;
+  tokens: number[];
+  pieces: string[];
+  k: number;
+  layers: number;
+  /** weights[token][layer][slot]; slot k is NULL. */
+  weights: number[][][];
+  token_counts?: number[];
+  /** 0 = rarest, over the whole vocabulary. */
+  token_deciles?: number[];
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface ChatRequest {
+  messages: ChatMessage[];
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  seed?: number;
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: { index: number; message: { role: 'assistant'; content: string }; finish_reason: FinishReason }[];
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null }[];
+}
+
+export interface ChatCompletions {
+  create(req: ChatRequest & { stream?: false }): Promise<ChatCompletion>;
+  create(req: ChatRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+}
+
+/** A model loaded in its worker. */
+export class TideModel {
+  private constructor();
+  readonly info: ModelInfo;
+  readonly chat: { completions: ChatCompletions };
+  generate(prompt: string, options?: GenerateOptions): GenerateIterator;
+  complete(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
+  /** null for a model without memory. */
+  memoryStats(): Promise<MemoryStats | null>;
+  inspect(text: string): Promise<Inspection>;
+  /** Testing aid: destroy the GPU device as a lost GPU would. */
+  loseDevice(): Promise<boolean>;
+  /** Stop the worker and free the model. */
+  close(): void;
+}
+
+/**
+ * Load a model: a name listed by `tide serve`, a .gguf URL (any part of a split GGUF) or a
+ * model folder URL.
+ */
+export function load(model: string, options?: LoadOptions): Promise<TideModel>;
+
+/** A model file kept in the browser's storage. */
+export interface StoredFile {
+  key: string;
+  model: string;
+  file: string;
+  url: string;
+  bytes: number;
+  stored_bytes: number;
+  /** false: a cut download, resumed by the next load. */
+  complete: boolean;
+  sha256: string | null;
+  etag: string;
+  /** Milliseconds since the epoch. */
+  updated: number;
+}
+
+/** The model files kept in this site's browser storage (OPFS). */
+export interface ModelManager {
+  list(): Promise<StoredFile[]>;
+  /** Delete a model's files (by name), or one file (by URL); resolves to how many. */
+  delete(what: string | { model?: string; url?: string }): Promise<number>;
+  /** Delete every stored file; resolves to how many records there were. */
+  clear(): Promise<number>;
+}
+
+export const models: ModelManager;
