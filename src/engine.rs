@@ -45,6 +45,7 @@ impl Engine {
     ) -> Result<(Engine, Option<String>)> {
         let ctx_len = opts.decoder.ctx_len;
         let reference = || {
+            model.make_resident();
             let m = CpuModel::with_rows(model, rows.clone());
             Engine::Cpu(Box::new(Arc::new(m).session(ctx_len)))
         };
@@ -55,6 +56,7 @@ impl Engine {
                 false => Path::best(),
             };
             let f = Arc::new(FastCpu::new(path, opts.cpu.threads)?);
+            model.make_resident();
             let m = Arc::new(CpuModel::with_rows(model, rows.clone()));
             let e = Engine::Cpu(Box::new(f.session(&m, ctx_len)));
             let notes: Vec<String> = why.into_iter().chain(fallbacks(model)).collect();

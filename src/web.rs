@@ -262,7 +262,7 @@ async fn open(
     let biggest = model
         .matrices()
         .chain([&model.token_embd])
-        .map(|w| w.bytes().len() as u64)
+        .map(|w| w.byte_len() as u64)
         .max()
         .unwrap_or(0)
         .max((model.config.vocab * opts.decoder.max_batch * 4) as u64)

@@ -108,13 +108,12 @@ fn products(path: Path, outs: &mut [&mut [f32]], ws: &[&Weight], xs: &[Q8Vec]) -
 /// part[j * n + i] = row r0 + j of `w` . xs[i], for the rows `part` holds.
 fn rows_of(path: Path, w: &Weight, r0: usize, part: &mut [f32], xs: &[Q8Vec]) {
     let (t, n, cols) = (w.dtype(), xs.len(), w.cols());
-    let rb = t.row_bytes(cols).unwrap_or(0);
     let cnt = part.len() / n;
-    let stored = &w.bytes()[r0 * rb..(r0 + cnt) * rb];
+    let stored = w.row_bytes(r0..r0 + cnt);
     let fast = supports(t) && (!t.is_quantized() || xs.iter().all(|x| x.blocks() * QK == cols));
     // Checked by the caller: the path available, the vectors as long as the rows; so for a
     // supported type `dots_batch` runs.
-    if fast && dots_batch(path, t, stored, xs, part) {
+    if fast && dots_batch(path, t, &stored, xs, part) {
         return;
     }
     let mut row = vec![0f32; cols];

@@ -355,7 +355,6 @@ impl GpuTensor {
                 "{name}: one row ({row_bytes} bytes) exceeds the adapter's storage binding limit of {max_bind} bytes"
             )));
         }
-        let file_row = dtype.row_bytes(cols).unwrap();
         let slab_rows = (ctx.upload_slab_words / row_words).max(1);
         let mut chunks = Vec::new();
         let mut row0 = 0;
@@ -373,8 +372,8 @@ impl GpuTensor {
                 for p in parts {
                     let (a, b) = (r.max(base), (r + m).min(base + p.rows()));
                     if a < b {
-                        let bytes = &p.bytes()[(a - base) * file_row..(b - base) * file_row];
-                        repack(dtype, bytes, &mut words);
+                        // Only the slab's rows: a read-through file is never held whole.
+                        repack(dtype, &p.row_bytes(a - base..b - base), &mut words);
                     }
                     base += p.rows();
                 }

@@ -71,18 +71,21 @@ impl RowSource for LocalTables {
     fn read_rows(&self, k: usize, ids: &[u32], out: &mut [u8]) -> Result<u64> {
         let t = &self.tables[k];
         let rb = out.len() / ids.len().max(1);
-        let bytes = t.bytes();
         for (o, &v) in out.chunks_exact_mut(rb).zip(ids) {
-            let s = v as usize * rb;
-            let row = bytes.get(s..s + rb).ok_or_else(|| {
-                Error::Input(format!(
+            let v = v as usize;
+            if v >= t.rows() || (v + 1) * rb > t.byte_len() {
+                return Err(Error::Input(format!(
                     "{}: token id {v} is beyond memory table {} ({} rows)",
                     self.source,
                     t.info.name,
                     t.rows()
-                ))
-            })?;
-            o.copy_from_slice(row);
+                )));
+            }
+            // The row alone: a read-through file (the browser's stored copy) is read per row.
+            o.copy_from_slice(
+                &t.blob
+                    .read(t.info.start + v * rb..t.info.start + (v + 1) * rb),
+            );
         }
         // The rows now live in the caller's buffer (and the row cache): drop the file pages
         // read, so a mapped table never stays resident beyond what the cache holds.

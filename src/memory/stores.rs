@@ -46,7 +46,7 @@ fn no_store(source: &str) -> Error {
 fn is_local(w: &Weight) -> bool {
     w.dtype()
         .row_bytes(w.cols())
-        .is_some_and(|rb| w.bytes().len() == rb * w.rows())
+        .is_some_and(|rb| w.byte_len() == rb * w.rows())
 }
 
 /// Whether all of a TIDE memory's table bytes are here (mapped or in memory).

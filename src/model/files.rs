@@ -43,7 +43,7 @@ impl ModelFiles {
             return self.load_split();
         }
         if let [(name, blob)] = &self.files[..] {
-            if blob.bytes().starts_with(b"GGUF") {
+            if blob.read(0..blob.len().min(4)).starts_with(b"GGUF") {
                 return Model::from_gguf(GgufFile::parse(name, blob.clone())?);
             }
             if name.ends_with(".gguf") {
@@ -116,7 +116,7 @@ impl ModelFiles {
                 ),
             )
         })?;
-        let len = blob.bytes().len() as u64;
+        let len = blob.len() as u64;
         if len != b.bytes {
             return Err(format_err(
                 &self.path(&b.file),

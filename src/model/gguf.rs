@@ -1,6 +1,7 @@
 //! GGUF v2/v3 (llama.cpp's model format): the reader, where every count, length and offset read
 //! from the header is checked against the bytes actually present before anything is allocated,
 //! and the binding of a parsed file's tensors and metadata to a Model (TIDE tensors included).
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::blob::Blob;
@@ -78,30 +79,52 @@ pub struct GgufFile {
     pub tensors: Vec<Weight>,
 }
 
+/// The header reader. It reads from a prefix of the file: the whole file when it is in memory
+/// (borrowed), else a first 4 MB read from a read-through file, grown as the header needs.
 struct Reader<'a> {
-    b: &'a [u8],
+    blob: &'a Blob,
+    b: Cow<'a, [u8]>,
+    /// The file's whole length: counts and offsets are checked against it.
+    len: usize,
     pos: usize,
     file: &'a str,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len());
-        match end {
-            Some(end) => {
-                let s = &self.b[self.pos..end];
-                self.pos = end;
-                Ok(s)
-            }
-            None => Err(format_err(
+    fn new(blob: &'a Blob, file: &'a str) -> Reader<'a> {
+        let len = blob.len();
+        let first = if blob.is_resident() {
+            len
+        } else {
+            len.min(4 << 20)
+        };
+        Reader {
+            blob,
+            b: blob.read(0..first),
+            len,
+            pos: 0,
+            file,
+        }
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.len);
+        let Some(end) = end else {
+            return Err(format_err(
                 self.file,
                 format!(
                     "truncated: {what} needs {n} bytes at offset {} but the file has {}",
-                    self.pos,
-                    self.b.len()
+                    self.pos, self.len
                 ),
-            )),
+            ));
+        };
+        if end > self.b.len() {
+            let grown = end.max(self.b.len() * 2).min(self.len);
+            self.b = self.blob.read(0..grown);
         }
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
     }
     fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1, "u8")?[0])
@@ -118,7 +141,7 @@ impl<'a> Reader<'a> {
     /// A count that must fit in the rest of the file at `min_bytes` per item.
     fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
         let n = self.u64()?;
-        let left = (self.b.len() - self.pos) as u64;
+        let left = (self.len - self.pos) as u64;
         if n.saturating_mul(min_bytes as u64) > left {
             return Err(format_err(
                 self.file,
@@ -212,12 +235,7 @@ fn ggml_type(code: u32) -> std::result::Result<DType, String> {
 
 impl GgufFile {
     pub fn parse(name: &str, blob: Blob) -> Result<GgufFile> {
-        let bytes = blob.bytes();
-        let mut r = Reader {
-            b: bytes,
-            pos: 0,
-            file: name,
-        };
+        let mut r = Reader::new(&blob, name);
         let magic = r.take(4, "magic")?;
         if magic != b"GGUF" {
             return Err(format_err(
@@ -276,14 +294,16 @@ impl GgufFile {
             },
         };
         let data_start = r.pos.div_ceil(align) * align;
+        let file_len = r.len;
+        drop(r);
         // A vocab-only file (no tensors) may end right after its header, before the padding.
-        if data_start > bytes.len() && !raw.is_empty() {
+        if data_start > file_len && !raw.is_empty() {
             return Err(format_err(
                 name,
                 "truncated: no tensor data after the header",
             ));
         }
-        let data_len = bytes.len().saturating_sub(data_start) as u64;
+        let data_len = file_len.saturating_sub(data_start) as u64;
         let mut tensors = Vec::with_capacity(raw.len());
         for (tname, dims, ty, offset) in raw {
             let dtype = ggml_type(ty).map_err(|t| Error::UnsupportedType {

@@ -70,6 +70,28 @@ impl Model {
         layers.chain([self.lm_head()])
     }
 
+    /// Read every read-through file behind the model whole (`Blob::bytes`), here, on the
+    /// calling thread: the CPU engines compute on the weights where they lie, from many
+    /// threads, and a read-through file (the browser's stored copy) may only be read from the
+    /// thread that opened it. Nothing to do for files in memory or mapped.
+    pub fn make_resident(&self) {
+        let tables = self.memory.iter().flat_map(|m| m.tables.iter());
+        let engram = self
+            .engram
+            .iter()
+            .flat_map(|e| e.layers.iter().flat_map(|l| l.tables.iter()));
+        let small = self.layers.iter().flat_map(|l| [&l.attn_norm, &l.ffn_norm]);
+        for w in self
+            .matrices()
+            .chain([&self.token_embd, &self.output_norm])
+            .chain(small)
+            .chain(tables)
+            .chain(engram)
+        {
+            w.blob.bytes();
+        }
+    }
+
     /// Check every tensor's shape against the config.
     pub(crate) fn validate(&self) -> Result<()> {
         let c = &self.config;

@@ -119,10 +119,10 @@ pub fn insert_tensor(
 /// Index the tensors of one .safetensors file (header checked by the `safetensors` crate, data
 /// range against the file's size).
 pub fn index_file(name: &str, blob: &Blob, out: &mut TensorSet) -> Result<()> {
-    let bytes = blob.bytes();
-    let len = bytes.len() as u64;
-    let n = header_len(name, bytes, len)? as usize;
-    let h = parse_header(name, &bytes[8..8 + n], len, true)?;
+    // The header alone: a read-through file (the browser's stored copy) is not read whole.
+    let len = blob.len() as u64;
+    let n = header_len(name, &blob.read(0..blob.len().min(8)), len)? as usize;
+    let h = parse_header(name, &blob.read(8..8 + n), len, true)?;
     if let Some(m) = h.meta.metadata() {
         out.meta
             .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -1,6 +1,7 @@
 //! Tensors as the loaders hand them on: where a tensor's bytes lie inside a model file and what
 //! they hold (TensorInfo), a typed view over them (Weight), raw views of other tensors, and the
 //! set of a file's tensors with its metadata (TensorSet).
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::blob::Blob;
@@ -36,8 +37,20 @@ pub struct Weight {
 }
 
 impl Weight {
-    pub fn bytes(&self) -> &[u8] {
-        &self.blob.bytes()[self.info.start..self.info.end]
+    /// The tensor's stored bytes: borrowed from a file in memory, or read now from a
+    /// read-through file (only this tensor's range).
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
+        self.blob.read(self.info.start..self.info.end)
+    }
+    /// The stored bytes of rows [r0, r1) alone.
+    pub fn row_bytes(&self, rows: std::ops::Range<usize>) -> Cow<'_, [u8]> {
+        let rb = self.dtype().row_bytes(self.cols()).unwrap_or(0);
+        let s = self.info.start;
+        self.blob.read(s + rows.start * rb..s + rows.end * rb)
+    }
+    /// The stored size in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.info.end - self.info.start
     }
     /// Drop this tensor's file pages from memory (see `Blob::release`).
     pub fn release(&self) {
@@ -54,13 +67,12 @@ impl Weight {
     }
     /// Row `r` dequantised to f32.
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
-        let rb = self.dtype().row_bytes(self.cols()).unwrap();
-        super::dtype::dequantize(self.dtype(), &self.bytes()[r * rb..(r + 1) * rb], out);
+        super::dtype::dequantize(self.dtype(), &self.row_bytes(r..r + 1), out);
     }
     /// The whole tensor dequantised to f32, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         let mut v = vec![0f32; self.rows() * self.cols()];
-        super::dtype::dequantize(self.dtype(), self.bytes(), &mut v);
+        super::dtype::dequantize(self.dtype(), &self.bytes(), &mut v);
         v
     }
 }
@@ -94,8 +106,8 @@ pub struct RawTensor {
 }
 
 impl RawTensor {
-    pub fn bytes(&self) -> &[u8] {
-        &self.blob.bytes()[self.start..self.end]
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
+        self.blob.read(self.start..self.end)
     }
 }
 

@@ -96,11 +96,14 @@ pub fn first_bad_row(dtype: DType, b: &[u8], rb: usize) -> Option<usize> {
 /// for the rows steps read (the point of streaming them), even at its peak.
 pub(crate) fn first_non_finite(w: &Weight) -> Option<usize> {
     let rb = w.dtype().row_bytes(w.cols())?.max(1);
-    let per = (8 << 20) / rb * rb;
-    let bytes = w.bytes();
-    for (i, piece) in bytes.chunks(per.max(rb)).enumerate() {
-        let bad = first_bad_row(w.dtype(), piece, rb).map(|r| r + i * per / rb);
-        let at = w.info.start + i * per;
+    let per = ((8 << 20) / rb).max(1);
+    // The rows whose bytes are here: none of a remote table (its rows come by HTTP).
+    let rows = w.rows().min(w.byte_len() / rb);
+    for r0 in (0..rows).step_by(per) {
+        let r1 = (r0 + per).min(rows);
+        let piece = w.row_bytes(r0..r1);
+        let bad = first_bad_row(w.dtype(), &piece, rb).map(|r| r + r0);
+        let at = w.info.start + r0 * rb;
         w.blob.release(at..at + piece.len());
         if bad.is_some() {
             return bad;
