@@ -147,9 +147,13 @@ function readPartial(handle, n, sink, progress) {
  * bytes go ({write(offset, chunk), filled(), rewind(), sha256(), free()}: a wasm FileBuffer);
  * `progress(phase, loaded, total, {rate, eta_s})` with phase "cache" | "download";
  * `warn(message)`: what went wrong without stopping the load (no room to store, a corrupt copy).
- * Returns {sink, cached, downloaded, resumed_from, sha256, stored}.
+ * `makeSink(bytes, inHeap)` gives a FileBuffer when `inHeap`, else a HashSink (the sha256
+ * alone). With `readThrough`, a file that is (or gets) stored is not kept in the heap: it is
+ * hashed on its way, and its store file comes back open (`handle`, a synchronous access handle)
+ * for the model to read at offsets.
+ * Returns {sink, handle, cached, downloaded, resumed_from, sha256, stored}.
  */
-export async function fetchFile(dir, file, { model, makeSink, progress, warn }) {
+export async function fetchFile(dir, file, { model, makeSink, progress, warn, readThrough = false }) {
   const head = await fetch(file.url, { method: 'HEAD' });
   if (!head.ok) throw new Error(`${file.url}: HTTP ${head.status} ${head.statusText}`.trim());
   const bytes = Number(head.headers.get('content-length'));
@@ -163,71 +167,118 @@ export async function fetchFile(dir, file, { model, makeSink, progress, warn }) 
   let rec = dir ? await readRecord(dir, key) : null;
 
   if (rec?.complete) {
-    const sink = makeSink(bytes);
-    const want = file.sha256 || rec.sha256;
-    try {
-      const whole = await readStored(dir, key, bytes, sink, (n, m) => progress('cache', n, bytes, m));
-      if (whole && sink.sha256() === want) {
-        return { sink, cached: true, downloaded: 0, resumed_from: 0, sha256: want, stored: true };
-      }
-      warn(`${file.name}: the stored copy is corrupt (${whole ? `sha256 ${sink.sha256()}, expected ${want}` : 'wrong size'}): deleted, downloading it again`);
-    } catch (e) {
-      warn(`${file.name}: the stored copy is unreadable (${e.message}): deleted, downloading it again`);
-    }
-    sink.free();
-    await removeEntry(dir, key);
+    const r = await fromStore(dir, key, bytes, file, rec, { makeSink, progress, warn, readThrough });
+    if (r) return r;
     rec = null;
   }
 
-  const sink = makeSink(bytes);
   let handle = null;
+  let sink = null;
+  let keep = false;
   try {
-    if (dir) handle = await openForWrite(dir, key, url, bytes, rec, file, { model, tag, sink, progress, warn });
-    return await download(url, file, bytes, sink, handle, dir, key, { model, tag, progress, warn });
+    let have = 0;
+    if (dir) ({ handle, have } = await openForWrite(dir, key, url, bytes, rec, file, { model, tag, warn }));
+    const inHeap = !(readThrough && handle);
+    sink = makeSink(bytes, inHeap);
+    if (have > 0) readPartial(handle, have, sink, (n, m) => progress('cache', n, bytes, m));
+    handle?.truncate(sink.filled());
+    let r;
+    try {
+      r = await download(url, file, bytes, sink, handle, dir, key, { model, tag, progress, warn, inHeap });
+    } catch (e) {
+      if (!(e instanceof NoRoom)) throw e;
+      // The store filled up midway and the bytes went to the store alone: fetch the file
+      // again into the heap, without a copy.
+      handle = null;
+      sink.free();
+      sink = makeSink(bytes, true);
+      r = await download(url, file, bytes, sink, null, dir, key, { model, tag, progress, warn, inHeap: true });
+    }
+    keep = readThrough && r.stored;
+    return { ...r, handle: keep ? handle : null };
   } catch (e) {
-    sink.free();
+    sink?.free();
     throw e;
   } finally {
-    try {
-      handle?.flush();
-      handle?.close();
-    } catch { /* already closed */ }
+    if (!keep) {
+      try {
+        handle?.flush();
+        handle?.close();
+      } catch { /* already closed */ }
+    }
   }
+}
+
+// The storage refused a write midway while the file's bytes went nowhere else.
+class NoRoom extends Error {}
+
+// A whole stored copy, checked by its sha256 as it is read: into a FileBuffer, or (with
+// `readThrough`) through a HashSink, its file then opened for reading at offsets. null when the
+// copy is corrupt (deleted, with a warning) or cannot be read.
+async function fromStore(dir, key, bytes, file, rec, { makeSink, progress, warn, readThrough }) {
+  const want = file.sha256 || rec.sha256;
+  let sink = makeSink(bytes, !readThrough);
+  try {
+    const whole = await readStored(dir, key, bytes, sink, (n, m) => progress('cache', n, bytes, m));
+    if (whole && sink.sha256() === want) {
+      let handle = null;
+      if (readThrough) {
+        try {
+          handle = await (await dir.getFileHandle(key)).createSyncAccessHandle();
+        } catch (e) {
+          // Held by another tab's model: this one reads the copy into its heap instead.
+          warn(`${file.name}: the stored copy is in use elsewhere (${e.message}): reading it into memory`);
+          sink.free();
+          sink = makeSink(bytes, true);
+          if (!(await readStored(dir, key, bytes, sink, (n, m) => progress('cache', n, bytes, m)))) {
+            throw new Error(`${file.name}: the stored copy changed while it was read`);
+          }
+        }
+      }
+      return { sink, handle, cached: true, downloaded: 0, resumed_from: 0, sha256: want, stored: true };
+    }
+    warn(`${file.name}: the stored copy is corrupt (${whole ? `sha256 ${sink.sha256()}, expected ${want}` : 'wrong size'}): deleted, downloading it again`);
+    await removeEntry(dir, key);
+  } catch (e) {
+    // Unreadable now (e.g. held by another tab): not proof that it is bad, so it is kept.
+    warn(`${file.name}: the stored copy is unreadable (${e.message}): downloading it again`);
+  }
+  sink.free();
+  return null;
 }
 
 const WITHOUT_COPY = 'downloading it without keeping a copy; delete stored models (models.delete) or give the site more room';
 
-// The store's file for writing, with a partial copy's bytes read back into `sink`; null (and a
-// warning) where it cannot be kept: no room, or another tab writing it.
-async function openForWrite(dir, key, url, bytes, rec, file, { model, tag, sink, progress, warn }) {
+// The store's file for writing and how many bytes of a cut download it holds; a null handle
+// (and a warning) where it cannot be kept: no room, or another tab writing it.
+async function openForWrite(dir, key, url, bytes, rec, file, { model, tag, warn }) {
   let handle = null;
   try {
     // Older copies of this URL (another size or version) are of no more use.
     for (const e of await listStored(dir)) if (e.url === url && e.key !== key) await removeEntry(dir, e.key);
     handle = await (await dir.getFileHandle(key, { create: true })).createSyncAccessHandle();
     const have = rec && !rec.complete ? Math.min(handle.getSize(), bytes) : 0;
-    if (have > 0) readPartial(handle, have, sink, (n, m) => progress('cache', n, bytes, m));
-    handle.truncate(sink.filled());
-    const need = bytes - sink.filled();
+    const need = bytes - have;
     const { quota, usage } = await navigator.storage.estimate();
     if (Number.isFinite(quota) && need > quota - usage) {
       warn(`${file.name}: ${mb(need)} to store, ${mb(Math.max(0, quota - usage))} free in this site's storage (quota ${mb(quota)}, ${mb(usage)} used): ${WITHOUT_COPY}`);
       handle.close();
       await removeEntry(dir, key);
-      return null;
+      return { handle: null, have: 0 };
     }
     await writeRecord(dir, key, { url, file: file.name, model, bytes, sha256: file.sha256 || null, etag: tag, complete: false });
-    return handle;
+    return { handle, have };
   } catch (e) {
     try { handle?.close(); } catch { /* closed */ }
     warn(`${file.name}: not kept in the browser's storage (${e.message})`);
-    return null;
+    return { handle: null, have: 0 };
   }
 }
 
 // Fetch the rest of the file into `sink` (and the store's file), resuming with Range requests
 // after a cut, up to RETRIES times in a row; then check its sha256.
-async function download(url, file, bytes, sink, handle, dir, key, { model, tag, progress, warn }) {
+// `inHeap`: whether `sink` keeps the bytes (a FileBuffer) or only hashes them.
+async function download(url, file, bytes, sink, handle, dir, key, { model, tag, progress, warn, inHeap }) {
   const resumedFrom = sink.filled();
   const meter = new Meter(bytes, resumedFrom);
   let flushed = resumedFrom;
@@ -281,6 +332,7 @@ async function download(url, file, bytes, sink, handle, dir, key, { model, tag, 
         handle = null;
         await removeEntry(dir, key);
         warn(`${file.name}: ${mb(bytes)} to store, but this site's storage took ${mb(kept)} of it and refused more (its quota is full): ${WITHOUT_COPY}`);
+        if (!inHeap) throw new NoRoom();
         attempt--; // not the link's fault
       }
     }

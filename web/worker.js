@@ -33,13 +33,66 @@ let cancelled = new Set();
 
 const post = (m) => self.postMessage(m);
 
+// A stored file as the wasm session reads it (FileSet.addStored): at offsets, through its
+// synchronous access handle, which it closes when the model is dropped.
+function storedFile(h) {
+  return {
+    size: h.getSize(),
+    readAt(at, len) {
+      const b = new Uint8Array(len);
+      let n = 0;
+      while (n < len) {
+        const k = h.read(b.subarray(n), { at: at + n });
+        if (k <= 0) break;
+        n += k;
+      }
+      if (n !== len) throw new Error(`read ${n} of ${len} bytes at ${at}`);
+      return b;
+    },
+    close() {
+      try { h.close(); } catch { /* closed with the worker */ }
+    },
+  };
+}
+
+// wasm32's memory ends at 4 GiB; the module, the tokenizer and the working buffers need some.
+const WASM_MEMORY = 4 * 2 ** 30;
+const WASM_HEADROOM = 256 * 2 ** 20;
+
+// Whether the model will run on the CPU kernels (which compute on the whole file in the wasm
+// heap): asked for, or no WebGPU, or (auto) only a software adapter.
+async function cpuWillRun(backend) {
+  if (backend === 'cpu' || backend === 'reference') return true;
+  if (!self.navigator?.gpu) return true;
+  if (backend === 'webgpu' || backend === 'gpu') return false;
+  const a = await self.navigator.gpu.requestAdapter().catch(() => null);
+  return !a || a.info?.isFallbackAdapter === true || a.isFallbackAdapter === true;
+}
+
+// Refuse, before any download, a model whose files cannot fit where they must go: on the CPU
+// kernels, the whole model in wasm's 4 GiB. (On WebGPU the weights are read through from the
+// browser's store a slab at a time and fit whatever their size.)
+async function checkFits(files, backend) {
+  const total = files.reduce((s, f) => s + (f.bytes || 0), 0);
+  if (total > WASM_MEMORY - WASM_HEADROOM && await cpuWillRun(backend)) {
+    const gb = (n) => `${(n / 1e9).toFixed(2)} GB`;
+    throw new Error(`the model's files are ${gb(total)}, more than the ${gb(WASM_MEMORY - WASM_HEADROOM)} the CPU kernels in wasm can hold (wasm memory ends at ${gb(WASM_MEMORY)}): nothing was downloaded; run it on WebGPU, or take a smaller quantisation`);
+  }
+}
+
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
   async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb }, id) {
     const t0 = performance.now();
     const { wasm, threads } = await start();
+    // The model loaded before goes first: its GPU memory, and its hold on stored files.
+    session?.free?.();
+    session = null;
     const dir = await openStore();
+    await checkFits(files, backend);
+    const stored = []; // stored files handed to the session, closed if the load fails
+    const heapAtStart = wasm.memory.buffer.byteLength;
     const total = files.reduce((s, f) => s + (f.bytes || 0), 0);
     let before = 0;
     const set = new pkg.FileSet();
@@ -58,8 +111,12 @@ const ops = {
           file_loaded: n, file_total: fileTotal, rate, eta_s,
         });
         let r;
+        // Weights files are read through from the store (never whole in the heap) where they
+        // are stored; the rest (config, tokenizer) go into the heap.
+        const readThrough = /\.(gguf|safetensors)$/.test(f.name);
+        const makeSink = (n, inHeap) => (inHeap ? new pkg.FileBuffer(f.name, n) : new pkg.HashSink(f.name, n));
         try {
-          r = await fetchFile(dir, f, { model, makeSink: (n) => new pkg.FileBuffer(f.name, n), progress, warn });
+          r = await fetchFile(dir, f, { model, makeSink, progress, warn, readThrough });
         } catch (e) {
           if (f.optional) continue;
           throw e;
@@ -67,24 +124,37 @@ const ops = {
         const n = r.sink.filled();
         downloaded += r.downloaded;
         loaded.push({ name: f.name, bytes: n, cached: r.cached, downloaded: r.downloaded,
-          resumed_from: r.resumed_from, sha256: r.sha256, verified: !!f.sha256, stored: r.stored });
-        set.add(r.sink); // moves the buffer into the set
+          resumed_from: r.resumed_from, sha256: r.sha256, verified: !!f.sha256, stored: r.stored,
+          read_through: !!r.handle });
+        if (r.handle) {
+          const sf = storedFile(r.handle);
+          stored.push(sf);
+          set.addStored(f.name, sf);
+          r.sink.free();
+        } else {
+          set.add(r.sink); // moves the buffer into the set
+        }
         before += n;
       }
     } catch (e) {
       set.free();
+      stored.forEach((f) => f.close());
       throw e;
     }
     const tFetched = performance.now();
+    const heapFetched = wasm.memory.buffer.byteLength;
     post({ id, event: 'progress', phase: 'open', loaded: before, total });
     const hasGpu = !!(self.navigator && self.navigator.gpu);
     const chosen = backend || (hasGpu ? 'auto' : 'cpu');
-    session?.free?.();
-    session = null;
-    // consumes the set
-    session = await pkg.openSession(model, set, chosen, ctxLen || 0, memoryUrl || '',
-      typeof memoryCacheMb === 'number' ? memoryCacheMb : -1,
-      Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1);
+    try {
+      // consumes the set; the stored files are closed when the session drops them
+      session = await pkg.openSession(model, set, chosen, ctxLen || 0, memoryUrl || '',
+        typeof memoryCacheMb === 'number' ? memoryCacheMb : -1,
+        Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1);
+    } catch (e) {
+      stored.forEach((f) => f.close());
+      throw e;
+    }
     const info = JSON.parse(session.info());
     // wgpu leaves the adapter's name empty on the web; the browser's adapter info has it.
     if (info.gpu && !info.gpu.name && hasGpu) {
@@ -110,9 +180,12 @@ const ops = {
       // models.json's was there to check it against.
       files: loaded,
       warnings,
-      // The wasm heap only grows, so its size now is its peak: the files' bytes sat in it once,
-      // and the GPU path then dropped them.
+      // The wasm heap only grows, so its size now is its peak: on the GPU, stored weights
+      // files pass through it a slab at a time; otherwise the files' bytes sat in it once.
       wasm_heap_bytes: wasm.memory.buffer.byteLength,
+      // The heap when the load began and once the files were in (before the model opened).
+      wasm_heap_at_start_bytes: heapAtStart,
+      wasm_heap_fetched_bytes: heapFetched,
     };
     // Whether the page could share memory with workers, and the CPU kernels' threads there.
     info.cross_origin_isolated = ISOLATED;

@@ -3,8 +3,9 @@
 // stored copy that rotted is found by its sha256 and fetched again; a download whose sha256 is
 // not models.json's is refused and deleted; no room in the site's storage is said with the
 // numbers and the model still loads; the model manager lists and deletes stored files; split
-// GGUFs load by name and by any part's URL (all parts fetched). scripts/test-pages.sh sets TIDE_BIN, SMOLLM2,
-// CHROMIUM.
+// GGUFs load by name and by any part's URL (all parts fetched); a model too big for wasm's
+// memory on the CPU kernels is refused before any download. scripts/test-pages.sh sets
+// TIDE_BIN, SMOLLM2, CHROMIUM.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -141,8 +142,10 @@ test('a stored copy that rotted is found by its sha256, deleted and fetched agai
   assert.equal(first.error, undefined, first.error);
   const weights = first.info.load.files.find((f) => f.name === 'model.safetensors');
   assert.ok(weights.verified && weights.stored, JSON.stringify(weights));
-  // Flip one byte of the stored copy, in the page's own storage.
+  // Flip one byte of the stored copy, in the page's own storage (the model closed first: it
+  // holds its weights file open to read it through).
   const rec = (await manager(page, 'list')).find((e) => e.file === 'model.safetensors');
+  await page.evaluate(() => window.model.close());
   await page.evaluate(async (key) => {
     const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('tide-models-v2');
     const fh = await dir.getFileHandle(key);
@@ -249,6 +252,25 @@ test('a split GGUF loads by name and by any part URL, with native greedy tokens'
     const got = await page.evaluate(() => window.model.complete('Hello', { maxTokens: 8, temperature: 0 }));
     assert.deepEqual(got.tokens, want.tokens, m);
   }
+  await page.close();
+  s.proc.kill('SIGKILL');
+});
+
+test('a model too big for the CPU kernels in wasm is refused before any download, with the numbers', async () => {
+  // A sparse 4.5 GB file: served and hashed like any, never fetched.
+  const big = path.join(tmp, 'huge.gguf');
+  fs.closeSync(fs.openSync(big, 'w'));
+  fs.truncateSync(big, 4.5e9);
+  const s = await serve(['--model', big]);
+  const page = await apiPage(s.base);
+  const gets = [];
+  const onReq = (r) => r.url().includes('/models/') && r.method() === 'GET' && gets.push(r.url());
+  ctx.on('request', onReq);
+  const r = await loadIn(page, 'huge'); // backend 'cpu'
+  ctx.off('request', onReq);
+  assert.match(r.error || '', /the model's files are 4\.50 GB, more than the 4\.03 GB the CPU kernels in wasm can hold \(wasm memory ends at 4\.29 GB\): nothing was downloaded/, JSON.stringify(r));
+  assert.deepEqual(gets, []);
+  assert.deepEqual(await manager(page, 'list'), []);
   await page.close();
   s.proc.kill('SIGKILL');
 });

@@ -325,15 +325,20 @@ test('inspection page: router weights equal native tide inspect --json within 1e
   await page.close();
 });
 
-test('SmolLM2 GGUF: 32 greedy tokens equal native; the wasm heap held the file once', async () => {
+test('SmolLM2 GGUF: 32 greedy tokens equal native; the weights go to the GPU without the file in the wasm heap', async () => {
   const name = path.basename(SMOLLM2, '.gguf');
   const page = await open(browser, `?model=${name}`);
   const info = await ready(page);
   assert.equal(info.error, undefined, info.error);
-  // The wasm heap's peak: the file once (98 MB) and the parse, never two copies of it.
-  const heap = info.load.wasm_heap_bytes / info.load.bytes;
-  console.log(`wasm heap ${info.load.wasm_heap_bytes} B for ${info.load.bytes} B of model files (${heap.toFixed(2)}x)`);
-  assert.ok(heap < 1.5, `wasm heap ${info.load.wasm_heap_bytes} B for ${info.load.bytes} B of files`);
+  // The file is read through from the browser's store a slab at a time: the wasm heap's peak
+  // is what the module, the parsed header and tokenizer and the slabs need, well under the
+  // file (it was 1.22x when the file sat in the heap).
+  const l = info.load;
+  const heap = l.wasm_heap_bytes / l.bytes;
+  console.log(`wasm heap ${l.wasm_heap_bytes} B for ${l.bytes} B of model files (${heap.toFixed(2)}x); ` +
+    `${l.wasm_heap_at_start_bytes} B at the start, ${l.wasm_heap_fetched_bytes} B once fetched`);
+  assert.equal(l.files[0].read_through, true);
+  assert.ok(heap < 0.5, `wasm heap ${l.wasm_heap_bytes} B for ${l.bytes} B of files`);
   // One prompt (each costs ~35 s of SwiftShader here): the default model runs all three.
   for (const prompt of PROMPTS.slice(2)) {
     const want = native(['generate', '--model', SMOLLM2, '--temperature', '0', '--json', '--max-tokens', String(TOKENS), prompt]);

@@ -22,7 +22,7 @@ use crate::memory::fetch::{open_memory_fetch, FetchOptions, Fetcher};
 use crate::memory::store::RowStore;
 use crate::memory::MemoryRows;
 use crate::model::tokenizer::TokenizerInfo;
-use crate::model::{Blob, ModelFiles};
+use crate::model::ModelFiles;
 use crate::sample::{Sampler, SamplerConfig};
 use crate::session::{self, RowSource};
 
@@ -33,6 +33,9 @@ fn start() {
         web_sys::console::error_1(&p.to_string().into())
     }));
 }
+
+mod files;
+pub use files::{FileBuffer, FileSet, HashSink, StoredFile};
 
 fn js_err(e: Error) -> JsValue {
     JsError::new(&e.to_string()).into()
@@ -65,97 +68,6 @@ pub struct Session {
 
 fn busy() -> JsValue {
     JsError::new("the model is busy with another call").into()
-}
-
-/// One model file, written into the wasm heap chunk by chunk as it downloads (or as it is read
-/// from the browser's cache), so that no JS copy of the whole file exists beside it; its sha256
-/// is taken on the way in, so checking the file costs no second pass.
-#[wasm_bindgen]
-pub struct FileBuffer {
-    name: String,
-    data: Vec<u8>,
-    filled: usize,
-    sha256: sha2::Sha256,
-}
-
-#[wasm_bindgen]
-impl FileBuffer {
-    /// Room for `len` bytes of the file `name`; refused with the file named when the wasm heap
-    /// cannot hold it.
-    #[wasm_bindgen(constructor)]
-    pub fn new(name: String, len: f64) -> std::result::Result<FileBuffer, JsValue> {
-        let n = len as usize;
-        if len.is_nan() || len < 0.0 || n as f64 != len {
-            return Err(js_err(Error::Input(format!("{name}: bad length {len}"))));
-        }
-        let mut data = Vec::new();
-        data.try_reserve_exact(n).map_err(|_| {
-            js_err(Error::Input(format!(
-                "{name}: {n} bytes do not fit in this page's memory (wasm32 holds at most 4 GiB)"
-            )))
-        })?;
-        data.resize(n, 0);
-        Ok(FileBuffer {
-            name,
-            data,
-            filled: 0,
-            sha256: Default::default(),
-        })
-    }
-
-    /// Copy `chunk` in at byte `offset`; chunks must arrive in order, without gaps.
-    pub fn write(&mut self, offset: f64, chunk: &[u8]) -> std::result::Result<(), JsValue> {
-        let at = offset as usize;
-        let end = at + chunk.len();
-        if at != self.filled || end > self.data.len() {
-            return Err(js_err(Error::Input(format!(
-                "{}: bytes {at}..{end} do not follow the {} received of {}",
-                self.name,
-                self.filled,
-                self.data.len()
-            ))));
-        }
-        self.data[at..end].copy_from_slice(chunk);
-        sha2::Digest::update(&mut self.sha256, chunk);
-        self.filled = end;
-        Ok(())
-    }
-
-    /// Start over from byte 0 (a server that answered a resumed download with the whole file).
-    pub fn rewind(&mut self) {
-        self.filled = 0;
-        self.sha256 = Default::default();
-    }
-
-    /// Bytes received so far.
-    pub fn filled(&self) -> f64 {
-        self.filled as f64
-    }
-
-    /// The hex sha256 of the bytes received so far.
-    pub fn sha256(&self) -> String {
-        let d = sha2::Digest::finalize(self.sha256.clone());
-        d.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-/// The files of one model, handed over one by one (each FileBuffer moves in).
-#[wasm_bindgen]
-#[derive(Default)]
-pub struct FileSet {
-    files: Vec<FileBuffer>,
-}
-
-#[wasm_bindgen]
-impl FileSet {
-    #[wasm_bindgen(constructor)]
-    pub fn new() -> FileSet {
-        FileSet::default()
-    }
-
-    pub fn add(&mut self, file: FileBuffer) {
-        self.files.push(file);
-    }
 }
 
 /// Open a model from its files: one GGUF file, or a model folder's files (config.json,
@@ -214,25 +126,13 @@ async fn open(
             )))
         }
     };
-    if files.files.is_empty() {
+    if files.is_empty() {
         return Err(Error::Input(format!("{source}: no model files given")));
     }
-    let mut parts = ModelFiles {
+    let parts = ModelFiles {
         source: source.clone(),
-        files: Vec::new(),
+        files: files.into_blobs()?,
     };
-    for f in files.files {
-        if f.filled != f.data.len() {
-            return Err(Error::Input(format!(
-                "{}: only {} of {} bytes arrived",
-                f.name,
-                f.filled,
-                f.data.len()
-            )));
-        }
-        // Moved, not copied: the heap holds each file once.
-        parts.files.push((f.name, Blob::from_vec(f.data)));
-    }
     // The GPU engine keeps the weights in device memory; the heap copy goes with `model`.
     // A memory model's card may leave its memory file out: its rows stream from memory_url.
     let mut model = parts.load_with(!memory_url.is_empty())?;
