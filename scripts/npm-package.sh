@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 out=target/npm/tide-gpu
 rm -rf "$out"
 mkdir -p "$out"
-cp web/tide.js web/tide.d.ts web/worker.js web/downloads.js "$out"/
+cp web/tide.js web/tide.d.ts web/worker.js web/downloads.js web/shared.js "$out"/
 cp -r web/pkg "$out"/pkg
 [[ -d web/pkg-threads ]] && cp -r web/pkg-threads "$out"/pkg-threads
 # wasm-bindgen's own ignore files would keep its output out of the tarball.
@@ -20,7 +20,7 @@ license="$(sed -n 's/^license = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 node - "$out/package.json" "$version" "${license:-UNLICENSED}" <<'JS'
 const [file, version, license] = process.argv.slice(2);
 const fs = require('node:fs');
-const files = ['tide.js', 'tide.d.ts', 'worker.js', 'downloads.js', 'pkg/', 'README.md'];
+const files = ['tide.js', 'tide.d.ts', 'worker.js', 'downloads.js', 'shared.js', 'pkg/', 'README.md'];
 if (fs.existsSync(require('node:path').join(file, '..', 'pkg-threads'))) files.push('pkg-threads/');
 fs.writeFileSync(file, JSON.stringify({
   name: 'tide-gpu',

@@ -52,6 +52,11 @@ export interface LoadOptions {
   memoryCacheMb?: number;
   /** Rows of a step closer than this many KB share one Range request (default: measured). */
   memoryGapKb?: number;
+  /**
+   * One engine for every tab of this origin that loads the same model with the same options:
+   * the first tab holds it, the others call it (one download, one GPU copy).
+   */
+  share?: boolean;
 }
 
 /** One model file as `load` read it. */
@@ -122,6 +127,8 @@ export interface ModelInfo {
   cross_origin_isolated: boolean;
   cpu_threads: number;
   load: LoadInfo;
+  /** With `share`: whether this tab holds the model (leader) or calls another's (follower). */
+  shared?: { role: 'leader' | 'follower' };
 }
 
 export interface MemoryStats {

@@ -1,3 +1,5 @@
+import { sharedEngine } from './shared.js';
+
 // tide.js: run tide-gpu models in the browser. The model lives in a dedicated Worker
 // (worker.js) that runs the WGSL kernels on WebGPU, or the CPU reference compiled to wasm where
 // WebGPU is missing. web/README.md documents this API.
@@ -282,9 +284,11 @@ export class TideModel {
  * model on a fetched backbone), else "download"; memoryCacheMb, the memory row cache in MB (default, as
  * natively: 10% of the tables, at most 256 MB; streamed rows' raised to hold a whole context's
  * tokens); memoryGapKb, rows of a step closer than this share a request (at most 65536;
- * default: what the link carries in one round trip, measured at load).
+ * default: what the link carries in one round trip, measured at load); share: true makes the
+ * model one engine for every tab of this origin that loads it with the same options (shared.js:
+ * the first tab's worker holds it, the others call it; info.shared.role says which).
  */
-export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb } = {}) {
+export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb, share = false } = {}) {
   const resolved = await resolveFiles(model);
   let { name, files } = resolved;
   // A memory model on a fetched backbone streams its rows unless told otherwise (models.json).
@@ -300,8 +304,8 @@ export async function load(model, { onProgress, onWarning, backend, ctxLen, memo
   } else if (memory !== undefined && memory !== 'download') {
     throw new Error(`memory: expected "download" or "stream", not ${JSON.stringify(memory)}`);
   }
-  const worker = new Worker_();
-  try {
+  // Load in `worker`: the model's info.
+  const loadIn = async (worker) => {
     const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb },
       (m) => {
         if (m.event === 'warning') onWarning?.(m.message);
@@ -311,7 +315,17 @@ export async function load(model, { onProgress, onWarning, backend, ctxLen, memo
       }).done;
     // The streamed file's size: the page shows what share of it has been fetched.
     if (memoryUrl) info.memory_file_bytes = memoryBytes;
-    return new TideModel(worker, info);
+    return info;
+  };
+  if (share && typeof navigator.locks?.request === 'function' && typeof BroadcastChannel === 'function') {
+    // The same model with the same options is one engine for every tab (shared.js).
+    const key = JSON.stringify([name, backend ?? 'auto', ctxLen ?? 0, memory ?? '', memoryCacheMb ?? -1, memoryGapKb ?? -1]);
+    const t = await sharedEngine(key, () => new Worker_(), loadIn);
+    return new TideModel(t, t.info);
+  }
+  const worker = new Worker_();
+  try {
+    return new TideModel(worker, await loadIn(worker));
   } catch (e) {
     worker.terminate();
     throw e;

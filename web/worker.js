@@ -80,6 +80,13 @@ async function checkFits(files, backend) {
   }
 }
 
+// A macrotask turn without setTimeout's clamp: the worker's pending messages run first.
+const turn = new MessageChannel();
+const nextTask = () => new Promise((resolve) => {
+  turn.port1.onmessage = () => resolve();
+  turn.port2.postMessage(0);
+});
+
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
@@ -198,6 +205,9 @@ const ops = {
     if (!session) throw new Error('no model loaded');
     await session.start(prompt, JSON.stringify(options || {}));
     for (;;) {
+      // A step on the CPU kernels settles without leaving the microtask queue: let a cancel
+      // message in between steps.
+      await nextTask();
       if (cancelled.delete(id)) {
         session.cancel();
         break;

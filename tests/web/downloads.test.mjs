@@ -4,8 +4,8 @@
 // not models.json's is refused and deleted; no room in the site's storage is said with the
 // numbers and the model still loads; the model manager lists and deletes stored files; split
 // GGUFs load by name and by any part's URL (all parts fetched); a model too big for wasm's
-// memory on the CPU kernels is refused before any download. scripts/test-pages.sh sets
-// TIDE_BIN, SMOLLM2, CHROMIUM.
+// memory on the CPU kernels is refused before any download; two tabs share one loaded model
+// (`share: true`). scripts/test-pages.sh sets TIDE_BIN, SMOLLM2, CHROMIUM.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -272,5 +272,55 @@ test('a model too big for the CPU kernels in wasm is refused before any download
   assert.deepEqual(gets, []);
   assert.deepEqual(await manager(page, 'list'), []);
   await page.close();
+  s.proc.kill('SIGKILL');
+});
+
+test('two tabs share one loaded model: one download, one engine, answers equal to running alone; the other tab takes over when the first closes', async () => {
+  const model = path.join(REPO, 'models/tide-k4');
+  const s = await serve(['--model', model]);
+  const gets = [];
+  const onReq = (r) => r.url().includes('/models/') && r.method() === 'GET' && gets.push(r.url());
+  ctx.on('request', onReq);
+  const [a, b] = [await apiPage(s.base), await apiPage(s.base)];
+  const loadShared = (page) => page.evaluate(async () => {
+    const t = await import('/tide.js');
+    window.model = await t.load('tide-k4', { backend: 'cpu', share: true });
+    return window.model.info;
+  });
+  const ia = await loadShared(a);
+  const fetched = [...gets];
+  const ib = await loadShared(b);
+  assert.equal(ia.shared.role, 'leader');
+  assert.equal(ib.shared.role, 'follower');
+  assert.equal(ib.model, ia.model);
+  assert.deepEqual(gets, fetched, 'the second tab downloaded nothing');
+  assert.equal(new Set(gets).size, gets.length, 'each file fetched once');
+  const want = native(['generate', '--backend', 'cpu', '--model', model, '--temperature', '0', '--json', '--max-tokens', '8', 'Once upon a time']);
+  const complete = (page) => page.evaluate(() => window.model.complete('Once upon a time', { maxTokens: 8, temperature: 0 }));
+  const [ra, rb] = await Promise.all([complete(a), complete(b)]);
+  assert.deepEqual(ra.tokens, want.tokens);
+  assert.deepEqual(rb.tokens, want.tokens);
+  // Streamed pieces, and a cancel, reach the follower's generation.
+  const streamed = await b.evaluate(async () => {
+    const ac = new AbortController();
+    const out = [];
+    const it = window.model.generate('Once upon a time', { maxTokens: 1000, temperature: 0, signal: ac.signal });
+    for await (const p of it) {
+      out.push(p);
+      if (out.length === 2) ac.abort();
+    }
+    return { pieces: out.length, stop: (await it.done).stop };
+  });
+  assert.equal(streamed.stop, 'cancelled');
+  assert.ok(streamed.pieces >= 2 && streamed.pieces < 1000, JSON.stringify(streamed));
+  // The leader's tab closes: the other tab leads, loading the model from the store.
+  gets.length = 0;
+  await a.close();
+  await b.waitForFunction(() => window.model.info.shared.role === 'leader', null, { timeout: 60000 });
+  const rb2 = await complete(b);
+  assert.deepEqual(rb2.tokens, want.tokens);
+  assert.deepEqual(gets, [], 'the new leader read the model from the store');
+  ctx.off('request', onReq);
+  await b.close();
   s.proc.kill('SIGKILL');
 });

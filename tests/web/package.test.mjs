@@ -37,7 +37,7 @@ test('npm pack takes the package folder; installed by name, it loads a model in 
   assert.deepEqual(meta.exports['.'], { types: './tide.d.ts', default: './tide.js' });
   const tgz = run('npm', ['pack', '--pack-destination', tmp, pkg], REPO).trim().split('\n').pop();
   const listing = run('tar', ['tzf', path.join(tmp, tgz)], tmp);
-  for (const f of ['tide.js', 'tide.d.ts', 'worker.js', 'downloads.js', 'pkg/tide_gpu_bg.wasm', 'pkg-threads/tide_gpu_bg.wasm']) {
+  for (const f of ['tide.js', 'tide.d.ts', 'worker.js', 'downloads.js', 'shared.js', 'pkg/tide_gpu_bg.wasm', 'pkg-threads/tide_gpu_bg.wasm']) {
     assert.ok(listing.includes(`package/${f}\n`), `${f} in the tarball`);
   }
   fs.mkdirSync(app);

@@ -1,0 +1,171 @@
+// One loaded model for every tab of an origin that loads the same one with `share: true`
+// (tide.js). The first tab to take the model's Web Lock is its leader: its worker loads the
+// model; the other tabs are followers and send their calls to it over a BroadcastChannel, so
+// the model is downloaded once and held once (one GPU copy). Calls from all tabs run in the
+// leader's worker one after another (not yet batched together). When the leader's tab closes,
+// its lock passes to a follower, which loads the model itself (from the browser's store: no
+// download) and leads from then on; calls that were waiting on the old leader fail and say so.
+
+// What the leader runs for others: the model's calls, never load or device tests.
+const SHARED_OPS = new Set(['generate', 'memoryStats', 'chatPrompt', 'inspect']);
+
+/**
+ * A worker-like transport ({call, cancel, terminate}) for the model `key` names, leading or
+ * following. `startLocal()` makes a local worker (tide.js's Worker_); `loadLocal(worker)`
+ * loads the model in it and resolves to its info.
+ */
+export async function sharedEngine(key, startLocal, loadLocal) {
+  const name = `tide-engine:${key}`;
+  const t = new SharedTransport(name, startLocal, loadLocal);
+  await t.start();
+  return t;
+}
+
+class SharedTransport {
+  constructor(name, startLocal, loadLocal) {
+    this.name = name;
+    this.startLocal = startLocal;
+    this.loadLocal = loadLocal;
+    this.me = crypto.randomUUID();
+    this.ch = new BroadcastChannel(name);
+    this.local = null; // the worker, when leading
+    this.pending = new Map(); // rid -> {resolve, reject, onEvent}, calls sent to the leader
+    this.served = new Map(); // `${tab}:${rid}` -> local call id, calls run for followers
+    this.next = 1;
+    this.info = null;
+    this.closed = false;
+    this.abort = new AbortController();
+    this.ch.onmessage = (ev) => this.#onMessage(ev.data);
+  }
+
+  // Lead if the lock is free, else follow (and queue for the lock, to lead when it frees).
+  async start() {
+    let release;
+    this.held = new Promise((r) => (release = r));
+    this.release = release;
+    const got = await new Promise((resolve, reject) => {
+      navigator.locks.request(this.name, { ifAvailable: true }, async (lock) => {
+        resolve(!!lock);
+        if (lock) await this.held;
+      }).catch(reject);
+    });
+    if (got) {
+      await this.#lead();
+      return;
+    }
+    this.info = await this.#askInfo();
+    this.info.shared = { role: 'follower' };
+    // Next in line: when the leader's tab goes, this one leads.
+    navigator.locks.request(this.name, { signal: this.abort.signal }, async () => {
+      if (this.closed) return;
+      const gone = new Error('the tab that ran the shared model closed during this call: try it again');
+      for (const p of this.pending.values()) p.reject(gone);
+      this.pending.clear();
+      try {
+        await this.#lead();
+      } catch (e) {
+        this.dead = e;
+        return;
+      }
+      await this.held;
+    }).catch(() => { /* aborted at close */ });
+  }
+
+  async #lead() {
+    const w = this.startLocal();
+    try {
+      const info = await this.loadLocal(w);
+      this.local = w;
+      if (this.info) Object.assign(this.info, info); else this.info = info;
+      this.info.shared = { role: 'leader' };
+    } catch (e) {
+      w.terminate();
+      this.release();
+      throw e;
+    }
+    this.ch.postMessage({ type: 'info', info: this.#plainInfo() });
+  }
+
+  #plainInfo() {
+    const { shared, ...rest } = this.info; // eslint-disable-line no-unused-vars
+    return rest;
+  }
+
+  // The leader's info; the leader may still be loading: it announces itself when ready.
+  #askInfo() {
+    return new Promise((resolve) => {
+      this.onInfo = resolve;
+      this.ch.postMessage({ type: 'hello', from: this.me });
+    });
+  }
+
+  #onMessage(m) {
+    if (m.type === 'info' && this.onInfo && !this.local) {
+      const r = this.onInfo;
+      this.onInfo = null;
+      r(m.info);
+      return;
+    }
+    if (this.local) return this.#serve(m);
+    if (m.to !== this.me) return;
+    const p = this.pending.get(m.rid);
+    if (!p) return;
+    if (m.type === 'event') p.onEvent?.(m.event);
+    if (m.type === 'result') {
+      this.pending.delete(m.rid);
+      if (m.ok) p.resolve(m.value); else p.reject(new Error(m.error));
+    }
+  }
+
+  // Leading: answer a follower's hello, run its calls, pass its cancels on.
+  #serve(m) {
+    if (m.type === 'hello') {
+      this.ch.postMessage({ type: 'info', info: this.#plainInfo() });
+    } else if (m.type === 'call') {
+      const reply = (r) => this.ch.postMessage({ to: m.from, rid: m.rid, ...r });
+      if (!SHARED_OPS.has(m.op)) {
+        reply({ type: 'result', ok: false, error: `${m.op} is not shared between tabs` });
+        return;
+      }
+      const { id, done } = this.local.call(m.op, m.args, (event) => reply({ type: 'event', event }));
+      const k = `${m.from}:${m.rid}`;
+      this.served.set(k, id);
+      done.then((value) => reply({ type: 'result', ok: true, value }),
+        (e) => reply({ type: 'result', ok: false, error: e.message }))
+        .finally(() => this.served.delete(k));
+    } else if (m.type === 'cancel') {
+      const id = this.served.get(`${m.from}:${m.rid}`);
+      if (id !== undefined) this.local.cancel(id);
+    }
+  }
+
+  get dead() {
+    return this._dead ?? this.local?.dead;
+  }
+
+  set dead(e) {
+    this._dead = e;
+  }
+
+  call(op, args = {}, onEvent) {
+    if (this.dead) return { id: 0, done: Promise.reject(this.dead) };
+    if (this.local) return this.local.call(op, args, onEvent);
+    const rid = this.next++;
+    const done = new Promise((resolve, reject) => this.pending.set(rid, { resolve, reject, onEvent }));
+    this.ch.postMessage({ type: 'call', from: this.me, rid, op, args });
+    return { id: rid, done };
+  }
+
+  cancel(target) {
+    if (this.local) this.local.cancel(target);
+    else this.ch.postMessage({ type: 'cancel', from: this.me, rid: target });
+  }
+
+  terminate() {
+    this.closed = true;
+    this.abort.abort();
+    this.local?.terminate();
+    this.ch.close();
+    this.release();
+  }
+}
