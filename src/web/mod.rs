@@ -157,12 +157,18 @@ async fn open(
     session::size_row_caches(&stores, ctx, rows_from, asked.cache_mb)?;
     let rows = stores.tide.clone();
     let c = &model.config;
-    // The largest buffer: a weight tensor, the logits of a full prefill batch, or the KV cache
-    // of all layers (were it one buffer).
+    // The largest buffer: a weight tensor as the GPU holds it (repacked words, padded to whole
+    // rows of a weight texture), the logits of a full prefill batch, or the KV cache of all
+    // layers (were it one buffer).
+    let on_gpu = |w: &crate::model::Weight| {
+        let words = w.rows() * w.cols() / 32 * crate::gpu::gpu_words(w.dtype()).0;
+        let row = crate::gpu::TEX_WIDTH * 4;
+        ((words + 8).div_ceil(row) * row * 4) as u64
+    };
     let biggest = model
         .matrices()
         .chain([&model.token_embd])
-        .map(|w| w.byte_len() as u64)
+        .map(on_gpu)
         .max()
         .unwrap_or(0)
         .max((model.config.vocab * opts.decoder.max_batch * 4) as u64)
