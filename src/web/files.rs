@@ -3,6 +3,7 @@
 //! browser's stored copy (OPFS) read through at offsets, so that the GPU upload never holds the
 //! file whole in the heap; a `HashSink` takes the sha256 of a file passing by on its way to the
 //! store. `FileSet` gathers one model's files for `openSession`.
+use std::ops::Range;
 use std::sync::Arc;
 
 use send_wrapper::SendWrapper;
@@ -14,23 +15,56 @@ use crate::error::{Error, Result};
 use crate::model::blob::ReadAt;
 use crate::model::Blob;
 
-fn hex(h: &sha2::Sha256) -> String {
-    h.clone()
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// How far a file has come in, in order, and the sha256 of what came.
+struct Intake {
+    name: String,
+    len: usize,
+    filled: usize,
+    sha256: sha2::Sha256,
+}
+
+impl Intake {
+    fn new(name: String, len: usize) -> Intake {
+        Intake {
+            name,
+            len,
+            filled: 0,
+            sha256: Default::default(),
+        }
+    }
+
+    /// Take `chunk` at `offset`, which must follow what came before: where it goes.
+    fn take(&mut self, offset: f64, chunk: &[u8]) -> std::result::Result<Range<usize>, JsValue> {
+        let (at, end) = (offset as usize, offset as usize + chunk.len());
+        if at != self.filled || end > self.len {
+            return Err(js_err(Error::Input(format!(
+                "{}: bytes {at}..{end} do not follow the {} received of {}",
+                self.name, self.filled, self.len
+            ))));
+        }
+        self.sha256.update(chunk);
+        self.filled = end;
+        Ok(at..end)
+    }
+
+    fn rewind(&mut self) {
+        self.filled = 0;
+        self.sha256 = Default::default();
+    }
+
+    fn hex(&self) -> String {
+        let d = self.sha256.clone().finalize();
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// One model file, written into the wasm heap chunk by chunk as it downloads (or as it is read
-/// from the browser's cache), so that no JS copy of the whole file exists beside it; its sha256
-/// is taken on the way in, so checking the file costs no second pass.
+/// from the browser's store), so that no JS copy of the whole file exists beside it; its
+/// sha256 is taken on the way in, so checking the file costs no second pass.
 #[wasm_bindgen]
 pub struct FileBuffer {
-    name: String,
     data: Vec<u8>,
-    filled: usize,
-    sha256: sha2::Sha256,
+    intake: Intake,
 }
 
 #[wasm_bindgen]
@@ -51,95 +85,60 @@ impl FileBuffer {
         })?;
         data.resize(n, 0);
         Ok(FileBuffer {
-            name,
             data,
-            filled: 0,
-            sha256: Default::default(),
+            intake: Intake::new(name, n),
         })
     }
 
     /// Copy `chunk` in at byte `offset`; chunks must arrive in order, without gaps.
     pub fn write(&mut self, offset: f64, chunk: &[u8]) -> std::result::Result<(), JsValue> {
-        let at = offset as usize;
-        let end = at + chunk.len();
-        if at != self.filled || end > self.data.len() {
-            return Err(js_err(Error::Input(format!(
-                "{}: bytes {at}..{end} do not follow the {} received of {}",
-                self.name,
-                self.filled,
-                self.data.len()
-            ))));
-        }
-        self.data[at..end].copy_from_slice(chunk);
-        self.sha256.update(chunk);
-        self.filled = end;
+        let r = self.intake.take(offset, chunk)?;
+        self.data[r].copy_from_slice(chunk);
         Ok(())
     }
 
     /// Start over from byte 0 (a server that answered a resumed download with the whole file).
     pub fn rewind(&mut self) {
-        self.filled = 0;
-        self.sha256 = Default::default();
+        self.intake.rewind()
     }
 
     /// Bytes received so far.
     pub fn filled(&self) -> f64 {
-        self.filled as f64
+        self.intake.filled as f64
     }
 
     /// The hex sha256 of the bytes received so far.
     pub fn sha256(&self) -> String {
-        hex(&self.sha256)
+        self.intake.hex()
     }
 }
 
 /// The sha256 of a file that goes to the browser's store rather than the heap: the same calls
 /// as a `FileBuffer` (the worker's downloads write to either), keeping no bytes.
 #[wasm_bindgen]
-pub struct HashSink {
-    name: String,
-    len: usize,
-    filled: usize,
-    sha256: sha2::Sha256,
-}
+pub struct HashSink(Intake);
 
 #[wasm_bindgen]
 impl HashSink {
     #[wasm_bindgen(constructor)]
     pub fn new(name: String, len: f64) -> HashSink {
-        HashSink {
-            name,
-            len: len as usize,
-            filled: 0,
-            sha256: Default::default(),
-        }
+        HashSink(Intake::new(name, len as usize))
     }
 
-    /// Take `chunk`, which must follow the bytes taken so far.
     pub fn write(&mut self, offset: f64, chunk: &[u8]) -> std::result::Result<(), JsValue> {
-        let (at, end) = (offset as usize, offset as usize + chunk.len());
-        if at != self.filled || end > self.len {
-            return Err(js_err(Error::Input(format!(
-                "{}: bytes {at}..{end} do not follow the {} received of {}",
-                self.name, self.filled, self.len
-            ))));
-        }
-        self.sha256.update(chunk);
-        self.filled = end;
-        Ok(())
+        self.0.take(offset, chunk).map(|_| ())
     }
 
     pub fn rewind(&mut self) {
-        self.filled = 0;
-        self.sha256 = Default::default();
+        self.0.rewind()
     }
 
     pub fn filled(&self) -> f64 {
-        self.filled as f64
+        self.0.filled as f64
     }
 
     pub fn sha256(&self) -> String {
-        hex(&self.sha256)
+        self.0.hex()
     }
 }
 
@@ -234,15 +233,14 @@ impl FileSet {
         for f in self.files {
             out.push(match f {
                 Entry::Buffer(b) => {
-                    if b.filled != b.data.len() {
+                    let i = b.intake;
+                    if i.filled != i.len {
                         return Err(Error::Input(format!(
                             "{}: only {} of {} bytes arrived",
-                            b.name,
-                            b.filled,
-                            b.data.len()
+                            i.name, i.filled, i.len
                         )));
                     }
-                    (b.name, Blob::from_vec(b.data))
+                    (i.name, Blob::from_vec(b.data))
                 }
                 Entry::Stored(name, file) => {
                     let len = file.size() as usize;
