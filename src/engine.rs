@@ -30,6 +30,27 @@ pub enum Engine {
     Cpu(Box<CpuSession>),
 }
 
+/// The largest buffer `model` needs on the GPU with `dec`'s sizes: a weight tensor as the GPU
+/// holds it (repacked words, padded to whole rows of a weight texture), the logits of a full
+/// prefill batch, or the KV cache of all layers (were it one buffer). The browser asks its
+/// device for limits this large (`GpuOptions::needed_buffer`), where the adapter allows.
+pub fn largest_buffer(model: &Model, dec: &crate::options::DecoderOptions) -> u64 {
+    let c = &model.config;
+    let on_gpu = |w: &crate::model::Weight| {
+        let words = w.rows() * w.cols() / 32 * crate::gpu::gpu_words(w.dtype()).0;
+        let row = crate::gpu::TEX_WIDTH * 4;
+        ((words + 8).div_ceil(row) * row * 4) as u64
+    };
+    model
+        .matrices()
+        .chain([&model.token_embd])
+        .map(on_gpu)
+        .max()
+        .unwrap_or(0)
+        .max((c.vocab * dec.max_batch * 4) as u64)
+        .max((c.n_layers * dec.ctx_len * c.kv_dim() * 4) as u64)
+}
+
 impl Engine {
     /// Open `backend` for `model`, its memories' rows read through `rows`
     /// (`MemoryRows::local(model)` for its own tables). With `Backend::Auto` a GPU adapter is

@@ -212,7 +212,7 @@ fn smollm2_read_through_heap_peak() {
     let p = common::smollm2();
     let file = std::fs::metadata(&p).unwrap().len() as usize;
     let base = peak::reset();
-    let (mf, _readers) = files(&[p.clone()], &[&name_of(&p)]);
+    let (mf, _readers) = files(std::slice::from_ref(&p), &[&name_of(&p)]);
     let m = mf.load().unwrap();
     let loaded = peak::peak() - base;
     let rows = MemoryRows::local(&m);

@@ -53,22 +53,30 @@ class SharedTransport {
       await this.#lead();
       return;
     }
-    this.info = await this.#askInfo();
-    this.info.shared = { role: 'follower' };
-    // Next in line: when the leader's tab goes, this one leads.
-    navigator.locks.request(this.name, { signal: this.abort.signal }, async () => {
-      if (this.closed) return;
-      const gone = new Error('the tab that ran the shared model closed during this call: try it again');
-      for (const p of this.pending.values()) p.reject(gone);
-      this.pending.clear();
-      try {
-        await this.#lead();
-      } catch (e) {
-        this.dead = e;
-        return;
-      }
-      await this.held;
-    }).catch(() => { /* aborted at close */ });
+    // Next in line: when the leader's tab goes (or its load fails), this one leads.
+    const led = new Promise((resolve, reject) => {
+      navigator.locks.request(this.name, { signal: this.abort.signal }, async () => {
+        if (this.closed) return;
+        const gone = new Error('the tab that ran the shared model closed during this call: try it again');
+        for (const p of this.pending.values()) p.reject(gone);
+        this.pending.clear();
+        try {
+          await this.#lead();
+          resolve();
+        } catch (e) {
+          this.dead = e;
+          reject(e);
+          return;
+        }
+        await this.held;
+      }).catch(() => { /* aborted at close */ });
+    });
+    led.catch(() => {}); // a failure after following is this.dead's to tell
+    const info = await Promise.race([this.#askInfo(), led.then(() => null)]);
+    if (info && !this.local) {
+      this.info = info;
+      this.info.shared = { role: 'follower' };
+    }
   }
 
   async #lead() {

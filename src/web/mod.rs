@@ -156,23 +156,7 @@ async fn open(
     }
     session::size_row_caches(&stores, ctx, rows_from, asked.cache_mb)?;
     let rows = stores.tide.clone();
-    let c = &model.config;
-    // The largest buffer: a weight tensor as the GPU holds it (repacked words, padded to whole
-    // rows of a weight texture), the logits of a full prefill batch, or the KV cache of all
-    // layers (were it one buffer).
-    let on_gpu = |w: &crate::model::Weight| {
-        let words = w.rows() * w.cols() / 32 * crate::gpu::gpu_words(w.dtype()).0;
-        let row = crate::gpu::TEX_WIDTH * 4;
-        ((words + 8).div_ceil(row) * row * 4) as u64
-    };
-    let biggest = model
-        .matrices()
-        .chain([&model.token_embd])
-        .map(on_gpu)
-        .max()
-        .unwrap_or(0)
-        .max((model.config.vocab * opts.decoder.max_batch * 4) as u64)
-        .max((c.n_layers * opts.decoder.ctx_len * c.kv_dim() * 4) as u64);
+    let biggest = crate::engine::largest_buffer(&model, &opts.decoder);
     opts.gpu.needed_buffer = Some(biggest);
     let (engine, note) = Engine::open(&model, &stores, backend, &opts).await?;
     let k = model.memory.as_ref().map_or(0, |m| m.k);
