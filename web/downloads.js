@@ -47,10 +47,16 @@ async function writeRecord(dir, key, rec) {
   await w.close(); // replaces the record at once: never half written
 }
 
+// Whether the bytes are gone: a file open elsewhere (a loaded model, a download in another
+// tab) cannot be removed, and then its record stays too.
 async function removeEntry(dir, key) {
-  // The record first: bytes without a record are never used.
+  try {
+    await dir.removeEntry(key);
+  } catch (e) {
+    if (e.name !== 'NotFoundError') return false;
+  }
   await dir.removeEntry(`${key}.json`).catch(() => {});
-  await dir.removeEntry(key).catch(() => {});
+  return true;
 }
 
 /** Every stored file: [{key, url, file, model, bytes, stored_bytes, complete, sha256, updated}]. */
@@ -78,10 +84,7 @@ export async function removeStored(dir, match = {}) {
     const hit = (match.model === undefined || e.model === match.model)
       && (match.url === undefined || e.url === new URL(match.url, self.location.href).href)
       && (match.key === undefined || e.key === match.key);
-    if (hit) {
-      await removeEntry(dir, e.key);
-      n++;
-    }
+    if (hit && await removeEntry(dir, e.key)) n++;
   }
   // Bytes left without a record (a page killed before its first record): nothing can use them.
   const keys = new Set((await listStored(dir)).map((e) => e.key));
@@ -166,9 +169,11 @@ export async function fetchFile(dir, file, { model, makeSink, progress, warn, re
   const key = dir ? await keyOf(url, bytes, tag) : null;
   let rec = dir ? await readRecord(dir, key) : null;
 
+  let store = dir;
   if (rec?.complete) {
     const r = await fromStore(dir, key, bytes, file, rec, { makeSink, progress, warn, readThrough });
-    if (r) return r;
+    if (r === UNREADABLE) store = null; // the copy is kept as it is; this load goes without
+    else if (r) return r;
     rec = null;
   }
 
@@ -177,7 +182,7 @@ export async function fetchFile(dir, file, { model, makeSink, progress, warn, re
   let keep = false;
   try {
     let have = 0;
-    if (dir) ({ handle, have } = await openForWrite(dir, key, url, bytes, rec, file, { model, tag, warn }));
+    if (store) ({ handle, have } = await openForWrite(dir, key, url, bytes, rec, file, { model, tag, warn }));
     const inHeap = !(readThrough && handle);
     sink = makeSink(bytes, inHeap);
     if (have > 0) readPartial(handle, have, sink, (n, m) => progress('cache', n, bytes, m));
@@ -191,6 +196,7 @@ export async function fetchFile(dir, file, { model, makeSink, progress, warn, re
       // again into the heap, without a copy.
       handle = null;
       sink.free();
+      sink = null;
       sink = makeSink(bytes, true);
       r = await download(url, file, bytes, sink, null, dir, key, { model, tag, progress, warn, inHeap: true });
     }
@@ -229,9 +235,11 @@ async function fromStore(dir, key, bytes, file, rec, { makeSink, progress, warn,
           // Held by another tab's model: this one reads the copy into its heap instead.
           warn(`${file.name}: the stored copy is in use elsewhere (${e.message}): reading it into memory`);
           sink.free();
+          sink = null;
           sink = makeSink(bytes, true);
-          if (!(await readStored(dir, key, bytes, sink, (n, m) => progress('cache', n, bytes, m)))) {
-            throw new Error(`${file.name}: the stored copy changed while it was read`);
+          const again = await readStored(dir, key, bytes, sink, (n, m) => progress('cache', n, bytes, m));
+          if (!again || sink.sha256() !== want) {
+            throw new Error('it changed while it was read');
           }
         }
       }
@@ -239,13 +247,18 @@ async function fromStore(dir, key, bytes, file, rec, { makeSink, progress, warn,
     }
     warn(`${file.name}: the stored copy is corrupt (${whole ? `sha256 ${sink.sha256()}, expected ${want}` : 'wrong size'}): deleted, downloading it again`);
     await removeEntry(dir, key);
+    sink.free();
+    return null;
   } catch (e) {
-    // Unreadable now (e.g. held by another tab): not proof that it is bad, so it is kept.
-    warn(`${file.name}: the stored copy is unreadable (${e.message}): downloading it again`);
+    // Unreadable now (e.g. held by a closing tab): not proof that it is bad, so it is kept
+    // untouched, and this load downloads the file into memory.
+    warn(`${file.name}: the stored copy is unreadable (${e.message}): downloading it again, without a copy`);
+    sink?.free();
+    return UNREADABLE;
   }
-  sink.free();
-  return null;
 }
+
+const UNREADABLE = {};
 
 const WITHOUT_COPY = 'downloading it without keeping a copy; delete stored models (models.delete) or give the site more room';
 
@@ -284,13 +297,18 @@ async function download(url, file, bytes, sink, handle, dir, key, { model, tag, 
   let flushed = resumedFrom;
   const request = async () => {
     const at = sink.filled();
-    const res = await fetch(url, at > 0 ? { headers: { Range: `bytes=${at}-` } } : undefined);
+    // If-Range: a file that changed since its validator was taken comes back whole (200),
+    // never spliced onto the old one's first bytes.
+    const headers = { Range: `bytes=${at}-` };
+    if (tag.startsWith('"')) headers['If-Range'] = tag;
+    const res = await fetch(url, at > 0 ? { headers } : undefined);
+    const range = res.headers.get('content-range') || '';
     if (at > 0 && res.status === 200) {
-      // The server ignores ranges: take the whole file again.
+      // The server ignores ranges, or the file changed: take the whole file again.
       sink.rewind();
       handle?.truncate(0);
-    } else if (at > 0 && !(res.status === 206 && (res.headers.get('content-range') || '').startsWith(`bytes ${at}-`))) {
-      throw new Error(`${url}: could not resume the download at byte ${at} (HTTP ${res.status})`);
+    } else if (at > 0 && !(res.status === 206 && range.startsWith(`bytes ${at}-`) && range.endsWith(`/${bytes}`))) {
+      throw new Error(`${url}: could not resume the download at byte ${at} (HTTP ${res.status} ${range})`);
     } else if (!res.ok) {
       throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`.trim());
     }
@@ -300,12 +318,14 @@ async function download(url, file, bytes, sink, handle, dir, key, { model, tag, 
   for (let attempt = 0; sink.filled() < bytes; attempt++) {
     if (attempt > RETRIES) {
       const kept = handle ? ': what came is kept, load again to resume' : '';
-      throw new Error(`${url}: download failed after ${sink.filled()} of ${bytes} bytes (${lastError?.message})${kept}`);
+      const why = lastError ? ` (${lastError.message})` : ': the response ended early';
+      throw new Error(`${url}: download failed after ${sink.filled()} of ${bytes} bytes${why}${kept}`);
     }
     if (attempt > 0) await new Promise((r) => setTimeout(r, 250 * attempt));
     const before = sink.filled();
+    let reader = null;
     try {
-      const reader = (await request()).body.getReader();
+      reader = (await request()).body.getReader();
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
@@ -323,6 +343,7 @@ async function download(url, file, bytes, sink, handle, dir, key, { model, tag, 
       }
     } catch (e) {
       lastError = e;
+      reader?.cancel().catch(() => {}); // the connection goes with it
       if (e.name === 'QuotaExceededError' && handle) {
         // The store filled up mid-download (the browser's estimate did not foresee it): go on
         // without it.

@@ -57,9 +57,7 @@ class SharedTransport {
     const led = new Promise((resolve, reject) => {
       navigator.locks.request(this.name, { signal: this.abort.signal }, async () => {
         if (this.closed) return;
-        const gone = new Error('the tab that ran the shared model closed during this call: try it again');
-        for (const p of this.pending.values()) p.reject(gone);
-        this.pending.clear();
+        this.#dropPending();
         try {
           await this.#lead();
           resolve();
@@ -79,8 +77,18 @@ class SharedTransport {
     }
   }
 
+  // Calls sent to a leader that is gone: they fail and say so (the new leader never saw them).
+  #dropPending() {
+    const gone = new Error('the tab that ran the shared model closed during this call: try it again');
+    for (const p of this.pending.values()) p.reject(gone);
+    this.pending.clear();
+  }
+
   async #lead() {
     const w = this.startLocal();
+    // This tab's own calls while the model loads wait for it (`call`).
+    let ready;
+    this.loading = new Promise((r) => (ready = r));
     try {
       const info = await this.loadLocal(w);
       this.local = w;
@@ -89,9 +97,14 @@ class SharedTransport {
     } catch (e) {
       w.terminate();
       this.release();
+      this.dead = e;
       throw e;
+    } finally {
+      this.loading = null;
+      ready();
     }
-    this.ch.postMessage({ type: 'info', info: this.#plainInfo() });
+    // Announced to every tab: followers of the old leader drop what they sent it.
+    this.ch.postMessage({ type: 'leader', info: this.#plainInfo() });
   }
 
   #plainInfo() {
@@ -108,13 +121,19 @@ class SharedTransport {
   }
 
   #onMessage(m) {
-    if (m.type === 'info' && this.onInfo && !this.local) {
+    if (this.local) return this.#serve(m);
+    const mine = m.type === 'welcome' && m.to === this.me;
+    if ((mine || m.type === 'leader') && this.onInfo) {
       const r = this.onInfo;
       this.onInfo = null;
       r(m.info);
       return;
     }
-    if (this.local) return this.#serve(m);
+    if (m.type === 'leader') {
+      // A new leader: whatever was sent to the old one will not be answered.
+      this.#dropPending();
+      return;
+    }
     if (m.to !== this.me) return;
     const p = this.pending.get(m.rid);
     if (!p) return;
@@ -128,7 +147,7 @@ class SharedTransport {
   // Leading: answer a follower's hello, run its calls, pass its cancels on.
   #serve(m) {
     if (m.type === 'hello') {
-      this.ch.postMessage({ type: 'info', info: this.#plainInfo() });
+      this.ch.postMessage({ type: 'welcome', to: m.from, info: this.#plainInfo() });
     } else if (m.type === 'call') {
       const reply = (r) => this.ch.postMessage({ to: m.from, rid: m.rid, ...r });
       if (!SHARED_OPS.has(m.op)) {
@@ -158,6 +177,11 @@ class SharedTransport {
   call(op, args = {}, onEvent) {
     if (this.dead) return { id: 0, done: Promise.reject(this.dead) };
     if (this.local) return this.local.call(op, args, onEvent);
+    if (this.loading) {
+      // Taking over: the call runs here once the model is loaded (a cancel meanwhile is lost).
+      const done = this.loading.then(() => this.call(op, args, onEvent).done);
+      return { id: 0, done };
+    }
     const rid = this.next++;
     const done = new Promise((resolve, reject) => this.pending.set(rid, { resolve, reject, onEvent }));
     this.ch.postMessage({ type: 'call', from: this.me, rid, op, args });

@@ -266,7 +266,10 @@ export interface StoredFile {
 /** The model files kept in this site's browser storage (OPFS). */
 export interface ModelManager {
   list(): Promise<StoredFile[]>;
-  /** Delete a model's files (by name), or one file (by URL); resolves to how many. */
+  /**
+   * Delete a model's files (by name), or one file (by URL); resolves to how many were removed.
+   * A loaded model holds its files open: they stay until it is closed.
+   */
   delete(what: string | { model?: string; url?: string }): Promise<number>;
   /** Delete every stored file; resolves to how many records there were. */
   clear(): Promise<number>;

@@ -108,7 +108,7 @@ class Worker_ {
   }
 
   call(op, args = {}, onEvent) {
-    if (this.dead) return Promise.reject(this.dead);
+    if (this.dead) return { id: 0, done: Promise.reject(this.dead) };
     const id = this.next++;
     const p = new Promise((resolve, reject) => this.calls.set(id, { resolve, reject, onEvent }));
     this.w.postMessage({ id, op, ...args });
@@ -139,8 +139,9 @@ async function oneCall(op, args) {
  * The model files kept in this site's browser storage (OPFS), which `load` reads instead of
  * downloading them again (after checking their sha256) and where a cut download resumes.
  * list(): [{model, file, url, bytes, stored_bytes, complete, sha256, updated}];
- * delete(name | {model} | {url}): removes a model's files (or one file), resolves to how many;
- * clear(): removes them all. Files of a model loaded in this page stay usable until reload.
+ * delete(name | {model} | {url}): removes a model's files (or one file), resolves to how many
+ * were removed: the files of a loaded model are held open and stay until it is closed;
+ * clear(): removes them all (as many as are not in use).
  */
 export const models = {
   list: () => oneCall('models', { action: 'list' }),

@@ -108,6 +108,18 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&[u8]> {
+        // No header item is near this large (vocabularies come a token at a time): a claim of
+        // more is corruption, refused before a read-through file's prefix grows to hold it.
+        const MAX_ITEM: usize = 64 << 20;
+        if n > MAX_ITEM {
+            return Err(format_err(
+                self.file,
+                format!(
+                    "corrupt header: {what} claims {n} bytes at offset {}",
+                    self.pos
+                ),
+            ));
+        }
         let end = self.pos.checked_add(n).filter(|&e| e <= self.len);
         let Some(end) = end else {
             return Err(format_err(

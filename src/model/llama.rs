@@ -80,7 +80,16 @@ impl Model {
             .engram
             .iter()
             .flat_map(|e| e.layers.iter().flat_map(|l| l.tables.iter()));
-        let small = self.layers.iter().flat_map(|l| [&l.attn_norm, &l.ffn_norm]);
+        // Every tensor a layer may hold: a split file's part may hold only some kinds.
+        let small = self.layers.iter().flat_map(|l| {
+            let bias = l.qkv_bias.iter().flatten();
+            let norm = l.qk_norm.iter().flatten();
+            [&l.attn_norm, &l.ffn_norm]
+                .into_iter()
+                .chain(bias)
+                .chain(norm)
+                .chain(l.lime_mix.iter())
+        });
         for w in self
             .matrices()
             .chain([&self.token_embd, &self.output_norm])

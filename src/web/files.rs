@@ -168,15 +168,21 @@ impl ReadAt for JsReader {
         self.len
     }
 
+    /// In pieces of at most 16 MB: a whole file read for the CPU engines then costs the heap
+    /// one piece beside `out`, not a second copy of the file.
     fn read_at(&self, at: usize, out: &mut [u8]) -> std::result::Result<(), String> {
-        let got = self
-            .file
-            .read_at(at as f64, out.len() as f64)
-            .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))?;
-        if got.len() != out.len() {
-            return Err(format!("{} of {} bytes read", got.len(), out.len()));
+        const PIECE: usize = 16 << 20;
+        for (i, o) in out.chunks_mut(PIECE).enumerate() {
+            let from = at + i * PIECE;
+            let got = self
+                .file
+                .read_at(from as f64, o.len() as f64)
+                .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))?;
+            if got.len() != o.len() {
+                return Err(format!("{} of {} bytes read at {from}", got.len(), o.len()));
+            }
+            o.copy_from_slice(&got);
         }
-        out.copy_from_slice(&got);
         Ok(())
     }
 }
