@@ -290,6 +290,20 @@ fn ranges_and_head_of_model_files() {
     let (st, _, body) = srv.request("GET", url, "");
     assert_eq!(st, 200);
     assert_eq!(body, data);
+    // If-Range: the range when the client's version is the current one, else the whole file.
+    let (st, _, body) = srv.request(
+        "GET",
+        url,
+        &format!("Range: bytes=10-19\r\nIf-Range: {tag}\r\n"),
+    );
+    assert_eq!((st, &body[..]), (206, &data[10..20]));
+    let stale = "If-Range: \"0-0\"\r\n";
+    let (st, _, body) = srv.request("GET", url, &format!("Range: bytes=10-19\r\n{stale}"));
+    assert_eq!(
+        (st, body.len()),
+        (200, n),
+        "a stale If-Range gets the whole file"
+    );
     let (st, _, _) = srv.request("GET", "/models/tiny_llama/nothing.bin", "");
     assert_eq!(st, 404);
 

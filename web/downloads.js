@@ -292,7 +292,7 @@ async function openForWrite(dir, key, url, bytes, rec, file, { model, tag, warn 
 // after a cut, up to RETRIES times in a row; then check its sha256.
 // `inHeap`: whether `sink` keeps the bytes (a FileBuffer) or only hashes them.
 async function download(url, file, bytes, sink, handle, dir, key, { model, tag, progress, warn, inHeap }) {
-  const resumedFrom = sink.filled();
+  let resumedFrom = sink.filled();
   const meter = new Meter(bytes, resumedFrom);
   let flushed = resumedFrom;
   const request = async () => {
@@ -307,6 +307,8 @@ async function download(url, file, bytes, sink, handle, dir, key, { model, tag, 
       // The server ignores ranges, or the file changed: take the whole file again.
       sink.rewind();
       handle?.truncate(0);
+      resumedFrom = 0;
+      flushed = 0;
     } else if (at > 0 && !(res.status === 206 && range.startsWith(`bytes ${at}-`) && range.endsWith(`/${bytes}`))) {
       throw new Error(`${url}: could not resume the download at byte ${at} (HTTP ${res.status} ${range})`);
     } else if (!res.ok) {

@@ -286,6 +286,7 @@ async fn model_file(
     State(cat): State<Arc<Catalog>>,
     UrlPath((name, file)): UrlPath<(String, String)>,
     range: Option<TypedHeader<Range>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let Some((src, size)) = cat.files.get(&(name.clone(), file.clone())) else {
         return (
@@ -294,8 +295,13 @@ async fn model_file(
         )
             .into_response();
     };
+    let tag = etag(src, *size).await;
+    // If-Range (RFC 9110 13.1.5): a range of the version the client holds, or else the whole
+    // current file, so that a resumed download is never two versions spliced together.
+    let if_range = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok());
+    let same_version = if_range.is_none_or(|v| Some(v) == tag.as_deref());
     // One range at most; one past the end gets 416 with the size (axum-range).
-    let range = range.map(|TypedHeader(r)| r);
+    let range = range.map(|TypedHeader(r)| r).filter(|_| same_version);
     let mut resp = match src {
         Source::Disk(p) => match tokio::fs::File::open(p).await {
             Ok(f) => Ranged::new(range, KnownSize::sized(f, *size)).into_response(),
@@ -310,7 +316,7 @@ async fn model_file(
         }
     };
     // A validator for the browser's cache key: a file that changes gets another ETag.
-    if let Some(tag) = etag(src, *size).await {
+    if let Some(tag) = tag {
         if let Ok(v) = HeaderValue::from_str(&tag) {
             resp.headers_mut().insert(header::ETAG, v);
         }

@@ -328,3 +328,33 @@ test('two tabs share one loaded model: one download, one engine, answers equal t
   await b.close();
   s.proc.kill('SIGKILL');
 });
+
+test('a cut download of a file that then changes on the server starts over: two versions are never spliced', async () => {
+  const model = path.join(tmp, 'tide-k4-changing');
+  fs.cpSync(path.join(REPO, 'models/tide-k4'), model, { recursive: true });
+  const weights = path.join(model, 'model.safetensors');
+  const s1 = await serve(['--model', model, '--throttle-files', '2000000']);
+  const page = await apiPage(s1.base);
+  const loading = loadIn(page, 'tide-k4-changing');
+  await page.waitForFunction(() => (window.events || []).some((e) => e.file === 'model.safetensors' && e.fileLoaded > 4e6),
+    null, { timeout: 60000, polling: 100 });
+  s1.proc.kill('SIGKILL');
+  assert.match((await loading).error || '', /download failed/);
+  // The file changes under the server (same size, a new modification time: a new ETag).
+  const buf = fs.readFileSync(weights);
+  buf[buf.length - 5] ^= 0x01;
+  fs.writeFileSync(weights, buf);
+  const s2 = await serve(['--model', model], { port: s1.port });
+  await page.reload();
+  const r = await loadIn(page, 'tide-k4-changing');
+  assert.equal(r.error, undefined, r.error);
+  const f = r.info.load.files.find((x) => x.name === 'model.safetensors');
+  assert.equal(f.resumed_from, 0, 'the old version\'s bytes were not reused');
+  assert.equal(f.downloaded, buf.length);
+  assert.equal(f.sha256, execFileSync('sha256sum', [weights], { encoding: 'utf8' }).slice(0, 64));
+  const stored = (await manager(page, 'list')).filter((e) => e.file === 'model.safetensors');
+  assert.equal(stored.length, 1, `the older partial copy was dropped: ${JSON.stringify(stored)}`);
+  assert.equal(stored[0].complete, true);
+  await page.close();
+  s2.proc.kill('SIGKILL');
+});
