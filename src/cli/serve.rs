@@ -21,7 +21,7 @@ use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use tide_gpu::model::embedded::default_model_files;
-use tide_gpu::model::gguf_split::{part_names, split_name};
+use tide_gpu::model::gguf_split::{part_name, split_name};
 
 use super::api::{routes, Api};
 use super::api_worker;
@@ -84,7 +84,7 @@ pub struct ServeArgs {
 #[derive(Clone)]
 enum Source {
     Disk(PathBuf),
-    /// The bytes and their ETag (a hash, computed once).
+    /// The bytes and their sha256 (computed once; their ETag too).
     Embedded(&'static [u8], String),
 }
 
@@ -142,7 +142,7 @@ fn catalog(models: &[PathBuf], hashes: &mut FileHashes) -> Result<Catalog> {
         for (f, src, bytes) in files {
             let sha256 = match &src {
                 Source::Disk(p) => hashes.of(p)?,
-                Source::Embedded(b, _) => sha256_hex(b),
+                Source::Embedded(_, sha256) => sha256.clone(),
             };
             entries.push(FileEntry {
                 url: format!("/models/{name}/{f}"),
@@ -171,11 +171,8 @@ fn catalog(models: &[PathBuf], hashes: &mut FileHashes) -> Result<Catalog> {
         let files = default_model_files()
             .into_iter()
             .map(|(n, b)| {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                b.hash(&mut h);
-                let tag = format!("\"{:x}-{:x}\"", b.len(), h.finish());
-                (n.to_string(), Source::Embedded(b, tag), b.len() as u64)
+                let src = Source::Embedded(b, sha256_hex(b));
+                (n.to_string(), src, b.len() as u64)
             })
             .collect();
         add(EMBEDDED.into(), files, None)?;
@@ -194,39 +191,13 @@ type Files = Vec<(String, Source, u64)>;
 fn model_files(m: &Path) -> Result<(String, Files, Option<&'static str>)> {
     let meta = std::fs::metadata(m).with_context(|| format!("--model {}", m.display()))?;
     let file_name = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    // A split GGUF (any part's path): one model named by its stem, every part its file.
-    if let (true, Some((stem, _, _)), Some(parts)) =
-        (meta.is_file(), split_name(file_name), part_names(file_name))
-    {
-        let name = Some(stem.to_string()).filter(|n| plain_name(n));
-        let name = name.with_context(|| {
-            format!(
-                "--model {}: the name must be letters, digits, '.', '_' or '-'",
-                m.display()
-            )
-        })?;
-        let dir = m.parent().unwrap_or(Path::new(""));
-        let mut files = Vec::new();
-        for (i, p) in parts.iter().enumerate() {
-            let path = dir.join(p);
-            let len = std::fs::metadata(&path)
-                .with_context(|| {
-                    format!(
-                        "--model {}: part {} of {} of this split model",
-                        m.display(),
-                        i + 1,
-                        parts.len()
-                    )
-                })?
-                .len();
-            files.push((p.clone(), Source::Disk(path), len));
-        }
-        return Ok((name, files, None));
-    }
-    let name = m
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map(|n| n.strip_suffix(".gguf").unwrap_or(n).to_string())
+    // A split GGUF (any part's path) is one model named by its stem, every part its file.
+    let split = split_name(file_name).filter(|_| meta.is_file());
+    let stem = match split {
+        Some((stem, _, _)) => stem,
+        None => file_name.strip_suffix(".gguf").unwrap_or(file_name),
+    };
+    let name = Some(stem.to_string())
         .filter(|n| plain_name(n))
         .with_context(|| {
             format!(
@@ -234,11 +205,30 @@ fn model_files(m: &Path) -> Result<(String, Files, Option<&'static str>)> {
                 m.display()
             )
         })?;
+    if let Some((_, _, count)) = split {
+        let dir = m.parent().unwrap_or(Path::new(""));
+        let mut files = Vec::new();
+        for i in 1..=count {
+            let p = part_name(stem, i, count);
+            let path = dir.join(&p);
+            let md = std::fs::metadata(&path).with_context(|| {
+                format!(
+                    "--model {}: part {i} of {count} of this split model",
+                    m.display()
+                )
+            })?;
+            files.push((p, Source::Disk(path), md.len()));
+        }
+        return Ok((name, files, None));
+    }
     let mut files = Vec::new();
     let mut memory_mode = None;
     if meta.is_file() {
-        let f = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        files.push((f.to_string(), Source::Disk(m.to_path_buf()), meta.len()));
+        files.push((
+            file_name.to_string(),
+            Source::Disk(m.to_path_buf()),
+            meta.len(),
+        ));
     } else {
         // A model folder: its plain files, not its subfolders.
         let mut dir: Vec<_> = std::fs::read_dir(m)
@@ -354,7 +344,7 @@ async fn etag(src: &Source, size: u64) -> Option<String> {
             let ns = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
             Some(format!("\"{size:x}-{ns:x}\""))
         }
-        Source::Embedded(_, tag) => Some(tag.clone()),
+        Source::Embedded(_, sha256) => Some(format!("\"{sha256}\"")),
     }
 }
 

@@ -82,10 +82,7 @@ impl RowSource for LocalTables {
                 )));
             }
             // The row alone: a read-through file (the browser's stored copy) is read per row.
-            o.copy_from_slice(
-                &t.blob
-                    .read(t.info.start + v * rb..t.info.start + (v + 1) * rb),
-            );
+            o.copy_from_slice(&t.row_bytes(v..v + 1));
         }
         // The rows now live in the caller's buffer (and the row cache): drop the file pages
         // read, so a mapped table never stays resident beyond what the cache holds.
