@@ -163,6 +163,15 @@ impl Engine {
         }
     }
 
+    /// The current sequence keeps its first `n` tokens: a request whose prompt starts with
+    /// them feeds only the rest (the serving core's prefix cache). `n` 0 is `reset`.
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        match self {
+            Engine::Gpu(g) => g.truncate(n),
+            Engine::Cpu(c) => c.truncate(n),
+        }
+    }
+
     pub fn pos(&self) -> usize {
         match self {
             Engine::Gpu(g) => g.pos(),

@@ -22,6 +22,8 @@ pub mod model;
 pub mod openai;
 pub mod options;
 pub mod sample;
+// The serving core: batching, prefix cache, stop strings, logprobs, response bodies.
+pub mod serve;
 // What every front end decides the same way: context, row cache, read-through gap.
 pub mod session;
 #[cfg(target_arch = "wasm32")]

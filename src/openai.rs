@@ -24,8 +24,9 @@ pub enum Prompt {
 pub struct Request {
     pub model: String,
     pub prompt: Prompt,
-    /// Within the context length.
-    pub max_tokens: usize,
+    /// The most tokens to generate, as asked (at most the server's cap); None: until the
+    /// context is full (or the cap).
+    pub max_tokens: Option<usize>,
     /// Sampling; `seed` is the request's, or None for the server to choose.
     pub sampler: SamplerConfig,
     pub seed: Option<u64>,
@@ -86,10 +87,17 @@ fn flag(v: &Value, key: &str) -> Result<bool, Refusal> {
     }
 }
 
-/// Message content: a string, or text parts.
-fn content(m: &Value, i: usize) -> Result<String, Refusal> {
+/// The roles a chat message may have (OpenAI's; "developer" is its newer name for system).
+pub const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// Message i's content: a string, or text parts. Only an assistant's may be absent or null
+/// (OpenAI allows that beside tool calls).
+fn content(m: &Value, i: usize, role: &str) -> Result<String, Refusal> {
     match m.get("content") {
-        None | Some(Value::Null) => Ok(String::new()),
+        None | Some(Value::Null) if role == "assistant" => Ok(String::new()),
+        None | Some(Value::Null) => Err(bad(format!(
+            "messages[{i}].content is required for role '{role}' (a string or text parts)"
+        ))),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Array(parts)) => parts
             .iter()
@@ -111,8 +119,14 @@ fn content(m: &Value, i: usize) -> Result<String, Refusal> {
     }
 }
 
-/// Check the body of a `kind` request for the model `served` with a context of `ctx_len`.
-pub fn parse(kind: Kind, body: &[u8], served: &str, ctx_len: usize) -> Result<Request, Refusal> {
+/// Check the body of a `kind` request for the model `served`; a request may ask for at most
+/// `max_tokens_cap` tokens (the server's `--max-tokens`).
+pub fn parse(
+    kind: Kind,
+    body: &[u8],
+    served: &str,
+    max_tokens_cap: usize,
+) -> Result<Request, Refusal> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return Err(bad("the body must be a JSON object")),
@@ -148,10 +162,19 @@ pub fn parse(kind: Kind, body: &[u8], served: &str, ctx_len: usize) -> Result<Re
             };
             let mut out = Vec::new();
             for (i, m) in msgs.iter().enumerate() {
+                if !m.is_object() {
+                    return Err(bad(format!("messages[{i}] must be an object, got {m}")));
+                }
                 let Some(role) = m.get("role").and_then(Value::as_str) else {
                     return Err(bad(format!("messages[{i}].role must be a string")));
                 };
-                out.push((role.to_string(), content(m, i)?));
+                if !ROLES.contains(&role) {
+                    return Err(bad(format!(
+                        "messages[{i}].role '{role}' is not one of {}",
+                        ROLES.join(", ")
+                    )));
+                }
+                out.push((role.to_string(), content(m, i, role)?));
             }
             Prompt::Chat(out)
         }
@@ -166,14 +189,22 @@ pub fn parse(kind: Kind, body: &[u8], served: &str, ctx_len: usize) -> Result<Re
     if kind == Kind::Text && v.get("echo").and_then(Value::as_bool) == Some(true) {
         return Err(bad("'echo' is not supported"));
     }
-    let limit = ctx_len as u64;
-    let max_tokens = match kind {
-        Kind::Chat => count(&v, "max_completion_tokens", 1, u64::MAX)?
-            .or(count(&v, "max_tokens", 1, u64::MAX)?)
-            .unwrap_or(limit),
-        Kind::Text => count(&v, "max_tokens", 1, u64::MAX)?.unwrap_or(16),
+    let asked = match kind {
+        Kind::Chat => count(&v, "max_completion_tokens", 1, u64::MAX)?.or(count(
+            &v,
+            "max_tokens",
+            1,
+            u64::MAX,
+        )?),
+        // OpenAI's default for completions.
+        Kind::Text => Some(count(&v, "max_tokens", 1, u64::MAX)?.unwrap_or(16)),
+    };
+    if let Some(n) = asked.filter(|&n| n > max_tokens_cap as u64) {
+        return Err(bad(format!(
+            "'max_tokens' is {n}, above this server's limit of {max_tokens_cap} per request"
+        )));
     }
-    .min(limit) as usize;
+    let max_tokens = asked.map(|n| n as usize);
     let stop = match v.get("stop") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],

@@ -369,7 +369,15 @@ fn pages_are_served_and_traversal_is_refused() {
 fn binds_loopback_unless_host_asks() {
     let srv = Server::start(&[]);
     assert!(srv.addr().starts_with("127.0.0.1:"), "{}", srv.url);
-    let srv = Server::start(&["--host", "0.0.0.0"]);
+    // Beyond loopback, the API wants a key or --allow-anonymous; files alone need neither.
+    let e = serve_error(&["--host", "0.0.0.0"]);
+    assert!(
+        e.contains("--api-key") && e.contains("--allow-anonymous"),
+        "{e}"
+    );
+    let srv = Server::start(&["--host", "0.0.0.0", "--no-api"]);
+    assert!(srv.addr().starts_with("0.0.0.0:"), "{}", srv.url);
+    let srv = Server::start(&["--host", "0.0.0.0", "--allow-anonymous"]);
     assert!(srv.addr().starts_with("0.0.0.0:"), "{}", srv.url);
     // Reachable (here through loopback, which 0.0.0.0 includes).
     let port = srv.addr().rsplit(':').next().unwrap();
@@ -396,4 +404,10 @@ fn bad_arguments_are_refused_by_name() {
     assert!(e.contains("two models are named 'tiny_llama'"), "{e}");
     let e = serve_error(&["--host", "localhost:80"]);
     assert!(e.contains("--host"), "{e}");
+    let e = serve_error(&["--cors", "example.org"]);
+    assert!(e.contains("--cors \"example.org\""), "{e}");
+    let e = serve_error(&["--api-key", " "]);
+    assert!(e.contains("--api-key: the key is empty"), "{e}");
+    let e = serve_error(&["--api-key-file", "no/such/key"]);
+    assert!(e.contains("--api-key-file no/such/key"), "{e}");
 }

@@ -1,7 +1,9 @@
 //! `tide serve`'s OpenAI-compatible API: POST /v1/chat/completions and /v1/completions (whole
-//! responses, or Server-Sent Events with `stream`), GET /v1/models and GET /health (503 while
-//! the model loads). Requests queue for the engine thread (api_worker.rs), which runs them one
-//! at a time; a full queue answers 429. Errors are OpenAI-style JSON bodies.
+//! responses, or Server-Sent Events with `stream`), GET /v1/models, GET /metrics (Prometheus,
+//! metrics.rs) and GET /health (503 while the model loads). Requests queue for the engine
+//! thread (api_worker.rs), which runs the library's serving core; a full queue answers 429.
+//! Errors are OpenAI-style JSON bodies. With an API key, /v1 and /metrics want it as a bearer
+//! token; CORS headers only for the origins `--cors` names.
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -11,7 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::sse::{Event as Sse, Sse as SseBody};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,10 +25,23 @@ use tokio::sync::mpsc;
 
 use tide_gpu::openai::{self, Kind, Request};
 
-use super::api_worker::{Counters, Event, Job, Status, TokenLogprob};
+use tide_gpu::serve::shape;
+use tide_gpu::serve::{Chunker, Chunks, Counters, Event, Shape, Whole};
+
+use super::api_worker::{Channel, Job, Status};
 
 /// The largest request body (a long prompt fits many times over).
 const MAX_BODY: usize = 1 << 20;
+
+/// Who may call the API and how much one request may ask (`tide serve`'s flags).
+pub struct Access {
+    /// The key /v1 and /metrics want as `Authorization: Bearer KEY`; None: open.
+    pub api_key: Option<String>,
+    /// Origins whose pages may call the API (CORS); none: no CORS headers.
+    pub cors: Vec<HeaderValue>,
+    /// The most tokens one request may generate.
+    pub max_tokens: usize,
+}
 
 pub struct Api {
     /// The model's name in requests and /v1/models.
@@ -34,8 +50,17 @@ pub struct Api {
     pub status: Arc<Mutex<Status>>,
     pub counters: Arc<Counters>,
     pub queue: usize,
+    pub max_tokens: usize,
+    /// sha256 of the API key: compared in constant time with the given key's.
+    key_hash: Option<[u8; 32]>,
+    cors: Vec<HeaderValue>,
     created: u64,
     next: AtomicU64,
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
 }
 
 impl Api {
@@ -43,6 +68,7 @@ impl Api {
         name: String,
         (jobs, status, counters): (SyncSender<Job>, Arc<Mutex<Status>>, Arc<Counters>),
         queue: usize,
+        access: Access,
     ) -> Self {
         Api {
             name,
@@ -50,6 +76,9 @@ impl Api {
             status,
             counters,
             queue,
+            max_tokens: access.max_tokens,
+            key_hash: access.api_key.map(|k| sha256(k.as_bytes())),
+            cors: access.cors,
             created: now(),
             next: AtomicU64::new(0),
         }
@@ -70,24 +99,75 @@ fn now() -> u64 {
 }
 
 pub fn routes(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    let guarded = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/metrics", get(metrics))
+        .layer(from_fn_with_state(api.clone(), guard));
+    let app = Router::new()
+        .route("/health", get(health))
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(api)
+        .with_state(api.clone());
+    if api.cors.is_empty() {
+        return app;
+    }
+    // Outermost, so that a preflight (which carries no key) is answered before the guard.
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    app.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(api.cors.clone()))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
 }
 
-/// An OpenAI-style error body.
-fn error(status: StatusCode, message: impl Into<String>, code: Option<&str>) -> Response {
-    let kind = if status.is_server_error() {
-        "server_error"
-    } else {
-        "invalid_request_error"
+/// The key check of /v1 and /metrics, and the count of responses by status.
+async fn guard(State(api): State<Arc<Api>>, req: axum::extract::Request, next: Next) -> Response {
+    if let Some(want) = &api.key_hash {
+        let given = (req.headers().get(header::AUTHORIZATION))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Hashes of equal length compared without an early exit: the time says nothing of
+        // how much of the key was right.
+        let ok = given.is_some_and(|g| {
+            let g = sha256(g.trim().as_bytes());
+            g.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+        });
+        if !ok {
+            api.counters.record_status(401);
+            let message = match given {
+                None => "no API key given: send the header 'Authorization: Bearer KEY'",
+                Some(_) => "the API key given is not this server's",
+            };
+            return error(StatusCode::UNAUTHORIZED, message, Some("invalid_api_key"));
+        }
+    }
+    let resp = next.run(req).await;
+    api.counters.record_status(resp.status().as_u16());
+    resp
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let slots = match api.status() {
+        Status::Ready { slots, .. } => slots,
+        _ => 0,
     };
-    let body =
-        json!({"error": {"message": message.into(), "type": kind, "param": null, "code": code}});
+    let text = super::metrics::render(&api.counters, slots);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// An OpenAI-style error response.
+fn error(status: StatusCode, message: impl Into<String>, code: Option<&str>) -> Response {
+    let body = shape::error_body(status.as_u16(), &message.into(), code);
     (status, Json(body)).into_response()
 }
 
@@ -133,16 +213,6 @@ async fn completions(State(api): State<Arc<Api>>, body: Result<Bytes, BytesRejec
     complete(api, body, Kind::Text).await
 }
 
-/// What a request asked for beyond the job itself.
-struct Shape {
-    kind: Kind,
-    stream: bool,
-    include_usage: bool,
-    id: String,
-    created: u64,
-    model: String,
-}
-
 async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind) -> Response {
     let body = match body {
         Ok(b) => b,
@@ -150,7 +220,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
     };
     // Checked in the library (tide_gpu::openai, fuzzed there); max_tokens is clamped to the
     // context once the model has loaded.
-    let req = match openai::parse(kind, &body, &api.name, usize::MAX) {
+    let req = match openai::parse(kind, &body, &api.name, api.max_tokens) {
         Ok(r) => r,
         Err(r) => {
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -175,7 +245,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
         }
     };
     let (tx, mut rx) = mpsc::channel(64);
-    let (job, shape) = job(&api, kind, req, ctx_len, tx);
+    let (job, shape, streamed) = job(&api, kind, req, ctx_len, tx);
     api.counters.queued.fetch_add(1, Ordering::Relaxed);
     match api.jobs.try_send(job) {
         Ok(()) => {}
@@ -185,12 +255,11 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
         }
     }
     // The first event says whether the prompt runs, so an error still gets its status.
-    let prompt_tokens = match rx.recv().await {
-        Some(Event::Started { prompt_tokens }) => prompt_tokens,
+    let started = match rx.recv().await {
+        Some(ev @ Event::Started { .. }) => ev,
         Some(Event::Error { status, message }) => {
             let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let code =
-                (status == 400 && message.contains("context")).then_some("context_length_exceeded");
+            let code = shape::error_code(status, &message);
             return error(s, message, code);
         }
         _ => {
@@ -201,10 +270,10 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
             )
         }
     };
-    if shape.stream {
-        stream(shape, rx).into_response()
+    if streamed {
+        stream(shape, started, rx).into_response()
     } else {
-        whole(shape, rx, prompt_tokens).await
+        whole(shape, rx).await
     }
 }
 
@@ -233,7 +302,7 @@ fn job(
     r: Request,
     ctx_len: usize,
     events: mpsc::Sender<Event>,
-) -> (Job, Shape) {
+) -> (Job, Shape, bool) {
     let serial = api.next.fetch_add(1, Ordering::Relaxed);
     let seed = r.seed.unwrap_or_else(|| {
         // Unseeded requests differ from one another, as OpenAI's do.
@@ -249,203 +318,87 @@ fn job(
     };
     let job = Job {
         prompt: r.prompt,
-        max_tokens: r.max_tokens.min(ctx_len),
+        max_tokens: r.max_tokens.unwrap_or(api.max_tokens).min(ctx_len),
+        fit: r.max_tokens.is_some(),
         sampler: SamplerConfig { seed, ..r.sampler },
         stop: r.stop,
         logprobs: r.logprobs,
-        events,
+        events: Channel(events),
+        arrived: web_time::Instant::now(),
     };
     let shape = Shape {
         kind,
-        stream: r.stream,
         include_usage: r.include_usage,
         id: format!("{prefix}-tide-{serial}"),
         created: now(),
         model: r.model,
     };
-    (job, shape)
-}
-
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-}
-
-/// Log-probabilities in the request kind's shape, for the tokens of one piece or a whole reply;
-/// `offset` is the text offset of the first (completions' text_offset).
-fn logprobs_json(kind: Kind, lps: &[TokenLogprob], mut offset: usize) -> Value {
-    let bytes = |t: &str| t.as_bytes().to_vec();
-    match kind {
-        Kind::Chat => json!({"content": lps.iter().map(|l| json!({
-            "token": l.token, "logprob": l.logprob, "bytes": bytes(&l.token),
-            "top_logprobs": l.top.iter().map(|(t, p)| json!({"token": t, "logprob": p, "bytes": bytes(t)})).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>()}),
-        Kind::Text => {
-            let mut offsets = Vec::new();
-            for l in lps {
-                offsets.push(offset);
-                offset += l.token.len();
-            }
-            json!({
-                "tokens": lps.iter().map(|l| &l.token).collect::<Vec<_>>(),
-                "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
-                "top_logprobs": lps.iter().map(|l| l.top.iter().map(|(t, p)| (t.clone(), json!(p))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
-                "text_offset": offsets,
-            })
-        }
-    }
+    (job, shape, r.stream)
 }
 
 /// The whole reply as one JSON body.
-async fn whole(shape: Shape, mut rx: mpsc::Receiver<Event>, prompt_tokens: usize) -> Response {
-    let (mut text, mut lps) = (String::new(), Vec::new());
-    let (finish, completion) = loop {
-        match rx.recv().await {
-            Some(Event::Piece { text: t, logprobs }) => {
-                text += &t;
-                lps.extend(logprobs);
-            }
-            Some(Event::Done {
-                finish_reason,
-                completion_tokens,
-                ..
-            }) => break (finish_reason, completion_tokens),
-            Some(Event::Error { status, message }) => {
+async fn whole(shape: Shape, mut rx: mpsc::Receiver<Event>) -> Response {
+    let mut w = Whole::new(shape);
+    loop {
+        let Some(ev) = rx.recv().await else {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the engine stopped",
+                None,
+            );
+        };
+        match w.event(ev) {
+            None => {}
+            Some(Ok(v)) => return Json(v).into_response(),
+            Some(Err((status, body))) => {
                 let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return error(s, message, None);
+                return (s, Json(body)).into_response();
             }
-            _ => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the engine stopped",
-                    None,
-                )
-            }
-        }
-    };
-    let logprobs = if lps.is_empty() {
-        Value::Null
-    } else {
-        logprobs_json(shape.kind, &lps, 0)
-    };
-    let choice = match shape.kind {
-        Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text},
-            "logprobs": logprobs, "finish_reason": finish}),
-        Kind::Text => {
-            json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
-        }
-    };
-    let object = if shape.kind == Kind::Chat {
-        "chat.completion"
-    } else {
-        "text_completion"
-    };
-    Json(
-        json!({"id": shape.id, "object": object, "created": shape.created, "model": shape.model,
-        "choices": [choice], "usage": usage(prompt_tokens, completion)}),
-    )
-    .into_response()
-}
-
-/// One streamed chunk: `choices` (empty for the usage chunk) and, with include_usage, `usage`.
-fn chunk(shape: &Shape, choices: Value, usage: Option<Value>) -> Sse {
-    let object = if shape.kind == Kind::Chat {
-        "chat.completion.chunk"
-    } else {
-        "text_completion"
-    };
-    let mut c = json!({"id": shape.id, "object": object, "created": shape.created,
-        "model": shape.model, "choices": choices});
-    if shape.include_usage {
-        c["usage"] = usage.unwrap_or(Value::Null);
-    }
-    Sse::default().data(c.to_string())
-}
-
-fn choice(shape: &Shape, text: Option<&str>, logprobs: Value, finish: Option<&str>) -> Value {
-    match shape.kind {
-        Kind::Chat => {
-            let delta = match text {
-                Some(t) => json!({"content": t}),
-                None => json!({}),
-            };
-            json!([{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}])
-        }
-        Kind::Text => {
-            json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish}])
         }
     }
 }
 
-/// The reply as Server-Sent Events: a chunk per piece of text, the finish reason, the usage
-/// when asked for, then `[DONE]`. Dropped when the client goes, which frees the engine.
-fn stream(shape: Shape, rx: mpsc::Receiver<Event>) -> impl IntoResponse {
+/// The reply as Server-Sent Events: the library's chunks (shape.rs) one by one, then
+/// `[DONE]`. Dropped when the client goes, which frees the engine.
+fn stream(shape: Shape, started: Event, rx: mpsc::Receiver<Event>) -> impl IntoResponse {
     struct St {
-        shape: Shape,
+        chunker: Chunker,
         rx: mpsc::Receiver<Event>,
-        opened: bool,
-        offset: usize,
-        tail: Vec<Sse>,
+        first: Option<Event>,
+        queue: std::collections::VecDeque<Sse>,
         done: bool,
     }
     let st = St {
-        shape,
+        chunker: Chunker::new(shape),
         rx,
-        opened: false,
-        offset: 0,
-        tail: Vec::new(),
+        first: Some(started),
+        queue: Default::default(),
         done: false,
     };
-    let events = futures_util::stream::unfold(st, |mut st| async move {
-        if let Some(e) = st.tail.pop() {
-            return Some((Ok::<_, Infallible>(e), st));
-        }
-        if st.done {
-            return None;
-        }
-        if !st.opened {
-            st.opened = true;
-            if st.shape.kind == Kind::Chat {
-                let c = json!([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                    "logprobs": null, "finish_reason": null}]);
-                return Some((Ok(chunk(&st.shape, c, None)), st));
-            }
-        }
+    let data = |v: serde_json::Value| Sse::default().data(v.to_string());
+    let events = futures_util::stream::unfold(st, move |mut st| async move {
         loop {
-            match st.rx.recv().await {
-                Some(Event::Piece { text, logprobs }) => {
-                    if text.is_empty() && logprobs.is_empty() {
-                        continue;
-                    }
-                    let lp = if logprobs.is_empty() {
-                        Value::Null
-                    } else {
-                        logprobs_json(st.shape.kind, &logprobs, st.offset)
-                    };
-                    st.offset += text.len();
-                    let c = choice(&st.shape, Some(&text), lp, None);
-                    return Some((Ok(chunk(&st.shape, c, None)), st));
-                }
-                Some(Event::Done {
-                    finish_reason,
-                    prompt_tokens,
-                    completion_tokens,
-                }) => {
+            if let Some(e) = st.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(e), st));
+            }
+            if st.done {
+                return None;
+            }
+            let ev = match st.first.take() {
+                Some(ev) => ev,
+                None => st.rx.recv().await?,
+            };
+            match st.chunker.event(ev) {
+                Chunks::Send(cs) => st.queue.extend(cs.into_iter().map(data)),
+                Chunks::End(cs) => {
+                    st.queue.extend(cs.into_iter().map(data));
+                    st.queue.push_back(Sse::default().data("[DONE]"));
                     st.done = true;
-                    // Sent in reverse order from `tail`: the finish, the usage, [DONE].
-                    st.tail.push(Sse::default().data("[DONE]"));
-                    if st.shape.include_usage {
-                        let u = usage(prompt_tokens, completion_tokens);
-                        st.tail.push(chunk(&st.shape, json!([]), Some(u)));
-                    }
-                    let c = choice(&st.shape, None, Value::Null, Some(finish_reason));
-                    return Some((Ok(chunk(&st.shape, c, None)), st));
                 }
-                Some(Event::Error { message, .. }) => {
+                Chunks::Failed(e) => {
+                    st.queue.push_back(data(e));
                     st.done = true;
-                    let e = json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}});
-                    return Some((Ok(Sse::default().data(e.to_string())), st));
                 }
-                _ => return None,
             }
         }
     });

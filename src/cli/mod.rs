@@ -15,6 +15,7 @@ mod file_hashes;
 mod generate;
 mod inspect;
 mod kernels;
+mod metrics;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -23,7 +23,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tide_gpu::model::embedded::default_model_files;
 use tide_gpu::model::gguf_split::{part_name, split_name};
 
-use super::api::{routes, Api};
+use super::api::{routes, Access, Api};
 use super::api_worker;
 use super::common::{BackendArg, ModelArgs};
 use super::file_hashes::{default_cache_file, sha256_hex, FileHashes};
@@ -57,6 +57,28 @@ pub struct ServeArgs {
     /// of --ctx positions; the GPU reads the weights once per step for all of them.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallel: u16,
+    /// The key the API wants (`Authorization: Bearer KEY`) on /v1 and /metrics.
+    #[arg(long, conflicts_with = "api_key_file")]
+    api_key: Option<String>,
+    /// A file holding the API key (its first line), so that the key is not on the command
+    /// line.
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// Serve the API on an address beyond loopback (--host) without a key.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// An origin (scheme://host[:port]) whose pages may call the API: CORS headers for it.
+    /// Repeat for several. Default: none (a page elsewhere cannot read the API's replies).
+    #[arg(long)]
+    cors: Vec<String>,
+    /// The most tokens one API request may generate; a request asking more is refused (400).
+    /// Default: the context length.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_tokens: Option<u64>,
+    /// Start every API request's K/V cache slot over, rather than reusing the longest prefix
+    /// of its prompt that a slot holds from an earlier request.
+    #[arg(long)]
+    no_prefix_cache: bool,
     /// API requests that may wait for a free slot; more are answered 429.
     #[arg(long, default_value_t = 16)]
     queue: usize,
@@ -378,6 +400,50 @@ fn app(cat: Catalog, web: &Path, api: Option<Arc<Api>>, isolate: bool) -> Router
         .layer(set("cross-origin-embedder-policy", "credentialless"))
 }
 
+/// The API's key, CORS origins and per-request cap from the flags; an API bound beyond
+/// loopback without a key is refused unless --allow-anonymous says so.
+fn access(a: &ServeArgs) -> Result<Access> {
+    let api_key = match (&a.api_key, &a.api_key_file) {
+        (Some(k), _) => Some(k.trim().to_string()),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--api-key-file {}: unreadable", f.display()))?;
+            Some(text.lines().next().unwrap_or("").trim().to_string())
+        }
+        (None, None) => None,
+    };
+    if api_key.as_deref() == Some("") {
+        bail!("--api-key: the key is empty");
+    }
+    if !a.no_api && !a.host.is_loopback() && api_key.is_none() && !a.allow_anonymous {
+        bail!(
+            "--host {} exposes the API to the network without a key: give --api-key (or \
+             --api-key-file), or --allow-anonymous to serve it to anyone",
+            a.host
+        );
+    }
+    let mut cors = Vec::new();
+    for o in &a.cors {
+        let ok = (o.starts_with("http://") || o.starts_with("https://"))
+            && !o.ends_with('/')
+            && o.split("://")
+                .nth(1)
+                .is_some_and(|h| !h.is_empty() && !h.contains('/'));
+        match HeaderValue::from_str(o) {
+            Ok(v) if ok => cors.push(v),
+            _ => bail!("--cors {o:?}: expected an origin such as https://example.org or http://localhost:3000"),
+        }
+    }
+    let max_tokens = a
+        .max_tokens
+        .map_or(usize::MAX, |n| n.min(usize::MAX as u64) as usize);
+    Ok(Access {
+        api_key,
+        cors,
+        max_tokens,
+    })
+}
+
 pub fn run(a: ServeArgs) -> Result<()> {
     let mut hashes = FileHashes::open(default_cache_file());
     let mut cat = catalog(&a.model, &mut hashes)?;
@@ -399,6 +465,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     }
     let names: Vec<&str> = cat.list.iter().map(|m| m.name.as_str()).collect();
     let names = names.join(", ");
+    let access = access(&a)?;
     // The API serves the first model; it loads in the background (/health says when).
     let api = (!a.no_api).then(|| {
         let args = ModelArgs {
@@ -418,13 +485,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
             no_f16: false,
             slots: a.parallel as usize,
         };
-        let worker = api_worker::spawn(args, a.queue.max(1), a.lose_device_after_tokens);
+        let worker = api_worker::spawn(
+            args,
+            a.queue.max(1),
+            !a.no_prefix_cache,
+            a.lose_device_after_tokens,
+        );
         // The API's model: the first --model, or the embedded one (fast on any adapter).
         let name = match a.model.is_empty() {
             true => EMBEDDED.to_string(),
             false => cat.list[0].name.clone(),
         };
-        Arc::new(Api::new(name, worker, a.queue.max(1)))
+        Arc::new(Api::new(name, worker, a.queue.max(1), access))
     });
     let rt = tokio::runtime::Runtime::new().context("starting the server's runtime")?;
     rt.block_on(async move {

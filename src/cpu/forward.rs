@@ -175,6 +175,20 @@ impl CpuSession {
         self.router.clear();
     }
 
+    /// Keep the first `n` tokens fed (their K/V stay; the next token goes to position `n`).
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n > self.pos {
+            return Err(Error::Input(format!(
+                "the sequence holds {} tokens; it cannot keep {n}",
+                self.pos
+            )));
+        }
+        self.pos = n;
+        self.all_logits.clear();
+        self.router.clear();
+        Ok(())
+    }
+
     /// `tokens` fit after what was fed (some, within the context, ids in the vocabulary).
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
         let vocab = self.m.config.vocab;

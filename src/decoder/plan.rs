@@ -176,6 +176,13 @@ impl GpuDecoder {
         self.slots.reset_current();
     }
 
+    /// The current slot keeps its first `n` tokens (a prompt's prefix reused).
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        // Submitted, not dropped: the last feed's commands write K/V that stays.
+        self.flush();
+        self.slots.truncate_current(n)
+    }
+
     pub(super) fn flush(&mut self) {
         if let Some(enc) = self.pending.take() {
             self.ctx.queue.submit([enc.finish()]);

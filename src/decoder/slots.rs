@@ -55,6 +55,20 @@ impl Slots {
         self.pos[self.current] = 0;
     }
 
+    /// The current sequence keeps its first `n` tokens (their K/V stay; the next token fed
+    /// goes to position `n`).
+    pub fn truncate_current(&mut self, n: usize) -> Result<()> {
+        let pos = &mut self.pos[self.current];
+        if n > *pos {
+            return Err(Error::Input(format!(
+                "K/V cache slot {} holds {} tokens; it cannot keep {n}",
+                self.current, *pos
+            )));
+        }
+        *pos = n;
+        Ok(())
+    }
+
     /// The current sequence took `n` more tokens.
     pub fn advance(&mut self, n: usize) {
         self.pos[self.current] += n;
