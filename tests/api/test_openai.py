@@ -2,7 +2,8 @@
 HTTP where a client cannot send the request: malformed JSON, an oversized body), on loopback.
 
 Greedy replies must equal what the native `tide generate --temperature 0 --json` gives for the
-same prompt (the same engine, so the same tokens); streamed replies must equal whole ones;
+same prompt (the same engine, so the same tokens), with the prefix cache reusing a slot's K/V
+or not; streamed replies must equal whole ones;
 concurrent requests must each equal the same request run alone; errors must be OpenAI-style
 JSON with the right status; a client that leaves must free the engine; a GPU device lost in the
 middle of a request fails that request (503) and the server answers the next on a new device.
@@ -19,6 +20,7 @@ import time
 import unittest
 
 import openai
+from prometheus_client.parser import text_string_to_metric_families
 
 TIDE = os.environ.get("TIDE_BIN", "target/release/tide")
 PROMPTS = ["In the beginning God created", "The history of the city", "To be, or not to be"]
@@ -43,7 +45,8 @@ class Server:
             time.sleep(0.1)
         self.client = openai.OpenAI(base_url=self.url + "v1", api_key="none", max_retries=0,
                                     timeout=120)
-        self.model = self.client.models.list().data[0].id
+        keyed = any(a.startswith("--api-key") for a in args)
+        self.model = "tide-k4" if keyed else self.client.models.list().data[0].id
 
     def request(self, method, path, body=None, headers=None):
         c = http.client.HTTPConnection(self.host, self.port, timeout=120)
@@ -56,6 +59,13 @@ class Server:
     def get(self, path):
         s, data = self.request("GET", path)
         return s, json.loads(data)
+
+    def metrics(self, headers=None):
+        """/metrics parsed: {(sample name, labels as a sorted tuple): value}."""
+        status, data = self.request("GET", "/metrics", headers=headers)
+        assert status == 200, (status, data)
+        return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+                for fam in text_string_to_metric_families(data.decode()) for smp in fam.samples}
 
     def close(self):
         self.p.terminate()
@@ -239,6 +249,80 @@ class Api(unittest.TestCase):
         # The server still answers after all of that.
         self.assertEqual(self.complete(PROMPTS[0], 2).usage.completion_tokens, 2)
 
+    def test_the_prefix_cache_reuses_a_slot_and_keeps_replies(self):
+        """The same chat twice, then its next turn: the second reuses all its prompt but the
+        last token, the next turn at least the first's prompt; every greedy reply equals the
+        server's reply with the cache off (a second server, --no-prefix-cache)."""
+        sys_msg = {"role": "system", "content": "You answer in one line about kings and mills."}
+        turn = [sys_msg, {"role": "user", "content": "Who lived in the old mill?"}]
+        chat = lambda msgs: self.c.chat.completions.create(model=self.s.model, messages=msgs,
+                                                           max_tokens=10, temperature=0)
+        before = self.s.metrics()
+        a, b = chat(turn), chat(turn)
+        self.assertEqual(a.choices[0].message.content, b.choices[0].message.content)
+        # (a may reuse the chat template's start from an earlier test's request.)
+        self.assertLess(a.usage.prompt_tokens_details.cached_tokens, a.usage.prompt_tokens - 1)
+        self.assertEqual(b.usage.prompt_tokens_details.cached_tokens, b.usage.prompt_tokens - 1)
+        nxt = turn + [{"role": "assistant", "content": a.choices[0].message.content},
+                      {"role": "user", "content": "And then?"}]
+        c = chat(nxt)
+        self.assertGreaterEqual(c.usage.prompt_tokens_details.cached_tokens, a.usage.prompt_tokens)
+        after = self.s.metrics()
+        hits = after[("tide_prefix_cache_hits_total", ())] - before[("tide_prefix_cache_hits_total", ())]
+        self.assertGreaterEqual(hits, 2)
+        off = Server("--no-prefix-cache")
+        try:
+            chat_off = lambda msgs: off.client.chat.completions.create(
+                model=off.model, messages=msgs, max_tokens=10, temperature=0)
+            for msgs, cached in [(turn, a), (turn, b), (nxt, c)]:
+                r = chat_off(msgs)
+                self.assertEqual(r.choices[0].message.content, cached.choices[0].message.content)
+                self.assertEqual(r.usage.prompt_tokens_details.cached_tokens, 0)
+        finally:
+            off.close()
+
+    def test_metrics_in_prometheus_text(self):
+        before = self.s.metrics()
+        r = self.complete(PROMPTS[1], 5)
+        with self.assertRaises(openai.BadRequestError):
+            self.c.completions.create(model=self.s.model, prompt="x", max_tokens=1, n=2)
+        m = self.s.metrics()
+        delta = lambda name, labels=(): m.get((name, labels), 0) - before.get((name, labels), 0)
+        self.assertGreaterEqual(delta("tide_requests_total", (("status", "200"),)), 1)
+        self.assertGreaterEqual(delta("tide_requests_total", (("status", "400"),)), 1)
+        self.assertGreaterEqual(delta("tide_generated_tokens_total"), 5)
+        self.assertGreaterEqual(delta("tide_prompt_tokens_total"), r.usage.prompt_tokens)
+        self.assertGreaterEqual(delta("tide_time_to_first_token_seconds_count"), 1)
+        self.assertGreaterEqual(delta("tide_inter_token_seconds_count"), 4)
+        # Buckets are cumulative and end at the count.
+        for h in ["tide_time_to_first_token_seconds", "tide_inter_token_seconds"]:
+            buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in m.items()
+                              if k[0] == h + "_bucket"))
+            self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets))
+            self.assertEqual(buckets[-1], (float("inf"), m[(h + "_count", ())]))
+        self.assertEqual(m[("tide_slots", ())], 4)
+        self.assertEqual(m[("tide_queue_depth", ())], 0)
+
+    def test_messages_are_validated(self):
+        for msgs, want in [([{"role": "wizard", "content": "hi"}], "messages[0].role 'wizard'"),
+                           ([{"role": "user", "content": None}], "messages[0].content is required")]:
+            with self.assertRaises(openai.BadRequestError) as e:
+                self.c.chat.completions.create(model=self.s.model, messages=msgs, max_tokens=1)
+            self.assertIn(want, e.exception.body["message"])
+        # The prompt and max_tokens together over the context (256): refused, not cut short.
+        with self.assertRaises(openai.BadRequestError) as e:
+            self.c.completions.create(model=self.s.model, prompt="word " * 100, max_tokens=200)
+        self.assertEqual(e.exception.body["code"], "context_length_exceeded")
+        # No CORS headers unless --cors names the origin.
+        status, _ = self.s.request("OPTIONS", "/v1/models", headers={
+            "Origin": "http://example.org", "Access-Control-Request-Method": "GET"})
+        c = http.client.HTTPConnection(self.s.host, self.s.port, timeout=30)
+        c.request("GET", "/v1/models", headers={"Origin": "http://example.org"})
+        r = c.getresponse()
+        r.read()
+        self.assertIsNone(r.getheader("access-control-allow-origin"))
+        c.close()
+
     def test_a_slow_reader_holds_up_no_one(self):
         """A streaming client that reads nothing (a 2 KB receive buffer; its stream, with 5 top
         log-probabilities a token, is ~47 KB) while another request runs: the other finishes
@@ -375,6 +459,60 @@ class DeviceLost(unittest.TestCase):
             self.assertEqual(s.get("/health")[1]["device_resets"], 1)
         finally:
             s.close()
+
+
+class Access(unittest.TestCase):
+    """--api-key (and --api-key-file), --cors and --max-tokens, as clients meet them."""
+
+    def test_keys_cors_and_caps(self):
+        s = Server("--backend", "cpu", "--api-key", "k-123", "--cors", "http://example.org",
+                   "--max-tokens", "8")
+        try:
+            with self.assertRaises(openai.AuthenticationError) as e:
+                s.client.models.list()  # the client's key is "none"
+            self.assertEqual(e.exception.body["code"], "invalid_api_key")
+            good = openai.OpenAI(base_url=s.url + "v1", api_key="k-123", max_retries=0)
+            self.assertEqual(good.models.list().data[0].id, "tide-k4")
+            bad = openai.OpenAI(base_url=s.url + "v1", api_key="k-124", max_retries=0)
+            with self.assertRaises(openai.AuthenticationError):
+                bad.completions.create(model="tide-k4", prompt="x", max_tokens=1)
+            self.assertEqual(s.request("GET", "/metrics")[0], 401)
+            self.assertEqual(s.request("GET", "/health")[0], 200)  # for load balancers
+            s.metrics({"Authorization": "Bearer k-123"})
+            # max_tokens over the cap: 400 naming it; at the cap: runs.
+            with self.assertRaises(openai.BadRequestError) as e:
+                good.completions.create(model="tide-k4", prompt="x", max_tokens=9)
+            self.assertIn("limit of 8", e.exception.body["message"])
+            r = good.completions.create(model="tide-k4", prompt="x", max_tokens=8, temperature=0)
+            self.assertEqual(r.usage.completion_tokens, 8)
+            # CORS: the named origin's preflight and reply carry it, another origin's do not.
+            for origin, allowed in [("http://example.org", True), ("http://other.org", False)]:
+                c = http.client.HTTPConnection(s.host, s.port, timeout=30)
+                c.request("OPTIONS", "/v1/chat/completions", headers={
+                    "Origin": origin, "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type"})
+                r = c.getresponse()
+                r.read()
+                got = r.getheader("access-control-allow-origin")
+                self.assertEqual(got, origin if allowed else None, origin)
+                if allowed:
+                    self.assertIn("authorization", r.getheader("access-control-allow-headers"))
+                c.close()
+        finally:
+            s.close()
+
+    def test_a_key_file(self):
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".key") as f:
+            f.write("from-a-file\n")
+            f.flush()
+            s = Server("--backend", "cpu", "--api-key-file", f.name)
+            try:
+                self.assertEqual(s.request("GET", "/v1/models")[0], 401)
+                ok = s.request("GET", "/v1/models", headers={"Authorization": "Bearer from-a-file"})
+                self.assertEqual(ok[0], 200)
+            finally:
+                s.close()
 
 
 class FastCpu(unittest.TestCase):
