@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The pages in headless Chromium (tests/web/pages.test.mjs, and the downloads' store, resume
-# and checks in tests/web/downloads.test.mjs, the npm package in tests/web/package.test.mjs;
+# and checks in tests/web/downloads.test.mjs, the OpenAI API through the serving core in
+# tests/web/api.test.mjs, the npm package in tests/web/package.test.mjs;
 # node's test runner with playwright-core driving
 # Debian's chromium) against `tide serve`. Builds the tide binary and
 # web/pkg first; screenshots go to target/web-screenshots (CI keeps them as artifacts).
@@ -12,4 +13,5 @@ source scripts/pages-setup.sh
 TIDE_BIN="$PWD/target/release/tide" SMOLLM2="$model" CHROMIUM="$chrome" \
     SHOTS="$PWD/target/web-screenshots" \
     node --test --test-concurrency=1 --test-reporter=spec "$@" tests/web/pages.test.mjs tests/web/downloads.test.mjs \
+    tests/web/api.test.mjs \
     tests/web/package.test.mjs

@@ -124,10 +124,7 @@ fn check(name: &str, m: &Model, engine: &mut Engine, ctx: usize) {
     let tok = &m.tokenizer;
     let first = alone(engine, tok, ctx, &prompts("")[0]);
     let prompts = prompts(&first);
-    let want: Vec<String> = prompts
-        .iter()
-        .map(|p| alone(engine, tok, ctx, p))
-        .collect();
+    let want: Vec<String> = prompts.iter().map(|p| alone(engine, tok, ctx, p)).collect();
     // One at a time, the cache on: every reply equal, and the shared prefixes reused.
     let got = serve(engine, tok, ctx, &prompts, 1, true);
     for (i, ((text, _), w)) in got.iter().zip(&want).enumerate() {
@@ -146,13 +143,20 @@ fn check(name: &str, m: &Model, engine: &mut Engine, ctx: usize) {
     // The cache off: the same replies, nothing reused.
     let got = serve(engine, tok, ctx, &prompts, 1, false);
     assert!(got.iter().all(|g| g.1 == 0), "{name}: {got:?}");
-    assert_eq!(got.iter().map(|g| &g.0).collect::<Vec<_>>(), want.iter().collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|g| &g.0).collect::<Vec<_>>(),
+        want.iter().collect::<Vec<_>>()
+    );
     // As many at once as there are slots, twice over (the second round reuses the first's).
     let slots = engine.slots();
     let twice: Vec<String> = prompts.iter().chain(&prompts).cloned().collect();
     let got = serve(engine, tok, ctx, &twice, slots, true);
     for (i, (text, _)) in got.iter().enumerate() {
-        assert_eq!(text, &want[i % want.len()], "{name}: request {i}, {slots} at once");
+        assert_eq!(
+            text,
+            &want[i % want.len()],
+            "{name}: request {i}, {slots} at once"
+        );
     }
 }
 

@@ -145,6 +145,7 @@ export function boot() {
       inspect: (t) => model.inspect(t),
       memoryStats: () => model.memoryStats(),
       chat: model.chat,
+      completions: model.completions,
     });
     resolveReady(info);
   })().catch((e) => {

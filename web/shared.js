@@ -7,7 +7,21 @@
 // download) and leads from then on; calls that were waiting on the old leader fail and say so.
 
 // What the leader runs for others: the model's calls, never load or device tests.
-const SHARED_OPS = new Set(['generate', 'memoryStats', 'chatPrompt', 'inspect']);
+/**
+ * A failed call's Error: for an API request, `status` (the HTTP status `tide serve` would
+ * answer) and `error` (OpenAI's error object: message, type, code), as the openai client's.
+ */
+export function callError(m) {
+  const e = new Error(m.error);
+  if (m.status !== undefined) e.status = m.status;
+  if (m.body?.error) {
+    e.error = m.body.error;
+    e.code = m.body.error.code ?? null;
+  }
+  return e;
+}
+
+const SHARED_OPS = new Set(['generate', 'memoryStats', 'chatPrompt', 'inspect', 'api', 'apiStats']);
 
 /**
  * A worker-like transport ({call, cancel, terminate}) for the model `key` names, leading or
@@ -140,7 +154,7 @@ class SharedTransport {
     if (m.type === 'event') p.onEvent?.(m.event);
     if (m.type === 'result') {
       this.pending.delete(m.rid);
-      if (m.ok) p.resolve(m.value); else p.reject(new Error(m.error));
+      if (m.ok) p.resolve(m.value); else p.reject(callError(m));
     }
   }
 
@@ -158,7 +172,8 @@ class SharedTransport {
       const k = `${m.from}:${m.rid}`;
       this.served.set(k, id);
       done.then((value) => reply({ type: 'result', ok: true, value }),
-        (e) => reply({ type: 'result', ok: false, error: e.message }))
+        (e) => reply({ type: 'result', ok: false, error: e.message, status: e.status,
+          body: e.error ? { error: e.error } : undefined }))
         .finally(() => this.served.delete(k));
     } else if (m.type === 'cancel') {
       const id = this.served.get(`${m.from}:${m.rid}`);

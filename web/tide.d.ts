@@ -57,6 +57,11 @@ export interface LoadOptions {
    * the first tab holds it, the others call it (one download, one GPU copy).
    */
   share?: boolean;
+  /**
+   * Requests `chat.completions.create` and `completions.create` decode together on WebGPU
+   * (continuous batching), each in its own K/V cache (default: 4 with `share`, else 1).
+   */
+  slots?: number;
 }
 
 /** One model file as `load` read it. */
@@ -117,6 +122,8 @@ export interface ModelInfo {
   layers: number;
   vocab: number;
   ctx_len: number;
+  /** K/V cache slots: API requests decoded together (1 on the CPU kernels). */
+  slots: number;
   chat_template: boolean;
   token_counts: boolean;
   /** The memory file's URL when its rows are streamed. */
@@ -188,28 +195,75 @@ export interface Inspection {
 }
 
 export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  content: string | { type: 'text'; text: string }[] | null;
 }
 
-export interface ChatRequest {
-  messages: ChatMessage[];
+/** What OpenAI's API takes beside the prompt; the reply is the one `tide serve` gives. */
+export interface RequestOptions {
+  /** Default: this model. Another name is refused (404). */
+  model?: string;
+  /** Default: to the end of the context (chat), 16 (completions). */
   max_tokens?: number;
   temperature?: number;
   top_p?: number;
   seed?: number;
+  /** Up to 4: the reply ends before the first (finish_reason "stop"). */
+  stop?: string | string[];
+  stream_options?: { include_usage?: boolean };
+  /** Stops the request (its slot is freed). */
   signal?: AbortSignal;
 }
 
+export interface ChatRequest extends RequestOptions {
+  messages: ChatMessage[];
+  max_completion_tokens?: number;
+  /** Log-probabilities of the chosen tokens, and of `top_logprobs` (0-20) alternatives. */
+  logprobs?: boolean;
+  top_logprobs?: number;
+}
+
+export interface CompletionRequest extends RequestOptions {
+  prompt: string | [string];
+  /** Log-probabilities of the chosen tokens and of this many (0-5) alternatives. */
+  logprobs?: number;
+}
+
 export type FinishReason = 'stop' | 'length';
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  /** Prompt tokens a K/V cache slot held already (the prefix cache). */
+  prompt_tokens_details: { cached_tokens: number };
+}
+
+export interface TopLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+
+export interface ChatLogprobs {
+  content: (TopLogprob & { top_logprobs: TopLogprob[] })[];
+}
+
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  text_offset: number[];
+}
 
 export interface ChatCompletion {
   id: string;
   object: 'chat.completion';
   created: number;
   model: string;
-  choices: { index: number; message: { role: 'assistant'; content: string }; finish_reason: FinishReason }[];
-  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  choices: { index: number; message: { role: 'assistant'; content: string }; logprobs: ChatLogprobs | null;
+    finish_reason: FinishReason }[];
+  usage: Usage;
 }
 
 export interface ChatCompletionChunk {
@@ -217,7 +271,19 @@ export interface ChatCompletionChunk {
   object: 'chat.completion.chunk';
   created: number;
   model: string;
-  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null }[];
+  choices: { index: number; delta: { role?: 'assistant'; content?: string }; logprobs: ChatLogprobs | null;
+    finish_reason: FinishReason | null }[];
+  /** With stream_options.include_usage: null but in the last chunk. */
+  usage?: Usage | null;
+}
+
+export interface Completion {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: { index: number; text: string; logprobs: CompletionLogprobs | null; finish_reason: FinishReason | null }[];
+  usage?: Usage | null;
 }
 
 export interface ChatCompletions {
@@ -225,11 +291,38 @@ export interface ChatCompletions {
   create(req: ChatRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
 }
 
+export interface Completions {
+  create(req: CompletionRequest & { stream?: false }): Promise<Completion>;
+  create(req: CompletionRequest & { stream: true }): Promise<AsyncIterable<Completion>>;
+}
+
+/** A refused or failed API request: the status and error object `tide serve` would send. */
+export interface APIError extends Error {
+  status?: number;
+  code?: string | null;
+  error?: { message: string; type: string; param: null; code: string | null };
+}
+
+/** The serving core's counters for a model's API requests. */
+export interface ApiStats {
+  requests_completed: number;
+  steps: number;
+  /** Decode steps that several requests shared (continuous batching). */
+  shared_steps: number;
+  prefix_hits: number;
+  prompt_tokens: number;
+  cached_tokens: number;
+  generated_tokens: number;
+  slots: number;
+}
+
 /** A model loaded in its worker. */
 export class TideModel {
   private constructor();
   readonly info: ModelInfo;
   readonly chat: { completions: ChatCompletions };
+  readonly completions: Completions;
+  apiStats(): Promise<ApiStats>;
   generate(prompt: string, options?: GenerateOptions): GenerateIterator;
   complete(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
   /** null for a model without memory. */

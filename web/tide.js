@@ -1,4 +1,4 @@
-import { sharedEngine } from './shared.js';
+import { sharedEngine, callError } from './shared.js';
 
 // tide.js: run tide-gpu models in the browser. The model lives in a dedicated Worker
 // (worker.js) that runs the WGSL kernels on WebGPU, or the CPU reference compiled to wasm where
@@ -95,7 +95,7 @@ class Worker_ {
       }
       this.calls.delete(m.id);
       if (m.ok) c.resolve(m.value);
-      else c.reject(new Error(m.error));
+      else c.reject(callError(m));
     };
     // A worker that dies (wasm trap, out of memory) fails every call still waiting.
     this.w.onerror = (ev) => {
@@ -156,7 +156,9 @@ export class TideModel {
     this.worker = worker;
     /** model, backend ("webgpu" | "cpu"), adapter, gpu {f16, limits}, note, k, layers, load {...} */
     this.info = info;
-    this.chat = { completions: { create: (req) => this.#chatCreate(req) } };
+    /** OpenAI's chat.completions.create and completions.create, run by the serving core. */
+    this.chat = { completions: { create: (req) => this.#apiCreate('chat', req) } };
+    this.completions = { create: (req) => this.#apiCreate('text', req) };
   }
 
   /**
@@ -222,40 +224,66 @@ export class TideModel {
     return this.worker.call('memoryStats').done;
   }
 
+  /**
+   * The serving core's counters for this model's API requests: {requests_completed, steps,
+   * shared_steps (decode steps several requests shared), prefix_hits, prompt_tokens,
+   * cached_tokens, generated_tokens, slots}.
+   */
+  apiStats() {
+    return this.worker.call('apiStats').done;
+  }
+
   /** Router weights of `text`: the object `tide inspect --json` prints. */
   inspect(text) {
     return this.worker.call('inspect', { text }).done;
   }
 
-  async #chatCreate(req) {
-    const { messages, stream = false, max_tokens, temperature, top_p, seed, signal } = req;
-    const prompt = await this.worker.call('chatPrompt', { messages }).done;
-    const opts = { maxTokens: max_tokens ?? 256, signal };
-    if (temperature !== undefined) opts.temperature = temperature;
-    if (top_p !== undefined) opts.topP = top_p;
-    if (seed !== undefined) opts.seed = seed;
-    const id = `chatcmpl-${Date.now().toString(36)}`;
-    const created = Math.floor(Date.now() / 1000);
-    const model = this.info.model;
-    const finish = (r) => (r.stop === 'max_tokens' || r.stop === 'context_full' ? 'length' : 'stop');
-    if (!stream) {
-      const r = await this.complete(prompt, opts);
-      return {
-        id, object: 'chat.completion', created, model,
-        choices: [{ index: 0, message: { role: 'assistant', content: r.text }, finish_reason: finish(r) }],
-        usage: { prompt_tokens: r.prompt_tokens.length, completion_tokens: r.tokens.length,
-          total_tokens: r.prompt_tokens.length + r.tokens.length },
-      };
+  // An OpenAI API request run by the library's serving core in the worker (the code `tide
+  // serve` runs): checked there, batched with the other requests on this model, its reply or
+  // stream chunks shaped there. `model` defaults to this one; `signal` stops it.
+  #apiCreate(kind, req) {
+    const { signal, ...fields } = req ?? {};
+    const body = JSON.stringify({ model: this.info.model, ...fields });
+    const chunks = [];
+    let wake = null;
+    let finished = false;
+    let failure = null;
+    const { id, done } = this.worker.call('api', { kind, body }, (m) => {
+      if (m.event === 'chunks') {
+        chunks.push(...m.chunks);
+        wake?.();
+      }
+    });
+    const worker = this.worker;
+    if (signal) {
+      if (signal.aborted) worker.cancel(id);
+      else signal.addEventListener('abort', () => worker.cancel(id), { once: true });
     }
-    const it = this.generate(prompt, opts);
-    return (async function* () {
-      const chunk = (delta, finish_reason = null) => ({
-        id, object: 'chat.completion.chunk', created, model,
-        choices: [{ index: 0, delta, finish_reason }],
-      });
-      yield chunk({ role: 'assistant', content: '' });
-      for await (const piece of it) yield chunk({ content: piece });
-      yield chunk({}, finish(await it.done));
+    if (!fields.stream) return done;
+    done.then(() => { finished = true; wake?.(); }, (e) => { failure = e; finished = true; wake?.(); });
+    // A stream: the create() promise settles with its first chunk (or its refusal), as the
+    // openai client's does with the response's headers.
+    const iter = {
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+      async next() {
+        for (;;) {
+          if (chunks.length) return { value: chunks.shift(), done: false };
+          if (failure) throw failure;
+          if (finished) return { value: undefined, done: true };
+          await new Promise((r) => (wake = r));
+        }
+      },
+      async return() {
+        if (!finished) worker.cancel(id);
+        return { value: undefined, done: true };
+      },
+    };
+    return (async () => {
+      while (!chunks.length && !finished) await new Promise((r) => (wake = r));
+      if (failure && !chunks.length) throw failure;
+      return iter;
     })();
   }
 
@@ -287,9 +315,14 @@ export class TideModel {
  * tokens); memoryGapKb, rows of a step closer than this share a request (at most 65536;
  * default: what the link carries in one round trip, measured at load); share: true makes the
  * model one engine for every tab of this origin that loads it with the same options (shared.js:
- * the first tab's worker holds it, the others call it; info.shared.role says which).
+ * the first tab's worker holds it, the others call it; info.shared.role says which); slots,
+ * the requests `chat.completions.create` and `completions.create` decode together on WebGPU
+ * (continuous batching; default 4 with share, else 1; info.slots says how many the engine has).
  */
-export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb, share = false } = {}) {
+export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb, share = false, slots } = {}) {
+  // Requests decoded together on WebGPU (each its own K/V cache of ctxLen positions): several
+  // where tabs share the model, else one. The CPU kernels hold one sequence.
+  slots ??= share ? 4 : 1;
   const resolved = await resolveFiles(model);
   let { name, files } = resolved;
   // A memory model on a fetched backbone streams its rows unless told otherwise (models.json).
@@ -307,7 +340,7 @@ export async function load(model, { onProgress, onWarning, backend, ctxLen, memo
   }
   // Load in `worker`: the model's info.
   const loadIn = async (worker) => {
-    const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb },
+    const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots },
       (m) => {
         if (m.event === 'warning') onWarning?.(m.message);
         if (m.event !== 'progress') return;
@@ -320,7 +353,7 @@ export async function load(model, { onProgress, onWarning, backend, ctxLen, memo
   };
   if (share && typeof navigator.locks?.request === 'function' && typeof BroadcastChannel === 'function') {
     // The same model with the same options is one engine for every tab (shared.js).
-    const key = JSON.stringify([name, backend ?? 'auto', ctxLen ?? 0, memory ?? '', memoryCacheMb ?? -1, memoryGapKb ?? -1]);
+    const key = JSON.stringify([name, backend ?? 'auto', ctxLen ?? 0, memory ?? '', memoryCacheMb ?? -1, memoryGapKb ?? -1, slots]);
     const t = await sharedEngine(key, () => new Worker_(), loadIn);
     return new TideModel(t, t.info);
   }

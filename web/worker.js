@@ -90,7 +90,7 @@ const nextTask = () => new Promise((resolve) => {
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
-  async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb }, id) {
+  async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots }, id) {
     const t0 = performance.now();
     const { wasm, threads } = await start();
     // The model loaded before goes first: its GPU memory, and its hold on stored files.
@@ -157,7 +157,8 @@ const ops = {
       // consumes the set; the stored files are closed when the session drops them
       session = await pkg.openSession(model, set, chosen, ctxLen || 0, memoryUrl || '',
         typeof memoryCacheMb === 'number' ? memoryCacheMb : -1,
-        Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1);
+        Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1,
+        Number.isInteger(slots) && slots >= 1 ? Math.min(slots, 64) : 1);
     } catch (e) {
       stored.forEach((f) => f.close());
       throw e;
@@ -238,6 +239,10 @@ const ops = {
     throw new Error(`models: unknown action ${action}`);
   },
 
+  async apiStats() {
+    if (!session) throw new Error('no model loaded');
+    return JSON.parse(session.apiStats());
+  },
   async memoryStats() {
     if (!session) throw new Error('no model loaded');
     return JSON.parse(session.memoryStats());
@@ -260,12 +265,78 @@ const ops = {
   },
 };
 
-// Operations run one at a time, in order; a cancel is handled at once.
+// ---- the OpenAI API: the library's serving core ----------------------------------------
+// A request ({kind: "chat" | "text", body: the JSON a client would POST}) is checked and queued
+// by the session at once, even while another runs; the scheduler then runs in rounds (a
+// prompt chunk, one decode step shared by every running request: continuous batching) in the
+// operation queue until no request is left. Replies come shaped by the library as `tide
+// serve` sends them: stream chunks as events, then the call's value (a whole reply, or null).
+const apiCalls = new Map(); // the session's request id -> the call's message id
+let pumping = false;
+
+function apiSubmit({ kind, body }, id) {
+  if (!session) throw new Error('no model loaded');
+  const r = JSON.parse(session.apiSubmit(kind, body));
+  if (r.error) {
+    post({ id, ok: false, error: r.error.error.message, status: r.status, body: r.error });
+    return;
+  }
+  apiCalls.set(r.id, id);
+  if (!pumping) {
+    pumping = true;
+    queue = queue.then(apiPump);
+  }
+}
+
+async function apiPump() {
+  try {
+    for (;;) {
+      // Let submissions and cancels in between rounds (a round on the CPU kernels settles
+      // without leaving the microtask queue).
+      await nextTask();
+      for (const [rid, mid] of apiCalls) {
+        if (cancelled.delete(mid)) {
+          session.apiCancel(rid);
+          apiCalls.delete(rid);
+          post({ id: mid, ok: false, error: 'cancelled', status: 499 });
+        }
+      }
+      const r = JSON.parse(await session.apiPump());
+      for (const o of r.outputs) {
+        const mid = apiCalls.get(o.id);
+        if (mid === undefined) continue;
+        if (o.chunks) post({ id: mid, event: 'chunks', chunks: o.chunks });
+        if (!o.end) continue;
+        apiCalls.delete(o.id);
+        if (o.error) post({ id: mid, ok: false, error: o.error.error.message, status: o.status, body: o.error });
+        else post({ id: mid, ok: true, value: o.reply ?? null });
+      }
+      if (!r.busy) break;
+    }
+  } catch (e) {
+    // The session failed under the scheduler: every request still open fails with it.
+    for (const mid of apiCalls.values()) post({ id: mid, ok: false, error: String(e && e.message ? e.message : e), status: 500 });
+    apiCalls.clear();
+  } finally {
+    pumping = false;
+  }
+}
+
+// Operations run one at a time, in order; a cancel is handled at once, and so is an API
+// request's submission (its rounds run in the queue).
 let queue = Promise.resolve();
 self.onmessage = (ev) => {
   const { id, op } = ev.data;
   if (op === 'cancel') {
     cancelled.add(ev.data.target);
+    return;
+  }
+  if (op === 'api') {
+    try {
+      apiSubmit(ev.data, id);
+    } catch (e) {
+      post({ id, ok: false, error: String(e && e.message ? e.message : e) });
+    }
     return;
   }
   queue = queue.then(async () => {

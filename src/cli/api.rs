@@ -395,7 +395,7 @@ fn stream(shape: Shape, started: Event, rx: mpsc::Receiver<Event>) -> impl IntoR
                     st.queue.push_back(Sse::default().data("[DONE]"));
                     st.done = true;
                 }
-                Chunks::Failed(e) => {
+                Chunks::Failed(_, e) => {
                     st.queue.push_back(data(e));
                     st.done = true;
                 }

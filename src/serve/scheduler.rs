@@ -248,6 +248,12 @@ impl<S: Sink> Scheduler<S> {
         !self.draining.is_empty()
     }
 
+    /// The slots were used outside the scheduler (not while it is busy): what it remembers
+    /// of their tokens no longer holds.
+    pub fn slots_changed(&mut self) {
+        self.prefix.forget();
+    }
+
     /// The engine was replaced (a lost device): its slots hold nothing.
     pub fn engine_replaced(&mut self) {
         self.prefix.forget();

@@ -128,8 +128,8 @@ pub enum Chunks {
     Send(Vec<Value>),
     /// The last chunks; then `[DONE]`.
     End(Vec<Value>),
-    /// The request failed: an error object to send, then close.
-    Failed(Value),
+    /// The request failed: its status and an error object to send, then close.
+    Failed(u16, Value),
 }
 
 impl Chunker {
@@ -179,9 +179,10 @@ impl Chunker {
                 }
                 Chunks::End(out)
             }
-            Event::Error { status, message } => {
-                Chunks::Failed(error_body(status, &message, error_code(status, &message)))
-            }
+            Event::Error { status, message } => Chunks::Failed(
+                status,
+                error_body(status, &message, error_code(status, &message)),
+            ),
         }
     }
 }

@@ -34,6 +34,7 @@ fn start() {
     }));
 }
 
+mod api;
 mod files;
 pub use files::{FileBuffer, FileSet, HashSink, StoredFile};
 
@@ -57,6 +58,8 @@ struct Inner {
     rows: Option<RowStore>,
     /// A streamed memory's fetcher, which brings a step's rows before it runs.
     fetcher: Option<Fetcher>,
+    /// The serving core, once the API has had a request.
+    core: Option<api::Core>,
 }
 
 /// One loaded model and its engine. Calls are serialised by the worker; one that arrives while
@@ -64,6 +67,10 @@ struct Inner {
 #[wasm_bindgen]
 pub struct Session {
     inner: Rc<RefCell<Inner>>,
+    /// API requests waiting and their events (borrowed briefly, never across an await).
+    book: Rc<RefCell<api::Book>>,
+    name: String,
+    ctx_len: usize,
 }
 
 fn busy() -> JsValue {
@@ -76,7 +83,8 @@ fn busy() -> JsValue {
 /// gap as natively). `memory_url`, when not empty, is a memory file left on the server: its
 /// rows are streamed with Range requests as steps need them. The row cache holds
 /// `memory_cache_mb` MB (negative: the default); rows of a step closer than `memory_gap_kb`
-/// share a request (negative: measured from the link at load).
+/// share a request (negative: measured from the link at load). `slots` requests are decoded
+/// together by the API (`apiSubmit`), each in its own K/V cache (the CPU engines hold one).
 #[wasm_bindgen(js_name = openSession)]
 pub async fn open_session(
     source: String,
@@ -86,8 +94,10 @@ pub async fn open_session(
     memory_url: String,
     memory_cache_mb: f64,
     memory_gap_kb: i32,
+    slots: usize,
 ) -> std::result::Result<Session, JsValue> {
     let asked = Asked {
+        slots: slots.clamp(1, 64),
         ctx: (ctx_len > 0).then_some(ctx_len),
         cache_mb: (memory_cache_mb >= 0.0).then_some(memory_cache_mb),
         gap_kb: usize::try_from(memory_gap_kb).ok(),
@@ -99,6 +109,8 @@ pub async fn open_session(
 
 /// What the page asked for (None: the session's default).
 struct Asked {
+    /// K/V cache slots: requests the API decodes together (on WebGPU).
+    slots: usize,
     ctx: Option<usize>,
     cache_mb: Option<f64>,
     gap_kb: Option<usize>,
@@ -137,6 +149,7 @@ async fn open(
     // A memory model's card may leave its memory file out: its rows stream from memory_url.
     let mut model = parts.load_with(!memory_url.is_empty())?;
     let mut opts = session::options(&model, asked.ctx)?;
+    opts.decoder.slots = asked.slots;
     let ctx = opts.decoder.ctx_len;
     let (mut link, mut fetcher) = (None, None);
     let mut rows_from = RowSource::Local;
@@ -182,6 +195,7 @@ async fn open(
         "layers": model.config.n_layers,
         "vocab": model.config.vocab,
         "ctx_len": opts.decoder.ctx_len,
+        "slots": engine.slots(),
         "chat_template": model.tokenizer.chat_template.is_some(),
         "token_counts": model.token_counts.is_some(),
         "memory_streamed": (!memory_url.is_empty()).then_some(memory_url),
@@ -200,9 +214,13 @@ async fn open(
         run: None,
         rows,
         fetcher,
+        core: None,
     };
     Ok(Session {
+        name: inner.name.clone(),
+        ctx_len: inner.ctx_len,
         inner: Rc::new(RefCell::new(inner)),
+        book: Rc::default(),
     })
 }
 
@@ -244,7 +262,7 @@ impl Session {
             let sampler = sampler_from(&o).map_err(js_err)?;
             let max_tokens = o.get("maxTokens").and_then(Value::as_u64).unwrap_or(128) as usize;
             let ids = i.tok.encode(&prompt, true).map_err(js_err)?;
-            i.run = None;
+            i.leave_api_slots()?;
             if ids.len() < i.ctx_len {
                 i.prefetch(&ids).await.map_err(js_err)?;
             }
@@ -288,6 +306,79 @@ impl Session {
                 }
             }
         })
+    }
+
+    /// An OpenAI API request (`kind` "chat" or "text", `body` its JSON, as POSTed to
+    /// /v1/chat/completions or /v1/completions): {"id"} once queued for `apiPump`, or
+    /// {"status", "error"} as `tide serve` would refuse it. Never waits for a running call.
+    #[wasm_bindgen(js_name = apiSubmit)]
+    pub fn api_submit(&self, kind: &str, body: &str) -> std::result::Result<String, JsValue> {
+        let mut b = self.book.try_borrow_mut().map_err(|_| busy())?;
+        Ok(b.submit(kind, body, &self.name, self.ctx_len).to_string())
+    }
+
+    /// Stop API request `id` (it leaves its slot at the next round).
+    #[wasm_bindgen(js_name = apiCancel)]
+    pub fn api_cancel(&self, id: u32) -> std::result::Result<(), JsValue> {
+        self.book.try_borrow_mut().map_err(|_| busy())?.cancel(id);
+        Ok(())
+    }
+
+    /// Admit the waiting requests that fit and run one round of the scheduler (a prompt chunk
+    /// and one shared decode step). Resolves to {"outputs": [{id, chunks?, reply?, error?,
+    /// status?, end}], "busy"}: busy while requests remain.
+    #[allow(clippy::await_holding_refcell_ref)]
+    #[wasm_bindgen(js_name = apiPump)]
+    pub fn api_pump(&self) -> Promise {
+        let (inner, book) = (self.inner.clone(), self.book.clone());
+        future_to_promise(async move {
+            let mut g = inner.try_borrow_mut().map_err(|_| busy())?;
+            let i = &mut *g;
+            // A generation started with `start` ends: the scheduler takes the slots.
+            i.run = None;
+            let slots = i.engine.slots();
+            let core = i
+                .core
+                .get_or_insert_with(|| api::Core::new(i.ctx_len, slots));
+            while core.sched.has_room(&i.engine) {
+                let Some(job) = book.try_borrow_mut().map_err(|_| busy())?.next_job() else {
+                    break;
+                };
+                core.sched.admit(job, &i.tok, &i.engine);
+            }
+            if core.sched.busy() {
+                let rows = api::Rows {
+                    store: i.rows.as_ref(),
+                    fetcher: i.fetcher.as_ref(),
+                };
+                if let Err(e) = core.sched.round(&mut i.engine, &i.tok, &rows).await {
+                    // A lost device: every request running fails with it.
+                    core.sched
+                        .fail_all(503, &format!("the GPU device was lost: {e}"));
+                }
+            }
+            core.sched.drain();
+            let mut b = book.try_borrow_mut().map_err(|_| busy())?;
+            let outputs = b.outputs();
+            let more = core.sched.busy() || b.has_waiting() || b.open() > 0;
+            Ok(JsValue::from_str(
+                &json!({"outputs": outputs, "busy": more}).to_string(),
+            ))
+        })
+    }
+
+    /// The serving core's counters as JSON: {requests_completed, steps, shared_steps (steps
+    /// that several requests shared), prefix_hits, prompt_tokens, cached_tokens,
+    /// generated_tokens, slots}.
+    #[wasm_bindgen(js_name = apiStats)]
+    pub fn api_stats(&self) -> std::result::Result<String, JsValue> {
+        let i = self.inner.try_borrow().map_err(|_| busy())?;
+        let slots = i.engine.slots();
+        Ok(match &i.core {
+            Some(c) => c.stats(slots),
+            None => api::Core::new(i.ctx_len, slots).stats(slots),
+        }
+        .to_string())
     }
 
     /// The memory row store's counters as JSON ({rows_requested, hits, misses,
@@ -363,7 +454,7 @@ impl Session {
         future_to_promise(async move {
             let mut g = inner.try_borrow_mut().map_err(|_| busy())?;
             let i = &mut *g;
-            i.run = None;
+            i.leave_api_slots()?;
             let ids = tokens_to_inspect(&i.tok, i.k, &i.name, &text).map_err(js_err)?;
             if ids.len() <= i.ctx_len {
                 i.prefetch(&ids).await.map_err(js_err)?;
@@ -379,6 +470,21 @@ impl Session {
 }
 
 impl Inner {
+    /// Before slot 0 is used outside the scheduler (`start`, `inspect`): refused while API
+    /// requests run; the scheduler forgets what the slot held.
+    fn leave_api_slots(&mut self) -> std::result::Result<(), JsValue> {
+        self.run = None;
+        if let Some(c) = self.core.as_mut() {
+            if c.sched.busy() {
+                return Err(js_err(Error::Input(
+                    "API requests are running on this model; wait for them to finish".into(),
+                )));
+            }
+            c.sched.slots_changed();
+        }
+        Ok(())
+    }
+
     /// Fetch the streamed memory rows of `tokens` the cache lacks.
     async fn prefetch(&self, tokens: &[u32]) -> Result<()> {
         match (&self.rows, &self.fetcher) {

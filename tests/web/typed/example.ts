@@ -37,10 +37,16 @@ export async function run(): Promise<string> {
   const answer: string = reply.choices[0].message.content;
   const stream = await model.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], stream: true });
   for await (const chunk of stream) text += chunk.choices[0].delta.content ?? '';
+  const done = await model.completions.create({ prompt: 'Once', max_tokens: 4, stop: ['\n'], logprobs: 2 });
+  const cached: number = done.usage?.prompt_tokens_details.cached_tokens ?? 0;
+  const lp: number = done.choices[0].logprobs?.token_logprobs[0] ?? 0;
+  const chunks = await model.completions.create({ prompt: 'Once', stream: true, stream_options: { include_usage: true } });
+  for await (const c of chunks) text += c.choices[0]?.text ?? '';
+  const shared: number = (await model.apiStats()).shared_steps + info.slots;
   const stored: StoredFile[] = await models.list();
   const removed: number = await models.delete({ model: info.model });
   const cleared: number = await models.clear();
   model.close();
-  return [text, whole.text, stop, nullWeight, hits, answer, stored.length, removed, cleared, fromStore,
+  return [text, whole.text, stop, nullWeight, hits, answer, cached, lp, shared, stored.length, removed, cleared, fromStore,
     isolated, threads, sizes.length, hashes.length].join(' ');
 }

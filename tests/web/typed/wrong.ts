@@ -9,4 +9,6 @@ export async function wrong(): Promise<void> {
   await m.complete('Hi', { maxTokens: '8' }); // TS2322: maxTokens is a number
   await models.delete(7); // TS2345: a name or {model, url}
   m.info.load.files[0].resumedFrom; // TS2551: the field is resumed_from
+  await m.completions.create({ prompt: 'x', logprobs: true }); // TS2769: completions' logprobs is a number
+  await m.chat.completions.create({ messages: [{ role: 'wizard', content: 'x' }] }); // TS2769: no such role
 }

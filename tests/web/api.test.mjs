@@ -1,0 +1,160 @@
+// The OpenAI API in the browser, in real headless Chromium (issues 35 and 36): requests made
+// with the JS API (`completions.create`, `chat.completions.create`) run by the library's
+// serving core in the worker, the code `tide serve` runs. Replies equal native greedy text;
+// stop strings, log-probabilities, usage and refusals are the server's; two tabs sharing one
+// model on WebGPU (SwiftShader) have their requests decoded in shared steps (continuous
+// batching) with replies equal to each run alone; a repeated prompt reuses its slot's K/V
+// (the prefix cache). scripts/test-pages.sh sets TIDE_BIN, CHROMIUM.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const { TIDE_BIN, CHROMIUM } = process.env;
+const REPO = path.resolve(import.meta.dirname, '../..');
+const FLAGS = ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
+const MODEL = path.join(REPO, 'models/tide-k4');
+const PROMPTS = ['Once upon a time', 'In the beginning God created'];
+const N = 8;
+
+let ctx;
+let tmp;
+let server;
+
+function native(prompt, n = N) {
+  return JSON.parse(execFileSync(TIDE_BIN, ['generate', '--backend', 'cpu', '--model', MODEL,
+    '--temperature', '0', '--json', '--max-tokens', String(n), prompt], { encoding: 'utf8' }));
+}
+
+before(async () => {
+  assert.ok(TIDE_BIN && CHROMIUM, 'run through scripts/test-pages.sh');
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tide-api-'));
+  server = spawn(TIDE_BIN, ['serve', '--no-api', '--port', '0', '--web', path.join(REPO, 'web'), '--model', MODEL],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  server.base = await new Promise((resolve, reject) => {
+    server.stdout.on('data', (d) => {
+      const m = String(d).match(/http:\/\/[^/]+:\d+\//);
+      if (m) resolve(m[0]);
+    });
+    server.on('exit', (c) => reject(new Error(`tide serve exited with ${c}`)));
+  });
+  ctx = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
+    executablePath: CHROMIUM, headless: true, args: FLAGS,
+  });
+});
+
+after(async () => {
+  await ctx?.close();
+  server?.kill('SIGKILL');
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+async function pageWith(options) {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
+  await page.goto(server.base + 'tide.js');
+  const info = await page.evaluate(async (o) => {
+    const t = await import('/tide.js');
+    window.model = await t.load('tide-k4', o);
+    return window.model.info;
+  }, options);
+  return { page, info };
+}
+
+// A request in the page: {value} (a whole reply, or a stream's chunks) or {error: {message,
+// status, code}}.
+const create = (page, kind, req) => page.evaluate(async ([k, r]) => {
+  const api = k === 'chat' ? window.model.chat.completions : window.model.completions;
+  try {
+    const v = await api.create(r);
+    if (!r.stream) return { value: v };
+    const chunks = [];
+    for await (const c of v) chunks.push(c);
+    return { value: chunks };
+  } catch (e) {
+    return { error: { message: e.message, status: e.status, code: e.code } };
+  }
+}, [kind, req]);
+
+test('the API in one tab (CPU kernels): native greedy text, stop strings, logprobs, usage, refusals, the prefix cache', async () => {
+  const { page, info } = await pageWith({ backend: 'cpu' });
+  assert.equal(info.backend, 'cpu');
+  const want = native(PROMPTS[0]);
+  const r = (await create(page, 'text', { prompt: PROMPTS[0], max_tokens: N, temperature: 0 })).value;
+  assert.equal(r.object, 'text_completion');
+  assert.equal(r.choices[0].text, want.text);
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.deepEqual([r.usage.prompt_tokens, r.usage.completion_tokens], [want.prompt_tokens.length, N]);
+  // The same prompt again: its slot holds it, all but the last token reused.
+  const again = (await create(page, 'text', { prompt: PROMPTS[0], max_tokens: N, temperature: 0 })).value;
+  assert.equal(again.choices[0].text, want.text);
+  assert.equal(again.usage.prompt_tokens_details.cached_tokens, want.prompt_tokens.length - 1);
+  // A stop string from the reply's middle cuts it there.
+  const stop = want.text.slice(4, 7);
+  const cut = (await create(page, 'text', { prompt: PROMPTS[0], max_tokens: N, temperature: 0, stop: [stop] })).value;
+  assert.equal(cut.choices[0].text, want.text.slice(0, want.text.indexOf(stop)));
+  assert.equal(cut.choices[0].finish_reason, 'stop');
+  // Log-probabilities: one entry per token, each with 2 alternatives, none above 0.
+  const lp = (await create(page, 'text', { prompt: PROMPTS[0], max_tokens: 4, temperature: 0, logprobs: 2 })).value;
+  const l = lp.choices[0].logprobs;
+  assert.equal(l.tokens.join(''), lp.choices[0].text);
+  assert.ok(l.token_logprobs.every((p) => p <= 0) && l.top_logprobs.every((t) => Object.keys(t).length === 2), JSON.stringify(l));
+  // A streamed chat: the role first, content chunks, the finish, then usage.
+  const chunks = (await create(page, 'chat', { messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4,
+    temperature: 0, stream: true, stream_options: { include_usage: true } })).value;
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  assert.equal(chunks.at(-2).choices[0].finish_reason, 'length');
+  assert.equal(chunks.at(-1).usage.completion_tokens, 4);
+  assert.ok(chunks.every((c) => c.object === 'chat.completion.chunk'));
+  // Refusals carry the server's status, message and code.
+  const bad = await create(page, 'text', { prompt: 'x', max_tokens: 1, n: 2 });
+  assert.equal(bad.error.status, 400);
+  assert.match(bad.error.message, /'n' must be/);
+  const role = await create(page, 'chat', { messages: [{ role: 'wizard', content: 'hi' }] });
+  assert.equal(role.error.status, 400);
+  const long = await create(page, 'text', { prompt: 'word '.repeat(400), max_tokens: 4 });
+  assert.equal(long.error.code, 'context_length_exceeded');
+  const other = await create(page, 'text', { model: 'no-such-model', prompt: 'x' });
+  assert.equal(other.error.status, 404);
+  // generate() still runs after the API (the scheduler's slot is taken over and forgotten).
+  const g = await page.evaluate((p) => window.model.complete(p, { maxTokens: 8, temperature: 0 }), PROMPTS[0]);
+  assert.deepEqual(g.tokens, want.tokens);
+  const after = (await create(page, 'text', { prompt: PROMPTS[0], max_tokens: N, temperature: 0 })).value;
+  assert.equal(after.choices[0].text, want.text);
+  await page.close();
+});
+
+test('two tabs on one WebGPU engine: their requests share decode steps, each reply equal to running alone', async () => {
+  const a = await pageWith({ backend: 'webgpu', share: true });
+  const b = await pageWith({ backend: 'webgpu', share: true });
+  assert.equal(a.info.backend, 'webgpu');
+  assert.equal(a.info.slots, 4);
+  assert.equal(b.info.shared.role, 'follower');
+  const want = PROMPTS.map((p) => native(p, 24));
+  const stream = (page, prompt) => create(page, 'text', { prompt, max_tokens: 24, temperature: 0, stream: true });
+  const [ra, rb] = await Promise.all([stream(a.page, PROMPTS[0]), stream(b.page, PROMPTS[1])]);
+  const text = (r) => r.value.map((c) => c.choices[0].text).join('');
+  assert.equal(text(ra), want[0].text, 'leader tab');
+  assert.equal(text(rb), want[1].text, 'follower tab');
+  const stats = await b.page.evaluate(() => window.model.apiStats());
+  assert.ok(stats.shared_steps > 0, `no step was shared: ${JSON.stringify(stats)}`);
+  assert.equal(stats.requests_completed, 2);
+  // A follower's cancel (its stream left early) frees the engine for the next request.
+  const left = await b.page.evaluate(async () => {
+    const s = await window.model.completions.create({ prompt: 'The king', max_tokens: 200, temperature: 0, stream: true });
+    let n = 0;
+    for await (const c of s) { // eslint-disable-line no-unused-vars
+      if (++n === 3) break;
+    }
+    return n;
+  });
+  assert.equal(left, 3);
+  const next = (await create(a.page, 'text', { prompt: PROMPTS[1], max_tokens: 24, temperature: 0 })).value;
+  assert.equal(next.choices[0].text, want[1].text);
+  await a.page.close();
+  await b.page.close();
+});
