@@ -319,6 +319,20 @@ impl Engine {
         }
     }
 
+    /// Run `tokens` from the current position and return each one's last hidden state after
+    /// the output norm [n, dim]: what the LM head reads, and what llama.cpp's embeddings pool.
+    pub async fn feed_hidden_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        match self {
+            Engine::Gpu(g) => g.feed_hidden_async(tokens).await,
+            Engine::Cpu(c) => {
+                c.hidden = Some(Vec::new());
+                let r = c.feed(tokens).map(|_| ());
+                let h = c.hidden.take().unwrap_or_default();
+                r.map(|()| h)
+            }
+        }
+    }
+
     /// Switch one layer's memory injection off or on (layer-wise ablation).
     pub fn set_layer_memory(&mut self, layer: usize, on: bool) -> Result<()> {
         match self {

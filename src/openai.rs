@@ -258,3 +258,105 @@ pub fn parse(
         include_usage,
     })
 }
+
+/// One input of an embeddings request: text, or token ids.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EmbedInput {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// A valid embeddings request.
+#[derive(Clone, Debug)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    pub inputs: Vec<EmbedInput>,
+    /// The vectors as base64 of little-endian f32 (`encoding_format: "base64"`), not numbers.
+    pub base64: bool,
+}
+
+/// Most inputs in one embeddings request (OpenAI's limit).
+pub const MAX_EMBED_INPUTS: usize = 2048;
+
+/// Check the body of a POST to /v1/embeddings for the model `served`.
+pub fn parse_embeddings(body: &[u8], served: &str) -> Result<EmbeddingsRequest, Refusal> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return Err(bad("the body must be a JSON object")),
+        Err(e) => return Err(bad(format!("the body is not valid JSON: {e}"))),
+    };
+    let model = match v.get("model").and_then(Value::as_str) {
+        Some(m) => m.to_string(),
+        None => return Err(bad("'model' is required (GET /v1/models lists it)")),
+    };
+    if model != served {
+        return Err(Refusal {
+            status: 404,
+            message: format!("the model '{model}' does not exist; this server has '{served}'"),
+            code: Some("model_not_found"),
+        });
+    }
+    let ids = |a: &[Value]| -> Option<Vec<u32>> {
+        a.iter()
+            .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+            .collect()
+    };
+    let inputs = match v.get("input") {
+        Some(Value::String(s)) => vec![EmbedInput::Text(s.clone())],
+        Some(Value::Array(a)) if a.is_empty() => return Err(bad("'input' must not be empty")),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .map(|s| EmbedInput::Text(s.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) => match ids(a) {
+            Some(t) => vec![EmbedInput::Ids(t)],
+            None => return Err(bad("'input': token ids must be integers in [0, 2^32)")),
+        },
+        Some(Value::Array(a)) if a.iter().all(Value::is_array) => {
+            let mut out = Vec::with_capacity(a.len());
+            for (i, x) in a.iter().enumerate() {
+                match x.as_array().and_then(|x| ids(x)) {
+                    Some(t) => out.push(EmbedInput::Ids(t)),
+                    None => {
+                        return Err(bad(format!(
+                            "'input[{i}]': token ids must be integers in [0, 2^32)"
+                        )))
+                    }
+                }
+            }
+            out
+        }
+        _ => {
+            return Err(bad(
+                "'input' must be a string, an array of strings, an array of token ids, or an \
+                 array of arrays of token ids",
+            ))
+        }
+    };
+    if inputs.len() > MAX_EMBED_INPUTS {
+        return Err(bad(format!(
+            "'input' has {} items; at most {MAX_EMBED_INPUTS}",
+            inputs.len()
+        )));
+    }
+    let base64 = match v.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" => false,
+        Some(Value::String(f)) if f == "base64" => true,
+        Some(x) => {
+            return Err(bad(format!(
+                "'encoding_format' must be \"float\" or \"base64\", got {x}"
+            )))
+        }
+    };
+    if !matches!(v.get("dimensions"), None | Some(Value::Null)) {
+        return Err(bad(
+            "'dimensions' is not supported: the vectors have the model's width",
+        ));
+    }
+    Ok(EmbeddingsRequest {
+        model,
+        inputs,
+        base64,
+    })
+}

@@ -25,10 +25,10 @@ use tokio::sync::mpsc;
 
 use tide_gpu::openai::{self, Kind, Request};
 
-use tide_gpu::serve::shape;
+use tide_gpu::serve::{embed, shape};
 use tide_gpu::serve::{Chunker, Chunks, Counters, Event, Shape, Whole};
 
-use super::api_worker::{Channel, Job, Status};
+use super::api_worker::{Channel, EmbedJob, Job, Status, Work};
 
 /// The largest request body (a long prompt fits many times over).
 const MAX_BODY: usize = 1 << 20;
@@ -46,7 +46,7 @@ pub struct Access {
 pub struct Api {
     /// The model's name in requests and /v1/models.
     pub name: String,
-    pub jobs: SyncSender<Job>,
+    pub jobs: SyncSender<Work>,
     pub status: Arc<Mutex<Status>>,
     pub counters: Arc<Counters>,
     pub queue: usize,
@@ -66,7 +66,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 impl Api {
     pub fn new(
         name: String,
-        (jobs, status, counters): (SyncSender<Job>, Arc<Mutex<Status>>, Arc<Counters>),
+        (jobs, status, counters): (SyncSender<Work>, Arc<Mutex<Status>>, Arc<Counters>),
         queue: usize,
         access: Access,
     ) -> Self {
@@ -103,6 +103,7 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/metrics", get(metrics))
         .layer(from_fn_with_state(api.clone(), guard));
     let app = Router::new()
@@ -247,7 +248,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
     let (tx, mut rx) = mpsc::channel(64);
     let (job, shape, streamed) = job(&api, kind, req, ctx_len, tx);
     api.counters.queued.fetch_add(1, Ordering::Relaxed);
-    match api.jobs.try_send(job) {
+    match api.jobs.try_send(Work::Complete(job)) {
         Ok(()) => {}
         Err(e) => {
             api.counters.queued.fetch_sub(1, Ordering::Relaxed);
@@ -277,7 +278,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
     }
 }
 
-fn refused(api: &Api, e: TrySendError<Job>) -> Response {
+fn refused(api: &Api, e: TrySendError<Work>) -> Response {
     match e {
         TrySendError::Full(_) => error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -290,6 +291,68 @@ fn refused(api: &Api, e: TrySendError<Job>) -> Response {
         TrySendError::Disconnected(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the engine has stopped",
+            None,
+        ),
+    }
+}
+
+/// The model's status: Ok(ctx_len) when it serves, else the 503 to answer.
+fn ready(api: &Api) -> Result<usize, Response> {
+    match api.status() {
+        Status::Ready { ctx_len, .. } => Ok(ctx_len),
+        Status::Loading => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the model is still loading; retry shortly",
+            None,
+        )),
+        Status::Failed(m) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the model did not load: {m}"),
+            None,
+        )),
+    }
+}
+
+/// POST /v1/embeddings: each input's last hidden states pooled (`tide serve --pooling`) and
+/// normalised, computed by the engine thread between its rounds.
+async fn embeddings(State(api): State<Arc<Api>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text(), None),
+    };
+    let req = match openai::parse_embeddings(&body, &api.name) {
+        Ok(r) => r,
+        Err(r) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return error(status, r.message, r.code);
+        }
+    };
+    if let Err(r) = ready(&api) {
+        return r;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let work = Work::Embed(EmbedJob {
+        inputs: req.inputs,
+        reply: tx,
+    });
+    api.counters.queued.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = api.jobs.try_send(work) {
+        api.counters.queued.fetch_sub(1, Ordering::Relaxed);
+        return refused(&api, e);
+    }
+    match rx.await {
+        Ok(Ok((vectors, tokens))) => Json(embed::embeddings_body(
+            &req.model, &vectors, req.base64, tokens,
+        ))
+        .into_response(),
+        Ok(Err((status, message))) => {
+            let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let code = shape::error_code(status, &message);
+            error(s, message, code)
+        }
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the engine stopped",
             None,
         ),
     }

@@ -7,10 +7,12 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use tide_gpu::model::tokenizer::TokenizerInfo;
+use tide_gpu::openai::EmbedInput;
+use tide_gpu::serve::embed::{embed, input_ids, Pooling};
 use tide_gpu::serve::{Counters, Event, NoPrefetch, Scheduler, Sink, SinkError};
 use tide_gpu::Engine;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 
 use super::common::ModelArgs;
 
@@ -33,6 +35,33 @@ impl Sink for Channel {
 
 pub type Job = tide_gpu::serve::Job<Channel>;
 
+/// An embeddings request: its inputs, and where the vectors (and the tokens they took) go,
+/// or the status and message of its failure.
+pub struct EmbedJob {
+    pub inputs: Vec<EmbedInput>,
+    pub reply: oneshot::Sender<Result<(Vec<Vec<f32>>, usize), (u16, String)>>,
+}
+
+/// What the engine thread takes from the queue.
+pub enum Work {
+    Complete(Job),
+    Embed(EmbedJob),
+}
+
+impl Work {
+    /// Answer it with a failure, without running it.
+    fn fail(self, status: u16, message: String) {
+        match self {
+            Work::Complete(j) => {
+                let _ = j.events.0.blocking_send(Event::Error { status, message });
+            }
+            Work::Embed(e) => {
+                let _ = e.reply.send(Err((status, message)));
+            }
+        }
+    }
+}
+
 /// Where the engine thread is: /health answers from it.
 #[derive(Clone)]
 pub enum Status {
@@ -47,8 +76,9 @@ pub fn spawn(
     args: ModelArgs,
     queue: usize,
     prefix_cache: bool,
+    pooling: Pooling,
     lose_device_after: Option<usize>,
-) -> (SyncSender<Job>, Arc<Mutex<Status>>, Arc<Counters>) {
+) -> (SyncSender<Work>, Arc<Mutex<Status>>, Arc<Counters>) {
     let (tx, rx) = sync_channel(queue);
     let status = Arc::new(Mutex::new(Status::Loading));
     let counters = Arc::new(Counters::default());
@@ -98,7 +128,13 @@ pub fn spawn(
                 let mut sched = Scheduler::new(ctx_len, engine.slots(), prefix_cache, n.clone());
                 sched.fault = lose_device_after;
                 let reopen = || open_engine(&m);
-                match serve(&mut sched, &rx, &mut engine, &m.tokenizer, &reopen) {
+                let run = Run {
+                    tok: &m.tokenizer,
+                    vocab: m.config.vocab,
+                    ctx_len,
+                    pooling,
+                };
+                match serve(&mut sched, &rx, &mut engine, &run, &reopen) {
                     Ok(()) => return, // the server is shutting down
                     Err(e) => format!("the GPU device was lost and no new one opened: {e:#}"),
                 }
@@ -108,12 +144,9 @@ pub fn spawn(
         eprintln!("serve: {why}");
         set(Status::Failed(why.clone()));
         // Answer what arrives with the reason rather than leaving it queued.
-        for job in rx {
+        for work in rx {
             n.queued.fetch_sub(1, Ordering::Relaxed);
-            let _ = job.events.0.blocking_send(Event::Error {
-                status: 503,
-                message: why.clone(),
-            });
+            work.fail(503, why.clone());
         }
     });
     (tx, status, counters)
@@ -124,11 +157,12 @@ pub fn spawn(
 /// next ones run on a new device (`reopen`): the server keeps serving.
 fn serve(
     sched: &mut Scheduler<Channel>,
-    rx: &Receiver<Job>,
+    rx: &Receiver<Work>,
     engine: &mut Engine,
-    tok: &TokenizerInfo,
+    run: &Run,
     reopen: &dyn Fn() -> anyhow::Result<Engine>,
 ) -> anyhow::Result<()> {
+    let tok = run.tok;
     let mut open = true;
     loop {
         let draining = sched.drain();
@@ -151,7 +185,13 @@ fn serve(
                     }
                 }
             };
-            sched.admit(job, tok, engine);
+            match job {
+                Work::Complete(job) => sched.admit(job, tok, engine),
+                Work::Embed(e) => {
+                    n_dequeued(sched);
+                    run.embed(sched, engine, e);
+                }
+            }
         }
         if !sched.busy() {
             if !open && !sched.drain() {
@@ -177,4 +217,48 @@ fn serve(
             sched.engine_replaced();
         }
     }
+}
+
+/// What the engine thread runs beside the scheduler's requests.
+struct Run<'a> {
+    tok: &'a TokenizerInfo,
+    vocab: usize,
+    ctx_len: usize,
+    pooling: Pooling,
+}
+
+impl Run<'_> {
+    /// An embeddings request, at once, in a free slot (the streams running wait for it as
+    /// for a prompt chunk): every input in turn.
+    fn embed(&self, sched: &mut Scheduler<Channel>, engine: &mut Engine, e: EmbedJob) {
+        let Some(slot) = sched.lend_slot(engine) else {
+            let _ = e.reply.send(Err((503, "no K/V cache slot is free".into())));
+            return;
+        };
+        let mut tokens = 0;
+        let mut run = || -> Result<Vec<Vec<f32>>, (u16, String)> {
+            let bad = |e: tide_gpu::Error| (400, e.to_string());
+            let ids: Vec<Vec<u32>> = (e.inputs.iter().enumerate())
+                .map(|(i, x)| input_ids(x, i, self.tok, self.vocab, self.ctx_len))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?;
+            engine.use_slot(slot).map_err(|e| (500, e.to_string()))?;
+            let mut out = Vec::with_capacity(ids.len());
+            for x in &ids {
+                tokens += x.len();
+                let v = pollster::block_on(embed(engine, x, self.pooling))
+                    .map_err(|e| (500, e.to_string()))?;
+                out.push(v);
+            }
+            Ok(out)
+        };
+        let r = run();
+        sched.give_back(slot);
+        let _ = e.reply.send(r.map(|v| (v, tokens)));
+    }
+}
+
+/// An embeddings request left the queue (the scheduler counts its own requests).
+fn n_dequeued(sched: &Scheduler<Channel>) {
+    sched.counters().queued.fetch_sub(1, Ordering::Relaxed);
 }

@@ -22,6 +22,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use tide_gpu::model::embedded::default_model_files;
 use tide_gpu::model::gguf_split::{part_name, split_name};
+use tide_gpu::serve::embed::Pooling;
 
 use super::api::{routes, Access, Api};
 use super::api_worker;
@@ -75,6 +76,10 @@ pub struct ServeArgs {
     /// Default: the context length.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_tokens: Option<u64>,
+    /// How /v1/embeddings pools a text's last hidden states into one vector: their mean, or
+    /// the last token's.
+    #[arg(long, value_enum, default_value = "mean")]
+    pooling: PoolingArg,
     /// Start every API request's K/V cache slot over, rather than reusing the longest prefix
     /// of its prompt that a slot holds from an earlier request.
     #[arg(long)]
@@ -100,6 +105,12 @@ pub struct ServeArgs {
     /// The API's KV-cache length in tokens (default: the model's, at most 2048).
     #[arg(long)]
     ctx: Option<usize>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PoolingArg {
+    Mean,
+    Last,
 }
 
 /// Where one served file's bytes are.
@@ -489,6 +500,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
             args,
             a.queue.max(1),
             !a.no_prefix_cache,
+            match a.pooling {
+                PoolingArg::Mean => Pooling::Mean,
+                PoolingArg::Last => Pooling::Last,
+            },
             a.lose_device_after_tokens,
         );
         // The API's model: the first --model, or the embedded one (fast on any adapter).

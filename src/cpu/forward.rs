@@ -91,6 +91,7 @@ impl CpuModel {
             all_logits: Vec::new(),
             router: Vec::new(),
             post_attn: None,
+            hidden: None,
             memory_off: vec![false; c.n_layers],
             engram_ids: vec![0; ctx],
             engram_conv: self
@@ -130,6 +131,9 @@ pub struct CpuSession {
     /// When Some, every layer's normalised post-attention state n = RMSNorm_ffn(h~) (the FFN's
     /// and the router's input) is appended: [token][layer][dim].
     pub post_attn: Option<Vec<f32>>,
+    /// When Some, every token's last hidden state after the output norm (what the LM head
+    /// reads; llama.cpp's embeddings) is appended: [token][dim].
+    pub hidden: Option<Vec<f32>>,
     /// Layers whose memory injection is switched off (ablation).
     pub memory_off: Vec<bool>,
     /// Engram: the compressed id at every position, and per Engram layer the convolution's
@@ -345,6 +349,10 @@ impl CpuSession {
                 }
             }
             self.pos += 1;
+            if let Some(hid) = &mut self.hidden {
+                rmsnorm(&mut a, &h, &m.out_norm, c.eps);
+                hid.extend_from_slice(&a);
+            }
             // The LM head: for the last token only, or for every token with keep_all.
             if self.keep_all || i + 1 == tokens.len() {
                 rmsnorm(&mut a, &h, &m.out_norm, c.eps);

@@ -114,8 +114,11 @@ fn f32_buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::cast_slice(data),
-            // Norm gammas are also read as uniforms (matvec_rows).
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
+            // Norm gammas are also read as uniforms (matvec_rows), and copied out for the
+            // host's final norm of embeddings (feed_hidden_async).
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_SRC,
         })
 }
 

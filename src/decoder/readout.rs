@@ -221,6 +221,47 @@ impl GpuDecoder {
         Ok(out)
     }
 
+    /// Run `tokens` from the current position and return each one's last hidden state after
+    /// the output norm, [n, dim] (what the LM head reads: embeddings). The residual of each
+    /// batch is read back and normalised here, with the output norm's weights read back once.
+    pub async fn feed_hidden_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let d = self.config.dim;
+        let gamma = {
+            let w = self.weights.as_ref().expect("schedule built");
+            let rb = self.map_read_buffer("output-norm-readback", d * 4);
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&w.out_norm, 0, &rb, 0, (d * 4) as u64);
+            self.flush();
+            let got = self.read_buffer(enc, &rb, d * 4).await?;
+            bytemuck::cast_slice::<u8, f32>(&got).to_vec()
+        };
+        let rb = self.map_read_buffer("hidden-readback", self.opts.max_batch * d * 4);
+        let mut out = Vec::with_capacity(tokens.len() * d);
+        for chunk in tokens.chunks(self.opts.max_batch) {
+            self.feed_in(chunk, self.opts.max_batch)?;
+            let mut enc = self.take_encoder()?;
+            let bytes = chunk.len() * d * 4;
+            enc.copy_buffer_to_buffer(&self.buf.h, 0, &rb, 0, bytes as u64);
+            let got = self.read_buffer(enc, &rb, bytes).await?;
+            for h in bytemuck::cast_slice::<u8, f32>(&got).chunks_exact(d) {
+                let ms = h.iter().map(|x| x * x).sum::<f32>() / d as f32;
+                let r = 1.0 / (ms + self.config.eps).sqrt();
+                out.extend(h.iter().zip(&gamma).map(|(x, g)| x * r * g));
+            }
+            self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
+        }
+        Ok(out)
+    }
+
+    fn map_read_buffer(&self, label: &str, bytes: usize) -> wgpu::Buffer {
+        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
     fn build_all_logits(&mut self) -> Result<()> {
         let head = self.build_token_head(self.opts.max_batch, "logits-all", false)?;
         self.heads.all_logits = Some(head);

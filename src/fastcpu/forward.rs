@@ -190,6 +190,10 @@ impl FastCpu {
         if let Some(p) = &mut s.post_attn {
             p.extend_from_slice(&post);
         }
+        if let Some(hid) = &mut s.hidden {
+            norm_rows(&mut a, &h, &m.out_norm, c.eps);
+            hid.extend_from_slice(&a[..n * d]);
+        }
         // The LM head: for the last token only, or for every token with keep_all.
         let first = if s.keep_all { 0 } else { n - 1 };
         let head = m.lm_head.as_ref().unwrap_or(&m.embd);

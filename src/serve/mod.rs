@@ -1,8 +1,9 @@
 //! The serving core, one for `tide serve` and the browser: continuous batching over the K/V
 //! cache slots with a prefix cache (scheduler.rs, prefix.rs), stop strings (stop.rs),
 //! log-probabilities (logprobs.rs), the OpenAI response bodies (shape.rs) and what is counted
-//! (counters.rs). Requests come checked by `crate::openai`.
+//! (counters.rs), embeddings (embed.rs). Requests come checked by `crate::openai`.
 pub mod counters;
+pub mod embed;
 pub mod logprobs;
 pub mod prefix;
 pub mod scheduler;

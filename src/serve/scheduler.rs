@@ -230,6 +230,11 @@ impl<S: Sink> Scheduler<S> {
         }
     }
 
+    /// What it counts.
+    pub fn counters(&self) -> &Counters {
+        &self.n
+    }
+
     /// A slot is free for another request.
     pub fn has_room(&self, engine: &Engine) -> bool {
         self.active.len() < engine.slots()
@@ -246,6 +251,21 @@ impl<S: Sink> Scheduler<S> {
         self.draining
             .retain_mut(|o| o.flush() && !o.queue.is_empty());
         !self.draining.is_empty()
+    }
+
+    /// A free slot for work outside the scheduler (an embedding), chosen as a request's would
+    /// be without a prefix; `slots_changed` or `give_back` after.
+    pub fn lend_slot(&mut self, engine: &Engine) -> Option<usize> {
+        let busy: Vec<usize> = self.active.iter().map(|a| a.slot).collect();
+        let slots = engine.slots();
+        (self.prefix)
+            .take(&[], |s| s < slots && !busy.contains(&s))
+            .map(|(s, _)| s)
+    }
+
+    /// A lent slot comes back holding nothing the cache can reuse.
+    pub fn give_back(&mut self, slot: usize) {
+        self.prefix.release(slot, Vec::new());
     }
 
     /// The slots were used outside the scheduler (not while it is busy): what it remembers

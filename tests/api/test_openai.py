@@ -323,6 +323,35 @@ class Api(unittest.TestCase):
         self.assertIsNone(r.getheader("access-control-allow-origin"))
         c.close()
 
+    def test_embeddings(self):
+        """/v1/embeddings through the client (which asks for base64 by default): unit vectors
+        of the model's width, a batch equal to its inputs one by one, float and base64 equal,
+        token-id input equal to its text; bad requests refused by name. (Agreement with
+        llama.cpp's embeddings is tests/embeddings.rs's.)"""
+        texts = ["The king walked to the mill.", "In the beginning God created"]
+        batch = self.c.embeddings.create(model=self.s.model, input=texts)
+        self.assertEqual([d.index for d in batch.data], [0, 1])
+        vecs = [d.embedding for d in batch.data]
+        self.assertEqual(len(vecs[0]), 192)  # tide-k4's width
+        for v in vecs:
+            self.assertAlmostEqual(sum(x * x for x in v), 1.0, places=4)
+        alone = self.c.embeddings.create(model=self.s.model, input=texts[1]).data[0].embedding
+        self.assertLess(max(abs(a - b) for a, b in zip(alone, vecs[1])), 1e-5)
+        self.assertGreater(max(abs(a - b) for a, b in zip(vecs[0], vecs[1])), 1e-2)
+        floats = self.c.embeddings.create(model=self.s.model, input=texts[1],
+                                          encoding_format="float").data[0].embedding
+        self.assertEqual(floats, alone)
+        ids = native(texts[1], 1)["prompt_tokens"]
+        by_ids = self.c.embeddings.create(model=self.s.model, input=[ids]).data[0].embedding
+        self.assertLess(max(abs(a - b) for a, b in zip(by_ids, alone)), 1e-5)
+        self.assertEqual(batch.usage.prompt_tokens, len(ids) + len(native(texts[0], 1)["prompt_tokens"]))
+        for bad, want in [(dict(input=[]), "'input'"), (dict(input="x", dimensions=8), "'dimensions'"),
+                          (dict(input=[[1, 2], [99999]]), "outside the vocabulary"),
+                          (dict(input="x", encoding_format="int8"), "'encoding_format'")]:
+            with self.assertRaises(openai.BadRequestError, msg=str(bad)) as e:
+                self.c.embeddings.create(model=self.s.model, **bad)
+            self.assertIn(want, e.exception.body["message"])
+
     def test_a_slow_reader_holds_up_no_one(self):
         """A streaming client that reads nothing (a 2 KB receive buffer; its stream, with 5 top
         log-probabilities a token, is ~47 KB) while another request runs: the other finishes
