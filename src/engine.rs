@@ -283,6 +283,14 @@ impl Engine {
         }
     }
 
+    /// Logits per token (the vocabulary the model scores).
+    pub fn vocab(&self) -> usize {
+        match self {
+            Engine::Gpu(g) => g.config.vocab,
+            Engine::Cpu(c) => c.m.config.vocab,
+        }
+    }
+
     /// Memory blocks of the loaded model (0: plain backbone).
     pub fn memory_k(&self) -> usize {
         match self {
@@ -367,6 +375,28 @@ impl Engine {
     ) -> Result<(u32, Vec<f32>)> {
         let (t, logits) = self.choose_next(sampler, history, true).await?;
         Ok((t, logits.unwrap_or_default()))
+    }
+
+    /// On the GPU, the `k` (at most MAX_TOP_K) most likely next tokens with their logits after
+    /// the sampler's repetition penalty, best first: a few bytes read back instead of every
+    /// logit. None on the CPU engines, whose logits are in memory already.
+    pub async fn top_candidates_async(
+        &mut self,
+        k: usize,
+        sampler: &Sampler,
+        history: &[u32],
+    ) -> Result<Option<Vec<(u32, f32)>>> {
+        let Engine::Gpu(g) = self else {
+            return Ok(None);
+        };
+        let pen = sampler.cfg.repeat_penalty;
+        let recent = if pen != 1.0 {
+            recent_distinct(history, sampler.cfg.repeat_last_n)
+        } else {
+            vec![]
+        };
+        let k = k.clamp(1, crate::decoder::MAX_TOP_K);
+        Ok(Some(g.top_k_async(k, pen, &recent).await?))
     }
 
     /// The next token, and with `keep_logits` the logits (before the penalty) it was chosen

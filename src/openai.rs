@@ -3,6 +3,7 @@
 //! the client gets. Here, in the library, so that it can be fuzzed (fuzz/fuzz_targets/).
 use serde_json::Value;
 
+use crate::serve::grammar::Format;
 use crate::SamplerConfig;
 
 /// Which endpoint: /v1/chat/completions or /v1/completions.
@@ -36,6 +37,8 @@ pub struct Request {
     pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
+    /// `response_format`: JSON (any object, or valid against a schema); None: text.
+    pub format: Option<Format>,
 }
 
 /// Why a request is refused: the HTTP status, the message, and OpenAI's error code if any.
@@ -116,6 +119,43 @@ fn content(m: &Value, i: usize, role: &str) -> Result<String, Refusal> {
         Some(x) => Err(bad(format!(
             "messages[{i}].content must be a string or text parts, got {x}"
         ))),
+    }
+}
+
+/// `response_format`: {"type": "text"}, {"type": "json_object"} or {"type": "json_schema",
+/// "json_schema": {"name", "schema", "strict"}}. (Whether the schema's features are supported
+/// is the grammar engine's to say, once the request runs.)
+fn response_format(v: &Value) -> Result<Option<Format>, Refusal> {
+    let rf = match v.get("response_format") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(rf @ Value::Object(_)) => rf,
+        Some(x) => return Err(bad(format!("'response_format' must be an object, got {x}"))),
+    };
+    match rf.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Format::JsonObject)),
+        Some("json_schema") => {
+            let js = rf
+                .get("json_schema")
+                .filter(|j| j.is_object())
+                .ok_or_else(|| {
+                    bad("'response_format.json_schema' must be an object with a 'schema'")
+                })?;
+            if !matches!(js.get("name"), None | Some(Value::String(_))) {
+                return Err(bad("'response_format.json_schema.name' must be a string"));
+            }
+            match js.get("schema") {
+                Some(s @ (Value::Object(_) | Value::Bool(true))) => {
+                    Ok(Some(Format::JsonSchema(s.clone())))
+                }
+                _ => Err(bad(
+                    "'response_format.json_schema.schema' must be a JSON schema (an object)",
+                )),
+            }
+        }
+        _ => Err(bad(
+            "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"",
+        )),
     }
 }
 
@@ -246,7 +286,9 @@ pub fn parse(
         && v.pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+    let format = response_format(&v)?;
     Ok(Request {
+        format,
         model,
         prompt,
         max_tokens,

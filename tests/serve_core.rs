@@ -15,6 +15,7 @@ use tide_gpu::generate::generate;
 use tide_gpu::memory::MemoryRows;
 use tide_gpu::model::tokenizer::TokenizerInfo;
 use tide_gpu::openai::Prompt;
+use tide_gpu::serve::grammar::Format;
 use tide_gpu::serve::{Counters, Event, Job, NoPrefetch, Scheduler, Sink, SinkError};
 use tide_gpu::{Backend, Engine, Model, Options, Sampler, SamplerConfig};
 
@@ -80,6 +81,7 @@ fn serve(
                 sampler: greedy(),
                 stop: vec![],
                 logprobs: None,
+                format: None,
                 events: k.clone(),
                 arrived: web_time::Instant::now(),
             };
@@ -191,5 +193,71 @@ fn prefix_cache_replies_equal_fresh_runs_on_the_cpu() {
         let rows = MemoryRows::local(&m);
         let (mut engine, _) = Engine::new(&m, &rows, Backend::Cpu, &o).unwrap();
         check(dir, &m, &mut engine, CTX);
+    }
+}
+
+/// One greedy request through a fresh scheduler: its text.
+fn one(
+    engine: &mut Engine,
+    tok: &TokenizerInfo,
+    prompt: &str,
+    job: impl FnOnce(&mut Job<Kept>),
+) -> String {
+    let mut s = Scheduler::new(256, engine.slots(), false, Arc::new(Counters::default()));
+    let k = Kept::default();
+    let mut j = Job {
+        prompt: Prompt::Text(prompt.into()),
+        max_tokens: 120,
+        fit: false,
+        sampler: greedy(),
+        stop: vec![],
+        logprobs: None,
+        format: None,
+        events: k.clone(),
+        arrived: web_time::Instant::now(),
+    };
+    job(&mut j);
+    s.admit(j, tok, engine);
+    while s.busy() {
+        pollster::block_on(s.round(engine, tok, &NoPrefetch)).unwrap();
+    }
+    k.reply().0
+}
+
+#[test]
+fn structured_output_on_the_gpus_candidates_equals_every_logit_masked() {
+    // On the GPU a structured request chooses among the top-k candidates the grammar allows
+    // (k * 8 bytes read back); with log-probabilities asked it reads every logit and masks them.
+    // Greedy, both must pick the same tokens.
+    let m = model("models/tide-k4");
+    let opts = DecoderOptions {
+        ctx_len: 256,
+        slots: 1,
+        ..Default::default()
+    };
+    let mut engine = Engine::Gpu(Box::new(GpuDecoder::new(common::gpu(), &m, opts).unwrap()));
+    let schema = serde_json::json!({"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 10},
+        "n": {"type": "integer", "minimum": 0, "maximum": 50},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}},
+        "required": ["name", "n", "tags"], "additionalProperties": false});
+    for prompt in ["In the beginning God created", "The king said"] {
+        let f = Format::JsonSchema(schema.clone());
+        let fast = one(&mut engine, &m.tokenizer, prompt, |j| {
+            j.format = Some(f.clone())
+        });
+        let full = one(&mut engine, &m.tokenizer, prompt, |j| {
+            j.format = Some(f.clone());
+            j.logprobs = Some(0);
+        });
+        assert_eq!(fast, full, "{prompt:?}");
+        let v: serde_json::Value = serde_json::from_str(&fast).unwrap();
+        assert!(v["n"].as_u64().is_some_and(|n| n <= 50), "{fast}");
+        // Unconstrained, the model writes no JSON here.
+        let free = one(&mut engine, &m.tokenizer, prompt, |_| {});
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&free).is_err(),
+            "{free}"
+        );
     }
 }

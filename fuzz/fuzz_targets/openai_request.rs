@@ -1,17 +1,32 @@
-//! HTTP request handling: the body of a POST to /v1/chat/completions or /v1/completions (the
-//! first byte picks which) checked by `tide_gpu::openai::parse`, as `tide serve` checks it
-//! before anything runs. A refusal is a 400, or a 404 naming the model; an accepted request
+//! HTTP request handling: the body of a POST to /v1/chat/completions, /v1/completions or
+//! /v1/embeddings (the first byte picks which) checked by `tide_gpu::openai::parse` (or
+//! `parse_embeddings`), as `tide serve` checks it before anything runs. A refusal is a 400, or a 404 naming the model; an accepted request
 //! stays within what the engine is promised (the max_tokens cap, 4 stop strings, 20 top
 //! log-probabilities, sampling ranges). (The HTTP framing itself is hyper's.)
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tide_gpu::openai::{parse, Kind};
+use tide_gpu::openai::{parse, parse_embeddings, EmbedInput, Kind, MAX_EMBED_INPUTS, ROLES};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&k, body)) = data.split_first() else {
         return;
     };
-    let kind = if k & 1 == 0 { Kind::Chat } else { Kind::Text };
+    if k % 3 == 2 {
+        // /v1/embeddings
+        match parse_embeddings(body, "tide-k4") {
+            Ok(r) => {
+                assert_eq!(r.model, "tide-k4");
+                assert!((1..=MAX_EMBED_INPUTS).contains(&r.inputs.len()));
+                assert!(r
+                    .inputs
+                    .iter()
+                    .all(|i| matches!(i, EmbedInput::Text(_) | EmbedInput::Ids(_))));
+            }
+            Err(e) => assert!(e.status == 400 || e.status == 404, "{e:?}"),
+        }
+        return;
+    }
+    let kind = if k % 3 == 0 { Kind::Chat } else { Kind::Text };
     match parse(kind, body, "tide-k4", 2048) {
         Ok(r) => {
             assert_eq!(r.model, "tide-k4");
@@ -21,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
             assert!((0.0..=2.0).contains(&r.sampler.temperature));
             assert!(r.logprobs.is_none_or(|n| n <= 20));
             assert!(!r.include_usage || r.stream);
+            if let tide_gpu::openai::Prompt::Chat(m) = &r.prompt {
+                assert!(m.iter().all(|(role, _)| ROLES.contains(&role.as_str())));
+            }
         }
         Err(e) => assert!(
             e.status == 400 || (e.status == 404 && e.code == Some("model_not_found")),

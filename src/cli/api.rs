@@ -386,6 +386,7 @@ fn job(
         sampler: SamplerConfig { seed, ..r.sampler },
         stop: r.stop,
         logprobs: r.logprobs,
+        format: r.format,
         events: Channel(events),
         arrived: web_time::Instant::now(),
     };

@@ -186,6 +186,9 @@ impl GpuDecoder {
         }
         enc.copy_buffer_to_buffer(&self.buf.out, 0, &self.buf.readback, 0, (k * 8) as u64);
         let bytes = self.read_back(enc, k * 8).await?;
+        // The logits stay addressable (a grammar may allow none of the k: it reads them all).
+        // With a penalty they hold the penalised values.
+        self.pending = Some(self.ctx.device.create_command_encoder(&Default::default()));
         let w: &[u32] = bytemuck::cast_slice(&bytes);
         let out: Vec<(u32, f32)> = (0..k).map(|j| (w[j], f32::from_bits(w[k + j]))).collect();
         if out[0].0 as usize >= self.config.vocab {

@@ -13,6 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use web_time::Instant;
 
 use super::counters::Counters;
+use super::grammar::{self, Constraint, Format, Grammar};
 use super::logprobs::{token_logprob, TokenLogprob};
 use super::prefix::PrefixCache;
 use super::stop::StopFilter;
@@ -73,6 +74,8 @@ pub struct Job<S> {
     pub stop: Vec<String>,
     /// Log-probabilities of each chosen token and of this many alternatives.
     pub logprobs: Option<usize>,
+    /// JSON output (a schema's, or any object): each token chosen from the grammar's mask.
+    pub format: Option<Format>,
     pub events: S,
     /// When it arrived (time to first token counts from here).
     pub arrived: Instant,
@@ -158,6 +161,10 @@ struct Active<S> {
     stopped: bool,
     /// Its slot still holds more than the reused prefix.
     fresh: bool,
+    /// Structured output: where the reply is in its grammar, and the mask of the next
+    /// token once computed.
+    constraint: Option<Constraint>,
+    mask: Option<llguidance::toktrie::SimpleVob>,
     arrived: Instant,
     last_token: Option<Instant>,
 }
@@ -195,6 +202,9 @@ enum Ready {
     Logits(Vec<f32>),
     /// Chosen already, on the GPU.
     Token(u32),
+    /// The GPU's most likely tokens that the grammar allows, best first (structured output
+    /// without reading every logit).
+    Candidates(Vec<(u32, f32)>),
 }
 
 /// How a request left its slot.
@@ -211,6 +221,9 @@ pub struct Scheduler<S> {
     prefix: PrefixCache,
     /// Fault injection: lose the device after this many more steps.
     pub fault: Option<usize>,
+    /// The grammar engine over the model's vocabulary, made at the first structured request
+    /// (or why it cannot be).
+    grammar: Option<std::result::Result<Arc<Grammar>, String>>,
     active: Vec<Active<S>>,
     /// Requests that are done but whose last events their handlers have not taken yet.
     draining: Vec<Outbox<S>>,
@@ -225,6 +238,7 @@ impl<S: Sink> Scheduler<S> {
             n,
             prefix: PrefixCache::new(slots.max(1), prefix_cache),
             fault: None,
+            grammar: None,
             active: Vec::new(),
             draining: Vec::new(),
         }
@@ -329,6 +343,21 @@ impl<S: Sink> Scheduler<S> {
                 return;
             }
         };
+        let constraint = match &job.format {
+            None => None,
+            Some(f) => match self.grammar(tok, engine).and_then(|g| g.constrain(f)) {
+                Ok(c) => Some(c),
+                Err(message) => {
+                    out.push(Event::Error {
+                        status: 400,
+                        message,
+                    });
+                    out.flush();
+                    self.draining.push(out);
+                    return;
+                }
+            },
+        };
         let busy: Vec<usize> = self.active.iter().map(|a| a.slot).collect();
         let taken = self
             .prefix
@@ -367,9 +396,26 @@ impl<S: Sink> Scheduler<S> {
             next: None,
             stopped: false,
             fresh: true,
+            constraint,
+            mask: None,
             arrived: job.arrived,
             last_token: None,
         });
+    }
+
+    /// The grammar engine, made on first use.
+    fn grammar(
+        &mut self,
+        tok: &TokenizerInfo,
+        engine: &Engine,
+    ) -> std::result::Result<Arc<Grammar>, String> {
+        self.grammar
+            .get_or_insert_with(|| {
+                Grammar::new(tok, engine.vocab())
+                    .map(Arc::new)
+                    .map_err(|e| format!("structured output is not available for this model: {e}"))
+            })
+            .clone()
     }
 
     /// One round: a prompt chunk, every running request's next token, one shared step. An
@@ -510,14 +556,35 @@ impl<S: Sink> Scheduler<S> {
         if !a.fed_one() {
             return Ok(()); // more prompt to feed
         }
-        a.ready = Some(if a.logprobs.is_none() {
-            Ready::Token(
+        a.ready = Some(match (&mut a.constraint, a.logprobs) {
+            (None, None) => Ready::Token(
                 engine
                     .next_token_async(&mut a.sampler, a.run.history())
                     .await?,
-            )
-        } else {
-            Ready::Logits(engine.logits_async().await?)
+            ),
+            (None, Some(_)) => Ready::Logits(engine.logits_async().await?),
+            (Some(c), _) => {
+                // The GPU's top candidates when the sampler chooses from candidates and one of
+                // them is allowed; else every logit.
+                let mask = c.mask()?;
+                let cands = match (a.logprobs, a.sampler.candidates_needed()) {
+                    (None, Some(_)) => {
+                        let k = crate::decoder::MAX_TOP_K;
+                        engine
+                            .top_candidates_async(k, &a.sampler, a.run.history())
+                            .await?
+                    }
+                    _ => None,
+                };
+                let allowed: Vec<(u32, f32)> = (cands.into_iter().flatten())
+                    .filter(|&(t, l)| mask.is_allowed(t) && l.is_finite())
+                    .collect();
+                a.mask = Some(mask);
+                match allowed.is_empty() {
+                    false => Ready::Candidates(allowed),
+                    true => Ready::Logits(engine.logits_async().await?),
+                }
+            }
         });
         Ok(())
     }
@@ -525,18 +592,46 @@ impl<S: Sink> Scheduler<S> {
     /// Request i chooses from its logits, if it has them: Some when it is done.
     fn choose(&mut self, i: usize, tok: &TokenizerInfo) -> Result<Option<Ended>> {
         let a = &mut self.active[i];
-        let (t, lps) = match a.ready.take() {
-            None => return Ok(None),
-            Some(Ready::Token(t)) => (t, Vec::new()),
-            Some(Ready::Logits(l)) => {
-                let t = a.sampler.choose_from_logits(&l, a.run.history())?;
-                let lps = match a.logprobs {
-                    Some(n) => vec![token_logprob(tok, &l, t, n)],
+        let Some(ready) = a.ready.take() else {
+            return Ok(None);
+        };
+        // Structured output: the mask of this step (computed already for candidates).
+        let mask = match (&mut a.constraint, a.mask.take()) {
+            (None, _) => None,
+            (Some(_), Some(m)) => Some(m),
+            (Some(c), None) => match c.mask() {
+                Ok(m) => Some(m),
+                Err(e) => return Ok(Some(Ended::Failed(500, e.to_string()))),
+            },
+        };
+        let (t, lps) = match ready {
+            Ready::Token(t) => (t, Vec::new()),
+            Ready::Candidates(c) => (a.sampler.pick(&c), Vec::new()),
+            Ready::Logits(mut l) => {
+                // Log-probabilities of the model's own distribution, before the mask.
+                let lp = |t: u32, l: &[f32]| match a.logprobs {
+                    Some(n) => vec![token_logprob(tok, l, t, n)],
                     None => Vec::new(),
                 };
-                (t, lps)
+                match &mask {
+                    None => {
+                        let t = a.sampler.choose_from_logits(&l, a.run.history())?;
+                        (t, lp(t, &l))
+                    }
+                    Some(m) => {
+                        let raw = a.logprobs.map(|_| l.clone());
+                        grammar::apply(m, &mut l);
+                        let t = a.sampler.choose_from_logits(&l, a.run.history())?;
+                        (t, raw.map_or(Vec::new(), |r| lp(t, &r)))
+                    }
+                }
             }
         };
+        if let Some(c) = &mut a.constraint {
+            if let Err(e) = c.accept(t) {
+                return Ok(Some(Ended::Failed(500, e.to_string())));
+            }
+        }
         let now = Instant::now();
         match a.last_token {
             None => self.n.ttft.observe((now - a.arrived).as_secs_f64()),

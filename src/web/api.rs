@@ -139,6 +139,7 @@ impl Book {
             sampler: SamplerConfig { seed, ..r.sampler },
             stop: r.stop,
             logprobs: r.logprobs,
+            format: r.format,
             events: sink.clone(),
             arrived: web_time::Instant::now(),
         });
