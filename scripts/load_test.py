@@ -9,8 +9,13 @@ inter-token latency (gaps between content chunks) at p50 and p99, and aggregate 
 tokens per second over the level's wall time. Bounded: a fixed set of requests, a timeout per
 request, and the server is stopped at the end.
 
+With --mix prefix, every other request is a chat with one long system prompt (~400 tokens)
+and its own question (what a prefix cache serves); with --mix all, a quarter of the requests
+also ask for JSON by a schema (their replies must parse). --mix plain (the default) is the
+completions alone. (Tool calls are not in the mix: the server has none yet.)
+
 Usage: python scripts/load_test.py TIDE_BIN MODEL [--out FILE.jsonl] [--levels 1,4,16]
-       [--requests N] [--parallel SLOTS] [--ctx N]
+       [--requests N] [--parallel SLOTS] [--ctx N] [--mix plain|prefix|all]
 Needs scripts/requirements-api.txt (scripts/venv.sh installs it); `bash scripts/bench-serve.sh`
 runs it on SmolLM2 and writes docs/bench-data/load_test.jsonl.
 """
@@ -37,6 +42,24 @@ PROMPTS = [
     "The best way to learn a language is",
 ]
 MAX_TOKENS = [8, 48, 16, 32, 24, 40, 12, 32]
+SYSTEM = "You are a careful assistant for a library. " + " ".join(
+    f"Shelf {i} holds books on {t}." for i, t in enumerate(
+        ["history", "rivers", "kings", "mills", "astronomy", "cooking", "poetry", "law"] * 6))
+QUESTIONS = ["Where are the books on rivers?", "What is on shelf 3?", "Which shelf has poetry?",
+             "Is there a shelf on law?"]
+SCHEMA = {"type": "object", "properties": {"shelf": {"type": "integer", "minimum": 0, "maximum": 47},
+                                          "topic": {"type": "string", "maxLength": 16}},
+          "required": ["shelf", "topic"], "additionalProperties": False}
+
+
+def kind(i, mix):
+    """What request i is: "plain" (a completion), "prefix" (a chat with the long system
+    prompt) or "schema" (that chat, answered in JSON)."""
+    if mix == "plain" or i % 2 == 0:
+        return "plain"
+    if mix == "all" and i % 4 == 3:
+        return "schema"
+    return "prefix"
 
 
 def percentile(xs, p):
@@ -76,24 +99,47 @@ class Server:
         self.p.wait(10)
 
 
-def stream(srv, i):
+def stream(srv, i, mix="plain"):
     """Request i, streamed: its text, chunk times and usage."""
     sent = time.perf_counter()
     times, parts, usage = [], [], None
-    for chunk in srv.client.completions.create(
+    k = kind(i, mix)
+    if k == "plain":
+        chunks = srv.client.completions.create(
             model=srv.model, prompt=PROMPTS[i % len(PROMPTS)],
             max_tokens=MAX_TOKENS[i % len(MAX_TOKENS)], temperature=0, stream=True,
-            stream_options={"include_usage": True}):
+            stream_options={"include_usage": True})
+    else:
+        extra = {}
+        if k == "schema":
+            extra["response_format"] = {"type": "json_schema",
+                                        "json_schema": {"name": "answer", "schema": SCHEMA}}
+        chunks = srv.client.chat.completions.create(
+            model=srv.model, messages=[{"role": "system", "content": SYSTEM},
+                                       {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            max_tokens=48, temperature=0, stream=True, stream_options={"include_usage": True},
+            **extra)
+    for chunk in chunks:
         if chunk.usage is not None:
             usage = chunk.usage
-        if chunk.choices and chunk.choices[0].text:
+        piece = None
+        if chunk.choices:
+            c = chunk.choices[0]
+            piece = c.text if k == "plain" else c.delta.content
+        if piece:
             times.append(time.perf_counter())
-            parts.append(chunk.choices[0].text)
-    return {"i": i, "sent": sent, "times": times, "text": "".join(parts),
-            "tokens": usage.completion_tokens if usage else None}
+            parts.append(piece)
+    text = "".join(parts)
+    if k == "schema":
+        json.loads(text)  # a schema's reply must parse (a failure counts as an error)
+    cached = None
+    if usage is not None and getattr(usage, "prompt_tokens_details", None) is not None:
+        cached = usage.prompt_tokens_details.cached_tokens
+    return {"i": i, "kind": k, "sent": sent, "times": times, "text": text,
+            "tokens": usage.completion_tokens if usage else None, "cached": cached}
 
 
-def level(srv, n, c):
+def level(srv, n, c, mix="plain"):
     """Requests 0..n with c in flight at a time."""
     results, errors = [None] * n, []
     nxt = iter(range(n))
@@ -106,7 +152,7 @@ def level(srv, n, c):
             if i is None:
                 return
             try:
-                results[i] = stream(srv, i)
+                results[i] = stream(srv, i, mix)
             except Exception as e:  # recorded and reported: a dropped stream fails the run
                 errors.append(f"request {i}: {e!r}")
 
@@ -128,6 +174,7 @@ def main():
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--parallel", type=int, help="the server's slots (default: the most streams)")
     ap.add_argument("--ctx", type=int, default=512, help="each slot's context (default 512)")
+    ap.add_argument("--mix", choices=["plain", "prefix", "all"], default="plain")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
     parallel = a.parallel or max(levels)
@@ -135,20 +182,26 @@ def main():
     rows, failed = [], False
     try:
         print(f"[load] {srv.model}: {a.requests} requests, each alone first", file=sys.stderr)
-        ref, errors, _ = level(srv, a.requests, 1)
+        ref, errors, _ = level(srv, a.requests, 1, a.mix)
         if errors:
             raise SystemExit("the reference run failed: " + "; ".join(errors))
         for c in levels:
             print(f"[load] {c} concurrent streams", file=sys.stderr)
-            res, errors, wall = level(srv, a.requests, c)
+            res, errors, wall = level(srv, a.requests, c, a.mix)
             mismatched = [r["i"] for r, want in zip(res, ref)
                           if r is not None and r["text"] != want["text"]]
             done = [r for r in res if r is not None]
             ttft = [r["times"][0] - r["sent"] for r in done if r["times"]]
+            ttft_prefix = [r["times"][0] - r["sent"] for r in done
+                           if r["times"] and r["kind"] != "plain"]
             itl = [b - a for r in done for a, b in zip(r["times"], r["times"][1:])]
             tokens = sum(r["tokens"] or 0 for r in done)
             row = {
-                "streams": c, "parallel": parallel, "ctx": a.ctx, "requests": a.requests, "completed": len(done),
+                "streams": c, "parallel": parallel, "ctx": a.ctx, "requests": a.requests,
+                "mix": a.mix, "completed": len(done),
+                "kinds": {k: sum(r["kind"] == k for r in done) for k in ("plain", "prefix", "schema")},
+                "cached_tokens": sum(r["cached"] or 0 for r in done),
+                "ttft_chat_p50_s": percentile(ttft_prefix, 50),
                 "errors": errors, "mismatched": mismatched, "completion_tokens": tokens,
                 "wall_s": wall, "tokens_per_s": tokens / wall,
                 "ttft_p50_s": percentile(ttft, 50), "ttft_p99_s": percentile(ttft, 99),

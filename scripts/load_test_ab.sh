@@ -3,6 +3,7 @@
 # change to the server's scheduling is measured against what it replaces in one sitting.
 # Usage: bash scripts/load_test_ab.sh A_BIN A_LABEL B_BIN B_LABEL OUT.jsonl [ROUNDS] [MODEL]
 # Each line of OUT: one level of one run, with "build" (the label) and "round" added.
+# LOAD_TEST_ARGS adds arguments to every run (e.g. "--mix prefix --levels 1,16").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/runtime-dir.sh
@@ -17,7 +18,8 @@ for round in $(seq "$rounds"); do
         bin=$a_bin label=$a_label
         [[ $which == b ]] && bin=$b_bin label=$b_label
         echo "[load-ab] round $round: $label" >&2
-        "$py" scripts/load_test.py "$bin" "$model" --out "$tmp" >&2
+        # shellcheck disable=SC2086 # split on purpose: several arguments
+        "$py" scripts/load_test.py "$bin" "$model" --out "$tmp" ${LOAD_TEST_ARGS:-} >&2
         python3 -c "
 import json, sys
 for line in open(sys.argv[1]):

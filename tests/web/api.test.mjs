@@ -4,7 +4,7 @@
 // stop strings, log-probabilities, usage and refusals are the server's; two tabs sharing one
 // model on WebGPU (SwiftShader) have their requests decoded in shared steps (continuous
 // batching) with replies equal to each run alone; a repeated prompt reuses its slot's K/V
-// (the prefix cache). scripts/test-pages.sh sets TIDE_BIN, CHROMIUM.
+// (the prefix cache); a JSON schema's reply keeps to it (the grammar engine of `tide serve`). scripts/test-pages.sh sets TIDE_BIN, CHROMIUM.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -80,7 +80,7 @@ const create = (page, kind, req) => page.evaluate(async ([k, r]) => {
   }
 }, [kind, req]);
 
-test('the API in one tab (CPU kernels): native greedy text, stop strings, logprobs, usage, refusals, the prefix cache', async () => {
+test('the API in one tab (CPU kernels): native greedy text, stop strings, logprobs, usage, refusals, the prefix cache, JSON schema output', async () => {
   const { page, info } = await pageWith({ backend: 'cpu' });
   assert.equal(info.backend, 'cpu');
   const want = native(PROMPTS[0]);
@@ -120,6 +120,23 @@ test('the API in one tab (CPU kernels): native greedy text, stop strings, logpro
   assert.equal(long.error.code, 'context_length_exceeded');
   const other = await create(page, 'text', { model: 'no-such-model', prompt: 'x' });
   assert.equal(other.error.status, 404);
+  // Structured output by the same grammar engine: the reply parses and keeps to the schema.
+  const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 10 },
+    n: { type: 'integer', minimum: 0, maximum: 50 }, tags: { type: 'array', items: { enum: ['a', 'b'] }, maxItems: 2 } },
+  required: ['name', 'n', 'tags'], additionalProperties: false };
+  const jr = await create(page, 'chat', { messages: [{ role: 'user', content: 'JSON please' }], max_tokens: 100,
+    temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } });
+  assert.equal(jr.error, undefined, JSON.stringify(jr.error));
+  const js = jr.value;
+  assert.equal(js.choices[0].finish_reason, 'stop');
+  const obj = JSON.parse(js.choices[0].message.content);
+  assert.deepEqual(Object.keys(obj).sort(), ['n', 'name', 'tags']);
+  assert.ok(Number.isInteger(obj.n) && obj.n >= 0 && obj.n <= 50 && obj.name.length <= 10, JSON.stringify(obj));
+  assert.ok(obj.tags.length <= 2 && obj.tags.every((t) => t === 'a' || t === 'b'), JSON.stringify(obj));
+  const unsupported = await create(page, 'chat', { messages: [{ role: 'user', content: 'x' }], max_tokens: 4,
+    response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'array', uniqueItems: true } } } });
+  assert.equal(unsupported.error.status, 400);
+  assert.match(unsupported.error.message, /uniqueItems/);
   // generate() still runs after the API (the scheduler's slot is taken over and forgotten).
   const g = await page.evaluate((p) => window.model.complete(p, { maxTokens: 8, temperature: 0 }), PROMPTS[0]);
   assert.deepEqual(g.tokens, want.tokens);
