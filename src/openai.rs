@@ -159,14 +159,8 @@ fn response_format(v: &Value) -> Result<Option<Format>, Refusal> {
     }
 }
 
-/// Check the body of a `kind` request for the model `served`; a request may ask for at most
-/// `max_tokens_cap` tokens (the server's `--max-tokens`).
-pub fn parse(
-    kind: Kind,
-    body: &[u8],
-    served: &str,
-    max_tokens_cap: usize,
-) -> Result<Request, Refusal> {
+/// A body's JSON object and its `model`, which must be `served` (404 otherwise).
+fn object_for(body: &[u8], served: &str) -> Result<(Value, String), Refusal> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return Err(bad("the body must be a JSON object")),
@@ -183,6 +177,18 @@ pub fn parse(
             code: Some("model_not_found"),
         });
     }
+    Ok((v, model))
+}
+
+/// Check the body of a `kind` request for the model `served`; a request may ask for at most
+/// `max_tokens_cap` tokens (the server's `--max-tokens`).
+pub fn parse(
+    kind: Kind,
+    body: &[u8],
+    served: &str,
+    max_tokens_cap: usize,
+) -> Result<Request, Refusal> {
+    let (v, model) = object_for(body, served)?;
     if count(&v, "n", 1, 1)?.is_some_and(|n| n != 1) {
         return Err(bad("only n = 1 is supported"));
     }
@@ -322,22 +328,7 @@ pub const MAX_EMBED_INPUTS: usize = 2048;
 
 /// Check the body of a POST to /v1/embeddings for the model `served`.
 pub fn parse_embeddings(body: &[u8], served: &str) -> Result<EmbeddingsRequest, Refusal> {
-    let v: Value = match serde_json::from_slice(body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return Err(bad("the body must be a JSON object")),
-        Err(e) => return Err(bad(format!("the body is not valid JSON: {e}"))),
-    };
-    let model = match v.get("model").and_then(Value::as_str) {
-        Some(m) => m.to_string(),
-        None => return Err(bad("'model' is required (GET /v1/models lists it)")),
-    };
-    if model != served {
-        return Err(Refusal {
-            status: 404,
-            message: format!("the model '{model}' does not exist; this server has '{served}'"),
-            code: Some("model_not_found"),
-        });
-    }
+    let (v, model) = object_for(body, served)?;
     let ids = |a: &[Value]| -> Option<Vec<u32>> {
         a.iter()
             .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))

@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tide_gpu::SamplerConfig;
 use tokio::sync::mpsc;
 
 use tide_gpu::openai::{self, Kind, Request};
@@ -367,37 +366,13 @@ fn job(
     events: mpsc::Sender<Event>,
 ) -> (Job, Shape, bool) {
     let serial = api.next.fetch_add(1, Ordering::Relaxed);
-    let seed = r.seed.unwrap_or_else(|| {
-        // Unseeded requests differ from one another, as OpenAI's do.
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        t ^ serial.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    });
-    let prefix = if kind == Kind::Chat {
-        "chatcmpl"
-    } else {
-        "cmpl"
-    };
-    let job = Job {
-        prompt: r.prompt,
-        max_tokens: r.max_tokens.unwrap_or(api.max_tokens).min(ctx_len),
-        fit: r.max_tokens.is_some(),
-        sampler: SamplerConfig { seed, ..r.sampler },
-        stop: r.stop,
-        logprobs: r.logprobs,
-        format: r.format,
-        events: Channel(events),
-        arrived: web_time::Instant::now(),
-    };
-    let shape = Shape {
-        kind,
-        include_usage: r.include_usage,
-        id: format!("{prefix}-tide-{serial}"),
-        created: now(),
-        model: r.model,
-    };
-    (job, shape, r.stream)
+    // Unseeded requests differ from one another, as OpenAI's do.
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = t ^ serial.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let (m, created) = (api.max_tokens, now());
+    tide_gpu::serve::job_for(r, kind, serial, seed, m, ctx_len, created, Channel(events))
 }
 
 /// The whole reply as one JSON body.

@@ -260,5 +260,5 @@ impl Run<'_> {
 
 /// An embeddings request left the queue (the scheduler counts its own requests).
 fn n_dequeued(sched: &Scheduler<Channel>) {
-    sched.counters().queued.fetch_sub(1, Ordering::Relaxed);
+    Counters::sub_one(&sched.counters().queued);
 }

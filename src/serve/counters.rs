@@ -106,6 +106,13 @@ impl Counters {
         a.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// One less (never below 0: a gauge the front end and the engine thread both move).
+    pub fn sub_one(a: &AtomicU64) {
+        let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+            Some(q.saturating_sub(1))
+        });
+    }
+
     pub fn record_status(&self, status: u16) {
         let mut m = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry(status).or_default() += 1;

@@ -14,3 +14,48 @@ pub mod stop;
 pub use counters::Counters;
 pub use scheduler::{Event, Job, NoPrefetch, Prefetch, Scheduler, Sink, SinkError};
 pub use shape::{Chunker, Chunks, Shape, Whole};
+
+use crate::openai::{Kind, Request};
+
+/// A checked request as the scheduler's job and its reply's shape, and whether it streams:
+/// the same for `tide serve` and the browser. `serial` numbers the reply's id; `seed` is used
+/// when the request gave none; without `max_tokens` it may take up to `default_max` (both at
+/// most the context).
+#[allow(clippy::too_many_arguments)]
+pub fn job_for<S>(
+    r: Request,
+    kind: Kind,
+    serial: u64,
+    seed: u64,
+    default_max: usize,
+    ctx_len: usize,
+    created: u64,
+    events: S,
+) -> (Job<S>, Shape, bool) {
+    let job = Job {
+        prompt: r.prompt,
+        max_tokens: r.max_tokens.unwrap_or(default_max).min(ctx_len),
+        fit: r.max_tokens.is_some(),
+        sampler: crate::SamplerConfig {
+            seed: r.seed.unwrap_or(seed),
+            ..r.sampler
+        },
+        stop: r.stop,
+        logprobs: r.logprobs,
+        format: r.format,
+        events,
+        arrived: web_time::Instant::now(),
+    };
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Text => "cmpl",
+    };
+    let shape = Shape {
+        kind,
+        include_usage: r.include_usage,
+        id: format!("{prefix}-tide-{serial}"),
+        created,
+        model: r.model,
+    };
+    (job, shape, r.stream)
+}

@@ -298,13 +298,7 @@ impl<S: Sink> Scheduler<S> {
     /// waited, 400 when its prompt cannot run.
     pub fn admit(&mut self, job: Job<S>, tok: &TokenizerInfo, engine: &Engine) {
         let n = self.n.clone();
-        n.queued
-            .fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |q| Some(q.saturating_sub(1)),
-            )
-            .ok();
+        Counters::sub_one(&n.queued);
         if job.events.is_closed() {
             Counters::add(&n.cancelled, 1);
             n.last_cancelled_tokens
@@ -665,13 +659,7 @@ impl<S: Sink> Scheduler<S> {
     /// Free a's slot (remembering what it holds), and tell its handler how it ended.
     fn leave(&mut self, mut a: Active<S>, left: Ended) {
         let n = self.n.clone();
-        n.running
-            .fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |q| Some(q.saturating_sub(1)),
-            )
-            .ok();
+        Counters::sub_one(&n.running);
         let held = match &left {
             Ended::Failed(..) => Vec::new(),
             _ => a.held(),

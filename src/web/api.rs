@@ -15,11 +15,10 @@ use crate::error::Result;
 use crate::memory::fetch::Fetcher;
 use crate::memory::store::RowStore;
 use crate::openai::{self, Kind};
-use crate::serve::shape::{error_body, Shape};
+use crate::serve::shape::error_body;
 use crate::serve::{
     Chunker, Chunks, Counters, Event, Job, Prefetch, Scheduler, Sink, SinkError, Whole,
 };
-use crate::SamplerConfig;
 
 /// A request's events, queued for the next pump to hand to the page.
 #[derive(Clone, Default)]
@@ -128,34 +127,20 @@ impl Book {
         };
         let id = self.next;
         self.next += 1;
-        let seed = r
-            .seed
-            .unwrap_or_else(|| (js_sys::Math::random() * 2f64.powi(53)) as u64);
+        let seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
         let sink = Queued::default();
-        self.waiting.push_back(Job {
-            prompt: r.prompt,
-            max_tokens: r.max_tokens.unwrap_or(ctx_len).min(ctx_len),
-            fit: r.max_tokens.is_some(),
-            sampler: SamplerConfig { seed, ..r.sampler },
-            stop: r.stop,
-            logprobs: r.logprobs,
-            format: r.format,
-            events: sink.clone(),
-            arrived: web_time::Instant::now(),
-        });
-        let prefix = if kind == Kind::Chat {
-            "chatcmpl"
-        } else {
-            "cmpl"
-        };
-        let shape = Shape {
+        let (job, shape, stream) = crate::serve::job_for(
+            r,
             kind,
-            include_usage: r.include_usage,
-            id: format!("{prefix}-tide-{id}"),
-            created: now(),
-            model: r.model,
-        };
-        let reply = match r.stream {
+            u64::from(id),
+            seed,
+            ctx_len,
+            ctx_len,
+            now(),
+            sink.clone(),
+        );
+        self.waiting.push_back(job);
+        let reply = match stream {
             true => Reply::Stream(Chunker::new(shape)),
             false => Reply::Whole(Whole::new(shape)),
         };
