@@ -9,7 +9,7 @@ inter-token latency (gaps between content chunks) at p50 and p99, and aggregate 
 tokens per second over the level's wall time. Bounded: a fixed set of requests, a timeout per
 request, and the server is stopped at the end.
 
-With --mix prefix, every other request is a chat with one long system prompt (~400 tokens)
+With --mix prefix, every other request is a chat with one long system prompt (~250 tokens)
 and its own question (what a prefix cache serves); with --mix all, a quarter of the requests
 also ask for JSON by a schema (their replies must parse). --mix plain (the default) is the
 completions alone. (Tool calls are not in the mix: the server has none yet.)
@@ -44,10 +44,10 @@ PROMPTS = [
 MAX_TOKENS = [8, 48, 16, 32, 24, 40, 12, 32]
 SYSTEM = "You are a careful assistant for a library. " + " ".join(
     f"Shelf {i} holds books on {t}." for i, t in enumerate(
-        ["history", "rivers", "kings", "mills", "astronomy", "cooking", "poetry", "law"] * 6))
+        ["history", "rivers", "kings", "mills", "astronomy", "cooking", "poetry", "law"] * 3))
 QUESTIONS = ["Where are the books on rivers?", "What is on shelf 3?", "Which shelf has poetry?",
              "Is there a shelf on law?"]
-SCHEMA = {"type": "object", "properties": {"shelf": {"type": "integer", "minimum": 0, "maximum": 47},
+SCHEMA = {"type": "object", "properties": {"shelf": {"type": "integer", "minimum": 0, "maximum": 23},
                                           "topic": {"type": "string", "maxLength": 16}},
           "required": ["shelf", "topic"], "additionalProperties": False}
 
