@@ -227,22 +227,9 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
             return error(status, r.message, r.code);
         }
     };
-    let ctx_len = match api.status() {
-        Status::Ready { ctx_len, .. } => ctx_len,
-        Status::Loading => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the model is still loading; retry shortly",
-                None,
-            )
-        }
-        Status::Failed(m) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the model did not load: {m}"),
-                None,
-            )
-        }
+    let ctx_len = match ready(&api) {
+        Ok(n) => n,
+        Err(r) => return *r,
     };
     let (tx, mut rx) = mpsc::channel(64);
     let (job, shape, streamed) = job(&api, kind, req, ctx_len, tx);
@@ -296,20 +283,13 @@ fn refused(api: &Api, e: TrySendError<Work>) -> Response {
 }
 
 /// The model's status: Ok(ctx_len) when it serves, else the 503 to answer.
-fn ready(api: &Api) -> Result<usize, Response> {
-    match api.status() {
-        Status::Ready { ctx_len, .. } => Ok(ctx_len),
-        Status::Loading => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the model is still loading; retry shortly",
-            None,
-        )),
-        Status::Failed(m) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the model did not load: {m}"),
-            None,
-        )),
-    }
+fn ready(api: &Api) -> Result<usize, Box<Response>> {
+    let why = match api.status() {
+        Status::Ready { ctx_len, .. } => return Ok(ctx_len),
+        Status::Loading => "the model is still loading; retry shortly".to_string(),
+        Status::Failed(m) => format!("the model did not load: {m}"),
+    };
+    Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, why, None)))
 }
 
 /// POST /v1/embeddings: each input's last hidden states pooled (`tide serve --pooling`) and
@@ -327,7 +307,7 @@ async fn embeddings(State(api): State<Arc<Api>>, body: Result<Bytes, BytesReject
         }
     };
     if let Err(r) = ready(&api) {
-        return r;
+        return *r;
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let work = Work::Embed(EmbedJob {

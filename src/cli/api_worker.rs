@@ -35,11 +35,14 @@ impl Sink for Channel {
 
 pub type Job = tide_gpu::serve::Job<Channel>;
 
-/// An embeddings request: its inputs, and where the vectors (and the tokens they took) go,
-/// or the status and message of its failure.
+/// The vectors of an embeddings request and the tokens they took, or the status and message
+/// of its failure.
+pub type EmbedReply = Result<(Vec<Vec<f32>>, usize), (u16, String)>;
+
+/// An embeddings request: its inputs, and where its reply goes.
 pub struct EmbedJob {
     pub inputs: Vec<EmbedInput>,
-    pub reply: oneshot::Sender<Result<(Vec<Vec<f32>>, usize), (u16, String)>>,
+    pub reply: oneshot::Sender<EmbedReply>,
 }
 
 /// What the engine thread takes from the queue.
