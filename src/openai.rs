@@ -25,8 +25,8 @@ pub enum Prompt {
 pub struct Request {
     pub model: String,
     pub prompt: Prompt,
-    /// The most tokens to generate, as asked (at most the server's cap); None: until the
-    /// context is full (or the cap).
+    /// The most tokens to generate, as asked (at most the server's cap); None: not asked
+    /// (chat: until the context is full or the cap; completions: 16).
     pub max_tokens: Option<usize>,
     /// Sampling; `seed` is the request's, or None for the server to choose.
     pub sampler: SamplerConfig,
@@ -242,8 +242,8 @@ pub fn parse(
             1,
             u64::MAX,
         )?),
-        // OpenAI's default for completions.
-        Kind::Text => Some(count(&v, "max_tokens", 1, u64::MAX)?.unwrap_or(16)),
+        // Absent: OpenAI's 16 for completions, the context's end for chat (serve::job_for).
+        Kind::Text => count(&v, "max_tokens", 1, u64::MAX)?,
     };
     if let Some(n) = asked.filter(|&n| n > max_tokens_cap as u64) {
         return Err(bad(format!(

@@ -47,7 +47,10 @@ fn a_full_chat_request_and_the_defaults() {
     )
     .unwrap();
     assert_eq!(r.prompt, Prompt::Text("Once".into()));
-    assert_eq!(r.max_tokens, Some(16), "OpenAI's default for completions");
+    assert_eq!(
+        r.max_tokens, None,
+        "not asked (serve::job_for gives completions 16)"
+    );
     assert_eq!((r.sampler.temperature, r.sampler.top_p), (1.0, 1.0));
     assert_eq!((r.seed, r.logprobs), (None, None));
     assert!(

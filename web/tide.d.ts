@@ -211,6 +211,9 @@ export interface RequestOptions {
   /** Up to 4: the reply ends before the first (finish_reason "stop"). */
   stop?: string | string[];
   stream_options?: { include_usage?: boolean };
+  /** JSON output: any object, or one valid against a schema (a key the engine lacks: 400). */
+  response_format?: { type: 'text' } | { type: 'json_object' }
+    | { type: 'json_schema'; json_schema: { name?: string; schema: Record<string, unknown>; strict?: boolean } };
   /** Stops the request (its slot is freed). */
   signal?: AbortSignal;
 }

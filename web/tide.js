@@ -245,22 +245,31 @@ export class TideModel {
     const { signal, ...fields } = req ?? {};
     const body = JSON.stringify({ model: this.info.model, ...fields });
     const chunks = [];
-    let wake = null;
+    let waiting = []; // resolvers of the next() calls waiting for a chunk or the end
+    const wake = () => {
+      const w = waiting;
+      waiting = [];
+      w.forEach((r) => r());
+    };
+    const wait = () => new Promise((r) => waiting.push(r));
     let finished = false;
     let failure = null;
     const { id, done } = this.worker.call('api', { kind, body }, (m) => {
       if (m.event === 'chunks') {
         chunks.push(...m.chunks);
-        wake?.();
+        wake();
       }
     });
     const worker = this.worker;
+    const abort = () => worker.cancel(id);
     if (signal) {
-      if (signal.aborted) worker.cancel(id);
-      else signal.addEventListener('abort', () => worker.cancel(id), { once: true });
+      if (signal.aborted) abort();
+      else signal.addEventListener('abort', abort, { once: true });
     }
+    const settled = () => signal?.removeEventListener('abort', abort);
+    done.then(settled, settled);
     if (!fields.stream) return done;
-    done.then(() => { finished = true; wake?.(); }, (e) => { failure = e; finished = true; wake?.(); });
+    done.then(() => { finished = true; wake(); }, (e) => { failure = e; finished = true; wake(); });
     // A stream: the create() promise settles with its first chunk (or its refusal), as the
     // openai client's does with the response's headers.
     const iter = {
@@ -272,7 +281,7 @@ export class TideModel {
           if (chunks.length) return { value: chunks.shift(), done: false };
           if (failure) throw failure;
           if (finished) return { value: undefined, done: true };
-          await new Promise((r) => (wake = r));
+          await wait();
         }
       },
       async return() {
@@ -281,7 +290,7 @@ export class TideModel {
       },
     };
     return (async () => {
-      while (!chunks.length && !finished) await new Promise((r) => (wake = r));
+      while (!chunks.length && !finished) await wait();
       if (failure && !chunks.length) throw failure;
       return iter;
     })();

@@ -93,7 +93,10 @@ const ops = {
   async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots }, id) {
     const t0 = performance.now();
     const { wasm, threads } = await start();
-    // The model loaded before goes first: its GPU memory, and its hold on stored files.
+    // The model loaded before goes first: its GPU memory, and its hold on stored files. API
+    // requests still open on it fail (they would never be pumped).
+    for (const mid of apiCalls.values()) post({ id: mid, ok: false, error: 'the model was replaced by another load', status: 503 });
+    apiCalls.clear();
     session?.free?.();
     session = null;
     const dir = await openStore();

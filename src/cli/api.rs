@@ -114,12 +114,13 @@ pub fn routes(api: Arc<Api>) -> Router {
         return app;
     }
     // Outermost, so that a preflight (which carries no key) is answered before the guard.
-    use tower_http::cors::{AllowOrigin, CorsLayer};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
     app.layer(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(api.cors.clone()))
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+            // Whatever the page's client sends (the openai clients add x-stainless-* headers).
+            .allow_headers(AllowHeaders::mirror_request()),
     )
 }
 

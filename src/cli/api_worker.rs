@@ -193,6 +193,11 @@ fn serve(
                 Work::Embed(e) => {
                     n_dequeued(sched);
                     run.embed(sched, engine, e);
+                    if engine.is_lost() {
+                        eprintln!("serve: the GPU device was lost; opening a new one");
+                        *engine = reopen()?;
+                        sched.engine_replaced();
+                    }
                 }
             }
         }
@@ -231,8 +236,9 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// An embeddings request, at once, in a free slot (the streams running wait for it as
-    /// for a prompt chunk): every input in turn.
+    /// An embeddings request, at once, in a free slot: every input in turn, while the streams
+    /// running wait (a request's inputs are bounded by the body limit, 1 MiB, and each by the
+    /// context).
     fn embed(&self, sched: &mut Scheduler<Channel>, engine: &mut Engine, e: EmbedJob) {
         let Some(slot) = sched.lend_slot(engine) else {
             let _ = e.reply.send(Err((503, "no K/V cache slot is free".into())));
@@ -255,7 +261,13 @@ impl Run<'_> {
             }
             Ok(out)
         };
-        let r = run();
+        let r = run().map_err(|(status, m)| match engine.is_lost() {
+            true => (
+                503,
+                format!("the GPU device was lost during this request ({m})"),
+            ),
+            false => (status, m),
+        });
         sched.give_back(slot);
         let _ = e.reply.send(r.map(|v| (v, tokens)));
     }

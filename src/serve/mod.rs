@@ -19,8 +19,9 @@ use crate::openai::{Kind, Request};
 
 /// A checked request as the scheduler's job and its reply's shape, and whether it streams:
 /// the same for `tide serve` and the browser. `serial` numbers the reply's id; `seed` is used
-/// when the request gave none; without `max_tokens` it may take up to `default_max` (both at
-/// most the context).
+/// when the request gave none; without `max_tokens` a chat may take up to `default_max` and
+/// a completion 16 (both at most `default_max` and the context), running to the context's
+/// end rather than being refused when the prompt leaves less.
 #[allow(clippy::too_many_arguments)]
 pub fn job_for<S>(
     r: Request,
@@ -32,9 +33,14 @@ pub fn job_for<S>(
     created: u64,
     events: S,
 ) -> (Job<S>, Shape, bool) {
+    // Not asked: the context's end (or default_max) for chat, OpenAI's 16 for completions.
+    let unasked = match kind {
+        Kind::Chat => default_max,
+        Kind::Text => default_max.min(16),
+    };
     let job = Job {
         prompt: r.prompt,
-        max_tokens: r.max_tokens.unwrap_or(default_max).min(ctx_len),
+        max_tokens: r.max_tokens.unwrap_or(unasked).min(ctx_len),
         fit: r.max_tokens.is_some(),
         sampler: crate::SamplerConfig {
             seed: r.seed.unwrap_or(seed),

@@ -479,7 +479,11 @@ impl<S: Sink> Scheduler<S> {
         // Every request whose last step is done chooses its next token.
         let mut i = 0;
         while i < self.active.len() {
-            match self.choose(i, tok)? {
+            // A request's own failure (its grammar, its text) ends it alone.
+            let left = self
+                .choose(i, tok)
+                .unwrap_or_else(|e| Some(Ended::Failed(500, e.to_string())));
+            match left {
                 None => i += 1,
                 Some(left) => {
                     let a = self.active.swap_remove(i);
@@ -558,22 +562,25 @@ impl<S: Sink> Scheduler<S> {
             ),
             (None, Some(_)) => Ready::Logits(engine.logits_async().await?),
             (Some(c), _) => {
-                // The GPU's top candidates when the sampler chooses from candidates and one of
-                // them is allowed; else every logit.
-                let mask = c.mask()?;
-                let cands = match (a.logprobs, a.sampler.candidates_needed()) {
-                    (None, Some(_)) => {
-                        let k = crate::decoder::MAX_TOP_K;
-                        engine
-                            .top_candidates_async(k, &a.sampler, a.run.history())
-                            .await?
-                    }
-                    _ => None,
-                };
-                let allowed: Vec<(u32, f32)> = (cands.into_iter().flatten())
-                    .filter(|&(t, l)| mask.is_allowed(t) && l.is_finite())
-                    .collect();
-                a.mask = Some(mask);
+                // Greedy without a repetition penalty: the best of the GPU's top candidates
+                // that the grammar allows is the best allowed token, if there is one among
+                // them. Otherwise (or when the mask fails: `choose` fails this request alone)
+                // every logit.
+                let greedy = a.logprobs.is_none()
+                    && a.sampler.cfg.greedy()
+                    && a.sampler.cfg.repeat_penalty == 1.0;
+                let mut allowed = Vec::new();
+                if let (true, Ok(mask)) = (greedy, c.mask()) {
+                    let k = crate::decoder::MAX_TOP_K;
+                    let cands = engine
+                        .top_candidates_async(k, &a.sampler, a.run.history())
+                        .await?;
+                    allowed = (cands.into_iter().flatten())
+                        .filter(|&(t, l)| mask.is_allowed(t) && l.is_finite())
+                        .take(1)
+                        .collect();
+                    a.mask = Some(mask);
+                }
                 match allowed.is_empty() {
                     false => Ready::Candidates(allowed),
                     true => Ready::Logits(engine.logits_async().await?),
@@ -632,10 +639,16 @@ impl<S: Sink> Scheduler<S> {
             Some(t0) => self.n.inter_token.observe((now - t0).as_secs_f64()),
         }
         a.last_token = Some(now);
-        Counters::add(&self.n.generated_tokens, 1);
         // Positions the slot holds: the prompt and every token fed after it.
-        let pos = a.prompt.len() + a.run.tokens().len();
-        if let Some(piece) = a.run.accept(t, tok, pos)? {
+        let before = a.run.tokens().len();
+        let pos = a.prompt.len() + before;
+        let piece = a.run.accept(t, tok, pos)?;
+        // (An end-of-sequence token ends the run without being one of its tokens.)
+        Counters::add(
+            &self.n.generated_tokens,
+            (a.run.tokens().len() - before) as u64,
+        );
+        if let Some(piece) = piece {
             let (text, hit) = a.stops.push(&piece);
             a.out.push(Event::Piece {
                 text,

@@ -38,6 +38,9 @@ export async function run(): Promise<string> {
   const stream = await model.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], stream: true });
   for await (const chunk of stream) text += chunk.choices[0].delta.content ?? '';
   const done = await model.completions.create({ prompt: 'Once', max_tokens: 4, stop: ['\n'], logprobs: 2 });
+  const json = await model.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }],
+    response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } } });
+  text += json.choices[0].message.content;
   const cached: number = done.usage?.prompt_tokens_details.cached_tokens ?? 0;
   const lp: number = done.choices[0].logprobs?.token_logprobs[0] ?? 0;
   const chunks = await model.completions.create({ prompt: 'Once', stream: true, stream_options: { include_usage: true } });
