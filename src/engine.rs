@@ -25,6 +25,9 @@ pub enum Backend {
     Reference,
 }
 
+/// The most candidates `top_candidates_async` gives (the GPU's top-k kernel's largest k).
+pub const MAX_CANDIDATES: usize = crate::decoder::MAX_TOP_K;
+
 pub enum Engine {
     Gpu(Box<GpuDecoder>),
     Cpu(Box<CpuSession>),

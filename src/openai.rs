@@ -3,8 +3,16 @@
 //! the client gets. Here, in the library, so that it can be fuzzed (fuzz/fuzz_targets/).
 use serde_json::Value;
 
-use crate::serve::grammar::Format;
 use crate::SamplerConfig;
+
+/// What a reply must be (`response_format`); made into a token mask by `serve::grammar`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Format {
+    /// Any JSON object (`{"type": "json_object"}`).
+    JsonObject,
+    /// JSON valid against this schema.
+    JsonSchema(Value),
+}
 
 /// Which endpoint: /v1/chat/completions or /v1/completions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

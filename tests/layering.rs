@@ -28,11 +28,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("generate", &["engine", "model", "sample"]),
     ("inspect", &["engine", "model", "frequency"]),
+    (
+        "serve",
+        &["engine", "generate", "model", "openai", "sample"],
+    ),
     ("eval", &["engine", "frequency", "model"]),
     (
         "web",
         &[
-            "engine", "generate", "inspect", "memory", "model", "sample", "session", "options",
+            "engine", "generate", "inspect", "memory", "model", "openai", "options", "sample",
+            "serve", "session",
         ],
     ),
 ];

@@ -11,15 +11,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::model::tokenizer::TokenizerInfo;
-
-/// What the reply must be.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Format {
-    /// Any JSON object (`response_format: {"type": "json_object"}`).
-    JsonObject,
-    /// JSON valid against this schema.
-    JsonSchema(Value),
-}
+pub use crate::openai::Format;
 
 /// The model's vocabulary as llguidance reads it, and the factory of its parsers: made once
 /// per model, at the first request that needs it.

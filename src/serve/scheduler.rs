@@ -13,13 +13,13 @@ use futures_util::future::LocalBoxFuture;
 use web_time::Instant;
 
 use super::counters::Counters;
-use super::grammar::{self, Constraint, Format, Grammar};
+use super::grammar::{self, Constraint, Grammar};
 use super::logprobs::{token_logprob, TokenLogprob};
 use super::prefix::PrefixCache;
 use super::stop::StopFilter;
 use crate::generate::Run;
 use crate::model::tokenizer::TokenizerInfo;
-use crate::openai::Prompt;
+use crate::openai::{Format, Prompt};
 use crate::{Engine, Result, Sampler, SamplerConfig};
 
 /// What a request's handler hears, in order: Started (or Error), Pieces, then Done or Error.
@@ -571,7 +571,7 @@ impl<S: Sink> Scheduler<S> {
                     && a.sampler.cfg.repeat_penalty == 1.0;
                 let mut allowed = Vec::new();
                 if let (true, Ok(mask)) = (greedy, c.mask()) {
-                    let k = crate::decoder::MAX_TOP_K;
+                    let k = crate::engine::MAX_CANDIDATES;
                     let cands = engine
                         .top_candidates_async(k, &a.sampler, a.run.history())
                         .await?;
