@@ -172,6 +172,27 @@ fn error(status: StatusCode, message: impl Into<String>, code: Option<&str>) -> 
     (status, Json(body)).into_response()
 }
 
+/// The response of a request the engine failed (its status, message and derived code).
+fn failed(status: u16, message: &str) -> Response {
+    let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (s, Json(shape::failure(status, message))).into_response()
+}
+
+/// The response of a request refused by its checks (openai.rs).
+fn refusal(r: openai::Refusal) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    error(status, r.message, r.code)
+}
+
+/// Put `work` on the engine thread's queue, counted there; the 429 or 503 when it cannot go.
+fn enqueue(api: &Api, work: Work) -> Result<(), Box<Response>> {
+    api.counters.queued.fetch_add(1, Ordering::Relaxed);
+    api.jobs.try_send(work).map_err(|e| {
+        api.counters.queued.fetch_sub(1, Ordering::Relaxed);
+        Box::new(refused(api, e))
+    })
+}
+
 async fn health(State(api): State<Arc<Api>>) -> Response {
     match api.status() {
         Status::Loading => (
@@ -223,10 +244,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
     // context once the model has loaded.
     let req = match openai::parse(kind, &body, &api.name, api.max_tokens) {
         Ok(r) => r,
-        Err(r) => {
-            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
-            return error(status, r.message, r.code);
-        }
+        Err(r) => return refusal(r),
     };
     let ctx_len = match ready(&api) {
         Ok(n) => n,
@@ -234,22 +252,13 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
     };
     let (tx, mut rx) = mpsc::channel(64);
     let (job, shape, streamed) = job(&api, kind, req, ctx_len, tx);
-    api.counters.queued.fetch_add(1, Ordering::Relaxed);
-    match api.jobs.try_send(Work::Complete(job)) {
-        Ok(()) => {}
-        Err(e) => {
-            api.counters.queued.fetch_sub(1, Ordering::Relaxed);
-            return refused(&api, e);
-        }
+    if let Err(r) = enqueue(&api, Work::Complete(job)) {
+        return *r;
     }
     // The first event says whether the prompt runs, so an error still gets its status.
     let started = match rx.recv().await {
         Some(ev @ Event::Started { .. }) => ev,
-        Some(Event::Error { status, message }) => {
-            let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let code = shape::error_code(status, &message);
-            return error(s, message, code);
-        }
+        Some(Event::Error { status, message }) => return failed(status, &message),
         _ => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -302,10 +311,7 @@ async fn embeddings(State(api): State<Arc<Api>>, body: Result<Bytes, BytesReject
     };
     let req = match openai::parse_embeddings(&body, &api.name) {
         Ok(r) => r,
-        Err(r) => {
-            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
-            return error(status, r.message, r.code);
-        }
+        Err(r) => return refusal(r),
     };
     if let Err(r) = ready(&api) {
         return *r;
@@ -315,21 +321,15 @@ async fn embeddings(State(api): State<Arc<Api>>, body: Result<Bytes, BytesReject
         inputs: req.inputs,
         reply: tx,
     });
-    api.counters.queued.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = api.jobs.try_send(work) {
-        api.counters.queued.fetch_sub(1, Ordering::Relaxed);
-        return refused(&api, e);
+    if let Err(r) = enqueue(&api, work) {
+        return *r;
     }
     match rx.await {
         Ok(Ok((vectors, tokens))) => Json(embed::embeddings_body(
             &req.model, &vectors, req.base64, tokens,
         ))
         .into_response(),
-        Ok(Err((status, message))) => {
-            let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let code = shape::error_code(status, &message);
-            error(s, message, code)
-        }
+        Ok(Err((status, message))) => failed(status, &message),
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the engine stopped",

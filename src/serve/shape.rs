@@ -32,6 +32,12 @@ pub fn error_code(status: u16, message: &str) -> Option<&'static str> {
     (status == 400 && message.contains("context")).then_some("context_length_exceeded")
 }
 
+/// The error body of a request that failed with `status` and `message` (its OpenAI code
+/// derived from them).
+pub fn failure(status: u16, message: &str) -> Value {
+    error_body(status, message, error_code(status, message))
+}
+
 pub fn usage(prompt: usize, cached: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion,
         "total_tokens": prompt + completion,
@@ -179,10 +185,7 @@ impl Chunker {
                 }
                 Chunks::End(out)
             }
-            Event::Error { status, message } => Chunks::Failed(
-                status,
-                error_body(status, &message, error_code(status, &message)),
-            ),
+            Event::Error { status, message } => Chunks::Failed(status, failure(status, &message)),
         }
     }
 }
@@ -227,10 +230,7 @@ impl Whole {
                     u,
                 )))
             }
-            Event::Error { status, message } => Some(Err((
-                status,
-                error_body(status, &message, error_code(status, &message)),
-            ))),
+            Event::Error { status, message } => Some(Err((status, failure(status, &message)))),
         }
     }
 }
