@@ -34,6 +34,9 @@ pub(super) struct Heads {
     pub all_logits: Option<TokenHead>,
     /// The LM head over several sequences' tokens of one step (seqs.rs).
     pub seq_head: Option<TokenHead>,
+    /// The output norm's weights on the host, and a readback buffer of a batch's residual
+    /// (`feed_hidden_async`): read back and made at the first embedding.
+    pub hidden: Option<(Vec<f32>, wgpu::Buffer)>,
 }
 
 impl GpuDecoder {
@@ -229,16 +232,18 @@ impl GpuDecoder {
     /// batch is read back and normalised here, with the output norm's weights read back once.
     pub async fn feed_hidden_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let d = self.config.dim;
-        let gamma = {
+        if self.heads.hidden.is_none() {
             let w = self.weights.as_ref().expect("schedule built");
             let rb = self.map_read_buffer("output-norm-readback", d * 4);
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             enc.copy_buffer_to_buffer(&w.out_norm, 0, &rb, 0, (d * 4) as u64);
             self.flush();
             let got = self.read_buffer(enc, &rb, d * 4).await?;
-            bytemuck::cast_slice::<u8, f32>(&got).to_vec()
-        };
-        let rb = self.map_read_buffer("hidden-readback", self.opts.max_batch * d * 4);
+            let gamma = bytemuck::cast_slice::<u8, f32>(&got).to_vec();
+            let rb = self.map_read_buffer("hidden-readback", self.opts.max_batch * d * 4);
+            self.heads.hidden = Some((gamma, rb));
+        }
+        let (gamma, rb) = self.heads.hidden.clone().expect("made above");
         let mut out = Vec::with_capacity(tokens.len() * d);
         for chunk in tokens.chunks(self.opts.max_batch) {
             self.feed_in(chunk, self.opts.max_batch)?;
