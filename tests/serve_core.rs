@@ -58,6 +58,21 @@ fn greedy() -> SamplerConfig {
     }
 }
 
+/// A greedy request for `prompt` of MAX_TOKENS tokens, its events kept in `events`.
+fn job(prompt: &str, events: Kept) -> Job<Kept> {
+    Job {
+        prompt: Prompt::Text(prompt.into()),
+        max_tokens: MAX_TOKENS,
+        fit: false,
+        sampler: greedy(),
+        stop: vec![],
+        logprobs: None,
+        format: None,
+        events,
+        arrived: web_time::Instant::now(),
+    }
+}
+
 /// Run `prompts` through a scheduler, `together` admitted at once (as slots allow), waiting
 /// for each group to finish before the next: each one's text and cached tokens.
 fn serve(
@@ -74,18 +89,7 @@ fn serve(
         let kept: Vec<Kept> = group.iter().map(|_| Kept::default()).collect();
         for (p, k) in group.iter().zip(&kept) {
             assert!(s.has_room(engine));
-            let job = Job {
-                prompt: Prompt::Text(p.clone()),
-                max_tokens: MAX_TOKENS,
-                fit: false,
-                sampler: greedy(),
-                stop: vec![],
-                logprobs: None,
-                format: None,
-                events: k.clone(),
-                arrived: web_time::Instant::now(),
-            };
-            s.admit(job, tok, engine);
+            s.admit(job(p, k.clone()), tok, engine);
         }
         while s.busy() {
             pollster::block_on(s.round(engine, tok, &NoPrefetch)).unwrap();
@@ -201,22 +205,13 @@ fn one(
     engine: &mut Engine,
     tok: &TokenizerInfo,
     prompt: &str,
-    job: impl FnOnce(&mut Job<Kept>),
+    set: impl FnOnce(&mut Job<Kept>),
 ) -> String {
     let mut s = Scheduler::new(256, engine.slots(), false, Arc::new(Counters::default()));
     let k = Kept::default();
-    let mut j = Job {
-        prompt: Prompt::Text(prompt.into()),
-        max_tokens: 120,
-        fit: false,
-        sampler: greedy(),
-        stop: vec![],
-        logprobs: None,
-        format: None,
-        events: k.clone(),
-        arrived: web_time::Instant::now(),
-    };
-    job(&mut j);
+    let mut j = job(prompt, k.clone());
+    j.max_tokens = 120;
+    set(&mut j);
     s.admit(j, tok, engine);
     while s.busy() {
         pollster::block_on(s.round(engine, tok, &NoPrefetch)).unwrap();
