@@ -172,45 +172,49 @@ impl Book {
         let mut ended = Vec::new();
         for (&id, r) in self.requests.iter_mut() {
             let events: Vec<Event> = r.sink.events.borrow_mut().drain(..).collect();
-            let mut o = json!({"id": id, "end": false});
-            let mut chunks = Vec::new();
+            let mut o = json!({"id": id});
+            let (mut chunks, mut end) = (Vec::new(), false);
+            let fail = |o: &mut Value, status: u16, e: Value| {
+                o["status"] = json!(status);
+                o["error"] = e;
+            };
             for ev in events {
                 match &mut r.reply {
                     Reply::Stream(c) => match c.event(ev) {
                         Chunks::Send(cs) => chunks.extend(cs),
                         Chunks::End(cs) => {
                             chunks.extend(cs);
-                            o["end"] = json!(true);
+                            end = true;
                         }
                         Chunks::Failed(status, e) => {
-                            o["status"] = json!(status);
-                            o["error"] = e;
-                            o["end"] = json!(true);
+                            fail(&mut o, status, e);
+                            end = true;
                         }
                     },
                     Reply::Whole(w) => match w.event(ev) {
                         None => {}
                         Some(Ok(v)) => {
                             o["reply"] = v;
-                            o["end"] = json!(true);
+                            end = true;
                         }
                         Some(Err((status, e))) => {
-                            o["status"] = json!(status);
-                            o["error"] = e;
-                            o["end"] = json!(true);
+                            fail(&mut o, status, e);
+                            end = true;
                         }
                     },
                 }
             }
+            if !end && chunks.is_empty() {
+                continue;
+            }
+            o["end"] = json!(end);
             if !chunks.is_empty() {
                 o["chunks"] = Value::Array(chunks);
             }
-            if o["end"] == json!(true) {
+            if end {
                 ended.push(id);
             }
-            if o.get("chunks").is_some() || o["end"] == json!(true) {
-                out.push(o);
-            }
+            out.push(o);
         }
         for id in ended {
             self.requests.remove(&id);

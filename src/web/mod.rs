@@ -85,6 +85,8 @@ fn busy() -> JsValue {
 /// `memory_cache_mb` MB (negative: the default); rows of a step closer than `memory_gap_kb`
 /// share a request (negative: measured from the link at load). `slots` requests are decoded
 /// together by the API (`apiSubmit`), each in its own K/V cache (the CPU engines hold one).
+// Plain values across the JS boundary, one per option the worker passes.
+#[allow(clippy::too_many_arguments)]
 #[wasm_bindgen(js_name = openSession)]
 pub async fn open_session(
     source: String,
