@@ -17,7 +17,6 @@ pub use crate::openai::Format;
 /// per model, at the first request that needs it.
 pub struct Grammar {
     factory: Arc<ParserFactory>,
-    vocab: usize,
 }
 
 /// A request's constraint: where its output is in the grammar.
@@ -80,7 +79,6 @@ impl Grammar {
         factory.quiet();
         Ok(Grammar {
             factory: Arc::new(factory),
-            vocab,
         })
     }
 
@@ -106,10 +104,6 @@ impl Grammar {
             return Err(format!("the JSON schema cannot be used: {e}"));
         }
         Ok(Constraint { matcher })
-    }
-
-    pub fn vocab(&self) -> usize {
-        self.vocab
     }
 }
 
