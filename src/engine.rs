@@ -54,6 +54,87 @@ pub fn largest_buffer(model: &Model, dec: &crate::options::DecoderOptions) -> u6
         .max((c.n_layers * dec.ctx_len * c.kv_dim() * 4) as u64)
 }
 
+/// What a model takes on the GPU with a decoder's sizes (`gpu_fit`), for the front end to
+/// show and to put in a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GpuNeeds {
+    /// The matrices and embeddings as the GPU holds them (repacked words, whole rows).
+    pub weight_bytes: u64,
+    /// The K/V cache of every layer and slot.
+    pub kv_bytes: u64,
+    /// The largest binding: a layer's fused matrix, a piece of the embedding, or one layer's
+    /// K/V cache.
+    pub largest_binding: u64,
+}
+
+/// Check `model` with `dec`'s sizes against a GPU adapter's `limits` before anything is
+/// uploaded (the browser does it from the files' headers, before the download), as the
+/// decoder will bind it: each layer's matrices whole in one binding (Q|K|V and gate|up fused,
+/// as f32 where their types differ), the embedding and LM head split by rows so that one row
+/// must fit (`textures`: the adapter keeps weights in textures, as CPU adapters do), and the
+/// context within one binding (`decoder::check_context`). The error names what does not fit
+/// and both sizes. WebGPU does not tell how much memory an adapter has, so the total is
+/// reported, not checked.
+pub fn gpu_fit(
+    model: &Model,
+    dec: &crate::options::DecoderOptions,
+    limits: &wgpu::Limits,
+    textures: bool,
+) -> Result<GpuNeeds> {
+    use crate::model::{DType, Weight};
+    let c = &model.config;
+    crate::decoder::check_context(c, dec, limits.max_storage_buffer_binding_size as usize)?;
+    let piece = crate::gpu::weight_piece_bytes(limits, textures) as u64;
+    let kv_layer = (dec.ctx_len * dec.slots * c.kv_dim() * 4) as u64;
+    let mut needs = GpuNeeds {
+        weight_bytes: 0,
+        kv_bytes: c.n_layers as u64 * 2 * kv_layer,
+        largest_binding: kv_layer,
+    };
+    let row_bytes =
+        |w: &Weight, dt: DType| (w.cols() / 32 * crate::gpu::gpu_words(dt).0 * 4) as u64;
+    let too_big = |name: &str, what: &str, bytes: u64| {
+        Error::Gpu(format!(
+            "{name}: {what} {bytes} bytes on the GPU, more than this adapter's largest storage \
+             binding of {piece} bytes"
+        ))
+    };
+    for (li, l) in model.layers.iter().enumerate() {
+        let fused: [(&str, &[&Weight]); 4] = [
+            ("qkv", &[&l.wq, &l.wk, &l.wv]),
+            ("attn_output", &[&l.wo]),
+            ("ffn_gate_up", &[&l.w_gate, &l.w_up]),
+            ("ffn_down", &[&l.w_down]),
+        ];
+        for (name, parts) in fused {
+            let same = parts.iter().all(|p| p.dtype() == parts[0].dtype());
+            let bytes: u64 = parts
+                .iter()
+                .map(|p| row_bytes(p, if same { p.dtype() } else { DType::F32 }) * p.rows() as u64)
+                .sum();
+            if bytes > piece {
+                let name = format!("blk.{li}.{name}");
+                return Err(too_big(&name, "bound whole, it takes", bytes));
+            }
+            needs.weight_bytes += bytes;
+            needs.largest_binding = needs.largest_binding.max(bytes);
+        }
+    }
+    let head = model.lm_head();
+    let tied = head.info.name == model.token_embd.info.name;
+    for w in std::iter::once(&model.token_embd).chain((!tied).then_some(head)) {
+        let row = row_bytes(w, w.dtype());
+        if row > piece {
+            return Err(too_big(&w.info.name, "split by rows, one row takes", row));
+        }
+        needs.weight_bytes += row * w.rows() as u64;
+        needs.largest_binding = needs
+            .largest_binding
+            .max(row.max(piece.min(row * w.rows() as u64)));
+    }
+    Ok(needs)
+}
+
 impl Engine {
     /// Open `backend` for `model`, its memories' rows read through `rows`
     /// (`MemoryRows::local(model)` for its own tables). With `Backend::Auto` a GPU adapter is

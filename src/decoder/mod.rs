@@ -122,6 +122,44 @@ fn f32_buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
         })
 }
 
+/// Refuse a context that this adapter's bindings cannot hold: one token's attention scores
+/// [heads, ctx], one layer's K (or V) for every slot [slots x ctx, kv_dim] and the logits
+/// [vocab] are each bound whole. `max_bind`: the adapter's largest storage binding in bytes.
+pub fn check_context(c: &Config, opts: &DecoderOptions, max_bind: usize) -> Result<()> {
+    let kv = opts.slots.saturating_mul(c.kv_dim() * 4);
+    let per_pos = (c.n_heads * 4).max(kv);
+    let need = opts.ctx_len.saturating_mul(per_pos);
+    let what = match kv >= c.n_heads * 4 {
+        true => "one layer's K/V cache",
+        false => "one token's attention scores",
+    };
+    if need > max_bind {
+        let (each, fewer) = match opts.slots {
+            1 => (String::new(), ""),
+            n => (format!(" x {n} slots"), " or fewer slots"),
+        };
+        return Err(Error::Gpu(format!(
+            "context {}{each} is too long for this adapter's {} MiB storage bindings: {what} \
+             would be bound whole at {} MiB; use a shorter context (at most \
+             {} here){fewer}",
+            opts.ctx_len,
+            max_bind >> 20,
+            need >> 20,
+            max_bind / per_pos.max(1)
+        )));
+    }
+    if c.vocab * 4 > max_bind {
+        return Err(Error::Gpu(format!(
+            "a vocabulary of {} tokens needs a {} MiB logits binding, more than this adapter's \
+             {} MiB storage bindings",
+            c.vocab,
+            (c.vocab * 4) >> 20,
+            max_bind >> 20
+        )));
+    }
+    Ok(())
+}
+
 fn res(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
     b.as_entire_binding()
 }
@@ -168,18 +206,8 @@ impl GpuDecoder {
                 "the decoder needs at least one sequence slot".into(),
             ));
         }
+        check_context(&c, &opts, max_bind)?;
         let kv_rows = opts.ctx_len.saturating_mul(opts.slots);
-        if h_ * opts.ctx_len * 4 > max_bind || kv_rows.saturating_mul(c.kv_dim() * 4) > max_bind {
-            let (each, fewer) = match opts.slots {
-                1 => (String::new(), ""),
-                n => (format!(" x {n} slots"), " or fewer slots"),
-            };
-            return Err(Error::Gpu(format!(
-                "context {}{each} is too long for this adapter's {} MiB storage bindings; use a shorter --ctx{fewer}",
-                opts.ctx_len,
-                max_bind >> 20
-            )));
-        }
         let opts = DecoderOptions { max_batch, ..opts };
         // Several sequences' tokens share a step in groups of at most this many: on CPU
         // adapters each matmul binds their x rows as one uniform.

@@ -13,4 +13,6 @@ pub use crate::options::GpuOptions;
 pub use context::{adapter_rank, adapters_summary, GpuContext};
 pub use kernel::{bind_named, label, layout_key, slot, Binding, Kernel, Slot};
 pub use shader::{preprocess, Defines};
-pub use upload::{matrix_texture, row_texture, weight_texture, GpuTensor, Storage, TEX_WIDTH};
+pub use upload::{
+    matrix_texture, row_texture, weight_piece_bytes, weight_texture, GpuTensor, Storage, TEX_WIDTH,
+};

@@ -33,7 +33,24 @@ impl Storage {
 /// Most words one weight texture holds on this adapter (two texels stay spare: a block that
 /// straddles texels reads up to two past its first).
 pub fn texture_capacity_words(ctx: &GpuContext) -> usize {
-    (TEX_WIDTH * ctx.limits.max_texture_dimension_2d as usize * 4).saturating_sub(8)
+    texture_words(&ctx.limits)
+}
+
+fn texture_words(limits: &wgpu::Limits) -> usize {
+    (TEX_WIDTH * limits.max_texture_dimension_2d as usize * 4).saturating_sub(8)
+}
+
+/// The most bytes of one piece of a weight tensor on the GPU: a binding, a buffer, and on
+/// adapters that keep weights in textures, a texture. Larger tensors are split into pieces of
+/// whole rows, so one row must fit.
+pub fn weight_piece_bytes(limits: &wgpu::Limits, textures: bool) -> usize {
+    let bind = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size) as usize;
+    match textures {
+        true => bind.min(texture_words(limits) * 4),
+        false => bind,
+    }
 }
 
 /// `words` as an rgba32uint texture TEX_WIDTH texels wide, zero-padded to whole rows.
@@ -342,13 +359,7 @@ impl GpuTensor {
         let row_bytes = row_words * 4;
         // Textures are split like buffers (so `GpuOptions::max_binding` tests both), and
         // also at the texture's own capacity.
-        let mut max_bind = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size) as usize;
-        if ctx.weight_textures {
-            max_bind = max_bind.min(texture_capacity_words(ctx) * 4);
-        }
+        let max_bind = weight_piece_bytes(&ctx.limits, ctx.weight_textures);
         let rows_per_chunk = (max_bind / row_bytes).min(rows);
         if rows_per_chunk == 0 {
             return Err(Error::Gpu(format!(

@@ -82,12 +82,16 @@ pub struct GgufFile {
 /// The header reader. It reads from a prefix of the file: the whole file when it is in memory
 /// (borrowed), else a first 4 MB read from a read-through file, grown as the header needs.
 struct Reader<'a> {
-    blob: &'a Blob,
+    /// Where a longer prefix comes from; None when the prefix is all there is
+    /// (`header_need`, which reports a short prefix rather than reading on).
+    blob: Option<&'a Blob>,
     b: Cow<'a, [u8]>,
     /// The file's whole length: counts and offsets are checked against it.
     len: usize,
     pos: usize,
     file: &'a str,
+    /// Set when the header ran past a fixed prefix.
+    short: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -99,11 +103,24 @@ impl<'a> Reader<'a> {
             len.min(4 << 20)
         };
         Reader {
-            blob,
+            blob: Some(blob),
             b: blob.read(0..first),
             len,
             pos: 0,
             file,
+            short: false,
+        }
+    }
+
+    /// A reader of `prefix`, the first bytes of a file of `len` bytes.
+    fn of_prefix(prefix: &'a [u8], len: usize, file: &'a str) -> Reader<'a> {
+        Reader {
+            blob: None,
+            b: Cow::Borrowed(prefix),
+            len,
+            pos: 0,
+            file,
+            short: false,
         }
     }
 
@@ -131,8 +148,15 @@ impl<'a> Reader<'a> {
             ));
         };
         if end > self.b.len() {
+            let Some(blob) = self.blob else {
+                self.short = true;
+                return Err(format_err(
+                    self.file,
+                    format!("the header goes on past the first {} bytes", self.b.len()),
+                ));
+            };
             let grown = end.max(self.b.len() * 2).min(self.len);
-            self.b = self.blob.read(0..grown);
+            self.b = blob.read(0..grown);
         }
         let s = &self.b[self.pos..end];
         self.pos = end;
@@ -245,67 +269,96 @@ fn ggml_type(code: u32) -> std::result::Result<DType, String> {
     })
 }
 
+/// What a GGUF header holds, up to the start of its tensor data.
+struct Header {
+    version: u32,
+    metadata: HashMap<String, Value>,
+    /// Each tensor's name, dims (fastest first), ggml type code and data offset.
+    raw: Vec<(String, Vec<u64>, u32, u64)>,
+    align: usize,
+    data_start: usize,
+}
+
+/// Walk the header: magic, version, metadata, tensor infos, alignment.
+fn read_header(r: &mut Reader) -> Result<Header> {
+    let name = r.file;
+    let magic = r.take(4, "magic")?;
+    if magic != b"GGUF" {
+        return Err(format_err(
+            name,
+            format!(
+                "not a GGUF file (magic {:?}, expected \"GGUF\")",
+                String::from_utf8_lossy(magic)
+            ),
+        ));
+    }
+    let version = r.u32()?;
+    if !(2..=3).contains(&version) {
+        return Err(format_err(
+            name,
+            format!("unsupported GGUF version {version} (2 and 3 are supported)"),
+        ));
+    }
+    // A tensor info takes at least 8 (name len) + 4 + 4 + 8 bytes; a KV at least 8 + 4 + 1.
+    let n_tensors = r.count("tensors", 24)?;
+    let n_kv = r.count("metadata entries", 13)?;
+    let mut metadata = HashMap::with_capacity(n_kv);
+    for _ in 0..n_kv {
+        let key = r.string("metadata key")?;
+        let ty = r.u32()?;
+        let v = r.value(ty, &key, 0)?;
+        metadata.insert(key, v);
+    }
+    let mut raw = Vec::with_capacity(n_tensors);
+    for _ in 0..n_tensors {
+        let tname = r.string("tensor name")?;
+        let nd = r.u32()?;
+        if nd == 0 || nd > 4 {
+            return Err(format_err(
+                name,
+                format!("tensor '{tname}' has {nd} dimensions (1..4 supported)"),
+            ));
+        }
+        let mut dims = Vec::with_capacity(nd as usize);
+        for _ in 0..nd {
+            dims.push(r.u64()?);
+        }
+        let ty = r.u32()?;
+        let offset = r.u64()?;
+        raw.push((tname, dims, ty, offset));
+    }
+    let align = match metadata.get("general.alignment") {
+        None => 32,
+        Some(v) => match v.as_u64() {
+            Some(a) if a.is_power_of_two() && a <= 1 << 16 => a as usize,
+            _ => {
+                return Err(format_err(
+                    name,
+                    format!("general.alignment {v:?} is not a power of two"),
+                ))
+            }
+        },
+    };
+    let data_start = r.pos.div_ceil(align) * align;
+    Ok(Header {
+        version,
+        metadata,
+        raw,
+        align,
+        data_start,
+    })
+}
+
 impl GgufFile {
     pub fn parse(name: &str, blob: Blob) -> Result<GgufFile> {
         let mut r = Reader::new(&blob, name);
-        let magic = r.take(4, "magic")?;
-        if magic != b"GGUF" {
-            return Err(format_err(
-                name,
-                format!(
-                    "not a GGUF file (magic {:?}, expected \"GGUF\")",
-                    String::from_utf8_lossy(magic)
-                ),
-            ));
-        }
-        let version = r.u32()?;
-        if !(2..=3).contains(&version) {
-            return Err(format_err(
-                name,
-                format!("unsupported GGUF version {version} (2 and 3 are supported)"),
-            ));
-        }
-        // A tensor info takes at least 8 (name len) + 4 + 4 + 8 bytes; a KV at least 8 + 4 + 1.
-        let n_tensors = r.count("tensors", 24)?;
-        let n_kv = r.count("metadata entries", 13)?;
-        let mut metadata = HashMap::with_capacity(n_kv);
-        for _ in 0..n_kv {
-            let key = r.string("metadata key")?;
-            let ty = r.u32()?;
-            let v = r.value(ty, &key, 0)?;
-            metadata.insert(key, v);
-        }
-        let mut raw = Vec::with_capacity(n_tensors);
-        for _ in 0..n_tensors {
-            let tname = r.string("tensor name")?;
-            let nd = r.u32()?;
-            if nd == 0 || nd > 4 {
-                return Err(format_err(
-                    name,
-                    format!("tensor '{tname}' has {nd} dimensions (1..4 supported)"),
-                ));
-            }
-            let mut dims = Vec::with_capacity(nd as usize);
-            for _ in 0..nd {
-                dims.push(r.u64()?);
-            }
-            let ty = r.u32()?;
-            let offset = r.u64()?;
-            raw.push((tname, dims, ty, offset));
-        }
-        let align = match metadata.get("general.alignment") {
-            None => 32,
-            Some(v) => match v.as_u64() {
-                Some(a) if a.is_power_of_two() && a <= 1 << 16 => a as usize,
-                _ => {
-                    return Err(format_err(
-                        name,
-                        format!("general.alignment {v:?} is not a power of two"),
-                    ))
-                }
-            },
-        };
-        let data_start = r.pos.div_ceil(align) * align;
+        let Header {
+            version,
+            metadata,
+            raw,
+            align,
+            data_start,
+        } = read_header(&mut r)?;
         let file_len = r.len;
         drop(r);
         // A vocab-only file (no tensors) may end right after its header, before the padding.
@@ -568,4 +621,16 @@ fn tide_set_of_gguf(g: &GgufFile) -> TensorSet {
         }
     }
     set
+}
+
+/// How many bytes from the start of a GGUF file of `len` bytes hold its header, from `prefix`,
+/// the file's first bytes: None when the header goes on past the prefix (read more and ask
+/// again), an error when what is there is not a GGUF header.
+pub fn header_end(name: &str, prefix: &[u8], len: usize) -> Result<Option<usize>> {
+    let mut r = Reader::of_prefix(prefix, len, name);
+    match read_header(&mut r) {
+        Ok(h) => Ok(Some(h.data_start.min(len))),
+        Err(_) if r.short => Ok(None),
+        Err(e) => Err(e),
+    }
 }

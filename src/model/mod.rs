@@ -11,6 +11,7 @@ pub mod engram;
 pub mod files;
 pub mod gguf;
 pub mod gguf_split;
+pub mod header;
 mod llama;
 #[cfg(not(target_arch = "wasm32"))]
 mod loader;
