@@ -113,7 +113,7 @@ export function boot() {
           bar.max = total || 1;
           bar.value = loaded;
         }
-        const what = { download: 'downloading', cache: 'reading from the browser\'s storage', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
+        const what = { check: 'checking that it fits this GPU', download: 'downloading', cache: 'reading from the browser\'s storage', open: 'compiling kernels and uploading weights', ready: 'ready' }[phase] || phase;
         let text = `${wanted}: ${what}`;
         if (fileTotal && (phase === 'download' || phase === 'cache')) {
           text += ` ${file} ${fmtBytes(fileLoaded)} / ${fmtBytes(fileTotal)}`;

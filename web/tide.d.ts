@@ -21,7 +21,8 @@ export interface ServedModel {
 /** The models a `tide serve` offers. */
 export function listModels(base?: string): Promise<ServedModel[]>;
 
-export type LoadPhase = 'download' | 'cache' | 'open' | 'ready';
+/** "check": sizing the model against the WebGPU adapter from its files' headers. */
+export type LoadPhase = 'check' | 'download' | 'cache' | 'open' | 'ready';
 
 export interface LoadProgress {
   phase: LoadPhase;
@@ -91,6 +92,22 @@ export interface LoadInfo {
   warnings: string[];
   /** The wasm heap's size after the load (its peak: it only grows). */
   wasm_heap_bytes: number;
+  /** What the model takes on the WebGPU adapter, sized from its files' headers before the
+   * download; null on the CPU kernels or when the check could not reach the server. */
+  gpu_fit: GpuFit | null;
+}
+
+export interface GpuFit {
+  /** The weights as the GPU holds them. */
+  weight_bytes: number;
+  /** The K/V cache of every layer and slot. */
+  kv_bytes: number;
+  /** The largest single binding (a fused layer matrix, a piece of the embedding, a layer's K/V). */
+  largest_binding: number;
+  ctx_len: number;
+  /** Bytes read by Range to size the model (headers, and the few weights a loader reads). */
+  header_bytes: number;
+  seconds: number;
 }
 
 export interface GpuInfo {

@@ -312,7 +312,7 @@ export class TideModel {
  * GGUF) or a model folder URL. Files come from the browser's storage when a whole copy is there
  * (`models`), else are downloaded into it, resuming a cut download; each is checked against
  * models.json's sha256 before use. Options: onProgress({phase, loaded, total, file, fileLoaded,
- * fileTotal, rate, etaSeconds}) with phase "download" | "cache" | "open" | "ready" (loaded and
+ * fileTotal, rate, etaSeconds}) with phase "check" | "download" | "cache" | "open" | "ready" (loaded and
  * total over all files, rate in bytes/s); onWarning(message): what did not stop the load (no room
  * to store a file, a corrupt stored copy fetched again), also in info.load.warnings; backend "auto" | "gpu" | "cpu"; ctxLen (default: the model's, at most 2048; longer is
  * allowed and info.ctx_note says so);

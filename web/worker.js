@@ -59,14 +59,102 @@ function storedFile(h) {
 const WASM_MEMORY = 4 * 2 ** 30;
 const WASM_HEADROOM = 256 * 2 ** 20;
 
-// Whether the model will run on the CPU kernels (which compute on the whole file in the wasm
-// heap): asked for, or no WebGPU, or (auto) only a software adapter.
-async function cpuWillRun(backend) {
-  if (backend === 'cpu' || backend === 'reference') return true;
-  if (!self.navigator?.gpu) return true;
-  if (backend === 'webgpu' || backend === 'gpu') return false;
+// The WebGPU adapter the model will run on, or null when it will run on the CPU kernels
+// (which compute on the whole file in the wasm heap): asked for, or no WebGPU, or (auto) only
+// a software adapter.
+async function gpuAdapterFor(backend) {
+  if (backend === 'cpu' || backend === 'reference') return null;
+  if (!self.navigator?.gpu) return null;
   const a = await self.navigator.gpu.requestAdapter().catch(() => null);
-  return !a || a.info?.isFallbackAdapter === true || a.isFallbackAdapter === true;
+  if (!a) return null;
+  const soft = a.info?.isFallbackAdapter === true || a.isFallbackAdapter === true;
+  if (soft && backend !== 'webgpu' && backend !== 'gpu') return null;
+  return a;
+}
+const cpuWillRun = async (backend) => !(await gpuAdapterFor(backend));
+
+const isWeights = (name) => /\.(gguf|safetensors)$/.test(name);
+
+// Bytes [at, at + n) of `url` by HTTP Range; from a server that sends the whole file instead,
+// only those bytes are read off the stream.
+async function readRange(url, at, n) {
+  const r = await fetch(url, { headers: { Range: `bytes=${at}-${at + n - 1}` } });
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status} ${r.statusText}`.trim());
+  if (r.status === 206) {
+    const b = new Uint8Array(await r.arrayBuffer());
+    if (b.length !== n) throw new Error(`${url}: asked ${n} bytes at ${at}, got ${b.length}`);
+    return b;
+  }
+  const out = new Uint8Array(n);
+  const reader = r.body.getReader();
+  let pos = 0;
+  let got = 0;
+  while (got < n) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    const a = Math.max(at - pos, 0);
+    const b = Math.min(value.length, at + n - pos);
+    if (b > a) {
+      out.set(value.subarray(a, b), got);
+      got += b - a;
+    }
+    pos += value.length;
+  }
+  reader.cancel().catch(() => {});
+  if (got !== n) throw new Error(`${url}: asked ${n} bytes at ${at}, the file ended first`);
+  return out;
+}
+
+// A model that cannot be sized from its headers (it reads many weights to load): not checked.
+class Unsized extends Error {}
+
+// Before the weights come down: build the model from their headers (read by Range) and the
+// small files already fetched (in `pf`), and size it against the adapter's limits. Throws the
+// library's refusal when it does not fit; a header that is not a model's is refused too.
+// Returns what the model takes, and what the check read.
+async function preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl }) {
+  const t0 = performance.now();
+  let read = 0;
+  const sizeOf = async (f) => {
+    if (f.bytes) return f.bytes;
+    const h = await fetch(f.url, { method: 'HEAD' });
+    const n = Number(h.headers.get('content-length'));
+    if (!h.ok || !(n > 0)) throw new Error(`${f.url}: no length (HTTP ${h.status})`);
+    return n;
+  };
+  for (const f of weights) {
+    const size = await sizeOf(f);
+    // 64 KiB holds a safetensors header's length; a GGUF's vocabulary grows it to megabytes.
+    let prefix = await readRange(f.url, 0, Math.min(size, 1 << 16));
+    for (let more; (more = pkg.Preflight.headerNeed(f.name, prefix, size)) > 0;) {
+      const next = new Uint8Array(more);
+      next.set(prefix);
+      next.set(await readRange(f.url, prefix.length, more - prefix.length), prefix.length);
+      prefix = next;
+    }
+    read += prefix.length;
+    pf.addHeader(f.name, prefix, size);
+  }
+  const l = adapter.limits;
+  const limits = JSON.stringify({
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    maxBufferSize: l.maxBufferSize,
+    maxTextureDimension2D: l.maxTextureDimension2D,
+  });
+  // wgpu keeps weights in textures on CPU adapters (GpuOptions::weight_textures).
+  const textures = adapter.info?.isFallbackAdapter === true || adapter.isFallbackAdapter === true;
+  for (let round = 0; round < 4; round++) {
+    const r = JSON.parse(pf.check(ctxLen || 0, Number.isInteger(slots) && slots >= 1 ? Math.min(slots, 64) : 1,
+      limits, textures, !!memoryUrl));
+    if (r.fits) return { ...r.fits, ctx_len: r.ctx_len, header_bytes: read, seconds: (performance.now() - t0) / 1000 };
+    if (r.unsized) throw new Unsized(r.unsized);
+    for (const [name, a, b] of r.needs) {
+      const f = weights.find((w) => w.name === name);
+      pf.addRange(name, a, await readRange(f.url, a, b - a));
+      read += b - a;
+    }
+  }
+  throw new Error('the model kept asking for more of its weights to be sized');
 }
 
 // Refuse, before any download, a model whose files cannot fit where they must go: on the CPU
@@ -90,7 +178,8 @@ const nextTask = () => new Promise((resolve) => {
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
-  async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots }, id) {
+  async load({ model, files: asked, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots }, id) {
+    let files = asked;
     const t0 = performance.now();
     const { wasm, threads } = await start();
     // The model loaded before goes first: its GPU memory, and its hold on stored files. API
@@ -101,6 +190,12 @@ const ops = {
     session = null;
     const dir = await openStore();
     await checkFits(files, backend);
+    // On WebGPU the model is sized against the adapter from its headers before the weights
+    // come down (`preflight`); the small files come first, for it to build the model with.
+    const adapter = await gpuAdapterFor(backend);
+    let pf = adapter ? new pkg.Preflight(model) : null;
+    let fit = null;
+    files = [...files.filter((f) => !isWeights(f.name)), ...files.filter((f) => isWeights(f.name))];
     const stored = []; // stored files handed to the session, closed if the load fails
     const heapAtStart = wasm.memory.buffer.byteLength;
     const total = files.reduce((s, f) => s + (f.bytes || 0), 0);
@@ -116,6 +211,21 @@ const ops = {
     };
     try {
       for (const f of files) {
+        if (pf && isWeights(f.name)) {
+          const weights = files.filter((w) => isWeights(w.name));
+          post({ id, event: 'progress', phase: 'check', file: f.name, loaded: before, total });
+          try {
+            fit = await preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl });
+          } catch (e) {
+            // A refusal, or a file that is no model's, stops the load here; a network
+            // failure only skips the check (the download will say what is wrong).
+            if (!(e instanceof TypeError || e instanceof Unsized)) throw e;
+            warn(`the model could not be sized before its download: ${e.message}`);
+          } finally {
+            pf.free();
+            pf = null;
+          }
+        }
         const progress = (phase, n, fileTotal, { rate, eta_s }) => post({
           id, event: 'progress', phase, file: f.name, loaded: before + n, total,
           file_loaded: n, file_total: fileTotal, rate, eta_s,
@@ -136,6 +246,7 @@ const ops = {
         loaded.push({ name: f.name, bytes: n, cached: r.cached, downloaded: r.downloaded,
           resumed_from: r.resumed_from, sha256: r.sha256, verified: !!f.sha256, stored: r.stored,
           read_through: !!r.handle });
+        if (pf && !r.handle && !isWeights(f.name)) pf.addFile(f.name, r.sink);
         if (r.handle) {
           const sf = storedFile(r.handle);
           stored.push(sf);
@@ -147,6 +258,7 @@ const ops = {
         before += n;
       }
     } catch (e) {
+      pf?.free();
       set.free();
       stored.forEach((f) => f.close());
       throw e;
@@ -197,6 +309,9 @@ const ops = {
       // The heap when the load began and once the files were in (before the model opened).
       wasm_heap_at_start_bytes: heapAtStart,
       wasm_heap_fetched_bytes: heapFetched,
+      // What the model takes on this adapter, sized from its headers before the download
+      // (null on the CPU kernels, or when the check could not run).
+      gpu_fit: fit,
     };
     // Whether the page could share memory with workers, and the CPU kernels' threads there.
     info.cross_origin_isolated = ISOLATED;

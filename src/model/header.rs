@@ -106,6 +106,9 @@ pub enum FromHeaders {
     /// The loader read these byte ranges of these files' weights: add them
     /// (`HeaderFiles::add_range`) and build again.
     Needs(Vec<(String, Range<usize>)>),
+    /// The loader reads more weights than `MAX_LOAD_READS` (a memory model's tables are read
+    /// whole at load): this model cannot be sized from its headers.
+    Unsized(String),
 }
 
 impl HeaderFiles {
@@ -114,6 +117,11 @@ impl HeaderFiles {
             source: source.into(),
             files: Vec::new(),
         }
+    }
+
+    /// What errors call the model.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// A file held whole (config.json, tokenizer.json).
@@ -166,7 +174,7 @@ impl HeaderFiles {
 
     /// Build the model (`memory_streamed`: as `ModelFiles::load_with`). Weights the loader
     /// read but that were not given come back as `Needs`, up to `MAX_LOAD_READS` in all;
-    /// more is an error (such a model cannot be sized from its headers).
+    /// beyond that, `Unsized`.
     pub fn load(&self, memory_streamed: bool) -> Result<FromHeaders> {
         for (_, _, k) in &self.files {
             if let Some(k) = k {
@@ -199,10 +207,11 @@ impl HeaderFiles {
         }
         let total: usize = needs.iter().map(|(_, r)| r.len()).sum();
         if total > MAX_LOAD_READS {
-            return Err(format_err(
-                &self.source,
-                format!("loading reads {total} bytes of weights, too many to size the model from its headers"),
-            ));
+            return Ok(FromHeaders::Unsized(format!(
+                "{}: loading reads {total} bytes of its weights, more than the {MAX_LOAD_READS} \
+                 read to size a model from its headers",
+                self.source
+            )));
         }
         Ok(FromHeaders::Needs(needs))
     }

@@ -102,6 +102,11 @@ impl FileBuffer {
         self.intake.rewind()
     }
 
+    /// The file's bytes (those received so far, and zeros after them).
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Bytes received so far.
     pub fn filled(&self) -> f64 {
         self.intake.filled as f64

@@ -36,7 +36,9 @@ fn start() {
 
 mod api;
 mod files;
+mod preflight;
 pub use files::{FileBuffer, FileSet, HashSink, StoredFile};
+pub use preflight::Preflight;
 
 fn js_err(e: Error) -> JsValue {
     JsError::new(&e.to_string()).into()

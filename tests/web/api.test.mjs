@@ -151,6 +151,14 @@ test('two tabs on one WebGPU engine: their requests share decode steps, each rep
   assert.equal(a.info.backend, 'webgpu');
   assert.equal(a.info.slots, 4);
   assert.equal(b.info.shared.role, 'follower');
+  // The leader sized the model (a card: config.json whole, the backbone's and memory's
+  // headers by Range) against the adapter before its download.
+  const fit = a.info.load.gpu_fit;
+  assert.ok(fit && fit.ctx_len === a.info.ctx_len && fit.weight_bytes > 0, JSON.stringify(a.info.load));
+  assert.equal(fit.kv_bytes % (2 * a.info.layers * a.info.ctx_len * 4 * 4), 0, 'K/V of 4 slots');
+  // The safetensors header, and the memory's tables (3.9 MB), which a memory model's loader
+  // reads: about a third of the 12.4 MB file.
+  assert.ok(fit.header_bytes > 3.9e6 && fit.header_bytes < a.info.load.bytes / 2, JSON.stringify(fit));
   const want = PROMPTS.map((p) => native(p, 24));
   const stream = (page, prompt) => create(page, 'text', { prompt, max_tokens: 24, temperature: 0, stream: true });
   const [ra, rb] = await Promise.all([stream(a.page, PROMPTS[0]), stream(b.page, PROMPTS[1])]);

@@ -4,7 +4,8 @@
 // not models.json's is refused and deleted; no room in the site's storage is said with the
 // numbers and the model still loads; the model manager lists and deletes stored files; split
 // GGUFs load by name and by any part's URL (all parts fetched); a model too big for wasm's
-// memory on the CPU kernels is refused before any download; two tabs share one loaded model
+// memory on the CPU kernels is refused before any download, and one whose context outgrows the
+// WebGPU adapter's bindings before its weights come down (only its header is read); two tabs share one loaded model
 // (`share: true`). scripts/test-pages.sh sets TIDE_BIN, SMOLLM2, CHROMIUM.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -277,6 +278,46 @@ test('a model too big for the CPU kernels in wasm is refused before any download
   assert.deepEqual(await manager(page, 'list'), []);
   await page.close();
   s.proc.kill('SIGKILL');
+});
+
+test('a model whose context cannot fit the WebGPU adapter is refused before its download, from its header read by Range, with the numbers', async () => {
+  // This test alone needs WebGPU (SwiftShader here).
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...FLAGS, '--enable-unsafe-webgpu'] });
+  const s = await serve(['--model', SMOLLM2]);
+  try {
+    const page = await browser.newPage();
+    await page.goto(s.base + 'tide.js');
+    const maxBind = await page.evaluate(async () => (await navigator.gpu.requestAdapter()).limits.maxStorageBufferBindingSize);
+    // SmolLM2's K/V per position and layer: 3 heads x 64 x 4 bytes, for each slot. With one
+    // slot SwiftShader's 1 GiB bindings hold any context the library allows (2^20), so two.
+    const slots = 2;
+    const longest = Math.floor(maxBind / (768 * slots));
+    assert.ok(longest < 2 ** 20, `this adapter's bindings (${maxBind} bytes) hold any context the library allows`);
+    const requests = [];
+    page.on('request', (r) => r.url().includes('/models/') && r.method() === 'GET' && requests.push(r.headers().range || 'whole'));
+    let got = 0;
+    page.on('response', async (r) => {
+      if (r.url().includes('/models/') && r.request().method() === 'GET') got += (await r.body().catch(() => Buffer.alloc(0))).length;
+    });
+    const r = await page.evaluate(async ([m, ctxLen]) => {
+      const t = await import('/tide.js');
+      try {
+        await t.load(m, { backend: 'webgpu', ctxLen, slots: 2 });
+        return {};
+      } catch (e) {
+        return { error: e.message };
+      }
+    }, [SMOL, longest + 1]);
+    const mib = Math.floor(maxBind / 2 ** 20);
+    assert.match(r.error || '', new RegExp(`does not fit this GPU adapter, so nothing was downloaded: .*context ${longest + 1} x ${slots} slots is too long for this adapter's ${mib} MiB storage bindings.*at most ${longest} here\\) or fewer slots`), JSON.stringify(r));
+    // Only the header, by Range: SmolLM2's is 1.79 MB of its 98 MB.
+    assert.ok(requests.length > 0 && requests.every((h) => h.startsWith('bytes=')), JSON.stringify(requests));
+    assert.ok(got > 1e6 && got < 4e6, `read ${got} bytes`);
+    assert.deepEqual(await page.evaluate(async () => (await import('/tide.js')).models.list()), []);
+  } finally {
+    await browser.close();
+    s.proc.kill('SIGKILL');
+  }
 });
 
 test('two tabs share one loaded model: one download, one engine, answers equal to running alone; the other tab takes over when the first closes', async () => {
