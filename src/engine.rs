@@ -148,6 +148,48 @@ impl Engine {
         backend: Backend,
         opts: &Options,
     ) -> Result<(Engine, Option<String>)> {
+        Self::open_warm(model, rows, backend, opts, None).await
+    }
+
+    /// The GPU device that `open` with `backend` would take, with `model`'s kernels compiled
+    /// on it before its weights are there (`decoder::warm`; `model` may be built from its
+    /// files' headers). None when `backend` will not run on a GPU: the CPU asked for, or
+    /// `Auto` finding no hardware adapter (`open` then says why).
+    pub async fn warm(
+        model: &Model,
+        rows: &MemoryRows,
+        backend: Backend,
+        opts: &Options,
+    ) -> Result<Option<crate::decoder::Warm>> {
+        let g = match backend {
+            Backend::Reference | Backend::Cpu => return Ok(None),
+            Backend::Gpu => GpuOptions {
+                allow_software_gl: true,
+                ..opts.gpu.clone()
+            },
+            Backend::Auto => GpuOptions {
+                hardware_only: true,
+                ..opts.gpu.clone()
+            },
+        };
+        let Ok(ctx) = GpuContext::new(&g).await else {
+            return Ok(None);
+        };
+        crate::decoder::warm(ctx, model, rows, opts.decoder.clone()).map(Some)
+    }
+
+    /// `open`, on the device `warm` prepared (its compiled kernels kept) when there is one.
+    pub async fn open_warm(
+        model: &Model,
+        rows: &MemoryRows,
+        backend: Backend,
+        opts: &Options,
+        warm: Option<crate::decoder::Warm>,
+    ) -> Result<(Engine, Option<String>)> {
+        if let (Some(w), Backend::Gpu | Backend::Auto) = (warm, backend) {
+            let d = GpuDecoder::from_warm(w, model, rows, opts.decoder.clone())?;
+            return Ok((Engine::Gpu(Box::new(d)), None));
+        }
         let ctx_len = opts.decoder.ctx_len;
         let reference = || {
             model.make_resident();

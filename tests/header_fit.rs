@@ -293,3 +293,53 @@ fn gpu_fit_agrees_with_the_adapter() {
         .to_string();
     assert_eq!(gpu_err, e);
 }
+
+/// A decoder warmed from SmolLM2's headers alone (`decoder::warm`: kernels compiled on
+/// placeholders, no weights) and then given the real model compiles nothing more and gives
+/// exactly the logits of a decoder opened the usual way, on the same adapter; a different
+/// context length compiles what differs.
+#[test]
+fn a_decoder_warmed_from_headers_needs_no_more_kernels() {
+    let bytes = std::fs::read(smollm2()).unwrap();
+    let files = vec![("smollm2.gguf".to_string(), bytes)];
+    let (head, _) = from_headers("smollm2", &files);
+    let full = smollm2_model();
+    let opts = DecoderOptions {
+        ctx_len: 256,
+        max_batch: 16,
+        ..Default::default()
+    };
+    let gpu = || gpu_with(&GpuOptions::default());
+    let rows = |m: &Model| tide_gpu::memory::MemoryRows::local(m);
+    let w = tide_gpu::decoder::warm(gpu(), &head, &rows(&head), opts.clone()).unwrap();
+    let warmed = w.pipelines_compiled();
+    assert!(warmed > 10, "{warmed} pipelines");
+    let mut d = GpuDecoder::from_warm(w, &full, &rows(&full), opts.clone()).unwrap();
+    assert_eq!(
+        d.pipelines_compiled(),
+        warmed,
+        "the real decoder compiled kernels of its own"
+    );
+    let mut plain = GpuDecoder::new(gpu(), &full, opts.clone()).unwrap();
+    let prompt = full
+        .tokenizer
+        .encode("Kernels compiled before the weights.", true)
+        .unwrap();
+    d.feed(&prompt).unwrap();
+    plain.feed(&prompt).unwrap();
+    assert_eq!(d.logits().unwrap(), plain.logits().unwrap());
+    for t in [42, 7] {
+        d.feed(&[t]).unwrap();
+        plain.feed(&[t]).unwrap();
+        assert_eq!(d.logits().unwrap(), plain.logits().unwrap());
+    }
+    // Another context length is another attention kernel.
+    let w = tide_gpu::decoder::warm(gpu(), &head, &rows(&head), opts.clone()).unwrap();
+    let warmed = w.pipelines_compiled();
+    let longer = DecoderOptions {
+        ctx_len: 512,
+        ..opts
+    };
+    let d = GpuDecoder::from_warm(w, &full, &rows(&full), longer).unwrap();
+    assert!(d.pipelines_compiled() > warmed);
+}

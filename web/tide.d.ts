@@ -63,6 +63,11 @@ export interface LoadOptions {
    * (continuous batching), each in its own K/V cache (default: 4 with `share`, else 1).
    */
   slots?: number;
+  /**
+   * On WebGPU, open the device and compile the model's kernels (from its files' headers)
+   * while the weights download (default true; false compiles them after, as before).
+   */
+  warm?: boolean;
 }
 
 /** One model file as `load` read it. */
@@ -95,6 +100,9 @@ export interface LoadInfo {
   /** What the model takes on the WebGPU adapter, sized from its files' headers before the
    * download; null on the CPU kernels or when the check could not reach the server. */
   gpu_fit: GpuFit | null;
+  /** The kernels compiled while the weights downloaded: how many, how long that took, and
+   * how long the load then waited for it. null when it did not run. */
+  warm: { pipelines: number; seconds: number; wait_seconds: number } | null;
 }
 
 export interface GpuFit {

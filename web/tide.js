@@ -328,7 +328,7 @@ export class TideModel {
  * the requests `chat.completions.create` and `completions.create` decode together on WebGPU
  * (continuous batching; default 4 with share, else 1; info.slots says how many the engine has).
  */
-export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb, share = false, slots } = {}) {
+export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb, share = false, slots, warm = true } = {}) {
   // Requests decoded together on WebGPU (each its own K/V cache of ctxLen positions): several
   // where tabs share the model, else one. The CPU kernels hold one sequence.
   slots ??= share ? 4 : 1;
@@ -349,7 +349,7 @@ export async function load(model, { onProgress, onWarning, backend, ctxLen, memo
   }
   // Load in `worker`: the model's info.
   const loadIn = async (worker) => {
-    const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots },
+    const info = await worker.call('load', { model: name, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots, warm },
       (m) => {
         if (m.event === 'warning') onWarning?.(m.message);
         if (m.event !== 'progress') return;

@@ -178,7 +178,7 @@ const nextTask = () => new Promise((resolve) => {
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
-  async load({ model, files: asked, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots }, id) {
+  async load({ model, files: asked, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots, warm: warmAsked = true }, id) {
     let files = asked;
     const t0 = performance.now();
     const { wasm, threads } = await start();
@@ -195,6 +195,11 @@ const ops = {
     const adapter = await gpuAdapterFor(backend);
     let pf = adapter ? new pkg.Preflight(model) : null;
     let fit = null;
+    const hasGpu = !!(self.navigator && self.navigator.gpu);
+    const chosen = backend || (hasGpu ? 'auto' : 'cpu');
+    // The device opened and the kernels compiled while the weights download (`warm`).
+    let warming = null;
+    let tWarm = 0;
     files = [...files.filter((f) => !isWeights(f.name)), ...files.filter((f) => isWeights(f.name))];
     const stored = []; // stored files handed to the session, closed if the load fails
     const heapAtStart = wasm.memory.buffer.byteLength;
@@ -216,6 +221,17 @@ const ops = {
           post({ id, event: 'progress', phase: 'check', file: f.name, loaded: before, total });
           try {
             fit = await preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl });
+            if (warmAsked) {
+              const t = performance.now();
+              // Not awaited: it runs beside the download.
+              warming = pf.warm(chosen).then((w) => {
+                tWarm = (performance.now() - t) / 1000;
+                return w;
+              }, (e) => {
+                warn(`the kernels could not be compiled during the download: ${e.message}`);
+                return null;
+              });
+            }
           } catch (e) {
             // A refusal, or a file that is no model's, stops the load here; a network
             // failure only skips the check (the download will say what is wrong).
@@ -259,6 +275,7 @@ const ops = {
       }
     } catch (e) {
       pf?.free();
+      warming?.then((w) => w?.free());
       set.free();
       stored.forEach((f) => f.close());
       throw e;
@@ -266,14 +283,17 @@ const ops = {
     const tFetched = performance.now();
     const heapFetched = wasm.memory.buffer.byteLength;
     post({ id, event: 'progress', phase: 'open', loaded: before, total });
-    const hasGpu = !!(self.navigator && self.navigator.gpu);
-    const chosen = backend || (hasGpu ? 'auto' : 'cpu');
+    // Waiting here is waiting for compiles the download did not cover.
+    const tWait = performance.now();
+    const warmed = warming ? await warming : null;
+    const warmWait = (performance.now() - tWait) / 1000;
+    const warmPipelines = warmed?.pipelines ?? 0;
     try {
       // consumes the set; the stored files are closed when the session drops them
       session = await pkg.openSession(model, set, chosen, ctxLen || 0, memoryUrl || '',
         typeof memoryCacheMb === 'number' ? memoryCacheMb : -1,
         Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1,
-        Number.isInteger(slots) && slots >= 1 ? Math.min(slots, 64) : 1);
+        Number.isInteger(slots) && slots >= 1 ? Math.min(slots, 64) : 1, warmed ?? undefined);
     } catch (e) {
       stored.forEach((f) => f.close());
       throw e;
@@ -312,6 +332,9 @@ const ops = {
       // What the model takes on this adapter, sized from its headers before the download
       // (null on the CPU kernels, or when the check could not run).
       gpu_fit: fit,
+      // The kernels compiled while the weights downloaded: how many, how long it took, and
+      // how long the load then waited for it to end (null when it did not run).
+      warm: warming ? { pipelines: warmPipelines, seconds: tWarm, wait_seconds: warmWait } : null,
     };
     // Whether the page could share memory with workers, and the CPU kernels' threads there.
     info.cross_origin_isolated = ISOLATED;

@@ -122,6 +122,45 @@ fn f32_buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
         })
 }
 
+/// A device with the kernels of a model's decoder compiled, made before the weights are there
+/// (`warm`), for `GpuDecoder::from_warm`.
+pub struct Warm {
+    ctx: GpuContext,
+    pipes: Pipelines,
+}
+
+impl Warm {
+    pub fn ctx(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Pipelines it compiled.
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipes.compiled_count
+    }
+}
+
+/// Compile on `ctx` the kernels that `model`'s decoder with `opts` runs for one token and for
+/// a prompt, without its weights: `model` may come from its files' headers
+/// (model::header), since the decoder is laid out on placeholders (`GpuContext::dry`). In
+/// the browser this runs while the weights download, so that compiling (seconds per kernel
+/// on a software adapter) overlaps it.
+pub fn warm(
+    mut ctx: GpuContext,
+    model: &Model,
+    rows: &MemoryRows,
+    opts: DecoderOptions,
+) -> Result<Warm> {
+    ctx.dry = true;
+    let mut d = GpuDecoder::with_rows(ctx, model, rows, opts)?;
+    d.compile_for(Kind::Token)?;
+    d.compile_for(Kind::Batch(2))?;
+    d.ctx.take_error()?;
+    let GpuDecoder { mut ctx, pipes, .. } = d;
+    ctx.dry = false;
+    Ok(Warm { ctx, pipes })
+}
+
 /// Refuse a context that this adapter's bindings cannot hold: one token's attention scores
 /// [heads, ctx], one layer's K (or V) for every slot [slots x ctx, kv_dim] and the logits
 /// [vocab] are each bound whole. `max_bind`: the adapter's largest storage binding in bytes.
@@ -175,6 +214,27 @@ impl GpuDecoder {
     /// made them: the front end sizes their caches and reads their counters).
     pub fn with_rows(
         ctx: GpuContext,
+        model: &Model,
+        rows: &MemoryRows,
+        opts: DecoderOptions,
+    ) -> Result<GpuDecoder> {
+        Self::assemble(ctx, Pipelines::new(opts.quick_start), model, rows, opts)
+    }
+
+    /// `with_rows` on the device and with the kernels `warm` prepared: kernels of the same
+    /// model and options are already compiled; any other compiles as usual.
+    pub fn from_warm(
+        warm: Warm,
+        model: &Model,
+        rows: &MemoryRows,
+        opts: DecoderOptions,
+    ) -> Result<GpuDecoder> {
+        Self::assemble(warm.ctx, warm.pipes, model, rows, opts)
+    }
+
+    fn assemble(
+        ctx: GpuContext,
+        pipes: Pipelines,
         model: &Model,
         rows: &MemoryRows,
         opts: DecoderOptions,
@@ -257,7 +317,7 @@ impl GpuDecoder {
             ctx,
             config: c.clone(),
             opts: opts.clone(),
-            pipes: Pipelines::new(opts.quick_start),
+            pipes,
             ops: Vec::new(),
             buf,
             heads: Heads::default(),
@@ -333,6 +393,12 @@ impl GpuDecoder {
             return Ok(());
         }
         self.pipes.compile(&self.ctx, todo)
+    }
+
+    /// Pipelines compiled on this decoder's device so far, those of the `warm` it came from
+    /// included.
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipes.compiled_count
     }
 
     /// Compile every kernel's own form now (benchmarks call this before timing a decode).

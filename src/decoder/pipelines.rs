@@ -31,6 +31,8 @@ pub(super) struct Pipelines {
     deferred: Vec<usize>,
     /// Compile slow kernels as their quick twins first (DecoderOptions::quick_start).
     quick_start: bool,
+    /// Pipelines compiled so far (a warmed decoder's included: `decoder::warm`).
+    pub compiled_count: usize,
 }
 
 impl Pipelines {
@@ -41,6 +43,7 @@ impl Pipelines {
             layouts: HashMap::new(),
             deferred: Vec::new(),
             quick_start,
+            compiled_count: 0,
         }
     }
 
@@ -145,6 +148,7 @@ impl Pipelines {
         todo: Vec<usize>,
         defs: Vec<Option<Defines>>,
     ) -> Result<()> {
+        self.compiled_count += todo.len();
         let (dev, dir) = (&ctx.device, ctx.shader_dir.as_deref());
         let compile = |j: usize| {
             let k = &self.kernels[todo[j]];

@@ -179,6 +179,9 @@ impl GpuDecoder {
             usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        if self.ctx.dry {
+            return Ok(buf);
+        }
         let rb = store.token_bytes() / m.k;
         let dtype = m.tables[0].dtype();
         let (mut bytes, mut words) = (Vec::new(), Vec::new());

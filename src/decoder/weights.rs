@@ -42,7 +42,11 @@ fn upload_fused(ctx: &GpuContext, name: &str, parts: &[&Weight]) -> Result<GpuTe
     if parts.iter().all(|p| p.dtype() == parts[0].dtype()) {
         return GpuTensor::upload(ctx, name, parts);
     }
-    let owned: Vec<Weight> = parts.iter().map(|p| p.to_f32_weight()).collect();
+    // On a dry context the f32 copies need their shape alone (`Weight::f32_placeholder`).
+    let owned: Vec<Weight> = match ctx.dry {
+        true => parts.iter().map(|p| p.f32_placeholder()).collect(),
+        false => parts.iter().map(|p| p.to_f32_weight()).collect(),
+    };
     let refs: Vec<&Weight> = owned.iter().collect();
     GpuTensor::upload(ctx, name, &refs)
 }

@@ -19,6 +19,9 @@ pub struct GpuContext {
     pub shader_dir: Option<PathBuf>,
     /// Words of repacked weights written to the GPU at a time (`GpuOptions::upload_slab_bytes`).
     pub upload_slab_words: usize,
+    /// Weights are laid out but not written (placeholders stand for them): a decoder built on
+    /// such a context only compiles its kernels (`decoder::warm`, before the weights arrive).
+    pub dry: bool,
     /// Errors the device raised outside an error scope (validation, out of memory, loss);
     /// reported by the next `wait` instead of wgpu's default panic.
     errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -236,6 +239,7 @@ impl GpuContext {
             upload_slab_words: opts
                 .upload_slab_bytes
                 .map_or(super::upload::DEFAULT_SLAB_WORDS, |b| (b / 4).max(1)),
+            dry: false,
         })
     }
 

@@ -372,6 +372,17 @@ impl GpuTensor {
         let mut words: Vec<u32> = Vec::new();
         while row0 < rows {
             let n = rows_per_chunk.min(rows - row0);
+            if ctx.dry {
+                // The chunk's shape alone, on a placeholder its bind groups can name.
+                let dst = Dst::new(ctx, name, 8, ctx.weight_textures)?;
+                chunks.push(Chunk {
+                    storage: dst.storage(),
+                    row0,
+                    rows: n,
+                });
+                row0 += n;
+                continue;
+            }
             let dst = Dst::new(ctx, name, n * row_words, ctx.weight_textures)?;
             let mut at = 0;
             words.clear();
@@ -399,7 +410,7 @@ impl GpuTensor {
             });
             row0 += n;
         }
-        for p in parts {
+        for p in parts.iter().filter(|_| !ctx.dry) {
             p.release();
         }
         // wgpu holds each written texture's staging copy until a submission completes: flush

@@ -79,6 +79,20 @@ impl Weight {
 
 impl Weight {
     /// The same tensor re-encoded as f32 (for fusing parts stored in different types).
+    /// This tensor's shape as f32, with no bytes behind it: for laying out a dry upload
+    /// (`GpuContext::dry`), which reads none.
+    pub fn f32_placeholder(&self) -> Weight {
+        Weight {
+            info: TensorInfo {
+                dtype: DType::F32,
+                start: 0,
+                end: 0,
+                ..self.info.clone()
+            },
+            blob: Blob::from_vec(Vec::new()),
+        }
+    }
+
     pub fn to_f32_weight(&self) -> Weight {
         let data: Vec<u8> = self.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect();
         let n = data.len();

@@ -99,6 +99,7 @@ pub async fn open_session(
     memory_cache_mb: f64,
     memory_gap_kb: i32,
     slots: usize,
+    warm: Option<GpuWarm>,
 ) -> std::result::Result<Session, JsValue> {
     let asked = Asked {
         slots: slots.clamp(1, 64),
@@ -106,9 +107,44 @@ pub async fn open_session(
         cache_mb: (memory_cache_mb >= 0.0).then_some(memory_cache_mb),
         gap_kb: usize::try_from(memory_gap_kb).ok(),
     };
-    open(source, files, &backend, &memory_url, asked)
+    let warm = warm.and_then(|w| w.0);
+    open(source, files, &backend, &memory_url, asked, warm)
         .await
         .map_err(js_err)
+}
+
+/// A GPU device with a model's kernels compiled on it, made while the weights download
+/// (`Preflight::warm`), for `openSession` to open the model on.
+#[wasm_bindgen]
+pub struct GpuWarm(Option<crate::decoder::Warm>);
+
+#[wasm_bindgen]
+impl GpuWarm {
+    /// Whether a device was opened (false when the backend will not run on a GPU).
+    #[wasm_bindgen(getter)]
+    pub fn ready(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Pipelines compiled on it.
+    #[wasm_bindgen(getter)]
+    pub fn pipelines(&self) -> usize {
+        self.0.as_ref().map_or(0, |w| w.pipelines_compiled())
+    }
+}
+
+fn parse_backend(b: &str) -> Result<Backend> {
+    Ok(match b {
+        "auto" => Backend::Auto,
+        "gpu" | "webgpu" => Backend::Gpu,
+        "cpu" => Backend::Cpu,
+        "reference" => Backend::Reference,
+        b => {
+            return Err(Error::Input(format!(
+                "backend {b:?}: expected auto, webgpu, cpu or reference"
+            )))
+        }
+    })
 }
 
 /// What the page asked for (None: the session's default).
@@ -126,22 +162,13 @@ async fn open(
     backend: &str,
     memory_url: &str,
     asked: Asked,
+    warm: Option<crate::decoder::Warm>,
 ) -> Result<Session> {
     let fetch = FetchOptions {
         max_gap_bytes: session::gap_bytes(asked.gap_kb)?,
         ..FetchOptions::default()
     };
-    let backend = match backend {
-        "auto" => Backend::Auto,
-        "gpu" | "webgpu" => Backend::Gpu,
-        "cpu" => Backend::Cpu,
-        "reference" => Backend::Reference,
-        b => {
-            return Err(Error::Input(format!(
-                "backend {b:?}: expected auto, webgpu, cpu or reference"
-            )))
-        }
-    };
+    let backend = parse_backend(backend)?;
     if files.is_empty() {
         return Err(Error::Input(format!("{source}: no model files given")));
     }
@@ -175,7 +202,7 @@ async fn open(
     let rows = stores.tide.clone();
     let biggest = crate::engine::largest_buffer(&model, &opts.decoder);
     opts.gpu.needed_buffer = Some(biggest);
-    let (engine, note) = Engine::open(&model, &stores, backend, &opts).await?;
+    let (engine, note) = Engine::open_warm(&model, &stores, backend, &opts, warm).await?;
     let k = model.memory.as_ref().map_or(0, |m| m.k);
     let info = json!({
         "model": source,

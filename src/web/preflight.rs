@@ -2,13 +2,18 @@
 //! files' headers, read by HTTP Range, and its small files, sized against the WebGPU adapter's
 //! limits (`engine::gpu_fit`), so that a model the adapter cannot hold is refused with the
 //! numbers before its weights come down.
+use js_sys::Promise;
 use serde_json::json;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
 
 use super::{js_err, FileBuffer};
+use crate::engine::Engine;
 use crate::error::{format_err, Error};
+use crate::memory::MemoryRows;
 use crate::model::header::{self, FromHeaders, HeaderFiles, HeaderNeed};
-use crate::model::Blob;
+use crate::model::{Blob, Model};
+use crate::options::Options;
 
 type JsResult<T> = std::result::Result<T, JsValue>;
 
@@ -23,6 +28,8 @@ fn usize_of(name: &str, what: &str, v: f64) -> JsResult<usize> {
 #[wasm_bindgen]
 pub struct Preflight {
     files: HeaderFiles,
+    /// The model and options `check` found fitting, for `warm`.
+    fitted: Option<(Model, Options)>,
 }
 
 #[wasm_bindgen]
@@ -31,6 +38,7 @@ impl Preflight {
     pub fn new(model: &str) -> Preflight {
         Preflight {
             files: HeaderFiles::new(model),
+            fitted: None,
         }
     }
 
@@ -73,7 +81,7 @@ impl Preflight {
     /// of weights to add (`addRange`) before checking again, `{"unsized": why}` when the
     /// model cannot be sized from its headers, or `{"fits": {...}}` with what the model takes. An error when it does not fit, saying what and by how much.
     pub fn check(
-        &self,
+        &mut self,
         ctx: f64,
         slots: f64,
         limits: &str,
@@ -113,6 +121,30 @@ impl Preflight {
                     "{src} does not fit this GPU adapter, so nothing was downloaded: {e}"
                 )))
             })?;
-        Ok(json!({ "fits": needs, "ctx_len": opts.decoder.ctx_len }).to_string())
+        let out = json!({ "fits": needs, "ctx_len": opts.decoder.ctx_len }).to_string();
+        // As `openSession` will: the device asked for buffers as large as the model needs.
+        opts.gpu.needed_buffer = Some(crate::engine::largest_buffer(&model, &opts.decoder));
+        self.fitted = Some((*model, opts));
+        Ok(out)
+    }
+
+    /// Open the GPU device `backend` will run on and compile there the kernels of the model
+    /// that `check` found fitting (from its headers: no weights needed), resolving to a
+    /// `GpuWarm` for `openSession`. Started before the download, so that compiling (seconds
+    /// per kernel on a software adapter) overlaps it.
+    pub fn warm(&mut self, backend: &str) -> JsResult<Promise> {
+        let backend = super::parse_backend(backend).map_err(js_err)?;
+        let (model, opts) = self.fitted.take().ok_or_else(|| {
+            js_err(Error::Input(
+                "Preflight.warm: no model has passed check".into(),
+            ))
+        })?;
+        Ok(future_to_promise(async move {
+            let rows = MemoryRows::local(&model);
+            let w = Engine::warm(&model, &rows, backend, &opts)
+                .await
+                .map_err(js_err)?;
+            Ok(super::GpuWarm(w).into())
+        }))
     }
 }

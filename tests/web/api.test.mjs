@@ -156,6 +156,8 @@ test('two tabs on one WebGPU engine: their requests share decode steps, each rep
   const fit = a.info.load.gpu_fit;
   assert.ok(fit && fit.ctx_len === a.info.ctx_len && fit.weight_bytes > 0, JSON.stringify(a.info.load));
   assert.equal(fit.kv_bytes % (2 * a.info.layers * a.info.ctx_len * 4 * 4), 0, 'K/V of 4 slots');
+  // Its kernels were compiled while the weights came (the answers below are still native's).
+  assert.ok(a.info.load.warm?.pipelines > 10, JSON.stringify(a.info.load.warm));
   // The safetensors header, and the memory's tables (3.9 MB), which a memory model's loader
   // reads: about a third of the 12.4 MB file.
   assert.ok(fit.header_bytes > 3.9e6 && fit.header_bytes < a.info.load.bytes / 2, JSON.stringify(fit));

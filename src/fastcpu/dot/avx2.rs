@@ -289,7 +289,7 @@ unsafe fn k45(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
         let qh = _mm256_loadu_si256(p.add(16) as *const __m256i);
         for i in 0..4 {
             let raw = _mm256_loadu_si256(p.add(qs_at + 32 * i) as *const __m256i);
-            for h in 0..2 {
+            for (h, acc_h) in acc.iter_mut().enumerate() {
                 let s = 2 * i + h;
                 let b = sb * 8 + s;
                 let mut w = _mm256_and_si256(
@@ -309,7 +309,7 @@ unsafe fn k45(t: DType, row: &[u8], x: &Q8Vec) -> f32 {
                 let (sc, m) = k_scale_min(scales, s);
                 let dx = *x.d.get_unchecked(b);
                 let prod = mul_sum_u8_i8(w, q);
-                acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * dx), prod, acc[h]);
+                *acc_h = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32 * dx), prod, *acc_h);
                 off += dmin * m as f32 * *x.ds.get_unchecked(b);
             }
         }
