@@ -68,6 +68,7 @@ fn job(prompt: &str, events: Kept) -> Job<Kept> {
         stop: vec![],
         logprobs: None,
         format: None,
+        tools: None,
         events,
         arrived: web_time::Instant::now(),
     }
