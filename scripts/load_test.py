@@ -131,7 +131,8 @@ def stream(srv, i, mix="plain"):
         chunks = srv.client.chat.completions.create(
             model=srv.model, messages=[{"role": "system", "content": SYSTEM},
                                        {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-            max_tokens=48, temperature=0, stream=True, stream_options={"include_usage": True},
+            max_tokens=96 if k == "tools" else 48, temperature=0, stream=True,
+            stream_options={"include_usage": True},
             **extra)
     calls, finish = {}, None
     for chunk in chunks:
