@@ -8,7 +8,11 @@ The templates are the ones scripts/fetch-vocabs.sh extracts into
 ${TIDE_CACHE:-<repo root>/.cache}/vocabs/templates/ (llama.cpp keeps them for its own template
 tests), plus SmolLM2-135M-Instruct's and the Qwen2 vocabulary's (read from their GGUF files).
 Each is rendered for three conversations (one user turn; system + user; system, user,
-assistant, user) with add_generation_prompt=True and the model family's BOS/EOS text. The
+assistant, user) with add_generation_prompt=True and the model family's BOS/EOS text, and
+tools=None as apply_chat_template passes it. The templates that show tools (TOOL_TEMPLATES) are
+also rendered for TOOL_CONVERSATIONS: OpenAI request bodies' `tools` and `messages` (an
+assistant's tool calls, `tool` replies), given to the template as Hugging Face documents them:
+the tools as given, a call's `function.arguments` parsed from its JSON string into a dict. The
 environment is Hugging Face's: a sandboxed Jinja2 environment with trim_blocks, lstrip_blocks and
 the loopcontrols extension, raise_exception, a tojson filter over json.dumps, and strftime_now,
 here at a fixed time (NOW, in UTC) so that the renders do not change. A render that raises is
@@ -60,6 +64,56 @@ CONVERSATIONS = [
     ],
 ]
 
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather",
+        "description": "The weather in a city, \"now\" <or> later & elsewhere.",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "Città, e.g. Zürich"},
+            "unit": {"type": "string", "enum": ["c", "f"]},
+            "days": {"type": "integer", "minimum": 1}},
+            "required": ["city"], "additionalProperties": False}}},
+    {"type": "function", "function": {
+        "name": "now", "description": "The time.",
+        "parameters": {"type": "object", "properties": {}}}},
+]
+CALL = {"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"days\": 2}"}}
+TOOL_CONVERSATIONS = [
+    {"tools": TOOLS, "messages": [{"role": "user", "content": "Weather in Paris?"}]},
+    {"tools": TOOLS, "messages": [
+        {"role": "system", "content": "Use tools."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21, \"sky\": \"clear\"}"},
+    ]},
+    {"tools": TOOLS[:1], "messages": [
+        {"role": "user", "content": "Weather in Paris and the time?"},
+        {"role": "assistant", "content": "Looking.", "tool_calls": [
+            CALL, {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+        {"role": "user", "content": "Thanks"},
+    ]},
+]
+TOOL_TEMPLATES = ["meta-llama-Llama-3.1-8B-Instruct", "meta-llama-Llama-3.2-3B-Instruct",
+                  "Qwen-Qwen2.5-7B-Instruct", "Qwen-Qwen3-0.6B"]
+
+
+def hf_messages(msgs):
+    """OpenAI messages as Hugging Face's templates take them: null content as "" (tide's
+    choice for an assistant's turn beside its calls), arguments parsed into dicts."""
+    out = []
+    for m in msgs:
+        m = dict(m)
+        if m.get("content") is None:
+            m["content"] = ""
+        if m.get("tool_calls"):
+            m["tool_calls"] = [dict(c, function=dict(c["function"], arguments=json.loads(c["function"]["arguments"])))
+                               for c in m["tool_calls"]]
+        out.append(m)
+    return out
+
 
 def environment():
     def raise_exception(message):
@@ -101,20 +155,24 @@ def main():
             source = f"templates/{name}.jinja"
             with open(os.path.join(args.templates, f"{name}.jinja"), encoding="utf-8") as f:
                 text = f.read()
-        renders = []
-        for conv in CONVERSATIONS:
-            msgs = [{"role": r, "content": c} for r, c in conv]
+        def render(msgs, tools):
             try:
                 got = env.from_string(text).render(
-                    messages=msgs, add_generation_prompt=True, bos_token=bos, eos_token=eos
+                    messages=msgs, tools=tools, add_generation_prompt=True, bos_token=bos, eos_token=eos
                 )
-                renders.append({"text": got})
+                return {"text": got}
             except jinja2.exceptions.TemplateError as e:
-                renders.append({"error": str(e)})
-        kinds = ["error" if "error" in r else "ok" for r in renders]
+                return {"error": str(e)}
+
+        renders = [render([{"role": r, "content": c} for r, c in conv], None) for conv in CONVERSATIONS]
+        entry = {"name": name, "source": source, "bos": bos, "eos": eos, "renders": renders}
+        if name in TOOL_TEMPLATES:
+            entry["tool_renders"] = [render(hf_messages(c["messages"]), c["tools"]) for c in TOOL_CONVERSATIONS]
+        kinds = ["error" if "error" in r else "ok" for r in renders + entry.get("tool_renders", [])]
         print(f"[chat_template_reference] {name}: {kinds}", file=sys.stderr)
-        out["templates"].append({"name": name, "source": source, "bos": bos, "eos": eos, "renders": renders})
+        out["templates"].append(entry)
     out["conversations"] = [[list(m) for m in c] for c in CONVERSATIONS]
+    out["tool_conversations"] = TOOL_CONVERSATIONS
     # strftime_now's conversions, by Python's datetime, over dates that test the calendar.
     fmt = "%Y %y %m %d %e %B %b %A %a %H %M %S %j %%"
     stamps = [0, 951782400, 951868799, 1709164800, 4107542399, NOW, 2**31 + 12345]

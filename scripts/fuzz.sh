@@ -44,8 +44,22 @@ chat = {"model": "tide-k4", "messages": [{"role": "system", "content": "Be brief
         "stream_options": {"include_usage": True}}
 text = {"model": "tide-k4", "prompt": ["In the beginning"], "max_tokens": 16, "logprobs": 2,
         "echo": False, "n": 1, "presence_penalty": 0}
+# Tools: declared and forced by name; a follow-up turn with the call and the tool's reply.
+weather = {"type": "function", "function": {"name": "get_weather", "description": "d",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"]}}}
+tools = {"model": "tide-k4", "messages": [{"role": "user", "content": "Weather?"}],
+         "tools": [weather, {"type": "function", "function": {"name": "now"}}],
+         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+         "parallel_tool_calls": False, "stream": True}
+call = {"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}
+turn = {"model": "tide-k4", "tools": [weather], "tool_choice": "auto", "messages": [
+    {"role": "user", "content": "Weather?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}
 for name, kind, body in [("chat", 0, chat), ("text", 1, text), ("wrong-model", 1,
-                         {"model": "gpt-4", "prompt": "x"})]:
+                         {"model": "gpt-4", "prompt": "x"}), ("tools", 0, tools),
+                         ("tool-turn", 0, turn)]:
     open(f"{sys.argv[1]}/{name}", "wb").write(bytes([kind]) + json.dumps(body).encode())
 PY
 out="${FUZZ_OUT:-docs/bench-data/fuzz.jsonl}"

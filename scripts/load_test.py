@@ -10,9 +10,13 @@ tokens per second over the level's wall time. Bounded: a fixed set of requests, 
 request, and the server is stopped at the end.
 
 With --mix prefix, every other request is a chat with one long system prompt (~250 tokens)
-and its own question (what a prefix cache serves); with --mix all, a quarter of the requests
-also ask for JSON by a schema (their replies must parse). --mix plain (the default) is the
-completions alone. (Tool calls are not in the mix: the server has none yet.)
+and its own question (what a prefix cache serves); with --mix all, of those chats one in four
+asks for JSON by a schema (its reply must parse) and one in four declares a tool and forces a
+call of it by name (its streamed call must come back whole, finish_reason "tool_calls", with
+arguments that parse; what is compared with the request alone is the call's name and
+arguments). --mix all needs a model whose chat template shows tools (Llama 3.x, Qwen2.5: e.g.
+the tiny .cache/tool-models/qwen25-tools.gguf of scripts/make_tool_models.py). --mix plain
+(the default) is the completions alone.
 
 Usage: python scripts/load_test.py TIDE_BIN MODEL [--out FILE.jsonl] [--levels 1,4,16]
        [--requests N] [--parallel SLOTS] [--ctx N] [--mix plain|prefix|all]
@@ -50,15 +54,22 @@ QUESTIONS = ["Where are the books on rivers?", "What is on shelf 3?", "Which she
 SCHEMA = {"type": "object", "properties": {"shelf": {"type": "integer", "minimum": 0, "maximum": 23},
                                           "topic": {"type": "string", "maxLength": 16}},
           "required": ["shelf", "topic"], "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {
+    "name": "find_shelf", "description": "The shelf of a topic.",
+    "parameters": {"type": "object", "properties": {
+        "topic": {"type": "string", "enum": ["history", "rivers", "kings", "law"]},
+        "shelf": {"type": "integer", "minimum": 0, "maximum": 23}},
+        "required": ["topic", "shelf"], "additionalProperties": False}}}]
 
 
 def kind(i, mix):
     """What request i is: "plain" (a completion), "prefix" (a chat with the long system
-    prompt) or "schema" (that chat, answered in JSON)."""
+    prompt), "schema" (that chat, answered in JSON) or "tools" (that chat, answered by a forced
+    tool call)."""
     if mix == "plain" or i % 2 == 0:
         return "plain"
     if mix == "all" and i % 4 == 3:
-        return "schema"
+        return "schema" if i % 8 == 3 else "tools"
     return "prefix"
 
 
@@ -114,11 +125,16 @@ def stream(srv, i, mix="plain"):
         if k == "schema":
             extra["response_format"] = {"type": "json_schema",
                                         "json_schema": {"name": "answer", "schema": SCHEMA}}
+        if k == "tools":
+            extra["tools"] = TOOLS
+            extra["tool_choice"] = {"type": "function", "function": {"name": "find_shelf"}}
         chunks = srv.client.chat.completions.create(
             model=srv.model, messages=[{"role": "system", "content": SYSTEM},
                                        {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-            max_tokens=48, temperature=0, stream=True, stream_options={"include_usage": True},
+            max_tokens=96 if k == "tools" else 48, temperature=0, stream=True,
+            stream_options={"include_usage": True},
             **extra)
+    calls, finish = {}, None
     for chunk in chunks:
         if chunk.usage is not None:
             usage = chunk.usage
@@ -126,12 +142,23 @@ def stream(srv, i, mix="plain"):
         if chunk.choices:
             c = chunk.choices[0]
             piece = c.text if k == "plain" else c.delta.content
+            finish = c.finish_reason or finish
+            for tc in (None if k == "plain" else c.delta.tool_calls) or []:
+                d = calls.setdefault(tc.index, ["", ""])
+                d[0] += tc.function.name or ""
+                d[1] += tc.function.arguments or ""
+                piece = piece or "<call>"
         if piece:
             times.append(time.perf_counter())
             parts.append(piece)
     text = "".join(parts)
     if k == "schema":
         json.loads(text)  # a schema's reply must parse (a failure counts as an error)
+    if k == "tools":
+        # One call, whole, its arguments JSON (ids differ per request: not compared).
+        assert finish == "tool_calls" and len(calls) == 1, (finish, calls)
+        json.loads(calls[0][1])
+        text = json.dumps([calls[0], text])
     cached = None
     if usage is not None and getattr(usage, "prompt_tokens_details", None) is not None:
         cached = usage.prompt_tokens_details.cached_tokens
@@ -199,7 +226,7 @@ def main():
             row = {
                 "streams": c, "parallel": parallel, "ctx": a.ctx, "requests": a.requests,
                 "mix": a.mix, "completed": len(done),
-                "kinds": {k: sum(r["kind"] == k for r in done) for k in ("plain", "prefix", "schema")},
+                "kinds": {k: sum(r["kind"] == k for r in done) for k in ("plain", "prefix", "schema", "tools")},
                 "cached_tokens": sum(r["cached"] or 0 for r in done),
                 "ttft_chat_p50_s": percentile(ttft_prefix, 50),
                 "errors": errors, "mismatched": mismatched, "completion_tokens": tokens,

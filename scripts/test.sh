@@ -52,6 +52,8 @@ if [[ $# -eq 0 ]]; then
     # The OpenAI-compatible API, driven by the official Python client.
     py="$(scripts/venv.sh scripts/requirements.txt scripts/requirements-api.txt)"
     TIDE_BIN=target/release/tide "$py" tests/api/test_openai.py
+    # Tool calling on tiny models with real templates (scripts/make_tool_models.py makes them).
+    TIDE_BIN=target/release/tide "$py" tests/api/test_tools.py
 fi
 
 # The kernels in the browser: the library compiled to wasm32, run in headless Chromium's WebGPU.

@@ -7,6 +7,7 @@ use minijinja::{context, Environment, ErrorKind, Value};
 
 use crate::error::{Error, Result};
 use crate::model::tokenizer::TokenizerInfo;
+use crate::openai::Message;
 
 /// ChatML, for models without a template of their own (SmolLM2's format).
 pub const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
@@ -116,11 +117,147 @@ fn template_err(e: minijinja::Error) -> Error {
     Error::Template(msg)
 }
 
-/// Render `msgs` ((role, content) pairs) with `template` (ChatML when None), ending with the
-/// prompt for the assistant's turn.
+/// Python's `json.dumps` layout, as Hugging Face's `tojson` filter calls it
+/// (ensure_ascii off): `item` and `key` separators, and `indent` spaces per level when Some.
+struct PyJson<'a> {
+    item: &'a [u8],
+    key: &'a [u8],
+    indent: Option<usize>,
+    /// Per open container: whether it has had a value (an empty one prints as `[]`, `{}`).
+    open: Vec<bool>,
+}
+
+impl PyJson<'_> {
+    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        if let Some(n) = self.indent {
+            w.write_all(b"\n")?;
+            w.write_all(" ".repeat(n * self.open.len()).as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+impl serde_json::ser::Formatter for PyJson<'_> {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open.push(false);
+        w.write_all(b"[")
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.open.pop() == Some(true) {
+            self.newline(w)?;
+        }
+        w.write_all(b"]")
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if !first {
+            w.write_all(self.item)?;
+        }
+        if let Some(o) = self.open.last_mut() {
+            *o = true;
+        }
+        self.newline(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open.push(false);
+        w.write_all(b"{")
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.open.pop() == Some(true) {
+            self.newline(w)?;
+        }
+        w.write_all(b"}")
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if !first {
+            w.write_all(self.item)?;
+        }
+        if let Some(o) = self.open.last_mut() {
+            *o = true;
+        }
+        self.newline(w)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(self.key)
+    }
+}
+
+/// Python's json.dumps of `v` (Hugging Face's `tojson` filter: keys in their order, no HTML
+/// escaping, `indent`, `separators` and `sort_keys` as Python takes them). Empty containers
+/// print as `[]` and `{}` even when indented, as in Python.
+fn tojson(
+    v: &Value,
+    args: minijinja::value::Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
+    let indent: Option<usize> = args.get("indent")?;
+    let seps: Option<Vec<String>> = args.get("separators")?;
+    let sort: Option<bool> = args.get("sort_keys")?;
+    let _: Option<bool> = args.get("ensure_ascii")?;
+    args.assert_all_used()?;
+    let bad = |e: &dyn std::fmt::Display| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+    };
+    let mut json = serde_json::to_value(v).map_err(|e| bad(&e))?;
+    if sort == Some(true) {
+        json.sort_all_objects();
+    }
+    let (item, key) = match &seps {
+        Some(s) if s.len() == 2 => (s[0].as_str(), s[1].as_str()),
+        Some(_) => return Err(bad(&"separators must be two strings")),
+        None if indent.is_some() => (",", ": "),
+        None => (", ", ": "),
+    };
+    let f = PyJson {
+        item: item.as_bytes(),
+        key: key.as_bytes(),
+        indent,
+        open: Vec::new(),
+    };
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, f);
+    serde::Serialize::serialize(&json, &mut ser).map_err(|e| bad(&e))?;
+    let text = String::from_utf8(out).map_err(|e| bad(&e))?;
+    Ok(Value::from_safe_string(text))
+}
+
+/// A message as Hugging Face's templates get it: role and content, then only the fields it
+/// has (templates test `'tool_calls' in message`).
+fn message_value(m: &Message) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("role".into(), m.role.clone().into());
+    o.insert("content".into(), m.content.clone().into());
+    if !m.tool_calls.is_empty() {
+        o.insert("tool_calls".into(), m.tool_calls.clone().into());
+    }
+    if let Some(id) = &m.tool_call_id {
+        o.insert("tool_call_id".into(), id.clone().into());
+    }
+    if let Some(n) = &m.name {
+        o.insert("name".into(), n.clone().into());
+    }
+    Value::from_serialize(&o)
+}
+
+/// Whether a template shows the model tools (Hugging Face passes `tools`; a template that
+/// never names them ignores them).
+pub fn has_tools(template: Option<&str>) -> bool {
+    template.is_some_and(|t| t.contains("tools"))
+}
+
+/// Render `msgs` with `template` (ChatML when None), ending with the prompt for the
+/// assistant's turn; `tools`, the declared tools as the request gave them, are passed as
+/// Hugging Face passes them (None without tools).
 pub fn render(
     template: Option<&str>,
-    msgs: &[(String, String)],
+    msgs: &[Message],
+    tools: Option<&[serde_json::Value]>,
     t: &TemplateVars,
 ) -> Result<String> {
     let mut env = Environment::new();
@@ -139,16 +276,16 @@ pub fn render(
             .map_or(0, |d| d.as_secs())
     });
     env.add_function("strftime_now", move |fmt: String| strftime(&fmt, now));
+    env.add_filter("tojson", tojson);
     env.add_template("chat", template.unwrap_or(CHATML))
         .map_err(template_err)?;
-    let messages: Vec<Value> = msgs
-        .iter()
-        .map(|(role, content)| context! { role => role, content => content })
-        .collect();
+    let messages: Vec<Value> = msgs.iter().map(message_value).collect();
+    let tools = tools.map(Value::from_serialize);
     env.get_template("chat")
         .and_then(|tpl| {
             tpl.render(context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => true,
                 bos_token => &t.bos,
                 eos_token => &t.eos,
@@ -171,12 +308,24 @@ impl TokenizerInfo {
         }
     }
 
-    /// A conversation as the prompt text to encode with `encode(.., true)`: the model's chat
-    /// template (ChatML without one). A template that writes BOS itself loses it here when the
-    /// encoder adds BOS anyway, so that the prompt never starts with two.
+    /// A conversation of (role, content) pairs as the prompt text to encode with
+    /// `encode(.., true)` (`chat_prompt_with`, without tools).
     pub fn chat_prompt(&self, msgs: &[(String, String)]) -> Result<String> {
+        let msgs: Vec<Message> = msgs.iter().map(|(r, c)| Message::text(r, c)).collect();
+        self.chat_prompt_with(&msgs, None)
+    }
+
+    /// A conversation, with the declared tools if any, as the prompt text to encode with
+    /// `encode(.., true)`: the model's chat template (ChatML without one). A template that
+    /// writes BOS itself loses it here when the encoder adds BOS anyway, so that the prompt
+    /// never starts with two.
+    pub fn chat_prompt_with(
+        &self,
+        msgs: &[Message],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String> {
         let t = self.template_vars();
-        let text = render(self.chat_template.as_deref(), msgs, &t)?;
+        let text = render(self.chat_template.as_deref(), msgs, tools, &t)?;
         if self.add_bos && self.bos.is_some() && !t.bos.is_empty() {
             if let Some(rest) = text.strip_prefix(&t.bos) {
                 return Ok(rest.to_string());

@@ -5,6 +5,10 @@ use serde_json::Value;
 
 use crate::SamplerConfig;
 
+mod tools;
+use tools::message;
+pub use tools::{Tool, ToolChoice, Tools};
+
 /// What a reply must be (`response_format`); made into a token mask by `serve::grammar`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Format {
@@ -21,10 +25,39 @@ pub enum Kind {
     Text,
 }
 
+/// One chat message as the model's template gets it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub role: String,
+    /// The text (text parts joined; "" for an assistant's null content beside tool calls).
+    pub content: String,
+    /// An assistant's tool calls, as OpenAI sends them ({"id", "type", "function": {"name",
+    /// "arguments"}}) but with `arguments` parsed from its JSON string into a value, as
+    /// Hugging Face's templates expect (they write it with `tojson`).
+    pub tool_calls: Vec<Value>,
+    /// A tool's reply: the id of the call it answers.
+    pub tool_call_id: Option<String>,
+    /// A tool's reply: the function's name, when given.
+    pub name: Option<String>,
+}
+
+impl Message {
+    /// A plain message of `role` with `content`.
+    pub fn text(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+}
+
 /// What to run: chat messages (rendered by the model's template) or plain text.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prompt {
-    Chat(Vec<(String, String)>),
+    Chat(Vec<Message>),
     Text(String),
 }
 
@@ -47,6 +80,8 @@ pub struct Request {
     pub include_usage: bool,
     /// `response_format`: JSON (any object, or valid against a schema); None: text.
     pub format: Option<Format>,
+    /// `tools`, `tool_choice` and `parallel_tool_calls`; None: no tools declared.
+    pub tools: Option<Tools>,
 }
 
 /// Why a request is refused: the HTTP status, the message, and OpenAI's error code if any.
@@ -228,7 +263,7 @@ pub fn parse(
                         ROLES.join(", ")
                     )));
                 }
-                out.push((role.to_string(), content(m, i, role)?));
+                out.push(message(m, i, role, &out)?);
             }
             Prompt::Chat(out)
         }
@@ -301,7 +336,16 @@ pub fn parse(
             .and_then(Value::as_bool)
             .unwrap_or(false);
     let format = response_format(&v)?;
+    let tools = tools::tools(&v, kind)?;
+    if let (Some(t), Some(_)) = (&tools, &format) {
+        if t.choice != ToolChoice::None {
+            return Err(bad(
+                "'response_format' cannot be combined with 'tools' unless 'tool_choice' is \"none\"",
+            ));
+        }
+    }
     Ok(Request {
+        tools,
         format,
         model,
         prompt,

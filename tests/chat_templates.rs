@@ -3,13 +3,16 @@
 //! scripts/chat_template_reference.py): the templates of Llama 3.1/3.2, DeepSeek-R1-Distill,
 //! Qwen2.5, Qwen3, Mistral Nemo, Gemma 2, Phi-3.5, SmolLM3 and Granite 3.3 (llama.cpp's copies,
 //! scripts/fetch-vocabs.sh) and the ones inside SmolLM2's and the Qwen2 vocabulary's GGUF files,
-//! over three conversations each. Exact text; a template that raises must raise here too.
+//! over three conversations each, and the four that show tools (Llama 3.1/3.2, Qwen2.5, Qwen3)
+//! over three conversations with tools, tool calls and tool replies, taken from OpenAI request
+//! bodies by `openai::parse`. Exact text; a template that raises must raise here too.
 mod common;
 
 use common::{repo, smollm2, vocab};
 use tide_gpu::chat::{render, strftime, TemplateVars};
 use tide_gpu::model::gguf::GgufFile;
 use tide_gpu::model::Blob;
+use tide_gpu::openai::{parse, Kind, Message, Prompt};
 
 fn fixture() -> serde_json::Value {
     let p = repo().join("tests/fixtures/chat_templates.json");
@@ -40,7 +43,7 @@ fn template_text(source: &str) -> String {
 fn templates_render_as_jinja2_does() {
     let f = fixture();
     let now = f["now_unix"].as_u64().unwrap();
-    let convs: Vec<Vec<(String, String)>> = f["conversations"]
+    let convs: Vec<Vec<Message>> = f["conversations"]
         .as_array()
         .unwrap()
         .iter()
@@ -48,15 +51,27 @@ fn templates_render_as_jinja2_does() {
             c.as_array()
                 .unwrap()
                 .iter()
-                .map(|m| {
-                    (
-                        m[0].as_str().unwrap().to_string(),
-                        m[1].as_str().unwrap().to_string(),
-                    )
-                })
+                .map(|m| Message::text(m[0].as_str().unwrap(), m[1].as_str().unwrap()))
                 .collect()
         })
         .collect();
+    // The tool conversations as a request brings them: messages and the tools' specs.
+    let tool_convs: Vec<(Vec<Message>, Vec<serde_json::Value>)> = f["tool_conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let body = serde_json::json!({"model": "m", "messages": c["messages"],
+                "tools": c["tools"]});
+            let r = parse(Kind::Chat, &serde_json::to_vec(&body).unwrap(), "m", 64).unwrap();
+            let Prompt::Chat(msgs) = r.prompt else {
+                panic!("a chat")
+            };
+            let specs = r.tools.unwrap().list.into_iter().map(|t| t.spec).collect();
+            (msgs, specs)
+        })
+        .collect();
+    let mut with_tools = 0;
     let templates = f["templates"].as_array().unwrap();
     // scripts/chat_template_reference.py's list: 10 of llama.cpp's copies + 2 inside GGUFs.
     assert_eq!(templates.len(), 12, "the fixture's templates");
@@ -68,12 +83,15 @@ fn templates_render_as_jinja2_does() {
             eos: t["eos"].as_str().unwrap().into(),
             now_unix: Some(now),
         };
-        for (i, (conv, want)) in convs
-            .iter()
-            .zip(t["renders"].as_array().unwrap())
-            .enumerate()
-        {
-            let got = render(Some(&text), conv, &vars);
+        let plain = convs.iter().map(|c| (c, None));
+        let tooled = tool_convs.iter().map(|(c, t)| (c, Some(&t[..])));
+        let mut wants = t["renders"].as_array().unwrap().clone();
+        if let Some(w) = t.get("tool_renders") {
+            wants.extend(w.as_array().unwrap().iter().cloned());
+            with_tools += 1;
+        }
+        for (i, ((conv, tools), want)) in plain.chain(tooled).zip(&wants).enumerate() {
+            let got = render(Some(&text), conv, tools, &vars);
             match (want.get("text"), want.get("error")) {
                 (Some(w), _) => {
                     let got = got.unwrap_or_else(|e| panic!("{name} conversation {i}: {e}"));
@@ -95,6 +113,7 @@ fn templates_render_as_jinja2_does() {
             }
         }
     }
+    assert_eq!(with_tools, 4, "templates rendered with tools");
 }
 
 #[test]
@@ -111,15 +130,21 @@ fn strftime_now_formats_as_python() {
 
 #[test]
 fn chatml_without_a_template_and_bad_templates_named() {
-    let msgs = vec![("user".to_string(), "Hi".to_string())];
+    let msgs = vec![Message::text("user", "Hi")];
     let v = TemplateVars::default();
     assert_eq!(
-        render(None, &msgs, &v).unwrap(),
+        render(None, &msgs, None, &v).unwrap(),
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
-    let e = render(Some("{% for m in messages %}"), &msgs, &v).unwrap_err();
+    let e = render(Some("{% for m in messages %}"), &msgs, None, &v).unwrap_err();
     assert!(e.to_string().starts_with("chat template:"), "{e}");
-    let e = render(Some("{{ raise_exception('no tools here') }}"), &msgs, &v).unwrap_err();
+    let e = render(
+        Some("{{ raise_exception('no tools here') }}"),
+        &msgs,
+        None,
+        &v,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("no tools here"), "{e}");
 }
 
@@ -149,4 +174,24 @@ fn chat_prompt_never_doubles_bos() {
         .unwrap()
         .token_to_id("<|start_header_id|>");
     assert_eq!(ids[1], header.unwrap());
+}
+
+/// The tool-call syntax each real template teaches, or why tools are refused with it.
+#[test]
+fn tool_syntax_of_real_templates() {
+    use tide_gpu::serve::tools::Syntax;
+    let of = |s: &str| Syntax::of(Some(&template_text(s)));
+    for (name, want) in [
+        ("meta-llama-Llama-3.1-8B-Instruct", Syntax::LlamaJson),
+        ("meta-llama-Llama-3.2-3B-Instruct", Syntax::LlamaJson),
+        ("Qwen-Qwen2.5-7B-Instruct", Syntax::Hermes),
+        ("Qwen-Qwen3-0.6B", Syntax::Hermes),
+    ] {
+        assert_eq!(of(&format!("templates/{name}.jinja")), Ok(want), "{name}");
+    }
+    let e = of("templates/mistralai-Mistral-Nemo-Instruct-2407.jinja").unwrap_err();
+    assert!(e.contains("syntax"), "{e}");
+    for s in ["templates/google-gemma-2-2b-it.jinja", "smollm2/"] {
+        assert!(of(s).unwrap_err().contains("no tool support"), "{s}");
+    }
 }

@@ -68,6 +68,7 @@ fn job(prompt: &str, events: Kept) -> Job<Kept> {
         stop: vec![],
         logprobs: None,
         format: None,
+        tools: None,
         events,
         arrived: web_time::Instant::now(),
     }
@@ -254,5 +255,91 @@ fn structured_output_on_the_gpus_candidates_equals_every_logit_masked() {
             serde_json::from_str::<serde_json::Value>(&free).is_err(),
             "{free}"
         );
+    }
+}
+
+/// A forced tool call through the core alone, in each call syntax: the scheduler's events,
+/// shaped whole and streamed, give the same one call of the named tool, its arguments valid,
+/// finish_reason "tool_calls". (The templates are small ones that show tools the way
+/// Qwen2.5's and Llama 3's do; tests/api/test_tools.py runs the real ones.)
+#[test]
+fn forced_tool_calls_come_out_of_the_core_whole_and_streamed() {
+    use tide_gpu::openai::{Kind, Message, Tool, ToolChoice, Tools};
+    use tide_gpu::serve::{Chunker, Chunks, Shape, Whole};
+    let mut m = model("models/tide-k4");
+    let opts = DecoderOptions {
+        ctx_len: 256,
+        slots: 1,
+        ..Default::default()
+    };
+    let mut engine = Engine::Gpu(Box::new(GpuDecoder::new(common::gpu(), &m, opts).unwrap()));
+    let params = serde_json::json!({"type": "object", "properties": {
+        "city": {"enum": ["Paris", "Oslo"]}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+        "required": ["city", "days"], "additionalProperties": false});
+    let tool = |name: &str| Tool {
+        name: name.into(),
+        parameters: params.clone(),
+        spec: serde_json::json!({"type": "function", "function": {"name": name}}),
+    };
+    let body = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:";
+    for (template, head) in [
+        ("{% if tools %}Tools: {{ tools | tojson }}. Write <tool_call>{}</tool_call>.\n{% endif %}", "<tool_call>"),
+        ("{% if tools %}Tools: {{ tools | tojson }}. Write {\"name\": f, \"parameters\": {}}.\n{% endif %}", "{\"name\""),
+    ] {
+        m.tokenizer.chat_template = Some(format!("{template}{body}"));
+        let mut s = Scheduler::new(256, engine.slots(), false, Arc::new(Counters::default()));
+        let k = Kept::default();
+        let mut j = job("", k.clone());
+        j.prompt = Prompt::Chat(vec![Message::text("user", "Weather in Oslo?")]);
+        j.max_tokens = 160;
+        j.tools = Some(Tools {
+            list: vec![tool("get_weather"), tool("other")],
+            choice: ToolChoice::Named("get_weather".into()),
+            parallel: true,
+        });
+        s.admit(j, &m.tokenizer, &engine);
+        while s.busy() {
+            pollster::block_on(s.round(&mut engine, &m.tokenizer, &NoPrefetch)).unwrap();
+        }
+        let raw = k.reply().0;
+        assert!(raw.starts_with(head), "{raw}");
+        let shape = Shape {
+            kind: Kind::Chat,
+            include_usage: false,
+            id: "chatcmpl-t".into(),
+            created: 0,
+            model: "m".into(),
+        };
+        let events = k.0.borrow().clone();
+        let mut w = Whole::new(shape.clone());
+        let whole = events.iter().find_map(|e| w.event(e.clone())).unwrap().unwrap();
+        let choice = &whole["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{whole}");
+        assert_eq!(choice["message"]["content"], serde_json::Value::Null);
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather");
+        let args: serde_json::Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(["Paris", "Oslo"].contains(&args["city"].as_str().unwrap()), "{args}");
+        assert!((1..=7).contains(&args["days"].as_u64().unwrap()), "{args}");
+        // Streamed: the same call, reassembled from its deltas.
+        let mut c = Chunker::new(shape);
+        let (mut name, mut arguments, mut finish) = (String::new(), String::new(), None);
+        for e in events {
+            let (Chunks::Send(cs) | Chunks::End(cs)) = c.event(e) else {
+                panic!("failed")
+            };
+            for ch in cs {
+                let d = &ch["choices"][0];
+                assert!(d["delta"]["content"].as_str().unwrap_or("").is_empty(), "{ch}");
+                for tc in d["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                    name += tc["function"]["name"].as_str().unwrap_or("");
+                    arguments += tc["function"]["arguments"].as_str().unwrap_or("");
+                }
+                finish = d["finish_reason"].as_str().map(String::from).or(finish);
+            }
+        }
+        assert_eq!((name.as_str(), arguments.as_str()), ("get_weather", call["function"]["arguments"].as_str().unwrap()));
+        assert_eq!(finish.as_deref(), Some("tool_calls"));
     }
 }

@@ -222,6 +222,35 @@ export interface Inspection {
 export interface ChatMessage {
   role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
   content: string | { type: 'text'; text: string }[] | null;
+  /** An assistant's calls, as a reply gave them. */
+  tool_calls?: ToolCall[];
+  /** A tool's reply: the id of the call it answers (required for role 'tool'). */
+  tool_call_id?: string;
+  name?: string;
+}
+
+/** A function the model may call; its arguments are valid against `parameters`. */
+export interface Tool {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean };
+}
+
+/** "none": shown, never called; "auto": may call; "required" or a named function: forced. */
+export type ToolChoice = 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } };
+
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  /** `arguments`: JSON text. */
+  function: { name: string; arguments: string };
+}
+
+/** A streamed piece of a call: index, id, type and name first, then its arguments. */
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: 'function';
+  function?: { name?: string; arguments?: string };
 }
 
 /** What OpenAI's API takes beside the prompt; the reply is the one `tide serve` gives. */
@@ -249,6 +278,10 @@ export interface ChatRequest extends RequestOptions {
   /** Log-probabilities of the chosen tokens, and of `top_logprobs` (0-20) alternatives. */
   logprobs?: boolean;
   top_logprobs?: number;
+  /** Needs a model whose chat template shows tools (Llama 3.x, Qwen2.5): 400 otherwise. */
+  tools?: Tool[];
+  tool_choice?: ToolChoice;
+  parallel_tool_calls?: boolean;
 }
 
 export interface CompletionRequest extends RequestOptions {
@@ -258,6 +291,8 @@ export interface CompletionRequest extends RequestOptions {
 }
 
 export type FinishReason = 'stop' | 'length';
+/** 'tool_calls': the reply ended after calling tools. */
+export type ChatFinishReason = FinishReason | 'tool_calls';
 
 export interface Usage {
   prompt_tokens: number;
@@ -289,8 +324,8 @@ export interface ChatCompletion {
   object: 'chat.completion';
   created: number;
   model: string;
-  choices: { index: number; message: { role: 'assistant'; content: string }; logprobs: ChatLogprobs | null;
-    finish_reason: FinishReason }[];
+  choices: { index: number; message: { role: 'assistant'; content: string | null; tool_calls?: ToolCall[] };
+    logprobs: ChatLogprobs | null; finish_reason: ChatFinishReason }[];
   usage: Usage;
 }
 
@@ -299,8 +334,8 @@ export interface ChatCompletionChunk {
   object: 'chat.completion.chunk';
   created: number;
   model: string;
-  choices: { index: number; delta: { role?: 'assistant'; content?: string }; logprobs: ChatLogprobs | null;
-    finish_reason: FinishReason | null }[];
+  choices: { index: number; delta: { role?: 'assistant'; content?: string; tool_calls?: ToolCallDelta[] };
+    logprobs: ChatLogprobs | null; finish_reason: ChatFinishReason | null }[];
   /** With stream_options.include_usage: null but in the last chunk. */
   usage?: Usage | null;
 }

@@ -37,7 +37,21 @@ fuzz_target!(|data: &[u8]| {
             assert!(r.logprobs.is_none_or(|n| n <= 20));
             assert!(!r.include_usage || r.stream);
             if let tide_gpu::openai::Prompt::Chat(m) = &r.prompt {
-                assert!(m.iter().all(|(role, _)| ROLES.contains(&role.as_str())));
+                assert!(m.iter().all(|m| ROLES.contains(&m.role.as_str())));
+                // Tool replies answer a call; only an assistant's turn carries calls.
+                assert!(m.iter().all(|m| (m.role == "tool") == m.tool_call_id.is_some()));
+                assert!(m.iter().all(|m| m.role == "assistant" || m.tool_calls.is_empty()));
+            }
+            if let Some(t) = &r.tools {
+                assert_eq!(kind, Kind::Chat);
+                assert!(!t.list.is_empty() && t.list.len() <= 128);
+                assert!(t.list.iter().all(|t| t.parameters.is_object()));
+                if let tide_gpu::openai::ToolChoice::Named(n) = &t.choice {
+                    assert!(t.list.iter().any(|t| &t.name == n));
+                }
+                if t.choice != tide_gpu::openai::ToolChoice::None {
+                    assert!(r.format.is_none());
+                }
             }
         }
         Err(e) => assert!(

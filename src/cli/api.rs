@@ -252,7 +252,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
     };
     let (tx, mut rx) = mpsc::channel(64);
     let (job, shape, streamed) = job(&api, kind, req, ctx_len, tx);
-    if let Err(r) = enqueue(&api, Work::Complete(job)) {
+    if let Err(r) = enqueue(&api, Work::Complete(Box::new(job))) {
         return *r;
     }
     // The first event says whether the prompt runs, so an error still gets its status.
@@ -270,7 +270,7 @@ async fn complete(api: Arc<Api>, body: Result<Bytes, BytesRejection>, kind: Kind
     if streamed {
         stream(shape, started, rx).into_response()
     } else {
-        whole(shape, rx).await
+        whole(shape, started, rx).await
     }
 }
 
@@ -356,11 +356,16 @@ fn job(
     tide_gpu::serve::job_for(r, kind, serial, seed, m, ctx_len, created, Channel(events))
 }
 
-/// The whole reply as one JSON body.
-async fn whole(shape: Shape, mut rx: mpsc::Receiver<Event>) -> Response {
+/// The whole reply as one JSON body (`started` first: it says how to read the reply).
+async fn whole(shape: Shape, started: Event, mut rx: mpsc::Receiver<Event>) -> Response {
     let mut w = Whole::new(shape);
+    let mut first = Some(started);
     loop {
-        let Some(ev) = rx.recv().await else {
+        let next = match first.take() {
+            Some(ev) => Some(ev),
+            None => rx.recv().await,
+        };
+        let Some(ev) = next else {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the engine stopped",

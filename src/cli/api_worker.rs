@@ -47,7 +47,8 @@ pub struct EmbedJob {
 
 /// What the engine thread takes from the queue.
 pub enum Work {
-    Complete(Job),
+    // Boxed: a job is many times the size of an embedding request.
+    Complete(Box<Job>),
     Embed(EmbedJob),
 }
 
@@ -189,7 +190,7 @@ fn serve(
                 }
             };
             match job {
-                Work::Complete(job) => sched.admit(job, tok, engine),
+                Work::Complete(job) => sched.admit(*job, tok, engine),
                 Work::Embed(e) => {
                     n_dequeued(sched);
                     run.embed(sched, engine, e);

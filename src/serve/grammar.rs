@@ -95,13 +95,22 @@ impl Grammar {
                 "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
             }));
         }
-        let parser = self
-            .factory
-            .create_parser(TopLevelGrammar::from_json_schema(schema))
-            .map_err(|e| format!("the JSON schema cannot be used: {e}"))?;
+        self.matcher(TopLevelGrammar::from_json_schema(schema))
+            .map_err(|e| format!("the JSON schema cannot be used: {e}"))
+    }
+
+    /// The constraint of a Lark grammar (llguidance's dialect: forced tool calls,
+    /// `serve::tools`); an error names what cannot be used.
+    pub fn constrain_lark(&self, lark: &str) -> std::result::Result<Constraint, String> {
+        self.matcher(TopLevelGrammar::from_lark(lark.to_string()))
+            .map_err(|e| format!("the tools' parameters cannot be used: {e}"))
+    }
+
+    fn matcher(&self, g: TopLevelGrammar) -> std::result::Result<Constraint, String> {
+        let parser = self.factory.create_parser(g).map_err(|e| e.to_string())?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(format!("the JSON schema cannot be used: {e}"));
+            return Err(e);
         }
         Ok(Constraint { matcher })
     }

@@ -1,7 +1,7 @@
 //! The serving core, one for `tide serve` and the browser: continuous batching over the K/V
 //! cache slots with a prefix cache (scheduler.rs, prefix.rs), stop strings (stop.rs),
 //! log-probabilities (logprobs.rs), the OpenAI response bodies (shape.rs) and what is counted
-//! (counters.rs), embeddings (embed.rs), structured output (grammar.rs). Requests come checked by `crate::openai`.
+//! (counters.rs), embeddings (embed.rs), structured output (grammar.rs), tool calls (tools.rs). Requests come checked by `crate::openai`.
 pub mod counters;
 pub mod embed;
 pub mod grammar;
@@ -10,6 +10,7 @@ pub mod prefix;
 pub mod scheduler;
 pub mod shape;
 pub mod stop;
+pub mod tools;
 
 pub use counters::Counters;
 pub use scheduler::{Event, Job, NoPrefetch, Prefetch, Scheduler, Sink, SinkError};
@@ -49,6 +50,7 @@ pub fn job_for<S>(
         stop: r.stop,
         logprobs: r.logprobs,
         format: r.format,
+        tools: r.tools,
         events,
         arrived: web_time::Instant::now(),
     };

@@ -17,9 +17,10 @@ use super::grammar::{self, Constraint, Grammar};
 use super::logprobs::{token_logprob, TokenLogprob};
 use super::prefix::PrefixCache;
 use super::stop::StopFilter;
+use super::tools::{self, Syntax};
 use crate::generate::Run;
 use crate::model::tokenizer::TokenizerInfo;
-use crate::openai::{Format, Prompt};
+use crate::openai::{Format, Prompt, ToolChoice, Tools};
 use crate::{Engine, Result, Sampler, SamplerConfig};
 
 /// What a request's handler hears, in order: Started (or Error), Pieces, then Done or Error.
@@ -29,6 +30,9 @@ pub enum Event {
     Started {
         prompt_tokens: usize,
         cached_tokens: usize,
+        /// The reply is to be read for tool calls, written in this syntax (the request has
+        /// tools and a choice other than "none").
+        calls: Option<Syntax>,
     },
     /// New text (possibly empty: part of a character, or held back as a possible stop string)
     /// and, when asked for, the log-probabilities of the tokens behind it.
@@ -76,6 +80,9 @@ pub struct Job<S> {
     pub logprobs: Option<usize>,
     /// JSON output (a schema's, or any object): each token chosen from the grammar's mask.
     pub format: Option<Format>,
+    /// Declared tools: shown to the model by its template, forced by a grammar when the
+    /// choice requires a call, and read back from its reply unless the choice is "none".
+    pub tools: Option<Tools>,
     pub events: S,
     /// When it arrived (time to first token counts from here).
     pub arrived: Instant,
@@ -305,9 +312,35 @@ impl<S: Sink> Scheduler<S> {
                 .store(0, std::sync::atomic::Ordering::Relaxed);
             return;
         }
+        let mut out = Outbox {
+            sink: job.events,
+            queue: VecDeque::new(),
+        };
+        let refuse = |mut out: Outbox<S>, message: String, draining: &mut Vec<Outbox<S>>| {
+            out.push(Event::Error {
+                status: 400,
+                message,
+            });
+            out.flush();
+            draining.push(out);
+        };
+        // Tools need a template that shows them and a call syntax tide reads.
+        let syntax = match &job.tools {
+            None => None,
+            Some(_) => match Syntax::of(tok.chat_template.as_deref()) {
+                Ok(s) => Some(s),
+                Err(m) => return refuse(out, format!("'tools': {m}"), &mut self.draining),
+            },
+        };
         let prompt = match &job.prompt {
             Prompt::Text(t) => Ok(t.clone()),
-            Prompt::Chat(m) => tok.chat_prompt(m),
+            // With "none" the tools are still shown, as OpenAI shows them: the model is told
+            // what exists and its reply is taken as text.
+            Prompt::Chat(m) => {
+                let specs: Option<Vec<serde_json::Value>> =
+                    (job.tools.as_ref()).map(|t| t.list.iter().map(|t| t.spec.clone()).collect());
+                tok.chat_prompt_with(m, specs.as_deref())
+            }
         };
         let ctx = self.ctx_len;
         let started = prompt
@@ -321,36 +354,32 @@ impl<S: Sink> Scheduler<S> {
                 ))),
                 _ => Run::begin(&ids, job.max_tokens, ctx).map(|r| (ids, r)),
             });
-        let mut out = Outbox {
-            sink: job.events,
-            queue: VecDeque::new(),
-        };
         let (prompt, run) = match started {
             Ok(x) => x,
-            Err(e) => {
-                out.push(Event::Error {
-                    status: 400,
-                    message: e.to_string(),
-                });
-                out.flush();
-                self.draining.push(out);
-                return;
-            }
+            Err(e) => return refuse(out, e.to_string(), &mut self.draining),
         };
-        let constraint = match &job.format {
-            None => None,
-            Some(f) => match self.grammar(tok, engine).and_then(|g| g.constrain(f)) {
-                Ok(c) => Some(c),
-                Err(message) => {
-                    out.push(Event::Error {
-                        status: 400,
-                        message,
-                    });
-                    out.flush();
-                    self.draining.push(out);
-                    return;
-                }
-            },
+        // A forced tool choice is a grammar of its calls; response_format is the other kind
+        // (openai.rs refuses the two together).
+        let forced = match (&job.tools, syntax) {
+            (Some(t), Some(s)) => tools::forcing_grammar(s, &t.list, &t.choice),
+            _ => None,
+        };
+        let constraint = match (forced, job.format.as_ref()) {
+            (None, None) => Ok(None),
+            (Some(l), _) => (self.grammar(tok, engine))
+                .and_then(|g| g.constrain_lark(&l))
+                .map(Some),
+            (None, Some(f)) => (self.grammar(tok, engine))
+                .and_then(|g| g.constrain(f))
+                .map(Some),
+        };
+        let constraint = match constraint {
+            Ok(c) => c,
+            Err(m) => return refuse(out, m, &mut self.draining),
+        };
+        let calls = match &job.tools {
+            Some(t) if t.choice != ToolChoice::None => syntax,
+            _ => None,
         };
         let busy: Vec<usize> = self.active.iter().map(|a| a.slot).collect();
         let taken = self
@@ -368,6 +397,7 @@ impl<S: Sink> Scheduler<S> {
         out.push(Event::Started {
             prompt_tokens: prompt.len(),
             cached_tokens: cached,
+            calls,
         });
         Counters::add(&n.running, 1);
         Counters::add(&n.prompt_tokens, prompt.len() as u64);

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::logprobs::TokenLogprob;
 use super::scheduler::Event;
+use super::tools::{read_calls, Call, CallReader, Out, Syntax};
 use crate::openai::Kind;
 
 /// What a reply looks like beyond its text: its endpoint, id, time and model.
@@ -81,11 +82,36 @@ impl Shape {
         }
     }
 
-    /// The whole reply as one object.
-    pub fn whole(&self, text: &str, lps: &[TokenLogprob], finish: &str, usage: Value) -> Value {
+    /// Call i's id: unique to this reply, the same whether streamed or not.
+    fn call_id(&self, i: usize) -> String {
+        format!("call_{}_{i}", self.id.trim_start_matches("chatcmpl-"))
+    }
+
+    /// The whole reply as one object; `calls`: the tool calls read from it (`text` is then
+    /// what is outside them: null when nothing).
+    pub fn whole(
+        &self,
+        text: &str,
+        calls: &[Call],
+        lps: &[TokenLogprob],
+        finish: &str,
+        usage: Value,
+    ) -> Value {
         let logprobs = self.logprobs(lps, 0);
+        let mut message = json!({"role": "assistant", "content": text});
+        if !calls.is_empty() {
+            if text.is_empty() {
+                message["content"] = Value::Null;
+            }
+            message["tool_calls"] = (calls.iter().enumerate())
+                .map(|(i, c)| {
+                    json!({"id": self.call_id(i), "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect();
+        }
         let choice = match self.kind {
-            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text},
+            Kind::Chat => json!({"index": 0, "message": message,
                 "logprobs": logprobs, "finish_reason": finish}),
             Kind::Text => {
                 json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
@@ -106,6 +132,12 @@ impl Shape {
         c
     }
 
+    /// A chat chunk's choice with `delta.tool_calls`.
+    fn tool_delta(&self, calls: Value) -> Value {
+        json!([{"index": 0, "delta": {"tool_calls": calls}, "logprobs": null,
+            "finish_reason": null}])
+    }
+
     fn choice(&self, text: Option<&str>, logprobs: Value, finish: Option<&str>) -> Value {
         match self.kind {
             Kind::Chat => {
@@ -121,11 +153,24 @@ impl Shape {
     }
 }
 
+/// The finish reason of a reply that made `calls` tool calls: "tool_calls" when it ended
+/// by itself after them.
+fn finish_with_calls(finish: &'static str, calls: usize) -> &'static str {
+    match (finish, calls) {
+        ("stop", 1..) => "tool_calls",
+        (f, _) => f,
+    }
+}
+
 /// Turns a request's events into stream chunks, in order.
 pub struct Chunker {
     pub shape: Shape,
     opened: bool,
     offset: usize,
+    /// Tool calls are read from the reply (the request has tools): text that may be a call
+    /// is held back, calls go out as `delta.tool_calls`.
+    reader: Option<CallReader>,
+    calls: usize,
 }
 
 /// What one event makes of a stream.
@@ -144,6 +189,33 @@ impl Chunker {
             shape,
             opened: false,
             offset: 0,
+            reader: None,
+            calls: 0,
+        }
+    }
+
+    /// The chunks of what a call reader gave out; `lp` goes with the first (or alone, with
+    /// empty content, when there is nothing to send).
+    fn outs(&mut self, outs: Vec<Out>, mut lp: Value, out: &mut Vec<Value>) {
+        for o in outs {
+            let choice = match o {
+                Out::Text(t) => self.shape.choice(Some(&t), std::mem::take(&mut lp), None),
+                Out::Call(c) => {
+                    // The call's id, type and name first, then its arguments, as OpenAI's.
+                    let i = self.calls;
+                    self.calls += 1;
+                    let head = json!([{"index": i, "id": self.shape.call_id(i),
+                        "type": "function", "function": {"name": c.name, "arguments": ""}}]);
+                    out.push(self.shape.chunk(self.shape.tool_delta(head), None));
+                    let args = json!([{"index": i, "function": {"arguments": c.arguments}}]);
+                    self.shape.tool_delta(args)
+                }
+            };
+            out.push(self.shape.chunk(choice, None));
+        }
+        if !lp.is_null() {
+            let c = self.shape.choice(Some(""), lp, None);
+            out.push(self.shape.chunk(c, None));
         }
     }
 
@@ -159,7 +231,16 @@ impl Chunker {
             }
         }
         match ev {
-            Event::Started { .. } => Chunks::Send(out),
+            Event::Started { calls, .. } => {
+                self.reader = calls.map(CallReader::new);
+                Chunks::Send(out)
+            }
+            Event::Piece { text, logprobs } if self.reader.is_some() => {
+                let lp = self.shape.logprobs(&logprobs, 0);
+                let outs = (self.reader.as_mut()).map_or(Vec::new(), |r| r.push(&text));
+                self.outs(outs, lp, &mut out);
+                Chunks::Send(out)
+            }
             Event::Piece { text, logprobs } => {
                 if !(text.is_empty() && logprobs.is_empty()) {
                     let lp = self.shape.logprobs(&logprobs, self.offset);
@@ -177,6 +258,10 @@ impl Chunker {
                 cached_tokens,
                 completion_tokens,
             } => {
+                if let Some(outs) = self.reader.as_mut().map(CallReader::finish) {
+                    self.outs(outs, Value::Null, &mut out);
+                }
+                let finish_reason = finish_with_calls(finish_reason, self.calls);
                 let c = self.shape.choice(None, Value::Null, Some(finish_reason));
                 out.push(self.shape.chunk(c, None));
                 if self.shape.include_usage {
@@ -195,6 +280,8 @@ pub struct Whole {
     pub shape: Shape,
     text: String,
     lps: Vec<TokenLogprob>,
+    /// Tool calls are read from the reply, in this syntax.
+    calls: Option<Syntax>,
 }
 
 impl Whole {
@@ -203,6 +290,7 @@ impl Whole {
             shape,
             text: String::new(),
             lps: Vec::new(),
+            calls: None,
         }
     }
 
@@ -210,7 +298,10 @@ impl Whole {
     /// failed, None while more is to come.
     pub fn event(&mut self, ev: Event) -> Option<std::result::Result<Value, (u16, Value)>> {
         match ev {
-            Event::Started { .. } => None,
+            Event::Started { calls, .. } => {
+                self.calls = calls;
+                None
+            }
             Event::Piece { text, logprobs } => {
                 self.text += &text;
                 self.lps.extend(logprobs);
@@ -223,8 +314,14 @@ impl Whole {
                 completion_tokens,
             } => {
                 let u = usage(prompt_tokens, cached_tokens, completion_tokens);
-                Some(Ok(self.shape.whole(
-                    &self.text,
+                let (text, calls) = match self.calls {
+                    Some(s) => read_calls(s, &self.text),
+                    None => (std::mem::take(&mut self.text), Vec::new()),
+                };
+                let finish_reason = finish_with_calls(finish_reason, calls.len());
+                Some(Ok((self.shape).whole(
+                    &text,
+                    &calls,
                     &self.lps,
                     finish_reason,
                     u,
@@ -255,6 +352,7 @@ mod tests {
         let Chunks::Send(first) = c.event(Event::Started {
             prompt_tokens: 5,
             cached_tokens: 2,
+            calls: None,
         }) else {
             panic!("the start is not the end")
         };

@@ -2,6 +2,7 @@
 // (tests/web/package.test.mjs installs the packed package beside it and runs tsc --noEmit).
 import { load, listModels, models, TideModel } from 'tide-gpu';
 import type { GenerateResult, Inspection, LoadProgress, ModelInfo, StoredFile } from 'tide-gpu';
+import type { ChatFinishReason, ChatMessage, Tool, ToolCall } from 'tide-gpu';
 
 export async function run(): Promise<string> {
   const served = await listModels();
@@ -34,13 +35,23 @@ export async function run(): Promise<string> {
   const stats = await model.memoryStats();
   const hits: number = stats?.hits ?? 0;
   const reply = await model.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8 });
-  const answer: string = reply.choices[0].message.content;
+  const answer: string = reply.choices[0].message.content ?? '';
   const stream = await model.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], stream: true });
   for await (const chunk of stream) text += chunk.choices[0].delta.content ?? '';
   const done = await model.completions.create({ prompt: 'Once', max_tokens: 4, stop: ['\n'], logprobs: 2 });
   const json = await model.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }],
     response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } } });
   text += json.choices[0].message.content;
+  const tool: Tool = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } };
+  const called = await model.chat.completions.create({ messages: [{ role: 'user', content: 'Weather?' }],
+    tools: [tool], tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+  const calls: ToolCall[] = called.choices[0].message.tool_calls ?? [];
+  const finish: ChatFinishReason = called.choices[0].finish_reason;
+  const followUp: ChatMessage[] = [{ role: 'assistant', content: null, tool_calls: calls },
+    { role: 'tool', tool_call_id: calls[0]?.id ?? '', content: 'sunny' }];
+  const streamed = await model.chat.completions.create({ messages: followUp, tools: [tool], tool_choice: 'required',
+    stream: true });
+  for await (const c of streamed) text += c.choices[0]?.delta.tool_calls?.[0]?.function?.arguments ?? finish;
   const cached: number = done.usage?.prompt_tokens_details.cached_tokens ?? 0;
   const lp: number = done.choices[0].logprobs?.token_logprobs[0] ?? 0;
   const chunks = await model.completions.create({ prompt: 'Once', stream: true, stream_options: { include_usage: true } });

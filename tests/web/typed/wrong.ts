@@ -11,4 +11,5 @@ export async function wrong(): Promise<void> {
   m.info.load.files[0].resumedFrom; // TS2551: the field is resumed_from
   await m.completions.create({ prompt: 'x', logprobs: true }); // TS2769: completions' logprobs is a number
   await m.chat.completions.create({ messages: [{ role: 'wizard', content: 'x' }] }); // TS2769: no such role
+  await m.chat.completions.create({ messages: [], tools: [], tool_choice: 'always' }); // TS2769: no such tool choice
 }
