@@ -41,6 +41,23 @@ async function readRecord(dir, key) {
   }
 }
 
+/**
+ * Whether the store holds the whole of `file` ({url, bytes?}) as the server has it now (its
+ * size and ETag, as fetchFile keys it); false without a store or on any doubt.
+ */
+export async function storedWhole(dir, file) {
+  if (!dir) return false;
+  try {
+    const head = await fetch(file.url, { method: 'HEAD' });
+    const bytes = Number(head.headers.get('content-length'));
+    if (!head.ok || !(bytes > 0)) return false;
+    const tag = head.headers.get('etag') || head.headers.get('last-modified') || '';
+    return !!(await readRecord(dir, await keyOf(file.url, bytes, tag)))?.complete;
+  } catch {
+    return false;
+  }
+}
+
 async function writeRecord(dir, key, rec) {
   const w = await (await dir.getFileHandle(`${key}.json`, { create: true })).createWritable();
   await w.write(JSON.stringify({ ...rec, updated: Date.now() }));

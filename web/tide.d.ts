@@ -65,9 +65,10 @@ export interface LoadOptions {
   slots?: number;
   /**
    * On WebGPU, open the device and compile the model's kernels (from its files' headers)
-   * while the weights download (default true; false compiles them after, as before).
+   * while the weights download: "auto" (the default) when a weights file is not in the
+   * browser's store, true always, false never (they compile after the load, at first use).
    */
-  warm?: boolean;
+  warm?: boolean | 'auto';
 }
 
 /** One model file as `load` read it. */

@@ -326,9 +326,12 @@ export class TideModel {
  * model one engine for every tab of this origin that loads it with the same options (shared.js:
  * the first tab's worker holds it, the others call it; info.shared.role says which); slots,
  * the requests `chat.completions.create` and `completions.create` decode together on WebGPU
- * (continuous batching; default 4 with share, else 1; info.slots says how many the engine has).
+ * (continuous batching; default 4 with share, else 1; info.slots says how many the engine has);
+ * warm, on WebGPU whether the device opens and the model's kernels compile (from its files'
+ * headers) while the weights download: "auto" (the default: when a weights file is not stored),
+ * true or false (info.load.warm says what it did).
  */
-export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb, share = false, slots, warm = true } = {}) {
+export async function load(model, { onProgress, onWarning, backend, ctxLen, memory, memoryCacheMb, memoryGapKb, share = false, slots, warm = 'auto' } = {}) {
   // Requests decoded together on WebGPU (each its own K/V cache of ctxLen positions): several
   // where tabs share the model, else one. The CPU kernels hold one sequence.
   slots ??= share ? 4 : 1;

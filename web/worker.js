@@ -1,4 +1,4 @@
-import { openStore, fetchFile, listStored, removeStored } from './downloads.js';
+import { openStore, fetchFile, listStored, removeStored, storedWhole } from './downloads.js';
 
 // The worker that owns the model: it downloads (or reads from the browser's storage, OPFS:
 // downloads.js) the model files, opens the wasm session (WebGPU, or the CPU kernels without
@@ -178,7 +178,7 @@ const nextTask = () => new Promise((resolve) => {
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
-  async load({ model, files: asked, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots, warm: warmAsked = true }, id) {
+  async load({ model, files: asked, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots, warm: warmAsked = 'auto' }, id) {
     let files = asked;
     const t0 = performance.now();
     const { wasm, threads } = await start();
@@ -221,7 +221,14 @@ const ops = {
           post({ id, event: 'progress', phase: 'check', file: f.name, loaded: before, total });
           try {
             fit = await preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl });
-            if (warmAsked) {
+            // 'auto': only when weights will come over the network, long enough to hide
+            // compiles behind; from the store they arrive in about a second, and compiling
+            // beside them only competed for the cores (docs/benchmarks.md).
+            let warmNow = warmAsked === true;
+            if (warmAsked === 'auto') {
+              for (const w of weights) if (!(await storedWhole(dir, w))) warmNow = true;
+            }
+            if (warmNow) {
               const t = performance.now();
               // Not awaited: it runs beside the download.
               warming = pf.warm(chosen).then((w) => {

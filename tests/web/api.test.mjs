@@ -146,8 +146,10 @@ test('the API in one tab (CPU kernels): native greedy text, stop strings, logpro
 });
 
 test('two tabs on one WebGPU engine: their requests share decode steps, each reply equal to running alone', async () => {
-  const a = await pageWith({ backend: 'webgpu', share: true });
-  const b = await pageWith({ backend: 'webgpu', share: true });
+  // warm: true, since the model is in the store from the test before ('auto' warms only
+  // for a download).
+  const a = await pageWith({ backend: 'webgpu', share: true, warm: true });
+  const b = await pageWith({ backend: 'webgpu', share: true, warm: true });
   assert.equal(a.info.backend, 'webgpu');
   assert.equal(a.info.slots, 4);
   assert.equal(b.info.shared.role, 'follower');
