@@ -10,7 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pages-setup.sh
-TIDE_BIN="$PWD/target/release/tide" SMOLLM2="$model" CHROMIUM="$chrome" \
+# A tiny model with Qwen2.5's template for the browser's tool calls (made once, as tests/api's).
+tools="${TIDE_CACHE:-$PWD/.cache}/tool-models"
+if [[ ! -s "$tools/qwen25-tools.gguf" ]]; then
+    "$(scripts/venv.sh scripts/requirements.txt)" scripts/make_tool_models.py --out "$tools"
+fi
+TIDE_BIN="$PWD/target/release/tide" SMOLLM2="$model" CHROMIUM="$chrome" TOOL_MODEL="$tools/qwen25-tools.gguf" \
     SHOTS="$PWD/target/web-screenshots" \
     node --test --test-concurrency=1 --test-reporter=spec "$@" tests/web/pages.test.mjs tests/web/downloads.test.mjs \
     tests/web/api.test.mjs \

@@ -4,7 +4,9 @@
 // stop strings, log-probabilities, usage and refusals are the server's; two tabs sharing one
 // model on WebGPU (SwiftShader) have their requests decoded in shared steps (continuous
 // batching) with replies equal to each run alone; a repeated prompt reuses its slot's K/V
-// (the prefix cache); a JSON schema's reply keeps to it (the grammar engine of `tide serve`). scripts/test-pages.sh sets TIDE_BIN, CHROMIUM.
+// (the prefix cache); a JSON schema's reply keeps to it (the grammar engine of `tide serve`);
+// tool calls forced by name or `required` equal `tide serve`'s, whole and streamed, on a tiny
+// model with Qwen2.5's template. scripts/test-pages.sh sets TIDE_BIN, CHROMIUM, TOOL_MODEL.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -13,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-const { TIDE_BIN, CHROMIUM } = process.env;
+const { TIDE_BIN, CHROMIUM, TOOL_MODEL } = process.env;
 const REPO = path.resolve(import.meta.dirname, '../..');
 const FLAGS = ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
@@ -31,9 +33,9 @@ function native(prompt, n = N) {
 }
 
 before(async () => {
-  assert.ok(TIDE_BIN && CHROMIUM, 'run through scripts/test-pages.sh');
+  assert.ok(TIDE_BIN && CHROMIUM && TOOL_MODEL, 'run through scripts/test-pages.sh');
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tide-api-'));
-  server = spawn(TIDE_BIN, ['serve', '--no-api', '--port', '0', '--web', path.join(REPO, 'web'), '--model', MODEL],
+  server = spawn(TIDE_BIN, ['serve', '--no-api', '--port', '0', '--web', path.join(REPO, 'web'), '--model', MODEL, '--model', TOOL_MODEL],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   server.base = await new Promise((resolve, reject) => {
     server.stdout.on('data', (d) => {
@@ -186,4 +188,72 @@ test('two tabs on one WebGPU engine: their requests share decode steps, each rep
   assert.equal(next.choices[0].text, want[1].text);
   await a.page.close();
   await b.page.close();
+});
+
+test('tool calls in the page: a named and a required choice give the calls `tide serve` gives for the same request, whole and streamed; a tool reply is answered', async () => {
+  // Qwen2.5's template and vocabulary on a tiny random model (scripts/make_tool_models.py).
+  const api = spawn(TIDE_BIN, ['serve', '--port', '0', '--backend', 'cpu', '--model', TOOL_MODEL], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const base = await new Promise((resolve, reject) => {
+      api.stdout.on('data', (d) => {
+        const m = String(d).match(/http:\/\/[^/]+:\d+\//);
+        if (m) resolve(m[0]);
+      });
+      api.on('exit', (c) => reject(new Error(`tide serve exited with ${c}`)));
+    });
+    const weather = { type: 'object', properties: { city: { type: 'string', enum: ['Paris', 'Oslo', 'Lima'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'], additionalProperties: false };
+    const tools = [
+      { type: 'function', function: { name: 'get_weather', description: 'The forecast.', parameters: weather } },
+      { type: 'function', function: { name: 'set_alarm', parameters: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'], additionalProperties: false } } },
+    ];
+    const messages = [{ role: 'user', content: 'What will the weather be in Paris?' }];
+    const named = { messages, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } }, temperature: 0, max_tokens: 128 };
+    const required = { messages, tools, tool_choice: 'required', temperature: 0, max_tokens: 128 };
+    const serverSays = async (req) => (await (await fetch(base + 'v1/chat/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: path.basename(TOOL_MODEL, '.gguf'), ...req }),
+    })).json()).choices[0];
+    const page = await ctx.newPage();
+    await page.goto(server.base + 'tide.js');
+    await page.evaluate(async (m) => {
+      const t = await import('/tide.js');
+      window.model = await t.load(m, { backend: 'cpu' });
+    }, path.basename(TOOL_MODEL, '.gguf'));
+    const calls = (msg) => msg.tool_calls.map((c) => [c.type, c.function.name, JSON.parse(c.function.arguments)]);
+    for (const req of [named, required]) {
+      const want = await serverSays(req);
+      assert.equal(want.finish_reason, 'tool_calls', JSON.stringify(want));
+      const whole = (await create(page, 'chat', req)).value.choices[0];
+      assert.equal(whole.finish_reason, 'tool_calls');
+      assert.equal(whole.message.content, null);
+      assert.deepEqual(calls(whole.message), calls(want.message));
+      const [[, name, args]] = calls(whole.message);
+      if (name === 'get_weather') {
+        assert.ok(['Paris', 'Oslo', 'Lima'].includes(args.city) && Number.isInteger(args.days) && args.days >= 1 && args.days <= 7, JSON.stringify(args));
+      }
+      // Streamed: the calls' deltas put back together are the same calls.
+      const chunks = (await create(page, 'chat', { ...req, stream: true })).value;
+      const got = {};
+      let finish = null;
+      for (const c of chunks) {
+        const ch = c.choices[0];
+        if (!ch) continue;
+        finish = ch.finish_reason ?? finish;
+        for (const d of ch.delta.tool_calls ?? []) {
+          got[d.index] ??= { type: d.type, name: '', arguments: '' };
+          if (d.function?.name) got[d.index].name += d.function.name;
+          if (d.function?.arguments) got[d.index].arguments += d.function.arguments;
+        }
+      }
+      assert.equal(finish, 'tool_calls');
+      assert.deepEqual(Object.values(got).map((c) => [c.type, c.name, JSON.parse(c.arguments)]), calls(want.message));
+    }
+    // The next turn: the assistant's call and the tool's reply, answered as the server does.
+    const call = (await create(page, 'chat', named)).value.choices[0].message;
+    const next = { messages: [...messages, call, { role: 'tool', tool_call_id: call.tool_calls[0].id, content: '{"temperature": 21}' }], tools, temperature: 0, max_tokens: 8 };
+    const answer = (await create(page, 'chat', next)).value.choices[0];
+    assert.equal(answer.message.content, (await serverSays(next)).message.content);
+    await page.close();
+  } finally {
+    api.kill('SIGKILL');
+  }
 });
