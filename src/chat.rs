@@ -128,6 +128,26 @@ struct PyJson<'a> {
 }
 
 impl PyJson<'_> {
+    /// Before an array's value or an object's key: the separator after the one before, and
+    /// this container marked as holding something.
+    fn item<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            w.write_all(self.item)?;
+        }
+        if let Some(o) = self.open.last_mut() {
+            *o = true;
+        }
+        self.newline(w)
+    }
+
+    /// The end of an array or object: on a line of its own when it held something.
+    fn close<W: ?Sized + std::io::Write>(&mut self, w: &mut W, end: &[u8]) -> std::io::Result<()> {
+        if self.open.pop() == Some(true) {
+            self.newline(w)?;
+        }
+        w.write_all(end)
+    }
+
     fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
         if let Some(n) = self.indent {
             w.write_all(b"\n")?;
@@ -143,46 +163,28 @@ impl serde_json::ser::Formatter for PyJson<'_> {
         w.write_all(b"[")
     }
     fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        if self.open.pop() == Some(true) {
-            self.newline(w)?;
-        }
-        w.write_all(b"]")
+        self.close(w, b"]")
     }
     fn begin_array_value<W: ?Sized + std::io::Write>(
         &mut self,
         w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if !first {
-            w.write_all(self.item)?;
-        }
-        if let Some(o) = self.open.last_mut() {
-            *o = true;
-        }
-        self.newline(w)
+        self.item(w, first)
     }
     fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.open.push(false);
         w.write_all(b"{")
     }
     fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        if self.open.pop() == Some(true) {
-            self.newline(w)?;
-        }
-        w.write_all(b"}")
+        self.close(w, b"}")
     }
     fn begin_object_key<W: ?Sized + std::io::Write>(
         &mut self,
         w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if !first {
-            w.write_all(self.item)?;
-        }
-        if let Some(o) = self.open.last_mut() {
-            *o = true;
-        }
-        self.newline(w)
+        self.item(w, first)
     }
     fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         w.write_all(self.key)

@@ -34,24 +34,86 @@ pub enum Engine {
 }
 
 /// The largest buffer `model` needs on the GPU with `dec`'s sizes: a weight tensor as the GPU
-/// holds it (repacked words, padded to whole rows of a weight texture), the logits of a full
-/// prefill batch, or the KV cache of all layers (were it one buffer). The browser asks its
-/// device for limits this large (`GpuOptions::needed_buffer`), where the adapter allows.
+/// holds it (repacked words, padded to whole rows of a weight texture; a layer's fused
+/// matrices), the logits of a full prefill batch, the KV cache of all layers (were it one
+/// buffer) or one layer's for every slot. The browser asks its device for limits this large
+/// (`GpuOptions::needed_buffer`), where the adapter allows.
 pub fn largest_buffer(model: &Model, dec: &crate::options::DecoderOptions) -> u64 {
     let c = &model.config;
     let on_gpu = |w: &crate::model::Weight| {
-        let words = w.rows() * w.cols() / 32 * crate::gpu::gpu_words(w.dtype()).0;
-        let row = crate::gpu::TEX_WIDTH * 4;
-        ((words + 8).div_ceil(row) * row * 4) as u64
+        let words =
+            w.rows() as u64 * w.cols() as u64 / 32 * crate::gpu::gpu_words(w.dtype()).0 as u64;
+        let row = (crate::gpu::TEX_WIDTH * 4) as u64;
+        (words + 8).div_ceil(row) * row * 4
     };
+    let all_kv = c.n_layers as u64 * dec.ctx_len as u64 * c.kv_dim() as u64 * 4;
     model
         .matrices()
         .chain([&model.token_embd])
         .map(on_gpu)
         .max()
         .unwrap_or(0)
-        .max((c.vocab * dec.max_batch * 4) as u64)
-        .max((c.n_layers * dec.ctx_len * c.kv_dim() * 4) as u64)
+        .max(c.vocab as u64 * dec.max_batch as u64 * 4)
+        .max(all_kv)
+        .max(gpu_needs(model, dec).largest_binding)
+}
+
+/// Each weight binding the decoder makes: its name, whether it is split by rows (the
+/// embedding and LM head), the bytes that must sit in one binding (a whole fused matrix, or
+/// one row of a split one) and its bytes in all.
+fn weight_bindings(model: &Model) -> Vec<(String, bool, u64, u64)> {
+    use crate::model::{DType, Weight};
+    let row_bytes =
+        |w: &Weight, dt: DType| (w.cols() / 32 * crate::gpu::gpu_words(dt).0 * 4) as u64;
+    let mut out = Vec::new();
+    for (li, l) in model.layers.iter().enumerate() {
+        let fused: [(&str, &[&Weight]); 4] = [
+            ("qkv", &[&l.wq, &l.wk, &l.wv]),
+            ("attn_output", &[&l.wo]),
+            ("ffn_gate_up", &[&l.w_gate, &l.w_up]),
+            ("ffn_down", &[&l.w_down]),
+        ];
+        for (name, parts) in fused {
+            // Parts of different types are uploaded as f32 (decoder/weights.rs).
+            let same = parts.iter().all(|p| p.dtype() == parts[0].dtype());
+            let bytes: u64 = parts
+                .iter()
+                .map(|p| row_bytes(p, if same { p.dtype() } else { DType::F32 }) * p.rows() as u64)
+                .sum();
+            out.push((format!("blk.{li}.{name}"), false, bytes, bytes));
+        }
+    }
+    let head = model.lm_head();
+    let tied = head.info.name == model.token_embd.info.name;
+    for w in std::iter::once(&model.token_embd).chain((!tied).then_some(head)) {
+        let row = row_bytes(w, w.dtype());
+        out.push((w.info.name.clone(), true, row, row * w.rows() as u64));
+    }
+    out
+}
+
+/// What `model` takes on the GPU with `dec`'s sizes, whatever the adapter (`gpu_fit` checks
+/// it against one); a split tensor counts as one binding here.
+pub fn gpu_needs(model: &Model, dec: &crate::options::DecoderOptions) -> GpuNeeds {
+    let c = &model.config;
+    let kv_layer = dec.ctx_len as u64 * dec.slots as u64 * c.kv_dim() as u64 * 4;
+    let w = weight_bindings(model);
+    GpuNeeds {
+        weight_bytes: w.iter().map(|b| b.3).sum(),
+        kv_bytes: c.n_layers as u64 * 2 * kv_layer,
+        largest_binding: w.iter().map(|b| b.3).max().unwrap_or(0).max(kv_layer),
+    }
+}
+
+/// A GPU device with a model's kernels compiled on it before the weights were there
+/// (`Engine::warm`), for `Engine::open_warm`.
+pub struct Warmed(crate::decoder::Warm);
+
+impl Warmed {
+    /// Pipelines compiled on it.
+    pub fn pipelines_compiled(&self) -> usize {
+        self.0.pipelines_compiled()
+    }
 }
 
 /// What a model takes on the GPU with a decoder's sizes (`gpu_fit`), for the front end to
@@ -73,64 +135,41 @@ pub struct GpuNeeds {
 /// as f32 where their types differ), the embedding and LM head split by rows so that one row
 /// must fit (`textures`: the adapter keeps weights in textures, as CPU adapters do), and the
 /// context within one binding (`decoder::check_context`). The error names what does not fit
-/// and both sizes. WebGPU does not tell how much memory an adapter has, so the total is
-/// reported, not checked.
+/// and both sizes. Not checked here (the decoder refuses them at open): Engram's convolution
+/// history and LIMe's layer history, bound whole, and resident TIDE tables. WebGPU does not
+/// tell how much memory an adapter has, so the total is reported, not checked.
 pub fn gpu_fit(
     model: &Model,
     dec: &crate::options::DecoderOptions,
     limits: &wgpu::Limits,
     textures: bool,
 ) -> Result<GpuNeeds> {
-    use crate::model::{DType, Weight};
-    let c = &model.config;
-    crate::decoder::check_context(c, dec, limits.max_storage_buffer_binding_size as usize)?;
+    crate::decoder::check_context(
+        &model.config,
+        dec,
+        limits.max_storage_buffer_binding_size as usize,
+    )?;
     let piece = crate::gpu::weight_piece_bytes(limits, textures) as u64;
-    let kv_layer = (dec.ctx_len * dec.slots * c.kv_dim() * 4) as u64;
-    let mut needs = GpuNeeds {
-        weight_bytes: 0,
-        kv_bytes: c.n_layers as u64 * 2 * kv_layer,
-        largest_binding: kv_layer,
-    };
-    let row_bytes =
-        |w: &Weight, dt: DType| (w.cols() / 32 * crate::gpu::gpu_words(dt).0 * 4) as u64;
-    let too_big = |name: &str, what: &str, bytes: u64| {
-        Error::Gpu(format!(
-            "{name}: {what} {bytes} bytes on the GPU, more than this adapter's largest storage \
-             binding of {piece} bytes"
-        ))
-    };
-    for (li, l) in model.layers.iter().enumerate() {
-        let fused: [(&str, &[&Weight]); 4] = [
-            ("qkv", &[&l.wq, &l.wk, &l.wv]),
-            ("attn_output", &[&l.wo]),
-            ("ffn_gate_up", &[&l.w_gate, &l.w_up]),
-            ("ffn_down", &[&l.w_down]),
-        ];
-        for (name, parts) in fused {
-            let same = parts.iter().all(|p| p.dtype() == parts[0].dtype());
-            let bytes: u64 = parts
-                .iter()
-                .map(|p| row_bytes(p, if same { p.dtype() } else { DType::F32 }) * p.rows() as u64)
-                .sum();
-            if bytes > piece {
-                let name = format!("blk.{li}.{name}");
-                return Err(too_big(&name, "bound whole, it takes", bytes));
-            }
-            needs.weight_bytes += bytes;
-            needs.largest_binding = needs.largest_binding.max(bytes);
+    let mut needs = gpu_needs(model, dec);
+    let c = &model.config;
+    // A split tensor's binding is one piece here, not the whole tensor.
+    needs.largest_binding = dec.ctx_len as u64 * dec.slots as u64 * c.kv_dim() as u64 * 4;
+    for (name, split, unit, total) in weight_bindings(model) {
+        if unit > piece {
+            let what = match split {
+                true => "split by rows, one row takes",
+                false => "bound whole, it takes",
+            };
+            return Err(Error::Gpu(format!(
+                "{name}: {what} {unit} bytes on the GPU, more than this adapter's largest \
+                 storage binding of {piece} bytes"
+            )));
         }
-    }
-    let head = model.lm_head();
-    let tied = head.info.name == model.token_embd.info.name;
-    for w in std::iter::once(&model.token_embd).chain((!tied).then_some(head)) {
-        let row = row_bytes(w, w.dtype());
-        if row > piece {
-            return Err(too_big(&w.info.name, "split by rows, one row takes", row));
-        }
-        needs.weight_bytes += row * w.rows() as u64;
-        needs.largest_binding = needs
-            .largest_binding
-            .max(row.max(piece.min(row * w.rows() as u64)));
+        let bound = match split {
+            true => total.min(piece / unit * unit),
+            false => total,
+        };
+        needs.largest_binding = needs.largest_binding.max(bound);
     }
     Ok(needs)
 }
@@ -160,7 +199,7 @@ impl Engine {
         rows: &MemoryRows,
         backend: Backend,
         opts: &Options,
-    ) -> Result<Option<crate::decoder::Warm>> {
+    ) -> Result<Option<Warmed>> {
         let g = match backend {
             Backend::Reference | Backend::Cpu => return Ok(None),
             Backend::Gpu => GpuOptions {
@@ -175,7 +214,7 @@ impl Engine {
         let Ok(ctx) = GpuContext::new(&g).await else {
             return Ok(None);
         };
-        crate::decoder::warm(ctx, model, rows, opts.decoder.clone()).map(Some)
+        crate::decoder::warm(ctx, model, rows, opts.decoder.clone()).map(|w| Some(Warmed(w)))
     }
 
     /// `open`, on the device `warm` prepared (its compiled kernels kept) when there is one.
@@ -184,9 +223,9 @@ impl Engine {
         rows: &MemoryRows,
         backend: Backend,
         opts: &Options,
-        warm: Option<crate::decoder::Warm>,
+        warm: Option<Warmed>,
     ) -> Result<(Engine, Option<String>)> {
-        if let (Some(w), Backend::Gpu | Backend::Auto) = (warm, backend) {
+        if let (Some(Warmed(w)), Backend::Gpu | Backend::Auto) = (warm, backend) {
             let d = GpuDecoder::from_warm(w, model, rows, opts.decoder.clone())?;
             return Ok((Engine::Gpu(Box::new(d)), None));
         }

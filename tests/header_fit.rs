@@ -10,6 +10,7 @@ use common::{gpu_with, repo, smollm2};
 use tide_gpu::decoder::{DecoderOptions, GpuDecoder};
 use tide_gpu::engine::gpu_fit;
 use tide_gpu::gpu::GpuOptions;
+use tide_gpu::model::gguf::GgufFile;
 use tide_gpu::model::header::{header_need, FromHeaders, HeaderFiles, HeaderNeed};
 use tide_gpu::model::{self, Blob, Model, ModelFiles};
 
@@ -63,8 +64,22 @@ fn from_headers(source: &str, files: &[(String, Vec<u8>)]) -> (Model, usize) {
     let mut h = HeaderFiles::new(source);
     for (n, b) in files {
         if n.ends_with(".gguf") || n.ends_with(".safetensors") {
+            // As the browser reads: past the header. Into the middle of Llama 3's RoPE
+            // factors, which the loader reads: a read that starts in what was read and ends
+            // past it must still fetch its bytes, not take zeros.
             let (end, _) = header_prefix(n, b, 4096);
-            h.add_header(n, b[..end].to_vec(), b.len()).unwrap();
+            let rope = GgufFile::parse(n, Blob::from_vec(b.clone()))
+                .ok()
+                .and_then(|g| {
+                    g.tensors
+                        .into_iter()
+                        .find(|t| t.info.name == "rope_freqs.weight")
+                });
+            let read = match rope {
+                Some(t) => t.info.start + 16,
+                None => (end + (64 << 10)).min(b.len()),
+            };
+            h.add_header(n, b[..read].to_vec(), b.len()).unwrap();
         } else {
             h.add_whole(n, Blob::from_vec(b.clone()));
         }

@@ -17,8 +17,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("decoder", &["gpu", "model", "memory", "options"]),
     ("sample", &[]),
     ("frequency", &[]),
-    ("chat", &["model"]),
     ("openai", &["sample"]),
+    ("chat", &["model", "openai"]),
     ("session", &["memory", "model", "options"]),
     (
         "engine",
@@ -30,7 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("inspect", &["engine", "model", "frequency"]),
     (
         "serve",
-        &["engine", "generate", "model", "openai", "sample"],
+        &["chat", "engine", "generate", "model", "openai", "sample"],
     ),
     ("eval", &["engine", "frequency", "model"]),
     (

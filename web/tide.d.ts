@@ -101,8 +101,9 @@ export interface LoadInfo {
   /** What the model takes on the WebGPU adapter, sized from its files' headers before the
    * download; null on the CPU kernels or when the check could not reach the server. */
   gpu_fit: GpuFit | null;
-  /** The kernels compiled while the weights downloaded: how many, how long that took, and
-   * how long the load then waited for it. null when it did not run. */
+  /** The kernels created while the weights downloaded: how many, how long creating them took
+   * in the worker, and how long the load then waited for that (the browser may compile them
+   * later in its GPU process, which the first steps then wait for). null when it did not run. */
   warm: { pipelines: number; seconds: number; wait_seconds: number } | null;
 }
 

@@ -119,11 +119,14 @@ async function preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl }) {
     if (f.bytes) return f.bytes;
     const h = await fetch(f.url, { method: 'HEAD' });
     const n = Number(h.headers.get('content-length'));
-    if (!h.ok || !(n > 0)) throw new Error(`${f.url}: no length (HTTP ${h.status})`);
-    return n;
+    if (h.ok && n > 0) return n;
+    // An optional file (a folder's memory.safetensors) that is not there: the load skips it.
+    if (f.optional) return null;
+    throw new Error(`${f.url}: no length (HTTP ${h.status})`);
   };
   for (const f of weights) {
     const size = await sizeOf(f);
+    if (size === null) continue;
     // 64 KiB holds a safetensors header's length; a GGUF's vocabulary grows it to megabytes.
     let prefix = await readRange(f.url, 0, Math.min(size, 1 << 16));
     for (let more; (more = pkg.Preflight.headerNeed(f.name, prefix, size)) > 0;) {
@@ -339,8 +342,9 @@ const ops = {
       // What the model takes on this adapter, sized from its headers before the download
       // (null on the CPU kernels, or when the check could not run).
       gpu_fit: fit,
-      // The kernels compiled while the weights downloaded: how many, how long it took, and
-      // how long the load then waited for it to end (null when it did not run).
+      // The kernels created while the weights downloaded: how many, how long creating them
+      // took here, and how long the load then waited for that (null when it did not run).
+      // Chromium may compile them later in its GPU process: that time is not in these.
       warm: warming ? { pipelines: warmPipelines, seconds: tWarm, wait_seconds: warmWait } : null,
     };
     // Whether the page could share memory with workers, and the CPU kernels' threads there.

@@ -175,10 +175,12 @@ impl GpuDecoder {
         }
         let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("memory-resident-tables"),
-            size,
+            // A dry decoder (`GpuContext::dry`) binds a placeholder and writes nothing.
+            size: if self.ctx.dry { 16 } else { size },
             usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+
         if self.ctx.dry {
             return Ok(buf);
         }

@@ -75,12 +75,12 @@ impl ReadAt for Known {
     fn read_at(&self, at: usize, out: &mut [u8]) -> std::result::Result<(), String> {
         out.fill(0);
         let end = at + out.len();
-        if at < self.header.len() {
-            let h = &self.header[at..];
+        if at == 0 || end <= self.header.len() {
+            let h = &self.header[at.min(self.header.len())..];
             let n = h.len().min(out.len());
             out[..n].copy_from_slice(&h[..n]);
-            // A read from inside the header is the header reader growing its prefix: the rest
-            // of it is weights that nothing will look at.
+            // A read from byte 0 is the GGUF header reader growing its prefix: past the
+            // header it is weights that nothing will look at.
             return Ok(());
         }
         let ranges = self.ranges.lock().unwrap();
@@ -132,8 +132,10 @@ impl HeaderFiles {
     /// A weights file of `len` bytes by its first bytes, which must hold its header
     /// (`header_need`).
     pub fn add_header(&mut self, name: &str, prefix: Vec<u8>, len: usize) -> Result<()> {
+        let mut prefix = prefix;
         match header_need(name, &prefix, len)? {
-            HeaderNeed::Complete(_) => {}
+            // Only the header is known: bytes read past it are weights (`Known::read_at`).
+            HeaderNeed::Complete(end) => prefix.truncate(end),
             HeaderNeed::More(n) => {
                 return Err(format_err(
                     name,

@@ -78,7 +78,6 @@ impl Weight {
 }
 
 impl Weight {
-    /// The same tensor re-encoded as f32 (for fusing parts stored in different types).
     /// This tensor's shape as f32, with no bytes behind it: for laying out a dry upload
     /// (`GpuContext::dry`), which reads none.
     pub fn f32_placeholder(&self) -> Weight {
@@ -93,6 +92,7 @@ impl Weight {
         }
     }
 
+    /// The same tensor re-encoded as f32 (for fusing parts stored in different types).
     pub fn to_f32_weight(&self) -> Weight {
         let data: Vec<u8> = self.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect();
         let n = data.len();

@@ -282,8 +282,16 @@ impl CallReader {
 
 /// A whole reply read as (text, calls): the text outside the calls.
 pub fn read_calls(syntax: Syntax, reply: &str) -> (String, Vec<Call>) {
+    read_pieces(syntax, &[reply])
+}
+
+/// A reply that came in `pieces` (a stream's), read as (text, calls).
+pub fn read_pieces(syntax: Syntax, pieces: &[&str]) -> (String, Vec<Call>) {
     let mut r = CallReader::new(syntax);
-    let mut outs = r.push(reply);
+    let mut outs = Vec::new();
+    for p in pieces {
+        outs.extend(r.push(p));
+    }
     outs.extend(r.finish());
     let mut text = String::new();
     let mut calls = Vec::new();

@@ -14,23 +14,7 @@ fn call(name: &str, arguments: &str) -> Call {
 /// read as a stream: the same text and calls as the whole reply.
 fn streams_agree(syntax: Syntax, reply: &str) {
     let whole = read_calls(syntax, reply);
-    let gather = |pieces: &[&str]| {
-        let mut r = CallReader::new(syntax);
-        let mut outs = Vec::new();
-        for p in pieces {
-            outs.extend(r.push(p));
-        }
-        outs.extend(r.finish());
-        let mut text = String::new();
-        let mut calls = Vec::new();
-        for o in outs {
-            match o {
-                Out::Text(t) => text += &t,
-                Out::Call(c) => calls.push(c),
-            }
-        }
-        (text, calls)
-    };
+    let gather = |pieces: &[&str]| read_pieces(syntax, pieces);
     for (i, _) in reply.char_indices().skip(1) {
         assert_eq!(
             gather(&[&reply[..i], &reply[i..]]),

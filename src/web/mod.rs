@@ -116,7 +116,7 @@ pub async fn open_session(
 /// A GPU device with a model's kernels compiled on it, made while the weights download
 /// (`Preflight::warm`), for `openSession` to open the model on.
 #[wasm_bindgen]
-pub struct GpuWarm(Option<crate::decoder::Warm>);
+pub struct GpuWarm(Option<crate::engine::Warmed>);
 
 #[wasm_bindgen]
 impl GpuWarm {
@@ -162,7 +162,7 @@ async fn open(
     backend: &str,
     memory_url: &str,
     asked: Asked,
-    warm: Option<crate::decoder::Warm>,
+    warm: Option<crate::engine::Warmed>,
 ) -> Result<Session> {
     let fetch = FetchOptions {
         max_gap_bytes: session::gap_bytes(asked.gap_kb)?,

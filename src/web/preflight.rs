@@ -109,7 +109,9 @@ impl Preflight {
         let limits = wgpu::Limits {
             max_storage_buffer_binding_size: get("maxStorageBufferBindingSize")? as _,
             max_buffer_size: get("maxBufferSize")?,
-            max_texture_dimension_2d: get("maxTextureDimension2D")? as _,
+            // The browser's device asks for WebGPU's default texture size (gpu/context.rs).
+            max_texture_dimension_2d: (get("maxTextureDimension2D")? as u32)
+                .min(wgpu::Limits::default().max_texture_dimension_2d),
             ..wgpu::Limits::default()
         };
         let ctx = (ctx > 0.0).then_some(usize_of(&src, "context", ctx)?);
