@@ -221,36 +221,37 @@ const ops = {
       for (const f of files) {
         if (pf && isWeights(f.name)) {
           const weights = files.filter((w) => isWeights(w.name));
-          post({ id, event: 'progress', phase: 'check', file: f.name, loaded: before, total });
-          try {
-            fit = await preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl });
-            // 'auto': only when weights will come over the network, long enough to hide
-            // compiles behind; from the store they arrive in about a second, and compiling
-            // beside them only competed for the cores (docs/benchmarks.md).
-            let warmNow = warmAsked === true;
-            if (warmAsked === 'auto') {
-              for (const w of weights) if (!(await storedWhole(dir, w))) warmNow = true;
+          // With every weights file whole in the store there is no download to spare: no
+          // check (opening the model checks the same), unless warm: true asks for the kernels.
+          let stored = !!dir;
+          for (const w of weights) if (stored && !(await storedWhole(dir, w))) stored = false;
+          if (!stored || warmAsked === true) {
+            try {
+              post({ id, event: 'progress', phase: 'check', file: f.name, loaded: before, total });
+              fit = await preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl });
+              // 'auto': only when weights will come over the network, long enough to hide
+              // compiles behind; from the store they arrive in about a second, and compiling
+              // beside them only competed for the cores (docs/benchmarks.md).
+              if (warmAsked === true || (warmAsked === 'auto' && !stored)) {
+                const t = performance.now();
+                // Not awaited: it runs beside the download.
+                warming = pf.warm(chosen).then((w) => {
+                  tWarm = (performance.now() - t) / 1000;
+                  return w;
+                }, (e) => {
+                  warn(`the kernels could not be compiled during the download: ${e.message}`);
+                  return null;
+                });
+              }
+            } catch (e) {
+              // A refusal, or a file that is no model's, stops the load here; a network
+              // failure only skips the check (the download will say what is wrong).
+              if (!(e instanceof TypeError || e instanceof Unsized)) throw e;
+              warn(`the model could not be sized before its download: ${e.message}`);
             }
-            if (warmNow) {
-              const t = performance.now();
-              // Not awaited: it runs beside the download.
-              warming = pf.warm(chosen).then((w) => {
-                tWarm = (performance.now() - t) / 1000;
-                return w;
-              }, (e) => {
-                warn(`the kernels could not be compiled during the download: ${e.message}`);
-                return null;
-              });
-            }
-          } catch (e) {
-            // A refusal, or a file that is no model's, stops the load here; a network
-            // failure only skips the check (the download will say what is wrong).
-            if (!(e instanceof TypeError || e instanceof Unsized)) throw e;
-            warn(`the model could not be sized before its download: ${e.message}`);
-          } finally {
-            pf.free();
-            pf = null;
           }
+          pf.free();
+          pf = null;
         }
         const progress = (phase, n, fileTotal, { rate, eta_s }) => post({
           id, event: 'progress', phase, file: f.name, loaded: before + n, total,
