@@ -58,10 +58,20 @@ pub fn largest_buffer(model: &Model, dec: &crate::options::DecoderOptions) -> u6
         .max(gpu_needs(model, dec).largest_binding)
 }
 
-/// Each weight binding the decoder makes: its name, whether it is split by rows (the
-/// embedding and LM head), the bytes that must sit in one binding (a whole fused matrix, or
-/// one row of a split one) and its bytes in all.
-fn weight_bindings(model: &Model) -> Vec<(String, bool, u64, u64)> {
+/// One weight binding the decoder makes (`weight_bindings`).
+struct WeightBinding {
+    name: String,
+    /// Split by rows across bindings (the embedding and LM head).
+    split: bool,
+    /// Bytes that must sit in one binding: the whole matrix, or one row of a split one.
+    unit: u64,
+    /// Its bytes in all.
+    total: u64,
+}
+
+/// Each weight binding the decoder makes, as the GPU holds it (repacked words): each layer's
+/// fused matrices, then the embedding and (when not tied) the LM head.
+fn weight_bindings(model: &Model) -> Vec<WeightBinding> {
     use crate::model::{DType, Weight};
     let row_bytes =
         |w: &Weight, dt: DType| (w.cols() / 32 * crate::gpu::gpu_words(dt).0 * 4) as u64;
@@ -80,29 +90,53 @@ fn weight_bindings(model: &Model) -> Vec<(String, bool, u64, u64)> {
                 .iter()
                 .map(|p| row_bytes(p, if same { p.dtype() } else { DType::F32 }) * p.rows() as u64)
                 .sum();
-            out.push((format!("blk.{li}.{name}"), false, bytes, bytes));
+            out.push(WeightBinding {
+                name: format!("blk.{li}.{name}"),
+                split: false,
+                unit: bytes,
+                total: bytes,
+            });
         }
     }
     let head = model.lm_head();
     let tied = head.info.name == model.token_embd.info.name;
     for w in std::iter::once(&model.token_embd).chain((!tied).then_some(head)) {
         let row = row_bytes(w, w.dtype());
-        out.push((w.info.name.clone(), true, row, row * w.rows() as u64));
+        out.push(WeightBinding {
+            name: w.info.name.clone(),
+            split: true,
+            unit: row,
+            total: row * w.rows() as u64,
+        });
     }
     out
+}
+
+/// The sizes of `bindings` and the K/V cache with `dec`'s sizes; a split tensor's binding is
+/// one piece of at most `piece` bytes when given, else the whole tensor.
+fn tally(
+    model: &Model,
+    dec: &crate::options::DecoderOptions,
+    bindings: &[WeightBinding],
+    piece: Option<u64>,
+) -> GpuNeeds {
+    let c = &model.config;
+    let kv_layer = dec.ctx_len as u64 * dec.slots as u64 * c.kv_dim() as u64 * 4;
+    let bound = |b: &WeightBinding| match (b.split, piece) {
+        (true, Some(p)) => b.total.min(p / b.unit * b.unit),
+        _ => b.total,
+    };
+    GpuNeeds {
+        weight_bytes: bindings.iter().map(|b| b.total).sum(),
+        kv_bytes: c.n_layers as u64 * 2 * kv_layer,
+        largest_binding: bindings.iter().map(bound).max().unwrap_or(0).max(kv_layer),
+    }
 }
 
 /// What `model` takes on the GPU with `dec`'s sizes, whatever the adapter (`gpu_fit` checks
 /// it against one); a split tensor counts as one binding here.
 pub fn gpu_needs(model: &Model, dec: &crate::options::DecoderOptions) -> GpuNeeds {
-    let c = &model.config;
-    let kv_layer = dec.ctx_len as u64 * dec.slots as u64 * c.kv_dim() as u64 * 4;
-    let w = weight_bindings(model);
-    GpuNeeds {
-        weight_bytes: w.iter().map(|b| b.3).sum(),
-        kv_bytes: c.n_layers as u64 * 2 * kv_layer,
-        largest_binding: w.iter().map(|b| b.3).max().unwrap_or(0).max(kv_layer),
-    }
+    tally(model, dec, &weight_bindings(model), None)
 }
 
 /// A GPU device with a model's kernels compiled on it before the weights were there
@@ -150,28 +184,19 @@ pub fn gpu_fit(
         limits.max_storage_buffer_binding_size as usize,
     )?;
     let piece = crate::gpu::weight_piece_bytes(limits, textures) as u64;
-    let mut needs = gpu_needs(model, dec);
-    let c = &model.config;
-    // A split tensor's binding is one piece here, not the whole tensor.
-    needs.largest_binding = dec.ctx_len as u64 * dec.slots as u64 * c.kv_dim() as u64 * 4;
-    for (name, split, unit, total) in weight_bindings(model) {
-        if unit > piece {
-            let what = match split {
-                true => "split by rows, one row takes",
-                false => "bound whole, it takes",
-            };
-            return Err(Error::Gpu(format!(
-                "{name}: {what} {unit} bytes on the GPU, more than this adapter's largest \
-                 storage binding of {piece} bytes"
-            )));
-        }
-        let bound = match split {
-            true => total.min(piece / unit * unit),
-            false => total,
+    let bindings = weight_bindings(model);
+    if let Some(b) = bindings.iter().find(|b| b.unit > piece) {
+        let what = match b.split {
+            true => "split by rows, one row takes",
+            false => "bound whole, it takes",
         };
-        needs.largest_binding = needs.largest_binding.max(bound);
+        return Err(Error::Gpu(format!(
+            "{}: {what} {} bytes on the GPU, more than this adapter's largest storage \
+             binding of {piece} bytes",
+            b.name, b.unit
+        )));
     }
-    Ok(needs)
+    Ok(tally(model, dec, &bindings, Some(piece)))
 }
 
 impl Engine {

@@ -67,11 +67,13 @@ async function gpuAdapterFor(backend) {
   if (!self.navigator?.gpu) return null;
   const a = await self.navigator.gpu.requestAdapter().catch(() => null);
   if (!a) return null;
-  const soft = a.info?.isFallbackAdapter === true || a.isFallbackAdapter === true;
-  if (soft && backend !== 'webgpu' && backend !== 'gpu') return null;
+  if (isSoftware(a) && backend !== 'webgpu' && backend !== 'gpu') return null;
   return a;
 }
-const cpuWillRun = async (backend) => !(await gpuAdapterFor(backend));
+
+// A software adapter (SwiftShader): wgpu keeps weights in textures there
+// (GpuOptions::weight_textures), and `auto` takes the CPU kernels instead.
+const isSoftware = (a) => a.info?.isFallbackAdapter === true || a.isFallbackAdapter === true;
 
 const isWeights = (name) => /\.(gguf|safetensors)$/.test(name);
 
@@ -109,9 +111,9 @@ async function readRange(url, at, n) {
 class Unsized extends Error {}
 
 // Before the weights come down: build the model from their headers (read by Range) and the
-// small files already fetched (in `pf`), and size it against the adapter's limits. Throws the
-// library's refusal when it does not fit; a header that is not a model's is refused too.
-// Returns what the model takes, and what the check read.
+// small files already fetched (in `pf`), and size it against the adapter's limits (`slots`
+// as openSession gets them). Throws the library's refusal when it does not fit; a header that
+// is not a model's is refused too. Returns what the model takes, and what the check read.
 async function preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl }) {
   const t0 = performance.now();
   let read = 0;
@@ -144,11 +146,8 @@ async function preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl }) {
     maxBufferSize: l.maxBufferSize,
     maxTextureDimension2D: l.maxTextureDimension2D,
   });
-  // wgpu keeps weights in textures on CPU adapters (GpuOptions::weight_textures).
-  const textures = adapter.info?.isFallbackAdapter === true || adapter.isFallbackAdapter === true;
   for (let round = 0; round < 4; round++) {
-    const r = JSON.parse(pf.check(ctxLen || 0, Number.isInteger(slots) && slots >= 1 ? Math.min(slots, 64) : 1,
-      limits, textures, !!memoryUrl));
+    const r = JSON.parse(pf.check(ctxLen || 0, slots, limits, isSoftware(adapter), !!memoryUrl));
     if (r.fits) return { ...r.fits, ctx_len: r.ctx_len, header_bytes: read, seconds: (performance.now() - t0) / 1000 };
     if (r.unsized) throw new Unsized(r.unsized);
     for (const [name, a, b] of r.needs) {
@@ -161,11 +160,11 @@ async function preflight(pf, weights, adapter, { ctxLen, slots, memoryUrl }) {
 }
 
 // Refuse, before any download, a model whose files cannot fit where they must go: on the CPU
-// kernels, the whole model in wasm's 4 GiB. (On WebGPU the weights are read through from the
-// browser's store a slab at a time and fit whatever their size.)
-async function checkFits(files, backend) {
+// kernels (`onCpu`), the whole model in wasm's 4 GiB. (On WebGPU the weights are read through
+// from the browser's store a slab at a time and fit whatever their size.)
+function checkFits(files, onCpu) {
   const total = files.reduce((s, f) => s + (f.bytes || 0), 0);
-  if (total > WASM_MEMORY - WASM_HEADROOM && await cpuWillRun(backend)) {
+  if (total > WASM_MEMORY - WASM_HEADROOM && onCpu) {
     const gb = (n) => `${(n / 1e9).toFixed(2)} GB`;
     throw new Error(`the model's files are ${gb(total)}, more than the ${gb(WASM_MEMORY - WASM_HEADROOM)} the CPU kernels in wasm can hold (wasm memory ends at ${gb(WASM_MEMORY)}): nothing was downloaded; run it on WebGPU, or take a smaller quantisation`);
   }
@@ -181,8 +180,8 @@ const nextTask = () => new Promise((resolve) => {
 // ---- operations -------------------------------------------------------------------------
 
 const ops = {
-  async load({ model, files: asked, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots, warm: warmAsked = 'auto' }, id) {
-    let files = asked;
+  async load({ model, files, backend, ctxLen, memoryUrl, memoryCacheMb, memoryGapKb, slots: asked, warm: warmAsked = 'auto' }, id) {
+    const slots = Number.isInteger(asked) && asked >= 1 ? Math.min(asked, 64) : 1;
     const t0 = performance.now();
     const { wasm, threads } = await start();
     // The model loaded before goes first: its GPU memory, and its hold on stored files. API
@@ -192,10 +191,11 @@ const ops = {
     session?.free?.();
     session = null;
     const dir = await openStore();
-    await checkFits(files, backend);
-    // On WebGPU the model is sized against the adapter from its headers before the weights
-    // come down (`preflight`); the small files come first, for it to build the model with.
+    // The adapter the model will run on (null: the CPU kernels). On WebGPU the model is sized
+    // against it from its headers before the weights come down (`preflight`); the small
+    // files come first, for it to build the model with.
     const adapter = await gpuAdapterFor(backend);
+    checkFits(files, !adapter);
     let pf = adapter ? new pkg.Preflight(model) : null;
     let fit = null;
     const hasGpu = !!(self.navigator && self.navigator.gpu);
@@ -304,7 +304,7 @@ const ops = {
       session = await pkg.openSession(model, set, chosen, ctxLen || 0, memoryUrl || '',
         typeof memoryCacheMb === 'number' ? memoryCacheMb : -1,
         Number.isInteger(memoryGapKb) && memoryGapKb >= 0 ? memoryGapKb : -1,
-        Number.isInteger(slots) && slots >= 1 ? Math.min(slots, 64) : 1, warmed ?? undefined);
+        slots, warmed ?? undefined);
     } catch (e) {
       stored.forEach((f) => f.close());
       throw e;
@@ -312,7 +312,7 @@ const ops = {
     const info = JSON.parse(session.info());
     // wgpu leaves the adapter's name empty on the web; the browser's adapter info has it.
     if (info.gpu && !info.gpu.name && hasGpu) {
-      const a = (await self.navigator.gpu.requestAdapter())?.info;
+      const a = (adapter ?? await self.navigator.gpu.requestAdapter())?.info;
       info.gpu.name = [a?.vendor, a?.architecture, a?.description].filter(Boolean).join(' ') || 'WebGPU adapter';
       info.adapter = info.gpu.name + info.adapter;
     }

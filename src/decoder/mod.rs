@@ -130,10 +130,6 @@ pub struct Warm {
 }
 
 impl Warm {
-    pub fn ctx(&self) -> &GpuContext {
-        &self.ctx
-    }
-
     /// Pipelines it compiled.
     pub fn pipelines_compiled(&self) -> usize {
         self.pipes.compiled_count

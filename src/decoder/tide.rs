@@ -180,7 +180,6 @@ impl GpuDecoder {
             usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-
         if self.ctx.dry {
             return Ok(buf);
         }

@@ -88,13 +88,7 @@ impl Grammar {
             Format::JsonObject => json!({"type": "object"}),
             Format::JsonSchema(s) => s.clone(),
         };
-        // One space after ',' and ':', none elsewhere: a small model allowed any whitespace
-        // between values can emit newlines until max_tokens.
-        if let Some(o) = schema.as_object_mut() {
-            o.entry("x-guidance").or_insert(json!({
-                "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
-            }));
-        }
+        set_layout(&mut schema);
         self.matcher(TopLevelGrammar::from_json_schema(schema))
             .map_err(|e| format!("the JSON schema cannot be used: {e}"))
     }
@@ -133,6 +127,17 @@ impl Constraint {
         self.matcher
             .consume_token(token)
             .map_err(|e| Error::Input(format!("structured output: {e}")))
+    }
+}
+
+/// Lay out JSON by `schema` with one space after ',' and ':' and none elsewhere (unless it
+/// says otherwise): a small model allowed any whitespace between values can emit newlines
+/// until max_tokens.
+pub fn set_layout(schema: &mut Value) {
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance").or_insert(json!({
+            "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
+        }));
     }
 }
 

@@ -7,7 +7,7 @@
 //! several calls); and Llama 3.1/3.2's, the whole reply one JSON object
 //! `{"name": ..., "parameters": {...}}` (after `<|python_tag|>` at times; several separated
 //! by `;`).
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::openai::{Tool, ToolChoice};
 
@@ -79,11 +79,7 @@ pub fn forcing_grammar(syntax: Syntax, tools: &[Tool], choice: &ToolChoice) -> O
     let mut alts = Vec::new();
     for (i, t) in allowed.iter().enumerate() {
         let mut schema = t.parameters.clone();
-        if let Some(o) = schema.as_object_mut() {
-            o.entry("x-guidance").or_insert(json!({
-                "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
-            }));
-        }
+        super::grammar::set_layout(&mut schema);
         // Names are letters, digits, '_' and '-' (openai.rs): nothing to escape in JSON.
         let head = format!(
             "{{\"name\": \"{}\", \"{}\": ",

@@ -2,6 +2,7 @@ use super::*;
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::ApproximateTokEnv;
 use llguidance::{Matcher, ParserFactory};
+use serde_json::json;
 
 fn call(name: &str, arguments: &str) -> Call {
     Call {

@@ -22,7 +22,8 @@ use crate::memory::fetch::{open_memory_fetch, FetchOptions, Fetcher};
 use crate::memory::store::RowStore;
 use crate::memory::MemoryRows;
 use crate::model::tokenizer::TokenizerInfo;
-use crate::model::ModelFiles;
+use crate::model::{Model, ModelFiles};
+use crate::options::Options;
 use crate::sample::{Sampler, SamplerConfig};
 use crate::session::{self, RowSource};
 
@@ -102,7 +103,7 @@ pub async fn open_session(
     warm: Option<GpuWarm>,
 ) -> std::result::Result<Session, JsValue> {
     let asked = Asked {
-        slots: slots.clamp(1, 64),
+        slots,
         ctx: (ctx_len > 0).then_some(ctx_len),
         cache_mb: (memory_cache_mb >= 0.0).then_some(memory_cache_mb),
         gap_kb: usize::try_from(memory_gap_kb).ok(),
@@ -120,17 +121,21 @@ pub struct GpuWarm(Option<crate::engine::Warmed>);
 
 #[wasm_bindgen]
 impl GpuWarm {
-    /// Whether a device was opened (false when the backend will not run on a GPU).
-    #[wasm_bindgen(getter)]
-    pub fn ready(&self) -> bool {
-        self.0.is_some()
-    }
-
     /// Pipelines compiled on it.
     #[wasm_bindgen(getter)]
     pub fn pipelines(&self) -> usize {
         self.0.as_ref().map_or(0, |w| w.pipelines_compiled())
     }
+}
+
+/// The library's options for a session of `model` as the page asks for it (`ctx`, `slots`),
+/// its device asking for buffers as large as the model needs: what `openSession` opens with,
+/// and what `Preflight` sizes the model and warms the device with.
+fn session_options(model: &Model, ctx: Option<usize>, slots: usize) -> Result<Options> {
+    let mut opts = session::options(model, ctx)?;
+    opts.decoder.slots = slots.clamp(1, 64);
+    opts.gpu.needed_buffer = Some(crate::engine::largest_buffer(model, &opts.decoder));
+    Ok(opts)
 }
 
 fn parse_backend(b: &str) -> Result<Backend> {
@@ -149,7 +154,7 @@ fn parse_backend(b: &str) -> Result<Backend> {
 
 /// What the page asked for (None: the session's default).
 struct Asked {
-    /// K/V cache slots: requests the API decodes together (on WebGPU).
+    /// K/V cache slots: requests the API decodes together (on WebGPU); 1..=64 taken.
     slots: usize,
     ctx: Option<usize>,
     cache_mb: Option<f64>,
@@ -179,8 +184,7 @@ async fn open(
     // The GPU engine keeps the weights in device memory; the heap copy goes with `model`.
     // A memory model's card may leave its memory file out: its rows stream from memory_url.
     let mut model = parts.load_with(!memory_url.is_empty())?;
-    let mut opts = session::options(&model, asked.ctx)?;
-    opts.decoder.slots = asked.slots;
+    let opts = session_options(&model, asked.ctx, asked.slots)?;
     let ctx = opts.decoder.ctx_len;
     let (mut link, mut fetcher) = (None, None);
     let mut rows_from = RowSource::Local;
@@ -200,8 +204,6 @@ async fn open(
     }
     session::size_row_caches(&stores, ctx, rows_from, asked.cache_mb)?;
     let rows = stores.tide.clone();
-    let biggest = crate::engine::largest_buffer(&model, &opts.decoder);
-    opts.gpu.needed_buffer = Some(biggest);
     let (engine, note) = Engine::open_warm(&model, &stores, backend, &opts, warm).await?;
     let k = model.memory.as_ref().map_or(0, |m| m.k);
     let info = json!({

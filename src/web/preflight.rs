@@ -79,7 +79,8 @@ impl Preflight {
     /// `ctx` (0: the default) and `slots` sequences; `textures`: the adapter will hold weights
     /// in textures (a CPU adapter). JSON back: `{"needs": [[file, start, end], ...]}`, ranges
     /// of weights to add (`addRange`) before checking again, `{"unsized": why}` when the
-    /// model cannot be sized from its headers, or `{"fits": {...}}` with what the model takes. An error when it does not fit, saying what and by how much.
+    /// model cannot be sized from its headers, or `{"fits": {...}}` with what the model
+    /// takes. An error when it does not fit, saying what and by how much.
     pub fn check(
         &mut self,
         ctx: f64,
@@ -115,8 +116,8 @@ impl Preflight {
             ..wgpu::Limits::default()
         };
         let ctx = (ctx > 0.0).then_some(usize_of(&src, "context", ctx)?);
-        let mut opts = crate::session::options(&model, ctx).map_err(js_err)?;
-        opts.decoder.slots = usize_of(&src, "slots", slots)?.max(1);
+        let slots = usize_of(&src, "slots", slots)?;
+        let opts = super::session_options(&model, ctx, slots).map_err(js_err)?;
         let needs =
             crate::engine::gpu_fit(&model, &opts.decoder, &limits, textures).map_err(|e| {
                 js_err(Error::Input(format!(
@@ -124,8 +125,6 @@ impl Preflight {
                 )))
             })?;
         let out = json!({ "fits": needs, "ctx_len": opts.decoder.ctx_len }).to_string();
-        // As `openSession` will: the device asked for buffers as large as the model needs.
-        opts.gpu.needed_buffer = Some(crate::engine::largest_buffer(&model, &opts.decoder));
         self.fitted = Some((*model, opts));
         Ok(out)
     }
