@@ -10,11 +10,13 @@ and a summary line go to --out.
 Usage: python scripts/bench_prefix_cache.py TIDE_BIN MODEL --out FILE [--backend cpu]
 """
 import argparse
-import http.client
 import json
+import os
 import statistics
-import subprocess
-import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from api_bench import Server, content, write_run  # noqa: E402
 
 QUESTIONS = [
     "Who is the main character?", "Where does the story take place?",
@@ -36,59 +38,14 @@ def system_prompt(words=700):
     return "You answer questions about this story.\n" + " ".join(out)
 
 
-class Server:
-    def __init__(self, tide, model, backend, *extra):
-        self.p = subprocess.Popen([tide, "serve", "--port", "0", "--model", model, "--backend",
-                                   backend, "--parallel", "1", "--ctx", "2048", "--web", "web",
-                                   *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True)
-        url = self.p.stdout.readline().strip()
-        self.host, port = url[len("http://"):].rstrip("/").split(":")
-        self.port = int(port)
-        deadline = time.time() + 300
-        while True:
-            try:
-                c = http.client.HTTPConnection(self.host, self.port, timeout=10)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "the model did not load"
-            time.sleep(0.2)
-        c = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        c.request("GET", "/v1/models")
-        self.model = json.loads(c.getresponse().read())["data"][0]["id"]
-
-    def ask(self, system, question):
-        """(seconds to the first content chunk, reply text, usage)"""
-        body = json.dumps({"model": self.model, "stream": True, "max_tokens": 8,
-                           "temperature": 0, "stream_options": {"include_usage": True},
-                           "messages": [{"role": "system", "content": system},
-                                        {"role": "user", "content": question}]})
-        c = http.client.HTTPConnection(self.host, self.port, timeout=600)
-        t0 = time.perf_counter()
-        c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
-        r = c.getresponse()
-        ttft, text, usage = None, "", None
-        for line in r:
-            line = line.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[len("data: "):])
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for ch in chunk.get("choices", []):
-                piece = ch.get("delta", {}).get("content")
-                if piece:
-                    if ttft is None:
-                        ttft = time.perf_counter() - t0
-                    text += piece
-        return ttft, text, usage
-
-    def close(self):
-        self.p.terminate()
-        self.p.wait(10)
+def ask(server, system, question):
+    """(seconds to the first content chunk, reply text, usage)"""
+    t0, chunks = server.stream({"max_tokens": 8, "temperature": 0,
+                                "messages": [{"role": "system", "content": system},
+                                             {"role": "user", "content": question}]})
+    pieces, usage = content(chunks)
+    ttft = pieces[0][0] - t0 if pieces else None
+    return ttft, "".join(p for _, p in pieces), usage
 
 
 def main():
@@ -101,11 +58,12 @@ def main():
     system = system_prompt()
     rows, replies = [], {}
     for cache in (True, False):
-        s = Server(a.tide, a.model, a.backend, *([] if cache else ["--no-prefix-cache"]))
+        s = Server(a.tide, a.model, a.backend, "--ctx", "2048",
+                   *([] if cache else ["--no-prefix-cache"]))
         try:
-            s.ask(system, "Warm up.")
+            ask(s, system, "Warm up.")
             for q in QUESTIONS:
-                ttft, text, usage = s.ask(system, q)
+                ttft, text, usage = ask(s, system, q)
                 rows.append({"prefix_cache": cache, "question": q, "ttft_s": ttft,
                              "prompt_tokens": usage["prompt_tokens"],
                              "cached_tokens": usage["prompt_tokens_details"]["cached_tokens"],
@@ -123,11 +81,7 @@ def main():
                "prompt_tokens_median": statistics.median(r["prompt_tokens"] for r in rows),
                "ttft_median_cached_s": med[True], "ttft_median_uncached_s": med[False],
                "speedup": med[False] / med[True], "replies_equal": True}
-    print(json.dumps(summary))
-    with open(a.out, "w") as f:
-        for r in rows + [summary]:
-            f.write(json.dumps(r) + "\n")
-
+    write_run(a.out, rows, summary)
 
 if __name__ == "__main__":
     main()

@@ -7,11 +7,13 @@ logits (or, on a GPU, to its top-64 candidates).
 Usage: python scripts/bench_schema.py TIDE_BIN MODEL --out FILE [--backend cpu] [--rounds 3]
 """
 import argparse
-import http.client
 import json
+import os
 import statistics
-import subprocess
-import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from api_bench import Server, content, write_run  # noqa: E402
 
 PROMPTS = ["Describe a city.", "Tell me about a river.", "Name a famous scientist.",
            "Give me a recipe.", "Describe your favourite book."]
@@ -24,52 +26,17 @@ SCHEMA = {"type": "object", "properties": {
 MAX_TOKENS = 160
 
 
-def start(tide, model, backend):
-    p = subprocess.Popen([tide, "serve", "--port", "0", "--model", model, "--backend", backend,
-                          "--parallel", "1", "--web", "web"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
-    url = p.stdout.readline().strip()
-    host, port = url[len("http://"):].rstrip("/").split(":")
-    deadline = time.time() + 300
-    while True:
-        try:
-            c = http.client.HTTPConnection(host, int(port), timeout=10)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        assert time.time() < deadline, "the model did not load"
-        time.sleep(0.2)
-    c = http.client.HTTPConnection(host, int(port), timeout=10)
-    c.request("GET", "/v1/models")
-    return p, host, int(port), json.loads(c.getresponse().read())["data"][0]["id"]
-
-
-def ask(host, port, model, prompt, schema):
+def ask(server, prompt, schema):
     """(gaps between content chunks in s, the reply, tokens generated)"""
-    body = {"model": model, "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
-            "stream_options": {"include_usage": True},
+    body = {"max_tokens": MAX_TOKENS, "temperature": 0,
             "messages": [{"role": "user", "content": prompt}]}
     if schema:
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": "card", "schema": SCHEMA}}
-    c = http.client.HTTPConnection(host, port, timeout=600)
-    c.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
-    r = c.getresponse()
-    times, text, tokens = [], "", 0
-    for line in r:
-        line = line.decode().strip()
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        chunk = json.loads(line[len("data: "):])
-        if chunk.get("usage"):
-            tokens = chunk["usage"]["completion_tokens"]
-        for ch in chunk.get("choices", []):
-            if ch.get("delta", {}).get("content"):
-                times.append(time.perf_counter())
-                text += ch["delta"]["content"]
-    return [b - a for a, b in zip(times, times[1:])], text, tokens
+    pieces, usage = content(server.stream(body)[1])
+    times = [t for t, _ in pieces]
+    return ([b - a for a, b in zip(times, times[1:])], "".join(p for _, p in pieces),
+            usage["completion_tokens"] if usage else 0)
 
 
 def main():
@@ -80,15 +47,15 @@ def main():
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    p, host, port, model = start(a.tide, a.model, a.backend)
+    server = Server(a.tide, a.model, a.backend)
     rows = []
     try:
-        ask(host, port, model, "Warm up.", True)
-        ask(host, port, model, "Warm up.", False)
+        ask(server, "Warm up.", True)
+        ask(server, "Warm up.", False)
         for rnd in range(a.rounds):
             for prompt in PROMPTS:
                 for schema in (False, True):
-                    gaps, text, tokens = ask(host, port, model, prompt, schema)
+                    gaps, text, tokens = ask(server, prompt, schema)
                     if schema:
                         json.loads(text)  # a cut reply would raise: every one must be whole
                     rows.append({"round": rnd, "prompt": prompt, "schema": schema,
@@ -96,18 +63,13 @@ def main():
                                  "gaps_ms": [round(1e3 * g, 3) for g in gaps], "reply": text})
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "gaps_ms"}))
     finally:
-        p.terminate()
-        p.wait(10)
+        server.close()
     med = {s: statistics.median(g for r in rows if r["schema"] == s for g in r["gaps_ms"])
            for s in (False, True)}
     summary = {"summary": True, "model": a.model, "backend": a.backend, "max_tokens": MAX_TOKENS,
                "ms_per_token_free": med[False], "ms_per_token_schema": med[True],
                "schema_over_free": med[True] / med[False]}
-    print(json.dumps(summary))
-    with open(a.out, "w") as f:
-        for r in rows + [summary]:
-            f.write(json.dumps(r) + "\n")
-
+    write_run(a.out, rows, summary)
 
 if __name__ == "__main__":
     main()
