@@ -280,7 +280,7 @@ test('a model too big for the CPU kernels in wasm is refused before any download
   s.proc.kill('SIGKILL');
 });
 
-test('a model whose context cannot fit the WebGPU adapter is refused before its download, from its header read by Range, with the numbers', async () => {
+test('a model whose context cannot fit the WebGPU adapter is refused before its download, from its header read by Range, with the numbers; one that fits is sized and its kernels compiled during the download, and neither runs from the store', async () => {
   // This test alone needs WebGPU (SwiftShader here).
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...FLAGS, '--enable-unsafe-webgpu'] });
   const s = await serve(['--model', SMOLLM2]);
@@ -314,6 +314,23 @@ test('a model whose context cannot fit the WebGPU adapter is refused before its 
     assert.ok(requests.length > 0 && requests.every((h) => h.startsWith('bytes=')), JSON.stringify(requests));
     assert.ok(got > 1e6 && got < 4e6, `read ${got} bytes`);
     assert.deepEqual(await page.evaluate(async () => (await import('/tide.js')).models.list()), []);
+    // A context that fits: sized before the download and, by default ('auto', the weights
+    // being downloaded), its kernels compiled during it; loaded again from the store, neither
+    // runs (nothing to download).
+    const loadInfo = () => page.evaluate(async (m) => {
+      const t = await import('/tide.js');
+      window.model?.close();
+      window.model = await t.load(m, { backend: 'webgpu', ctxLen: 64 });
+      return window.model.info.load;
+    }, SMOL);
+    const first = await loadInfo();
+    assert.equal(first.gpu_fit?.ctx_len, 64, JSON.stringify(first.gpu_fit));
+    assert.equal(first.gpu_fit.kv_bytes, 30 * 2 * 64 * 768);
+    assert.ok(first.warm?.pipelines > 10, JSON.stringify(first.warm));
+    const again = await loadInfo();
+    assert.equal(again.downloaded_bytes, 0);
+    assert.equal(again.gpu_fit, null);
+    assert.equal(again.warm, null);
   } finally {
     await browser.close();
     s.proc.kill('SIGKILL');
